@@ -1,0 +1,59 @@
+# loaderdbg: every target builds what it needs first, on a fresh machine as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+BUILD := $(CURDIR)/build
+STAMPS := .stamps
+DEMO := build/fixtures/execsolib/glibc-O2/libexecsolib.so
+
+# command -> Debian package providing it
+SYSTEM_TOOLS := gcc:gcc make:make musl-gcc:musl-tools gdb:gdb readelf:binutils objdump:binutils strace:strace tmux:tmux
+
+.PHONY: all sysdeps venv fixtures demo test bench recordings clean
+
+all: fixtures venv
+
+# Install missing system packages: one `apt-get update`, then one install.
+sysdeps:
+	@missing=""; \
+	for pair in $(SYSTEM_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
+	fi
+
+venv: $(STAMPS)/venv
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
+
+fixtures: sysdeps
+	$(MAKE) -s -C tests/fixtures/execsolib OUT=$(BUILD)/fixtures/execsolib
+	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
+
+demo: venv fixtures
+	$(VENV)/bin/loaderdbg run $(DEMO) hello world
+
+# pytest exits 5 when it collected nothing: that must fail, not pass quietly.
+test: venv fixtures
+	@$(VPY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: venv fixtures
+	$(VPY) bench/stepping.py
+
+recordings: venv fixtures
+	$(VPY) -m loaderdbg.record.samples recordings
+
+clean:
+	rm -rf build $(STAMPS) $(VENV) .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from loaderdbg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,19 @@
+"""Errors the command line turns into one line on stderr and an exit code."""
+
+
+class LoaderdbgError(Exception):
+    """Base of every error reported to the user as one line."""
+
+    exit_code = 1
+
+
+class UsageError(LoaderdbgError):
+    """Bad arguments or bad input files: exit 2."""
+
+    exit_code = 2
+
+
+class TargetError(LoaderdbgError):
+    """The target misbehaved or could not be run: exit 1."""
+
+    exit_code = 1

@@ -1,0 +1,287 @@
+"""One traced process: launch it stopped, step it, run it with breakpoints.
+
+The tracee never outlives us when we launched it (PTRACE_O_EXITKILL), and
+is detached running when we attached to it. Stops are classified once by
+``stops.classify``; breakpoints are int3 bytes written through /proc/PID/mem
+and stepped over with the usual restore–step–reinsert dance.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from dataclasses import dataclass
+
+from loaderdbg.errors import TargetError
+from loaderdbg.process import ptrace
+from loaderdbg.process.memory import ProcessMemory
+from loaderdbg.process.stops import Stop, StopKind, classify
+
+INT3 = 0xCC
+RIP_OFFSET = 16 * 8  # user_regs_struct.rip
+RSP_OFFSET = 19 * 8
+LAUNCH_OPTIONS = (
+    ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT | ptrace.O_EXITKILL
+)
+# Signals the kernel sends for a fault in the instruction itself.
+FAULT_SIGNALS = frozenset(
+    {_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE, _signal.SIGTRAP}
+)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    path: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    aslr: bool = False
+    stdin_fd: int | None = None
+    stdout_fd: int | None = None
+    stderr_fd: int | None = None
+
+
+class Tracee:
+    """A stopped-or-running tracee and what we know about its current stop."""
+
+    def __init__(self, pid: int, *, launched: bool) -> None:
+        self.pid = pid
+        self.launched = launched
+        self.memory = ProcessMemory(pid)
+        self.breakpoints: dict[int, int] = {}  # address -> original byte
+        self.last_stop: Stop | None = None
+        self.pending_signal = 0  # to deliver on the next resume
+        self._regs = ptrace.RegisterBuffer()
+        self._regs_raw: bytes | None = None
+        self.alive = True
+
+    # -- registers ---------------------------------------------------------
+    def regs_raw(self) -> bytes:
+        if self._regs_raw is None:
+            self._regs_raw = self._regs.fetch(self.pid)
+        return self._regs_raw
+
+    def set_regs_raw(self, raw: bytes) -> None:
+        self._regs.store(self.pid, raw)
+        self._regs_raw = bytes(raw)
+
+    @property
+    def pc(self) -> int:
+        return int.from_bytes(self.regs_raw()[RIP_OFFSET:RIP_OFFSET + 8], "little")
+
+    @property
+    def sp(self) -> int:
+        return int.from_bytes(self.regs_raw()[RSP_OFFSET:RSP_OFFSET + 8], "little")
+
+    def set_pc(self, value: int) -> None:
+        raw = bytearray(self.regs_raw())
+        raw[RIP_OFFSET:RIP_OFFSET + 8] = value.to_bytes(8, "little")
+        self.set_regs_raw(bytes(raw))
+
+    # -- breakpoints -------------------------------------------------------
+    def insert_breakpoint(self, addr: int) -> bool:
+        """Write int3 at addr; False when the address is not mapped (yet)."""
+        if addr in self.breakpoints:
+            return True
+        original = self.memory.read(addr, 1)
+        if original is None:
+            return False
+        try:
+            self.memory.write(addr, bytes([INT3]))
+        except OSError:
+            return False
+        self.breakpoints[addr] = original[0]
+        return True
+
+    def remove_breakpoint(self, addr: int) -> None:
+        original = self.breakpoints.pop(addr, None)
+        if original is not None and self.alive:
+            try:
+                self.memory.write(addr, bytes([original]))
+            except OSError:
+                pass  # the page went away with the breakpoint
+
+    def revalidate_breakpoints(self) -> None:
+        """After mmap/munmap/mprotect a page holding a breakpoint may have
+        been replaced (exec-solib maps ld.so over its own reservation):
+        re-read the new original byte and write int3 again."""
+        for addr in list(self.breakpoints):
+            current = self.memory.read(addr, 1)
+            if current is None:
+                continue  # unmapped for now; kept, rechecked next time
+            if current[0] != INT3:
+                self.breakpoints[addr] = current[0]
+                try:
+                    self.memory.write(addr, bytes([INT3]))
+                except OSError:
+                    pass
+
+    def original_bytes(self, addr: int, data: bytes) -> bytes:
+        """``data`` read at addr with our int3 bytes replaced by the originals."""
+        if not self.breakpoints:
+            return data
+        out = bytearray(data)
+        for bp, original in self.breakpoints.items():
+            if addr <= bp < addr + len(out):
+                out[bp - addr] = original
+        return bytes(out)
+
+    # -- resuming ----------------------------------------------------------
+    def _wait(self) -> Stop:
+        _, status = ptrace.waitpid(self.pid)
+        stop = classify(self.pid, status)
+        self._regs_raw = None
+        if not stop.alive:
+            self.alive = False
+            self.memory.close()
+        elif stop.kind is StopKind.BREAKPOINT and (self.pc - 1) in self.breakpoints:
+            # Report our own breakpoint at its address, as debuggers do.
+            self.set_pc(self.pc - 1)
+        elif stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXEC:
+            self.memory.reopen()
+            self.breakpoints.clear()  # the old address space is gone
+        self.last_stop = stop
+        return stop
+
+    def _take_signal(self) -> int:
+        sig, self.pending_signal = self.pending_signal, 0
+        return sig
+
+    def _step_off_breakpoint(self) -> Stop | None:
+        """If pc sits on one of our int3s, execute the original instruction
+        in its place. Returns the stop if that step stopped for another
+        reason (a signal, an exit), else None."""
+        addr = self.pc
+        original = self.breakpoints.get(addr)
+        if original is None:
+            return None
+        self.memory.write(addr, bytes([original]))
+        try:
+            ptrace.singlestep(self.pid, self._take_signal())
+            stop = self._wait()
+        finally:
+            if self.alive and addr in self.breakpoints:
+                self.memory.write(addr, bytes([INT3]))
+        return stop
+
+    def step(self) -> Stop:
+        if self.pc in self.breakpoints:
+            stop = self._step_off_breakpoint()
+            assert stop is not None
+            return stop
+        ptrace.singlestep(self.pid, self._take_signal())
+        return self._wait()
+
+    def resume(self, *, syscalls: bool) -> Stop:
+        """Continue to the next stop: a breakpoint, a signal, an event, and
+        with ``syscalls`` every syscall entry and exit too."""
+        if self.pc in self.breakpoints:
+            stop = self._step_off_breakpoint()
+            assert stop is not None
+            if stop.kind is not StopKind.STEP:
+                return stop
+        if syscalls:
+            ptrace.syscall(self.pid, self._take_signal())
+        else:
+            ptrace.cont(self.pid, self._take_signal())
+        return self._wait()
+
+    # -- ending ------------------------------------------------------------
+    def kill(self) -> None:
+        """End a launched tracee and reap it."""
+        if not self.alive:
+            return
+        try:
+            os.kill(self.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                _, status = ptrace.waitpid(self.pid)
+            except ChildProcessError:
+                break
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                break
+        self.alive = False
+        self.memory.close()
+
+    def detach(self) -> None:
+        """Leave an attached tracee running exactly as before (our int3s out)."""
+        if not self.alive:
+            return
+        for addr in list(self.breakpoints):
+            self.remove_breakpoint(addr)
+        try:
+            ptrace.detach(self.pid, self._take_signal())
+        except ptrace.PtraceError:
+            pass
+        self.alive = False
+        self.memory.close()
+
+    def close(self) -> None:
+        if self.launched:
+            self.kill()
+        else:
+            self.detach()
+
+
+def launch(spec: LaunchSpec) -> Tracee:
+    """Fork, exec ``spec`` under ptrace and return it stopped at the first
+    instruction of the new image (the PTRACE_EVENT_EXEC stop)."""
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child: only async-signal-safe-ish work until execve
+        try:
+            os.close(err_read)
+            for target, fd in ((0, spec.stdin_fd), (1, spec.stdout_fd), (2, spec.stderr_fd)):
+                if fd is not None:
+                    os.dup2(fd, target)
+            # Python ignores SIGPIPE/SIGXFSZ; execve would keep that.
+            for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
+                _signal.signal(sig, _signal.SIG_DFL)
+            # Our own process group: a Ctrl-C at the terminal is the tracer's.
+            os.setpgid(0, 0)
+            if not spec.aslr:
+                ptrace.disable_aslr_for_self()
+            ptrace.traceme()
+            os.kill(os.getpid(), _signal.SIGSTOP)
+            os.execve(spec.path, list(spec.argv), spec.env)
+        except OSError as err:
+            os.write(err_write, str(err.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(err_write)
+    try:
+        _, status = ptrace.waitpid(pid)
+        if not os.WIFSTOPPED(status):
+            raise TargetError(f"{spec.path}: child died before exec ({status:#x})")
+        ptrace.set_options(pid, LAUNCH_OPTIONS)
+        ptrace.cont(pid)
+        _, status = ptrace.waitpid(pid)
+        if os.WIFSTOPPED(status) and (status >> 16) == ptrace.EVENT_EXEC:
+            tracee = Tracee(pid, launched=True)
+            tracee.last_stop = Stop(StopKind.EVENT, pid, signal=_signal.SIGTRAP,
+                                    event=ptrace.EVENT_EXEC)
+            return tracee
+        message = os.read(err_read, 64).decode() or "0"
+        errno_value = int(message) if message.isdigit() else 0
+        _reap(pid, status)
+        reason = os.strerror(errno_value) if errno_value else f"status {status:#x}"
+        raise TargetError(f"{spec.path}: execve failed: {reason}")
+    except BaseException:
+        _reap(pid, None)
+        raise
+    finally:
+        os.close(err_read)
+
+
+def _reap(pid: int, status: int | None) -> None:
+    if status is not None and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+        return
+    try:
+        os.kill(pid, _signal.SIGKILL)
+        while True:
+            _, status = ptrace.waitpid(pid)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                return
+    except (ProcessLookupError, ChildProcessError):
+        return

@@ -1,0 +1,1 @@
+"""The Textual front end of loaderdbg (installed as ``loaderdbg_tui``)."""
