@@ -1,0 +1,302 @@
+"""The exec-solib fixture (DESIGN.md section 7) behaves as documented.
+
+Real processes only: the variants built by
+`make -C tests/fixtures/execsolib OUT=<repo>/build/fixtures/execsolib`
+are run, disassembled and inspected with binutils and gdb.
+
+Output contract (payload.c): `execsolib: ok argc=<argc>` followed by
+` <argv[i]>` for i = 1..argc-1 and a newline, exit status 0; argv entries
+naming the .so read `/proc/self/fd/N` (the memfd copy).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE_SRC = REPO / "tests/fixtures/execsolib"
+OK_VARIANTS = ["glibc-O2", "glibc-O0", "glibc-relr", "musl-O2"]
+ALL_VARIANTS = OK_VARIANTS + ["rdxbug"]
+HOST_LIB = "libexecsolib_host.so"
+GLIBC_LDSO = "/lib64/ld-linux-x86-64.so.2"
+MUSL_LDSO = "/lib/ld-musl-x86_64.so.1"
+MILESTONES = [
+    "(1) self-relocation done",
+    "(2) trampoline mapped",
+    "(3) memfd copy patched",
+    "(4) argv rewritten",
+    "(5) ld.so mapped",
+    "(6) auxv rewritten",
+    "(7) hand-off",
+]
+# Named in the .so's .symtab so a debugger can mark the milestones.
+MILESTONE_SYMBOLS = [
+    "execsolib_start",
+    "execsolib_self_relocate",
+    "execsolib_bootstrap",
+    "execsolib_map_trampoline",
+    "execsolib_make_memfd_copy",
+    "execsolib_patch_copy",
+    "execsolib_rewrite_argv",
+    "execsolib_map_ldso",
+    "execsolib_rewrite_auxv",
+    "execsolib_handoff",
+    "execsolib_milestone",
+    "execsolib_relocs_applied",
+]
+
+
+@pytest.fixture(scope="session")
+def build_dir() -> Path:
+    d = REPO / "build/fixtures/execsolib"
+    missing = [v for v in ALL_VARIANTS if not (d / v / "libexecsolib.so").is_file()]
+    if missing:
+        pytest.fail(
+            f"exec-solib fixture not built in {d} (missing {missing}); run "
+            f"`make -C tests/fixtures/execsolib OUT={d}`"
+        )
+    return d
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECSOLIB_")}
+    env.update(extra)
+    return env
+
+
+def run(argv, cwd=None, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=clean_env(**env),
+        capture_output=True, text=True, timeout=15,
+    )
+
+
+def tool(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=15).stdout
+
+
+def handoff_disassembly(so: Path) -> list[str]:
+    """Instructions of execsolib_handoff, as `mnemonic operands` strings."""
+    out = tool("objdump", "-d", "--no-show-raw-insn", "--disassemble=execsolib_handoff", str(so))
+    insns = []
+    for line in out.splitlines():
+        m = re.match(r"\s+[0-9a-f]+:\s+(\S.*)$", line)
+        if m:
+            insns.append(" ".join(m.group(1).split()))
+    assert insns, f"no execsolib_handoff in {so}"
+    return insns
+
+
+def relative_count(so: Path) -> int:
+    """R_X86_64_RELATIVE relocations, counting RELR-encoded ones."""
+    out = tool("readelf", "-rW", str(so))
+    n = sum(1 for line in out.splitlines() if "R_X86_64_RELATIVE" in line)
+    m = re.search(r"'\.relr\.dyn' at offset \S+ contains \d+ entr(?:y|ies):\s*\n\s*(\d+) offsets", out)
+    return n + (int(m.group(1)) if m else 0)
+
+
+# --------------------------------------------------------------------------
+# Running the variants
+
+
+@pytest.mark.parametrize("variant", OK_VARIANTS)
+def test_runs_from_its_directory(build_dir, variant):
+    r = run(["./libexecsolib.so", "a", "b"], cwd=build_dir / variant)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "execsolib: ok argc=3 a b\n", "")
+
+
+@pytest.mark.parametrize("variant", OK_VARIANTS)
+def test_runs_by_absolute_path_and_symlink(build_dir, variant, tmp_path):
+    so = build_dir / variant / "libexecsolib.so"
+    r = run([so, "one"], cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 one\n"), r.stderr
+    link = tmp_path / "renamed-link"
+    link.symlink_to(so)
+    r = run([link, "x", "y", "z"], cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=4 x y z\n"), r.stderr
+    r = run([so], cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=1\n"), r.stderr
+
+
+@pytest.mark.parametrize("variant", OK_VARIANTS)
+@pytest.mark.parametrize("mode", ["lazy", "now"])
+def test_dlopen_modes(build_dir, variant, mode):
+    r = run(["./libexecsolib.so", mode], cwd=build_dir / variant, EXECSOLIB_DLOPEN=mode)
+    assert (r.returncode, r.stdout) == (0, f"execsolib: ok argc=2 {mode}\n"), r.stderr
+
+
+@pytest.mark.parametrize("variant", OK_VARIANTS)
+def test_argv_entries_naming_the_so_point_at_the_memfd(build_dir, variant):
+    r = run(["./libexecsolib.so", "x", "./libexecsolib.so", "y"], cwd=build_dir / variant)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"execsolib: ok argc=4 x /proc/self/fd/\d+ y\n", r.stdout), r.stdout
+
+
+@pytest.mark.parametrize("variant", OK_VARIANTS)
+def test_trace_shows_milestones_in_order_and_relocation_count(build_dir, variant):
+    so = build_dir / variant / "libexecsolib.so"
+    r = run([so, "t"], EXECSOLIB_TRACE="1")
+    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 t\n"), r.stderr
+    positions = [r.stderr.find(m) for m in MILESTONES]
+    assert -1 not in positions and positions == sorted(positions), r.stderr
+    m = re.search(r"(\d+) RELATIVE relocations applied", r.stderr)
+    assert m, r.stderr
+    applied = int(m.group(1))
+    assert applied >= 50
+    assert applied == relative_count(so)  # every RELATIVE (or RELR bit) applied
+    # The copy's patches, as documented in bootstrap.c.
+    for needle in (f"DT_NEEDED -> 0x6e000001: {HOST_LIB}", "DT_INIT_ARRAY -> 0x6e000019",
+                   "DT_VERNEED -> 0x6e000ffe", "DT_VERSYM -> 0x6e000ff0",
+                   "host_report: GLOBAL -> WEAK"):
+        assert needle in r.stderr
+
+
+def test_rdxbug_dies_at_address_zero(build_dir):
+    r = run(["./libexecsolib.so", "a", "b"], cwd=build_dir / "rdxbug")
+    assert r.returncode == -11, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+
+
+def test_rdxbug_fault_is_rip_0_addr_0_under_gdb(build_dir):
+    so = build_dir / "rdxbug" / "libexecsolib.so"
+    r = subprocess.run(
+        ["gdb", "-nx", "-batch", "-ex", "run", "-ex", "p $pc",
+         "-ex", "p $_siginfo._sifields._sigfault.si_addr", "--args", str(so), "a"],
+        capture_output=True, text=True, timeout=30, env=clean_env(),
+    )
+    assert "SIGSEGV" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"^\$1 = .*\b0x0$", r.stdout, re.M), r.stdout
+    assert re.search(r"^\$2 = .*\b0x0$", r.stdout, re.M), r.stdout
+
+
+def test_rdxbug_handoff_jumps_through_zeroed_rdx(build_dir):
+    insns = handoff_disassembly(build_dir / "rdxbug" / "libexecsolib.so")
+    i = insns.index("xor %edx,%edx")
+    assert insns[i + 1] == "jmp *%rdx", insns
+
+
+@pytest.mark.parametrize("variant", OK_VARIANTS)
+def test_fixed_handoff_does_not_jump_through_rdx(build_dir, variant):
+    insns = handoff_disassembly(build_dir / variant / "libexecsolib.so")
+    jumps = [i for i in insns if i.startswith("jmp *")]
+    assert jumps == ["jmp *%rax"], insns
+    assert "xor %edx,%edx" in insns
+    assert insns.index("xor %edx,%edx") < insns.index("jmp *%rax")
+
+
+# --------------------------------------------------------------------------
+# ELF shape
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_so_elf_shape(build_dir, variant):
+    so = build_dir / variant / "libexecsolib.so"
+    assert os.access(so, os.X_OK)
+    header = tool("readelf", "-hW", str(so))
+    assert re.search(r"Type:\s+DYN", header)
+    entry = int(re.search(r"Entry point address:\s+(0x[0-9a-f]+)", header).group(1), 16)
+    assert entry != 0
+    phdrs = tool("readelf", "-lW", str(so))
+    assert "INTERP" not in phdrs and "Requesting program interpreter" not in phdrs
+
+    syms = tool("readelf", "-sW", str(so))
+    values = {}
+    for line in syms.splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[7] in MILESTONE_SYMBOLS:
+            values[f[7]] = int(f[1], 16)
+    assert set(values) == set(MILESTONE_SYMBOLS)
+    assert values["execsolib_start"] == entry
+
+    dyn = tool("readelf", "-dW", str(so))
+    assert f"(NEEDED)             Shared library: [{HOST_LIB}]" in dyn
+    for tag in ("(VERNEED)", "(VERNEEDNUM)", "(VERSYM)", "(INIT)", "(FINI)",
+                "(INIT_ARRAY)", "(FINI_ARRAY)", "(JMPREL)"):
+        assert tag in dyn, tag
+    assert "RUNPATH" not in dyn and "RPATH" not in dyn
+
+    relocs = tool("readelf", "-rW", str(so))
+    assert re.search(r"R_X86_64_JUMP_SLOT\s+0+ host_report", relocs)
+    assert re.search(r"R_X86_64_GLOB_DAT\s+0+ host_optional_hook", relocs)
+    assert relative_count(so) >= 50
+    if variant == "glibc-relr":
+        assert ".relr.dyn" in relocs and "(RELR)" in dyn
+        assert "R_X86_64_RELATIVE" not in relocs  # all packed
+    else:
+        assert ".relr.dyn" not in relocs
+        assert sum("R_X86_64_RELATIVE" in line for line in relocs.splitlines()) >= 50
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_trampoline_is_pie_with_interp_and_phdr(build_dir, variant):
+    t = build_dir / variant / "trampoline"
+    header = tool("readelf", "-hW", str(t))
+    assert re.search(r"Type:\s+DYN", header)
+    phdrs = tool("readelf", "-lW", str(t))
+    assert re.search(r"^\s+PHDR\s", phdrs, re.M)
+    interp = MUSL_LDSO if variant.startswith("musl") else GLIBC_LDSO
+    assert f"[Requesting program interpreter: {interp}]" in phdrs
+    assert "(FLAGS_1)            Flags: PIE" in tool("readelf", "-dW", str(t))
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_trampoline_blob_page_aligned_and_identical(build_dir, variant):
+    d = build_dir / variant
+    r = subprocess.run(
+        ["python3", str(FIXTURE_SRC / "check_blob.py"), str(d / "libexecsolib.so"), str(d / "trampoline")],
+        capture_output=True, text=True, timeout=15,
+    )
+    assert r.returncode == 0, r.stderr
+    # And the check is not a tautology: a different trampoline is refused.
+    other = build_dir / ("musl-O2" if variant != "musl-O2" else "glibc-O2") / "trampoline"
+    r = subprocess.run(
+        ["python3", str(FIXTURE_SRC / "check_blob.py"), str(d / "libexecsolib.so"), str(other)],
+        capture_output=True, text=True, timeout=15,
+    )
+    assert r.returncode == 1 and "are not" in r.stderr
+
+
+def test_trampoline_refuses_to_run_directly(build_dir):
+    r = run([build_dir / "glibc-O2" / "trampoline"])
+    assert r.returncode == 2 and "not a /proc/self/fd/ path" in r.stderr
+
+
+# --------------------------------------------------------------------------
+# Every patch of the memfd copy is needed (EXECSOLIB_SKIP_PATCH leaves one out)
+
+SKIP_FAILURES = [
+    # The host library exists only at link time: ld.so cannot find it.
+    ("glibc-O2", "needed", 3, f"{HOST_LIB}: cannot open shared object file"),
+    ("musl-O2", "needed", 3, f"Error loading shared library {HOST_LIB}"),
+    # DT_INIT (pointing at payload.c's guard) runs first, and kills.
+    ("glibc-O2", "init", -6, "DT_INIT ran in the memfd copy"),
+    ("musl-O2", "init", -6, "DT_INIT ran in the memfd copy"),
+    ("glibc-O2", "verneed", 127, "_dl_check_map_versions"),
+    ("glibc-O2", "weak", 3, "undefined symbol: host_"),
+    ("musl-O2", "weak", 3, "symbol not found"),
+]
+
+
+@pytest.mark.parametrize("variant,skip,rc,message", SKIP_FAILURES)
+def test_each_patch_is_necessary(build_dir, variant, skip, rc, message):
+    assert (build_dir / variant / HOST_LIB).is_file()  # it exists, just not findable
+    r = run(["./libexecsolib.so", "a"], cwd=build_dir / variant, EXECSOLIB_SKIP_PATCH=skip)
+    assert r.returncode == rc, (r.returncode, r.stdout, r.stderr)
+    assert message in r.stderr
+    assert "execsolib: ok" not in r.stdout
+
+
+def test_bootstrap_failures_are_loud(build_dir):
+    so = build_dir / "glibc-O2" / "libexecsolib.so"
+    r = run([so], EXECSOLIB_SKIP_PATCH="bogus")
+    assert r.returncode == 127 and "EXECSOLIB_SKIP_PATCH: unknown word" in r.stderr
+    r = run([so], EXECSOLIB_LDSO="/nonexistent/ld.so")
+    assert r.returncode == 127
+    assert "execsolib: bootstrap failed: open /nonexistent/ld.so (errno 2)" in r.stderr
+    r = run([so, "over"], EXECSOLIB_LDSO=os.path.realpath(GLIBC_LDSO))
+    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 over\n"), r.stderr
