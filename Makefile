@@ -41,7 +41,7 @@ fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
 
 demo: venv fixtures
-	$(VENV)/bin/loaderdbg run $(DEMO) hello world
+	$(VENV)/bin/loaderdbg inspect --at ldso-entry $(DEMO) hello world
 
 # pytest exits 5 when it collected nothing: that must fail, not pass quietly.
 test: venv fixtures

@@ -194,13 +194,7 @@ class Tracee:
             os.kill(self.pid, _signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while True:
-            try:
-                _, status = ptrace.waitpid(self.pid)
-            except ChildProcessError:
-                break
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                break
+        _reap_killed(self.pid)
         self.alive = False
         self.memory.close()
 
@@ -279,9 +273,22 @@ def _reap(pid: int, status: int | None) -> None:
         return
     try:
         os.kill(pid, _signal.SIGKILL)
-        while True:
-            _, status = ptrace.waitpid(pid)
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                return
-    except (ProcessLookupError, ChildProcessError):
+    except ProcessLookupError:
         return
+    _reap_killed(pid)
+
+
+def _reap_killed(pid: int) -> None:
+    """Wait for a SIGKILLed tracee to be gone. With TRACEEXIT it may still
+    report a PTRACE_EVENT_EXIT stop first, which must be resumed."""
+    while True:
+        try:
+            _, status = ptrace.waitpid(pid)
+        except ChildProcessError:
+            return
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return
+        try:
+            ptrace.cont(pid)
+        except ptrace.PtraceError:
+            pass

@@ -1,0 +1,178 @@
+"""Which ELF objects are mapped where, read off /proc/PID/maps like a loader.
+
+An object starts at a file-backed mapping whose file bytes at the mapping's
+offset are an ELF header; the following mappings of the same file belong to
+it until the next header. That finds ordinary libraries, ld.so mapped by
+hand, and ELF images embedded in another file (the exec-solib trampoline
+lives inside the .so at a page-aligned offset) with one rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from loaderdbg.decode.elf import ElfInfo, parse_elf
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import MapEntry
+
+PAGE = 4096
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class MappedObject:
+    path: str  # as /proc/PID/maps names it
+    base: int  # load bias: runtime address = base + link-time vaddr
+    elf_offset: int  # where the ELF image starts in the file
+    file_key: tuple  # (dev, inode) identifying the file
+    info: ElfInfo
+    maps: tuple[MapEntry, ...]
+
+    @property
+    def name(self) -> str:
+        label = self.path.rsplit("/", 1)[-1] or self.path
+        return f"{label}@{self.elf_offset:#x}" if self.elf_offset else label
+
+    def contains(self, addr: int) -> bool:
+        return any(m.start <= addr < m.end for m in self.maps)
+
+    def runtime(self, vaddr: int) -> int:
+        return self.base + vaddr
+
+
+@dataclass(frozen=True)
+class MapAnnotation:
+    entry: MapEntry
+    object: str | None
+    segment: str | None
+
+
+class ElfCache:
+    """Parsed ELF images keyed by (file, offset): a library is parsed once per
+    session, not once per stop. File bytes are kept for relocation checks."""
+
+    def __init__(self, read_file: Callable[[MapEntry], bytes | None]) -> None:
+        self._read_file = read_file
+        self._files: dict[tuple, bytes | None] = {}
+        self._infos: dict[tuple, ElfInfo | None] = {}
+
+    def file_bytes(self, entry: MapEntry) -> bytes | None:
+        key = (entry.dev, entry.inode, entry.path)
+        if key not in self._files:
+            self._files[key] = self._read_file(entry)
+        return self._files[key]
+
+    def elf_at(self, entry: MapEntry, offset: int) -> ElfInfo | None:
+        key = (entry.dev, entry.inode, entry.path, offset)
+        if key not in self._infos:
+            data = self.file_bytes(entry)
+            info = None
+            if data is not None and data[offset:offset + 4] == ELF_MAGIC:
+                try:
+                    info = parse_elf(data[offset:] if offset else data, entry.path)
+                except DecodeError:
+                    info = None
+            self._infos[key] = info
+        return self._infos[key]
+
+    def object_bytes(self, obj: MappedObject) -> bytes | None:
+        data = self.file_bytes(obj.maps[0])
+        if data is None:
+            return None
+        return data[obj.elf_offset:] if obj.elf_offset else data
+
+
+def _is_file_backed(entry: MapEntry) -> bool:
+    return entry.inode != 0 and entry.path.startswith("/")
+
+
+def discover_objects(maps: Sequence[MapEntry], cache: ElfCache) -> tuple[MappedObject, ...]:
+    """ELF objects in address order, each with its load bias and mappings."""
+    open_objects: dict[tuple, list] = {}  # file key -> [info, elf_offset, base, maps]
+    found: list[list] = []
+    for entry in maps:
+        if not _is_file_backed(entry):
+            # Anonymous bss right after an object's last file mapping.
+            if found and entry.inode == 0 and not entry.path and found[-1][3][-1].end == entry.start:
+                last = found[-1]
+                if _within_object(last[0], last[2], entry):
+                    last[3].append(entry)
+            continue
+        key = (entry.dev, entry.inode)
+        data = cache.file_bytes(entry)
+        starts_elf = data is not None and data[entry.offset:entry.offset + 4] == ELF_MAGIC
+        if starts_elf:
+            info = cache.elf_at(entry, entry.offset)
+            if info is not None:
+                first_load = min((s for s in info.segments if s.type == "LOAD"),
+                                 key=lambda s: s.vaddr, default=None)
+                link_start = (first_load.vaddr if first_load else 0) & ~(PAGE - 1)
+                record = [info, entry.offset, entry.start - link_start, [entry], entry.path]
+                found.append(record)
+                open_objects[key] = record
+                continue
+        record = open_objects.get(key)
+        if record is not None and _within_object(record[0], record[2], entry):
+            record[3].append(entry)
+    return tuple(
+        MappedObject(path=r[4], base=r[2], elf_offset=r[1], file_key=(r[3][0].dev, r[3][0].inode),
+                     info=r[0], maps=tuple(r[3]))
+        for r in found
+    )
+
+
+def _within_object(info: ElfInfo, base: int, entry: MapEntry) -> bool:
+    for seg in info.segments:
+        if seg.type != "LOAD":
+            continue
+        lo = (base + seg.vaddr) & ~(PAGE - 1)
+        hi = (base + seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)
+        if lo <= entry.start < hi:
+            return True
+    return False
+
+
+def annotate_maps(maps: Sequence[MapEntry], objects: Sequence[MappedObject]) -> tuple[MapAnnotation, ...]:
+    """Each mapping with its object and segment (LOAD index, RELRO, sections)."""
+    owner: dict[int, MappedObject] = {}
+    for obj in objects:
+        for entry in obj.maps:
+            owner[entry.start] = obj
+    out = []
+    for entry in maps:
+        obj = owner.get(entry.start)
+        if obj is None:
+            out.append(MapAnnotation(entry, None, _special_segment(entry)))
+            continue
+        out.append(MapAnnotation(entry, obj.name, _segment_label(obj, entry)))
+    return tuple(out)
+
+
+def _special_segment(entry: MapEntry) -> str | None:
+    kind = entry.kind
+    if kind in ("stack", "heap", "vdso", "vvar", "vsyscall"):
+        return f"[{kind}]"
+    if kind == "memfd":
+        return f"memfd {entry.memfd_name}"
+    return None
+
+
+def _segment_label(obj: MappedObject, entry: MapEntry) -> str:
+    vaddr = entry.start - obj.base
+    parts = []
+    loads = [s for s in obj.info.segments if s.type == "LOAD"]
+    for number, seg in enumerate(loads):
+        lo = seg.vaddr & ~(PAGE - 1)
+        hi = (seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)
+        if lo <= vaddr < hi:
+            parts.append(f"LOAD[{number}]")
+            break
+    relro = obj.info.relro
+    if relro and relro[0] <= vaddr < relro[1]:
+        parts.append("RELRO")
+    sections = obj.info.sections_in_range(vaddr, vaddr + entry.size) if hasattr(
+        obj.info, "sections_in_range") else ()
+    if sections:
+        parts.append(" ".join(sections[:4]) + (" …" if len(sections) > 4 else ""))
+    return " ".join(parts) if parts else "?"

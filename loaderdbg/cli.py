@@ -1,0 +1,131 @@
+"""Command line: argument parsing and exit codes only (DESIGN.md §3).
+
+Exit codes: 0 ok, 1 the target failed (the report says how), 2 usage or bad
+input (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from loaderdbg import __version__
+from loaderdbg.errors import LoaderdbgError, UsageError
+from loaderdbg.targets import TARGET_HELP, parse_target
+
+EXIT_OK, EXIT_TARGET, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for any bad input
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_program(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("program", nargs=None if required else "?", metavar="PROG",
+                        help="program to launch, stopped at its first instruction")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="loaderdbg",
+        description="See what happens between execve and main.",
+        epilog=f"Stop targets: {TARGET_HELP}",
+    )
+    parser.add_argument("--version", action="version", version=f"loaderdbg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="TUI on a new process, stopped at its first instruction")
+    run.add_argument("--until", default="first", metavar="T", help="stop target to run to first")
+    run.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
+    _add_program(run)
+
+    attach = sub.add_parser("attach", help="TUI on a running process, or on the next child it execs")
+    attach.add_argument("pid", type=int, metavar="PID")
+    attach.add_argument("--follow-exec", action="store_true", help="catch the next child it spawns at its first instruction")
+    attach.add_argument("--match", metavar="GLOB", help="only catch a child whose path or argv[0] matches")
+
+    record = sub.add_parser("record", help="record a startup to a replay file (.ldbg)")
+    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument("--until", default="exit", metavar="T")
+    record.add_argument("--aslr", action="store_true")
+    record.add_argument("--pid", type=int, metavar="PID")
+    record.add_argument("--follow-exec", action="store_true")
+    record.add_argument("--match", metavar="GLOB")
+    _add_program(record, required=False)
+
+    replay = sub.add_parser("replay", help="TUI on a recording")
+    replay.add_argument("file", metavar="FILE")
+
+    inspect = sub.add_parser("inspect", help="decode the startup state at a stop target")
+    inspect.add_argument("--json", action="store_true", help="print a loaderdbg.snapshot/1 JSON object")
+    inspect.add_argument("--at", default="first", metavar="T", help="stop target (default: first)")
+    inspect.add_argument("--aslr", action="store_true")
+    inspect.add_argument("--tracee-output", metavar="FILE", help="where the program's stdout/stderr go")
+    inspect.add_argument("--pid", type=int, metavar="PID")
+    inspect.add_argument("--replay", metavar="FILE")
+    inspect.add_argument("--follow-exec", action="store_true")
+    _add_program(inspect, required=False)
+
+    explain = sub.add_parser("explain", help="plain-language startup report and crash root cause")
+    explain.add_argument("target", metavar="FILE|PROG")
+    explain.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    return parser
+
+
+def _not_implemented(what: str) -> int:
+    raise UsageError(f"{what}: not implemented yet")
+
+
+def cmd_inspect(options: argparse.Namespace) -> int:
+    from loaderdbg.inspect_command import inspect_program
+
+    if options.replay:
+        return _not_implemented("inspect --replay")
+    if options.pid is not None:
+        return _not_implemented("inspect --pid")
+    if not options.program:
+        raise UsageError("inspect: give a PROG (or --pid PID, or --replay FILE)")
+    target = parse_target(options.at)
+    return inspect_program(options.program, options.args, target, as_json=options.json,
+                           aslr=options.aslr, tracee_output=options.tracee_output)
+
+
+COMMANDS = {
+    "inspect": cmd_inspect,
+    "run": lambda o: _not_implemented("run (the TUI)"),
+    "attach": lambda o: _not_implemented("attach"),
+    "record": lambda o: _not_implemented("record"),
+    "replay": lambda o: _not_implemented("replay"),
+    "explain": lambda o: _not_implemented("explain"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        options = parser.parse_args(argv)
+        if options.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[options.command](options)
+    except LoaderdbgError as err:
+        print(f"loaderdbg: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("loaderdbg: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (| head): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    raise SystemExit(main())

@@ -1,0 +1,956 @@
+"""ELF objects as the dynamic loader sees them: bytes -> frozen dataclasses.
+
+Everything the loader acts on is found the way ld.so finds it: the ELF header,
+the program headers, and PT_DYNAMIC. Section headers are never needed, so a
+stripped (sstrip'ed) file or a memfd copy with a patched ``.dynamic`` decodes
+the same as the original; they are read only for names (``.symtab`` for
+symbolization, section names for map annotation), and a damaged section
+header table only loses those names.
+
+pyelftools does the structure decoding (headers, Elf_Dyn, Elf_Sym, Elf_Rel[a],
+RELR, hash tables, version tables, notes). We drive it from dynamic tags
+ourselves rather than through ``DynamicSegment.iter_tags`` and
+``get_relocation_tables`` because those (a) look up the string table per tag
+and re-walk the dynamic array per symbol (0.75 s for libc's .dynsym instead of
+0.05 s), (b) raise StopIteration/AssertionError on a missing size tag, and (c)
+do not trim DT_RELA when it also covers DT_JMPREL, which glibc does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Iterator, Mapping
+
+from elftools.common.exceptions import ELFError
+from elftools.construct import Array, ConstructError
+from elftools.construct.lib.container import Container
+from elftools.elf import enums as E
+from elftools.elf.descriptions import describe_p_flags
+from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+from elftools.elf.hash import ELFHashTable, GNUHashTable
+from elftools.elf.relocation import RelocationTable, RelrRelocationTable
+from elftools.elf.sections import SymbolTableSection
+from elftools.elf.segments import InterpSegment, NoteSegment
+
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.sframe import SFrameHeader, parse_sframe_header
+
+PAGE_SIZE = 4096
+
+# Everything pyelftools (and the construct library under it) raises on bad
+# bytes. parse_elf turns these into DecodeError so no pyelftools traceback
+# reaches a caller.
+_PARSE_ERRORS = (
+    ELFError, ConstructError, struct.error, ValueError, TypeError, KeyError,
+    IndexError, AssertionError, StopIteration, UnicodeDecodeError,
+    OverflowError, AttributeError, RecursionError, MemoryError,
+)
+
+# ---------------------------------------------------------------------------
+# Name tables. pyelftools' enums map names to numbers; we need the reverse,
+# spelled as readelf spells it, plus the values pyelftools 0.33 does not know.
+# ---------------------------------------------------------------------------
+
+
+def _reverse(enum: Mapping[str, int], skip: Iterable[str] = ()) -> dict[int, str]:
+    out: dict[int, str] = {}
+    skipped = set(skip)
+    for name, value in enum.items():
+        if name.startswith("_") or name in skipped or not isinstance(value, int):
+            continue
+        out.setdefault(value, name)
+    return out
+
+
+# Range markers are not types; readelf never prints them.
+_RANGE_MARKERS = ("PT_LOOS", "PT_HIOS", "DT_LOOS", "DT_HIOS", "DT_LOPROC", "DT_HIPROC",
+                  "DT_NUM", "DT_PROCNUM", "DT_VALRNGLO", "DT_ENCODING")
+
+PT_GNU_SFRAME = 0x6474E554
+_P_TYPE_NAMES: dict[int, str] = {
+    value: name[3:] for value, name in _reverse(E.ENUM_P_TYPE_BASE, skip=_RANGE_MARKERS).items()
+} | {PT_GNU_SFRAME: "GNU_SFRAME"}
+_P_TYPE_VALUES: dict[str, int] = (
+    dict(E.ENUM_P_TYPE_BASE) | dict(E.ENUM_P_TYPE_ARM) | dict(E.ENUM_P_TYPE_AARCH64)
+    | dict(E.ENUM_P_TYPE_MIPS) | dict(E.ENUM_P_TYPE_RISCV)
+)
+
+DT_GNU_FLAGS_1 = 0x6FFFFDF4
+_D_TAG_VALUES: dict[str, int] = {k: v for k, v in E.ENUM_D_TAG.items() if isinstance(v, int)}
+_D_TAG_COMMON_NAMES: dict[int, str] = _reverse(
+    E.ENUM_D_TAG_COMMON, skip=_RANGE_MARKERS + tuple(k for k in E.ENUM_D_TAG_COMMON if "ANDROID" in k),
+) | {DT_GNU_FLAGS_1: "DT_GNU_FLAGS_1"}
+# Processor-specific tags share numbers across machines: name them per machine.
+_D_TAG_MACHINE_NAMES: dict[str, dict[int, str]] = {
+    "EM_X86_64": {0x70000000: "DT_X86_64_PLT", 0x70000001: "DT_X86_64_PLTSZ", 0x70000003: "DT_X86_64_PLTENT"},
+    "EM_AARCH64": _reverse(E.ENUM_D_TAG_AARCH64) | {0x70000003: "DT_AARCH64_PAC_PLT", 0x70000005: "DT_AARCH64_VARIANT_PCS"},
+    "EM_MIPS": _reverse(E.ENUM_D_TAG_MIPS),
+}
+
+# Tags whose value is an offset into DT_STRTAB.
+_STRING_TAGS = frozenset({"DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_AUXILIARY",
+                          "DT_FILTER", "DT_CONFIG", "DT_DEPAUDIT", "DT_AUDIT"})
+
+# Flag words: tag -> {bit name: value}. readelf shows the names without the
+# prefix in the text column ("NOW PIE"); ElfInfo keeps the full names.
+_FLAG_BITS: dict[str, tuple[str, dict[str, int]]] = {
+    "DT_FLAGS": ("DF_", dict(E.ENUM_DT_FLAGS)),
+    "DT_FLAGS_1": ("DF_1_", dict(E.ENUM_DT_FLAGS_1) | {
+        "DF_1_KMOD": 0x10000000, "DF_1_WEAKFILTER": 0x20000000, "DF_1_NOCOMMON": 0x40000000}),
+    "DT_GNU_FLAGS_1": ("DF_GNU_1_", {"DF_GNU_1_UNIQUE": 0x1}),
+}
+
+# Relocation type numbers per machine, and the type RELR entries imply.
+_RELOC_TYPE_NAMES: dict[str, dict[int, str]] = {
+    "EM_X86_64": _reverse(E.ENUM_RELOC_TYPE_x64),
+    "EM_386": _reverse(E.ENUM_RELOC_TYPE_i386),
+    "EM_AARCH64": _reverse(E.ENUM_RELOC_TYPE_AARCH64),
+    "EM_ARM": _reverse(E.ENUM_RELOC_TYPE_ARM),
+}
+_RELR_TYPE: dict[str, str] = {
+    "EM_X86_64": "R_X86_64_RELATIVE",
+    "EM_386": "R_386_RELATIVE",
+    "EM_AARCH64": "R_AARCH64_RELATIVE",
+    "EM_ARM": "R_ARM_RELATIVE",
+}
+
+# st_info: pyelftools calls the OS-specific values STT_LOOS / STB_LOOS; on
+# Linux those are GNU_IFUNC and GNU_UNIQUE (readelf's names).
+_SYM_TYPE_NAMES = {"STT_LOOS": "GNU_IFUNC"}
+_SYM_BIND_NAMES = {"STB_LOOS": "GNU_UNIQUE"}
+
+# Version indexes: 0 local, 1 global (unversioned); bit 15 = hidden (not the
+# default version of a name: only found by a reference asking for it).
+_VERSYM_HIDDEN = 0x8000
+_VER_FLG_BASE = 0x1
+
+# The dynamic relocation tables: (address tag, size tag, entry-size tag).
+_RELOC_TABLE_TAGS = {
+    "REL": ("DT_REL", "DT_RELSZ", "DT_RELENT"),
+    "RELA": ("DT_RELA", "DT_RELASZ", "DT_RELAENT"),
+    "RELR": ("DT_RELR", "DT_RELRSZ", "DT_RELRENT"),
+    "JMPREL": ("DT_JMPREL", "DT_PLTRELSZ", None),
+}
+# glibc's processing order (ELF_DYNAMIC_RELOCATE): RELR, then REL/RELA, then
+# the PLT relocations; ElfInfo.relocations keeps it, and the relocation
+# analysis relies on it to infer progress. (musl does JMPREL, REL, RELA, RELR,
+# but has no ifuncs, the only case where the order is used.)
+_RELOC_TABLE_ORDER = ("RELR", "REL", "RELA", "JMPREL")
+
+
+# ---------------------------------------------------------------------------
+# Dataclasses
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    type: str  # readelf's name ("LOAD", "GNU_RELRO", ...) or "0x…"
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+    flags: str  # readelf style: "R E", "RW ", "R  "
+    align: int
+    type_value: int = 0
+    paddr: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.vaddr + self.memsz
+
+    def contains_vaddr(self, vaddr: int) -> bool:
+        return self.vaddr <= vaddr < self.vaddr + self.memsz
+
+    @property
+    def readable(self) -> bool:
+        return "R" in self.flags
+
+    @property
+    def writable(self) -> bool:
+        return "W" in self.flags
+
+    @property
+    def executable(self) -> bool:
+        return "E" in self.flags
+
+
+@dataclass(frozen=True)
+class DynamicEntry:
+    tag: int
+    name: str  # "DT_NEEDED"; unknown -> "0x…"
+    value: int
+    text: str  # string for NEEDED/SONAME/..., flag names for FLAGS*, else hex
+
+
+@dataclass(frozen=True)
+class Relocation:
+    offset: int  # link-time vaddr of the slot
+    type: int
+    type_name: str
+    symbol: str | None
+    symbol_index: int
+    addend: int | None  # None when implicit (REL, RELR)
+    table: str  # "RELA", "REL", "RELR", "JMPREL"; "IPLT" for a static program's .rela.iplt
+    symbol_version: str | None = None  # version the reference asks for
+
+
+@dataclass(frozen=True)
+class DynSymbol:
+    name: str
+    value: int
+    size: int
+    type: str  # "FUNC", "OBJECT", "GNU_IFUNC", "TLS", "NOTYPE", ...
+    bind: str  # "GLOBAL", "WEAK", "LOCAL", "GNU_UNIQUE"
+    shndx_defined: bool
+    version: str | None = None
+    version_hidden: bool = False  # name@VER (not @@VER): only versioned references bind to it
+    visibility: str = "DEFAULT"
+
+    @property
+    def defined(self) -> bool:
+        return self.shndx_defined
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    path: str
+    elf_class: int  # 32 or 64; the engine only runs 64-bit targets
+    machine: str  # "EM_X86_64", or "0x…" when pyelftools does not know it
+    type: str  # "ET_DYN", "ET_EXEC", ...
+    entry: int
+    phoff: int
+    phentsize: int
+    phnum: int
+    segments: tuple[Segment, ...]
+    interp: str | None
+    dynamic: tuple[DynamicEntry, ...]
+    flags: tuple[str, ...]
+    flags_1: tuple[str, ...]
+    gnu_flags_1: tuple[str, ...]
+    build_id: str | None
+    needed: tuple[str, ...]
+    soname: str | None
+    relocations: tuple[Relocation, ...]
+    dynsyms: tuple[DynSymbol, ...]
+    sframe: SFrameHeader | None
+    tls: Segment | None
+    relro: tuple[int, int] | None  # link-time [start, end) ld.so mprotects (both ends page-rounded down)
+    is_pie: bool  # an executable ET_DYN (DF_1_PIE, or interpreter without soname), not a library
+    min_vaddr: int  # lowest PT_LOAD vaddr, page-rounded down: base + min_vaddr is the first mapping
+    little_endian: bool = True
+    rpath: str | None = None
+    runpath: str | None = None
+    # Problems that do not stop the loader (a bad note, a bad .sframe): kept
+    # visible rather than dropped.
+    warnings: tuple[str, ...] = ()
+    _data: bytes = field(default=b"", repr=False, compare=False)
+
+    # -- segments ---------------------------------------------------------
+
+    def load_segments(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.type == "LOAD")
+
+    def segment_for_vaddr(self, vaddr: int) -> Segment | None:
+        for seg in self.load_segments():
+            if seg.contains_vaddr(vaddr):
+                return seg
+        return None
+
+    def segments_of_type(self, type_name: str) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.type == type_name)
+
+    def file_offset_to_vaddr(self, off: int) -> int | None:
+        for seg in self.load_segments():
+            if seg.offset <= off < seg.offset + seg.filesz:
+                return seg.vaddr + (off - seg.offset)
+        return None
+
+    def vaddr_to_file_offset(self, vaddr: int) -> int | None:
+        for seg in self.load_segments():
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return seg.offset + (vaddr - seg.vaddr)
+        return None
+
+    @property
+    def dynamic_vaddr(self) -> int | None:
+        segs = self.segments_of_type("DYNAMIC")
+        return segs[0].vaddr if segs else None
+
+    def dynamic_value(self, name: str) -> int | None:
+        for entry in self.dynamic:
+            if entry.name == name:
+                return entry.value
+        return None
+
+    # -- symbols ----------------------------------------------------------
+
+    @cached_property
+    def _dynsyms_by_name(self) -> dict[str, tuple[DynSymbol, ...]]:
+        by_name: dict[str, list[DynSymbol]] = {}
+        for sym in self.dynsyms:
+            if sym.name:
+                by_name.setdefault(sym.name, []).append(sym)
+        return {k: tuple(v) for k, v in by_name.items()}
+
+    def definitions(self, name: str) -> tuple[DynSymbol, ...]:
+        """Defined dynamic symbols of this name (several when versioned)."""
+        return tuple(s for s in self._dynsyms_by_name.get(name, ()) if s.shndx_defined)
+
+    def symbol_named(self, name: str) -> DynSymbol | None:
+        """The definition of ``name``: the default-version dynamic symbol,
+        else any dynamic definition, else a .symtab symbol."""
+        defs = self.definitions(name)
+        if defs:
+            return next((s for s in defs if not s.version_hidden), defs[0])
+        return self._symtab_by_name.get(name)
+
+    @cached_property
+    def _symtab_by_name(self) -> dict[str, DynSymbol]:
+        by_name: dict[str, DynSymbol] = {}
+        for sym in self._symtab:
+            if sym.name and sym.shndx_defined and sym.type not in ("SECTION", "FILE"):
+                by_name.setdefault(sym.name, sym)
+        return by_name
+
+    @cached_property
+    def _symtab(self) -> tuple[DynSymbol, ...]:
+        """.symtab, when the file still has one (names only; the loader never
+        reads it)."""
+        elffile = self._section_file
+        if elffile is None:
+            return ()
+        out = []
+        try:
+            for section in elffile.iter_sections():
+                if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
+                    continue
+                for sym in section.iter_symbols():
+                    out.append(_dynsymbol(sym.entry, sym.name, None, False))
+        except _PARSE_ERRORS:
+            return tuple(out)
+        return tuple(out)
+
+    @cached_property
+    def _address_index(self) -> tuple[list[int], list[tuple[int, int, str]]]:
+        entries = []
+        for source_rank, table in ((1, self.dynsyms), (0, self._symtab)):
+            for sym in table:
+                if not sym.name or not sym.shndx_defined or sym.type not in _ADDRESS_TYPES:
+                    continue
+                if sym.value == 0:
+                    continue
+                rank = (_BIND_RANK.get(sym.bind, 0), -(len(sym.name) - len(sym.name.lstrip("_"))), source_rank)
+                entries.append((sym.value, rank, sym.value + max(sym.size, 1), sym.name))
+        entries.sort()
+        return [e[0] for e in entries], [(e[0], e[2], e[3]) for e in entries]
+
+    def symbolize(self, vaddr: int) -> tuple[str, int] | None:
+        """(symbol name, offset) for a link-time address inside a sized
+        symbol, preferring the global, least-underscored alias."""
+        starts, entries = self._address_index
+        index = bisect.bisect_right(starts, vaddr) - 1
+        # Symbols nest rarely; a short walk back finds an enclosing one.
+        for i in range(index, max(index - 64, -1), -1):
+            start, end, name = entries[i]
+            if start <= vaddr < end:
+                return name, vaddr - start
+        return None
+
+    # -- sections (names only) ---------------------------------------------
+
+    @cached_property
+    def _section_file(self) -> ELFFile | None:
+        if not self._data:
+            return None
+        try:
+            elffile = ELFFile(io.BytesIO(self._data))
+            elffile.num_sections()
+            return elffile
+        except _PARSE_ERRORS:
+            return None
+
+    @cached_property
+    def _sections(self) -> tuple[tuple[int, int, str], ...]:
+        elffile = self._section_file
+        if elffile is None:
+            return ()
+        out = []
+        try:
+            for section in elffile.iter_sections():
+                header = section.header
+                flags = header["sh_flags"]
+                # Only what occupies memory; .tbss overlaps the next section's
+                # addresses (it lives in the TLS block, not there).
+                if not flags & 0x2 or not header["sh_addr"] or not header["sh_size"]:
+                    continue
+                if flags & 0x400 and header["sh_type"] == "SHT_NOBITS":
+                    continue
+                out.append((header["sh_addr"], header["sh_addr"] + header["sh_size"], section.name))
+        except _PARSE_ERRORS:
+            pass
+        return tuple(sorted(out))
+
+    def section_name_for_vaddr(self, vaddr: int) -> str | None:
+        for start, end, name in self._sections:
+            if start <= vaddr < end:
+                return name
+        return None
+
+    def sections_in_range(self, lo: int, hi: int) -> tuple[str, ...]:
+        """Names of allocated sections overlapping [lo, hi) (link-time)."""
+        return tuple(name for start, end, name in self._sections if start < hi and lo < end)
+
+
+_ADDRESS_TYPES = frozenset({"FUNC", "OBJECT", "GNU_IFUNC", "NOTYPE", "COMMON"})
+_BIND_RANK = {"GLOBAL": 3, "GNU_UNIQUE": 2, "WEAK": 1, "LOCAL": 0}
+
+
+def section_name_for_vaddr(info: ElfInfo, vaddr: int) -> str | None:
+    """Section containing a link-time address, from section headers when the
+    file has them (annotation only)."""
+    return info.section_name_for_vaddr(vaddr)
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------
+
+
+class _LoaderView(ELFFile):
+    """An ELFFile that, like ld.so, never looks at section headers: pyelftools'
+    DynamicSegment then finds the string table through DT_STRTAB, and a bogus
+    section header table cannot break decoding."""
+
+    def num_sections(self) -> int:
+        return 0
+
+
+def _hex(value: int) -> str:
+    return f"{value:#x}"
+
+
+def _enum_value(value: int | str, table: Mapping[str, int]) -> int:
+    return value if isinstance(value, int) else table[value]
+
+
+def _machine_name(value: int | str) -> str:
+    return value if isinstance(value, str) else _hex(value)
+
+
+def _flag_names(tag_name: str, value: int) -> tuple[str, ...]:
+    _, bits = _FLAG_BITS[tag_name]
+    names = [name for name, bit in sorted(bits.items(), key=lambda kv: kv[1]) if value & bit]
+    rest = value & ~sum(bits.values())
+    if rest:
+        names.append(_hex(rest))
+    return tuple(names)
+
+
+def _dynsymbol(entry: Container, name: str, version: str | None, hidden: bool) -> DynSymbol:
+    info = entry["st_info"]
+    sym_type = info["type"]
+    bind = info["bind"]
+    type_name = _SYM_TYPE_NAMES.get(sym_type, sym_type[4:]) if isinstance(sym_type, str) else _hex(sym_type)
+    bind_name = _SYM_BIND_NAMES.get(bind, bind[4:]) if isinstance(bind, str) else _hex(bind)
+    visibility = entry["st_other"]["visibility"]
+    return DynSymbol(
+        name=name,
+        value=entry["st_value"],
+        size=entry["st_size"],
+        type=type_name,
+        bind=bind_name,
+        shndx_defined=entry["st_shndx"] != "SHN_UNDEF",
+        version=version,
+        version_hidden=hidden,
+        visibility=visibility[4:] if isinstance(visibility, str) else _hex(visibility),
+    )
+
+
+class _StringTable:
+    """DT_STRTAB, bounded by DT_STRSZ; also the get_string() pyelftools'
+    version tables ask for."""
+
+    def __init__(self, data: bytes, offset: int | None, size: int | None) -> None:
+        self._data = data
+        self._offset = offset
+        self._size = size
+
+    def get_string(self, offset: int) -> str:
+        if self._offset is None:
+            raise DecodeError("dynamic string reference but no DT_STRTAB in a PT_LOAD")
+        limit = self._offset + self._size if self._size else len(self._data)
+        limit = min(limit, len(self._data))
+        start = self._offset + offset
+        if offset < 0 or start >= limit:
+            raise DecodeError(f"dynamic string offset {offset:#x} outside DT_STRTAB")
+        end = self._data.find(b"\0", start, limit)
+        if end < 0:
+            raise DecodeError(f"unterminated dynamic string at {offset:#x}")
+        return self._data[start:end].decode("utf-8", "replace")
+
+
+class _Parser:
+    """One parse of one image. Holds the pyelftools objects so every table is
+    decoded once."""
+
+    def __init__(self, data: bytes, path: str) -> None:
+        self.data = data
+        self.path = path
+        self.warnings: list[str] = []
+        self._check_header()
+        self.elf = _LoaderView(io.BytesIO(data))
+        self.machine = _machine_name(self.elf["e_machine"])
+        self.segments = self._segments()
+        self.loads = [s for s in self.segments if s.type == "LOAD"]
+
+    # -- header / program headers ---------------------------------------
+
+    def _check_header(self) -> None:
+        data = self.data
+        if len(data) < 4 or data[:4] != b"\x7fELF":
+            raise DecodeError("not an ELF file (bad magic)")
+        if len(data) < 6 or data[4] not in (1, 2) or data[5] not in (1, 2):
+            raise DecodeError("bad ELF identification (EI_CLASS/EI_DATA)")
+        header_size = 52 if data[4] == 1 else 64
+        if len(data) < header_size:
+            raise DecodeError(f"truncated ELF header ({len(data)} of {header_size} bytes)")
+
+    def _segments(self) -> list[Segment]:
+        elf = self.elf
+        phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
+        if phnum:
+            need = elf.structs.Elf_Phdr.sizeof()
+            if phentsize < need:
+                raise DecodeError(f"e_phentsize {phentsize} smaller than Elf_Phdr ({need})")
+            if phnum >= 0xFFFF:
+                raise DecodeError("PN_XNUM program header count is not supported by Linux")
+            if phoff + phnum * phentsize > len(self.data):
+                raise DecodeError(
+                    f"truncated program headers ({phnum} x {phentsize} at {phoff:#x}, file is {len(self.data):#x})")
+        out = []
+        for index in range(phnum):
+            header = elf.get_segment(index).header
+            type_value = _enum_value(header["p_type"], _P_TYPE_VALUES)
+            out.append(Segment(
+                index=index,
+                type=_P_TYPE_NAMES.get(type_value, _hex(type_value)),
+                offset=header["p_offset"],
+                vaddr=header["p_vaddr"],
+                filesz=header["p_filesz"],
+                memsz=header["p_memsz"],
+                flags=describe_p_flags(header["p_flags"]),
+                align=header["p_align"],
+                type_value=type_value,
+                paddr=header["p_paddr"],
+            ))
+        return out
+
+    def vaddr_to_offset(self, vaddr: int, size: int = 1) -> int | None:
+        for seg in self.loads:
+            if seg.vaddr <= vaddr and vaddr + size <= seg.vaddr + seg.filesz:
+                return seg.offset + (vaddr - seg.vaddr)
+        return None
+
+    def segment_bytes(self, seg: Segment) -> bytes:
+        if seg.offset + seg.filesz > len(self.data):
+            raise DecodeError(f"{seg.type} segment [{seg.offset:#x}+{seg.filesz:#x}] runs past end of file")
+        return self.data[seg.offset:seg.offset + seg.filesz]
+
+    # -- PT_INTERP, PT_NOTE, PT_GNU_SFRAME ---------------------------------
+
+    def interp(self) -> str | None:
+        for index, seg in enumerate(self.segments):
+            if seg.type == "INTERP":
+                raw = self.segment_bytes(seg)
+                interp = self.elf.get_segment(index)
+                assert isinstance(interp, InterpSegment)
+                try:
+                    return interp.get_interp_name()
+                except UnicodeDecodeError:
+                    # The kernel takes any bytes for a path; so do we.
+                    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        return None
+
+    def build_id(self) -> str | None:
+        for index, seg in enumerate(self.segments):
+            if seg.type != "NOTE":
+                continue
+            try:
+                self.segment_bytes(seg)
+                note_segment = self.elf.get_segment(index)
+                assert isinstance(note_segment, NoteSegment)
+                for note in note_segment.iter_notes():
+                    if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                        return note["n_desc"]
+            except (DecodeError, *_PARSE_ERRORS) as exc:
+                self.warnings.append(f"PT_NOTE[{index}]: {exc}")
+        return None
+
+    def sframe(self) -> SFrameHeader | None:
+        for seg in self.segments:
+            if seg.type == "GNU_SFRAME":
+                try:
+                    return parse_sframe_header(self.segment_bytes(seg))
+                except DecodeError as exc:
+                    self.warnings.append(f"PT_GNU_SFRAME: {exc}")
+        return None
+
+    # -- PT_DYNAMIC ----------------------------------------------------------
+
+    def dynamic_segment(self) -> DynamicSegment | None:
+        for index, seg in enumerate(self.segments):
+            if seg.type == "DYNAMIC":
+                self.segment_bytes(seg)
+                dyn = self.elf.get_segment(index)
+                assert isinstance(dyn, DynamicSegment)
+                return dyn
+        return None
+
+    def dynamic_tags(self, seg: Segment) -> list[tuple[int, int]]:
+        """(tag, value) pairs up to and including DT_NULL, bounded by the
+        segment (a missing DT_NULL ends the table at the segment's end)."""
+        raw = self.segment_bytes(seg)
+        entry = self.elf.structs.Elf_Dyn
+        size = entry.sizeof()
+        out = []
+        for pos in range(0, len(raw) - size + 1, size):
+            parsed = entry.parse(raw[pos:pos + size])
+            tag = _enum_value(parsed["d_tag"], _D_TAG_VALUES)
+            out.append((tag, parsed["d_val"]))
+            if tag == 0:
+                return out
+        self.warnings.append("PT_DYNAMIC has no DT_NULL terminator")
+        return out
+
+
+def _tag_name(tag: int, machine: str) -> str:
+    name = _D_TAG_MACHINE_NAMES.get(machine, {}).get(tag) or _D_TAG_COMMON_NAMES.get(tag)
+    return name or _hex(tag & 0xFFFFFFFFFFFFFFFF)
+
+
+class _Dynamic:
+    """The dynamic array, its string table, symbols, versions and relocations."""
+
+    def __init__(self, parser: _Parser, seg: Segment, dyn: DynamicSegment) -> None:
+        self.p = parser
+        self.dyn = dyn
+        self.tags = parser.dynamic_tags(seg)
+        self.names = [_tag_name(tag, parser.machine) for tag, _ in self.tags]
+        self.first: dict[str, int] = {}
+        for name, (_, value) in zip(self.names, self.tags):
+            self.first.setdefault(name, value)
+        strtab = self.first.get("DT_STRTAB")
+        self.strings = _StringTable(
+            parser.data,
+            parser.vaddr_to_offset(strtab) if strtab is not None else None,
+            self.first.get("DT_STRSZ"),
+        )
+
+    def table_offset(self, tag: str, size: int = 1) -> int | None:
+        vaddr = self.first.get(tag)
+        if vaddr is None:
+            return None
+        offset = self.p.vaddr_to_offset(vaddr, max(size, 1))
+        if offset is None:
+            raise DecodeError(f"{tag} {vaddr:#x} (+{size:#x}) is not inside a PT_LOAD's file bytes")
+        return offset
+
+    def entries(self) -> tuple[DynamicEntry, ...]:
+        out = []
+        for name, (tag, value) in zip(self.names, self.tags):
+            if name in _STRING_TAGS:
+                text = self.strings.get_string(value)
+            elif name in _FLAG_BITS:
+                prefix = _FLAG_BITS[name][0]
+                text = " ".join(n.removeprefix(prefix) for n in _flag_names(name, value))
+            else:
+                text = _hex(value)
+            out.append(DynamicEntry(tag=tag, name=name, value=value, text=text))
+        return tuple(out)
+
+    # -- symbols and versions ------------------------------------------------
+
+    def symbol_count(self) -> int:
+        if "DT_SYMTAB" not in self.first:
+            return 0
+        # The hash tables are the loader's way to bound .dynsym.
+        gnu_hash = self.table_offset("DT_GNU_HASH")
+        if gnu_hash is not None:
+            return GNUHashTable(self.p.elf, gnu_hash, self.dyn).get_number_of_symbols()
+        elf_hash = self.table_offset("DT_HASH")
+        if elf_hash is not None:
+            return ELFHashTable(self.p.elf, elf_hash, None, self.dyn).get_number_of_symbols()
+        return self.dyn.num_symbols()
+
+    def symbols(self) -> tuple[DynSymbol, ...]:
+        count = self.symbol_count()
+        if count == 0:
+            return ()
+        sym_struct = self.p.elf.structs.Elf_Sym
+        size = sym_struct.sizeof()
+        offset = self.table_offset("DT_SYMTAB", count * size)
+        raw = Array(count, sym_struct).parse(self.p.data[offset:offset + count * size])
+        versions = self._symbol_versions(count)
+        out = []
+        for index, entry in enumerate(raw):
+            version, hidden = versions[index] if versions else (None, False)
+            out.append(_dynsymbol(entry, self.strings.get_string(entry["st_name"]), version, hidden))
+        return tuple(out)
+
+    def _symbol_versions(self, count: int) -> list[tuple[str | None, bool]] | None:
+        """Per symbol: (version name, hidden) from DT_VERSYM + DT_VERDEF/DT_VERNEED,
+        decoded by pyelftools' version tables laid over the dynamic view."""
+        if "DT_VERSYM" not in self.first:
+            return None
+        versym_struct = self.p.elf.structs.Elf_Versym
+        offset = self.table_offset("DT_VERSYM", count * versym_struct.sizeof())
+        raw = Array(count, versym_struct).parse(self.p.data[offset:offset + count * versym_struct.sizeof()])
+        names = self._version_names()
+        out = []
+        for entry in raw:
+            ndx = _enum_value(entry["ndx"], E.ENUM_VERSYM)
+            index = ndx & ~_VERSYM_HIDDEN
+            out.append((names.get(index) if index >= 2 else None, bool(ndx & _VERSYM_HIDDEN)))
+        return out
+
+    def _version_table(self, cls: type, addr_tag: str, num_tag: str, prefix: str) -> Iterator[tuple[Container, list]]:
+        if addr_tag not in self.first:
+            return
+        count = self.first.get(num_tag, 0)
+        header = Container(sh_offset=self.table_offset(addr_tag), sh_size=0, sh_flags=0,
+                           sh_addralign=0, sh_info=count, sh_type="SHT_GNU_" + addr_tag[6:].lower())
+        table = cls(header, addr_tag.lower(), self.p.elf, self.strings)
+        # pyelftools trusts the counts alone; a zero "next" ends a chain in
+        # glibc (_dl_check_map_versions), which also keeps a bad count from
+        # walking one entry forever.
+        budget = len(self.p.data) // 8 + 16
+        for version, aux_iter in table.iter_versions():
+            aux = []
+            for entry in aux_iter:
+                aux.append(entry)
+                budget -= 1
+                if entry[prefix + "a_next"] == 0 or budget < 0:
+                    break
+            yield version, aux
+            budget -= 1
+            if version[prefix + "_next"] == 0:
+                return
+            if budget < 0:
+                raise DecodeError(f"{addr_tag} table does not end")
+
+    def _version_names(self) -> dict[int, str]:
+        names: dict[int, str] = {}
+        for verdef, aux in self._version_table(GNUVerDefSection, "DT_VERDEF", "DT_VERDEFNUM", "vd"):
+            if aux and not verdef["vd_flags"] & _VER_FLG_BASE:
+                names[verdef["vd_ndx"]] = aux[0].name
+        for _verneed, aux in self._version_table(GNUVerNeedSection, "DT_VERNEED", "DT_VERNEEDNUM", "vn"):
+            for vernaux in aux:
+                names[vernaux["vna_other"]] = vernaux.name
+        return names
+
+    # -- relocations -----------------------------------------------------------
+
+    def relocation_tables(self) -> list[tuple[str, object]]:
+        tables: dict[str, object] = {}
+        ranges: dict[str, tuple[int, int]] = {}
+        for table, (addr_tag, size_tag, ent_tag) in _RELOC_TABLE_TAGS.items():
+            if addr_tag not in self.first:
+                continue
+            size = self.first.get(size_tag)
+            if size is None:
+                raise DecodeError(f"{addr_tag} without {size_tag}")
+            ranges[table] = (self.first[addr_tag], size)
+        # glibc (ELF_DYNAMIC_DO_RELA): if DT_RELASZ also covers the PLT
+        # relocations (they end at the same place), trim them off so each
+        # relocation is counted once.
+        if "JMPREL" in ranges:
+            jmp_start, jmp_size = ranges["JMPREL"]
+            for table in ("RELA", "REL"):
+                if table in ranges:
+                    start, size = ranges[table]
+                    if jmp_size and start + size == jmp_start + jmp_size and size >= jmp_size:
+                        ranges[table] = (start, size - jmp_size)
+        for table, (_, size) in ranges.items():
+            if size == 0:
+                continue
+            addr_tag, _, ent_tag = _RELOC_TABLE_TAGS[table]
+            offset = self.table_offset(addr_tag, size)
+            structs = self.p.elf.structs
+            if table == "RELR":
+                entsize = self.first.get("DT_RELRENT", structs.Elf_Relr.sizeof())
+                tables[table] = RelrRelocationTable(self.p.elf, offset, size, entsize)
+                continue
+            if table == "JMPREL":
+                is_rela = self.first.get("DT_PLTREL") == E.ENUM_D_TAG["DT_RELA"]
+            else:
+                is_rela = table == "RELA"
+            entry_size = (structs.Elf_Rela if is_rela else structs.Elf_Rel).sizeof()
+            if ent_tag in self.first and self.first[ent_tag] != entry_size:
+                raise DecodeError(f"{ent_tag} is {self.first[ent_tag]}, expected {entry_size}")
+            tables[table] = RelocationTable(self.p.elf, offset, size, is_rela)
+        return [(name, tables[name]) for name in _RELOC_TABLE_ORDER if name in tables]
+
+    def relocations(self, symbols: tuple[DynSymbol, ...]) -> tuple[Relocation, ...]:
+        type_names = _RELOC_TYPE_NAMES.get(self.p.machine, {})
+        relr_name = _RELR_TYPE.get(self.p.machine, "RELATIVE")
+        relr_type = next((v for v, n in type_names.items() if n == relr_name), 0)
+        out = []
+        for table_name, table in self.relocation_tables():
+            if table_name == "RELR":
+                # pyelftools yields one entry per address, anchors included.
+                for reloc in table.iter_relocations():  # type: ignore[attr-defined]
+                    out.append(Relocation(offset=reloc["r_offset"], type=relr_type, type_name=relr_name,
+                                          symbol=None, symbol_index=0, addend=None, table="RELR"))
+                continue
+            is_rela = table.is_RELA()  # type: ignore[attr-defined]
+            for reloc in table.iter_relocations():  # type: ignore[attr-defined]
+                sym_index = reloc["r_info_sym"]
+                type_value = reloc["r_info_type"]
+                symbol = version = None
+                if sym_index:
+                    if sym_index >= len(symbols):
+                        raise DecodeError(f"{table_name} relocation at {reloc['r_offset']:#x} names symbol "
+                                          f"{sym_index}, .dynsym has {len(symbols)}")
+                    symbol = symbols[sym_index].name
+                    version = symbols[sym_index].version
+                out.append(Relocation(
+                    offset=reloc["r_offset"],
+                    type=type_value,
+                    type_name=type_names.get(type_value, _hex(type_value)),
+                    symbol=symbol,
+                    symbol_index=sym_index,
+                    addend=reloc["r_addend"] if is_rela else None,
+                    table=table_name,
+                    symbol_version=version,
+                ))
+        return tuple(out)
+
+
+def _iplt_relocations(p: _Parser) -> tuple[Relocation, ...]:
+    """A static non-PIE program has no PT_DYNAMIC, yet its startup code
+    (glibc's apply_irel) applies IRELATIVE relocations it finds through the
+    linker-defined __rela_iplt_start/__rela_iplt_end, i.e. the .rela.iplt
+    input section. Section headers are the only way to find them afterwards; they
+    are reported with table "IPLT"."""
+    try:
+        elffile = ELFFile(io.BytesIO(p.data))
+        # ld's scripts put .rela.iplt into an allocated .rela.plt; in a static
+        # program nothing else allocated carries relocations.
+        sections = [s for s in elffile.iter_sections()
+                    if s["sh_type"] in ("SHT_RELA", "SHT_REL") and s["sh_flags"] & 0x2]
+    except _PARSE_ERRORS as exc:
+        p.warnings.append(f"section headers: {exc}")
+        return ()
+    type_names = _RELOC_TYPE_NAMES.get(p.machine, {})
+    out = []
+    for section in sections:
+        is_rela = section["sh_type"] == "SHT_RELA"
+        for reloc in section.iter_relocations():
+            type_value = reloc["r_info_type"]
+            out.append(Relocation(
+                offset=reloc["r_offset"], type=type_value,
+                type_name=type_names.get(type_value, _hex(type_value)),
+                symbol=None, symbol_index=reloc["r_info_sym"],
+                addend=reloc["r_addend"] if is_rela else None, table="IPLT"))
+    return tuple(out)
+
+
+def parse_elf(data: bytes, path: str = "") -> ElfInfo:
+    """Decode an ELF image (file bytes, or an image read from memory laid out
+    by file offset). Raises DecodeError for anything malformed."""
+    data = bytes(data)
+    label = path or "ELF image"
+    try:
+        return _parse(data, path)
+    except DecodeError as exc:
+        raise DecodeError(f"{label}: {exc}") from None
+    except _PARSE_ERRORS as exc:
+        raise DecodeError(f"{label}: malformed ELF ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(data: bytes, path: str) -> ElfInfo:
+    p = _Parser(data, path)
+    elf = p.elf
+    interp = p.interp()
+
+    dynamic: tuple[DynamicEntry, ...] = ()
+    dynsyms: tuple[DynSymbol, ...] = ()
+    relocations: tuple[Relocation, ...] = ()
+    dyn_seg = p.dynamic_segment()
+    if dyn_seg is not None:
+        seg = next(s for s in p.segments if s.type == "DYNAMIC")
+        d = _Dynamic(p, seg, dyn_seg)
+        dynamic = d.entries()
+        dynsyms = d.symbols()
+        relocations = d.relocations(dynsyms)
+    else:
+        relocations = _iplt_relocations(p)
+
+    def flags_of(name: str) -> tuple[str, ...]:
+        value = next((e.value for e in dynamic if e.name == name), 0)
+        return tuple(n for n in _flag_names(name, value) if n.startswith("DF")) if value else ()
+
+    def string_of(name: str) -> str | None:
+        return next((e.text for e in dynamic if e.name == name), None)
+
+    flags_1 = flags_of("DT_FLAGS_1")
+    e_type = elf["e_type"]
+    type_name = e_type if isinstance(e_type, str) else _hex(e_type)
+    soname = string_of("DT_SONAME")
+    # DF_1_PIE is what ld (>= 2.31) marks a PIE with; older PIEs are ET_DYN
+    # with an interpreter and no soname.
+    is_pie = type_name == "ET_DYN" and ("DF_1_PIE" in flags_1 or (interp is not None and soname is None))
+
+    relro_segs = [s for s in p.segments if s.type == "GNU_RELRO"]
+    relro = None
+    if relro_segs:
+        # glibc _dl_protect_relro / musl: both ends rounded *down* to a page.
+        seg = relro_segs[0]
+        start = seg.vaddr & ~(PAGE_SIZE - 1)
+        end = (seg.vaddr + seg.memsz) & ~(PAGE_SIZE - 1)
+        relro = (start, end) if end > start else None
+
+    tls = next((s for s in p.segments if s.type == "TLS"), None)
+    min_vaddr = min((s.vaddr for s in p.loads), default=0) & ~(PAGE_SIZE - 1)
+
+    build_id = p.build_id()
+    sframe = p.sframe()
+    return ElfInfo(
+        path=path,
+        elf_class=elf.elfclass,
+        machine=p.machine,
+        type=type_name,
+        entry=elf["e_entry"],
+        phoff=elf["e_phoff"],
+        phentsize=elf["e_phentsize"],
+        phnum=elf["e_phnum"],
+        segments=tuple(p.segments),
+        interp=interp,
+        dynamic=dynamic,
+        flags=flags_of("DT_FLAGS"),
+        flags_1=flags_1,
+        gnu_flags_1=flags_of("DT_GNU_FLAGS_1"),
+        build_id=build_id,
+        needed=tuple(e.text for e in dynamic if e.name == "DT_NEEDED"),
+        soname=soname,
+        relocations=relocations,
+        dynsyms=dynsyms,
+        sframe=sframe,
+        tls=tls,
+        relro=relro,
+        is_pie=is_pie,
+        min_vaddr=min_vaddr,
+        little_endian=elf.little_endian,
+        rpath=string_of("DT_RPATH"),
+        runpath=string_of("DT_RUNPATH"),
+        warnings=tuple(p.warnings),
+        _data=data,
+    )

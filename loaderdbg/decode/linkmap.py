@@ -1,0 +1,217 @@
+"""The loader's list of loaded objects: r_debug and its link_map chain, read
+from tracee memory.
+
+glibc (>= 2.35) publishes ``struct r_debug_extended``: r_version 2 and an
+``r_next`` pointer to the r_debug of the next namespace (dlmopen). musl has
+one list and r_version 1. Both start their link_map entries with the public
+five fields (l_addr, l_name, l_ld, l_next, l_prev), which is all we read.
+
+Memory may be half-initialised or garbage at any stop, so every walk is
+bounded and cycle-checked: a cycle or an unreadable pointer ends the walk
+with what was found so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from elftools.elf.structs import ELFStructs
+
+from loaderdbg.decode.memory import MemoryReader, read_cstring
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Offsets of the fields we read, per ABI."""
+
+    pointer: int
+    # struct r_debug / r_debug_extended
+    r_version: int
+    r_map: int
+    r_brk: int
+    r_state: int
+    r_ldbase: int
+    r_next: int
+    # struct link_map (public part)
+    l_addr: int
+    l_name: int
+    l_ld: int
+    l_next: int
+    l_prev: int
+    elfclass: int
+    little_endian: bool = True
+
+
+_LP64 = _Layout(pointer=8, r_version=0, r_map=8, r_brk=16, r_state=24, r_ldbase=32, r_next=40,
+                l_addr=0, l_name=8, l_ld=16, l_next=24, l_prev=32, elfclass=64)
+LAYOUTS: dict[str, _Layout] = {
+    "x86_64": _LP64,
+    "aarch64": _LP64,
+    "i386": _Layout(pointer=4, r_version=0, r_map=4, r_brk=8, r_state=12, r_ldbase=16, r_next=20,
+                    l_addr=0, l_name=4, l_ld=8, l_next=12, l_prev=16, elfclass=32),
+}
+
+R_STATES = {0: "RT_CONSISTENT", 1: "RT_ADD", 2: "RT_DELETE"}
+
+# Name -> kind, first match wins; the first entry of the first namespace is
+# the main program whatever its name (glibc leaves it "", musl uses argv[0]).
+_KIND_RULES: tuple[tuple[str, str, str], ...] = (
+    ("prefix", "/proc/self/fd/", "memfd"),
+    ("prefix", "/memfd:", "memfd"),
+    ("contains", "linux-vdso", "vdso"),
+    ("contains", "linux-gate", "vdso"),
+    ("contains", "ld-linux", "ldso"),
+    ("contains", "ld-musl", "ldso"),
+)
+
+
+@dataclass(frozen=True)
+class LinkMapEntry:
+    namespace: int
+    address: int  # of the link_map struct
+    name: str
+    l_addr: int
+    l_ld: int
+    kind: str  # main | ldso | vdso | memfd | library
+    l_next: int = 0
+    l_prev: int = 0
+
+
+@dataclass(frozen=True)
+class RDebug:
+    address: int
+    version: int
+    r_map: int
+    r_brk: int
+    r_state: str
+    ldbase: int
+    next: int  # r_next (0 for r_version < 2)
+
+
+def classify(name: str, first_of_main_namespace: bool, ldso_path: str | None = None) -> str:
+    if first_of_main_namespace:
+        return "main"
+    if ldso_path and name == ldso_path:
+        return "ldso"
+    for how, text, kind in _KIND_RULES:
+        if (how == "prefix" and name.startswith(text)) or (how == "contains" and text in name):
+            return kind
+    return "library"
+
+
+def _word(memory: MemoryReader, addr: int, size: int, layout: _Layout) -> int | None:
+    raw = memory.read(addr, size)
+    if raw is None:
+        return None
+    return int.from_bytes(raw, "little" if layout.little_endian else "big")
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def read_r_debug(memory: MemoryReader, addr: int, arch: str = "x86_64") -> RDebug | None:
+    layout = LAYOUTS[arch]
+    p = layout.pointer
+    raw = memory.read(addr, layout.r_ldbase + p)
+    if raw is None:
+        return None
+    order = "little" if layout.little_endian else "big"
+
+    def field(offset: int, size: int) -> int:
+        return int.from_bytes(raw[offset:offset + size], order)
+
+    version = _signed32(field(layout.r_version, 4))
+    state = field(layout.r_state, 4)
+    # r_next exists only in r_debug_extended (r_version >= 2).
+    nxt = _word(memory, addr + layout.r_next, p, layout) if version >= 2 else 0
+    return RDebug(
+        address=addr,
+        version=version,
+        r_map=field(layout.r_map, p),
+        r_brk=field(layout.r_brk, p),
+        r_state=R_STATES.get(state, f"{state:#x}"),
+        ldbase=field(layout.r_ldbase, p),
+        next=nxt or 0,
+    )
+
+
+def walk_r_debug(memory: MemoryReader, r_debug_addr: int, arch: str = "x86_64", max_namespaces: int = 16,
+                 max_entries: int = 4096, ldso_path: str | None = None,
+                 ) -> tuple[tuple[RDebug, ...], tuple[LinkMapEntry, ...]]:
+    """All namespaces reachable from r_debug_addr and their link_map
+    entries, in list order."""
+    layout = LAYOUTS[arch]
+    p = layout.pointer
+    debugs: list[RDebug] = []
+    entries: list[LinkMapEntry] = []
+    seen_debug: set[int] = set()
+    seen_maps: set[int] = set()
+    addr = r_debug_addr
+    while addr and addr not in seen_debug and len(debugs) < max_namespaces:
+        seen_debug.add(addr)
+        rd = read_r_debug(memory, addr, arch)
+        if rd is None:
+            break
+        namespace = len(debugs)
+        debugs.append(rd)
+        node = rd.r_map
+        first = True
+        while node and node not in seen_maps and len(entries) < max_entries:
+            seen_maps.add(node)
+            raw = memory.read(node, layout.l_prev + p)
+            if raw is None:
+                break
+            order = "little" if layout.little_endian else "big"
+            l_addr, l_name, l_ld, l_next, l_prev = (
+                int.from_bytes(raw[o:o + p], order)
+                for o in (layout.l_addr, layout.l_name, layout.l_ld, layout.l_next, layout.l_prev))
+            name_bytes = read_cstring(memory, l_name) if l_name else b""
+            name = (name_bytes or b"").decode("utf-8", "surrogateescape")
+            entries.append(LinkMapEntry(
+                namespace=namespace, address=node, name=name, l_addr=l_addr, l_ld=l_ld,
+                kind=classify(name, first and namespace == 0, ldso_path),
+                l_next=l_next, l_prev=l_prev,
+            ))
+            first = False
+            node = l_next
+        addr = rd.next
+    return tuple(debugs), tuple(entries)
+
+
+@lru_cache(maxsize=None)
+def _dyn_struct(arch: str):
+    layout = LAYOUTS[arch]
+    structs = ELFStructs(little_endian=layout.little_endian, elfclass=layout.elfclass)
+    structs.create_basic_structs()
+    structs.create_advanced_structs()
+    return structs.Elf_Dyn
+
+
+def find_r_debug_via_dt_debug(memory: MemoryReader, dynamic_addr: int, arch: str = "x86_64",
+                              max_tags: int = 512) -> int | None:
+    """The value ld.so stored in the main program's DT_DEBUG (the address of
+    its r_debug), read from the PT_DYNAMIC in memory. None when there is no
+    DT_DEBUG, it is still 0, or the array is unreadable."""
+    entry = _dyn_struct(arch)
+    size = entry.sizeof()
+    chunk = 32  # entries per read: .dynamic is usually 20-40 entries
+    index = 0
+    while index < max_tags:
+        raw = memory.read(dynamic_addr + index * size, chunk * size)
+        count = chunk
+        if raw is None:
+            raw = memory.read(dynamic_addr + index * size, size)
+            count = 1
+            if raw is None:
+                return None
+        for i in range(count):
+            parsed = entry.parse(raw[i * size:(i + 1) * size])
+            tag = parsed["d_tag"]
+            if tag == "DT_NULL":
+                return None
+            if tag == "DT_DEBUG":
+                return parsed["d_val"] or None
+        index += count
+    return None

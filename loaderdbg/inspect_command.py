@@ -1,0 +1,56 @@
+"""`loaderdbg inspect`: launch, run to a stop target, print the snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from loaderdbg.live import LiveSession
+from loaderdbg.process.program import check_program
+from loaderdbg.process.tracee import LaunchSpec
+from loaderdbg.snapshot_json import snapshot_to_json
+from loaderdbg.targets import Target
+
+
+def launch_spec(program: str, args: list[str], *, aslr: bool, stdout_fd: int | None = None,
+                stderr_fd: int | None = None) -> LaunchSpec:
+    path = check_program(program)
+    return LaunchSpec(path=path, argv=(program, *args), env=dict(os.environ), aslr=aslr,
+                      stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+
+
+def not_reached_sentence(target: Target, reason) -> str:
+    return f"{target} not reached: {reason.description}"
+
+
+def inspect_program(program: str, args: list[str], target: Target, *, as_json: bool,
+                    aslr: bool, tracee_output: str | None) -> int:
+    output_fd = None
+    if tracee_output:
+        try:
+            output_fd = os.open(tracee_output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as err:
+            from loaderdbg.errors import UsageError
+            raise UsageError(f"--tracee-output {tracee_output}: {err.strerror}") from None
+    elif as_json:
+        output_fd = sys.stderr.fileno()  # stdout carries only JSON
+    spec = launch_spec(program, args, aslr=aslr, stdout_fd=output_fd, stderr_fd=output_fd)
+    try:
+        with LiveSession(spec) as session:
+            reason = session.cont(str(target)) if target.kind != "first" else session.stop_reason
+            snapshot = session.snapshot()
+    finally:
+        if tracee_output and output_fd is not None:
+            os.close(output_fd)
+    if as_json:
+        json.dump(snapshot_to_json(snapshot), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    else:
+        from loaderdbg.text_report import print_snapshot
+        print_snapshot(snapshot)
+    if not reason.reached:
+        print(f"loaderdbg: {not_reached_sentence(target, reason)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,646 @@
+"""The engine's view of one startup: a tracee plus what we learn as it runs.
+
+``Inferior`` owns the step count, the syscall and milestone events, the
+internal breakpoints that find ld.so's entry and AT_ENTRY, and the run-to
+loop behind every stop target. It runs on the tracer thread only.
+
+How ``ldso-entry`` is found without assuming where ld.so lives: at the first
+stop we look at which object the kernel entered. If it is an interpreter
+(an ordinary dynamic program) we are already there. Otherwise we keep
+watching syscalls; when an mmap maps an interpreter file at offset 0 (the
+exec-solib bootstrap maps ld.so by hand) its entry gets a breakpoint, which
+fires when the hand-off jump lands. ``entry`` is AT_ENTRY as ld.so will read
+it: taken from the stack when ld.so starts, after any auxv rewrite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from dataclasses import dataclass, field
+
+from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
+from loaderdbg.analysis.relocations import relocation_states
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
+from loaderdbg.arch import get_arch
+from loaderdbg.decode.auxv import parse_auxv
+from loaderdbg.decode.disasm import disassemble
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import MapEntry, parse_maps
+from loaderdbg.decode.procstatus import parse_task_status
+from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
+from loaderdbg.decode.stack import InitialStack, decode_initial_stack
+from loaderdbg.decode.syscalls import decode_syscall, syscall_string_args
+from loaderdbg.errors import TargetError, UsageError
+from loaderdbg.process import ptrace
+from loaderdbg.process.stops import Stop, StopKind
+from loaderdbg.process.tracee import FAULT_SIGNALS, LaunchSpec, Tracee, launch
+from loaderdbg.session import Event, StopReason
+from loaderdbg.snapshot import ThreadState
+from loaderdbg.targets import Target
+
+SYSCALL_INSN = b"\x0f\x05"
+MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mprotect", "mremap", "brk", "execve"})
+SYSTEM_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1")
+STOPPING_SIGNALS = FAULT_SIGNALS | {_signal.SIGABRT}
+MAX_STRING = 4096
+
+
+@dataclass
+class LdsoInfo:
+    path: str
+    base: int
+    entry: int
+
+
+@dataclass
+class _PendingSyscall:
+    number: int
+    args: tuple[int, ...]
+    strings: dict[int, bytes] = field(default_factory=dict)
+    fd_path: str | None = None
+
+
+class Inferior:
+    def __init__(self, tracee: Tracee, program: str, argv: tuple[str, ...]) -> None:
+        self.tracee = tracee
+        self.program = program
+        self.argv = argv
+        self.arch = get_arch("x86_64")
+        self.step_count = 0
+        self.step_exact = True
+        self.events: list[Event] = []
+        self.syscall_count = 0
+        self.kernel_sp = tracee.sp
+        self.entry_pc = tracee.pc
+        self.kernel_auxv_raw = self._read_proc("auxv") or b""
+        self.elf_cache = ElfCache(self._read_mapped_file)
+        self.stop_reason = StopReason("launch", "stopped at the first instruction after execve",
+                                      target="first")
+        self.ldso: LdsoInfo | None = None
+        self.at_entry: int | None = None
+        self.main_address: int | None = None
+        self._pending_syscall: _PendingSyscall | None = None
+        self._milestone_bps: dict[int, str] = {}
+        self._seen: set[str] = set()
+        self._here: set[str] = set()  # milestones reached at the current stop
+        self._maps: tuple[MapEntry, ...] | None = None
+        self._objects: tuple[MappedObject, ...] | None = None
+        self._kernel_stack = self._decode_stack()
+        self._interpreters = self._interpreter_paths()
+        self._self_relocator: MappedObject | None = None
+        self._startup_checks_done = False
+        self.interrupt_requested = False
+        self._first_stop_analysis()
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def launch(cls, spec: LaunchSpec) -> "Inferior":
+        tracee = launch(spec)
+        try:
+            return cls(tracee, spec.path, spec.argv)
+        except BaseException:
+            tracee.kill()
+            raise
+
+    def _read_proc(self, name: str) -> bytes | None:
+        try:
+            with open(f"/proc/{self.tracee.pid}/{name}", "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def _read_mapped_file(self, entry: MapEntry) -> bytes | None:
+        # map_files works for deleted files and memfds, as long as it is mapped.
+        for path in (f"/proc/{self.tracee.pid}/map_files/{entry.start:x}-{entry.end:x}", entry.path):
+            try:
+                with open(path, "rb") as handle:
+                    return handle.read()
+            except OSError:
+                continue
+        return None
+
+    def _interpreter_paths(self) -> frozenset[str]:
+        paths = set()
+        for candidate in SYSTEM_INTERPRETERS:
+            paths.add(os.path.realpath(candidate))
+        for obj in self.objects():
+            if obj.info.interp:
+                paths.add(os.path.realpath(obj.info.interp))
+        override = os.environ.get("EXECSOLIB_LDSO")
+        if override:
+            paths.add(os.path.realpath(override))
+        return frozenset(paths)
+
+    def _first_stop_analysis(self) -> None:
+        self._record("milestone", "kernel-entry", f"execve → pc {self.tracee.pc:#x}",
+                     address=self.tracee.pc)
+        entered = self.object_at(self.tracee.pc)
+        kernel_auxv = {e.name: e.value for e in self.kernel_auxv()}
+        if entered is not None and self._is_interpreter(entered):
+            self.ldso = LdsoInfo(entered.path, entered.base, entered.base + entered.info.entry)
+            self._record("milestone", "ldso-mapped", f"{entered.path} at {entered.base:#x} (by the kernel)",
+                         address=entered.base)
+            self._record("milestone", "ldso-entry", f"kernel started in ld.so at {self.tracee.pc:#x}",
+                         address=self.tracee.pc)
+            self._set_at_entry(kernel_auxv.get("AT_ENTRY"))
+        elif entered is not None and entered.info.interp is None:
+            # Static, static-pie, or a self-loading object such as exec-solib.
+            self._self_relocator = entered if self._has_relative(entered) else None
+            if not self._looks_self_loading(entered):
+                self._set_at_entry(kernel_auxv.get("AT_ENTRY"))
+        if self.at_entry == self.tracee.pc:
+            self._record("milestone", "at-entry", f"AT_ENTRY {self.at_entry:#x}", address=self.at_entry)
+
+    def _looks_self_loading(self, obj: MappedObject) -> bool:
+        """A shared object run directly (ET_DYN, no PT_INTERP, not a
+        static-pie): an exec-solib that will set up a program for ld.so
+        itself, so AT_ENTRY is only known once it jumps to ld.so."""
+        return obj.info.type == "ET_DYN" and not obj.info.is_pie
+
+    def _has_relative(self, obj: MappedObject) -> bool:
+        return any(r.type_name.endswith("_RELATIVE") for r in obj.info.relocations)
+
+    def _is_interpreter(self, obj: MappedObject) -> bool:
+        return os.path.realpath(obj.path) in self._interpreters and obj.elf_offset == 0
+
+    def _set_at_entry(self, value: int | None) -> None:
+        if not value or self.at_entry is not None:
+            return
+        self.at_entry = value
+        if value != self.tracee.pc:
+            self._arm(value, "at-entry")
+
+    def _arm(self, addr: int, milestone: str) -> None:
+        self._milestone_bps[addr] = milestone
+        self.tracee.insert_breakpoint(addr)  # may fail until mapped; revalidated later
+
+    # -- state -------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.tracee.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.tracee.alive
+
+    def maps(self) -> tuple[MapEntry, ...]:
+        if self._maps is None:
+            if not self.alive:
+                return ()
+            text = (self._read_proc("maps") or b"").decode("utf-8", "surrogateescape")
+            try:
+                self._maps = parse_maps(text)
+            except DecodeError:
+                self._maps = ()
+        return self._maps
+
+    def maps_text(self) -> str:
+        return (self._read_proc("maps") or b"").decode("utf-8", "surrogateescape")
+
+    def objects(self) -> tuple[MappedObject, ...]:
+        if self._objects is None:
+            self._objects = discover_objects(self.maps(), self.elf_cache)
+        return self._objects
+
+    def object_at(self, addr: int) -> MappedObject | None:
+        for obj in self.objects():
+            if obj.contains(addr):
+                return obj
+        return None
+
+    def symbols(self) -> SymbolTable:
+        return SymbolTable([LoadedObject(o.name, o.base, o.info) for o in self.objects()])
+
+    def ldso_object(self) -> MappedObject | None:
+        if self.ldso is None:
+            return None
+        return next((o for o in self.objects() if o.elf_offset == 0 and o.base == self.ldso.base), None)
+
+    def program_object(self) -> MappedObject | None:
+        """The program ld.so runs (the object at AT_ENTRY), else the entered one."""
+        if self.at_entry is not None:
+            found = self.object_at(self.at_entry)
+            if found is not None:
+                return found
+        return self.object_at(self.entry_pc)
+
+    def threads(self) -> tuple[ThreadState, ...]:
+        if not self.alive:
+            return ()
+        out = []
+        try:
+            tids = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return ()
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/status") as handle:
+                    status = parse_task_status(handle.read())
+            except (OSError, DecodeError):
+                continue
+            fs_base = None
+            if tid == self.pid:
+                fs_base = int.from_bytes(self.tracee.regs_raw()[21 * 8:22 * 8], "little")
+            out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
+                                   status.sig_pending, status.shared_pending,
+                                   self.stop_reason.kind if tid == self.pid else "running (not traced)"))
+        return tuple(out)
+
+    def invalidate(self) -> None:
+        self._maps = None
+        self._objects = None
+
+    def kernel_auxv(self):
+        try:
+            return parse_auxv(self.kernel_auxv_raw, self.arch, self.tracee.memory if self.alive else None)
+        except DecodeError:
+            return ()
+
+    def _decode_stack(self) -> InitialStack | None:
+        if not self.alive:
+            return None
+        try:
+            return decode_initial_stack(self.tracee.memory, self.kernel_sp, self.arch)
+        except DecodeError:
+            return None
+
+    def initial_stack(self) -> InitialStack | None:
+        return self._decode_stack()
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        if not self.alive:
+            return None
+        data = self.tracee.memory.read(addr, size)
+        return None if data is None else self.tracee.original_bytes(addr, data)
+
+    def registers_raw(self) -> bytes | None:
+        return self.tracee.regs_raw() if self.alive else None
+
+    # -- events ------------------------------------------------------------
+    def _record(self, kind: str, name: str, detail: str = "", *, address: int | None = None,
+                exact: bool | None = None) -> None:
+        if kind == "milestone":
+            if name in self._seen and name not in ("crash", "exit"):
+                return
+            self._seen.add(name)
+            self._here.add(name)
+        self.events.append(Event(self.step_count if self.step_exact else -1, kind, name, detail,
+                                 address, self.step_exact if exact is None else exact))
+
+    def milestone_seen(self, name: str) -> bool:
+        return name in self._seen
+
+    # -- syscalls ----------------------------------------------------------
+    def _syscall_entry(self, number: int, args: tuple[int, ...]) -> None:
+        strings = {}
+        for addr in syscall_string_args(number, args, self.arch):
+            if addr:
+                raw = self.tracee.memory.read_prefix(addr, 256)
+                nul = raw.find(b"\0")
+                strings[addr] = raw[:nul] if nul >= 0 else raw
+        pending = _PendingSyscall(number, args, strings)
+        name = self.arch.syscall_names.get(number, "")
+        if name in ("mmap",) and 0 <= args[4] < (1 << 31):
+            try:
+                pending.fd_path = os.readlink(f"/proc/{self.pid}/fd/{args[4]}")
+            except OSError:
+                pending.fd_path = None
+        self._pending_syscall = pending
+
+    def _syscall_exit(self, result: int | None) -> None:
+        pending = self._pending_syscall
+        self._pending_syscall = None
+        if pending is None:
+            return
+        self.syscall_count += 1
+        call = decode_syscall(pending.number, pending.args, result, self.arch, pending.strings)
+        self._record("syscall", call.name, call.format())
+        if call.name in MAPPING_SYSCALLS:
+            self.invalidate()
+            if self.alive:
+                self.tracee.revalidate_breakpoints()
+        if call.name == "memfd_create" and result is not None and result >= 0:
+            label = pending.strings.get(pending.args[0], b"").decode("utf-8", "replace")
+            self._record("milestone", "memfd-create", f'memfd "{label}" = fd {result}')
+        if call.name == "mmap" and self.ldso is None and pending.fd_path and result is not None \
+                and result >= 0 and pending.args[5] == 0:
+            self._maybe_ldso_mapped(pending.fd_path, result)
+        self._startup_checks()
+
+    def _maybe_ldso_mapped(self, path: str, address: int) -> None:
+        if os.path.realpath(path) not in self._interpreters:
+            return
+        obj = self.object_at(address)
+        if obj is None or obj.elf_offset != 0:
+            return
+        self.ldso = LdsoInfo(obj.path, obj.base, obj.base + obj.info.entry)
+        self._record("milestone", "ldso-mapped", f"{obj.path} at {obj.base:#x}", address=obj.base)
+        self._arm(self.ldso.entry, "ldso-entry")
+
+    def _startup_checks(self) -> None:
+        """Notice in-memory rewrites the bootstrap makes without a syscall."""
+        if self._startup_checks_done or not self.alive:
+            return
+        relocator = self._self_relocator
+        if relocator is not None and not self.milestone_seen("self-relocation-done"):
+            states = self.relocation_states(relocator)
+            relative = [s for s in states if s.type_name.endswith("_RELATIVE")]
+            if relative and all(s.state == "applied" for s in relative):
+                self._record("milestone", "self-relocation-done",
+                             f"{len(relative)} RELATIVE relocations of {relocator.name} applied",
+                             exact=False)
+        kernel = self._kernel_stack
+        now = self._decode_stack()
+        if kernel is not None and now is not None:
+            if not self.milestone_seen("argv-rewritten") and \
+                    [a.pointer for a in kernel.argv] != [a.pointer for a in now.argv]:
+                changed = [i for i, (a, b) in enumerate(zip(kernel.argv, now.argv)) if a.pointer != b.pointer]
+                detail = ", ".join(f"argv[{i}] → {now.argv[i].text!r}" for i in changed)
+                self._record("milestone", "argv-rewritten", detail, exact=False)
+            if not self.milestone_seen("auxv-rewritten"):
+                before = {e.type: e.value for e in kernel.auxv}
+                changed = [e for e in now.auxv if before.get(e.type) != e.value]
+                if changed:
+                    self._record("milestone", "auxv-rewritten",
+                                 ", ".join(f"{e.name}={e.value:#x}" for e in changed), exact=False)
+        if self.milestone_seen("at-entry"):
+            self._startup_checks_done = True
+
+    def relocation_states(self, obj: MappedObject):
+        data = self.elf_cache.object_bytes(obj)
+        if data is None:
+            return ()
+        loaded = LoadedObject(obj.name, obj.base, obj.info)
+        return relocation_states(loaded, data, _OriginalBytes(self), self.symbols())
+
+    # -- stepping ----------------------------------------------------------
+    def _after_step(self, stop: Stop, syscall_call: tuple | None) -> Stop:
+        if stop.kind is StopKind.STEP or stop.kind is StopKind.BREAKPOINT:
+            self.step_count += 1
+        if syscall_call is not None:
+            result = None
+            if stop.alive:
+                raw = self.tracee.regs_raw()
+                result = int.from_bytes(raw[80:88], "little", signed=True)  # rax
+            self._syscall_exit(result)
+        return stop
+
+    def _syscall_before_step(self) -> tuple | None:
+        code = self.read_memory(self.tracee.pc, 2)
+        if code != SYSCALL_INSN:
+            return None
+        raw = self.tracee.regs_raw()
+        regs = [int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(27)]
+        names = self.arch.user_regs_fields
+        value = dict(zip(names, regs))
+        number = value["rax"]
+        args = tuple(value[r] for r in self.arch.syscall_arg_registers)
+        self._syscall_entry(number, args)
+        return (number, args)
+
+    def step(self) -> Stop:
+        self._require_alive()
+        self._here.clear()
+        syscall_call = self._syscall_before_step()
+        stop = self.tracee.step()
+        stop = self._after_step(stop, syscall_call)
+        return self._handle_stop(stop, target=None, stepping=True)[0]
+
+    def _require_alive(self) -> None:
+        if not self.alive:
+            raise TargetError(f"the process is gone ({self.stop_reason.description})")
+
+    # -- running -----------------------------------------------------------
+    def run_to(self, target: Target) -> StopReason:
+        self._require_alive()
+        kind = target.kind
+        if kind == "first":
+            if self.step_count == 0 and self.step_exact:
+                self.stop_reason = StopReason("target", "at the first instruction", str(target))
+                return self.stop_reason
+            raise UsageError("the first instruction is behind us; relaunch (starti) to get there")
+        if kind == "step":
+            if not self.step_exact:
+                raise UsageError("step count unknown after a continue; relaunch to count steps")
+            if target.value < self.step_count:
+                raise UsageError(f"step {target.value} is behind us (at step {self.step_count})")
+            while self.step_count < target.value:
+                stop = self.step()
+                if self._stopped_for_good(stop):
+                    return self.stop_reason
+            self.stop_reason = StopReason("target", f"reached step {self.step_count}", str(target))
+            return self.stop_reason
+        if self._already_at(target):
+            self.stop_reason = StopReason("target", f"already at {target}", str(target))
+            return self.stop_reason
+        user_bp = self._target_breakpoint(target)
+        return self._continue(target, user_bp)
+
+    def _already_at(self, target: Target) -> bool:
+        wanted = {"ldso-entry": "ldso-entry", "entry": "at-entry", "main": "main"}.get(target.kind)
+        return wanted is not None and wanted in self._here
+
+    def _target_breakpoint(self, target: Target) -> int | None:
+        if target.kind == "addr":
+            self.tracee.insert_breakpoint(target.value)
+            return target.value
+        if target.kind == "sym":
+            addr = self.symbols().resolve(target.name)
+            if addr is not None:
+                self.tracee.insert_breakpoint(addr)
+            return addr
+        if target.kind == "main":
+            return self._resolve_main()
+        if target.kind == "ldso-entry" and self.milestone_seen("ldso-entry") and self.ldso:
+            raise UsageError("ld.so's entry is behind us; relaunch (starti) to get there")
+        if target.kind == "entry" and self.milestone_seen("at-entry"):
+            raise UsageError("AT_ENTRY is behind us; relaunch (starti) to get there")
+        return None
+
+    def _resolve_main(self) -> int | None:
+        if self.main_address is not None:
+            return self.main_address
+        if self.at_entry is None:
+            return None
+        program = self.object_at(self.at_entry)
+        if program is None:
+            return None
+        symbol = program.info.symbol_named("main")
+        if symbol is None:
+            return None
+        self.main_address = program.base + symbol.value
+        self._arm(self.main_address, "main")
+        return self.main_address
+
+    def _continue(self, target: Target, user_bp: int | None) -> StopReason:
+        pending_sym = target.kind == "sym" and user_bp is None
+        while True:
+            watch_syscalls = (not self.milestone_seen("at-entry") or target.kind == "syscall"
+                              or pending_sym or (target.kind == "main" and user_bp is None))
+            syscall_call = None
+            self._here.clear()
+            if self.tracee.pc in self.tracee.breakpoints:
+                syscall_call = self._syscall_before_step()
+            stop = self.tracee.resume(syscalls=watch_syscalls)
+            if stop.kind is StopKind.STEP and syscall_call is not None:
+                self._after_step(stop, syscall_call)
+            self.step_exact = False
+            reached, reason = self._handle_stop(stop, target=target, stepping=False)
+            if reason is not None:
+                self.stop_reason = reason
+                break
+            if pending_sym and stop.kind is StopKind.SYSCALL and self._maps is None:
+                user_bp = self.symbols().resolve(target.name)
+                if user_bp is not None:
+                    self.tracee.insert_breakpoint(user_bp)
+                    pending_sym = False
+            if target.kind == "main" and user_bp is None and self.at_entry is not None:
+                user_bp = self._resolve_main()
+            if user_bp is not None and stop.kind is StopKind.BREAKPOINT and self.tracee.pc == user_bp:
+                self.stop_reason = StopReason("target", f"reached {target} at {user_bp:#x}", str(target))
+                break
+            if reached:
+                self.stop_reason = StopReason("target", f"reached {target} at {self.tracee.pc:#x}",
+                                              str(target))
+                break
+        if user_bp is not None and target.kind in ("addr", "sym") and user_bp not in self._milestone_bps:
+            self.tracee.remove_breakpoint(user_bp)
+        return self.stop_reason
+
+    def _stopped_for_good(self, stop: Stop) -> bool:
+        return not stop.alive or (stop.kind is StopKind.SIGNAL and stop.signal in STOPPING_SIGNALS)
+
+    def _handle_stop(self, stop: Stop, *, target: Target | None, stepping: bool) -> tuple[bool, StopReason | None]:
+        """Record what a stop means. Returns (target reached, final reason)
+        where a final reason ends a run (exit, crash, target syscall…)."""
+        want = target.kind if target else None
+        if not stop.alive:
+            self.tracee.breakpoints.clear()
+            if self._pending_syscall is not None:
+                self._syscall_exit(None)
+            if stop.kind is StopKind.EXITED:
+                text = f"exited with status {stop.exit_code}"
+                self._record("milestone", "exit", text)
+                self.stop_reason = StopReason("exited", text, str(target) if target else None,
+                                              reached=want == "exit", exit_code=stop.exit_code)
+            else:
+                text = f"killed by {stop.signal_name}"
+                self._record("milestone", "exit", text)
+                self.stop_reason = StopReason("killed", text, str(target) if target else None,
+                                              reached=False, signal=stop.signal_name)
+            return False, self.stop_reason
+        if stop.kind is StopKind.SYSCALL:
+            info = ptrace.get_syscall_info(self.pid)
+            if info.op == ptrace.SYSCALL_INFO_ENTRY:
+                self._syscall_entry(info.number, info.args)
+                if want == "syscall":
+                    name = self.arch.syscall_names.get(info.number, str(info.number))
+                    if target.name in (None, name):
+                        text = f"syscall entry: {name}"
+                        return True, StopReason("syscall", text, str(target))
+            elif info.op == ptrace.SYSCALL_INFO_EXIT:
+                self._syscall_exit(info.return_value)
+            return False, None
+        if stop.kind is StopKind.EVENT:
+            if stop.event == ptrace.EVENT_EXIT:
+                status = ptrace.get_event_msg(self.pid)
+                if self._pending_syscall is not None:
+                    self._syscall_exit(None)
+                if want == "exit":
+                    return True, StopReason("target", f"about to exit (status {status >> 8 & 0xff})",
+                                            str(target))
+            elif stop.event == ptrace.EVENT_EXEC:
+                self._record("milestone", "exec", "the process called execve again")
+                self.invalidate()
+            return False, None
+        if stop.kind is StopKind.BREAKPOINT:
+            pc = self.tracee.pc
+            milestone = self._milestone_bps.pop(pc, None)
+            if milestone is None and pc not in self.tracee.breakpoints:
+                # The program's own int3: a SIGTRAP it must receive.
+                self.tracee.pending_signal = _signal.SIGTRAP
+                self._record("signal", "SIGTRAP", f"int3 at {pc - 1:#x}")
+                return False, None
+            if milestone is not None:
+                self._milestone_hit(milestone, pc)
+            reached = (want == "ldso-entry" and milestone == "ldso-entry") or \
+                      (want == "entry" and milestone == "at-entry") or \
+                      (want == "main" and milestone == "main")
+            return reached, None
+        if stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP and self.interrupt_requested:
+            self.interrupt_requested = False
+            return False, StopReason("interrupted", f"interrupted at pc {self.tracee.pc:#x}",
+                                     str(target) if target else None, reached=False)
+        if stop.kind is StopKind.SIGNAL:
+            info = decode_siginfo(stop.siginfo, self.arch) if stop.siginfo else None
+            text = describe_siginfo(info) if info else stop.signal_name
+            self._record("signal", stop.signal_name, text, address=self.tracee.pc)
+            self.tracee.pending_signal = stop.signal
+            if stop.signal in STOPPING_SIGNALS:
+                self._record("milestone", "crash", f"{text} at pc {self.tracee.pc:#x}",
+                             address=self.tracee.pc)
+                fault = info.addr if info is not None else None
+                described = f"{stop.signal_name} at pc {self.tracee.pc:#x}"
+                if fault is not None and stop.signal != _signal.SIGABRT:
+                    described += f", fault address {fault:#x}"
+                reason = StopReason("signal", described, str(target) if target else None,
+                                    reached=want == "signal", signal=stop.signal_name,
+                                    fault_address=fault)
+                return want == "signal", reason
+            if want == "signal":
+                return True, StopReason("signal", f"{stop.signal_name} arrived", str(target),
+                                        signal=stop.signal_name)
+            return False, None
+        if stepping:
+            # A plain step may land on a milestone address.
+            pc = self.tracee.pc
+            milestone = self._milestone_bps.get(pc)
+            if milestone is not None:
+                self._milestone_bps.pop(pc)
+                self.tracee.remove_breakpoint(pc)
+                self._milestone_hit(milestone, pc)
+        return False, None
+
+    def _milestone_hit(self, milestone: str, pc: int) -> None:
+        if pc in self.tracee.breakpoints and pc not in self._milestone_bps:
+            self.tracee.remove_breakpoint(pc)
+        if milestone == "ldso-entry":
+            self._startup_checks()
+            self._record("milestone", "ldso-entry", f"jumped to ld.so's entry {pc:#x}", address=pc)
+            stack = self._decode_stack()
+            if stack is not None:
+                entry = {e.name: e.value for e in stack.auxv}.get("AT_ENTRY")
+                self._set_at_entry(entry)
+        elif milestone == "at-entry":
+            self._startup_checks()
+            self._record("milestone", "at-entry", f"AT_ENTRY {pc:#x}", address=pc)
+            self._startup_checks_done = True
+        elif milestone == "main":
+            self._record("milestone", "main", f"main at {pc:#x}", address=pc)
+
+    # -- step over -----------------------------------------------------------
+    def step_over(self) -> Stop:
+        self._require_alive()
+        code = self.read_memory(self.tracee.pc, 16) or b""
+        insns = disassemble(code, self.tracee.pc, self.arch, count=1)
+        if not insns or not insns[0].is_call:
+            return self.step()
+        after = self.tracee.pc + insns[0].size
+        self.tracee.insert_breakpoint(after)
+        self.run_to(Target("addr", value=after))
+        return self.tracee.last_stop
+
+    # -- ending ----------------------------------------------------------------
+    def close(self) -> None:
+        self.tracee.close()
+
+
+class _OriginalBytes:
+    """Tracee memory as the program sees it: our int3 bytes hidden."""
+
+    def __init__(self, inferior: Inferior) -> None:
+        self._inferior = inferior
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        return self._inferior.read_memory(addr, size)

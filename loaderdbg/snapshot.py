@@ -1,0 +1,173 @@
+"""A Snapshot: everything loaderdbg decodes at one stop, live or replayed.
+
+``build_snapshot`` only needs a ``StateSource``: registers, memory, maps,
+the kernel's auxv, the initial stack pointer, file bytes for mapped objects
+and the events so far. A live process and a recording both provide those,
+and everything else is decoded here, the same way for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
+from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
+from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
+from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.linkmap import LinkMapEntry, find_r_debug_via_dt_debug, walk_r_debug
+from loaderdbg.decode.maps import MapEntry
+from loaderdbg.decode.memory import MemoryReader
+from loaderdbg.decode.registers import Registers, decode_registers
+from loaderdbg.decode.stack import InitialStack
+from loaderdbg.session import Event, StopReason
+
+FORMAT = "loaderdbg.snapshot/1"
+
+
+@dataclass(frozen=True)
+class ThreadState:
+    tid: int
+    name: str
+    state: str
+    fs_base: int | None
+    sigmask: tuple[str, ...]
+    sigpend: tuple[str, ...]
+    shdpnd: tuple[str, ...]
+    stop: str
+
+
+@dataclass(frozen=True)
+class ObjectSummary:
+    name: str
+    path: str
+    base: int
+    elf_offset: int
+    totals: RelocationTotals
+    is_ldso: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    program: str
+    step: int
+    step_exact: bool
+    stop: StopReason
+    pid: int | None
+    arch: str
+    registers: Registers | None
+    stack: InitialStack | None
+    auxv_kernel: tuple[AuxvEntry, ...]
+    auxv_changed: frozenset[int]
+    maps: tuple[MapAnnotation, ...]
+    objects: tuple[ObjectSummary, ...]
+    relocations: tuple[RelocationState, ...]
+    link_map: tuple[LinkMapEntry, ...]
+    threads: tuple[ThreadState, ...]
+    handoff: HandoffReport
+    events: tuple[Event, ...]
+
+
+class StateSource(Protocol):
+    program: str
+    step_count: int
+    step_exact: bool
+    stop_reason: StopReason
+    elf_cache: ElfCache
+    arch: object
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def registers_raw(self) -> bytes | None: ...
+
+    def read_memory(self, addr: int, size: int) -> bytes | None: ...
+
+    def maps(self) -> tuple[MapEntry, ...]: ...
+
+    def objects(self) -> tuple[MappedObject, ...]: ...
+
+    def kernel_auxv(self) -> tuple[AuxvEntry, ...]: ...
+
+    def initial_stack(self) -> InitialStack | None: ...
+
+    def relocation_states(self, obj: MappedObject) -> tuple[RelocationState, ...]: ...
+
+    def threads(self) -> tuple[ThreadState, ...]: ...
+
+    def ldso_object(self) -> MappedObject | None: ...
+
+    def program_object(self) -> MappedObject | None: ...
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
+
+class _Reader:
+    def __init__(self, source: StateSource) -> None:
+        self._source = source
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        return self._source.read_memory(addr, size)
+
+
+def build_snapshot(source: StateSource) -> Snapshot:
+    raw = source.registers_raw()
+    registers = decode_registers(raw, source.arch) if raw is not None else None
+    memory = _Reader(source)
+    maps = source.maps()
+    objects = source.objects()
+    stack = source.initial_stack()
+    kernel_auxv = tuple(source.kernel_auxv())
+    changed = diff_auxv(kernel_auxv, stack.auxv) if stack is not None else frozenset()
+    ldso = source.ldso_object()
+
+    relocations: list[RelocationState] = []
+    summaries = []
+    for obj in objects:
+        states = tuple(source.relocation_states(obj))
+        relocations.extend(states)
+        summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
+                                       relocation_totals(states, obj.name), obj is ldso))
+
+    handoff = NOT_CHECKED
+    if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
+        handoff = check_handoff(registers, stack, memory, maps, objects, ldso)
+
+    return Snapshot(
+        program=source.program,
+        step=source.step_count if source.step_exact else -1,
+        step_exact=source.step_exact,
+        stop=source.stop_reason,
+        pid=source.pid,
+        arch=source.arch.name,
+        registers=registers,
+        stack=stack,
+        auxv_kernel=kernel_auxv,
+        auxv_changed=changed,
+        maps=annotate_maps(maps, objects),
+        objects=tuple(summaries),
+        relocations=tuple(relocations),
+        link_map=_link_map(source, memory),
+        threads=tuple(source.threads()),
+        handoff=handoff,
+        events=tuple(source.events),
+    )
+
+
+def _link_map(source: StateSource, memory: MemoryReader) -> tuple[LinkMapEntry, ...]:
+    program = source.program_object()
+    if program is None:
+        return ()
+    dynamic = next((s for s in program.info.segments if s.type == "DYNAMIC"), None)
+    if dynamic is None:
+        return ()
+    try:
+        r_debug = find_r_debug_via_dt_debug(memory, program.base + dynamic.vaddr)
+        if not r_debug:
+            return ()
+        _, entries = walk_r_debug(memory, r_debug)
+    except DecodeError:
+        return ()
+    return tuple(entries)

@@ -1,0 +1,79 @@
+"""Human-readable snapshot for `inspect` without --json (rich tables)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from loaderdbg.snapshot import Snapshot
+
+
+def _hex(value: int | None) -> str:
+    return "-" if value is None else f"{value:#x}"
+
+
+def print_snapshot(snap: Snapshot, console: Console | None = None) -> None:
+    console = console or Console()
+    step = str(snap.step) if snap.step_exact else "? (after a continue)"
+    console.print(f"[bold]{snap.program}[/]  pid {snap.pid}  step {step}")
+    console.print(f"stop: {snap.stop.description}")
+
+    if snap.registers is not None:
+        regs = Table(title="registers", show_header=False, box=None)
+        names = [n for n in snap.registers.names() if n not in ("ds", "es", "fs", "gs")]
+        for row in range(0, len(names), 4):
+            cells = []
+            for name in names[row:row + 4]:
+                cells += [name, _hex(snap.registers[name])]
+            regs.add_row(*cells)
+        console.print(regs)
+        console.print(f"eflags: {' '.join(snap.registers.flags)}")
+
+    if snap.stack is not None:
+        stack = Table(title=f"initial stack at {snap.stack.sp:#x}")
+        stack.add_column("slot")
+        stack.add_column("value")
+        stack.add_row("argc", str(snap.stack.argc))
+        for i, arg in enumerate(snap.stack.argv):
+            stack.add_row(f"argv[{i}]", f"{_hex(arg.pointer)} → {arg.text!r}")
+        stack.add_row("envp", f"{len(snap.stack.envp)} strings")
+        kernel = {e.type: e for e in snap.auxv_kernel}
+        for entry in snap.stack.auxv:
+            mark = ""
+            if entry.type in snap.auxv_changed:
+                before = kernel.get(entry.type)
+                mark = f"  [yellow](kernel gave {_hex(before.value) if before else 'nothing'})[/]"
+            stack.add_row(entry.name, f"{entry.decoded}{mark}")
+        console.print(stack)
+
+    objects = Table(title="objects")
+    for column in ("object", "base", "relocations", "applied", "pending", "lazy", "unknown"):
+        objects.add_column(column)
+    for obj in snap.objects:
+        t = obj.totals
+        objects.add_row(obj.name + (" (ld.so)" if obj.is_ldso else ""), _hex(obj.base), str(t.total),
+                        str(t.applied), str(t.pending), str(t.lazy), str(t.unknown))
+    console.print(objects)
+
+    maps = Table(title="maps")
+    for column in ("start", "end", "perms", "offset", "path", "object", "segment"):
+        maps.add_column(column)
+    for a in snap.maps:
+        e = a.entry
+        maps.add_row(_hex(e.start), _hex(e.end), e.perms, _hex(e.offset), e.path, a.object or "",
+                     a.segment or "")
+    console.print(maps)
+
+    if snap.handoff.checked:
+        verdict = "[green]passes[/]" if snap.handoff.ok else "[red]fails[/]"
+        console.print(f"hand-off check {verdict}")
+        for finding in snap.handoff.findings:
+            colour = {"ok": "green", "warning": "yellow", "error": "red"}[finding.severity]
+            console.print(f"  [{colour}]{finding.severity:7}[/] {finding.message}")
+
+    milestones = [e for e in snap.events if e.kind in ("milestone", "signal")]
+    if milestones:
+        console.print("[bold]milestones[/]")
+        for event in milestones:
+            where = str(event.step) if event.exact and event.step >= 0 else "~"
+            console.print(f"  {where:>8}  {event.name:22} {event.detail}")
