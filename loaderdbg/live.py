@@ -25,12 +25,27 @@ class LiveSession:
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
+        self.program = spec.path
         self._tracer = TracerThread()
         try:
             self._inferior: Inferior = self._tracer.call(Inferior.launch, spec)
         except BaseException:
             self._tracer.stop()
             raise
+
+    def restart(self) -> StopReason:
+        """gdb's `starti`: a fresh process at its first instruction, the
+        user's breakpoints kept."""
+        breakpoints = set(self._inferior.user_breakpoints)
+
+        def relaunch() -> Inferior:
+            self._inferior.close()
+            inferior = Inferior.launch(self.spec)
+            for addr in breakpoints:
+                inferior.add_breakpoint(addr)
+            return inferior
+        self._inferior = self._tracer.call(relaunch)
+        return self._inferior.stop_reason
 
     # -- state ---------------------------------------------------------------
     @property
@@ -68,15 +83,28 @@ class LiveSession:
     def events(self) -> Sequence[Event]:
         return tuple(self._inferior.events)
 
+    def symbolize(self, addr: int) -> str | None:
+        return self._tracer.call(self._inferior.symbolize, addr)
+
+    def disassemble(self, addr: int, count: int = 16):
+        return self._tracer.call(self._inferior.disassemble, addr, count)
+
+    def breakpoints(self) -> frozenset[int]:
+        return frozenset(self._inferior.user_breakpoints)
+
+    def add_breakpoint(self, addr: int) -> bool:
+        return self._tracer.call(self._inferior.add_breakpoint, addr)
+
+    def remove_breakpoint(self, addr: int) -> None:
+        self._tracer.call(self._inferior.remove_breakpoint, addr)
+
     # -- motion --------------------------------------------------------------
     def step(self, n: int = 1) -> StopReason:
         def run() -> StopReason:
             for _ in range(n):
                 self._inferior.step()
-                if not self._inferior.alive or self._inferior.stop_reason.kind == "signal":
+                if self._inferior.stop_reason.kind != "step":
                     break
-            if self._inferior.alive and self._inferior.stop_reason.kind != "signal":
-                self._inferior.stop_reason = StopReason("step", f"stepped to step {self.position}")
             return self._inferior.stop_reason
         return self._tracer.call(run)
 
@@ -87,6 +115,8 @@ class LiveSession:
         return self._tracer.call(run)
 
     def cont(self, until: str | None = None) -> StopReason:
+        """Run to a stop target; without one, until a breakpoint, a signal
+        or the exit (gdb's `c`)."""
         target = parse_target(until or "exit")
         return self._tracer.call(self._inferior.run_to, target)
 

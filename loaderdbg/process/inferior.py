@@ -91,6 +91,8 @@ class Inferior:
         self._self_relocator: MappedObject | None = None
         self._startup_checks_done = False
         self.interrupt_requested = False
+        self.user_breakpoints: set[int] = set()
+        self._symbols: SymbolTable | None = None
         self._first_stop_analysis()
 
     # -- construction ------------------------------------------------------
@@ -210,7 +212,31 @@ class Inferior:
         return None
 
     def symbols(self) -> SymbolTable:
-        return SymbolTable([LoadedObject(o.name, o.base, o.info) for o in self.objects()])
+        if self._symbols is None:
+            self._symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in self.objects()])
+        return self._symbols
+
+    def symbolize(self, addr: int) -> str | None:
+        return self.symbols().symbolize(addr)
+
+    def disassemble(self, addr: int, count: int):
+        """``count`` instructions from addr as the program sees them (int3s hidden)."""
+        code = self.read_memory(addr, count * 15)
+        if code is None:
+            code = self.tracee.memory.read_prefix(addr, count * 15) if self.alive else b""
+            code = self.tracee.original_bytes(addr, code)
+        return disassemble(code, addr, self.arch, count=count, symbolize=self.symbolize)
+
+    def add_breakpoint(self, addr: int) -> bool:
+        """A user breakpoint: every continue stops there. False if unmapped
+        now (it is kept and armed when the address gets mapped)."""
+        self.user_breakpoints.add(addr)
+        return self.tracee.insert_breakpoint(addr)
+
+    def remove_breakpoint(self, addr: int) -> None:
+        self.user_breakpoints.discard(addr)
+        if addr not in self._milestone_bps:
+            self.tracee.remove_breakpoint(addr)
 
     def ldso_object(self) -> MappedObject | None:
         if self.ldso is None:
@@ -250,6 +276,7 @@ class Inferior:
     def invalidate(self) -> None:
         self._maps = None
         self._objects = None
+        self._symbols = None
 
     def kernel_auxv(self):
         try:
@@ -320,6 +347,9 @@ class Inferior:
             self.invalidate()
             if self.alive:
                 self.tracee.revalidate_breakpoints()
+                for addr in (*self.user_breakpoints, *self._milestone_bps):
+                    if addr not in self.tracee.breakpoints:
+                        self.tracee.insert_breakpoint(addr)
         if call.name == "memfd_create" and result is not None and result >= 0:
             label = pending.strings.get(pending.args[0], b"").decode("utf-8", "replace")
             self._record("milestone", "memfd-create", f'memfd "{label}" = fd {result}')
@@ -405,7 +435,13 @@ class Inferior:
         syscall_call = self._syscall_before_step()
         stop = self.tracee.step()
         stop = self._after_step(stop, syscall_call)
-        return self._handle_stop(stop, target=None, stepping=True)[0]
+        _, final = self._handle_stop(stop, target=None, stepping=True)
+        if final is not None:
+            self.stop_reason = final
+        elif stop.alive:
+            where = self.symbolize(self.tracee.pc) or f"{self.tracee.pc:#x}"
+            self.stop_reason = StopReason("step", f"step {self.step_count} at {where}")
+        return stop
 
     def _require_alive(self) -> None:
         if not self.alive:
@@ -497,6 +533,12 @@ class Inferior:
                     pending_sym = False
             if target.kind == "main" and user_bp is None and self.at_entry is not None:
                 user_bp = self._resolve_main()
+            if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self.user_breakpoints \
+                    and self.tracee.pc != user_bp:
+                where = self.symbolize(self.tracee.pc) or f"{self.tracee.pc:#x}"
+                self.stop_reason = StopReason("breakpoint", f"breakpoint at {self.tracee.pc:#x} ({where})",
+                                              str(target), reached=False)
+                break
             if user_bp is not None and stop.kind is StopKind.BREAKPOINT and self.tracee.pc == user_bp:
                 self.stop_reason = StopReason("target", f"reached {target} at {user_bp:#x}", str(target))
                 break
@@ -504,7 +546,8 @@ class Inferior:
                 self.stop_reason = StopReason("target", f"reached {target} at {self.tracee.pc:#x}",
                                               str(target))
                 break
-        if user_bp is not None and target.kind in ("addr", "sym") and user_bp not in self._milestone_bps:
+        if user_bp is not None and target.kind in ("addr", "sym") and user_bp not in self._milestone_bps \
+                and user_bp not in self.user_breakpoints:
             self.tracee.remove_breakpoint(user_bp)
         return self.stop_reason
 
