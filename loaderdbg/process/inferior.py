@@ -439,8 +439,7 @@ class Inferior:
         if final is not None:
             self.stop_reason = final
         elif stop.alive:
-            where = self.symbolize(self.tracee.pc) or f"{self.tracee.pc:#x}"
-            self.stop_reason = StopReason("step", f"step {self.step_count} at {where}")
+            self.stop_reason = StopReason("step", f"step {self.step_count}")
         return stop
 
     def _require_alive(self) -> None:
