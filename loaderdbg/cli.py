@@ -87,7 +87,12 @@ def cmd_inspect(options: argparse.Namespace) -> int:
     if options.replay:
         return _not_implemented("inspect --replay")
     if options.pid is not None:
-        return _not_implemented("inspect --pid")
+        if options.program:
+            raise UsageError("inspect: give either PROG or --pid, not both")
+        if options.follow_exec:
+            return _not_implemented("inspect --pid --follow-exec")
+        from loaderdbg.inspect_command import inspect_pid
+        return inspect_pid(options.pid, parse_target(options.at), as_json=options.json)
     if not options.program:
         raise UsageError("inspect: give a PROG (or --pid PID, or --replay FILE)")
     target = parse_target(options.at)
@@ -95,10 +100,61 @@ def cmd_inspect(options: argparse.Namespace) -> int:
                            aslr=options.aslr, tracee_output=options.tracee_output)
 
 
+def _open_tui(session, title: str, output_fd: int | None = None) -> int:
+    # Imported here: the engine package must not pull Textual in on import.
+    try:
+        from loaderdbg_tui.app import run_app
+    except ImportError as err:
+        session.close()
+        raise UsageError(f"the TUI is not available ({err})") from None
+    try:
+        try:
+            return run_app(session, title=title, output_fd=output_fd)
+        except TypeError:
+            return run_app(session, title=title)
+    finally:
+        session.close()
+
+
+def cmd_run(options: argparse.Namespace) -> int:
+    from loaderdbg.inspect_command import launch_spec
+    from loaderdbg.live import LiveSession
+
+    target = parse_target(options.until)
+    # The program's output goes to a pty the TUI shows in its own pane.
+    master, slave = os.openpty()
+    try:
+        spec = launch_spec(options.program, options.args, aslr=options.aslr,
+                           stdout_fd=slave, stderr_fd=slave)
+        session = LiveSession(spec)
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    try:
+        if target.kind != "first":
+            session.cont(str(target))
+    except BaseException:
+        session.close()
+        os.close(master)
+        raise
+    return _open_tui(session, f"loaderdbg run {options.program}", output_fd=master)
+
+
+def cmd_attach(options: argparse.Namespace) -> int:
+    from loaderdbg.live import LiveSession
+
+    if options.follow_exec:
+        return _not_implemented("attach --follow-exec")
+    session = LiveSession.attach(options.pid)
+    return _open_tui(session, f"loaderdbg attach {options.pid}")
+
+
 COMMANDS = {
     "inspect": cmd_inspect,
-    "run": lambda o: _not_implemented("run (the TUI)"),
-    "attach": lambda o: _not_implemented("attach"),
+    "run": cmd_run,
+    "attach": cmd_attach,
     "record": lambda o: _not_implemented("record"),
     "replay": lambda o: _not_implemented("replay"),
     "explain": lambda o: _not_implemented("explain"),

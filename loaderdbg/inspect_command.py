@@ -24,6 +24,31 @@ def not_reached_sentence(target: Target, reason) -> str:
     return f"{target} not reached: {reason.description}"
 
 
+def inspect_pid(pid: int, target: Target, *, as_json: bool) -> int:
+    """Attach, snapshot (after running to ``target`` if one is given), detach
+    leaving the process running."""
+    with LiveSession.attach(pid) as session:
+        reason = session.stop_reason
+        if target.kind != "first":
+            reason = session.cont(str(target))
+        snapshot = session.snapshot()
+    return _report(snapshot, target, reason, as_json)
+
+
+def _report(snapshot, target: Target, reason, as_json: bool) -> int:
+    if as_json:
+        json.dump(snapshot_to_json(snapshot), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    else:
+        from loaderdbg.text_report import print_snapshot
+        print_snapshot(snapshot)
+    if not reason.reached:
+        print(f"loaderdbg: {not_reached_sentence(target, reason)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def inspect_program(program: str, args: list[str], target: Target, *, as_json: bool,
                     aslr: bool, tracee_output: str | None) -> int:
     output_fd = None
@@ -43,14 +68,4 @@ def inspect_program(program: str, args: list[str], target: Target, *, as_json: b
     finally:
         if tracee_output and output_fd is not None:
             os.close(output_fd)
-    if as_json:
-        json.dump(snapshot_to_json(snapshot), sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    else:
-        from loaderdbg.text_report import print_snapshot
-        print_snapshot(snapshot)
-    if not reason.reached:
-        print(f"loaderdbg: {not_reached_sentence(target, reason)}", file=sys.stderr)
-        return 1
-    return 0
+    return _report(snapshot, target, reason, as_json)

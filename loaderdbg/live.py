@@ -23,19 +23,30 @@ from loaderdbg.targets import parse_target
 class LiveSession:
     capabilities = frozenset({"live"})
 
-    def __init__(self, spec: LaunchSpec) -> None:
+    def __init__(self, spec: LaunchSpec | None = None, *, pid: int | None = None) -> None:
+        """Launch ``spec`` stopped at its first instruction, or attach to ``pid``."""
         self.spec = spec
-        self.program = spec.path
         self._tracer = TracerThread()
         try:
-            self._inferior: Inferior = self._tracer.call(Inferior.launch, spec)
+            if spec is not None:
+                self._inferior: Inferior = self._tracer.call(Inferior.launch, spec)
+            else:
+                self._inferior = self._tracer.call(Inferior.attach, pid)
         except BaseException:
             self._tracer.stop()
             raise
+        self.program = self._inferior.program
+        self.capabilities = frozenset({"live"} if spec is not None else {"live", "attach"})
+
+    @classmethod
+    def attach(cls, pid: int) -> "LiveSession":
+        return cls(pid=pid)
 
     def restart(self) -> StopReason:
         """gdb's `starti`: a fresh process at its first instruction, the
         user's breakpoints kept."""
+        if self.spec is None:
+            raise NotImplementedError("an attached process cannot be restarted")
         breakpoints = set(self._inferior.user_breakpoints)
 
         def relaunch() -> Inferior:

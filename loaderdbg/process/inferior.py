@@ -33,6 +33,8 @@ from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 from loaderdbg.decode.syscalls import decode_syscall, syscall_string_args
 from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
+from loaderdbg.process.attach import AttachedThreads
+from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import FAULT_SIGNALS, LaunchSpec, Tracee, launch
 from loaderdbg.session import Event, StopReason
@@ -62,16 +64,18 @@ class _PendingSyscall:
 
 
 class Inferior:
-    def __init__(self, tracee: Tracee, program: str, argv: tuple[str, ...]) -> None:
+    def __init__(self, tracee: Tracee, program: str, argv: tuple[str, ...],
+                 attached: AttachedThreads | None = None) -> None:
         self.tracee = tracee
         self.program = program
         self.argv = argv
+        self.attached = attached
         self.arch = get_arch("x86_64")
         self.step_count = 0
-        self.step_exact = True
+        self.step_exact = attached is None
         self.events: list[Event] = []
         self.syscall_count = 0
-        self.kernel_sp = tracee.sp
+        self.kernel_sp = tracee.sp if attached is None else self._start_stack()
         self.entry_pc = tracee.pc
         self.kernel_auxv_raw = self._read_proc("auxv") or b""
         self.elf_cache = ElfCache(self._read_mapped_file)
@@ -93,7 +97,10 @@ class Inferior:
         self.interrupt_requested = False
         self.user_breakpoints: set[int] = set()
         self._symbols: SymbolTable | None = None
-        self._first_stop_analysis()
+        if attached is None:
+            self._first_stop_analysis()
+        else:
+            self._attach_analysis()
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -104,6 +111,47 @@ class Inferior:
         except BaseException:
             tracee.kill()
             raise
+
+    @classmethod
+    def attach(cls, pid: int) -> "Inferior":
+        tracee, threads = attach_process(pid)
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = f"pid {pid}"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = tuple(a.decode("utf-8", "surrogateescape") for a in handle.read().split(b"\0")[:-1])
+            return cls(tracee, exe, argv, attached=threads)
+        except BaseException:
+            threads.detach_all(skip=pid)
+            tracee.detach()
+            raise
+
+    def _start_stack(self) -> int:
+        """The kernel's initial stack pointer, from /proc/PID/stat (startstack)."""
+        stat = (self._read_proc("stat") or b"").decode("utf-8", "replace")
+        fields = stat.rsplit(")", 1)[-1].split()
+        try:
+            return int(fields[25])
+        except (IndexError, ValueError):
+            return 0
+
+    def _attach_analysis(self) -> None:
+        """Startup is behind an attached process: read what ld.so was given."""
+        stack = self._kernel_stack
+        auxv = {e.name: e.value for e in (stack.auxv if stack else self.kernel_auxv())}
+        base = auxv.get("AT_BASE")
+        ldso = next((o for o in self.objects() if base and o.base == base and o.elf_offset == 0), None)
+        if ldso is not None:
+            self.ldso = LdsoInfo(ldso.path, ldso.base, ldso.base + ldso.info.entry)
+        self.at_entry = auxv.get("AT_ENTRY")
+        self._seen.update({"kernel-entry", "ldso-entry", "at-entry"})
+        self._startup_checks_done = True
+        count = 1 + len(self.attached.stopped)
+        self.stop_reason = StopReason("attach", f"attached to pid {self.pid}, {count} thread(s) stopped")
+        self._record("milestone", "attach", self.stop_reason.description, address=self.tracee.pc,
+                     exact=False)
 
     def _read_proc(self, name: str) -> bytes | None:
         try:
@@ -268,9 +316,18 @@ class Inferior:
             fs_base = None
             if tid == self.pid:
                 fs_base = int.from_bytes(self.tracee.regs_raw()[21 * 8:22 * 8], "little")
+                stop = self.stop_reason.kind
+            elif self.attached is not None and tid in self.attached.stopped:
+                try:
+                    raw = ptrace.RegisterBuffer().fetch(tid)
+                    fs_base = int.from_bytes(raw[21 * 8:22 * 8], "little")
+                except ptrace.PtraceError:
+                    pass
+                stop = "stopped (attached)"
+            else:
+                stop = "running (not traced)"
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
-                                   status.sig_pending, status.shared_pending,
-                                   self.stop_reason.kind if tid == self.pid else "running (not traced)"))
+                                   status.sig_pending, status.shared_pending, stop))
         return tuple(out)
 
     def invalidate(self) -> None:
@@ -675,6 +732,9 @@ class Inferior:
 
     # -- ending ----------------------------------------------------------------
     def close(self) -> None:
+        """Kill what we launched; leave what we attached to running."""
+        if self.attached is not None:
+            self.attached.detach_all(skip=self.pid)
         self.tracee.close()
 
 
