@@ -51,10 +51,11 @@ def _leftovers() -> list[str]:
         # Zombies we have not reaped yet are pytest's own business only if
         # they linger; a live or stopped child is a leak.
         found.append(f"{pid} {status.get('Name')} {state}")
+    my_threads = set(os.listdir(f"/proc/{me}/task"))
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             status = _status(int(entry))
-            if status.get("TracerPid") == str(me):
+            if status.get("TracerPid") in my_threads:
                 found.append(f"{entry} {status.get('Name')} traced by the test run")
     return sorted(set(found))
 

@@ -50,13 +50,21 @@ def check_attachable(pid: int) -> None:
     if len(fields) > 6 and int(fields[6]) & PF_KTHREAD:
         raise UsageError(f"{pid} ({status.name}): a kernel thread; it has no user space to debug")
     if status.tracer_pid:
-        tracer = (_read(f"/proc/{status.tracer_pid}/comm") or "?").strip()
-        raise TargetError(f"{pid} ({status.name}): already traced by {status.tracer_pid} ({tracer}); "
+        raise TargetError(f"{pid} ({status.name}): already traced by {_describe_tracer(status.tracer_pid)}; "
                           "detach that debugger first")
     if os.geteuid() != 0:
         owner = os.stat(f"/proc/{pid}").st_uid
         if owner != os.geteuid():
             raise TargetError(f"{pid} ({status.name}): owned by uid {owner}; attaching needs root")
+
+
+def _describe_tracer(tid: int) -> str:
+    """TracerPid names the tracing *thread*; users know the process."""
+    fields = dict(line.split(":", 1) for line in (_read(f"/proc/{tid}/status") or "").splitlines()
+                  if ":" in line)
+    tgid = fields.get("Tgid", str(tid)).strip()
+    name = fields.get("Name", "?").strip()
+    return f"pid {tgid} ({name})" if tgid == str(tid) else f"pid {tgid} ({name}, thread {tid})"
 
 
 def _tids(pid: int) -> set[int]:
