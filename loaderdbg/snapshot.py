@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail, got_view,
+                                              ifunc_choices, object_detail)
 from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
 from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
 from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.linkmap import LinkMapEntry, find_r_debug_via_dt_debug, walk_r_debug
@@ -46,6 +49,7 @@ class ObjectSummary:
     elf_offset: int
     totals: RelocationTotals
     is_ldso: bool
+    detail: ObjectDetail
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class Snapshot:
     threads: tuple[ThreadState, ...]
     handoff: HandoffReport
     events: tuple[Event, ...]
+    got: tuple[GotSlot, ...] = ()
+    ifuncs: tuple[IfuncChoice, ...] = ()
 
 
 class StateSource(Protocol):
@@ -129,7 +135,9 @@ def build_snapshot(source: StateSource) -> Snapshot:
         states = tuple(source.relocation_states(obj))
         relocations.extend(states)
         summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
-                                       relocation_totals(states, obj.name), obj is ldso))
+                                       relocation_totals(states, obj.name), obj is ldso,
+                                       object_detail(obj, maps)))
+    symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
 
     handoff = NOT_CHECKED
     if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
@@ -153,6 +161,8 @@ def build_snapshot(source: StateSource) -> Snapshot:
         threads=tuple(source.threads()),
         handoff=handoff,
         events=tuple(source.events),
+        got=got_view(relocations, symbols),
+        ifuncs=ifunc_choices(relocations, symbols, objects),
     )
 
 

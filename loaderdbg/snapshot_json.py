@@ -20,6 +20,30 @@ def _auxv(entries, changed=frozenset()):
     ]
 
 
+def _detail(d) -> dict:
+    return {
+        "type": d.type,
+        "entry": hexify(d.entry),
+        "interp": d.interp,
+        "soname": d.soname,
+        "needed": list(d.needed),
+        "flags": list(d.flags),
+        "flags_1": list(d.flags_1),
+        "gnu_flags_1": list(d.gnu_flags_1),
+        "build_id": d.build_id,
+        "relro": None if d.relro is None else
+        {"start": hexify(d.relro.start), "end": hexify(d.relro.end), "protected": d.relro.protected},
+        "tls": None if d.tls is None else
+        {"init_size": d.tls.init_size, "size": d.tls.size, "align": d.tls.align},
+        "sframe": None if d.sframe is None else {
+            "version": d.sframe.version, "flags": list(d.sframe.flags), "abi_arch": d.sframe.abi_arch,
+            "num_fdes": d.sframe.num_fdes, "num_fres": d.sframe.num_fres, "size": d.sframe_size},
+        "eh_frame_hdr": d.has_eh_frame_hdr,
+        "gnu_stack": d.gnu_stack,
+        "gnu_property": d.has_gnu_property,
+    }
+
+
 def snapshot_to_json(snap: Snapshot) -> dict:
     stack = snap.stack
     stop = snap.stop
@@ -66,6 +90,7 @@ def snapshot_to_json(snap: Snapshot) -> dict:
                 "base": hexify(o.base),
                 "elf_offset": hexify(o.elf_offset),
                 "is_ldso": o.is_ldso,
+                "elf": _detail(o.detail),
                 "relocations": {
                     "total": o.totals.total,
                     "applied": o.totals.applied,
@@ -123,6 +148,17 @@ def snapshot_to_json(snap: Snapshot) -> dict:
             ],
             "passed": [f.check for f in snap.handoff.findings if f.severity == "ok"],
         },
+        "got": [
+            {"object": g.object, "address": hexify(g.address), "type": g.type_name, "symbol": g.symbol,
+             "current": hexify(g.current), "target": g.target, "state": g.state}
+            for g in snap.got
+        ],
+        "ifuncs": [
+            {"object": f.object, "address": hexify(f.address), "resolver": hexify(f.resolver),
+             "resolver_name": f.resolver_name, "chosen": hexify(f.chosen), "chosen_name": f.chosen_name,
+             "state": f.state}
+            for f in snap.ifuncs
+        ],
         "events": [
             {
                 "step": e.step,

@@ -279,8 +279,13 @@ def _reap(pid: int, status: int | None) -> None:
 
 
 def _reap_killed(pid: int) -> None:
-    """Wait for a SIGKILLed tracee to be gone. With TRACEEXIT it may still
-    report a PTRACE_EVENT_EXIT stop first, which must be resumed."""
+    """Wait for a SIGKILLed tracee to be gone. A tracee sitting in a
+    ptrace-stop (notably PTRACE_EVENT_EXIT) only dies once resumed, and with
+    TRACEEXIT it may report one more exit stop, which must be resumed too."""
+    try:
+        ptrace.cont(pid)
+    except ptrace.PtraceError:
+        pass  # not in a ptrace-stop: the SIGKILL is already taking it down
     while True:
         try:
             _, status = ptrace.waitpid(pid)

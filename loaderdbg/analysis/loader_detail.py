@@ -1,0 +1,144 @@
+"""What the loader did to each object: flags, RELRO, TLS, SFrame, GOT, ifuncs.
+
+Everything here is derived from a mapped object's ElfInfo, the current maps
+and the relocation states; nothing reads the process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from loaderdbg.analysis.objects import MappedObject
+from loaderdbg.analysis.relocations import RelocationState
+from loaderdbg.analysis.symbols import SymbolTable
+from loaderdbg.decode.maps import MapEntry, find_mapping
+from loaderdbg.decode.sframe import SFrameHeader
+
+
+@dataclass(frozen=True)
+class RelroState:
+    start: int  # runtime addresses
+    end: int
+    protected: bool  # already mprotect'ed read-only
+
+
+@dataclass(frozen=True)
+class TlsBlock:
+    init_size: int  # .tdata bytes copied into every thread's block
+    size: int  # the whole block (.tdata + .tbss)
+    align: int
+
+
+@dataclass(frozen=True)
+class ObjectDetail:
+    name: str
+    type: str
+    entry: int  # runtime address
+    interp: str | None
+    soname: str | None
+    needed: tuple[str, ...]
+    flags: tuple[str, ...]
+    flags_1: tuple[str, ...]
+    gnu_flags_1: tuple[str, ...]
+    build_id: str | None
+    relro: RelroState | None
+    tls: TlsBlock | None
+    sframe: SFrameHeader | None
+    sframe_size: int | None
+    has_eh_frame_hdr: bool
+    gnu_stack: str | None  # "RW" or "RWE": is the stack executable?
+    has_gnu_property: bool
+
+
+@dataclass(frozen=True)
+class GotSlot:
+    object: str
+    address: int
+    type_name: str
+    symbol: str | None
+    current: int | None
+    target: str | None  # the current value, symbolised
+    state: str  # resolved | lazy | pending | unknown
+
+
+@dataclass(frozen=True)
+class IfuncChoice:
+    object: str
+    address: int
+    resolver: int
+    resolver_name: str | None
+    chosen: int | None
+    chosen_name: str | None
+    state: str
+
+
+def object_detail(obj: MappedObject, maps: Sequence[MapEntry]) -> ObjectDetail:
+    info = obj.info
+    relro = None
+    if info.relro:
+        start, end = obj.base + info.relro[0], obj.base + info.relro[1]
+        mapping = find_mapping(maps, start)
+        relro = RelroState(start, end, mapping is not None and "w" not in mapping.perms)
+    tls = None
+    if info.tls is not None:
+        tls = TlsBlock(info.tls.filesz, info.tls.memsz, info.tls.align)
+    sframe_segment = next((s for s in info.segments if s.type == "GNU_SFRAME"), None)
+    stack = next((s for s in info.segments if s.type == "GNU_STACK"), None)
+    sframe_size = None
+    if info.sframe is not None:
+        # PT_GNU_SFRAME's p_filesz can overstate the section (binutils 2.40):
+        # the header's own offsets are what a reader uses.
+        sframe_size = info.sframe.header_size + info.sframe.freoff + info.sframe.fre_len
+    elif sframe_segment is not None:
+        sframe_size = sframe_segment.filesz
+    return ObjectDetail(
+        name=obj.name,
+        type=info.type,
+        entry=obj.base + info.entry,
+        interp=info.interp,
+        soname=info.soname,
+        needed=tuple(info.needed),
+        flags=tuple(info.flags),
+        flags_1=tuple(info.flags_1),
+        gnu_flags_1=tuple(info.gnu_flags_1),
+        build_id=info.build_id,
+        relro=relro,
+        tls=tls,
+        sframe=info.sframe,
+        sframe_size=sframe_size,
+        has_eh_frame_hdr=any(s.type == "GNU_EH_FRAME" for s in info.segments),
+        gnu_stack=None if stack is None else ("RWE" if "E" in stack.flags or "x" in stack.flags else "RW"),
+        has_gnu_property=any(s.type == "GNU_PROPERTY" for s in info.segments),
+    )
+
+
+GOT_TYPES = ("R_X86_64_JUMP_SLOT", "R_X86_64_GLOB_DAT")
+
+
+def got_view(states: Sequence[RelocationState], symbols: SymbolTable) -> tuple[GotSlot, ...]:
+    """gdb-style `got`: each JUMP_SLOT/GLOB_DAT slot, where it points now."""
+    out = []
+    for state in states:
+        if state.type_name not in GOT_TYPES:
+            continue
+        label = {"applied": "resolved"}.get(state.state, state.state)
+        target = symbols.symbolize(state.current) if state.current else None
+        out.append(GotSlot(state.object, state.address, state.type_name, state.symbol,
+                           state.current, target, label))
+    return tuple(out)
+
+
+def ifunc_choices(states: Sequence[RelocationState], symbols: SymbolTable,
+                  objects: Sequence[MappedObject]) -> tuple[IfuncChoice, ...]:
+    """IRELATIVE relocations: which resolver ran and what it picked."""
+    bases = {o.name: o.base for o in objects}
+    out = []
+    for state in states:
+        if state.type_name != "R_X86_64_IRELATIVE" or state.addend is None:
+            continue
+        resolver = bases.get(state.object, 0) + state.addend
+        chosen = state.current if state.state == "applied" else None
+        out.append(IfuncChoice(state.object, state.address, resolver, symbols.symbolize(resolver),
+                               chosen, symbols.symbolize(chosen) if chosen else None, state.state))
+    return tuple(out)
