@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--tracee-output", metavar="FILE", help="where the program's stdout/stderr go")
     inspect.add_argument("--pid", type=int, metavar="PID")
     inspect.add_argument("--replay", metavar="FILE")
-    inspect.add_argument("--follow-exec", action="store_true")
+    inspect.add_argument("--follow-exec", action="store_true",
+                         help="with --pid: inspect the next child it execs, caught at its first instruction")
+    inspect.add_argument("--match", metavar="GLOB", help="with --follow-exec: only a child whose path or argv[0] matches")
     _add_program(inspect, required=False)
 
     explain = sub.add_parser("explain", help="plain-language startup report and crash root cause")
@@ -89,10 +91,9 @@ def cmd_inspect(options: argparse.Namespace) -> int:
     if options.pid is not None:
         if options.program:
             raise UsageError("inspect: give either PROG or --pid, not both")
-        if options.follow_exec:
-            return _not_implemented("inspect --pid --follow-exec")
         from loaderdbg.inspect_command import inspect_pid
-        return inspect_pid(options.pid, parse_target(options.at), as_json=options.json)
+        return inspect_pid(options.pid, parse_target(options.at), as_json=options.json,
+                           follow_exec=options.follow_exec, match=options.match)
     if not options.program:
         raise UsageError("inspect: give a PROG (or --pid PID, or --replay FILE)")
     target = parse_target(options.at)
@@ -146,7 +147,10 @@ def cmd_attach(options: argparse.Namespace) -> int:
     from loaderdbg.live import LiveSession
 
     if options.follow_exec:
-        return _not_implemented("attach --follow-exec")
+        from loaderdbg.inspect_command import announce_waiting
+        session = LiveSession.catch_spawn(options.pid, options.match,
+                                          on_ready=lambda: announce_waiting(options.pid, options.match))
+        return _open_tui(session, f"loaderdbg attach --follow-exec {options.pid} → {session.pid}")
     session = LiveSession.attach(options.pid)
     return _open_tui(session, f"loaderdbg attach {options.pid}")
 

@@ -24,10 +24,20 @@ def not_reached_sentence(target: Target, reason) -> str:
     return f"{target} not reached: {reason.description}"
 
 
-def inspect_pid(pid: int, target: Target, *, as_json: bool) -> int:
+def announce_waiting(pid: int, match: str | None) -> None:
+    what = f"a child matching {match!r}" if match else "a child"
+    print(f"loaderdbg: attached; waiting for {pid} to spawn {what} (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+
+
+def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = False,
+                match: str | None = None) -> int:
     """Attach, snapshot (after running to ``target`` if one is given), detach
-    leaving the process running."""
-    with LiveSession.attach(pid) as session:
+    leaving the process running. With ``follow_exec``, the snapshot is of the
+    next child the process execs, caught at its first instruction."""
+    opened = (LiveSession.catch_spawn(pid, match, on_ready=lambda: announce_waiting(pid, match))
+              if follow_exec else LiveSession.attach(pid))
+    with opened as session:
         reason = session.stop_reason
         if target.kind != "first":
             reason = session.cont(str(target))

@@ -12,6 +12,7 @@ import os
 import signal as _signal
 from typing import Sequence
 
+from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.inferior import Inferior
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.process.tracer_thread import TracerThread
@@ -23,20 +24,36 @@ from loaderdbg.targets import parse_target
 class LiveSession:
     capabilities = frozenset({"live"})
 
-    def __init__(self, spec: LaunchSpec | None = None, *, pid: int | None = None) -> None:
-        """Launch ``spec`` stopped at its first instruction, or attach to ``pid``."""
+    def __init__(self, spec: LaunchSpec | None = None, *, pid: int | None = None,
+                 catcher: SpawnCatcher | None = None) -> None:
+        """Launch ``spec`` stopped at its first instruction, attach to ``pid``,
+        or wait for ``catcher`` to catch a spawned child."""
         self.spec = spec
         self._tracer = TracerThread()
         try:
             if spec is not None:
-                self._inferior: Inferior = self._tracer.call(Inferior.launch, spec)
+                future = self._tracer.submit(Inferior.launch, spec)
+            elif catcher is not None:
+                future = self._tracer.submit(Inferior.catch_spawn, catcher)
             else:
-                self._inferior = self._tracer.call(Inferior.attach, pid)
+                future = self._tracer.submit(Inferior.attach, pid)
+            try:
+                self._inferior: Inferior = future.result()
+            except KeyboardInterrupt:
+                if catcher is not None:
+                    catcher.cancelled = True  # the tracer lets the parent go, then fails
+                future.exception()
+                raise
         except BaseException:
             self._tracer.stop()
             raise
         self.program = self._inferior.program
         self.capabilities = frozenset({"live"} if spec is not None else {"live", "attach"})
+
+    @classmethod
+    def catch_spawn(cls, parent: int, match: str | None = None, timeout: float | None = None,
+                    on_ready=None) -> "LiveSession":
+        return cls(catcher=SpawnCatcher(parent, match, timeout, on_ready))
 
     @classmethod
     def attach(cls, pid: int) -> "LiveSession":

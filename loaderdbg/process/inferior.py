@@ -35,6 +35,7 @@ from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
+from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import FAULT_SIGNALS, LaunchSpec, Tracee, launch
 from loaderdbg.session import Event, StopReason
@@ -127,6 +128,20 @@ class Inferior:
             threads.detach_all(skip=pid)
             tracee.detach()
             raise
+
+    @classmethod
+    def catch_spawn(cls, catcher: "SpawnCatcher") -> "Inferior":
+        """The next matching child of a running parent, at its first instruction."""
+        tracee = catcher.catch()
+        try:
+            inferior = cls(tracee, catcher.caught.path, catcher.caught.argv)
+        except BaseException:
+            tracee.detach()
+            raise
+        inferior.caught_from = catcher.parent
+        inferior._record("milestone", "caught", f"child {tracee.pid} of {catcher.parent} caught at exec",
+                         address=tracee.pc)
+        return inferior
 
     def _start_stack(self) -> int:
         """The kernel's initial stack pointer, from /proc/PID/stat (startstack)."""
