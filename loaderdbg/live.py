@@ -47,6 +47,7 @@ class LiveSession:
         except BaseException:
             self._tracer.stop()
             raise
+        self._closed = False
         self.program = self._inferior.program
         self.capabilities = frozenset({"live"} if spec is not None else {"live", "attach"})
 
@@ -72,7 +73,7 @@ class LiveSession:
             for addr in breakpoints:
                 inferior.add_breakpoint(addr)
             return inferior
-        self._inferior = self._tracer.call(relaunch)
+        self._inferior = self._run(relaunch)
         return self._inferior.stop_reason
 
     # -- state ---------------------------------------------------------------
@@ -131,22 +132,22 @@ class LiveSession:
         def run() -> StopReason:
             for _ in range(n):
                 self._inferior.step()
-                if self._inferior.stop_reason.kind != "step":
+                if self._inferior.stop_reason.kind != "step" or self._inferior.interrupt_requested:
                     break
             return self._inferior.stop_reason
-        return self._tracer.call(run)
+        return self._run(run)
 
     def step_over(self) -> StopReason:
         def run() -> StopReason:
             self._inferior.step_over()
             return self._inferior.stop_reason
-        return self._tracer.call(run)
+        return self._run(run)
 
     def cont(self, until: str | None = None) -> StopReason:
         """Run to a stop target; without one, until a breakpoint, a signal
         or the exit (gdb's `c`)."""
         target = parse_target(until or "exit")
-        return self._tracer.call(self._inferior.run_to, target)
+        return self._run(self._inferior.run_to, target)
 
     def goto(self, step: int) -> StopReason:
         return self.cont(f"step:{step}")
@@ -157,6 +158,17 @@ class LiveSession:
     def reverse_cont(self, until: str | None = None) -> StopReason:
         raise NotImplementedError("reverse execution needs a recording (loaderdbg record)")
 
+    def _run(self, fn, *args):
+        """Run motion on the tracer thread; Ctrl-C in the caller stops the
+        tracee (interrupt) and waits for the tracer to settle before raising."""
+        future = self._tracer.submit(fn, *args)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self.interrupt()
+            future.exception()
+            raise
+
     def interrupt(self) -> None:
         """Stop a running continue from any thread."""
         self._inferior.interrupt_requested = True
@@ -166,6 +178,17 @@ class LiveSession:
             pass
 
     def close(self) -> None:
+        """Kill a launched tracee, detach an attached one; safe to call while
+        a continue is still running on the tracer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._inferior.alive:
+            if self._inferior.tracee.launched:
+                try:
+                    os.kill(self.pid, _signal.SIGKILL)  # ends a run in progress too
+                except ProcessLookupError:
+                    pass
         try:
             self._tracer.call(self._inferior.close)
         finally:

@@ -504,7 +504,10 @@ class Inferior:
     def step(self) -> Stop:
         self._require_alive()
         self._here.clear()
-        syscall_call = self._syscall_before_step()
+        try:
+            syscall_call = self._syscall_before_step()
+        except ptrace.PtraceError:
+            syscall_call = None  # gone under us; the step reports how
         stop = self.tracee.step()
         stop = self._after_step(stop, syscall_call)
         _, final = self._handle_stop(stop, target=None, stepping=True)
@@ -534,7 +537,7 @@ class Inferior:
                 raise UsageError(f"step {target.value} is behind us (at step {self.step_count})")
             while self.step_count < target.value:
                 stop = self.step()
-                if self._stopped_for_good(stop):
+                if self._stopped_for_good(stop) or self.stop_reason.kind == "interrupted":
                     return self.stop_reason
             self.stop_reason = StopReason("target", f"reached step {self.step_count}", str(target))
             return self.stop_reason
@@ -587,7 +590,7 @@ class Inferior:
                               or pending_sym or (target.kind == "main" and user_bp is None))
             syscall_call = None
             self._here.clear()
-            if self.tracee.pc in self.tracee.breakpoints:
+            if self.tracee._at_breakpoint():
                 syscall_call = self._syscall_before_step()
             stop = self.tracee.resume(syscalls=watch_syscalls)
             if stop.kind is StopKind.STEP and syscall_call is not None:
@@ -639,7 +642,8 @@ class Inferior:
                 self.stop_reason = StopReason("exited", text, str(target) if target else None,
                                               reached=want == "exit", exit_code=stop.exit_code)
             else:
-                text = f"killed by {stop.signal_name}"
+                where = f"at step {self.step_count}" if self.step_exact else "after a continue"
+                text = f"killed by {stop.signal_name} {where}"
                 self._record("milestone", "exit", text)
                 self.stop_reason = StopReason("killed", text, str(target) if target else None,
                                               reached=False, signal=stop.signal_name)
@@ -661,9 +665,15 @@ class Inferior:
                 status = ptrace.get_event_msg(self.pid)
                 if self._pending_syscall is not None:
                     self._syscall_exit(None)
-                if want == "exit":
-                    return True, StopReason("target", f"about to exit (status {status >> 8 & 0xff})",
+                if want == "exit" and os.WIFEXITED(status):
+                    return True, StopReason("target", f"about to exit (status {os.WEXITSTATUS(status)})",
                                             str(target))
+                # Dying from a signal (SIGKILL included): let it finish dying,
+                # the next stop reports how.
+            elif stop.event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
+                child = ptrace.get_event_msg(self.pid)
+                self.tracee.release_child(child, shares_memory=stop.event == ptrace.EVENT_VFORK)
+                self._record("fork", stop.event_name, f"child {child} runs on, untraced")
             elif stop.event == ptrace.EVENT_EXEC:
                 self._record("milestone", "exec", "the process called execve again")
                 self.invalidate()

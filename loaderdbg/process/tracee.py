@@ -8,6 +8,7 @@ and stepped over with the usual restore–step–reinsert dance.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal as _signal
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from loaderdbg.process.stops import Stop, StopKind, classify
 INT3 = 0xCC
 RIP_OFFSET = 16 * 8  # user_regs_struct.rip
 RSP_OFFSET = 19 * 8
+# TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
+# int3 bytes, which we take out before letting it go (gdb's detach-on-fork).
 LAUNCH_OPTIONS = (
     ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT | ptrace.O_EXITKILL
+    | ptrace.O_TRACEFORK | ptrace.O_TRACEVFORK
 )
 # Signals the kernel sends for a fault in the instruction itself.
 FAULT_SIGNALS = frozenset(
@@ -163,27 +167,71 @@ class Tracee:
                 self.memory.write(addr, bytes([INT3]))
         return stop
 
+    def _at_breakpoint(self) -> bool | None:
+        """Whether pc is on one of our int3s; None when the tracee has left
+        its stop under us (a SIGKILL from outside): then only waitpid can
+        tell what became of it."""
+        try:
+            return self.pc in self.breakpoints
+        except ptrace.PtraceError as err:
+            if err.errno == errno.ESRCH:
+                return None
+            raise
+
     def step(self) -> Stop:
-        if self.pc in self.breakpoints:
+        at_breakpoint = self._at_breakpoint()
+        if at_breakpoint is None:
+            return self._wait()
+        if at_breakpoint:
             stop = self._step_off_breakpoint()
             assert stop is not None
             return stop
-        ptrace.singlestep(self.pid, self._take_signal())
+        try:
+            ptrace.singlestep(self.pid, self._take_signal())
+        except ptrace.PtraceError as err:
+            if err.errno != errno.ESRCH:
+                raise
         return self._wait()
 
     def resume(self, *, syscalls: bool) -> Stop:
         """Continue to the next stop: a breakpoint, a signal, an event, and
         with ``syscalls`` every syscall entry and exit too."""
-        if self.pc in self.breakpoints:
+        at_breakpoint = self._at_breakpoint()
+        if at_breakpoint is None:
+            return self._wait()
+        if at_breakpoint:
             stop = self._step_off_breakpoint()
             assert stop is not None
             if stop.kind is not StopKind.STEP:
                 return stop
-        if syscalls:
-            ptrace.syscall(self.pid, self._take_signal())
-        else:
-            ptrace.cont(self.pid, self._take_signal())
+        try:
+            if syscalls:
+                ptrace.syscall(self.pid, self._take_signal())
+            else:
+                ptrace.cont(self.pid, self._take_signal())
+        except ptrace.PtraceError as err:
+            if err.errno != errno.ESRCH:
+                raise
         return self._wait()
+
+    def release_child(self, child: int, *, shares_memory: bool) -> None:
+        """Let a forked child go with our breakpoints taken out of its copy
+        of memory (a vfork child shares ours, so there is nothing to undo)."""
+        try:
+            while True:
+                _, status = ptrace.waitpid(child)
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    return
+                if os.WIFSTOPPED(status):
+                    break
+            if not shares_memory and self.breakpoints:
+                with open(f"/proc/{child}/mem", "r+b", buffering=0) as mem:
+                    for addr, original in self.breakpoints.items():
+                        mem.seek(addr)
+                        mem.write(bytes([original]))
+            ptrace.detach(child, 0)
+        except (OSError, ChildProcessError):
+            pass
 
     # -- ending ------------------------------------------------------------
     def kill(self) -> None:

@@ -1,0 +1,726 @@
+"""The `.ldbg` recording format: schema, encodings, and a defensive reader.
+
+A recording is one SQLite database (recordings/README.md documents every
+table and column). It is data, never code: nothing in it is unpickled or
+evaluated, every blob is bounds-checked before use, and every problem a bad
+file can cause surfaces as one ``UsageError`` line naming the file.
+
+Positions and steps: position N is the state after N single-steps (position
+0 is the first instruction after execve). Transition t turns position t into
+position t+1; it is what "step t" executed. Chunk c holds transitions
+[c*chunk_steps, c*chunk_steps + steps) and so covers positions
+c*chunk_steps .. c*chunk_steps + steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import zstandard
+
+from loaderdbg.errors import UsageError
+from loaderdbg.session import Event
+
+FORMAT_NAME = "loaderdbg.recording"
+FORMAT_VERSION = 1
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+REGS_SIZE = 27 * 8  # x86-64 user_regs_struct
+MASK64 = (1 << 64) - 1
+
+# Kinds of memory change in a chunk's write table.
+WRITE_INSN = 0  # an instruction's store (capstone operands + our rules)
+WRITE_KERNEL = 1  # a syscall's output, a signal frame, the rseq area
+WRITE_PAGE = 2  # a whole page (re)mapped, unmapped or replaced; data = two page refs
+WRITE_FIXUP = 3  # found by the keyframe check without a recorded write: a divergence
+WRITE_KIND_NAMES = {WRITE_INSN: "instruction", WRITE_KERNEL: "kernel", WRITE_PAGE: "page",
+                    WRITE_FIXUP: "unexplained"}
+
+# u32 transition offset in chunk, u64 address, u32 size, u8 kind
+WRITE_RECORD = struct.Struct("<IQIB")
+HASH_SIZE = 16
+# A page reference: u8 tag (0 absent, 1 present) + 16-byte content hash.
+PAGE_REF_SIZE = 1 + HASH_SIZE
+ABSENT_REF = bytes(PAGE_REF_SIZE)
+
+# Page codecs in the pages table.
+PAGE_ZERO = 0  # 4096 zero bytes, no data
+PAGE_ZSTD = 1  # data = zstd(4096 bytes)
+PAGE_FILE = 2  # bytes [file_offset, +4096) of a stored file, zero-padded at EOF
+
+# Limits a well-formed recording stays within; anything beyond is corruption.
+MAX_CHUNK_STEPS = 1 << 20
+MAX_WRITE_SIZE = 1 << 24
+MAX_WRITES_BLOB = 1 << 30
+MAX_FILE_SIZE = 1 << 31
+MAX_PCS = 1 << 22
+
+REQUIRED_TABLES = ("meta", "chunks", "pages", "images", "keyframes", "write_index", "maps",
+                   "threads", "events", "syscalls", "signals", "files")
+
+SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE chunks (
+        chunk INTEGER PRIMARY KEY,
+        first_step INTEGER NOT NULL,
+        steps INTEGER NOT NULL,
+        regs BLOB NOT NULL,
+        regs_written INTEGER NOT NULL,
+        nwrites INTEGER NOT NULL,
+        crc INTEGER NOT NULL,
+        regs_data BLOB NOT NULL,
+        writes BLOB NOT NULL,
+        pcs BLOB NOT NULL)""",
+    """CREATE TABLE pages (
+        hash BLOB PRIMARY KEY,
+        codec INTEGER NOT NULL,
+        data BLOB,
+        file INTEGER,
+        file_offset INTEGER) WITHOUT ROWID""",
+    """CREATE TABLE images (
+        page INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        hash BLOB,
+        PRIMARY KEY (page, step)) WITHOUT ROWID""",
+    """CREATE TABLE keyframes (
+        step INTEGER PRIMARY KEY,
+        checksum BLOB NOT NULL,
+        page_sums BLOB NOT NULL,
+        fixups INTEGER NOT NULL)""",
+    """CREATE TABLE write_index (
+        page INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        PRIMARY KEY (page, chunk)) WITHOUT ROWID""",
+    "CREATE TABLE maps (step INTEGER PRIMARY KEY, text TEXT NOT NULL)",
+    "CREATE TABLE threads (step INTEGER PRIMARY KEY, data TEXT NOT NULL)",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        step INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        address INTEGER,
+        exact INTEGER NOT NULL)""",
+    """CREATE TABLE syscalls (
+        step INTEGER PRIMARY KEY,
+        number INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        args TEXT NOT NULL,
+        result INTEGER,
+        text TEXT NOT NULL)""",
+    """CREATE TABLE signals (
+        step INTEGER NOT NULL,
+        signo INTEGER NOT NULL,
+        siginfo BLOB,
+        detail TEXT NOT NULL)""",
+    """CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        dev TEXT NOT NULL,
+        inode INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB,
+        UNIQUE (dev, inode, path))""",
+)
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def to_sql(value: int | None) -> int | None:
+    """An unsigned 64-bit value as SQLite's signed INTEGER."""
+    if value is None:
+        return None
+    value &= MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def from_sql(value: int | None) -> int | None:
+    return None if value is None else value & MASK64
+
+
+def page_ref(digest: bytes | None) -> bytes:
+    return ABSENT_REF if digest is None else b"\x01" + digest
+
+
+def parse_page_ref(ref: bytes) -> bytes | None:
+    return None if ref[0] == 0 else bytes(ref[1:])
+
+
+# --------------------------------------------------------------------------
+# Decoded chunks
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    chunk: int
+    first_step: int
+    steps: int
+    regs: bytes
+    regs_written: int
+    nwrites: int
+
+    @property
+    def last_position(self) -> int:
+        return self.first_step + self.steps
+
+
+class ChunkRegs:
+    """Registers at every position a chunk covers, as 216-byte little-endian
+    integers (position first_step + i is ``values[i]``)."""
+
+    __slots__ = ("first_step", "values")
+
+    def __init__(self, first_step: int, values: list[int]) -> None:
+        self.first_step = first_step
+        self.values = values
+
+    def raw(self, position: int) -> bytes:
+        return self.values[position - self.first_step].to_bytes(REGS_SIZE, "little")
+
+    def word(self, position: int, index: int) -> int:
+        return (self.values[position - self.first_step] >> (64 * index)) & MASK64
+
+    def column(self, index: int) -> list[int]:
+        shift = 64 * index
+        return [(v >> shift) & MASK64 for v in self.values]
+
+    def changed(self, position: int, index: int) -> bool:
+        """Did transition ``position`` change register ``index``?"""
+        i = position - self.first_step
+        shift = 64 * index
+        return ((self.values[i] ^ self.values[i + 1]) >> shift) & MASK64 != 0
+
+
+@dataclass(frozen=True)
+class Write:
+    """One memory change: at transition ``step``, [addr, addr+size) became
+    ``new`` (was ``old``). For WRITE_PAGE both are page hashes or None."""
+
+    step: int
+    addr: int
+    size: int
+    kind: int
+    new: bytes | None
+    old: bytes | None
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+    @property
+    def kind_name(self) -> str:
+        return WRITE_KIND_NAMES.get(self.kind, str(self.kind))
+
+
+class ChunkWrites:
+    __slots__ = ("writes", "steps")
+
+    def __init__(self, writes: list[Write]) -> None:
+        self.writes = writes
+        self.steps = [w.step for w in writes]
+
+
+# --------------------------------------------------------------------------
+# Encoding (the recorder's side)
+
+
+def encode_writes(count: int, table: bytes | bytearray, data: bytes | bytearray) -> bytes:
+    return struct.pack("<I", count) + bytes(table) + bytes(data)
+
+
+def decode_writes(raw: bytes, first_step: int, steps: int, where: str) -> ChunkWrites:
+    """Parse a chunk's write table; any inconsistency is a UsageError."""
+    if len(raw) < 4:
+        raise UsageError(f"{where}: write table truncated")
+    (count,) = struct.unpack_from("<I", raw, 0)
+    table_end = 4 + count * WRITE_RECORD.size
+    if table_end > len(raw):
+        raise UsageError(f"{where}: write table claims {count} records, blob too short")
+    view = memoryview(raw)
+    offset = table_end
+    out = []
+    last = 0
+    for step_off, addr, size, kind in WRITE_RECORD.iter_unpack(view[4:table_end]):
+        if step_off >= max(steps, 1) or step_off < last:
+            raise UsageError(f"{where}: write at step offset {step_off} out of range/order")
+        last = step_off
+        if kind == WRITE_PAGE:
+            if size != PAGE_SIZE or addr % PAGE_SIZE:
+                raise UsageError(f"{where}: page record at {addr:#x} size {size} is not a page")
+            end = offset + 2 * PAGE_REF_SIZE
+            if end > len(raw):
+                raise UsageError(f"{where}: page record data truncated")
+            new = parse_page_ref(raw[offset:offset + PAGE_REF_SIZE])
+            old = parse_page_ref(raw[offset + PAGE_REF_SIZE:end])
+        elif kind in (WRITE_INSN, WRITE_KERNEL, WRITE_FIXUP):
+            if size == 0 or size > MAX_WRITE_SIZE or addr + size > 1 << 64:
+                raise UsageError(f"{where}: write of {size} bytes at {addr:#x} out of range")
+            end = offset + 2 * size
+            if end > len(raw):
+                raise UsageError(f"{where}: write data truncated")
+            new = bytes(view[offset:offset + size])
+            old = bytes(view[offset + size:end])
+        else:
+            raise UsageError(f"{where}: unknown write kind {kind}")
+        out.append(Write(first_step + step_off, addr, size, kind, new, old))
+        offset = end
+    if offset != len(raw):
+        raise UsageError(f"{where}: {len(raw) - offset} stray bytes after the write table")
+    return ChunkWrites(out)
+
+
+def chunk_crc(regs_data: bytes, writes: bytes, pcs: bytes) -> int:
+    return zlib.crc32(pcs, zlib.crc32(writes, zlib.crc32(regs_data)))
+
+
+# --------------------------------------------------------------------------
+# Reading
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class Recording:
+    """Read access to one `.ldbg` file. Thread-safe (one lock around the
+    SQLite connection and the caches)."""
+
+    def __init__(self, path: str, connection: sqlite3.Connection, meta: dict) -> None:
+        self.path = path
+        self._db = connection
+        self.meta = meta
+        self._lock = threading.RLock()
+        self._dctx = zstandard.ZstdDecompressor()
+        self.chunk_steps: int = meta["chunk_steps"]
+        self.keyframe_interval: int = meta["keyframe_interval"]
+        self._chunks: list[ChunkInfo] = []
+        self._regs_cache = _LRU(6)
+        self._writes_cache = _LRU(48)
+        self._pcs_cache: dict[int, frozenset[int]] = {}
+        self._page_cache = _LRU(4096)
+        self._file_cache = _LRU(8)
+        self._maps: list[tuple[int, str]] = []
+        self._threads: list[tuple[int, str]] = []
+        self.keyframes: list[int] = []
+        self._load_structure()
+
+    # -- opening checks --------------------------------------------------------
+    def _fail(self, message: str) -> UsageError:
+        return UsageError(f"{self.path}: {message}")
+
+    def _query(self, sql: str, args: Sequence = ()) -> list:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as err:
+                raise self._fail(f"damaged recording ({err})") from None
+
+    def _iterate(self, sql: str, args: Sequence = ()):
+        """Rows one at a time (a big recording's blobs are never all in memory)."""
+        with self._lock:
+            try:
+                yield from self._db.execute(sql, args)
+            except sqlite3.DatabaseError as err:
+                raise self._fail(f"damaged recording ({err})") from None
+
+    def _load_structure(self) -> None:
+        rows = self._iterate("SELECT chunk, first_step, steps, regs, regs_written, nwrites, crc, "
+                             "regs_data, writes, pcs FROM chunks ORDER BY chunk")
+        total = self._query("SELECT COUNT(*) FROM chunks")[0][0]
+        if not total:
+            raise self._fail("recording has no steps (no chunk rows)")
+        expected_first = 0
+        for index, (chunk, first, steps, regs, written, nwrites, crc, regs_data, writes, pcs) in enumerate(rows):
+            where = f"chunk {chunk}"
+            if chunk != index or first != expected_first:
+                raise self._fail(f"{where}: chunk numbers/steps out of sequence")
+            if not (0 <= steps <= self.chunk_steps) or (steps != self.chunk_steps and index != total - 1):
+                raise self._fail(f"{where}: {steps} steps out of range")
+            if not isinstance(regs, bytes) or len(regs) != REGS_SIZE:
+                raise self._fail(f"{where}: register keyframe is not {REGS_SIZE} bytes")
+            if not all(isinstance(b, bytes) for b in (regs_data, writes, pcs)):
+                raise self._fail(f"{where}: blob columns have the wrong type")
+            if chunk_crc(regs_data, writes, pcs) != crc:
+                raise self._fail(f"{where}: corrupted compressed chunk (checksum mismatch)")
+            if not isinstance(written, int) or not isinstance(nwrites, int) or nwrites < 0:
+                raise self._fail(f"{where}: bad counters")
+            self._chunks.append(ChunkInfo(chunk, first, steps, regs, written & ((1 << 27) - 1), nwrites))
+            expected_first = first + steps
+        self.last_step = self._chunks[-1].last_position
+        declared = self.meta.get("last_step")
+        if declared is not None and declared != self.last_step and self.meta.get("complete"):
+            raise self._fail(f"meta last_step {declared} disagrees with the chunks ({self.last_step})")
+        for step, text in self._query("SELECT step, text FROM maps ORDER BY step"):
+            if not isinstance(step, int) or not isinstance(text, str) or not 0 <= step <= self.last_step + 1:
+                raise self._fail("maps row out of range")
+            self._maps.append((step, text))
+        if not self._maps or self._maps[0][0] != 0:
+            raise self._fail("no memory map at step 0")
+        for step, text in self._query("SELECT step, data FROM threads ORDER BY step"):
+            if not isinstance(step, int) or not isinstance(text, str):
+                raise self._fail("threads row out of range")
+            self._threads.append((step, text))
+        for (step,) in self._query("SELECT step FROM keyframes ORDER BY step"):
+            if not isinstance(step, int) or not 0 <= step <= self.last_step:
+                raise self._fail(f"keyframe step {step} out of range")
+            self.keyframes.append(step)
+        if not self.keyframes or self.keyframes[0] != 0:
+            raise self._fail("no memory image at step 0")
+
+    # -- chunks --------------------------------------------------------------
+    @property
+    def chunks(self) -> tuple[ChunkInfo, ...]:
+        return tuple(self._chunks)
+
+    def chunk_of(self, position: int) -> int:
+        return min(position // self.chunk_steps, len(self._chunks) - 1)
+
+    def chunk_info(self, chunk: int) -> ChunkInfo:
+        return self._chunks[chunk]
+
+    def _blob(self, chunk: int, column: str) -> bytes:
+        rows = self._query(f"SELECT {column} FROM chunks WHERE chunk = ?", (chunk,))
+        if not rows:
+            raise self._fail(f"chunk {chunk} missing")
+        return rows[0][0]
+
+    def _decompress(self, blob: bytes, limit: int, what: str) -> bytes:
+        try:
+            return self._dctx.decompress(blob, max_output_size=limit)
+        except zstandard.ZstdError as err:
+            raise self._fail(f"corrupted compressed {what} ({err})") from None
+
+    def chunk_regs(self, chunk: int) -> ChunkRegs:
+        with self._lock:
+            return self._regs_cache.get_or(chunk, lambda: self._decode_regs(chunk))
+
+    def _decode_regs(self, chunk: int) -> ChunkRegs:
+        info = self._chunks[chunk]
+        limit = info.steps * REGS_SIZE
+        data = self._decompress(self._blob(chunk, "regs_data"), max(limit, 1), f"chunk {chunk} registers")
+        if len(data) != limit:
+            raise self._fail(f"chunk {chunk}: register data is {len(data)} bytes, expected {limit}")
+        acc = int.from_bytes(info.regs, "little")
+        values = [acc]
+        append = values.append
+        from_bytes = int.from_bytes
+        view = memoryview(data)
+        for offset in range(0, limit, REGS_SIZE):
+            acc ^= from_bytes(view[offset:offset + REGS_SIZE], "little")
+            append(acc)
+        return ChunkRegs(info.first_step, values)
+
+    def chunk_writes(self, chunk: int) -> ChunkWrites:
+        with self._lock:
+            return self._writes_cache.get_or(chunk, lambda: self._decode_writes(chunk))
+
+    def _decode_writes(self, chunk: int) -> ChunkWrites:
+        info = self._chunks[chunk]
+        raw = self._decompress(self._blob(chunk, "writes"), MAX_WRITES_BLOB, f"chunk {chunk} writes")
+        decoded = decode_writes(raw, info.first_step, info.steps, f"{self.path}: chunk {chunk}")
+        if len(decoded.writes) != info.nwrites:
+            raise self._fail(f"chunk {chunk}: {len(decoded.writes)} writes, row says {info.nwrites}")
+        return decoded
+
+    def chunk_pcs(self, chunk: int) -> frozenset[int]:
+        with self._lock:
+            found = self._pcs_cache.get(chunk)
+            if found is None:
+                raw = self._decompress(self._blob(chunk, "pcs"), MAX_PCS * 8, f"chunk {chunk} pcs")
+                if len(raw) % 8:
+                    raise self._fail(f"chunk {chunk}: pc set is not a whole number of words")
+                found = frozenset(struct.unpack(f"<{len(raw) // 8}Q", raw))
+                self._pcs_cache[chunk] = found
+            return found
+
+    def regs_at(self, position: int) -> bytes:
+        if not 0 <= position <= self.last_step:
+            raise UsageError(f"step {position} is outside the recording (0..{self.last_step})")
+        return self.chunk_regs(self.chunk_of(position)).raw(position)
+
+    # -- memory ----------------------------------------------------------------
+    def page_bytes(self, digest: bytes) -> bytes:
+        with self._lock:
+            return self._page_cache.get_or(digest, lambda: self._load_page(digest))
+
+    def _load_page(self, digest: bytes) -> bytes:
+        rows = self._query("SELECT codec, data, file, file_offset FROM pages WHERE hash = ?", (digest,))
+        if not rows:
+            raise self._fail(f"page {digest.hex()} referenced but not stored")
+        codec, data, file_id, offset = rows[0]
+        if codec == PAGE_ZERO:
+            page = bytes(PAGE_SIZE)
+        elif codec == PAGE_ZSTD:
+            if not isinstance(data, bytes):
+                raise self._fail(f"page {digest.hex()} has no data")
+            page = self._decompress(data, PAGE_SIZE, f"page {digest.hex()}")
+        elif codec == PAGE_FILE:
+            content = self.file_by_id(file_id)
+            if content is None or not isinstance(offset, int) or not 0 <= offset <= len(content):
+                raise self._fail(f"page {digest.hex()} refers to a missing file range")
+            page = content[offset:offset + PAGE_SIZE]
+            page += bytes(PAGE_SIZE - len(page))
+        else:
+            raise self._fail(f"page {digest.hex()}: unknown codec {codec}")
+        if len(page) != PAGE_SIZE:
+            raise self._fail(f"page {digest.hex()} is {len(page)} bytes")
+        return page
+
+    def image_hash(self, page: int, step: int) -> bytes | None:
+        """The content hash of ``page`` in the newest image at or before
+        ``step`` (None: not mapped or unreadable there)."""
+        rows = self._query("SELECT hash FROM images WHERE page = ? AND step <= ? ORDER BY step DESC LIMIT 1",
+                           (page, step))
+        if not rows:
+            return None
+        digest = rows[0][0]
+        if digest is not None and (not isinstance(digest, bytes) or len(digest) != HASH_SIZE):
+            raise self._fail(f"image row for page {page:#x} has a bad hash")
+        return digest
+
+    def image_pages(self, step: int) -> dict[int, bytes | None]:
+        """Every page of the image at keyframe ``step`` (newest row per page)."""
+        rows = self._query(
+            "SELECT page, hash FROM images AS i WHERE step = (SELECT MAX(step) FROM images "
+            "WHERE page = i.page AND step <= ?)", (step,))
+        return {page: digest for page, digest in rows}
+
+    def image_rows_at(self, step: int) -> dict[int, bytes | None]:
+        return {page: digest for page, digest in
+                self._query("SELECT page, hash FROM images WHERE step = ?", (step,))}
+
+    def keyframe_at_or_before(self, position: int) -> int:
+        import bisect
+        index = bisect.bisect_right(self.keyframes, position) - 1
+        return self.keyframes[max(index, 0)]
+
+    def keyframe(self, step: int) -> tuple[bytes, list[tuple[int, int]], int]:
+        rows = self._query("SELECT checksum, page_sums, fixups FROM keyframes WHERE step = ?", (step,))
+        if not rows:
+            raise self._fail(f"no keyframe at step {step}")
+        checksum, sums, fixups = rows[0]
+        raw = self._decompress(sums, 1 << 28, f"keyframe {step} page sums")
+        if len(raw) % 12:
+            raise self._fail(f"keyframe {step}: page sums malformed")
+        pairs = list(struct.iter_unpack("<QI", raw))
+        return checksum, pairs, fixups
+
+    def chunks_writing(self, pages: Iterable[int], up_to_chunk: int) -> list[int]:
+        """Chunks (newest first) whose writes touch any of ``pages``."""
+        pages = list(pages)
+        if not pages:
+            return []
+        marks = ",".join("?" * len(pages))
+        rows = self._query(f"SELECT DISTINCT chunk FROM write_index WHERE page IN ({marks}) AND chunk <= ? "
+                           "ORDER BY chunk DESC", (*pages, up_to_chunk))
+        return [r[0] for r in rows]
+
+    def chunks_writing_after(self, pages: Iterable[int], from_chunk: int) -> list[int]:
+        pages = list(pages)
+        if not pages:
+            return []
+        marks = ",".join("?" * len(pages))
+        rows = self._query(f"SELECT DISTINCT chunk FROM write_index WHERE page IN ({marks}) AND chunk >= ? "
+                           "ORDER BY chunk", (*pages, from_chunk))
+        return [r[0] for r in rows]
+
+    # -- maps, threads, files -------------------------------------------------
+    def maps_text(self, position: int) -> str:
+        import bisect
+        index = bisect.bisect_right(self._maps, position, key=lambda row: row[0]) - 1
+        return self._maps[max(index, 0)][1]
+
+    def maps_version(self, position: int) -> int:
+        import bisect
+        return max(bisect.bisect_right(self._maps, position, key=lambda row: row[0]) - 1, 0)
+
+    @property
+    def maps_rows(self) -> tuple[tuple[int, str], ...]:
+        return tuple(self._maps)
+
+    def threads_data(self, position: int) -> list[dict]:
+        import bisect
+        index = bisect.bisect_right(self._threads, position, key=lambda row: row[0]) - 1
+        if index < 0:
+            return []
+        try:
+            data = json.loads(self._threads[index][1])
+        except ValueError:
+            raise self._fail("threads row is not JSON") from None
+        if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+            raise self._fail("threads row malformed")
+        return data
+
+    def file_bytes(self, dev: str, inode: int, path: str) -> bytes | None:
+        rows = self._query("SELECT id FROM files WHERE dev = ? AND inode = ? AND path = ?", (dev, inode, path))
+        if not rows:
+            return None
+        return self.file_by_id(rows[0][0])
+
+    def file_by_id(self, file_id: int) -> bytes | None:
+        with self._lock:
+            return self._file_cache.get_or(file_id, lambda: self._load_file(file_id))
+
+    def _load_file(self, file_id: int) -> bytes | None:
+        rows = self._query("SELECT size, data FROM files WHERE id = ?", (file_id,))
+        if not rows:
+            return None
+        size, data = rows[0]
+        if data is None:
+            return None
+        if not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE or not isinstance(data, bytes):
+            raise self._fail(f"file {file_id}: bad size")
+        content = self._decompress(data, max(size, 1), f"file {file_id}")
+        if len(content) != size:
+            raise self._fail(f"file {file_id}: {len(content)} bytes, expected {size}")
+        return content
+
+    def files(self) -> list[tuple[int, str, int, str, int, bool]]:
+        return [(i, d, n, p, s, has) for i, d, n, p, s, has in
+                self._query("SELECT id, dev, inode, path, size, data IS NOT NULL FROM files ORDER BY id")]
+
+    # -- events ------------------------------------------------------------------
+    def events(self) -> tuple[Event, ...]:
+        out = []
+        for step, kind, name, detail, address, exact in self._query(
+                "SELECT step, kind, name, detail, address, exact FROM events ORDER BY id"):
+            if not isinstance(step, int) or step < -1 or step > self.last_step + 1:
+                raise self._fail(f"event step {step} out of range")
+            if not all(isinstance(v, str) for v in (kind, name, detail)):
+                raise self._fail("event row malformed")
+            if address is not None and not isinstance(address, int):
+                raise self._fail("event address malformed")
+            out.append(Event(step, kind, name, detail, from_sql(address), bool(exact)))
+        return tuple(out)
+
+    def syscalls(self) -> list[dict]:
+        out = []
+        for step, number, name, args, result, text in self._query(
+                "SELECT step, number, name, args, result, text FROM syscalls ORDER BY step"):
+            try:
+                parsed = [int(a, 16) for a in json.loads(args)]
+            except (ValueError, TypeError):
+                raise self._fail(f"syscall at step {step}: bad arguments") from None
+            if not isinstance(step, int) or not 0 <= step <= self.last_step:
+                raise self._fail(f"syscall step {step} out of range")
+            out.append({"step": step, "number": number, "name": name, "args": tuple(parsed),
+                        "result": result, "text": text})
+        return out
+
+    def signals(self) -> list[dict]:
+        return [{"step": s, "signo": n, "siginfo": i, "detail": d} for s, n, i, d in
+                self._query("SELECT step, signo, siginfo, detail FROM signals ORDER BY step")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --------------------------------------------------------------------------
+# Opening
+
+
+def _meta_int(meta: dict, key: str, low: int, high: int, path: str) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UsageError(f"{path}: meta {key} = {value!r} out of range")
+    return value
+
+
+def _check_header(path: str) -> None:
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory") from None
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror}") from None
+    if not header.startswith(SQLITE_MAGIC):
+        raise UsageError(f"{path}: not a loaderdbg recording (not an SQLite database)")
+    if len(header) < 100:
+        raise UsageError(f"{path}: truncated recording ({size} bytes)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    wal = os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
+    if not wal and pages and page_size and size < pages * page_size:
+        raise UsageError(f"{path}: truncated recording ({size} bytes, header says {pages * page_size})")
+
+
+def open_recording(path: str) -> Recording:
+    """Open and sanity-check a recording; any problem is one UsageError line."""
+    path = os.fspath(path)
+    _check_header(path)
+    try:
+        uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise UsageError(f"{path}: damaged recording ({err})") from None
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        db.close()
+        raise UsageError(f"{path}: not a loaderdbg recording (missing table {missing[0]})")
+    try:
+        meta: dict = {}
+        for key, value in db.execute("SELECT key, value FROM meta"):
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise UsageError(f"{path}: meta row malformed")
+            try:
+                meta[key] = json.loads(value)
+            except ValueError:
+                raise UsageError(f"{path}: meta {key} is not JSON") from None
+    except sqlite3.DatabaseError as err:
+        db.close()
+        raise UsageError(f"{path}: damaged recording ({err})") from None
+    except UsageError:
+        db.close()
+        raise
+    try:
+        if meta.get("format") != FORMAT_NAME:
+            raise UsageError(f"{path}: not a loaderdbg recording (format {meta.get('format')!r})")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise UsageError(f"{path}: format version {version!r} out of range")
+        if version > FORMAT_VERSION:
+            raise UsageError(f"{path}: recording format version {version} is newer than this loaderdbg "
+                             f"reads ({FORMAT_VERSION}); upgrade loaderdbg")
+        if meta.get("arch") != "x86_64":
+            raise UsageError(f"{path}: recording architecture {meta.get('arch')!r} not supported")
+        _meta_int(meta, "chunk_steps", 1, MAX_CHUNK_STEPS, path)
+        _meta_int(meta, "keyframe_interval", 1, 1 << 40, path)
+        _meta_int(meta, "page_size", PAGE_SIZE, PAGE_SIZE, path)
+        _meta_int(meta, "regs_size", REGS_SIZE, REGS_SIZE, path)
+        for key in ("kernel_sp", "entry_pc"):
+            _meta_int(meta, key, 0, MASK64, path)
+        if not isinstance(meta.get("argv"), list) or not isinstance(meta.get("program"), str):
+            raise UsageError(f"{path}: meta argv/program malformed")
+        if "last_step" in meta:
+            _meta_int(meta, "last_step", 0, 1 << 48, path)
+        return Recording(path, db, meta)
+    except BaseException:
+        db.close()
+        raise

@@ -1,0 +1,150 @@
+"""Fault matrix: the tracee dies under us, the user hits Ctrl-C, the program
+forks or takes signals. Nothing hangs, nothing is left stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from loaderdbg.inspect_command import launch_spec
+from loaderdbg.live import LiveSession
+
+LOADERDBG = [sys.executable, "-m", "loaderdbg"]
+
+
+def kill_soon(pid: int, delay: float = 0.3) -> threading.Timer:
+    timer = threading.Timer(delay, os.kill, (pid, signal.SIGKILL))
+    timer.start()
+    return timer
+
+
+@pytest.fixture
+def demo(fixtures_dir) -> str:
+    return str(fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so")
+
+
+def test_killed_while_single_stepping(demo):
+    with LiveSession(launch_spec(demo, [], aslr=False)) as session:
+        session.step(100)
+        os.kill(session.pid, signal.SIGKILL)
+        # The kill lands asynchronously: a step already under way may finish.
+        for _ in range(5):
+            reason = session.step()
+            if reason.kind != "step":
+                break
+        assert reason.kind == "killed"
+        assert reason.description == f"killed by SIGKILL at step {session.position}"
+        assert 100 <= session.position <= 104
+        assert not session.alive
+
+
+def test_killed_during_continue():
+    with LiveSession(launch_spec("/bin/sleep", ["30"], aslr=False)) as session:
+        timer = kill_soon(session.pid)
+        reason = session.cont("exit")
+        timer.join()
+        assert reason.kind == "killed" and reason.signal == "SIGKILL" and not reason.reached
+
+
+def test_killed_at_a_syscall_stop():
+    with LiveSession(launch_spec("/bin/true", [], aslr=False)) as session:
+        assert session.cont("syscall:openat").reached
+        os.kill(session.pid, signal.SIGKILL)
+        reason = session.cont("exit")
+        assert reason.kind == "killed"
+
+
+def test_ctrl_c_during_inspect_kills_the_tracee(tmp_path: Path):
+    marker = tmp_path / "sleeping"
+    script = f"import os,time; open('{marker}','w').close(); time.sleep(60)"
+    proc = subprocess.Popen([*LOADERDBG, "inspect", "--at", "exit", sys.executable, "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "interrupted" in err
+    # The tracee (a python sleeping 60 s) is gone with us.
+    leftovers = subprocess.run(["pgrep", "-f", str(marker)], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
+
+
+def test_interrupt_from_another_thread():
+    with LiveSession(launch_spec("/bin/sleep", ["30"], aslr=False)) as session:
+        timer = threading.Timer(0.3, session.interrupt)
+        timer.start()
+        reason = session.cont("exit")
+        timer.join()
+        assert reason.kind == "interrupted" and session.alive
+        # The session is still usable after an interrupt (a step would wait
+        # for the interrupted nanosleep to finish: the kernel restarts it).
+        snap = session.snapshot()
+        libc = next(o for o in snap.objects if o.name == "libc.so.6")
+        assert any(m.object == libc.name and m.entry.start <= snap.registers.pc < m.entry.end
+                   for m in snap.maps)  # stopped inside libc's sleep
+
+
+FORKER = r"""
+#include <stdio.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static void on_usr1(int sig) { (void)sig; }
+int main(void) {
+  signal(SIGUSR1, on_usr1);
+  raise(SIGUSR1);
+  sigset_t set; sigemptyset(&set); sigaddset(&set, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &set, 0);
+  raise(SIGUSR2);                         /* stays pending, blocked */
+  for (int i = 0; i < 2; i++) {
+    pid_t p = fork();
+    if (p == 0) _exit(3);
+    int st; waitpid(p, &st, 0); printf("fork %d\n", WEXITSTATUS(st));
+  }
+  pid_t v = vfork();
+  if (v == 0) { execl("/bin/true", "true", (char *)0); _exit(127); }
+  int st; waitpid(v, &st, 0); printf("vfork %d\n", WEXITSTATUS(st));
+  fflush(stdout);
+  execl("/bin/true", "true", (char *)0);
+  return 1;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def forker(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("forker")
+    (directory / "forker.c").write_text(FORKER)
+    subprocess.run(["gcc", "-O1", "-o", str(directory / "forker"), str(directory / "forker.c")], check=True)
+    return str(directory / "forker")
+
+
+def test_forks_signals_and_exec_are_followed_or_ignored(forker, tmp_path):
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        with LiveSession(launch_spec(forker, [], aslr=False, stdout_fd=fd)) as session:
+            assert session.cont("main").reached
+            # A breakpoint the forked children inherit: they must not trip on it.
+            snap = session.snapshot()
+            session.add_breakpoint(snap.registers.pc + 1)
+            session.remove_breakpoint(snap.registers.pc + 1)
+            reason = session.cont("exit")
+            assert reason.reached, reason
+            kinds = [(e.kind, e.name) for e in session.events()]
+    finally:
+        os.close(fd)
+    assert out.read_text() == "fork 3\nfork 3\nvfork 0\n"
+    assert ("signal", "SIGUSR1") in kinds
+    assert ("fork", "fork") in kinds and ("fork", "vfork") in kinds
+    assert ("milestone", "exec") in kinds
