@@ -96,6 +96,7 @@ class Inferior:
         self._self_relocator: MappedObject | None = None
         self._startup_checks_done = False
         self.interrupt_requested = False
+        self.statically_linked: str | None = None  # name of a program no ld.so will run
         self.user_breakpoints: set[int] = set()
         self._symbols: SymbolTable | None = None
         if attached is None:
@@ -213,6 +214,7 @@ class Inferior:
             # Static, static-pie, or a self-loading object such as exec-solib.
             self._self_relocator = entered if self._has_relative(entered) else None
             if not self._looks_self_loading(entered):
+                self.statically_linked = entered.name
                 self._set_at_entry(kernel_auxv.get("AT_ENTRY"))
         if self.at_entry == self.tracee.pc:
             self._record("milestone", "at-entry", f"AT_ENTRY {self.at_entry:#x}", address=self.at_entry)
@@ -540,6 +542,11 @@ class Inferior:
                 if self._stopped_for_good(stop) or self.stop_reason.kind == "interrupted":
                     return self.stop_reason
             self.stop_reason = StopReason("target", f"reached step {self.step_count}", str(target))
+            return self.stop_reason
+        if kind == "ldso-entry" and self.statically_linked and self.ldso is None:
+            self.stop_reason = StopReason(
+                "target", f"{self.statically_linked} is statically linked: no ld.so runs in it",
+                str(target), reached=False)
             return self.stop_reason
         if self._already_at(target):
             self.stop_reason = StopReason("target", f"already at {target}", str(target))
