@@ -14,15 +14,20 @@ c*chunk_steps .. c*chunk_steps + steps.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+import lzma
 import os
 import sqlite3
 import struct
 import threading
 import zlib
+from array import array
 from collections import OrderedDict
+from itertools import accumulate
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import zstandard
 
@@ -44,8 +49,6 @@ WRITE_FIXUP = 3  # found by the keyframe check without a recorded write: a diver
 WRITE_KIND_NAMES = {WRITE_INSN: "instruction", WRITE_KERNEL: "kernel", WRITE_PAGE: "page",
                     WRITE_FIXUP: "unexplained"}
 
-# u32 transition offset in chunk, u64 address, u32 size, u8 kind
-WRITE_RECORD = struct.Struct("<IQIB")
 HASH_SIZE = 16
 # A page reference: u8 tag (0 absent, 1 present) + 16-byte content hash.
 PAGE_REF_SIZE = 1 + HASH_SIZE
@@ -56,6 +59,11 @@ PAGE_ZERO = 0  # 4096 zero bytes, no data
 PAGE_ZSTD = 1  # data = zstd(4096 bytes)
 PAGE_FILE = 2  # bytes [file_offset, +4096) of a stored file, zero-padded at EOF
 
+# File codecs in the files table.
+FILE_ZSTD = 1
+FILE_XZ = 2  # xz container, x86 branch filter + LZMA2
+FILE_BLOCK = 256 << 10  # files are stored in blocks this big, each compressed on its own
+
 # Limits a well-formed recording stays within; anything beyond is corruption.
 MAX_CHUNK_STEPS = 1 << 20
 MAX_WRITE_SIZE = 1 << 24
@@ -64,7 +72,7 @@ MAX_FILE_SIZE = 1 << 31
 MAX_PCS = 1 << 22
 
 REQUIRED_TABLES = ("meta", "chunks", "pages", "images", "keyframes", "write_index", "maps",
-                   "threads", "events", "syscalls", "signals", "files")
+                   "threads", "events", "syscalls", "signals", "files", "file_blocks")
 
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -76,9 +84,7 @@ SCHEMA = (
         regs_written INTEGER NOT NULL,
         nwrites INTEGER NOT NULL,
         crc INTEGER NOT NULL,
-        regs_data BLOB NOT NULL,
-        writes BLOB NOT NULL,
-        pcs BLOB NOT NULL)""",
+        data BLOB NOT NULL)""",
     """CREATE TABLE pages (
         hash BLOB PRIMARY KEY,
         codec INTEGER NOT NULL,
@@ -99,7 +105,7 @@ SCHEMA = (
         page INTEGER NOT NULL,
         chunk INTEGER NOT NULL,
         PRIMARY KEY (page, chunk)) WITHOUT ROWID""",
-    "CREATE TABLE maps (step INTEGER PRIMARY KEY, text TEXT NOT NULL)",
+    "CREATE TABLE maps (step INTEGER PRIMARY KEY, text BLOB NOT NULL)",
     "CREATE TABLE threads (step INTEGER PRIMARY KEY, data TEXT NOT NULL)",
     """CREATE TABLE events (
         id INTEGER PRIMARY KEY,
@@ -127,8 +133,15 @@ SCHEMA = (
         inode INTEGER NOT NULL,
         path TEXT NOT NULL,
         size INTEGER NOT NULL,
-        data BLOB,
+        stored INTEGER NOT NULL,
+        block_size INTEGER NOT NULL,
+        codec INTEGER NOT NULL,
         UNIQUE (dev, inode, path))""",
+    """CREATE TABLE file_blocks (
+        file INTEGER NOT NULL,
+        block INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (file, block)) WITHOUT ROWID""",
 )
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -199,10 +212,10 @@ class ChunkRegs:
         return ((self.values[i] ^ self.values[i + 1]) >> shift) & MASK64 != 0
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(NamedTuple):
     """One memory change: at transition ``step``, [addr, addr+size) became
-    ``new`` (was ``old``). For WRITE_PAGE both are page hashes or None."""
+    ``new`` (was ``old``). For WRITE_PAGE both are page hashes or None.
+    (A NamedTuple: a chunk decodes thousands of these.)"""
 
     step: int
     addr: int
@@ -221,19 +234,60 @@ class Write:
 
 
 class ChunkWrites:
-    __slots__ = ("writes", "steps")
+    """A chunk's write table, columnar: ``steps`` (transition offsets in the
+    chunk), ``addrs``, ``sizes``, ``kinds``, and ``offsets`` into ``data``
+    where each write's new bytes (then its old bytes) or its two page refs
+    are. Seeking walks these arrays; ``writes`` builds Write tuples on
+    demand for the queries."""
 
-    def __init__(self, writes: list[Write]) -> None:
-        self.writes = writes
-        self.steps = [w.step for w in writes]
+    __slots__ = ("first_step", "steps", "addrs", "sizes", "kinds", "offsets", "data", "_writes")
+
+    def __init__(self, first_step: int, steps, addrs, sizes, kinds, offsets, data: bytes) -> None:
+        self.first_step = first_step
+        self.steps = steps
+        self.addrs = addrs
+        self.sizes = sizes
+        self.kinds = kinds
+        self.offsets = offsets
+        self.data = data
+        self._writes: list[Write] | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def write(self, i: int) -> Write:
+        kind = self.kinds[i]
+        offset = self.offsets[i]
+        size = self.sizes[i]
+        data = self.data
+        if kind == WRITE_PAGE:
+            new = parse_page_ref(data[offset:offset + PAGE_REF_SIZE])
+            old = parse_page_ref(data[offset + PAGE_REF_SIZE:offset + 2 * PAGE_REF_SIZE])
+        else:
+            new = data[offset:offset + size]
+            old = data[offset + size:offset + 2 * size]
+        return Write(self.first_step + self.steps[i], self.addrs[i], size, kind, new, old)
+
+    @property
+    def writes(self) -> list[Write]:
+        if self._writes is None:
+            self._writes = [self.write(i) for i in range(len(self.steps))]
+        return self._writes
+
+    def range(self, start: int, stop: int) -> tuple[int, int]:
+        """Index range of the writes of transitions [start, stop)."""
+        base = self.first_step
+        return (bisect.bisect_left(self.steps, start - base), bisect.bisect_left(self.steps, stop - base))
 
 
 # --------------------------------------------------------------------------
 # Encoding (the recorder's side)
 
 
-def encode_writes(count: int, table: bytes | bytearray, data: bytes | bytearray) -> bytes:
-    return struct.pack("<I", count) + bytes(table) + bytes(data)
+def encode_writes(steps: array, addrs: array, sizes: array, kinds: bytearray, data: bytes | bytearray) -> bytes:
+    """u32 count, u32 steps[], u64 addrs[], u32 sizes[], u8 kinds[], data."""
+    return struct.pack("<I", len(steps)) + steps.tobytes() + addrs.tobytes() + sizes.tobytes() + \
+        bytes(kinds) + bytes(data)
 
 
 def decode_writes(raw: bytes, first_step: int, steps: int, where: str) -> ChunkWrites:
@@ -241,44 +295,72 @@ def decode_writes(raw: bytes, first_step: int, steps: int, where: str) -> ChunkW
     if len(raw) < 4:
         raise UsageError(f"{where}: write table truncated")
     (count,) = struct.unpack_from("<I", raw, 0)
-    table_end = 4 + count * WRITE_RECORD.size
+    table_end = 4 + count * 17
     if table_end > len(raw):
         raise UsageError(f"{where}: write table claims {count} records, blob too short")
-    view = memoryview(raw)
-    offset = table_end
-    out = []
-    last = 0
-    for step_off, addr, size, kind in WRITE_RECORD.iter_unpack(view[4:table_end]):
-        if step_off >= max(steps, 1) or step_off < last:
-            raise UsageError(f"{where}: write at step offset {step_off} out of range/order")
-        last = step_off
-        if kind == WRITE_PAGE:
-            if size != PAGE_SIZE or addr % PAGE_SIZE:
-                raise UsageError(f"{where}: page record at {addr:#x} size {size} is not a page")
-            end = offset + 2 * PAGE_REF_SIZE
-            if end > len(raw):
-                raise UsageError(f"{where}: page record data truncated")
-            new = parse_page_ref(raw[offset:offset + PAGE_REF_SIZE])
-            old = parse_page_ref(raw[offset + PAGE_REF_SIZE:end])
-        elif kind in (WRITE_INSN, WRITE_KERNEL, WRITE_FIXUP):
-            if size == 0 or size > MAX_WRITE_SIZE or addr + size > 1 << 64:
-                raise UsageError(f"{where}: write of {size} bytes at {addr:#x} out of range")
-            end = offset + 2 * size
-            if end > len(raw):
-                raise UsageError(f"{where}: write data truncated")
-            new = bytes(view[offset:offset + size])
-            old = bytes(view[offset + size:end])
-        else:
-            raise UsageError(f"{where}: unknown write kind {kind}")
-        out.append(Write(first_step + step_off, addr, size, kind, new, old))
-        offset = end
-    if offset != len(raw):
-        raise UsageError(f"{where}: {len(raw) - offset} stray bytes after the write table")
-    return ChunkWrites(out)
+    a = 4
+    step_offsets = array("I", raw[a:a + 4 * count])
+    a += 4 * count
+    addrs = array("Q", raw[a:a + 8 * count])
+    a += 8 * count
+    sizes = array("I", raw[a:a + 4 * count])
+    a += 4 * count
+    kinds = raw[a:a + count]
+    data = raw[table_end:]
+    if count:
+        if step_offsets[-1] >= max(steps, 1) or any(x > y for x, y in zip(step_offsets, step_offsets[1:])):
+            raise UsageError(f"{where}: write step offsets out of range or order")
+        if not set(kinds) <= {WRITE_INSN, WRITE_KERNEL, WRITE_PAGE, WRITE_FIXUP}:
+            raise UsageError(f"{where}: unknown write kind")
+        if min(sizes) == 0 or max(sizes) > MAX_WRITE_SIZE or any(x + y > 1 << 64 for x, y in zip(addrs, sizes)):
+            raise UsageError(f"{where}: a write size or address is out of range")
+    lengths = [2 * size for size in sizes]
+    if WRITE_PAGE in kinds:
+        for i, kind in enumerate(kinds):
+            if kind == WRITE_PAGE:
+                if sizes[i] != PAGE_SIZE or addrs[i] % PAGE_SIZE:
+                    raise UsageError(f"{where}: page record at {addrs[i]:#x} is not a page")
+                lengths[i] = 2 * PAGE_REF_SIZE
+    offsets = list(accumulate(lengths, initial=0))
+    if offsets[-1] != len(data):
+        raise UsageError(f"{where}: write data is {len(data)} bytes, the table says {offsets[-1]}")
+    return ChunkWrites(first_step, step_offsets, addrs, sizes, kinds, offsets, data)
 
 
-def chunk_crc(regs_data: bytes, writes: bytes, pcs: bytes) -> int:
-    return zlib.crc32(pcs, zlib.crc32(writes, zlib.crc32(regs_data)))
+CHUNK_HEADER = struct.Struct("<III")
+CHUNK_PARTS = ("regs", "writes", "pcs")
+
+
+def pack_chunk_data(regs: bytes, writes: bytes, pcs: bytes) -> bytes:
+    """A chunk's three zstd frames in one blob, after their lengths."""
+    return CHUNK_HEADER.pack(len(regs), len(writes), len(pcs)) + regs + writes + pcs
+
+
+def unpack_chunk_data(blob: bytes, where: str) -> dict[str, bytes]:
+    if len(blob) < CHUNK_HEADER.size:
+        raise UsageError(f"{where}: chunk data truncated")
+    lengths = CHUNK_HEADER.unpack_from(blob, 0)
+    if CHUNK_HEADER.size + sum(lengths) != len(blob):
+        raise UsageError(f"{where}: chunk data lengths do not add up")
+    parts = {}
+    offset = CHUNK_HEADER.size
+    for name, length in zip(CHUNK_PARTS, lengths):
+        parts[name] = blob[offset:offset + length]
+        offset += length
+    return parts
+
+
+def memory_checksum(pages: Iterable[tuple[int, bytes | bytearray]]) -> tuple[bytes, list[tuple[int, int]]]:
+    """The keyframe checksum over writable memory: blake2b-128 of every
+    (page number, content) in page order, and a crc32 per page (to name the
+    page that differs). The recorder and the replayer both call this."""
+    digest = hashlib.blake2b(digest_size=16)
+    sums = []
+    for page, content in pages:
+        digest.update(page.to_bytes(8, "little"))
+        digest.update(content)
+        sums.append((page, zlib.crc32(content)))
+    return digest.digest(), sums
 
 
 # --------------------------------------------------------------------------
@@ -318,7 +400,8 @@ class Recording:
         self._writes_cache = _LRU(48)
         self._pcs_cache: dict[int, frozenset[int]] = {}
         self._page_cache = _LRU(4096)
-        self._file_cache = _LRU(8)
+        self._file_cache = _LRU(6)
+        self._block_cache = _LRU(64)
         self._maps: list[tuple[int, str]] = []
         self._threads: list[tuple[int, str]] = []
         self.keyframes: list[int] = []
@@ -335,22 +418,29 @@ class Recording:
             except sqlite3.DatabaseError as err:
                 raise self._fail(f"damaged recording ({err})") from None
 
-    def _iterate(self, sql: str, args: Sequence = ()):
-        """Rows one at a time (a big recording's blobs are never all in memory)."""
-        with self._lock:
-            try:
-                yield from self._db.execute(sql, args)
-            except sqlite3.DatabaseError as err:
-                raise self._fail(f"damaged recording ({err})") from None
+    def _iterate(self, sql: str, args: Sequence = ()) -> sqlite3.Cursor:
+        """A cursor to read rows one at a time (a big recording's blobs are
+        never all in memory); the caller catches sqlite3.DatabaseError."""
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.DatabaseError as err:
+            raise self._fail(f"damaged recording ({err})") from None
 
     def _load_structure(self) -> None:
-        rows = self._iterate("SELECT chunk, first_step, steps, regs, regs_written, nwrites, crc, "
-                             "regs_data, writes, pcs FROM chunks ORDER BY chunk")
+        try:
+            self._load_chunks()
+        except sqlite3.DatabaseError as err:
+            raise self._fail(f"damaged recording ({err})") from None
+        self._load_tables()
+
+    def _load_chunks(self) -> None:
+        rows = self._iterate("SELECT chunk, first_step, steps, regs, regs_written, nwrites, crc, data "
+                             "FROM chunks ORDER BY chunk")
         total = self._query("SELECT COUNT(*) FROM chunks")[0][0]
         if not total:
             raise self._fail("recording has no steps (no chunk rows)")
         expected_first = 0
-        for index, (chunk, first, steps, regs, written, nwrites, crc, regs_data, writes, pcs) in enumerate(rows):
+        for index, (chunk, first, steps, regs, written, nwrites, crc, data) in enumerate(rows):
             where = f"chunk {chunk}"
             if chunk != index or first != expected_first:
                 raise self._fail(f"{where}: chunk numbers/steps out of sequence")
@@ -358,21 +448,25 @@ class Recording:
                 raise self._fail(f"{where}: {steps} steps out of range")
             if not isinstance(regs, bytes) or len(regs) != REGS_SIZE:
                 raise self._fail(f"{where}: register keyframe is not {REGS_SIZE} bytes")
-            if not all(isinstance(b, bytes) for b in (regs_data, writes, pcs)):
-                raise self._fail(f"{where}: blob columns have the wrong type")
-            if chunk_crc(regs_data, writes, pcs) != crc:
+            if not isinstance(data, bytes):
+                raise self._fail(f"{where}: chunk data has the wrong type")
+            if zlib.crc32(data) != crc:
                 raise self._fail(f"{where}: corrupted compressed chunk (checksum mismatch)")
+            unpack_chunk_data(data, f"{self.path}: {where}")
             if not isinstance(written, int) or not isinstance(nwrites, int) or nwrites < 0:
                 raise self._fail(f"{where}: bad counters")
             self._chunks.append(ChunkInfo(chunk, first, steps, regs, written & ((1 << 27) - 1), nwrites))
             expected_first = first + steps
+
+    def _load_tables(self) -> None:
         self.last_step = self._chunks[-1].last_position
         declared = self.meta.get("last_step")
         if declared is not None and declared != self.last_step and self.meta.get("complete"):
             raise self._fail(f"meta last_step {declared} disagrees with the chunks ({self.last_step})")
-        for step, text in self._query("SELECT step, text FROM maps ORDER BY step"):
-            if not isinstance(step, int) or not isinstance(text, str) or not 0 <= step <= self.last_step + 1:
+        for step, blob in self._query("SELECT step, text FROM maps ORDER BY step"):
+            if not isinstance(step, int) or not isinstance(blob, bytes) or not 0 <= step <= self.last_step + 1:
                 raise self._fail("maps row out of range")
+            text = self._decompress(blob, 1 << 26, f"maps at step {step}").decode("utf-8", "surrogateescape")
             self._maps.append((step, text))
         if not self._maps or self._maps[0][0] != 0:
             raise self._fail("no memory map at step 0")
@@ -398,11 +492,11 @@ class Recording:
     def chunk_info(self, chunk: int) -> ChunkInfo:
         return self._chunks[chunk]
 
-    def _blob(self, chunk: int, column: str) -> bytes:
-        rows = self._query(f"SELECT {column} FROM chunks WHERE chunk = ?", (chunk,))
+    def _blob(self, chunk: int, part: str) -> bytes:
+        rows = self._query("SELECT data FROM chunks WHERE chunk = ?", (chunk,))
         if not rows:
             raise self._fail(f"chunk {chunk} missing")
-        return rows[0][0]
+        return unpack_chunk_data(rows[0][0], f"{self.path}: chunk {chunk}")[part]
 
     def _decompress(self, blob: bytes, limit: int, what: str) -> bytes:
         try:
@@ -417,7 +511,7 @@ class Recording:
     def _decode_regs(self, chunk: int) -> ChunkRegs:
         info = self._chunks[chunk]
         limit = info.steps * REGS_SIZE
-        data = self._decompress(self._blob(chunk, "regs_data"), max(limit, 1), f"chunk {chunk} registers")
+        data = self._decompress(self._blob(chunk, "regs"), max(limit, 1), f"chunk {chunk} registers")
         if len(data) != limit:
             raise self._fail(f"chunk {chunk}: register data is {len(data)} bytes, expected {limit}")
         acc = int.from_bytes(info.regs, "little")
@@ -438,8 +532,8 @@ class Recording:
         info = self._chunks[chunk]
         raw = self._decompress(self._blob(chunk, "writes"), MAX_WRITES_BLOB, f"chunk {chunk} writes")
         decoded = decode_writes(raw, info.first_step, info.steps, f"{self.path}: chunk {chunk}")
-        if len(decoded.writes) != info.nwrites:
-            raise self._fail(f"chunk {chunk}: {len(decoded.writes)} writes, row says {info.nwrites}")
+        if len(decoded) != info.nwrites:
+            raise self._fail(f"chunk {chunk}: {len(decoded)} writes, row says {info.nwrites}")
         return decoded
 
     def chunk_pcs(self, chunk: int) -> frozenset[int]:
@@ -475,10 +569,9 @@ class Recording:
                 raise self._fail(f"page {digest.hex()} has no data")
             page = self._decompress(data, PAGE_SIZE, f"page {digest.hex()}")
         elif codec == PAGE_FILE:
-            content = self.file_by_id(file_id)
-            if content is None or not isinstance(offset, int) or not 0 <= offset <= len(content):
+            page = self.file_range(file_id, offset, PAGE_SIZE) if isinstance(offset, int) else None
+            if page is None:
                 raise self._fail(f"page {digest.hex()} refers to a missing file range")
-            page = content[offset:offset + PAGE_SIZE]
             page += bytes(PAGE_SIZE - len(page))
         else:
             raise self._fail(f"page {digest.hex()}: unknown codec {codec}")
@@ -510,7 +603,6 @@ class Recording:
                 self._query("SELECT page, hash FROM images WHERE step = ?", (step,))}
 
     def keyframe_at_or_before(self, position: int) -> int:
-        import bisect
         index = bisect.bisect_right(self.keyframes, position) - 1
         return self.keyframes[max(index, 0)]
 
@@ -546,12 +638,10 @@ class Recording:
 
     # -- maps, threads, files -------------------------------------------------
     def maps_text(self, position: int) -> str:
-        import bisect
         index = bisect.bisect_right(self._maps, position, key=lambda row: row[0]) - 1
         return self._maps[max(index, 0)][1]
 
     def maps_version(self, position: int) -> int:
-        import bisect
         return max(bisect.bisect_right(self._maps, position, key=lambda row: row[0]) - 1, 0)
 
     @property
@@ -559,7 +649,6 @@ class Recording:
         return tuple(self._maps)
 
     def threads_data(self, position: int) -> list[dict]:
-        import bisect
         index = bisect.bisect_right(self._threads, position, key=lambda row: row[0]) - 1
         if index < 0:
             return []
@@ -577,27 +666,69 @@ class Recording:
             return None
         return self.file_by_id(rows[0][0])
 
-    def file_by_id(self, file_id: int) -> bytes | None:
+    def _file_row(self, file_id: int) -> tuple[int, int, int] | None:
+        """(size, block size, codec) of a stored file, or None."""
         with self._lock:
-            return self._file_cache.get_or(file_id, lambda: self._load_file(file_id))
+            cache = self.__dict__.setdefault("_file_rows", {})
+            if file_id not in cache:
+                rows = self._query("SELECT size, stored, block_size, codec FROM files WHERE id = ?", (file_id,))
+                row = None
+                if rows and rows[0][1]:
+                    size, _, block, codec = rows[0]
+                    if not all(isinstance(v, int) for v in (size, block, codec)) or \
+                            not 0 <= size <= MAX_FILE_SIZE or not 4096 <= block <= 1 << 26:
+                        raise self._fail(f"file {file_id}: bad size or block size")
+                    if codec not in (FILE_ZSTD, FILE_XZ):
+                        raise self._fail(f"file {file_id}: unknown codec {codec}")
+                    row = (size, block, codec)
+                cache[file_id] = row
+            return cache[file_id]
 
-    def _load_file(self, file_id: int) -> bytes | None:
-        rows = self._query("SELECT size, data FROM files WHERE id = ?", (file_id,))
-        if not rows:
-            return None
-        size, data = rows[0]
-        if data is None:
-            return None
-        if not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE or not isinstance(data, bytes):
-            raise self._fail(f"file {file_id}: bad size")
-        content = self._decompress(data, max(size, 1), f"file {file_id}")
-        if len(content) != size:
-            raise self._fail(f"file {file_id}: {len(content)} bytes, expected {size}")
+    def file_block(self, file_id: int, block: int) -> bytes:
+        with self._lock:
+            return self._block_cache.get_or((file_id, block), lambda: self._load_block(file_id, block))
+
+    def _load_block(self, file_id: int, block: int) -> bytes:
+        size, block_size, codec = self._file_row(file_id)
+        expected = min(block_size, size - block * block_size)
+        rows = self._query("SELECT data FROM file_blocks WHERE file = ? AND block = ?", (file_id, block))
+        if expected <= 0 or not rows or not isinstance(rows[0][0], bytes):
+            raise self._fail(f"file {file_id}: block {block} missing")
+        data = rows[0][0]
+        if codec == FILE_ZSTD:
+            content = self._decompress(data, expected, f"file {file_id} block {block}")
+        else:
+            try:
+                content = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data, max_length=expected + 1)
+            except lzma.LZMAError as err:
+                raise self._fail(f"corrupted compressed file {file_id} block {block} ({err})") from None
+        if len(content) != expected:
+            raise self._fail(f"file {file_id} block {block}: {len(content)} bytes, expected {expected}")
         return content
 
+    def file_range(self, file_id: int, offset: int, length: int) -> bytes | None:
+        """Bytes [offset, offset+length) of a stored file (short at its end)."""
+        row = self._file_row(file_id)
+        if row is None or offset < 0:
+            return None
+        size, block_size, _ = row
+        end = min(offset + length, size)
+        out = bytearray()
+        while offset < end:
+            block, within = divmod(offset, block_size)
+            data = self.file_block(file_id, block)
+            take = min(end - offset, block_size - within)
+            out += data[within:within + take]
+            offset += take
+        return bytes(out)
+
+    def file_by_id(self, file_id: int) -> bytes | None:
+        with self._lock:
+            return self._file_cache.get_or(file_id, lambda: self.file_range(file_id, 0, MAX_FILE_SIZE))
+
     def files(self) -> list[tuple[int, str, int, str, int, bool]]:
-        return [(i, d, n, p, s, has) for i, d, n, p, s, has in
-                self._query("SELECT id, dev, inode, path, size, data IS NOT NULL FROM files ORDER BY id")]
+        return [(i, d, n, p, s, bool(has)) for i, d, n, p, s, has in
+                self._query("SELECT id, dev, inode, path, size, stored FROM files ORDER BY id")]
 
     # -- events ------------------------------------------------------------------
     def events(self) -> tuple[Event, ...]:

@@ -1,0 +1,178 @@
+"""Where did a value come from? Data flow over a recording.
+
+- ``last_memory_write(replay, addr, size, before)``: the newest transition
+  before step ``before`` that wrote any byte of [addr, addr+size): an
+  instruction's store, a syscall's output, a page (re)mapped by the kernel.
+- ``last_register_write(replay, register, before)``: the newest transition
+  before ``before`` whose instruction wrote the register, whether or not the
+  value changed (``xor edx, edx`` on a zero rdx still counts).
+
+Both go through the recording's indexes (loaderdbg/record/index.py): only
+chunks that wrote the page, or the register, are decoded. The instruction
+of a step is decoded from memory *as it was at that step*, using a private
+cursor so the session's own position never moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loaderdbg.decode.disasm import Instruction, disassemble_one
+from loaderdbg.decode.registers import Registers, decode_registers
+from loaderdbg.record import index
+from loaderdbg.record.capture import Decoder, full_register
+from loaderdbg.record.format import WRITE_KIND_NAMES, WRITE_PAGE, Write
+from loaderdbg.record.replay import ReplayMemory, ReplaySession
+
+# Give up looking for a same-value register write further back than this
+# many steps before the last value change (the change itself is exact).
+SAME_VALUE_SCAN_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class StepInstruction:
+    step: int
+    pc: int
+    instruction: Instruction | None
+    symbol: str | None
+
+    @property
+    def text(self) -> str:
+        return self.instruction.text if self.instruction is not None else "(unknown instruction)"
+
+    def where(self) -> str:
+        return f"{self.pc:#x} <{self.symbol}>" if self.symbol else f"{self.pc:#x}"
+
+
+@dataclass(frozen=True)
+class MemoryWrite:
+    step: int  # the transition that wrote: "step N" executed the instruction at position N
+    addr: int
+    size: int
+    kind: str  # instruction | kernel | page | unexplained
+    new: bytes | None
+    old: bytes | None
+    by: StepInstruction
+    syscall: str | None = None  # for kernel writes: the syscall (strace notation)
+
+    def value(self, addr: int, size: int) -> int | None:
+        """The little-endian value this write left at [addr, addr+size), if it covered it."""
+        if self.new is None or self.kind == "page" or addr < self.addr or addr + size > self.addr + self.size:
+            return None
+        offset = addr - self.addr
+        return int.from_bytes(self.new[offset:offset + size], "little")
+
+
+@dataclass(frozen=True)
+class RegisterWrite:
+    step: int
+    register: str
+    old: int
+    new: int
+    by: StepInstruction
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+class Tracer:
+    """Data-flow questions over one ReplaySession, with its own memory cursor."""
+
+    def __init__(self, replay: ReplaySession) -> None:
+        self.replay = replay
+        self.rec = replay.recording
+        self.arch = replay._source.arch
+        self._cursor = ReplayMemory(self.rec)
+        self._decoder = Decoder(self.rec.meta.get("xsave_size") or 4096)
+        self._plans: dict[tuple[int, bytes], tuple] = {}
+        self._syscalls: dict[int, str] | None = None
+
+    # -- positions -----------------------------------------------------------
+    def registers(self, position: int) -> Registers:
+        return decode_registers(self.rec.regs_at(position), self.arch)
+
+    def register(self, position: int, name: str) -> int:
+        i = self.arch.user_regs_fields.index(name)
+        return self.rec.chunk_regs(self.rec.chunk_of(position)).word(position, i)
+
+    def code(self, position: int, pc: int) -> bytes:
+        self._cursor.seek(position)
+        return self._cursor.read_prefix(pc, 15)
+
+    def read(self, position: int, addr: int, size: int) -> bytes | None:
+        self._cursor.seek(position)
+        return self._cursor.read(addr, size)
+
+    def instruction(self, position: int) -> StepInstruction:
+        """The instruction executed by transition ``position``."""
+        pc = self.register(position, "rip")
+        code = self.code(position, pc)
+        insn = disassemble_one(code, pc, self.arch) if code else None
+        return StepInstruction(position, pc, insn, self.replay.symbolize(pc))
+
+    def _writes_register(self, position: int, name: str) -> bool:
+        pc = self.register(position, "rip")
+        code = self.code(position, pc)
+        key = (pc, code)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._decoder.plan(code, pc)
+            self._plans[key] = plan
+        bit = 1 << self.arch.user_regs_fields.index(name)
+        return bool(plan[2] & bit)
+
+    def syscall_at(self, step: int) -> str | None:
+        if self._syscalls is None:
+            self._syscalls = {c["step"]: c["text"] for c in self.rec.syscalls()}
+        return self._syscalls.get(step)
+
+    # -- the questions ---------------------------------------------------------
+    def last_memory_write(self, addr: int, size: int, before: int) -> MemoryWrite | None:
+        write = index.last_write(self.rec, addr, size, before)
+        if write is None:
+            return None
+        return self._describe_write(write)
+
+    def _describe_write(self, write: Write) -> MemoryWrite:
+        kind = WRITE_KIND_NAMES.get(write.kind, str(write.kind))
+        return MemoryWrite(write.step, write.addr, write.size, kind,
+                           None if write.kind == WRITE_PAGE else write.new,
+                           None if write.kind == WRITE_PAGE else write.old,
+                           self.instruction(write.step), self.syscall_at(write.step))
+
+    def last_register_write(self, register: str, before: int) -> RegisterWrite | None:
+        name = full_register(register) or register
+        if name not in self.arch.user_regs_fields:
+            raise ValueError(f"unknown register {register!r}")
+        i = self.arch.user_regs_fields.index(name)
+        changed = index.last_register_change(self.rec, i, before)
+        floor = changed if changed is not None else -1
+        # A write that kept the value (xor on a zero register) is newer than the change.
+        for chunk in index.chunks_with_register(self.rec, i, before):
+            info = self.rec.chunk_info(chunk)
+            if info.first_step + info.steps <= floor:
+                break
+            top = min(before - 1, info.first_step + info.steps - 1)
+            bottom = max(info.first_step, floor + 1, before - SAME_VALUE_SCAN_LIMIT)
+            for t in range(top, bottom - 1, -1):
+                if self._writes_register(t, name):
+                    return self._register_write(t, name)
+            if bottom > info.first_step and bottom != floor + 1:
+                break
+        if changed is None:
+            return None
+        return self._register_write(changed, name)
+
+    def _register_write(self, t: int, name: str) -> RegisterWrite:
+        return RegisterWrite(t, name, self.register(t, name), self.register(t + 1, name), self.instruction(t))
+
+
+def last_memory_write(replay: ReplaySession, addr: int, size: int, before: int) -> MemoryWrite | None:
+    """The newest write to any byte of [addr, addr+size) by a step before ``before``."""
+    return Tracer(replay).last_memory_write(addr, size, before)
+
+
+def last_register_write(replay: ReplaySession, register: str, before: int) -> RegisterWrite | None:
+    """The newest step before ``before`` that wrote ``register`` (any view: edx is rdx)."""
+    return Tracer(replay).last_register_write(register, before)

@@ -1,0 +1,128 @@
+"""The engine's startup knowledge, reused while recording.
+
+``Inferior`` (loaderdbg/process/inferior.py) knows how to find ld.so's entry
+and AT_ENTRY however ld.so got mapped, decodes syscalls, and names the
+startup milestones. The recorder single-steps everything itself, so it
+drives an Inferior through its observation hooks instead of its run loop,
+with a tracee whose breakpoints are only remembered (an int3 written into
+the program would be recorded as the program's own memory).
+
+Everything this module touches on Inferior is listed here, in one place,
+so the engine can grow public hooks for it (see the report of issue 5).
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+
+from loaderdbg.process.inferior import Inferior
+from loaderdbg.process.stops import Stop, StopKind
+from loaderdbg.process.tracee import LaunchSpec, Tracee
+from loaderdbg.session import Event, StopReason
+
+
+class PassiveTracee(Tracee):
+    """A Tracee whose breakpoints are remembered by the Inferior but never
+    written: the recorder stops at milestone addresses by comparing pc."""
+
+    def insert_breakpoint(self, addr: int) -> bool:
+        return True
+
+    def remove_breakpoint(self, addr: int) -> None:
+        return None
+
+    def revalidate_breakpoints(self) -> None:
+        return None
+
+
+class MilestoneTracker:
+    def __init__(self, tracee: Tracee, spec: LaunchSpec) -> None:
+        tracee.__class__ = PassiveTracee
+        self.tracee = tracee
+        self.inferior = Inferior(tracee, spec.path, spec.argv)
+        self._main_armed = False
+        self._arm_main()
+
+    def _arm_main(self) -> None:
+        """Watch for main once AT_ENTRY is reached (a static program is
+        there at its first instruction)."""
+        if not self._main_armed and self.inferior.at_entry is not None and self.seen("at-entry"):
+            self._main_armed = True
+            self.inferior._resolve_main()
+
+    # -- what the recorder needs to know -------------------------------------
+    @property
+    def watch(self) -> dict[int, str]:
+        """Addresses whose arrival is a milestone (a live dict: it grows as
+        ld.so gets mapped and AT_ENTRY becomes known)."""
+        return self.inferior._milestone_bps
+
+    @property
+    def events(self) -> list[Event]:
+        return self.inferior.events
+
+    def seen(self, milestone: str) -> bool:
+        return self.inferior.milestone_seen(milestone)
+
+    @property
+    def ldso(self):
+        return self.inferior.ldso
+
+    @property
+    def at_entry(self) -> int | None:
+        return self.inferior.at_entry
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return self.inferior.stop_reason
+
+    # -- observations ----------------------------------------------------------
+    def _sync(self, position: int, regs: bytes | None) -> None:
+        self.inferior.step_count = position
+        self.tracee._regs_raw = regs
+
+    def arrived(self, position: int, regs: bytes) -> None:
+        """A single-step landed on a watched address."""
+        self._sync(position, regs)
+        self.inferior._here.clear()
+        self.inferior._handle_stop(Stop(StopKind.STEP, self.tracee.pid, signal=_signal.SIGTRAP),
+                                   target=None, stepping=True)
+        self._arm_main()
+
+    def syscall_entry(self, position: int, regs: bytes, number: int, args: tuple[int, ...]) -> None:
+        self._sync(position, regs)
+        self.inferior._syscall_entry(number, args)
+
+    def syscall_exit(self, position: int, regs: bytes | None, result: int | None) -> None:
+        self._sync(position, regs)
+        self.inferior._syscall_exit(result)
+
+    def stopped(self, position: int, regs: bytes | None, stop: Stop) -> StopReason | None:
+        """A signal, an event or the end; returns the final reason, if any."""
+        self._sync(position, regs)
+        _, final = self.inferior._handle_stop(stop, target=None, stepping=True)
+        if final is not None:
+            self.inferior.stop_reason = final
+        return final
+
+    def take_pending_signal(self) -> int:
+        sig, self.tracee.pending_signal = self.tracee.pending_signal, 0
+        return sig
+
+    def invalidate(self) -> None:
+        self.inferior.invalidate()
+
+    def resolve(self, symbol: str) -> int | None:
+        """A global symbol the way ld.so resolves it, else any object's
+        .symtab (a static program's main, exec-solib's local functions)."""
+        addr = self.inferior.symbols().resolve(symbol)
+        if addr is not None:
+            return addr
+        for obj in self.inferior.objects():
+            found = obj.info.symbol_named(symbol)
+            if found is not None and found.shndx_defined and found.value:
+                return obj.base + found.value
+        return None
+
+    def exec_happened(self) -> None:
+        self.tracee.memory.reopen()

@@ -1,0 +1,1278 @@
+"""`loaderdbg record`: single-step a program from its first instruction and
+write every step to a `.ldbg` recording (format: loaderdbg/record/format.py,
+documented in recordings/README.md).
+
+The step loop is the hot path: per step one SINGLESTEP, one waitpid, one
+GETREGS into a reused buffer, the register delta appended as XOR bytes, and
+for an instruction that stores, one pread per written operand (its plan
+comes from a cache keyed by address, invalidated when the code's page
+changes). A waitpid status other than a plain single-step trap, a
+``syscall``, an ``int3``, an instruction we cannot address, a milestone
+address or a chunk boundary leaves the fast loop for a slower, careful path.
+
+All ptrace calls happen on the calling thread. The recorder pins that thread
+(and so the tracee, which inherits it) to one CPU: stepping is 3× faster
+pinned, and the kernel stops rewriting the rseq cpu_id fields
+(PTRACE_NOTES.md §3, §9). The tracee is launched with PTRACE_O_EXITKILL and
+killed when recording ends, so it never outlives the recorder. Ctrl-C stops
+the recording cleanly: the file ends at the last complete step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import os
+import signal as _signal
+import sqlite3
+import sys
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+
+from loaderdbg import __version__
+from loaderdbg.arch import get_arch
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import MapEntry, parse_maps
+from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
+from loaderdbg.errors import TargetError, UsageError
+from loaderdbg.process import ptrace
+from loaderdbg.process.stops import Stop, StopKind, classify
+from loaderdbg.process.tracee import LaunchSpec, launch
+from loaderdbg.record.capture import (
+    COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
+)
+from loaderdbg.record.format import (
+    FORMAT_NAME, FORMAT_VERSION, MASK64, PAGE_SIZE, REGS_SIZE, WRITE_FIXUP, WRITE_INSN, WRITE_KERNEL,
+    WRITE_PAGE, encode_writes, memory_checksum, page_ref,
+)
+from loaderdbg.record.milestones import MilestoneTracker
+from loaderdbg.record.shadow import ProcessReader, Shadow, diff_runs
+from loaderdbg.record.writer import RecordingWriter
+from loaderdbg.session import StopReason
+from loaderdbg.targets import Target, parse_target
+
+DEFAULT_CHUNK_STEPS = 4096
+DEFAULT_KEYFRAME_CHUNKS = 8
+STEP_STATUS = (_signal.SIGTRAP << 8) | 0x7F  # WIFSTOPPED, SIGTRAP, no event
+NT_X86_XSTATE = 0x202
+SYS_TGKILL = 234
+UNREADABLE_KINDS = frozenset({"vvar", "vsyscall"})
+MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mremap", "mprotect", "brk", "shmat", "shmdt", "madvise",
+                              "pkey_mprotect", "execve", "execveat", "remap_file_pages"})
+ELF_MAGIC = b"\x7fELF"
+# The /proc/PID/task/TID/status lines a thread view needs (parse_task_status);
+# the rest (VmRSS, context switches…) changes all the time.
+STATUS_FIELDS = frozenset({"Name", "State", "Tgid", "Pid", "PPid", "TracerPid", "SigQ", "SigPnd", "ShdPnd",
+                           "SigBlk", "SigIgn", "SigCgt"})
+_RIP = 16 * 8
+_RSP = 19 * 8
+_RAX = 10 * 8
+_ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
+
+_libc = ptrace._libc
+_raw_ptrace = ctypes.CDLL(None, use_errno=True).ptrace
+_raw_ptrace.restype = ctypes.c_long
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
+
+
+@dataclass(frozen=True)
+class RecordingSummary:
+    path: str
+    program: str
+    steps: int
+    syscalls: int
+    events: int
+    seconds: float
+    steps_per_second: float
+    file_bytes: int
+    bytes_per_step: float
+    stop_reason: StopReason
+    interrupted: bool
+    divergences: int  # bytes that changed with no recorded write (keyframe checks); 0 when capture is complete
+    pinned_cpu: int | None
+    milestones: tuple[tuple[str, int], ...]
+    warnings: tuple[str, ...] = ()
+    setup_seconds: float = 0.0  # launch, first image, file capture
+    loop_steps_per_second: float = 0.0  # steps/s after setup (the step loop, keyframes, final flush)
+
+    def describe(self) -> str:
+        rate = f"{self.steps_per_second:,.0f} steps/s"
+        size = f"{self.file_bytes / 1e6:.2f} MB ({self.bytes_per_step:.1f} B/step)"
+        text = f"recorded {self.steps:,} steps of {self.program} in {self.seconds:.1f} s ({rate}) to " \
+               f"{self.path}: {size}; {self.stop_reason.description}"
+        if self.divergences:
+            text += f"; WARNING: {self.divergences} bytes changed without a recorded write"
+        return text
+
+
+def record_program(spec: LaunchSpec, output: str, until: str = "exit", progress: bool | None = None, *,
+                   chunk_steps: int = DEFAULT_CHUNK_STEPS, keyframe_chunks: int = DEFAULT_KEYFRAME_CHUNKS,
+                   pin: bool = True, max_steps: int | None = None, level: int = 7,
+                   file_level: int = 19) -> RecordingSummary:
+    """Launch ``spec`` stopped at its first instruction and record every
+    step until the stop target ``until`` (default: the exit) into
+    ``output``. A progress line goes to stderr when it is a terminal (or
+    when ``progress`` is True)."""
+    target = parse_target(until)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    recorder = Recorder(spec, output, target, progress=progress, chunk_steps=chunk_steps,
+                        keyframe_chunks=keyframe_chunks, pin=pin, max_steps=max_steps, level=level,
+                        file_level=file_level)
+    return recorder.run()
+
+
+@dataclass
+class _Chunk:
+    start: int
+    regs: bytes
+    xor: bytearray = field(default_factory=bytearray)
+    # The write table, columnar (format.encode_writes).
+    w_steps: array = field(default_factory=lambda: array("I"))
+    w_addrs: array = field(default_factory=lambda: array("Q"))
+    w_sizes: array = field(default_factory=lambda: array("I"))
+    w_kinds: bytearray = field(default_factory=bytearray)
+    data: bytearray = field(default_factory=bytearray)
+
+    def add_write(self, step_offset: int, addr: int, size: int, kind: int) -> None:
+        self.w_steps.append(step_offset)
+        self.w_addrs.append(addr)
+        self.w_sizes.append(size)
+        self.w_kinds.append(kind)
+    pcs: set = field(default_factory=set)
+    pages: set = field(default_factory=set)
+    wmask: int = 0
+
+
+class _Stop(Exception):
+    """Ends the step loop; carries the reason of the last position."""
+
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason.description)
+        self.reason = reason
+
+
+class Recorder:
+    def __init__(self, spec: LaunchSpec, output: str, target: Target, *, progress: bool, chunk_steps: int,
+                 keyframe_chunks: int, pin: bool, max_steps: int | None, level: int, file_level: int) -> None:
+        if chunk_steps < 1 or keyframe_chunks < 1:
+            raise ValueError("chunk_steps and keyframe_chunks must be positive")
+        self.spec = spec
+        self.output = output
+        self.target = target
+        self.progress = progress
+        self.chunk_steps = chunk_steps
+        self.keyframe_steps = chunk_steps * keyframe_chunks
+        self.pin = pin
+        self.max_steps = max_steps
+        self.level = level
+        self.file_level = file_level
+        self.arch = get_arch("x86_64")
+        self.warnings: list[str] = []
+        self.interrupted = False
+        self.divergences = 0
+        self.syscall_count = 0
+        self.pending_signal = 0
+        self.pos = 0
+        self.finished = False
+        self._no_verify = False
+        self.end_reason: StopReason | None = None
+        self.pinned_cpu: int | None = None
+
+    # ------------------------------------------------------------------ setup
+    def run(self) -> RecordingSummary:
+        started = time.monotonic()
+        original_affinity = None
+        if self.pin:
+            try:
+                original_affinity = os.sched_getaffinity(0)
+                self.pinned_cpu = min(original_affinity)
+                os.sched_setaffinity(0, {self.pinned_cpu})
+            except OSError:
+                original_affinity = None
+                self.pinned_cpu = None
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = _signal.signal(_signal.SIGINT, self._on_sigint)
+        tracee = None
+        self.writer = None
+        try:
+            others = (original_affinity or os.sched_getaffinity(0)) - {self.pinned_cpu}
+            try:
+                self.writer = RecordingWriter(self.output, level=self.level, file_level=self.file_level,
+                                              background_cpus=others or None)
+            except (sqlite3.Error, OSError) as err:
+                raise UsageError(f"{self.output}: cannot write a recording there ({err})") from None
+            tracee = launch(self.spec)
+            self.pid = tracee.pid
+            self.tracker = MilestoneTracker(tracee, self.spec)
+            self._setup()
+            self.loop_started = time.monotonic()
+            try:
+                self._check_targets_here(initial=True)
+                self._loop()
+            except _Stop as stop:
+                self._finish(stop.reason)
+            except BaseException:
+                self._salvage()
+                raise
+        finally:
+            if tracee is not None:
+                tracee.kill()
+            if old_handler is not None:
+                _signal.signal(_signal.SIGINT, old_handler)
+            if original_affinity is not None:
+                try:
+                    os.sched_setaffinity(0, original_affinity)
+                except OSError:
+                    pass
+            if self.writer is not None and not self.finished and not hasattr(self, "chunk"):
+                self.writer.discard()  # failed before the first step: nothing worth keeping
+            if self.progress and self.writer is not None:
+                sys.stderr.write("\n")
+                sys.stderr.flush()
+        ended = time.monotonic()
+        seconds = max(ended - started, 1e-9)
+        loop_started = getattr(self, "loop_started", ended)
+        size = os.path.getsize(self.output)
+        milestones = tuple((e.name, e.step) for e in self.tracker.events if e.kind == "milestone")
+        return RecordingSummary(
+            path=self.output, program=self.spec.path, steps=self.pos, syscalls=self.syscall_count,
+            events=len(self.tracker.events), seconds=seconds, steps_per_second=self.pos / seconds,
+            file_bytes=size, bytes_per_step=size / max(self.pos, 1), stop_reason=self.end_reason,
+            interrupted=self.interrupted, divergences=self.divergences, pinned_cpu=self.pinned_cpu,
+            milestones=milestones, warnings=tuple(self.warnings),
+            setup_seconds=loop_started - started, loop_steps_per_second=self.pos / max(ended - loop_started, 1e-9))
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted or self.finished:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        pid = getattr(self, "pid", None)
+        if pid is not None:
+            # At the traced thread itself: it wakes a tracee blocked in a
+            # syscall too, and never starts a group-stop in other threads.
+            _libc.syscall(SYS_TGKILL, pid, pid, _signal.SIGSTOP)
+
+    def _setup(self) -> None:
+        self.reader = ProcessReader(self.pid)
+        self.shadow = Shadow()
+        xsave_size, xcr0 = _xstate(self.pid)
+        self.decoder = Decoder(xsave_size or 4096)
+        self.plans: dict[int, Plan] = {}
+        self.code_pages: dict[int, list[int]] = {}
+        self.image_hashes: dict[int, bytes | None] = {}
+        self.dirty: set[int] = set()
+        self.rseq: tuple[int, int] | None = None
+        self.events_written = 0
+        self.threads_json = None
+        self.stop_addrs: dict[int, str] = {}
+        self.stop_step = -1
+        self._regs_buf = ctypes.create_string_buffer(REGS_SIZE)
+        self._regs_addr = ctypes.addressof(self._regs_buf)
+        self.regs = self._fetch_regs()
+        self.maps_text = ""
+        self.maps: tuple[MapEntry, ...] = ()
+        self.file_ids: dict[tuple, int | None] = {}
+        inferior = self.tracker.inferior
+        w = self.writer
+        w.put_meta("format", FORMAT_NAME)
+        w.put_meta("format_version", FORMAT_VERSION)
+        w.put_meta("arch", self.arch.name)
+        w.put_meta("program", self.spec.path)
+        w.put_meta("argv", list(self.spec.argv))
+        w.put_meta("envp", [f"{k}={v}" for k, v in self.spec.env.items()])
+        w.put_meta("aslr", self.spec.aslr)
+        w.put_meta("pid", self.pid)
+        uname = os.uname()
+        w.put_meta("kernel", f"{uname.sysname} {uname.release} {uname.version} {uname.machine}")
+        w.put_meta("loaderdbg_version", __version__)
+        w.put_meta("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        w.put_meta("cpu", _cpu_info())
+        w.put_meta("xcr0", xcr0)
+        w.put_meta("xsave_size", xsave_size)
+        w.put_meta("pinned_cpu", self.pinned_cpu)
+        w.put_meta("chunk_steps", self.chunk_steps)
+        w.put_meta("keyframe_interval", self.keyframe_steps)
+        w.put_meta("page_size", PAGE_SIZE)
+        w.put_meta("regs_size", REGS_SIZE)
+        w.put_meta("until", str(self.target))
+        w.put_meta("kernel_sp", inferior.kernel_sp)
+        w.put_meta("entry_pc", inferior.entry_pc)
+        w.put_meta("kernel_auxv", inferior.kernel_auxv_raw.hex())
+        w.put_meta("complete", False)
+        self._known = {"ldso": None, "at_entry": None}
+        self._note_knowledge()
+        # Step 0: the whole address space.
+        self._initial_image()
+        self._update_threads(0)
+        self.chunk = self._new_chunk(0)
+        self._flush_events()
+        w.commit()
+        if self.target.kind == "step":
+            self.stop_step = self.target.value
+        if self.max_steps is not None and (self.stop_step < 0 or self.max_steps < self.stop_step):
+            self.stop_step = self.max_steps
+
+    def _new_chunk(self, start: int) -> _Chunk:
+        chunk = _Chunk(start, self.regs)
+        chunk.pcs.add(self._word(self.regs, _RIP))
+        return chunk
+
+    @staticmethod
+    def _word(regs: bytes, offset: int) -> int:
+        return int.from_bytes(regs[offset:offset + 8], "little")
+
+    def _fetch_regs(self) -> bytes:
+        if _libc.ptrace(ptrace.GETREGS, self.pid, 0, self._regs_addr) == -1:
+            err = ctypes.get_errno()
+            raise TargetError(f"GETREGS failed: {os.strerror(err)}")
+        return self._regs_buf.raw
+
+    # ----------------------------------------------------------- the hot loop
+    def _loop(self) -> None:
+        pid = self.pid
+        # ptrace through a prototype without argtypes, fed ready-made ctypes
+        # values: a third less call overhead than converting ints each time.
+        call = _raw_ptrace
+        SINGLESTEP = ctypes.c_long(ptrace.SINGLESTEP)
+        GETREGS = ctypes.c_long(ptrace.GETREGS)
+        c_pid = ctypes.c_int(pid)
+        null = ctypes.c_void_p(0)
+        regs_addr = ctypes.c_void_p(self._regs_addr)
+        regs_buf = self._regs_buf
+        waitpid = os.waitpid
+        WALL = ptrace.WALL
+        pread = os.pread
+        plans_get = self.plans.get
+        shadow_get = self.shadow.pages.get
+        code_pages = self.code_pages
+        watch = self.tracker.watch
+        stop_addrs = self.stop_addrs
+        from_bytes = int.from_bytes
+        bytearray_ = bytearray
+        chunk_steps = self.chunk_steps
+        while True:
+            prev = self.regs
+            prev_int = from_bytes(prev, "little")
+            rip = from_bytes(prev[_RIP:_RIP + 8], "little")
+            pos = self.pos
+            chunk = self.chunk
+            start = chunk.start
+            limit = start + chunk_steps
+            if 0 <= self.stop_step < limit:
+                limit = self.stop_step
+            xor = chunk.xor
+            w_steps = chunk.w_steps.append
+            w_addrs = chunk.w_addrs.append
+            w_sizes = chunk.w_sizes.append
+            w_kinds = chunk.w_kinds.append
+            data = chunk.data
+            pcs_add = chunk.pcs.add
+            pages_add = chunk.pages.add
+            fd = self.reader.fd
+            wmask = 0
+            why = 0
+            status = 0
+            plan = None
+            raw = prev
+            if self.pending_signal:
+                limit = pos  # deliver it on the careful path first
+                why = 2
+            while pos < limit:
+                plan = plans_get(rip)
+                if plan is None:
+                    self.pos = pos
+                    plan = self._decode(rip)
+                kind = plan[0]
+                if kind > WRITES:
+                    why = 2
+                    break
+                if call(SINGLESTEP, c_pid, null, null) == -1:
+                    why = 5
+                    break
+                status = waitpid(pid, WALL)[1]
+                if status != STEP_STATUS:
+                    why = 3
+                    break
+                call(GETREGS, c_pid, null, regs_addr)
+                raw = regs_buf.raw
+                cur = from_bytes(raw, "little")
+                delta = cur ^ prev_int
+                if not delta:
+                    why = 4
+                    break
+                xor += delta.to_bytes(REGS_SIZE, "little")
+                if kind:
+                    if not plan[3] or prev[RCX:RCX + 8] != b"\0\0\0\0\0\0\0\0":
+                        t = pos - start
+                        for b, i, sc, d, sg, size, mask in plan[1]:
+                            if b >= 0:
+                                d += from_bytes(prev[b:b + 8], "little")
+                            if i >= 0:
+                                d += from_bytes(prev[i:i + 8], "little") * sc
+                            d &= mask
+                            if sg >= 0:
+                                d = (d + from_bytes(prev[sg:sg + 8], "little")) & MASK64
+                            page = d >> 12
+                            pg = shadow_get(page)
+                            o = d & 4095
+                            if pg.__class__ is bytearray_ and o + size <= 4096:
+                                try:
+                                    new = pread(fd, size, d)
+                                except OSError:
+                                    new = b""
+                                if len(new) == size:
+                                    old = pg[o:o + size]
+                                    pg[o:o + size] = new
+                                    w_steps(t)
+                                    w_addrs(d)
+                                    w_sizes(size)
+                                    w_kinds(0)
+                                    data += new
+                                    data += old
+                                    pages_add(page)
+                                    if page in code_pages:
+                                        self._invalidate_page(page)
+                                    continue
+                            self.pos = pos
+                            self._record_write(pos, d, size, WRITE_INSN)
+                wmask |= plan[2]
+                pos += 1
+                prev = raw
+                prev_int = cur
+                rip = (cur >> 1024) & MASK64
+                pcs_add(rip)
+                if rip in watch or rip in stop_addrs:
+                    why = 1
+                    break
+            self.pos = pos
+            self.regs = prev
+            chunk.wmask |= wmask
+            if why == 0:
+                if pos == self.stop_step:
+                    self._stop_at_step()
+                self._flush_chunk(keyframe=pos % self.keyframe_steps == 0)
+                self.chunk = self._new_chunk(pos)
+                self._progress_update()
+            elif why == 1:
+                self._arrived()
+            elif why == 2:
+                self._special(plan)
+            elif why == 3:
+                self._unusual(status, plan)
+            elif why == 4:
+                self._unchanged(plan, raw)
+            else:
+                err = ctypes.get_errno()
+                raise TargetError(f"single-step failed at step {pos}: {os.strerror(err)}")
+
+    # --------------------------------------------------------- decoding cache
+    def _decode(self, rip: int) -> Plan:
+        code = self.reader.read(rip, 16)
+        if code is None:
+            code = b""
+            for size in (8, 4, 2, 1):
+                part = self.reader.read(rip, size)
+                if part is not None:
+                    code = part
+                    break
+        plan = self.decoder.plan(code, rip) if code else Plan(COMPLEX, text="(unreadable)")
+        self.plans[rip] = plan
+        last = rip + max(plan[4], 1) - 1
+        for page in {rip >> 12, last >> 12}:
+            self.code_pages.setdefault(page, []).append(rip)
+        return plan
+
+    def _invalidate_page(self, page: int) -> None:
+        for rip in self.code_pages.pop(page, ()):
+            self.plans.pop(rip, None)
+
+    # ---------------------------------------------------------- transitions
+    def _append_write(self, t: int, addr: int, size: int, kind: int, new: bytes, old: bytes) -> None:
+        chunk = self.chunk
+        chunk.add_write(t - chunk.start, addr, size, kind)
+        chunk.data += new
+        chunk.data += old
+        for page in range(addr >> 12, ((addr + size - 1) >> 12) + 1):
+            chunk.pages.add(page)
+            if page in self.code_pages:
+                self._invalidate_page(page)
+
+    def _record_write(self, t: int, addr: int, size: int, kind: int) -> None:
+        """Capture [addr, addr+size) as written by transition t (slow path:
+        page-crossing, pages new to us, unreadable addresses)."""
+        if size <= 0 or addr + size > 1 << 63:
+            return
+        new = self.reader.read(addr, size)
+        if new is None or not self.shadow.covers(addr, size):
+            self._resync_maps(t)
+            new = self.reader.read(addr, size)
+            if new is None:
+                if kind == WRITE_INSN:
+                    self.warnings.append(f"step {t}: write of {size} bytes at {addr:#x} unreadable")
+                return
+            if not self.shadow.covers(addr, size):
+                start = addr & ~(PAGE_SIZE - 1)
+                end = (addr + size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+                for page, content in self.reader.read_pages(start, end):
+                    if page not in self.shadow:
+                        self._page_change(t, page, content)
+        old = self.shadow.read(addr, size)
+        self.shadow.write(addr, new)
+        self._append_write(t, addr, size, kind, new, old)
+
+    def _commit(self, raw: bytes, wmask: int) -> None:
+        """Close transition self.pos: its register delta, then the position."""
+        chunk = self.chunk
+        delta = int.from_bytes(raw, "little") ^ int.from_bytes(self.regs, "little")
+        chunk.xor += delta.to_bytes(REGS_SIZE, "little")
+        chunk.wmask |= wmask
+        self.pos += 1
+        self.regs = raw
+        chunk.pcs.add(self._word(raw, _RIP))
+
+    def _amend(self, raw: bytes) -> None:
+        """Replace the registers of the current position (no transition)."""
+        chunk = self.chunk
+        change = int.from_bytes(raw, "little") ^ int.from_bytes(self.regs, "little")
+        if self.pos > chunk.start:
+            row = len(chunk.xor) - REGS_SIZE
+            last = int.from_bytes(chunk.xor[row:], "little") ^ change
+            chunk.xor[row:] = last.to_bytes(REGS_SIZE, "little")
+        elif self.pos == 0:
+            chunk.regs = raw
+        else:
+            return  # the position closes an already written chunk: keep it as stepped
+        self.regs = raw
+
+    def _issue(self, signal: int = 0) -> int:
+        if _libc.ptrace(ptrace.SINGLESTEP, self.pid, 0, signal) == -1:
+            err = ctypes.get_errno()
+            raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err)}")
+        return ptrace.waitpid(self.pid)[1]
+
+    def _special(self, plan: Plan) -> None:
+        if self.pending_signal:
+            self._signal_step()
+        elif plan[0] == SYSCALL:
+            self._syscall_step(plan)
+        elif plan[0] == INT3:
+            self._int3_step(plan)
+        else:
+            self._complex_step(plan)
+
+    def _complex_step(self, plan: Plan) -> None:
+        status = self._issue()
+        if status != STEP_STATUS:
+            return self._unusual(status, plan)
+        raw = self._fetch_regs()
+        t = self.pos
+        self._resync_maps(t)
+        self._diff_writable(t, WRITE_INSN)
+        self._commit(raw, plan[2])
+        self._after_special()
+
+    def _int3_step(self, plan: Plan) -> None:
+        status = self._issue()
+        if status != STEP_STATUS:
+            return self._unusual(status, plan)
+        raw = self._fetch_regs()
+        self._commit(raw, plan[2])
+        # The program's own int3: it must receive SIGTRAP, as live sessions do.
+        stop = Stop(StopKind.BREAKPOINT, self.pid, signal=_signal.SIGTRAP, si_code=0x80)
+        self.tracker.stopped(self.pos, raw, stop)
+        self.pending_signal = self.tracker.take_pending_signal()
+        self.writer.add_signal(self.pos, _signal.SIGTRAP, None, "int3")
+        self._flush_events()
+        self._after_special()
+
+    def _signal_step(self) -> None:
+        sig, self.pending_signal = self.pending_signal, 0
+        status = self._issue(sig)
+        if status != STEP_STATUS:
+            return self._unusual(status, None)
+        raw = self._fetch_regs()
+        t = self.pos
+        # A handler frame (or the instruction itself, if the signal was ignored).
+        self._resync_maps(t)
+        self._diff_writable(t, WRITE_KERNEL)
+        self._commit(raw, (1 << 27) - 1)
+        self._after_special()
+
+    def _syscall_step(self, plan: Plan) -> None:
+        regs = self.regs
+        number = self._word(regs, _RAX)
+        args = tuple(self._word(regs, offset) for offset in _ARGS)
+        name = self.arch.syscall_names.get(number, f"syscall_{number}")
+        target = self.target
+        if target.kind == "syscall" and target.name in (None, name):
+            self._end(StopReason("target", f"about to make syscall {name} at step {self.pos}", str(target)))
+        t = self.pos
+        self.tracker.syscall_entry(t, regs, number, args)
+        status = self._issue()
+        if status != STEP_STATUS:
+            return self._unusual(status, plan, syscall=(number, name, args))
+        raw = self._fetch_regs()
+        result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
+        explicit = []
+        if name in ("mmap", "mremap") and not -4095 <= result < 0:
+            length = args[1] if name == "mmap" else args[2]
+            explicit.append((result, length))
+        writes = syscall_writes(name, args, result, self.reader.read)
+        self._resync_maps(t, explicit, syscall=name)
+        if writes is None:
+            self._diff_writable(t, WRITE_KERNEL)
+        else:
+            for addr, size in writes:
+                self._record_write(t, addr, size, WRITE_KERNEL)
+        if name == "rseq" and result == 0 and args[2] == 0 and args[0]:
+            self.rseq = (args[0], args[1])
+        if self.rseq is not None:
+            self._check_rseq(t)
+        self._commit(raw, plan[2])
+        self._syscall_done(t, (number, name, args), raw, result)
+        self._update_threads(self.pos)
+        self._note_knowledge()
+        self._flush_events()
+        if target.kind == "sym" and name in MAPPING_SYSCALLS:
+            self._resolve_symbol_target()
+        self._after_special()
+
+    def _syscall_done(self, t: int, syscall: tuple, raw: bytes | None, result: int | None) -> None:
+        """The syscall of transition t returned (or never will: result None):
+        its event (decoded by the engine) and its row."""
+        number, name, args = syscall
+        self.syscall_count += 1
+        before = len(self.tracker.events)
+        self.tracker.syscall_exit(self.pos, raw, result)
+        text = next((e.detail for e in self.tracker.events[before:] if e.kind == "syscall"),
+                    f"{name}(...) = {'?' if result is None else result}")
+        self.writer.add_syscall(t, number, name, args, result, text)
+
+    def _check_rseq(self, t: int) -> None:
+        addr, size = self.rseq
+        if not self.shadow.covers(addr, size):
+            return
+        now = self.reader.read(addr, size)
+        if now is not None and now != self.shadow.read(addr, size):
+            self._record_write(t, addr, size, WRITE_KERNEL)
+
+    def _after_special(self) -> None:
+        rip = self._word(self.regs, _RIP)
+        if rip in self.tracker.watch or rip in self.stop_addrs:
+            self._arrived()
+        elif self.pos == self.stop_step:
+            self._stop_at_step()
+
+    def _arrived(self) -> None:
+        rip = self._word(self.regs, _RIP)
+        if rip in self.tracker.watch:
+            self.tracker.arrived(self.pos, self.regs)
+            self._note_knowledge()
+            self._flush_events()
+        self._check_targets_here()
+
+    def _check_targets_here(self, initial: bool = False) -> None:
+        target = self.target
+        rip = self._word(self.regs, _RIP)
+        kind = target.kind
+        reached = None
+        if kind == "first" and initial:
+            reached = "at the first instruction"
+        elif kind in ("ldso-entry", "entry", "main"):
+            milestone = {"ldso-entry": "ldso-entry", "entry": "at-entry", "main": "main"}[kind]
+            if self.tracker.seen(milestone) and any(
+                    e.name == milestone and e.step == self.pos for e in self.tracker.events[-8:]):
+                reached = f"reached {target} at {rip:#x}"
+        elif kind in ("addr", "sym") and not initial and rip in self.stop_addrs:
+            reached = f"reached {target} at {rip:#x}"
+        if reached is None and self.pos == self.stop_step:
+            self._stop_at_step()
+        if reached is not None:
+            self._end(StopReason("target", reached, str(target)))
+        if initial and kind == "sym":
+            self._resolve_symbol_target()
+        if initial and kind == "addr":
+            self.stop_addrs[target.value] = str(target)
+
+    def _stop_at_step(self) -> None:
+        if self.target.kind == "step" and self.pos == self.target.value:
+            self._end(StopReason("target", f"reached step {self.pos}", str(self.target)))
+        self._end(StopReason("limit", f"stopped at the step limit ({self.pos})", str(self.target),
+                             reached=False))
+
+    def _resolve_symbol_target(self) -> None:
+        try:
+            addr = self.tracker.resolve(self.target.name)
+        except (DecodeError, OSError):
+            addr = None
+        if addr is not None:
+            self.stop_addrs[addr] = str(self.target)
+
+    def _end(self, reason: StopReason) -> None:
+        raise _Stop(reason)
+
+    # ------------------------------------------------------ unusual stops
+    def _unchanged(self, plan: Plan, raw: bytes) -> None:
+        """A SIGTRAP stop after which no register changed: `jmp .`, or a
+        SIGTRAP somebody sent. siginfo tells."""
+        try:
+            info = ptrace.get_siginfo(self.pid)
+            code = int.from_bytes(info[8:12], "little", signed=True)
+        except ptrace.PtraceError:
+            info, code = None, 1
+        if code > 0:  # our trap: a real step that changed nothing
+            t = self.pos
+            if plan[0] == WRITES:
+                for rule in plan[1]:
+                    self._record_write(t, rule_address(rule, self.regs), rule[5], WRITE_INSN)
+            self._commit(raw, plan[2])
+            self._after_special()
+            return
+        stop = Stop(StopKind.SIGNAL, self.pid, signal=_signal.SIGTRAP, si_code=code, siginfo=info)
+        self._signal_stop(stop, raw)
+
+    def _unusual(self, status: int, plan: Plan | None, syscall: tuple | None = None) -> None:
+        pid = self.pid
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            if syscall is not None:
+                self._syscall_done(self.pos, syscall, None, None)
+            stop = classify(pid, status, fetch_siginfo=False)
+            self.tracker.tracee.alive = False
+            self.tracker.stopped(self.pos, None, stop)
+            self._flush_events()
+            self._end(self._exit_reason(stop))
+        sig = os.WSTOPSIG(status)
+        event = (status >> 16) & 0xFF
+        if event == ptrace.EVENT_EXIT:
+            return self._exit_event(syscall)
+        if event == ptrace.EVENT_EXEC:
+            return self._exec_event(syscall)
+        if event:
+            return  # EVENT_STOP & co: nothing executed; step again
+        if sig == _signal.SIGSTOP and self.interrupted:
+            # Our own Ctrl-C stop: the file ends at the last complete step.
+            self._end(StopReason("interrupted", f"recording interrupted at step {self.pos}",
+                                 str(self.target), reached=False))
+        raw = self._fetch_regs()
+        if raw != self.regs and raw[_RIP:_RIP + 8] == self.regs[_RIP:_RIP + 8]:
+            # A fault: nothing executed, but the CPU set RF in the saved
+            # flags. This is the state a debugger shows at this step.
+            self._amend(raw)
+        elif raw != self.regs:
+            # The instruction completed before the signal was reported.
+            t = self.pos
+            self._resync_maps(t)
+            self._diff_writable(t, WRITE_KERNEL if syscall else WRITE_INSN)
+            self._commit(raw, plan[2] if plan else (1 << 27) - 1)
+            if syscall is not None:
+                result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
+                self._syscall_done(self.pos - 1, syscall, raw, result)
+        stop = classify(pid, status)
+        self._signal_stop(stop, raw)
+
+    def _signal_stop(self, stop: Stop, raw: bytes) -> None:
+        if stop.signal == _signal.SIGSTOP and self.interrupted:
+            self._end(StopReason("interrupted", f"recording interrupted at step {self.pos}",
+                                 str(self.target), reached=False))
+        detail = stop.describe()
+        if stop.siginfo:
+            try:
+                detail = describe_siginfo(decode_siginfo(stop.siginfo, self.arch))
+            except DecodeError:
+                pass
+        self.writer.add_signal(self.pos, stop.signal, stop.siginfo, detail)
+        final = self.tracker.stopped(self.pos, raw, stop)
+        self.pending_signal = self.tracker.take_pending_signal()
+        self._flush_events()
+        if final is not None:
+            self.crash_reason = final
+        if self.target.kind == "signal":
+            reason = final or StopReason("signal", f"{stop.signal_name} arrived", str(self.target),
+                                         signal=stop.signal_name)
+            self._end(StopReason(reason.kind, reason.description, str(self.target), True, reason.signal,
+                                 reason.fault_address, reason.exit_code))
+
+    def _exit_reason(self, stop: Stop) -> StopReason:
+        crash = getattr(self, "crash_reason", None)
+        if crash is not None:
+            return crash
+        if stop.kind is StopKind.EXITED:
+            return StopReason("exited", f"exited with status {stop.exit_code}", str(self.target),
+                              reached=self.target.kind == "exit", exit_code=stop.exit_code)
+        return StopReason("killed", f"killed by {stop.signal_name}", str(self.target), reached=False,
+                          signal=stop.signal_name)
+
+    def _exit_event(self, syscall: tuple | None) -> None:
+        """PTRACE_EVENT_EXIT: the process is exiting but its memory is still
+        readable. Take the final keyframe now, then let it go."""
+        if syscall is not None:
+            self._syscall_done(self.pos, syscall, self.regs, None)
+        self._flush_chunk(keyframe=True, final=True)
+        try:
+            ptrace.cont(self.pid, 0)
+        except ptrace.PtraceError:
+            pass
+        status = ptrace.waitpid(self.pid)[1]
+        while not (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+            try:
+                ptrace.cont(self.pid, 0)
+            except ptrace.PtraceError:
+                break
+            status = ptrace.waitpid(self.pid)[1]
+        self.tracker.tracee.alive = False
+        stop = classify(self.pid, status, fetch_siginfo=False)
+        self.tracker.stopped(self.pos, None, stop)
+        self._flush_events()
+        self._end(self._exit_reason(stop))
+
+    def _exec_event(self, syscall: tuple | None) -> None:
+        """The program called execve again: a new address space. Counted as
+        one step whose writes replace every page."""
+        self.tracker.exec_happened()
+        self.reader.reopen()
+        raw = self._fetch_regs()
+        t = self.pos
+        self.plans.clear()
+        self.code_pages.clear()
+        self._resync_maps(t, everything=True)
+        self._commit(raw, (1 << 27) - 1)
+        if syscall is not None:
+            self._syscall_done(t, syscall, raw, 0)
+        stop = Stop(StopKind.EVENT, self.pid, signal=_signal.SIGTRAP, event=ptrace.EVENT_EXEC)
+        self.tracker.stopped(self.pos, raw, stop)
+        self._flush_events()
+        self._after_special()
+
+    # ------------------------------------------------------------- memory map
+    def _read_maps(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/maps", "rb") as handle:
+                return handle.read().decode("utf-8", "surrogateescape")
+        except OSError:
+            return self.maps_text
+
+    def _initial_image(self) -> None:
+        text = self._read_maps()
+        self.maps_text = text
+        self.maps = parse_maps(text)
+        self.writer.add_maps(0, text)
+        for entry in self.maps:
+            self._ensure_file(entry)
+        rows = []
+        for entry in self.maps:
+            if entry.kind in UNREADABLE_KINDS:
+                continue
+            for page, content in self.reader.read_pages(entry.start, entry.end):
+                self.shadow.set_page(page, content)
+                digest = None if content is None else self._store(page, content, entry)
+                self.image_hashes[page] = digest
+                rows.append((page, digest))
+        self.writer.add_images(0, rows)
+        checksum, sums = memory_checksum(self._writable_pages())
+        self.writer.add_keyframe(0, checksum, sums, 0)
+
+    def _store(self, page: int, content, entry: MapEntry | None) -> bytes:
+        file_id = file_offset = None
+        if entry is not None and entry.inode and entry.path.startswith("/"):
+            file_id = self.file_ids.get((entry.dev, entry.inode, entry.path))
+            file_offset = entry.offset + (page << 12) - entry.start
+        return self.writer.store_page(content, file_id, file_offset)
+
+    def _entry_for(self, page: int) -> MapEntry | None:
+        addr = page << 12
+        index = bisect.bisect_right(self.maps, addr, key=lambda e: e.start) - 1
+        if index >= 0 and self.maps[index].start <= addr < self.maps[index].end:
+            return self.maps[index]
+        return None
+
+    def _ensure_file(self, entry: MapEntry) -> None:
+        if not (entry.inode and entry.path.startswith("/")):
+            return
+        key = (entry.dev, entry.inode, entry.path)
+        if key in self.file_ids and self.file_ids[key] is not None:
+            return
+        head = self._file_head(entry)
+        if head is None:
+            return
+        if head[0][:4] == ELF_MAGIC or head[1][:4] == ELF_MAGIC:
+            content = self.tracker.inferior.elf_cache.file_bytes(entry)
+            if content is not None:
+                self.file_ids[key] = self.writer.add_file(entry.dev, entry.inode, entry.path, content)
+                return
+        self.file_ids[key] = None
+
+    def _file_head(self, entry: MapEntry) -> tuple[bytes, bytes] | None:
+        for path in (f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}", entry.path):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                return os.pread(fd, 4, 0), os.pread(fd, 4, entry.offset)
+            except OSError:
+                return None
+            finally:
+                os.close(fd)
+        return None
+
+    def _page_change(self, t: int, page: int, content: bytes | None) -> None:
+        old = self.shadow.content(page)
+        if old is None and content is None:
+            return
+        if old is not None and content is not None and old == content:
+            return
+        entry = self._entry_for(page)
+        new_hash = None if content is None else self._store(page, content, entry)
+        old_hash = None if old is None else self.writer.store_page(old)
+        self.shadow.set_page(page, content)
+        chunk = self.chunk
+        chunk.add_write(t - chunk.start, page << 12, PAGE_SIZE, WRITE_PAGE)
+        chunk.data += page_ref(new_hash)
+        chunk.data += page_ref(old_hash)
+        chunk.pages.add(page)
+        if page in self.code_pages:
+            self._invalidate_page(page)
+
+    def _resync_maps(self, t: int, explicit: list[tuple[int, int]] = (), syscall: str | None = None,
+                     everything: bool = False, late: bool = False) -> bool:
+        """Bring the shadow up to date with the process's mappings after
+        transition t: new or replaced mappings are read (page records),
+        unmapped pages dropped, and a maps row written from position t+1."""
+        text = self._read_maps()
+        if text == self.maps_text and not explicit and not everything:
+            return False
+        try:
+            entries = parse_maps(text)
+        except DecodeError:
+            self.warnings.append(f"step {t}: unparsable /proc/PID/maps")
+            return False
+        old = self.maps
+        self.maps = entries
+        capture: list[tuple[int, int]] = []
+        for entry in entries:
+            if entry.kind in UNREADABLE_KINDS:
+                continue
+            if everything:
+                capture.append((entry.start, entry.end))
+            else:
+                capture.extend(_uncovered(entry, old))
+        for addr, size in explicit:
+            lo = addr & ~(PAGE_SIZE - 1)
+            hi = (addr + size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            for entry in entries:
+                a, b = max(lo, entry.start), min(hi, entry.end)
+                if a < b and entry.kind not in UNREADABLE_KINDS:
+                    capture.append((a, b))
+        # Pages no longer mapped.
+        new_spans = [(e.start, e.end) for e in entries if e.kind not in UNREADABLE_KINDS]
+        old_spans = [(e.start, e.end) for e in old if e.kind not in UNREADABLE_KINDS]
+        for lo, hi in _subtract(old_spans, new_spans):
+            for page in range(lo >> 12, hi >> 12):
+                if page in self.shadow:
+                    self._page_change(t, page, None)
+        if everything:
+            for page in [p for p in self.shadow.pages if not _covered(p << 12, new_spans)]:
+                self._page_change(t, page, None)
+        for entry in entries:
+            self._ensure_file(entry)
+        for lo, hi in _merge(capture):
+            for page, content in self.reader.read_pages(lo, hi):
+                self._page_change(t, page, content)
+        if text != self.maps_text:
+            self.writer.add_maps(t + 1, text)
+            self.maps_text = text
+            self.tracker.invalidate()
+            if late:
+                self.warnings.append(f"the memory map changed without a syscall before step {t + 1} "
+                                     f"(noticed at a keyframe)")
+        return True
+
+    def _writable_pages(self):
+        """(page, content) of every present page in a writable mapping, in order."""
+        seen = set()
+        for entry in self.maps:
+            if not entry.writable or entry.kind in UNREADABLE_KINDS:
+                continue
+            for page in range(entry.start >> 12, entry.end >> 12):
+                content = self.shadow.content(page)
+                if content is not None and page not in seen:
+                    seen.add(page)
+                    yield page, content
+
+    def _diff_writable(self, t: int, kind: int) -> int:
+        """Compare all writable memory with the shadow; record what differs
+        as writes of ``kind`` (FIXUP: bytes nobody recorded). Returns the
+        number of bytes that differed."""
+        changed = 0
+        rseq = self.rseq
+        for entry in self.maps:
+            if not entry.writable or entry.kind in UNREADABLE_KINDS:
+                continue
+            for page, content in self.reader.read_pages(entry.start, entry.end):
+                old = self.shadow.content(page)
+                if content is None or old is None:
+                    if content is not None or old is not None:
+                        self._page_change(t, page, content)
+                    continue
+                if old == content:
+                    continue
+                base = page << 12
+                for offset, length in diff_runs(old, content):
+                    addr = base + offset
+                    new = content[offset:offset + length]
+                    record_kind = kind
+                    if kind == WRITE_FIXUP:
+                        if rseq is not None and rseq[0] <= addr < rseq[0] + rseq[1]:
+                            record_kind = WRITE_KERNEL
+                        else:
+                            changed += length
+                            if len(self.warnings) < 50:
+                                self.warnings.append(
+                                    f"divergence: {length} bytes at {addr:#x} changed before step {t + 1} "
+                                    f"without a recorded write")
+                    self._append_write(t, addr, length, record_kind, new, bytes(old[offset:offset + length]))
+                    self.shadow.write(addr, new)
+        return changed
+
+    # ------------------------------------------------------------- chunks
+    def _flush_chunk(self, keyframe: bool, final: bool = False) -> None:
+        chunk = self.chunk
+        position = self.pos
+        if getattr(self, "_flushed_final", False):
+            return
+        if final:
+            self._flushed_final = True
+        if keyframe and position > 0:
+            alive = self.tracker.tracee.alive and not self._no_verify
+            self._keyframe(position, verify=alive)
+        else:
+            self.dirty |= chunk.pages
+        steps = position - chunk.start
+        if chunk.xor:
+            # Registers whose value changed in this chunk join the ones its
+            # instructions name as written (the register index needs both).
+            words = memoryview(bytes(chunk.xor)).cast("Q")
+            for j in range(REGS_SIZE // 8):
+                if any(words[j::REGS_SIZE // 8]):
+                    chunk.wmask |= 1 << j
+        count = len(chunk.w_steps)
+        index = chunk.start // self.chunk_steps
+        writes = encode_writes(chunk.w_steps, chunk.w_addrs, chunk.w_sizes, chunk.w_kinds, chunk.data)
+        self.writer.add_chunk(index, chunk.start, steps, chunk.regs, chunk.wmask, count, bytes(chunk.xor),
+                              writes, chunk.pcs, chunk.pages)
+        self.writer.commit()
+
+    def _keyframe(self, position: int, verify: bool) -> None:
+        t = position - 1
+        fixups = 0
+        if verify:
+            try:
+                self._resync_maps(t, late=True)
+                fixups = self._diff_writable(t, WRITE_FIXUP)
+            except OSError:
+                verify = False
+        self.divergences += fixups
+        dirty = self.dirty | self.chunk.pages
+        rows = []
+        for page in sorted(dirty):
+            content = self.shadow.content(page)
+            digest = None if content is None else self._store(page, content, self._entry_for(page))
+            if self.image_hashes.get(page, b"") != digest:
+                self.image_hashes[page] = digest
+                rows.append((page, digest))
+        self.writer.add_images(position, rows)
+        checksum, sums = memory_checksum(self._writable_pages())
+        self.writer.add_keyframe(position, checksum, sums, fixups)
+        self.dirty = set()
+
+    def _salvage(self) -> None:
+        """After an unexpected error or a second Ctrl-C: keep a valid file
+        ending at the last complete step."""
+        if self.finished or self.writer is None or not hasattr(self, "chunk"):
+            return
+        chunk = self.chunk
+        steps = self.pos - chunk.start
+        del chunk.xor[steps * REGS_SIZE:]
+        keep = 0
+        data_end = 0
+        for step_off, size, kind in zip(chunk.w_steps, chunk.w_sizes, chunk.w_kinds):
+            if step_off >= steps:
+                break
+            keep += 1
+            data_end += 34 if kind == WRITE_PAGE else 2 * size
+        for column in (chunk.w_steps, chunk.w_addrs, chunk.w_sizes, chunk.w_kinds):
+            del column[keep:]
+        del chunk.data[data_end:]
+        self._no_verify = True
+        try:
+            self._finish(StopReason("interrupted", f"recording stopped at step {self.pos}", str(self.target),
+                                    reached=False))
+        except Exception:
+            self.writer.abandon()
+
+    def _finish(self, reason: StopReason) -> None:
+        if self.finished:
+            return
+        self.end_reason = reason
+        self._flush_chunk(keyframe=True, final=True)
+        self._flush_events()
+        w = self.writer
+        w.put_meta("last_step", self.pos)
+        w.put_meta("end", _reason_json(reason))
+        w.put_meta("syscall_count", self.syscall_count)
+        w.put_meta("divergences", self.divergences)
+        w.put_meta("warnings", self.warnings[:50])
+        w.put_meta("complete", True)
+        self._note_knowledge()
+        w.finish(hurry=self.interrupted or reason.kind == "interrupted")
+        self.finished = True
+
+    # --------------------------------------------------------------- misc
+    def _flush_events(self) -> None:
+        events = self.tracker.events
+        for event in events[self.events_written:]:
+            self.writer.add_event(event)
+        self.events_written = len(events)
+
+    def _note_knowledge(self) -> None:
+        """When ld.so and AT_ENTRY became known (replay's snapshots must not
+        know them earlier than a live session would)."""
+        ldso = self.tracker.ldso
+        if ldso is not None and self._known["ldso"] is None:
+            self._known["ldso"] = {"path": ldso.path, "base": ldso.base, "entry": ldso.entry, "step": self.pos}
+            self.writer.put_meta("ldso", self._known["ldso"])
+        at_entry = self.tracker.at_entry
+        if at_entry is not None and self._known["at_entry"] is None:
+            self._known["at_entry"] = {"value": at_entry, "step": self.pos}
+            self.writer.put_meta("at_entry", self._known["at_entry"])
+
+    def _update_threads(self, position: int) -> None:
+        threads = []
+        try:
+            tids = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/status") as handle:
+                    text = "".join(line for line in handle if line.split(":", 1)[0] in STATUS_FIELDS)
+                threads.append({"tid": tid, "status": text})
+            except OSError:
+                continue
+        if threads != self.threads_json:
+            self.threads_json = threads
+            self.writer.add_threads(position, threads)
+
+    def _progress_update(self) -> None:
+        if not self.progress:
+            return
+        now = time.monotonic()
+        last = getattr(self, "_last_progress", None)
+        if last is None:
+            self._progress_start = (now, self.pos)
+            self._last_progress = now
+            return
+        if now - last < 0.25:
+            return
+        self._last_progress = now
+        t0, s0 = self._progress_start
+        rate = (self.pos - s0) / max(now - t0, 1e-9)
+        milestone = next((e.name for e in reversed(self.tracker.events) if e.kind == "milestone"), "-")
+        sys.stderr.write(f"\rrecording: {self.pos:>12,} steps  {rate:>9,.0f} steps/s  milestone: {milestone:<24}")
+        sys.stderr.flush()
+
+
+# ----------------------------------------------------------------- helpers
+def _reason_json(reason: StopReason) -> dict:
+    return {"kind": reason.kind, "description": reason.description, "target": reason.target,
+            "reached": reason.reached, "signal": reason.signal, "fault_address": reason.fault_address,
+            "exit_code": reason.exit_code}
+
+
+def _identity(entry: MapEntry) -> tuple:
+    if entry.inode:
+        return (entry.dev, entry.inode, entry.path, entry.offset - entry.start)
+    return ("anon", entry.path)
+
+
+def _uncovered(entry: MapEntry, old: tuple[MapEntry, ...]) -> list[tuple[int, int]]:
+    """Parts of ``entry`` that no old mapping of the same identity (file and
+    offset, or anonymous region name) covered: their content may be new."""
+    same = []
+    identity = _identity(entry)
+    index = max(bisect.bisect_right(old, entry.start, key=lambda e: e.start) - 1, 0)
+    while index < len(old) and old[index].start < entry.end:
+        o = old[index]
+        if o.end > entry.start and _identity(o) == identity:
+            same.append((max(o.start, entry.start), min(o.end, entry.end)))
+        index += 1
+    return _subtract([(entry.start, entry.end)], same)
+
+
+def _subtract(spans: list[tuple[int, int]], remove: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    remove = sorted(remove)
+    for lo, hi in spans:
+        cursor = lo
+        for a, b in remove:
+            if b <= cursor or a >= hi:
+                continue
+            if a > cursor:
+                out.append((cursor, a))
+            cursor = max(cursor, b)
+            if cursor >= hi:
+                break
+        if cursor < hi:
+            out.append((cursor, hi))
+    return out
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]
+
+
+def _covered(addr: int, spans: list[tuple[int, int]]) -> bool:
+    return any(lo <= addr < hi for lo, hi in spans)
+
+
+def _xstate(pid: int) -> tuple[int | None, int | None]:
+    """(XSAVE area size, XCR0) of the tracee, from PTRACE_GETREGSET
+    NT_X86_XSTATE (the kernel reports the size it copies; XCR0 sits in the
+    software-reserved bytes at offset 464)."""
+    buffer = ctypes.create_string_buffer(1 << 16)
+    iov = _Iovec(ctypes.addressof(buffer), len(buffer))
+    ctypes.set_errno(0)
+    if _libc.ptrace(ptrace.GETREGSET, pid, NT_X86_XSTATE, ctypes.addressof(iov)) == -1:
+        return None, None
+    size = iov.length
+    xcr0 = int.from_bytes(buffer.raw[464:472], "little") if size >= 472 else None
+    return size, xcr0
+
+
+def _cpu_info() -> dict:
+    info = {"cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags", "vendor_id") and key not in info:
+                    info[key] = value.strip()
+                if key == "" and "model name" in info:
+                    break
+    except OSError:
+        pass
+    return info

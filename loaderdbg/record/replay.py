@@ -1,0 +1,768 @@
+"""ReplaySession: the Session interface (loaderdbg/session.py) over a
+recording, with no process and no ptrace.
+
+State at the current position comes from the recording: registers from the
+chunk holding it (keyframe registers XOR per-step deltas), memory from the
+newest image at or before a keyframe plus the writes since, maps, threads
+and the kernel's auxv as recorded. ``ReplayState`` hands all of it to
+``build_snapshot`` (a ``StateSource``), so a replayed snapshot is decoded by
+exactly the code a live one is.
+
+Moving: every write carries the bytes it replaced, so stepping backwards is
+as cheap as forwards. ``goto`` starts from the nearest keyframe (before or
+after the target) when that is closer than the current position.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
+from loaderdbg.analysis.relocations import relocation_states
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
+from loaderdbg.arch import get_arch
+from loaderdbg.decode.auxv import parse_auxv
+from loaderdbg.decode.disasm import disassemble, disassemble_one
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import MapEntry, parse_maps
+from loaderdbg.decode.procstatus import parse_task_status
+from loaderdbg.decode.stack import InitialStack, decode_initial_stack
+from loaderdbg.errors import UsageError
+from loaderdbg.record import index
+from loaderdbg.record.format import (
+    PAGE_REF_SIZE, PAGE_SIZE, WRITE_FIXUP, WRITE_PAGE, ChunkWrites, Recording, Write, memory_checksum,
+    open_recording,
+)
+from loaderdbg.session import Event, StopReason
+from loaderdbg.snapshot import Snapshot, ThreadState, build_snapshot
+from loaderdbg.targets import Target, parse_target
+
+FS_BASE = 21
+
+
+class _Stored(bytes):
+    """A page known by its content hash, loaded when first read."""
+
+
+class ReplayMemory:
+    """Tracee memory at one position of a recording, materialized page by
+    page on demand. Pages not yet touched since ``base`` (a keyframe) are
+    read from that keyframe's image; pages a mapping replaced are kept as
+    their hash until read."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
+        self.base = 0
+        self.pos = 0
+        self.pages: dict[int, bytearray | _Stored | None] = {}
+
+    def page(self, number: int) -> bytearray | None:
+        try:
+            content = self.pages[number]
+        except KeyError:
+            content = self.rec.image_hash(number, self.base)
+            if content is None:
+                self.pages[number] = None
+                return None
+        else:
+            if content.__class__ is not _Stored:
+                return content
+        content = bytearray(self.rec.page_bytes(bytes(content)))
+        self.pages[number] = content
+        return content
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        if size <= 0 or addr < 0 or addr + size > 1 << 64:
+            return b"" if size == 0 else None
+        out = bytearray()
+        end = addr + size
+        while addr < end:
+            page = self.page(addr >> 12)
+            if page is None:
+                return None
+            offset = addr & (PAGE_SIZE - 1)
+            take = min(PAGE_SIZE - offset, end - addr)
+            out += page[offset:offset + take]
+            addr += take
+        return bytes(out)
+
+    def read_prefix(self, addr: int, size: int) -> bytes:
+        out = bytearray()
+        while len(out) < size:
+            page = self.page((addr + len(out)) >> 12)
+            if page is None:
+                break
+            offset = (addr + len(out)) & (PAGE_SIZE - 1)
+            out += page[offset:offset + min(PAGE_SIZE - offset, size - len(out))]
+        return bytes(out)
+
+    # -- moving --------------------------------------------------------------
+    def _put(self, addr: int, data: bytes) -> None:
+        end = addr + len(data)
+        position = 0
+        while addr < end:
+            page = self.page(addr >> 12)
+            offset = addr & (PAGE_SIZE - 1)
+            take = min(PAGE_SIZE - offset, end - addr)
+            if page is not None:
+                page[offset:offset + take] = data[position:position + take]
+            addr += take
+            position += take
+
+    def _apply_range(self, cw: ChunkWrites, lo: int, hi: int, forward: bool) -> None:
+        """Apply writes lo..hi-1 of a chunk (forward: new bytes in order;
+        backward: old bytes, newest first). Walks the columns directly."""
+        pages = self.pages
+        page_of = self.page
+        addrs, sizes, kinds, offsets, data = cw.addrs, cw.sizes, cw.kinds, cw.offsets, cw.data
+        indexes = range(lo, hi) if forward else range(hi - 1, lo - 1, -1)
+        for i in indexes:
+            kind = kinds[i]
+            addr = addrs[i]
+            offset = offsets[i]
+            if kind == WRITE_PAGE:
+                ref = data[offset:offset + PAGE_REF_SIZE] if forward else \
+                    data[offset + PAGE_REF_SIZE:offset + 2 * PAGE_REF_SIZE]
+                pages[addr >> 12] = _Stored(ref[1:]) if ref[0] else None
+                continue
+            size = sizes[i]
+            if not forward:
+                offset += size
+            within = addr & (PAGE_SIZE - 1)
+            if within + size <= PAGE_SIZE:
+                page = pages.get(addr >> 12)
+                if page is None or page.__class__ is not bytearray:
+                    page = page_of(addr >> 12)
+                    if page is None:
+                        continue
+                page[within:within + size] = data[offset:offset + size]
+            else:
+                self._put(addr, data[offset:offset + size])
+
+    def _forward(self, start: int, stop: int) -> None:
+        rec = self.rec
+        for chunk in range(rec.chunk_of(start), rec.chunk_of(max(stop - 1, start)) + 1):
+            if rec.chunk_info(chunk).nwrites == 0:
+                continue
+            cw = rec.chunk_writes(chunk)
+            lo, hi = cw.range(start, stop)
+            self._apply_range(cw, lo, hi, True)
+
+    def _backward(self, start: int, stop: int) -> None:
+        """Undo transitions [stop, start) (start > stop), newest first."""
+        rec = self.rec
+        for chunk in range(rec.chunk_of(max(start - 1, 0)), rec.chunk_of(stop) - 1, -1):
+            if rec.chunk_info(chunk).nwrites == 0:
+                continue
+            cw = rec.chunk_writes(chunk)
+            lo, hi = cw.range(stop, start)
+            self._apply_range(cw, lo, hi, False)
+
+    def reset(self, keyframe: int) -> None:
+        self.base = keyframe
+        self.pos = keyframe
+        self.pages = {}
+
+    def seek(self, target: int) -> None:
+        if target == self.pos:
+            return
+        keyframes = self.rec.keyframes
+        i = bisect.bisect_right(keyframes, target) - 1
+        below = keyframes[max(i, 0)]
+        above = keyframes[i + 1] if i + 1 < len(keyframes) else None
+        here = abs(target - self.pos)
+        options = [(here, "here"), (target - below, "below")]
+        if above is not None:
+            options.append((above - target, "above"))
+        _, choice = min(options)
+        if choice == "below":
+            self.reset(below)
+        elif choice == "above":
+            self.reset(above)
+        if target > self.pos:
+            self._forward(self.pos, target)
+        elif target < self.pos:
+            self._backward(self.pos, target)
+        self.pos = target
+
+
+@dataclass(frozen=True)
+class Divergence:
+    step: int
+    address: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    keyframes_checked: int
+    divergences: tuple[Divergence, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"replay matches the recording at all {self.keyframes_checked} keyframes"
+        lines = [f"DIVERGENCE: {len(self.divergences)} problem(s); first at step {self.divergences[0].step}"]
+        lines += [f"  {d.message}" for d in self.divergences[:20]]
+        return "\n".join(lines)
+
+
+def verify_recording(rec: Recording) -> VerifyReport:
+    """Replay every write from the step-0 image and check the recorder's
+    checksum of all writable memory at every keyframe. Also reports what
+    the recorder itself found changed without a recorded write."""
+    memory: dict[int, bytearray] = {}
+    for page, digest in rec.image_pages(0).items():
+        if digest is not None:
+            memory[page] = bytearray(rec.page_bytes(digest))
+    divergences: list[Divergence] = []
+    previous = 0
+    checked = 0
+    for keyframe in rec.keyframes[1:]:
+        for chunk in range(rec.chunk_of(previous), rec.chunk_of(max(keyframe - 1, previous)) + 1):
+            for write in rec.chunk_writes(chunk).writes:
+                if not previous <= write.step < keyframe:
+                    continue
+                if write.kind == WRITE_FIXUP:
+                    divergences.append(Divergence(
+                        write.step, write.addr,
+                        f"recording: {write.size} bytes at {write.addr:#x} changed between steps "
+                        f"{previous} and {keyframe} without a recorded write"))
+                _apply_full(rec, memory, write)
+        checked += 1
+        maps = parse_maps(rec.maps_text(keyframe))
+        checksum, sums, _ = rec.keyframe(keyframe)
+        mine, my_sums = memory_checksum(_writable(memory, maps))
+        if mine != checksum:
+            divergences.append(_locate(rec, memory, keyframe, dict(sums), dict(my_sums)))
+        previous = keyframe
+    return VerifyReport(checked, tuple(divergences))
+
+
+def _apply_full(rec: Recording, memory: dict[int, bytearray], write: Write) -> None:
+    if write.kind == WRITE_PAGE:
+        if write.new is None:
+            memory.pop(write.addr >> 12, None)
+        else:
+            memory[write.addr >> 12] = bytearray(rec.page_bytes(write.new))
+        return
+    addr, end, position = write.addr, write.addr + write.size, 0
+    while addr < end:
+        page = memory.get(addr >> 12)
+        offset = addr & (PAGE_SIZE - 1)
+        take = min(PAGE_SIZE - offset, end - addr)
+        if page is not None:
+            page[offset:offset + take] = write.new[position:position + take]
+        addr += take
+        position += take
+
+
+def _writable(memory: dict[int, bytearray], maps: Sequence[MapEntry]):
+    seen = set()
+    for entry in maps:
+        if not entry.writable or entry.kind in ("vvar", "vsyscall"):
+            continue
+        for page in range(entry.start >> 12, entry.end >> 12):
+            content = memory.get(page)
+            if content is not None and page not in seen:
+                seen.add(page)
+                yield page, content
+
+
+def _locate(rec: Recording, memory: dict[int, bytearray], keyframe: int, recorded: dict[int, int],
+            replayed: dict[int, int]) -> Divergence:
+    pages = sorted(set(recorded) | set(replayed))
+    for page in pages:
+        if recorded.get(page) == replayed.get(page):
+            continue
+        addr = page << 12
+        digest = rec.image_hash(page, keyframe)
+        mine = memory.get(page)
+        if digest is None or mine is None or page not in recorded or page not in replayed:
+            return Divergence(keyframe, addr, f"replay diverges at step {keyframe}: page {addr:#x} is "
+                                              f"{'present' if page in replayed else 'missing'} in the replay, "
+                                              f"{'present' if page in recorded else 'missing'} in the recording")
+        theirs = rec.page_bytes(digest)
+        first = next((i for i in range(PAGE_SIZE) if theirs[i] != mine[i]), 0)
+        return Divergence(keyframe, addr + first,
+                          f"replay diverges at step {keyframe}: byte {addr + first:#x} replays as "
+                          f"{mine[first]:#04x}, the process had {theirs[first]:#04x}")
+    return Divergence(keyframe, None, f"replay diverges at step {keyframe}: checksum differs")
+
+
+# --------------------------------------------------------------------------
+
+
+class ReplayState:
+    """A StateSource (loaderdbg/snapshot.py) at the session's position."""
+
+    def __init__(self, session: "ReplaySession") -> None:
+        self._session = session
+        rec = session.recording
+        self.rec = rec
+        self.program = session.program
+        self.arch = get_arch(rec.meta["arch"])
+        self.step_exact = True
+        self.elf_cache = ElfCache(self._read_file)
+        self.kernel_sp = rec.meta["kernel_sp"]
+        self.entry_pc = rec.meta["entry_pc"]
+        try:
+            self.kernel_auxv_raw = bytes.fromhex(rec.meta.get("kernel_auxv", ""))
+        except ValueError:
+            raise UsageError(f"{rec.path}: meta kernel_auxv is not hex") from None
+        ldso = rec.meta.get("ldso")
+        self._ldso = ldso if isinstance(ldso, dict) else None
+        at_entry = rec.meta.get("at_entry")
+        self._at_entry = at_entry if isinstance(at_entry, dict) else None
+        self._maps_cache: dict[int, tuple] = {}
+
+    def _read_file(self, entry: MapEntry) -> bytes | None:
+        return self.rec.file_bytes(entry.dev, entry.inode, entry.path)
+
+    @property
+    def step_count(self) -> int:
+        return self._session.position
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return self._session.stop_reason
+
+    @property
+    def pid(self) -> int | None:
+        return self._session.pid
+
+    @property
+    def memory(self) -> ReplayMemory:
+        return self._session._memory
+
+    def registers_raw(self) -> bytes | None:
+        return self._session._regs
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        return self.memory.read(addr, size)
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        return self.memory.read(addr, size)
+
+    def _version(self) -> tuple:
+        version = self.rec.maps_version(self.step_count)
+        cached = self._maps_cache.get(version)
+        if cached is None:
+            try:
+                maps = parse_maps(self.rec.maps_text(self.step_count))
+            except DecodeError:
+                maps = ()
+            cached = [maps, None, None]
+            self._maps_cache[version] = cached
+        return cached
+
+    def maps(self) -> tuple[MapEntry, ...]:
+        return self._version()[0]
+
+    def objects(self) -> tuple[MappedObject, ...]:
+        cached = self._version()
+        if cached[1] is None:
+            cached[1] = discover_objects(cached[0], self.elf_cache)
+        return cached[1]
+
+    def symbols(self) -> SymbolTable:
+        cached = self._version()
+        if cached[2] is None:
+            cached[2] = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in self.objects()])
+        return cached[2]
+
+    def object_at(self, addr: int) -> MappedObject | None:
+        return next((o for o in self.objects() if o.contains(addr)), None)
+
+    def kernel_auxv(self):
+        try:
+            return parse_auxv(self.kernel_auxv_raw, self.arch, self)
+        except DecodeError:
+            return ()
+
+    def initial_stack(self) -> InitialStack | None:
+        try:
+            return decode_initial_stack(self, self.kernel_sp, self.arch)
+        except DecodeError:
+            return None
+
+    def relocation_states(self, obj: MappedObject):
+        data = self.elf_cache.object_bytes(obj)
+        if data is None:
+            return ()
+        loaded = LoadedObject(obj.name, obj.base, obj.info)
+        return relocation_states(loaded, data, self, self.symbols())
+
+    def threads(self) -> tuple[ThreadState, ...]:
+        out = []
+        regs = self.registers_raw()
+        for thread in self.rec.threads_data(self.step_count):
+            tid = thread.get("tid")
+            text = thread.get("status")
+            if not isinstance(tid, int) or not isinstance(text, str):
+                continue
+            try:
+                status = parse_task_status(text)
+            except DecodeError:
+                continue
+            fs_base = None
+            if tid == self.pid and regs is not None:
+                fs_base = int.from_bytes(regs[FS_BASE * 8:FS_BASE * 8 + 8], "little")
+            out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
+                                   status.sig_pending, status.shared_pending,
+                                   self.stop_reason.kind if tid == self.pid else "running (not traced)"))
+        return tuple(out)
+
+    def ldso_info(self) -> dict | None:
+        if self._ldso is not None and self.step_count >= self._ldso.get("step", 0):
+            return self._ldso
+        return None
+
+    def at_entry(self) -> int | None:
+        if self._at_entry is not None and self.step_count >= self._at_entry.get("step", 0):
+            return self._at_entry.get("value")
+        return None
+
+    def ldso_object(self) -> MappedObject | None:
+        ldso = self.ldso_info()
+        if ldso is None:
+            return None
+        return next((o for o in self.objects() if o.elf_offset == 0 and o.base == ldso.get("base")), None)
+
+    def program_object(self) -> MappedObject | None:
+        entry = self.at_entry()
+        if entry is not None:
+            found = self.object_at(entry)
+            if found is not None:
+                return found
+        return self.object_at(self.entry_pc)
+
+    @property
+    def events(self) -> Sequence[Event]:
+        position = self.step_count
+        return tuple(e for e in self._session._all_events if e.step <= position)
+
+
+INITIAL_REASON = StopReason("launch", "stopped at the first instruction after execve", target="first")
+
+
+class ReplaySession:
+    """The Session interface over a `.ldbg` recording."""
+
+    capabilities = frozenset({"replay", "reverse"})
+    position_exact = True
+    alive = False
+
+    def __init__(self, path: str) -> None:
+        self.recording = open_recording(path)
+        self.path = path
+        meta = self.recording.meta
+        self.program: str = meta["program"]
+        self.pid: int | None = meta.get("pid") if isinstance(meta.get("pid"), int) else None
+        self.last_step = self.recording.last_step
+        self._lock = threading.RLock()
+        self._memory = ReplayMemory(self.recording)
+        self._all_events = self.recording.events()
+        self._breakpoints: set[int] = set()
+        self._source = ReplayState(self)
+        end = meta.get("end")
+        self.end_reason = _reason_from_json(end) if isinstance(end, dict) else \
+            StopReason("end", f"the recording ends at step {self.last_step} (recorder stopped early)",
+                       reached=False)
+        self._pos = 0
+        self._regs = self.recording.regs_at(0)
+        self._reason = INITIAL_REASON
+
+    # -- Session state ---------------------------------------------------------
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return self._reason
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return build_snapshot(self._source)
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        with self._lock:
+            return self._memory.read(addr, size)
+
+    def registers_raw(self) -> bytes:
+        return self._regs
+
+    def register(self, name: str) -> int:
+        arch = self._source.arch
+        index = arch.user_regs_fields.index(name)
+        return int.from_bytes(self._regs[index * 8:index * 8 + 8], "little")
+
+    @property
+    def pc(self) -> int:
+        return self.register("rip")
+
+    def maps(self) -> Sequence:
+        with self._lock:
+            return self._source.maps()
+
+    def objects(self) -> Sequence:
+        with self._lock:
+            return self._source.objects()
+
+    def threads(self) -> Sequence:
+        with self._lock:
+            return self._source.threads()
+
+    def events(self) -> Sequence[Event]:
+        """Every event of the recording (the whole timeline, in step order);
+        a snapshot's events stop at its position."""
+        return self._all_events
+
+    def symbolize(self, addr: int) -> str | None:
+        with self._lock:
+            return self._source.symbols().symbolize(addr)
+
+    def disassemble(self, addr: int, count: int = 16):
+        with self._lock:
+            code = self._memory.read(addr, count * 15)
+            if code is None:
+                code = self._memory.read_prefix(addr, count * 15)
+            return disassemble(code, addr, self._source.arch, count=count, symbolize=self._source.symbols().symbolize)
+
+    def breakpoints(self) -> frozenset[int]:
+        return frozenset(self._breakpoints)
+
+    def add_breakpoint(self, addr: int) -> bool:
+        self._breakpoints.add(addr)
+        return True
+
+    def remove_breakpoint(self, addr: int) -> None:
+        self._breakpoints.discard(addr)
+
+    def interrupt(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.recording.close()
+
+    def __enter__(self) -> "ReplaySession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def verify(self) -> VerifyReport:
+        with self._lock:
+            return verify_recording(self.recording)
+
+    # -- motion ------------------------------------------------------------------
+    def _move(self, position: int, reason: StopReason | None = None) -> StopReason:
+        position = max(0, min(position, self.last_step))
+        self._memory.seek(position)
+        self._pos = position
+        self._regs = self.recording.regs_at(position)
+        if reason is None:
+            if position == self.last_step and position > 0:
+                reason = self.end_reason
+            elif position == 0:
+                reason = INITIAL_REASON
+            else:
+                reason = StopReason("step", f"step {position}")
+        self._reason = reason
+        return reason
+
+    def goto(self, step: int) -> StopReason:
+        with self._lock:
+            if not 0 <= step <= self.last_step:
+                raise UsageError(f"step {step} is outside the recording (0..{self.last_step})")
+            return self._move(step)
+
+    def step(self, n: int = 1) -> StopReason:
+        with self._lock:
+            if self._pos >= self.last_step:
+                self._reason = self.end_reason
+                return self._reason
+            return self._move(self._pos + max(n, 0))
+
+    def step_back(self, n: int = 1) -> StopReason:
+        with self._lock:
+            if self._pos == 0:
+                self._reason = StopReason("start", "at the start of the recording (step 0)", reached=False)
+                return self._reason
+            return self._move(self._pos - max(n, 0))
+
+    def step_over(self) -> StopReason:
+        with self._lock:
+            pc = self.pc
+            code = self._memory.read_prefix(pc, 15)
+            insn = disassemble_one(code, pc, self._source.arch) if code else None
+            if insn is None or not insn.is_call:
+                return self.step()
+            after = pc + insn.size
+            sp = self.register("rsp")
+            probe = self._pos
+            while True:
+                found = index.find_pc(self.recording, {after}, after=probe)
+                if found is None:
+                    return self._move(self.last_step)
+                if self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 19) >= sp:
+                    return self._move(found, StopReason("step", f"step {found}"))
+                probe = found
+
+    def cont(self, until: str | None = None) -> StopReason:
+        with self._lock:
+            target = parse_target(until) if until else None
+            return self._run(target, forward=True)
+
+    def reverse_cont(self, until: str | None = None) -> StopReason:
+        with self._lock:
+            target = parse_target(until) if until else None
+            return self._run(target, forward=False)
+
+    # -- finding stop targets ------------------------------------------------------
+    def _run(self, target: Target | None, forward: bool) -> StopReason:
+        here = self._pos
+        candidates: list[tuple[int, StopReason]] = []
+        if self._breakpoints:
+            found = index.find_pc(self.recording, self._breakpoints,
+                                  **({"after": here} if forward else {"before": here}))
+            if found is not None:
+                pc = self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 16)
+                where = self._source.symbols().symbolize(pc) or f"{pc:#x}"
+                candidates.append((found, StopReason("breakpoint", f"breakpoint at {pc:#x} ({where})",
+                                                     str(target) if target else None, reached=False)))
+        if target is not None:
+            found = self._find_target(target, forward)
+            if found is not None:
+                candidates.append(found)
+        if not candidates:
+            if target is None or (target.kind == "exit" and forward):
+                if forward:
+                    return self._move(self.last_step)
+                return self._move(0, StopReason("start", "reached the start of the recording (step 0)",
+                                                reached=False))
+            direction = "after" if forward else "before"
+            raise UsageError(f"{target} does not occur {direction} step {here} in this recording")
+        candidates.sort(key=lambda c: c[0] if forward else -c[0])
+        position, reason = candidates[0]
+        return self._move(position, reason)
+
+    def _pick(self, positions: Sequence[int], forward: bool) -> int | None:
+        here = self._pos
+        if forward:
+            return next((p for p in sorted(positions) if p > here), None)
+        return next((p for p in sorted(positions, reverse=True) if p < here), None)
+
+    def _find_target(self, target: Target, forward: bool) -> tuple[int, StopReason] | None:
+        kind = target.kind
+        rec = self.recording
+        label = str(target)
+
+        def reached(position: int, text: str | None = None) -> tuple[int, StopReason]:
+            pc = rec.chunk_regs(rec.chunk_of(position)).word(position, 16)
+            return position, StopReason("target", text or f"reached {label} at {pc:#x}", label)
+
+        if kind == "first":
+            return None if forward or self._pos == 0 else reached(0, "at the first instruction")
+        if kind == "step":
+            if target.value > self.last_step:
+                return (self.last_step, StopReason("end", f"the recording ends at step {self.last_step}",
+                                                   label, reached=False)) if forward else None
+            if (forward and target.value > self._pos) or (not forward and target.value < self._pos):
+                return target.value, StopReason("target", f"reached step {target.value}", label)
+            return None
+        if kind == "exit":
+            if not forward or self._pos >= self.last_step:
+                return None
+            end = self.end_reason
+            return self.last_step, StopReason(end.kind, end.description, label,
+                                              end.kind == "exited", end.signal, end.fault_address,
+                                              end.exit_code)
+        if kind in ("ldso-entry", "entry", "main"):
+            name = {"ldso-entry": "ldso-entry", "entry": "at-entry", "main": "main"}[kind]
+            steps = [e.step for e in self._all_events if e.kind == "milestone" and e.name == name and e.exact]
+            found = self._pick(steps, forward)
+            if found is not None:
+                return reached(found)
+            if kind == "main" and not steps:
+                return self._find_addresses(target, self._symbol_addresses("main"), forward)
+            return None
+        if kind == "signal":
+            steps = [s["step"] for s in rec.signals()]
+            found = self._pick(steps, forward)
+            if found is None:
+                return None
+            signal = next(s for s in rec.signals() if s["step"] == found)
+            return found, StopReason("signal", signal["detail"], label, signal=_signal_name(signal["signo"]))
+        if kind == "syscall":
+            calls = [c for c in rec.syscalls() if target.name in (None, c["name"])]
+            found = self._pick([c["step"] for c in calls], forward)
+            if found is None:
+                return None
+            call = next(c for c in calls if c["step"] == found)
+            return found, StopReason("syscall", f"about to make syscall {call['text']}", label)
+        if kind == "addr":
+            return self._find_addresses(target, {target.value}, forward)
+        if kind == "sym":
+            return self._find_addresses(target, self._symbol_addresses(target.name), forward)
+        return None
+
+    def _find_addresses(self, target: Target, addresses: set[int], forward: bool):
+        if not addresses:
+            return None
+        found = index.find_pc(self.recording, addresses, **({"after": self._pos} if forward else
+                                                             {"before": self._pos}))
+        if found is None:
+            return None
+        pc = self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 16)
+        return found, StopReason("target", f"reached {target} at {pc:#x}", str(target))
+
+    def _symbol_addresses(self, name: str) -> set[int]:
+        """Where ``name`` resolves in every memory map the recording had."""
+        addresses = set()
+        saved = self._pos
+        for step, _text in self.recording.maps_rows:
+            self._pos = step
+            try:
+                addr = self._source.symbols().resolve(name)
+                if addr is None:  # a local symbol (.symtab), like execsolib_handoff
+                    for obj in self._source.objects():
+                        symbol = obj.info.symbol_named(name)
+                        if symbol is not None and symbol.shndx_defined and symbol.value:
+                            addr = obj.base + symbol.value
+                            break
+            except DecodeError:
+                addr = None
+            if addr is not None:
+                addresses.add(addr)
+        self._pos = saved
+        return addresses
+
+
+def _signal_name(number: int) -> str:
+    import signal as _signal
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def _reason_from_json(data: dict) -> StopReason:
+    def text(key):
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    def number(key):
+        value = data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return StopReason(text("kind") or "end", text("description") or "end of the recording", text("target"),
+                      bool(data.get("reached", False)), text("signal"), number("fault_address"),
+                      number("exit_code"))

@@ -1,0 +1,211 @@
+"""Controlling a recording: stop targets, Ctrl-C, a recorder killed
+mid-run, and `explain PROG`. The tracee must never outlive the recorder
+(the suite's no-orphans guard checks every test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from loaderdbg.analysis.explain import explain_program
+from loaderdbg.errors import UsageError
+from loaderdbg.process.tracee import LaunchSpec
+from loaderdbg.record.format import open_recording
+from loaderdbg.record.recorder import record_program
+from loaderdbg.record.replay import ReplaySession
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+
+
+def spec_for(path: str, *args: str) -> LaunchSpec:
+    return LaunchSpec(path=path, argv=(path, *args), env=dict(ENV))
+
+
+@pytest.fixture(scope="module")
+def static_meta(tmp_path_factory, fixtures_dir):
+    """A full recording of hello-static, to know its addresses."""
+    program = str(fixtures_dir / "zoo/hello-static")
+    path = tmp_path_factory.mktemp("targets") / "full.ldbg"
+    summary = record_program(spec_for(program), str(path), "exit", progress=False)
+    with ReplaySession(str(path)) as replay:
+        return program, summary, replay.recording.meta, replay.events()
+
+
+def record(tmp_path, program, until, **kwargs):
+    path = tmp_path / "t.ldbg"
+    summary = record_program(spec_for(program), str(path), until, progress=False, **kwargs)
+    return summary, ReplaySession(str(path))
+
+
+def test_until_first_and_step(tmp_path, static_meta):
+    program = static_meta[0]
+    summary, replay = record(tmp_path, program, "first")
+    with replay:
+        assert summary.steps == 0 and replay.last_step == 0 and summary.stop_reason.reached
+        assert replay.pc == replay.recording.meta["entry_pc"]
+    summary, replay = record(tmp_path, program, "step:5000")
+    with replay:
+        assert summary.steps == 5000 == replay.last_step and summary.stop_reason.reached
+        assert replay.verify().ok
+
+
+def test_until_syscall_addr_sym_main(tmp_path, static_meta):
+    program, full, meta, events = static_meta
+    summary, replay = record(tmp_path, program, "syscall:write")
+    with replay:
+        replay.goto(replay.last_step)
+        assert replay.register("rax") == 1 and replay.disassemble(replay.pc, 1)[0].mnemonic == "syscall"
+        assert "write" in summary.stop_reason.description
+    entry = meta["at_entry"]["value"]
+    summary, replay = record(tmp_path, program, f"addr:{entry:#x}")
+    with replay:
+        assert summary.stop_reason.reached
+        replay.goto(replay.last_step)
+        assert replay.pc == entry
+    main_step = next(e.step for e in events if e.name == "main")
+    summary, replay = record(tmp_path, program, "main")
+    with replay:
+        assert summary.steps == main_step and summary.stop_reason.reached
+    summary, replay = record(tmp_path, program, "sym:main")
+    with replay:
+        assert summary.steps == main_step
+        replay.goto(replay.last_step)
+        assert replay.symbolize(replay.pc) == "main"
+    summary, _ = record(tmp_path, program, "exit", max_steps=1000)
+    assert summary.steps == 1000 and not summary.stop_reason.reached
+
+
+def test_until_signal(tmp_path, fixtures_dir):
+    summary, replay = record(tmp_path, str(fixtures_dir / "execsolib/rdxbug/libexecsolib.so"), "signal")
+    with replay:
+        assert summary.stop_reason.reached and summary.stop_reason.signal == "SIGSEGV"
+        replay.goto(replay.last_step)
+        assert replay.pc == 0
+
+
+def test_bad_target_is_a_usage_error(tmp_path, static_meta):
+    with pytest.raises(UsageError):
+        record_program(spec_for(static_meta[0]), str(tmp_path / "x.ldbg"), "nowhere")
+
+
+def test_ctrl_c_leaves_a_valid_file(tmp_path):
+    """SIGINT while recording `sleep 30` (stepping, or blocked in
+    nanosleep): the recording stops cleanly at the last complete step and
+    the tracee is gone."""
+    path = tmp_path / "sleep.ldbg"
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        summary = record_program(spec_for("/bin/sleep", "30"), str(path), "exit", progress=False)
+    finally:
+        timer.cancel()
+    assert summary.interrupted and summary.stop_reason.kind == "interrupted"
+    assert summary.seconds < 15
+    with ReplaySession(str(path)) as replay:
+        assert replay.last_step == summary.steps > 0
+        assert replay.end_reason.kind == "interrupted"
+        assert replay.verify().ok
+    with pytest.raises(ProcessLookupError):
+        os.kill(open_recording(str(path)).meta["pid"], 0)
+
+
+RECORDER = """
+import sys
+from loaderdbg.process.tracee import LaunchSpec
+from loaderdbg.record.recorder import record_program
+spec = LaunchSpec(path="/usr/bin/python3", argv=("python3", "-c", "pass"), env={"PATH": "/usr/bin:/bin"})
+record_program(spec, sys.argv[1], "exit", progress=False, keyframe_chunks=2)
+"""
+
+
+def test_a_killed_recorder_leaves_a_readable_prefix(tmp_path):
+    """kill -9 of the recorder: the tracee dies with it (PTRACE_O_EXITKILL)
+    and the committed chunks replay."""
+    path = tmp_path / "killed.ldbg"
+    recorder = subprocess.Popen([sys.executable, "-c", RECORDER, str(path)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            try:
+                rec = open_recording(str(path))
+            except UsageError:
+                continue
+            if rec.last_step > 20_000:
+                rec.close()
+                break
+            rec.close()
+        recorder.kill()
+    finally:
+        recorder.wait(timeout=10)
+    rec = open_recording(str(path))
+    tracee = rec.meta["pid"]
+    assert not rec.meta["complete"] and rec.last_step > 20_000
+    rec.close()
+    for _ in range(40):
+        try:
+            os.kill(tracee, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"tracee {tracee} outlived its recorder")
+    with ReplaySession(str(path)) as replay:
+        assert replay.end_reason.kind == "end"
+        replay.goto(replay.last_step)
+        replay.snapshot()
+        report = replay.verify()
+        assert report.ok and report.keyframes_checked >= 1, report.describe()
+
+
+def test_explain_a_program(fixtures_dir):
+    spec = spec_for(str(fixtures_dir / "execsolib/rdxbug/libexecsolib.so"))
+    text = explain_program(spec)
+    assert "`jmp rdx`" in text and "`xor edx, edx`" in text and "one step earlier" in text
+    assert "ld.so's entry point" in text
+
+
+SIGNALS_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static volatile int hits;
+static void handler(int sig) { hits += sig; }
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigaction(SIGUSR1, &sa, 0);
+    sigaction(SIGTRAP, &sa, 0);
+    raise(SIGUSR1);                /* a signal stop, then a handler frame */
+    __asm__ volatile("int3");      /* the program's own int3: SIGTRAP to its handler */
+    return hits == SIGUSR1 + SIGTRAP ? 0 : 1;
+}
+"""
+
+
+def test_signal_handlers_and_int3(tmp_path):
+    gcc = subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "signals"), "-x", "c", "-"], input=SIGNALS_C,
+                         text=True, capture_output=True)
+    if gcc.returncode:
+        pytest.skip(f"cannot build the signal test program: {gcc.stderr.strip()}")
+    summary, replay = record(tmp_path, str(tmp_path / "signals"), "exit")
+    with replay:
+        assert summary.stop_reason.kind == "exited" and summary.stop_reason.exit_code == 0
+        assert summary.divergences == 0 and replay.verify().ok
+        signals = [e.name for e in replay.events() if e.kind == "signal"]
+        assert signals == ["SIGUSR1", "SIGTRAP"]
+
+
+def test_unwritable_output_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError):
+        record_program(spec_for("/bin/true"), str(tmp_path / "no" / "such" / "dir.ldbg"), "exit")

@@ -1,0 +1,663 @@
+"""LoaderdbgApp: the Textual front end on one Session (live or replayed).
+
+Threading (DESIGN.md §8): session calls block while the engine's tracer
+thread works, so every one runs in a Textual thread worker; workers post
+messages (messages.py) and only the App's handlers touch state and widgets.
+
+Stepping is coalesced: while a step and its snapshot are in flight, further
+F7 presses add up, and run as one ``step(n)`` when the first is done; so a
+held key never queues hundreds of snapshots or redraws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from rich.console import RenderableType
+from rich.text import Text
+from textual import on
+from textual.app import App
+from textual.binding import Binding
+from textual.widgets import Input
+
+from loaderdbg.errors import LoaderdbgError
+from loaderdbg.session import MILESTONE_TITLES
+
+from loaderdbg_tui import reports
+from loaderdbg_tui.command_line import CommandLine
+from loaderdbg_tui.commands import Command, CommandError, parse_command
+from loaderdbg_tui.confirm_screen import ConfirmScreen
+from loaderdbg_tui.describe import RUN_TO_TARGETS, step_text
+from loaderdbg_tui.disassembly import DisassemblyPane
+from loaderdbg_tui.goto_screen import GotoScreen
+from loaderdbg_tui.help_screen import HelpScreen
+from loaderdbg_tui.log import LogPane
+from loaderdbg_tui.main_screen import WIDE, MainScreen
+from loaderdbg_tui.messages import BreakpointsChanged, CommandOutput, ViewReady
+from loaderdbg_tui.palette import LoaderdbgCommands
+from loaderdbg_tui.program_output import ProgramOutputPane
+from loaderdbg_tui.status import StatusLine
+from loaderdbg_tui.timeline import Timeline
+from loaderdbg_tui.view import StopView, build_view, session_alive
+
+BUSY_AFTER = 0.15      # seconds before the busy indicator shows (no flicker on quick steps)
+MAX_LOG_LINES = 2000
+MAX_OUTPUT_LINES = 10000
+MOTION_GROUP = "motion"
+QUIET_STOPS = frozenset({"step", "target"})
+
+# Actions that move the target, and what a session must be able to do for them.
+NEEDS_REVERSE = frozenset({"step_back", "reverse_cont"})
+MOVES = frozenset({"step", "step_over", "cont", "run_to", "step_back", "reverse_cont", "goto"})
+
+
+class LoaderdbgApp(App[int]):
+    """The loaderdbg TUI on ``session``."""
+
+    # Absolute: a relative CSS_PATH is resolved next to the file of the
+    # App subclass (a test's subclass would not find it).
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "loaderdbg"
+    COMMANDS = App.COMMANDS | {LoaderdbgCommands}
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("f7", "step", "Step", key_display="F7"),
+        Binding("f8", "step_over", "Over", key_display="F8"),
+        Binding("f5", "cont", "Cont", key_display="F5"),
+        Binding("shift+f7", "step_back", "Back", key_display="⇧F7"),
+        Binding("shift+f5", "reverse_cont", "RCont", key_display="⇧F5"),
+        Binding("l", "run_to('ldso-entry')", "ld.so"),
+        Binding("e", "run_to('at-entry')", "AT_ENTRY"),
+        Binding("g", "goto", "Goto"),
+        Binding("b", "toggle_breakpoint", "Break"),
+        Binding("colon", "focus_command", "Cmd", show=False),
+        Binding("escape", "leave_command", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True),
+    ]
+
+    def __init__(self, session, title: str | None = None, *, output_fd: int | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.capabilities = frozenset(getattr(session, "capabilities", frozenset()))
+        self.target_label = title
+        program = os.path.basename(str(getattr(session, "program", "") or ""))
+        self.title = title or (f"loaderdbg — {program}" if program else "loaderdbg")
+        self.output_fd = output_fd
+        self.view: StopView | None = None
+        self.log_lines: list[RenderableType] = []
+        self.output_lines: list[str] = []
+        self.history: list[str] = []
+        self.busy: str | None = None
+        self._busy_kind: str | None = None
+        self._backlog = 0
+        self._busy_timer = None
+        self._generation = 0
+        self._output_partial = ""
+        self._enabled: frozenset[str] = frozenset()
+
+    # -- hooks -----------------------------------------------------------------
+    def present_volatile(self, kind: str, text: str) -> str:
+        """How values that differ between runs (pid, AT_RANDOM bytes, the
+        machine's AT_HWCAP…) are shown. Snapshot tests override this to mask
+        them; kinds are "pid", "auxv:AT_NAME" and "path" (a file path)."""
+        return text
+
+    # -- lifecycle ---------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen(wide=self.size.width >= WIDE))
+        if self.output_fd is not None:
+            asyncio.get_running_loop().add_reader(self.output_fd, self._read_output)
+        self._motion("start", None)
+
+    def on_unmount(self) -> None:
+        self._stop_reading_output()
+
+    def _main_screen(self) -> MainScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        return None
+
+    # -- program output ------------------------------------------------------------
+    def _read_output(self) -> None:
+        try:
+            data = os.read(self.output_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's other side is closed
+            data = b""
+        if not data:
+            self._stop_reading_output()
+            return
+        text = self._output_partial + data.decode("utf-8", "replace")
+        *lines, self._output_partial = text.split("\n")
+        lines = [line.rstrip("\r") for line in lines]  # a pty writes \r\n
+        self.output_lines.extend(lines)
+        del self.output_lines[:-MAX_OUTPUT_LINES]
+        screen = self._main_screen()
+        if screen is not None and lines:
+            for pane in screen.query(ProgramOutputPane):
+                for line in lines:
+                    pane.write_output(line)
+
+    def _stop_reading_output(self) -> None:
+        if self.output_fd is None:
+            return
+        try:
+            asyncio.get_running_loop().remove_reader(self.output_fd)
+        except (RuntimeError, ValueError, OSError):
+            pass
+
+    # -- motion ----------------------------------------------------------------------
+    def _motion(self, label: str, job: Callable[[], object] | None, kind: str | None = None) -> bool:
+        """Run job (a session call that moves the target) in a thread worker,
+        then decode the new stop; refuse if something else is running."""
+        if self.busy is not None:
+            if kind is not None and kind == self._busy_kind:
+                self._backlog += 1
+                return True
+            self.bell()
+            self.log_line(Text(f"busy ({self.busy}); Ctrl+C interrupts it", style="yellow"))
+            return False
+        self.busy = label
+        self._busy_kind = kind
+        self._busy_timer = self.set_timer(BUSY_AFTER, self._show_busy)
+        self._generation += 1
+        self.run_worker(partial(self._motion_worker, label, job, self._generation), thread=True,
+                        group=MOTION_GROUP, exit_on_error=False)
+        return True
+
+    def _show_busy(self) -> None:
+        screen = self._main_screen()
+        if self.busy is not None and screen is not None:
+            for status in screen.query(StatusLine):
+                status.set_busy(self.busy)
+
+    def _motion_worker(self, label: str, job: Callable[[], object] | None, generation: int) -> None:
+        error = None
+        if job is not None:
+            try:
+                job()
+            except LoaderdbgError as err:
+                error = str(err)
+            except NotImplementedError as err:
+                error = str(err) or "this session cannot do that"
+            except Exception as err:  # shown, never swallowed silently
+                error = f"{type(err).__name__}: {err}"
+        view = None
+        try:
+            view = build_view(self.session, self.view, generation)
+        except Exception as err:
+            note = f"cannot decode the stop: {type(err).__name__}: {err}"
+            error = f"{error}; {note}" if error else note
+        self.post_message(ViewReady(view, label, error))
+
+    def on_view_ready(self, message: ViewReady) -> None:
+        if self._busy_timer is not None:
+            self._busy_timer.stop()
+            self._busy_timer = None
+        self.busy = None
+        kind = self._busy_kind
+        self._busy_kind = None
+        if message.view is not None:
+            self.view = message.view
+            self._show(message.view)
+        self._report(message, kind)
+        enabled = self._enabled_actions()
+        if enabled != self._enabled:
+            self._enabled = enabled
+            self.refresh_bindings()  # the footer recomposes: only when something changed
+        if self._backlog and kind is not None and self.view is not None and self.view.alive:
+            count, self._backlog = self._backlog, 0
+            self._step_kind(kind, count)
+        else:
+            self._backlog = 0
+
+    def _report(self, message: ViewReady, kind: str | None) -> None:
+        """Say in the log how a motion ended. A plain step is in the status
+        line already; a log line for each would also cost a log redraw."""
+        view = message.view
+        if message.error:
+            label = "cannot show the first stop" if message.label == "start" else message.label
+            self.log_line(Text(f"{label}: {message.error}", style="bold red"))
+            if message.label != "start":
+                self.notify(message.error, title=message.label, severity="error", timeout=4)
+            return
+        if view is None or message.label == "start":
+            return
+        if kind is not None and not view.crashed and view.stop.kind in QUIET_STOPS:
+            return
+        where = step_text(view.position, view.position_exact)
+        self.log_line(Text(f"{message.label} → step {where}: {view.words.headline}",
+                           style="red" if view.crashed else "dim"))
+
+    def _show(self, view: StopView) -> None:
+        screen = self._main_screen()
+        if screen is None:
+            return
+        statuses, panes, timelines = screen.view_targets()
+        with self.batch_update():
+            for status in statuses:
+                status.set_busy(None)
+                status.show_view(view)
+            for pane in panes:
+                pane.show_view(view)
+            for timeline in timelines:
+                timeline.show_view(view)
+
+    # -- what the session can do --------------------------------------------------------
+    def _alive(self) -> bool:
+        return session_alive(self.session)
+
+    def _enabled_actions(self) -> frozenset[str]:
+        return frozenset(action for action in (*MOVES, "toggle_breakpoint")
+                         if self.check_action(action, ()) is True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in NEEDS_REVERSE and "reverse" not in self.capabilities:
+            return None  # shown greyed out
+        if action == "goto":
+            if "replay" in self.capabilities:
+                return True
+            return True if self._alive() and (self.view is None or self.view.position_exact) else None
+        if action in MOVES and not self._alive():
+            return None
+        if action == "toggle_breakpoint" and not hasattr(self.session, "add_breakpoint"):
+            return None
+        return True
+
+    # -- keys -------------------------------------------------------------------------------
+    def action_step(self) -> None:
+        self._step_kind("step", 1)
+
+    def action_step_over(self) -> None:
+        self._step_kind("next", 1)
+
+    def action_step_back(self) -> None:
+        self._step_kind("back", 1)
+
+    def _step_kind(self, kind: str, count: int) -> None:
+        if self.busy is not None and self._busy_kind == kind:
+            self._backlog += count
+            return
+        if kind == "back" and "reverse" not in self.capabilities:
+            self.log_line(Text("step back needs a recording (loaderdbg record, then replay)", style="yellow"))
+            return
+        if kind != "back" and not self._alive():
+            self._gone()
+            return
+        session = self.session
+        jobs = {
+            "step": (f"si {count}" if count > 1 else "si", lambda: session.step(count)),
+            "next": (f"ni {count}" if count > 1 else "ni", lambda: _step_over(session, count)),
+            "back": (f"rsi {count}" if count > 1 else "rsi", lambda: session.step_back(count)),
+        }
+        label, job = jobs[kind]
+        self._switch_to_code()
+        self._motion(label, job, kind=kind)
+
+    def action_cont(self) -> None:
+        if not self._alive():
+            self._gone()
+            return
+        self._switch_to_code()
+        self._motion("continue", lambda: self.session.cont(None))
+
+    def action_reverse_cont(self) -> None:
+        if "reverse" not in self.capabilities:
+            self.log_line(Text("reverse continue needs a recording", style="yellow"))
+            return
+        self._switch_to_code()
+        self._motion("reverse continue", lambda: self.session.reverse_cont(None))
+
+    def action_run_to(self, milestone: str) -> None:
+        self.run_to_milestone(milestone)
+
+    def run_to_milestone(self, milestone: str) -> None:
+        """Go to a milestone: goto its step in a recording; on a live
+        process run to it if it is ahead, else offer to relaunch."""
+        view = self.view
+        target = RUN_TO_TARGETS.get(milestone)
+        title = MILESTONE_TITLES.get(milestone, milestone)
+        seen = None
+        if view is not None:
+            seen = next((e for e in view.snapshot.events if e.kind == "milestone" and e.name == milestone), None)
+        session = self.session
+        if "replay" in self.capabilities:
+            if seen is not None and seen.exact and seen.step >= 0:
+                self._motion(f"goto {title}", lambda: session.goto(seen.step))
+            elif target is not None:
+                self._motion(f"run to {target}", lambda: session.cont(target))
+            else:
+                self.log_line(Text(f"{title}: not in this recording", style="yellow"))
+            return
+        if seen is not None:
+            marker = next((m for m in view.markers if m.name == milestone), None)
+            if marker is not None and marker.here:
+                self.log_line(Text(f"already at {title}", style="dim"))
+                return
+            self.push_screen(
+                ConfirmScreen(f"{title} is behind us: a live process cannot go back.\n"
+                              f"Relaunch it (starti){' and run to ' + title if target else ''}?",
+                              yes="Relaunch", no="Stay"),
+                partial(self._relaunch_to, target, title))
+            return
+        if target is None:
+            self.log_line(Text(f"{title} has no stop target; it shows up when it happens", style="yellow"))
+            return
+        if not self._alive():
+            self._gone()
+            return
+        self._switch_to_code()
+        self._motion(f"run to {target}", lambda: session.cont(target))
+
+    def _relaunch_to(self, target: str | None, title: str, answer: bool | None) -> None:
+        if not answer:
+            return
+        session = self.session
+
+        def job() -> None:
+            session.restart()
+            if target is not None:
+                session.cont(target)
+        self._motion(f"starti, run to {target}" if target else "starti", job)
+
+    def action_goto(self) -> None:
+        view = self.view
+        current = step_text(view.position, view.position_exact) if view else "?"
+        note = "" if "replay" in self.capabilities else "Live: forward only."
+        self.push_screen(GotoScreen(current, note), self._goto)
+
+    def _goto(self, step: int | None) -> None:
+        if step is None:
+            return
+        self._switch_to_code()
+        self._motion(f"goto {step}", lambda: self.session.goto(step))
+
+    def action_toggle_breakpoint(self) -> None:
+        screen = self._main_screen()
+        panes = screen.query(DisassemblyPane) if screen is not None else ()
+        address = panes.first().selected_address() if panes else None
+        if address is None:
+            self.log_line(Text("no disassembly line selected", style="yellow"))
+            return
+        self.toggle_breakpoint(address)
+
+    def toggle_breakpoint(self, address: int, *, want: bool | None = None) -> None:
+        """Set (want True), remove (False) or flip the breakpoint at address."""
+        session = self.session
+
+        def work() -> None:
+            try:
+                present = address in session.breakpoints()
+                if want is False or (want is None and present):
+                    session.remove_breakpoint(address)
+                    note = f"breakpoint at {address:#x} removed" if present else f"no breakpoint at {address:#x}"
+                elif present:
+                    note = f"breakpoint at {address:#x} already set"
+                else:
+                    armed = session.add_breakpoint(address)
+                    where = session.symbolize(address)
+                    note = f"breakpoint at {address:#x}" + (f" <{where}>" if where else "")
+                    if not armed:
+                        note += " (not mapped yet: armed when it is)"
+                self.post_message(BreakpointsChanged(frozenset(session.breakpoints()), note))
+            except Exception as err:
+                self.post_message(CommandOutput(Text(f"breakpoint: {err}", style="red"), error=True))
+        self.run_worker(work, thread=True, group="breakpoints", exit_on_error=False)
+
+    def on_breakpoints_changed(self, message: BreakpointsChanged) -> None:
+        self.log_line(Text(message.note, style="red" if "removed" not in message.note else "dim"))
+        if self.view is not None:
+            self.view = self.view.with_breakpoints(message.breakpoints)
+            self._show(self.view)
+
+    def action_interrupt(self) -> None:
+        if self.busy is None:
+            self.notify("Nothing is running. Press q to quit.", timeout=3)
+            return
+        interrupt = getattr(self.session, "interrupt", None)
+        if interrupt is None:
+            self.notify("this session cannot be interrupted", severity="warning")
+            return
+        interrupt()
+        self.log_line(Text(f"interrupting {self.busy}…", style="yellow"))
+
+    async def action_quit(self) -> None:
+        if self.busy is not None:
+            interrupt = getattr(self.session, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
+        self.exit(0)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_focus_command(self) -> None:
+        screen = self._main_screen()
+        if screen is not None:
+            screen.query_one(CommandLine).focus()
+
+    def action_leave_command(self) -> None:
+        screen = self._main_screen()
+        if screen is not None and isinstance(self.focused, Input):
+            screen.query_one("#listing").focus()
+
+    def _gone(self) -> None:
+        self.log_line(Text("the process is gone; starti relaunches it", style="yellow"))
+
+    def _switch_to_code(self) -> None:
+        screen = self._main_screen()
+        if screen is not None and not screen.wide and screen.active_tab() == "tab-log":
+            screen.show_tab("tab-code")
+
+    # -- timeline -------------------------------------------------------------------------------
+    def on_timeline_selected(self, message: Timeline.Selected) -> None:
+        self.run_to_milestone(message.marker.name)
+
+    # -- command line ----------------------------------------------------------------------------
+    @on(Input.Submitted, "#command")
+    def _command_submitted(self, event: Input.Submitted) -> None:
+        line = event.value
+        field = event.input
+        if isinstance(field, CommandLine):
+            field.remember(line.strip())
+        field.value = ""
+        self.run_command(line)
+
+    def run_command(self, line: str) -> None:
+        try:
+            command = parse_command(line)
+        except CommandError as err:
+            self.log_line(Text(f"(ldbg) {line.strip()}", style="bold"))
+            self.log_line(Text(str(err), style="red"), show=True)
+            return
+        if command is None:
+            return
+        self.log_line(Text(f"(ldbg) {command.text}", style="bold"))
+        handler = getattr(self, f"_cmd_{command.verb.replace('-', '_')}")
+        handler(command)
+
+    # motion commands
+    def _cmd_step(self, command: Command) -> None:
+        self._step_kind("step", command.count)
+
+    def _cmd_next(self, command: Command) -> None:
+        self._step_kind("next", command.count)
+
+    def _cmd_step_back(self, command: Command) -> None:
+        self._step_kind("back", command.count)
+
+    def _cmd_continue(self, command: Command) -> None:
+        self.action_cont()
+
+    def _cmd_reverse_continue(self, command: Command) -> None:
+        if "reverse" not in self.capabilities:
+            self.log_line(Text("reverse continue needs a recording", style="yellow"), show=True)
+            return
+        self._motion("reverse continue", lambda: self.session.reverse_cont(command.target))
+
+    def _cmd_starti(self, command: Command) -> None:
+        restart = getattr(self.session, "restart", None)
+        if restart is None:
+            if "replay" in self.capabilities:
+                self._motion("goto 0", lambda: self.session.goto(0))
+            else:
+                self.log_line(Text("this session cannot relaunch", style="yellow"), show=True)
+            return
+        self._switch_to_code()
+        self._motion("starti", restart)
+
+    def _cmd_until(self, command: Command) -> None:
+        target = command.target
+        milestone = next((m for m, t in RUN_TO_TARGETS.items() if t == target), None)
+        if milestone is not None:
+            self.run_to_milestone(milestone)
+            return
+        if not self._alive():
+            self._gone()
+            return
+        self._switch_to_code()
+        self._motion(f"run to {target}", lambda: self.session.cont(target))
+
+    def _cmd_goto(self, command: Command) -> None:
+        self._goto(command.count)
+
+    def _cmd_quit(self, command: Command) -> None:
+        self.run_worker(self.action_quit())
+
+    # breakpoints
+    def _cmd_break(self, command: Command) -> None:
+        try:
+            address = command.address.resolve(self.view.registers if self.view else None)
+        except CommandError as err:
+            self.log_line(Text(str(err), style="red"), show=True)
+            return
+        self.toggle_breakpoint(address, want=True)
+
+    def _cmd_delete(self, command: Command) -> None:
+        try:
+            address = command.address.resolve(self.view.registers if self.view else None)
+        except CommandError as err:
+            self.log_line(Text(str(err), style="red"), show=True)
+            return
+        self.toggle_breakpoint(address, want=False)
+
+    # queries on the current view (no session call: run here)
+    def _from_view(self, report: Callable[[StopView], RenderableType]) -> None:
+        if self.view is None:
+            self.log_line(Text("no stop decoded yet", style="yellow"), show=True)
+            return
+        self.log_line(report(self.view), show=True)
+
+    def _cmd_auxv(self, command: Command) -> None:
+        self._from_view(reports.auxv_report)
+
+    def _cmd_registers(self, command: Command) -> None:
+        self._from_view(reports.registers_report)
+
+    def _cmd_breakpoints(self, command: Command) -> None:
+        self._from_view(reports.breakpoints_report)
+
+    def _cmd_vmmap(self, command: Command) -> None:
+        self._from_view(reports.vmmap_report)
+
+    def _cmd_threads(self, command: Command) -> None:
+        self._from_view(reports.threads_report)
+
+    def _cmd_link_map(self, command: Command) -> None:
+        self._from_view(reports.link_map_report)
+
+    def _cmd_events(self, command: Command) -> None:
+        self._from_view(reports.events_report)
+
+    def _cmd_explain(self, command: Command) -> None:
+        self._from_view(reports.explain_report)
+
+    def _cmd_help(self, command: Command) -> None:
+        self.log_line(reports.help_report(), show=True)
+
+    # queries that read the target (thread worker)
+    def _cmd_examine(self, command: Command) -> None:
+        self._query(lambda: reports.examine(self.session, self.view, command))
+
+    def _cmd_got(self, command: Command) -> None:
+        if self.view is None:
+            return
+        view = self.view
+        self._query(lambda: reports.got_report(self.session, view))
+
+    def _query(self, produce: Callable[[], RenderableType]) -> None:
+        def work() -> None:
+            try:
+                self.post_message(CommandOutput(produce()))
+            except CommandError as err:
+                self.post_message(CommandOutput(Text(str(err), style="red"), error=True))
+            except Exception as err:
+                self.post_message(CommandOutput(Text(f"{type(err).__name__}: {err}", style="red"), error=True))
+        self.run_worker(work, thread=True, group="query", exit_on_error=False)
+
+    def on_command_output(self, message: CommandOutput) -> None:
+        self.log_line(message.renderable, show=True)
+
+    # -- log -----------------------------------------------------------------------------------------
+    def log_line(self, renderable: RenderableType, *, show: bool = False) -> None:
+        """Add to the log pane; show=True brings the log tab forward on a
+        narrow screen."""
+        self.log_lines.append(renderable)
+        if len(self.log_lines) > MAX_LOG_LINES:
+            del self.log_lines[:len(self.log_lines) - MAX_LOG_LINES]
+        screen = self._main_screen()
+        if screen is None:
+            return
+        for pane in screen.query(LogPane):
+            pane.write(renderable)
+        if show and not screen.wide:
+            screen.show_tab("tab-log")
+
+    # -- palette -----------------------------------------------------------------------------------
+    def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
+        entries = [
+            ("Step one instruction", "F7 · si", "step", self.action_step),
+            ("Step over", "F8 · ni", "step_over", self.action_step_over),
+            ("Continue", "F5 · c", "cont", self.action_cont),
+            ("Step back", "Shift+F7 · rsi (recordings)", "step_back", self.action_step_back),
+            ("Reverse continue", "Shift+F5 · rc (recordings)", "reverse_cont", self.action_reverse_cont),
+            ("Run to ld.so entry", "l · until ldso-entry", "run_to",
+             partial(self.run_to_milestone, "ldso-entry")),
+            ("Run to AT_ENTRY", "e · until entry", "run_to", partial(self.run_to_milestone, "at-entry")),
+            ("Run to main", "until main", "run_to", partial(self.run_to_milestone, "main")),
+            ("Go to step…", "g · goto N", "goto", self.action_goto),
+            ("Relaunch (starti)", "starti", "", partial(self.run_command, "starti")),
+            ("Show auxv", "info auxv", "", partial(self.run_command, "info auxv")),
+            ("Show memory maps", "vmmap", "", partial(self.run_command, "vmmap")),
+            ("Show GOT", "got", "", partial(self.run_command, "got")),
+            ("Explain", "explain: milestones and hand-off check", "", partial(self.run_command, "explain")),
+            ("Help", "?", "", self.action_help),
+        ]
+        return [(name, words, callback) for name, words, action, callback in entries
+                if not action or self.check_action(action, ()) is True]
+
+
+def _step_over(session, count: int) -> None:
+    for _ in range(count):
+        reason = session.step_over()
+        if reason is None or reason.kind not in ("step", "target"):
+            return
+
+
+def run_app(session, *, title: str | None = None, output_fd: int | None = None) -> int:
+    """Run the TUI on session until the user quits; the caller closes the
+    session afterwards. Returns an exit code (0 ok, 1 if the app failed)."""
+    app = LoaderdbgApp(session, title, output_fd=output_fd)
+    result = app.run()
+    if isinstance(result, int):
+        return result
+    return app.return_code or 0

@@ -1,0 +1,35 @@
+"""The command line: an Input for gdb words, with history (up/down)."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.widgets import Input
+
+PLACEHOLDER = ("(ldbg) si · ni · c · starti · b *ADDR · x/4gx $sp · info auxv · vmmap · got · explain · "
+               "until T  (: to type)")
+
+
+class CommandLine(Input):
+    """Where commands are typed."""
+
+    BINDINGS = [
+        Binding("up", "history(-1)", show=False),
+        Binding("down", "history(1)", show=False),
+    ]
+
+    def __init__(self, history: list[str], **kwargs) -> None:
+        super().__init__(placeholder=PLACEHOLDER, **kwargs)
+        self.history = history
+        self._index = len(history)
+
+    def remember(self, line: str) -> None:
+        if line and (not self.history or self.history[-1] != line):
+            self.history.append(line)
+        self._index = len(self.history)
+
+    def action_history(self, delta: int) -> None:
+        if not self.history:
+            return
+        self._index = max(0, min(len(self.history), self._index + delta))
+        self.value = self.history[self._index] if self._index < len(self.history) else ""
+        self.cursor_position = len(self.value)

@@ -1,0 +1,150 @@
+"""Disassembly pane: instructions around pc with symbol labels and
+<+offset>s, breakpoint marks, and the current instruction's memory operands
+resolved to addresses and values. The selected line is what `b` toggles."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from loaderdbg_tui.describe import split_symbol
+from loaderdbg_tui.lines_view import LinesView
+from loaderdbg_tui.pane import ViewPane
+from loaderdbg_tui.view import OperandValue, StopView
+
+WIDE_LISTING = 70  # columns from which the <+offset> column is shown
+PC_MARK = Text("▶", style="bold green")
+BP_MARK = Text("●", style="bold red")
+PC_BP_MARK = Text.assemble(("●", "bold red"), ("▶", "bold green"))
+ADDRESS_WIDTH = 14
+
+
+def operand_line(operand: OperandValue) -> Text:
+    """`[rsp - 8] @0x7fffffffe6d8 = 0x1 (write)`."""
+    text = Text()
+    text.append(operand.text, style="bold")
+    if operand.address is None:
+        text.append(" (address unknown)", style="dim")
+        return text
+    text.append(f" @{operand.address:#x}")
+    if operand.access == "address":
+        if operand.symbol:
+            text.append(f" <{operand.symbol}>", style="cyan")
+        return text
+    if operand.data is None:
+        text.append(" unreadable", style="red")
+    else:
+        size = operand.size or len(operand.data)
+        if size in (1, 2, 4, 8) and len(operand.data) >= size:
+            value = int.from_bytes(operand.data[:size], "little")
+            text.append(f" = {value:#x}", style="yellow")
+        else:
+            text.append(f" = {operand.data.hex(' ')}", style="yellow")
+        if operand.symbol:
+            text.append(f" <{operand.symbol}>", style="cyan")
+    text.append(f" ({operand.access})", style="dim")
+    return text
+
+
+def mark_of(here: bool, marked: bool) -> Text:
+    mark = PC_BP_MARK if here and marked else PC_MARK if here else BP_MARK if marked else Text("")
+    return mark.copy()
+
+
+class DisassemblyPane(ViewPane, Vertical):
+    """Instructions around pc."""
+
+    DEFAULT_CLASSES = "pane"
+    BORDER_TITLE = "disassembly"
+
+    def compose(self) -> ComposeResult:
+        yield LinesView(id="listing")
+        yield Static(id="operands")
+
+    @property
+    def listing(self) -> LinesView:
+        return self.query_one("#listing", LinesView)
+
+    def selected_address(self) -> int | None:
+        key = self.listing.cursor_key
+        if not key or key[0] not in "il":
+            return None
+        return int(key[1:], 16)
+
+    def line_for(self, address: int) -> Text | None:
+        listing = self.listing
+        key = f"i{address:x}"
+        return listing.lines[listing.keys.index(key)] if key in listing.keys else None
+
+    def draw(self, view: StopView, previous: StopView | None) -> None:
+        listing = self.listing
+        same_stop = previous is not None and previous.pc == view.pc and previous.listing == view.listing
+        wide = self.size.width >= WIDE_LISTING
+        pc = view.pc
+        pc_line = 0
+        last_name: str | None = None
+        offsets = [split_symbol(insn.symbol) for insn in view.listing]
+        offset_width = max((len(f"<+{off:#x}>") for name, off in offsets if name), default=0) if wide else 0
+        indent = 2 + 1 + ADDRESS_WIDTH + 1 + (offset_width + 1 if offset_width else 0)
+        lines: list[Text] = []
+        keys: list[str] = []
+        for insn, (name, offset) in zip(view.listing, offsets):
+            if name is not None and name != last_name:
+                label = f"{name}:" if offset == 0 else f"{name}+{offset:#x}:"
+                lines.append(Text(" " * indent + label, style="bold magenta"))
+                keys.append(f"l{insn.address:x}")
+            last_name = name
+            here = insn.address == pc
+            line = mark_of(here, insn.address in view.breakpoints)
+            line.pad_right(2 - line.cell_len)
+            line.append(" ")
+            line.append(f"{insn.address:#x}".ljust(ADDRESS_WIDTH), style="bold" if here else "dim")
+            line.append(" ")
+            if offset_width:
+                line.append((f"<+{offset:#x}>" if name else "").ljust(offset_width), style="dim")
+                line.append(" ")
+            line.append(insn.text, style="bold" if here else "red" if insn.is_bad else "")
+            if insn.target_symbol:
+                line.append(f"  <{insn.target_symbol}>", style="cyan")
+            if here:
+                pc_line = len(lines)
+            lines.append(line)
+            keys.append(f"i{insn.address:x}")
+        if not lines and pc is not None:
+            lines.append(Text(f"   no code at pc {pc:#x}", style="bold red"))
+            keys.append("none")
+        listing.set_lines(lines, keys)
+        if not same_stop:
+            listing.move_to(pc_line, center=True)
+        self.query_one("#operands", Static).update(self._operands_text(view), layout=False)
+        count = len(view.breakpoints)
+        self.set_titles(subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
+
+    def _operands_text(self, view: StopView) -> Text:
+        if not view.alive:
+            return Text("the process is gone: nothing to disassemble", style="dim")
+        if not view.listing:
+            pc = view.pc
+            where = f"pc {pc:#x}" if pc is not None else "pc"
+            text = Text(f"{where} is not in any mapping: nothing to disassemble.", style="bold red")
+            if pc is not None and pc < 0x1000:
+                text.append(" The program jumped to a null (or zeroed) address.", style="red")
+            return text
+        text = Text()
+        insn = next((i for i in view.listing if i.address == view.pc), None)
+        if insn is not None:
+            text.append("pc ", style="dim")
+            text.append(insn.symbol or f"{insn.address:#x}", style="bold magenta")
+            text.append(f"  {insn.text}\n")
+        if insn is not None and insn.is_syscall and view.registers is not None:
+            tables = view.registers.tables
+            number = view.registers.get(tables.syscall_number_register)
+            name = tables.syscall_names.get(number, "?") if number is not None else "?"
+            text.append(f"syscall {name} ({tables.syscall_number_register}={number})\n", style="bold")
+        for operand in view.operands:
+            text.append_text(operand_line(operand))
+            text.append("\n")
+        text.rstrip()
+        return text

@@ -1,0 +1,117 @@
+"""ELF tab: the hand-off check (at ld.so's entry) with findings coloured by
+severity, then per loaded object what the loader sees and did: type, entry,
+interpreter, soname, DT_NEEDED, DT_FLAGS/FLAGS_1, RELRO (protected yet?),
+TLS block, SFrame (PT_GNU_SFRAME), GNU_STACK, build-id; and the ifunc
+(IRELATIVE) choices made so far."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from loaderdbg_tui.describe import hex_short
+from loaderdbg_tui.pane import ViewPane
+from loaderdbg_tui.reports import handoff_text
+from loaderdbg_tui.view import StopView
+
+
+def _path(app, path: str) -> str:
+    hook = getattr(app, "present_volatile", None)
+    return hook("path", path) if hook is not None else path
+
+
+def object_text(obj, app=None) -> Text:
+    """One object: a header line and what its ObjectDetail says."""
+    detail = getattr(obj, "detail", None)
+    text = Text()
+    text.append(obj.name, style="bold")
+    role = " (ld.so)" if obj.is_ldso else " (ELF embedded at file offset " + hex_short(obj.elf_offset) + ")" \
+        if obj.elf_offset else ""
+    text.append(role, style="magenta" if obj.is_ldso else "yellow")
+    text.append(f"  base {obj.base:#x}  ")
+    text.append(_path(app, obj.path) + "\n", style="dim")
+    if detail is None:
+        return text
+    facts = [detail.type, f"entry {detail.entry:#x}"]
+    if detail.interp:
+        facts.append(f"interp {detail.interp}")
+    if detail.soname:
+        facts.append(f"soname {detail.soname}")
+    text.append("  " + "  ".join(facts) + "\n")
+    if detail.needed:
+        text.append("  needs " + ", ".join(detail.needed) + "\n")
+    flags = [*detail.flags, *detail.flags_1, *detail.gnu_flags_1]
+    if flags:
+        text.append("  flags " + " ".join(flags) + "\n")
+    if detail.relro is not None:
+        text.append(f"  RELRO {detail.relro.start:#x}-{detail.relro.end:#x} ")
+        text.append("read-only now\n" if detail.relro.protected else "still writable\n",
+                    style="green" if detail.relro.protected else "yellow")
+    if detail.tls is not None:
+        text.append(f"  TLS block {detail.tls.size:#x} bytes ({detail.tls.init_size:#x} initialised), "
+                    f"align {detail.tls.align}\n")
+    unwind = []
+    if detail.sframe is not None:
+        unwind.append(f"SFrame v{detail.sframe.version} ({detail.sframe.num_fdes} functions)")
+    elif detail.sframe_size:
+        unwind.append("PT_GNU_SFRAME")
+    if detail.has_eh_frame_hdr:
+        unwind.append("eh_frame_hdr")
+    if detail.gnu_stack:
+        unwind.append(f"GNU_STACK {detail.gnu_stack}")
+    if unwind:
+        text.append("  " + ", ".join(unwind) + "\n", style="red" if detail.gnu_stack == "RWE" else "")
+    if detail.build_id:
+        text.append(f"  build-id {detail.build_id}\n", style="dim")
+    return text
+
+
+def ifunc_table(view: StopView) -> Table | None:
+    choices = getattr(view.snapshot, "ifuncs", ())
+    if not choices:
+        return None
+    table = Table(title="ifunc choices (IRELATIVE)", title_justify="left", box=None, pad_edge=False)
+    for column in ("object", "slot", "resolver", "chose", "state"):
+        table.add_column(column, no_wrap=True)
+    for choice in choices:
+        table.add_row(Text(choice.object), hex_short(choice.address),
+                      Text(choice.resolver_name or hex_short(choice.resolver)),
+                      Text(choice.chosen_name or hex_short(choice.chosen)), Text(choice.state))
+    return table
+
+
+def _identity(view: StopView) -> tuple:
+    """What this tab shows (relocation totals change every step while ld.so
+    relocates; they are not shown here)."""
+    snap = view.snapshot
+    return (snap.handoff, getattr(snap, "ifuncs", ()),
+            tuple((o.name, o.path, o.base, o.elf_offset, o.is_ldso, getattr(o, "detail", None))
+                  for o in snap.objects))
+
+
+class ElfPane(ViewPane, VerticalScroll):
+    """Hand-off check and objects."""
+
+    DEFAULT_CLASSES = "pane"
+    BORDER_TITLE = "ELF / hand-off"
+
+    def compose(self):
+        yield Static(id="elf-body")
+
+    def draw(self, view: StopView, previous: StopView | None) -> None:
+        if previous is not None and _identity(previous) == _identity(view):
+            return
+        parts = [handoff_text(view), Text("Loaded objects", style="bold underline")]
+        parts.extend(object_text(obj, self.app) for obj in view.snapshot.objects)
+        table = ifunc_table(view)
+        if table is not None:
+            parts.append(table)
+        self.query_one("#elf-body", Static).update(Group(*parts))
+        report = view.snapshot.handoff
+        if report.checked:
+            self.set_titles(subtitle="hand-off passes" if report.ok else "hand-off FAILS")
+        else:
+            self.set_titles(subtitle="")

@@ -1,0 +1,157 @@
+"""LinesView: a scrollable list of Rich Text lines with a cursor row, drawn
+line by line (Textual's line API). Replacing lines redraws only the ones
+that changed, which is what stepping needs: the disassembly and the stack
+change by a line or two per step, and a DataTable re-renders every visible
+cell on any update."""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+
+class LinesView(ScrollView, can_focus=True):
+    """Lines of text, one of them the cursor (selected) line."""
+
+    COMPONENT_CLASSES = {"lines-view--cursor"}
+    DEFAULT_CSS = """
+    LinesView {
+        background: $surface;
+    }
+    LinesView > .lines-view--cursor {
+        background: $block-cursor-blurred-background;
+    }
+    LinesView:focus > .lines-view--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+    }
+    """
+    BINDINGS = [
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+        Binding("pageup", "page(-1)", show=False),
+        Binding("pagedown", "page(1)", show=False),
+        Binding("home", "move(-1000000)", show=False),
+        Binding("end", "move(1000000)", show=False),
+    ]
+
+    cursor = reactive(0, always_update=True, init=False)
+
+    class CursorMoved(Message):
+        def __init__(self, view: "LinesView", index: int) -> None:
+            super().__init__()
+            self.view = view
+            self.index = index
+
+    def __init__(self, *, show_cursor: bool = True, stable_width: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.show_cursor = show_cursor
+        # Never narrow the virtual width (no relayout when a long line goes).
+        self.stable_width = stable_width
+        self.lines: list[Text] = []
+        self.keys: list[str | None] = []
+        self._strips: dict[int, Strip] = {}
+        self._width = 0
+
+    # -- content ------------------------------------------------------------
+    def set_lines(self, lines: list[Text], keys: list[str | None] | None = None) -> None:
+        old = self.lines
+        self.lines = list(lines)
+        self.keys = list(keys) if keys is not None else [None] * len(lines)
+        width = max((line.cell_len for line in self.lines), default=0)
+        if self.stable_width:
+            width = max(width, self._width)
+        if len(old) != len(self.lines) or width != self._width:
+            self._strips.clear()
+            self._width = width
+            self.virtual_size = Size(width, len(self.lines))
+            self.refresh()
+        else:
+            scroll_y = self.scroll_offset.y
+            for index, (before, after) in enumerate(zip(old, self.lines)):
+                if before is not after and before != after:
+                    self._strips.pop(index, None)
+                    if scroll_y <= index < scroll_y + self.size.height:
+                        self.refresh_lines(index - scroll_y)
+        if self.cursor >= len(self.lines):
+            self.cursor = max(0, len(self.lines) - 1)
+
+    @property
+    def cursor_key(self) -> str | None:
+        return self.keys[self.cursor] if 0 <= self.cursor < len(self.keys) else None
+
+    def move_to(self, index: int, *, center: bool = False) -> None:
+        """Put the cursor on line index and scroll it into view."""
+        self.cursor = max(0, min(index, len(self.lines) - 1))
+        self._scroll_to_cursor(center=center)
+
+    # -- cursor -------------------------------------------------------------------
+    def watch_cursor(self, old: int, new: int) -> None:
+        scroll_y = self.scroll_offset.y
+        for index in (old, new):
+            self._strips.pop(index, None)
+            if scroll_y <= index < scroll_y + self.size.height:
+                self.refresh_lines(index - scroll_y)
+        self.post_message(self.CursorMoved(self, new))
+
+    def _scroll_to_cursor(self, *, center: bool = False) -> None:
+        height = self.scrollable_content_region.height or self.size.height
+        top = self.scroll_offset.y
+        if height <= 0:
+            return
+        if center and not top <= self.cursor < top + height:
+            self.scroll_to(y=max(0, self.cursor - height // 3), animate=False, immediate=True)
+        elif self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+
+    def action_move(self, delta: int) -> None:
+        if self.lines:
+            self.move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.action_move(direction * max(1, self.size.height - 1))
+
+    def on_click(self, event: events.Click) -> None:
+        index = self.scroll_offset.y + event.y
+        if 0 <= index < len(self.lines):
+            self.cursor = index
+
+    # -- drawing ------------------------------------------------------------------
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        base = self.rich_style
+        if index >= len(self.lines):
+            return Strip.blank(width, base)
+        strip = self._strips.get(index)
+        if strip is None:
+            line = self.lines[index]
+            segments = list(line.render(self.app.console, end=""))
+            style = base
+            if self.show_cursor and index == self.cursor:
+                style = base + self.get_component_rich_style("lines-view--cursor")
+                segments = list(Segment.apply_style(segments, base, self.get_component_rich_style(
+                    "lines-view--cursor")))
+            else:
+                segments = list(Segment.apply_style(segments, base))
+            strip = Strip(segments, line.cell_len).extend_cell_length(max(self._width, width), style)
+            self._strips[index] = strip
+        return strip.crop(scroll_x, scroll_x + width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._strips.clear()
+

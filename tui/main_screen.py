@@ -1,0 +1,139 @@
+"""The main screen. Two layouts, chosen by width:
+
+- wide (>= WIDE columns): registers | disassembly | stack on top, the tabs
+  and the log side by side below;
+- narrow (80x24): every pane is a tab, the first one (Code) holding the
+  disassembly and the registers.
+
+Crossing WIDE recomposes the screen; the panes redraw from the app's
+current view when they mount, and the log keeps its lines in the app."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from loaderdbg_tui.command_line import CommandLine
+from loaderdbg_tui.disassembly import DisassemblyPane
+from loaderdbg_tui.elf import ElfPane
+from loaderdbg_tui.events import EventsPane
+from loaderdbg_tui.link_map import LinkMapPane
+from loaderdbg_tui.log import LogPane
+from loaderdbg_tui.maps import MapsPane
+from loaderdbg_tui.program_output import ProgramOutputPane
+from loaderdbg_tui.registers import RegistersPane
+from loaderdbg_tui.relocations import RelocationsPane
+from loaderdbg_tui.stack import StackPane
+from loaderdbg_tui.status import StatusLine
+from loaderdbg_tui.syscalls import SyscallsPane
+from loaderdbg_tui.threads import ThreadsPane
+from loaderdbg_tui.timeline import Timeline
+
+WIDE = 120
+VERY_WIDE = 180  # CSS only: room for what registers point at
+
+
+class MainScreen(Screen):
+    """Status, panes, timeline, command line, footer."""
+
+    AUTO_FOCUS = "#listing"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide"), (VERY_WIDE, "-very-wide")]
+
+    def __init__(self, wide: bool) -> None:
+        super().__init__(id="main")
+        self.wide = wide
+        self._targets: tuple | None = None
+
+    def view_targets(self) -> tuple:
+        """(status lines, view panes, timelines): what a new view goes to.
+        Queried once per layout: a DOM query per step costs a millisecond."""
+        if self._targets is None:
+            from loaderdbg_tui.pane import ViewPane
+
+            self._targets = (
+                tuple(self.query(StatusLine)),
+                tuple(w for w in self.query(".pane") if isinstance(w, ViewPane)),
+                tuple(self.query(Timeline)),
+            )
+        return self._targets
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        if self.wide:
+            with Horizontal(id="top"):
+                yield RegistersPane(id="registers")
+                yield DisassemblyPane(id="disassembly")
+                yield StackPane(id="stack")
+            with Horizontal(id="bottom"):
+                with TabbedContent(id="tabs"):
+                    yield from self._common_tabs()
+                yield LogPane(id="log")
+        else:
+            with TabbedContent(id="tabs"):
+                with TabPane("Code", id="tab-code"):
+                    with Horizontal(id="code-row"):
+                        yield DisassemblyPane(id="disassembly")
+                        yield RegistersPane(id="registers")
+                with TabPane("Stack", id="tab-stack"):
+                    yield StackPane(id="stack")
+                yield from self._common_tabs()
+                with TabPane("Log", id="tab-log"):
+                    yield LogPane(id="log")
+        yield Timeline(id="timeline")
+        yield CommandLine(self.app.history, id="command")
+        yield Footer(compact=True)
+
+    def _common_tabs(self) -> ComposeResult:
+        short = not self.wide
+        with TabPane("ELF" if short else "ELF / hand-off", id="tab-elf"):
+            yield ElfPane(id="elf")
+        with TabPane("Relocs" if short else "Relocations", id="tab-relocs"):
+            yield RelocationsPane(id="relocations")
+        with TabPane("Maps", id="tab-maps"):
+            yield MapsPane(id="maps")
+        with TabPane("Link" if short else "link_map", id="tab-linkmap"):
+            yield LinkMapPane(id="link_map")
+        with TabPane("Sys" if short else "Syscalls", id="tab-syscalls"):
+            yield SyscallsPane(id="syscalls")
+        with TabPane("Thr" if short else "Threads", id="tab-threads"):
+            yield ThreadsPane(id="threads")
+        with TabPane("Events", id="tab-events"):
+            yield EventsPane(id="events")
+        with TabPane("Out" if short else "Output", id="tab-output"):
+            yield ProgramOutputPane(id="output")
+
+    def on_resize(self, event: events.Resize) -> None:
+        wide = event.size.width >= WIDE
+        if wide != self.wide:
+            self.wide = wide
+            self.call_later(self._relayout)
+
+    async def _relayout(self) -> None:
+        tabs = self.query(TabbedContent)
+        active = tabs.first().active if tabs else None
+        command = self.query_one(CommandLine).value
+        self._targets = None
+        await self.recompose()
+        self._targets = None
+        if active:
+            try:
+                self.query_one(TabbedContent).active = active
+            except Exception:  # the tab exists in one layout only
+                pass
+        self.query_one(CommandLine).value = command
+        self.query_one("#listing").focus()
+
+    def show_tab(self, tab_id: str) -> None:
+        tabs = self.query(TabbedContent)
+        if tabs:
+            try:
+                tabs.first().active = tab_id
+            except Exception:
+                pass
+
+    def active_tab(self) -> str | None:
+        tabs = self.query(TabbedContent)
+        return tabs.first().active if tabs else None

@@ -1,0 +1,79 @@
+"""Registers pane: values in the arch's usual order, the ones changed since
+the previous stop highlighted, eflags decoded, what pointers point at."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from loaderdbg_tui.lines_view import LinesView
+
+from loaderdbg.decode.registers import format_flags
+
+from loaderdbg_tui.pane import ViewPane
+from loaderdbg_tui.view import StopView
+
+# Display order per arch (gdb's); anything else the arch has comes after.
+REGISTER_ORDER = {
+    "x86_64": ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+               "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+               "rip", "eflags", "fs_base", "gs_base", "cs", "ss", "ds", "es", "fs", "gs", "orig_rax"),
+}
+# Shown after a blank line: rarely interesting during startup.
+QUIET_REGISTERS = frozenset({"cs", "ss", "ds", "es", "fs", "gs", "orig_rax", "gs_base"})
+CHANGED = "bold black on yellow"
+NAME_WIDTH = 8
+NOTES_FROM = 34  # pane width from which "what it points at" is shown
+
+
+def value_text(value: int, changed: bool) -> Text:
+    """0x + 16 digits, leading zeros dim so the significant part stands out."""
+    digits = f"{value:016x}"
+    significant = digits.lstrip("0") or "0"
+    text = Text("0x", style="dim")
+    text.append("0" * (16 - len(significant)), style="dim")
+    text.append(significant)
+    if changed:
+        text.stylize(CHANGED)
+    return text
+
+
+class RegistersPane(ViewPane, LinesView):
+    """Registers of the current stop."""
+
+    DEFAULT_CLASSES = "pane"
+    BORDER_TITLE = "registers"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(show_cursor=False, stable_width=True, **kwargs)
+
+    def draw(self, view: StopView, previous: StopView | None) -> None:
+        self.set_lines(self.render_registers(view).split("\n", allow_blank=True))
+
+    def render_registers(self, view: StopView) -> Text:
+        regs = view.registers
+        if regs is None:
+            return Text("no registers:\nthe process is gone", style="dim")
+        order = REGISTER_ORDER.get(regs.arch, ())
+        names = [n for n in order if n in regs] + [n for n in regs.names() if n not in order]
+        tables = regs.tables
+        with_notes = self.size.width >= NOTES_FROM
+        out = Text(no_wrap=True, overflow="ellipsis")
+        quiet_started = False
+        for name in names:
+            if name in QUIET_REGISTERS and not quiet_started:
+                quiet_started = True
+                out.append("\n")
+            value = regs[name]
+            changed = name in view.changed
+            out.append(f"{name:<{NAME_WIDTH}}", style="bold" if changed else "")
+            if name == tables.flag_register:
+                flags = Text(f"{value:#x} {format_flags(value, tables)}")
+                if changed:
+                    flags.stylize(CHANGED)
+                out.append_text(flags)
+            else:
+                out.append_text(value_text(value, changed))
+                note = view.register_notes.get(name) if with_notes else None
+                if note:
+                    out.append(f" {note}", style="cyan" if name == tables.pc_register else "dim")
+            out.append("\n")
+        return out

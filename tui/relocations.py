@@ -1,0 +1,121 @@
+"""Relocations tab: per object total/applied/pending/lazy with a progress
+bar, and a filterable table of every relocation with its state.
+
+While ld.so relocates, each step may flip one entry: the table is patched
+cell by cell instead of rebuilt when the set of entries is unchanged."""
+
+from __future__ import annotations
+
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Static
+
+from loaderdbg_tui.describe import hex_short
+from loaderdbg_tui.pane import ViewPane
+from loaderdbg_tui.lines_view import LinesView
+from loaderdbg_tui.view import StopView
+
+STATE_STYLES = {"applied": "green", "pending": "yellow", "lazy": "cyan", "unknown": "dim"}
+BAR_WIDTH = 20
+COLUMNS = ("object", "slot", "type", "symbol", "addend", "state", "now", "expected")
+# Cells patched in place must fit: room for any 64-bit value and any state.
+HEX_COLUMNS = {"now": 18, "expected": 18, "state": 7}
+STATE_COLUMN = COLUMNS.index("state")
+
+
+def summary_table(view: StopView) -> Table | Text:
+    objects = view.snapshot.objects
+    if not objects:
+        return Text("no objects mapped yet", style="dim")
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+    for column in ("object", "progress", "applied", "pending", "lazy", "unknown", "total"):
+        table.add_column(column, no_wrap=True, justify="left" if column in ("object", "progress") else "right")
+    for obj in objects:
+        totals = obj.totals
+        done = totals.applied + totals.lazy
+        bar = ProgressBar(total=max(totals.total, 1), completed=done, width=BAR_WIDTH,
+                          complete_style="green", finished_style="bold green")
+        name = obj.name + (" (ld.so)" if obj.is_ldso else "")
+        table.add_row(Text(name), bar, str(totals.applied), str(totals.pending), str(totals.lazy),
+                      str(totals.unknown), str(totals.total))
+    return table
+
+
+def matches(reloc, needle: str) -> bool:
+    if not needle:
+        return True
+    haystack = f"{reloc.object} {reloc.type_name} {reloc.symbol or ''} {reloc.state} {reloc.address:#x}".lower()
+    return all(word in haystack for word in needle.lower().split())
+
+
+class RelocationsPane(ViewPane, Vertical):
+    """Relocation progress per object, and the entries."""
+
+    DEFAULT_CLASSES = "pane"
+    BORDER_TITLE = "relocations"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._widths: list[int] = []
+        self._lines: dict[tuple[str, ...], Text] = {}  # row -> its line, for these widths
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="reloc-summary")
+        yield Input(placeholder="filter: object, type, symbol, state (e.g. libc pending)", id="reloc-filter")
+        yield Static(id="reloc-header")
+        yield LinesView(id="reloc-table")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "reloc-filter":
+            event.stop()
+            self.redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "reloc-filter":
+            event.stop()
+
+    @property
+    def table(self) -> LinesView:
+        return self.query_one("#reloc-table", LinesView)
+
+    def draw(self, view: StopView, previous: StopView | None) -> None:
+        if previous is None or previous.snapshot.objects != view.snapshot.objects:
+            self.query_one("#reloc-summary", Static).update(summary_table(view))
+        needle = self.query_one("#reloc-filter", Input).value
+        rows = [self._row(r) for r in view.snapshot.relocations if matches(r, needle)]
+        # Columns as wide as their widest cell; the hex ones always fit a
+        # 64-bit value, so a slot being written does not shift the table.
+        widths = [max([len(label), HEX_COLUMNS.get(label, 0), *(len(row[i]) for row in rows)])
+                  for i, label in enumerate(COLUMNS)]
+        header = Text("  ".join(label.ljust(width) for label, width in zip(COLUMNS, widths)), style="bold")
+        self.query_one("#reloc-header", Static).update(header, layout=False)
+        if widths != self._widths:
+            self._widths, self._lines = widths, {}
+        cache = self._lines
+        lines = []
+        for row in rows:
+            line = cache.get(row)
+            if line is None:
+                line = cache[row] = self._line(row, widths)
+            lines.append(line)
+        self.table.set_lines(lines)
+        total = len(view.snapshot.relocations)
+        self.set_titles(subtitle=f"{len(rows)} of {total}" if needle else f"{total} entries")
+
+    @staticmethod
+    def _line(row: tuple[str, ...], widths: list[int]) -> Text:
+        line = Text()
+        for index, (cell, width) in enumerate(zip(row, widths)):
+            if index:
+                line.append("  ")
+            line.append(cell.ljust(width), style=STATE_STYLES.get(cell, "") if index == STATE_COLUMN else "")
+        return line
+
+    @staticmethod
+    def _row(reloc) -> tuple[str, ...]:
+        addend = "" if reloc.addend is None else f"{reloc.addend:#x}"
+        return (reloc.object, f"{reloc.address:#x}", reloc.type_name.replace("R_X86_64_", ""),
+                reloc.symbol or "", addend, reloc.state, hex_short(reloc.current), hex_short(reloc.expected))

@@ -1,0 +1,101 @@
+"""Stack pane: the words at sp (once sp has left the initial block), then the
+initial stack as exec left it, every slot annotated: argc, argv[i] → string,
+envp[i], auxv entries by AT_ name with their decoded value. Entries that
+differ from the kernel's original auxv are marked ✎ and show the kernel's
+value too."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from loaderdbg_tui.lines_view import LinesView
+from loaderdbg_tui.pane import ViewPane
+from loaderdbg_tui.view import StopView
+
+REWRITTEN = "bold yellow"
+WITH_ADDRESS = 72  # pane width from which the slot addresses are shown
+ADDRESS_WIDTH = 14
+
+
+def _volatile(app, kind: str, text: str) -> str:
+    hook = getattr(app, "present_volatile", None)
+    return hook(kind, text) if hook is not None else text
+
+
+def _string(pointer: int, text: str | None, style: str) -> Text:
+    shown = repr(text) if text is not None else "(unreadable)"
+    return Text.assemble((f"{pointer:#x} ", "dim"), (f"→ {shown}", style))
+
+
+class StackPane(ViewPane, LinesView):
+    """The process stack, annotated."""
+
+    DEFAULT_CLASSES = "pane"
+    BORDER_TITLE = "stack"
+
+    @staticmethod
+    def _key(view: StopView) -> tuple:
+        snap = view.snapshot
+        sp = view.registers.sp if view.registers is not None else None
+        return (snap.stack, snap.auxv_changed, snap.auxv_kernel, view.stack_words, sp)
+
+    def draw(self, view: StopView, previous: StopView | None) -> None:
+        if previous is not None and self._key(previous) == self._key(view) and self.lines:
+            return
+        rows = self.rows(view)
+        with_address = self.size.width >= WITH_ADDRESS
+        slot_width = max((cells[1].cell_len for cells in rows), default=4)
+        lines = []
+        for address, slot, value in rows:
+            line = Text()
+            if with_address:
+                line.append_text(address)
+                line.pad_right(ADDRESS_WIDTH + 1 - line.cell_len)
+            line.append_text(slot)
+            line.pad_right(slot_width + 1 - slot.cell_len)
+            line.append_text(value)
+            lines.append(line)
+        self.set_lines(lines)
+
+    def rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
+        rows: list[tuple[Text, Text, Text]] = []
+
+        def add(address, slot, value) -> None:
+            cells = (Text(address, style="dim") if isinstance(address, str) else address,
+                     Text(slot) if isinstance(slot, str) else slot,
+                     Text(value) if isinstance(value, str) else value)
+            rows.append(cells)
+        snap = view.snapshot
+        stack = snap.stack
+        sp = view.registers.sp if view.registers is not None else None
+        for address, value in view.stack_words:
+            slot = Text("sp ▶", style="bold green") if address == sp else f"sp+{address - sp:#x}"
+            add(f"{address:#x}", slot, f"{value:#018x}")
+        if stack is None:
+            self.set_titles(title="stack")
+            add("", "", Text("no initial stack (the process is gone?)", style="dim"))
+            return rows
+        self.set_titles(title=f"stack · exec's block at {stack.sp:#x}")
+        if view.stack_words:
+            add("", Text("exec's block", style="bold underline"), "")
+        slot = Text("argc ◀ sp", style="bold green") if sp == stack.sp else "argc"
+        add(f"{stack.sp:#x}", slot, str(stack.argc))
+        for index, arg in enumerate(stack.argv):
+            add(f"{arg.pointer_address:#x}", f"argv[{index}]", _string(arg.pointer, arg.text, "green"))
+        add(f"{stack.argv_address + 8 * len(stack.argv):#x}", "argv end", "NULL")
+        for index, env in enumerate(stack.envp):
+            add(f"{env.pointer_address:#x}", f"envp[{index}]", _string(env.pointer, env.text, "dim green"))
+        add(f"{stack.envp_address + 8 * len(stack.envp):#x}", "envp end", "NULL")
+        kernel = {entry.type: entry for entry in snap.auxv_kernel}
+        for entry in stack.auxv:
+            address = f"{entry.address:#x}" if entry.address is not None else ""
+            decoded = _volatile(self.app, f"auxv:{entry.name}", entry.decoded)
+            if entry.type in snap.auxv_changed:
+                before = kernel.get(entry.type)
+                was = _volatile(self.app, f"auxv:{entry.name}", f"{before.value:#x}") \
+                    if before is not None else "absent"
+                value = Text.assemble((decoded, REWRITTEN), (f"  ✎ kernel gave {was}", "yellow"))
+                add(address, Text(f"{entry.name} ✎", style=REWRITTEN), value)
+            else:
+                add(address, entry.name, Text(decoded))
+        return rows

@@ -1,0 +1,99 @@
+"""Status line: where startup is (the current milestone, as a badge), the
+program, pid or file, step ("?" after a continue), and the stop in plain
+words. A crash turns it red and says what happened, first."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Group
+from rich.text import Text
+from textual.widgets import Static
+
+from loaderdbg_tui.describe import step_text
+from loaderdbg_tui.view import StopView
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+SEVERITY_CLASSES = {"error": "-crashed", "exited": "-exited", "warning": "-warning"}
+
+
+class StatusLine(Static):
+    """Two or three lines at the top of the screen."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._view: StopView | None = None
+        self._busy: str | None = None
+        self._frame = 0
+        self._timer = None
+        self.plain = ""
+
+    def on_mount(self) -> None:
+        view = getattr(self.app, "view", None)
+        if view is not None:
+            self.show_view(view)
+        else:
+            self.update(Text("starting…", style="dim"))
+
+    def show_view(self, view: StopView) -> None:
+        self._view = view
+        for cls in SEVERITY_CLASSES.values():
+            self.remove_class(cls)
+        severity_class = SEVERITY_CLASSES.get(view.words.severity)
+        if severity_class:
+            self.add_class(severity_class)
+        self._render_status()
+
+    def set_busy(self, label: str | None) -> None:
+        if label == self._busy:
+            return
+        self._busy = label
+        if label and self._timer is None:
+            self._timer = self.set_interval(0.1, self._spin)
+        elif not label and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._render_status()
+
+    def _spin(self) -> None:
+        self._frame = (self._frame + 1) % len(SPINNER)
+        self._render_status()
+
+    def _render_status(self) -> None:
+        view = self._view
+        if view is None:
+            return
+        app = self.app
+        first = Text(no_wrap=True, overflow="ellipsis")
+        stage = view.stage
+        headline = view.words.headline
+        if view.crashed:
+            # What went wrong comes first: on 80 columns the rest may not fit.
+            first.append(" ✖ CRASHED ", style="bold white on red")
+            first.append(" ")
+            first.append(headline.removeprefix("CRASHED: "), style="bold")
+            first.append(" · ")
+        elif stage is not None:
+            badge = stage.title if stage.here else f"after {stage.title}"
+            first.append(f" {badge} ", style="bold black on cyan" if stage.here else "bold black on grey70")
+            first.append(" ")
+        first.append(os.path.basename(view.program) or "?", style="bold")
+        label = getattr(app, "target_label", None)
+        if label and "replay" in view.capabilities:
+            first.append(f" · {label}")  # a recording: name the file, not the recorded pid
+        elif view.pid is not None:
+            hook = getattr(app, "present_volatile", None)
+            pid = hook("pid", str(view.pid)) if hook is not None else str(view.pid)
+            first.append(f" · pid {pid}")
+        elif label:
+            first.append(f" · {label}")
+        first.append(" · step ")
+        first.append(step_text(view.position, view.position_exact), style="bold")
+        if not view.crashed:
+            first.append(" · ")
+            first.append(headline, style="bold" if view.words.severity != "ok" else "")
+        if self._busy:
+            first.append(f"  {SPINNER[self._frame]} {self._busy}… (Ctrl+C interrupts)", style="bold yellow")
+        second = Text(view.words.detail or "", style="" if view.crashed else "italic")
+        self.plain = f"{first.plain}\n{second.plain}"
+        self.update(Group(first, second), layout=False)

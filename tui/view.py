@@ -1,0 +1,233 @@
+"""StopView: everything the screen shows about one stop, built once per stop
+off the event loop (in a thread worker), then handed to the widgets.
+
+build_view does all the session calls (snapshot, disassembly, memory
+operand values, symbols); the widgets only lay the result out.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from loaderdbg.decode.disasm import Instruction, memory_operands
+from loaderdbg.decode.registers import changed_registers
+from loaderdbg.snapshot import Snapshot
+
+from loaderdbg_tui.describe import (
+    Marker, Stage, StopWords, current_stage, describe_stop, split_symbol, timeline_markers,
+)
+
+LISTING_SIZE = 40         # instructions disassembled per stop (enough for a 50-row terminal)
+CONTEXT_BEFORE = 6        # instructions kept above pc when the listing scrolls
+NEAR_END = 10             # scroll when pc gets this close to the listing's end
+MAX_PROLOGUE = 0x60       # start at the function's symbol when pc is this close to it
+STACK_WORDS = 12          # words shown from the current sp
+OPERAND_BYTES = 16
+
+
+@dataclass(frozen=True)
+class OperandValue:
+    """One memory operand of the instruction at pc, resolved."""
+
+    text: str              # as written, e.g. "[rsp - 8]"
+    address: int | None
+    size: int
+    access: str            # read, write, readwrite, address
+    data: bytes | None     # what is there now (None: unreadable or not read)
+    symbol: str | None     # for an address operand or a code pointer
+
+
+@dataclass(frozen=True)
+class StopView:
+    generation: int
+    snapshot: Snapshot
+    position: int
+    position_exact: bool
+    alive: bool
+    capabilities: frozenset[str]
+    breakpoints: frozenset[int]
+    listing: tuple[Instruction, ...]
+    operands: tuple[OperandValue, ...]
+    changed: frozenset[str]
+    register_notes: Mapping[str, str]
+    stack_words: tuple[tuple[int, int], ...]
+    stage: Stage | None
+    markers: tuple[Marker, ...]
+    words: StopWords
+    program: str = ""
+    pid: int | None = None
+
+    @property
+    def stop(self):
+        return self.snapshot.stop
+
+    @property
+    def registers(self):
+        return self.snapshot.registers
+
+    @property
+    def pc(self) -> int | None:
+        regs = self.snapshot.registers
+        return regs.pc if regs is not None else None
+
+    @property
+    def crashed(self) -> bool:
+        return self.words.severity == "error"
+
+    def with_breakpoints(self, breakpoints: frozenset[int]) -> "StopView":
+        return replace(self, breakpoints=breakpoints)
+
+
+def session_alive(session) -> bool:
+    """Whether the session has state to show and can move: a recording
+    always can (ReplaySession.alive is False: there is no process)."""
+    if "replay" in getattr(session, "capabilities", ()):
+        return True
+    return bool(getattr(session, "alive", True))
+
+
+def build_view(session, previous: StopView | None, generation: int) -> StopView:
+    """Ask the session for everything about the current stop. Runs in a
+    worker thread: the session blocks while its tracer thread works."""
+    snapshot: Snapshot = session.snapshot()
+    regs = snapshot.registers
+    alive = session_alive(session)
+    breakpoints = frozenset(session.breakpoints()) if hasattr(session, "breakpoints") else frozenset()
+    listing: tuple[Instruction, ...] = ()
+    operands: tuple[OperandValue, ...] = ()
+    stack_words: tuple[tuple[int, int], ...] = ()
+    if regs is not None and alive:
+        listing = _listing(session, regs.pc, previous.listing if previous else ())
+        operands = _operands(session, listing, regs, snapshot)
+        stack_words = _stack_words(session, regs, snapshot)
+    changed: frozenset[str] = frozenset()
+    if previous is not None and previous.registers is not None and regs is not None:
+        changed = frozenset(changed_registers(previous.registers, regs))
+    position = snapshot.step if snapshot.step_exact else -1
+    stage = current_stage(snapshot.events, regs.pc if regs is not None else None, position,
+                          snapshot.step_exact)
+    return StopView(
+        generation=generation,
+        snapshot=snapshot,
+        position=position,
+        position_exact=snapshot.step_exact,
+        alive=alive,
+        capabilities=frozenset(getattr(session, "capabilities", frozenset())),
+        breakpoints=breakpoints,
+        listing=listing,
+        operands=operands,
+        changed=changed,
+        register_notes=register_notes(snapshot, session),
+        stack_words=stack_words,
+        stage=stage,
+        markers=timeline_markers(snapshot.events, stage),
+        words=describe_stop(snapshot.stop, stage),
+        program=snapshot.program,
+        pid=snapshot.pid,
+    )
+
+
+def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instruction, ...]:
+    """A window of instructions around pc that stays put while pc moves
+    inside it (no jumping listing while stepping), starting at a known
+    instruction boundary: the previous window, or the function's symbol."""
+    starts = [insn.address for insn in previous]
+    if pc in starts:
+        index = starts.index(pc)
+        if index < len(starts) - NEAR_END:
+            # Same window: reuse it if the code bytes are unchanged (one read
+            # instead of disassembling and symbolising 40 instructions).
+            end = previous[-1].next_address
+            if session.read_memory(starts[0], end - starts[0]) == b"".join(i.raw for i in previous):
+                return previous
+            start = starts[0]
+        else:
+            start = starts[max(0, index - CONTEXT_BEFORE)]
+        listing = tuple(session.disassemble(start, LISTING_SIZE))
+        if any(insn.address == pc for insn in listing):
+            return listing
+    listing = tuple(session.disassemble(pc, LISTING_SIZE))
+    if not listing:
+        return listing
+    name, offset = split_symbol(listing[0].symbol)
+    if name and 0 < offset <= MAX_PROLOGUE:
+        candidate = tuple(session.disassemble(pc - offset, LISTING_SIZE))
+        addresses = [insn.address for insn in candidate]
+        if pc in addresses:
+            index = addresses.index(pc)
+            if index >= LISTING_SIZE - NEAR_END:
+                cut = index - CONTEXT_BEFORE
+                return candidate[cut:] + tuple(session.disassemble(
+                    candidate[-1].next_address, cut))
+            return candidate
+    return listing
+
+
+def _operands(session, listing, regs, snapshot: Snapshot) -> tuple[OperandValue, ...]:
+    insn = next((i for i in listing if i.address == regs.pc), None)
+    if insn is None:
+        return ()
+    out = []
+    for operand in memory_operands(insn, regs, include_address_only=True):
+        data = None
+        symbol = None
+        if operand.address is not None:
+            if operand.access == "address":
+                symbol = session.symbolize(operand.address) if _in_code(snapshot, operand.address) else None
+            else:
+                size = operand.size or 8
+                data = session.read_memory(operand.address, min(size, OPERAND_BYTES))
+                if data is not None and size == 8 and len(data) == 8:
+                    value = int.from_bytes(data, "little")
+                    symbol = session.symbolize(value) if _in_code(snapshot, value) else None
+        out.append(OperandValue(operand.text, operand.address, operand.size, operand.access, data, symbol))
+    return tuple(out)
+
+
+def _stack_words(session, regs, snapshot: Snapshot) -> tuple[tuple[int, int], ...]:
+    """Words from the current sp, when sp has moved off the initial block."""
+    stack = snapshot.stack
+    sp = regs.sp
+    if stack is not None and sp == stack.sp:
+        return ()
+    data = session.read_memory(sp, STACK_WORDS * 8)
+    if not data:
+        return ()
+    return tuple((sp + i, int.from_bytes(data[i:i + 8], "little"))
+                 for i in range(0, len(data) - len(data) % 8, 8))
+
+
+def _code_ranges(snapshot: Snapshot) -> list[tuple[int, int]]:
+    return sorted((m.entry.start, m.entry.end) for m in snapshot.maps if "x" in m.entry.perms)
+
+
+def _in_code(snapshot: Snapshot, value: int) -> bool:
+    return any(start <= value < end for start, end in _code_ranges(snapshot))
+
+
+def register_notes(snapshot: Snapshot, session) -> dict[str, str]:
+    """What a register value points at: a symbol for code, the object and
+    segment for data, [stack]/[heap] for those."""
+    regs = snapshot.registers
+    if regs is None:
+        return {}
+    maps = sorted(snapshot.maps, key=lambda m: m.entry.start)
+    starts = [m.entry.start for m in maps]
+    notes: dict[str, str] = {}
+    for name, value in regs.items():
+        if value < 0x1000:
+            continue
+        index = bisect.bisect_right(starts, value) - 1
+        if index < 0 or value >= maps[index].entry.end:
+            continue
+        found = maps[index]
+        if "x" in found.entry.perms and found.object is not None:
+            symbol = session.symbolize(value)
+            notes[name] = symbol or f"{found.object}+{value - found.entry.start:#x}"
+        elif found.object is not None:
+            notes[name] = f"{found.object} {found.segment or ''}".strip()
+        elif found.entry.path:
+            notes[name] = found.entry.path
+    return notes
