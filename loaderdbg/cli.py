@@ -79,15 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _not_implemented(what: str) -> int:
-    raise UsageError(f"{what}: not implemented yet")
-
-
 def cmd_inspect(options: argparse.Namespace) -> int:
     from loaderdbg.inspect_command import inspect_program
 
     if options.replay:
-        return _not_implemented("inspect --replay")
+        if options.program or options.pid is not None:
+            raise UsageError("inspect: give one of PROG, --pid or --replay")
+        from loaderdbg.inspect_command import inspect_replay
+        return inspect_replay(options.replay, parse_target(options.at), as_json=options.json)
     if options.pid is not None:
         if options.program:
             raise UsageError("inspect: give either PROG or --pid, not both")
@@ -155,13 +154,68 @@ def cmd_attach(options: argparse.Namespace) -> int:
     return _open_tui(session, f"loaderdbg attach {options.pid}")
 
 
+def cmd_record(options: argparse.Namespace) -> int:
+    from loaderdbg.record.recorder import record_program
+
+    target = str(parse_target(options.until))
+    if options.pid is not None:
+        if options.program:
+            raise UsageError("record: give either PROG or --pid, not both")
+        if not options.follow_exec:
+            raise UsageError("record --pid: recording starts at a first instruction, "
+                             "so it needs --follow-exec (catch the next child PID spawns)")
+        from loaderdbg.inspect_command import announce_waiting
+        from loaderdbg.record.recorder import record_spawn
+        summary = record_spawn(options.pid, options.output, target, match=options.match,
+                               on_ready=lambda: announce_waiting(options.pid, options.match))
+    else:
+        if not options.program:
+            raise UsageError("record: give a PROG (or --pid PID --follow-exec)")
+        from loaderdbg.inspect_command import launch_spec
+        spec = launch_spec(options.program, options.args, aslr=options.aslr)
+        summary = record_program(spec, options.output, target)
+    print(f"loaderdbg: {summary.describe()}", file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return EXIT_OK
+
+
+def cmd_replay(options: argparse.Namespace) -> int:
+    from loaderdbg.record.replay import ReplaySession
+
+    session = ReplaySession(options.file)
+    return _open_tui(session, f"loaderdbg replay {options.file}")
+
+
+def cmd_explain(options: argparse.Namespace) -> int:
+    from loaderdbg.analysis.explain import explain_program, explain_recording
+    from loaderdbg.record.format import is_recording
+
+    if is_recording(options.target):
+        if options.args:
+            raise UsageError(f"explain: {options.target} is a recording; it takes no arguments")
+        from loaderdbg.record.replay import ReplaySession
+        with ReplaySession(options.target) as replay:
+            print(explain_recording(replay))
+        return EXIT_OK
+    from loaderdbg.inspect_command import launch_spec
+    # The program's own output would interleave with the report: keep it apart.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        spec = launch_spec(options.target, options.args, aslr=False, stdout_fd=devnull, stderr_fd=devnull)
+        print(explain_program(spec))
+    finally:
+        os.close(devnull)
+    return EXIT_OK
+
+
 COMMANDS = {
     "inspect": cmd_inspect,
     "run": cmd_run,
     "attach": cmd_attach,
-    "record": lambda o: _not_implemented("record"),
-    "replay": lambda o: _not_implemented("replay"),
-    "explain": lambda o: _not_implemented("explain"),
+    "record": cmd_record,
+    "replay": cmd_replay,
+    "explain": cmd_explain,
 }
 
 

@@ -45,6 +45,16 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
     return _report(snapshot, target, reason, as_json)
 
 
+def inspect_replay(path: str, target: Target, *, as_json: bool) -> int:
+    """The snapshot a live run would print at ``target``, from a recording."""
+    from loaderdbg.record.replay import ReplaySession
+
+    with ReplaySession(path) as session:
+        reason = session.cont(str(target)) if target.kind != "first" else session.goto(0)
+        snapshot = session.snapshot()
+    return _report(snapshot, target, reason, as_json)
+
+
 def _report(snapshot, target: Target, reason, as_json: bool) -> int:
     if as_json:
         json.dump(snapshot_to_json(snapshot), sys.stdout, indent=1)

@@ -115,6 +115,9 @@ class LiveSession:
     def symbolize(self, addr: int) -> str | None:
         return self._tracer.call(self._inferior.symbolize, addr)
 
+    def resolve(self, name: str) -> int | None:
+        return self._tracer.call(lambda: self._inferior.symbols().locate(name))
+
     def disassemble(self, addr: int, count: int = 16):
         return self._tracer.call(self._inferior.disassemble, addr, count)
 

@@ -103,6 +103,20 @@ class SymbolTable:
         obj, sym = found
         return obj.runtime(sym.value)
 
+    def locate(self, name: str) -> int | None:
+        """Runtime address for a user's ``sym:NAME`` or ``b NAME``: what the
+        dynamic linker would bind first, else any object's .symtab entry
+        (static functions, ld.so's internals such as ``_dl_start``), as gdb
+        does."""
+        found = self.resolve(name)
+        if found is not None:
+            return found
+        for obj in self.objects:
+            symbol = obj.info.symbol_named(name)
+            if symbol is not None and symbol.value:
+                return obj.runtime(symbol.value)
+        return None
+
     def object_at(self, addr: int) -> LoadedObject | None:
         index = bisect.bisect_right(self._starts, addr) - 1
         # Walk back over ranges that start before addr (objects interleave

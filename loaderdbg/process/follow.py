@@ -27,7 +27,7 @@ from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import _tids, check_attachable
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process.tracee import Tracee
+from loaderdbg.process.tracee import Tracee, finish_execve
 
 FOLLOW_OPTIONS = (ptrace.O_TRACESYSGOOD | ptrace.O_TRACEFORK | ptrace.O_TRACEVFORK
                   | ptrace.O_TRACECLONE | ptrace.O_TRACEEXEC)
@@ -110,6 +110,7 @@ class SpawnCatcher:
             raise
         self._release_all(keep=caught.pid)
         ptrace.set_options(caught.pid, CHILD_OPTIONS)
+        finish_execve(caught.pid, caught.path)
         tracee = Tracee(caught.pid, launched=False)
         tracee.last_stop = Stop(StopKind.EVENT, caught.pid, signal=_signal.SIGTRAP, event=ptrace.EVENT_EXEC)
         self.caught = caught

@@ -563,7 +563,7 @@ class Inferior:
             self.tracee.insert_breakpoint(target.value)
             return target.value
         if target.kind == "sym":
-            addr = self.symbols().resolve(target.name)
+            addr = self.symbols().locate(target.name)
             if addr is not None:
                 self.tracee.insert_breakpoint(addr)
             return addr
@@ -608,7 +608,7 @@ class Inferior:
                 self.stop_reason = reason
                 break
             if pending_sym and stop.kind is StopKind.SYSCALL and self._maps is None:
-                user_bp = self.symbols().resolve(target.name)
+                user_bp = self.symbols().locate(target.name)
                 if user_bp is not None:
                     self.tracee.insert_breakpoint(user_bp)
                     pending_sym = False
@@ -709,6 +709,9 @@ class Inferior:
             self._record("signal", stop.signal_name, text, address=self.tracee.pc)
             self.tracee.pending_signal = stop.signal
             if stop.signal in STOPPING_SIGNALS:
+                # The rdxbug crash comes right after the auxv rewrite with no
+                # syscall in between: name that step before the crash.
+                self._startup_checks()
                 self._record("milestone", "crash", f"{text} at pc {self.tracee.pc:#x}",
                              address=self.tracee.pc)
                 fault = info.addr if info is not None else None

@@ -300,6 +300,7 @@ def launch(spec: LaunchSpec) -> Tracee:
         ptrace.cont(pid)
         _, status = ptrace.waitpid(pid)
         if os.WIFSTOPPED(status) and (status >> 16) == ptrace.EVENT_EXEC:
+            finish_execve(pid, spec.path)
             tracee = Tracee(pid, launched=True)
             tracee.last_stop = Stop(StopKind.EVENT, pid, signal=_signal.SIGTRAP,
                                     event=ptrace.EVENT_EXEC)
@@ -314,6 +315,24 @@ def launch(spec: LaunchSpec) -> Tracee:
         raise
     finally:
         os.close(err_read)
+
+
+def finish_execve(pid: int, what: str) -> None:
+    """Take a tracee at its PTRACE_EVENT_EXEC stop out of the execve syscall.
+
+    The exec event is reported from inside execve: rip already points at the
+    new image's first instruction, but a SINGLESTEP from there only completes
+    the syscall and traps at the same rip without executing anything. Running
+    to execve's syscall-exit stop leaves the tracee where gdb's ``starti``
+    does, so step N means N instructions executed (PTRACE_NOTES.md §1, §2).
+    Needs TRACESYSGOOD."""
+    ptrace.syscall(pid)
+    _, status = ptrace.waitpid(pid)
+    if os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (_signal.SIGTRAP | 0x80):
+        return
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        raise TargetError(f"{what}: died on its way out of execve ({status:#x})")
+    raise TargetError(f"{what}: unexpected stop {status:#x} leaving execve")
 
 
 def _reap(pid: int, status: int | None) -> None:

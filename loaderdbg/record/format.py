@@ -778,6 +778,16 @@ def _meta_int(meta: dict, key: str, low: int, high: int, path: str) -> int:
     return value
 
 
+def is_recording(path: str) -> bool:
+    """Whether ``path`` looks like a recording (an SQLite file), so that
+    commands taking FILE|PROG can tell which they were given."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
 def _check_header(path: str) -> None:
     try:
         with open(path, "rb") as handle:

@@ -529,6 +529,10 @@ class ReplaySession:
         with self._lock:
             return self._source.symbols().symbolize(addr)
 
+    def resolve(self, name: str) -> int | None:
+        with self._lock:
+            return self._source.symbols().locate(name)
+
     def disassemble(self, addr: int, count: int = 16):
         with self._lock:
             code = self._memory.read(addr, count * 15)
