@@ -40,16 +40,26 @@ fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/execsolib OUT=$(BUILD)/fixtures/execsolib
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
 
+# Opens the TUI stopped at the demo's first instruction. Without a terminal
+# (CI, a pipe) there is nothing to draw: print the ld.so hand-off report.
 demo: venv fixtures
-	$(VENV)/bin/loaderdbg inspect --at ldso-entry $(DEMO) hello world
+	@if [ -t 0 ] && [ -t 1 ]; then \
+	  $(VENV)/bin/loaderdbg run $(DEMO) hello world; \
+	else \
+	  echo "no terminal: printing the report instead of opening the TUI"; \
+	  $(VENV)/bin/loaderdbg inspect --at ldso-entry $(DEMO) hello world; \
+	fi
 
 # pytest exits 5 when it collected nothing: that must fail, not pass quietly.
 test: venv fixtures
 	@$(VPY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# Ratios measured side by side in one run; not timed tests.
 bench: venv fixtures
 	$(VPY) bench/stepping.py
+	$(VPY) bench/record.py
+	$(VPY) bench/tui.py
 
 recordings: venv fixtures
 	$(VPY) -m loaderdbg.record.samples recordings
