@@ -57,7 +57,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
     ("text", ("not an ELF",)),
     ("empty", ("not an ELF",)),
     ("elf32", ("32-bit",)),
-    ("truncated", ("malformed ELF",)),
+    ("truncated", ("truncated ELF header",)),
     ("dir", ("directory",)),
 ])
 def test_bad_programs(bad_files, case, words):
