@@ -150,7 +150,9 @@ def cmd_attach(options: argparse.Namespace) -> int:
         session = LiveSession.catch_spawn(options.pid, options.match,
                                           on_ready=lambda: announce_waiting(options.pid, options.match))
         return _open_tui(session, f"loaderdbg attach --follow-exec {options.pid} → {session.pid}")
-    session = LiveSession.attach(options.pid)
+    from loaderdbg.inspect_command import gone_is_target_error
+    with gone_is_target_error(options.pid):
+        session = LiveSession.attach(options.pid)
     return _open_tui(session, f"loaderdbg attach {options.pid}")
 
 

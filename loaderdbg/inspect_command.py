@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
+
+from loaderdbg.errors import LoaderdbgError, TargetError
 
 from loaderdbg.live import LiveSession
 from loaderdbg.process.program import check_program
@@ -35,14 +39,40 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
     """Attach, snapshot (after running to ``target`` if one is given), detach
     leaving the process running. With ``follow_exec``, the snapshot is of the
     next child the process execs, caught at its first instruction."""
-    opened = (LiveSession.catch_spawn(pid, match, on_ready=lambda: announce_waiting(pid, match))
-              if follow_exec else LiveSession.attach(pid))
-    with opened as session:
-        reason = session.stop_reason
-        if target.kind != "first":
-            reason = session.cont(str(target))
-        snapshot = session.snapshot()
+    with gone_is_target_error(pid):
+        opened = (LiveSession.catch_spawn(pid, match, on_ready=lambda: announce_waiting(pid, match))
+                  if follow_exec else LiveSession.attach(pid))
+        with opened as session:
+            reason = session.stop_reason
+            if target.kind != "first":
+                reason = session.cont(str(target))
+            snapshot = session.snapshot()
     return _report(snapshot, target, reason, as_json)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X", "x")
+
+
+@contextlib.contextmanager
+def gone_is_target_error(pid: int):
+    """A process that dies while we attach makes the engine's next ptrace or
+    /proc read fail with ESRCH/ENOENT from wherever it happened to be; for
+    the user that is one fact, said once."""
+    try:
+        yield
+    except LoaderdbgError:
+        raise
+    except OSError as err:
+        if not process_gone(pid):
+            raise
+        raise TargetError(f"{pid}: the process exited while we attached "
+                          f"({errno.errorcode.get(err.errno, 'error')})") from None
 
 
 def inspect_replay(path: str, target: Target, *, as_json: bool) -> int:
