@@ -834,7 +834,20 @@ class Recorder:
 
     def _exec_event(self, syscall: tuple | None) -> None:
         """The program called execve again: a new address space. Counted as
-        one step whose writes replace every page."""
+        one step whose writes replace every page.
+
+        The exec event is reported from inside execve: a SINGLESTEP from it
+        would only finish the syscall, a step that executes nothing. Leaving
+        execve first (as launch does) makes the next step the new image's
+        first instruction, and keeps step counts equal to a live session's,
+        which spends exactly one step (event + empty trap) on the execve."""
+        try:
+            ptrace.syscall(self.pid, 0)
+            status = ptrace.waitpid(self.pid)[1]
+        except (ptrace.PtraceError, ChildProcessError):
+            status = None
+        if status is not None and not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (_signal.SIGTRAP | 0x80)):
+            return self._unusual(status, None, syscall)
         self.tracker.exec_happened()
         self.reader.reopen()
         raw = self._fetch_regs()
