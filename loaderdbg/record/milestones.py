@@ -124,5 +124,12 @@ class MilestoneTracker:
                 return obj.base + found.value
         return None
 
+    def caught(self, parent: int) -> None:
+        """The child was caught from a running parent (as Inferior.catch_spawn
+        notes it, so a replay's events match a live catch)."""
+        self.inferior.caught_from = parent
+        self.inferior._record("milestone", "caught", f"child {self.tracee.pid} of {parent} caught at exec",
+                              address=self.tracee.pc)
+
     def exec_happened(self) -> None:
         self.tracee.memory.reopen()

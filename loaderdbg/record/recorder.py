@@ -30,6 +30,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import Callable
 
 from loaderdbg import __version__
 from loaderdbg.arch import get_arch
@@ -38,8 +39,9 @@ from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
 from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
+from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind, classify
-from loaderdbg.process.tracee import LaunchSpec, launch
+from loaderdbg.process.tracee import LaunchSpec, Tracee, launch
 from loaderdbg.record.capture import (
     COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
 )
@@ -57,6 +59,7 @@ DEFAULT_CHUNK_STEPS = 4096
 DEFAULT_KEYFRAME_CHUNKS = 8
 STEP_STATUS = (_signal.SIGTRAP << 8) | 0x7F  # WIFSTOPPED, SIGTRAP, no event
 NT_X86_XSTATE = 0x202
+ADDR_NO_RANDOMIZE = 0x0040000
 SYS_TGKILL = 234
 UNREADABLE_KINDS = frozenset({"vvar", "vsyscall"})
 MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mremap", "mprotect", "brk", "shmat", "shmdt", "madvise",
@@ -127,6 +130,52 @@ def record_program(spec: LaunchSpec, output: str, until: str = "exit", progress:
     return recorder.run()
 
 
+def record_spawn(pid: int, output: str, until: str = "exit", *, match: str | None = None,
+                 on_ready: Callable[[], None] | None = None, progress: bool | None = None,
+                 timeout: float | None = None, chunk_steps: int = DEFAULT_CHUNK_STEPS,
+                 keyframe_chunks: int = DEFAULT_KEYFRAME_CHUNKS, pin: bool = True,
+                 max_steps: int | None = None, level: int = 7, file_level: int = 19) -> RecordingSummary:
+    """Attach to the running process ``pid``, catch the first child it
+    execs (whose path or argv[0] matches ``match``) at its first
+    instruction, and record it like a launched program.
+
+    The parent is seized without PTRACE_O_EXITKILL and let go as soon as
+    the child is caught: it keeps running, untraced, whatever happens to
+    us. The child is attached, not launched: when the recording ends before
+    the child does, it is detached and runs on (with the signal it was
+    about to receive, if any). ``on_ready`` is called once the parent is
+    seized (spawns are caught from then on)."""
+    target = parse_target(until)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    catcher = SpawnCatcher(pid, match, timeout, on_ready)
+    recorder = Recorder(None, output, target, progress=progress, chunk_steps=chunk_steps,
+                        keyframe_chunks=keyframe_chunks, pin=pin, max_steps=max_steps, level=level,
+                        file_level=file_level, catcher=catcher)
+    return recorder.run()
+
+
+def _caught_spec(pid: int, path: str, argv: tuple[str, ...]) -> LaunchSpec:
+    """What a caught child was started with, as a LaunchSpec (the recording's
+    meta and the milestone tracker want one)."""
+    env: dict[str, str] = {}
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            for item in handle.read().split(b"\0"):
+                if item:
+                    key, _, value = item.decode("utf-8", "surrogateescape").partition("=")
+                    env[key] = value
+    except OSError:
+        pass
+    aslr = True
+    try:
+        with open(f"/proc/{pid}/personality") as handle:
+            aslr = not int(handle.read().strip(), 16) & ADDR_NO_RANDOMIZE
+    except (OSError, ValueError):
+        pass
+    return LaunchSpec(path=path, argv=argv, env=env, aslr=aslr)
+
+
 @dataclass
 class _Chunk:
     start: int
@@ -158,11 +207,15 @@ class _Stop(Exception):
 
 
 class Recorder:
-    def __init__(self, spec: LaunchSpec, output: str, target: Target, *, progress: bool, chunk_steps: int,
-                 keyframe_chunks: int, pin: bool, max_steps: int | None, level: int, file_level: int) -> None:
+    def __init__(self, spec: LaunchSpec | None, output: str, target: Target, *, progress: bool, chunk_steps: int,
+                 keyframe_chunks: int, pin: bool, max_steps: int | None, level: int, file_level: int,
+                 catcher: SpawnCatcher | None = None) -> None:
         if chunk_steps < 1 or keyframe_chunks < 1:
             raise ValueError("chunk_steps and keyframe_chunks must be positive")
+        if (spec is None) == (catcher is None):
+            raise ValueError("record either a LaunchSpec or a caught spawn")
         self.spec = spec
+        self.catcher = catcher
         self.output = output
         self.target = target
         self.progress = progress
@@ -208,9 +261,14 @@ class Recorder:
                                               background_cpus=others or None)
             except (sqlite3.Error, OSError) as err:
                 raise UsageError(f"{self.output}: cannot write a recording there ({err})") from None
-            tracee = launch(self.spec)
+            if self.catcher is None:
+                tracee = launch(self.spec)
+            else:
+                tracee = self._catch()
             self.pid = tracee.pid
             self.tracker = MilestoneTracker(tracee, self.spec)
+            if self.catcher is not None:
+                self.tracker.caught(self.catcher.parent)
             self._setup()
             self.loop_started = time.monotonic()
             try:
@@ -223,7 +281,7 @@ class Recorder:
                 raise
         finally:
             if tracee is not None:
-                tracee.kill()
+                self._let_go(tracee)
             if old_handler is not None:
                 _signal.signal(_signal.SIGINT, old_handler)
             if original_affinity is not None:
@@ -249,11 +307,54 @@ class Recorder:
             milestones=milestones, warnings=tuple(self.warnings),
             setup_seconds=loop_started - started, loop_steps_per_second=self.pos / max(ended - loop_started, 1e-9))
 
+    def _catch(self) -> Tracee:
+        """Wait for the parent to exec a matching child; the child is ours,
+        at its first instruction, and the parent runs on untraced."""
+        catcher = self.catcher
+        tracee = catcher.catch()
+        try:
+            self.spec = _caught_spec(tracee.pid, catcher.caught.path, catcher.caught.argv)
+            self._child_affinity = None
+            if self.pinned_cpu is not None:
+                # It is the parent's child, not ours: it does not inherit our
+                # pinning, and stepping unpinned is 3x slower (and lets the
+                # kernel rewrite rseq's cpu_id between steps).
+                try:
+                    self._child_affinity = os.sched_getaffinity(tracee.pid)
+                    os.sched_setaffinity(tracee.pid, {self.pinned_cpu})
+                except OSError:
+                    self._child_affinity = None
+        except BaseException:
+            tracee.detach()
+            raise
+        return tracee
+
+    def _let_go(self, tracee: Tracee) -> None:
+        """A launched tracee dies with the recording; a caught child is
+        detached running, with its own CPU set back and the signal it was
+        about to get (a fault it must die of, as it would have untraced)."""
+        if tracee.launched:
+            tracee.kill()
+            return
+        if not tracee.alive:
+            return
+        if getattr(self, "_child_affinity", None) is not None:
+            try:
+                os.sched_setaffinity(tracee.pid, self._child_affinity)
+            except OSError:
+                pass
+        tracee.pending_signal = self.pending_signal
+        self.pending_signal = 0
+        tracee.detach()
+
     def _on_sigint(self, signum, frame) -> None:
         if self.interrupted or self.finished:
             raise KeyboardInterrupt
         self.interrupted = True
         pid = getattr(self, "pid", None)
+        if pid is None and self.catcher is not None:
+            self.catcher.cancelled = True  # still waiting for a spawn: it lets the parent go
+            return
         if pid is not None:
             # At the traced thread itself: it wakes a tracee blocked in a
             # syscall too, and never starts a group-stop in other threads.
@@ -289,6 +390,8 @@ class Recorder:
         w.put_meta("envp", [f"{k}={v}" for k, v in self.spec.env.items()])
         w.put_meta("aslr", self.spec.aslr)
         w.put_meta("pid", self.pid)
+        if self.catcher is not None:
+            w.put_meta("caught_from", self.catcher.parent)
         uname = os.uname()
         w.put_meta("kernel", f"{uname.sysname} {uname.release} {uname.version} {uname.machine}")
         w.put_meta("loaderdbg_version", __version__)
@@ -806,8 +909,8 @@ class Recorder:
         if stop.kind is StopKind.EXITED:
             return StopReason("exited", f"exited with status {stop.exit_code}", str(self.target),
                               reached=self.target.kind == "exit", exit_code=stop.exit_code)
-        return StopReason("killed", f"killed by {stop.signal_name}", str(self.target), reached=False,
-                          signal=stop.signal_name)
+        return StopReason("killed", f"killed by {stop.signal_name} at step {self.pos}", str(self.target),
+                          reached=False, signal=stop.signal_name)
 
     def _exit_event(self, syscall: tuple | None) -> None:
         """PTRACE_EVENT_EXIT: the process is exiting but its memory is still
