@@ -1,0 +1,146 @@
+"""`loaderdbg record --pid PID --follow-exec`: a child caught from a running
+spawner is recorded like a launched program, and the parent survives us
+(untraced, still serving), whether the recording ends, is interrupted while
+waiting, or is interrupted mid-recording."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from loaderdbg.errors import UsageError
+from loaderdbg.record.format import open_recording
+from loaderdbg.record.replay import ReplaySession
+
+LOADERDBG = [sys.executable, "-m", "loaderdbg"]
+
+
+class Spawner:
+    """tests/fixtures/zoo/spawner.c: one fork+exec per line on stdin, then a
+    `spawned pid=N status=…` line."""
+
+    def __init__(self, fixtures_dir, variant: str) -> None:
+        so = str(fixtures_dir / "execsolib" / variant / "libexecsolib.so")
+        self.proc = subprocess.Popen([str(fixtures_dir / "zoo" / "spawner"), "--execsolib-argv", so],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def spawn(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def status_line(self) -> str:
+        while True:
+            line = self.proc.stdout.readline()
+            assert line, "spawner closed its output"
+            if line.startswith("spawned "):
+                return line.strip()
+
+    def traced_by(self) -> int:
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+        return -1
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def spawner_factory(fixtures_dir):
+    made = []
+
+    def make(variant: str) -> Spawner:
+        made.append(Spawner(fixtures_dir, variant))
+        return made[-1]
+    yield make
+    for spawner in made:
+        spawner.close()
+
+
+def start_recording(pid: int, output, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([*LOADERDBG, "record", "--pid", str(pid), "--follow-exec",
+                             "--match", "*libexecsolib*", "-o", str(output), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # the parent is seized: spawns are caught from now on
+    assert "waiting for" in line, line + proc.stderr.read()
+    return proc
+
+
+def wait_for_steps(path, steps: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            rec = open_recording(str(path))
+        except UsageError:
+            time.sleep(0.1)
+            continue
+        try:
+            if rec.last_step >= steps:
+                return
+        finally:
+            rec.close()
+        time.sleep(0.1)
+    pytest.fail(f"{path} never reached {steps} steps")
+
+
+def test_caught_rdxbug_child_is_explained_like_a_launched_one(tmp_path, spawner_factory):
+    spawner = spawner_factory("rdxbug")
+    output = tmp_path / "caught.ldbg"
+    recorder = start_recording(spawner.proc.pid, output)
+    spawner.spawn()
+    out, err = recorder.communicate(timeout=120)
+    assert recorder.returncode == 0, err
+    assert "SIGSEGV" in err and "Traceback" not in err
+    # Recorded to its end: it died of its fault, as it would have untraced.
+    assert spawner.status_line().endswith("status=signaled:11")
+    assert spawner.traced_by() == 0
+    with ReplaySession(str(output)) as replay:
+        meta = replay.recording.meta
+        assert meta["caught_from"] == spawner.proc.pid and meta["argv"][0] == "execsolib-helper"
+        assert replay.end_reason.signal == "SIGSEGV" and meta["divergences"] == 0
+        assert any(e.name == "caught" and e.step == 0 for e in replay.events())
+        assert replay.verify().ok
+    explained = subprocess.run([*LOADERDBG, "explain", str(output)], capture_output=True, text=True, timeout=60)
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout
+    assert "SIGSEGV at rip 0x0" in text
+    assert "`jmp rdx`" in text and "`xor edx, edx`" in text and "one step earlier" in text
+    assert "ld.so's entry point" in text
+    spawner.spawn()  # and the parent keeps serving
+    assert spawner.status_line().startswith("spawned ")
+
+
+def test_ctrl_c_while_waiting_and_while_recording(tmp_path, spawner_factory):
+    spawner = spawner_factory("glibc-O2")
+    # Waiting for a spawn: the parent is let go, untraced, and serves on.
+    output = tmp_path / "none.ldbg"
+    recorder = start_recording(spawner.proc.pid, output)
+    recorder.send_signal(signal.SIGINT)
+    _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 130 and "Traceback" not in err, err
+    assert spawner.traced_by() == 0
+    # Mid-recording: a valid file ending where we stopped; the child is
+    # detached and runs to its normal end.
+    output = tmp_path / "cut.ldbg"
+    recorder = start_recording(spawner.proc.pid, output)
+    spawner.spawn()
+    wait_for_steps(output, 5_000, recorder)
+    recorder.send_signal(signal.SIGINT)
+    _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 130 and "Traceback" not in err, err
+    assert spawner.status_line().endswith("status=exited:0")
+    assert spawner.traced_by() == 0
+    with ReplaySession(str(output)) as replay:
+        assert replay.end_reason.kind == "interrupted" and replay.last_step >= 5_000
+        assert replay.verify().ok
+    spawner.spawn()
+    assert spawner.status_line().endswith("status=exited:0")
+    assert os.path.exists(f"/proc/{spawner.proc.pid}")
