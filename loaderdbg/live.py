@@ -132,13 +132,7 @@ class LiveSession:
 
     # -- motion --------------------------------------------------------------
     def step(self, n: int = 1) -> StopReason:
-        def run() -> StopReason:
-            for _ in range(n):
-                self._inferior.step()
-                if self._inferior.stop_reason.kind != "step" or self._inferior.interrupt_requested:
-                    break
-            return self._inferior.stop_reason
-        return self._run(run)
+        return self._run(self._inferior.step_many, n)
 
     def step_over(self) -> StopReason:
         def run() -> StopReason:

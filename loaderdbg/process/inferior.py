@@ -37,12 +37,11 @@ from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process.tracee import FAULT_SIGNALS, LaunchSpec, Tracee, launch
+from loaderdbg.process.tracee import CODE_SYSCALL, FAULT_SIGNALS, LaunchSpec, Tracee, launch
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import ThreadState
 from loaderdbg.targets import Target
 
-SYSCALL_INSN = b"\x0f\x05"
 MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mprotect", "mremap", "brk", "execve"})
 SYSTEM_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1")
 STOPPING_SIGNALS = FAULT_SIGNALS | {_signal.SIGABRT}
@@ -80,8 +79,8 @@ class Inferior:
         self.entry_pc = tracee.pc
         self.kernel_auxv_raw = self._read_proc("auxv") or b""
         self.elf_cache = ElfCache(self._read_mapped_file)
-        self.stop_reason = StopReason("launch", "stopped at the first instruction after execve",
-                                      target="first")
+        self._stop_reason: StopReason | None = StopReason(
+            "launch", "stopped at the first instruction after execve", target="first")
         self.ldso: LdsoInfo | None = None
         self.at_entry: int | None = None
         self.main_address: int | None = None
@@ -95,6 +94,11 @@ class Inferior:
         self._interpreters = self._interpreter_paths()
         self._self_relocator: MappedObject | None = None
         self._startup_checks_done = False
+        # Raw bytes behind the last decode of the argv/envp/auxv vectors and
+        # of the self-relocator's relocated segments: _startup_checks runs
+        # after every syscall, and decoding is only worth it on a change.
+        self._stack_seen: bytes | None = None
+        self._relocator_seen: bytes | None = None
         self.interrupt_requested = False
         self.statically_linked: str | None = None  # name of a program no ld.so will run
         self.user_breakpoints: set[int] = set()
@@ -243,6 +247,19 @@ class Inferior:
         self.tracee.insert_breakpoint(addr)  # may fail until mapped; revalidated later
 
     # -- state -------------------------------------------------------------
+    @property
+    def stop_reason(self) -> StopReason:
+        """Why we are stopped. None inside means "a plain step", built only
+        when asked: the step loop must not pay for a string per step."""
+        reason = self._stop_reason
+        if reason is None:
+            reason = self._stop_reason = StopReason("step", f"step {self.step_count}")
+        return reason
+
+    @stop_reason.setter
+    def stop_reason(self, value: StopReason) -> None:
+        self._stop_reason = value
+
     @property
     def pid(self) -> int:
         return self.tracee.pid
@@ -410,6 +427,7 @@ class Inferior:
         self._pending_syscall = pending
 
     def _syscall_exit(self, result: int | None) -> None:
+        self.tracee.forget_code()  # any syscall may have changed code (see Tracee._code)
         pending = self._pending_syscall
         self._pending_syscall = None
         if pending is None:
@@ -443,33 +461,59 @@ class Inferior:
         self._arm(self.ldso.entry, "ldso-entry")
 
     def _startup_checks(self) -> None:
-        """Notice in-memory rewrites the bootstrap makes without a syscall."""
+        """Notice in-memory rewrites the bootstrap makes without a syscall.
+        Runs after every syscall until AT_ENTRY, so it first compares raw
+        bytes with what it saw last time and decodes only on a change."""
         if self._startup_checks_done or not self.alive:
             return
         relocator = self._self_relocator
         if relocator is not None and not self.milestone_seen("self-relocation-done"):
-            states = self.relocation_states(relocator)
-            relative = [s for s in states if s.type_name.endswith("_RELATIVE")]
-            if relative and all(s.state == "applied" for s in relative):
-                self._record("milestone", "self-relocation-done",
-                             f"{len(relative)} RELATIVE relocations of {relocator.name} applied",
-                             exact=False)
+            raw = self._relocated_bytes(relocator)
+            if raw is None or raw != self._relocator_seen:
+                self._relocator_seen = raw
+                states = self.relocation_states(relocator)
+                relative = [s for s in states if s.type_name.endswith("_RELATIVE")]
+                if relative and all(s.state == "applied" for s in relative):
+                    self._record("milestone", "self-relocation-done",
+                                 f"{len(relative)} RELATIVE relocations of {relocator.name} applied",
+                                 exact=False)
         kernel = self._kernel_stack
-        now = self._decode_stack()
-        if kernel is not None and now is not None:
-            if not self.milestone_seen("argv-rewritten") and \
-                    [a.pointer for a in kernel.argv] != [a.pointer for a in now.argv]:
-                changed = [i for i, (a, b) in enumerate(zip(kernel.argv, now.argv)) if a.pointer != b.pointer]
-                detail = ", ".join(f"argv[{i}] → {now.argv[i].text!r}" for i in changed)
-                self._record("milestone", "argv-rewritten", detail, exact=False)
-            if not self.milestone_seen("auxv-rewritten"):
-                before = {e.type: e.value for e in kernel.auxv}
-                changed = [e for e in now.auxv if before.get(e.type) != e.value]
-                if changed:
-                    self._record("milestone", "auxv-rewritten",
-                                 ", ".join(f"{e.name}={e.value:#x}" for e in changed), exact=False)
+        if kernel is not None and not (self.milestone_seen("argv-rewritten")
+                                       and self.milestone_seen("auxv-rewritten")):
+            raw = self.tracee.memory.read(kernel.argv_address, kernel.end - kernel.argv_address)
+            if raw is None or raw != self._stack_seen:
+                self._stack_seen = raw
+                self._compare_stacks(kernel, self._decode_stack())
         if self.milestone_seen("at-entry"):
             self._startup_checks_done = True
+
+    def _compare_stacks(self, kernel: InitialStack, now: InitialStack | None) -> None:
+        if now is None:
+            return
+        if not self.milestone_seen("argv-rewritten") and \
+                [a.pointer for a in kernel.argv] != [a.pointer for a in now.argv]:
+            changed = [i for i, (a, b) in enumerate(zip(kernel.argv, now.argv)) if a.pointer != b.pointer]
+            detail = ", ".join(f"argv[{i}] → {now.argv[i].text!r}" for i in changed)
+            self._record("milestone", "argv-rewritten", detail, exact=False)
+        if not self.milestone_seen("auxv-rewritten"):
+            before = {e.type: e.value for e in kernel.auxv}
+            changed = [e for e in now.auxv if before.get(e.type) != e.value]
+            if changed:
+                self._record("milestone", "auxv-rewritten",
+                             ", ".join(f"{e.name}={e.value:#x}" for e in changed), exact=False)
+
+    def _relocated_bytes(self, obj: MappedObject) -> bytes | None:
+        """The segments holding obj's relocation slots, raw: while they are
+        unchanged, so is every relocation's state."""
+        offsets = [r.offset for r in obj.info.relocations]
+        chunks = []
+        for seg in obj.info.load_segments():
+            if any(seg.contains_vaddr(o) for o in offsets):
+                data = self.tracee.memory.read(obj.base + seg.vaddr, seg.memsz)
+                if data is None:
+                    return None
+                chunks.append(data)
+        return b"".join(chunks)
 
     def relocation_states(self, obj: MappedObject):
         data = self.elf_cache.object_bytes(obj)
@@ -491,10 +535,10 @@ class Inferior:
         return stop
 
     def _syscall_before_step(self) -> tuple | None:
-        code = self.read_memory(self.tracee.pc, 2)
-        if code != SYSCALL_INSN:
+        tracee = self.tracee
+        if tracee.code_kind(tracee.pc) != CODE_SYSCALL:
             return None
-        raw = self.tracee.regs_raw()
+        raw = tracee.regs_raw()
         regs = [int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(27)]
         names = self.arch.user_regs_fields
         value = dict(zip(names, regs))
@@ -504,20 +548,51 @@ class Inferior:
         return (number, args)
 
     def step(self) -> Stop:
-        self._require_alive()
-        self._here.clear()
+        """One instruction. A plain step (the common case by far) takes the
+        short way: count it, check for a milestone address, and leave the
+        stop reason to be built if someone asks."""
+        tracee = self.tracee
+        if not tracee.alive:
+            self._require_alive()
+        if self._here:
+            self._here.clear()
         try:
-            syscall_call = self._syscall_before_step()
+            pc = tracee.pc
         except ptrace.PtraceError:
-            syscall_call = None  # gone under us; the step reports how
-        stop = self.tracee.step()
+            pc = None  # gone under us; the step reports how
+        if pc is not None:
+            kind = tracee.code_kind(pc)
+            if kind != CODE_SYSCALL:
+                stop = tracee.step(pc, kind)
+                if stop is tracee.plain_step:
+                    self.step_count += 1
+                    milestones = self._milestone_bps
+                    if milestones and tracee.pc in milestones:
+                        self._handle_stop(stop, target=None, stepping=True)
+                    self._stop_reason = None
+                    return stop
+                syscall_call = None
+            else:
+                syscall_call = self._syscall_before_step()
+                stop = tracee.step(pc, kind)
+        else:
+            syscall_call = None
+            stop = tracee.step()
         stop = self._after_step(stop, syscall_call)
         _, final = self._handle_stop(stop, target=None, stepping=True)
         if final is not None:
             self.stop_reason = final
         elif stop.alive:
-            self.stop_reason = StopReason("step", f"step {self.step_count}")
+            self._stop_reason = None  # "step N"
         return stop
+
+    def step_many(self, n: int) -> StopReason:
+        """Up to n steps; stops early for anything but a plain step."""
+        for _ in range(n):
+            self.step()
+            if self._stop_reason is not None or self.interrupt_requested:
+                break
+        return self.stop_reason
 
     def _require_alive(self) -> None:
         if not self.alive:
@@ -539,7 +614,8 @@ class Inferior:
                 raise UsageError(f"step {target.value} is behind us (at step {self.step_count})")
             while self.step_count < target.value:
                 stop = self.step()
-                if self._stopped_for_good(stop) or self.stop_reason.kind == "interrupted":
+                reason = self._stop_reason  # None: a plain step
+                if reason is not None and (self._stopped_for_good(stop) or reason.kind == "interrupted"):
                     return self.stop_reason
             self.stop_reason = StopReason("target", f"reached step {self.step_count}", str(target))
             return self.stop_reason

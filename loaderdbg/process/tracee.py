@@ -8,6 +8,7 @@ and stepped over with the usual restore–step–reinsert dance.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal as _signal
@@ -16,9 +17,22 @@ from dataclasses import dataclass
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.memory import ProcessMemory
-from loaderdbg.process.stops import Stop, StopKind, classify
+from loaderdbg.process.stops import TRAP_BRKPT, TRAP_TRACE, Stop, StopKind, classify
+
+# The step loop's names, bound once (module globals are a dict lookup away).
+_raw_ptrace = ptrace._raw_ptrace
+_C_SINGLESTEP = ptrace.C_SINGLESTEP
+_NULL = ptrace.NULL
+_SIGTRAP_STOP = ptrace.SIGTRAP_STOP_STATUS
+_WALL = ptrace.WALL
+_waitpid = os.waitpid
 
 INT3 = 0xCC
+SYSCALL_INSN = b"\x0f\x05"
+# What the instruction at a pc means for the step that executes it.
+CODE_PLAIN = 0  # a SIGTRAP stop after stepping it is our trap flag
+CODE_SYSCALL = 1  # `syscall`: the engine decodes its arguments first
+CODE_TRAP = 2  # int3, int n, int1, or unreadable: only siginfo can tell
 RIP_OFFSET = 16 * 8  # user_regs_struct.rip
 RSP_OFFSET = 19 * 8
 # TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
@@ -57,6 +71,15 @@ class Tracee:
         self._regs = ptrace.RegisterBuffer()
         self._regs_raw: bytes | None = None
         self.alive = True
+        self._c_pid = ctypes.c_int(pid)
+        # pc -> CODE_*, decoded once per address. Code changes only through
+        # a syscall (mmap, mprotect, a write to /proc/self/mem) or a store
+        # into writable+executable memory, which startup code does not do:
+        # the engine forgets this after every syscall, exec and continue.
+        self._code: dict[int, int] = {}
+        # Plain steps share one immutable Stop instead of building one each.
+        self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
+        self.syscall_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
 
     # -- registers ---------------------------------------------------------
     def regs_raw(self) -> bytes:
@@ -80,6 +103,30 @@ class Tracee:
         raw = bytearray(self.regs_raw())
         raw[RIP_OFFSET:RIP_OFFSET + 8] = value.to_bytes(8, "little")
         self.set_regs_raw(bytes(raw))
+
+    # -- code ----------------------------------------------------------------
+    def code_kind(self, pc: int) -> int:
+        kind = self._code.get(pc)
+        if kind is None:
+            kind = self._decode_kind(pc)
+        return kind
+
+    def _decode_kind(self, pc: int) -> int:
+        data = self.memory.read(pc, 2) or self.memory.read(pc, 1)
+        if not data:
+            return CODE_TRAP  # will fault; not cached, it may get mapped
+        data = self.original_bytes(pc, data)
+        if data == SYSCALL_INSN:
+            kind = CODE_SYSCALL
+        elif data[0] in (INT3, 0xCD, 0xF1):
+            kind = CODE_TRAP
+        else:
+            kind = CODE_PLAIN
+        self._code[pc] = kind
+        return kind
+
+    def forget_code(self) -> None:
+        self._code.clear()
 
     # -- breakpoints -------------------------------------------------------
     def insert_breakpoint(self, addr: int) -> bool:
@@ -132,6 +179,9 @@ class Tracee:
     # -- resuming ----------------------------------------------------------
     def _wait(self) -> Stop:
         _, status = ptrace.waitpid(self.pid)
+        return self._classify(status)
+
+    def _classify(self, status: int) -> Stop:
         stop = classify(self.pid, status)
         self._regs_raw = None
         if not stop.alive:
@@ -141,6 +191,7 @@ class Tracee:
             # Report our own breakpoint at its address, as debuggers do.
             self.set_pc(self.pc - 1)
         elif stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXEC:
+            self._code.clear()
             self.memory.reopen()
             self.breakpoints.clear()  # the old address space is gone
         self.last_stop = stop
@@ -178,24 +229,53 @@ class Tracee:
                 return None
             raise
 
-    def step(self) -> Stop:
-        at_breakpoint = self._at_breakpoint()
-        if at_breakpoint is None:
-            return self._wait()
-        if at_breakpoint:
+    def step(self, pc: int | None = None, kind: int | None = None) -> Stop:
+        """Execute one instruction. ``pc`` and its ``code_kind`` may be
+        passed by a caller that has just looked them up.
+
+        The hot path costs what a C loop pays (SINGLESTEP, waitpid; GETREGS
+        when someone asks for pc) plus dict lookups: a SIGTRAP stop after an
+        instruction that cannot trap by itself is our trap flag, so no
+        GETSIGINFO is needed to say so."""
+        if pc is None:
+            try:
+                pc = self.pc
+            except ptrace.PtraceError as err:
+                if err.errno == errno.ESRCH:
+                    return self._wait()  # gone under us: waitpid says how
+                raise
+        if pc in self.breakpoints:
             stop = self._step_off_breakpoint()
             assert stop is not None
             return stop
-        try:
-            ptrace.singlestep(self.pid, self._take_signal())
-        except ptrace.PtraceError as err:
-            if err.errno != errno.ESRCH:
-                raise
-        return self._wait()
+        if self.pending_signal:
+            # A signal changes where the step lands (a handler): no shortcuts.
+            try:
+                ptrace.singlestep(self.pid, self._take_signal())
+            except ptrace.PtraceError as err:
+                if err.errno != errno.ESRCH:
+                    raise
+            return self._wait()
+        if kind is None:
+            kind = self._code.get(pc)
+            if kind is None:
+                kind = self._decode_kind(pc)
+        if _raw_ptrace(_C_SINGLESTEP, self._c_pid, _NULL, _NULL) == -1:
+            if ctypes.get_errno() != errno.ESRCH:
+                ptrace.fail("SINGLESTEP", self.pid)
+            return self._wait()
+        status = _waitpid(self.pid, _WALL)[1]  # PEP 475 retries EINTR
+        if status == _SIGTRAP_STOP and kind != CODE_TRAP:
+            self._regs_raw = None
+            stop = self.syscall_step if kind == CODE_SYSCALL else self.plain_step
+            self.last_stop = stop
+            return stop
+        return self._classify(status)
 
     def resume(self, *, syscalls: bool) -> Stop:
         """Continue to the next stop: a breakpoint, a signal, an event, and
         with ``syscalls`` every syscall entry and exit too."""
+        self._code.clear()  # a continue may run anything, mmap included
         at_breakpoint = self._at_breakpoint()
         if at_breakpoint is None:
             return self._wait()
