@@ -72,6 +72,9 @@ STATUS_FIELDS = frozenset({"Name", "State", "Tgid", "Pid", "PPid", "TracerPid", 
 _RIP = 16 * 8
 _RSP = 19 * 8
 _RAX = 10 * 8
+_R11 = 6 * 8
+_EFLAGS = 18 * 8
+_TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
 
 _libc = ptrace._libc
@@ -721,7 +724,7 @@ class Recorder:
         status = self._issue()
         if status != STEP_STATUS:
             return self._unusual(status, plan, syscall=(number, name, args))
-        raw = self._fetch_regs()
+        raw = self._untrap_r11(self._fetch_regs())
         result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
         explicit = []
         if name in ("mmap", "mremap") and not -4095 <= result < 0:
@@ -746,6 +749,22 @@ class Recorder:
         if target.kind == "sym" and name in MAPPING_SYSCALLS:
             self._resolve_symbol_target()
         self._after_special()
+
+    def _untrap_r11(self, raw: bytes) -> bytes:
+        """`syscall` saves RFLAGS in r11, and a single-stepped one saves our
+        trap flag with it (0x302, PTRACE_NOTES.md §2): a value no untraced
+        run, and no live continue, ever sees. Put back what the program
+        would have got, in the process too, so the recording is its run."""
+        r11 = self._word(raw, _R11)
+        if r11 & _TF and not self._word(self.regs, _EFLAGS) & _TF:
+            fixed = bytearray(raw)
+            fixed[_R11:_R11 + 8] = (r11 & ~_TF).to_bytes(8, "little")
+            ctypes.memmove(self._regs_buf, bytes(fixed), REGS_SIZE)
+            if _libc.ptrace(ptrace.SETREGS, self.pid, 0, self._regs_addr) == -1:
+                err = ctypes.get_errno()
+                raise TargetError(f"SETREGS failed at step {self.pos}: {os.strerror(err)}")
+            return bytes(fixed)
+        return raw
 
     def _syscall_done(self, t: int, syscall: tuple, raw: bytes | None, result: int | None) -> None:
         """The syscall of transition t returned (or never will: result None):
