@@ -579,12 +579,43 @@ class Inferior:
             syscall_call = None
             stop = tracee.step()
         stop = self._after_step(stop, syscall_call)
+        if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
+            stop = self._finish_dying(stop)
         _, final = self._handle_stop(stop, target=None, stepping=True)
         if final is not None:
             self.stop_reason = final
         elif stop.alive:
             self._stop_reason = None  # "step N"
         return stop
+
+    def _finish_dying(self, stop: Stop) -> Stop:
+        """At the exit event of a process a signal is killing (the SIGSEGV
+        a step delivered, a SIGKILL), let it die: the caller reports
+        "killed by SIG… at step N" instead of a step that seems alive."""
+        try:
+            status = ptrace.get_event_msg(self.pid)
+        except ptrace.PtraceError:
+            status = None
+        if status is None or os.WIFSIGNALED(status):
+            if self._pending_syscall is not None:
+                self._syscall_exit(None)
+            return self.tracee.resume(syscalls=False)
+        return stop
+
+    def _died_of(self, stop: Stop, signal: int, stood: tuple[int, int] | None) -> bool:
+        """Whether ``stop`` is the process dying of the pending ``signal``
+        with nothing run: its exit event at the same pc and sp (``stood``),
+        or, once that matched (stood None), the death itself."""
+        if stop.kind is StopKind.KILLED:
+            return stood is None and stop.signal == signal
+        if stop.kind is not StopKind.EVENT or stop.event != ptrace.EVENT_EXIT or stood is None:
+            return False
+        try:
+            status = ptrace.get_event_msg(self.pid)
+            here = (self.tracee.pc, self.tracee.sp)
+        except ptrace.PtraceError:
+            return False
+        return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal and here == stood
 
     def step_many(self, n: int) -> StopReason:
         """Up to n steps; stops early for anything but a plain step."""
@@ -668,6 +699,10 @@ class Inferior:
 
     def _continue(self, target: Target, user_bp: int | None) -> StopReason:
         pending_sym = target.kind == "sym" and user_bp is None
+        # Resuming from a fatal signal's stop runs nothing: if the process
+        # dies of it right where it stood, the step count is still exact.
+        fatal = self.tracee.pending_signal if self.step_exact else 0
+        stood = (self.tracee.pc, self.tracee.sp) if fatal else None
         while True:
             watch_syscalls = (not self.milestone_seen("at-entry") or target.kind == "syscall"
                               or pending_sym or (target.kind == "main" and user_bp is None))
@@ -678,7 +713,11 @@ class Inferior:
             stop = self.tracee.resume(syscalls=watch_syscalls)
             if stop.kind is StopKind.STEP and syscall_call is not None:
                 self._after_step(stop, syscall_call)
-            self.step_exact = False
+            if fatal and self._died_of(stop, fatal, stood):
+                stood = None  # the exit event matched; the death report follows
+            else:
+                fatal = 0
+                self.step_exact = False
             reached, reason = self._handle_stop(stop, target=target, stepping=False)
             if reason is not None:
                 self.stop_reason = reason

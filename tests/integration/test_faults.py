@@ -148,3 +148,67 @@ def test_forks_signals_and_exec_are_followed_or_ignored(forker, tmp_path):
     assert ("signal", "SIGUSR1") in kinds
     assert ("fork", "fork") in kinds and ("fork", "vfork") in kinds
     assert ("milestone", "exec") in kinds
+
+
+# ----------------------------------------------------------------- a fault, then one more step
+
+CRASH_START = r"""
+/* No libc, no ld.so: a handful of instructions, then a load from 0x10. */
+__asm__(".globl _start\n_start:\n"
+        "  mov $7, %eax\n"
+        "  xor %ecx, %ecx\n"
+        "  mov 0x10(%rcx), %rax\n"
+        "  hlt\n");
+"""
+
+
+@pytest.fixture(scope="module")
+def crash_start(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("crash")
+    (directory / "crash.c").write_text(CRASH_START)
+    subprocess.run(["gcc", "-static", "-nostdlib", "-o", str(directory / "crash"),
+                    str(directory / "crash.c")], check=True)
+    return str(directory / "crash")
+
+
+def test_step_after_a_fault_reports_the_death(crash_start):
+    """The step after a SIGSEGV stop delivers it and the process dies: that
+    step says "killed by SIGSEGV at step N" (N: nothing more executed)."""
+    with LiveSession(launch_spec(crash_start, [], aslr=False)) as session:
+        reason = session.step(10)
+        assert reason.kind == "signal" and reason.signal == "SIGSEGV", reason
+        assert reason.fault_address == 0x10
+        assert session.position == 2 and session.alive  # mov, xor; the load faults
+        reason = session.step()
+        assert reason.kind == "killed" and reason.signal == "SIGSEGV"
+        assert reason.description == "killed by SIGSEGV at step 2"
+        assert session.position == 2 and not session.alive
+        assert [e.name for e in session.events()][-2:] == ["crash", "exit"]
+
+
+def test_continue_after_a_fault_reports_the_death(crash_start):
+    with LiveSession(launch_spec(crash_start, [], aslr=False)) as session:
+        assert session.step(10).kind == "signal"
+        reason = session.cont()
+        assert reason.kind == "killed" and not reason.reached
+        # Resuming from the fault ran nothing: the count is still exact.
+        assert reason.description == "killed by SIGSEGV at step 2"
+        assert not session.alive
+
+
+def test_step_after_a_continued_to_fault_reports_the_death(fixtures_dir):
+    rdxbug = str(fixtures_dir / "execsolib" / "rdxbug" / "libexecsolib.so")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        spec = launch_spec(rdxbug, ["a"], aslr=False, stdout_fd=devnull, stderr_fd=devnull)
+        with LiveSession(spec) as session:
+            reason = session.cont("signal")
+            assert reason.reached and reason.signal == "SIGSEGV", reason
+            reason = session.step()
+            assert reason.kind == "killed"
+            assert reason.description == "killed by SIGSEGV after a continue"
+            assert not session.alive
+            with pytest.raises(Exception, match="the process is gone"):
+                session.step()
+    finally:
+        os.close(devnull)
