@@ -8,6 +8,7 @@ and everything else is decoded here, the same way for both.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -131,13 +132,16 @@ def build_snapshot(source: StateSource) -> Snapshot:
 
     relocations: list[RelocationState] = []
     summaries = []
+    per_object = []
     for obj in objects:
         states = tuple(source.relocation_states(obj))
+        per_object.append(states)
         relocations.extend(states)
         summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
-                                       relocation_totals(states, obj.name), obj is ldso,
+                                       _totals(states, obj.name), obj is ldso,
                                        object_detail(obj, maps)))
     symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
+    got, ifuncs = _relocation_views(per_object, relocations, symbols, objects)
 
     handoff = NOT_CHECKED
     if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
@@ -161,9 +165,47 @@ def build_snapshot(source: StateSource) -> Snapshot:
         threads=tuple(source.threads()),
         handoff=handoff,
         events=tuple(source.events),
-        got=got_view(relocations, symbols),
-        ifuncs=ifunc_choices(relocations, symbols, objects),
+        got=got,
+        ifuncs=ifuncs,
     )
+
+
+# relocation_states hands back the very same tuple while an object's slots
+# are unchanged (analysis/relocations.py caches per object), so what is
+# derived from the states is remembered by their identity: a step that
+# writes no slot costs no GOT or ifunc walk.
+_DERIVED_LOCK = threading.Lock()
+_TOTALS: dict[int, tuple[tuple, RelocationTotals]] = {}
+_VIEWS: list = [None]  # [(key, keep-alive, (got, ifuncs))]
+_MAX_TOTALS = 256
+
+
+def _totals(states: tuple[RelocationState, ...], name: str) -> RelocationTotals:
+    with _DERIVED_LOCK:
+        hit = _TOTALS.get(id(states))
+    if hit is not None and hit[0] is states and hit[1].object == name:
+        return hit[1]
+    totals = relocation_totals(states, name)
+    with _DERIVED_LOCK:
+        _TOTALS[id(states)] = (states, totals)
+        while len(_TOTALS) > _MAX_TOTALS:
+            del _TOTALS[next(iter(_TOTALS))]
+    return totals
+
+
+def _relocation_views(per_object, relocations, symbols, objects):
+    key = (tuple(id(states) for states in per_object),
+           tuple((o.name, o.base, id(o.info)) for o in objects))
+    with _DERIVED_LOCK:
+        hit = _VIEWS[0]
+    if hit is not None and hit[0] == key:
+        return hit[2]
+    views = (got_view(relocations, symbols), ifunc_choices(relocations, symbols, objects))
+    with _DERIVED_LOCK:
+        # The states and infos are kept alive with the key, so their ids
+        # cannot be reused by other objects while the entry stands.
+        _VIEWS[0] = (key, (tuple(per_object), tuple(o.info for o in objects)), views)
+    return views
 
 
 def _link_map(source: StateSource, memory: MemoryReader) -> tuple[LinkMapEntry, ...]:

@@ -13,6 +13,7 @@ pyelftools' relocation.py; adding an architecture is adding rows.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -304,13 +305,13 @@ class _SegmentImages:
 
     def __init__(self, fetch: Callable[[int, int], bytes | None], segments: Iterable[tuple[int, int]]) -> None:
         self._fetch = fetch
-        self._blocks: list[tuple[int, int, bytes | None]] = []
+        self.blocks: list[tuple[int, int, bytes | None]] = []
         for start, end in segments:
-            self._blocks.append((start, end, fetch(start, end - start)))
+            self.blocks.append((start, end, fetch(start, end - start)))
         self._pages: dict[int, bytes | None] = {}
 
     def read(self, addr: int, size: int) -> bytes | None:
-        for start, end, data in self._blocks:
+        for start, end, data in self.blocks:
             if start <= addr and addr + size <= end:
                 if data is not None:
                     return data[addr - start:addr - start + size]
@@ -355,50 +356,178 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
     word = ARCH_WORD.get(arch)
     if word is None:
         raise ValueError(f"no relocation recipes for architecture {arch!r}")
+    plan = _plan(obj, file_bytes, arch, word)
+    image = _SegmentImages(memory.read, plan.segments)
+    blocks = tuple(data for _, _, data in image.blocks)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(plan.key)
+    if (cached is None or cached.plan is not plan or not _same_symbols(cached.symbols, symbols)
+            or any(data is None for data in blocks)):
+        cached = None
+    # A stop while ld.so relocates changes a few words of a segment; every
+    # other slot keeps its verdict (a function of the slot word, the
+    # symbols and the base), so only slots in changed chunks are judged again.
+    if cached is None:
+        redo = range(len(plan.relocs))
+        raw: list[_Verdict | None] = [None] * len(plan.relocs)
+        currents: list[int | None] = [None] * len(plan.relocs)
+        previous_states: tuple[RelocationState, ...] | None = None
+        previous_final: list[_Verdict] | None = None
+    else:
+        redo = sorted(plan.volatile | _changed_slots(plan, cached.blocks, blocks))
+        if not redo:
+            return cached.states
+        raw, currents = list(cached.raw), list(cached.currents)
+        previous_states, previous_final = cached.states, cached.final
+    for index in redo:
+        reloc = plan.relocs[index]
+        address = obj.runtime(reloc.offset)
+        data = image.read(address, word) if plan.fits else None
+        current = None if data is None else int.from_bytes(data, "little")
+        slot = _Slot(obj=obj, reloc=reloc, symbols=symbols, memory=memory, word=word, current=current,
+                     link_value=plan.link_values[index], link_bytes=plan.link_bytes, slot_bytes=image.read)
+        currents[index] = current
+        raw[index] = RECIPES.get(reloc.type_name, _none)(slot)
+    final = list(raw)
+    _settle_by_order(final, currents)
+    if previous_states is None:
+        states = tuple(_state(obj, plan.relocs[i], final[i], currents[i], plan.link_values[i])
+                       for i in range(len(final)))
+    else:
+        out = list(previous_states)
+        redone = set(redo)
+        for i, verdict in enumerate(final):
+            if i in redone or verdict != previous_final[i]:
+                out[i] = _state(obj, plan.relocs[i], verdict, currents[i], plan.link_values[i])
+        states = tuple(out)
+    if all(data is not None for data in blocks):
+        with _CACHE_LOCK:
+            _CACHE[plan.key] = _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final, states)
+            while len(_CACHE) > _CACHE_OBJECTS:
+                del _CACHE[next(iter(_CACHE))]
+    return states
+
+
+def _state(obj: LoadedObject, reloc: Relocation, verdict: _Verdict, current: int | None,
+           link_value: int | None) -> RelocationState:
+    return RelocationState(
+        object=obj.path,
+        address=obj.runtime(reloc.offset),
+        type_name=reloc.type_name,
+        symbol=reloc.symbol,
+        addend=reloc.addend,
+        state=verdict.state,
+        current=current if verdict.current is None else verdict.current,
+        expected=verdict.expected,
+        link_value=link_value,
+        table=reloc.table,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Per-object cache: what does not change between stops, and the last answer
+# ---------------------------------------------------------------------------
+
+_CHUNK = 64            # bytes compared at once when looking for changed slots
+_CACHE_OBJECTS = 64    # objects remembered (a few sessions' worth)
+_CACHE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """Everything about an object's relocations that memory cannot change."""
+
+    key: tuple
+    info: object
+    file_bytes: bytes
+    relocs: tuple[Relocation, ...]
+    fits: bool
+    segments: tuple[tuple[int, int], ...]            # runtime [start, end) read per stop
+    link_values: tuple[int | None, ...]
+    link_bytes: Callable[[int, int], bytes | None]
+    chunks: dict[tuple[int, int], tuple[int, ...]]   # (segment, chunk) -> slot indices
+    volatile: frozenset[int]                         # judged at every stop (COPY, slots outside)
+
+
+@dataclass(frozen=True, eq=False)
+class _Cached:
+    plan: _Plan
+    symbols: SymbolTable
+    blocks: tuple[bytes | None, ...]
+    raw: tuple[_Verdict | None, ...]
+    currents: tuple[int | None, ...]
+    final: list[_Verdict]
+    states: tuple[RelocationState, ...]
+
+
+_PLANS: dict[tuple, _Plan] = {}
+_CACHE: dict[tuple, _Cached] = {}
+
+
+def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
+    key = (obj.path, obj.base, arch)
+    with _CACHE_LOCK:
+        plan = _PLANS.get(key)
+    # The same path and base may be another build of the file (a relaunch after make).
+    if plan is not None and plan.info is obj.info and plan.file_bytes is file_bytes:
+        return plan
     info = obj.info
     loads = info.load_segments()
     link_bytes = _file_image(loads, file_bytes)
+    relocs = tuple(info.relocations)
     # Only segments that hold relocation slots are read (normally the RW one).
     wanted = set()
-    for reloc in info.relocations:
+    for reloc in relocs:
         seg = next((s for s in loads if s.contains_vaddr(reloc.offset)), None)
         if seg is not None:
             wanted.add((obj.runtime(seg.vaddr), obj.runtime(seg.vaddr + seg.memsz)))
-    image = _SegmentImages(memory.read, sorted(wanted))
-    verdicts: list[_Verdict] = []
-    slots: list[_Slot] = []
+    segments = tuple(sorted(wanted))
     # The recipes are for 64-bit slots; a 32-bit object gets honest unknowns.
     fits = info.elf_class == word * 8
-    for reloc in info.relocations:
-        address = obj.runtime(reloc.offset)
-        raw = image.read(address, word) if fits else None
+    link_values = []
+    chunks: dict[tuple[int, int], list[int]] = {}
+    volatile = set()
+    for index, reloc in enumerate(relocs):
         link = link_bytes(reloc.offset, word) if fits else None
-        slot = _Slot(
-            obj=obj, reloc=reloc, symbols=symbols, memory=memory, word=word,
-            current=None if raw is None else int.from_bytes(raw, "little"),
-            link_value=None if link is None else int.from_bytes(link, "little"),
-            link_bytes=link_bytes, slot_bytes=image.read,
-        )
-        slots.append(slot)
-        verdicts.append(RECIPES.get(reloc.type_name, _none)(slot))
-    _settle_by_order(verdicts, [slot.current for slot in slots])
-    out = []
-    for slot, verdict in zip(slots, verdicts):
-        reloc = slot.reloc
+        link_values.append(None if link is None else int.from_bytes(link, "little"))
         address = obj.runtime(reloc.offset)
-        out.append(RelocationState(
-            object=obj.path,
-            address=address,
-            type_name=reloc.type_name,
-            symbol=reloc.symbol,
-            addend=reloc.addend,
-            state=verdict.state,
-            current=slot.current if verdict.current is None else verdict.current,
-            expected=verdict.expected,
-            link_value=slot.link_value,
-            table=reloc.table,
-        ))
-    return tuple(out)
+        where = next((i for i, (start, end) in enumerate(segments) if start <= address and address + word <= end),
+                     None)
+        # COPY compares with another object's memory: never reuse its verdict.
+        if where is None or reloc.type_name.endswith("_COPY"):
+            volatile.add(index)
+            continue
+        start = segments[where][0]
+        for chunk in {(address - start) // _CHUNK, (address + word - 1 - start) // _CHUNK}:
+            chunks.setdefault((where, chunk), []).append(index)
+    plan = _Plan(key, info, file_bytes, relocs, fits, segments, tuple(link_values), link_bytes,
+                 {k: tuple(v) for k, v in chunks.items()}, frozenset(volatile))
+    with _CACHE_LOCK:
+        _PLANS[key] = plan
+        while len(_PLANS) > _CACHE_OBJECTS:
+            del _PLANS[next(iter(_PLANS))]
+    return plan
+
+
+def _same_symbols(a: SymbolTable, b: SymbolTable) -> bool:
+    if a is b:
+        return True
+    if len(a.objects) != len(b.objects):
+        return False
+    return all(x.path == y.path and x.base == y.base and x.info is y.info for x, y in zip(a.objects, b.objects))
+
+
+def _changed_slots(plan: _Plan, before: tuple[bytes | None, ...], now: tuple[bytes | None, ...]) -> set[int]:
+    changed: set[int] = set()
+    for where, (old, new) in enumerate(zip(before, now)):
+        if old == new:
+            continue
+        if old is None or new is None or len(old) != len(new):
+            return set(range(len(plan.relocs)))
+        for offset in range(0, len(new), _CHUNK):
+            if old[offset:offset + _CHUNK] != new[offset:offset + _CHUNK]:
+                changed.update(plan.chunks.get((where, offset // _CHUNK), ()))
+    return changed
 
 
 def _settle_by_order(verdicts: list[_Verdict], currents: list[int | None]) -> None:
