@@ -652,6 +652,12 @@ class ReplaySession:
                     return self._move(self.last_step)
                 return self._move(0, StopReason("start", "reached the start of the recording (step 0)",
                                                 reached=False))
+            end = self.end_reason
+            if forward and end.kind in ("exited", "killed", "signal", "crashed"):
+                # The process ended before the target, so a live run would
+                # have stopped there too, saying so (exit 1, not a usage error).
+                return self._move(self.last_step, StopReason(end.kind, end.description, str(target), False,
+                                                             end.signal, end.fault_address, end.exit_code))
             direction = "after" if forward else "before"
             raise UsageError(f"{target} does not occur {direction} step {here} in this recording")
         candidates.sort(key=lambda c: c[0] if forward else -c[0])
