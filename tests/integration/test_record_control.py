@@ -46,7 +46,8 @@ def record(tmp_path, program, until, **kwargs):
 
 
 def test_until_first_and_step(tmp_path, static_meta):
-    program = static_meta[0]
+    program, full = static_meta[:2]
+    assert full.divergences == 0 and full.stop_reason.kind == "exited"
     summary, replay = record(tmp_path, program, "first")
     with replay:
         assert summary.steps == 0 and replay.last_step == 0 and summary.stop_reason.reached
@@ -85,14 +86,6 @@ def test_until_syscall_addr_sym_main(tmp_path, static_meta):
     assert summary.steps == 1000 and not summary.stop_reason.reached
 
 
-def test_until_signal(tmp_path, fixtures_dir):
-    summary, replay = record(tmp_path, str(fixtures_dir / "execsolib/rdxbug/libexecsolib.so"), "signal")
-    with replay:
-        assert summary.stop_reason.reached and summary.stop_reason.signal == "SIGSEGV"
-        replay.goto(replay.last_step)
-        assert replay.pc == 0
-
-
 def test_bad_target_is_a_usage_error(tmp_path, static_meta):
     with pytest.raises(UsageError):
         record_program(spec_for(static_meta[0]), str(tmp_path / "x.ldbg"), "nowhere")
@@ -117,6 +110,33 @@ def test_ctrl_c_leaves_a_valid_file(tmp_path):
         assert replay.verify().ok
     with pytest.raises(ProcessLookupError):
         os.kill(open_recording(str(path)).meta["pid"], 0)
+
+
+def test_tracee_killed_during_recording(tmp_path):
+    """SIGKILL from outside while stepping: the recording says where it
+    happened, closes cleanly, and replays to that step."""
+    path = tmp_path / "killed-tracee.ldbg"
+    me = os.getpid()
+
+    def kill_child() -> None:
+        with open(f"/proc/{me}/task/{me}/children") as handle:
+            for pid in handle.read().split():
+                os.kill(int(pid), signal.SIGKILL)
+    timer = threading.Timer(1.5, kill_child)
+    timer.start()
+    try:
+        summary = record_program(spec_for("/usr/bin/python3", "-c", "pass"), str(path), "exit", progress=False)
+    finally:
+        timer.cancel()
+    reason = summary.stop_reason
+    assert reason.kind == "killed" and reason.signal == "SIGKILL" and not summary.interrupted
+    assert reason.description == f"killed by SIGKILL at step {summary.steps}" and summary.steps > 0
+    with ReplaySession(str(path)) as replay:
+        assert replay.recording.meta["complete"] and replay.last_step == summary.steps
+        assert replay.end_reason.description == reason.description
+        replay.goto(replay.last_step)
+        replay.snapshot()
+        assert replay.verify().ok
 
 
 RECORDER = """

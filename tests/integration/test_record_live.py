@@ -34,7 +34,7 @@ def close_spec(spec: LaunchSpec) -> None:
 CASES = [
     ("execsolib/glibc-relr/libexecsolib.so", ("a",), "entry"),
     ("execsolib/musl-O2/libexecsolib.so", ("a", "b"), "exit"),
-    ("execsolib/rdxbug/libexecsolib.so", (), "exit"),
+    ("execsolib/rdxbug/libexecsolib.so", (), "signal"),
     ("zoo/lazy", (), "exit"),  # lazy binding: _dl_runtime_resolve's xsavec
     ("zoo/ifunc-tls", (), "exit"),
     ("zoo/hello-static", (), "exit"),
@@ -63,6 +63,10 @@ def test_no_divergence(tmp_path, fixtures_dir, program, args, until, capsys):
         assert replay.last_step == summary.steps
         report = replay.verify()
         assert report.ok, report.describe()
+        if until == "signal":
+            assert summary.stop_reason.reached and summary.stop_reason.signal == "SIGSEGV"
+            replay.goto(replay.last_step)
+            assert replay.pc == 0
         if until == "entry":
             replay.goto(replay.last_step)
             assert replay.pc == replay.recording.meta["at_entry"]["value"]
