@@ -59,6 +59,13 @@ class DisassemblyPane(ViewPane, Vertical):
     DEFAULT_CLASSES = "pane"
     BORDER_TITLE = "disassembly"
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # One line per (instruction, pc here, breakpoint, layout): stepping
+        # inside the same window rebuilds only the two lines pc moves between.
+        self._line_cache: dict[tuple, Text] = {}
+        self._operands_shown: Text | None = None
+
     def compose(self) -> ComposeResult:
         yield LinesView(id="listing")
         yield Static(id="operands")
@@ -90,6 +97,9 @@ class DisassemblyPane(ViewPane, Vertical):
         indent = 2 + 1 + ADDRESS_WIDTH + 1 + (offset_width + 1 if offset_width else 0)
         lines: list[Text] = []
         keys: list[str] = []
+        cache = self._line_cache
+        if len(cache) > 4096:
+            cache.clear()
         for insn, (name, offset) in zip(view.listing, offsets):
             if name is not None and name != last_name:
                 label = f"{name}:" if offset == 0 else f"{name}+{offset:#x}:"
@@ -97,17 +107,11 @@ class DisassemblyPane(ViewPane, Vertical):
                 keys.append(f"l{insn.address:x}")
             last_name = name
             here = insn.address == pc
-            line = mark_of(here, insn.address in view.breakpoints)
-            line.pad_right(2 - line.cell_len)
-            line.append(" ")
-            line.append(f"{insn.address:#x}".ljust(ADDRESS_WIDTH), style="bold" if here else "dim")
-            line.append(" ")
-            if offset_width:
-                line.append((f"<+{offset:#x}>" if name else "").ljust(offset_width), style="dim")
-                line.append(" ")
-            line.append(insn.text, style="bold" if here else "red" if insn.is_bad else "")
-            if insn.target_symbol:
-                line.append(f"  <{insn.target_symbol}>", style="cyan")
+            key = (insn.address, insn.text, insn.target_symbol, insn.is_bad, here,
+                   insn.address in view.breakpoints, offset_width, name is not None, offset)
+            line = cache.get(key)
+            if line is None:
+                line = cache[key] = self._line(insn, here, key[5], offset_width, name, offset)
             if here:
                 pc_line = len(lines)
             lines.append(line)
@@ -118,9 +122,27 @@ class DisassemblyPane(ViewPane, Vertical):
         listing.set_lines(lines, keys)
         if not same_stop:
             listing.move_to(pc_line, center=True)
-        self.query_one("#operands", Static).update(self._operands_text(view), layout=False)
+        operands = self._operands_text(view)
+        if operands != self._operands_shown:
+            self._operands_shown = operands
+            self.query_one("#operands", Static).update(operands, layout=False)
         count = len(view.breakpoints)
         self.set_titles(subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
+
+    @staticmethod
+    def _line(insn, here: bool, marked: bool, offset_width: int, name: str | None, offset: int) -> Text:
+        line = mark_of(here, marked)
+        line.pad_right(2 - line.cell_len)
+        line.append(" ")
+        line.append(f"{insn.address:#x}".ljust(ADDRESS_WIDTH), style="bold" if here else "dim")
+        line.append(" ")
+        if offset_width:
+            line.append((f"<+{offset:#x}>" if name else "").ljust(offset_width), style="dim")
+            line.append(" ")
+        line.append(insn.text, style="bold" if here else "red" if insn.is_bad else "")
+        if insn.target_symbol:
+            line.append(f"  <{insn.target_symbol}>", style="cyan")
+        return line
 
     def _operands_text(self, view: StopView) -> Text:
         if not view.alive:

@@ -42,7 +42,8 @@ class LinesView(ScrollView, can_focus=True):
         Binding("end", "move(1000000)", show=False),
     ]
 
-    cursor = reactive(0, always_update=True, init=False)
+    # repaint=False: watch_cursor repaints the two lines that change, not the view.
+    cursor = reactive(0, always_update=True, init=False, repaint=False)
 
     class CursorMoved(Message):
         def __init__(self, view: "LinesView", index: int) -> None:

@@ -44,36 +44,54 @@ class RegistersPane(ViewPane, LinesView):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(show_cursor=False, stable_width=True, **kwargs)
+        # (name, value, changed, note) -> its line: a step changes two or
+        # three registers, the other lines are reused as they are.
+        self._line_cache: dict[tuple, Text] = {}
 
     def draw(self, view: StopView, previous: StopView | None) -> None:
-        self.set_lines(self.render_registers(view).split("\n", allow_blank=True))
+        self.set_lines(self.register_lines(view))
 
     def render_registers(self, view: StopView) -> Text:
+        return Text("\n").join(self.register_lines(view))
+
+    def register_lines(self, view: StopView) -> list[Text]:
         regs = view.registers
         if regs is None:
-            return Text("no registers:\nthe process is gone", style="dim")
+            return [Text("no registers:", style="dim"), Text("the process is gone", style="dim")]
         order = REGISTER_ORDER.get(regs.arch, ())
         names = [n for n in order if n in regs] + [n for n in regs.names() if n not in order]
         tables = regs.tables
         with_notes = self.size.width >= NOTES_FROM
-        out = Text(no_wrap=True, overflow="ellipsis")
+        cache = self._line_cache
+        if len(cache) > 4096:
+            cache.clear()
+        lines: list[Text] = []
         quiet_started = False
         for name in names:
             if name in QUIET_REGISTERS and not quiet_started:
                 quiet_started = True
-                out.append("\n")
+                lines.append(Text(""))
             value = regs[name]
             changed = name in view.changed
-            out.append(f"{name:<{NAME_WIDTH}}", style="bold" if changed else "")
-            if name == tables.flag_register:
-                flags = Text(f"{value:#x} {format_flags(value, tables)}")
-                if changed:
-                    flags.stylize(CHANGED)
-                out.append_text(flags)
-            else:
-                out.append_text(value_text(value, changed))
-                note = view.register_notes.get(name) if with_notes else None
-                if note:
-                    out.append(f" {note}", style="cyan" if name == tables.pc_register else "dim")
-            out.append("\n")
+            note = view.register_notes.get(name) if with_notes else None
+            key = (name, value, changed, note, name == tables.flag_register, name == tables.pc_register)
+            line = cache.get(key)
+            if line is None:
+                line = cache[key] = self._line(name, value, changed, note, tables)
+            lines.append(line)
+        return lines
+
+    @staticmethod
+    def _line(name: str, value: int, changed: bool, note: str | None, tables) -> Text:
+        out = Text(no_wrap=True, overflow="ellipsis")
+        out.append(f"{name:<{NAME_WIDTH}}", style="bold" if changed else "")
+        if name == tables.flag_register:
+            flags = Text(f"{value:#x} {format_flags(value, tables)}")
+            if changed:
+                flags.stylize(CHANGED)
+            out.append_text(flags)
+        else:
+            out.append_text(value_text(value, changed))
+            if note:
+                out.append(f" {note}", style="cyan" if name == tables.pc_register else "dim")
         return out

@@ -27,6 +27,7 @@ class StatusLine(Static):
         self._frame = 0
         self._timer = None
         self.plain = ""
+        self._shown: tuple[Text, Text] | None = None
 
     def on_mount(self) -> None:
         view = getattr(self.app, "view", None)
@@ -96,4 +97,6 @@ class StatusLine(Static):
             first.append(f"  {SPINNER[self._frame]} {self._busy}… (Ctrl+C interrupts)", style="bold yellow")
         second = Text(view.words.detail or "", style="" if view.crashed else "italic")
         self.plain = f"{first.plain}\n{second.plain}"
-        self.update(Group(first, second), layout=False)
+        if (first, second) != self._shown:
+            self._shown = (first, second)
+            self.update(Group(first, second), layout=False)
