@@ -389,12 +389,14 @@ class LoaderdbgApp(App[int]):
             return
         self.toggle_breakpoint(address)
 
-    def toggle_breakpoint(self, address: int, *, want: bool | None = None) -> None:
-        """Set (want True), remove (False) or flip the breakpoint at address."""
+    def toggle_breakpoint(self, where: int | Callable[[], int], *, want: bool | None = None) -> None:
+        """Set (want True), remove (False) or flip the breakpoint at where
+        (an address, or a callable that works it out in the worker)."""
         session = self.session
 
         def work() -> None:
             try:
+                address = where() if callable(where) else where
                 present = address in session.breakpoints()
                 if want is False or (want is None and present):
                     session.remove_breakpoint(address)
@@ -403,11 +405,13 @@ class LoaderdbgApp(App[int]):
                     note = f"breakpoint at {address:#x} already set"
                 else:
                     armed = session.add_breakpoint(address)
-                    where = session.symbolize(address)
-                    note = f"breakpoint at {address:#x}" + (f" <{where}>" if where else "")
+                    symbol = session.symbolize(address)
+                    note = f"breakpoint at {address:#x}" + (f" <{symbol}>" if symbol else "")
                     if not armed:
                         note += " (not mapped yet: armed when it is)"
                 self.post_message(BreakpointsChanged(frozenset(session.breakpoints()), note))
+            except CommandError as err:
+                self.post_message(CommandOutput(Text(str(err), style="red"), error=True))
             except Exception as err:
                 self.post_message(CommandOutput(Text(f"breakpoint: {err}", style="red"), error=True))
         self.run_worker(work, thread=True, group="breakpoints", exit_on_error=False)
@@ -535,20 +539,26 @@ class LoaderdbgApp(App[int]):
 
     # breakpoints
     def _cmd_break(self, command: Command) -> None:
-        try:
-            address = command.address.resolve(self.view.registers if self.view else None)
-        except CommandError as err:
-            self.log_line(Text(str(err), style="red"), show=True)
-            return
-        self.toggle_breakpoint(address, want=True)
+        self._breakpoint_command(command, want=True)
 
     def _cmd_delete(self, command: Command) -> None:
-        try:
-            address = command.address.resolve(self.view.registers if self.view else None)
-        except CommandError as err:
-            self.log_line(Text(str(err), style="red"), show=True)
+        self._breakpoint_command(command, want=False)
+
+    def _breakpoint_command(self, command: Command, *, want: bool) -> None:
+        registers = self.view.registers if self.view else None
+        session = self.session
+        resolve = getattr(session, "resolve", None)
+        if not command.address.symbols:
+            try:
+                address = command.address.resolve(registers)
+            except CommandError as err:
+                self.log_line(Text(str(err), style="red"), show=True)
+                return
+            self.toggle_breakpoint(address, want=want)
             return
-        self.toggle_breakpoint(address, want=False)
+        # A symbol is looked up through the session (the tracer thread):
+        # in the breakpoint worker, never on the event loop.
+        self.toggle_breakpoint(lambda: command.address.resolve(registers, resolve), want=want)
 
     # queries on the current view (no session call: run here)
     def _from_view(self, report: Callable[[StopView], RenderableType]) -> None:

@@ -1,18 +1,21 @@
 """The command line's gdb words, parsed into frozen Commands.
 
-    si [N]   ni [N]   c   starti   b [*ADDR]   delete *ADDR   x/NFU ADDR
+    si [N]   ni [N]   c   starti   b [NAME|*ADDR]   delete NAME|*ADDR   x/NFU ADDR
     info auxv|registers|breakpoints|threads   vmmap   got   explain
     until T | run-to T   goto N   rsi [N]   rc   help   q
 
-Addresses are expressions of numbers and registers: ``0x7ffff7fc9b70``,
-``$sp``, ``$rsp+0x10``, ``$pc - 4``. Parsing is pure; a Command is carried
-out by the app (motion) or by reports.py (queries).
+Addresses are expressions of numbers, registers and symbols:
+``0x7ffff7fc9b70``, ``$sp``, ``$rsp+0x10``, ``$pc - 4``, ``main``,
+``_dl_start+0x10``. Parsing is pure; a Command is carried out by the app
+(motion) or by reports.py (queries), which resolve symbols through the
+session (Session.resolve: dynamic symbols, then .symtab).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from loaderdbg.errors import UsageError
 from loaderdbg.targets import TARGET_HELP, parse_target
@@ -26,18 +29,38 @@ class CommandError(ValueError):
 
 
 @dataclass(frozen=True)
-class AddressExpr:
-    """A sum of signed terms, each a number or a register name."""
+class SymbolRef:
+    """A symbol name in an address, resolved through the session."""
 
-    terms: tuple[tuple[int, int | str], ...]
+    name: str
+
+
+@dataclass(frozen=True)
+class AddressExpr:
+    """A sum of signed terms, each a number, a register name or a symbol."""
+
+    terms: tuple[tuple[int, int | str | SymbolRef], ...]
     text: str
 
-    def resolve(self, registers) -> int:
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(t.name for _, t in self.terms if isinstance(t, SymbolRef))
+
+    def resolve(self, registers, resolve_symbol: Callable[[str], int | None] | None = None) -> int:
+        """The address; resolve_symbol (Session.resolve) looks symbols up.
+        It may block on the tracer thread: call this from a worker when the
+        expression names a symbol."""
         if registers is None and any(isinstance(t, str) for _, t in self.terms):
             raise CommandError(f"{self.text}: no registers (is the process gone?)")
         total = 0
         for sign, term in self.terms:
-            if isinstance(term, str):
+            if isinstance(term, SymbolRef):
+                value = resolve_symbol(term.name) if resolve_symbol is not None else None
+                if value is None:
+                    raise CommandError(f"no symbol {term.name!r} in the objects loaded so far"
+                                       " (a library's symbols exist once ld.so has mapped it)")
+                total += sign * value
+            elif isinstance(term, str):
                 total += sign * register_value(registers, term)
             else:
                 total += sign * term
@@ -59,11 +82,12 @@ def register_value(registers, name: str) -> int:
     return value
 
 
-_TERM = re.compile(r"\s*([+-]?)\s*(\$[A-Za-z_][A-Za-z0-9_]*|0[xX][0-9a-fA-F]+|[0-9]+)\s*")
+_TERM = re.compile(r"\s*([+-]?)\s*(\$[A-Za-z_][A-Za-z0-9_]*|0[xX][0-9a-fA-F]+|[0-9]+\b|[A-Za-z_.][A-Za-z0-9_.@]*)\s*")
 
 
 def parse_address(text: str) -> AddressExpr:
-    """``0x1000``, ``$sp``, ``$rsp + 0x10``, ``$pc-4``; a leading ``*`` is allowed."""
+    """``0x1000``, ``$sp``, ``$rsp + 0x10``, ``$pc-4``, ``main``, ``_dl_start+8``;
+    a leading ``*`` is allowed (gdb's ``b *ADDR``)."""
     spelled = text.strip()
     if spelled.startswith("*"):
         spelled = spelled[1:].strip()
@@ -74,15 +98,18 @@ def parse_address(text: str) -> AddressExpr:
     while pos < len(spelled):
         match = _TERM.match(spelled, pos)
         if match is None or match.end() == pos:
-            raise CommandError(f"bad address {text.strip()!r}: use numbers and $registers, e.g. $sp+0x10")
+            raise CommandError(f"bad address {text.strip()!r}: use numbers, $registers and symbols,"
+                               " e.g. $sp+0x10, main")
         sign_text, term = match.groups()
         if terms and not sign_text:
             raise CommandError(f"bad address {text.strip()!r}: missing + or - between terms")
         sign = -1 if sign_text == "-" else 1
         if term.startswith("$"):
             terms.append((sign, term[1:]))
-        else:
+        elif term[0].isdigit():
             terms.append((sign, int(term, 0)))
+        else:
+            terms.append((sign, SymbolRef(term)))
         pos = match.end()
     return AddressExpr(tuple(terms), spelled)
 
@@ -244,9 +271,10 @@ HELP_LINES = (
     ("c", "continue to a breakpoint, a signal or the exit (F5)"),
     ("until T / run-to T", f"run to a stop target: {TARGET_HELP}"),
     ("starti", "relaunch, stopped at the first instruction"),
-    ("b [*ADDR]", "set a breakpoint (default: pc); `b` key toggles on the selected line"),
-    ("delete *ADDR", "remove a breakpoint"),
-    ("x/NFU ADDR", "examine memory: U = b h w g (1 2 4 8 bytes), F = x d u s i; ADDR e.g. $sp+8"),
+    ("b [NAME | *ADDR]", "set a breakpoint on a symbol or an address (default: pc);"
+     " `b` key toggles on the selected line"),
+    ("delete NAME | *ADDR", "remove a breakpoint"),
+    ("x/NFU ADDR", "examine memory: U = b h w g (1 2 4 8 bytes), F = x d u s i; ADDR e.g. $sp+8, main"),
     ("info auxv", "auxiliary vector, with the kernel's values where they were rewritten"),
     ("info registers", "all registers"),
     ("info breakpoints", "your breakpoints"),

@@ -59,7 +59,7 @@ def format_items(address: int, data: bytes, fmt: ExamineFormat) -> list[str]:
 def examine(session, view: StopView | None, command: Command) -> Text:
     fmt = command.examine or ExamineFormat()
     registers = view.registers if view is not None else None
-    address = command.address.resolve(registers)
+    address = command.address.resolve(registers, getattr(session, "resolve", None))
     out = Text()
     if fmt.kind == "i":
         instructions = session.disassemble(address, fmt.count)

@@ -137,3 +137,21 @@ def test_the_tui_uses_no_process_internals():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("text, value", [
+    ("main", 0x401000), ("*main", 0x401000), ("main+0x10", 0x401010), ("*_dl_start - 8", 0x7000 - 8),
+    ("$sp + main", 0x7FFF_0000 + 0x401000), ("memcpy@GLIBC_2.14", 0x9000),
+])
+def test_symbols_in_addresses(text, value):
+    symbols = {"main": 0x401000, "_dl_start": 0x7000, "memcpy@GLIBC_2.14": 0x9000}
+    expr = parse_address(text)
+    assert expr.symbols
+    assert expr.resolve(REGS, symbols.get) == value
+
+
+def test_unknown_symbol_says_so():
+    with pytest.raises(CommandError, match="no symbol 'nothere'"):
+        parse_address("nothere").resolve(REGS, lambda name: None)
+    assert parse_command("b main").address.symbols == ("main",)
+    assert parse_command("b *0x1000").address.symbols == ()

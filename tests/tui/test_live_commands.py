@@ -112,6 +112,20 @@ def test_b_star_address_and_continue(demo):
         assert app.view.pc == call.branch_target
         await type_command(pilot, f"delete *{call.branch_target:#x}")
         assert call.branch_target not in session.breakpoints()
+        # By name, looked up with Session.resolve (dynamic symbols, then .symtab).
+        name = call.target_symbol.split("+")[0]
+        assert session.resolve(name) == call.branch_target
+        await type_command(pilot, f"b {name}")
+        assert session.breakpoints() == {call.branch_target}
+        assert f"breakpoint at {call.branch_target:#x} <{name}>" in log_text(app)
+        await type_command(pilot, f"x/1i {name}")
+        assert f"{call.branch_target:#x} <{name}>:" in log_text(app)
+        await type_command(pilot, f"delete {name}")
+        assert not session.breakpoints()
+        await type_command(pilot, "b no_such_symbol_here")
+        assert "no symbol 'no_such_symbol_here'" in log_text(app)
+        await type_command(pilot, f"b *{name}+4")
+        assert session.breakpoints() == {call.branch_target + 4}
 
     run_pilot(LoaderdbgApp(session), scenario)
 
