@@ -12,6 +12,7 @@ import os
 import signal as _signal
 from typing import Sequence
 
+from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.inferior import Inferior
 from loaderdbg.process.tracee import LaunchSpec
@@ -170,7 +171,9 @@ class LiveSession:
         """Stop a running continue from any thread."""
         self._inferior.interrupt_requested = True
         try:
-            os.kill(self.pid, _signal.SIGSTOP)
+            # The traced thread's own SIGSTOP: it stops for us (a
+            # signal-delivery-stop the run loop swallows), never the group.
+            ptrace.tgkill(self.pid, self.pid, _signal.SIGSTOP)
         except ProcessLookupError:
             pass
 

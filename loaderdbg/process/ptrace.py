@@ -227,6 +227,19 @@ def get_syscall_info(pid: int) -> SyscallInfo:
     return SyscallInfo(op, ip, sp)
 
 
+_libc.tgkill.restype = ctypes.c_int
+_libc.tgkill.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
+
+
+def tgkill(tgid: int, tid: int, sig: int) -> None:
+    """A signal for one thread only. kill() would let any thread take it,
+    including one we do not trace: a SIGSTOP there is a real group-stop
+    that freezes the threads we cannot resume."""
+    if _libc.tgkill(tgid, tid, sig) == -1:
+        err = ctypes.get_errno()
+        raise ProcessLookupError(err, os.strerror(err))
+
+
 def waitpid(pid: int, flags: int = WALL) -> tuple[int, int]:
     """waitpid that retries on EINTR (Ctrl-C handlers run between retries)."""
     while True:

@@ -212,3 +212,216 @@ def test_step_after_a_continued_to_fault_reports_the_death(fixtures_dir):
                 session.step()
     finally:
         os.close(devnull)
+
+
+# ----------------------------------------------------------------- SIGKILL from outside, precisely
+
+def test_killed_in_the_middle_of_a_long_step_run(demo):
+    """The kill lands while step(n) is looping on the tracer thread: the
+    run ends with the death, at an exact step, nothing left stopped."""
+    with LiveSession(launch_spec(demo, [], aslr=False)) as session:
+        timer = kill_soon(session.pid, 0.5)
+        reason = session.step(10**7)
+        timer.join()
+        assert reason.kind == "killed" and reason.signal == "SIGKILL"
+        assert reason.description == f"killed by SIGKILL at step {session.position}"
+        assert session.position > 0 and not session.alive
+
+
+def test_killed_during_continue_says_after_a_continue():
+    with LiveSession(launch_spec("/bin/sleep", ["30"], aslr=False)) as session:
+        timer = kill_soon(session.pid)
+        reason = session.cont("exit")
+        timer.join()
+        assert reason.description == "killed by SIGKILL after a continue"
+        assert not session.alive
+        assert [e.name for e in session.events()][-1] == "exit"
+
+
+def test_killed_at_a_syscall_stop_is_reported_and_reaped():
+    with LiveSession(launch_spec("/bin/true", [], aslr=False)) as session:
+        assert session.cont("syscall:openat").reached
+        pid = session.pid
+        os.kill(pid, signal.SIGKILL)
+        reason = session.cont("syscall")
+        assert reason.kind == "killed" and reason.signal == "SIGKILL" and not reason.reached
+        assert reason.description == "killed by SIGKILL after a continue"
+        assert not session.alive
+        with pytest.raises(Exception, match="the process is gone"):
+            session.step()
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_killed_at_a_syscall_stop_then_stepped():
+    """Stepping (not continuing) from the syscall stop of a killed tracee."""
+    with LiveSession(launch_spec("/bin/true", [], aslr=False)) as session:
+        assert session.cont("syscall:openat").reached
+        os.kill(session.pid, signal.SIGKILL)
+        reason = session.step()
+        assert reason.kind == "killed" and reason.signal == "SIGKILL"
+        assert not session.alive
+
+
+# ----------------------------------------------------------------- threads, spawns, blocked signals
+
+def interrupt_soon(session: LiveSession, delay: float) -> threading.Timer:
+    timer = threading.Timer(delay, session.interrupt)
+    timer.start()
+    return timer
+
+
+def test_threads_of_a_launched_program_run_free(fixtures_dir, tmp_path):
+    """Threads a launched program creates are not traced (README): the main
+    thread steps over clone3 and the barrier, the workers run on, and an
+    interrupt stops a continue that would never end."""
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        spec = launch_spec(str(fixtures_dir / "zoo" / "threads"), [], aslr=False, stdout_fd=fd)
+        with LiveSession(spec) as session:
+            reason = session.cont("syscall:clone3")
+            assert reason.reached, reason
+            assert session.step(300).kind == "step"  # over clone3 while a thread starts
+            timer = interrupt_soon(session, 1.0)
+            reason = session.cont("exit")
+            timer.join()
+            assert reason.kind == "interrupted" and session.alive, reason
+            threads = session.threads()
+            assert sorted(t.name for t in threads) == ["threads", "worker-1", "worker-2", "worker-3"]
+            # Only the traced thread stopped; the workers sleep on (no group-stop).
+            assert [t.state[0] for t in threads if t.name != "threads"] == ["S", "S", "S"], threads
+            # The step restarts the interrupted pause(), which blocks as in
+            # the program; an interrupt still gets the step back (the kernel
+            # reports the syscall's end before the SIGSTOP: a step).
+            timer = interrupt_soon(session, 0.5)
+            reason = session.step()
+            timer.join()
+            assert reason.kind in ("step", "interrupted") and session.alive, reason
+    finally:
+        os.close(fd)
+    assert out.read_text() == "threads ready\n"
+
+
+def test_a_spawning_program_is_not_followed(fixtures_dir, tmp_path):
+    """fork + exec in a threaded parent: each child is let go (our int3s
+    taken out of its copy), runs /bin/true and is reaped by the parent."""
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        spec = launch_spec(str(fixtures_dir / "zoo" / "spawner"), ["--every", "0.05", "/bin/true"],
+                           aslr=False, stdout_fd=fd)
+        with LiveSession(spec) as session:
+            assert session.cont("main").reached
+            timer = interrupt_soon(session, 1.0)
+            reason = session.cont("exit")
+            timer.join()
+            assert reason.kind == "interrupted", reason
+            forks = [e for e in session.events() if e.kind == "fork"]
+            assert len(forks) >= 3
+    finally:
+        os.close(fd)
+    lines = out.read_text().splitlines()
+    assert len(lines) >= 3 and all(line.endswith("status=exited:0") for line in lines), lines
+
+
+BLOCKER = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static volatile sig_atomic_t got;
+static void on_usr1(int sig) { (void)sig; got = 1; }
+/* Runs while ld.so initialises the program: everything blocked, one
+   SIGUSR1 raised into the blocked set, so it waits as pending. */
+__attribute__((constructor)) static void block_all(void) {
+  sigset_t all; sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, 0);
+  signal(SIGUSR1, on_usr1);
+  raise(SIGUSR1);
+}
+int main(int argc, char **argv) {
+  if (argc > 1) { sleep(30); return 0; }   /* blocked all along */
+  sigset_t none; sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, 0);      /* SIGUSR1 arrives here */
+  printf("got=%d\n", got);
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def blocker(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("blocker")
+    (directory / "blocker.c").write_text(BLOCKER)
+    subprocess.run(["gcc", "-O1", "-o", str(directory / "blocker"), str(directory / "blocker.c")],
+                   check=True)
+    return str(directory / "blocker")
+
+
+def test_signals_blocked_during_startup_arrive_when_unblocked(blocker, tmp_path):
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        with LiveSession(launch_spec(blocker, [], aslr=False, stdout_fd=fd)) as session:
+            assert session.cont("main").reached
+            main_thread = session.threads()[0]
+            # raise() is thread-directed: pending on the main thread itself.
+            assert "SIGUSR1" in main_thread.sigmask and "SIGUSR1" in main_thread.sigpend, main_thread
+            reason = session.cont("signal")
+            assert reason.reached and reason.signal == "SIGUSR1", reason
+            reason = session.cont("exit")
+            assert reason.reached, reason
+            reason = session.cont("exit")
+            assert reason.kind == "exited" and reason.exit_code == 0
+    finally:
+        os.close(fd)
+    assert out.read_text() == "got=1\n"
+
+
+def test_interrupt_works_with_every_signal_blocked(blocker):
+    """SIGSTOP cannot be blocked: an interrupt still stops a program that
+    blocked everything else."""
+    with LiveSession(launch_spec(blocker, ["sleep"], aslr=False)) as session:
+        timer = interrupt_soon(session, 0.5)
+        reason = session.cont("exit")
+        timer.join()
+        assert reason.kind == "interrupted" and session.alive, reason
+
+
+# ----------------------------------------------------------------- Ctrl-C of an attached run
+
+def test_ctrl_c_during_attached_inspect_detaches_and_leaves_it_running(fixtures_dir):
+    target = subprocess.Popen([str(fixtures_dir / "zoo" / "threads")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert target.stdout.readline().strip() == "threads ready"
+        proc = subprocess.Popen([*LOADERDBG, "inspect", "--pid", str(target.pid), "--at",
+                                 "syscall:nanosleep"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while tracer_of(target.pid) == 0:  # attached: now it is continuing, forever
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "interrupted" in err
+        tasks = os.listdir(f"/proc/{target.pid}/task")
+        assert len(tasks) == 4
+        for tid in tasks:
+            state, tracer = task_state(target.pid, int(tid))
+            assert tracer == 0 and state[0] == "S", (tid, state)
+        assert target.poll() is None
+    finally:
+        target.kill()
+        target.wait()
+
+
+def task_state(pid: int, tid: int) -> tuple[str, int]:
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/task/{tid}/status") if ":" in line)
+    return fields["State"].strip(), int(fields["TracerPid"])
+
+
+def tracer_of(pid: int) -> int:
+    return task_state(pid, pid)[1]
