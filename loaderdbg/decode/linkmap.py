@@ -200,12 +200,15 @@ def find_r_debug_via_dt_debug(memory: MemoryReader, dynamic_addr: int, arch: str
     index = 0
     while index < max_tags:
         raw = memory.read(dynamic_addr + index * size, chunk * size)
-        count = chunk
         if raw is None:
             raw = memory.read(dynamic_addr + index * size, size)
-            count = 1
             if raw is None:
                 return None
+        # Whole entries only: a short read must end the walk, not feed
+        # construct a partial entry.
+        count = min(len(raw) // size, chunk)
+        if count == 0:
+            return None
         for i in range(count):
             parsed = entry.parse(raw[i * size:(i + 1) * size])
             tag = parsed["d_tag"]

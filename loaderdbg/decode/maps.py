@@ -37,11 +37,13 @@ PATH_PREFIX_KINDS = (
 )
 
 _LINE = re.compile(
-    r"(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+)\s+"
+    # Widths are the kernel's (%lx of a 64-bit word, %lu inode): a longer
+    # field is not a maps line, and would make int() slow or refuse it.
+    r"(?P<start>[0-9a-fA-F]{1,16})-(?P<end>[0-9a-fA-F]{1,16})\s+"
     r"(?P<perms>[r-][w-][x-][ps])\s+"
-    r"(?P<offset>[0-9a-fA-F]+)\s+"
-    r"(?P<dev>[0-9a-fA-F]+:[0-9a-fA-F]+)\s+"
-    r"(?P<inode>[0-9]+)"
+    r"(?P<offset>[0-9a-fA-F]{1,16})\s+"
+    r"(?P<dev>[0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,8})\s+"
+    r"(?P<inode>[0-9]{1,20})"
     r"(?:[ \t]+(?P<path>.*))?"
 )
 

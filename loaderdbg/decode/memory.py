@@ -45,7 +45,9 @@ class MemoryImage:
 
 def read_u64(memory: MemoryReader, addr: int) -> int | None:
     raw = memory.read(addr, 8)
-    return None if raw is None else struct.unpack("<Q", raw)[0]
+    # A reader that breaks the protocol with a short read must not become a
+    # struct.error in a decoder.
+    return None if raw is None or len(raw) != 8 else struct.unpack("<Q", raw)[0]
 
 
 def read_cstring(memory: MemoryReader, addr: int, limit: int = 4096) -> bytes | None:
@@ -61,6 +63,9 @@ def read_cstring(memory: MemoryReader, addr: int, limit: int = 4096) -> bytes | 
             raw = memory.read(addr + len(out), 1)
             if raw is None:
                 return None
+        if not raw:
+            return None  # an empty read would never advance: the loop must end
+        raw = raw[:want]
         nul = raw.find(b"\0")
         if nul >= 0:
             out += raw[:nul]
