@@ -62,8 +62,12 @@ int main(int argc, char **argv) {
     }
     int status;
     waitpid(pid, &status, 0);
-    ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL);
+    ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD);
     ptrace(PTRACE_CONT, pid, 0, 0);
+    waitpid(pid, &status, 0);
+    /* Out of execve first, as loaderdbg's launch does: from the exec event
+       a step would only finish the syscall, executing nothing. */
+    ptrace(PTRACE_SYSCALL, pid, 0, 0);
     waitpid(pid, &status, 0);
     struct user_regs_struct regs;
     struct timespec a, b;

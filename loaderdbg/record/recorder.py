@@ -876,6 +876,14 @@ class Recorder:
             return self._exit_event(syscall)
         if event == ptrace.EVENT_EXEC:
             return self._exec_event(syscall)
+        if event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
+            # A forked child is auto-attached (TRACEFORK, for the engine's
+            # int3 clean-up) and waits in its first stop: the engine lets it
+            # go and notes it. The fork syscall itself completes on the next
+            # step, which records it.
+            self.tracker.stopped(self.pos, self.regs, classify(pid, status, fetch_siginfo=False))
+            self._flush_events()
+            return
         if event:
             return  # EVENT_STOP & co: nothing executed; step again
         if sig == _signal.SIGSTOP and self.interrupted:

@@ -199,6 +199,7 @@ SIGNALS_C = r"""
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 static volatile int hits;
 static void handler(int sig) { hits += sig; }
@@ -210,12 +211,19 @@ int main(void) {
     sigaction(SIGTRAP, &sa, 0);
     raise(SIGUSR1);                /* a signal stop, then a handler frame */
     __asm__ volatile("int3");      /* the program's own int3: SIGTRAP to its handler */
-    return hits == SIGUSR1 + SIGTRAP ? 0 : 1;
+    int status = -1;
+    pid_t child = fork();          /* waited for: it must not be left stopped by us */
+    if (child == 0)
+        _exit(7);
+    waitpid(child, &status, 0);
+    if (vfork() == 0)              /* the parent sleeps until the child is gone */
+        _exit(0);
+    return hits == SIGUSR1 + SIGTRAP && WEXITSTATUS(status) == 7 ? 0 : 1;
 }
 """
 
 
-def test_signal_handlers_and_int3(tmp_path):
+def test_signal_handlers_int3_and_forks(tmp_path):
     gcc = subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "signals"), "-x", "c", "-"], input=SIGNALS_C,
                          text=True, capture_output=True)
     if gcc.returncode:
@@ -225,7 +233,8 @@ def test_signal_handlers_and_int3(tmp_path):
         assert summary.stop_reason.kind == "exited" and summary.stop_reason.exit_code == 0
         assert summary.divergences == 0 and replay.verify().ok
         signals = [e.name for e in replay.events() if e.kind == "signal"]
-        assert signals == ["SIGUSR1", "SIGTRAP"]
+        assert signals[:2] == ["SIGUSR1", "SIGTRAP"]
+        assert [e.name for e in replay.events() if e.kind == "fork"] == ["fork", "vfork"]
 
 
 def test_unwritable_output_is_a_usage_error(tmp_path):
