@@ -213,32 +213,46 @@ DAMAGE = {
 }
 
 
-def test_bad_recordings_are_one_line_and_exit_2(tmp_path):
+COMMANDS = (["replay"], ["inspect", "--json", "--at", "entry", "--replay"], ["explain"])
+
+
+def damaged(tmp_path: Path, name: str) -> Path:
     if not SAMPLE.is_file():
         pytest.fail(f"{SAMPLE} is missing: run `make recordings`", pytrace=False)
-    jobs = []
-    for name, damage in DAMAGE.items():
-        path = tmp_path / f"{name}.ldbg"
-        shutil.copy(SAMPLE, path)
-        damage(path)
-        # `replay` opens the TUI on a good file: only ever given bad ones.
-        for argv in (["replay", str(path)], ["inspect", "--json", "--replay", str(path), "--at", "entry"],
-                     ["explain", str(path)]):
-            jobs.append((name, argv, subprocess.Popen([*LOADERDBG, *argv], stdout=subprocess.PIPE,
-                                                      stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
-                                                      stdin=subprocess.DEVNULL)))
+    path = tmp_path / f"{name}.ldbg"
+    shutil.copy(SAMPLE, path)
+    DAMAGE[name](path)
+    return path
+
+
+def test_bad_recordings_are_one_line_and_exit_2(tmp_path, capsys):
+    """Every kind of damage through each command's real code path (the CLI's
+    main, in this process: a traceback would fail the test)."""
+    from loaderdbg.cli import main
     failures = []
-    for name, argv, proc in jobs:
+    for name in DAMAGE:
+        path = damaged(tmp_path, name)
+        # `replay` opens the TUI on a good file: only ever given bad ones.
+        for command in COMMANDS:
+            code = main([*command, str(path)])
+            out, err = capsys.readouterr()
+            lines = err.strip().splitlines()
+            if code != 2 or len(lines) != 1 or out.strip() or str(path) not in lines[0]:
+                failures.append(f"{name} {command[0]}: exit {code}, stderr {err!r}, stdout {out[:80]!r}")
+    assert not failures, "\n".join(failures)
+
+
+def test_bad_recording_in_a_real_process(tmp_path):
+    """The same as a user sees it: exit status 2 and one stderr line."""
+    path = damaged(tmp_path, "corrupted-chunk")
+    jobs = [subprocess.Popen([*LOADERDBG, *command, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=ENV, cwd=REPO, stdin=subprocess.DEVNULL) for command in COMMANDS]
+    for proc in jobs:
         try:
             out, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            failures.append(f"{name} {argv[0]}: did not exit (a TUI on a bad file?)")
-            continue
-        lines = err.strip().splitlines()
-        if proc.returncode != 2 or len(lines) != 1 or "Traceback" in err or out.strip():
-            failures.append(f"{name} {argv[0]}: exit {proc.returncode}, stderr {err!r}, stdout {out[:80]!r}")
-        elif str(tmp_path) not in lines[0]:
-            failures.append(f"{name} {argv[0]}: the message does not name the file: {lines[0]}")
-    assert not failures, "\n".join(failures)
+            pytest.fail(f"{proc.args}: did not exit (a TUI on a bad file?)")
+        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, (proc.args, err)
+        assert "Traceback" not in err and not out.strip() and "corrupted compressed chunk" in err
