@@ -897,6 +897,8 @@ class Recorder:
             self._amend(raw)
         elif raw != self.regs:
             # The instruction completed before the signal was reported.
+            if syscall is not None:
+                raw = self._untrap_r11(raw)
             t = self.pos
             self._resync_maps(t)
             self._diff_writable(t, WRITE_KERNEL if syscall else WRITE_INSN)
