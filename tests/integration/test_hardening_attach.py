@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,3 +234,22 @@ def _attach_while_dying(program: str, rounds: int) -> list[str]:
 def test_api_attach_to_a_dying_process_raises_only_loaderdbg_errors():
     bugs = _attach_while_dying("/bin/cat", 40)
     assert not bugs, bugs[:5]
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "loaderdbg", *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to drop to another uid with setpriv")
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_permission_denied_names_the_cause(command, sleeper):
+    """An unprivileged user attaching to root's process: the owner is named."""
+    probe = _as_nobody("--version")
+    if probe.returncode != 0:
+        pytest.skip(f"uid 65534 cannot run this interpreter: {probe.stderr.strip()[:100]}")
+    line = assert_one_line(_as_nobody(*COMMANDS[command](sleeper.pid)), 1, "owned by uid 0")
+    assert "root" in line
+    assert status_field(sleeper.pid, "TracerPid") == "0"
