@@ -164,3 +164,17 @@ def test_static_pie_runs_and_has_no_ldso(programs, fixtures_dir):
 def test_tracee_output_unwritable(fixtures_dir):
     result = run_cli("inspect", "--json", "--tracee-output", "/no/such/dir/out", str(fixtures_dir / HELLO))
     assert_one_line(result, 2, "--tracee-output")
+
+
+SUBSET = [case for case in BAD if case[0] in ("missing", "truncated-phdrs", "elf32", "missing-interp",
+                                               "unexecutable-interp")]
+
+
+@pytest.mark.parametrize("case,code,words", SUBSET, ids=[case for case, _, _ in SUBSET])
+def test_explain_and_record_bad_program(programs, tmp_path, case, code, words):
+    """The same vetting guards `explain` and `record` (a representative
+    subset: every command goes through inspect_command.launch_spec)."""
+    assert_one_line(run_cli("explain", str(programs[case])), code, *words)
+    out = tmp_path / "rec.ldbg"
+    assert_one_line(run_cli("record", "-o", str(out), str(programs[case])), code, *words)
+    assert not out.exists()  # no half-made recording for a program that never ran
