@@ -136,7 +136,7 @@ def test_link_map_random_graph_walks_end(arch, data):
     check_walk(memory, start, arch, *limits)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=80)
 @given(memory=loader_memory(), shorten=st.lists(st.integers(0, 40), min_size=1, max_size=5),
        start=st.sampled_from(DEBUGS))
 def test_link_map_short_reads(memory, shorten, start):
@@ -297,3 +297,44 @@ def test_overlong_maps_fields_are_decode_errors(field, digits):
         return
     with pytest.raises(DecodeError):
         parse_maps(line)
+
+
+# ------------------------------------------- stack and auxv over a bad reader
+
+STACK = 0x7FFFFFFDE000
+
+
+def _initial_stack() -> MemoryImage:
+    blob = bytearray(0x800)
+    strings = [b"prog", b"arg", b"HOME=/root"]
+    pointers, at = [], 0x400
+    for text in strings:
+        blob[at:at + len(text) + 1] = text + b"\0"
+        pointers.append(STACK + at)
+        at += len(text) + 1
+    words = [2, pointers[0], pointers[1], 0, pointers[2], 0, 6, 4096, 31, pointers[0], 25, STACK + 0x400, 0, 0]
+    struct.pack_into(f"<{len(words)}Q", blob, 0x100, *words)
+    return MemoryImage.of((STACK, bytes(blob)))
+
+
+@FUZZ
+@given(shorten=st.lists(st.integers(0, 70), min_size=1, max_size=5))
+def test_stack_and_auxv_over_short_reads(shorten):
+    from loaderdbg.arch import X86_64
+    from loaderdbg.decode.auxv import parse_auxv
+    from loaderdbg.decode.stack import decode_initial_stack, looks_like_initial_stack
+
+    reader = CountingReader(_initial_stack(), shorten)
+    looks_like_initial_stack(reader, STACK + 0x100, X86_64)
+    try:
+        stack = decode_initial_stack(reader, STACK + 0x100, X86_64)
+    except DecodeError:
+        stack = None
+    if stack is not None:
+        assert stack.argc == len(stack.argv)
+    raw = _initial_stack().read(STACK + 0x130, 64)
+    try:
+        parse_auxv(raw, X86_64, reader)
+    except DecodeError:
+        pass
+    assert reader.reads < 5000
