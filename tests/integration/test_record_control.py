@@ -36,6 +36,7 @@ def static_meta(tmp_path_factory, fixtures_dir):
     path = tmp_path_factory.mktemp("targets") / "full.ldbg"
     summary = record_program(spec_for(program), str(path), "exit", progress=False)
     with ReplaySession(str(path)) as replay:
+        assert replay.verify().ok  # the static program's no-divergence case
         return program, summary, replay.recording.meta, replay.events()
 
 

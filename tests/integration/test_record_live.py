@@ -37,7 +37,6 @@ CASES = [
     ("execsolib/rdxbug/libexecsolib.so", (), "signal"),
     ("zoo/lazy", (), "exit"),  # lazy binding: _dl_runtime_resolve's xsavec
     ("zoo/ifunc-tls", (), "exit"),
-    ("zoo/hello-static", (), "exit"),
     ("/bin/true", (), "exit"),
     ("/usr/bin/python3", ("-c", "pass"), "entry"),
 ]
