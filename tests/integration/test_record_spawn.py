@@ -118,7 +118,7 @@ def test_caught_rdxbug_child_is_explained_like_a_launched_one(tmp_path, spawner_
     assert spawner.status_line().startswith("spawned ")
 
 
-def test_ctrl_c_while_waiting_and_while_recording(tmp_path, spawner_factory):
+def test_ctrl_c_and_kill_leave_the_parent_serving(tmp_path, spawner_factory):
     spawner = spawner_factory("glibc-O2")
     # Waiting for a spawn: the parent is let go, untraced, and serves on.
     output = tmp_path / "none.ldbg"
@@ -140,6 +140,21 @@ def test_ctrl_c_while_waiting_and_while_recording(tmp_path, spawner_factory):
     assert spawner.traced_by() == 0
     with ReplaySession(str(output)) as replay:
         assert replay.end_reason.kind == "interrupted" and replay.last_step >= 5_000
+        assert replay.verify().ok
+    # kill -9 of the recorder: the parent was let go long ago; the file
+    # replays up to its last committed chunk. (The child is detached by the
+    # kernel with our trap flag still set and dies of SIGTRAP one
+    # instruction later: exit_ptrace does not clear single-stepping.)
+    output = tmp_path / "killed.ldbg"
+    recorder = start_recording(spawner.proc.pid, output)
+    spawner.spawn()
+    wait_for_steps(output, 5_000, recorder)
+    recorder.kill()
+    recorder.communicate(timeout=30)
+    assert spawner.status_line().startswith("spawned ")
+    assert spawner.traced_by() == 0
+    with ReplaySession(str(output)) as replay:
+        assert replay.end_reason.kind == "end" and replay.last_step >= 4_096
         assert replay.verify().ok
     spawner.spawn()
     assert spawner.status_line().endswith("status=exited:0")
