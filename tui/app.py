@@ -65,19 +65,21 @@ class LoaderdbgApp(App[int]):
     COMMANDS = App.COMMANDS | {LoaderdbgCommands}
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
+        # Footer order: what works everywhere first, so that on 80 columns
+        # it is the recordings-only keys that fall off the end, not q.
         Binding("f7", "step", "Step", key_display="F7"),
         Binding("f8", "step_over", "Over", key_display="F8"),
         Binding("f5", "cont", "Cont", key_display="F5"),
-        Binding("shift+f7", "step_back", "Back", key_display="⇧F7"),
-        Binding("shift+f5", "reverse_cont", "RCont", key_display="⇧F5"),
         Binding("l", "run_to('ldso-entry')", "ld.so"),
-        Binding("e", "run_to('at-entry')", "AT_ENTRY"),
+        Binding("e", "run_to('at-entry')", "entry"),
         Binding("g", "goto", "Goto"),
         Binding("b", "toggle_breakpoint", "Break"),
         Binding("colon", "focus_command", "Cmd", show=False),
         Binding("escape", "leave_command", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("shift+f7", "step_back", "Back", key_display="⇧F7"),
+        Binding("shift+f5", "reverse_cont", "RCont", key_display="⇧F5"),
         Binding("ctrl+c", "interrupt", "Interrupt", show=False, priority=True),
     ]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.widgets import Input
 
-PLACEHOLDER = ("(ldbg) si · ni · c · starti · b *ADDR · x/4gx $sp · info auxv · vmmap · got · explain · "
-               "until T  (: to type)")
+# The way in comes first: on 80 columns the end of the line is cut off.
+PLACEHOLDER = ("(ldbg) press : to type · si 5 · ni · c · b main · b *ADDR · x/4gx $sp · info auxv · "
+               "vmmap · got · explain · until T · help")
 
 
 class CommandLine(Input):

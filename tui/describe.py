@@ -50,6 +50,21 @@ STAGE_SENTENCES = {
     "exec": "The process called execve again: a new program image.",
 }
 
+# Between a milestone and the next: what is going on now (the sentence for
+# the milestone itself would say "the first instruction is next" long after).
+AFTER_SENTENCES = {
+    "kernel-entry": "the program's own startup code is running, before any ld.so "
+                    "(an exec-solib first relocates itself).",
+    "self-relocation-done": "it is preparing the image ld.so will load (memfd, argv).",
+    "memfd-create": "it is filling the memfd and rewriting argv.",
+    "argv-rewritten": "next it maps ld.so by hand.",
+    "ldso-mapped": "next it rewrites the auxv and jumps to ld.so.",
+    "auxv-rewritten": "next it jumps to ld.so's entry (l runs there).",
+    "ldso-entry": "ld.so is loading libraries and applying relocations (Relocs tab; e runs to AT_ENTRY).",
+    "at-entry": "the program's C runtime is starting up on its way to main.",
+    "main": "main() is running: startup is over.",
+}
+
 SIGNAL_WORDS = {
     "SIGSEGV": "an invalid memory access",
     "SIGBUS": "a bad memory access (bus error)",
@@ -91,6 +106,12 @@ def milestone_events(events: Iterable[Event]) -> list[Event]:
     return [e for e in events if e.kind == "milestone"]
 
 
+def milestone_before_end(events: Iterable[Event]) -> str | None:
+    """The last milestone passed before a crash or exit."""
+    names = [e.name for e in milestone_events(events) if e.name not in ("crash", "exit")]
+    return names[-1] if names else None
+
+
 @dataclass(frozen=True)
 class Stage:
     """Where startup is: the latest milestone passed, and whether the stop
@@ -123,9 +144,10 @@ class StopWords:
     severity: str   # "ok" | "warning" | "error" | "exited"
 
 
-def describe_stop(stop: StopReason, stage: Stage | None) -> StopWords:
+def describe_stop(stop: StopReason, stage: Stage | None, registers=None, before: str | None = None) -> StopWords:
     """A stop in plain words; a crash says what went wrong and whether the
-    wanted target was reached."""
+    wanted target was reached (and, given the registers and the milestone
+    passed before it, where to look)."""
     not_reached = f" ({stop.target} not reached)" if stop.target and not stop.reached else ""
     if stop.kind == "signal" and stop.signal in SIGNAL_WORDS and stop.signal != "SIGTRAP" or \
             stop.kind == "killed":
@@ -135,7 +157,7 @@ def describe_stop(stop: StopReason, stage: Stage | None) -> StopWords:
             detail = f"The process was killed by {stop.signal} ({words}); it is gone. Use starti to relaunch."
         else:
             if stop.fault_address == 0 and "pc 0x0" in stop.description:
-                detail = f"It jumped to address 0: a zeroed or null jump target ({words})."
+                detail = "rip = 0: a jump or call went to address 0." + _null_jump_hint(before, registers)
             elif stop.fault_address == 0:
                 detail = f"It dereferenced a null pointer ({words})."
             else:
@@ -160,12 +182,30 @@ def describe_stop(stop: StopReason, stage: Stage | None) -> StopWords:
     return StopWords(stop.description, _stage_sentence(stage), "ok")
 
 
+def _null_jump_hint(before: str | None, registers) -> str:
+    """Where a newcomer should look after a jump to 0."""
+    zero_rdx = registers is not None and registers.get("rdx") == 0
+    if before == "auxv-rewritten":
+        # The next milestone is the jump to ld.so: the hand-off jump itself went wrong.
+        hint = " It was the hand-off jump to ld.so."
+        if zero_rdx:
+            hint += (" rdx = 0 too: the hand-off zeroes rdx (psABI: no atexit function), so a jump"
+                     " target the compiler kept in rdx is destroyed before the jmp.")
+        return hint
+    if zero_rdx:
+        return " A register that is 0 now (rdx?) may have held the target."
+    return ""
+
+
 def _stage_sentence(stage: Stage | None) -> str:
     if stage is None:
         return ""
     if stage.here:
         return stage.sentence
-    return f"Past “{stage.title}”: {stage.sentence}"
+    after = AFTER_SENTENCES.get(stage.name)
+    if after is None:
+        return f"Past “{stage.title}”: {stage.sentence}"
+    return f"Past “{stage.title}”: {after}"
 
 
 @dataclass(frozen=True)

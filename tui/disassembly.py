@@ -150,9 +150,12 @@ class DisassemblyPane(ViewPane, Vertical):
         if not view.listing:
             pc = view.pc
             where = f"pc {pc:#x}" if pc is not None else "pc"
-            text = Text(f"{where} is not in any mapping: nothing to disassemble.", style="bold red")
+            # Short lines, the facts first: on 80 columns each line is cut.
+            text = Text(f"✖ {where}: not mapped, no code here.", style="bold red")
             if pc is not None and pc < 0x1000:
-                text.append(" The program jumped to a null (or zeroed) address.", style="red")
+                text.append("\nA jump or call went to a null (zeroed) address.", style="red")
+                if view.crashed:
+                    text.append("\nThe status line says where to look; explain for more.", style="dim")
             return text
         text = Text()
         insn = next((i for i in view.listing if i.address == view.pc), None)

@@ -3,6 +3,7 @@ so the pane can be rebuilt (on a layout change) without losing them."""
 
 from __future__ import annotations
 
+from rich.table import Table
 from textual.widgets import RichLog
 
 
@@ -18,3 +19,10 @@ class LogPane(RichLog):
     def on_mount(self) -> None:
         for renderable in getattr(self.app, "log_lines", ()):
             self.write(renderable)
+
+    def write(self, content, width=None, expand=False, shrink=True, scroll_end=None, animate=False):
+        # A table squeezed to 78 columns turns every cell into "…": keep its
+        # natural width and let the log scroll sideways instead.
+        if isinstance(content, Table):
+            shrink = False
+        return super().write(content, width, expand, shrink, scroll_end, animate)

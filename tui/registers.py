@@ -49,7 +49,15 @@ class RegistersPane(ViewPane, LinesView):
         self._line_cache: dict[tuple, Text] = {}
 
     def draw(self, view: StopView, previous: StopView | None) -> None:
-        self.set_lines(self.register_lines(view))
+        lines = self.register_lines(view)
+        self.set_lines(lines)
+        if view.crashed and view.registers is not None:
+            # After a crash rip is the first thing to look at: keep it on
+            # screen even where the pane is shorter than the register list.
+            pc_name = view.registers.tables.pc_register
+            index = next((i for i, line in enumerate(lines) if line.plain.startswith(pc_name + " ")), None)
+            if index is not None:
+                self.call_after_refresh(self.move_to, index)
 
     def render_registers(self, view: StopView) -> Text:
         return Text("\n").join(self.register_lines(view))
@@ -74,10 +82,13 @@ class RegistersPane(ViewPane, LinesView):
             value = regs[name]
             changed = name in view.changed
             note = view.register_notes.get(name) if with_notes else None
-            key = (name, value, changed, note, name == tables.flag_register, name == tables.pc_register)
+            alert = view.crashed and name == tables.pc_register
+            key = (name, value, changed, note, alert)
             line = cache.get(key)
             if line is None:
                 line = cache[key] = self._line(name, value, changed, note, tables)
+                if alert:
+                    line.stylize("bold white on red", 0, NAME_WIDTH + 18)
             lines.append(line)
         return lines
 

@@ -132,14 +132,14 @@ def auxv_report(view: StopView) -> Table | Text:
     if stack is None:
         return Text("no initial stack (the process is gone?)", style="yellow")
     kernel = {e.type: e for e in view.snapshot.auxv_kernel}
-    table = _table(f"auxv at {stack.auxv_address:#x}", "type", "name", "value", "decoded", "kernel gave")
+    table = _table(f"auxv at {stack.auxv_address:#x}", "name", "value", "decoded", "kernel gave", "type")
     for entry in stack.auxv:
         changed = entry.type in view.snapshot.auxv_changed
         before = kernel.get(entry.type)
         style = "yellow" if changed else ""
-        _add(table, str(entry.type), entry.name, hex_short(entry.value), entry.decoded,
-                      (hex_short(before.value) if before else "(absent)") if changed else "",
-                      style=style)
+        _add(table, entry.name, hex_short(entry.value), entry.decoded,
+             (hex_short(before.value) if before else "(absent)") if changed else "", str(entry.type),
+             style=style)
     return table
 
 
@@ -157,7 +157,7 @@ def registers_report(view: StopView) -> Table | Text:
 
 def breakpoints_report(view: StopView) -> Text:
     if not view.breakpoints:
-        return Text("no breakpoints; `b *ADDR` or the `b` key on a disassembly line sets one")
+        return Text("no breakpoints; `b NAME`, `b *ADDR` or the `b` key on a disassembly line sets one")
     out = Text()
     for address in sorted(view.breakpoints):
         out.append(f"● {address:#x}\n", style="red")
@@ -252,8 +252,14 @@ def handoff_text(view: StopView) -> Text:
     report = view.snapshot.handoff
     out = Text()
     if not report.checked:
-        out.append("Hand-off check: not run here (it runs at ld.so's entry; press l to get there).\n",
-                   style="dim")
+        reached = any(e.kind == "milestone" and e.name == "ldso-entry" for e in view.snapshot.events)
+        if view.crashed and not reached:
+            out.append("Hand-off check: not run (the process never reached ld.so's entry).\n", style="dim")
+        elif not view.alive or view.crashed:
+            out.append("Hand-off check: not run here (it runs at ld.so's entry).\n", style="dim")
+        else:
+            out.append("Hand-off check: not run here (it runs at ld.so's entry; press l to get there).\n",
+                       style="dim")
         return out
     verdict = ("passes", "green") if report.ok else ("FAILS", "bold red")
     out.append("Hand-off check at ld.so's entry ", style="bold")

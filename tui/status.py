@@ -81,7 +81,9 @@ class StatusLine(Static):
         first.append(os.path.basename(view.program) or "?", style="bold")
         label = getattr(app, "target_label", None)
         if label and "replay" in view.capabilities:
-            first.append(f" · {label}")  # a recording: name the file, not the recorded pid
+            # A recording: name the file (not the recorded pid); the CLI's
+            # title is the whole command line, the file is its last word.
+            first.append(f" · {os.path.basename(label.split()[-1])}")
         elif view.pid is not None:
             hook = getattr(app, "present_volatile", None)
             pid = hook("pid", str(view.pid)) if hook is not None else str(view.pid)

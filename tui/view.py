@@ -16,7 +16,8 @@ from loaderdbg.decode.registers import changed_registers
 from loaderdbg.snapshot import Snapshot
 
 from loaderdbg_tui.describe import (
-    Marker, Stage, StopWords, current_stage, describe_stop, split_symbol, timeline_markers,
+    Marker, Stage, StopWords, current_stage, describe_stop, milestone_before_end, split_symbol,
+    timeline_markers,
 )
 
 LISTING_SIZE = 40         # instructions disassembled per stop (enough for a 50-row terminal)
@@ -123,7 +124,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
         stack_words=stack_words,
         stage=stage,
         markers=timeline_markers(snapshot.events, stage),
-        words=describe_stop(snapshot.stop, stage),
+        words=describe_stop(snapshot.stop, stage, regs, milestone_before_end(snapshot.events)),
         program=snapshot.program,
         pid=snapshot.pid,
     )

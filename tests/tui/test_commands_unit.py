@@ -112,7 +112,13 @@ def test_crash_at_pc_zero_in_plain_words():
     words = describe_stop(stop, None)
     assert words.severity == "error"
     assert words.headline == "CRASHED: SIGSEGV at pc 0x0, fault address 0x0 (ldso-entry not reached)"
-    assert "jumped to address 0" in words.detail
+    assert "went to address 0" in words.detail
+    # Right after the auxv rewrite, the next thing was the jump to ld.so: say so, and point at rdx.
+
+    class Regs(dict):
+        pass
+    words = describe_stop(stop, None, Regs(rdx=0, rip=0), before="auxv-rewritten")
+    assert "hand-off jump to ld.so" in words.detail and "rdx = 0" in words.detail
 
 
 def test_timeline_orders_reached_then_ahead():

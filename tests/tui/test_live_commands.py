@@ -143,7 +143,7 @@ def test_info_auxv_until_and_explain(demo):
         assert app.view.stage.name == "ldso-entry"
         await type_command(pilot, "info auxv")
         text = log_text(app).split("(ldbg) info auxv")[-1]
-        entry_line = next(ln for ln in text.splitlines() if " AT_ENTRY " in ln)
+        entry_line = next(ln for ln in text.splitlines() if ln.lstrip().startswith("AT_ENTRY "))
         assert hex(kernel_entry) in entry_line  # the kernel's value, next to the rewritten one
         await type_command(pilot, "explain")
         text = log_text(app)
