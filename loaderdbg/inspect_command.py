@@ -47,6 +47,11 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
             if target.kind != "first":
                 reason = session.cont(str(target))
             snapshot = session.snapshot()
+            # Stopped under us, it can only have died by SIGKILL; a snapshot
+            # taken meanwhile is partly empty yet says "attached", so none
+            # is better than that one.
+            if reason.reached and process_gone(session.pid):
+                raise TargetError(f"{session.pid}: the process was killed while we read it (SIGKILL?)")
     return _report(snapshot, target, reason, as_json)
 
 
