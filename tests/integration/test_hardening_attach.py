@@ -271,7 +271,7 @@ def test_api_snapshot_of_a_killed_attached_process_says_so(fixtures_dir):
                 snapshot = session.snapshot()
             except LoaderdbgError:
                 return
-            stop = snapshot.stop_reason
+            stop = snapshot.stop
             assert not stop.reached or stop.kind != "attach", stop
     finally:
         proc.kill()
