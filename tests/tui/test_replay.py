@@ -1,90 +1,102 @@
-"""Pilot tests on the sample recordings (recordings/*.ldbg, issue 5): no
-ptrace, reverse execution enabled.
-
-ReplaySession and the recording format are still being built; while the
-committed samples cannot be opened these tests are skipped and say why
-(regenerate them with `make recordings`)."""
+"""Pilot tests on a recording (ReplaySession): no ptrace while replaying,
+reverse execution enabled. The recording is made once per test session
+(conftest.rdxbug_recording: the rdxbug demo up to its crash), so these
+tests only assume what any recording of it holds: step 0 is the first
+instruction, the milestones up to the auxv rewrite, then the crash at
+pc 0. Step numbers are checked relative to each other, never as constants."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-import pytest
 
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.timeline import Timeline
 
-from tuihelp import REPO, run_pilot, settle, status_text, type_command
-
-# LOADERDBG_TEST_RECORDINGS points at freshly made ones (make recordings into a temp dir).
-RECORDINGS = Path(os.environ.get("LOADERDBG_TEST_RECORDINGS", REPO / "recordings"))
+from tuihelp import log_text, run_pilot, settle, status_text, type_command
 
 
-def _replay(name: str):
-    try:
-        from loaderdbg.record.replay import ReplaySession
-    except ImportError as err:
-        pytest.skip(f"ReplaySession is not available yet: {err}")
-    path = RECORDINGS / name
-    if not path.is_file():
-        pytest.skip(f"{path} is missing: run `make recordings`")
-    try:
-        return ReplaySession(str(path))
-    except Exception as err:  # the format is still moving (issue 5)
-        pytest.skip(f"{path} does not open with this ReplaySession: {err}")
+def _replay(path):
+    from loaderdbg.record.replay import ReplaySession
+
+    return ReplaySession(str(path))
 
 
-def test_replay_keys_forward_and_back():
-    session = _replay("execsolib-glibc-entry.ldbg")
+def test_replay_keys_forward_and_back(rdxbug_recording):
+    session = _replay(rdxbug_recording)
     try:
         async def scenario(pilot):
             app = pilot.app
             assert app.check_action("step_back", ()) is True
-            assert "execsolib-glibc-entry.ldbg" in status_text(app)
+            assert app.check_action("reverse_cont", ()) is True
+            assert "rdxbug-crash.ldbg" in status_text(app) and "step 0" in status_text(app)
             await pilot.press("f7", "f7")
             await settle(pilot)
             assert app.view.position == 2 and app.view.listing
             await pilot.press("shift+f7")
             await settle(pilot)
             assert app.view.position == 1
-            await pilot.press("l")
+            # F5 runs to the end of the recording: the crash.
+            await pilot.press("f5")
             await settle(pilot)
-            assert app.view.stage.name == "ldso-entry" and app.view.snapshot.handoff.ok
-            handoff = app.view.position
-            await pilot.press("e")
+            crash = app.view.position
+            assert app.view.crashed and crash > 1000
+            assert "CRASHED" in status_text(app) and "SIGSEGV at pc 0x0" in status_text(app)
+            assert app.view.registers.get("rdx") == 0 and app.view.pc == 0
+            # One step back: the jump that went to 0, still alive.
+            await pilot.press("shift+f7")
             await settle(pilot)
-            assert app.view.stage.name == "at-entry" and app.view.position > handoff
+            assert not app.view.crashed and app.view.position == crash - 1
+            jump = next(i for i in app.view.listing if i.address == app.view.pc)
+            assert jump.mnemonic == "jmp" and jump.symbol.startswith("execsolib_handoff")
+            # Back to a milestone from the timeline: a recording goes back, no dialog.
             timeline = app.screen.query_one(Timeline)
-            timeline.focus()
             names = [m.name for m in timeline.markers]
-            await pilot.press("home", *["right"] * names.index("ldso-entry"), "enter")
+            assert "ldso-mapped" in names and "crash" not in names  # not yet, one step before it
+            mapped = next(m.event.step for m in timeline.markers if m.name == "ldso-mapped")
+            timeline.focus()
+            await pilot.press("home", *["right"] * names.index("ldso-mapped"), "enter")
             await settle(pilot)
-            assert type(app.screen).__name__ == "MainScreen"  # a recording goes back: no dialog
-            assert app.view.position == handoff
+            assert type(app.screen).__name__ == "MainScreen"
+            if mapped >= 0:
+                assert app.view.position == mapped
+            # Shift+F5 with no breakpoint runs back to the start.
+            await pilot.press("shift+f5")
+            await settle(pilot)
+            assert app.view.position == 0
             await type_command(pilot, "goto 10")
             assert app.view.position == 10
             await type_command(pilot, "x/2gx $sp")
-            assert app.view.registers is not None
+            assert f"{app.view.registers.sp:#x}:  0x" in log_text(app).split("(ldbg) x/2gx $sp")[-1]
 
-        run_pilot(LoaderdbgApp(session, title="execsolib-glibc-entry.ldbg"), scenario)
+        run_pilot(LoaderdbgApp(session, title=f"loaderdbg replay {rdxbug_recording}"), scenario)
     finally:
         session.close()
 
 
-def test_replay_of_the_rdxbug_crash():
-    session = _replay("execsolib-rdxbug-crash.ldbg")
+def test_replay_goto_key_and_breakpoint_by_name(rdxbug_recording):
+    session = _replay(rdxbug_recording)
     try:
         async def scenario(pilot):
             app = pilot.app
+            await pilot.press("g")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "GotoScreen"
+            await pilot.press(*"25", "enter")
+            await settle(pilot)
+            assert app.view.position == 25
+            # A breakpoint by name in a recording: continue stops there, reverse continue too.
+            await type_command(pilot, "b execsolib_handoff")
+            address = session.resolve("execsolib_handoff")
+            assert address is not None and address in session.breakpoints()
             await pilot.press("f5")
             await settle(pilot)
-            status = status_text(app)
-            assert "CRASHED" in status and "SIGSEGV at pc 0x0" in status
-            await pilot.press("shift+f7")
+            assert app.view.pc == address
+            hit = app.view.position
+            await pilot.press("f5")
             await settle(pilot)
-            assert not app.view.crashed  # one step before the crash: the jmp
+            assert app.view.crashed
+            await pilot.press("shift+f5")
+            await settle(pilot)
+            assert app.view.position == hit and app.view.pc == address
 
-        run_pilot(LoaderdbgApp(session, title="execsolib-rdxbug-crash.ldbg"), scenario)
+        run_pilot(LoaderdbgApp(session, title="rdxbug-crash.ldbg"), scenario)
     finally:
         session.close()
