@@ -37,7 +37,8 @@ from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process.tracee import CODE_SYSCALL, FAULT_SIGNALS, LaunchSpec, Tracee, launch
+from loaderdbg.process.tracee import (CODE_SYSCALL, FAULT_SIGNALS, RIP_OFFSET, LaunchSpec, Tracee,
+                                      launch)
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import ThreadState
 from loaderdbg.targets import Target
@@ -556,12 +557,19 @@ class Inferior:
             self._require_alive()
         if self._here:
             self._here.clear()
+        # The hot path reads the tracee's caches directly (same package):
+        # each property or method call here is a measurable share of a step.
         try:
-            pc = tracee.pc
+            raw = tracee._regs_raw
+            if raw is None:
+                raw = tracee.regs_raw()
+            pc = int.from_bytes(raw[RIP_OFFSET:RIP_OFFSET + 8], "little")
         except ptrace.PtraceError:
             pc = None  # gone under us; the step reports how
         if pc is not None:
-            kind = tracee.code_kind(pc)
+            kind = tracee._code.get(pc)
+            if kind is None:
+                kind = tracee.code_kind(pc)
             if kind != CODE_SYSCALL:
                 stop = tracee.step(pc, kind)
                 if stop is tracee.plain_step:
@@ -578,6 +586,15 @@ class Inferior:
         else:
             syscall_call = None
             stop = tracee.step()
+        if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXEC:
+            # As at launch: leave execve before the next step, or that step
+            # would only finish the syscall and execute nothing.
+            self._forget_old_image()
+            self.tracee.finish_execve(self.program)
+            if syscall_call is not None:
+                self.step_count += 1  # the `syscall` instruction ran
+            self._syscall_exit(0)  # execve returns 0 into the new image
+            syscall_call = None
         stop = self._after_step(stop, syscall_call)
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
             stop = self._finish_dying(stop)
@@ -587,6 +604,14 @@ class Inferior:
         elif stop.alive:
             self._stop_reason = None  # "step N"
         return stop
+
+    def _forget_old_image(self) -> None:
+        """After an execve: the startup checks compare the old image's stack,
+        and milestone addresses belong to the old image; an int3 written
+        there now would land in the new program's code."""
+        self._startup_checks_done = True
+        self._milestone_bps.clear()
+        self.invalidate()
 
     def _finish_dying(self, stop: Stop) -> Stop:
         """At the exit event of a process a signal is killing (the SIGSEGV
@@ -797,6 +822,7 @@ class Inferior:
                 self.tracee.release_child(child, shares_memory=stop.event == ptrace.EVENT_VFORK)
                 self._record("fork", stop.event_name, f"child {child} runs on, untraced")
             elif stop.event == ptrace.EVENT_EXEC:
+                self._forget_old_image()
                 self._record("milestone", "exec", "the process called execve again")
                 self.invalidate()
             return False, None

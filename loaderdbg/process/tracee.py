@@ -294,6 +294,11 @@ class Tracee:
                 raise
         return self._wait()
 
+    def finish_execve(self, what: str) -> None:
+        """From a PTRACE_EVENT_EXEC stop to execve's syscall-exit stop."""
+        finish_execve(self.pid, what)
+        self._regs_raw = None
+
     def release_child(self, child: int, *, shares_memory: bool) -> None:
         """Let a forked child go with our breakpoints taken out of its copy
         of memory (a vfork child shares ours, so there is nothing to undo)."""

@@ -425,3 +425,41 @@ def task_state(pid: int, tid: int) -> tuple[str, int]:
 
 def tracer_of(pid: int) -> int:
     return task_state(pid, pid)[1]
+
+
+# ----------------------------------------------------------------- stepping across an execve
+
+EXECER = r"""
+/* No libc: execve("/bin/true", NULL, NULL) as the fifth instruction. */
+__asm__(".globl _start\n_start:\n"
+        "  lea path(%rip), %rdi\n"
+        "  xor %esi, %esi\n"
+        "  xor %edx, %edx\n"
+        "  mov $59, %eax\n"
+        "  syscall\n"
+        "  hlt\n"
+        "path: .asciz \"/bin/true\"\n");
+"""
+
+
+def test_stepping_over_execve_lands_on_the_new_images_first_instruction(tmp_path):
+    (tmp_path / "execer.c").write_text(EXECER)
+    program = str(tmp_path / "execer")
+    subprocess.run(["gcc", "-static", "-nostdlib", "-o", program, str(tmp_path / "execer.c")],
+                   check=True)
+    with LiveSession(launch_spec(program, [], aslr=False)) as session:
+        assert session.step(4).kind == "step"
+        reason = session.step()  # the `syscall`: execve
+        assert reason.kind == "step" and session.position == 5, reason
+        snap = session.snapshot()
+        first = snap.registers.pc
+        here = next(m for m in snap.maps if m.entry.start <= first < m.entry.end)
+        assert "ld-linux" in here.entry.path and "x" in here.entry.perms  # nothing of /bin/true ran
+        events = [(e.kind, e.name, e.step) for e in session.events()]
+        assert ("syscall", "execve", 5) in events and ("milestone", "exec", 5) in events
+        # The next step executes ld.so's first instruction (no empty step
+        # finishing the syscall).
+        session.step()
+        assert session.snapshot().registers.pc != first and session.position == 6
+        reason = session.cont("exit")
+        assert reason.reached, reason
