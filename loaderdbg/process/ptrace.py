@@ -163,11 +163,6 @@ def fail(request_name: str, pid: int) -> None:
     raise PtraceError(err, f"ptrace({request_name}, {pid}): {os.strerror(err)}")
 
 
-def raw_singlestep(c_pid: ctypes.c_int) -> int:
-    """SINGLESTEP with no signal through the lean handle; -1 on failure."""
-    return _raw_ptrace(C_SINGLESTEP, c_pid, NULL, NULL)
-
-
 class RegisterBuffer:
     """One reusable user_regs_struct buffer: GETREGS into it costs 3.5 µs
     against 5+ µs for a fresh struct (PTRACE_NOTES.md §6)."""
