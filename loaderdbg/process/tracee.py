@@ -236,7 +236,8 @@ class Tracee:
         The hot path costs what a C loop pays (SINGLESTEP, waitpid; GETREGS
         when someone asks for pc) plus dict lookups: a SIGTRAP stop after an
         instruction that cannot trap by itself is our trap flag, so no
-        GETSIGINFO is needed to say so."""
+        GETSIGINFO is needed to say so (a SIGTRAP another process sends at
+        that very moment would pass for the step; only si_code tells)."""
         if pc is None:
             try:
                 pc = self.pc
