@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _target(text: str):
+    """parse_target, plus a check that a syscall:NAME can ever match: a typo
+    would otherwise run the whole program and only then say "not reached"."""
+    from loaderdbg.arch import X86_64
+
+    target = parse_target(text)
+    if target.kind == "syscall" and target.name is not None:
+        name = target.name
+        if name not in X86_64.syscall_numbers and not name.isdigit():
+            raise UsageError(f"stop target {text!r}: no x86-64 syscall is called {name!r}")
+    return target
+
+
 def cmd_inspect(options: argparse.Namespace) -> int:
     from loaderdbg.inspect_command import inspect_program
 
@@ -86,16 +99,16 @@ def cmd_inspect(options: argparse.Namespace) -> int:
         if options.program or options.pid is not None:
             raise UsageError("inspect: give one of PROG, --pid or --replay")
         from loaderdbg.inspect_command import inspect_replay
-        return inspect_replay(options.replay, parse_target(options.at), as_json=options.json)
+        return inspect_replay(options.replay, _target(options.at), as_json=options.json)
     if options.pid is not None:
         if options.program:
             raise UsageError("inspect: give either PROG or --pid, not both")
         from loaderdbg.inspect_command import inspect_pid
-        return inspect_pid(options.pid, parse_target(options.at), as_json=options.json,
+        return inspect_pid(options.pid, _target(options.at), as_json=options.json,
                            follow_exec=options.follow_exec, match=options.match)
     if not options.program:
         raise UsageError("inspect: give a PROG (or --pid PID, or --replay FILE)")
-    target = parse_target(options.at)
+    target = _target(options.at)
     return inspect_program(options.program, options.args, target, as_json=options.json,
                            aslr=options.aslr, tracee_output=options.tracee_output)
 
@@ -120,7 +133,7 @@ def cmd_run(options: argparse.Namespace) -> int:
     from loaderdbg.inspect_command import launch_spec
     from loaderdbg.live import LiveSession
 
-    target = parse_target(options.until)
+    target = _target(options.until)
     # The program's output goes to a pty the TUI shows in its own pane.
     master, slave = os.openpty()
     try:
@@ -159,7 +172,7 @@ def cmd_attach(options: argparse.Namespace) -> int:
 def cmd_record(options: argparse.Namespace) -> int:
     from loaderdbg.record.recorder import record_program
 
-    target = str(parse_target(options.until))
+    target = str(_target(options.until))
     if options.pid is not None:
         if options.program:
             raise UsageError("record: give either PROG or --pid, not both")

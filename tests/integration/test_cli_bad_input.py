@@ -88,3 +88,12 @@ def test_help_lists_every_subcommand():
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("loaderdbg ")
+
+
+@pytest.mark.parametrize("command", [
+    ["inspect", "--json", "--at", "syscall:mmapp", "/bin/true"],
+    ["run", "--until", "syscall:mmapp", "/bin/true"],
+    ["record", "-o", "/dev/null", "--until", "syscall:mmapp", "/bin/true"],
+])
+def test_misspelled_syscall_target_is_refused_before_running(command):
+    assert_one_line_error(run_cli(*command), 2, "syscall", "mmapp")
