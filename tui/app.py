@@ -12,6 +12,7 @@ held key never queues hundreds of snapshots or redraws.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from functools import partial
 from pathlib import Path
@@ -208,8 +209,14 @@ class LoaderdbgApp(App[int]):
         kind = self._busy_kind
         self._busy_kind = None
         if message.view is not None:
+            first = self.view is None
             self.view = message.view
             self._show(message.view)
+            if first:
+                # Textual, the ELF caches and the first snapshot are long-lived:
+                # out of the collector's sight, a full collection while
+                # stepping takes milliseconds instead of tens of them.
+                gc.freeze()
         self._report(message, kind)
         enabled = self._enabled_actions()
         if enabled != self._enabled:

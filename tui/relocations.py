@@ -61,6 +61,8 @@ class RelocationsPane(ViewPane, Vertical):
         super().__init__(**kwargs)
         self._widths: list[int] = []
         self._lines: dict[tuple[str, ...], Text] = {}  # row -> its line, for these widths
+        self._rows: dict[int, tuple] = {}  # id(state) -> (state, its row): states are reused while unchanged
+        self._drawn_needle: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="reloc-summary")
@@ -85,7 +87,25 @@ class RelocationsPane(ViewPane, Vertical):
         if previous is None or previous.snapshot.objects != view.snapshot.objects:
             self.query_one("#reloc-summary", Static).update(summary_table(view))
         needle = self.query_one("#reloc-filter", Input).value
-        rows = [self._row(r) for r in view.snapshot.relocations if matches(r, needle)]
+        relocations = view.snapshot.relocations
+        # The engine hands back the same state objects while no slot changed,
+        # so this comparison is mostly identity checks: a step that writes no
+        # slot costs no table work at all.
+        if (previous is not None and needle == self._drawn_needle and self.table.lines
+                and previous.snapshot.relocations == relocations):
+            return
+        self._drawn_needle = needle
+        rows_by_state = self._rows
+        if len(rows_by_state) > 4 * len(relocations) + 1024:
+            rows_by_state.clear()
+        rows = []
+        for reloc in relocations:
+            if not matches(reloc, needle):
+                continue
+            hit = rows_by_state.get(id(reloc))
+            if hit is None or hit[0] is not reloc:
+                hit = rows_by_state[id(reloc)] = (reloc, self._row(reloc))
+            rows.append(hit[1])
         # Columns as wide as their widest cell; the hex ones always fit a
         # 64-bit value, so a slot being written does not shift the table.
         widths = [max([len(label), HEX_COLUMNS.get(label, 0), *(len(row[i]) for row in rows)])
