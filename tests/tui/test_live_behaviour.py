@@ -81,7 +81,7 @@ def test_rdxbug_crash_is_said_in_plain_words(rdxbug):
         assert "CRASHED" in status
         assert "SIGSEGV at pc 0x0, fault address 0x0" in status
         assert "(ldso-entry not reached)" in status
-        assert "went to address 0" in status and "hand-off jump to ld.so" in status
+        assert "went to address 0: the hand-off jump to ld.so" in status and "rdx = 0" in status
         assert app.screen.query_one(StatusLine).has_class("-crashed")
         markers = app.screen.query_one(Timeline).markers
         assert markers[-1].name == "crash" and markers[-1].reached
