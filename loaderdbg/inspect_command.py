@@ -50,7 +50,7 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
             # Stopped under us, it can only have died by SIGKILL; a snapshot
             # taken meanwhile is partly empty yet says "attached", so none
             # is better than that one.
-            if reason.reached and process_gone(session.pid):
+            if reason.reached and reason.kind not in ("exited", "killed") and process_gone(session.pid):
                 raise TargetError(f"{session.pid}: the process was killed while we read it (SIGKILL?)")
     return _report(snapshot, target, reason, as_json)
 

@@ -276,3 +276,27 @@ def test_api_snapshot_of_a_killed_attached_process_says_so(fixtures_dir):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_inspect_pid_at_exit_of_a_process_that_ends_normally(fixtures_dir):
+    """An exit we ran to is not a process that died under us."""
+    proc = subprocess.Popen([str(fixtures_dir / "zoo" / "dlmopen")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "dlmopen ok"
+        cli = subprocess.Popen([*LOADERDBG, "inspect", "--json", "--at", "exit", "--pid", str(proc.pid)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: status_field(proc.pid, "TracerPid") not in ("0", None), timeout=30)
+            proc.stdin.close()  # dlmopen exits on EOF
+            out, err = cli.communicate(timeout=60)
+        finally:
+            cli.kill()
+            cli.wait()
+        assert cli.returncode == 0, err
+        snap = json.loads(out)
+        assert snap["stop"]["reason"] == "exited" and snap["stop"]["exit_code"] == 0
+    finally:
+        proc.kill()
+        proc.wait()
