@@ -288,7 +288,17 @@ def test_inspect_pid_at_exit_of_a_process_that_ends_normally(fixtures_dir):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                stdin=subprocess.DEVNULL)
         try:
-            wait_until(lambda: status_field(proc.pid, "TracerPid") not in ("0", None), timeout=30)
+            # EOF only once the attach is over and the process runs again
+            # under us (stopped, then sleeping): earlier, it would exit
+            # *during* the attach, which is another test.
+            seen_stop, deadline = False, time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = status_field(proc.pid, "State") or ""
+                traced = status_field(proc.pid, "TracerPid") not in ("0", None)
+                seen_stop = seen_stop or (traced and state.startswith("t"))
+                if seen_stop and traced and state.startswith("S"):
+                    break
+                time.sleep(0.002)
             proc.stdin.close()  # dlmopen exits on EOF
             out, err = cli.communicate(timeout=60)
         finally:
