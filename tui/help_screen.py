@@ -22,7 +22,12 @@ The badge at the top left says which startup milestone you are at (or past); \
 the timeline at the bottom lists them, and you can select one to go there. \
 Registers that changed since the last stop are highlighted; ▶ marks pc and \
 ● a breakpoint in the disassembly; ✎ marks auxv entries rewritten since the \
-kernel wrote them."""
+kernel wrote them.
+
+"step ?" in the status line: a live process ran freely (continue, l, e) \
+without being single-stepped, so the instruction count is unknown; a \
+recording always knows it. After a crash the status line says what \
+happened and where to look first; `explain` tells the whole story."""
 
 KEYS = (
     ("F7", "step one instruction (held down: steps are batched)"),
