@@ -8,6 +8,7 @@ run loop swallows.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal as _signal
 from typing import Sequence
@@ -99,7 +100,17 @@ class LiveSession:
         return self._inferior.alive
 
     def snapshot(self) -> Snapshot:
-        return self._tracer.call(build_snapshot, self._inferior)
+        def build() -> Snapshot:
+            inferior = self._inferior
+            inferior.notice_death()
+            try:
+                return build_snapshot(inferior)
+            except ptrace.PtraceError as err:
+                # Killed between the check and the reads: look again.
+                if err.errno != errno.ESRCH or not inferior.notice_death():
+                    raise
+                return build_snapshot(inferior)
+        return self._tracer.call(build)
 
     def read_memory(self, addr: int, size: int) -> bytes | None:
         return self._tracer.call(self._inferior.read_memory, addr, size)

@@ -15,8 +15,10 @@ it: taken from the stack when ld.so starts, after any auxv rewrite.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal as _signal
+import time
 from dataclasses import dataclass, field
 
 from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
@@ -605,6 +607,59 @@ class Inferior:
             self._stop_reason = None  # "step N"
         return stop
 
+    def notice_death(self) -> bool:
+        """A SIGKILL from outside takes a stopped tracee down without a word
+        to us: nothing waits for it until the next resume. Before reading
+        its state (a snapshot), reap it if it is gone, so what we show says
+        "killed", not the stale stop. True when it died."""
+        if not self.alive:
+            return False
+        try:
+            ptrace.request(ptrace.PEEKUSER, self.pid, RIP_OFFSET)
+            gone = False
+        except ptrace.PtraceError as err:
+            if err.errno != errno.ESRCH:
+                raise
+            gone = True  # off its stop: behind our back only a SIGKILL does that
+        deadline = time.monotonic() + 5
+        while True:
+            if gone and self.attached is not None:
+                self._reap_dead_threads()
+            try:
+                wpid, status = os.waitpid(self.pid, os.WNOHANG | ptrace.WALL)
+            except ChildProcessError:
+                return False
+            if wpid:
+                break
+            if not gone or time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)  # on its way to the exit event or to death
+        stop = self.tracee._classify(status)
+        if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
+            stop = self._finish_dying(stop)
+        _, final = self._handle_stop(stop, target=None, stepping=False, while_stopped=True)
+        if final is not None:
+            self.stop_reason = final
+        return not stop.alive
+
+    def _reap_dead_threads(self) -> None:
+        """An attached leader's exit status waits until the threads we trace
+        are reaped, by us."""
+        tids = set(self.attached.stopped)
+        try:
+            tids |= {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+        except OSError:
+            pass
+        tids.discard(self.pid)
+        for tid in tids:
+            try:
+                wpid, status = os.waitpid(tid, os.WNOHANG | ptrace.WALL)
+            except ChildProcessError:
+                self.attached.stopped.pop(tid, None)
+                continue
+            if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                self.attached.stopped.pop(tid, None)
+
     def _forget_old_image(self) -> None:
         """After an execve: the startup checks compare the old image's stack,
         and milestone addresses belong to the old image; an int3 written
@@ -775,9 +830,12 @@ class Inferior:
     def _stopped_for_good(self, stop: Stop) -> bool:
         return not stop.alive or (stop.kind is StopKind.SIGNAL and stop.signal in STOPPING_SIGNALS)
 
-    def _handle_stop(self, stop: Stop, *, target: Target | None, stepping: bool) -> tuple[bool, StopReason | None]:
+    def _handle_stop(self, stop: Stop, *, target: Target | None, stepping: bool,
+                     while_stopped: bool = False) -> tuple[bool, StopReason | None]:
         """Record what a stop means. Returns (target reached, final reason)
-        where a final reason ends a run (exit, crash, target syscall…)."""
+        where a final reason ends a run (exit, crash, target syscall…).
+        ``while_stopped``: the process died while parked at a stop, not
+        during a step or continue."""
         want = target.kind if target else None
         if not stop.alive:
             self.tracee.breakpoints.clear()
@@ -789,7 +847,10 @@ class Inferior:
                 self.stop_reason = StopReason("exited", text, str(target) if target else None,
                                               reached=want == "exit", exit_code=stop.exit_code)
             else:
-                where = f"at step {self.step_count}" if self.step_exact else "after a continue"
+                if while_stopped:
+                    where = "while stopped" + (f" at step {self.step_count}" if self.step_exact else "")
+                else:
+                    where = f"at step {self.step_count}" if self.step_exact else "after a continue"
                 text = f"killed by {stop.signal_name} {where}"
                 self._record("milestone", "exit", text)
                 self.stop_reason = StopReason("killed", text, str(target) if target else None,

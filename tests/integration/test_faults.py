@@ -463,3 +463,45 @@ def test_stepping_over_execve_lands_on_the_new_images_first_instruction(tmp_path
         assert session.snapshot().registers.pc != first and session.position == 6
         reason = session.cont("exit")
         assert reason.reached, reason
+
+
+# ----------------------------------------------------------------- killed while parked at a stop
+
+def snapshot_once_dead(session: LiveSession):
+    """The kill lands asynchronously: a snapshot taken before it does shows
+    the old stop; soon after, it must say the process was killed."""
+    deadline = time.monotonic() + 10
+    while True:
+        snap = session.snapshot()
+        if snap.stop.kind != "step" and snap.stop.kind != "attach" or time.monotonic() > deadline:
+            return snap
+        time.sleep(0.02)
+
+
+def test_snapshot_of_a_launched_tracee_killed_while_stopped(demo):
+    """Nothing waits on a tracee parked at a stop: the snapshot must notice
+    it died, not show the stale stop."""
+    with LiveSession(launch_spec(demo, [], aslr=False)) as session:
+        session.step(10)
+        os.kill(session.pid, signal.SIGKILL)
+        snap = snapshot_once_dead(session)
+        assert snap.stop.kind == "killed" and not snap.stop.reached
+        assert snap.stop.description == "killed by SIGKILL while stopped at step 10"
+        assert not session.alive and snap.registers is None
+
+
+def test_snapshot_of_an_attached_process_killed_while_stopped(fixtures_dir):
+    proc = subprocess.Popen([str(fixtures_dir / "zoo" / "threads")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "threads ready"
+        with LiveSession.attach(proc.pid) as session:
+            os.kill(proc.pid, signal.SIGKILL)
+            snap = snapshot_once_dead(session)
+            assert snap.stop.kind == "killed", snap.stop
+            assert snap.stop.description == "killed by SIGKILL while stopped"
+            assert not session.alive
+        # Reaped (this test is both its parent and its tracer): nothing left.
+        assert not os.path.exists(f"/proc/{proc.pid}")
+    finally:
+        proc.kill()
+        proc.wait()
