@@ -13,6 +13,7 @@ import os
 import signal as _signal
 from typing import Sequence
 
+from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.inferior import Inferior
@@ -107,8 +108,10 @@ class LiveSession:
                 return build_snapshot(inferior)
             except ptrace.PtraceError as err:
                 # Killed between the check and the reads: look again.
-                if err.errno != errno.ESRCH or not inferior.notice_death():
+                if err.errno != errno.ESRCH:
                     raise
+                if not inferior.notice_death():
+                    raise TargetError(f"pid {inferior.pid} left its stop under us") from None
                 return build_snapshot(inferior)
         return self._tracer.call(build)
 

@@ -162,6 +162,10 @@ def attach(pid: int) -> tuple[Tracee, AttachedThreads]:
     if pid not in threads.stopped:
         threads.detach_all()
         raise TargetError(f"{pid}: the process exited while we attached")
-    tracee = Tracee(pid, launched=False)
+    try:
+        tracee = Tracee(pid, launched=False)  # opens /proc/PID/mem
+    except OSError:
+        threads.detach_all()
+        raise TargetError(f"{pid}: the process exited while we attached") from None
     tracee.pending_signal = threads.stopped.pop(pid)
     return tracee, threads

@@ -123,7 +123,12 @@ class Inferior:
 
     @classmethod
     def attach(cls, pid: int) -> "Inferior":
-        tracee, threads = attach_process(pid)
+        try:
+            tracee, threads = attach_process(pid)
+        except ptrace.PtraceError as err:
+            if err.errno != errno.ESRCH:
+                raise
+            raise TargetError(f"{pid}: the process exited while we attached") from None
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
@@ -132,9 +137,13 @@ class Inferior:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 argv = tuple(a.decode("utf-8", "surrogateescape") for a in handle.read().split(b"\0")[:-1])
             return cls(tracee, exe, argv, attached=threads)
-        except BaseException:
+        except BaseException as err:
             threads.detach_all(skip=pid)
             tracee.detach()
+            # Killed while we read it (a SIGKILL needs no permission from us):
+            # /proc files vanish, ptrace says ESRCH.
+            if isinstance(err, OSError) and not isinstance(err, PermissionError):
+                raise TargetError(f"{pid}: the process exited while we attached") from None
             raise
 
     @classmethod
