@@ -230,9 +230,6 @@ def _attach_while_dying(program: str, rounds: int) -> list[str]:
     return bugs
 
 
-@pytest.mark.xfail(strict=True, reason="process/attach.py, inferior.py, tracee.py: a target killed "
-                   "during LiveSession.attach escapes as a raw OSError/PtraceError (/proc/PID/mem "
-                   "open, GETREGS ESRCH) instead of TargetError")
 def test_api_attach_to_a_dying_process_raises_only_loaderdbg_errors():
     bugs = _attach_while_dying("/bin/cat", 40)
     assert not bugs, bugs[:5]
