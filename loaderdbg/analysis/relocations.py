@@ -396,10 +396,16 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
     else:
         out = list(previous_states)
         redone = set(redo)
+        changed = False
         for i, verdict in enumerate(final):
             if i in redone or verdict != previous_final[i]:
-                out[i] = _state(obj, plan.relocs[i], verdict, currents[i], plan.link_values[i])
-        states = tuple(out)
+                state = _state(obj, plan.relocs[i], verdict, currents[i], plan.link_values[i])
+                if state != out[i]:
+                    out[i] = state
+                    changed = True
+        # Data sharing a chunk with slots was written, not a slot: hand back
+        # the very same tuple, so what is derived from it stays cached.
+        states = tuple(out) if changed else previous_states
     if all(data is not None for data in blocks):
         with _CACHE_LOCK:
             _CACHE[plan.key] = _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final, states)

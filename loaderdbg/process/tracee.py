@@ -35,6 +35,8 @@ CODE_SYSCALL = 1  # `syscall`: the engine decodes its arguments first
 CODE_TRAP = 2  # int3, int n, int1, or unreadable: only siginfo can tell
 RIP_OFFSET = 16 * 8  # user_regs_struct.rip
 RSP_OFFSET = 19 * 8
+_R11_OFFSET = 6 * 8
+_EFLAGS_TF = 0x100
 # TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
 # int3 bytes, which we take out before letting it go (gdb's detach-on-fork).
 LAUNCH_OPTIONS = (
@@ -268,10 +270,24 @@ class Tracee:
         status = _waitpid(self.pid, _WALL)[1]  # PEP 475 retries EINTR
         if status == _SIGTRAP_STOP and kind != CODE_TRAP:
             self._regs_raw = None
+            if kind == CODE_SYSCALL:
+                self._untrap_r11()
             stop = self.syscall_step if kind == CODE_SYSCALL else self.plain_step
             self.last_stop = stop
             return stop
         return self._classify(status)
+
+    def _untrap_r11(self) -> None:
+        """`syscall` saves RFLAGS in r11, and a single-stepped one saves our
+        trap flag with it (0x302, PTRACE_NOTES.md §2), a value no untraced
+        run sees. Put back what the program would have got, so live step N
+        and a recording's step N (which does the same) agree."""
+        raw = self.regs_raw()
+        r11 = int.from_bytes(raw[_R11_OFFSET:_R11_OFFSET + 8], "little")
+        if r11 & _EFLAGS_TF:
+            fixed = bytearray(raw)
+            fixed[_R11_OFFSET:_R11_OFFSET + 8] = (r11 & ~_EFLAGS_TF).to_bytes(8, "little")
+            self.set_regs_raw(bytes(fixed))
 
     def resume(self, *, syscalls: bool) -> Stop:
         """Continue to the next stop: a breakpoint, a signal, an event, and

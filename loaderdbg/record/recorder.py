@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import errno
 import os
 import signal as _signal
 import sqlite3
@@ -576,7 +577,12 @@ class Recorder:
                 self._unchanged(plan, raw)
             else:
                 err = ctypes.get_errno()
-                raise TargetError(f"single-step failed at step {pos}: {os.strerror(err)}")
+                if err != errno.ESRCH:
+                    raise TargetError(f"single-step failed at step {pos}: {os.strerror(err)}")
+                # A SIGKILL landed between our stops: the tracee left its
+                # ptrace-stop on its way to dying. Its next report (the exit
+                # event, then the death) ends the recording at this step.
+                self._unusual(ptrace.waitpid(pid)[1], plan)
 
     # --------------------------------------------------------- decoding cache
     def _decode(self, rip: int) -> Plan:

@@ -160,6 +160,10 @@ def test_registers_after_n_steps_equal_gdb(name, n):
     ours = engine_registers(name)[n]
     theirs = gdb_registers(name)[n]
     diff = {r: (hex(ours[r]), hex(theirs[r])) for r in REGS if ours[r] != theirs[r]}
+    # gdb leaves the trap flag a stepped `syscall` saved in r11 (0x302 style,
+    # PTRACE_NOTES.md §2); loaderdbg takes it out, as an untraced run has it.
+    if "r11" in diff and ours["r11"] | 0x100 == theirs["r11"] and ours["r11"] != theirs["r11"]:
+        del diff["r11"]
     assert not diff, f"step:{n} (loaderdbg, gdb): {diff}"
 
 
