@@ -25,38 +25,37 @@ def _status(pid: int) -> dict[str, str]:
     return fields
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def _processes() -> dict[int, dict[str, str]]:
+    """One pass over /proc: every process's status (reading each file once
+    keeps this guard cheap enough to run after every test)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            ppid = _status(int(entry)).get("PPid")
-            if ppid and ppid.isdigit():
-                children.setdefault(int(ppid), []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+            status = _status(int(entry))
+            if status:
+                found[int(entry)] = status
+    return found
 
 
 def _leftovers() -> list[str]:
     me = os.getpid()
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, status in processes.items():
+        ppid = status.get("PPid", "")
+        if ppid.isdigit():
+            children.setdefault(int(ppid), []).append(pid)
     found = []
-    for pid in _descendants(me):
-        status = _status(pid)
-        if not status:
-            continue
-        state = status.get("State", "")
-        # Zombies we have not reaped yet are pytest's own business only if
-        # they linger; a live or stopped child is a leak.
-        found.append(f"{pid} {status.get('Name')} {state}")
+    todo = [me]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            status = processes[child]
+            found.append(f"{child} {status.get('Name')} {status.get('State', '')}")
     my_threads = set(os.listdir(f"/proc/{me}/task"))
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            status = _status(int(entry))
-            if status.get("TracerPid") in my_threads:
-                found.append(f"{entry} {status.get('Name')} traced by the test run")
+    for pid, status in processes.items():
+        if status.get("TracerPid") in my_threads:
+            found.append(f"{pid} {status.get('Name')} traced by the test run")
     return sorted(set(found))
 
 
