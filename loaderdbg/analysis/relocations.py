@@ -474,8 +474,11 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
     key = (obj.path, obj.base, arch)
     with _CACHE_LOCK:
         plan = _PLANS.get(key)
-    # The same path and base may be another build of the file (a relaunch after make).
-    if plan is not None and plan.info is obj.info and plan.file_bytes is file_bytes:
+    # The same path and base may be another build of the file (a relaunch
+    # after make). The bytes of an object embedded at an offset come as a
+    # fresh slice each time: equal content is the same plan.
+    if plan is not None and plan.info is obj.info and (plan.file_bytes is file_bytes
+                                                       or plan.file_bytes == file_bytes):
         return plan
     info = obj.info
     loads = info.load_segments()
