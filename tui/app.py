@@ -339,6 +339,8 @@ class LoaderdbgApp(App[int]):
             seen = next((e for e in view.snapshot.events if e.kind == "milestone" and e.name == milestone), None)
         session = self.session
         if "replay" in self.capabilities:
+            # Ahead or behind, the recording knows when it happened.
+            seen = next((e for e in session.events() if e.kind == "milestone" and e.name == milestone), seen)
             if seen is not None and seen.exact and seen.step >= 0:
                 self._motion(f"goto {title}", lambda: session.goto(seen.step))
             elif target is not None:

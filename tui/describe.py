@@ -227,9 +227,11 @@ class Marker:
         return self.name == "crash"
 
 
-def timeline_markers(events: Sequence[Event], stage: Stage | None) -> tuple[Marker, ...]:
+def timeline_markers(events: Sequence[Event], stage: Stage | None,
+                     recorded: Sequence[Event] | None = None, position: int = -1) -> tuple[Marker, ...]:
     """Milestones in order: those reached (as they happened), then those
-    ahead that a session can run to."""
+    ahead: in a recording (``recorded``: all its events) the ones it holds,
+    live the ones a session can run to."""
     seen: dict[str, Event] = {}
     for event in milestone_events(events):
         if event.name not in seen or event.name in ("crash", "exit"):
@@ -239,6 +241,12 @@ def timeline_markers(events: Sequence[Event], stage: Stage | None) -> tuple[Mark
     markers = [_marker(e.name, e, here=stage is not None and stage.here and stage.name == e.name)
                for e in _in_order(seen, events)]
     ended = any(name in seen for name in ("crash", "exit"))
+    if recorded is not None:
+        for event in milestone_events(recorded):
+            if event.step > position and event.name not in seen:
+                seen[event.name] = event
+                markers.append(_marker(event.name, event, here=False, reached=False))
+        return tuple(markers)
     if not ended:
         for name in AHEAD_MILESTONES:
             if name not in seen:
@@ -251,6 +259,6 @@ def _in_order(seen: dict[str, Event], events: Sequence[Event]) -> list[Event]:
     return [e for e in events if id(e) in wanted]
 
 
-def _marker(name: str, event: Event | None, *, here: bool) -> Marker:
+def _marker(name: str, event: Event | None, *, here: bool, reached: bool | None = None) -> Marker:
     return Marker(name, MILESTONE_TITLES.get(name, name), SHORT_TITLES.get(name, name),
-                  event is not None, here, event, RUN_TO_TARGETS.get(name))
+                  event is not None if reached is None else reached, here, event, RUN_TO_TARGETS.get(name))

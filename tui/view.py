@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from loaderdbg.decode.disasm import Instruction, memory_operands
 from loaderdbg.decode.registers import changed_registers
+from loaderdbg.session import Event
 from loaderdbg.snapshot import Snapshot
 
 from loaderdbg_tui.describe import (
@@ -123,11 +124,18 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
         register_notes=register_notes(snapshot, session),
         stack_words=stack_words,
         stage=stage,
-        markers=timeline_markers(snapshot.events, stage),
+        markers=timeline_markers(snapshot.events, stage, _recorded_events(session), position),
         words=describe_stop(snapshot.stop, stage, regs, milestone_before_end(snapshot.events)),
         program=snapshot.program,
         pid=snapshot.pid,
     )
+
+
+def _recorded_events(session) -> Sequence[Event] | None:
+    """A recording knows its whole timeline, milestones ahead included."""
+    if "replay" not in getattr(session, "capabilities", ()):
+        return None
+    return session.events()
 
 
 def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instruction, ...]:

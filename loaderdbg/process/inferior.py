@@ -915,14 +915,16 @@ class Inferior:
             return False, StopReason("interrupted", f"interrupted at pc {self.tracee.pc:#x}",
                                      str(target) if target else None, reached=False)
         if stop.kind is StopKind.SIGNAL:
+            if stop.signal in STOPPING_SIGNALS:
+                # The rdxbug crash comes right after the auxv rewrite with no
+                # syscall in between: what the program did comes before the
+                # signal that ends it.
+                self._startup_checks()
             info = decode_siginfo(stop.siginfo, self.arch) if stop.siginfo else None
             text = describe_siginfo(info) if info else stop.signal_name
             self._record("signal", stop.signal_name, text, address=self.tracee.pc)
             self.tracee.pending_signal = stop.signal
             if stop.signal in STOPPING_SIGNALS:
-                # The rdxbug crash comes right after the auxv rewrite with no
-                # syscall in between: name that step before the crash.
-                self._startup_checks()
                 self._record("milestone", "crash", f"{text} at pc {self.tracee.pc:#x}",
                              address=self.tracee.pc)
                 fault = info.addr if info is not None else None
