@@ -15,12 +15,12 @@ from typing import Protocol, Sequence
 from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail, got_view,
                                               ifunc_choices, object_detail)
 from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
+from loaderdbg.analysis.link_map import read_link_map
 from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
 from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
-from loaderdbg.decode.errors import DecodeError
-from loaderdbg.decode.linkmap import LinkMapEntry, find_r_debug_via_dt_debug, walk_r_debug
+from loaderdbg.decode.linkmap import LinkMapEntry
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.memory import MemoryReader
 from loaderdbg.decode.registers import Registers, decode_registers
@@ -209,17 +209,4 @@ def _relocation_views(per_object, relocations, symbols, objects):
 
 
 def _link_map(source: StateSource, memory: MemoryReader) -> tuple[LinkMapEntry, ...]:
-    program = source.program_object()
-    if program is None:
-        return ()
-    dynamic = next((s for s in program.info.segments if s.type == "DYNAMIC"), None)
-    if dynamic is None:
-        return ()
-    try:
-        r_debug = find_r_debug_via_dt_debug(memory, program.base + dynamic.vaddr)
-        if not r_debug:
-            return ()
-        _, entries = walk_r_debug(memory, r_debug)
-    except DecodeError:
-        return ()
-    return tuple(entries)
+    return read_link_map(source.program_object(), memory).entries

@@ -21,6 +21,7 @@ import signal as _signal
 import time
 from dataclasses import dataclass, field
 
+from loaderdbg.analysis.link_map import NO_LINK_MAP, LinkMapView, link_map_changes, read_link_map
 from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
 from loaderdbg.analysis.relocations import relocation_states
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
@@ -89,6 +90,7 @@ class Inferior:
         self.main_address: int | None = None
         self._pending_syscall: _PendingSyscall | None = None
         self._milestone_bps: dict[int, str] = {}
+        self._link_map: LinkMapView = NO_LINK_MAP
         self._seen: set[str] = set()
         self._here: set[str] = set()  # milestones reached at the current stop
         self._maps: tuple[MapEntry, ...] | None = None
@@ -184,6 +186,7 @@ class Inferior:
         self.stop_reason = StopReason("attach", f"attached to pid {self.pid}, {count} thread(s) stopped")
         self._record("milestone", "attach", self.stop_reason.description, address=self.tracee.pc,
                      exact=False)
+        self._watch_link_map()
 
     def _read_proc(self, name: str) -> bytes | None:
         try:
@@ -898,7 +901,12 @@ class Inferior:
             return False, None
         if stop.kind is StopKind.BREAKPOINT:
             pc = self.tracee.pc
-            milestone = self._milestone_bps.pop(pc, None)
+            milestone = self._milestone_bps.get(pc)
+            if milestone == LINK_MAP_HOOK:
+                self._link_map_hook()
+                milestone = None  # stays armed: ld.so calls it around every change
+            elif milestone is not None:
+                del self._milestone_bps[pc]
             if milestone is None and pc not in self.tracee.breakpoints:
                 # The program's own int3: a SIGTRAP it must receive.
                 self.tracee.pending_signal = _signal.SIGTRAP
@@ -943,11 +951,36 @@ class Inferior:
             # A plain step may land on a milestone address.
             pc = self.tracee.pc
             milestone = self._milestone_bps.get(pc)
-            if milestone is not None:
+            if milestone == LINK_MAP_HOOK:
+                self._link_map_hook()
+            elif milestone is not None:
                 self._milestone_bps.pop(pc)
                 self.tracee.remove_breakpoint(pc)
                 self._milestone_hit(milestone, pc)
         return False, None
+
+    # -- the loader's list of objects ------------------------------------------
+    def _watch_link_map(self) -> None:
+        """Once ld.so has published r_debug (by AT_ENTRY, or long before we
+        attached), watch its r_brk hook: ld.so calls it before and after
+        every dlopen/dlmopen/dlclose, as gdb's solib tracking relies on."""
+        view = read_link_map(self.program_object(), _OriginalBytes(self))
+        self._link_map = view
+        if view.r_brk and view.r_brk not in self._milestone_bps:
+            self._arm(view.r_brk, LINK_MAP_HOOK)
+
+    def _link_map_hook(self) -> None:
+        view = read_link_map(self.program_object(), _OriginalBytes(self))
+        if not view.debugs or not view.consistent:
+            return  # RT_ADD / RT_DELETE: the change is about to happen
+        added, removed = link_map_changes(self._link_map, view)
+        self._link_map = view
+        for entry in added:
+            self._record("link-map", "loaded", f"{entry.name or '(main program)'} in namespace "
+                         f"{entry.namespace}, l_addr {entry.l_addr:#x}", address=entry.l_addr)
+        for entry in removed:
+            self._record("link-map", "unloaded", f"{entry.name} from namespace {entry.namespace}",
+                         address=entry.l_addr)
 
     def _milestone_hit(self, milestone: str, pc: int) -> None:
         if pc in self.tracee.breakpoints and pc not in self._milestone_bps:
@@ -963,6 +996,7 @@ class Inferior:
             self._startup_checks()
             self._record("milestone", "at-entry", f"AT_ENTRY {pc:#x}", address=pc)
             self._startup_checks_done = True
+            self._watch_link_map()
         elif milestone == "main":
             self._record("milestone", "main", f"main at {pc:#x}", address=pc)
 
@@ -984,6 +1018,11 @@ class Inferior:
         if self.attached is not None:
             self.attached.detach_all(skip=self.pid)
         self.tracee.close()
+
+
+# The name r_brk is armed under in the milestone breakpoints: unlike the
+# milestones it is not one-shot.
+LINK_MAP_HOOK = "r-brk"
 
 
 class _OriginalBytes:

@@ -115,14 +115,7 @@ class MilestoneTracker:
     def resolve(self, symbol: str) -> int | None:
         """A global symbol the way ld.so resolves it, else any object's
         .symtab (a static program's main, exec-solib's local functions)."""
-        addr = self.inferior.symbols().resolve(symbol)
-        if addr is not None:
-            return addr
-        for obj in self.inferior.objects():
-            found = obj.info.symbol_named(symbol)
-            if found is not None and found.shndx_defined and found.value:
-                return obj.base + found.value
-        return None
+        return self.inferior.symbols().locate(symbol)
 
     def caught(self, parent: int) -> None:
         """The child was caught from a running parent (as Inferior.catch_spawn

@@ -62,3 +62,28 @@ def test_relro_not_yet_protected_at_ldso_entry(fixtures_dir):
     snap = snapshot_at("/bin/true", "ldso-entry")
     ldso = next(o for o in snap.objects if o.is_ldso)
     assert ldso.detail.relro is not None and not ldso.detail.relro.protected
+
+
+# -- link_map changes while running (ld.so's r_brk hook) ----------------------
+
+def link_map_events(path, args, target="exit", stdin=subprocess.DEVNULL):
+    spec = launch_spec(str(path), args, aslr=False)
+    with LiveSession(spec) as s:
+        reason = s.cont(target)
+        assert reason.reached, reason
+        return [e for e in s.events() if e.kind == "link-map"]
+
+
+def test_dlopen_of_the_memfd_copy_is_an_event(fixtures_dir):
+    for variant in ("glibc-O2", "musl-O2"):
+        events = link_map_events(fixtures_dir / "execsolib" / variant / "libexecsolib.so", ["a"])
+        assert [e.name for e in events] == ["loaded"], (variant, events)
+        assert events[0].detail.startswith("/proc/self/fd/") and "namespace 0" in events[0].detail
+
+
+def test_dlmopen_namespace_additions_are_events(fixtures_dir):
+    events = link_map_events(fixtures_dir / "zoo" / "dlmopen", [])
+    loaded = {e.detail.split(" in namespace ")[0].rsplit("/", 1)[-1]: e.detail for e in events}
+    assert "libzoo-ns.so" in loaded and "namespace 1," in loaded["libzoo-ns.so"]
+    assert "libc.so.6" in loaded  # a new namespace gets its own libc
+

@@ -69,3 +69,8 @@ def test_no_divergence(tmp_path, fixtures_dir, program, args, until, capsys):
         if until == "entry":
             replay.goto(replay.last_step)
             assert replay.pc == replay.recording.meta["at_entry"]["value"]
+        if "execsolib" in program and until == "exit":
+            # Stepping onto ld.so's r_brk hook counts like a live breakpoint on it.
+            loaded = [e for e in replay.events() if e.kind == "link-map"]
+            assert [e.name for e in loaded] == ["loaded"] and "/proc/self/fd/" in loaded[0].detail
+            assert loaded[0].exact and loaded[0].step > 0
