@@ -12,44 +12,14 @@ import time
 
 import pytest
 
+from spawner import Spawner, execsolib_so
+
 LOADERDBG = [sys.executable, "-m", "loaderdbg"]
-
-
-class Spawner:
-    def __init__(self, fixtures_dir, target: str, execsolib_argv: bool = True) -> None:
-        args = [str(fixtures_dir / "zoo" / "spawner")]
-        if execsolib_argv:
-            args.append("--execsolib-argv")
-        args.append(target)
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-
-    def spawn(self) -> None:
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def status_line(self) -> str:
-        """The next `spawned pid=N status=…` line (child output is skipped)."""
-        while True:
-            line = self.proc.stdout.readline()
-            assert line, "spawner closed its output"
-            if line.startswith("spawned "):
-                return line.strip()
-
-    def traced_by(self) -> int:
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1])
-        return -1
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
 def glibc_spawner(fixtures_dir):
-    spawner = Spawner(fixtures_dir, str(fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so"))
+    spawner = Spawner(fixtures_dir, execsolib_so(fixtures_dir, "glibc-O2"))
     yield spawner
     spawner.close()
 
@@ -128,7 +98,7 @@ def test_killed_catcher_leaves_parent_running(glibc_spawner):
 
 
 def test_rdxbug_child_crash_is_reported(fixtures_dir):
-    spawner = Spawner(fixtures_dir, str(fixtures_dir / "execsolib" / "rdxbug" / "libexecsolib.so"))
+    spawner = Spawner(fixtures_dir, execsolib_so(fixtures_dir, "rdxbug"))
     try:
         catcher = start_catching(spawner.proc.pid, "--at", "ldso-entry")
         spawner.spawn()

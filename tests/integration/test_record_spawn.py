@@ -17,39 +17,9 @@ from loaderdbg.errors import UsageError
 from loaderdbg.record.format import open_recording
 from loaderdbg.record.replay import ReplaySession
 
+from spawner import Spawner, execsolib_so
+
 LOADERDBG = [sys.executable, "-m", "loaderdbg"]
-
-
-class Spawner:
-    """tests/fixtures/zoo/spawner.c: one fork+exec per line on stdin, then a
-    `spawned pid=N status=…` line."""
-
-    def __init__(self, fixtures_dir, variant: str) -> None:
-        so = str(fixtures_dir / "execsolib" / variant / "libexecsolib.so")
-        self.proc = subprocess.Popen([str(fixtures_dir / "zoo" / "spawner"), "--execsolib-argv", so],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-
-    def spawn(self) -> None:
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def status_line(self) -> str:
-        while True:
-            line = self.proc.stdout.readline()
-            assert line, "spawner closed its output"
-            if line.startswith("spawned "):
-                return line.strip()
-
-    def traced_by(self) -> int:
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1])
-        return -1
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
@@ -57,7 +27,7 @@ def spawner_factory(fixtures_dir):
     made = []
 
     def make(variant: str) -> Spawner:
-        made.append(Spawner(fixtures_dir, variant))
+        made.append(Spawner(fixtures_dir, execsolib_so(fixtures_dir, variant)))
         return made[-1]
     yield make
     for spawner in made:
