@@ -609,6 +609,14 @@ class LoaderdbgApp(App[int]):
     def _cmd_examine(self, command: Command) -> None:
         self._query(lambda: reports.examine(self.session, self.view, command))
 
+    def _cmd_who(self, command: Command) -> None:
+        if "replay" not in self.capabilities:
+            self.log_line(Text("who needs a recording: `loaderdbg record -o FILE PROG`, then "
+                               "`loaderdbg replay FILE`", style="yellow"), show=True)
+            return
+        view = self.view
+        self._query(lambda: reports.who_wrote(self.session, view, command))
+
     def _cmd_got(self, command: Command) -> None:
         if self.view is None:
             return

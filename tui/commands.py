@@ -2,7 +2,7 @@
 
     si [N]   ni [N]   c   starti   b [NAME|*ADDR]   delete NAME|*ADDR   x/NFU ADDR
     info auxv|registers|breakpoints|threads   vmmap   got   explain
-    until T | run-to T   goto N   rsi [N]   rc   help   q
+    until T | run-to T   goto N   rsi [N]   rc   who $REG | who[/N] ADDR   help   q
 
 Addresses are expressions of numbers, registers and symbols:
 ``0x7ffff7fc9b70``, ``$sp``, ``$rsp+0x10``, ``$pc - 4``, ``main``,
@@ -210,6 +210,8 @@ def parse_command(line: str) -> Command | None:
         if not rest:
             raise CommandError("x needs an address, e.g. x/4gx $sp")
         return Command("examine", address=parse_address(rest), examine=fmt, text=text)
+    if head == "who" or head.startswith("who/"):
+        return _parse_who(head, rest, text)
     if head == "info":
         topic_word, _, _ = rest.partition(" ")
         topic = INFO_TOPICS.get(topic_word)
@@ -249,6 +251,19 @@ def parse_command(line: str) -> Command | None:
     return Command(verb, text=text)
 
 
+def _parse_who(head: str, rest: str, text: str) -> Command:
+    """``who $rdx`` (a register) or ``who[/N] ADDR`` (N bytes, default 8):
+    the last step before this one that wrote it (recordings)."""
+    if not rest:
+        raise CommandError("who needs a register or an address, e.g. who $rdx, who/4 $sp+8")
+    if re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", rest) and not head.startswith("who/"):
+        return Command("who", target=rest[1:], text=text)
+    size = _number(head[4:], "who", minimum=1) if head.startswith("who/") else 8
+    if size > MAX_EXAMINE:
+        raise CommandError(f"who: {size} bytes is too many (at most {MAX_EXAMINE})")
+    return Command("who", count=size, address=parse_address(rest), text=text)
+
+
 def _count(rest: str, head: str) -> int:
     if not rest:
         return 1
@@ -283,5 +298,6 @@ HELP_LINES = (
     ("explain", "the milestones so far and the hand-off check"),
     ("goto N", "go to step N (replay; forward only when live)"),
     ("rsi [N] / rc", "step back / reverse continue (replay)"),
+    ("who $REG / who[/N] ADDR", "which step last wrote a register or N bytes of memory (replay)"),
     ("q", "quit"),
 )

@@ -275,3 +275,54 @@ def help_report() -> Table:
     for spelling, words in HELP_LINES:
         _add(table, spelling, words)
     return table
+
+
+def who_wrote(session, view: StopView | None, command: Command) -> Text:
+    """`who`: the step before this one that last wrote a register or a range
+    of memory, from the recording's write index (rr's "reverse-watch", one
+    answer at a time)."""
+    from loaderdbg.analysis.dataflow import Tracer
+
+    position = session.position
+    tracer = Tracer(session)
+    out = Text()
+    if command.address is None:
+        try:
+            found = tracer.last_register_write(command.target, position)
+        except ValueError:
+            raise CommandError(f"no register ${command.target}") from None
+        if found is None:
+            out.append(f"${command.target}: no step before {position} wrote it; "
+                       "it holds what it had at the first instruction")
+            return out
+        out.append(f"${found.register} = {found.new:#x}", style="bold")
+        out.append(f"  written by step {found.step}: ")
+        out.append(f"`{found.by.text}`", style="cyan")
+        out.append(f" at {found.by.where()}  (was {found.old:#x})\n")
+        out.append(f"goto {found.step} to stand before it", style="dim")
+        return out
+    registers = view.registers if view is not None else None
+    address = command.address.resolve(registers, getattr(session, "resolve", None))
+    size = command.count
+    found = tracer.last_memory_write(address, size, position)
+    span = f"[{address:#x}, +{size})"
+    if found is None:
+        out.append(f"{span}: no step before {position} wrote it; "
+                   "its bytes are as the recording's first memory image has them")
+        return out
+    out.append(span, style="bold")
+    if found.kind == "instruction":
+        out.append(f"  written by step {found.step}: ")
+        out.append(f"`{found.by.text}`", style="cyan")
+        out.append(f" at {found.by.where()}")
+    elif found.kind == "kernel":
+        out.append(f"  written by the kernel at step {found.step}: {found.syscall or 'a signal or rseq update'}")
+    elif found.kind == "page":
+        out.append(f"  mapped or replaced at step {found.step}: {found.syscall or found.by.text}")
+    else:
+        out.append(f"  changed without a recorded write by step {found.step} (a divergence)", style="red")
+    value = found.value(address, min(size, 8))
+    if value is not None:
+        out.append(f"  value {value:#x}")
+    out.append(f"\ngoto {found.step} to stand before it", style="dim")
+    return out

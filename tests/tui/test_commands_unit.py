@@ -161,3 +161,14 @@ def test_unknown_symbol_says_so():
         parse_address("nothere").resolve(REGS, lambda name: None)
     assert parse_command("b main").address.symbols == ("main",)
     assert parse_command("b *0x1000").address.symbols == ()
+
+
+def test_who_takes_a_register_or_a_sized_address():
+    reg = parse_command("who $rdx")
+    assert (reg.verb, reg.target, reg.address) == ("who", "rdx", None)
+    mem = parse_command("who/4 $rsp+8")
+    assert (mem.verb, mem.count, mem.address.text) == ("who", 4, "$rsp+8")
+    assert parse_command("who *$rsp").count == 8  # memory at the register, not the register
+    for bad in ("who", "who/0 $sp", "who/99999 $sp", "who $rsp+"):
+        with pytest.raises(CommandError):
+            parse_command(bad)

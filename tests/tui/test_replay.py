@@ -49,7 +49,9 @@ def test_replay_keys_forward_and_back(rdxbug_recording):
             # Back to a milestone from the timeline: a recording goes back, no dialog.
             timeline = app.screen.query_one(Timeline)
             names = [m.name for m in timeline.markers]
-            assert "ldso-mapped" in names and "crash" not in names  # not yet, one step before it
+            assert "ldso-mapped" in names
+            # One step before it, the crash is a marker ahead: the recording knows it comes.
+            assert not next(m for m in timeline.markers if m.name == "crash").reached
             mapped = next(m.event.step for m in timeline.markers if m.name == "ldso-mapped")
             timeline.focus()
             await pilot.press("home", *["right"] * names.index("ldso-mapped"), "enter")
@@ -93,6 +95,11 @@ def test_replay_goto_key_and_breakpoint_by_name(rdxbug_recording):
             await pilot.press("f5")
             await settle(pilot)
             assert app.view.crashed
+            # Who zeroed the jump target? The step before the jump.
+            await type_command(pilot, "who $rdx")
+            await settle(pilot)
+            answer = log_text(app).split("(ldbg) who $rdx")[-1]
+            assert "xor edx, edx" in answer and f"step {app.view.position - 2}" in answer
             await pilot.press("shift+f5")
             await settle(pilot)
             assert app.view.position == hit and app.view.pc == address
