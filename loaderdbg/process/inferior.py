@@ -268,7 +268,8 @@ class Inferior:
         when asked: the step loop must not pay for a string per step."""
         reason = self._stop_reason
         if reason is None:
-            reason = self._stop_reason = StopReason("step", f"step {self.step_count}")
+            text = f"step {self.step_count}" if self.step_exact else "stepped (count unknown since a continue)"
+            reason = self._stop_reason = StopReason("step", text)
         return reason
 
     @stop_reason.setter
@@ -613,11 +614,24 @@ class Inferior:
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
             stop = self._finish_dying(stop)
         _, final = self._handle_stop(stop, target=None, stepping=True)
+        if final is None and stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
+            final = self._exiting_reason()
         if final is not None:
             self.stop_reason = final
         elif stop.alive:
             self._stop_reason = None  # "step N"
         return stop
+
+    def _exiting_reason(self) -> StopReason:
+        """A step that ran exit_group stops at the exit event: the process
+        is still there to inspect, and one more step ends it."""
+        try:
+            status = ptrace.get_event_msg(self.pid)
+        except ptrace.PtraceError:
+            status = None
+        code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
+        text = "about to exit" + (f" (status {code})" if code is not None else "")
+        return StopReason("exiting", text, exit_code=code)
 
     def notice_death(self) -> bool:
         """A SIGKILL from outside takes a stopped tracee down without a word

@@ -488,3 +488,24 @@ def test_aslr_off_by_default_and_on_with_aslr():
     assert len(randomized) > 1  # 3 equal random bases: ~never
     for run_pc, base in fixed | randomized:
         assert run_pc == base + entry
+
+
+def test_stepping_over_exit_group_stops_at_the_exit(fixtures_dir):
+    """The step that runs exit_group lands on the exit event: say so (the
+    process is still there to inspect); the next step ends it."""
+    from loaderdbg.inspect_command import launch_spec
+    from loaderdbg.live import LiveSession
+
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        spec = launch_spec(str(fixtures_dir / "zoo" / "hello-static"), [], aslr=False,
+                           stdout_fd=null, stderr_fd=null)
+        with LiveSession(spec) as session:
+            assert session.cont("syscall:exit_group").reached
+            reason = session.step()
+            assert (reason.kind, reason.description, reason.exit_code) == ("exiting", "about to exit (status 0)", 0)
+            assert session.alive and session.snapshot().registers is not None
+            reason = session.step()
+            assert reason.kind == "exited" and not session.alive
+    finally:
+        os.close(null)
