@@ -5,17 +5,11 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-LOADERDBG = [sys.executable, "-m", "loaderdbg"]
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOADERDBG, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+from clihelp import run_cli
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 2, *words: str) -> None:

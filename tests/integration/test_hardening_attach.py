@@ -25,7 +25,8 @@ import pytest
 from loaderdbg.errors import LoaderdbgError
 from loaderdbg.live import LiveSession
 
-LOADERDBG = [sys.executable, "-m", "loaderdbg"]
+from clihelp import LOADERDBG, assert_one_line, run_cli
+
 COMMANDS = {
     "inspect": lambda pid: ["inspect", "--json", "--pid", str(pid)],
     "attach": lambda pid: ["attach", str(pid)],
@@ -45,23 +46,6 @@ print("holding", flush=True)
 sys.stdin.read()
 libc.ptrace(17, pid, None, None)               # PTRACE_DETACH
 """
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOADERDBG, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def assert_one_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("loaderdbg: "), lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert result.stdout == ""
-    return lines[0]
 
 
 def status_field(pid: int, key: str) -> str | None:

@@ -19,32 +19,15 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-LOADERDBG = [sys.executable, "-m", "loaderdbg"]
+from clihelp import assert_one_line, run_cli
+
 HELLO = "zoo/hello-glibc"
 STATIC_PIE = "zoo/hello-static-pie"
 EM_AARCH64 = 183
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOADERDBG, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def assert_one_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("loaderdbg: "), lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert result.stdout == ""
-    return lines[0]
 
 
 def _elf32(path: Path, work: Path) -> None:
