@@ -81,7 +81,23 @@ def test_ctrl_c_during_inspect_kills_the_tracee(tmp_path: Path):
 
 def test_interrupt_from_another_thread():
     with LiveSession(launch_spec("/bin/sleep", ["30"], aslr=False)) as session:
-        timer = threading.Timer(0.3, session.interrupt)
+        pid = session.pid
+
+        def interrupt_once_asleep():
+            # A fixed delay races the startup on a loaded machine: wait for
+            # the sleep itself (nanosleep 35, clock_nanosleep 230).
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    with open(f"/proc/{pid}/syscall") as handle:
+                        if handle.read().split()[0] in ("35", "230"):
+                            break
+                except (OSError, IndexError):
+                    pass
+                time.sleep(0.02)
+            session.interrupt()
+
+        timer = threading.Thread(target=interrupt_once_asleep)
         timer.start()
         reason = session.cont("exit")
         timer.join()
