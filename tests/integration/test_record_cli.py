@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import pytest
 from loaderdbg.errors import UsageError
 from loaderdbg.record.format import FORMAT_VERSION, open_recording
 from loaderdbg.record.replay import ReplaySession
+
+from damaged_recording import copy_of_sample, corrupt_chunk, edit
 
 REPO = Path(__file__).resolve().parents[2]
 LOADERDBG = [sys.executable, "-m", "loaderdbg"]
@@ -155,16 +156,9 @@ def test_ctrl_c_exits_130_with_a_valid_file(tmp_path):
 
 
 # -- bad recordings -----------------------------------------------------------
-SAMPLE = REPO / "recordings" / "execsolib-rdxbug-crash.ldbg"
-
-
 def _sql(*statements, args=()):
     def apply(path: Path) -> None:
-        db = sqlite3.connect(path)
-        for statement in statements:
-            db.execute(statement, args)
-        db.commit()
-        db.close()
+        edit(path, *statements, args=args)
     return apply
 
 
@@ -177,21 +171,10 @@ def _not_sqlite(path: Path) -> None:
     path.write_text("hello, this is not a database\n" * 10)
 
 
-def _corrupt_chunk(path: Path) -> None:
-    db = sqlite3.connect(path)
-    (blob,) = db.execute("SELECT data FROM chunks WHERE chunk = 3").fetchone()
-    damaged = bytearray(blob)
-    for i in range(40, len(damaged), 97):
-        damaged[i] ^= 0x5A
-    db.execute("UPDATE chunks SET data = ? WHERE chunk = 3", (bytes(damaged),))
-    db.commit()
-    db.close()
-
-
 DAMAGE = {
     "not-sqlite": _not_sqlite,
     "truncated": _truncate,
-    "corrupted-chunk": _corrupt_chunk,
+    "corrupted-chunk": corrupt_chunk,
     "missing-table": _sql("DROP TABLE chunks"),
     "future-version": _sql("UPDATE meta SET value = ? WHERE key = 'format_version'",
                            args=(json.dumps(FORMAT_VERSION + 1),)),
@@ -204,10 +187,7 @@ COMMANDS = (["replay"], ["inspect", "--json", "--at", "entry", "--replay"], ["ex
 
 
 def damaged(tmp_path: Path, name: str) -> Path:
-    if not SAMPLE.is_file():
-        pytest.fail(f"{SAMPLE} is missing: run `make recordings`", pytrace=False)
-    path = tmp_path / f"{name}.ldbg"
-    shutil.copy(SAMPLE, path)
+    path = copy_of_sample(tmp_path / f"{name}.ldbg")
     DAMAGE[name](path)
     return path
 

@@ -6,7 +6,6 @@ recording are made with sqlite3 and plain byte edits."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,17 +17,14 @@ from loaderdbg.errors import UsageError
 from loaderdbg.record.format import FORMAT_VERSION, open_recording
 from loaderdbg.record.replay import ReplaySession
 
+from damaged_recording import copy_of_sample, corrupt_chunk, edit
+
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "recordings" / "execsolib-rdxbug-crash.ldbg"
 
 
 @pytest.fixture
 def sample(tmp_path) -> Path:
-    if not SAMPLE.is_file():
-        pytest.fail(f"{SAMPLE} is missing: run `make recordings`", pytrace=False)
-    copy = tmp_path / "copy.ldbg"
-    shutil.copy(SAMPLE, copy)
-    return copy
+    return copy_of_sample(tmp_path / "copy.ldbg")
 
 
 def one_line_error(path: Path, *, touch_everything: bool = False) -> str:
@@ -43,14 +39,6 @@ def one_line_error(path: Path, *, touch_everything: bool = False) -> str:
     assert "\n" not in message
     assert str(path) in message
     return message
-
-
-def edit(path: Path, *statements: str, args=()) -> None:
-    db = sqlite3.connect(path)
-    for statement in statements:
-        db.execute(statement, args)
-    db.commit()
-    db.close()
 
 
 def test_the_sample_opens(sample):
@@ -120,14 +108,7 @@ def test_meta_not_json(sample):
 
 
 def test_corrupted_compressed_chunk(sample):
-    db = sqlite3.connect(sample)
-    (blob,) = db.execute("SELECT data FROM chunks WHERE chunk = 3").fetchone()
-    damaged = bytearray(blob)
-    for i in range(40, len(damaged), 97):
-        damaged[i] ^= 0x5A
-    db.execute("UPDATE chunks SET data = ? WHERE chunk = 3", (bytes(damaged),))
-    db.commit()
-    db.close()
+    corrupt_chunk(sample)
     assert "corrupted compressed chunk" in one_line_error(sample)
 
 
