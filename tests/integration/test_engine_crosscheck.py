@@ -34,6 +34,8 @@ from loaderdbg.inspect_command import launch_spec
 from loaderdbg.live import LiveSession
 from loaderdbg.snapshot_json import snapshot_to_json
 
+from readelf_relocations import parse_relocations
+
 ROOT = Path(__file__).resolve().parents[2]
 EXECSOLIB = ROOT / "build" / "fixtures" / "execsolib"
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -272,22 +274,8 @@ def test_auxv_equals_ld_show_auxv(name, target):
 def readelf_relocations(path: str) -> collections.Counter:
     """(offset, type) of every dynamic relocation `readelf -rW` lists; RELR
     offsets count as R_X86_64_RELATIVE."""
-    out = subprocess.run([need("readelf"), "-rW", path], capture_output=True, text=True,
-                         check=True, timeout=30).stdout
-    found = collections.Counter()
-    section = None
-    for line in out.splitlines():
-        if line.startswith("Relocation section"):
-            section = line.split("'")[1]
-            continue
-        fields = line.split()
-        if not fields or not re.fullmatch(r"[0-9a-f]{16}", fields[0]):
-            continue
-        if section is not None and section.startswith(".relr"):
-            found[(int(fields[0], 16), "R_X86_64_RELATIVE")] += 1
-        elif len(fields) >= 3 and fields[2].startswith("R_X86_64_"):
-            found[(int(fields[0], 16), fields[2])] += 1
-    return found
+    return parse_relocations(subprocess.run([need("readelf"), "-rW", path], capture_output=True, text=True,
+                                            check=True, timeout=30).stdout)
 
 
 def object_file(obj: dict, tmp: Path) -> str:

@@ -23,6 +23,8 @@ from loaderdbg.inspect_command import launch_spec
 from loaderdbg.live import LiveSession
 from loaderdbg.snapshot_json import snapshot_to_json
 
+from readelf_relocations import parse_relocations
+
 ROOT = Path(__file__).resolve().parents[2]
 EXECSOLIB = ROOT / "build" / "fixtures" / "execsolib"
 VARIANTS = ["glibc-O2", "glibc-O0", "glibc-relr", "musl-O2"]
@@ -63,20 +65,8 @@ def elf_interp(path: str) -> str | None:
 @functools.lru_cache(maxsize=None)
 def relative_offsets(path: str) -> tuple[int, ...]:
     """Offsets of every R_X86_64_RELATIVE relocation, RELR expanded (readelf)."""
-    out = []
-    section = None
-    for line in readelf("-r", path).splitlines():
-        if line.startswith("Relocation section"):
-            section = line.split("'")[1]
-            continue
-        fields = line.split()
-        if not fields or not re.fullmatch(r"[0-9a-f]{16}", fields[0]):
-            continue
-        if section == ".relr.dyn":
-            out.append(int(fields[0], 16))
-        elif len(fields) >= 3 and fields[2] == "R_X86_64_RELATIVE":
-            out.append(int(fields[0], 16))
-    return tuple(sorted(out))
+    rows = parse_relocations(readelf("-r", path))
+    return tuple(sorted(offset for offset, kind in rows.elements() if kind == "R_X86_64_RELATIVE"))
 
 
 def so_path(variant: str) -> str:
