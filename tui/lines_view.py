@@ -72,7 +72,7 @@ class LinesView(ScrollView, can_focus=True):
         if len(old) != len(self.lines) or width != self._width:
             self._strips.clear()
             self._width = width
-            self.virtual_size = Size(width, len(self.lines))
+            self._set_virtual_size(Size(width, len(self.lines)))
             self.refresh()
         else:
             scroll_y = self.scroll_offset.y
@@ -83,6 +83,44 @@ class LinesView(ScrollView, can_focus=True):
                         self.refresh_lines(index - scroll_y)
         if self.cursor >= len(self.lines):
             self.cursor = max(0, len(self.lines) - 1)
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Set the scrollable size. Widget.virtual_size is a layout reactive:
+        each change relayouts the whole screen (tens of milliseconds, and a
+        second frame). A new listing only changes the line count or width by
+        a little, which moves a scrollbar thumb and nothing else; so unless a
+        scrollbar appears or goes, or the widget sizes itself from its
+        content, update the scrollbars in place and skip the layout."""
+        old = self.virtual_size
+        if old == size:
+            return
+        if not self._layout_free(old, size):
+            self.virtual_size = size
+            return
+        self.set_reactive(LinesView.virtual_size, size)
+        self._scroll_update(size)
+
+    def _layout_free(self, old: Size, new: Size) -> bool:
+        if not self.is_mounted or not self.container_size:
+            return False
+        styles = self.styles
+        if (styles.width is not None and styles.width.is_auto) or (
+                styles.height is not None and styles.height.is_auto):
+            return False
+        width, height = self.container_size
+        checks = (
+            (styles.overflow_x, old.width, new.width, width, styles.scrollbar_size_vertical),
+            (styles.overflow_y, old.height, new.height, height, styles.scrollbar_size_horizontal),
+        )
+        for overflow, before, after, room, other_bar in checks:
+            if overflow != "auto":
+                continue  # hidden or scroll: the scrollbar does not depend on the size
+            # Textual shows a scrollbar when the content exceeds the room,
+            # or the room left by the other scrollbar: same side of both.
+            for limit in (room, room - other_bar):
+                if (before > limit) != (after > limit):
+                    return False
+        return True
 
     @property
     def cursor_key(self) -> str | None:
