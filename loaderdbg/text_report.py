@@ -15,15 +15,22 @@ def _hex(value: int | None) -> str:
 def print_snapshot(snap: Snapshot, console: Console | None = None) -> None:
     console = console or Console()
     step = str(snap.step) if snap.step_exact else "? (after a continue)"
-    console.print(f"[bold]{snap.program}[/]  pid {snap.pid}  step {step}")
-    console.print(f"stop: {snap.stop.description}")
+    # Paths and stop sentences are copied by users: never break them mid-word.
+    console.print(f"[bold]{snap.program}[/]  pid {snap.pid}  step {step}", soft_wrap=True)
+    console.print(f"stop: {snap.stop.description}", soft_wrap=True)
 
     if snap.registers is not None:
         regs = Table(title="registers", show_header=False, box=None)
         names = [n for n in snap.registers.names() if n not in ("ds", "es", "fs", "gs")]
-        for row in range(0, len(names), 4):
+        # A register value is never worth truncating: as many name/value
+        # pairs a row as the terminal fits (a pipe gets 80 columns: two).
+        per_row = max(1, min(4, console.width // 30))
+        for _ in range(per_row):
+            regs.add_column(no_wrap=True)
+            regs.add_column(no_wrap=True, min_width=18)
+        for row in range(0, len(names), per_row):
             cells = []
-            for name in names[row:row + 4]:
+            for name in names[row:row + per_row]:
                 cells += [name, _hex(snap.registers[name])]
             regs.add_row(*cells)
         console.print(regs)
