@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -12,8 +14,16 @@ def _hex(value: int | None) -> str:
     return "-" if value is None else f"{value:#x}"
 
 
+# A pipe or file has no width; rich would assume 80 and cut addresses short.
+UNBOUNDED_WIDTH = 200
+
+
+def _console() -> Console:
+    return Console() if sys.stdout.isatty() else Console(width=UNBOUNDED_WIDTH)
+
+
 def print_snapshot(snap: Snapshot, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or _console()
     step = str(snap.step) if snap.step_exact else "? (after a continue)"
     # Paths and stop sentences are copied by users: never break them mid-word.
     console.print(f"[bold]{snap.program}[/]  pid {snap.pid}  step {step}", soft_wrap=True)
@@ -38,8 +48,8 @@ def print_snapshot(snap: Snapshot, console: Console | None = None) -> None:
 
     if snap.stack is not None:
         stack = Table(title=f"initial stack at {snap.stack.sp:#x}")
-        stack.add_column("slot")
-        stack.add_column("value")
+        stack.add_column("slot", no_wrap=True)
+        stack.add_column("value", overflow="fold")
         stack.add_row("argc", str(snap.stack.argc))
         for i, arg in enumerate(snap.stack.argv):
             stack.add_row(f"argv[{i}]", f"{_hex(arg.pointer)} → {arg.text!r}")
@@ -54,20 +64,30 @@ def print_snapshot(snap: Snapshot, console: Console | None = None) -> None:
         console.print(stack)
 
     objects = Table(title="objects")
-    for column in ("object", "base", "relocations", "applied", "pending", "lazy", "unknown"):
-        objects.add_column(column)
+    objects.add_column("object", overflow="fold")
+    objects.add_column("base", no_wrap=True)
+    for column in ("relocations", "applied", "pending", "lazy", "unknown"):
+        objects.add_column(column, justify="right")
+    with_paths = console.width >= 140  # a narrow terminal gets the names only
+    if with_paths:
+        objects.add_column("path", overflow="fold")
     for obj in snap.objects:
         t = obj.totals
-        objects.add_row(obj.name + (" (ld.so)" if obj.is_ldso else ""), _hex(obj.base), str(t.total),
-                        str(t.applied), str(t.pending), str(t.lazy), str(t.unknown))
+        cells = [obj.name + (" (ld.so)" if obj.is_ldso else ""), _hex(obj.base), str(t.total),
+                 str(t.applied), str(t.pending), str(t.lazy), str(t.unknown)]
+        objects.add_row(*cells, *([obj.path or ""] if with_paths else []))
     console.print(objects)
 
     maps = Table(title="maps")
-    for column in ("start", "end", "perms", "offset", "path", "object", "segment"):
-        maps.add_column(column)
+    # Addresses stay whole; names wrap (fold) when the terminal is narrow.
+    for column in ("start", "end", "perms", "offset"):
+        maps.add_column(column, no_wrap=True)
+    # The object's name stands for its path (the objects table has paths).
+    maps.add_column("object or path", overflow="fold")
+    maps.add_column("segment", overflow="fold")
     for a in snap.maps:
         e = a.entry
-        maps.add_row(_hex(e.start), _hex(e.end), e.perms, _hex(e.offset), e.path, a.object or "",
+        maps.add_row(_hex(e.start), _hex(e.end), e.perms, _hex(e.offset), a.object or e.path,
                      a.segment or "")
     console.print(maps)
 
