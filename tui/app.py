@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,11 @@ from loaderdbg_tui.status import StatusLine
 from loaderdbg_tui.timeline import Timeline
 from loaderdbg_tui.view import StopView, build_view, session_alive
 
+# The event loop, the motion worker and the engine's tracer thread hand work
+# to each other for every step; with CPython's default 5 ms GIL switch
+# interval a thread woken by a handoff can wait that long while another
+# runs Python. 0.5 ms keeps a step's handoffs short.
+SWITCH_INTERVAL = 0.0005
 BUSY_AFTER = 0.15      # seconds before the busy indicator shows (no flicker on quick steps)
 MAX_LOG_LINES = 2000
 MAX_OUTPUT_LINES = 10000
@@ -113,6 +119,8 @@ class LoaderdbgApp(App[int]):
 
     # -- lifecycle ---------------------------------------------------------------
     def on_mount(self) -> None:
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
         self.push_screen(MainScreen(wide=self.size.width >= WIDE))
         if self.output_fd is not None:
             asyncio.get_running_loop().add_reader(self.output_fd, self._read_output)
@@ -120,6 +128,9 @@ class LoaderdbgApp(App[int]):
 
     def on_unmount(self) -> None:
         self._stop_reading_output()
+        previous = getattr(self, "_switch_interval", None)
+        if previous is not None:
+            sys.setswitchinterval(previous)
 
     def _main_screen(self) -> MainScreen | None:
         for screen in self.screen_stack:

@@ -59,6 +59,8 @@ class LinesView(ScrollView, can_focus=True):
         self.lines: list[Text] = []
         self.keys: list[str | None] = []
         self._strips: dict[int, Strip] = {}
+        # id(line) -> (line, (cursor, length, base style), strip)
+        self._line_strips: dict[int, tuple[Text, tuple, Strip]] = {}
         self._width = 0
 
     # -- content ------------------------------------------------------------
@@ -168,6 +170,7 @@ class LinesView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips.clear()
+        self._line_strips.clear()
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -179,18 +182,31 @@ class LinesView(ScrollView, can_focus=True):
         strip = self._strips.get(index)
         if strip is None:
             line = self.lines[index]
-            segments = list(line.render(self.app.console, end=""))
-            style = base
-            if self.show_cursor and index == self.cursor:
-                style = base + self.get_component_rich_style("lines-view--cursor")
-                segments = list(Segment.apply_style(segments, base, self.get_component_rich_style(
-                    "lines-view--cursor")))
+            cursor = self.show_cursor and index == self.cursor
+            length = max(self._width, width)
+            # A line that only moved (a listing window shifted by a few
+            # instructions: the pane hands over the same Text objects) keeps
+            # its strip: rendering Text is most of a frame's cost.
+            known = self._line_strips.get(id(line))
+            if known is not None and known[0] is line and known[1] == (cursor, length, base):
+                strip = known[2]
             else:
-                segments = list(Segment.apply_style(segments, base))
-            strip = Strip(segments, line.cell_len).extend_cell_length(max(self._width, width), style)
+                segments = list(line.render(self.app.console, end=""))
+                style = base
+                if cursor:
+                    style = base + self.get_component_rich_style("lines-view--cursor")
+                    segments = list(Segment.apply_style(segments, base, self.get_component_rich_style(
+                        "lines-view--cursor")))
+                else:
+                    segments = list(Segment.apply_style(segments, base))
+                strip = Strip(segments, line.cell_len).extend_cell_length(length, style)
+                if len(self._line_strips) > 4 * len(self.lines) + 256:
+                    self._line_strips.clear()
+                self._line_strips[id(line)] = (line, (cursor, length, base), strip)
             self._strips[index] = strip
         return strip.crop(scroll_x, scroll_x + width)
 
     def on_resize(self, event: events.Resize) -> None:
         self._strips.clear()
+        self._line_strips.clear()
 

@@ -8,6 +8,9 @@ operand values, symbols); the widgets only lay the result out.
 from __future__ import annotations
 
 import bisect
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
@@ -27,6 +30,7 @@ NEAR_END = 10             # scroll when pc gets this close to the listing's end
 MAX_PROLOGUE = 0x60       # start at the function's symbol when pc is this close to it
 STACK_WORDS = 12          # words shown from the current sp
 OPERAND_BYTES = 16
+LISTING_CACHE = 64        # disassembled windows remembered per session
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     operands: tuple[OperandValue, ...] = ()
     stack_words: tuple[tuple[int, int], ...] = ()
     if regs is not None and alive:
-        listing = _listing(session, regs.pc, previous.listing if previous else ())
+        listing = _listing(_CachedCode(session, snapshot), regs.pc, previous.listing if previous else ())
         operands = _operands(session, listing, regs, snapshot)
         stack_words = _stack_words(session, regs, snapshot)
     changed: frozenset[str] = frozenset()
@@ -138,6 +142,56 @@ def _recorded_events(session) -> Sequence[Event] | None:
     return session.events()
 
 
+class _CachedCode:
+    """session.disassemble, remembered per session: stepping through calls
+    and returns comes back to the same few windows of code, and
+    disassembling one (40 instructions, each symbolised) costs milliseconds.
+    A window is reused only if its code bytes are unchanged (one read) and
+    the same objects are loaded (symbols come from them)."""
+
+    _caches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    def __init__(self, session, snapshot: Snapshot) -> None:
+        self.session = session
+        self.objects = tuple((o.name, o.path, o.base) for o in snapshot.objects)
+        with self._lock:
+            try:
+                cache = self._caches.get(session)
+                if cache is None:
+                    cache = self._caches[session] = OrderedDict()
+            except TypeError:  # not weakly referenceable: no cache
+                cache = None
+        self.cache = cache
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        return self.session.read_memory(addr, size)
+
+    def symbolize(self, addr: int) -> str | None:
+        return self.session.symbolize(addr)
+
+    def disassemble(self, addr: int, count: int) -> tuple[Instruction, ...]:
+        cache = self.cache
+        key = (addr, count, self.objects)
+        if cache is not None:
+            with self._lock:
+                hit = cache.get(key)
+                if hit is not None:
+                    cache.move_to_end(key)
+            if hit is not None:
+                if self.session.read_memory(addr, hit[-1].next_address - addr) == b"".join(i.raw for i in hit):
+                    return hit
+        listing = tuple(self.session.disassemble(addr, count))
+        # Only full windows: a short one ended at unreadable memory, which
+        # may be mapped by the next stop.
+        if cache is not None and len(listing) == count:
+            with self._lock:
+                cache[key] = listing
+                while len(cache) > LISTING_CACHE:
+                    cache.popitem(last=False)
+        return listing
+
+
 def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instruction, ...]:
     """A window of instructions around pc that stays put while pc moves
     inside it (no jumping listing while stepping), starting at a known
@@ -157,10 +211,10 @@ def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instr
         listing = tuple(session.disassemble(start, LISTING_SIZE))
         if any(insn.address == pc for insn in listing):
             return listing
-    listing = tuple(session.disassemble(pc, LISTING_SIZE))
-    if not listing:
-        return listing
-    name, offset = split_symbol(listing[0].symbol)
+    # The window starts at the function's symbol when pc is just past it
+    # (the first instruction's symbol is pc's: ask for it alone, not for a
+    # window at pc that would be thrown away).
+    name, offset = split_symbol(session.symbolize(pc))
     if name and 0 < offset <= MAX_PROLOGUE:
         candidate = tuple(session.disassemble(pc - offset, LISTING_SIZE))
         addresses = [insn.address for insn in candidate]
@@ -171,7 +225,7 @@ def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instr
                 return candidate[cut:] + tuple(session.disassemble(
                     candidate[-1].next_address, cut))
             return candidate
-    return listing
+    return tuple(session.disassemble(pc, LISTING_SIZE))
 
 
 def _operands(session, listing, regs, snapshot: Snapshot) -> tuple[OperandValue, ...]:

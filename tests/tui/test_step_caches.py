@@ -1,0 +1,114 @@
+"""Caches that keep a step cheap (issue 6) must not change what is shown:
+the disassembly windows remembered per session (view.py) are dropped when
+the code bytes or the loaded objects change, and a LinesView whose line
+count changes updates its scrollbar without a screen layout."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rich.text import Text
+from textual.app import App
+
+from loaderdbg.arch import get_arch
+from loaderdbg.decode.disasm import disassemble
+from loaderdbg.snapshot import ObjectSummary
+
+from loaderdbg_tui import view as view_module
+from loaderdbg_tui.lines_view import LinesView
+
+BASE = 0x401000
+
+
+class CodeSession:
+    """Memory with code at BASE; counts disassemble calls."""
+
+    def __init__(self) -> None:
+        self.arch = get_arch("x86_64")
+        self.memory = bytearray(b"\x90" * 0x400)
+        self.calls = 0
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        offset = addr - BASE
+        if offset < 0 or offset + size > len(self.memory):
+            return None
+        return bytes(self.memory[offset:offset + size])
+
+    def symbolize(self, addr: int) -> str | None:
+        return f"code+{addr - BASE:#x}" if addr > BASE else "code"
+
+    def disassemble(self, addr: int, count: int = 16):
+        self.calls += 1
+        offset = addr - BASE
+        return disassemble(bytes(self.memory[offset:offset + count * 15]), addr, self.arch,
+                           count=count, symbolize=self.symbolize)
+
+
+class Snap:
+    def __init__(self, objects=()) -> None:
+        self.objects = objects
+
+
+def test_cached_window_reused_only_while_code_and_objects_are_unchanged():
+    session = CodeSession()
+    first = view_module._CachedCode(session, Snap()).disassemble(BASE, 40)
+    assert session.calls == 1
+    again = view_module._CachedCode(session, Snap()).disassemble(BASE, 40)
+    assert again is first and session.calls == 1
+    # A byte written inside the window: disassembled again, and it shows.
+    session.memory[5] = 0xCC
+    changed = view_module._CachedCode(session, Snap()).disassemble(BASE, 40)
+    assert session.calls == 2 and changed != first
+    assert changed == tuple(session.disassemble(BASE, 40))
+    # Another set of loaded objects (symbols may differ): not reused.
+    loaded = (ObjectSummary("lib", "/lib", 0x7000, 0, None, False, None),)
+    view_module._CachedCode(session, Snap(loaded)).disassemble(BASE, 40)
+    assert session.calls == 4  # 3 = the comparison above
+
+
+def test_listing_equals_uncached_one_along_a_walk():
+    session = CodeSession()
+    session.memory[0x40:0x45] = bytes.fromhex("e8 00 00 00 00")  # a call among nops
+    previous = ()
+    for pc in [BASE, BASE + 1, BASE + 0x30, BASE + 0x45, BASE + 0x200, BASE + 0x30, BASE + 0x10, BASE]:
+        cached = view_module._listing(view_module._CachedCode(session, Snap()), pc, previous)
+        fresh = view_module._listing(session, pc, previous)
+        assert cached == fresh, hex(pc)
+        assert any(insn.address == pc for insn in cached)
+        previous = cached
+
+
+class Lines(App):
+    def compose(self):
+        yield LinesView(id="lines")
+
+
+def test_line_count_change_updates_scrollbar_without_layout():
+    async def run() -> None:
+        app = Lines()
+        async with app.run_test(size=(40, 10)) as pilot:
+            lines = app.query_one(LinesView)
+            lines.set_lines([Text(f"line {i}") for i in range(30)])
+            await pilot.pause()
+            assert lines.show_vertical_scrollbar
+            layouts = []
+            original = app.screen._refresh_layout
+
+            def counting(*args, **kwargs):
+                layouts.append(1)
+                return original(*args, **kwargs)
+            app.screen._refresh_layout = counting
+            lines.set_lines([Text(f"line {i}") for i in range(45)])
+            await pilot.pause()
+            assert not layouts
+            assert lines.virtual_size.height == 45
+            assert lines.vertical_scrollbar.window_virtual_size == 45
+            lines.move_to(44)
+            await pilot.pause()
+            assert lines.scroll_offset.y == 45 - lines.scrollable_content_region.height
+            # Few enough lines that the scrollbar goes: a real layout.
+            lines.set_lines([Text("one")])
+            await pilot.pause()
+            assert layouts and not lines.show_vertical_scrollbar
+            assert lines.scroll_offset.y == 0
+    asyncio.run(run())
