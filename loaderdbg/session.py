@@ -38,7 +38,7 @@ class Event:
     """
 
     step: int
-    kind: str  # "milestone" | "syscall" | "signal" | "breakpoint" | "link-map" | "fork" | "exit"
+    kind: str  # "milestone" | "syscall" | "signal" | "breakpoint" | "link-map" | "fork" | "thread" | "exit"
     name: str
     detail: str = ""
     address: int | None = None

@@ -98,7 +98,7 @@ def print_snapshot(snap: Snapshot, console: Console | None = None) -> None:
             colour = {"ok": "green", "warning": "yellow", "error": "red"}[finding.severity]
             console.print(f"  [{colour}]{finding.severity:7}[/] {finding.message}")
 
-    milestones = [e for e in snap.events if e.kind in ("milestone", "signal", "link-map")]
+    milestones = [e for e in snap.events if e.kind in ("milestone", "signal", "link-map", "fork", "thread")]
     if milestones:
         console.print("[bold]milestones[/]")
         for event in milestones:

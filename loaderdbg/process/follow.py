@@ -31,7 +31,7 @@ from loaderdbg.process.tracee import Tracee, finish_execve
 
 FOLLOW_OPTIONS = (ptrace.O_TRACESYSGOOD | ptrace.O_TRACEFORK | ptrace.O_TRACEVFORK
                   | ptrace.O_TRACECLONE | ptrace.O_TRACEEXEC)
-CHILD_OPTIONS = ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT
+CHILD_OPTIONS = ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT | ptrace.O_TRACECLONE
 POLL_SECONDS = 0.002
 
 

@@ -908,6 +908,11 @@ class Inferior:
                 child = ptrace.get_event_msg(self.pid)
                 self.tracee.release_child(child, shares_memory=stop.event == ptrace.EVENT_VFORK)
                 self._record("fork", stop.event_name, f"child {child} runs on, untraced")
+            elif stop.event == ptrace.EVENT_CLONE and self.attached is None:
+                thread = ptrace.get_event_msg(self.pid)
+                self.tracee.release_child(thread, shares_memory=True)
+                self._stop_watching_link_map()
+                self._record("thread", "clone", f"thread {thread} runs on, untraced")
             elif stop.event == ptrace.EVENT_EXEC:
                 self._forget_old_image()
                 self._record("milestone", "exec", "the process called execve again")
@@ -980,8 +985,23 @@ class Inferior:
         every dlopen/dlmopen/dlclose, as gdb's solib tracking relies on."""
         view = read_link_map(self.program_object(), _OriginalBytes(self))
         self._link_map = view
+        if self.attached is None and self._thread_count() > 1:
+            return  # threads we do not trace would die on the int3
         if view.r_brk and view.r_brk not in self._milestone_bps:
             self._arm(view.r_brk, LINK_MAP_HOOK)
+
+    def _stop_watching_link_map(self) -> None:
+        for addr, name in list(self._milestone_bps.items()):
+            if name == LINK_MAP_HOOK:
+                del self._milestone_bps[addr]
+                if addr not in self.user_breakpoints:
+                    self.tracee.remove_breakpoint(addr)
+
+    def _thread_count(self) -> int:
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return 1
 
     def _link_map_hook(self) -> None:
         view = read_link_map(self.program_object(), _OriginalBytes(self))

@@ -39,9 +39,12 @@ _R11_OFFSET = 6 * 8
 _EFLAGS_TF = 0x100
 # TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
 # int3 bytes, which we take out before letting it go (gdb's detach-on-fork).
+# TRACECLONE only to hear of new threads (they run on untraced): our own
+# automatic breakpoints must come out before a thread we do not trace can
+# hit one and die of its SIGTRAP.
 LAUNCH_OPTIONS = (
     ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT | ptrace.O_EXITKILL
-    | ptrace.O_TRACEFORK | ptrace.O_TRACEVFORK
+    | ptrace.O_TRACEFORK | ptrace.O_TRACEVFORK | ptrace.O_TRACECLONE
 )
 # Signals the kernel sends for a fault in the instruction itself.
 FAULT_SIGNALS = frozenset(

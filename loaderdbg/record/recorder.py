@@ -882,7 +882,7 @@ class Recorder:
             return self._exit_event(syscall)
         if event == ptrace.EVENT_EXEC:
             return self._exec_event(syscall)
-        if event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
+        if event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK, ptrace.EVENT_CLONE):
             # A forked child is auto-attached (TRACEFORK, for the engine's
             # int3 clean-up) and waits in its first stop: the engine lets it
             # go and notes it. The fork syscall itself completes on the next

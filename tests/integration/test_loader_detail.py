@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -87,3 +88,22 @@ def test_dlmopen_namespace_additions_are_events(fixtures_dir):
     assert "libzoo-ns.so" in loaded and "namespace 1," in loaded["libzoo-ns.so"]
     assert "libc.so.6" in loaded  # a new namespace gets its own libc
 
+
+
+def test_a_thread_that_dlopens_is_not_killed_by_the_hook(tmp_path):
+    """Threads of a launched program run untraced: the r_brk int3 comes out
+    when the first one is born, or a thread's dlopen would die of SIGTRAP."""
+    script = "import threading\nt = threading.Thread(target=lambda: __import__('_ctypes'))\n" \
+             "t.start(); t.join(); print('ok')\n"
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        spec = launch_spec("/usr/bin/python3", ["-c", script], aslr=False, stdout_fd=fd, stderr_fd=fd)
+        with LiveSession(spec) as s:
+            reason = s.cont("exit")
+            assert reason.reached and reason.kind == "target", reason
+            kinds = {e.kind for e in s.events()}
+    finally:
+        os.close(fd)
+    assert out.read_text() == "ok\n"
+    assert "thread" in kinds
