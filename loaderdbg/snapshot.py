@@ -130,18 +130,17 @@ def build_snapshot(source: StateSource) -> Snapshot:
     changed = diff_auxv(kernel_auxv, stack.auxv) if stack is not None else frozenset()
     ldso = source.ldso_object()
 
+    annotations, details = _map_views(maps, objects)
     relocations: list[RelocationState] = []
     summaries = []
     per_object = []
-    for obj in objects:
+    for obj, detail in zip(objects, details):
         states = tuple(source.relocation_states(obj))
         per_object.append(states)
         relocations.extend(states)
         summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
-                                       _totals(states, obj.name), obj is ldso,
-                                       object_detail(obj, maps)))
-    symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
-    got, ifuncs = _relocation_views(per_object, relocations, symbols, objects)
+                                       _totals(states, obj.name), obj is ldso, detail))
+    got, ifuncs = _relocation_views(per_object, relocations, objects)
 
     handoff = NOT_CHECKED
     if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
@@ -158,7 +157,7 @@ def build_snapshot(source: StateSource) -> Snapshot:
         stack=stack,
         auxv_kernel=kernel_auxv,
         auxv_changed=changed,
-        maps=annotate_maps(maps, objects),
+        maps=annotations,
         objects=tuple(summaries),
         relocations=tuple(relocations),
         link_map=_link_map(source, memory),
@@ -193,18 +192,35 @@ def _totals(states: tuple[RelocationState, ...], name: str) -> RelocationTotals:
     return totals
 
 
-def _relocation_views(per_object, relocations, symbols, objects):
+def _relocation_views(per_object, relocations, objects):
     key = (tuple(id(states) for states in per_object),
            tuple((o.name, o.base, id(o.info)) for o in objects))
     with _DERIVED_LOCK:
         hit = _VIEWS[0]
     if hit is not None and hit[0] == key:
         return hit[2]
+    symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
     views = (got_view(relocations, symbols), ifunc_choices(relocations, symbols, objects))
     with _DERIVED_LOCK:
         # The states and infos are kept alive with the key, so their ids
         # cannot be reused by other objects while the entry stands.
         _VIEWS[0] = (key, (tuple(per_object), tuple(o.info for o in objects)), views)
+    return views
+
+
+# A source hands back the same maps and objects tuples until the mappings
+# change (an mmap, mprotect or munmap): the maps annotation and each
+# object's loader detail, which depend on nothing else, are remembered for
+# the last pair seen (kept alive with the entry, so identity is safe).
+_MAP_VIEWS: list = [None]  # [(maps, objects, (annotations, details))]
+
+
+def _map_views(maps, objects) -> tuple[tuple[MapAnnotation, ...], tuple[ObjectDetail, ...]]:
+    hit = _MAP_VIEWS[0]
+    if hit is not None and hit[0] is maps and hit[1] is objects:
+        return hit[2]
+    views = (annotate_maps(maps, objects), tuple(object_detail(obj, maps) for obj in objects))
+    _MAP_VIEWS[0] = (maps, objects, views)
     return views
 
 
