@@ -119,16 +119,30 @@ def test_tracee_killed_during_recording(tmp_path):
     path = tmp_path / "killed-tracee.ldbg"
     me = os.getpid()
 
-    def kill_child() -> None:
-        with open(f"/proc/{me}/task/{me}/children") as handle:
-            for pid in handle.read().split():
-                os.kill(int(pid), signal.SIGKILL)
-    timer = threading.Timer(1.5, kill_child)
-    timer.start()
+    stop_waiting = threading.Event()
+
+    def kill_child_once_stepping() -> None:
+        # Not a fixed delay: setup takes seconds on a loaded machine. Once
+        # ld.so has mapped libc, tens of thousands of steps are recorded.
+        while not stop_waiting.wait(0.05):
+            with open(f"/proc/{me}/task/{me}/children") as handle:
+                children = [int(pid) for pid in handle.read().split()]
+            for pid in children:
+                try:
+                    with open(f"/proc/{pid}/maps") as maps:
+                        stepping = "libc.so" in maps.read()
+                except OSError:
+                    continue
+                if stepping:
+                    os.kill(pid, signal.SIGKILL)
+                    return
+    killer = threading.Thread(target=kill_child_once_stepping)
+    killer.start()
     try:
         summary = record_program(spec_for("/usr/bin/python3", "-c", "pass"), str(path), "exit", progress=False)
     finally:
-        timer.cancel()
+        stop_waiting.set()
+        killer.join()
     reason = summary.stop_reason
     assert reason.kind == "killed" and reason.signal == "SIGKILL" and not summary.interrupted
     assert reason.description == f"killed by SIGKILL at step {summary.steps}" and summary.steps > 0
