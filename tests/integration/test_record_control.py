@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,17 +93,43 @@ def test_bad_target_is_a_usage_error(tmp_path, static_meta):
         record_program(spec_for(static_meta[0]), str(tmp_path / "x.ldbg"), "nowhere")
 
 
+@contextmanager
+def once_stepping(act):
+    """Run ``act(tracee_pid)`` once the recording is well under way (ld.so
+    has mapped libc: tens of thousands of steps in), not after a fixed
+    delay: setup alone takes seconds on a loaded machine."""
+    me = os.getpid()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            with open(f"/proc/{me}/task/{me}/children") as handle:
+                children = [int(pid) for pid in handle.read().split()]
+            for pid in children:
+                try:
+                    with open(f"/proc/{pid}/maps") as maps:
+                        if "libc.so" not in maps.read():
+                            continue
+                except OSError:
+                    continue
+                act(pid)
+                return
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 def test_ctrl_c_leaves_a_valid_file(tmp_path):
     """SIGINT while recording `sleep 30` (stepping, or blocked in
     nanosleep): the recording stops cleanly at the last complete step and
     the tracee is gone."""
     path = tmp_path / "sleep.ldbg"
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
+    with once_stepping(lambda pid: os.kill(os.getpid(), signal.SIGINT)):
         summary = record_program(spec_for("/bin/sleep", "30"), str(path), "exit", progress=False)
-    finally:
-        timer.cancel()
     assert summary.interrupted and summary.stop_reason.kind == "interrupted"
     assert summary.seconds < 15
     with ReplaySession(str(path)) as replay:
@@ -119,30 +146,8 @@ def test_tracee_killed_during_recording(tmp_path):
     path = tmp_path / "killed-tracee.ldbg"
     me = os.getpid()
 
-    stop_waiting = threading.Event()
-
-    def kill_child_once_stepping() -> None:
-        # Not a fixed delay: setup takes seconds on a loaded machine. Once
-        # ld.so has mapped libc, tens of thousands of steps are recorded.
-        while not stop_waiting.wait(0.05):
-            with open(f"/proc/{me}/task/{me}/children") as handle:
-                children = [int(pid) for pid in handle.read().split()]
-            for pid in children:
-                try:
-                    with open(f"/proc/{pid}/maps") as maps:
-                        stepping = "libc.so" in maps.read()
-                except OSError:
-                    continue
-                if stepping:
-                    os.kill(pid, signal.SIGKILL)
-                    return
-    killer = threading.Thread(target=kill_child_once_stepping)
-    killer.start()
-    try:
+    with once_stepping(lambda pid: os.kill(pid, signal.SIGKILL)):
         summary = record_program(spec_for("/usr/bin/python3", "-c", "pass"), str(path), "exit", progress=False)
-    finally:
-        stop_waiting.set()
-        killer.join()
     reason = summary.stop_reason
     assert reason.kind == "killed" and reason.signal == "SIGKILL" and not summary.interrupted
     assert reason.description == f"killed by SIGKILL at step {summary.steps}" and summary.steps > 0
