@@ -59,8 +59,8 @@ class LinesView(ScrollView, can_focus=True):
         self.lines: list[Text] = []
         self.keys: list[str | None] = []
         self._strips: dict[int, Strip] = {}
-        # id(line) -> (line, (cursor, length, base style), strip)
-        self._line_strips: dict[int, tuple[Text, tuple, Strip]] = {}
+        # id(line) -> (line, (cursor, base style), unpadded strip, padding style)
+        self._line_strips: dict[int, tuple] = {}
         self._width = 0
 
     # -- content ------------------------------------------------------------
@@ -71,18 +71,38 @@ class LinesView(ScrollView, can_focus=True):
         width = max((line.cell_len for line in self.lines), default=0)
         if self.stable_width:
             width = max(width, self._width)
-        if len(old) != len(self.lines) or width != self._width:
+        resized = len(old) != len(self.lines) or width != self._width
+        if resized:
             self._strips.clear()
             self._width = width
             self._set_virtual_size(Size(width, len(self.lines)))
-            self.refresh()
-        else:
-            scroll_y = self.scroll_offset.y
+        if resized and self.scroll_offset.x:
+            self.refresh()  # scrolled sideways: the padding may show
+            self._clamp_cursor()
+            return
+        # Repaint only the visible lines that changed: a line that stayed
+        # (the same Text) looks the same whatever the new count or width
+        # (strips are padded past the view), and a full repaint of a pane
+        # costs milliseconds of Textual's per-line work.
+        scroll_y = self.scroll_offset.y
+        height = self.size.height
+        for index in range(scroll_y, scroll_y + height):
+            before = old[index] if index < len(old) else None
+            after = self.lines[index] if index < len(self.lines) else None
+            if before is after:
+                continue
+            if before is not None and after is not None and before == after:
+                continue
+            self._strips.pop(index, None)
+            self.refresh_lines(index)
+        if not resized:
+            # Lines out of view drop their strips too (they may come into view).
             for index, (before, after) in enumerate(zip(old, self.lines)):
-                if before is not after and before != after:
+                if before is not after and not scroll_y <= index < scroll_y + height:
                     self._strips.pop(index, None)
-                    if scroll_y <= index < scroll_y + self.size.height:
-                        self.refresh_lines(index - scroll_y)
+        self._clamp_cursor()
+
+    def _clamp_cursor(self) -> None:
         if self.cursor >= len(self.lines):
             self.cursor = max(0, len(self.lines) - 1)
 
@@ -100,7 +120,21 @@ class LinesView(ScrollView, can_focus=True):
             self.virtual_size = size
             return
         self.set_reactive(LinesView.virtual_size, size)
-        self._scroll_update(size)
+        # Textual's _scroll_update, for the scrollbar whose dimension changed
+        # only (a scrollbar repaints its whole length).
+        width, height = self.container_size
+        if size.height != old.height and self.show_vertical_scrollbar and self.styles.scrollbar_size_vertical:
+            bar = self.vertical_scrollbar
+            bar.window_virtual_size = size.height
+            bar.window_size = height - self.scrollbar_size_horizontal
+            bar.refresh()
+        if size.width != old.width and self.show_horizontal_scrollbar and self.styles.scrollbar_size_horizontal:
+            bar = self.horizontal_scrollbar
+            bar.window_virtual_size = size.width
+            bar.window_size = width - self.scrollbar_size_vertical
+            bar.refresh()
+        self.scroll_x = self.validate_scroll_x(self.scroll_x)
+        self.scroll_y = self.validate_scroll_y(self.scroll_y)
 
     def _layout_free(self, old: Size, new: Size) -> bool:
         if not self.is_mounted or not self.container_size:
@@ -139,7 +173,7 @@ class LinesView(ScrollView, can_focus=True):
         for index in (old, new):
             self._strips.pop(index, None)
             if scroll_y <= index < scroll_y + self.size.height:
-                self.refresh_lines(index - scroll_y)
+                self.refresh_lines(index)  # refresh_lines takes the line's index, not its row
         self.post_message(self.CursorMoved(self, new))
 
     def _scroll_to_cursor(self, *, center: bool = False) -> None:
@@ -188,8 +222,8 @@ class LinesView(ScrollView, can_focus=True):
             # instructions: the pane hands over the same Text objects) keeps
             # its strip: rendering Text is most of a frame's cost.
             known = self._line_strips.get(id(line))
-            if known is not None and known[0] is line and known[1] == (cursor, length, base):
-                strip = known[2]
+            if known is not None and known[0] is line and known[1] == (cursor, base):
+                strip, style = known[2], known[3]
             else:
                 segments = list(line.render(self.app.console, end=""))
                 style = base
@@ -199,10 +233,11 @@ class LinesView(ScrollView, can_focus=True):
                         "lines-view--cursor")))
                 else:
                     segments = list(Segment.apply_style(segments, base))
-                strip = Strip(segments, line.cell_len).extend_cell_length(length, style)
+                strip = Strip(segments, line.cell_len)
                 if len(self._line_strips) > 4 * len(self.lines) + 256:
                     self._line_strips.clear()
-                self._line_strips[id(line)] = (line, (cursor, length, base), strip)
+                self._line_strips[id(line)] = (line, (cursor, base), strip, style)
+            strip = strip.extend_cell_length(length, style)
             self._strips[index] = strip
         return strip.crop(scroll_x, scroll_x + width)
 

@@ -112,3 +112,29 @@ def test_line_count_change_updates_scrollbar_without_layout():
             assert layouts and not lines.show_vertical_scrollbar
             assert lines.scroll_offset.y == 0
     asyncio.run(run())
+
+
+def test_changed_line_repaints_when_scrolled():
+    """A line changed while the view is scrolled down is repainted (the
+    line's index, not its row, goes to refresh_lines), also when the line
+    count changes at the same time (no full repaint then)."""
+    async def run() -> None:
+        app = Lines()
+        async with app.run_test(size=(40, 10)) as pilot:
+            lines = app.query_one(LinesView)
+            content = [Text(f"line {i}") for i in range(50)]
+            lines.set_lines(content)
+            await pilot.pause()
+            lines.move_to(40)
+            await pilot.pause()
+            assert lines.scroll_offset.y > 30
+            content[38] = Text("CHANGED")
+            lines.set_lines(content)
+            await pilot.pause()
+            assert "CHANGED" in app.export_screenshot()
+            content = content[:39] + [Text("AGAIN")] + content[40:] + [Text("extra")]
+            lines.set_lines(content)
+            await pilot.pause()
+            shot = app.export_screenshot()
+            assert "AGAIN" in shot and "CHANGED" in shot
+    asyncio.run(run())
