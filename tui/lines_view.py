@@ -61,6 +61,7 @@ class LinesView(ScrollView, can_focus=True):
         self._strips: dict[int, Strip] = {}
         # id(line) -> (line, (cursor, base style), unpadded strip, padding style)
         self._line_strips: dict[int, tuple] = {}
+        self._base_style = None
         self._width = 0
 
     # -- content ------------------------------------------------------------
@@ -203,6 +204,7 @@ class LinesView(ScrollView, can_focus=True):
     # -- drawing ------------------------------------------------------------------
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._base_style = None
         self._strips.clear()
         self._line_strips.clear()
 
@@ -210,7 +212,11 @@ class LinesView(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
         width = self.size.width
-        base = self.rich_style
+        base = self._base_style
+        if base is None:
+            # rich_style walks the ancestors (a good part of a line's cost):
+            # once per style update, not per line.
+            base = self._base_style = self.rich_style
         if index >= len(self.lines):
             return Strip.blank(width, base)
         strip = self._strips.get(index)
