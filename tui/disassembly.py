@@ -65,6 +65,8 @@ class DisassemblyPane(ViewPane, Vertical):
         # inside the same window rebuilds only the two lines pc moves between.
         self._line_cache: dict[tuple, Text] = {}
         self._operands_shown: Text | None = None
+        # (listing, breakpoints, wide, lines, keys, rows by address, pc) as last drawn
+        self._layout: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield LinesView(id="listing")
@@ -90,35 +92,26 @@ class DisassemblyPane(ViewPane, Vertical):
         same_stop = previous is not None and previous.pc == view.pc and previous.listing == view.listing
         wide = self.size.width >= WIDE_LISTING
         pc = view.pc
-        pc_line = 0
-        last_name: str | None = None
-        offsets = [split_symbol(insn.symbol) for insn in view.listing]
-        offset_width = max((len(f"<+{off:#x}>") for name, off in offsets if name), default=0) if wide else 0
-        indent = 2 + 1 + ADDRESS_WIDTH + 1 + (offset_width + 1 if offset_width else 0)
-        lines: list[Text] = []
-        keys: list[str] = []
         cache = self._line_cache
         if len(cache) > 4096:
             cache.clear()
-        for insn, (name, offset) in zip(view.listing, offsets):
-            if name is not None and name != last_name:
-                label = f"{name}:" if offset == 0 else f"{name}+{offset:#x}:"
-                lines.append(Text(" " * indent + label, style="bold magenta"))
-                keys.append(f"l{insn.address:x}")
-            last_name = name
-            here = insn.address == pc
-            key = (insn.address, insn.text, insn.target_symbol, insn.is_bad, here,
-                   insn.address in view.breakpoints, offset_width, name is not None, offset)
-            line = cache.get(key)
-            if line is None:
-                line = cache[key] = self._line(insn, here, key[5], offset_width, name, offset)
-            if here:
-                pc_line = len(lines)
-            lines.append(line)
-            keys.append(f"i{insn.address:x}")
+        layout = self._layout
+        if (layout is not None and view.listing and layout[0] is view.listing
+                and layout[1] == view.breakpoints and layout[2] == wide):
+            # The same window (most steps): only the lines pc leaves and
+            # enters change; the rest of the list is reused as it is.
+            lines, keys, rows, drawn_pc = list(layout[3]), layout[4], layout[5], layout[6]
+            for address in {drawn_pc, pc}:
+                row = rows.get(address)
+                if row is not None:
+                    lines[row[0]] = self._cached_line(row[1], address == pc, view, *row[2:])
+        else:
+            lines, keys, rows = self._layout_lines(view, wide)
+        pc_line = rows[pc][0] if pc in rows else 0
         if not lines and pc is not None:
             lines.append(Text(f"   no code at pc {pc:#x}", style="bold red"))
             keys.append("none")
+        self._layout = (view.listing, view.breakpoints, wide, lines, keys, rows, pc)
         listing.set_lines(lines, keys)
         if not same_stop:
             listing.move_to(pc_line, center=True)
@@ -128,6 +121,38 @@ class DisassemblyPane(ViewPane, Vertical):
             self.query_one("#operands", Static).update(operands, layout=False)
         count = len(view.breakpoints)
         self.set_titles(subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
+
+    def _layout_lines(self, view: StopView, wide: bool) -> tuple[list[Text], list[str], dict]:
+        """Every line of the listing, and where each instruction's line is."""
+        last_name: str | None = None
+        offsets = [split_symbol(insn.symbol) for insn in view.listing]
+        offset_width = max((len(f"<+{off:#x}>") for name, off in offsets if name), default=0) if wide else 0
+        indent = 2 + 1 + ADDRESS_WIDTH + 1 + (offset_width + 1 if offset_width else 0)
+        lines: list[Text] = []
+        keys: list[str] = []
+        rows: dict[int, tuple] = {}
+        for insn, (name, offset) in zip(view.listing, offsets):
+            if name is not None and name != last_name:
+                label = f"{name}:" if offset == 0 else f"{name}+{offset:#x}:"
+                lines.append(Text(" " * indent + label, style="bold magenta"))
+                keys.append(f"l{insn.address:x}")
+            last_name = name
+            rows[insn.address] = (len(lines), insn, offset_width, name, offset)
+            lines.append(self._cached_line(insn, insn.address == view.pc, view, offset_width, name, offset))
+            keys.append(f"i{insn.address:x}")
+        return lines, keys, rows
+
+    def _cached_line(self, insn, here: bool, view: StopView, offset_width: int, name: str | None,
+                     offset: int) -> Text:
+        # One line per (instruction, pc here, breakpoint, layout): stepping
+        # inside the same window rebuilds only the two lines pc moves between.
+        marked = insn.address in view.breakpoints
+        key = (insn.address, insn.text, insn.target_symbol, insn.is_bad, here,
+               marked, offset_width, name is not None, offset)
+        line = self._line_cache.get(key)
+        if line is None:
+            line = self._line_cache[key] = self._line(insn, here, marked, offset_width, name, offset)
+        return line
 
     @staticmethod
     def _line(insn, here: bool, marked: bool, offset_width: int, name: str | None, offset: int) -> Text:

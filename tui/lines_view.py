@@ -62,6 +62,7 @@ class LinesView(ScrollView, can_focus=True):
         # id(line) -> (line, (cursor, base style), unpadded strip, padding style)
         self._line_strips: dict[int, tuple] = {}
         self._base_style = None
+        self._widths: dict[int, tuple[Text, int]] = {}
         self._width = 0
 
     # -- content ------------------------------------------------------------
@@ -69,7 +70,7 @@ class LinesView(ScrollView, can_focus=True):
         old = self.lines
         self.lines = list(lines)
         self.keys = list(keys) if keys is not None else [None] * len(lines)
-        width = max((line.cell_len for line in self.lines), default=0)
+        width = max(map(self._cell_len, self.lines), default=0)
         if self.stable_width:
             width = max(width, self._width)
         resized = len(old) != len(self.lines) or width != self._width
@@ -102,6 +103,18 @@ class LinesView(ScrollView, can_focus=True):
                 if before is not after and not scroll_y <= index < scroll_y + height:
                     self._strips.pop(index, None)
         self._clamp_cursor()
+
+    def _cell_len(self, line: Text) -> int:
+        """line.cell_len, remembered per Text (it measures the joined text
+        again on each call, and most lines are the same from step to step)."""
+        known = self._widths.get(id(line))
+        if known is not None and known[0] is line:
+            return known[1]
+        if len(self._widths) > 4 * len(self.lines) + 256:
+            self._widths.clear()
+        width = line.cell_len
+        self._widths[id(line)] = (line, width)
+        return width
 
     def _clamp_cursor(self) -> None:
         if self.cursor >= len(self.lines):
