@@ -413,7 +413,9 @@ def launch(spec: LaunchSpec) -> Tracee:
         message = os.read(err_read, 64).decode() or "0"
         errno_value = int(message) if message.isdigit() else 0
         _reap(pid, status)
-        reason = os.strerror(errno_value) if errno_value else f"status {status:#x}"
+        # strace's spelling: the text, then the name users grep man pages for.
+        reason = f"{os.strerror(errno_value)} ({errno.errorcode.get(errno_value, errno_value)})" \
+            if errno_value else f"status {status:#x}"
         raise TargetError(f"{spec.path}: execve failed: {reason}")
     except BaseException:
         _reap(pid, None)

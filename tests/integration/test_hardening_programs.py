@@ -103,7 +103,7 @@ BAD = [
     ("elf32", 2, ("32-bit",)),
     ("aarch64", 2, ("EM_AARCH64",)),
     ("missing-interp", 2, ("/lib64/ld-gone-x86-64.so.2", "PT_INTERP", "does not exist")),
-    ("unexecutable-interp", 1, ("execve failed", "Permission denied")),
+    ("unexecutable-interp", 1, ("execve failed", "Permission denied (EACCES)")),
 ]
 
 
