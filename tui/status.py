@@ -8,6 +8,10 @@ import os
 
 from rich.console import Group
 from rich.text import Text
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.visual import RichVisual, Visual, visualize
+from textual.widget import _RenderCache
 from textual.widgets import Static
 
 from loaderdbg_tui.describe import step_text
@@ -28,6 +32,10 @@ class StatusLine(Static):
         self._timer = None
         self.plain = ""
         self._shown: tuple[Text, Text] | None = None
+        # row -> ((Text, width, style), strip): a step changes the first
+        # line (the step number); the second is drawn again only if it
+        # changes, and only the changed row is repainted.
+        self._row_strips: dict[int, tuple[tuple, Strip]] = {}
 
     def on_mount(self) -> None:
         view = getattr(self.app, "view", None)
@@ -100,5 +108,42 @@ class StatusLine(Static):
         second = Text(view.words.detail or "", style="" if view.crashed else "italic")
         self.plain = f"{first.plain}\n{second.plain}"
         if (first, second) != self._shown:
-            self._shown = (first, second)
-            self.update(Group(first, second), layout=False)
+            previous, self._shown = self._shown, (first, second)
+            # What Static.update keeps (render() stays the whole status),
+            # without its repaint of every row.
+            group = Group(first, second)
+            self._Static__content = group
+            self._Static__visual = visualize(self, group)
+            width, height = self.size
+            if height != len(self._shown):
+                self.refresh()
+                return
+            for row, text in enumerate(self._shown):
+                if previous is None or previous[row] != text:
+                    self.refresh(Region(0, row, width, 1))
+
+    def _render_content(self) -> None:
+        """Static renders the Group of both rows; this renders each row the
+        same way (a row is the first line of its Text at this width) and
+        keeps a row that did not change."""
+        rows = self._shown
+        width, height = self.size
+        if rows is None or height != len(rows):
+            # Taller (the narrow layout's three lines: the detail wraps onto
+            # the third): Static's own rendering of the Group.
+            super()._render_content()
+            return
+        style = self.visual_style
+        strips = []
+        for row, text in enumerate(rows):
+            key = (text, width, style)
+            known = self._row_strips.get(row)
+            if known is not None and known[0] == key:
+                strips.append(known[1])
+                continue
+            rendered = Visual.to_strips(self, RichVisual(self, text), width, 1, style)
+            strip = rendered[0] if rendered else Strip.blank(width, style.rich_style)
+            self._row_strips[row] = (key, strip)
+            strips.append(strip)
+        self._render_cache = _RenderCache(self.size, strips)
+        self._dirty_regions.clear()
