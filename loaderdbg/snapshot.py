@@ -22,7 +22,6 @@ from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
 from loaderdbg.decode.linkmap import LinkMapEntry
 from loaderdbg.decode.maps import MapEntry
-from loaderdbg.decode.memory import MemoryReader
 from loaderdbg.decode.registers import Registers, decode_registers
 from loaderdbg.decode.stack import InitialStack
 from loaderdbg.session import Event, StopReason
@@ -160,7 +159,7 @@ def build_snapshot(source: StateSource) -> Snapshot:
         maps=annotations,
         objects=tuple(summaries),
         relocations=tuple(relocations),
-        link_map=_link_map(source, memory),
+        link_map=read_link_map(source.program_object(), memory).entries,
         threads=tuple(source.threads()),
         handoff=handoff,
         events=tuple(source.events),
@@ -222,7 +221,3 @@ def _map_views(maps, objects) -> tuple[tuple[MapAnnotation, ...], tuple[ObjectDe
     views = (annotate_maps(maps, objects), tuple(object_detail(obj, maps) for obj in objects))
     _MAP_VIEWS[0] = (maps, objects, views)
     return views
-
-
-def _link_map(source: StateSource, memory: MemoryReader) -> tuple[LinkMapEntry, ...]:
-    return read_link_map(source.program_object(), memory).entries
