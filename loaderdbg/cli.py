@@ -121,10 +121,7 @@ def _open_tui(session, title: str, output_fd: int | None = None) -> int:
         session.close()
         raise UsageError(f"the TUI is not available ({err})") from None
     try:
-        try:
-            return run_app(session, title=title, output_fd=output_fd)
-        except TypeError:
-            return run_app(session, title=title)
+        return run_app(session, title=title, output_fd=output_fd)
     finally:
         session.close()
 
