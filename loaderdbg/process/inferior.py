@@ -584,7 +584,7 @@ class Inferior:
         if pc is not None:
             kind = tracee._code.get(pc)
             if kind is None:
-                kind = tracee.code_kind(pc)
+                kind = tracee._decode_kind(pc)
             if kind != CODE_SYSCALL:
                 stop = tracee.step(pc, kind)
                 if stop is tracee.plain_step:

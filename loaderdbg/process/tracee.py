@@ -263,9 +263,7 @@ class Tracee:
                     raise
             return self._wait()
         if kind is None:
-            kind = self._code.get(pc)
-            if kind is None:
-                kind = self._decode_kind(pc)
+            kind = self.code_kind(pc)
         if _raw_ptrace(_C_SINGLESTEP, self._c_pid, _NULL, _NULL) == -1:
             if ctypes.get_errno() != errno.ESRCH:
                 ptrace.fail("SINGLESTEP", self.pid)
@@ -281,16 +279,11 @@ class Tracee:
         return self._classify(status)
 
     def _untrap_r11(self) -> None:
-        """`syscall` saves RFLAGS in r11, and a single-stepped one saves our
-        trap flag with it (0x302, PTRACE_NOTES.md §2), a value no untraced
-        run sees. Put back what the program would have got, so live step N
-        and a recording's step N (which does the same) agree."""
-        raw = self.regs_raw()
-        r11 = int.from_bytes(raw[_R11_OFFSET:_R11_OFFSET + 8], "little")
-        if r11 & _EFLAGS_TF:
-            fixed = bytearray(raw)
-            fixed[_R11_OFFSET:_R11_OFFSET + 8] = (r11 & ~_EFLAGS_TF).to_bytes(8, "little")
-            self.set_regs_raw(bytes(fixed))
+        """Live step N and a recording's step N must agree: both take our
+        trap flag out of the r11 a stepped `syscall` saved."""
+        fixed = untrapped_r11(self.regs_raw())
+        if fixed is not None:
+            self.set_regs_raw(fixed)
 
     def resume(self, *, syscalls: bool) -> Stop:
         """Continue to the next stop: a breakpoint, a signal, an event, and
@@ -422,6 +415,19 @@ def launch(spec: LaunchSpec) -> Tracee:
         raise
     finally:
         os.close(err_read)
+
+
+def untrapped_r11(raw: bytes) -> bytes | None:
+    """`syscall` saves RFLAGS in r11, and a single-stepped one saves our
+    trap flag with it (0x302, PTRACE_NOTES.md §2), a value no untraced run
+    sees. The user_regs_struct bytes with that flag taken out of r11, or
+    None when r11 does not carry it."""
+    r11 = int.from_bytes(raw[_R11_OFFSET:_R11_OFFSET + 8], "little")
+    if not r11 & _EFLAGS_TF:
+        return None
+    fixed = bytearray(raw)
+    fixed[_R11_OFFSET:_R11_OFFSET + 8] = (r11 & ~_EFLAGS_TF).to_bytes(8, "little")
+    return bytes(fixed)
 
 
 def finish_execve(pid: int, what: str) -> None:

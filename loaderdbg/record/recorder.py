@@ -42,7 +42,7 @@ from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind, classify
-from loaderdbg.process.tracee import LaunchSpec, Tracee, launch
+from loaderdbg.process.tracee import LaunchSpec, Tracee, launch, untrapped_r11
 from loaderdbg.record.capture import (
     COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
 )
@@ -73,7 +73,6 @@ STATUS_FIELDS = frozenset({"Name", "State", "Tgid", "Pid", "PPid", "TracerPid", 
 _RIP = 16 * 8
 _RSP = 19 * 8
 _RAX = 10 * 8
-_R11 = 6 * 8
 _EFLAGS = 18 * 8
 _TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
@@ -757,20 +756,19 @@ class Recorder:
         self._after_special()
 
     def _untrap_r11(self, raw: bytes) -> bytes:
-        """`syscall` saves RFLAGS in r11, and a single-stepped one saves our
-        trap flag with it (0x302, PTRACE_NOTES.md §2): a value no untraced
-        run, and no live continue, ever sees. Put back what the program
-        would have got, in the process too, so the recording is its run."""
-        r11 = self._word(raw, _R11)
-        if r11 & _TF and not self._word(self.regs, _EFLAGS) & _TF:
-            fixed = bytearray(raw)
-            fixed[_R11:_R11 + 8] = (r11 & ~_TF).to_bytes(8, "little")
-            ctypes.memmove(self._regs_buf, bytes(fixed), REGS_SIZE)
-            if _libc.ptrace(ptrace.SETREGS, self.pid, 0, self._regs_addr) == -1:
-                err = ctypes.get_errno()
-                raise TargetError(f"SETREGS failed at step {self.pos}: {os.strerror(err)}")
-            return bytes(fixed)
-        return raw
+        """Take our trap flag out of a stepped `syscall`'s r11 (see
+        untrapped_r11), in the process too, so the recording is the
+        program's own run; unless the program had set TF itself."""
+        if self._word(self.regs, _EFLAGS) & _TF:
+            return raw
+        fixed = untrapped_r11(raw)
+        if fixed is None:
+            return raw
+        ctypes.memmove(self._regs_buf, fixed, REGS_SIZE)
+        if _libc.ptrace(ptrace.SETREGS, self.pid, 0, self._regs_addr) == -1:
+            err = ctypes.get_errno()
+            raise TargetError(f"SETREGS failed at step {self.pos}: {os.strerror(err)}")
+        return fixed
 
     def _syscall_done(self, t: int, syscall: tuple, raw: bytes | None, result: int | None) -> None:
         """The syscall of transition t returned (or never will: result None):
