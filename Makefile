@@ -29,7 +29,8 @@ sysdeps:
 
 venv: $(STAMPS)/venv
 
-$(STAMPS)/venv: pyproject.toml
+# pip builds the step helper (C) in place, hence gcc first.
+$(STAMPS)/venv: pyproject.toml loaderdbg/process/_stepper.c | sysdeps
 	@mkdir -p $(STAMPS)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
@@ -65,5 +66,5 @@ recordings: venv fixtures
 	$(VPY) -m loaderdbg.record.samples recordings
 
 clean:
-	rm -rf build $(STAMPS) $(VENV) .pytest_cache .hypothesis
+	rm -rf build $(STAMPS) $(VENV) .pytest_cache .hypothesis loaderdbg/process/_stepper.*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

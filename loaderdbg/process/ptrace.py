@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -163,19 +164,38 @@ def fail(request_name: str, pid: int) -> None:
     raise PtraceError(err, f"ptrace({request_name}, {pid}): {os.strerror(err)}")
 
 
+def _load_stepper() -> ctypes.CDLL:
+    spec = importlib.util.find_spec("loaderdbg.process._stepper")
+    if spec is None or not spec.origin:
+        raise ImportError("loaderdbg's step helper (loaderdbg/process/_stepper.c) is not built: "
+                          "run `make venv` or `pip install -e .`")
+    lib = ctypes.CDLL(spec.origin)
+    if lib.loaderdbg_stepper_regs_size() != USER_REGS_SIZE:
+        raise ImportError(f"{spec.origin}: built for another user_regs_struct; rebuild it")
+    lib.loaderdbg_step.restype = ctypes.c_int
+    return lib
+
+
+# step_and_fetch(c_int pid, c_void_p regs) -> status | STEP_REGS_FETCHED, or
+# -errno: SINGLESTEP + waitpid + GETREGS in one foreign call (see _stepper.c).
+# Fed ready-made ctypes values, like _raw_ptrace.
+step_and_fetch = _load_stepper().loaderdbg_step
+STEP_REGS_FETCHED = 1 << 30  # above every wait status (events use bits 16-23)
+
+
 class RegisterBuffer:
     """One reusable user_regs_struct buffer: GETREGS into it costs 3.5 µs
     against 5+ µs for a fresh struct (PTRACE_NOTES.md §6)."""
 
-    __slots__ = ("raw", "_address", "_c_address")
+    __slots__ = ("raw", "_address", "c_address")
 
     def __init__(self) -> None:
         self.raw = ctypes.create_string_buffer(USER_REGS_SIZE)
         self._address = ctypes.addressof(self.raw)
-        self._c_address = ctypes.c_void_p(self._address)
+        self.c_address = ctypes.c_void_p(self._address)
 
     def fetch(self, pid: int) -> bytes:
-        if _raw_ptrace(C_GETREGS, pid, NULL, self._c_address) == -1:
+        if _raw_ptrace(C_GETREGS, pid, NULL, self.c_address) == -1:
             fail("GETREGS", pid)
         return self.raw.raw
 

@@ -20,12 +20,9 @@ from loaderdbg.process.memory import ProcessMemory
 from loaderdbg.process.stops import TRAP_BRKPT, TRAP_TRACE, Stop, StopKind, classify
 
 # The step loop's names, bound once (module globals are a dict lookup away).
-_raw_ptrace = ptrace._raw_ptrace
-_C_SINGLESTEP = ptrace.C_SINGLESTEP
-_NULL = ptrace.NULL
+_step_and_fetch = ptrace.step_and_fetch
+_REGS_FETCHED = ptrace.STEP_REGS_FETCHED
 _SIGTRAP_STOP = ptrace.SIGTRAP_STOP_STATUS
-_WALL = ptrace.WALL
-_waitpid = os.waitpid
 
 INT3 = 0xCC
 SYSCALL_INSN = b"\x0f\x05"
@@ -75,6 +72,8 @@ class Tracee:
         self.pending_signal = 0  # to deliver on the next resume
         self._regs = ptrace.RegisterBuffer()
         self._regs_raw: bytes | None = None
+        self._regs_buffer = self._regs.raw
+        self._c_regs = self._regs.c_address
         self.alive = True
         self._c_pid = ctypes.c_int(pid)
         # pc -> CODE_*, decoded once per address. Code changes only through
@@ -264,19 +263,32 @@ class Tracee:
             return self._wait()
         if kind is None:
             kind = self.code_kind(pc)
-        if _raw_ptrace(_C_SINGLESTEP, self._c_pid, _NULL, _NULL) == -1:
-            if ctypes.get_errno() != errno.ESRCH:
-                ptrace.fail("SINGLESTEP", self.pid)
-            return self._wait()
-        status = _waitpid(self.pid, _WALL)[1]  # PEP 475 retries EINTR
-        if status == _SIGTRAP_STOP and kind != CODE_TRAP:
+        result = _step_and_fetch(self._c_pid, self._c_regs)
+        if result >= _REGS_FETCHED:
+            self._regs_raw = self._regs_buffer.raw
+            status = _SIGTRAP_STOP
+        else:
             self._regs_raw = None
+            status = result if result >= 0 else self._status_after_failed_step(-result)
+        if status == _SIGTRAP_STOP and kind != CODE_TRAP:
             if kind == CODE_SYSCALL:
                 self._untrap_r11()
             stop = self.syscall_step if kind == CODE_SYSCALL else self.plain_step
             self.last_stop = stop
             return stop
         return self._classify(status)
+
+    def _status_after_failed_step(self, err: int) -> int:
+        """The wait status when the step helper failed with ``err``."""
+        if err == errno.ESRCH or err == errno.EINTR:
+            # ESRCH: SINGLESTEP found it off its stop, killed under us, and
+            # waitpid says how. EINTR: a signal for the tracer while the step
+            # blocked (a stepped `syscall`); os.waitpid finishes the wait and
+            # runs the signal handlers.
+            return ptrace.waitpid(self.pid)[1]
+        if err == errno.ECHILD:
+            raise ChildProcessError(err, os.strerror(err))
+        raise ptrace.PtraceError(err, f"ptrace(SINGLESTEP, {self.pid}): {os.strerror(err)}")
 
     def _untrap_r11(self) -> None:
         """Live step N and a recording's step N must agree: both take our

@@ -78,8 +78,6 @@ _TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
 
 _libc = ptrace._libc
-_raw_ptrace = ctypes.CDLL(None, use_errno=True).ptrace
-_raw_ptrace.restype = ctypes.c_long
 
 
 class _Iovec(ctypes.Structure):
@@ -440,20 +438,26 @@ class Recorder:
             raise TargetError(f"GETREGS failed: {os.strerror(err)}")
         return self._regs_buf.raw
 
+    def _finish_interrupted_step(self) -> int:
+        """The step helper's result for a step whose wait a signal for us
+        interrupted: os.waitpid finishes it (running the handlers)."""
+        status = ptrace.waitpid(self.pid)[1]
+        if status != STEP_STATUS:
+            return status
+        self._fetch_regs()
+        return status | ptrace.STEP_REGS_FETCHED
+
     # ----------------------------------------------------------- the hot loop
     def _loop(self) -> None:
         pid = self.pid
-        # ptrace through a prototype without argtypes, fed ready-made ctypes
-        # values: a third less call overhead than converting ints each time.
-        call = _raw_ptrace
-        SINGLESTEP = ctypes.c_long(ptrace.SINGLESTEP)
-        GETREGS = ctypes.c_long(ptrace.GETREGS)
+        # SINGLESTEP + waitpid + GETREGS in one foreign call fed ready-made
+        # ctypes values (ptrace.step_and_fetch): a third of the loop's
+        # Python-side cost went into making them three.
+        step_and_fetch = ptrace.step_and_fetch
+        REGS_FETCHED = ptrace.STEP_REGS_FETCHED
         c_pid = ctypes.c_int(pid)
-        null = ctypes.c_void_p(0)
         regs_addr = ctypes.c_void_p(self._regs_addr)
         regs_buf = self._regs_buf
-        waitpid = os.waitpid
-        WALL = ptrace.WALL
         pread = os.pread
         plans_get = self.plans.get
         shadow_get = self.shadow.pages.get
@@ -485,6 +489,7 @@ class Recorder:
             wmask = 0
             why = 0
             status = 0
+            step_errno = 0
             plan = None
             raw = prev
             if self.pending_signal:
@@ -499,14 +504,18 @@ class Recorder:
                 if kind > WRITES:
                     why = 2
                     break
-                if call(SINGLESTEP, c_pid, null, null) == -1:
-                    why = 5
-                    break
-                status = waitpid(pid, WALL)[1]
-                if status != STEP_STATUS:
-                    why = 3
-                    break
-                call(GETREGS, c_pid, null, regs_addr)
+                result = step_and_fetch(c_pid, regs_addr)
+                if result < REGS_FETCHED:
+                    if result == -errno.EINTR:
+                        result = self._finish_interrupted_step()
+                    if result < 0:
+                        step_errno = -result
+                        why = 5
+                        break
+                    if result < REGS_FETCHED:
+                        status = result
+                        why = 3
+                        break
                 raw = regs_buf.raw
                 cur = from_bytes(raw, "little")
                 delta = cur ^ prev_int
@@ -575,9 +584,8 @@ class Recorder:
             elif why == 4:
                 self._unchanged(plan, raw)
             else:
-                err = ctypes.get_errno()
-                if err != errno.ESRCH:
-                    raise TargetError(f"single-step failed at step {pos}: {os.strerror(err)}")
+                if step_errno != errno.ESRCH:
+                    raise TargetError(f"single-step failed at step {pos}: {os.strerror(step_errno)}")
                 # A SIGKILL landed between our stops: the tracee left its
                 # ptrace-stop on its way to dying. Its next report (the exit
                 # event, then the death) ends the recording at this step.

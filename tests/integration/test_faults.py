@@ -3,6 +3,7 @@ forks or takes signals. Nothing hangs, nothing is left stopped."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -276,6 +277,43 @@ def test_killed_at_a_syscall_stop_then_stepped():
         reason = session.step()
         assert reason.kind == "killed" and reason.signal == "SIGKILL"
         assert not session.alive
+
+
+def test_signal_for_the_tracer_while_a_stepped_syscall_blocks():
+    """The step helper's waitpid returns EINTR when a signal with a Python
+    handler reaches the tracer thread; the wait then finishes in Python and
+    the step is still the one instruction it was, r11 fixed included."""
+    read_end, write_end = os.pipe()
+    caught = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: caught.append(True))
+    try:
+        spec = dataclasses.replace(launch_spec("/bin/cat", [], aslr=False), stdin_fd=read_end)
+        with LiveSession(spec) as session:
+            for _ in range(10):  # ld.so reads libc first; cat's read is of fd 0
+                assert session.cont("syscall:read").reached
+                before = session.snapshot()
+                if before.registers.values["rdi"] == 0:
+                    break
+            stepping = threading.Thread(target=lambda: caught.append(session.step()))
+            stepping.start()
+            time.sleep(0.3)  # the step is blocked in read(0)
+            signal.pthread_kill(session._tracer._thread.ident, signal.SIGUSR1)
+            time.sleep(0.2)
+            assert stepping.is_alive()  # still waiting for the tracee, not failed
+            os.write(write_end, b"x")
+            stepping.join(10)
+            reason = caught[-1]
+            assert reason.kind == "step", reason
+            after = session.snapshot()
+            regs_before, regs_after = before.registers.values, after.registers.values
+            # At the syscall-entry stop rip is already past `syscall`.
+            assert regs_after["rip"] == regs_before["rip"]
+            assert regs_after["rax"] == 1  # read one byte
+            assert regs_after["r11"] & 0x100 == 0  # our trap flag taken out
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        os.close(write_end)
+        os.close(read_end)
 
 
 # ----------------------------------------------------------------- threads, spawns, blocked signals
