@@ -1,8 +1,9 @@
 """LoaderdbgApp: the Textual front end on one Session (live or replayed).
 
 Threading (DESIGN.md §8): session calls block while the engine's tracer
-thread works, so every one runs in a Textual thread worker; workers post
-messages (messages.py) and only the App's handlers touch state and widgets.
+thread works, so motions run on the app's motion thread (motion.py) and
+other queries in Textual thread workers; both post messages (messages.py)
+and only the App's handlers touch state and widgets.
 
 Stepping is coalesced: while a step and its snapshot are in flight, further
 F7 presses add up, and run as one ``step(n)`` when the first is done; so a
@@ -40,13 +41,14 @@ from loaderdbg_tui.help_screen import HelpScreen
 from loaderdbg_tui.log import LogPane
 from loaderdbg_tui.main_screen import WIDE, MainScreen
 from loaderdbg_tui.messages import BreakpointsChanged, CommandOutput, ViewReady
+from loaderdbg_tui.motion import MotionThread
 from loaderdbg_tui.palette import LoaderdbgCommands
 from loaderdbg_tui.program_output import ProgramOutputPane
 from loaderdbg_tui.status import StatusLine
 from loaderdbg_tui.timeline import Timeline
 from loaderdbg_tui.view import StopView, build_view, session_alive
 
-# The event loop, the motion worker and the engine's tracer thread hand work
+# The event loop, the motion thread and the engine's tracer thread hand work
 # to each other for every step; with CPython's default 5 ms GIL switch
 # interval a thread woken by a handoff can wait that long while another
 # runs Python. 0.5 ms keeps a step's handoffs short.
@@ -54,7 +56,6 @@ SWITCH_INTERVAL = 0.0005
 BUSY_AFTER = 0.15      # seconds before the busy indicator shows (no flicker on quick steps)
 MAX_LOG_LINES = 2000
 MAX_OUTPUT_LINES = 10000
-MOTION_GROUP = "motion"
 QUIET_STOPS = frozenset({"step", "target"})
 
 # Actions that move the target, and what a session must be able to do for them.
@@ -107,6 +108,7 @@ class LoaderdbgApp(App[int]):
         self._backlog = 0
         self._busy_timer = None
         self._generation = 0
+        self._motions: MotionThread | None = None  # started with the first motion
         self._output_partial = ""
         self._enabled: frozenset[str] = frozenset()
 
@@ -128,6 +130,8 @@ class LoaderdbgApp(App[int]):
 
     def on_unmount(self) -> None:
         self._stop_reading_output()
+        if self._motions is not None:
+            self._motions.stop(timeout=0)
         previous = getattr(self, "_switch_interval", None)
         if previous is not None:
             sys.setswitchinterval(previous)
@@ -183,8 +187,9 @@ class LoaderdbgApp(App[int]):
         self._busy_kind = kind
         self._busy_timer = self.set_timer(BUSY_AFTER, self._show_busy)
         self._generation += 1
-        self.run_worker(partial(self._motion_worker, label, job, self._generation), thread=True,
-                        group=MOTION_GROUP, exit_on_error=False)
+        if self._motions is None:
+            self._motions = MotionThread()
+        self._motions.submit(partial(self._motion_worker, label, job, self._generation))
         return True
 
     def _show_busy(self) -> None:
