@@ -7,7 +7,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Static
 
 from loaderdbg_tui.describe import split_symbol
 from loaderdbg_tui.lines_view import LinesView
@@ -53,6 +52,21 @@ def mark_of(here: bool, marked: bool) -> Text:
     return mark.copy()
 
 
+class OperandsView(LinesView, can_focus=False):
+    """The current instruction and its memory operands, under the listing.
+    Lines, not a Static: a step changes the "pc …" line and maybe an
+    operand's value, and a Static would render all of it again. Not
+    focusable: there is nothing to select, and focus must stay in the
+    listing."""
+
+    def show(self, text: Text, width: int) -> None:
+        lines = text.split("\n")
+        if width > 0:
+            for line in lines:  # cut with an ellipsis, as the Static did
+                line.truncate(width, overflow="ellipsis")
+        self.set_lines(lines)
+
+
 class DisassemblyPane(ViewPane, Vertical):
     """Instructions around pc."""
 
@@ -64,13 +78,13 @@ class DisassemblyPane(ViewPane, Vertical):
         # One line per (instruction, pc here, breakpoint, layout): stepping
         # inside the same window rebuilds only the two lines pc moves between.
         self._line_cache: dict[tuple, Text] = {}
-        self._operands_shown: Text | None = None
+        self._operands_shown: tuple[Text, int] | None = None  # (text, width) as drawn
         # (listing, breakpoints, wide, lines, keys, rows by address, pc) as last drawn
         self._layout: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield LinesView(id="listing")
-        yield Static(id="operands")
+        yield OperandsView(id="operands", show_cursor=False)
 
     @property
     def listing(self) -> LinesView:
@@ -115,10 +129,11 @@ class DisassemblyPane(ViewPane, Vertical):
         listing.set_lines(lines, keys)
         if not same_stop:
             listing.move_to(pc_line, center=True)
-        operands = self._operands_text(view)
+        operands_view = self.query_one("#operands", OperandsView)
+        operands = (self._operands_text(view), operands_view.content_size.width)
         if operands != self._operands_shown:
             self._operands_shown = operands
-            self.query_one("#operands", Static).update(operands, layout=False)
+            operands_view.show(*operands)
         count = len(view.breakpoints)
         self.set_titles(subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
 
