@@ -107,3 +107,35 @@ def test_replay_goto_key_and_breakpoint_by_name(rdxbug_recording):
         run_pilot(LoaderdbgApp(session, title="rdxbug-crash.ldbg"), scenario)
     finally:
         session.close()
+
+
+def test_motion_keys_skip_the_widget_chain_but_not_dialogs(rdxbug_recording):
+    """F7 & co. are priority bindings (taken by the App before the focused
+    widget): they step with the command line focused, and do nothing while
+    a dialog (help) is up; after it closes they step again."""
+    session = _replay(rdxbug_recording)
+    try:
+        async def scenario(pilot):
+            app = pilot.app
+            await pilot.press("colon")  # the command line has focus
+            await pilot.press("f7")
+            await settle(pilot)
+            assert app.view.position == 1
+            assert type(app.focused).__name__ == "CommandLine"
+            await pilot.press("escape", "question_mark")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "HelpScreen"
+            await pilot.press("f7", "f8", "shift+f7")
+            await settle(pilot)
+            assert app.view.position == 1 and app.busy is None
+            await pilot.press("escape")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "MainScreen"
+            assert app.check_action("step", ()) is True
+            await pilot.press("f7")
+            await settle(pilot)
+            assert app.view.position == 2
+
+        run_pilot(LoaderdbgApp(session), scenario)
+    finally:
+        session.close()
