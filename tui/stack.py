@@ -33,6 +33,13 @@ class StackPane(ViewPane, LinesView):
     DEFAULT_CLASSES = "pane"
     BORDER_TITLE = "stack"
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # (exec's block as decoded, layout) -> its lines: a push or a pop
+        # changes the words at sp, not the block, so its lines are reused
+        # as the very same objects (set_lines then skips them by identity).
+        self._block: tuple[tuple, list[Text], int] | None = None
+
     @staticmethod
     def _key(view: StopView) -> tuple:
         snap = view.snapshot
@@ -42,22 +49,51 @@ class StackPane(ViewPane, LinesView):
     def draw(self, view: StopView, previous: StopView | None) -> None:
         if previous is not None and self._key(previous) == self._key(view) and self.lines:
             return
-        rows = self.rows(view)
         with_address = self.size.width >= WITH_ADDRESS
-        slot_width = max((cells[1].cell_len for cells in rows), default=4)
-        lines = []
-        for address, slot, value in rows:
-            line = Text()
-            if with_address:
-                line.append_text(address)
-                line.pad_right(ADDRESS_WIDTH + 1 - line.cell_len)
-            line.append_text(slot)
-            line.pad_right(slot_width + 1 - slot.cell_len)
-            line.append_text(value)
-            lines.append(line)
-        self.set_lines(lines)
+        words = self.word_rows(view)
+        snap = view.snapshot
+        sp = view.registers.sp if view.registers is not None else None
+        stack = snap.stack
+        # The block's first row says "argc ◀ sp" while sp is there.
+        block_key = (stack, snap.auxv_changed, snap.auxv_kernel, with_address,
+                     bool(words), stack is not None and sp == stack.sp)
+        if self._block is not None and self._block[0] == block_key:
+            block_lines, block_slot_width = self._block[1], self._block[2]
+            block_rows = None
+        else:
+            block_rows = self.block_rows(view)
+            block_slot_width = max((cells[1].cell_len for cells in block_rows), default=4)
+            block_lines = []
+        slot_width = max([block_slot_width] + [cells[1].cell_len for cells in words])
+        if block_rows is None and slot_width != block_slot_width:
+            block_rows = self.block_rows(view)  # a wider word label: lay the block out again
+        if block_rows is not None:
+            block_lines = [self._line(row, with_address, slot_width) for row in block_rows]
+            self._block = (block_key, block_lines, slot_width)
+        self.set_titles(title=f"stack · exec's block at {stack.sp:#x}" if stack is not None else "stack")
+        self.set_lines([self._line(row, with_address, slot_width) for row in words] + block_lines)
 
-    def rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
+    @staticmethod
+    def _line(row: tuple[Text, Text, Text], with_address: bool, slot_width: int) -> Text:
+        address, slot, value = row
+        line = Text()
+        if with_address:
+            line.append_text(address)
+            line.pad_right(ADDRESS_WIDTH + 1 - line.cell_len)
+        line.append_text(slot)
+        line.pad_right(slot_width + 1 - slot.cell_len)
+        line.append_text(value)
+        return line
+
+    def word_rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
+        sp = view.registers.sp if view.registers is not None else None
+        rows = []
+        for address, value in view.stack_words:
+            slot = Text("sp ▶", style="bold green") if address == sp else Text(f"sp+{address - sp:#x}")
+            rows.append((Text(f"{address:#x}", style="dim"), slot, Text(f"{value:#018x}")))
+        return rows
+
+    def block_rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
         rows: list[tuple[Text, Text, Text]] = []
 
         def add(address, slot, value) -> None:
@@ -68,14 +104,9 @@ class StackPane(ViewPane, LinesView):
         snap = view.snapshot
         stack = snap.stack
         sp = view.registers.sp if view.registers is not None else None
-        for address, value in view.stack_words:
-            slot = Text("sp ▶", style="bold green") if address == sp else f"sp+{address - sp:#x}"
-            add(f"{address:#x}", slot, f"{value:#018x}")
         if stack is None:
-            self.set_titles(title="stack")
             add("", "", Text("no initial stack (the process is gone?)", style="dim"))
             return rows
-        self.set_titles(title=f"stack · exec's block at {stack.sp:#x}")
         if view.stack_words:
             add("", Text("exec's block", style="bold underline"), "")
         slot = Text("argc ◀ sp", style="bold green") if sp == stack.sp else "argc"
