@@ -109,6 +109,10 @@ class StateSource(Protocol):
     @property
     def events(self) -> Sequence[Event]: ...
 
+    # Optional: ``memory_state()`` returns a key equal at two stops only if
+    # memory and mappings are the same at both (None: cannot tell), and
+    # ``snapshot_memo`` is where build_snapshot keeps what it derived.
+
 
 class _Reader:
     def __init__(self, source: StateSource) -> None:
@@ -118,10 +122,25 @@ class _Reader:
         return self._source.read_memory(addr, size)
 
 
-def build_snapshot(source: StateSource) -> Snapshot:
-    raw = source.registers_raw()
-    registers = decode_registers(raw, source.arch) if raw is not None else None
-    memory = _Reader(source)
+@dataclass(frozen=True)
+class _MemoryViews:
+    """What a snapshot derives from memory and mappings alone."""
+
+    maps: tuple[MapEntry, ...]
+    objects: tuple[MappedObject, ...]
+    ldso: MappedObject | None
+    stack: InitialStack | None
+    kernel_auxv: tuple[AuxvEntry, ...]
+    auxv_changed: frozenset[int]
+    annotations: tuple[MapAnnotation, ...]
+    summaries: tuple[ObjectSummary, ...]
+    relocations: tuple[RelocationState, ...]
+    got: tuple[GotSlot, ...]
+    ifuncs: tuple[IfuncChoice, ...]
+    link_map: tuple[LinkMapEntry, ...]
+
+
+def _memory_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
     maps = source.maps()
     objects = source.objects()
     stack = source.initial_stack()
@@ -140,10 +159,32 @@ def build_snapshot(source: StateSource) -> Snapshot:
         summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
                                        _totals(states, obj.name), obj is ldso, detail))
     got, ifuncs = _relocation_views(per_object, relocations, objects)
+    return _MemoryViews(maps, objects, ldso, stack, kernel_auxv, changed, annotations,
+                        tuple(summaries), tuple(relocations), got, ifuncs,
+                        read_link_map(source.program_object(), memory).entries)
+
+
+def build_snapshot(source: StateSource) -> Snapshot:
+    raw = source.registers_raw()
+    registers = decode_registers(raw, source.arch) if raw is not None else None
+    memory = _Reader(source)
+    # A source that can tell "memory and mappings are as at the last
+    # snapshot" (a recording: no write between the two positions, most
+    # single steps) gets the memory-derived half again for free.
+    memory_state = getattr(source, "memory_state", None)
+    key = memory_state() if memory_state is not None else None
+    memo = getattr(source, "snapshot_memo", None) if key is not None else None
+    if memo is not None and memo[0] == key:
+        views = memo[1]
+    else:
+        views = _memory_views(source, memory)
+        if key is not None:
+            source.snapshot_memo = (key, views)
+    stack, ldso = views.stack, views.ldso
 
     handoff = NOT_CHECKED
     if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
-        handoff = check_handoff(registers, stack, memory, maps, objects, ldso)
+        handoff = check_handoff(registers, stack, memory, views.maps, views.objects, ldso)
 
     return Snapshot(
         program=source.program,
@@ -154,17 +195,17 @@ def build_snapshot(source: StateSource) -> Snapshot:
         arch=source.arch.name,
         registers=registers,
         stack=stack,
-        auxv_kernel=kernel_auxv,
-        auxv_changed=changed,
-        maps=annotations,
-        objects=tuple(summaries),
-        relocations=tuple(relocations),
-        link_map=read_link_map(source.program_object(), memory).entries,
+        auxv_kernel=views.kernel_auxv,
+        auxv_changed=views.auxv_changed,
+        maps=views.annotations,
+        objects=views.summaries,
+        relocations=views.relocations,
+        link_map=views.link_map,
         threads=tuple(source.threads()),
         handoff=handoff,
         events=tuple(source.events),
-        got=got,
-        ifuncs=ifuncs,
+        got=views.got,
+        ifuncs=views.ifuncs,
     )
 
 

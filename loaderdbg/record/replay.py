@@ -58,6 +58,9 @@ class ReplayMemory:
         self.base = 0
         self.pos = 0
         self.pages: dict[int, bytearray | _Stored | None] = {}
+        # Bumped whenever content may change (writes applied, a reset):
+        # equal generations mean equal memory.
+        self.generation = 0
 
     def page(self, number: int) -> bytearray | None:
         try:
@@ -115,6 +118,9 @@ class ReplayMemory:
     def _apply_range(self, cw: ChunkWrites, lo: int, hi: int, forward: bool) -> None:
         """Apply writes lo..hi-1 of a chunk (forward: new bytes in order;
         backward: old bytes, newest first). Walks the columns directly."""
+        if hi <= lo:
+            return
+        self.generation += 1
         pages = self.pages
         page_of = self.page
         addrs, sizes, kinds, offsets, data = cw.addrs, cw.sizes, cw.kinds, cw.offsets, cw.data
@@ -165,6 +171,7 @@ class ReplayMemory:
         self.base = keyframe
         self.pos = keyframe
         self.pages = {}
+        self.generation += 1
 
     def seek(self, target: int) -> None:
         if target == self.pos:
@@ -321,6 +328,11 @@ class ReplayState:
         at_entry = rec.meta.get("at_entry")
         self._at_entry = at_entry if isinstance(at_entry, dict) else None
         self._maps_cache: dict[int, tuple] = {}
+        self.snapshot_memo: tuple | None = None  # build_snapshot's, see memory_state
+
+    def memory_state(self) -> tuple[int, int]:
+        """Equal at two positions only if memory and mappings are equal."""
+        return (self.memory.generation, self.rec.maps_version(self.step_count))
 
     def _read_file(self, entry: MapEntry) -> bytes | None:
         return self.rec.file_bytes(entry.dev, entry.inode, entry.path)

@@ -201,3 +201,30 @@ def test_explain_tells_the_startup_story(glibc):
     assert "Hand-off to ld.so at step" in text and "passes" in text
     assert "libc.so.6:" in text and "applied" in text
     assert "Root cause" not in text
+
+
+@pytest.mark.parametrize("start", [0, 39_000])
+def test_snapshot_reuses_memory_views_only_when_nothing_was_written(start):
+    """A replayed snapshot takes its memory-derived half (stack, auxv,
+    relocations, link_map…) from the previous one when no write happened
+    in between; it must equal a snapshot decoded from scratch, forward,
+    backward and across a goto."""
+    with open_sample("execsolib-glibc-entry.ldbg") as session:
+        session.goto(start)
+        source = session._source
+        reused = decoded = 0
+        for move in ["step"] * 250 + ["step_back"] * 40 + ["goto"] + ["step"] * 10:
+            generation = source.memory.generation
+            if move == "goto":
+                session.goto(session.position + 20_000)
+            else:
+                getattr(session, move)()
+            snapshot = session.snapshot()
+            if source.memory.generation == generation:
+                reused += 1
+                assert source.snapshot_memo is not None
+            else:
+                decoded += 1
+            source.snapshot_memo = None
+            assert snapshot == session.snapshot(), f"step {session.position} ({move})"
+        assert reused > 50 and decoded > 3, (reused, decoded)
