@@ -1,8 +1,8 @@
-"""Stack pane: the words at sp (once sp has left the initial block), then the
-initial stack as exec left it, every slot annotated: argc, argv[i] → string,
-envp[i], auxv entries by AT_ name with their decoded value. Entries that
-differ from the kernel's original auxv are marked ✎ and show the kernel's
-value too."""
+"""Stack pane: a window of words around sp once sp has left the initial
+block (it stays put while sp moves inside it), then the initial stack as
+exec left it, every slot annotated: argc, argv[i] → string, envp[i], auxv
+entries by AT_ name with their decoded value. Entries that differ from the
+kernel's original auxv are marked ✎ and show the kernel's value too."""
 
 from __future__ import annotations
 
@@ -86,11 +86,20 @@ class StackPane(ViewPane, LinesView):
         return line
 
     def word_rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
+        """The window of words around sp. Labels do not depend on sp (the
+        window stays put while sp moves, and so do its rows): sp's row is
+        marked, the words above it (free stack) are dim, and without the
+        address column a row is labelled by its address's low bits."""
         sp = view.registers.sp if view.registers is not None else None
+        with_address = self.size.width >= WITH_ADDRESS
         rows = []
         for address, value in view.stack_words:
-            slot = Text("sp ▶", style="bold green") if address == sp else Text(f"sp+{address - sp:#x}")
-            rows.append((Text(f"{address:#x}", style="dim"), slot, Text(f"{value:#018x}")))
+            if address == sp:
+                slot = Text("sp ▶", style="bold green")
+            else:
+                slot = Text("" if with_address else f"…{address & 0xFFFF:04x}", style="dim")
+            shown = Text(f"{value:#018x}", style="dim" if sp is not None and address < sp else "")
+            rows.append((Text(f"{address:#x}", style="dim"), slot, shown))
         return rows
 
     def block_rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:

@@ -28,7 +28,8 @@ LISTING_SIZE = 40         # instructions disassembled per stop (enough for a 50-
 CONTEXT_BEFORE = 6        # instructions kept above pc when the listing scrolls
 NEAR_END = 10             # scroll when pc gets this close to the listing's end
 MAX_PROLOGUE = 0x60       # start at the function's symbol when pc is this close to it
-STACK_WORDS = 12          # words shown from the current sp
+STACK_WORDS = 12          # words shown around the current sp
+STACK_SLACK = 3           # of them above sp (lower addresses) when the window moves
 OPERAND_BYTES = 16
 LISTING_CACHE = 64        # disassembled windows remembered per session
 
@@ -107,7 +108,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     if regs is not None and alive:
         listing = _listing(_CachedCode(session, snapshot), regs.pc, previous.listing if previous else ())
         operands = _operands(session, listing, regs, snapshot)
-        stack_words = _stack_words(session, regs, snapshot)
+        stack_words = _stack_words(session, regs, snapshot, previous.stack_words if previous else ())
     changed: frozenset[str] = frozenset()
     if previous is not None and previous.registers is not None and regs is not None:
         changed = frozenset(changed_registers(previous.registers, regs))
@@ -249,16 +250,26 @@ def _operands(session, listing, regs, snapshot: Snapshot) -> tuple[OperandValue,
     return tuple(out)
 
 
-def _stack_words(session, regs, snapshot: Snapshot) -> tuple[tuple[int, int], ...]:
-    """Words from the current sp, when sp has moved off the initial block."""
+def _stack_words(session, regs, snapshot: Snapshot,
+                 previous: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """A window of words around sp, when sp has moved off the initial block.
+    Like the listing around pc, the window stays put while sp moves inside
+    it (a push or a pop moves the sp mark and changes one word, instead of
+    shifting every row), and moves to STACK_SLACK words above sp when sp
+    leaves it."""
     stack = snapshot.stack
     sp = regs.sp
     if stack is not None and sp == stack.sp:
         return ()
-    data = session.read_memory(sp, STACK_WORDS * 8)
+    start = previous[0][0] if previous else None
+    if start is None or not start <= sp < start + STACK_WORDS * 8 or (start - sp) % 8:
+        start = sp - STACK_SLACK * 8
+    data = session.read_memory(start, STACK_WORDS * 8)
     if not data:
-        return ()
-    return tuple((sp + i, int.from_bytes(data[i:i + 8], "little"))
+        start, data = sp, session.read_memory(sp, STACK_WORDS * 8)  # nothing mapped above sp
+        if not data:
+            return ()
+    return tuple((start + i, int.from_bytes(data[i:i + 8], "little"))
                  for i in range(0, len(data) - len(data) % 8, 8))
 
 

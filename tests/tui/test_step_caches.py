@@ -138,3 +138,43 @@ def test_changed_line_repaints_when_scrolled():
             shot = app.export_screenshot()
             assert "AGAIN" in shot and "CHANGED" in shot
     asyncio.run(run())
+
+
+class StackMemory:
+    """Words equal to their address, readable in [low, high)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        if addr < self.low or addr + size > self.high:
+            return None
+        return b"".join((a).to_bytes(8, "little") for a in range(addr, addr + size, 8))
+
+
+def test_stack_window_stays_put_while_sp_moves_inside_it():
+    from types import SimpleNamespace
+
+    top = 0x7FFFFFFFF000
+    memory = StackMemory(top - 0x10000, top)
+    snapshot = SimpleNamespace(stack=SimpleNamespace(sp=top - 0x100))
+    step = view_module.STACK_WORDS * 8
+
+    def words(sp, previous=()):
+        return view_module._stack_words(memory, SimpleNamespace(sp=sp), snapshot, previous)
+
+    assert words(top - 0x100) == ()  # sp on exec's block: the block pane shows it
+    sp = top - 0x400
+    first = words(sp)
+    start = sp - view_module.STACK_SLACK * 8
+    assert [a for a, _ in first] == list(range(start, start + step, 8))
+    assert all(value == address for address, value in first)
+    # Pushes and pops inside the window: the same rows.
+    for moved in (sp - 8, sp - 24, sp + 8 * 5, start + step - 8):
+        assert words(moved, first)[0][0] == start
+    # Leaving it (either way) or a misaligned sp moves the window.
+    assert words(start - 8, first)[0][0] == start - 8 - view_module.STACK_SLACK * 8
+    assert words(start + step, first)[0][0] == start + step - view_module.STACK_SLACK * 8
+    assert words(sp + 4, first)[0][0] == sp + 4 - view_module.STACK_SLACK * 8
+    # Nothing mapped above sp: the window starts at sp.
+    assert words(memory.low, ())[0][0] == memory.low
