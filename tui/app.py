@@ -1,8 +1,8 @@
 """LoaderdbgApp: the Textual front end on one Session (live or replayed).
 
 Threading (DESIGN.md §8): session calls block while the engine's tracer
-thread works, so motions run on the app's motion thread (motion.py) and
-other queries in Textual thread workers; both post messages (messages.py)
+thread works, so motions run on the app's motion thread and other
+queries in Textual thread workers; both post messages (messages.py)
 and only the App's handlers touch state and widgets.
 
 Stepping is coalesced: while a step and its snapshot are in flight, further
@@ -28,6 +28,7 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 from loaderdbg.errors import LoaderdbgError
+from loaderdbg.job_thread import JobThread
 from loaderdbg.session import MILESTONE_TITLES
 
 from loaderdbg_tui import reports
@@ -41,7 +42,6 @@ from loaderdbg_tui.help_screen import HelpScreen
 from loaderdbg_tui.log import LogPane
 from loaderdbg_tui.main_screen import WIDE, MainScreen
 from loaderdbg_tui.messages import BreakpointsChanged, CommandOutput, ViewReady
-from loaderdbg_tui.motion import MotionThread
 from loaderdbg_tui.palette import LoaderdbgCommands
 from loaderdbg_tui.program_output import ProgramOutputPane
 from loaderdbg_tui.status import StatusLine
@@ -113,7 +113,11 @@ class LoaderdbgApp(App[int]):
         self._backlog = 0
         self._busy_timer = None
         self._generation = 0
-        self._motions: MotionThread | None = None  # started with the first motion
+        # One long-lived thread runs the motions in order (they never
+        # overlap: _motion refuses or coalesces a second one). A Textual
+        # thread worker per step cost the event loop a task, an executor
+        # hand-off and three Worker.StateChanged messages, ~1 ms of a step.
+        self._motions: JobThread | None = None  # started with the first motion
         self._output_partial = ""
         self._enabled: frozenset[str] = frozenset()
 
@@ -193,7 +197,7 @@ class LoaderdbgApp(App[int]):
         self._busy_timer = self.set_timer(BUSY_AFTER, self._show_busy)
         self._generation += 1
         if self._motions is None:
-            self._motions = MotionThread()
+            self._motions = JobThread("loaderdbg-motion")
         self._motions.submit(partial(self._motion_worker, label, job, self._generation))
         return True
 

@@ -7,46 +7,9 @@ this thread and block on the result; exceptions travel back unchanged.
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import Future
-from typing import Any, Callable
+from loaderdbg.job_thread import JobThread
 
 
-class TracerThread:
+class TracerThread(JobThread):
     def __init__(self, name: str = "loaderdbg-tracer") -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            future, fn, args, kwargs = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as err:  # handed back to the caller
-                future.set_exception(err)
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        if threading.current_thread() is self._thread:
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as err:
-                future.set_exception(err)
-            return future
-        self._jobs.put((future, fn, args, kwargs))
-        return future
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self.submit(fn, *args, **kwargs).result()
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5)
+        super().__init__(name)
