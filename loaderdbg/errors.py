@@ -17,3 +17,10 @@ class TargetError(LoaderdbgError):
     """The target misbehaved or could not be run: exit 1."""
 
     exit_code = 1
+
+
+class NotBuiltError(LoaderdbgError, ImportError):
+    """A compiled part of loaderdbg is missing (a source tree never
+    installed): exit 1. An ImportError too, for code that imports it."""
+
+    exit_code = 1

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from ptrace.binding import func as _pt
 
+from loaderdbg.errors import NotBuiltError
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
@@ -167,11 +169,11 @@ def fail(request_name: str, pid: int) -> None:
 def _load_stepper() -> ctypes.CDLL:
     spec = importlib.util.find_spec("loaderdbg.process._stepper")
     if spec is None or not spec.origin:
-        raise ImportError("loaderdbg's step helper (loaderdbg/process/_stepper.c) is not built: "
-                          "run `make venv` or `pip install -e .`")
+        raise NotBuiltError("the step helper (loaderdbg/process/_stepper.c) is not built: "
+                            "run `make venv` or `pip install -e .`")
     lib = ctypes.CDLL(spec.origin)
     if lib.loaderdbg_stepper_regs_size() != USER_REGS_SIZE:
-        raise ImportError(f"{spec.origin}: built for another user_regs_struct; rebuild it")
+        raise NotBuiltError(f"{spec.origin}: built for another user_regs_struct; rebuild it")
     lib.loaderdbg_step.restype = ctypes.c_int
     return lib
 

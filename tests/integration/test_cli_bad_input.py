@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,15 @@ def test_version():
 ])
 def test_misspelled_syscall_target_is_refused_before_running(command):
     assert_one_line_error(run_cli(*command), 2, "syscall", "mmapp")
+
+
+def test_a_source_tree_without_the_step_helper_says_so(tmp_path):
+    """Run from a copy of the sources that was never built (no
+    _stepper*.so): one line naming the fix, exit 1, no traceback."""
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "loaderdbg", tmp_path / "loaderdbg",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "loaderdbg", "inspect", "/bin/true"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert_one_line_error(result, 1, "step helper", "make venv")
