@@ -32,6 +32,7 @@ STACK_WORDS = 12          # words shown around the current sp
 STACK_SLACK = 3           # of them above sp (lower addresses) when the window moves
 OPERAND_BYTES = 16
 LISTING_CACHE = 64        # disassembled windows remembered per session
+INSTRUCTION_CACHE = 16384  # and their instructions, for windows that slide
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ class _CachedCode:
     the same objects are loaded (symbols come from them)."""
 
     _caches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    # (address, objects) -> Instruction, from every window kept above.
+    _instructions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
     _lock = threading.Lock()
 
     def __init__(self, session, snapshot: Snapshot) -> None:
@@ -182,7 +185,9 @@ class _CachedCode:
             if hit is not None:
                 if self.session.read_memory(addr, hit[-1].next_address - addr) == b"".join(i.raw for i in hit):
                     return hit
-        listing = tuple(self.session.disassemble(addr, count))
+        listing = self._from_instructions(addr, count) if cache is not None else None
+        if listing is None:
+            listing = tuple(self.session.disassemble(addr, count))
         # Only full windows: a short one ended at unreadable memory, which
         # may be mapped by the next stop.
         if cache is not None and len(listing) == count:
@@ -190,7 +195,35 @@ class _CachedCode:
                 cache[key] = listing
                 while len(cache) > LISTING_CACHE:
                     cache.popitem(last=False)
+                known = self._instructions[self.session]
+                if len(known) > INSTRUCTION_CACHE:
+                    known.clear()
+                for insn in listing:
+                    known[(insn.address, self.objects)] = insn
         return listing
+
+    def _from_instructions(self, addr: int, count: int) -> tuple[Instruction, ...] | None:
+        """A window that slid (pc went past the end of the last one, or
+        came back into a function from elsewhere) starts at an address
+        seen before: its instructions are taken from earlier windows while
+        their bytes are unchanged, and only the rest is disassembled."""
+        prefix: list[Instruction] = []
+        address = addr
+        with self._lock:
+            known = self._instructions.setdefault(self.session, {})
+            while len(prefix) < count:
+                insn = known.get((address, self.objects))
+                if insn is None:
+                    break
+                prefix.append(insn)
+                address = insn.next_address
+        if not prefix:
+            return None
+        if self.session.read_memory(addr, address - addr) != b"".join(i.raw for i in prefix):
+            return None
+        if len(prefix) == count:
+            return tuple(prefix)
+        return tuple(prefix) + tuple(self.session.disassemble(address, count - len(prefix)))
 
 
 def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instruction, ...]:

@@ -39,6 +39,7 @@ class CodeSession:
 
     def disassemble(self, addr: int, count: int = 16):
         self.calls += 1
+        self.last_request = (addr, count)
         offset = addr - BASE
         return disassemble(bytes(self.memory[offset:offset + count * 15]), addr, self.arch,
                            count=count, symbolize=self.symbolize)
@@ -178,3 +179,19 @@ def test_stack_window_stays_put_while_sp_moves_inside_it():
     assert words(sp + 4, first)[0][0] == sp + 4 - view_module.STACK_SLACK * 8
     # Nothing mapped above sp: the window starts at sp.
     assert words(memory.low, ())[0][0] == memory.low
+
+
+def test_a_sliding_window_takes_known_instructions_and_disassembles_the_rest():
+    session = CodeSession()
+    first = view_module._CachedCode(session, Snap()).disassemble(BASE, 40)
+    calls = session.calls
+    slid = view_module._CachedCode(session, Snap()).disassemble(BASE + 10, 40)
+    assert session.calls == calls + 1
+    assert session.last_request == (BASE + 40, 10)  # only the instructions past the old window
+    assert slid == tuple(session.disassemble(BASE + 10, 40))
+    assert slid[:30] == first[10:]
+    # A byte changed among the known ones: the whole window is decoded again.
+    session.memory[20] = 0xCC
+    again = view_module._CachedCode(session, Snap()).disassemble(BASE + 12, 40)
+    assert again == tuple(session.disassemble(BASE + 12, 40))
+    assert any(insn.mnemonic == "int3" for insn in again)
