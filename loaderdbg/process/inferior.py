@@ -919,9 +919,8 @@ class Inferior:
                 self._stop_watching_link_map()
                 self._record("thread", "clone", f"thread {thread} runs on, untraced")
             elif stop.event == ptrace.EVENT_EXEC:
-                self._forget_old_image()
+                self._forget_old_image()  # invalidates too
                 self._record("milestone", "exec", "the process called execve again")
-                self.invalidate()
             return False, None
         if stop.kind is StopKind.BREAKPOINT:
             pc = self.tracee.pc

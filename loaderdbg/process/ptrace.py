@@ -155,7 +155,6 @@ def get_event_msg(pid: int) -> int:
     return value.value
 
 
-C_SINGLESTEP = ctypes.c_long(SINGLESTEP)
 C_GETREGS = ctypes.c_long(GETREGS)
 
 

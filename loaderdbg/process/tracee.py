@@ -280,14 +280,12 @@ class Tracee:
 
     def _status_after_failed_step(self, err: int) -> int:
         """The wait status when the step helper failed with ``err``."""
-        if err == errno.ESRCH or err == errno.EINTR:
+        if err in (errno.ESRCH, errno.EINTR, errno.ECHILD):
             # ESRCH: SINGLESTEP found it off its stop, killed under us, and
             # waitpid says how. EINTR: a signal for the tracer while the step
             # blocked (a stepped `syscall`); os.waitpid finishes the wait and
-            # runs the signal handlers.
+            # runs the signal handlers. ECHILD: os.waitpid raises it as usual.
             return ptrace.waitpid(self.pid)[1]
-        if err == errno.ECHILD:
-            raise ChildProcessError(err, os.strerror(err))
         raise ptrace.PtraceError(err, f"ptrace(SINGLESTEP, {self.pid}): {os.strerror(err)}")
 
     def _untrap_r11(self) -> None:

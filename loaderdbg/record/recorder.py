@@ -438,9 +438,11 @@ class Recorder:
             raise TargetError(f"GETREGS failed: {os.strerror(err)}")
         return self._regs_buf.raw
 
-    def _finish_interrupted_step(self) -> int:
-        """The step helper's result for a step whose wait a signal for us
-        interrupted: os.waitpid finishes it (running the handlers)."""
+    def _wait_after_failed_step(self) -> int:
+        """The step helper's result when SINGLESTEP found the tracee off its
+        stop (ESRCH: a SIGKILL landed between our stops) or a signal for us
+        interrupted the wait (EINTR): os.waitpid says what became of the
+        step (running the signal handlers)."""
         status = ptrace.waitpid(self.pid)[1]
         if status != STEP_STATUS:
             return status
@@ -506,8 +508,8 @@ class Recorder:
                     break
                 result = step_and_fetch(c_pid, regs_addr)
                 if result < REGS_FETCHED:
-                    if result == -errno.EINTR:
-                        result = self._finish_interrupted_step()
+                    if result == -errno.EINTR or result == -errno.ESRCH:
+                        result = self._wait_after_failed_step()
                     if result < 0:
                         step_errno = -result
                         why = 5
@@ -584,12 +586,7 @@ class Recorder:
             elif why == 4:
                 self._unchanged(plan, raw)
             else:
-                if step_errno != errno.ESRCH:
-                    raise TargetError(f"single-step failed at step {pos}: {os.strerror(step_errno)}")
-                # A SIGKILL landed between our stops: the tracee left its
-                # ptrace-stop on its way to dying. Its next report (the exit
-                # event, then the death) ends the recording at this step.
-                self._unusual(ptrace.waitpid(pid)[1], plan)
+                raise TargetError(f"single-step failed at step {pos}: {os.strerror(step_errno)}")
 
     # --------------------------------------------------------- decoding cache
     def _decode(self, rip: int) -> Plan:
