@@ -15,6 +15,7 @@ from loaderdbg_tui.view import StopView
 REWRITTEN = "bold yellow"
 WITH_ADDRESS = 72  # pane width from which the slot addresses are shown
 ADDRESS_WIDTH = 14
+WORD_SLOT_WIDTH = len("…ffff")  # the widest label of a word at sp ("sp ▶" is 4)
 
 
 def _volatile(app, kind: str, text: str) -> str:
@@ -35,9 +36,9 @@ class StackPane(ViewPane, LinesView):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        # (exec's block as decoded, layout) -> its lines: a push or a pop
-        # changes the words at sp, not the block, so its lines are reused
-        # as the very same objects (set_lines then skips them by identity).
+        # (exec's block as decoded, layout) -> (its lines, slot width): a
+        # push or a pop changes the words at sp, not the block, so its lines
+        # are reused as the very same objects (set_lines skips them by identity).
         self._block: tuple[tuple, list[Text], int] | None = None
 
     @staticmethod
@@ -50,28 +51,26 @@ class StackPane(ViewPane, LinesView):
         if previous is not None and self._key(previous) == self._key(view) and self.lines:
             return
         with_address = self.size.width >= WITH_ADDRESS
-        words = self.word_rows(view)
-        snap = view.snapshot
-        sp = view.registers.sp if view.registers is not None else None
-        stack = snap.stack
-        # The block's first row says "argc ◀ sp" while sp is there.
-        block_key = (stack, snap.auxv_changed, snap.auxv_kernel, with_address,
-                     bool(words), stack is not None and sp == stack.sp)
-        if self._block is not None and self._block[0] == block_key:
-            block_lines, block_slot_width = self._block[1], self._block[2]
-            block_rows = None
-        else:
-            block_rows = self.block_rows(view)
-            block_slot_width = max((cells[1].cell_len for cells in block_rows), default=4)
-            block_lines = []
-        slot_width = max([block_slot_width] + [cells[1].cell_len for cells in words])
-        if block_rows is None and slot_width != block_slot_width:
-            block_rows = self.block_rows(view)  # a wider word label: lay the block out again
-        if block_rows is not None:
-            block_lines = [self._line(row, with_address, slot_width) for row in block_rows]
-            self._block = (block_key, block_lines, slot_width)
+        block_lines, slot_width = self._block_lines(view, with_address)
+        words = [self._line(row, with_address, slot_width) for row in self.word_rows(view, with_address)]
+        stack = view.snapshot.stack
         self.set_titles(title=f"stack · exec's block at {stack.sp:#x}" if stack is not None else "stack")
-        self.set_lines([self._line(row, with_address, slot_width) for row in words] + block_lines)
+        self.set_lines(words + block_lines)
+
+    def _block_lines(self, view: StopView, with_address: bool) -> tuple[list[Text], int]:
+        """Exec's block laid out, and the slot column's width (the words'
+        labels are never wider than WORD_SLOT_WIDTH, so they never widen it)."""
+        snap = view.snapshot
+        stack = snap.stack
+        sp = view.registers.sp if view.registers is not None else None
+        # The block's first row says "argc ◀ sp" while sp is there.
+        key = (stack, snap.auxv_changed, snap.auxv_kernel, with_address, bool(view.stack_words),
+               stack is not None and sp == stack.sp)
+        if self._block is None or self._block[0] != key:
+            rows = self.block_rows(view)
+            slot_width = max([WORD_SLOT_WIDTH] + [cells[1].cell_len for cells in rows])
+            self._block = (key, [self._line(row, with_address, slot_width) for row in rows], slot_width)
+        return self._block[1], self._block[2]
 
     @staticmethod
     def _line(row: tuple[Text, Text, Text], with_address: bool, slot_width: int) -> Text:
@@ -85,13 +84,12 @@ class StackPane(ViewPane, LinesView):
         line.append_text(value)
         return line
 
-    def word_rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
+    def word_rows(self, view: StopView, with_address: bool) -> list[tuple[Text, Text, Text]]:
         """The window of words around sp. Labels do not depend on sp (the
         window stays put while sp moves, and so do its rows): sp's row is
         marked, the words above it (free stack) are dim, and without the
         address column a row is labelled by its address's low bits."""
         sp = view.registers.sp if view.registers is not None else None
-        with_address = self.size.width >= WITH_ADDRESS
         rows = []
         for address, value in view.stack_words:
             if address == sp:

@@ -195,7 +195,7 @@ class _CachedCode:
                 cache[key] = listing
                 while len(cache) > LISTING_CACHE:
                     cache.popitem(last=False)
-                known = self._instructions[self.session]
+                known = self._instructions.setdefault(self.session, {})
                 if len(known) > INSTRUCTION_CACHE:
                     known.clear()
                 for insn in listing:
