@@ -138,12 +138,16 @@ int main(void) {
 """
 
 
+def build_c_program(tmp_path_factory, name: str, source: str) -> str:
+    directory = tmp_path_factory.mktemp(name)
+    (directory / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-O1", "-o", str(directory / name), str(directory / f"{name}.c")], check=True)
+    return str(directory / name)
+
+
 @pytest.fixture(scope="module")
 def forker(tmp_path_factory) -> str:
-    directory = tmp_path_factory.mktemp("forker")
-    (directory / "forker.c").write_text(FORKER)
-    subprocess.run(["gcc", "-O1", "-o", str(directory / "forker"), str(directory / "forker.c")], check=True)
-    return str(directory / "forker")
+    return build_c_program(tmp_path_factory, "forker", FORKER)
 
 
 def test_forks_signals_and_exec_are_followed_or_ignored(forker, tmp_path):
@@ -405,11 +409,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def blocker(tmp_path_factory) -> str:
-    directory = tmp_path_factory.mktemp("blocker")
-    (directory / "blocker.c").write_text(BLOCKER)
-    subprocess.run(["gcc", "-O1", "-o", str(directory / "blocker"), str(directory / "blocker.c")],
-                   check=True)
-    return str(directory / "blocker")
+    return build_c_program(tmp_path_factory, "blocker", BLOCKER)
 
 
 def test_signals_blocked_during_startup_arrive_when_unblocked(blocker, tmp_path):
