@@ -41,12 +41,13 @@ from loaderdbg_tui.goto_screen import GotoScreen
 from loaderdbg_tui.help_screen import HelpScreen
 from loaderdbg_tui.log import LogPane
 from loaderdbg_tui.main_screen import WIDE, MainScreen
-from loaderdbg_tui.messages import BreakpointsChanged, CommandOutput, ViewReady
+from loaderdbg_tui.idle_gc import IdleCollector
+from loaderdbg_tui.messages import BreakpointsChanged, CommandOutput, ListingsAhead, ViewReady
 from loaderdbg_tui.palette import LoaderdbgCommands
 from loaderdbg_tui.program_output import ProgramOutputPane
 from loaderdbg_tui.status import StatusLine
 from loaderdbg_tui.timeline import Timeline
-from loaderdbg_tui.view import StopView, build_view, session_alive
+from loaderdbg_tui.view import StopView, build_view, prefetch_listings, session_alive
 
 # The event loop, the motion thread and the engine's tracer thread hand work
 # to each other for every step; with CPython's default 5 ms GIL switch
@@ -118,6 +119,7 @@ class LoaderdbgApp(App[int]):
         # thread worker per step cost the event loop a task, an executor
         # hand-off and three Worker.StateChanged messages, ~1 ms of a step.
         self._motions: JobThread | None = None  # started with the first motion
+        self._garbage = IdleCollector()
         self._output_partial = ""
         self._enabled: frozenset[str] = frozenset()
 
@@ -132,6 +134,7 @@ class LoaderdbgApp(App[int]):
     def on_mount(self) -> None:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
+        self._garbage.install()
         self.push_screen(MainScreen(wide=self.size.width >= WIDE))
         if self.output_fd is not None:
             asyncio.get_running_loop().add_reader(self.output_fd, self._read_output)
@@ -144,6 +147,7 @@ class LoaderdbgApp(App[int]):
         previous = getattr(self, "_switch_interval", None)
         if previous is not None:
             sys.setswitchinterval(previous)
+        self._garbage.uninstall()
 
     def _main_screen(self) -> MainScreen | None:
         for screen in self.screen_stack:
@@ -252,6 +256,36 @@ class LoaderdbgApp(App[int]):
             self._step_kind(kind, count)
         else:
             self._backlog = 0
+            # After this frame is on screen, not before: the work would
+            # delay the frame.
+            self.call_after_refresh(self._between_keys, message.view, self._generation)
+
+    def _between_keys(self, view: StopView | None, generation: int) -> None:
+        """Work that is better done before the next key than during it:
+        the garbage collection due, and the code the next step may show."""
+        self._garbage.collect()
+        if (view is not None and view.alive and self._motions is not None
+                and generation == self._generation and self.busy is None):
+            self._motions.submit(self._prefetch_job, view, generation)
+
+    def _prefetch_job(self, view: StopView, generation: int) -> None:
+        """Runs on the motion thread, so never beside a motion; skipped if
+        one was asked for since (its view will be a different stop)."""
+        if generation != self._generation:
+            return
+        try:
+            windows = prefetch_listings(self.session, view)
+        except LoaderdbgError:
+            return  # a guess that could not be read: the step will say so if it matters
+        if windows:
+            self.post_message(ListingsAhead(generation, windows))
+
+    def on_listings_ahead(self, message: ListingsAhead) -> None:
+        screen = self._main_screen()
+        if message.generation != self._generation or self.busy is not None or screen is None:
+            return
+        for pane in screen.query(DisassemblyPane):
+            pane.lay_out_ahead(message.windows)
 
     def _report(self, message: ViewReady, kind: str | None) -> None:
         """Say in the log how a motion ended. A plain step is in the status

@@ -118,9 +118,9 @@ class DisassemblyPane(ViewPane, Vertical):
             for address in {drawn_pc, pc}:
                 row = rows.get(address)
                 if row is not None:
-                    lines[row[0]] = self._cached_line(row[1], address == pc, view, *row[2:])
+                    lines[row[0]] = self._cached_line(row[1], address == pc, view.breakpoints, *row[2:])
         else:
-            lines, keys, rows = self._layout_lines(view, wide)
+            lines, keys, rows = self._layout_lines(view.listing, pc, view.breakpoints, wide)
         pc_line = rows[pc][0] if pc in rows else 0
         if not lines and pc is not None:
             lines.append(Text(f"   no code at pc {pc:#x}", style="bold red"))
@@ -137,31 +137,45 @@ class DisassemblyPane(ViewPane, Vertical):
         count = len(view.breakpoints)
         self.set_titles(subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
 
-    def _layout_lines(self, view: StopView, wide: bool) -> tuple[list[Text], list[str], dict]:
+    def lay_out_ahead(self, windows) -> None:
+        """Lay out (and have the listing render) the windows the next step
+        may show: (pc, listing) pairs from view.prefetch_listings. A step
+        into one of them then finds its lines made."""
+        layout = self._layout
+        if layout is None:
+            return
+        breakpoints, wide = layout[1], layout[2]
+        for pc, listing in windows:
+            lines, _keys, rows = self._layout_lines(listing, pc, breakpoints, wide)
+            if pc in rows:
+                self.listing.render_ahead(lines, rows[pc][0])
+
+    def _layout_lines(self, listing, pc: int | None, breakpoints: frozenset[int],
+                      wide: bool) -> tuple[list[Text], list[str], dict]:
         """Every line of the listing, and where each instruction's line is."""
         last_name: str | None = None
-        offsets = [split_symbol(insn.symbol) for insn in view.listing]
+        offsets = [split_symbol(insn.symbol) for insn in listing]
         offset_width = max((len(f"<+{off:#x}>") for name, off in offsets if name), default=0) if wide else 0
         indent = 2 + 1 + ADDRESS_WIDTH + 1 + (offset_width + 1 if offset_width else 0)
         lines: list[Text] = []
         keys: list[str] = []
         rows: dict[int, tuple] = {}
-        for insn, (name, offset) in zip(view.listing, offsets):
+        for insn, (name, offset) in zip(listing, offsets):
             if name is not None and name != last_name:
                 label = f"{name}:" if offset == 0 else f"{name}+{offset:#x}:"
                 lines.append(Text(" " * indent + label, style="bold magenta"))
                 keys.append(f"l{insn.address:x}")
             last_name = name
             rows[insn.address] = (len(lines), insn, offset_width, name, offset)
-            lines.append(self._cached_line(insn, insn.address == view.pc, view, offset_width, name, offset))
+            lines.append(self._cached_line(insn, insn.address == pc, breakpoints, offset_width, name, offset))
             keys.append(f"i{insn.address:x}")
         return lines, keys, rows
 
-    def _cached_line(self, insn, here: bool, view: StopView, offset_width: int, name: str | None,
-                     offset: int) -> Text:
+    def _cached_line(self, insn, here: bool, breakpoints: frozenset[int], offset_width: int,
+                     name: str | None, offset: int) -> Text:
         # One line per (instruction, pc here, breakpoint, layout): stepping
         # inside the same window rebuilds only the two lines pc moves between.
-        marked = insn.address in view.breakpoints
+        marked = insn.address in breakpoints
         key = (insn.address, insn.text, insn.target_symbol, insn.is_bad, here,
                marked, offset_width, name is not None, offset)
         line = self._line_cache.get(key)

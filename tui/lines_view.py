@@ -7,6 +7,7 @@ cell on any update."""
 from __future__ import annotations
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -15,6 +16,11 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+
+# Rendered lines kept by Text identity, at least: enough for a few windows
+# of code rendered ahead (render_ahead) besides the lines on screen.
+LINE_STRIPS_KEPT = 1024
 
 
 class LinesView(ScrollView, can_focus=True):
@@ -88,6 +94,7 @@ class LinesView(ScrollView, can_focus=True):
         # costs milliseconds of Textual's per-line work.
         scroll_y = self.scroll_offset.y
         height = self.size.height
+        changed = []
         for index in range(scroll_y, scroll_y + height):
             before = old[index] if index < len(old) else None
             after = self.lines[index] if index < len(self.lines) else None
@@ -96,7 +103,12 @@ class LinesView(ScrollView, can_focus=True):
             if before is not None and after is not None and before == after:
                 continue
             self._strips.pop(index, None)
-            self.refresh_lines(index)
+            changed.append(index)
+        if len(changed) > height // 2:
+            self.refresh()  # one region instead of many (each costs Textual ~50 µs)
+        else:
+            for index in changed:
+                self.refresh_lines(index)
         if not resized:
             # Lines out of view drop their strips too (they may come into view).
             for index, (before, after) in enumerate(zip(old, self.lines)):
@@ -110,7 +122,7 @@ class LinesView(ScrollView, can_focus=True):
         known = self._widths.get(id(line))
         if known is not None and known[0] is line:
             return known[1]
-        if len(self._widths) > 4 * len(self.lines) + 256:
+        if len(self._widths) > max(4 * len(self.lines) + 256, LINE_STRIPS_KEPT):
             self._widths.clear()
         width = line.cell_len
         self._widths[id(line)] = (line, width)
@@ -191,16 +203,23 @@ class LinesView(ScrollView, can_focus=True):
         self.post_message(self.CursorMoved(self, new))
 
     def _scroll_to_cursor(self, *, center: bool = False) -> None:
+        top = self._top_for_cursor(self.cursor, center=center)
+        if top is not None and top != self.scroll_offset.y:
+            self.scroll_to(y=top, animate=False, immediate=True)
+
+    def _top_for_cursor(self, cursor: int, *, center: bool) -> int | None:
+        """The first visible line once cursor is in view."""
         height = self.scrollable_content_region.height or self.size.height
         top = self.scroll_offset.y
         if height <= 0:
-            return
-        if center and not top <= self.cursor < top + height:
-            self.scroll_to(y=max(0, self.cursor - height // 3), animate=False, immediate=True)
-        elif self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
-        elif self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+            return None
+        if center and not top <= cursor < top + height:
+            return max(0, cursor - height // 3)
+        if cursor < top:
+            return cursor
+        if cursor >= top + height:
+            return cursor - height + 1
+        return top
 
     def action_move(self, delta: int) -> None:
         if self.lines:
@@ -234,31 +253,47 @@ class LinesView(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         strip = self._strips.get(index)
         if strip is None:
-            line = self.lines[index]
             cursor = self.show_cursor and index == self.cursor
-            length = max(self._width, width)
-            # A line that only moved (a listing window shifted by a few
-            # instructions: the pane hands over the same Text objects) keeps
-            # its strip: rendering Text is most of a frame's cost.
-            known = self._line_strips.get(id(line))
-            if known is not None and known[0] is line and known[1] == (cursor, base):
-                strip, style = known[2], known[3]
-            else:
-                segments = list(line.render(self.app.console, end=""))
-                style = base
-                if cursor:
-                    style = base + self.get_component_rich_style("lines-view--cursor")
-                    segments = list(Segment.apply_style(segments, base, self.get_component_rich_style(
-                        "lines-view--cursor")))
-                else:
-                    segments = list(Segment.apply_style(segments, base))
-                strip = Strip(segments, line.cell_len)
-                if len(self._line_strips) > 4 * len(self.lines) + 256:
-                    self._line_strips.clear()
-                self._line_strips[id(line)] = (line, (cursor, base), strip, style)
-            strip = strip.extend_cell_length(length, style)
+            strip, style = self._line_strip(self.lines[index], cursor, base)
+            strip = strip.extend_cell_length(max(self._width, width), style)
             self._strips[index] = strip
         return strip.crop(scroll_x, scroll_x + width)
+
+    def _line_strip(self, line: Text, cursor: bool, base: Style) -> tuple[Strip, Style]:
+        """line rendered (unpadded), and the style to pad it with. A line
+        that only moved (a listing window shifted by a few instructions:
+        the pane hands over the same Text objects) keeps its strip:
+        rendering Text is most of a frame's cost."""
+        known = self._line_strips.get(id(line))
+        if known is not None and known[0] is line and known[1] == (cursor, base):
+            return known[2], known[3]
+        segments = list(line.render(self.app.console, end=""))
+        style = base
+        if cursor:
+            style = base + self.get_component_rich_style("lines-view--cursor")
+            segments = list(Segment.apply_style(segments, base, self.get_component_rich_style(
+                "lines-view--cursor")))
+        else:
+            segments = list(Segment.apply_style(segments, base))
+        strip = Strip(segments, line.cell_len)
+        if len(self._line_strips) > max(4 * len(self.lines) + 256, LINE_STRIPS_KEPT):
+            self._line_strips.clear()
+        self._line_strips[id(line)] = (line, (cursor, base), strip, style)
+        return strip, style
+
+    def render_ahead(self, lines: list[Text], cursor: int) -> None:
+        """Render now the visible part of lines that may be set next with
+        the cursor on line cursor (and scrolled there as move_to would), so
+        that the frame which shows them only copies strips."""
+        base = self._base_style
+        top = self._top_for_cursor(cursor, center=True)
+        if base is None or top is None or not self.is_mounted:
+            return
+        height = self.scrollable_content_region.height or self.size.height
+        for index in range(top, min(len(lines), top + height)):
+            self._line_strip(lines[index], self.show_cursor and index == cursor, base)
+        for line in lines:
+            self._cell_len(line)
 
     def on_resize(self, event: events.Resize) -> None:
         self._strips.clear()

@@ -7,6 +7,8 @@ from __future__ import annotations
 from rich.console import RenderableType
 from textual.message import Message
 
+from loaderdbg.decode.disasm import Instruction
+
 from loaderdbg_tui.view import StopView
 
 
@@ -36,3 +38,13 @@ class BreakpointsChanged(Message):
         super().__init__()
         self.breakpoints = breakpoints
         self.note = note
+
+
+class ListingsAhead(Message):
+    """Windows of code the next step may show, disassembled between keys
+    (view.prefetch_listings): (pc, listing) pairs for the stop `generation`."""
+
+    def __init__(self, generation: int, windows: tuple[tuple[int, tuple[Instruction, ...]], ...]) -> None:
+        super().__init__()
+        self.generation = generation
+        self.windows = windows

@@ -262,6 +262,46 @@ def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instr
     return tuple(session.disassemble(pc, LISTING_SIZE))
 
 
+def likely_next_pcs(view: StopView) -> tuple[int, ...]:
+    """Where pc may be after one more step: past the instruction at pc,
+    and, for a branch, its target (the immediate, the register, or the word
+    it reads: a ret's return address, a call through the GOT)."""
+    regs = view.snapshot.registers
+    insn = next((i for i in view.listing if i.address == view.pc), None)
+    if insn is None or regs is None:
+        return ()
+    targets = [insn.next_address]
+    if insn.is_call or insn.is_jump or insn.is_ret:
+        if insn.branch_target is not None:
+            targets.append(insn.branch_target)
+        for operand in insn.operands:
+            if operand.kind == "reg" and operand.reg is not None:
+                value = regs.get(operand.reg)
+                if value is not None:
+                    targets.append(value)
+        for value in view.operands:
+            if value.access == "read" and value.data is not None and len(value.data) == 8:
+                targets.append(int.from_bytes(value.data, "little"))
+    return tuple(dict.fromkeys(t for t in targets if _in_code(view.snapshot, t)))
+
+
+def prefetch_listings(session, view: StopView) -> tuple[tuple[int, tuple[Instruction, ...]], ...]:
+    """Disassemble now the windows the next step may need (see
+    likely_next_pcs), so that a step which leaves the listing finds its
+    window cached: run when the screen is idle, between keys. Returns the
+    (pc, listing) pairs that are new windows, for the screen to lay out
+    ahead too. A window pc does not go to costs nothing but the time."""
+    if not view.alive or view.snapshot.registers is None:
+        return ()
+    code = _CachedCode(session, view.snapshot)
+    ahead = []
+    for target in likely_next_pcs(view):
+        listing = _listing(code, target, view.listing)
+        if listing is not view.listing:
+            ahead.append((target, listing))
+    return tuple(ahead)
+
+
 def _operands(session, listing, regs, snapshot: Snapshot) -> tuple[OperandValue, ...]:
     insn = next((i for i in listing if i.address == regs.pc), None)
     if insn is None:

@@ -195,3 +195,76 @@ def test_a_sliding_window_takes_known_instructions_and_disassembles_the_rest():
     again = view_module._CachedCode(session, Snap()).disassemble(BASE + 12, 40)
     assert again == tuple(session.disassemble(BASE + 12, 40))
     assert any(insn.mnemonic == "int3" for insn in again)
+
+
+class CountingReplay:
+    """A replay session that counts the disassembling it is asked for."""
+
+    def __init__(self, path) -> None:
+        from loaderdbg.record.replay import ReplaySession
+        self.session = ReplaySession(str(path))
+        self.calls = 0
+
+    def disassemble(self, addr: int, count: int = 16):
+        self.calls += 1
+        return self.session.disassemble(addr, count)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_the_next_pc_is_among_the_guesses_and_its_window_is_ready(rdxbug_recording):
+    """Between keys the TUI disassembles the windows the next step may need
+    (view.prefetch_listings). Along the self-relocation of the rdxbug demo
+    (direct and indirect calls, returns, taken jumps), every next pc is one
+    of likely_next_pcs, and a step that leaves the listing finds its window
+    made: building its view disassembles nothing."""
+    replay = CountingReplay(rdxbug_recording)
+    try:
+        replay.goto(5000)
+        seen = {"call": 0, "ret": 0, "jump": 0, "new window": 0}
+        view = view_module.build_view(replay, None, 0)
+        for generation in range(1, 3000):
+            if min(seen.values()) >= 3:
+                break
+            guesses = view_module.likely_next_pcs(view)
+            view_module.prefetch_listings(replay, view)
+            insn = next(i for i in view.listing if i.address == view.pc)
+            replay.step()
+            pc = replay.pc
+            assert pc in guesses or pc == view.pc, (hex(view.pc), insn.text, hex(pc))  # pc == pc: rep
+            for kind in ("call", "ret", "jump"):
+                seen[kind] += kind in insn.groups and pc != insn.next_address
+            calls = replay.calls
+            next_view = view_module.build_view(replay, view, generation)
+            if next_view.listing is not view.listing:
+                seen["new window"] += 1
+                assert replay.calls == calls, f"window at {pc:#x} was not disassembled ahead"
+            view = next_view
+        assert min(seen.values()) >= 3, seen
+    finally:
+        replay.close()
+
+
+def test_lines_rendered_ahead_are_the_lines_shown():
+    """LinesView.render_ahead renders the part of a list that will be in
+    view once it is set and the cursor moved: the frame then shows the same
+    strips as a view that rendered nothing ahead."""
+    first = [Text(f"line {i}") for i in range(30)]
+    second = [Text(f"next {i}", style="bold" if i % 3 else "") for i in range(40)]
+
+    async def shown(ahead: bool) -> list[str]:
+        app = Lines()
+        async with app.run_test(size=(40, 10)) as pilot:
+            view = app.query_one(LinesView)
+            view.set_lines(first)
+            await pilot.pause()
+            if ahead:
+                view.render_ahead(second, 25)
+                assert len(view._line_strips) >= 10
+            view.set_lines(second)
+            view.move_to(25, center=True)
+            await pilot.pause()
+            return [str(line.text) for line in app.screen._compositor.render_strips()]
+
+    assert asyncio.run(shown(True)) == asyncio.run(shown(False))
