@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from rich.text import Text
+from textual import events
 from textual.app import App
 
 from loaderdbg.arch import get_arch
@@ -268,3 +269,31 @@ def test_lines_rendered_ahead_are_the_lines_shown():
             return [str(line.text) for line in app.screen._compositor.render_strips()]
 
     assert asyncio.run(shown(True)) == asyncio.run(shown(False))
+
+
+class ListingLike(App):
+    CSS = "LinesView { scrollbar-size-vertical: 0; height: 1fr; }"
+
+    def compose(self):
+        yield LinesView(id="lines")
+
+
+def test_a_listing_without_a_scrollbar_still_scrolls():
+    """The disassembly listing hides its scrollbar (app.tcss): the wheel
+    and the cursor keys still scroll it."""
+    async def run() -> None:
+        app = ListingLike()
+        async with app.run_test(size=(40, 10)) as pilot:
+            view = app.query_one(LinesView)
+            view.set_lines([Text(f"line {i}") for i in range(40)])
+            await pilot.pause()
+            assert view.scrollbar_size_vertical == 0
+            for _ in range(3):
+                view.post_message(events.MouseScrollDown(view, 1, 1, 0, 1, 0, False, False, False))
+            await pilot.pause()
+            assert view.scroll_offset.y > 0
+            view.focus()
+            await pilot.press("end")
+            await pilot.pause()
+            assert view.cursor == 39 and view.scroll_offset.y >= 30
+    asyncio.run(run())
