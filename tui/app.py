@@ -256,9 +256,10 @@ class LoaderdbgApp(App[int]):
             self._step_kind(kind, count)
         else:
             self._backlog = 0
-            # After this frame is on screen, not before: the work would
-            # delay the frame.
-            self.call_after_refresh(self._between_keys, message.view, self._generation)
+        # After this frame is on screen, not before: the work would delay
+        # the frame. (With a backlog the next motion is already under way:
+        # only the garbage collection is done then.)
+        self.call_after_refresh(self._between_keys, message.view, self._generation)
 
     def _between_keys(self, view: StopView | None, generation: int) -> None:
         """Work that is better done before the next key than during it:
