@@ -285,8 +285,9 @@ class LoaderdbgApp(App[int]):
         screen = self._main_screen()
         if message.generation != self._generation or self.busy is not None or screen is None:
             return
-        for pane in screen.query(DisassemblyPane):
-            pane.lay_out_ahead(message.windows)
+        for pane in screen.view_targets()[1]:
+            if isinstance(pane, DisassemblyPane) and pane.is_shown():
+                pane.lay_out_ahead(message.windows)
 
     def _report(self, message: ViewReady, kind: str | None) -> None:
         """Say in the log how a motion ended. A plain step is in the status

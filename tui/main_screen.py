@@ -46,6 +46,7 @@ class MainScreen(Screen):
         super().__init__(id="main")
         self.wide = wide
         self._targets: tuple | None = None
+        self._tabs: tuple[TabbedContent, ...] | None = None  # () or (the TabbedContent,)
 
     def view_targets(self) -> tuple:
         """(status lines, view panes, timelines): what a new view goes to.
@@ -59,6 +60,14 @@ class MainScreen(Screen):
                 tuple(self.query(Timeline)),
             )
         return self._targets
+
+    def _tabbed(self) -> TabbedContent | None:
+        """The TabbedContent, queried once per layout like view_targets
+        (each step asks which tab is up)."""
+        if self._tabs is None:
+            found = self.query(TabbedContent)
+            self._tabs = (found.first(),) if found else ()
+        return self._tabs[0] if self._tabs else None
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
@@ -115,9 +124,9 @@ class MainScreen(Screen):
         tabs = self.query(TabbedContent)
         active = tabs.first().active if tabs else None
         command = self.query_one(CommandLine).value
-        self._targets = None
+        self._targets = self._tabs = None
         await self.recompose()
-        self._targets = None
+        self._targets = self._tabs = None
         if active:
             try:
                 self.query_one(TabbedContent).active = active
@@ -127,13 +136,13 @@ class MainScreen(Screen):
         self.query_one("#listing").focus()
 
     def show_tab(self, tab_id: str) -> None:
-        tabs = self.query(TabbedContent)
-        if tabs:
+        tabs = self._tabbed()
+        if tabs is not None:
             try:
-                tabs.first().active = tab_id
+                tabs.active = tab_id
             except Exception:
                 pass
 
     def active_tab(self) -> str | None:
-        tabs = self.query(TabbedContent)
-        return tabs.first().active if tabs else None
+        tabs = self._tabbed()
+        return tabs.active if tabs is not None else None

@@ -19,7 +19,7 @@ class ViewPane:
 
     def show_view(self, view: StopView) -> None:
         self._pending_view = view
-        if self._is_shown():
+        if self.is_shown():
             self._flush_view()
 
     def redraw(self) -> None:
@@ -28,7 +28,7 @@ class ViewPane:
         self._drawn_view = None
         if view is not None:
             self._pending_view = view
-            if self._is_shown():
+            if self.is_shown():
                 self._flush_view()
 
     def set_titles(self, title: str | None = None, subtitle: str | None = None) -> None:
@@ -51,7 +51,7 @@ class ViewPane:
         self._drawn_view = view
         self.draw(view, previous)
 
-    def _is_shown(self) -> bool:
+    def is_shown(self) -> bool:
         if not getattr(self, "is_mounted", False):
             return False
         node = self
