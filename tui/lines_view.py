@@ -12,7 +12,6 @@ from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
-from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -50,12 +49,6 @@ class LinesView(ScrollView, can_focus=True):
 
     # repaint=False: watch_cursor repaints the two lines that change, not the view.
     cursor = reactive(0, always_update=True, init=False, repaint=False)
-
-    class CursorMoved(Message):
-        def __init__(self, view: "LinesView", index: int) -> None:
-            super().__init__()
-            self.view = view
-            self.index = index
 
     def __init__(self, *, show_cursor: bool = True, stable_width: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -200,7 +193,6 @@ class LinesView(ScrollView, can_focus=True):
             self._strips.pop(index, None)
             if scroll_y <= index < scroll_y + self.size.height:
                 self.refresh_lines(index)  # refresh_lines takes the line's index, not its row
-        self.post_message(self.CursorMoved(self, new))
 
     def _scroll_to_cursor(self, *, center: bool = False) -> None:
         top = self._top_for_cursor(self.cursor, center=center)
