@@ -278,6 +278,9 @@ class LoaderdbgApp(App[int]):
             windows = prefetch_listings(self.session, view)
         except LoaderdbgError:
             return  # a guess that could not be read: the step will say so if it matters
+        except Exception as err:  # a bug, but in a guess: the step itself is not hurt
+            self.log.error(f"prefetch at step {view.position}: {type(err).__name__}: {err}")
+            return
         if windows:
             self.post_message(ListingsAhead(generation, windows))
 
