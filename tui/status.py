@@ -32,10 +32,11 @@ class StatusLine(Static):
         self._timer = None
         self.plain = ""
         self._shown: tuple[Text, Text] | None = None
-        # row -> ((Text, width, style), strip): a step changes the first
-        # line (the step number); the second is drawn again only if it
-        # changes, and only the changed row is repainted.
-        self._row_strips: dict[int, tuple[tuple, Strip]] = {}
+        # part -> ((Text, width, rows, style), strips): a step changes the
+        # first line (the step number); the detail under it (one row, or
+        # two where the narrow layout lets it wrap) is drawn again only if
+        # it changes, and only the changed rows are repainted.
+        self._part_strips: dict[int, tuple[tuple, list[Strip]]] = {}
 
     def on_mount(self) -> None:
         view = getattr(self.app, "view", None)
@@ -115,35 +116,34 @@ class StatusLine(Static):
             self._Static__content = group
             self._Static__visual = visualize(self, group)
             width, height = self.size
-            if height != len(self._shown):
+            if height < len(self._shown):
                 self.refresh()
                 return
-            for row, text in enumerate(self._shown):
-                if previous is None or previous[row] != text:
-                    self.refresh(Region(0, row, width, 1))
+            if previous is None or previous[0] != first:
+                self.refresh(Region(0, 0, width, 1))
+            if previous is None or previous[1] != second:
+                self.refresh(Region(0, 1, width, height - 1))
 
     def _render_content(self) -> None:
-        """Static renders the Group of both rows; this renders each row the
-        same way (a row is the first line of its Text at this width) and
-        keeps a row that did not change."""
+        """Static renders the Group of both parts; this renders each part
+        the same way (the first line at this width, then the detail wrapped
+        into the rows left) and keeps a part that did not change."""
         rows = self._shown
         width, height = self.size
-        if rows is None or height != len(rows):
-            # Taller (the narrow layout's three lines: the detail wraps onto
-            # the third): Static's own rendering of the Group.
+        if rows is None or height < len(rows):
             super()._render_content()
             return
         style = self.visual_style
-        strips = []
-        for row, text in enumerate(rows):
-            key = (text, width, style)
-            known = self._row_strips.get(row)
-            if known is not None and known[0] == key:
-                strips.append(known[1])
-                continue
-            rendered = Visual.to_strips(self, RichVisual(self, text), width, 1, style)
-            strip = rendered[0] if rendered else Strip.blank(width, style.rich_style)
-            self._row_strips[row] = (key, strip)
-            strips.append(strip)
+        strips = self._part(0, rows[0], width, 1, style) + self._part(1, rows[1], width, height - 1, style)
         self._render_cache = _RenderCache(self.size, strips)
         self._dirty_regions.clear()
+
+    def _part(self, part: int, text: Text, width: int, height: int, style) -> list[Strip]:
+        key = (text, width, height, style)
+        known = self._part_strips.get(part)
+        if known is not None and known[0] == key:
+            return known[1]
+        strips = list(Visual.to_strips(self, RichVisual(self, text), width, height, style))[:height]
+        strips += [Strip.blank(width, style.rich_style)] * (height - len(strips))
+        self._part_strips[part] = (key, strips)
+        return strips

@@ -297,3 +297,31 @@ def test_a_listing_without_a_scrollbar_still_scrolls():
             await pilot.pause()
             assert view.cursor == 39 and view.scroll_offset.y >= 30
     asyncio.run(run())
+
+
+def test_status_rows_follow_steps_in_the_narrow_layout(rdxbug_recording):
+    """At 80 columns the status line has three rows: the headline, and the
+    detail wrapped over two. The rows are drawn part by part (the headline
+    each step, the detail when it changes); what is on screen must be what
+    the view says."""
+    from loaderdbg.record.replay import ReplaySession
+    from loaderdbg_tui.app import LoaderdbgApp
+    from tuihelp import run_pilot, settle
+
+    session = ReplaySession(str(rdxbug_recording))
+    try:
+        async def scenario(pilot):
+            app = pilot.app
+            for expected in (1, 2, 3):
+                await pilot.press("f7")
+                await settle(pilot)
+                await pilot.pause()
+                screen = [str(line.text) for line in app.screen._compositor.render_strips()]
+                assert f"step {expected} " in screen[0] + " "
+                detail = app.view.words.detail or ""
+                shown = " ".join(row.strip() for row in screen[1:3]).split()
+                words = detail.split()
+                assert shown and shown[:-1] == words[:len(shown) - 1], (screen[:3], detail)
+        run_pilot(LoaderdbgApp(session), scenario, size=(80, 24))
+    finally:
+        session.close()
