@@ -59,12 +59,15 @@ class OperandsView(LinesView, can_focus=False):
     focusable: there is nothing to select, and focus must stay in the
     listing."""
 
-    def show(self, text: Text, width: int) -> None:
-        lines = text.split("\n")
+    def show(self, lines: tuple[Text, ...], width: int) -> None:
         if width > 0:
+            cut = []
             for line in lines:  # cut with an ellipsis, as the Static did
+                line = line.copy()
                 line.truncate(width, overflow="ellipsis")
-        self.set_lines(lines)
+                cut.append(line)
+            lines = tuple(cut)
+        self.set_lines(list(lines))
 
 
 class DisassemblyPane(ViewPane, Vertical):
@@ -78,7 +81,7 @@ class DisassemblyPane(ViewPane, Vertical):
         # One line per (instruction, pc here, breakpoint, layout): stepping
         # inside the same window rebuilds only the two lines pc moves between.
         self._line_cache: dict[tuple, Text] = {}
-        self._operands_shown: tuple[Text, int] | None = None  # (text, width) as drawn
+        self._operands_shown: tuple[tuple[Text, ...], int] | None = None  # (lines, width) as drawn
         # (listing, breakpoints, wide, lines, keys, rows by address, pc) as last drawn
         self._layout: tuple | None = None
 
@@ -130,7 +133,7 @@ class DisassemblyPane(ViewPane, Vertical):
         if not same_stop:
             listing.move_to(pc_line, center=True)
         operands_view = self.query_one("#operands", OperandsView)
-        operands = (self._operands_text(view), operands_view.content_size.width)
+        operands = (self._operands_lines(view), operands_view.content_size.width)
         if operands != self._operands_shown:
             self._operands_shown = operands
             operands_view.show(*operands)
@@ -198,32 +201,31 @@ class DisassemblyPane(ViewPane, Vertical):
             line.append(f"  <{insn.target_symbol}>", style="cyan")
         return line
 
-    def _operands_text(self, view: StopView) -> Text:
+    def _operands_lines(self, view: StopView) -> tuple[Text, ...]:
         if not view.alive:
-            return Text("the process is gone: nothing to disassemble", style="dim")
+            return (Text("the process is gone: nothing to disassemble", style="dim"),)
         if not view.listing:
             pc = view.pc
             where = f"pc {pc:#x}" if pc is not None else "pc"
             # Short lines, the facts first: on 80 columns each line is cut.
-            text = Text(f"✖ {where}: not mapped, no code here.", style="bold red")
+            lines = [Text(f"✖ {where}: not mapped, no code here.", style="bold red")]
             if pc is not None and pc < 0x1000:
-                text.append("\nA jump or call went to a null (zeroed) address.", style="red")
+                lines.append(Text("A jump or call went to a null (zeroed) address.", style="bold red"))
                 if view.crashed:
-                    text.append("\nThe status line says where to look; explain for more.", style="dim")
-            return text
-        text = Text()
+                    lines.append(Text("The status line says where to look; explain for more.", style="dim"))
+            return tuple(lines)
+        lines = []
         insn = next((i for i in view.listing if i.address == view.pc), None)
         if insn is not None:
-            text.append("pc ", style="dim")
-            text.append(insn.symbol or f"{insn.address:#x}", style="bold magenta")
-            text.append(f"  {insn.text}\n")
+            line = Text()
+            line.append("pc ", style="dim")
+            line.append(insn.symbol or f"{insn.address:#x}", style="bold magenta")
+            line.append(f"  {insn.text}")
+            lines.append(line)
         if insn is not None and insn.is_syscall and view.registers is not None:
             tables = view.registers.tables
             number = view.registers.get(tables.syscall_number_register)
             name = tables.syscall_names.get(number, "?") if number is not None else "?"
-            text.append(f"syscall {name} ({tables.syscall_number_register}={number})\n", style="bold")
-        for operand in view.operands:
-            text.append_text(operand_line(operand))
-            text.append("\n")
-        text.rstrip()
-        return text
+            lines.append(Text(f"syscall {name} ({tables.syscall_number_register}={number})", style="bold"))
+        lines.extend(operand_line(operand) for operand in view.operands)
+        return tuple(lines) or (Text(),)

@@ -12,7 +12,6 @@ from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
-from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -47,12 +46,10 @@ class LinesView(ScrollView, can_focus=True):
         Binding("end", "move(1000000)", show=False),
     ]
 
-    # repaint=False: watch_cursor repaints the two lines that change, not the view.
-    cursor = reactive(0, always_update=True, init=False, repaint=False)
-
     def __init__(self, *, show_cursor: bool = True, stable_width: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.show_cursor = show_cursor
+        self._cursor = 0
         # Never narrow the virtual width (no relayout when a long line goes).
         self.stable_width = stable_width
         self.lines: list[Text] = []
@@ -187,7 +184,15 @@ class LinesView(ScrollView, can_focus=True):
         self._scroll_to_cursor(center=center)
 
     # -- cursor -------------------------------------------------------------------
-    def watch_cursor(self, old: int, new: int) -> None:
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    @cursor.setter
+    def cursor(self, new: int) -> None:
+        """A plain property, not a reactive: it is set on every step, and
+        only the two lines it moves between are repainted."""
+        old, self._cursor = self._cursor, new
         scroll_y = self.scroll_offset.y
         for index in (old, new):
             self._strips.pop(index, None)
