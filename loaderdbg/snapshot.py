@@ -8,6 +8,7 @@ and everything else is decoded here, the same way for both.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -109,8 +110,12 @@ class StateSource(Protocol):
     @property
     def events(self) -> Sequence[Event]: ...
 
-    # Optional: ``memory_state()`` returns a key equal at two stops only if
-    # memory and mappings are the same at both (None: cannot tell), and
+    # Optional, for a source that can tell what changed between two stops
+    # (a recording): ``memory_state()`` returns a key equal at two stops
+    # only if memory and mappings are the same at both (None: cannot tell);
+    # ``writes_since(key)`` the (start, end) ranges written since the stop
+    # with that key (None: cannot tell); ``reads_tracked()`` a context
+    # manager collecting the (start, end) of each memory read in its block;
     # ``snapshot_memo`` is where build_snapshot keeps what it derived.
 
 
@@ -164,22 +169,57 @@ def _memory_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
                         read_link_map(source.program_object(), memory).entries)
 
 
+def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
+    """The memory-derived half of a snapshot. A source that can tell what
+    changed since its last snapshot (a recording) gets it again for free
+    when nothing was written, or nothing that half read: most single steps
+    write a stack slot or a register spill far from the initial stack, the
+    GOT and the link_map."""
+    memory_state = getattr(source, "memory_state", None)
+    key = memory_state() if memory_state is not None else None
+    if key is None:
+        return _memory_views(source, memory)
+    memo = getattr(source, "snapshot_memo", None)
+    if memo is not None:
+        memo_key, views, read_starts, read_ends = memo
+        if memo_key == key:
+            return views
+        written = source.writes_since(memo_key)
+        if written is not None and not _any_overlap(written, read_starts, read_ends):
+            source.snapshot_memo = (key, views, read_starts, read_ends)
+            return views
+    with source.reads_tracked() as reads:
+        views = _memory_views(source, memory)
+    source.snapshot_memo = (key, views, *_merged(reads))
+    return views
+
+
+def _merged(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """(starts, ends) of the disjoint, sorted union of ranges."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in sorted(ranges):
+        if ends and start <= ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+def _any_overlap(written: list[tuple[int, int]], starts: list[int], ends: list[int]) -> bool:
+    for start, end in written:
+        i = bisect.bisect_right(ends, start)  # the first read range ending after start
+        if i < len(starts) and starts[i] < end:
+            return True
+    return False
+
+
 def build_snapshot(source: StateSource) -> Snapshot:
     raw = source.registers_raw()
     registers = decode_registers(raw, source.arch) if raw is not None else None
     memory = _Reader(source)
-    # A source that can tell "memory and mappings are as at the last
-    # snapshot" (a recording: no write between the two positions, most
-    # single steps) gets the memory-derived half again for free.
-    memory_state = getattr(source, "memory_state", None)
-    key = memory_state() if memory_state is not None else None
-    memo = getattr(source, "snapshot_memo", None) if key is not None else None
-    if memo is not None and memo[0] == key:
-        views = memo[1]
-    else:
-        views = _memory_views(source, memory)
-        if key is not None:
-            source.snapshot_memo = (key, views)
+    views = _remembered_views(source, memory)
     stack, ldso = views.stack, views.ldso
 
     handoff = NOT_CHECKED

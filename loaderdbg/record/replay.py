@@ -16,6 +16,7 @@ after the target) when that is closer than the current position.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -43,6 +44,11 @@ from loaderdbg.targets import Target, parse_target
 FS_BASE = 21
 
 
+# A move that applies more writes than this is not logged (ReplayMemory.writes_since).
+WRITE_LOG_MOVE = 64
+WRITE_LOG_SIZE = 4096
+
+
 class _Stored(bytes):
     """A page known by its content hash, loaded when first read."""
 
@@ -61,6 +67,39 @@ class ReplayMemory:
         # Bumped whenever content may change (writes applied, a reset):
         # equal generations mean equal memory.
         self.generation = 0
+        # What the last few small moves wrote, as (generation, start, end):
+        # a single step writes a word or two, and a snapshot that read
+        # nothing there is still good (writes_since). A move that writes
+        # more, or a reset, is not logged: before it, nothing is known.
+        self._writes: list[tuple[int, int, int]] = []
+        self._writes_known_from = 0
+        self._reads: list[tuple[int, int]] | None = None  # see track_reads
+
+    def writes_since(self, generation: int) -> list[tuple[int, int]] | None:
+        """The (start, end) ranges written after generation, or None when
+        that is not known (a reset or a large move since)."""
+        if generation < self._writes_known_from:
+            return None
+        return [(start, end) for written, start, end in self._writes if written > generation]
+
+    def track_reads(self, reads: list[tuple[int, int]] | None) -> None:
+        """Collect (start, end) of every read into reads from now on
+        (None: stop)."""
+        self._reads = reads
+
+    def _log_writes(self, cw: ChunkWrites, lo: int, hi: int) -> None:
+        if hi - lo > WRITE_LOG_MOVE or len(self._writes) > WRITE_LOG_SIZE:
+            self._writes.clear()
+            self._writes_known_from = self.generation
+            return
+        generation = self.generation
+        for i in range(lo, hi):
+            addr = cw.addrs[i]
+            if cw.kinds[i] == WRITE_PAGE:
+                start = addr & ~(PAGE_SIZE - 1)
+                self._writes.append((generation, start, start + PAGE_SIZE))
+            else:
+                self._writes.append((generation, addr, addr + cw.sizes[i]))
 
     def page(self, number: int) -> bytearray | None:
         try:
@@ -80,6 +119,8 @@ class ReplayMemory:
     def read(self, addr: int, size: int) -> bytes | None:
         if size <= 0 or addr < 0 or addr + size > 1 << 64:
             return b"" if size == 0 else None
+        if self._reads is not None:
+            self._reads.append((addr, addr + size))
         out = bytearray()
         end = addr + size
         while addr < end:
@@ -93,6 +134,8 @@ class ReplayMemory:
         return bytes(out)
 
     def read_prefix(self, addr: int, size: int) -> bytes:
+        if self._reads is not None:
+            self._reads.append((addr, addr + size))
         out = bytearray()
         while len(out) < size:
             page = self.page((addr + len(out)) >> 12)
@@ -121,6 +164,7 @@ class ReplayMemory:
         if hi <= lo:
             return
         self.generation += 1
+        self._log_writes(cw, lo, hi)
         pages = self.pages
         page_of = self.page
         addrs, sizes, kinds, offsets, data = cw.addrs, cw.sizes, cw.kinds, cw.offsets, cw.data
@@ -172,6 +216,8 @@ class ReplayMemory:
         self.pos = keyframe
         self.pages = {}
         self.generation += 1
+        self._writes.clear()
+        self._writes_known_from = self.generation
 
     def seek(self, target: int) -> None:
         if target == self.pos:
@@ -330,9 +376,29 @@ class ReplayState:
         self._maps_cache: dict[int, tuple] = {}
         self.snapshot_memo: tuple | None = None  # build_snapshot's, see memory_state
 
-    def memory_state(self) -> tuple[int, int]:
-        """Equal at two positions only if memory and mappings are equal."""
-        return (self.memory.generation, self.rec.maps_version(self.step_count))
+    def memory_state(self) -> tuple:
+        """Equal at two positions only if memory and mappings are equal
+        (and what the recording says of ld.so and AT_ENTRY, which the
+        objects views depend on)."""
+        return (self.memory.generation, self.rec.maps_version(self.step_count),
+                self.ldso_info() is not None, self.at_entry())
+
+    def writes_since(self, state: tuple) -> list[tuple[int, int]] | None:
+        """What was written between memory_state() == state and now, as
+        (start, end) ranges; None if the mappings changed or it is not known."""
+        if state[1:] != self.memory_state()[1:]:
+            return None
+        return self.memory.writes_since(state[0])
+
+    @contextlib.contextmanager
+    def reads_tracked(self):
+        """Collect the (start, end) of every memory read inside the block."""
+        reads: list[tuple[int, int]] = []
+        self.memory.track_reads(reads)
+        try:
+            yield reads
+        finally:
+            self.memory.track_reads(None)
 
     def _read_file(self, entry: MapEntry) -> bytes | None:
         return self.rec.file_bytes(entry.dev, entry.inode, entry.path)
