@@ -106,6 +106,25 @@ class LinesView(ScrollView, can_focus=True):
                     self._strips.pop(index, None)
         self._clamp_cursor()
 
+    def replace_lines(self, changes: dict[int, Text]) -> None:
+        """Replace some lines in place, the count unchanged: for a long list
+        where a step changes a few (set_lines goes over every line)."""
+        width = self._width
+        for index, line in changes.items():
+            self.lines[index] = line
+            self._strips.pop(index, None)
+            width = max(width, self._cell_len(line))
+        if width != self._width:
+            self._width = width
+            self._strips.clear()
+            self._set_virtual_size(Size(width, len(self.lines)))
+            self.refresh()
+            return
+        scroll_y = self.scroll_offset.y
+        for index in changes:
+            if scroll_y <= index < scroll_y + self.size.height:
+                self.refresh_lines(index)
+
     def _cell_len(self, line: Text) -> int:
         """line.cell_len, remembered per Text (it measures the joined text
         again on each call, and most lines are the same from step to step)."""

@@ -6,8 +6,6 @@ cell by cell instead of rebuilt when the set of entries is unchanged."""
 
 from __future__ import annotations
 
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -26,22 +24,39 @@ HEX_COLUMNS = {"now": 18, "expected": 18, "state": 7}
 STATE_COLUMN = COLUMNS.index("state")
 
 
-def summary_table(view: StopView) -> Table | Text:
+SUMMARY_COLUMNS = ("applied", "pending", "lazy", "unknown", "total")
+
+
+def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> Text:
+    """A bar of `width` cells, done/total of it filled."""
+    filled = 0 if total <= 0 else width if done >= total else max(0, done * width // total)
+    bar = Text()
+    bar.append("━" * filled, style="bold green" if filled == width else "green")
+    bar.append("━" * (width - filled), style="grey30")
+    return bar
+
+
+def summary_text(view: StopView) -> Text:
+    """Per object: a progress bar and the totals, in aligned columns. Text,
+    not a Rich Table: it is drawn again on each step that applies a
+    relocation, and a Table with bars costs milliseconds to lay out."""
     objects = view.snapshot.objects
     if not objects:
         return Text("no objects mapped yet", style="dim")
-    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
-    for column in ("object", "progress", "applied", "pending", "lazy", "unknown", "total"):
-        table.add_column(column, no_wrap=True, justify="left" if column in ("object", "progress") else "right")
-    for obj in objects:
-        totals = obj.totals
-        done = totals.applied + totals.lazy
-        bar = ProgressBar(total=max(totals.total, 1), completed=done, width=BAR_WIDTH,
-                          complete_style="green", finished_style="bold green")
-        name = obj.name + (" (ld.so)" if obj.is_ldso else "")
-        table.add_row(Text(name), bar, str(totals.applied), str(totals.pending), str(totals.lazy),
-                      str(totals.unknown), str(totals.total))
-    return table
+    names = [obj.name + (" (ld.so)" if obj.is_ldso else "") for obj in objects]
+    counts = [(o.totals.applied, o.totals.pending, o.totals.lazy, o.totals.unknown, o.totals.total)
+              for o in objects]
+    name_width = max(len("object"), *map(len, names))
+    widths = [max(len(label), *(len(str(row[i])) for row in counts)) for i, label in enumerate(SUMMARY_COLUMNS)]
+    text = Text("object".ljust(name_width) + "  " + "progress".ljust(BAR_WIDTH), style="bold")
+    for label, width in zip(SUMMARY_COLUMNS, widths):
+        text.append("  " + label.rjust(width), style="bold")
+    for obj, name, row in zip(objects, names, counts):
+        text.append("\n" + name.ljust(name_width) + "  ")
+        text.append_text(progress_bar(obj.totals.applied + obj.totals.lazy, obj.totals.total))
+        for value, width in zip(row, widths):
+            text.append("  " + str(value).rjust(width))
+    return text
 
 
 def matches(reloc, needle: str) -> bool:
@@ -63,6 +78,7 @@ class RelocationsPane(ViewPane, Vertical):
         self._lines: dict[tuple[str, ...], Text] = {}  # row -> its line, for these widths
         self._rows: dict[int, tuple] = {}  # id(state) -> (state, its row): states are reused while unchanged
         self._drawn_needle: str | None = None
+        self._line_of: list[int | None] = []  # relocation index -> its line in the table (None: filtered out)
 
     def compose(self) -> ComposeResult:
         yield Static(id="reloc-summary")
@@ -85,7 +101,11 @@ class RelocationsPane(ViewPane, Vertical):
 
     def draw(self, view: StopView, previous: StopView | None) -> None:
         if previous is None or previous.snapshot.objects != view.snapshot.objects:
-            self.query_one("#reloc-summary", Static).update(summary_table(view))
+            # Totals move on nearly every step while ld.so relocates; the
+            # summary's height only with the number of objects (a layout of
+            # the screen costs tens of milliseconds).
+            same_rows = previous is not None and len(previous.snapshot.objects) == len(view.snapshot.objects)
+            self.query_one("#reloc-summary", Static).update(summary_text(view), layout=not same_rows)
         needle = self.query_one("#reloc-filter", Input).value
         relocations = view.snapshot.relocations
         # The engine hands back the same state objects while no slot changed,
@@ -94,18 +114,25 @@ class RelocationsPane(ViewPane, Vertical):
         if (previous is not None and needle == self._drawn_needle and self.table.lines
                 and previous.snapshot.relocations == relocations):
             return
+        if (previous is not None and needle == self._drawn_needle and self.table.lines
+                and self._patch(previous.snapshot.relocations, relocations, needle)):
+            return
         self._drawn_needle = needle
         rows_by_state = self._rows
         if len(rows_by_state) > 4 * len(relocations) + 1024:
             rows_by_state.clear()
         rows = []
+        line_of: list[int | None] = []
         for reloc in relocations:
             if not matches(reloc, needle):
+                line_of.append(None)
                 continue
             hit = rows_by_state.get(id(reloc))
             if hit is None or hit[0] is not reloc:
                 hit = rows_by_state[id(reloc)] = (reloc, self._row(reloc))
+            line_of.append(len(rows))
             rows.append(hit[1])
+        self._line_of = line_of
         # Columns as wide as their widest cell; the hex ones always fit a
         # 64-bit value, so a slot being written does not shift the table.
         widths = [max([len(label), HEX_COLUMNS.get(label, 0), *(len(row[i]) for row in rows)])
@@ -124,6 +151,33 @@ class RelocationsPane(ViewPane, Vertical):
         self.table.set_lines(lines)
         total = len(view.snapshot.relocations)
         self.set_titles(subtitle=f"{len(rows)} of {total}" if needle else f"{total} entries")
+
+    def _patch(self, before: tuple, after: tuple, needle: str) -> bool:
+        """Patch the lines of the entries that changed (a step while ld.so
+        relocates flips one or two of thousands); False when the table must
+        be built again: other entries, one that enters or leaves the filter,
+        or a cell wider than its column."""
+        if len(before) != len(after) or len(self._line_of) != len(after):
+            return False
+        changes: dict[int, Text] = {}
+        for index, (old, new) in enumerate(zip(before, after)):
+            if old is new:
+                continue
+            line_index = self._line_of[index]
+            if (line_index is None) != (not matches(new, needle)):
+                return False
+            if line_index is None:
+                continue
+            row = self._row(new)
+            if any(len(cell) > width for cell, width in zip(row, self._widths)):
+                return False
+            self._rows[id(new)] = (new, row)
+            line = self._lines.get(row)
+            if line is None:
+                line = self._lines[row] = self._line(row, self._widths)
+            changes[line_index] = line
+        self.table.replace_lines(changes)
+        return True
 
     @staticmethod
     def _line(row: tuple[str, ...], widths: list[int]) -> Text:
