@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail, got_view,
                                               ifunc_choices, object_detail)
@@ -145,53 +145,77 @@ class _MemoryViews:
     link_map: tuple[LinkMapEntry, ...]
 
 
-def _memory_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
+def _memory_views(source: StateSource, memory: "_Reader",
+                  remember: Callable[[str, Callable[[], Any]], Any] | None = None) -> _MemoryViews:
+    """The memory-derived half of a snapshot, in three parts that read
+    different memory (the initial stack, the relocated slots, the
+    link_map); remember(part, compute) may hand back a part computed
+    before (see _remembered_views)."""
+    def part(name: str, compute: Callable[[], Any]) -> Any:
+        return remember(name, compute) if remember is not None else compute()
+
     maps = source.maps()
     objects = source.objects()
-    stack = source.initial_stack()
-    kernel_auxv = tuple(source.kernel_auxv())
-    changed = diff_auxv(kernel_auxv, stack.auxv) if stack is not None else frozenset()
     ldso = source.ldso_object()
-
     annotations, details = _map_views(maps, objects)
-    relocations: list[RelocationState] = []
-    summaries = []
-    per_object = []
-    for obj, detail in zip(objects, details):
-        states = tuple(source.relocation_states(obj))
-        per_object.append(states)
-        relocations.extend(states)
-        summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
-                                       _totals(states, obj.name), obj is ldso, detail))
-    got, ifuncs = _relocation_views(per_object, relocations, objects)
+
+    def stack_part():
+        stack = source.initial_stack()
+        kernel_auxv = tuple(source.kernel_auxv())
+        changed = diff_auxv(kernel_auxv, stack.auxv) if stack is not None else frozenset()
+        return stack, kernel_auxv, changed
+
+    def relocations_part():
+        relocations: list[RelocationState] = []
+        summaries = []
+        per_object = []
+        for obj, detail in zip(objects, details):
+            states = tuple(source.relocation_states(obj))
+            per_object.append(states)
+            relocations.extend(states)
+            summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
+                                           _totals(states, obj.name), obj is ldso, detail))
+        got, ifuncs = _relocation_views(per_object, relocations, objects)
+        return tuple(summaries), tuple(relocations), got, ifuncs
+
+    stack, kernel_auxv, changed = part("stack", stack_part)
+    summaries, relocations, got, ifuncs = part("relocations", relocations_part)
+    link_map = part("link_map", lambda: read_link_map(source.program_object(), memory).entries)
     return _MemoryViews(maps, objects, ldso, stack, kernel_auxv, changed, annotations,
-                        tuple(summaries), tuple(relocations), got, ifuncs,
-                        read_link_map(source.program_object(), memory).entries)
+                        summaries, relocations, got, ifuncs, link_map)
 
 
 def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
     """The memory-derived half of a snapshot. A source that can tell what
-    changed since its last snapshot (a recording) gets it again for free
-    when nothing was written, or nothing that half read: most single steps
-    write a stack slot or a register spill far from the initial stack, the
-    GOT and the link_map."""
+    changed since its last snapshot (a recording) gets each part again for
+    free when nothing was written, or nothing that part read: most single
+    steps write a stack slot or a register spill far from the initial
+    stack, the GOT and the link_map, and a step that applies a relocation
+    leaves the stack and link_map parts as they were."""
     memory_state = getattr(source, "memory_state", None)
     key = memory_state() if memory_state is not None else None
     if key is None:
         return _memory_views(source, memory)
-    memo = getattr(source, "snapshot_memo", None)
-    if memo is not None:
-        memo_key, views, read_starts, read_ends = memo
-        if memo_key == key:
-            return views
-        written = source.writes_since(memo_key)
-        if written is not None and not _any_overlap(written, read_starts, read_ends):
-            source.snapshot_memo = (key, views, read_starts, read_ends)
-            return views
-    with source.reads_tracked() as reads:
-        views = _memory_views(source, memory)
-    source.snapshot_memo = (key, views, *_merged(reads))
-    return views
+    memos = getattr(source, "snapshot_memo", None)
+    if not isinstance(memos, dict):
+        memos = source.snapshot_memo = {}
+
+    def remember(part: str, compute: Callable[[], Any]) -> Any:
+        memo = memos.get(part)
+        if memo is not None:
+            memo_key, value, read_starts, read_ends = memo
+            if memo_key == key:
+                return value
+            written = source.writes_since(memo_key)
+            if written is not None and not _any_overlap(written, read_starts, read_ends):
+                memos[part] = (key, value, read_starts, read_ends)
+                return value
+        with source.reads_tracked() as reads:
+            value = compute()
+        memos[part] = (key, value, *_merged(reads))
+        return value
+
+    return _memory_views(source, memory, remember)
 
 
 def _merged(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:

@@ -374,7 +374,7 @@ class ReplayState:
         at_entry = rec.meta.get("at_entry")
         self._at_entry = at_entry if isinstance(at_entry, dict) else None
         self._maps_cache: dict[int, tuple] = {}
-        self.snapshot_memo: tuple | None = None  # build_snapshot's, see memory_state
+        self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
 
     def memory_state(self) -> tuple:
         """Equal at two positions only if memory and mappings are equal
