@@ -6,6 +6,7 @@ count changes updates its scrollbar without a screen layout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from rich.text import Text
 from textual import events
@@ -85,13 +86,20 @@ class Lines(App):
         yield LinesView(id="lines")
 
 
+@contextlib.asynccontextmanager
+async def lines_on_screen(app: App, count: int):
+    """app on a 40x10 screen, its LinesView holding `count` lines."""
+    async with app.run_test(size=(40, 10)) as pilot:
+        view = app.query_one(LinesView)
+        view.set_lines([Text(f"line {i}") for i in range(count)])
+        await pilot.pause()
+        yield pilot, view
+
+
 def test_line_count_change_updates_scrollbar_without_layout():
     async def run() -> None:
         app = Lines()
-        async with app.run_test(size=(40, 10)) as pilot:
-            lines = app.query_one(LinesView)
-            lines.set_lines([Text(f"line {i}") for i in range(30)])
-            await pilot.pause()
+        async with lines_on_screen(app, 30) as (pilot, lines):
             assert lines.show_vertical_scrollbar
             layouts = []
             original = app.screen._refresh_layout
@@ -282,11 +290,7 @@ def test_a_listing_without_a_scrollbar_still_scrolls():
     """The disassembly listing hides its scrollbar (app.tcss): the wheel
     and the cursor keys still scroll it."""
     async def run() -> None:
-        app = ListingLike()
-        async with app.run_test(size=(40, 10)) as pilot:
-            view = app.query_one(LinesView)
-            view.set_lines([Text(f"line {i}") for i in range(40)])
-            await pilot.pause()
+        async with lines_on_screen(ListingLike(), 40) as (pilot, view):
             assert view.scrollbar_size_vertical == 0
             for _ in range(3):
                 view.post_message(events.MouseScrollDown(view, 1, 1, 0, 1, 0, False, False, False))
