@@ -46,7 +46,7 @@ FS_BASE = 21
 
 # A move that applies more writes than this is not logged (ReplayMemory.writes_since).
 WRITE_LOG_MOVE = 64
-WRITE_LOG_SIZE = 4096
+WRITE_LOG_SIZE = 512
 
 
 class _Stored(bytes):
@@ -88,10 +88,15 @@ class ReplayMemory:
         self._reads = reads
 
     def _log_writes(self, cw: ChunkWrites, lo: int, hi: int) -> None:
-        if hi - lo > WRITE_LOG_MOVE or len(self._writes) > WRITE_LOG_SIZE:
+        if hi - lo > WRITE_LOG_MOVE:
             self._writes.clear()
             self._writes_known_from = self.generation
             return
+        if len(self._writes) > WRITE_LOG_SIZE:
+            # Keep the newer half: a snapshot asks about the last few moves.
+            dropped = self._writes[:WRITE_LOG_SIZE // 2]
+            del self._writes[:WRITE_LOG_SIZE // 2]
+            self._writes_known_from = dropped[-1][0]
         generation = self.generation
         for i in range(lo, hi):
             addr = cw.addrs[i]

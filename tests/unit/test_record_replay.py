@@ -264,5 +264,13 @@ def test_replay_memory_knows_what_small_moves_wrote():
         assert written is not None and written
         assert all(start < end for start, end in written)
         assert memory.writes_since(memory.generation) == []
-        session.goto(1_000)  # far back: from a keyframe, nothing is known before
+        # A long walk: the log keeps the newest writes, the oldest are forgotten.
+        recent = before
+        for count in range(5000):
+            if count == 4990:
+                recent = memory.generation
+            session.step()
         assert memory.writes_since(before) is None
+        assert memory.writes_since(recent) is not None
+        session.goto(1_000)  # far back: from a keyframe, nothing is known before
+        assert memory.writes_since(recent) is None
