@@ -81,9 +81,8 @@ async def measure(session, output_fd, steps: int, size: tuple[int, int], until: 
             await asyncio.sleep(0.01)
             await idle(pilot)
         if tab:
-            if not app.screen.query(f"#tab-{tab}"):
+            if not app.screen.show_tab(f"tab-{tab}"):
                 sys.exit(f"bench/tui.py: no tab {tab!r} at {size[0]}x{size[1]}")
-            app.screen.show_tab(f"tab-{tab}")
             await pilot.pause()
         await asyncio.sleep(0.2)
         for _ in range(steps):

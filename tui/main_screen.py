@@ -135,13 +135,14 @@ class MainScreen(Screen):
         self.query_one(CommandLine).value = command
         self.query_one("#listing").focus()
 
-    def show_tab(self, tab_id: str) -> None:
+    def show_tab(self, tab_id: str) -> bool:
+        """Bring tab_id up; False when this layout has no such tab (the log
+        and the code have their own panes at full width)."""
         tabs = self._tabbed()
-        if tabs is not None:
-            try:
-                tabs.active = tab_id
-            except Exception:
-                pass
+        if tabs is None or not tabs.query(f"TabPane#{tab_id}"):
+            return False
+        tabs.active = tab_id
+        return True
 
     def active_tab(self) -> str | None:
         tabs = self._tabbed()
