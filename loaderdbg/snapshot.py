@@ -193,8 +193,10 @@ def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
     stack, the GOT and the link_map, and a step that applies a relocation
     leaves the stack and link_map parts as they were."""
     memory_state = getattr(source, "memory_state", None)
+    writes_since = getattr(source, "writes_since", None)
+    reads_tracked = getattr(source, "reads_tracked", None)
     key = memory_state() if memory_state is not None else None
-    if key is None:
+    if key is None or writes_since is None or reads_tracked is None:
         return _memory_views(source, memory)
     memos = getattr(source, "snapshot_memo", None)
     if not isinstance(memos, dict):
@@ -206,11 +208,11 @@ def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
             memo_key, value, read_starts, read_ends = memo
             if memo_key == key:
                 return value
-            written = source.writes_since(memo_key)
+            written = writes_since(memo_key)
             if written is not None and not _any_overlap(written, read_starts, read_ends):
                 memos[part] = (key, value, read_starts, read_ends)
                 return value
-        with source.reads_tracked() as reads:
+        with reads_tracked() as reads:
             value = compute()
         memos[part] = (key, value, *_merged(reads))
         return value

@@ -279,7 +279,8 @@ class LoaderdbgApp(App[int]):
         except LoaderdbgError:
             return  # a guess that could not be read: the step will say so if it matters
         except Exception as err:  # a bug, but in a guess: the step itself is not hurt
-            self.log.error(f"prefetch at step {view.position}: {type(err).__name__}: {err}")
+            note = f"(internal) preparing the next step's code failed: {type(err).__name__}: {err}"
+            self.post_message(CommandOutput(Text(note, style="dim red")))
             return
         if windows:
             self.post_message(ListingsAhead(generation, windows))

@@ -86,7 +86,8 @@ def _identity(view: StopView) -> tuple:
     """What this tab shows (relocation totals change every step while ld.so
     relocates; they are not shown here)."""
     snap = view.snapshot
-    return (snap.handoff, getattr(snap, "ifuncs", ()),
+    reached = any(e.kind == "milestone" and e.name == "ldso-entry" for e in snap.events)
+    return (snap.handoff, view.alive, view.crashed, reached, getattr(snap, "ifuncs", ()),
             tuple((o.name, o.path, o.base, o.elf_offset, o.is_ldso, getattr(o, "detail", None))
                   for o in snap.objects))
 

@@ -46,7 +46,7 @@ class MainScreen(Screen):
         super().__init__(id="main")
         self.wide = wide
         self._targets: tuple | None = None
-        self._tabs: tuple[TabbedContent, ...] | None = None  # () or (the TabbedContent,)
+        self._tabs: tuple[TabbedContent] | None = None  # (the TabbedContent,) once found
 
     def view_targets(self) -> tuple:
         """(status lines, view panes, timelines): what a new view goes to.
@@ -64,9 +64,9 @@ class MainScreen(Screen):
     def _tabbed(self) -> TabbedContent | None:
         """The TabbedContent, queried once per layout like view_targets
         (each step asks which tab is up)."""
-        if self._tabs is None:
+        if not self._tabs:  # a miss is not remembered: the tabs may not be composed yet
             found = self.query(TabbedContent)
-            self._tabs = (found.first(),) if found else ()
+            self._tabs = (found.first(),) if found else None
         return self._tabs[0] if self._tabs else None
 
     def compose(self) -> ComposeResult:

@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from loaderdbg_tui.idle_gc import SAFETY_NET_THRESHOLD, IdleCollector
+from loaderdbg_tui.idle_gc import FULL_EVERY, SAFETY_NET_THRESHOLD, IdleCollector
 
 
 @pytest.fixture
@@ -41,6 +41,38 @@ def test_collects_only_when_due_and_the_generation_cpython_would(collector):
         gc.collect(0)
     make_garbage(young + 100)
     assert idle.collect() == 1
+
+
+def test_a_full_collection_only_every_few_times_the_counts_say(collector):
+    idle, saved = collector
+    young, middle, old = saved
+    gc.collect()
+    for _ in range(old * FULL_EVERY - 1):  # middle collections, each after `middle` young ones
+        for _ in range(middle):
+            gc.collect(0)
+        gc.collect(1)
+    for _ in range(middle):
+        gc.collect(0)
+    make_garbage(young + 100)
+    assert idle.collect() == 1
+    for _ in range(middle):
+        gc.collect(0)
+    make_garbage(young + 100)
+    assert idle.collect() == 2
+
+
+def test_leaves_automatic_collection_off_if_it_was():
+    saved = gc.get_threshold()
+    gc.set_threshold(0)
+    try:
+        idle = IdleCollector()
+        idle.install()
+        assert gc.get_threshold()[0] == 0
+        assert idle.collect() is None
+        idle.uninstall()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*saved)
 
 
 def test_does_nothing_when_not_installed():

@@ -96,3 +96,34 @@ def test_progress_bar_cells():
     assert half.cell_len == BAR_WIDTH and str(half.spans[0].style) == "green"
     assert str(progress_bar(10, 10).spans[0].style) == "bold green"
     assert progress_bar(3, 0).cell_len == BAR_WIDTH
+
+
+def test_elf_tab_follows_the_process_to_its_crash(rdxbug_recording):
+    """The ELF tab redraws only when what it shows changes; the hand-off
+    line depends on whether the process is alive, crashed or reached
+    ld.so's entry, so those count as changes."""
+    from loaderdbg.record.replay import ReplaySession
+    from loaderdbg_tui.elf import ElfPane
+
+    session = ReplaySession(str(rdxbug_recording))
+    try:
+        async def scenario(pilot):
+            app = pilot.app
+            elf = app.screen.query_one(ElfPane)
+            await pilot.pause()
+            assert "press l to get there" in "\n".join(line.plain for line in elf.lines)
+            # F5 runs to the end of the recording, the crash at pc 0; one step
+            # back and forth again: only "alive"/"crashed" changes.
+            for key, crashed in (("f5", True), ("shift+f7", False), ("f7", True)):
+                await pilot.press(key)
+                await settle(pilot)
+                await pilot.pause()
+                assert app.view.crashed == crashed
+                text = "\n".join(line.plain for line in elf.lines)
+                if crashed:
+                    assert "never reached ld.so's entry" in text and "press l" not in text, key
+                else:
+                    assert "press l to get there" in text, key
+        run_pilot(LoaderdbgApp(session), scenario, size=(160, 48))
+    finally:
+        session.close()
