@@ -144,6 +144,14 @@ def _recorded_events(session) -> Sequence[Event] | None:
     return session.events()
 
 
+def code_unchanged(session, instructions: Sequence[Instruction]) -> bool:
+    """Whether memory still holds the bytes these consecutive instructions
+    were decoded from (one read)."""
+    start = instructions[0].address
+    end = instructions[-1].next_address
+    return session.read_memory(start, end - start) == b"".join(insn.raw for insn in instructions)
+
+
 class _CachedCode:
     """session.disassemble, remembered per session: stepping through calls
     and returns comes back to the same few windows of code, and
@@ -182,9 +190,8 @@ class _CachedCode:
                 hit = cache.get(key)
                 if hit is not None:
                     cache.move_to_end(key)
-            if hit is not None:
-                if self.session.read_memory(addr, hit[-1].next_address - addr) == b"".join(i.raw for i in hit):
-                    return hit
+            if hit is not None and code_unchanged(self.session, hit):
+                return hit
         listing = self._from_instructions(addr, count) if cache is not None else None
         if listing is None:
             listing = tuple(self.session.disassemble(addr, count))
@@ -219,7 +226,7 @@ class _CachedCode:
                 address = insn.next_address
         if not prefix:
             return None
-        if self.session.read_memory(addr, address - addr) != b"".join(i.raw for i in prefix):
+        if not code_unchanged(self.session, prefix):
             return None
         if len(prefix) == count:
             return tuple(prefix)
@@ -236,8 +243,7 @@ def _listing(session, pc: int, previous: tuple[Instruction, ...]) -> tuple[Instr
         if index < len(starts) - NEAR_END:
             # Same window: reuse it if the code bytes are unchanged (one read
             # instead of disassembling and symbolising 40 instructions).
-            end = previous[-1].next_address
-            if session.read_memory(starts[0], end - starts[0]) == b"".join(i.raw for i in previous):
+            if code_unchanged(session, previous):
                 return previous
             start = starts[0]
         else:
