@@ -111,12 +111,11 @@ class RelocationsPane(ViewPane, Vertical):
         # The engine hands back the same state objects while no slot changed,
         # so this comparison is mostly identity checks: a step that writes no
         # slot costs no table work at all.
-        if (previous is not None and needle == self._drawn_needle and self.table.lines
-                and previous.snapshot.relocations == relocations):
-            return
-        if (previous is not None and needle == self._drawn_needle and self.table.lines
-                and self._patch(previous.snapshot.relocations, relocations, needle)):
-            return
+        if previous is not None and needle == self._drawn_needle and self.table.lines:
+            if previous.snapshot.relocations == relocations:
+                return
+            if self._patch(previous.snapshot.relocations, relocations, needle):
+                return
         self._drawn_needle = needle
         rows_by_state = self._rows
         if len(rows_by_state) > 4 * len(relocations) + 1024:
@@ -141,14 +140,7 @@ class RelocationsPane(ViewPane, Vertical):
         self.query_one("#reloc-header", Static).update(header, layout=False)
         if widths != self._widths:
             self._widths, self._lines = widths, {}
-        cache = self._lines
-        lines = []
-        for row in rows:
-            line = cache.get(row)
-            if line is None:
-                line = cache[row] = self._line(row, widths)
-            lines.append(line)
-        self.table.set_lines(lines)
+        self.table.set_lines([self._line_for(row) for row in rows])
         total = len(view.snapshot.relocations)
         self.set_titles(subtitle=f"{len(rows)} of {total}" if needle else f"{total} entries")
 
@@ -172,12 +164,16 @@ class RelocationsPane(ViewPane, Vertical):
             if any(len(cell) > width for cell, width in zip(row, self._widths)):
                 return False
             self._rows[id(new)] = (new, row)
-            line = self._lines.get(row)
-            if line is None:
-                line = self._lines[row] = self._line(row, self._widths)
-            changes[line_index] = line
+            changes[line_index] = self._line_for(row)
         self.table.replace_lines(changes)
         return True
+
+    def _line_for(self, row: tuple[str, ...]) -> Text:
+        """row's line at the current column widths, made once."""
+        line = self._lines.get(row)
+        if line is None:
+            line = self._lines[row] = self._line(row, self._widths)
+        return line
 
     @staticmethod
     def _line(row: tuple[str, ...], widths: list[int]) -> Text:
