@@ -121,8 +121,7 @@ class MainScreen(Screen):
             self.call_later(self._relayout)
 
     async def _relayout(self) -> None:
-        tabs = self.query(TabbedContent)
-        active = tabs.first().active if tabs else None
+        active = self.active_tab()
         command = self.query_one(CommandLine).value
         self._targets = self._tabs = None
         await self.recompose()
