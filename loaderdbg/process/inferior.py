@@ -590,13 +590,8 @@ class Inferior:
                 if stop is tracee.plain_step:
                     self.step_count += 1
                     milestones = self._milestone_bps
-                    if milestones:
-                        # The step helper fetched the registers with the stop.
-                        raw = tracee._regs_raw
-                        if raw is None:
-                            raw = tracee.regs_raw()
-                        if int.from_bytes(raw[RIP_OFFSET:RIP_OFFSET + 8], "little") in milestones:
-                            self._handle_stop(stop, target=None, stepping=True)
+                    if milestones and tracee.pc in milestones:  # registers came with the stop
+                        self._handle_stop(stop, target=None, stepping=True)
                     self._stop_reason = None
                     return stop
                 syscall_call = None
