@@ -684,11 +684,26 @@ class _Dynamic:
         # The hash tables are the loader's way to bound .dynsym.
         gnu_hash = self.table_offset("DT_GNU_HASH")
         if gnu_hash is not None:
-            return GNUHashTable(self.p.elf, gnu_hash, self.dyn).get_number_of_symbols()
+            table = GNUHashTable(self.p.elf, gnu_hash, self.dyn)
+            count = table.get_number_of_symbols()
+            # A table that hashes nothing (a -no-pie program exporting no
+            # symbol) only counts the symbols before the hashed ones, and ld
+            # writes 1 there: the relocations say how many there are.
+            if max(table.params["buckets"], default=0) < table.params["symoffset"]:
+                count = max(count, self._highest_relocated_symbol() + 1)
+            return count
         elf_hash = self.table_offset("DT_HASH")
         if elf_hash is not None:
             return ELFHashTable(self.p.elf, elf_hash, None, self.dyn).get_number_of_symbols()
         return self.dyn.num_symbols()
+
+    def _highest_relocated_symbol(self) -> int:
+        highest = 0
+        for table_name, table in self.relocation_tables():
+            if table_name != "RELR":
+                for reloc in table.iter_relocations():  # type: ignore[attr-defined]
+                    highest = max(highest, reloc["r_info_sym"])
+        return highest
 
     def symbols(self) -> tuple[DynSymbol, ...]:
         count = self.symbol_count()
