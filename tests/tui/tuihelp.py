@@ -124,3 +124,10 @@ def status_text(app) -> str:
     from loaderdbg_tui.status import StatusLine
 
     return app.screen.query_one(StatusLine).plain
+
+
+def screen_lines(app) -> list[str]:
+    """What the terminal shows now, one string per row. Textual's public
+    screenshot is an SVG; the compositor's strips are the same cells as
+    plain text."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
