@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from loaderdbg import __version__
+from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
 from loaderdbg.targets import TARGET_HELP, parse_target
 
@@ -231,25 +231,40 @@ COMMANDS = {
 }
 
 
+def say(message: str) -> None:
+    """One line on stderr. A stderr that is gone (a closed terminal, a
+    closed descriptor) loses it: there is nowhere left to say anything."""
+    if sys.stderr is None:
+        return
+    try:
+        print(f"loaderdbg: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        options = parser.parse_args(argv)
-        if options.command is None:
-            parser.print_help()
-            return EXIT_USAGE
-        return COMMANDS[options.command](options)
-    except LoaderdbgError as err:
-        print(f"loaderdbg: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("loaderdbg: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # stdout closed early (| head): not an error worth a traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+    with end_signals.handled():
+        try:
+            options = parser.parse_args(argv)
+            if options.command is None:
+                parser.print_help()
+                return EXIT_USAGE
+            return COMMANDS[options.command](options)
+        except LoaderdbgError as err:
+            say(str(err))
+            return err.exit_code
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, end_signals.Terminated):
+                say(f"interrupted ({interrupt})")
+            else:
+                say("interrupted")
+            return end_signals.exit_code_of(interrupt)
+        except BrokenPipeError:
+            # stdout closed early (| head): not an error worth a traceback.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
 
 
 if __name__ == "__main__":

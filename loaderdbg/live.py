@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import signal as _signal
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Sequence
 
+from loaderdbg import end_signals
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
@@ -22,6 +24,11 @@ from loaderdbg.process.tracer_thread import TracerThread
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import Snapshot, build_snapshot
 from loaderdbg.targets import parse_target
+
+# How long an interrupted run or a close may take on the tracer thread before
+# we stop waiting for it: SIGSTOP stops a tracee within milliseconds, unless
+# it sits where no signal reaches it (a parent blocked in vfork).
+SETTLE_SECONDS = 3.0
 
 
 class LiveSession:
@@ -43,16 +50,29 @@ class LiveSession:
             try:
                 self._inferior: Inferior = future.result()
             except KeyboardInterrupt:
-                if catcher is not None:
-                    catcher.cancelled = True  # the tracer lets the parent go, then fails
-                future.exception()
+                with end_signals.cleanup():
+                    if catcher is not None:
+                        catcher.cancelled = True  # the tracer lets the parent go, then fails
+                    self._abandon_start(future)
                 raise
         except BaseException:
+            # Ending the tracer thread also makes the kernel release any
+            # task it still traces (ptrace(2): a tracer's exit detaches).
             self._tracer.stop()
             raise
         self._closed = False
+        self._running: Future | None = None  # the last motion handed to the tracer thread
         self.program = self._inferior.program
         self.capabilities = frozenset({"live"} if spec is not None else {"live", "attach"})
+
+    def _abandon_start(self, future: Future) -> None:
+        """Ctrl-C (or SIGTERM) while launching or attaching: whatever the
+        tracer thread got hold of meanwhile is let go again."""
+        try:
+            inferior = future.result(timeout=SETTLE_SECONDS)
+        except BaseException:
+            return  # it failed or gave up on its own, cleaning up after itself
+        self._tracer.call(inferior.close)
 
     @classmethod
     def catch_spawn(cls, parent: int, match: str | None = None, timeout: float | None = None,
@@ -173,13 +193,23 @@ class LiveSession:
     def _run(self, fn, *args):
         """Run motion on the tracer thread; Ctrl-C in the caller stops the
         tracee (interrupt) and waits for the tracer to settle before raising."""
-        future = self._tracer.submit(fn, *args)
+        future = self._running = self._tracer.submit(fn, *args)
         try:
             return future.result()
         except KeyboardInterrupt:
-            self.interrupt()
-            future.exception()
+            with end_signals.cleanup():
+                self.interrupt()
+                self._settle(future)
             raise
+
+    def _settle(self, future: Future) -> None:
+        """Wait for the tracer thread to finish ``future`` after an
+        interrupt. If the tracee does not stop in time, put our int3s' bytes
+        back now: whatever happens next, the process must not meet one."""
+        try:
+            future.exception(timeout=SETTLE_SECONDS)
+        except FutureTimeout:
+            self._inferior.tracee.restore_original_bytes()
 
     def interrupt(self) -> None:
         """Stop a running continue from any thread."""
@@ -197,16 +227,25 @@ class LiveSession:
         if self._closed:
             return
         self._closed = True
-        if self._inferior.alive:
-            if self._inferior.tracee.launched:
-                try:
-                    os.kill(self.pid, _signal.SIGKILL)  # ends a run in progress too
-                except ProcessLookupError:
-                    pass
-        try:
-            self._tracer.call(self._inferior.close)
-        finally:
-            self._tracer.stop()
+        with end_signals.cleanup():
+            if self._inferior.alive:
+                if self._inferior.tracee.launched:
+                    try:
+                        os.kill(self.pid, _signal.SIGKILL)  # ends a run in progress too
+                    except ProcessLookupError:
+                        pass
+                elif self._running is not None and not self._running.done():
+                    self.interrupt()  # a run in progress (another thread's) ends at a stop
+            future = self._tracer.submit(self._inferior.close)
+            try:
+                future.result(timeout=SETTLE_SECONDS)
+            except FutureTimeout:
+                # The tracer thread is still in a run that did not stop
+                # (see _settle): our bytes go back from here, and the kernel
+                # detaches the process when this one exits.
+                self._inferior.tracee.restore_original_bytes()
+            finally:
+                self._tracer.stop(timeout=0 if not future.done() else 5.0)
 
     def __enter__(self) -> "LiveSession":
         return self

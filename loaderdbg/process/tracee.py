@@ -373,6 +373,27 @@ class Tracee:
         else:
             self.detach()
 
+    def restore_original_bytes(self) -> None:
+        """Put back the byte under every int3 we wrote, from any thread and
+        whether the tracee is stopped or running: the last resort when the
+        tracer thread cannot get it to a stop in time (the kernel detaches
+        it when we exit, but would leave our int3s in its memory).
+        The breakpoints stay on record: the tracer thread may still use them."""
+        if not self.alive:
+            return
+        try:
+            fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            for addr, original in list(self.breakpoints.items()):
+                try:
+                    os.pwrite(fd, bytes([original]), addr)
+                except OSError:
+                    pass  # that page went away
+        finally:
+            os.close(fd)
+
 
 def launch(spec: LaunchSpec) -> Tracee:
     """Fork, exec ``spec`` under ptrace and return it stopped at the first

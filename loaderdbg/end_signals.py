@@ -1,0 +1,94 @@
+"""How loaderdbg ends when it is told to: SIGTERM, and SIGHUP (its terminal
+closed), end it the way Ctrl-C does.
+
+Every path that puts a traced process back in order (int3s out, threads
+detached, a launched program killed and reaped) already runs on
+KeyboardInterrupt, so the two other signals raise ``Terminated``, a
+KeyboardInterrupt. While that clean-up runs (``cleanup()``), a second
+signal must not cut it short and leave an int3 behind: it is held and
+raised once the clean-up is over.
+
+SIGKILL cannot be caught: a program loaderdbg launched dies with it
+(PTRACE_O_EXITKILL), but a process it attached to is released by the kernel
+with any int3 loaderdbg had written still in its memory.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: ends loaderdbg as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell shows for a death by that signal
+
+
+def exit_code_of(interrupt: KeyboardInterrupt) -> int:
+    return interrupt.exit_code if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
+
+
+def _interrupt_for(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+_cleanups = 0  # cleanup() blocks under way (signal handlers run in the main thread only)
+_held: int | None = None  # the first signal that came during one
+
+
+def _on_signal(signum: int, frame) -> None:
+    global _held
+    if _cleanups:
+        if _held is None:
+            _held = signum
+        return
+    raise _interrupt_for(signum)
+
+
+class handled:
+    """While this block runs (in the main thread), SIGINT, SIGTERM and
+    SIGHUP raise KeyboardInterrupt / Terminated, or wait for a ``cleanup()``
+    under way. A signal someone ignores (nohup, a background job's SIGINT)
+    stays ignored. The handlers in place before come back afterwards."""
+
+    def __enter__(self) -> "handled":
+        self._previous: dict[int, object] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in ENDING_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue
+            self._previous[signum] = signal.signal(signum, _on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+class cleanup:
+    """A block that a signal must not interrupt (putting a tracee back in
+    order). The first signal that arrives meanwhile is raised when it ends,
+    unless the block is already ending on an exception."""
+
+    def __enter__(self) -> "cleanup":
+        global _cleanups
+        _cleanups += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        global _cleanups, _held
+        _cleanups -= 1
+        if _cleanups == 0 and _held is not None:
+            signum, _held = _held, None
+            if exc_type is None:
+                raise _interrupt_for(signum)

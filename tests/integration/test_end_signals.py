@@ -1,0 +1,171 @@
+"""Issue 16.4: however loaderdbg ends (SIGINT, SIGTERM, SIGHUP, its terminal
+closed), an attached process is left without our int3s and detached, and a
+launched one is killed.
+
+The attached program dlopens and dlcloses a library every 20 ms, so it
+calls ld.so's r_brk hook, where an attached session keeps an int3 (the
+link_map watch): left behind, that int3 kills it with SIGTRAP at once."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+LOADERDBG = [sys.executable, "-m", "loaderdbg"]
+
+DLOPEN_LOOP = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    printf("ready\n");
+    fflush(stdout);
+    for (int i = 0; i < 3000; i++) {
+        void *handle = dlopen("libm.so.6", RTLD_NOW);
+        if (handle) dlclose(handle);
+        handle = dlopen("libz.so.1", RTLD_NOW);
+        if (handle) dlclose(handle);
+        usleep(20000);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def dlopen_loop(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("endsig")
+    (directory / "dlloop.c").write_text(DLOPEN_LOOP)
+    program = str(directory / "dlloop")
+    subprocess.run(["gcc", "-O1", "-o", program, str(directory / "dlloop.c"), "-ldl"], check=True)
+    return program
+
+
+@pytest.fixture
+def looping_process(dlopen_loop):
+    proc = subprocess.Popen([dlopen_loop], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in handle)}
+    except OSError:
+        return {}
+
+
+def _wait_until_running_traced(pid: int, timeout: float = 30) -> None:
+    """Attached, analysed and continued: traced, and out of its stop."""
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while time.monotonic() < deadline:
+        status = _status(pid)
+        traced = status.get("TracerPid", "0") != "0"
+        calm = calm + 1 if traced and not status.get("State", "").startswith("t") else 0
+        if calm >= 5:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} never ran on under loaderdbg: {_status(pid)}")
+
+
+def _assert_left_running(proc: subprocess.Popen) -> None:
+    # Within 0.5 s it calls r_brk some 50 times: an int3 left there kills it.
+    time.sleep(0.5)
+    assert proc.poll() is None, f"the attached process died: {proc.returncode}"
+    status = _status(proc.pid)
+    assert status["TracerPid"] == "0"
+    assert not status["State"].startswith(("t", "T")), status["State"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_to_inspect_pid_at_exit_detaches_cleanly(looping_process, signum):
+    pid = looping_process.pid
+    debugger = subprocess.Popen([*LOADERDBG, "inspect", "--pid", str(pid), "--at", "exit"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+    try:
+        _wait_until_running_traced(pid)
+        debugger.send_signal(signum)
+        out, err = debugger.communicate(timeout=30)
+    finally:
+        debugger.kill()
+        debugger.wait()
+    assert debugger.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("loaderdbg: interrupted"), err
+    _assert_left_running(looping_process)
+
+
+def test_closed_terminal_detaches_cleanly(looping_process):
+    """The terminal loaderdbg runs in goes away (the kernel's SIGHUP, then
+    EIO on every write to it)."""
+    pid = looping_process.pid
+    child, master = pty.fork()
+    if child == 0:  # pragma: no cover - the child execs at once
+        os.execv(sys.executable, [*LOADERDBG, "inspect", "--pid", str(pid), "--at", "exit"])
+    try:
+        _wait_until_running_traced(pid)
+        os.close(master)
+        master = -1
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("loaderdbg did not end when its terminal closed")
+    finally:
+        if master >= 0:
+            os.close(master)
+        try:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGHUP, status
+    _assert_left_running(looping_process)
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread (loaderdbg forks from its tracer thread)."""
+    found = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found += [int(p) for p in handle.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def test_sigterm_kills_a_launched_program(dlopen_loop):
+    debugger = subprocess.Popen([*LOADERDBG, "inspect", "--at", "exit", dlopen_loop],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not _children(debugger.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (program,) = _children(debugger.pid)
+        _wait_until_running_traced(program)
+        debugger.send_signal(signal.SIGTERM)
+        _, err = debugger.communicate(timeout=30)
+    finally:
+        debugger.kill()
+        debugger.wait()
+    assert debugger.returncode == 128 + signal.SIGTERM, err
+    assert err.startswith("loaderdbg: interrupted (SIGTERM)"), err
+    assert not os.path.exists(f"/proc/{program}"), _status(program)
