@@ -286,9 +286,13 @@ class Syscall:
     def arg(self, name: str) -> SyscallArg | None:
         return next((arg for arg in self.args if arg.name == name), None)
 
-    def format(self) -> str:
+    def call_text(self) -> str:
+        """strace's `name(args)`, without the result (a syscall-entry stop)."""
         shown = ", ".join(arg.text for arg in self.args if arg.shown)
-        return f"{self.name}({shown}) = {self.result_text or '?'}"
+        return f"{self.name}({shown})"
+
+    def format(self) -> str:
+        return f"{self.call_text()} = {self.result_text or '?'}"
 
     def __str__(self) -> str:
         return self.format()
@@ -579,3 +583,9 @@ def decode_syscall(number: int, args: Sequence[int], result: int | None, arch: A
     signed_result = _signed(result, 8 * arch.word_size)
     result_text, errno_name = _result_text(name, signed_result)
     return Syscall(number, name, decoded_args, signed_result, result_text, errno_name)
+
+
+# Calls after which the memory map (and so the objects, symbols and
+# breakpoint sites) may have changed: one set for every front.
+MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mremap", "mprotect", "brk", "execve", "execveat",
+                              "shmat", "shmdt", "pkey_mprotect", "remap_file_pages", "madvise"})

@@ -33,7 +33,7 @@ from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
-from loaderdbg.decode.syscalls import decode_syscall, syscall_string_args
+from loaderdbg.decode.syscalls import MAPPING_SYSCALLS, decode_syscall, syscall_string_args
 from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import AttachedThreads
@@ -44,9 +44,9 @@ from loaderdbg.process.tracee import (CODE_SYSCALL, FAULT_SIGNALS, RIP_OFFSET, L
                                       launch)
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import ThreadState
-from loaderdbg.targets import Target
+from loaderdbg import targets as reasons
+from loaderdbg.targets import MILESTONE_OF_TARGET, Target
 
-MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mprotect", "mremap", "brk", "execve"})
 SYSTEM_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1")
 STOPPING_SIGNALS = FAULT_SIGNALS | {_signal.SIGABRT}
 MAX_STRING = 4096
@@ -83,8 +83,7 @@ class Inferior:
         self.entry_pc = tracee.pc
         self.kernel_auxv_raw = self._read_proc("auxv") or b""
         self.elf_cache = ElfCache(self._read_mapped_file)
-        self._stop_reason: StopReason | None = StopReason(
-            "launch", "stopped at the first instruction after execve", target="first")
+        self._stop_reason: StopReason | None = reasons.launched()
         self.ldso: LdsoInfo | None = None
         self.at_entry: int | None = None
         self.main_address: int | None = None
@@ -183,7 +182,7 @@ class Inferior:
         self._seen.update({"kernel-entry", "ldso-entry", "at-entry"})
         self._startup_checks_done = True
         count = 1 + len(self.attached.stopped)
-        self.stop_reason = StopReason("attach", f"attached to pid {self.pid}, {count} thread(s) stopped")
+        self.stop_reason = reasons.attached(self.pid, count)
         self._record("milestone", "attach", self.stop_reason.description, address=self.tracee.pc,
                      exact=False)
         self._watch_link_map()
@@ -268,8 +267,7 @@ class Inferior:
         when asked: the step loop must not pay for a string per step."""
         reason = self._stop_reason
         if reason is None:
-            text = f"step {self.step_count}" if self.step_exact else "stepped (count unknown since a continue)"
-            reason = self._stop_reason = StopReason("step", text)
+            reason = self._stop_reason = reasons.stepped(self.step_count if self.step_exact else None)
         return reason
 
     @stop_reason.setter
@@ -424,6 +422,13 @@ class Inferior:
 
     def milestone_seen(self, name: str) -> bool:
         return name in self._seen
+
+    def pending_syscall_text(self) -> str:
+        """strace's `name(args)` of the syscall whose entry we are stopped at."""
+        pending = self._pending_syscall
+        if pending is None:
+            return "?"
+        return decode_syscall(pending.number, pending.args, None, self.arch, pending.strings).call_text()
 
     # -- syscalls ----------------------------------------------------------
     def _syscall_entry(self, number: int, args: tuple[int, ...]) -> None:
@@ -630,8 +635,7 @@ class Inferior:
         except ptrace.PtraceError:
             status = None
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
-        text = "about to exit" + (f" (status {code})" if code is not None else "")
-        return StopReason("exiting", text, exit_code=code)
+        return reasons.about_to_exit(None, code)
 
     def notice_death(self) -> bool:
         """A SIGKILL from outside takes a stopped tracee down without a word
@@ -741,7 +745,7 @@ class Inferior:
         kind = target.kind
         if kind == "first":
             if self.step_count == 0 and self.step_exact:
-                self.stop_reason = StopReason("target", "at the first instruction", str(target))
+                self.stop_reason = reasons.at_first(target)
                 return self.stop_reason
             raise UsageError("the first instruction is behind us; relaunch (starti) to get there")
         if kind == "step":
@@ -754,21 +758,19 @@ class Inferior:
                 reason = self._stop_reason  # None: a plain step
                 if reason is not None and (self._stopped_for_good(stop) or reason.kind == "interrupted"):
                     return self.stop_reason
-            self.stop_reason = StopReason("target", f"reached step {self.step_count}", str(target))
+            self.stop_reason = reasons.reached_step(target, self.step_count)
             return self.stop_reason
         if kind == "ldso-entry" and self.statically_linked and self.ldso is None:
-            self.stop_reason = StopReason(
-                "target", f"{self.statically_linked} is statically linked: no ld.so runs in it",
-                str(target), reached=False)
+            self.stop_reason = reasons.statically_linked(target, self.statically_linked)
             return self.stop_reason
         if self._already_at(target):
-            self.stop_reason = StopReason("target", f"already at {target}", str(target))
+            self.stop_reason = reasons.already_at(target)
             return self.stop_reason
         user_bp = self._target_breakpoint(target)
         return self._continue(target, user_bp)
 
     def _already_at(self, target: Target) -> bool:
-        wanted = {"ldso-entry": "ldso-entry", "entry": "at-entry", "main": "main"}.get(target.kind)
+        wanted = MILESTONE_OF_TARGET.get(target.kind)
         return wanted is not None and wanted in self._here
 
     def _target_breakpoint(self, target: Target) -> int | None:
@@ -837,16 +839,13 @@ class Inferior:
                 user_bp = self._resolve_main()
             if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self.user_breakpoints \
                     and self.tracee.pc != user_bp:
-                where = self.symbolize(self.tracee.pc) or f"{self.tracee.pc:#x}"
-                self.stop_reason = StopReason("breakpoint", f"breakpoint at {self.tracee.pc:#x} ({where})",
-                                              str(target), reached=False)
+                self.stop_reason = reasons.breakpoint_hit(target, self.tracee.pc, self.symbolize(self.tracee.pc))
                 break
             if user_bp is not None and stop.kind is StopKind.BREAKPOINT and self.tracee.pc == user_bp:
-                self.stop_reason = StopReason("target", f"reached {target} at {user_bp:#x}", str(target))
+                self.stop_reason = reasons.reached_at(target, user_bp)
                 break
             if reached:
-                self.stop_reason = StopReason("target", f"reached {target} at {self.tracee.pc:#x}",
-                                              str(target))
+                self.stop_reason = reasons.reached_at(target, self.tracee.pc)
                 break
         if user_bp is not None and target.kind in ("addr", "sym") and user_bp not in self._milestone_bps \
                 and user_bp not in self.user_breakpoints:
@@ -868,19 +867,15 @@ class Inferior:
             if self._pending_syscall is not None:
                 self._syscall_exit(None)
             if stop.kind is StopKind.EXITED:
-                text = f"exited with status {stop.exit_code}"
-                self._record("milestone", "exit", text)
-                self.stop_reason = StopReason("exited", text, str(target) if target else None,
-                                              reached=want == "exit", exit_code=stop.exit_code)
+                self.stop_reason = reasons.exited(target, stop.exit_code)
+                self._record("milestone", "exit", self.stop_reason.description)
             else:
                 if while_stopped:
                     where = "while stopped" + (f" at step {self.step_count}" if self.step_exact else "")
                 else:
                     where = f"at step {self.step_count}" if self.step_exact else "after a continue"
-                text = f"killed by {stop.signal_name} {where}"
-                self._record("milestone", "exit", text)
-                self.stop_reason = StopReason("killed", text, str(target) if target else None,
-                                              reached=False, signal=stop.signal_name)
+                self.stop_reason = reasons.killed(target, stop.signal_name, where)
+                self._record("milestone", "exit", self.stop_reason.description)
             return False, self.stop_reason
         if stop.kind is StopKind.SYSCALL:
             info = ptrace.get_syscall_info(self.pid)
@@ -889,8 +884,7 @@ class Inferior:
                 if want == "syscall":
                     name = self.arch.syscall_names.get(info.number, str(info.number))
                     if target.name in (None, name):
-                        text = f"syscall entry: {name}"
-                        return True, StopReason("syscall", text, str(target))
+                        return True, reasons.syscall_entry(target, self.pending_syscall_text())
             elif info.op == ptrace.SYSCALL_INFO_EXIT:
                 self._syscall_exit(info.return_value)
             return False, None
@@ -900,8 +894,7 @@ class Inferior:
                 if self._pending_syscall is not None:
                     self._syscall_exit(None)
                 if want == "exit" and os.WIFEXITED(status):
-                    return True, StopReason("target", f"about to exit (status {os.WEXITSTATUS(status)})",
-                                            str(target))
+                    return True, reasons.about_to_exit(target, os.WEXITSTATUS(status))
                 # Dying from a signal (SIGKILL included): let it finish dying,
                 # the next stop reports how.
             elif stop.event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
@@ -938,8 +931,7 @@ class Inferior:
             return reached, None
         if stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP and self.interrupt_requested:
             self.interrupt_requested = False
-            return False, StopReason("interrupted", f"interrupted at pc {self.tracee.pc:#x}",
-                                     str(target) if target else None, reached=False)
+            return False, reasons.interrupted(target, self.tracee.pc)
         if stop.kind is StopKind.SIGNAL:
             if stop.signal in STOPPING_SIGNALS:
                 # The rdxbug crash comes right after the auxv rewrite with no
@@ -954,16 +946,10 @@ class Inferior:
                 self._record("milestone", "crash", f"{text} at pc {self.tracee.pc:#x}",
                              address=self.tracee.pc)
                 fault = info.addr if info is not None else None
-                described = f"{stop.signal_name} at pc {self.tracee.pc:#x}"
-                if fault is not None and stop.signal != _signal.SIGABRT:
-                    described += f", fault address {fault:#x}"
-                reason = StopReason("signal", described, str(target) if target else None,
-                                    reached=want == "signal", signal=stop.signal_name,
-                                    fault_address=fault)
+                reason = reasons.fatal_signal(target, stop.signal_name, self.tracee.pc, fault)
                 return want == "signal", reason
             if want == "signal":
-                return True, StopReason("signal", f"{stop.signal_name} arrived", str(target),
-                                        signal=stop.signal_name)
+                return True, reasons.signal_arrived(target, stop.signal_name)
             return False, None
         if stepping:
             # A plain step may land on a milestone address.

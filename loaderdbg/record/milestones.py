@@ -93,6 +93,9 @@ class MilestoneTracker:
         self._sync(position, regs)
         self.inferior._syscall_entry(number, args)
 
+    def pending_syscall_text(self) -> str:
+        return self.inferior.pending_syscall_text()
+
     def syscall_exit(self, position: int, regs: bytes | None, result: int | None) -> None:
         self._sync(position, regs)
         self.inferior._syscall_exit(result)

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from array import array
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +38,7 @@ from loaderdbg import __version__
 from loaderdbg.arch import get_arch
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
+from loaderdbg.decode.syscalls import MAPPING_SYSCALLS
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
 from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
@@ -54,17 +56,15 @@ from loaderdbg.record.milestones import MilestoneTracker
 from loaderdbg.record.shadow import ProcessReader, Shadow, diff_runs
 from loaderdbg.record.writer import RecordingWriter
 from loaderdbg.session import StopReason
-from loaderdbg.targets import Target, parse_target
+from loaderdbg import targets as reasons
+from loaderdbg.targets import MILESTONE_OF_TARGET, Target, parse_target
 
 DEFAULT_CHUNK_STEPS = 4096
 DEFAULT_KEYFRAME_CHUNKS = 8
 STEP_STATUS = (_signal.SIGTRAP << 8) | 0x7F  # WIFSTOPPED, SIGTRAP, no event
 NT_X86_XSTATE = 0x202
 ADDR_NO_RANDOMIZE = 0x0040000
-SYS_TGKILL = 234
 UNREADABLE_KINDS = frozenset({"vvar", "vsyscall"})
-MAPPING_SYSCALLS = frozenset({"mmap", "munmap", "mremap", "mprotect", "brk", "shmat", "shmdt", "madvise",
-                              "pkey_mprotect", "execve", "execveat", "remap_file_pages"})
 ELF_MAGIC = b"\x7fELF"
 # The /proc/PID/task/TID/status lines a thread view needs (parse_task_status);
 # the rest (VmRSS, context switches…) changes all the time.
@@ -359,7 +359,10 @@ class Recorder:
         if pid is not None:
             # At the traced thread itself: it wakes a tracee blocked in a
             # syscall too, and never starts a group-stop in other threads.
-            _libc.syscall(SYS_TGKILL, pid, pid, _signal.SIGSTOP)
+            try:
+                ptrace.tgkill(pid, pid, _signal.SIGSTOP)
+            except ProcessLookupError:
+                pass  # gone already: the step loop sees it die
 
     def _setup(self) -> None:
         self.reader = ProcessReader(self.pid)
@@ -727,10 +730,10 @@ class Recorder:
         args = tuple(self._word(regs, offset) for offset in _ARGS)
         name = self.arch.syscall_names.get(number, f"syscall_{number}")
         target = self.target
-        if target.kind == "syscall" and target.name in (None, name):
-            self._end(StopReason("target", f"about to make syscall {name} at step {self.pos}", str(target)))
         t = self.pos
         self.tracker.syscall_entry(t, regs, number, args)
+        if target.kind == "syscall" and target.name in (None, name):
+            self._end(reasons.syscall_entry(target, self.tracker.pending_syscall_text()))
         status = self._issue()
         if status != STEP_STATUS:
             return self._unusual(status, plan, syscall=(number, name, args))
@@ -815,18 +818,18 @@ class Recorder:
         kind = target.kind
         reached = None
         if kind == "first" and initial:
-            reached = "at the first instruction"
-        elif kind in ("ldso-entry", "entry", "main"):
-            milestone = {"ldso-entry": "ldso-entry", "entry": "at-entry", "main": "main"}[kind]
+            reached = reasons.at_first(target)
+        elif kind in MILESTONE_OF_TARGET:
+            milestone = MILESTONE_OF_TARGET[kind]
             if self.tracker.seen(milestone) and any(
                     e.name == milestone and e.step == self.pos for e in self.tracker.events[-8:]):
-                reached = f"reached {target} at {rip:#x}"
+                reached = reasons.reached_at(target, rip)
         elif kind in ("addr", "sym") and not initial and rip in self.stop_addrs:
-            reached = f"reached {target} at {rip:#x}"
+            reached = reasons.reached_at(target, rip)
         if reached is None and self.pos == self.stop_step:
             self._stop_at_step()
         if reached is not None:
-            self._end(StopReason("target", reached, str(target)))
+            self._end(reached)
         if initial and kind == "sym":
             self._resolve_symbol_target()
         if initial and kind == "addr":
@@ -834,9 +837,8 @@ class Recorder:
 
     def _stop_at_step(self) -> None:
         if self.target.kind == "step" and self.pos == self.target.value:
-            self._end(StopReason("target", f"reached step {self.pos}", str(self.target)))
-        self._end(StopReason("limit", f"stopped at the step limit ({self.pos})", str(self.target),
-                             reached=False))
+            self._end(reasons.reached_step(self.target, self.pos))
+        self._end(reasons.step_limit(self.target, self.pos))
 
     def _resolve_symbol_target(self) -> None:
         try:
@@ -897,8 +899,7 @@ class Recorder:
             return  # EVENT_STOP & co: nothing executed; step again
         if sig == _signal.SIGSTOP and self.interrupted:
             # Our own Ctrl-C stop: the file ends at the last complete step.
-            self._end(StopReason("interrupted", f"recording interrupted at step {self.pos}",
-                                 str(self.target), reached=False))
+            self._end(reasons.recording_interrupted(self.target, self.pos))
         raw = self._fetch_regs()
         if raw != self.regs and raw[_RIP:_RIP + 8] == self.regs[_RIP:_RIP + 8]:
             # A fault: nothing executed, but the CPU set RF in the saved
@@ -920,8 +921,7 @@ class Recorder:
 
     def _signal_stop(self, stop: Stop, raw: bytes) -> None:
         if stop.signal == _signal.SIGSTOP and self.interrupted:
-            self._end(StopReason("interrupted", f"recording interrupted at step {self.pos}",
-                                 str(self.target), reached=False))
+            self._end(reasons.recording_interrupted(self.target, self.pos))
         detail = stop.describe()
         if stop.siginfo:
             try:
@@ -935,20 +935,16 @@ class Recorder:
         if final is not None:
             self.crash_reason = final
         if self.target.kind == "signal":
-            reason = final or StopReason("signal", f"{stop.signal_name} arrived", str(self.target),
-                                         signal=stop.signal_name)
-            self._end(StopReason(reason.kind, reason.description, str(self.target), True, reason.signal,
-                                 reason.fault_address, reason.exit_code))
+            reason = final or reasons.signal_arrived(self.target, stop.signal_name)
+            self._end(dataclasses.replace(reason, target=str(self.target), reached=True))
 
     def _exit_reason(self, stop: Stop) -> StopReason:
         crash = getattr(self, "crash_reason", None)
         if crash is not None:
             return crash
         if stop.kind is StopKind.EXITED:
-            return StopReason("exited", f"exited with status {stop.exit_code}", str(self.target),
-                              reached=self.target.kind == "exit", exit_code=stop.exit_code)
-        return StopReason("killed", f"killed by {stop.signal_name} at step {self.pos}", str(self.target),
-                          reached=False, signal=stop.signal_name)
+            return reasons.exited(self.target, stop.exit_code)
+        return reasons.killed(self.target, stop.signal_name, f"at step {self.pos}")
 
     def _exit_event(self, syscall: tuple | None) -> None:
         """PTRACE_EVENT_EXIT: the process is exiting but its memory is still
@@ -1266,8 +1262,7 @@ class Recorder:
         del chunk.data[data_end:]
         self._no_verify = True
         try:
-            self._finish(StopReason("interrupted", f"recording stopped at step {self.pos}", str(self.target),
-                                    reached=False))
+            self._finish(reasons.recording_interrupted(self.target, self.pos))
         except Exception:
             self.writer.abandon()
 

@@ -30,6 +30,7 @@ from loaderdbg.decode.disasm import disassemble, disassemble_one
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.procstatus import parse_task_status
+from loaderdbg.decode.siginfo import decode_siginfo
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 from loaderdbg.errors import UsageError
 from loaderdbg.record import index
@@ -39,7 +40,8 @@ from loaderdbg.record.format import (
 )
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import Snapshot, ThreadState, build_snapshot
-from loaderdbg.targets import Target, parse_target
+from loaderdbg import targets as reasons
+from loaderdbg.targets import MILESTONE_OF_TARGET, ReasonKind, Target, parse_target
 
 FS_BASE = 21
 
@@ -532,7 +534,7 @@ class ReplayState:
         return tuple(e for e in self._session._all_events if e.step <= position)
 
 
-INITIAL_REASON = StopReason("launch", "stopped at the first instruction after execve", target="first")
+INITIAL_REASON = reasons.launched()
 
 
 class ReplaySession:
@@ -556,8 +558,7 @@ class ReplaySession:
         self._source = ReplayState(self)
         end = meta.get("end")
         self.end_reason = _reason_from_json(end) if isinstance(end, dict) else \
-            StopReason("end", f"the recording ends at step {self.last_step} (recorder stopped early)",
-                       reached=False)
+            reasons.recording_end(None, self.last_step, "the recorder stopped early")
         self._pos = 0
         self._regs = self.recording.regs_at(0)
         self._reason = INITIAL_REASON
@@ -661,7 +662,7 @@ class ReplaySession:
             elif position == 0:
                 reason = INITIAL_REASON
             else:
-                reason = StopReason("step", f"step {position}")
+                reason = reasons.stepped(position)
         self._reason = reason
         return reason
 
@@ -681,7 +682,7 @@ class ReplaySession:
     def step_back(self, n: int = 1) -> StopReason:
         with self._lock:
             if self._pos == 0:
-                self._reason = StopReason("start", "at the start of the recording (step 0)", reached=False)
+                self._reason = reasons.recording_start()
                 return self._reason
             return self._move(self._pos - max(n, 0))
 
@@ -700,7 +701,7 @@ class ReplaySession:
                 if found is None:
                     return self._move(self.last_step)
                 if self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 19) >= sp:
-                    return self._move(found, StopReason("step", f"step {found}"))
+                    return self._move(found, reasons.stepped(found))
                 probe = found
 
     def cont(self, until: str | None = None) -> StopReason:
@@ -722,9 +723,8 @@ class ReplaySession:
                                   **({"after": here} if forward else {"before": here}))
             if found is not None:
                 pc = self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 16)
-                where = self._source.symbols().symbolize(pc) or f"{pc:#x}"
-                candidates.append((found, StopReason("breakpoint", f"breakpoint at {pc:#x} ({where})",
-                                                     str(target) if target else None, reached=False)))
+                where = self._source.symbols().symbolize(pc)
+                candidates.append((found, reasons.breakpoint_hit(target, pc, where)))
         if target is not None:
             found = self._find_target(target, forward)
             if found is not None:
@@ -733,14 +733,12 @@ class ReplaySession:
             if target is None or (target.kind == "exit" and forward):
                 if forward:
                     return self._move(self.last_step)
-                return self._move(0, StopReason("start", "reached the start of the recording (step 0)",
-                                                reached=False))
+                return self._move(0, reasons.recording_start())
             end = self.end_reason
-            if forward and end.kind in ("exited", "killed", "signal", "crashed"):
+            if forward and end.kind in (ReasonKind.EXITED, ReasonKind.KILLED, ReasonKind.SIGNAL):
                 # The process ended before the target, so a live run would
                 # have stopped there too, saying so (exit 1, not a usage error).
-                return self._move(self.last_step, StopReason(end.kind, end.description, str(target), False,
-                                                             end.signal, end.fault_address, end.exit_code))
+                return self._move(self.last_step, reasons.as_target_outcome(end, target))
             direction = "after" if forward else "before"
             raise UsageError(f"{target} does not occur {direction} step {here} in this recording")
         candidates.sort(key=lambda c: c[0] if forward else -c[0])
@@ -758,28 +756,31 @@ class ReplaySession:
         rec = self.recording
         label = str(target)
 
-        def reached(position: int, text: str | None = None) -> tuple[int, StopReason]:
+        def reached(position: int) -> tuple[int, StopReason]:
             pc = rec.chunk_regs(rec.chunk_of(position)).word(position, 16)
-            return position, StopReason("target", text or f"reached {label} at {pc:#x}", label)
+            return position, reasons.reached_at(target, pc)
 
         if kind == "first":
-            return None if forward or self._pos == 0 else reached(0, "at the first instruction")
+            return None if forward or self._pos == 0 else (0, reasons.at_first(target))
         if kind == "step":
             if target.value > self.last_step:
-                return (self.last_step, StopReason("end", f"the recording ends at step {self.last_step}",
-                                                   label, reached=False)) if forward else None
+                return (self.last_step, reasons.recording_end(target, self.last_step)) if forward else None
             if (forward and target.value > self._pos) or (not forward and target.value < self._pos):
-                return target.value, StopReason("target", f"reached step {target.value}", label)
+                return target.value, reasons.reached_step(target, target.value)
             return None
         if kind == "exit":
             if not forward or self._pos >= self.last_step:
                 return None
             end = self.end_reason
-            return self.last_step, StopReason(end.kind, end.description, label,
-                                              end.kind == "exited", end.signal, end.fault_address,
-                                              end.exit_code)
-        if kind in ("ldso-entry", "entry", "main"):
-            name = {"ldso-entry": "ldso-entry", "entry": "at-entry", "main": "main"}[kind]
+            if end.kind == ReasonKind.EXITED:
+                # The last step is the exit event, as a live `exit` stop.
+                return self.last_step, reasons.about_to_exit(target, end.exit_code)
+            if end.kind in (ReasonKind.KILLED, ReasonKind.SIGNAL):
+                return self.last_step, reasons.as_target_outcome(end, target)
+            return self.last_step, reasons.recording_end(target, self.last_step,
+                                                         f"recorded until {end.target or 'it stopped'}")
+        if kind in MILESTONE_OF_TARGET:
+            name = MILESTONE_OF_TARGET[kind]
             steps = [e.step for e in self._all_events if e.kind == "milestone" and e.name == name and e.exact]
             found = self._pick(steps, forward)
             if found is not None:
@@ -793,19 +794,29 @@ class ReplaySession:
             if found is None:
                 return None
             signal = next(s for s in rec.signals() if s["step"] == found)
-            return found, StopReason("signal", signal["detail"], label, signal=_signal_name(signal["signo"]))
+            pc = rec.chunk_regs(rec.chunk_of(found)).word(found, 16)
+            return found, reasons.signal_stop(target, signal["signo"], _signal_name(signal["signo"]), pc,
+                                              self._fault_address(signal["siginfo"]))
         if kind == "syscall":
             calls = [c for c in rec.syscalls() if target.name in (None, c["name"])]
             found = self._pick([c["step"] for c in calls], forward)
             if found is None:
                 return None
             call = next(c for c in calls if c["step"] == found)
-            return found, StopReason("syscall", f"about to make syscall {call['text']}", label)
+            return found, reasons.syscall_entry(target, _call_without_result(call["text"]))
         if kind == "addr":
             return self._find_addresses(target, {target.value}, forward)
         if kind == "sym":
             return self._find_addresses(target, self._symbol_addresses(target.name), forward)
         return None
+
+    def _fault_address(self, siginfo: bytes | None) -> int | None:
+        if not siginfo:
+            return None
+        try:
+            return decode_siginfo(siginfo, self._source.arch).addr
+        except DecodeError:
+            return None
 
     def _find_addresses(self, target: Target, addresses: set[int], forward: bool):
         if not addresses:
@@ -815,7 +826,7 @@ class ReplaySession:
         if found is None:
             return None
         pc = self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 16)
-        return found, StopReason("target", f"reached {target} at {pc:#x}", str(target))
+        return found, reasons.reached_at(target, pc)
 
     def _symbol_addresses(self, name: str) -> set[int]:
         """Where ``name`` resolves in every memory map the recording had."""
@@ -839,6 +850,12 @@ class ReplaySession:
         return addresses
 
 
+def _call_without_result(text: str) -> str:
+    """A recorded syscall's strace line up to its result: at the entry stop
+    nothing has run yet."""
+    return text.rsplit(" = ", 1)[0]
+
+
 def _signal_name(number: int) -> str:
     import signal as _signal
     try:
@@ -856,6 +873,11 @@ def _reason_from_json(data: dict) -> StopReason:
         value = data.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    return StopReason(text("kind") or "end", text("description") or "end of the recording", text("target"),
+    try:
+        kind = ReasonKind(text("kind"))
+    except ValueError:
+        kind = ReasonKind.END
+    return StopReason(kind,
+                      text("description") or "end of the recording", text("target"),
                       bool(data.get("reached", False)), text("signal"), number("fault_address"),
                       number("exit_code"))
