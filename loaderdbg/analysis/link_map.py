@@ -5,11 +5,16 @@ fills in), and what changed between two looks at it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.decode.errors import DecodeError
-from loaderdbg.decode.linkmap import LinkMapEntry, RDebug, find_r_debug_via_dt_debug, walk_r_debug
+from loaderdbg.decode.linkmap import (LinkMapEntry, RDebug, find_r_debug_via_dt_debug, image_extent,
+                                      walk_r_debug)
 from loaderdbg.decode.memory import MemoryReader
+
+if TYPE_CHECKING:
+    from loaderdbg.analysis.symbols import LoadedObject
 
 @dataclass(frozen=True)
 class LinkMapView:
@@ -33,7 +38,7 @@ class LinkMapView:
 NO_LINK_MAP = LinkMapView((), ())
 
 
-def read_link_map(program: MappedObject | None, memory: MemoryReader) -> LinkMapView:
+def read_link_map(program: "MappedObject | LoadedObject | None", memory: MemoryReader) -> LinkMapView:
     """Every namespace's list, or NO_LINK_MAP while ld.so has not published
     one (before it runs, in a static program, or when memory is unreadable)."""
     if program is None:
@@ -57,3 +62,80 @@ def link_map_changes(before: LinkMapView, after: LinkMapView) -> tuple[list[Link
     added = [e for e in after.entries if (e.namespace, e.name, e.l_addr) not in old]
     removed = [e for e in before.entries if (e.namespace, e.name, e.l_addr) not in new]
     return added, removed
+
+
+@dataclass(frozen=True)
+class LoaderProgress:
+    """What the loader has published about its own progress."""
+
+    # The program's DT_DEBUG points at an r_debug; False while it is still
+    # 0 (glibc and musl fill it before relocating anything but ld.so
+    # itself), None when the program has no DT_DEBUG or is unknown.
+    published: bool | None
+    # Every object loaded at startup is relocated: r_state is RT_CONSISTENT
+    # and each of the program's DT_NEEDED objects is in the list. glibc's
+    # dl_main sets RT_ADD before loading them and RT_CONSISTENT only after
+    # relocating them all; musl publishes the list once, after relocating.
+    startup_relocated: bool
+    vdso: tuple[int, int] | None  # [start, end) of the vDSO image, from its link_map entry
+
+
+NO_PROGRESS = LoaderProgress(None, False, None)
+
+
+def loader_progress(program: "LoadedObject | None", objects: "Sequence[LoadedObject]",
+                    memory: MemoryReader) -> LoaderProgress:
+    if program is None or program.info.dynamic_value("DT_DEBUG") is None:
+        return NO_PROGRESS
+    dynamic = next((seg for seg in program.info.segments if seg.type == "DYNAMIC"), None)
+    if dynamic is None:
+        return NO_PROGRESS
+    try:
+        r_debug = find_r_debug_via_dt_debug(memory, program.base + dynamic.vaddr)
+        if not r_debug:
+            return LoaderProgress(False, False, None)
+        debugs, entries = walk_r_debug(memory, r_debug)
+    except DecodeError:
+        return NO_PROGRESS
+    if not debugs:
+        return LoaderProgress(True, False, None)
+    first = debugs[0]
+    in_list = [e for e in entries if e.namespace == 0]
+    names = {e.name.rsplit("/", 1)[-1] for e in in_list} | {e.name for e in in_list}
+    bases = {e.l_addr for e in in_list}
+    sonames = {o.info.soname: o.base for o in objects if o.info.soname}
+    startup = (first.r_state == "RT_CONSISTENT" and first.r_map != 0 and first.r_brk != 0
+               and all(needed in names or needed.rsplit("/", 1)[-1] in names or sonames.get(needed) in bases
+                       for needed in program.info.needed))
+    vdso = next((e for e in in_list if e.kind == "vdso"), None)
+    extent = None
+    if vdso is not None:
+        extent = image_extent(memory, vdso.l_addr)
+    return LoaderProgress(True, startup, extent)
+
+
+def scope_from_link_map(objects: "Sequence[LoadedObject]", entries: Sequence[LinkMapEntry],
+                        ) -> "tuple[LoadedObject, ...] | None":
+    """The global scope in the loader's order: namespace 0's list (glibc
+    keeps it in symbol search order, LD_PRELOAD objects after the program)
+    without the vDSO, which no DT_NEEDED names, cut to the program's
+    DT_NEEDED closure plus what precedes its first needed object
+    (preloads). Objects are matched by load bias. None when the list does
+    not name the objects (no link_map yet)."""
+    from loaderdbg.analysis.symbols import global_scope
+
+    by_base = {o.base: o for o in objects}
+    ordered = []
+    for entry in entries:
+        if entry.namespace != 0 or entry.kind == "vdso":
+            continue
+        obj = by_base.get(entry.l_addr)
+        if obj is not None and obj not in ordered:
+            ordered.append(obj)
+    if not ordered:
+        return None
+    closure = global_scope(objects)
+    members = {id(o) for o in closure}
+    first_needed = next((i for i, o in enumerate(ordered[1:], 1) if id(o) in members), len(ordered))
+    preloads = {id(o) for o in ordered[1:first_needed]}
+    return tuple(o for o in ordered if id(o) in members or id(o) in preloads)

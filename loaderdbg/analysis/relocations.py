@@ -1,11 +1,25 @@
 """Relocation progress: for each relocation of a loaded object, has the
-loader applied it yet?
+loader applied it yet, and what does it bind to?
 
 We never watch the loader work; we compare the slot's current contents with
-two values we can compute ourselves: what the file put there (``link_value``,
-what the slot holds before the loader touches it) and what the loader will
-write (``expected``). A slot that holds neither, or a case where the two
-coincide (a RELATIVE relocation at base 0), is honestly "unknown".
+values we can compute ourselves: what the file put there (``link_value``,
+what the slot holds before the loader touches it), what the loader will
+write (``expected``) and, for a JUMP_SLOT, the lazy value (the PLT stub
+plus the bias). When these coincide (a RELATIVE relocation at base 0, a
+weak undefined symbol bound to 0, a non-PIE program's lazy PLT slots) the
+slot alone cannot tell, and we ask what ld.so has visibly done instead:
+
+- it applies one object's relocations in table order (RELR, REL, RELA,
+  JMPREL), so a relocation before one that is visibly applied or lazy has
+  been processed;
+- before an object's relocations, glibc's elf_machine_runtime_setup fills
+  GOT[1] (the link_map) and GOT[2] (_dl_runtime_resolve) when it binds
+  lazily, so a JUMP_SLOT still holding its PLT stub goes to the resolver;
+- glibc sets r_debug.r_state to RT_CONSISTENT in dl_main only after it has
+  relocated every object it loaded at startup (and, before that, RT_ADD
+  while loading them).
+
+A state we still cannot tell is "unknown", with the reason.
 
 Each relocation type has a recipe, kept in a table keyed by type name like
 pyelftools' relocation.py; adding an architecture is adding rows.
@@ -14,9 +28,10 @@ pyelftools' relocation.py; adding an architecture is adding rows.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
+from loaderdbg.analysis.link_map import LoaderProgress, loader_progress
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
 from loaderdbg.decode.memory import MemoryReader
@@ -24,6 +39,17 @@ from loaderdbg.decode.memory import MemoryReader
 MASK64 = 0xFFFFFFFFFFFFFFFF
 
 PENDING, LAZY, APPLIED, UNKNOWN = "pending", "lazy", "applied", "unknown"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a symbol reference resolves to: the defining object (None when
+    nothing defines it and the reference is weak: it binds to 0), the
+    symbol and the version of the definition taken."""
+
+    object: str | None
+    symbol: str
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -38,6 +64,11 @@ class RelocationState:
     expected: int | None  # what the loader writes, when we can know it
     link_value: int | None  # slot contents in the file (0 in .bss)
     table: str = ""
+    binding: Binding | None = None  # for a relocation that names a symbol
+    # Why the state is unknown; or, when the slot holds something else than
+    # the state's value (a variable the program wrote after ld.so relocated
+    # it), what shows the state. None otherwise.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,34 +111,57 @@ class _Slot:
         syms = self.obj.info.dynsyms
         return syms[index] if 0 < index < len(syms) else None
 
-    def symbol_definition(self, include_tls: bool = False) -> tuple[LoadedObject, DynSymbol] | None:
+    def symbol_definition(self, include_tls: bool = False, plt: bool = False,
+                          ) -> tuple[LoadedObject, DynSymbol] | None:
         own = self.own_symbol()
         if own is None:
             return None
-        # A local symbol, or -Bsymbolic, binds inside the object itself.
-        if own.bind == "LOCAL" and own.shndx_defined:
+        # A local symbol, -Bsymbolic, or a protected definition binds inside
+        # the object itself (dl-lookup.c: a protected symbol's lookup comes
+        # back to the referencing object).
+        if own.shndx_defined and (own.bind == "LOCAL" or self.symbolic or own.visibility == "PROTECTED"):
             return self.obj, own
-        if self.symbolic and own.shndx_defined:
-            return self.obj, own
-        return self.symbols.lookup(own.name, self.reloc.symbol_version, include_tls=include_tls)
+        return self.symbols.lookup(own.name, self.reloc.symbol_version, include_tls=include_tls,
+                                   requester=self.obj, plt=plt)
 
     @property
     def symbolic(self) -> bool:
         info = self.obj.info
         return "DF_SYMBOLIC" in info.flags or info.dynamic_value("DT_SYMBOLIC") is not None
 
-    def symbol_value(self) -> tuple[int | None, DynSymbol | None]:
+    def binding(self, found: tuple[LoadedObject, DynSymbol] | None) -> Binding | None:
+        own = self.own_symbol()
+        if own is None:
+            return None
+        if found is None:
+            return Binding(None, own.name, self.reloc.symbol_version) if own.bind == "WEAK" else None
+        return Binding(found[0].path, found[1].name, found[1].version)
+
+    def symbol_value(self, plt: bool = False) -> tuple[int | None, DynSymbol | None, Binding | None]:
         """S: the runtime address the symbol resolves to (0 for an undefined
-        weak), with the definition (None when there is none)."""
+        weak), with the definition (None when there is none) and the
+        binding."""
         if self.reloc.symbol_index == 0:
             # STN_UNDEF resolves to the object itself (glibc: l_addr + 0).
-            return self.base, None
-        found = self.symbol_definition()
+            return self.base, None, None
+        found = self.symbol_definition(plt=plt)
+        binding = self.binding(found)
         if found is None:
-            own = self.own_symbol()
-            return (0, None) if own is not None and own.bind == "WEAK" else (None, None)
+            return (0 if binding is not None else None), None, binding
         obj, sym = found
-        return obj.runtime(sym.value), sym
+        return obj.runtime(sym.value), sym, binding
+
+    def unresolved(self) -> str:
+        own = self.own_symbol()
+        name = own.name if own is not None else "?"
+        version = f"@{self.reloc.symbol_version}" if self.reloc.symbol_version else ""
+        return f"no object in {self.obj.name}'s scope defines {name}{version}"
+
+
+# What would settle a verdict the slot's value alone cannot.
+NEEDS_PROCESSED = "processed"    # value is the same before and after: has ld.so been past it?
+NEEDS_PLT_SETUP = "plt-setup"    # a JUMP_SLOT at base 0 holding its stub: lazy once GOT[1..2] are set
+NEEDS_VDSO = "vdso"              # an ifunc result outside every file: the vDSO?
 
 
 @dataclass(frozen=True)
@@ -119,16 +173,48 @@ class _Verdict:
     # loader may legitimately write again: an ifunc resolver can return 0
     # (glibc's x86 cpu-features/cacheinfo resolvers run setup code and do).
     may_be_applied: bool = False
+    binding: Binding | None = None
+    reason: str | None = None
+    needs: str | None = None
+    # The slot now holds what only ld.so's processing of this relocation
+    # writes (not its file value): ld.so has been here.
+    shows_processing: bool = False
+
+
+def _hex(value: int | None) -> str:
+    return "?" if value is None else f"{value:#x}"
 
 
 def _judge(current: int | None, pending: int | None, applied: int | None,
-           lazy: int | None = None) -> str:
+           lazy: int | None = None, binding: Binding | None = None, why_no_expected: str | None = None,
+           variable: bool = False) -> _Verdict:
+    """``variable``: the slot is an initialised pointer variable (RELATIVE,
+    ABS64) the program itself may assign after ld.so relocated it; a GOT
+    slot is the loader's alone."""
     if current is None:
-        return UNKNOWN
+        return _Verdict(UNKNOWN, applied, binding=binding, reason="the slot is not readable")
     candidates = {PENDING: pending, APPLIED: applied, LAZY: lazy}
-    matches = [state for state, value in candidates.items() if value is not None and value == current]
-    # One match is an answer; none, or two states that look the same, is not.
-    return matches[0] if len(matches) == 1 else UNKNOWN
+    matches = {state for state, value in candidates.items() if value is not None and value == current}
+    if len(matches) == 1:
+        state = next(iter(matches))
+        return _Verdict(state, applied, binding=binding, shows_processing=state != PENDING)
+    if matches == {PENDING, LAZY}:
+        return _Verdict(PENDING, applied, binding=binding, needs=NEEDS_PLT_SETUP)
+    if PENDING in matches:
+        # ld.so writes the value the file already holds.
+        return _Verdict(UNKNOWN, applied, binding=binding, needs=NEEDS_PROCESSED)
+    if matches:
+        return _Verdict(UNKNOWN, applied, binding=binding,
+                        reason=f"holds {current:#x}, which is both the bound value and the lazy PLT stub")
+    if applied is None:
+        reason = f"holds {current:#x}, not the file value {_hex(pending)}"
+        if why_no_expected:
+            reason += f"; the relocated value is unknown: {why_no_expected}"
+        return _Verdict(UNKNOWN, None, binding=binding, reason=reason)
+    # Neither before nor after: a variable the program wrote since, or not ours to tell.
+    return _Verdict(UNKNOWN, applied, binding=binding, needs=NEEDS_PROCESSED if variable else None,
+                    reason=f"holds {current:#x}, neither the file value {_hex(pending)} "
+                           f"nor the relocated value {applied:#x}")
 
 
 # ---------------------------------------------------------------------------
@@ -139,79 +225,99 @@ def _judge(current: int | None, pending: int | None, applied: int | None,
 def _relative(s: _Slot) -> _Verdict:
     addend = s.implicit_addend()
     expected = None if addend is None else (s.base + addend) & MASK64
-    return _Verdict(_judge(s.current, s.link_value, expected), expected)
+    return _judge(s.current, s.link_value, expected, variable=True)
 
 
 def _glob_dat(s: _Slot) -> _Verdict:
-    value, sym = s.symbol_value()
+    value, sym, binding = s.symbol_value()
     if sym is not None and sym.type == "GNU_IFUNC":
         return _ifunc_symbol(s)
-    return _Verdict(_judge(s.current, s.link_value, value), value)
+    return _judge(s.current, s.link_value, value, binding=binding,
+                  why_no_expected=None if value is not None else s.unresolved())
 
 
 def _jump_slot(s: _Slot) -> _Verdict:
-    value, sym = s.symbol_value()
+    value, sym, binding = s.symbol_value(plt=True)
     # Lazy binding: ld.so only adds the bias, so the slot points back at the
     # PLT stub that calls _dl_runtime_resolve.
     lazy = None if s.link_value is None else (s.base + s.link_value) & MASK64
     if sym is not None and sym.type == "GNU_IFUNC":
         if s.current is not None and s.current == lazy and lazy != s.link_value:
-            return _Verdict(LAZY, None)
-        return _ifunc_symbol(s)
-    return _Verdict(_judge(s.current, s.link_value, value, lazy), value)
+            return _Verdict(LAZY, None, binding=binding, shows_processing=True)
+        if s.current is not None and s.current == lazy:
+            return _Verdict(PENDING, None, binding=binding, needs=NEEDS_PLT_SETUP)
+        return _ifunc_symbol(s, plt=True)
+    return _judge(s.current, s.link_value, value, lazy, binding=binding,
+                  why_no_expected=None if value is not None else s.unresolved())
 
 
 def _absolute(s: _Slot) -> _Verdict:
-    value, _ = s.symbol_value()
+    value, _, binding = s.symbol_value()
     addend = s.implicit_addend()
     expected = None if value is None or addend is None else (value + addend) & MASK64
-    return _Verdict(_judge(s.current, s.link_value, expected), expected)
+    return _judge(s.current, s.link_value, expected, binding=binding,
+                  why_no_expected=None if value is not None else s.unresolved(), variable=True)
 
 
-def _ifunc_symbol(s: _Slot) -> _Verdict:
+def _ifunc_symbol(s: _Slot, plt: bool = False) -> _Verdict:
     """Bound to a GNU_IFUNC: the loader stores what the resolver returns,
-    which we cannot compute; it lands inside the defining object."""
+    which we cannot compute; it lands inside the defining object, or in the
+    vDSO (glibc's time and gettimeofday resolvers return the vDSO's)."""
+    found = s.symbol_definition(plt=plt)
+    binding = s.binding(found)
     if s.current is None:
-        return _Verdict(UNKNOWN, None)
+        return _Verdict(UNKNOWN, None, binding=binding, reason="the slot is not readable")
     if s.current == s.link_value:
-        return _Verdict(PENDING, None, may_be_applied=True)
-    found = s.symbol_definition()
-    if found is not None and s.symbols.object_at(s.current) is found[0]:
-        return _Verdict(APPLIED, None)
-    return _Verdict(UNKNOWN, None)
+        return _Verdict(PENDING, None, may_be_applied=True, binding=binding)
+    if found is None:
+        return _Verdict(UNKNOWN, None, binding=binding, reason=s.unresolved())
+    landed = s.symbols.object_at(s.current)
+    if landed is not None and (landed.path, landed.base) == (found[0].path, found[0].base):
+        return _Verdict(APPLIED, None, binding=binding, shows_processing=True)
+    if landed is None:
+        return _Verdict(UNKNOWN, None, binding=binding, needs=NEEDS_VDSO,
+                        reason=f"holds {s.current:#x}, outside every loaded file; the {found[1].name} "
+                               f"resolver in {found[0].name} returns an address in {found[0].name} or the vDSO")
+    return _Verdict(UNKNOWN, None, binding=binding,
+                    reason=f"holds {s.current:#x}, in {landed.name}, but {found[1].name} is an ifunc "
+                           f"of {found[0].name}")
 
 
 def _irelative(s: _Slot) -> _Verdict:
     addend = s.implicit_addend()
     resolver = None if addend is None else (s.base + addend) & MASK64
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None)
+        return _Verdict(UNKNOWN, None, reason="the slot is not readable")
     if s.current == s.link_value:
         return _Verdict(PENDING, None, may_be_applied=True)
     if s.current != resolver:
         # Whatever implementation the resolver chose.
-        return _Verdict(APPLIED, s.current)
-    return _Verdict(UNKNOWN, None)
+        return _Verdict(APPLIED, s.current, shows_processing=True)
+    return _Verdict(UNKNOWN, None, reason=f"holds the resolver's own address {resolver:#x}")
 
 
 def _tls_nonzero(s: _Slot) -> _Verdict:
     """DTPMOD64 (a module id >= 1) and TLSDESC (a resolver pointer): the
     produced value is never 0, so a slot still 0 is pending."""
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None)
+        return _Verdict(UNKNOWN, None, reason="the slot is not readable")
     if s.current != s.link_value:
-        return _Verdict(APPLIED, None)
-    return _Verdict(PENDING if s.link_value == 0 else UNKNOWN, None)
+        return _Verdict(APPLIED, None, shows_processing=True)
+    if s.link_value == 0:
+        return _Verdict(PENDING, None)
+    return _Verdict(UNKNOWN, None, reason=f"holds its non-zero file value {s.link_value:#x}")
 
 
 def _tpoff_x86_64(s: _Slot) -> _Verdict:
     """Variant II TLS: the static TLS block lies below the thread pointer, so
     the offset written is negative; a non-negative link value cannot be it."""
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None)
+        return _Verdict(UNKNOWN, None, reason="the slot is not readable")
     if s.current != s.link_value:
-        return _Verdict(APPLIED, None)
-    return _Verdict(PENDING if s.link_value < 1 << 63 else UNKNOWN, None)
+        return _Verdict(APPLIED, None, shows_processing=True)
+    if s.link_value < 1 << 63:
+        return _Verdict(PENDING, None)
+    return _Verdict(UNKNOWN, None, reason=f"holds its negative file value {s.link_value:#x}")
 
 
 def _tprel_aarch64(s: _Slot) -> _Verdict:
@@ -223,12 +329,15 @@ def _dtpoff(s: _Slot) -> _Verdict:
     """Offset of the symbol inside its module's TLS block: S + A, with S the
     symbol's st_value (not its address)."""
     addend = s.implicit_addend() or 0
+    binding = None
     if s.reloc.symbol_index == 0:
         expected: int | None = addend & MASK64
     else:
         found = s.symbol_definition(include_tls=True)
+        binding = s.binding(found)
         expected = None if found is None else (found[1].value + addend) & MASK64
-    return _Verdict(_judge(s.current, s.link_value, expected), expected)
+    return _judge(s.current, s.link_value, expected, binding=binding,
+                  why_no_expected=None if expected is not None else s.unresolved())
 
 
 _MAX_COPY = 1 << 20
@@ -241,23 +350,43 @@ def _copy(s: _Slot) -> _Verdict:
     # Copies are variables (a few bytes to a few KiB); a huge size is a
     # damaged symbol, not something to read.
     if own is None or own.size == 0 or own.size > _MAX_COPY:
-        return _Verdict(UNKNOWN, None)
-    found = s.symbols.lookup(own.name, s.reloc.symbol_version, skip=s.obj)
+        return _Verdict(UNKNOWN, None, reason="the copied symbol has no usable size")
+    found = s.symbols.lookup(own.name, s.reloc.symbol_version, skip=s.obj, requester=s.obj)
+    binding = s.binding(found)
     address = s.obj.runtime(s.reloc.offset)
     now = s.slot_bytes(address, own.size)
     before = s.link_bytes(s.reloc.offset, own.size)
     source = None if found is None else s.memory.read(found[0].runtime(found[1].value), own.size)
     first = (lambda b: None if b is None else int.from_bytes(b[:8].ljust(8, b"\0"), "little"))
     if now is None or source is None or before is None:
-        return _Verdict(UNKNOWN, first(source), first(now))
-    state = UNKNOWN
-    if source != before:
-        state = APPLIED if now == source else PENDING if now == before else UNKNOWN
-    return _Verdict(state, first(source), first(now))
+        reason = s.unresolved() if found is None else "the copy or its source is not readable"
+        return _Verdict(UNKNOWN, first(source), first(now), binding=binding, reason=reason)
+    if source == before:
+        # The library's variable holds what the copy held in the file (0s,
+        # mostly): copying changes nothing visible.
+        if now == before:
+            return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_PROCESSED)
+        # The copy changed and its source did not: the program wrote its
+        # copy (libc's startup sets the program's copy of environ).
+        return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_PROCESSED,
+                        reason=f"the {own.size}-byte copy differs from both its file bytes and its source "
+                               f"in {found[0].name}, which still holds the file's bytes")
+    if now == source:
+        return _Verdict(APPLIED, first(source), first(now), binding=binding, shows_processing=True)
+    if now == before:
+        return _Verdict(PENDING, first(source), first(now), binding=binding)
+    # Both changed since: the program wrote one of them after the copy.
+    return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_PROCESSED,
+                    reason=f"the {own.size}-byte copy matches neither its file bytes nor its source "
+                           f"in {found[0].name}")
 
 
 def _none(_s: _Slot) -> _Verdict:
-    return _Verdict(UNKNOWN, None)
+    return _Verdict(UNKNOWN, None, reason="a NONE relocation: the loader writes nothing")
+
+
+def _no_recipe(s: _Slot) -> _Verdict:
+    return _Verdict(UNKNOWN, None, reason=f"no recipe for {s.reloc.type_name}")
 
 
 # Recipe per relocation type name. Word-sized slots everywhere here.
@@ -364,6 +493,8 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
     if (cached is None or cached.plan is not plan or not _same_symbols(cached.symbols, symbols)
             or any(data is None for data in blocks)):
         cached = None
+    plt_setup = _plt_setup(plan, image, word)
+    progress = _Progress(symbols, memory)
     # A stop while ld.so relocates changes a few words of a segment; every
     # other slot keeps its verdict (a function of the slot word, the
     # symbols and the base), so only slots in changed chunks are judged again.
@@ -375,7 +506,10 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         previous_final: list[_Verdict] | None = None
     else:
         redo = sorted(plan.volatile | _changed_slots(plan, cached.blocks, blocks))
-        if not redo:
+        # What settled the slots the values alone could not may have moved
+        # on without a slot changing (GOT[1..2], r_debug).
+        if not redo and cached.plt_setup == plt_setup and (
+                cached.progress is None or progress.value() == cached.progress):
             return cached.states
         raw, currents = list(cached.raw), list(cached.currents)
         previous_states, previous_final = cached.states, cached.final
@@ -387,9 +521,8 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         slot = _Slot(obj=obj, reloc=reloc, symbols=symbols, memory=memory, word=word, current=current,
                      link_value=plan.link_values[index], link_bytes=plan.link_bytes, slot_bytes=image.read)
         currents[index] = current
-        raw[index] = RECIPES.get(reloc.type_name, _none)(slot)
-    final = list(raw)
-    _settle_by_order(final, currents)
+        raw[index] = RECIPES.get(reloc.type_name, _no_recipe)(slot)
+    final = _settle(obj, symbols, raw, currents, plt_setup, progress)
     if previous_states is None:
         states = tuple(_state(obj, plan.relocs[i], final[i], currents[i], plan.link_values[i])
                        for i in range(len(final)))
@@ -408,7 +541,8 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         states = tuple(out) if changed else previous_states
     if all(data is not None for data in blocks):
         with _CACHE_LOCK:
-            _CACHE[plan.key] = _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final, states)
+            _CACHE[plan.key] = _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final, states,
+                                       plt_setup, progress.used)
             while len(_CACHE) > _CACHE_OBJECTS:
                 del _CACHE[next(iter(_CACHE))]
     return states
@@ -427,7 +561,126 @@ def _state(obj: LoadedObject, reloc: Relocation, verdict: _Verdict, current: int
         expected=verdict.expected,
         link_value=link_value,
         table=reloc.table,
+        binding=verdict.binding,
+        reason=verdict.reason if verdict.reason is None or verdict.state in (UNKNOWN, APPLIED) else None,
     )
+
+
+# ---------------------------------------------------------------------------
+# What ld.so has visibly done, for the slots whose value cannot tell
+# ---------------------------------------------------------------------------
+
+
+class _Progress:
+    """The loader's published state (r_debug, link_map), read at most once
+    per call and only when a slot needs it."""
+
+    def __init__(self, symbols: SymbolTable, memory: MemoryReader) -> None:
+        self._symbols = symbols
+        self._memory = memory
+        self._value: LoaderProgress | None = None
+        self.used: LoaderProgress | None = None
+
+    def value(self) -> LoaderProgress:
+        if self._value is None:
+            self._value = loader_progress(self._symbols.program, self._symbols.objects, self._memory)
+        return self._value
+
+    def use(self) -> LoaderProgress:
+        self.used = self.value()
+        return self.used
+
+
+def _plt_setup(plan: "_Plan", image: "_SegmentImages", word: int) -> bool | None:
+    """True when GOT[1] and GOT[2] no longer hold their file values (glibc's
+    lazy-binding setup wrote the link_map and the resolver there), False
+    when both still do, None when there is no PLT GOT or it is unreadable."""
+    if plan.pltgot is None or not plan.fits:
+        return None
+    words = []
+    for i in (1, 2):
+        vaddr = plan.pltgot + i * word
+        now = image.read((plan.base + vaddr) & MASK64, word)
+        before = plan.link_bytes(vaddr, word)
+        if now is None or before is None:
+            return None
+        words.append(now != before)
+    return all(words) if all(words) or not any(words) else None
+
+
+def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[int | None],
+            plt_setup: bool | None, progress: _Progress) -> list[_Verdict]:
+    """Decide the verdicts the slot values left open, from what ld.so has
+    visibly done. glibc applies one object's relocations in table order
+    (RELR, REL, RELA, then JMPREL: ELF_DYNAMIC_RELOCATE), the order of
+    ElfInfo.relocations, so anything before a relocation that shows
+    processing has been processed. (musl has no ifuncs nor lazy binding,
+    so its different order never matters here.)"""
+    final = list(raw)
+    last = max((i for i, v in enumerate(raw) if v.shows_processing), default=-1)
+    in_startup_scope = symbols.in_global_scope(obj)
+    name = obj.name
+    program = symbols.program
+    interp = program.info.interp if program is not None else None
+    # ld.so relocates itself before it publishes anything.
+    is_interp = interp is not None and obj.name == interp.rsplit("/", 1)[-1]
+
+    def relocated(index: int) -> str | None:
+        """Why ld.so has processed relocation index, or None if nothing shows it."""
+        if index < last:
+            return f"a later relocation of {name} shows ld.so has processed it"
+        if in_startup_scope and progress.use().startup_relocated:
+            return "ld.so finished relocating the startup objects (r_debug RT_CONSISTENT)"
+        return None
+
+    def unprocessed(index: int) -> bool:
+        """ld.so has not reached this object yet: it has not even filled
+        the program's DT_DEBUG."""
+        return index >= last and in_startup_scope and not is_interp and progress.use().published is False
+
+    for i, verdict in enumerate(raw):
+        if verdict.may_be_applied:
+            if relocated(i):
+                final[i] = replace(verdict, state=APPLIED, expected=currents[i], may_be_applied=False)
+            continue
+        needs = verdict.needs
+        if needs is None:
+            continue
+        current = currents[i]
+        if needs == NEEDS_PLT_SETUP:
+            if plt_setup:
+                final[i] = replace(verdict, state=LAZY, needs=None)
+            elif plt_setup is None:
+                final[i] = replace(verdict, state=UNKNOWN, needs=None,
+                                   reason=f"holds its PLT stub {_hex(current)}, which at base 0 is also its "
+                                          f"lazy value, and {name}'s GOT[1..2] are not readable")
+            elif i < last:
+                final[i] = replace(verdict, state=UNKNOWN, needs=None,
+                                   reason=f"still holds its PLT stub {_hex(current)}, though ld.so bound later "
+                                          f"slots of {name} without lazy binding (GOT[1..2] empty)")
+            else:
+                final[i] = replace(verdict, needs=None)
+        elif needs == NEEDS_PROCESSED:
+            why = relocated(i)
+            if verdict.reason is None:
+                if why or unprocessed(i):
+                    final[i] = replace(verdict, needs=None, state=APPLIED if why else PENDING)
+                else:
+                    final[i] = replace(verdict, needs=None,
+                                       reason=f"holds {_hex(current)} both before and after relocation, and "
+                                              f"nothing shows yet whether ld.so has processed {name}")
+            elif why:
+                final[i] = replace(verdict, needs=None, state=APPLIED,
+                                   reason=f"{verdict.reason}: rewritten after relocation ({why})")
+            else:
+                final[i] = replace(verdict, needs=None)
+        elif needs == NEEDS_VDSO:
+            vdso = progress.use().vdso
+            if current is not None and vdso is not None and vdso[0] <= current < vdso[1]:
+                final[i] = replace(verdict, needs=None, state=APPLIED, reason=None, shows_processing=True)
+            else:
+                final[i] = replace(verdict, needs=None)
+    return final
 
 
 # ---------------------------------------------------------------------------
@@ -453,6 +706,8 @@ class _Plan:
     link_bytes: Callable[[int, int], bytes | None]
     chunks: dict[tuple[int, int], tuple[int, ...]]   # (segment, chunk) -> slot indices
     volatile: frozenset[int]                         # judged at every stop (COPY, slots outside)
+    base: int = 0
+    pltgot: int | None = None                        # DT_PLTGOT (link-time)
 
 
 @dataclass(frozen=True, eq=False)
@@ -464,6 +719,8 @@ class _Cached:
     currents: tuple[int | None, ...]
     final: list[_Verdict]
     states: tuple[RelocationState, ...]
+    plt_setup: bool | None = None
+    progress: LoaderProgress | None = None  # what the verdicts were settled with, when they needed it
 
 
 _PLANS: dict[tuple, _Plan] = {}
@@ -510,7 +767,8 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
         for chunk in {(address - start) // _CHUNK, (address + word - 1 - start) // _CHUNK}:
             chunks.setdefault((where, chunk), []).append(index)
     plan = _Plan(key, info, file_bytes, relocs, fits, segments, tuple(link_values), link_bytes,
-                 {k: tuple(v) for k, v in chunks.items()}, frozenset(volatile))
+                 {k: tuple(v) for k, v in chunks.items()}, frozenset(volatile), obj.base,
+                 info.dynamic_value("DT_PLTGOT"))
     with _CACHE_LOCK:
         _PLANS[key] = plan
         while len(_PLANS) > _CACHE_OBJECTS:
@@ -521,9 +779,10 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
 def _same_symbols(a: SymbolTable, b: SymbolTable) -> bool:
     if a is b:
         return True
-    if len(a.objects) != len(b.objects):
+    if len(a.objects) != len(b.objects) or len(a.scope) != len(b.scope):
         return False
-    return all(x.path == y.path and x.base == y.base and x.info is y.info for x, y in zip(a.objects, b.objects))
+    return all(x.path == y.path and x.base == y.base and x.info is y.info
+               for x, y in zip(a.objects + a.scope, b.objects + b.scope))
 
 
 def _changed_slots(plan: _Plan, before: tuple[bytes | None, ...], now: tuple[bytes | None, ...]) -> set[int]:
@@ -537,20 +796,6 @@ def _changed_slots(plan: _Plan, before: tuple[bytes | None, ...], now: tuple[byt
             if old[offset:offset + _CHUNK] != new[offset:offset + _CHUNK]:
                 changed.update(plan.chunks.get((where, offset // _CHUNK), ()))
     return changed
-
-
-def _settle_by_order(verdicts: list[_Verdict], currents: list[int | None]) -> None:
-    """glibc applies one object's relocations in table order (RELR, REL,
-    RELA, then JMPREL: ELF_DYNAMIC_RELOCATE), which is the order of
-    ElfInfo.relocations. So anything before an applied relocation has been
-    processed: an ifunc slot still holding its file value there got that
-    value from its resolver. (musl has no ifuncs, so its different order
-    never matters here.)"""
-    last_applied = max((i for i, v in enumerate(verdicts) if v.state == APPLIED), default=-1)
-    for i in range(last_applied):
-        verdict = verdicts[i]
-        if verdict.state == PENDING and verdict.may_be_applied:
-            verdicts[i] = _Verdict(APPLIED, currents[i])
 
 
 def relocation_totals(states: Iterable[RelocationState], object: str | None = None) -> RelocationTotals:

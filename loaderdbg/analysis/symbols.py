@@ -1,15 +1,24 @@
-"""Symbols across the loaded objects, resolved the way ld.so's default scope
-resolves them: objects in load order, first matching definition wins.
+"""Symbols across the loaded objects, resolved the way ld.so's scopes
+resolve them (elf/dl-lookup.c: _dl_lookup_symbol_x, do_lookup_x,
+check_match):
 
-Matching follows glibc's check_match (elf/dl-lookup.c) closely enough to
-compute what the loader wrote into a GOT slot:
-- only GLOBAL, WEAK and GNU_UNIQUE definitions with default or protected
-  visibility are visible; the first one wins, weak or not (LD_DYNAMIC_WEAK
-  is not the default);
-- a reference that names a version (memcpy@GLIBC_2.14) binds only to a
-  definition of that version in an object with version definitions;
-- an unversioned reference skips hidden versions (memcpy@GLIBC_2.2.5, not
-  @@), so it finds the default one.
+- Scope order. The global scope is the main program, then its DT_NEEDED
+  objects breadth-first (glibc keeps the link_map chain in that order, as
+  debuggers rely on); an object outside it (dlopen'ed with RTLD_LOCAL)
+  searches the global scope, then its own dependencies. A caller holding
+  the link_map passes its order (LD_PRELOAD objects follow the program).
+- Only GLOBAL, WEAK and GNU_UNIQUE definitions with default or protected
+  visibility and a value are visible; the first one wins, weak or not
+  (LD_DYNAMIC_WEAK is not the default).
+- An executable's undefined symbol with a value is its canonical PLT entry
+  (a non-PIE program that takes a function's address): it is the
+  definition for every lookup except a PLT (JUMP_SLOT) one.
+- A reference naming a version (memcpy@GLIBC_2.14) takes a definition of
+  that version, or an unversioned one (an object without DT_VERSYM, or a
+  symbol with version index 0/1, such as a program's own exports), never a
+  definition of another version.
+- An unversioned reference prefers an unversioned definition, else the
+  default (@@) version.
 """
 
 from __future__ import annotations
@@ -50,22 +59,123 @@ def _visible(sym: DynSymbol, include_tls: bool) -> bool:
             and (include_tls or sym.type != "TLS"))
 
 
+def _has_versym(info: ElfInfo) -> bool:
+    return info.dynamic_value("DT_VERSYM") is not None
+
+
+_PLT_ENTRIES: dict[int, tuple[ElfInfo, dict[str, DynSymbol]]] = {}
+_PLT_ENTRIES_MAX = 256
+
+
+def _canonical_plt_entries(info: ElfInfo) -> dict[str, DynSymbol]:
+    """Undefined symbols with a value (a non-PIE program's canonical PLT
+    entries), by name; scanned once per file."""
+    hit = _PLT_ENTRIES.get(id(info))
+    if hit is not None and hit[0] is info:
+        return hit[1]
+    entries = {}
+    if info.type == "ET_EXEC" or info.is_pie:
+        entries = {s.name: s for s in info.dynsyms
+                   if s.name and not s.shndx_defined and s.value and s.bind in _VISIBLE_BINDS}
+    _PLT_ENTRIES[id(info)] = (info, entries)
+    while len(_PLT_ENTRIES) > _PLT_ENTRIES_MAX:
+        del _PLT_ENTRIES[next(iter(_PLT_ENTRIES))]
+    return entries
+
+
 def match_definition(obj: LoadedObject, name: str, version: str | None,
-                     include_tls: bool = False) -> DynSymbol | None:
-    """The definition of name[@version] that ld.so would take from obj."""
-    defs = [s for s in obj.info.definitions(name) if _visible(s, include_tls)]
+                     include_tls: bool = False, plt: bool = False) -> DynSymbol | None:
+    """The definition of name[@version] that ld.so would take from obj;
+    ``plt`` for a JUMP_SLOT lookup, which skips canonical PLT entries."""
+    info = obj.info
+    defs = [s for s in info.definitions(name) if _visible(s, include_tls) and (s.value or s.type == "TLS")]
+    if not plt:
+        entry = _canonical_plt_entries(info).get(name)
+        if entry is not None and entry.visibility in _VISIBLE_VISIBILITY:
+            defs.append(entry)
     if not defs:
         return None
-    if version is not None and obj.versioned:
-        return next((s for s in defs if s.version == version), None)
-    return next((s for s in defs if not s.version_hidden), None)
+    if not _has_versym(info):
+        return defs[0]
+    if version is not None:
+        exact = next((s for s in defs if s.version == version), None)
+        if exact is not None:
+            return exact
+        # check_match: a symbol of version index 0/1 (no version of its
+        # own) satisfies any versioned reference.
+        return next((s for s in defs if s.version is None and not s.version_hidden), None)
+    return next((s for s in defs if s.version is None), None) or \
+        next((s for s in defs if not s.version_hidden), None)
+
+
+def _key(obj: LoadedObject) -> tuple[str, int]:
+    return obj.path, obj.base
+
+
+def _names(obj: LoadedObject) -> set[str]:
+    names = {obj.path, obj.name}
+    if obj.info.soname:
+        names.add(obj.info.soname)
+    return names
+
+
+def _is_program(obj: LoadedObject) -> bool:
+    return obj.info.type == "ET_EXEC" or obj.info.is_pie
+
+
+def _main_program(objects: Sequence[LoadedObject]) -> LoadedObject | None:
+    programs = [o for o in objects if _is_program(o)]
+    return next((o for o in programs if o.info.interp is not None), programs[0] if programs else None)
+
+
+def needed_closure(start: Sequence[LoadedObject], objects: Sequence[LoadedObject]) -> list[LoadedObject]:
+    """start, then the objects their DT_NEEDED entries name, breadth-first,
+    each once (_dl_map_object_deps). A name matches an object's soname, file
+    name or path."""
+    by_name: dict[str, LoadedObject] = {}
+    for obj in objects:
+        for name in _names(obj):
+            by_name.setdefault(name, obj)
+    order: list[LoadedObject] = []
+    seen: set[int] = set()
+    for obj in start:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            order.append(obj)
+    index = 0
+    while index < len(order):
+        for needed in order[index].info.needed:
+            found = by_name.get(needed) or by_name.get(needed.rsplit("/", 1)[-1])
+            if found is not None and id(found) not in seen:
+                seen.add(id(found))
+                order.append(found)
+        index += 1
+    return order
+
+
+def global_scope(objects: Sequence[LoadedObject]) -> tuple[LoadedObject, ...]:
+    """Without a link_map: the main program and its DT_NEEDED closure; with
+    no main program (a static or a bare DYN start), every object in the
+    given order."""
+    main = _main_program(objects)
+    if main is None:
+        return tuple(objects)
+    return tuple(needed_closure([main], objects))
 
 
 class SymbolTable:
-    """Built once per set of loaded objects (per stop, or per mmap event)."""
+    """Built once per set of loaded objects (per stop, or per mmap event).
+    ``scope`` is the global scope in search order (from the link_map); by
+    default it is derived from the files (global_scope)."""
 
-    def __init__(self, objects: Sequence[LoadedObject]) -> None:
+    def __init__(self, objects: Sequence[LoadedObject], scope: Sequence[LoadedObject] | None = None) -> None:
         self.objects: tuple[LoadedObject, ...] = tuple(objects)
+        self.scope: tuple[LoadedObject, ...] = tuple(scope) if scope is not None else global_scope(self.objects)
+        # Objects are told apart by (path, base): callers build fresh
+        # LoadedObjects for the same mapping.
+        self._in_scope = frozenset(_key(o) for o in self.scope)
+        self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = {}
+        self.program: LoadedObject | None = _main_program(self.objects)
         ranges = []
         for index, obj in enumerate(self.objects):
             for seg in obj.info.load_segments():
@@ -77,18 +187,38 @@ class SymbolTable:
         self._ranges = ranges
         self._lookups: dict[tuple, tuple[LoadedObject, DynSymbol] | None] = {}
 
+    def scope_for(self, requester: LoadedObject | None) -> tuple[LoadedObject, ...]:
+        """The objects a lookup from requester searches, in order: the
+        global scope, then (for an object outside it, e.g. dlopen'ed
+        RTLD_LOCAL) its own dependencies."""
+        if requester is None or _key(requester) in self._in_scope:
+            return self.scope
+        local = self._local_scopes.get(_key(requester))
+        if local is None:
+            own = next((o for o in self.objects if _key(o) == _key(requester)), requester)
+            extra = [o for o in needed_closure([own], self.objects) if _key(o) not in self._in_scope]
+            local = self._local_scopes[_key(requester)] = self.scope + tuple(extra)
+        return local
+
+    def in_global_scope(self, obj: LoadedObject) -> bool:
+        return _key(obj) in self._in_scope
+
     def lookup(self, name: str, version: str | None = None, *, include_tls: bool = False,
-               skip: LoadedObject | None = None) -> tuple[LoadedObject, DynSymbol] | None:
-        """(defining object, symbol) in load order. ``skip`` leaves one object
-        out, as ld.so does when finding the source of a COPY relocation."""
-        key = (name, version, include_tls, id(skip) if skip is not None else None)
+               skip: LoadedObject | None = None, requester: LoadedObject | None = None,
+               plt: bool = False) -> tuple[LoadedObject, DynSymbol] | None:
+        """(defining object, symbol) in scope order. ``skip`` leaves one
+        object out, as ld.so does when finding the source of a COPY
+        relocation; ``plt`` is a JUMP_SLOT's lookup."""
+        scope = self.scope_for(requester)
+        skipped = _key(skip) if skip is not None else None
+        key = (name, version, include_tls, skipped, id(scope), plt)
         if key in self._lookups:
             return self._lookups[key]
         found = None
-        for obj in self.objects:
-            if obj is skip:
+        for obj in scope:
+            if skipped is not None and _key(obj) == skipped:
                 continue
-            sym = match_definition(obj, name, version, include_tls)
+            sym = match_definition(obj, name, version, include_tls, plt)
             if sym is not None:
                 found = (obj, sym)
                 break

@@ -94,6 +94,10 @@ def classify(name: str, first_of_main_namespace: bool, ldso_path: str | None = N
         return "main"
     if ldso_path and name == ldso_path:
         return "ldso"
+    if not name:
+        # Only the main program (first) is nameless in glibc; musl names
+        # its vDSO entry "" (shortname linux-gate.so.1 stays private).
+        return "vdso"
     for how, text, kind in _KIND_RULES:
         if (how == "prefix" and name.startswith(text)) or (how == "contains" and text in name):
             return kind
@@ -181,12 +185,16 @@ def walk_r_debug(memory: MemoryReader, r_debug_addr: int, arch: str = "x86_64", 
 
 
 @lru_cache(maxsize=None)
-def _dyn_struct(arch: str):
+def _structs(arch: str) -> ELFStructs:
     layout = LAYOUTS[arch]
     structs = ELFStructs(little_endian=layout.little_endian, elfclass=layout.elfclass)
     structs.create_basic_structs()
     structs.create_advanced_structs()
-    return structs.Elf_Dyn
+    return structs
+
+
+def _dyn_struct(arch: str):
+    return _structs(arch).Elf_Dyn
 
 
 def find_r_debug_via_dt_debug(memory: MemoryReader, dynamic_addr: int, arch: str = "x86_64",
@@ -218,3 +226,31 @@ def find_r_debug_via_dt_debug(memory: MemoryReader, dynamic_addr: int, arch: str
                 return parsed["d_val"] or None
         index += count
     return None
+
+
+def image_extent(memory: MemoryReader, address: int, arch: str = "x86_64",
+                 max_phnum: int = 64) -> tuple[int, int] | None:
+    """[start, end) of the PT_LOAD segments of an ELF image mapped at
+    address with load bias address (the vDSO, linked at 0), read from its
+    headers in memory; None when they are not readable or not ELF."""
+    layout = LAYOUTS[arch]
+    structs = _structs(arch)
+    header_size = structs.Elf_Ehdr.sizeof()
+    raw = memory.read(address, header_size)
+    if raw is None or raw[:4] != b"\x7fELF":
+        return None
+    header = structs.Elf_Ehdr.parse(raw)
+    count, size = header["e_phnum"], header["e_phentsize"]
+    if not 0 < count <= max_phnum or size != structs.Elf_Phdr.sizeof():
+        return None
+    table = memory.read(address + header["e_phoff"], count * size)
+    if table is None:
+        return None
+    loads = [structs.Elf_Phdr.parse(table[i * size:(i + 1) * size]) for i in range(count)]
+    loads = [ph for ph in loads if ph["p_type"] == "PT_LOAD"]
+    if not loads:
+        return None
+    mask = (1 << layout.elfclass) - 1
+    start = min(ph["p_vaddr"] for ph in loads)
+    end = max(ph["p_vaddr"] + ph["p_memsz"] for ph in loads)
+    return (address + start) & mask, (address + end) & mask

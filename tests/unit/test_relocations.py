@@ -75,6 +75,16 @@ class Process:
         return relocation_states(obj, self.files[obj.path], memory or self.image(), SymbolTable(self.objects))
 
 
+def publish_r_debug(proc: Process, address: int = 0x10) -> None:
+    """Do what ld.so does before it relocates anything: point the main
+    program's DT_DEBUG at an r_debug (here an unreadable one: published,
+    nothing more to learn)."""
+    obj = proc.obj()
+    dynamic = next(s for s in obj.info.segments if s.type == "DYNAMIC")
+    index = next(i for i, e in enumerate(obj.info.dynamic) if e.name == "DT_DEBUG")
+    proc.write(obj.base + dynamic.vaddr + index * 16 + 8, address)
+
+
 def by_type(states) -> Counter:
     return Counter((s.type_name, s.state) for s in states)
 
@@ -115,8 +125,13 @@ def test_relative_applied_by_hand() -> None:
 def test_base_zero_is_unknown() -> None:
     proc = Process((fixture(ZOO / "hello-glibc"), 0))
     relative = [s for s in proc.states() if s.type_name == "R_X86_64_RELATIVE"]
+    # DT_DEBUG still 0: ld.so has not started on the program's objects.
+    assert relative and {s.state for s in relative} == {"pending"}
     # RELA with the addend also in the slot: at base 0, before == after.
+    publish_r_debug(proc)
+    relative = [s for s in proc.states() if s.type_name == "R_X86_64_RELATIVE"]
     assert relative and {s.state for s in relative} == {"unknown"}
+    assert all("both before and after relocation" in s.reason for s in relative)
     # RELR keeps the addend in the slot: same story.
     libc = Process((LIBC, 0), (LDSO, LDSO_BASE))
     relr = [s for s in libc.states() if s.table == "RELR"]
@@ -213,8 +228,11 @@ def test_tpoff64() -> None:
 def test_copy_relocation() -> None:
     main = fixture(ZOO / "threads")
     proc = Process((main, MAIN_BASE), (LIBC, LIBC_BASE), (LDSO, LDSO_BASE))
+    # Before ld.so fills DT_DEBUG, nothing is relocated.
+    assert {s.state for s in proc.states() if s.type_name == "R_X86_64_COPY"} == {"pending"}
     # Before libc is relocated its stdout/stderr words are still 0, like the
     # main program's .bss copies: nothing to tell apart.
+    publish_r_debug(proc)
     assert {s.state for s in proc.states() if s.type_name == "R_X86_64_COPY"} == {"unknown"}
     # ld.so relocates libraries before the main program: apply libc's first.
     for s in proc.states(1):
@@ -290,6 +308,7 @@ def test_weak_undefined_resolves_to_zero() -> None:
     weak = [r for r in info.relocations if r.symbol and info.dynsyms[r.symbol_index].bind == "WEAK"
             and not info.dynsyms[r.symbol_index].shndx_defined]
     assert weak  # _ITM_*, __gmon_start__
+    publish_r_debug(proc)
     states = {s.address: s for s in proc.states()}
     for r in weak:
         state = states[MAIN_BASE + r.offset]
