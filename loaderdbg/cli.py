@@ -1,7 +1,8 @@
 """Command line: argument parsing and exit codes only (DESIGN.md §3).
 
 Exit codes: 0 ok, 1 the target failed (the report says how), 2 usage or bad
-input (one line on stderr, never a traceback).
+input, 3 our own output could not be written (one line on stderr, never a
+traceback); 128+N ended by signal N (Ctrl-C 130, SIGTERM 143, SIGHUP 129).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import sys
 
 from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
+from loaderdbg.output import reopen_closed_standard_fds, require_stdout, say, write_stdout
 from loaderdbg.targets import TARGET_HELP, parse_target
 
-EXIT_OK, EXIT_TARGET, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_TARGET, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
+STDOUT_FD = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--match", metavar="GLOB", help="only catch a child whose path or argv[0] matches")
 
     record = sub.add_parser("record", help="record a startup to a replay file (.ldbg)")
-    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="a new file; an existing recording only with --force (nothing else is written over)")
+    record.add_argument("--force", action="store_true", help="replace a recording already at FILE once this one ends")
     record.add_argument("--until", default="exit", metavar="T")
     record.add_argument("--aslr", action="store_true")
     record.add_argument("--pid", type=int, metavar="PID")
@@ -178,14 +183,14 @@ def cmd_record(options: argparse.Namespace) -> int:
                              "so it needs --follow-exec (catch the next child PID spawns)")
         from loaderdbg.inspect_command import announce_waiting
         from loaderdbg.record.recorder import record_spawn
-        summary = record_spawn(options.pid, options.output, target, match=options.match,
+        summary = record_spawn(options.pid, options.output, target, match=options.match, replace=options.force,
                                on_ready=lambda: announce_waiting(options.pid, options.match))
     else:
         if not options.program:
             raise UsageError("record: give a PROG (or --pid PID --follow-exec)")
         from loaderdbg.inspect_command import launch_spec
         spec = launch_spec(options.program, options.args, aslr=options.aslr)
-        summary = record_program(spec, options.output, target)
+        summary = record_program(spec, options.output, target, replace=options.force)
     print(f"loaderdbg: {summary.describe()}", file=sys.stderr)
     if summary.interrupted:
         return 130
@@ -203,19 +208,20 @@ def cmd_explain(options: argparse.Namespace) -> int:
     from loaderdbg.analysis.explain import explain_program, explain_recording
     from loaderdbg.record.format import is_recording
 
+    require_stdout()
     if is_recording(options.target):
         if options.args:
             raise UsageError(f"explain: {options.target} is a recording; it takes no arguments")
         from loaderdbg.record.replay import ReplaySession
         with ReplaySession(options.target) as replay:
-            print(explain_recording(replay))
+            write_stdout(explain_recording(replay) + "\n")
         return EXIT_OK
     from loaderdbg.inspect_command import launch_spec
     # The program's own output would interleave with the report: keep it apart.
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         spec = launch_spec(options.target, options.args, aslr=False, stdout_fd=devnull, stderr_fd=devnull)
-        print(explain_program(spec))
+        write_stdout(explain_program(spec) + "\n")
     finally:
         os.close(devnull)
     return EXIT_OK
@@ -231,18 +237,8 @@ COMMANDS = {
 }
 
 
-def say(message: str) -> None:
-    """One line on stderr. A stderr that is gone (a closed terminal, a
-    closed descriptor) loses it: there is nowhere left to say anything."""
-    if sys.stderr is None:
-        return
-    try:
-        print(f"loaderdbg: {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
+    reopen_closed_standard_fds()
     parser = build_parser()
     with end_signals.handled():
         try:
@@ -261,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
                 say("interrupted")
             return end_signals.exit_code_of(interrupt)
         except BrokenPipeError:
-            # stdout closed early (| head): not an error worth a traceback.
+            # The reader stopped reading (| head): it has what it wanted, as
+            # with SIGPIPE's default. Python would still flush into the pipe
+            # on its way out: stdout becomes /dev/null.
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, STDOUT_FD)
+            os.close(devnull)
             return EXIT_OK
 
 

@@ -24,3 +24,10 @@ class NotBuiltError(LoaderdbgError, ImportError):
     installed): exit 1. An ImportError too, for code that imports it."""
 
     exit_code = 1
+
+
+class OutputError(LoaderdbgError):
+    """Our own output could not be written (stdout closed or full, a
+    recording's disk full): exit 3."""
+
+    exit_code = 3

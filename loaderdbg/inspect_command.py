@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
+import shutil
 import sys
 
 from loaderdbg.errors import LoaderdbgError, TargetError
 
 from loaderdbg.live import LiveSession
+from loaderdbg.output import STDERR_FD, require_stdout, say, write_stdout
 from loaderdbg.process.program import check_program
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.snapshot_json import snapshot_to_json
@@ -30,8 +33,7 @@ def not_reached_sentence(target: Target, reason) -> str:
 
 def announce_waiting(pid: int, match: str | None) -> None:
     what = f"a child matching {match!r}" if match else "a child"
-    print(f"loaderdbg: attached; waiting for {pid} to spawn {what} (Ctrl-C to stop)",
-          file=sys.stderr, flush=True)
+    say(f"attached; waiting for {pid} to spawn {what} (Ctrl-C to stop)")
 
 
 def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = False,
@@ -39,6 +41,7 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
     """Attach, snapshot (after running to ``target`` if one is given), detach
     leaving the process running. With ``follow_exec``, the snapshot is of the
     next child the process execs, caught at its first instruction."""
+    require_stdout()
     with gone_is_target_error(pid):
         opened = (LiveSession.catch_spawn(pid, match, on_ready=lambda: announce_waiting(pid, match))
                   if follow_exec else LiveSession.attach(pid))
@@ -84,43 +87,57 @@ def inspect_replay(path: str, target: Target, *, as_json: bool) -> int:
     """The snapshot a live run would print at ``target``, from a recording."""
     from loaderdbg.record.replay import ReplaySession
 
+    require_stdout()
     with ReplaySession(path) as session:
         reason = session.cont(str(target)) if target.kind != "first" else session.goto(0)
         snapshot = session.snapshot()
     return _report(snapshot, target, reason, as_json)
 
 
+def render_text_report(snapshot) -> str:
+    """The rich report as text: coloured and fitted to a terminal, plain
+    and wide for a pipe or a file."""
+    from rich.console import Console
+
+    from loaderdbg.text_report import UNBOUNDED_WIDTH, print_snapshot
+
+    tty = sys.stdout is not None and sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if tty else UNBOUNDED_WIDTH
+    console = Console(file=io.StringIO(), width=width, force_terminal=tty, no_color=not tty,
+                      highlight=tty, emoji=False)
+    print_snapshot(snapshot, console)
+    return console.file.getvalue()
+
+
 def _report(snapshot, target: Target, reason, as_json: bool) -> int:
     if as_json:
-        json.dump(snapshot_to_json(snapshot), sys.stdout, indent=1)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        write_stdout(json.dumps(snapshot_to_json(snapshot), indent=1) + "\n")
     else:
-        from loaderdbg.text_report import print_snapshot
-        print_snapshot(snapshot)
+        write_stdout(render_text_report(snapshot))
     if not reason.reached:
-        print(f"loaderdbg: {not_reached_sentence(target, reason)}", file=sys.stderr)
+        say(not_reached_sentence(target, reason))
         return 1
     return 0
 
 
 def inspect_program(program: str, args: list[str], target: Target, *, as_json: bool,
                     aslr: bool, tracee_output: str | None) -> int:
-    output_fd = None
+    require_stdout()
+    # stdout carries only the report: the program's own output goes to
+    # stderr (fd 2, /dev/null when it was closed) or to --tracee-output.
+    output_fd = STDERR_FD
     if tracee_output:
         try:
             output_fd = os.open(tracee_output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as err:
             from loaderdbg.errors import UsageError
             raise UsageError(f"--tracee-output {tracee_output}: {err.strerror}") from None
-    elif as_json:
-        output_fd = sys.stderr.fileno()  # stdout carries only JSON
     spec = launch_spec(program, args, aslr=aslr, stdout_fd=output_fd, stderr_fd=output_fd)
     try:
         with LiveSession(spec) as session:
             reason = session.cont(str(target)) if target.kind != "first" else session.stop_reason
             snapshot = session.snapshot()
     finally:
-        if tracee_output and output_fd is not None:
+        if output_fd != STDERR_FD:
             os.close(output_fd)
     return _report(snapshot, target, reason, as_json)

@@ -40,7 +40,7 @@ from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.syscalls import MAPPING_SYSCALLS
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
-from loaderdbg.errors import TargetError, UsageError
+from loaderdbg.errors import OutputError, TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind, classify
@@ -199,6 +199,14 @@ class _Chunk:
     wmask: int = 0
 
 
+def _write_failure(err: BaseException) -> bool:
+    """An error of the recording file itself (the disk full, a file size
+    limit, an I/O error), as SQLite or the OS reports it."""
+    if isinstance(err, sqlite3.Error):
+        return True  # the recording is the only database we touch
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO)
+
+
 class _Stop(Exception):
     """Ends the step loop; carries the reason of the last position."""
 
@@ -277,8 +285,11 @@ class Recorder:
                 self._loop()
             except _Stop as stop:
                 self._finish(stop.reason)
-            except BaseException:
+            except BaseException as err:
                 self._salvage()
+                if _write_failure(err):
+                    raise OutputError(f"{self.output}: cannot write the recording at step {self.pos} "
+                                      f"({err}); the steps saved before that replay") from None
                 raise
         finally:
             if tracee is not None:
