@@ -9,6 +9,9 @@ DEMO := build/fixtures/execsolib/glibc-O2/libexecsolib.so
 
 # command -> Debian package providing it
 SYSTEM_TOOLS := gcc:gcc make:make musl-gcc:musl-tools gdb:gdb readelf:binutils objdump:binutils strace:strace tmux:tmux
+# Packages with no command to look for: package -> a file it installs.
+# libc6-dbg: ld.so's and libc's separate debug files (names for ld.so's code).
+SYSTEM_FILES := libc6-dbg:/usr/lib/debug/.build-id
 
 .PHONY: all sysdeps venv fixtures demo test bench recordings clean
 
@@ -20,6 +23,10 @@ sysdeps:
 	for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	for pair in $(SYSTEM_FILES); do \
+	  pkg=$${pair%%:*}; file=$${pair#*:}; \
+	  test -e $$file || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

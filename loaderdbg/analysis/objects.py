@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from loaderdbg.decode.elf import ElfInfo, parse_elf
+from loaderdbg.debug_files import find_debug_file
+from loaderdbg.decode.elf import DebugFile, ElfInfo, parse_elf
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry
 
@@ -48,12 +49,19 @@ class MapAnnotation:
     segment: str | None
 
 
+DebugFileFinder = Callable[[str, ElfInfo], "DebugFile | None"]
+
+
 class ElfCache:
     """Parsed ELF images keyed by (file, offset): a library is parsed once per
-    session, not once per stop. File bytes are kept for relocation checks."""
+    session, not once per stop. File bytes are kept for relocation checks.
+    Each image is named by its separate debug file when this machine has one
+    (ld.so's and libc's from libc6-dbg), live or replayed alike."""
 
-    def __init__(self, read_file: Callable[[MapEntry], bytes | None]) -> None:
+    def __init__(self, read_file: Callable[[MapEntry], bytes | None],
+                 find_debug: DebugFileFinder | None = find_debug_file) -> None:
         self._read_file = read_file
+        self._find_debug = find_debug
         self._files: dict[tuple, bytes | None] = {}
         self._infos: dict[tuple, ElfInfo | None] = {}
 
@@ -73,6 +81,10 @@ class ElfCache:
                     info = parse_elf(data[offset:] if offset else data, entry.path)
                 except DecodeError:
                     info = None
+                if info is not None and self._find_debug is not None:
+                    debug_file = self._find_debug(entry.path, info)
+                    if debug_file is not None:
+                        info = info.with_debug_file(debug_file)
             self._infos[key] = info
         return self._infos[key]
 

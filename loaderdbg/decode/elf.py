@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import io
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Iterable, Iterator, Mapping
 
@@ -35,7 +35,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
 from elftools.elf.hash import ELFHashTable, GNUHashTable
 from elftools.elf.relocation import RelocationTable, RelrRelocationTable
-from elftools.elf.sections import SymbolTableSection
+from elftools.elf.sections import NoteSection, SymbolTableSection
 from elftools.elf.segments import InterpSegment, NoteSegment
 
 from loaderdbg.decode.errors import DecodeError
@@ -220,6 +220,39 @@ class DynSymbol:
 
 
 @dataclass(frozen=True)
+class DebugLink:
+    """.gnu_debuglink: the name of the object's separate debug file and the
+    CRC-32 (zlib's) of that file's bytes."""
+
+    name: str
+    crc: int
+
+
+@dataclass(frozen=True)
+class DebugFile:
+    """A separate debug file (``objcopy --only-keep-debug``) of an object:
+    its .symtab names what the stripped object no longer does. Whoever found
+    it checked that it belongs to the object (build-id, or the debug link's
+    CRC). Its program headers describe sections it does not carry, so only
+    its sections are read."""
+
+    path: str
+    data: bytes = field(repr=False, compare=False)
+
+    @cached_property
+    def _elffile(self) -> ELFFile | None:
+        return _section_view(self.data)
+
+    @cached_property
+    def symbols(self) -> tuple[DynSymbol, ...]:
+        return _symtab_symbols(self._elffile)
+
+    @cached_property
+    def build_id(self) -> str | None:
+        return _section_build_id(self._elffile)
+
+
+@dataclass(frozen=True)
 class ElfInfo:
     path: str
     elf_class: int  # 32 or 64; the engine only runs 64-bit targets
@@ -252,6 +285,13 @@ class ElfInfo:
     # visible rather than dropped.
     warnings: tuple[str, ...] = ()
     _data: bytes = field(default=b"", repr=False, compare=False)
+    # The separate debug file whose .symtab replaces this file's (see
+    # with_debug_file); None when none was found or looked for.
+    debug_file: DebugFile | None = field(default=None, repr=False, compare=False)
+
+    def with_debug_file(self, debug_file: DebugFile) -> ElfInfo:
+        """This object, named by its separate debug file's symbols."""
+        return replace(self, debug_file=debug_file)
 
     # -- segments ---------------------------------------------------------
 
@@ -322,21 +362,25 @@ class ElfInfo:
 
     @cached_property
     def _symtab(self) -> tuple[DynSymbol, ...]:
-        """.symtab, when the file still has one (names only; the loader never
-        reads it)."""
+        """.symtab of the separate debug file, else of the file when it still
+        has one (names only; the loader never reads it)."""
+        if self.debug_file is not None and self.debug_file.symbols:
+            return self.debug_file.symbols
+        return _symtab_symbols(self._section_file)
+
+    @cached_property
+    def debuglink(self) -> DebugLink | None:
+        """The .gnu_debuglink section, when the file has one."""
         elffile = self._section_file
         if elffile is None:
-            return ()
-        out = []
+            return None
         try:
-            for section in elffile.iter_sections():
-                if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
-                    continue
-                for sym in section.iter_symbols():
-                    out.append(_dynsymbol(sym.entry, sym.name, None, False))
+            section = elffile.get_section_by_name(".gnu_debuglink")
+            if section is None or section["sh_type"] == "SHT_NOBITS":
+                return None
+            return parse_debuglink(section.data(), self.little_endian)
         except _PARSE_ERRORS:
-            return tuple(out)
-        return tuple(out)
+            return None
 
     @cached_property
     def _address_index(self) -> tuple[list[int], list[tuple[int, int, str]]]:
@@ -350,11 +394,25 @@ class ElfInfo:
                 rank = (_BIND_RANK.get(sym.bind, 0), -(len(sym.name) - len(sym.name.lstrip("_"))), source_rank)
                 entries.append((sym.value, rank, sym.value + max(sym.size, 1), sym.name))
         entries.sort()
-        return [e[0] for e in entries], [(e[0], e[2], e[3]) for e in entries]
+        starts = [e[0] for e in entries]
+        ranges = [(e[0], e[2], e[3]) for e in entries]
+        # An assembler label in code (ld.so's _start, _dl_start_user) has no
+        # size: like gdb, let it cover the code up to the next symbol.
+        for i, (start, end, name) in enumerate(ranges):
+            if end != start + 1:
+                continue
+            segment = self.segment_for_vaddr(start)
+            if segment is None or not segment.executable:
+                continue
+            following = bisect.bisect_right(starts, start)
+            limit = starts[following] if following < len(starts) else segment.end
+            ranges[i] = (start, max(end, min(limit, segment.end)), name)
+        return starts, ranges
 
     def symbolize(self, vaddr: int) -> tuple[str, int] | None:
         """(symbol name, offset) for a link-time address inside a sized
-        symbol, preferring the global, least-underscored alias."""
+        symbol (or after a code label), preferring the global,
+        least-underscored alias."""
         starts, entries = self._address_index
         index = bisect.bisect_right(starts, vaddr) - 1
         # Symbols nest rarely; a short walk back finds an enclosing one.
@@ -368,14 +426,7 @@ class ElfInfo:
 
     @cached_property
     def _section_file(self) -> ELFFile | None:
-        if not self._data:
-            return None
-        try:
-            elffile = ELFFile(io.BytesIO(self._data))
-            elffile.num_sections()
-            return elffile
-        except _PARSE_ERRORS:
-            return None
+        return _section_view(self._data)
 
     @cached_property
     def _sections(self) -> tuple[tuple[int, int, str], ...]:
@@ -417,6 +468,61 @@ def section_name_for_vaddr(info: ElfInfo, vaddr: int) -> str | None:
     """Section containing a link-time address, from section headers when the
     file has them (annotation only)."""
     return info.section_name_for_vaddr(vaddr)
+
+
+def parse_debuglink(section: bytes, little_endian: bool = True) -> DebugLink | None:
+    """.gnu_debuglink's contents: a NUL-terminated file name, padding to a
+    multiple of 4, then the CRC-32 as a word in the file's byte order."""
+    end = section.find(b"\0")
+    if end <= 0:
+        return None
+    crc_at = (end + 4) & ~3
+    if crc_at + 4 > len(section):
+        return None
+    crc = struct.unpack_from("<I" if little_endian else ">I", section, crc_at)[0]
+    return DebugLink(section[:end].decode("utf-8", "surrogateescape"), crc)
+
+
+def _section_view(data: bytes) -> ELFFile | None:
+    """pyelftools over an image's section headers, or None when it has none
+    that parse (names are optional; decoding never needs them)."""
+    if not data:
+        return None
+    try:
+        elffile = ELFFile(io.BytesIO(data))
+        elffile.num_sections()
+        return elffile
+    except _PARSE_ERRORS:
+        return None
+
+
+def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
+    if elffile is None:
+        return ()
+    out = []
+    try:
+        for section in elffile.iter_sections():
+            if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
+                continue
+            for sym in section.iter_symbols():
+                out.append(_dynsymbol(sym.entry, sym.name, None, False))
+    except _PARSE_ERRORS:
+        return tuple(out)
+    return tuple(out)
+
+
+def _section_build_id(elffile: ELFFile | None) -> str | None:
+    if elffile is None:
+        return None
+    try:
+        for section in elffile.iter_sections():
+            if isinstance(section, NoteSection):
+                for note in section.iter_notes():
+                    if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                        return note["n_desc"]
+    except _PARSE_ERRORS:
+        return None
+    return None
 
 
 # ---------------------------------------------------------------------------

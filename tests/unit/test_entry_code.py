@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,7 +172,7 @@ def test_libraries_have_no_main():
 
 def test_an_entry_point_outside_code_is_reported(built):
     info, data = _load(built["pie.stripped"])
-    moved = info.__class__(**{**info.__dict__, "entry": info.dynamic_vaddr})
+    moved = replace(info, entry=info.dynamic_vaddr)
     assert "not in an executable segment" in main_not_found_reason("p", moved, data, X86_64)
 
 
