@@ -21,7 +21,7 @@ from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, an
 from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
-from loaderdbg.decode.linkmap import LinkMapEntry
+from loaderdbg.decode.linkmap import LinkMapEntry, RDebug
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.registers import Registers, decode_registers
 from loaderdbg.decode.stack import InitialStack
@@ -74,6 +74,7 @@ class Snapshot:
     events: tuple[Event, ...]
     got: tuple[GotSlot, ...] = ()
     ifuncs: tuple[IfuncChoice, ...] = ()
+    r_debug: tuple[RDebug, ...] = ()  # one per namespace, in r_next order
 
 
 class StateSource(Protocol):
@@ -143,6 +144,7 @@ class _MemoryViews:
     got: tuple[GotSlot, ...]
     ifuncs: tuple[IfuncChoice, ...]
     link_map: tuple[LinkMapEntry, ...]
+    r_debug: tuple[RDebug, ...] = ()
 
 
 def _memory_views(source: StateSource, memory: "_Reader",
@@ -180,9 +182,9 @@ def _memory_views(source: StateSource, memory: "_Reader",
 
     stack, kernel_auxv, changed = part("stack", stack_part)
     summaries, relocations, got, ifuncs = part("relocations", relocations_part)
-    link_map = part("link_map", lambda: read_link_map(source.program_object(), memory).entries)
+    link_view = part("link_map", lambda: read_link_map(source.program_object(), memory))
     return _MemoryViews(maps, objects, ldso, stack, kernel_auxv, changed, annotations,
-                        summaries, relocations, got, ifuncs, link_map)
+                        summaries, relocations, got, ifuncs, link_view.entries, link_view.debugs)
 
 
 def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
@@ -272,6 +274,7 @@ def build_snapshot(source: StateSource) -> Snapshot:
         events=tuple(source.events),
         got=views.got,
         ifuncs=views.ifuncs,
+        r_debug=views.r_debug,
     )
 
 

@@ -112,6 +112,9 @@ def snapshot_to_json(snap: Snapshot) -> dict:
                 "state": r.state,
                 "current": hexify(r.current),
                 "expected": hexify(r.expected),
+                "binding": None if r.binding is None else
+                {"object": r.binding.object, "symbol": r.binding.symbol, "version": r.binding.version},
+                "reason": r.reason,
             }
             for r in snap.relocations
         ],
@@ -124,6 +127,18 @@ def snapshot_to_json(snap: Snapshot) -> dict:
                 "kind": e.kind,
             }
             for e in snap.link_map
+        ],
+        "r_debug": [
+            {
+                "namespace": namespace,
+                "address": hexify(d.address),
+                "version": d.version,
+                "state": d.r_state,
+                "brk": hexify(d.r_brk),
+                "ldbase": hexify(d.ldbase),
+                "map": hexify(d.r_map),
+            }
+            for namespace, d in enumerate(snap.r_debug)
         ],
         "threads": [
             {
