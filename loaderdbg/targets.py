@@ -214,3 +214,8 @@ def signal_stop(target: Target | None, signo: int, name: str, pc: int, fault: in
     if signo in RUN_ENDING_SIGNALS:
         return fatal_signal(target, name, pc, fault)
     return signal_arrived(target, name)
+
+
+def not_reachable(target: Target, why: str) -> StopReason:
+    """Said before running: the target cannot be reached in this program."""
+    return StopReason(ReasonKind.TARGET, why, str(target), reached=False)

@@ -21,6 +21,7 @@ import signal as _signal
 import time
 from dataclasses import dataclass, field
 
+from loaderdbg.analysis.entry_code import find_main, main_not_found_reason
 from loaderdbg.analysis.link_map import NO_LINK_MAP, LinkMapView, link_map_changes, read_link_map
 from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
 from loaderdbg.analysis.relocations import relocation_states
@@ -766,6 +767,11 @@ class Inferior:
         if self._already_at(target):
             self.stop_reason = reasons.already_at(target)
             return self.stop_reason
+        if kind == "main" and not self.milestone_seen("main"):
+            unreachable = self.main_unreachable()
+            if unreachable is not None:
+                self.stop_reason = reasons.not_reachable(target, unreachable)
+                return self.stop_reason
         user_bp = self._target_breakpoint(target)
         return self._continue(target, user_bp)
 
@@ -783,27 +789,44 @@ class Inferior:
                 self.tracee.insert_breakpoint(addr)
             return addr
         if target.kind == "main":
-            return self._resolve_main()
+            return self.resolve_main()
         if target.kind == "ldso-entry" and self.milestone_seen("ldso-entry") and self.ldso:
             raise UsageError("ld.so's entry is behind us; relaunch (starti) to get there")
         if target.kind == "entry" and self.milestone_seen("at-entry"):
             raise UsageError("AT_ENTRY is behind us; relaunch (starti) to get there")
         return None
 
-    def _resolve_main(self) -> int | None:
+    def resolve_main(self) -> int | None:
+        """Where main is (its symbol, else what the entry code passes to
+        __libc_start_main, as gdb finds it in a stripped program), armed as
+        the `main` milestone; None until the program is mapped and AT_ENTRY
+        known, or when its code says nothing about main."""
         if self.main_address is not None:
             return self.main_address
-        if self.at_entry is None:
-            return None
-        program = self.object_at(self.at_entry)
+        program = self._main_program()
         if program is None:
             return None
-        symbol = program.info.symbol_named("main")
-        if symbol is None:
+        data = self.elf_cache.object_bytes(program)
+        if data is None:
             return None
-        self.main_address = program.base + symbol.value
+        vaddr = find_main(program.info, data, self.arch)
+        if vaddr is None:
+            return None
+        self.main_address = program.runtime(vaddr)
         self._arm(self.main_address, "main")
         return self.main_address
+
+    def _main_program(self) -> MappedObject | None:
+        return None if self.at_entry is None else self.object_at(self.at_entry)
+
+    def main_unreachable(self) -> str | None:
+        """Before running to main: why it cannot be found, when the program
+        is already mapped and its entry code says nothing about main."""
+        program = self._main_program()
+        data = None if program is None else self.elf_cache.object_bytes(program)
+        if program is None or data is None or self.resolve_main() is not None:
+            return None
+        return main_not_found_reason(program.path, program.info, data, self.arch)
 
     def _continue(self, target: Target, user_bp: int | None) -> StopReason:
         pending_sym = target.kind == "sym" and user_bp is None
@@ -812,13 +835,13 @@ class Inferior:
         fatal = self.tracee.pending_signal if self.step_exact else 0
         stood = (self.tracee.pc, self.tracee.sp) if fatal else None
         while True:
-            watch_syscalls = (not self.milestone_seen("at-entry") or target.kind == "syscall"
-                              or pending_sym or (target.kind == "main" and user_bp is None))
             syscall_call = None
             self._here.clear()
             if self.tracee._at_breakpoint():
                 syscall_call = self._syscall_before_step()
-            stop = self.tracee.resume(syscalls=watch_syscalls)
+            # Syscalls are watched all the way: every stop must show the
+            # maps ([heap], RELRO made read-only…) and events as they are then.
+            stop = self.tracee.resume(syscalls=True)
             if stop.kind is StopKind.STEP and syscall_call is not None:
                 self._after_step(stop, syscall_call)
             if fatal and self._died_of(stop, fatal, stood):
@@ -836,7 +859,7 @@ class Inferior:
                     self.tracee.insert_breakpoint(user_bp)
                     pending_sym = False
             if target.kind == "main" and user_bp is None and self.at_entry is not None:
-                user_bp = self._resolve_main()
+                user_bp = self.resolve_main()
             if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self.user_breakpoints \
                     and self.tracee.pc != user_bp:
                 self.stop_reason = reasons.breakpoint_hit(target, self.tracee.pc, self.symbolize(self.tracee.pc))
@@ -1016,6 +1039,8 @@ class Inferior:
             self._record("milestone", "at-entry", f"AT_ENTRY {pc:#x}", address=pc)
             self._startup_checks_done = True
             self._watch_link_map()
+            if self.attached is not None or self._thread_count() == 1:
+                self.resolve_main()  # a milestone whatever the target (threads we do not trace would die on it)
         elif milestone == "main":
             self._record("milestone", "main", f"main at {pc:#x}", address=pc)
 

@@ -48,7 +48,7 @@ class MilestoneTracker:
         there at its first instruction)."""
         if not self._main_armed and self.inferior.at_entry is not None and self.seen("at-entry"):
             self._main_armed = True
-            self.inferior._resolve_main()
+            self.inferior.resolve_main()
 
     # -- what the recorder needs to know -------------------------------------
     @property
