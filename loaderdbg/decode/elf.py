@@ -38,6 +38,7 @@ from elftools.elf.relocation import RelocationTable, RelrRelocationTable
 from elftools.elf.sections import NoteSection, SymbolTableSection
 from elftools.elf.segments import InterpSegment, NoteSegment
 
+from loaderdbg.decode.dwarf_lines import LineTable, SourceLine
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.sframe import SFrameHeader, parse_sframe_header
 
@@ -251,6 +252,10 @@ class DebugFile:
     def build_id(self) -> str | None:
         return _section_build_id(self._elffile)
 
+    @cached_property
+    def lines(self) -> LineTable:
+        return LineTable(self.data)
+
 
 @dataclass(frozen=True)
 class ElfInfo:
@@ -421,6 +426,19 @@ class ElfInfo:
             if start <= vaddr < end:
                 return name, vaddr - start
         return None
+
+    # -- source lines ---------------------------------------------------------
+
+    def line_for(self, vaddr: int) -> SourceLine | None:
+        """The source file and line of a link-time code address, from the
+        separate debug file's DWARF, else the file's own (a -g build)."""
+        return self._line_table.line_for(vaddr)
+
+    @cached_property
+    def _line_table(self) -> LineTable:
+        if self.debug_file is not None and self.debug_file.lines.available:
+            return self.debug_file.lines
+        return LineTable(self._data)
 
     # -- sections (names only) ---------------------------------------------
 

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from loaderdbg.analysis.objects import ElfCache, discover_objects
+from loaderdbg.analysis.source_lines import line_at, source_text
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.debug_files import build_id_path, find_debug_file
+from loaderdbg.decode.maps import parse_maps
 from loaderdbg.decode.elf import DebugLink, parse_debuglink, parse_elf
 from loaderdbg.inspect_command import launch_spec
 from loaderdbg.live import LiveSession
@@ -196,3 +200,35 @@ def test_a_replay_names_what_the_live_run_named(tmp_path):
         reason = replay.cont("sym:_dl_relocate_object")
         assert reason.reached, reason
         assert replay.symbolize(replay.pc) == "_dl_relocate_object"
+
+
+# -- source lines ------------------------------------------------------------------
+
+
+def test_source_lines_of_a_live_process(fixtures_dir):
+    """At main of a -g fixture: its own DWARF gives hello.c's line, found
+    through the source directory; ld.so's debug file gives rtld.c's."""
+    program = fixtures_dir / "zoo" / "hello-glibc"
+    sources = Path(__file__).resolve().parents[1] / "fixtures" / "zoo"
+    null = os.open(os.devnull, os.O_WRONLY)
+    session = LiveSession(LaunchSpec(path=str(program), argv=(str(program),), env=dict(ENV),
+                                     stdout_fd=null, stderr_fd=null))
+    try:
+        assert session.cont("main").reached
+        pc = session.snapshot().registers.get("rip")
+        maps = parse_maps(Path(f"/proc/{session.pid}/maps").read_text())
+        objects = discover_objects(maps, ElfCache(lambda entry: Path(entry.path).read_bytes()))
+        symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
+        line = line_at(symbols, pc)
+        assert line is not None and line.file == "./hello.c", line
+        text = source_text(line, [str(sources)])
+        assert text == (sources / "hello.c").read_text().splitlines()[line.line - 1]
+        assert "main" in text or "{" in text or "puts" in text
+        assert source_text(line, []) is None  # ./hello.c is not under the current directory
+        ldso = next(o for o in symbols.objects if o.name.startswith("ld-linux"))
+        in_ldso = line_at(symbols, ldso.runtime(ldso.info.symbol_named("_dl_start").value))
+        assert in_ldso is not None and in_ldso.file.endswith("rtld.c") and in_ldso.line > 0
+        assert line_at(symbols, 0x10) is None
+    finally:
+        session.close()
+        os.close(null)
