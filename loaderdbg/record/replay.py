@@ -487,6 +487,8 @@ class ReplayState:
     def threads(self) -> tuple[ThreadState, ...]:
         out = []
         regs = self.registers_raw()
+        if self.stop_reason.kind in (ReasonKind.EXITED, ReasonKind.KILLED):
+            return ()  # the process is gone, as a live session shows it
         for thread in self.rec.threads_data(self.step_count):
             tid = thread.get("tid")
             text = thread.get("status")
@@ -717,6 +719,10 @@ class ReplaySession:
     # -- finding stop targets ------------------------------------------------------
     def _run(self, target: Target | None, forward: bool) -> StopReason:
         here = self._pos
+        if forward and target is not None and target.kind in MILESTONE_OF_TARGET and any(
+                e.step == here and e.exact and e.kind == "milestone" and e.name == MILESTONE_OF_TARGET[target.kind]
+                for e in self._all_events):
+            return self._move(here, reasons.already_at(target))
         candidates: list[tuple[int, StopReason]] = []
         if self._breakpoints:
             found = index.find_pc(self.recording, self._breakpoints,
