@@ -31,7 +31,7 @@ ROOMS = {
     "loaderdbg.record": "record",
     "loaderdbg.live": "live",
     "loaderdbg.cli": "front", "loaderdbg.__main__": "front", "loaderdbg.inspect_command": "front",
-    "loaderdbg.output": "front", "loaderdbg.end_signals": "front",
+    "loaderdbg.output": "front", "loaderdbg.end_signals": "base",
     "tui": "tui",
 }
 
@@ -50,7 +50,7 @@ ALLOWED = {
     "process": {"base", "arch", "decode", "analysis", "snapshot", "targets", "debug_files"},
     "record": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process", "debug_files"},
     "history": {"base", "arch", "decode", "analysis", "snapshot", "targets", "record", "process"},
-    "live": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process", "front"},
+    "live": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process"},
     "front": ENGINE_BELOW_FRONTS | {"front"},
     # The TUI talks to a Session: it renders snapshots and decoded values,
     # and never drives ptrace, a recording or an analysis itself.
@@ -60,7 +60,6 @@ ALLOWED = {
 # Arrows issue 18 still has to remove (source module, imported module).
 TODO_ARROWS = {
     ("tui.reports", "loaderdbg.analysis.dataflow"),   # `who`: the session should answer it
-    ("loaderdbg.live", "loaderdbg.end_signals"),       # live session reaching into a front module
 }
 
 NEVER = {
