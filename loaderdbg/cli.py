@@ -8,6 +8,7 @@ traceback); 128+N ended by signal N (Ctrl-C 130, SIGTERM 143, SIGHUP 129).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -15,22 +16,44 @@ import sys
 
 from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
-from loaderdbg.output import reopen_closed_standard_fds, require_stdout, say, write_stdout
+from loaderdbg.output import reopen_closed_standard_fds, require_stdout, say, say_line, write_stdout
 from loaderdbg.targets import TARGET_HELP, parse_target
 
 EXIT_OK, EXIT_TARGET, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
 STDOUT_FD = 1
 
 
+class CommandLineError(UsageError):
+    """A command line that does not say what to do: its line names the
+    command (`loaderdbg attach: not a PID: abc`), as argparse's would."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(f"loaderdbg {command}: {message}" if command else f"loaderdbg: {message}")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, as for any bad input
-        raise UsageError(f"{self.prog}: {message}")
+        raise CommandLineError(self.prog.removeprefix("loaderdbg").strip(), message)
 
 
 def _add_program(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("program", nargs=None if required else "?", metavar="PROG",
                         help="program to launch, stopped at its first instruction")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+
+
+def _pid(text: str | None, command: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise CommandLineError(command, f"not a PID: {text}") from None
+
+
+RELOCATION_STATES = ("all", "pending", "lazy", "applied", "unknown")
+STDIN_HELP = ("the program's stdin (default: ours; a program that reads our terminal gets it "
+              "while it runs, as under gdb)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,15 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Stop targets: {TARGET_HELP}",
     )
     parser.add_argument("--version", action="version", version=f"loaderdbg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                                help="what to do (COMMAND --help for its options)")
 
     run = sub.add_parser("run", help="TUI on a new process, stopped at its first instruction")
-    run.add_argument("--until", default="first", metavar="T", help="stop target to run to first")
+    run.add_argument("--until", default="first", metavar="T", help="stop target to run to first (default: first)")
     run.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
-    _add_program(run)
+    run.add_argument("--stdin", metavar="FILE",
+                     help="the program's stdin (default: the terminal of the TUI's output pane)")
+    _add_program(run, required=False)
 
     attach = sub.add_parser("attach", help="TUI on a running process, or on the next child it execs")
-    attach.add_argument("pid", type=int, metavar="PID")
+    attach.add_argument("pid", metavar="PID", help="the process to attach to (every thread is stopped)")
     attach.add_argument("--follow-exec", action="store_true", help="catch the next child it spawns at its first instruction")
     attach.add_argument("--match", metavar="GLOB", help="only catch a child whose path or argv[0] matches")
 
@@ -64,23 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_program(record, required=False)
 
     replay = sub.add_parser("replay", help="TUI on a recording")
-    replay.add_argument("file", metavar="FILE")
+    replay.add_argument("file", metavar="FILE", help="a recording made by `loaderdbg record`")
 
     inspect = sub.add_parser("inspect", help="decode the startup state at a stop target")
     inspect.add_argument("--json", action="store_true", help="print a loaderdbg.snapshot/1 JSON object")
     inspect.add_argument("--at", default="first", metavar="T", help="stop target (default: first)")
-    inspect.add_argument("--aslr", action="store_true")
-    inspect.add_argument("--tracee-output", metavar="FILE", help="where the program's stdout/stderr go")
-    inspect.add_argument("--pid", type=int, metavar="PID")
-    inspect.add_argument("--replay", metavar="FILE")
+    inspect.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
+    inspect.add_argument("--stdin", metavar="FILE", help=STDIN_HELP)
+    inspect.add_argument("--tracee-output", metavar="FILE",
+                         help="where the program's stdout/stderr go (default: our stderr)")
+    inspect.add_argument("--relocs", nargs="?", const="all", metavar="STATE",
+                         help="list relocations in the text report: all (default), pending, lazy, applied "
+                              "or unknown (--json always has them)")
+    inspect.add_argument("--pid", metavar="PID", help="a running process instead of PROG (detached after)")
+    inspect.add_argument("--replay", metavar="FILE", help="a recording instead of PROG")
     inspect.add_argument("--follow-exec", action="store_true",
                          help="with --pid: inspect the next child it execs, caught at its first instruction")
     inspect.add_argument("--match", metavar="GLOB", help="with --follow-exec: only a child whose path or argv[0] matches")
     _add_program(inspect, required=False)
 
     explain = sub.add_parser("explain", help="plain-language startup report and crash root cause")
-    explain.add_argument("target", metavar="FILE|PROG")
-    explain.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    explain.add_argument("--until", metavar="T",
+                         help="how far to run PROG (default: entry; exit runs it whole, which takes "
+                              "minutes for a big program); Ctrl-C gives the report so far")
+    explain.add_argument("--stdin", metavar="FILE", help=STDIN_HELP)
+    explain.add_argument("target", nargs="?", metavar="FILE|PROG",
+                         help="a recording, or a program to record and explain")
+    explain.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the program's arguments")
+
+    # Every command takes or talks about stop targets: each help lists them.
+    for command in sub.choices.values():
+        command.epilog = parser.epilog
     return parser
 
 
@@ -97,25 +137,64 @@ def _target(text: str):
     return target
 
 
+def _stdin_fd(path: str | None) -> int | None:
+    """--stdin FILE opened for the program (the caller closes it)."""
+    if path is None:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise UsageError(f"--stdin {path}: {err.strerror}") from None
+
+
+@contextlib.contextmanager
+def _opened_stdin(path: str | None):
+    fd = _stdin_fd(path)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def cmd_inspect(options: argparse.Namespace) -> int:
     from loaderdbg.inspect_command import inspect_program
 
+    pid = _pid(options.pid, "inspect")
+    if options.relocs is not None and options.relocs not in RELOCATION_STATES:
+        # `--relocs PROG`: argparse took the program for the optional STATE.
+        options.program, options.args = options.relocs, [options.program, *options.args] \
+            if options.program else options.args
+        options.relocs = "all"
     if options.replay:
-        if options.program or options.pid is not None:
-            raise UsageError("inspect: give one of PROG, --pid or --replay")
+        if options.program or pid is not None:
+            raise CommandLineError("inspect", "give one of PROG, --pid or --replay")
         from loaderdbg.inspect_command import inspect_replay
-        return inspect_replay(options.replay, _target(options.at), as_json=options.json)
-    if options.pid is not None:
+        return inspect_replay(options.replay, _target(options.at), as_json=options.json,
+                              relocations=options.relocs)
+    if pid is not None:
         if options.program:
-            raise UsageError("inspect: give either PROG or --pid, not both")
+            raise CommandLineError("inspect", "give either PROG or --pid, not both")
         from loaderdbg.inspect_command import inspect_pid
-        return inspect_pid(options.pid, _target(options.at), as_json=options.json,
-                           follow_exec=options.follow_exec, match=options.match)
+        return inspect_pid(pid, _target(options.at), as_json=options.json,
+                           follow_exec=options.follow_exec, match=options.match, relocations=options.relocs)
     if not options.program:
-        raise UsageError("inspect: give a PROG (or --pid PID, or --replay FILE)")
+        raise CommandLineError("inspect", "no program given: loaderdbg inspect [--at T] PROG [ARGS…] "
+                                          "(or --pid PID, or --replay FILE)")
     target = _target(options.at)
-    return inspect_program(options.program, options.args, target, as_json=options.json,
-                           aslr=options.aslr, tracee_output=options.tracee_output)
+    with _opened_stdin(options.stdin) as stdin_fd:
+        return inspect_program(options.program, options.args, target, as_json=options.json,
+                               aslr=options.aslr, tracee_output=options.tracee_output, stdin_fd=stdin_fd,
+                               relocations=options.relocs)
+
+
+def _require_terminal(command: str, instead: str) -> None:
+    """The TUI draws with escape codes on a terminal it reads keys from;
+    into a file or a pipe they would only be noise."""
+    for name, stream in (("stdout", sys.stdout), ("stdin", sys.stdin)):
+        if stream is None or not stream.isatty():
+            raise CommandLineError(command, f"{name} is not a terminal, and the TUI needs one; "
+                                            f"for a report without it: {instead}")
 
 
 def _open_tui(session, title: str, output_fd: int | None = None) -> int:
@@ -135,19 +214,26 @@ def cmd_run(options: argparse.Namespace) -> int:
     from loaderdbg.inspect_command import launch_spec
     from loaderdbg.live import LiveSession
 
+    if not options.program:
+        raise CommandLineError("run", "no program given: loaderdbg run [--until T] PROG [ARGS…]")
     target = _target(options.until)
-    # The program's output goes to a pty the TUI shows in its own pane.
+    # The program's output goes to a pty the TUI shows in its own pane; the
+    # pane is its terminal for input too (never ours: the TUI reads that).
     master, slave = os.openpty()
     try:
-        spec = launch_spec(options.program, options.args, aslr=options.aslr,
-                           stdout_fd=slave, stderr_fd=slave)
-        session = LiveSession(spec)
+        with _opened_stdin(options.stdin) as stdin_fd:
+            spec = launch_spec(options.program, options.args, aslr=options.aslr,
+                               stdin_fd=slave if stdin_fd is None else stdin_fd,
+                               stdout_fd=slave, stderr_fd=slave)
+            session = LiveSession(spec)
     except BaseException:
         os.close(master)
         raise
     finally:
         os.close(slave)
     try:
+        # After the launch: a program the kernel refuses is said first.
+        _require_terminal("run", f"loaderdbg inspect --at {target} {options.program}")
         if target.kind != "first":
             session.cont(str(target))
     except BaseException:
@@ -159,16 +245,20 @@ def cmd_run(options: argparse.Namespace) -> int:
 
 def cmd_attach(options: argparse.Namespace) -> int:
     from loaderdbg.live import LiveSession
+    from loaderdbg.process.attach import check_attachable
 
+    pid = _pid(options.pid, "attach")
+    check_attachable(pid)  # a bad PID is said before the terminal is looked at
+    _require_terminal("attach", f"loaderdbg inspect --pid {pid}")
     if options.follow_exec:
         from loaderdbg.inspect_command import announce_waiting
-        session = LiveSession.catch_spawn(options.pid, options.match,
-                                          on_ready=lambda: announce_waiting(options.pid, options.match))
-        return _open_tui(session, f"loaderdbg attach --follow-exec {options.pid} → {session.pid}")
+        session = LiveSession.catch_spawn(pid, options.match,
+                                          on_ready=lambda: announce_waiting(pid, options.match))
+        return _open_tui(session, f"loaderdbg attach --follow-exec {pid} → {session.pid}")
     from loaderdbg.inspect_command import gone_is_target_error
-    with gone_is_target_error(options.pid):
-        session = LiveSession.attach(options.pid)
-    return _open_tui(session, f"loaderdbg attach {options.pid}")
+    with gone_is_target_error(pid):
+        session = LiveSession.attach(pid)
+    return _open_tui(session, f"loaderdbg attach {pid}")
 
 
 def cmd_record(options: argparse.Namespace) -> int:
@@ -200,30 +290,51 @@ def cmd_record(options: argparse.Namespace) -> int:
 def cmd_replay(options: argparse.Namespace) -> int:
     from loaderdbg.record.replay import ReplaySession
 
-    session = ReplaySession(options.file)
+    session = ReplaySession(options.file)  # a bad file is said before the terminal is looked at
+    try:
+        _require_terminal("replay", f"loaderdbg explain {options.file}, or loaderdbg inspect --replay {options.file}")
+    except BaseException:
+        session.close()
+        raise
     return _open_tui(session, f"loaderdbg replay {options.file}")
+
+
+DEFAULT_EXPLAIN_UNTIL = "entry"
 
 
 def cmd_explain(options: argparse.Namespace) -> int:
     from loaderdbg.analysis.explain import explain_program, explain_recording
     from loaderdbg.record.format import is_recording
 
+    if not options.target:
+        raise CommandLineError("explain", "nothing to explain: give a recording (FILE) or a program "
+                                          "(PROG [ARGS…])")
     require_stdout()
     if is_recording(options.target):
-        if options.args:
-            raise UsageError(f"explain: {options.target} is a recording; it takes no arguments")
+        if options.args or options.until or options.stdin:
+            raise CommandLineError("explain", f"{options.target} is a recording; it is explained whole "
+                                              "and takes no arguments, --until or --stdin")
         from loaderdbg.record.replay import ReplaySession
         with ReplaySession(options.target) as replay:
             write_stdout(explain_recording(replay) + "\n")
         return EXIT_OK
     from loaderdbg.inspect_command import launch_spec
+    until = str(_target(options.until or DEFAULT_EXPLAIN_UNTIL))
     # The program's own output would interleave with the report: keep it apart.
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        spec = launch_spec(options.target, options.args, aslr=False, stdout_fd=devnull, stderr_fd=devnull)
-        write_stdout(explain_program(spec) + "\n")
+        with _opened_stdin(options.stdin) as stdin_fd:
+            spec = launch_spec(options.target, options.args, aslr=False, stdin_fd=stdin_fd,
+                               stdout_fd=devnull, stderr_fd=devnull)
+            if sys.stderr is not None and sys.stderr.isatty():
+                # For the person waiting (a script gets the report alone).
+                say(f"explaining {options.target} up to {until}" + (
+                    " (the default; --until T for another stop target, e.g. exit)" if options.until is None
+                    else "") + "; Ctrl-C gives the report so far")
+            report = explain_program(spec, until)
     finally:
         os.close(devnull)
+    write_stdout(report + "\n")
     return EXIT_OK
 
 
@@ -247,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return EXIT_USAGE
             return COMMANDS[options.command](options)
+        except CommandLineError as err:
+            say_line(str(err))
+            return err.exit_code
         except LoaderdbgError as err:
             say(str(err))
             return err.exit_code

@@ -20,11 +20,11 @@ from loaderdbg.snapshot_json import snapshot_to_json
 from loaderdbg.targets import Target
 
 
-def launch_spec(program: str, args: list[str], *, aslr: bool, stdout_fd: int | None = None,
-                stderr_fd: int | None = None) -> LaunchSpec:
+def launch_spec(program: str, args: list[str], *, aslr: bool, stdin_fd: int | None = None,
+                stdout_fd: int | None = None, stderr_fd: int | None = None) -> LaunchSpec:
     path = check_program(program)
     return LaunchSpec(path=path, argv=(program, *args), env=dict(os.environ), aslr=aslr,
-                      stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+                      stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
 
 
 def not_reached_sentence(target: Target, reason) -> str:
@@ -37,7 +37,7 @@ def announce_waiting(pid: int, match: str | None) -> None:
 
 
 def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = False,
-                match: str | None = None) -> int:
+                match: str | None = None, relocations: str | None = None) -> int:
     """Attach, snapshot (after running to ``target`` if one is given), detach
     leaving the process running. With ``follow_exec``, the snapshot is of the
     next child the process execs, caught at its first instruction."""
@@ -55,7 +55,7 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
             # is better than that one.
             if reason.reached and reason.kind not in ("exited", "killed") and process_gone(session.pid):
                 raise TargetError(f"{session.pid}: the process was killed while we read it (SIGKILL?)")
-    return _report(snapshot, target, reason, as_json)
+    return _report(snapshot, target, reason, as_json, relocations)
 
 
 def process_gone(pid: int) -> bool:
@@ -83,7 +83,7 @@ def gone_is_target_error(pid: int):
                           f"({errno.errorcode.get(err.errno, 'error')})") from None
 
 
-def inspect_replay(path: str, target: Target, *, as_json: bool) -> int:
+def inspect_replay(path: str, target: Target, *, as_json: bool, relocations: str | None = None) -> int:
     """The snapshot a live run would print at ``target``, from a recording."""
     from loaderdbg.record.replay import ReplaySession
 
@@ -91,10 +91,10 @@ def inspect_replay(path: str, target: Target, *, as_json: bool) -> int:
     with ReplaySession(path) as session:
         reason = session.cont(str(target)) if target.kind != "first" else session.goto(0)
         snapshot = session.snapshot()
-    return _report(snapshot, target, reason, as_json)
+    return _report(snapshot, target, reason, as_json, relocations)
 
 
-def render_text_report(snapshot) -> str:
+def render_text_report(snapshot, relocations: str | None = None) -> str:
     """The rich report as text: coloured and fitted to a terminal, plain
     and wide for a pipe or a file."""
     from rich.console import Console
@@ -105,15 +105,16 @@ def render_text_report(snapshot) -> str:
     width = shutil.get_terminal_size().columns if tty else UNBOUNDED_WIDTH
     console = Console(file=io.StringIO(), width=width, force_terminal=tty, no_color=not tty,
                       highlight=tty, emoji=False)
-    print_snapshot(snapshot, console)
+    print_snapshot(snapshot, console, relocations=relocations)
     return console.file.getvalue()
 
 
-def _report(snapshot, target: Target, reason, as_json: bool) -> int:
+def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | None = None) -> int:
+    """``relocations``: list them in the text report, all or one state."""
     if as_json:
         write_stdout(json.dumps(snapshot_to_json(snapshot), indent=1) + "\n")
     else:
-        write_stdout(render_text_report(snapshot))
+        write_stdout(render_text_report(snapshot, relocations))
     if not reason.reached:
         say(not_reached_sentence(target, reason))
         return 1
@@ -121,7 +122,8 @@ def _report(snapshot, target: Target, reason, as_json: bool) -> int:
 
 
 def inspect_program(program: str, args: list[str], target: Target, *, as_json: bool,
-                    aslr: bool, tracee_output: str | None) -> int:
+                    aslr: bool, tracee_output: str | None, stdin_fd: int | None = None,
+                    relocations: str | None = None) -> int:
     require_stdout()
     # stdout carries only the report: the program's own output goes to
     # stderr (fd 2, /dev/null when it was closed) or to --tracee-output.
@@ -132,7 +134,7 @@ def inspect_program(program: str, args: list[str], target: Target, *, as_json: b
         except OSError as err:
             from loaderdbg.errors import UsageError
             raise UsageError(f"--tracee-output {tracee_output}: {err.strerror}") from None
-    spec = launch_spec(program, args, aslr=aslr, stdout_fd=output_fd, stderr_fd=output_fd)
+    spec = launch_spec(program, args, aslr=aslr, stdin_fd=stdin_fd, stdout_fd=output_fd, stderr_fd=output_fd)
     try:
         with LiveSession(spec) as session:
             reason = session.cont(str(target)) if target.kind != "first" else session.stop_reason
@@ -140,4 +142,4 @@ def inspect_program(program: str, args: list[str], target: Target, *, as_json: b
     finally:
         if output_fd != STDERR_FD:
             os.close(output_fd)
-    return _report(snapshot, target, reason, as_json)
+    return _report(snapshot, target, reason, as_json, relocations)

@@ -28,12 +28,17 @@ def reopen_closed_standard_fds() -> None:
 
 
 def say(message: str) -> None:
+    """One line on stderr, ours: `loaderdbg: MESSAGE`."""
+    say_line(f"loaderdbg: {message}")
+
+
+def say_line(line: str) -> None:
     """One line on stderr. A stderr that is gone (a closed terminal, a
     closed descriptor) loses it: there is nowhere left to say anything."""
     if sys.stderr is None:
         return
     try:
-        print(f"loaderdbg: {message}", file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
 
