@@ -5,11 +5,19 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
+from loaderdbg.printable import printable
 from loaderdbg.snapshot import Snapshot
+
+
+def _shown(text: str) -> str:
+    """A string from the tracee or a recording, safe in rich markup: its
+    control characters escaped, its brackets not taken for markup."""
+    return escape(printable(text))
 
 
 def _hex(value: int | None) -> str:
@@ -30,8 +38,8 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
     console = console or _console()
     step = str(snap.step) if snap.step_exact else "? (after a continue)"
     # Paths and stop sentences are copied by users: never break them mid-word.
-    console.print(f"[bold]{snap.program}[/]  pid {snap.pid}  step {step}", soft_wrap=True)
-    console.print(f"stop: {snap.stop.description}", soft_wrap=True)
+    console.print(f"[bold]{_shown(snap.program)}[/]  pid {snap.pid}  step {step}", soft_wrap=True)
+    console.print(f"stop: {_shown(snap.stop.description)}", soft_wrap=True)
 
     if snap.registers is not None:
         regs = Table(title="registers", show_header=False, box=None)
@@ -63,9 +71,9 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
         objects.add_column("path", overflow="fold")
     for obj in snap.objects:
         t = obj.totals
-        cells = [obj.name + (" (ld.so)" if obj.is_ldso else ""), _hex(obj.base), str(t.total),
+        cells = [_shown(obj.name) + (" (ld.so)" if obj.is_ldso else ""), _hex(obj.base), str(t.total),
                  str(t.applied), str(t.pending), str(t.lazy), str(t.unknown)]
-        objects.add_row(*cells, *([obj.path or ""] if with_paths else []))
+        objects.add_row(*cells, *([_shown(obj.path or "")] if with_paths else []))
     console.print(objects)
 
     maps = Table(title="maps")
@@ -77,8 +85,8 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
     maps.add_column("segment", overflow="fold")
     for a in snap.maps:
         e = a.entry
-        maps.add_row(_hex(e.start), _hex(e.end), e.perms, _hex(e.offset), a.object or e.path,
-                     a.segment or "")
+        maps.add_row(_hex(e.start), _hex(e.end), _shown(e.perms), _hex(e.offset), _shown(a.object or e.path),
+                     _shown(a.segment or ""))
     console.print(maps)
 
     if snap.handoff.checked:
@@ -86,7 +94,7 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
         console.print(f"hand-off check {verdict}")
         for finding in snap.handoff.findings:
             colour = {"ok": "green", "warning": "yellow", "error": "red"}[finding.severity]
-            console.print(f"  [{colour}]{finding.severity:7}[/] {finding.message}")
+            console.print(f"  [{colour}]{finding.severity:7}[/] {_shown(finding.message)}")
 
     if relocations is not None:
         _print_relocations(snap, console, relocations)
@@ -96,7 +104,7 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
         console.print("[bold]milestones[/]")
         for event in milestones:
             where = str(event.step) if event.exact and event.step >= 0 else "~"
-            console.print(f"  {where:>8}  {event.name:22} {event.detail}")
+            console.print(f"  {where:>8}  {_shown(event.name):22} {_shown(event.detail)}")
 
 
 def _print_aligned(console: Console, title: str, header: tuple[str, ...] | None, rows: list[tuple[str, ...]],
@@ -134,13 +142,13 @@ def _print_aligned(console: Console, title: str, header: tuple[str, ...] | None,
 def _print_initial_stack(snap: Snapshot, console: Console) -> None:
     stack = snap.stack
     rows = [("argc", str(stack.argc))]
-    rows += [(f"argv[{i}]", f"{_hex(arg.pointer)} → {repr(arg.text)}")
+    rows += [(f"argv[{i}]", f"{_hex(arg.pointer)} → {printable(repr(arg.text))}")
              for i, arg in enumerate(stack.argv)]
     rows.append(("envp", f"{len(stack.envp)} strings"))
     styles: list[str | None] = [None] * len(rows)
     kernel = {e.type: e for e in snap.auxv_kernel}
     for entry in stack.auxv:
-        value = entry.decoded
+        value = printable(entry.decoded)
         changed = entry.type in snap.auxv_changed
         if changed:
             before = kernel.get(entry.type)
@@ -155,10 +163,10 @@ def _print_relocations(snap: Snapshot, console: Console, state: str) -> None:
     what = "relocations" if state == "all" else f"{state} relocations"
     rows = []
     for r in chosen:
-        symbol = (r.symbol or "")
+        symbol = printable(r.symbol or "")
         if r.addend:
             symbol += f"{'+' if r.addend >= 0 else '-'}{abs(r.addend):#x}" if symbol else _hex(r.addend)
-        rows.append((r.object, _hex(r.address), r.type_name, symbol, r.state,
-                     _hex(r.current), _hex(r.expected), (r.reason or "")))
+        rows.append((printable(r.object), _hex(r.address), r.type_name, symbol, r.state,
+                     _hex(r.current), _hex(r.expected), printable(r.reason or "")))
     header = ("object", "address", "type", "symbol+addend", "state", "now", "expected", "")
     _print_aligned(console, f"{what}: {len(chosen)} of {len(snap.relocations)}", header if rows else None, rows)

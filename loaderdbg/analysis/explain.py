@@ -16,6 +16,7 @@ from __future__ import annotations
 from loaderdbg.analysis.dataflow import RegisterWrite, StepInstruction, Tracer
 from loaderdbg.decode.disasm import memory_operands
 from loaderdbg.decode.maps import find_mapping
+from loaderdbg.printable import printable
 from loaderdbg.record.capture import full_register
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.session import MILESTONE_TITLES, StopReason
@@ -31,22 +32,21 @@ def explain_program(spec, until: str = "exit", progress: bool | None = None) -> 
     """`loaderdbg explain PROG`: record ``spec`` (a LaunchSpec) to a
     temporary file, explain it, delete it."""
     import os
+    import shutil
     import tempfile
 
     from loaderdbg.record.recorder import record_program
 
-    fd, path = tempfile.mkstemp(prefix="loaderdbg-explain-", suffix=".ldbg")
-    os.close(fd)
+    # A fresh path in a private directory: the recorder never writes over a
+    # file that is not a recording (an empty mkstemp file is not one).
+    directory = tempfile.mkdtemp(prefix="loaderdbg-explain-")
+    path = os.path.join(directory, "explain.ldbg")
     try:
         record_program(spec, path, until, progress=progress)
         with ReplaySession(path) as replay:
             return explain_recording(replay)
     finally:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.unlink(path + suffix)
-            except FileNotFoundError:
-                pass
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def explain_recording(replay: ReplaySession) -> str:
@@ -72,7 +72,8 @@ class _Explainer:
         self.at_entry = at_entry.get("value") if isinstance(at_entry, dict) else None
 
     def say(self, text: str = "") -> None:
-        self.lines.append(text)
+        # Paths, symbol names and descriptions come from the recording.
+        self.lines.append(printable(text))
 
     def report(self) -> str:
         rec = self.rec

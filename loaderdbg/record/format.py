@@ -15,13 +15,17 @@ c*chunk_steps .. c*chunk_steps + steps.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import lzma
 import os
 import sqlite3
+import stat
+import string
 import struct
 import threading
+import urllib.parse
 import zlib
 from array import array
 from collections import OrderedDict
@@ -32,6 +36,7 @@ from typing import Iterable, NamedTuple, Sequence
 import zstandard
 
 from loaderdbg.errors import UsageError
+from loaderdbg.printable import printable
 from loaderdbg.session import Event
 
 FORMAT_NAME = "loaderdbg.recording"
@@ -389,6 +394,7 @@ class Recording:
 
     def __init__(self, path: str, connection: sqlite3.Connection, meta: dict) -> None:
         self.path = path
+        self._shown = printable(path)  # for messages
         self._db = connection
         self.meta = meta
         self._lock = threading.RLock()
@@ -409,7 +415,7 @@ class Recording:
 
     # -- opening checks --------------------------------------------------------
     def _fail(self, message: str) -> UsageError:
-        return UsageError(f"{self.path}: {message}")
+        return UsageError(f"{self._shown}: {message}")
 
     def _query(self, sql: str, args: Sequence = ()) -> list:
         with self._lock:
@@ -441,7 +447,9 @@ class Recording:
             raise self._fail("recording has no steps (no chunk rows)")
         expected_first = 0
         for index, (chunk, first, steps, regs, written, nwrites, crc, data) in enumerate(rows):
-            where = f"chunk {chunk}"
+            where = f"chunk {index}"
+            if not all(_is_int(v) for v in (chunk, first, steps, written, nwrites, crc)):
+                raise self._fail(f"{where}: a number column holds something else")
             if chunk != index or first != expected_first:
                 raise self._fail(f"{where}: chunk numbers/steps out of sequence")
             if not (0 <= steps <= self.chunk_steps) or (steps != self.chunk_steps and index != total - 1):
@@ -452,8 +460,8 @@ class Recording:
                 raise self._fail(f"{where}: chunk data has the wrong type")
             if zlib.crc32(data) != crc:
                 raise self._fail(f"{where}: corrupted compressed chunk (checksum mismatch)")
-            unpack_chunk_data(data, f"{self.path}: {where}")
-            if not isinstance(written, int) or not isinstance(nwrites, int) or nwrites < 0:
+            unpack_chunk_data(data, f"{self._shown}: {where}")
+            if nwrites < 0:
                 raise self._fail(f"{where}: bad counters")
             self._chunks.append(ChunkInfo(chunk, first, steps, regs, written & ((1 << 27) - 1), nwrites))
             expected_first = first + steps
@@ -496,10 +504,19 @@ class Recording:
         rows = self._query("SELECT data FROM chunks WHERE chunk = ?", (chunk,))
         if not rows:
             raise self._fail(f"chunk {chunk} missing")
-        return unpack_chunk_data(rows[0][0], f"{self.path}: chunk {chunk}")[part]
+        return unpack_chunk_data(rows[0][0], f"{self._shown}: chunk {chunk}")[part]
 
     def _decompress(self, blob: bytes, limit: int, what: str) -> bytes:
+        """At most ``limit`` bytes out of a zstd frame. A frame that says it
+        holds more is refused before anything is allocated (zstandard trusts
+        a declared size over max_output_size: a 30 kB bomb would be 1 GB)."""
+        if not isinstance(blob, bytes):
+            raise self._fail(f"{what}: not a blob")
         try:
+            declared = zstandard.frame_content_size(blob)
+            if declared > limit:
+                raise self._fail(f"corrupted compressed {what} (says it holds {declared:,} bytes, "
+                                 f"at most {limit:,} fit)")
             return self._dctx.decompress(blob, max_output_size=limit)
         except zstandard.ZstdError as err:
             raise self._fail(f"corrupted compressed {what} ({err})") from None
@@ -530,11 +547,37 @@ class Recording:
 
     def _decode_writes(self, chunk: int) -> ChunkWrites:
         info = self._chunks[chunk]
-        raw = self._decompress(self._blob(chunk, "writes"), MAX_WRITES_BLOB, f"chunk {chunk} writes")
-        decoded = decode_writes(raw, info.first_step, info.steps, f"{self.path}: chunk {chunk}")
+        blob = self._blob(chunk, "writes")
+        raw = self._decompress(blob, self._writes_size(chunk, blob), f"chunk {chunk} writes")
+        decoded = decode_writes(raw, info.first_step, info.steps, f"{self._shown}: chunk {chunk}")
         if len(decoded) != info.nwrites:
             raise self._fail(f"chunk {chunk}: {len(decoded)} writes, row says {info.nwrites}")
         return decoded
+
+    def _writes_size(self, chunk: int, blob: bytes) -> int:
+        """The size a chunk's write table must decompress to, from its record
+        table alone (decompressed first: 17 bytes a write), so that a table
+        that lies about its data is refused without inflating the data."""
+        info = self._chunks[chunk]
+        table = 4 + 17 * info.nwrites
+        if table > MAX_WRITES_BLOB:
+            raise self._fail(f"chunk {chunk}: {info.nwrites} writes is more than a chunk holds")
+        try:
+            declared = zstandard.frame_content_size(blob)
+            if 0 <= declared < table:
+                raise self._fail(f"chunk {chunk}: write table is {declared} bytes, {info.nwrites} writes need {table}")
+            head = self._dctx.stream_reader(blob).read(table)
+        except zstandard.ZstdError as err:
+            raise self._fail(f"corrupted compressed chunk {chunk} writes ({err})") from None
+        if len(head) != table or struct.unpack_from("<I", head)[0] != info.nwrites:
+            raise self._fail(f"chunk {chunk}: the write table does not hold the {info.nwrites} writes the row says")
+        count = info.nwrites
+        sizes = array("I", head[4 + 12 * count:4 + 16 * count])
+        kinds = head[4 + 16 * count:]
+        data = sum(2 * PAGE_REF_SIZE if kind == WRITE_PAGE else 2 * size for size, kind in zip(sizes, kinds))
+        if table + data > MAX_WRITES_BLOB or (declared >= 0 and declared != table + data):
+            raise self._fail(f"chunk {chunk}: write data is not the {data:,} bytes its table says")
+        return table + data
 
     def chunk_pcs(self, chunk: int) -> frozenset[int]:
         with self._lock:
@@ -562,6 +605,8 @@ class Recording:
         if not rows:
             raise self._fail(f"page {digest.hex()} referenced but not stored")
         codec, data, file_id, offset = rows[0]
+        if not _is_int(codec) or not _int_or_none(file_id) or not _int_or_none(offset):
+            raise self._fail(f"page {digest.hex()}: a number column holds something else")
         if codec == PAGE_ZERO:
             page = bytes(PAGE_SIZE)
         elif codec == PAGE_ZSTD:
@@ -593,14 +638,21 @@ class Recording:
 
     def image_pages(self, step: int) -> dict[int, bytes | None]:
         """Every page of the image at keyframe ``step`` (newest row per page)."""
-        rows = self._query(
+        return self._image_rows(
             "SELECT page, hash FROM images AS i WHERE step = (SELECT MAX(step) FROM images "
-            "WHERE page = i.page AND step <= ?)", (step,))
-        return {page: digest for page, digest in rows}
+            "WHERE page = i.page AND step <= ?)", step)
 
     def image_rows_at(self, step: int) -> dict[int, bytes | None]:
-        return {page: digest for page, digest in
-                self._query("SELECT page, hash FROM images WHERE step = ?", (step,))}
+        return self._image_rows("SELECT page, hash FROM images WHERE step = ?", step)
+
+    def _image_rows(self, sql: str, step: int) -> dict[int, bytes | None]:
+        out = {}
+        for page, digest in self._query(sql, (step,)):
+            if not _is_int(page) or not 0 <= page < 1 << 52 or \
+                    (digest is not None and (not isinstance(digest, bytes) or len(digest) != HASH_SIZE)):
+                raise self._fail(f"image row at step {step} malformed")
+            out[page] = digest
+        return out
 
     def keyframe_at_or_before(self, position: int) -> int:
         index = bisect.bisect_right(self.keyframes, position) - 1
@@ -611,6 +663,8 @@ class Recording:
         if not rows:
             raise self._fail(f"no keyframe at step {step}")
         checksum, sums, fixups = rows[0]
+        if not isinstance(checksum, bytes) or not _is_int(fixups):
+            raise self._fail(f"keyframe {step} malformed")
         raw = self._decompress(sums, 1 << 28, f"keyframe {step} page sums")
         if len(raw) % 12:
             raise self._fail(f"keyframe {step}: page sums malformed")
@@ -625,6 +679,11 @@ class Recording:
         marks = ",".join("?" * len(pages))
         rows = self._query(f"SELECT DISTINCT chunk FROM write_index WHERE page IN ({marks}) AND chunk <= ? "
                            "ORDER BY chunk DESC", (*pages, up_to_chunk))
+        return self._chunk_numbers(rows)
+
+    def _chunk_numbers(self, rows: list) -> list[int]:
+        if not all(_is_int(r[0]) and 0 <= r[0] < len(self._chunks) for r in rows):
+            raise self._fail("write index names a chunk that is not there")
         return [r[0] for r in rows]
 
     def chunks_writing_after(self, pages: Iterable[int], from_chunk: int) -> list[int]:
@@ -634,7 +693,7 @@ class Recording:
         marks = ",".join("?" * len(pages))
         rows = self._query(f"SELECT DISTINCT chunk FROM write_index WHERE page IN ({marks}) AND chunk >= ? "
                            "ORDER BY chunk", (*pages, from_chunk))
-        return [r[0] for r in rows]
+        return self._chunk_numbers(rows)
 
     # -- maps, threads, files -------------------------------------------------
     def maps_text(self, position: int) -> str:
@@ -653,16 +712,16 @@ class Recording:
         if index < 0:
             return []
         try:
-            data = json.loads(self._threads[index][1])
-        except ValueError:
-            raise self._fail("threads row is not JSON") from None
+            data = load_json(self._threads[index][1], "threads row")
+        except ValueError as err:
+            raise self._fail(str(err)) from None
         if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
             raise self._fail("threads row malformed")
         return data
 
     def file_bytes(self, dev: str, inode: int, path: str) -> bytes | None:
         rows = self._query("SELECT id FROM files WHERE dev = ? AND inode = ? AND path = ?", (dev, inode, path))
-        if not rows:
+        if not rows or not _is_int(rows[0][0]):
             return None
         return self.file_by_id(rows[0][0])
 
@@ -673,7 +732,7 @@ class Recording:
             if file_id not in cache:
                 rows = self._query("SELECT size, stored, block_size, codec FROM files WHERE id = ?", (file_id,))
                 row = None
-                if rows and rows[0][1]:
+                if rows and rows[0][1] == 1:
                     size, _, block, codec = rows[0]
                     if not all(isinstance(v, int) for v in (size, block, codec)) or \
                             not 0 <= size <= MAX_FILE_SIZE or not 4096 <= block <= 1 << 26:
@@ -727,19 +786,22 @@ class Recording:
             return self._file_cache.get_or(file_id, lambda: self.file_range(file_id, 0, MAX_FILE_SIZE))
 
     def files(self) -> list[tuple[int, str, int, str, int, bool]]:
-        return [(i, d, n, p, s, bool(has)) for i, d, n, p, s, has in
-                self._query("SELECT id, dev, inode, path, size, stored FROM files ORDER BY id")]
+        rows = self._query("SELECT id, dev, inode, path, size, stored FROM files ORDER BY id")
+        if not all(_is_int(i) and isinstance(d, str) and _is_int(n) and isinstance(p, str) and _is_int(s)
+                   for i, d, n, p, s, _ in rows):
+            raise self._fail("files row malformed")
+        return [(i, d, n, p, s, has == 1) for i, d, n, p, s, has in rows]
 
     # -- events ------------------------------------------------------------------
     def events(self) -> tuple[Event, ...]:
         out = []
         for step, kind, name, detail, address, exact in self._query(
                 "SELECT step, kind, name, detail, address, exact FROM events ORDER BY id"):
-            if not isinstance(step, int) or step < -1 or step > self.last_step + 1:
-                raise self._fail(f"event step {step} out of range")
+            if not _is_int(step) or step < -1 or step > self.last_step + 1:
+                raise self._fail(f"event step {printable(repr(step))[:40]} out of range")
             if not all(isinstance(v, str) for v in (kind, name, detail)):
                 raise self._fail("event row malformed")
-            if address is not None and not isinstance(address, int):
+            if not _int_or_none(address) or not _is_int(exact):
                 raise self._fail("event address malformed")
             out.append(Event(step, kind, name, detail, from_sql(address), bool(exact)))
         return tuple(out)
@@ -748,19 +810,28 @@ class Recording:
         out = []
         for step, number, name, args, result, text in self._query(
                 "SELECT step, number, name, args, result, text FROM syscalls ORDER BY step"):
+            if not _is_int(step) or not 0 <= step <= self.last_step:
+                raise self._fail(f"syscall step {printable(repr(step))[:40]} out of range")
+            if not _is_int(number) or not isinstance(name, str) or not isinstance(text, str) or \
+                    not isinstance(args, str) or not _int_or_none(result):
+                raise self._fail(f"syscall at step {step}: row malformed")
             try:
-                parsed = [int(a, 16) for a in json.loads(args)]
+                parsed = [int(a, 16) for a in load_json(args, "arguments")]
             except (ValueError, TypeError):
                 raise self._fail(f"syscall at step {step}: bad arguments") from None
-            if not isinstance(step, int) or not 0 <= step <= self.last_step:
-                raise self._fail(f"syscall step {step} out of range")
+            if len(parsed) > 6 or not all(0 <= a <= MASK64 for a in parsed):
+                raise self._fail(f"syscall at step {step}: bad arguments")
             out.append({"step": step, "number": number, "name": name, "args": tuple(parsed),
                         "result": result, "text": text})
         return out
 
     def signals(self) -> list[dict]:
-        return [{"step": s, "signo": n, "siginfo": i, "detail": d} for s, n, i, d in
-                self._query("SELECT step, signo, siginfo, detail FROM signals ORDER BY step")]
+        rows = self._query("SELECT step, signo, siginfo, detail FROM signals ORDER BY step")
+        for step, signo, siginfo, detail in rows:
+            if not _is_int(step) or not 0 <= step <= self.last_step or not _is_int(signo) or \
+                    not 0 < signo < 128 or not isinstance(detail, str) or not isinstance(siginfo, (bytes, type(None))):
+                raise self._fail("signals row malformed")
+        return [{"step": s, "signo": n, "siginfo": i, "detail": d} for s, n, i, d in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -769,98 +840,308 @@ class Recording:
 
 # --------------------------------------------------------------------------
 # Opening
+#
+# A recording comes from outside: SQLite executes SQL stored in the file
+# itself (a view's query, a generated column's expression) when a table is
+# read, so the schema is checked against the one the writer makes before any
+# of our queries runs, with the database opened read-only.
+
+MAX_JSON_DEPTH = 16  # meta and threads values are a few levels deep
+
+
+def file_type_name(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_or_none(value) -> bool:
+    return value is None or _is_int(value)
+
+
+def _text_or_none(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _hex_text(value) -> bool:
+    return isinstance(value, str) and len(value) % 2 == 0 and all(c in string.hexdigits for c in value)
+
+
+def _str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _object_with(**fields):
+    """A JSON object whose listed fields, where present, pass their checks."""
+    def check(value) -> bool:
+        return isinstance(value, dict) and all(name not in value or test(value[name]) for name, test in fields.items())
+    return check
+
+
+# The shape of every meta value the writer stores; code that reads meta can
+# trust these (a value of the wrong shape is refused on open).
+META_SHAPES = {
+    "format": lambda v: isinstance(v, str), "format_version": _is_int, "arch": lambda v: isinstance(v, str),
+    "program": lambda v: isinstance(v, str), "argv": _str_list, "envp": _str_list,
+    "aslr": lambda v: isinstance(v, bool), "pid": _int_or_none, "caught_from": _int_or_none,
+    "kernel": lambda v: isinstance(v, str), "loaderdbg_version": lambda v: isinstance(v, str),
+    "created": lambda v: isinstance(v, str), "cpu": lambda v: isinstance(v, dict), "xcr0": _int_or_none,
+    "xsave_size": _int_or_none, "pinned_cpu": _int_or_none, "chunk_steps": _is_int, "keyframe_interval": _is_int,
+    "page_size": _is_int, "regs_size": _is_int, "until": lambda v: isinstance(v, str), "kernel_sp": _is_int,
+    "entry_pc": _is_int, "kernel_auxv": _hex_text, "complete": lambda v: isinstance(v, bool),
+    "last_step": _is_int, "syscall_count": _is_int, "divergences": _is_int, "warnings": _str_list,
+    "end": _object_with(kind=_text_or_none, description=_text_or_none, target=_text_or_none,
+                        reached=lambda v: isinstance(v, bool), signal=_text_or_none, fault_address=_int_or_none,
+                        exit_code=_int_or_none),
+    "ldso": _object_with(path=lambda v: isinstance(v, str), base=_is_int, entry=_is_int, step=_is_int),
+    "at_entry": _object_with(value=_is_int, step=_is_int),
+}
+
+
+def _json_depth(value) -> int:
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            depth = max(depth, level)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return depth
+
+
+def load_json(text: str, what: str):
+    """A JSON value from a recording: a ValueError (with ``what`` in it) for
+    text that is not JSON or nests deeper than any value we write."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} nests too deep") from None
+    except ValueError:
+        raise ValueError(f"{what} is not JSON") from None
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"{what} nests too deep")
+    return value
 
 
 def _meta_int(meta: dict, key: str, low: int, high: int, path: str) -> int:
     value = meta.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise UsageError(f"{path}: meta {key} = {value!r} out of range")
+    if not _is_int(value) or not low <= value <= high:
+        raise UsageError(f"{path}: meta {key} = {printable(repr(value))[:80]} out of range")
     return value
+
+
+def _regular_file(path: str) -> os.stat_result:
+    """stat ``path`` and refuse anything but a regular file, before anything
+    opens it (opening a FIFO blocks; opening a device can act on it)."""
+    shown = printable(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{shown}: no such file") from None
+    except OSError as err:
+        raise UsageError(f"{shown}: {err.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{shown}: is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{shown}: is {file_type_name(info.st_mode)}, not a recording")
+    return info
+
+
+def _read_head(path: str, size: int) -> tuple[bytes, int]:
+    """The first ``size`` bytes of the regular file ``path`` and its length.
+    O_NONBLOCK: a FIFO swapped in after the stat must not block the open."""
+    _regular_file(path)
+    shown = printable(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise UsageError(f"{shown}: {err.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{shown}: is {file_type_name(info.st_mode)}, not a recording")
+        return os.pread(fd, size, 0), info.st_size
+    except OSError as err:
+        raise UsageError(f"{shown}: {err.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def is_recording(path: str) -> bool:
     """Whether ``path`` looks like a recording (an SQLite file), so that
-    commands taking FILE|PROG can tell which they were given."""
+    commands taking FILE|PROG can tell which they were given. Only a regular
+    file is opened."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
+        return _read_head(path, len(SQLITE_MAGIC))[0] == SQLITE_MAGIC
+    except UsageError:
         return False
 
 
 def _check_header(path: str) -> None:
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
-            size = os.fstat(handle.fileno()).st_size
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory") from None
-    except OSError as err:
-        raise UsageError(f"{path}: {err.strerror}") from None
+    header, size = _read_head(path, 100)
+    shown = printable(path)
     if not header.startswith(SQLITE_MAGIC):
-        raise UsageError(f"{path}: not a loaderdbg recording (not an SQLite database)")
+        raise UsageError(f"{shown}: not a loaderdbg recording (not an SQLite database)")
     if len(header) < 100:
-        raise UsageError(f"{path}: truncated recording ({size} bytes)")
+        raise UsageError(f"{shown}: truncated recording ({size} bytes)")
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     wal = os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
     if not wal and pages and page_size and size < pages * page_size:
-        raise UsageError(f"{path}: truncated recording ({size} bytes, header says {pages * page_size})")
+        raise UsageError(f"{shown}: truncated recording ({size} bytes, header says {pages * page_size})")
+
+
+def _sqlite_uri(path: str) -> str:
+    """A read-only SQLite URI naming exactly ``path``: every byte that is not
+    a plain path character is %-escaped (SQLite decodes %XX, so a path with
+    a literal %41 must be written %2541)."""
+    return "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path)), safe="/") + "?mode=ro"
+
+
+def _columns(db: sqlite3.Connection, table: str) -> tuple:
+    """(name, declared type, primary-key position, hidden) of each column;
+    hidden is 2 or 3 for a generated column."""
+    return tuple(sorted((name, kind.upper(), pk, hidden) for _, name, kind, _, _, pk, hidden in
+                        db.execute("SELECT * FROM pragma_table_xinfo(?)", (table,))))
+
+
+@functools.cache
+def _expected_columns() -> dict[str, tuple]:
+    """The columns SCHEMA makes, as _columns reports them."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for statement in SCHEMA:
+            db.execute(statement)
+        return {table: _columns(db, table) for table in REQUIRED_TABLES}
+    finally:
+        db.close()
+
+
+def _check_schema(db: sqlite3.Connection, path: str) -> None:
+    """Refuse a schema that could run SQL stored in the file when we read
+    it (views, triggers, generated columns, virtual tables) or that is not
+    the writer's (missing or changed tables and columns, foreign indexes).
+    Reading sqlite_master parses the schema but evaluates none of it."""
+    tables = set()
+    for kind, name, sql in db.execute("SELECT type, name, sql FROM sqlite_master"):
+        shown = printable(str(name))[:60]
+        if kind == "table":
+            if not isinstance(sql, str) or not sql.lstrip().upper().startswith("CREATE TABLE"):
+                raise UsageError(f"{path}: not a loaderdbg recording (table {shown} is not a plain table)")
+            tables.add(name)
+        elif kind == "index":
+            if not str(name).startswith("sqlite_autoindex_"):
+                raise UsageError(f"{path}: not a loaderdbg recording (it has an index {shown} of its own)")
+        else:
+            raise UsageError(f"{path}: not a loaderdbg recording (it has a {printable(str(kind))[:20]} {shown}; "
+                             "a recording holds tables only)")
+    for table in REQUIRED_TABLES:
+        if table not in tables:
+            raise UsageError(f"{path}: not a loaderdbg recording (missing table {table})")
+        found = _columns(db, table)
+        if any(hidden for *_, hidden in found):
+            raise UsageError(f"{path}: not a loaderdbg recording (table {table} has a generated column)")
+        if found != _expected_columns()[table]:
+            raise UsageError(f"{path}: not a loaderdbg recording (table {table} has other columns than "
+                             "the format's)")
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A read-only connection to the regular file ``path`` whose schema
+    passed _check_schema; any problem is one UsageError line."""
+    _check_header(path)
+    try:
+        db = sqlite3.connect(_sqlite_uri(path), uri=True, check_same_thread=False)
+    except sqlite3.DatabaseError as err:
+        raise UsageError(f"{printable(path)}: damaged recording ({err})") from None
+    path = printable(path)  # from here on, for messages only
+    try:
+        # Belt and braces: no function with side effects from the schema, no writes.
+        db.execute("PRAGMA trusted_schema = OFF")
+        db.execute("PRAGMA query_only = ON")
+        _check_schema(db, path)
+    except sqlite3.DatabaseError as err:
+        db.close()
+        raise UsageError(f"{path}: damaged recording ({err})") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _read_meta(db: sqlite3.Connection, path: str) -> dict:
+    meta: dict = {}
+    try:
+        for key, value in db.execute("SELECT key, value FROM meta"):
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise UsageError(f"{path}: meta row malformed")
+            try:
+                meta[key] = load_json(value, f"meta {printable(key)[:40]}")
+            except ValueError as err:
+                raise UsageError(f"{path}: {err}") from None
+    except sqlite3.DatabaseError as err:
+        raise UsageError(f"{path}: damaged recording ({err})") from None
+    return meta
+
+
+def is_loaderdbg_recording(path: str) -> bool:
+    """Whether the regular file ``path`` is a loaderdbg recording, finished
+    or not (its meta names our format). Reads it as the reader does."""
+    try:
+        db = _connect_read_only(path)
+    except UsageError:
+        return False
+    try:
+        rows = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchall()
+        return len(rows) == 1 and rows[0][0] == json.dumps(FORMAT_NAME)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        db.close()
+
+
+def _check_meta(meta: dict, path: str) -> None:
+    if meta.get("format") != FORMAT_NAME:
+        raise UsageError(f"{path}: not a loaderdbg recording (format {printable(repr(meta.get('format')))[:80]})")
+    version = meta.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise UsageError(f"{path}: format version {printable(repr(version))[:40]} out of range")
+    if version > FORMAT_VERSION:
+        raise UsageError(f"{path}: recording format version {version} is newer than this loaderdbg "
+                         f"reads ({FORMAT_VERSION}); upgrade loaderdbg")
+    if meta.get("arch") != "x86_64":
+        raise UsageError(f"{path}: recording architecture {printable(repr(meta.get('arch')))[:40]} not supported")
+    _meta_int(meta, "chunk_steps", 1, MAX_CHUNK_STEPS, path)
+    _meta_int(meta, "keyframe_interval", 1, 1 << 40, path)
+    _meta_int(meta, "page_size", PAGE_SIZE, PAGE_SIZE, path)
+    _meta_int(meta, "regs_size", REGS_SIZE, REGS_SIZE, path)
+    for key in ("kernel_sp", "entry_pc"):
+        _meta_int(meta, key, 0, MASK64, path)
+    if not isinstance(meta.get("argv"), list) or not isinstance(meta.get("program"), str):
+        raise UsageError(f"{path}: meta argv/program malformed")
+    if "last_step" in meta:
+        _meta_int(meta, "last_step", 0, 1 << 48, path)
+    for key, fits in META_SHAPES.items():
+        if key in meta and not fits(meta[key]):
+            raise UsageError(f"{path}: meta {key} has the wrong type or shape")
 
 
 def open_recording(path: str) -> Recording:
     """Open and sanity-check a recording; any problem is one UsageError line."""
     path = os.fspath(path)
-    _check_header(path)
+    shown = printable(path)
+    db = _connect_read_only(path)
     try:
-        uri = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23") + "?mode=ro"
-        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as err:
-        raise UsageError(f"{path}: damaged recording ({err})") from None
-    missing = [t for t in REQUIRED_TABLES if t not in tables]
-    if missing:
-        db.close()
-        raise UsageError(f"{path}: not a loaderdbg recording (missing table {missing[0]})")
-    try:
-        meta: dict = {}
-        for key, value in db.execute("SELECT key, value FROM meta"):
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise UsageError(f"{path}: meta row malformed")
-            try:
-                meta[key] = json.loads(value)
-            except ValueError:
-                raise UsageError(f"{path}: meta {key} is not JSON") from None
-    except sqlite3.DatabaseError as err:
-        db.close()
-        raise UsageError(f"{path}: damaged recording ({err})") from None
-    except UsageError:
-        db.close()
-        raise
-    try:
-        if meta.get("format") != FORMAT_NAME:
-            raise UsageError(f"{path}: not a loaderdbg recording (format {meta.get('format')!r})")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise UsageError(f"{path}: format version {version!r} out of range")
-        if version > FORMAT_VERSION:
-            raise UsageError(f"{path}: recording format version {version} is newer than this loaderdbg "
-                             f"reads ({FORMAT_VERSION}); upgrade loaderdbg")
-        if meta.get("arch") != "x86_64":
-            raise UsageError(f"{path}: recording architecture {meta.get('arch')!r} not supported")
-        _meta_int(meta, "chunk_steps", 1, MAX_CHUNK_STEPS, path)
-        _meta_int(meta, "keyframe_interval", 1, 1 << 40, path)
-        _meta_int(meta, "page_size", PAGE_SIZE, PAGE_SIZE, path)
-        _meta_int(meta, "regs_size", REGS_SIZE, REGS_SIZE, path)
-        for key in ("kernel_sp", "entry_pc"):
-            _meta_int(meta, key, 0, MASK64, path)
-        if not isinstance(meta.get("argv"), list) or not isinstance(meta.get("program"), str):
-            raise UsageError(f"{path}: meta argv/program malformed")
-        if "last_step" in meta:
-            _meta_int(meta, "last_step", 0, 1 << 48, path)
+        meta = _read_meta(db, shown)
+        _check_meta(meta, shown)
         return Recording(path, db, meta)
     except BaseException:
         db.close()

@@ -117,17 +117,18 @@ class RecordingSummary:
 def record_program(spec: LaunchSpec, output: str, until: str = "exit", progress: bool | None = None, *,
                    chunk_steps: int = DEFAULT_CHUNK_STEPS, keyframe_chunks: int = DEFAULT_KEYFRAME_CHUNKS,
                    pin: bool = True, max_steps: int | None = None, level: int = 7,
-                   file_level: int = 19) -> RecordingSummary:
+                   file_level: int = 19, replace: bool = True) -> RecordingSummary:
     """Launch ``spec`` stopped at its first instruction and record every
     step until the stop target ``until`` (default: the exit) into
     ``output``. A progress line goes to stderr when it is a terminal (or
-    when ``progress`` is True)."""
+    when ``progress`` is True). ``output`` must be a new path or, when
+    ``replace``, a loaderdbg recording (see writer.OutputFile)."""
     target = parse_target(until)
     if progress is None:
         progress = sys.stderr.isatty()
     recorder = Recorder(spec, output, target, progress=progress, chunk_steps=chunk_steps,
                         keyframe_chunks=keyframe_chunks, pin=pin, max_steps=max_steps, level=level,
-                        file_level=file_level)
+                        file_level=file_level, replace=replace)
     return recorder.run()
 
 
@@ -135,7 +136,8 @@ def record_spawn(pid: int, output: str, until: str = "exit", *, match: str | Non
                  on_ready: Callable[[], None] | None = None, progress: bool | None = None,
                  timeout: float | None = None, chunk_steps: int = DEFAULT_CHUNK_STEPS,
                  keyframe_chunks: int = DEFAULT_KEYFRAME_CHUNKS, pin: bool = True,
-                 max_steps: int | None = None, level: int = 7, file_level: int = 19) -> RecordingSummary:
+                 max_steps: int | None = None, level: int = 7, file_level: int = 19,
+                 replace: bool = True) -> RecordingSummary:
     """Attach to the running process ``pid``, catch the first child it
     execs (whose path or argv[0] matches ``match``) at its first
     instruction, and record it like a launched program.
@@ -152,7 +154,7 @@ def record_spawn(pid: int, output: str, until: str = "exit", *, match: str | Non
     catcher = SpawnCatcher(pid, match, timeout, on_ready)
     recorder = Recorder(None, output, target, progress=progress, chunk_steps=chunk_steps,
                         keyframe_chunks=keyframe_chunks, pin=pin, max_steps=max_steps, level=level,
-                        file_level=file_level, catcher=catcher)
+                        file_level=file_level, catcher=catcher, replace=replace)
     return recorder.run()
 
 
@@ -218,7 +220,7 @@ class _Stop(Exception):
 class Recorder:
     def __init__(self, spec: LaunchSpec | None, output: str, target: Target, *, progress: bool, chunk_steps: int,
                  keyframe_chunks: int, pin: bool, max_steps: int | None, level: int, file_level: int,
-                 catcher: SpawnCatcher | None = None) -> None:
+                 catcher: SpawnCatcher | None = None, replace: bool = True) -> None:
         if chunk_steps < 1 or keyframe_chunks < 1:
             raise ValueError("chunk_steps and keyframe_chunks must be positive")
         if (spec is None) == (catcher is None):
@@ -234,6 +236,7 @@ class Recorder:
         self.max_steps = max_steps
         self.level = level
         self.file_level = file_level
+        self.replace = replace
         self.arch = get_arch("x86_64")
         self.warnings: list[str] = []
         self.interrupted = False
@@ -266,10 +269,12 @@ class Recorder:
         try:
             others = (original_affinity or os.sched_getaffinity(0)) - {self.pinned_cpu}
             try:
-                self.writer = RecordingWriter(self.output, level=self.level, file_level=self.file_level,
-                                              background_cpus=others or None)
+                self.writer = RecordingWriter(self.output, replace=self.replace, level=self.level,
+                                              file_level=self.file_level, background_cpus=others or None)
             except (sqlite3.Error, OSError) as err:
                 raise UsageError(f"{self.output}: cannot write a recording there ({err})") from None
+            if self.writer.notice:
+                print(f"loaderdbg: {self.writer.notice}", file=sys.stderr, flush=True)
             if self.catcher is None:
                 tracee = launch(self.spec)
             else:

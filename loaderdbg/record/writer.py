@@ -5,17 +5,38 @@ transaction, so a recorder that is killed leaves a file whose committed
 prefix opens normally. ``finish`` checkpoints the WAL back into the main
 file and switches to a rollback journal, so the finished recording is one
 self-contained file.
+
+The output path is the user's: nothing that is not a loaderdbg recording is
+ever written over (a device, a FIFO, a symlink, a program, any other file),
+and a recording only when the caller says so (``record --force``). Every
+recording starts as a new file beside the target, ``PATH.partial-XXXXXXXX``,
+holding the schema. Then:
+
+- nothing at PATH: the new file is hard-linked to PATH at once (link fails
+  if anything got there meanwhile), and the recording is written there. A
+  recorder killed mid-run leaves PATH as a readable prefix, as before.
+- an old recording at PATH (replace allowed): the recording is written in
+  the partial file, which is renamed over PATH when it is finished. A
+  recorder killed mid-run leaves the old recording whole and the partial
+  file as the readable prefix; its name is given when recording starts.
+
+A recorder holds an flock on the file it writes (and on the recording it
+will replace), so a second recorder on the same path refuses at once
+instead of deleting the first one's files under it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import lzma
 import os
 import queue
+import secrets
 import signal
 import sqlite3
+import stat
 import struct
 import threading
 import zlib
@@ -23,10 +44,15 @@ from typing import Iterable
 
 import zstandard
 
+from loaderdbg.errors import UsageError
+from loaderdbg.printable import printable
 from loaderdbg.record.format import (
-    FILE_BLOCK, FILE_XZ, FILE_ZSTD, PAGE_FILE, PAGE_SIZE, PAGE_ZERO, PAGE_ZSTD, SCHEMA, pack_chunk_data, to_sql,
+    FILE_BLOCK, FILE_XZ, FILE_ZSTD, FORMAT_NAME, FORMAT_VERSION, PAGE_FILE, PAGE_SIZE, PAGE_ZERO, PAGE_ZSTD, SCHEMA,
+    file_type_name, is_loaderdbg_recording, pack_chunk_data, to_sql,
 )
 from loaderdbg.session import Event
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 
@@ -87,24 +113,182 @@ class _FileCompressor(threading.Thread):
             self.done.put((file_id, compress_blocks(content)))
 
 
-class RecordingWriter:
-    def __init__(self, path: str, *, level: int = 3, file_level: int = 9,
-                 background_cpus: set[int] | None = None) -> None:
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _same_file(path: str, fd: int | None) -> bool:
+    if fd is None:
+        return False
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (info.st_dev, info.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+class OutputFile:
+    """The checks and the file moves of the module docstring: where a
+    recording is written (``writing``) and how it reaches ``path``."""
+
+    def __init__(self, path: str, replace: bool) -> None:
+        if not path:
+            raise UsageError("record -o: the output path is empty")
         self.path = path
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        self.shown = printable(path)
+        self._replaced_fd: int | None = None  # the old recording at path, locked
+        self._partial_fd: int | None = None  # the file we write, locked
+        self.partial = ""
+        self._replaced_fd = self._check_existing(replace)
+        try:
+            self.partial, self._partial_fd = self._new_partial()
+        except BaseException:
+            self.close()
+            raise
+        self.writing = self.partial
+
+    def _refuse(self, why: str) -> UsageError:
+        return UsageError(f"{self.shown}: {why}")
+
+    def _check_existing(self, replace: bool) -> int | None:
+        if os.path.basename(self.path) in ("", ".", ".."):
+            raise self._refuse("is a directory")
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise self._refuse(f"cannot write a recording there ({err.strerror})") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise self._refuse("is a symbolic link; a recording is never written through one "
+                               "(give the path it points to)")
+        if not stat.S_ISREG(info.st_mode):
+            raise self._refuse(f"is {file_type_name(info.st_mode)}; a recording is never written over it")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            raise self._refuse(f"cannot write a recording there ({err.strerror})") from None
+        try:
+            if not _same_file(self.path, fd):
+                raise self._refuse("changed while it was checked; not writing over it")
+            if not _try_lock(fd):
+                raise self._refuse("another loaderdbg is recording to it")
+            if not is_loaderdbg_recording(self.path):
+                raise self._refuse("exists and is not a loaderdbg recording; not writing over it")
+            if not replace:
+                raise self._refuse("a recording is already there (--force replaces it)")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _new_partial(self) -> tuple[str, int]:
+        while True:
+            partial = f"{self.path}.partial-{secrets.token_hex(4)}"
             try:
-                os.unlink(path + suffix)
+                fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise self._refuse(f"cannot write a recording there ({err.strerror})") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+            return partial, fd
+
+    @property
+    def replacing(self) -> bool:
+        return self._replaced_fd is not None
+
+    def _clear_side_files(self) -> None:
+        """SQLite takes PATH-wal and PATH-journal for PATH's own and would
+        apply them to the new file: those left by a killed recorder (of the
+        recording being replaced, or of one since deleted) go. Anything but
+        a regular file there is refused."""
+        for suffix in SQLITE_SIDE_FILES:
+            side = self.path + suffix
+            try:
+                info = os.lstat(side)
             except FileNotFoundError:
-                pass
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA page_size = 4096")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("BEGIN")
-        for statement in SCHEMA:
-            self._db.execute(statement)
-        self._db.execute("COMMIT")
-        self._db.execute("BEGIN")
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(f"{printable(side)}: is {file_type_name(info.st_mode)}; SQLite would take it "
+                                 f"for {self.shown}'s journal")
+            os.unlink(side)
+
+    def publish_fresh(self) -> None:
+        """Nothing was at PATH: put the partial file there now."""
+        try:
+            os.link(self.partial, self.path)
+        except FileExistsError:
+            raise self._refuse("appeared while the recording was starting; not writing over it") from None
+        except OSError:
+            # No hard links on this filesystem: claim the name, then move
+            # the partial file onto the claim.
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+            except FileExistsError:
+                raise self._refuse("appeared while the recording was starting; not writing over it") from None
+            except OSError as err:
+                raise self._refuse(f"cannot write a recording there ({err.strerror})") from None
+            os.rename(self.partial, self.path)
+        else:
+            os.unlink(self.partial)
+        self.writing = self.path
+        try:
+            self._clear_side_files()
+        except BaseException:
+            self.remove()
+            raise
+
+    def publish_replacement(self) -> None:
+        """The finished partial file replaces the old recording, unless
+        something else has taken PATH since it was checked."""
+        if os.path.lexists(self.path) and not _same_file(self.path, self._replaced_fd):
+            raise self._refuse(f"was replaced while recording; the recording is {printable(self.partial)}")
+        self._clear_side_files()
+        os.replace(self.partial, self.path)
+        self.writing = self.path
+
+    def remove(self) -> None:
+        """Delete what we wrote (never a file someone put in its place)."""
+        if _same_file(self.writing, self._partial_fd):
+            for suffix in ("", *SQLITE_SIDE_FILES):
+                try:
+                    os.unlink(self.writing + suffix)
+                except FileNotFoundError:
+                    pass
+        self.close()
+
+    def close(self) -> None:
+        for fd in (self._partial_fd, self._replaced_fd):
+            if fd is not None:
+                os.close(fd)
+        self._partial_fd = self._replaced_fd = None
+
+
+class RecordingWriter:
+    def __init__(self, path: str, *, replace: bool = True, level: int = 3, file_level: int = 9,
+                 background_cpus: set[int] | None = None) -> None:
+        """``replace``: an existing loaderdbg recording at ``path`` may be
+        replaced (only once this one is finished). Anything else at ``path``
+        is refused with a UsageError, before anything is recorded."""
+        self.path = path
+        self.output = OutputFile(path, replace)
+        # One line for the user when the recording is not at path until the end.
+        self.notice = (f"recording to {printable(self.output.partial)}; it replaces {self.output.shown} "
+                       "when the recording ends") if self.output.replacing else None
+        self._db = None
+        try:
+            self._open()
+        except BaseException:
+            if self._db is not None:
+                self._db.close()
+            self.output.remove()
+            raise
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._fctx = zstandard.ZstdCompressor(level=QUICK_FILE_LEVEL, write_checksum=True)
         self._compressor = None
@@ -115,6 +299,29 @@ class RecordingWriter:
         self.known_pages: set[bytes] = set()
         self.known_files: dict[tuple[str, int, str], int] = {}
         self.file_contents: dict[int, bytes] = {}
+
+    def _open(self) -> None:
+        """The schema, committed in the partial file; then (at PATH when
+        nothing was there) WAL mode and the first transaction."""
+        self._db = sqlite3.connect(self.output.partial, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA page_size = 4096")
+        self._db.execute("BEGIN")
+        for statement in SCHEMA:
+            self._db.execute(statement)
+        # Marked ours from the start: a killed recorder's file is a recording
+        # that --force may replace.
+        self.put_meta("format", FORMAT_NAME)
+        self.put_meta("format_version", FORMAT_VERSION)
+        self.put_meta("complete", False)
+        self._db.execute("COMMIT")
+        if not self.output.replacing:
+            self._db.close()
+            self._db = None
+            self.output.publish_fresh()
+            self._db = sqlite3.connect(self.output.writing, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("BEGIN")
 
     # -- transactions -------------------------------------------------------
     def _swap_compressed_files(self, wait: bool, drop: bool = False) -> None:
@@ -157,18 +364,24 @@ class RecordingWriter:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("PRAGMA journal_mode = DELETE")
         self._db.close()
+        try:
+            if self.output.replacing:
+                self.output.publish_replacement()
+        finally:
+            self.output.close()
 
     def discard(self) -> None:
         """Close and delete: nothing was recorded (the launch failed)."""
-        self.abandon()
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.unlink(self.path + suffix)
-            except FileNotFoundError:
-                pass
+        self._close_db()
+        self.output.remove()
 
     def abandon(self) -> None:
-        """Close after an error: keep what was committed."""
+        """Close after an error: keep what was committed (where it is: an
+        old recording is not replaced by a failed one)."""
+        self._close_db()
+        self.output.close()
+
+    def _close_db(self) -> None:
         if self._compressor is not None:
             self._compressor.jobs.put(None)
         try:
@@ -290,7 +503,7 @@ class RecordingWriter:
         total = 0
         for suffix in ("", "-wal"):
             try:
-                total += os.path.getsize(self.path + suffix)
+                total += os.path.getsize(self.output.writing + suffix)
             except OSError:
                 pass
         return total
