@@ -82,7 +82,7 @@ class Tracer:
     def __init__(self, replay: ReplaySession) -> None:
         self.replay = replay
         self.rec = replay.recording
-        self.arch = replay._source.arch
+        self.arch = replay.arch
         self._cursor = ReplayMemory(self.rec)
         self._decoder = Decoder(self.rec.meta.get("xsave_size") or 4096)
         self._plans: dict[tuple[int, bytes], tuple] = {}

@@ -124,9 +124,11 @@ class Inferior:
             raise
 
     @classmethod
-    def attach(cls, pid: int) -> "Inferior":
+    def attach(cls, pid: int, cancelled=None) -> "Inferior":
+        """``cancelled()``, asked while the threads are being stopped, gives
+        up with KeyboardInterrupt (Ctrl-C while attaching)."""
         try:
-            tracee, threads = attach_process(pid)
+            tracee, threads = attach_process(pid, cancelled)
         except ptrace.PtraceError as err:
             if err.errno != errno.ESRCH:
                 raise
@@ -157,9 +159,7 @@ class Inferior:
         except BaseException:
             tracee.detach()
             raise
-        inferior.caught_from = catcher.parent
-        inferior._record("milestone", "caught", f"child {tracee.pid} of {catcher.parent} caught at exec",
-                         address=tracee.pc)
+        inferior.note_caught(catcher.parent)
         return inferior
 
     def _start_stack(self) -> int:
@@ -424,6 +424,24 @@ class Inferior:
     def milestone_seen(self, name: str) -> bool:
         return name in self._seen
 
+    @property
+    def milestone_addresses(self) -> dict[int, str]:
+        """Addresses whose arrival is a milestone (grows as ld.so gets mapped
+        and AT_ENTRY becomes known); a stepper that writes no int3s watches pc
+        against it. Read-only for callers."""
+        return self._milestone_bps
+
+    def observe_arrival(self) -> None:
+        """A single step landed on one of milestone_addresses."""
+        self._here.clear()
+        self.observe_stop(Stop(StopKind.STEP, self.pid, signal=_signal.SIGTRAP), target=None, stepping=True)
+
+    def note_caught(self, parent: int) -> None:
+        """This process is a child caught from a running parent at its exec."""
+        self.caught_from = parent
+        self._record("milestone", "caught", f"child {self.pid} of {parent} caught at exec",
+                     address=self.tracee.pc)
+
     def pending_syscall_text(self) -> str:
         """strace's `name(args)` of the syscall whose entry we are stopped at."""
         pending = self._pending_syscall
@@ -432,7 +450,7 @@ class Inferior:
         return decode_syscall(pending.number, pending.args, None, self.arch, pending.strings).call_text()
 
     # -- syscalls ----------------------------------------------------------
-    def _syscall_entry(self, number: int, args: tuple[int, ...]) -> None:
+    def observe_syscall_entry(self, number: int, args: tuple[int, ...]) -> None:
         strings = {}
         for addr in syscall_string_args(number, args, self.arch):
             if addr:
@@ -448,7 +466,7 @@ class Inferior:
                 pending.fd_path = None
         self._pending_syscall = pending
 
-    def _syscall_exit(self, result: int | None) -> None:
+    def observe_syscall_exit(self, result: int | None) -> None:
         self.tracee.forget_code()  # any syscall may have changed code (see Tracee._code)
         pending = self._pending_syscall
         self._pending_syscall = None
@@ -553,7 +571,7 @@ class Inferior:
             if stop.alive:
                 raw = self.tracee.regs_raw()
                 result = int.from_bytes(raw[80:88], "little", signed=True)  # rax
-            self._syscall_exit(result)
+            self.observe_syscall_exit(result)
         return stop
 
     def _syscall_before_step(self) -> tuple | None:
@@ -566,7 +584,7 @@ class Inferior:
         value = dict(zip(names, regs))
         number = value["rax"]
         args = tuple(value[r] for r in self.arch.syscall_arg_registers)
-        self._syscall_entry(number, args)
+        self.observe_syscall_entry(number, args)
         return (number, args)
 
     def step(self) -> Stop:
@@ -578,26 +596,19 @@ class Inferior:
             self._require_alive()
         if self._here:
             self._here.clear()
-        # The hot path reads the tracee's caches directly (same package):
-        # each property or method call here is a measurable share of a step.
         try:
-            raw = tracee._regs_raw
-            if raw is None:
-                raw = tracee.regs_raw()
-            pc = int.from_bytes(raw[RIP_OFFSET:RIP_OFFSET + 8], "little")
+            pc = int.from_bytes(tracee.regs_raw()[RIP_OFFSET:RIP_OFFSET + 8], "little")
         except ptrace.PtraceError:
             pc = None  # gone under us; the step reports how
         if pc is not None:
-            kind = tracee._code.get(pc)
-            if kind is None:
-                kind = tracee._decode_kind(pc)
+            kind = tracee.code_kind(pc)
             if kind != CODE_SYSCALL:
                 stop = tracee.step(pc, kind)
                 if stop is tracee.plain_step:
                     self.step_count += 1
                     milestones = self._milestone_bps
                     if milestones and tracee.pc in milestones:  # registers came with the stop
-                        self._handle_stop(stop, target=None, stepping=True)
+                        self.observe_stop(stop, target=None, stepping=True)
                     self._stop_reason = None
                     return stop
                 syscall_call = None
@@ -614,12 +625,12 @@ class Inferior:
             self.tracee.finish_execve(self.program)
             if syscall_call is not None:
                 self.step_count += 1  # the `syscall` instruction ran
-            self._syscall_exit(0)  # execve returns 0 into the new image
+            self.observe_syscall_exit(0)  # execve returns 0 into the new image
             syscall_call = None
         stop = self._after_step(stop, syscall_call)
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
             stop = self._finish_dying(stop)
-        _, final = self._handle_stop(stop, target=None, stepping=True)
+        _, final = self.observe_stop(stop, target=None, stepping=True)
         if final is None and stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
             final = self._exiting_reason()
         if final is not None:
@@ -665,10 +676,10 @@ class Inferior:
             if not gone or time.monotonic() > deadline:
                 return False
             time.sleep(0.005)  # on its way to the exit event or to death
-        stop = self.tracee._classify(status)
+        stop = self.tracee.classify_status(status)
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
             stop = self._finish_dying(stop)
-        _, final = self._handle_stop(stop, target=None, stepping=False, while_stopped=True)
+        _, final = self.observe_stop(stop, target=None, stepping=False, while_stopped=True)
         if final is not None:
             self.stop_reason = final
         return not stop.alive
@@ -709,7 +720,7 @@ class Inferior:
             status = None
         if status is None or os.WIFSIGNALED(status):
             if self._pending_syscall is not None:
-                self._syscall_exit(None)
+                self.observe_syscall_exit(None)
             return self.tracee.resume(syscalls=False)
         return stop
 
@@ -837,7 +848,7 @@ class Inferior:
         while True:
             syscall_call = None
             self._here.clear()
-            if self.tracee._at_breakpoint():
+            if self.tracee.at_breakpoint():
                 syscall_call = self._syscall_before_step()
             # Syscalls are watched all the way: every stop must show the
             # maps ([heap], RELRO made read-only…) and events as they are then.
@@ -849,7 +860,7 @@ class Inferior:
             else:
                 fatal = 0
                 self.step_exact = False
-            reached, reason = self._handle_stop(stop, target=target, stepping=False)
+            reached, reason = self.observe_stop(stop, target=target, stepping=False)
             if reason is not None:
                 self.stop_reason = reason
                 break
@@ -878,7 +889,7 @@ class Inferior:
     def _stopped_for_good(self, stop: Stop) -> bool:
         return not stop.alive or (stop.kind is StopKind.SIGNAL and stop.signal in STOPPING_SIGNALS)
 
-    def _handle_stop(self, stop: Stop, *, target: Target | None, stepping: bool,
+    def observe_stop(self, stop: Stop, *, target: Target | None, stepping: bool,
                      while_stopped: bool = False) -> tuple[bool, StopReason | None]:
         """Record what a stop means. Returns (target reached, final reason)
         where a final reason ends a run (exit, crash, target syscall…).
@@ -888,7 +899,7 @@ class Inferior:
         if not stop.alive:
             self.tracee.breakpoints.clear()
             if self._pending_syscall is not None:
-                self._syscall_exit(None)
+                self.observe_syscall_exit(None)
             if stop.kind is StopKind.EXITED:
                 self.stop_reason = reasons.exited(target, stop.exit_code)
                 self._record("milestone", "exit", self.stop_reason.description)
@@ -903,19 +914,19 @@ class Inferior:
         if stop.kind is StopKind.SYSCALL:
             info = ptrace.get_syscall_info(self.pid)
             if info.op == ptrace.SYSCALL_INFO_ENTRY:
-                self._syscall_entry(info.number, info.args)
+                self.observe_syscall_entry(info.number, info.args)
                 if want == "syscall":
                     name = self.arch.syscall_names.get(info.number, str(info.number))
                     if target.name in (None, name):
                         return True, reasons.syscall_entry(target, self.pending_syscall_text())
             elif info.op == ptrace.SYSCALL_INFO_EXIT:
-                self._syscall_exit(info.return_value)
+                self.observe_syscall_exit(info.return_value)
             return False, None
         if stop.kind is StopKind.EVENT:
             if stop.event == ptrace.EVENT_EXIT:
                 status = ptrace.get_event_msg(self.pid)
                 if self._pending_syscall is not None:
-                    self._syscall_exit(None)
+                    self.observe_syscall_exit(None)
                 if want == "exit" and os.WIFEXITED(status):
                     return True, reasons.about_to_exit(target, os.WEXITSTATUS(status))
                 # Dying from a signal (SIGKILL included): let it finish dying,

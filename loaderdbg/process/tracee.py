@@ -81,6 +81,7 @@ class Tracee:
         # into writable+executable memory, which startup code does not do:
         # the engine forgets this after every syscall, exec and continue.
         self._code: dict[int, int] = {}
+        self.writes_breakpoints = True
         # Plain steps share one immutable Stop instead of building one each.
         self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
         self.syscall_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
@@ -94,6 +95,11 @@ class Tracee:
     def set_regs_raw(self, raw: bytes) -> None:
         self._regs.store(self.pid, raw)
         self._regs_raw = bytes(raw)
+
+    def adopt_registers(self, raw: bytes | None) -> None:
+        """Registers fetched by someone else (the recorder's step loop): the
+        view of them, not a write to the process; None forgets them."""
+        self._regs_raw = raw
 
     @property
     def pc(self) -> int:
@@ -133,8 +139,17 @@ class Tracee:
         self._code.clear()
 
     # -- breakpoints -------------------------------------------------------
+    def observe_only(self) -> None:
+        """Breakpoints are only remembered by whoever asks for them, never
+        written: the recorder single-steps everything and stops at their
+        addresses by comparing pc (an int3 in memory would be recorded as
+        the program's own byte)."""
+        self.writes_breakpoints = False
+
     def insert_breakpoint(self, addr: int) -> bool:
         """Write int3 at addr; False when the address is not mapped (yet)."""
+        if not self.writes_breakpoints:
+            return True
         if addr in self.breakpoints:
             return True
         original = self.memory.read(addr, 1)
@@ -148,6 +163,8 @@ class Tracee:
         return True
 
     def remove_breakpoint(self, addr: int) -> None:
+        if not self.writes_breakpoints:
+            return
         original = self.breakpoints.pop(addr, None)
         if original is not None and self.alive:
             try:
@@ -159,6 +176,8 @@ class Tracee:
         """After mmap/munmap/mprotect a page holding a breakpoint may have
         been replaced (exec-solib maps ld.so over its own reservation):
         re-read the new original byte and write int3 again."""
+        if not self.writes_breakpoints:
+            return
         for addr in list(self.breakpoints):
             current = self.memory.read(addr, 1)
             if current is None:
@@ -183,6 +202,11 @@ class Tracee:
     # -- resuming ----------------------------------------------------------
     def _wait(self) -> Stop:
         _, status = ptrace.waitpid(self.pid)
+        return self._classify(status)
+
+    def classify_status(self, status: int) -> Stop:
+        """What a waitpid status of this tracee means, with the tracee's
+        caches brought up to date (registers, code, breakpoints after exec)."""
         return self._classify(status)
 
     def _classify(self, status: int) -> Stop:
@@ -221,6 +245,9 @@ class Tracee:
             if self.alive and addr in self.breakpoints:
                 self.memory.write(addr, bytes([INT3]))
         return stop
+
+    def at_breakpoint(self) -> bool | None:
+        return self._at_breakpoint()
 
     def _at_breakpoint(self) -> bool | None:
         """Whether pc is on one of our int3s; None when the tracee has left

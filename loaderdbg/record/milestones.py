@@ -7,37 +7,22 @@ drives an Inferior through its observation hooks instead of its run loop,
 with a tracee whose breakpoints are only remembered (an int3 written into
 the program would be recorded as the program's own memory).
 
-Everything this module touches on Inferior is listed here, in one place,
-so the engine can grow public hooks for it (see the report of issue 5).
+It uses only Inferior's public observer methods (observe_syscall_entry,
+observe_syscall_exit, observe_stop, observe_arrival, milestone_addresses).
 """
 
 from __future__ import annotations
 
-import signal as _signal
 
 from loaderdbg.process.inferior import Inferior
-from loaderdbg.process.stops import Stop, StopKind
+from loaderdbg.process.stops import Stop
 from loaderdbg.process.tracee import LaunchSpec, Tracee
 from loaderdbg.session import Event, StopReason
 
 
-class PassiveTracee(Tracee):
-    """A Tracee whose breakpoints are remembered by the Inferior but never
-    written: the recorder stops at milestone addresses by comparing pc."""
-
-    def insert_breakpoint(self, addr: int) -> bool:
-        return True
-
-    def remove_breakpoint(self, addr: int) -> None:
-        return None
-
-    def revalidate_breakpoints(self) -> None:
-        return None
-
-
 class MilestoneTracker:
     def __init__(self, tracee: Tracee, spec: LaunchSpec) -> None:
-        tracee.__class__ = PassiveTracee
+        tracee.observe_only()
         self.tracee = tracee
         self.inferior = Inferior(tracee, spec.path, spec.argv)
         self._main_armed = False
@@ -55,7 +40,7 @@ class MilestoneTracker:
     def watch(self) -> dict[int, str]:
         """Addresses whose arrival is a milestone (a live dict: it grows as
         ld.so gets mapped and AT_ENTRY becomes known)."""
-        return self.inferior._milestone_bps
+        return self.inferior.milestone_addresses
 
     @property
     def events(self) -> list[Event]:
@@ -79,31 +64,29 @@ class MilestoneTracker:
     # -- observations ----------------------------------------------------------
     def _sync(self, position: int, regs: bytes | None) -> None:
         self.inferior.step_count = position
-        self.tracee._regs_raw = regs
+        self.tracee.adopt_registers(regs)
 
     def arrived(self, position: int, regs: bytes) -> None:
         """A single-step landed on a watched address."""
         self._sync(position, regs)
-        self.inferior._here.clear()
-        self.inferior._handle_stop(Stop(StopKind.STEP, self.tracee.pid, signal=_signal.SIGTRAP),
-                                   target=None, stepping=True)
+        self.inferior.observe_arrival()
         self._arm_main()
 
     def syscall_entry(self, position: int, regs: bytes, number: int, args: tuple[int, ...]) -> None:
         self._sync(position, regs)
-        self.inferior._syscall_entry(number, args)
+        self.inferior.observe_syscall_entry(number, args)
 
     def pending_syscall_text(self) -> str:
         return self.inferior.pending_syscall_text()
 
     def syscall_exit(self, position: int, regs: bytes | None, result: int | None) -> None:
         self._sync(position, regs)
-        self.inferior._syscall_exit(result)
+        self.inferior.observe_syscall_exit(result)
 
     def stopped(self, position: int, regs: bytes | None, stop: Stop) -> StopReason | None:
         """A signal, an event or the end; returns the final reason, if any."""
         self._sync(position, regs)
-        _, final = self.inferior._handle_stop(stop, target=None, stepping=True)
+        _, final = self.inferior.observe_stop(stop, target=None, stepping=True)
         if final is not None:
             self.inferior.stop_reason = final
         return final
@@ -123,9 +106,7 @@ class MilestoneTracker:
     def caught(self, parent: int) -> None:
         """The child was caught from a running parent (as Inferior.catch_spawn
         notes it, so a replay's events match a live catch)."""
-        self.inferior.caught_from = parent
-        self.inferior._record("milestone", "caught", f"child {self.tracee.pid} of {parent} caught at exec",
-                              address=self.tracee.pc)
+        self.inferior.note_caught(parent)
 
     def exec_happened(self) -> None:
         self.tracee.memory.reopen()

@@ -362,8 +362,9 @@ def _locate(rec: Recording, memory: dict[int, bytearray], keyframe: int, recorde
 class ReplayState:
     """A StateSource (loaderdbg/snapshot.py) at the session's position."""
 
-    def __init__(self, session: "ReplaySession") -> None:
+    def __init__(self, session: "ReplaySession", memory: ReplayMemory) -> None:
         self._session = session
+        self.memory = memory
         rec = session.recording
         self.rec = rec
         self.program = session.program
@@ -422,12 +423,8 @@ class ReplayState:
     def pid(self) -> int | None:
         return self._session.pid
 
-    @property
-    def memory(self) -> ReplayMemory:
-        return self._session._memory
-
     def registers_raw(self) -> bytes | None:
-        return self._session._regs
+        return self._session.registers_raw()
 
     def read_memory(self, addr: int, size: int) -> bytes | None:
         return self.memory.read(addr, size)
@@ -533,7 +530,7 @@ class ReplayState:
     @property
     def events(self) -> Sequence[Event]:
         position = self.step_count
-        return tuple(e for e in self._session._all_events if e.step <= position)
+        return tuple(e for e in self._session.events() if e.step <= position)
 
 
 INITIAL_REASON = reasons.launched()
@@ -557,7 +554,7 @@ class ReplaySession:
         self._memory = ReplayMemory(self.recording)
         self._all_events = self.recording.events()
         self._breakpoints: set[int] = set()
-        self._source = ReplayState(self)
+        self._source = ReplayState(self, self._memory)
         end = meta.get("end")
         self.end_reason = _reason_from_json(end) if isinstance(end, dict) else \
             reasons.recording_end(None, self.last_step, "the recorder stopped early")
@@ -584,6 +581,11 @@ class ReplaySession:
 
     def registers_raw(self) -> bytes:
         return self._regs
+
+    @property
+    def arch(self):
+        """The recorded program's architecture tables (loaderdbg/arch)."""
+        return self._source.arch
 
     def register(self, name: str) -> int:
         arch = self._source.arch
