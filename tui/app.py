@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import RenderableType
+from rich.measure import measure_renderables
 from rich.text import Text
 from textual import on
 from textual.app import App
@@ -36,6 +37,7 @@ from loaderdbg_tui.command_line import CommandLine
 from loaderdbg_tui.commands import Command, CommandError, parse_command
 from loaderdbg_tui.confirm_screen import ConfirmScreen
 from loaderdbg_tui.describe import RUN_TO_TARGETS, step_text
+from loaderdbg_tui.fit import FittedTable
 from loaderdbg_tui.disassembly import DisassemblyPane
 from loaderdbg_tui.goto_screen import GotoScreen
 from loaderdbg_tui.help_screen import HelpScreen
@@ -43,6 +45,7 @@ from loaderdbg_tui.log import LogPane
 from loaderdbg_tui.main_screen import WIDE, MainScreen
 from loaderdbg_tui.idle_gc import IdleCollector
 from loaderdbg_tui.messages import BreakpointsChanged, CommandOutput, ListingsAhead, ViewReady
+from loaderdbg_tui.output_view import OutputScreen
 from loaderdbg_tui.palette import LoaderdbgCommands
 from loaderdbg_tui.program_output import ProgramOutputPane
 from loaderdbg_tui.status import StatusLine
@@ -58,11 +61,14 @@ BUSY_AFTER = 0.15      # seconds before the busy indicator shows (no flicker on 
 MAX_LOG_LINES = 2000
 MAX_OUTPUT_LINES = 10000
 QUIET_STOPS = frozenset({"step", "target"})
+OUTPUT_VIEW_LINES = 4  # output longer than this (at the log's width) and wider than the log opens the output view
 
 # Actions that move the target, and what a session must be able to do for them.
 NEEDS_REVERSE = frozenset({"step_back", "reverse_cont"})
 MOVES = frozenset({"step", "step_over", "cont", "run_to", "step_back", "reverse_cont", "goto"})
 PRIORITY_MOVES = frozenset({"step", "step_over", "cont", "step_back", "reverse_cont"})
+# Keys of the main screen only (another screen up has its own meaning for them).
+SCREEN_KEYS = MOVES | {"toggle_breakpoint"}
 
 
 class LoaderdbgApp(App[int]):
@@ -88,7 +94,9 @@ class LoaderdbgApp(App[int]):
         Binding("e", "run_to('at-entry')", "entry"),
         Binding("g", "goto", "Goto"),
         Binding("b", "toggle_breakpoint", "Break"),
-        Binding("colon", "focus_command", "Cmd", show=False),
+        # Priority: `:` reaches the command line from any input (the
+        # relocations filter, a search) and from the output view.
+        Binding("colon", "focus_command", "Cmd", show=False, priority=True),
         Binding("escape", "leave_command", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -334,8 +342,10 @@ class LoaderdbgApp(App[int]):
                          if self._session_can(action) is True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in PRIORITY_MOVES and self.screen is not self._main_screen():
-            return False  # a dialog is up: the key is its to handle
+        if action in SCREEN_KEYS and self.screen is not self._main_screen():
+            return False  # a dialog or the output view is up: the key is its to handle
+        if action == "focus_command":
+            return self.screen is self._main_screen() or isinstance(self.screen, OutputScreen)
         return self._session_can(action)
 
     def _session_can(self, action: str) -> bool | None:
@@ -527,8 +537,15 @@ class LoaderdbgApp(App[int]):
 
     def action_focus_command(self) -> None:
         screen = self._main_screen()
-        if screen is not None:
-            screen.query_one(CommandLine).focus()
+        if screen is None:
+            return
+        if isinstance(self.screen, OutputScreen):
+            self.screen.dismiss(None)
+        field = screen.query_one(CommandLine)
+        if field.has_focus:
+            field.insert_text_at_cursor(":")  # a colon typed in a command
+        else:
+            field.focus()
 
     def action_leave_command(self) -> None:
         screen = self._main_screen()
@@ -642,42 +659,42 @@ class LoaderdbgApp(App[int]):
         self.toggle_breakpoint(lambda: command.address.resolve(registers, resolve), want=want)
 
     # queries on the current view (no session call: run here)
-    def _from_view(self, report: Callable[[StopView], RenderableType]) -> None:
+    def _from_view(self, report: Callable[[StopView], RenderableType], title: str = "") -> None:
         if self.view is None:
             self.log_line(Text("no stop decoded yet", style="yellow"), show=True)
             return
-        self.log_line(report(self.view), show=True)
+        self.show_output(report(self.view), title)
 
     def _cmd_auxv(self, command: Command) -> None:
-        self._from_view(reports.auxv_report)
+        self._from_view(reports.auxv_report, command.text)
 
     def _cmd_registers(self, command: Command) -> None:
-        self._from_view(reports.registers_report)
+        self._from_view(reports.registers_report, command.text)
 
     def _cmd_breakpoints(self, command: Command) -> None:
-        self._from_view(reports.breakpoints_report)
+        self._from_view(reports.breakpoints_report, command.text)
 
     def _cmd_vmmap(self, command: Command) -> None:
-        self._from_view(reports.vmmap_report)
+        self._from_view(reports.vmmap_report, command.text)
 
     def _cmd_threads(self, command: Command) -> None:
-        self._from_view(reports.threads_report)
+        self._from_view(reports.threads_report, command.text)
 
     def _cmd_link_map(self, command: Command) -> None:
-        self._from_view(reports.link_map_report)
+        self._from_view(reports.link_map_report, command.text)
 
     def _cmd_events(self, command: Command) -> None:
-        self._from_view(reports.events_report)
+        self._from_view(reports.events_report, command.text)
 
     def _cmd_explain(self, command: Command) -> None:
-        self._from_view(reports.explain_report)
+        self._from_view(reports.explain_report, command.text)
 
     def _cmd_help(self, command: Command) -> None:
-        self.log_line(reports.help_report(), show=True)
+        self.show_output(reports.help_report(), command.text)
 
     # queries that read the target (thread worker)
     def _cmd_examine(self, command: Command) -> None:
-        self._query(lambda: reports.examine(self.session, self.view, command))
+        self._query(lambda: reports.examine(self.session, self.view, command), command.text)
 
     def _cmd_who(self, command: Command) -> None:
         if "replay" not in self.capabilities:
@@ -685,18 +702,18 @@ class LoaderdbgApp(App[int]):
                                "`loaderdbg replay FILE`", style="yellow"), show=True)
             return
         view = self.view
-        self._query(lambda: reports.who_wrote(self.session, view, command))
+        self._query(lambda: reports.who_wrote(self.session, view, command), command.text)
 
     def _cmd_got(self, command: Command) -> None:
         if self.view is None:
             return
         view = self.view
-        self._query(lambda: reports.got_report(self.session, view))
+        self._query(lambda: reports.got_report(self.session, view), command.text)
 
-    def _query(self, produce: Callable[[], RenderableType]) -> None:
+    def _query(self, produce: Callable[[], RenderableType], title: str = "") -> None:
         def work() -> None:
             try:
-                self.post_message(CommandOutput(produce()))
+                self.post_message(CommandOutput(produce(), echo=title))
             except CommandError as err:
                 self.post_message(CommandOutput(Text(str(err), style="red"), error=True))
             except Exception as err:
@@ -704,7 +721,31 @@ class LoaderdbgApp(App[int]):
         self.run_worker(work, thread=True, group="query", exit_on_error=False)
 
     def on_command_output(self, message: CommandOutput) -> None:
-        self.log_line(message.renderable, show=True)
+        if message.error:
+            self.log_line(message.renderable, show=True)
+        else:
+            self.show_output(message.renderable, message.echo or "")
+
+    def show_output(self, renderable: RenderableType, title: str) -> None:
+        """A command's output: in the log, and in the full-width output view
+        too when it is wider than the log pane (rows would wrap there)."""
+        self.log_line(renderable, show=True)
+        screen = self._main_screen()
+        if screen is None or self.screen is not screen:
+            return
+        logs = screen.query(LogPane)
+        if not logs:
+            return
+        room = logs.first().room()
+        natural = measure_renderables(self.console, self.console.options, [renderable]).maximum
+        if natural <= room:
+            return
+        # A sentence or two just wraps in the log; a table or a listing is
+        # better read at full width.
+        lines = self.console.render_lines(renderable, self.console.options.update(width=room, height=None),
+                                          pad=False)
+        if isinstance(renderable, FittedTable) or len(lines) > OUTPUT_VIEW_LINES:
+            self.push_screen(OutputScreen(title or "output", renderable))
 
     # -- log -----------------------------------------------------------------------------------------
     def log_line(self, renderable: RenderableType, *, show: bool = False) -> None:

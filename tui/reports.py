@@ -12,6 +12,7 @@ from loaderdbg.session import MILESTONE_TITLES
 
 from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat
 from loaderdbg_tui.describe import hex_short, hex_word, step_text
+from loaderdbg_tui.fit import Column, FittedTable
 from loaderdbg_tui.view import StopView
 
 SEVERITY_STYLES = {"ok": "green", "warning": "yellow", "error": "bold red"}
@@ -23,17 +24,12 @@ PAGE = 4096
 ITEMS_PER_LINE = {1: 8, 2: 8, 4: 4, 8: 2}
 
 
-def _add(table: Table, *cells, style: str = "") -> None:
-    """add_row with every str as plain Text: data ("[stack]", "[ PF ZF ]")
-    must never be read as Rich markup."""
-    table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells), style=style)
-
-
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, expand=False)
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    return table
+def _fitted(title: str, columns: tuple[Column, ...], rows: list[tuple], styles: list[str] | None = None
+            ) -> FittedTable:
+    """Every str cell as plain Text: data ("[stack]", "[ PF ZF ]") must never
+    be read as Rich markup."""
+    cells = [tuple(Text(cell) if isinstance(cell, str) else cell for cell in row) for row in rows]
+    return FittedTable(title, columns, cells, styles)
 
 
 # -- x/NFU ---------------------------------------------------------------------
@@ -127,32 +123,41 @@ def quote(raw: bytes) -> str:
 
 
 # -- info ------------------------------------------------------------------------
-def auxv_report(view: StopView) -> Table | Text:
+AUXV_COLUMNS = (Column("name"), Column("value"), Column("kernel gave"), Column("type", right=True),
+                Column("decoded", free=True))
+
+
+def auxv_report(view: StopView) -> FittedTable | Text:
+    """The auxv as ld.so sees it; beside each entry rewritten since the
+    kernel wrote it, ✎ and the kernel's value."""
     stack = view.snapshot.stack
     if stack is None:
         return Text("no initial stack (the process is gone?)", style="yellow")
     kernel = {e.type: e for e in view.snapshot.auxv_kernel}
-    table = _table(f"auxv at {stack.auxv_address:#x}", "name", "value", "decoded", "kernel gave", "type")
+    rows, styles = [], []
     for entry in stack.auxv:
         changed = entry.type in view.snapshot.auxv_changed
         before = kernel.get(entry.type)
-        style = "yellow" if changed else ""
-        _add(table, entry.name, hex_short(entry.value), entry.decoded,
-             (hex_short(before.value) if before else "(absent)") if changed else "", str(entry.type),
-             style=style)
-    return table
+        was = ("✎ " + (hex_short(before.value) if before else "(absent)")) if changed else ""
+        rows.append((entry.name, hex_short(entry.value), was, str(entry.type), entry.decoded))
+        styles.append("yellow" if changed else "")
+    return _fitted(f"auxv at {stack.auxv_address:#x}", AUXV_COLUMNS, rows, styles)
 
 
-def registers_report(view: StopView) -> Table | Text:
+REGISTER_COLUMNS = (Column("name"), Column("value"), Column("decimal", right=True),
+                    Column("points at", free=True, shrink="left"))
+
+
+def registers_report(view: StopView) -> FittedTable | Text:
     regs = view.registers
     if regs is None:
         return Text("no registers (the process is gone)", style="yellow")
-    table = _table("registers", "name", "value", "", "points at")
+    rows, styles = [], []
     for name, value in regs.items():
-        style = "bold yellow" if name in view.changed else ""
-        _add(table, name, hex_word(value), str(value) if value < 1 << 32 else "",
-                      view.register_notes.get(name, ""), style=style)
-    return table
+        rows.append((name, hex_word(value), str(value) if value < 1 << 32 else "",
+                     view.register_notes.get(name, "")))
+        styles.append("bold yellow" if name in view.changed else "")
+    return _fitted("registers", REGISTER_COLUMNS, rows, styles)
 
 
 def breakpoints_report(view: StopView) -> Text:
@@ -164,19 +169,33 @@ def breakpoints_report(view: StopView) -> Text:
     return out
 
 
-def vmmap_report(view: StopView) -> Table:
+MAP_COLUMNS = (Column("start"), Column("end"), Column("perms"), Column("offset"),
+               Column("object", free=True, shrink="left"), Column("segment", free=True, minimum=6),
+               Column("path", free=True, shrink="left"))
+
+
+def map_row(annotation) -> tuple[str, ...]:
+    entry = annotation.entry
+    return (hex_short(entry.start), hex_short(entry.end), entry.perms, hex_short(entry.offset),
+            annotation.object or "", annotation.segment or "", entry.path)
+
+
+def vmmap_report(view: StopView) -> FittedTable:
     pc = view.pc
-    table = _table("memory maps", "start", "end", "perms", "offset", "object", "segment", "path")
+    rows, styles = [], []
     for annotation in view.snapshot.maps:
         entry = annotation.entry
         here = pc is not None and entry.start <= pc < entry.end
-        style = "bold reverse" if here else ("green" if "x" in entry.perms else "")
-        _add(table, hex_short(entry.start), hex_short(entry.end), entry.perms, hex_short(entry.offset),
-                      annotation.object or "", annotation.segment or "", entry.path, style=style)
-    return table
+        rows.append(map_row(annotation))
+        styles.append("bold reverse" if here else ("green" if "x" in entry.perms else ""))
+    return _fitted("memory maps", MAP_COLUMNS, rows, styles)
 
 
-def got_report(session, view: StopView) -> Table | Text:
+GOT_COLUMNS = (Column("object", free=True, shrink="left"), Column("slot"), Column("type"),
+               Column("symbol", free=True), Column("now"), Column("state"), Column("points at", free=True))
+
+
+def got_report(session, view: StopView) -> FittedTable | Text:
     """JUMP_SLOT/GLOB_DAT slots: the snapshot's GOT view when the engine
     provides one (targets already symbolised), else from the relocations
     (symbolising here, through the session: call from a worker)."""
@@ -192,30 +211,35 @@ def got_report(session, view: StopView) -> Table | Text:
                              target, reloc.state))
     if not rows:
         return Text("no JUMP_SLOT or GLOB_DAT relocations in the loaded objects yet")
-    table = _table("GOT slots", "object", "slot", "type", "symbol", "now", "points at", "state")
-    for obj, address, type_name, symbol, current, target, state in rows:
-        _add(table, obj, hex_short(address), type_name.replace("R_X86_64_", ""), symbol or "",
-             hex_short(current), target, Text(state, style=STATE_STYLES.get(state, "")))
-    return table
+    return _fitted("GOT slots", GOT_COLUMNS, [
+        (obj, hex_short(address), type_name.replace("R_X86_64_", ""), symbol or "", hex_short(current),
+         Text(state, style=STATE_STYLES.get(state, "")), target)
+        for obj, address, type_name, symbol, current, target, state in rows])
 
 
-def threads_report(view: StopView) -> Table:
-    table = _table("threads", "tid", "name", "state", "fs_base", "sigmask", "pending", "stop")
-    for thread in view.snapshot.threads:
-        _add(table, str(thread.tid), thread.name, thread.state, hex_short(thread.fs_base),
-                      " ".join(thread.sigmask) or "-", " ".join(thread.sigpend + thread.shdpnd) or "-",
-                      thread.stop)
-    return table
+THREAD_COLUMNS = (Column("tid"), Column("name", free=True, minimum=6), Column("state"), Column("fs_base"),
+                  Column("sigmask", free=True, minimum=6), Column("pending", free=True, minimum=6),
+                  Column("stop", free=True))
 
 
-def link_map_report(view: StopView) -> Table | Text:
+def threads_report(view: StopView) -> FittedTable:
+    return _fitted("threads", THREAD_COLUMNS, [
+        (str(thread.tid), thread.name, thread.state, hex_short(thread.fs_base),
+         " ".join(thread.sigmask) or "-", " ".join(thread.sigpend + thread.shdpnd) or "-", thread.stop)
+        for thread in view.snapshot.threads])
+
+
+LINK_MAP_COLUMNS = (Column("ns"), Column("name", free=True, shrink="left"), Column("l_addr"), Column("l_ld"),
+                    Column("kind"))
+
+
+def link_map_report(view: StopView) -> FittedTable | Text:
     if not view.snapshot.link_map:
         return Text("link_map is empty: ld.so has not set up r_debug yet")
-    table = _table("link_map", "ns", "name", "l_addr", "l_ld", "kind")
-    for entry in view.snapshot.link_map:
-        _add(table, str(entry.namespace), entry.name or "(main program)", hex_short(entry.l_addr),
-                      hex_short(entry.l_ld), entry.kind)
-    return table
+    return _fitted("link_map", LINK_MAP_COLUMNS, [
+        (str(entry.namespace), entry.name or "(main program)", hex_short(entry.l_addr), hex_short(entry.l_ld),
+         entry.kind)
+        for entry in view.snapshot.link_map])
 
 
 def events_report(view: StopView) -> Text:
@@ -271,9 +295,12 @@ def handoff_text(view: StopView) -> Text:
 
 
 def help_report() -> Table:
-    table = _table("commands", "command", "what it does")
+    """Words wrap in the second column (help is read, not scanned)."""
+    table = Table(title="commands", title_justify="left", box=None, pad_edge=False, expand=False)
+    table.add_column("command", no_wrap=True)
+    table.add_column("what it does", ratio=1)
     for spelling, words in HELP_LINES:
-        _add(table, spelling, words)
+        table.add_row(Text(spelling), Text(words))
     return table
 
 

@@ -6,6 +6,7 @@ import re
 
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.command_line import CommandLine
+from loaderdbg_tui.output_view import OutputScreen
 
 from tuihelp import log_text, run_pilot, status_text, type_command
 
@@ -77,7 +78,13 @@ def test_vmmap_lists_annotated_maps(demo):
         await type_command(pilot, "vmmap")
         text = log_text(app)
         assert "[stack]" in text and "libexecsolib.so" in text
-        assert app.screen.active_tab() == "tab-log"  # narrow screen: the log comes forward
+        # Wider than the log at 80 columns: it opens in the output view too;
+        # Escape returns, to the log brought forward (narrow screen).
+        assert isinstance(app.screen, OutputScreen)
+        assert any("[stack]" in line for line in app.screen.plain)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.active_tab() == "tab-log"
 
     run_pilot(LoaderdbgApp(session), scenario)
 

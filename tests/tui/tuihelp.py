@@ -92,7 +92,11 @@ async def type_command(pilot, line: str, *, keystrokes: bool = False) -> None:
     """Enter a line on the command line: focus it with `:` as a user would,
     fill it in (key by key with keystrokes=True: slower), press Enter."""
     from loaderdbg_tui.command_line import CommandLine
+    from loaderdbg_tui.main_screen import MainScreen
 
+    if not isinstance(pilot.app.screen, MainScreen):
+        await pilot.press("colon")  # from the output view too
+        await pilot.pause()
     field = pilot.app.screen.query_one(CommandLine)
     if not field.has_focus:
         await pilot.press("colon")
