@@ -12,16 +12,21 @@ from textual.containers import Vertical
 from textual.widgets import Input, Static
 
 from loaderdbg_tui.describe import hex_short
+from loaderdbg_tui.fit import Column, Layout, plan, shrink
 from loaderdbg_tui.pane import ViewPane
 from loaderdbg_tui.lines_view import LinesView
 from loaderdbg_tui.view import StopView
 
 STATE_STYLES = {"applied": "green", "pending": "yellow", "lazy": "cyan", "unknown": "dim"}
 BAR_WIDTH = 20
-COLUMNS = ("object", "slot", "type", "symbol", "addend", "state", "now", "expected")
-# Cells patched in place must fit: room for any 64-bit value and any state.
-HEX_COLUMNS = {"now": 18, "expected": 18, "state": 7}
-STATE_COLUMN = COLUMNS.index("state")
+MIN_BAR_WIDTH = 6
+MIN_NAME_WIDTH = 10
+COLUMNS = (Column("object", free=True, shrink="left", minimum=8), Column("slot"), Column("type"),
+           Column("symbol", free=True), Column("addend"), Column("state"), Column("now"), Column("expected"))
+# Cells patched in place should fit (a wider one rebuilds the table): room
+# for a user-space address and any state.
+HEX_COLUMNS = {"now": 14, "expected": 14, "state": 7}
+STATE_COLUMN = [c.name for c in COLUMNS].index("state")
 
 
 SUMMARY_COLUMNS = ("applied", "pending", "lazy", "unknown", "total")
@@ -36,8 +41,9 @@ def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> Text:
     return bar
 
 
-def summary_text(view: StopView) -> Text:
-    """Per object: a progress bar and the totals, in aligned columns. Text,
+def summary_text(view: StopView, width: int = 1000) -> Text:
+    """Per object: a progress bar and the totals, in aligned columns, in
+    width cells: the counts whole, the bar and then the names shrink. Text,
     not a Rich Table: it is drawn again on each step that applies a
     relocation, and a Table with bars costs milliseconds to lay out."""
     objects = view.snapshot.objects
@@ -46,14 +52,20 @@ def summary_text(view: StopView) -> Text:
     names = [obj.name + (" (ld.so)" if obj.is_ldso else "") for obj in objects]
     counts = [(o.totals.applied, o.totals.pending, o.totals.lazy, o.totals.unknown, o.totals.total)
               for o in objects]
-    name_width = max(len("object"), *map(len, names))
     widths = [max(len(label), *(len(str(row[i])) for row in counts)) for i, label in enumerate(SUMMARY_COLUMNS)]
-    text = Text("object".ljust(name_width) + "  " + "progress".ljust(BAR_WIDTH), style="bold")
+    numbers = sum(2 + w for w in widths)
+    name_width = max(len("object"), *map(len, names))
+    bar_width = max(MIN_BAR_WIDTH, min(BAR_WIDTH, width - numbers - 2 - name_width))
+    name_width = max(MIN_NAME_WIDTH, min(name_width, width - numbers - 2 - bar_width))
+    text = Text("object".ljust(name_width) + "  " + "progress"[:bar_width].ljust(bar_width), style="bold")
     for label, width in zip(SUMMARY_COLUMNS, widths):
         text.append("  " + label.rjust(width), style="bold")
     for obj, name, row in zip(objects, names, counts):
-        text.append("\n" + name.ljust(name_width) + "  ")
-        text.append_text(progress_bar(obj.totals.applied + obj.totals.lazy, obj.totals.total))
+        text.append("\n")
+        shown = shrink(name, name_width, "left")
+        text.append_text(shown)
+        text.append(" " * (name_width - shown.cell_len) + "  ")
+        text.append_text(progress_bar(obj.totals.applied + obj.totals.lazy, obj.totals.total, bar_width))
         for value, width in zip(row, widths):
             text.append("  " + str(value).rjust(width))
     return text
@@ -75,10 +87,11 @@ class RelocationsPane(ViewPane, Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._widths: list[int] = []
-        self._lines: dict[tuple[str, ...], Text] = {}  # row -> its line, for these widths
+        self._layout: Layout | None = None  # the columns' places at the table's width
+        self._lines: dict[tuple[str, ...], list[Text]] = {}  # row -> its lines, for this layout
         self._rows: dict[int, tuple] = {}  # id(state) -> (state, its row): states are reused while unchanged
         self._drawn_needle: str | None = None
-        self._line_of: list[int | None] = []  # relocation index -> its line in the table (None: filtered out)
+        self._line_of: list[int | None] = []  # relocation index -> its row in the table (None: filtered out)
 
     def compose(self) -> ComposeResult:
         yield Static(id="reloc-summary")
@@ -96,6 +109,11 @@ class RelocationsPane(ViewPane, Vertical):
             event.stop()
 
     @property
+    def row_height(self) -> int:
+        """Lines per relocation at the table's width (2 where a row wraps)."""
+        return self._layout.height if self._layout is not None else 1
+
+    @property
     def table(self) -> LinesView:
         return self.query_one("#reloc-table", LinesView)
 
@@ -105,7 +123,7 @@ class RelocationsPane(ViewPane, Vertical):
             # summary's height only with the number of objects (a layout of
             # the screen costs tens of milliseconds).
             same_rows = previous is not None and len(previous.snapshot.objects) == len(view.snapshot.objects)
-            self.query_one("#reloc-summary", Static).update(summary_text(view), layout=not same_rows)
+            self.query_one("#reloc-summary", Static).update(summary_text(view, self._room()), layout=not same_rows)
         needle = self.query_one("#reloc-filter", Input).value
         relocations = view.snapshot.relocations
         # The engine hands back the same state objects while no slot changed,
@@ -134,13 +152,14 @@ class RelocationsPane(ViewPane, Vertical):
         self._line_of = line_of
         # Columns as wide as their widest cell; the hex ones always fit a
         # 64-bit value, so a slot being written does not shift the table.
-        widths = [max([len(label), HEX_COLUMNS.get(label, 0), *(len(row[i]) for row in rows)])
-                  for i, label in enumerate(COLUMNS)]
-        header = Text("  ".join(label.ljust(width) for label, width in zip(COLUMNS, widths)), style="bold")
-        self.query_one("#reloc-header", Static).update(header, layout=False)
-        if widths != self._widths:
-            self._widths, self._lines = widths, {}
-        self.table.set_lines([self._line_for(row) for row in rows])
+        widths = [max([len(column.name), HEX_COLUMNS.get(column.name, 0), *(len(row[i]) for row in rows)])
+                  for i, column in enumerate(COLUMNS)]
+        layout = plan(COLUMNS, widths, self._room())
+        if widths != self._widths or layout != self._layout:
+            self._widths, self._layout, self._lines = widths, layout, {}
+            self.query_one("#reloc-header", Static).update(Text("\n").join(layout.header()),
+                                                           layout=layout.height > 1)
+        self.table.set_lines([line for row in rows for line in self._line_for(row)])
         total = len(view.snapshot.relocations)
         self.set_titles(subtitle=f"{len(rows)} of {total}" if needle else f"{total} entries")
 
@@ -164,25 +183,25 @@ class RelocationsPane(ViewPane, Vertical):
             if any(len(cell) > width for cell, width in zip(row, self._widths)):
                 return False
             self._rows[id(new)] = (new, row)
-            changes[line_index] = self._line_for(row)
+            first = line_index * self._layout.height
+            for offset, line in enumerate(self._line_for(row)):
+                changes[first + offset] = line
         self.table.replace_lines(changes)
         return True
 
-    def _line_for(self, row: tuple[str, ...]) -> Text:
-        """row's line at the current column widths, made once."""
-        line = self._lines.get(row)
-        if line is None:
-            line = self._lines[row] = self._line(row, self._widths)
-        return line
+    def _room(self) -> int:
+        """The width the table is laid out at (the scrollbar's column kept free)."""
+        table = self.table
+        return max(1, (table.size.width or self.size.width) - table.styles.scrollbar_size_vertical)
 
-    @staticmethod
-    def _line(row: tuple[str, ...], widths: list[int]) -> Text:
-        line = Text()
-        for index, (cell, width) in enumerate(zip(row, widths)):
-            if index:
-                line.append("  ")
-            line.append(cell.ljust(width), style=STATE_STYLES.get(cell, "") if index == STATE_COLUMN else "")
-        return line
+    def _line_for(self, row: tuple[str, ...]) -> list[Text]:
+        """row's lines in the current layout, made once."""
+        lines = self._lines.get(row)
+        if lines is None:
+            cells = [Text(cell, style=STATE_STYLES.get(cell, "")) if index == STATE_COLUMN else cell
+                     for index, cell in enumerate(row)]
+            lines = self._lines[row] = self._layout.lines_of(cells)
+        return lines
 
     @staticmethod
     def _row(reloc) -> tuple[str, ...]:
