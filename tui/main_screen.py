@@ -134,6 +134,17 @@ class MainScreen(Screen):
         self.query_one(CommandLine).value = command
         self.query_one("#listing").focus()
 
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.call_after_refresh(self._flush_panes)
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self._flush_panes)
+
+    def _flush_panes(self) -> None:
+        """Draw what the panes now shown were sent while hidden."""
+        for pane in self.view_targets()[1]:
+            pane.flush()
+
     def show_tab(self, tab_id: str) -> bool:
         """Bring tab_id up; False when this layout has no such tab (the log
         and the code have their own panes at full width)."""

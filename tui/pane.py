@@ -22,6 +22,12 @@ class ViewPane:
         if self.is_shown():
             self._flush_view()
 
+    def flush(self) -> None:
+        """Draw the view that came while hidden, if shown now (Textual's
+        Show event does not always come: not after another screen was up)."""
+        if self._pending_view is not None and self.is_shown():
+            self._flush_view()
+
     def redraw(self) -> None:
         """Draw the current view again (after a filter or a width change)."""
         view = self._pending_view or self._drawn_view

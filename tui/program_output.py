@@ -17,7 +17,7 @@ class ProgramOutputPane(RichLog):
     BORDER_TITLE = "program output"
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(wrap=True, highlight=False, markup=False, auto_scroll=True, **kwargs)
+        super().__init__(wrap=True, highlight=False, markup=False, auto_scroll=True, min_width=1, **kwargs)
 
     def on_mount(self) -> None:
         app = self.app

@@ -8,6 +8,7 @@ from loaderdbg_tui.lines_view import LinesView
 
 from loaderdbg.decode.registers import format_flags
 
+from loaderdbg_tui.fit import shrink
 from loaderdbg_tui.pane import ViewPane
 from loaderdbg_tui.view import StopView
 
@@ -70,6 +71,9 @@ class RegistersPane(ViewPane, LinesView):
         names = [n for n in order if n in regs] + [n for n in regs.names() if n not in order]
         tables = regs.tables
         with_notes = self.size.width >= NOTES_FROM
+        # What a note may take: the rest of the line after name and value
+        # (a path or a symbol shrinks from the left, its +0x… offset whole).
+        note_room = max(0, self.scrollable_content_region.width - NAME_WIDTH - 19)
         cache = self._line_cache
         if len(cache) > 4096:
             cache.clear()
@@ -82,6 +86,11 @@ class RegistersPane(ViewPane, LinesView):
             value = regs[name]
             changed = name in view.changed
             note = view.register_notes.get(name) if with_notes else None
+            if note is not None and len(note) > note_room:
+                # "object segments" keeps the object (the list shrinks at its
+                # end); a path or symbol+0x… keeps its end.
+                side = "end" if " " in note else "left"
+                note = shrink(note, note_room, side).plain if note_room > 1 else None
             alert = view.crashed and name == tables.pc_register
             key = (name, value, changed, note, alert)
             line = cache.get(key)

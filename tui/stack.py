@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from loaderdbg_tui.fit import shrink
 from loaderdbg_tui.lines_view import LinesView
 from loaderdbg_tui.pane import ViewPane
 from loaderdbg_tui.view import StopView
@@ -16,6 +17,7 @@ REWRITTEN = "bold yellow"
 WITH_ADDRESS = 72  # pane width from which the slot addresses are shown
 ADDRESS_WIDTH = 14
 WORD_SLOT_WIDTH = len("…ffff")  # the widest label of a word at sp ("sp ▶" is 4)
+CONTINUATION = 4  # indent of a value moved under its slot
 
 
 def _volatile(app, kind: str, text: str) -> str:
@@ -47,17 +49,24 @@ class StackPane(ViewPane, LinesView):
         sp = view.registers.sp if view.registers is not None else None
         return (snap.stack, snap.auxv_changed, snap.auxv_kernel, view.stack_words, sp)
 
+    def _room(self) -> int:
+        """The width lines are laid out at (the scrollbar's column kept free)."""
+        return max(1, self.size.width - self.styles.scrollbar_size_vertical)
+
     def draw(self, view: StopView, previous: StopView | None) -> None:
         if previous is not None and self._key(previous) == self._key(view) and self.lines:
             return
         with_address = self.size.width >= WITH_ADDRESS
-        block_lines, slot_width = self._block_lines(view, with_address)
-        words = [self._line(row, with_address, slot_width) for row in self.word_rows(view, with_address)]
+        room = self._room()
+        block_lines, slot_width = self._block_lines(view, with_address, room)
+        words = [line for row in self.word_rows(view, with_address)
+                 for line in self._line(row, with_address, slot_width, room)]
         stack = view.snapshot.stack
-        self.set_titles(title=f"stack · exec's block at {stack.sp:#x}" if stack is not None else "stack")
+        title = f"stack · exec's block at {stack.sp:#x}" if stack is not None else "stack"
+        self.set_titles(title=title if len(title) + 4 <= self.size.width else "stack")
         self.set_lines(words + block_lines)
 
-    def _block_lines(self, view: StopView, with_address: bool) -> tuple[list[Text], int]:
+    def _block_lines(self, view: StopView, with_address: bool, room: int) -> tuple[list[Text], int]:
         """Exec's block laid out, and the slot column's width (the words'
         labels are never wider than WORD_SLOT_WIDTH, so they never widen it)."""
         snap = view.snapshot
@@ -65,24 +74,53 @@ class StackPane(ViewPane, LinesView):
         sp = view.registers.sp if view.registers is not None else None
         # The block's first row says "argc ◀ sp" while sp is there.
         key = (stack, snap.auxv_changed, snap.auxv_kernel, with_address, bool(view.stack_words),
-               stack is not None and sp == stack.sp)
+               stack is not None and sp == stack.sp, room)
         if self._block is None or self._block[0] != key:
             rows = self.block_rows(view)
             slot_width = max([WORD_SLOT_WIDTH] + [cells[1].cell_len for cells in rows])
-            self._block = (key, [self._line(row, with_address, slot_width) for row in rows], slot_width)
+            self._block = (key, [line for row in rows for line in self._line(row, with_address, slot_width, room)],
+                           slot_width)
         return self._block[1], self._block[2]
 
     @staticmethod
-    def _line(row: tuple[Text, Text, Text], with_address: bool, slot_width: int) -> Text:
-        address, slot, value = row
-        line = Text()
+    def _line(row: tuple, with_address: bool, slot_width: int, room: int) -> list[Text]:
+        """A slot's line; where it does not fit, the value goes under the
+        slot and what the kernel gave under that (numbers are never cut:
+        only a string shrinks, at its end)."""
+        address, slot, value = row[:3]
+        extra = row[3] if len(row) > 3 else None
+        line = Text(no_wrap=True, overflow="crop")
         if with_address:
             line.append_text(address)
             line.pad_right(ADDRESS_WIDTH + 1 - line.cell_len)
         line.append_text(slot)
         line.pad_right(slot_width + 1 - slot.cell_len)
-        line.append_text(value)
-        return line
+        start = line.cell_len
+        whole = value.copy()
+        if extra is not None:
+            whole.append("  ")
+            whole.append_text(extra)
+        if start + whole.cell_len <= room:
+            line.append_text(whole)
+            return [line]
+        indent = min(start, CONTINUATION)
+        lead = value.plain.split(" ", 1)[0]  # a pointer or a value: the part never cut
+        if start + value.cell_len <= room:
+            line.append_text(value)
+            lines = [line]
+        elif room - start > len(lead) + 1:  # a list or a string shrinks at its end, on the slot's line
+            line.append_text(shrink(value, room - start))
+            lines = [line]
+        else:
+            line.rstrip()
+            indent = max(0, min(indent, room - len(lead) - 2))
+            lines = [line, Text(" " * indent) + shrink(value, room - indent)]
+        if extra is not None:
+            if indent + extra.cell_len > room:  # "✎ kernel gave 0x…" → "✎ 0x…"
+                extra = Text.assemble(extra[:1], extra[extra.plain.rfind(" "):])
+                indent = min(indent, max(0, room - extra.cell_len))
+            lines.append(Text(" " * indent) + extra)
+        return lines
 
     def word_rows(self, view: StopView, with_address: bool) -> list[tuple[Text, Text, Text]]:
         """The window of words around sp. Labels do not depend on sp (the
@@ -100,8 +138,9 @@ class StackPane(ViewPane, LinesView):
             rows.append((Text(f"{address:#x}", style="dim"), slot, shown))
         return rows
 
-    def block_rows(self, view: StopView) -> list[tuple[Text, Text, Text]]:
-        rows: list[tuple[Text, Text, Text]] = []
+    def block_rows(self, view: StopView) -> list[tuple[Text, ...]]:
+        """(address, slot, value) or, for a rewritten auxv entry, (…, what the kernel gave)."""
+        rows: list[tuple[Text, ...]] = []
 
         def add(address, slot, value) -> None:
             cells = (Text(address, style="dim") if isinstance(address, str) else address,
@@ -132,8 +171,8 @@ class StackPane(ViewPane, LinesView):
                 before = kernel.get(entry.type)
                 was = _volatile(self.app, f"auxv:{entry.name}", f"{before.value:#x}") \
                     if before is not None else "absent"
-                value = Text.assemble((decoded, REWRITTEN), (f"  ✎ kernel gave {was}", "yellow"))
-                add(address, Text(f"{entry.name} ✎", style=REWRITTEN), value)
+                rows.append((Text(address, style="dim"), Text(f"{entry.name} ✎", style=REWRITTEN),
+                             Text(decoded, style=REWRITTEN), Text(f"✎ kernel gave {was}", style="yellow")))
             else:
                 add(address, entry.name, Text(decoded))
         return rows

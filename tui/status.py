@@ -74,39 +74,49 @@ class StatusLine(Static):
         if view is None:
             return
         app = self.app
-        first = Text(no_wrap=True, overflow="ellipsis")
-        stage = view.stage
-        headline = view.words.headline
-        if view.crashed:
-            # What went wrong comes first: on 80 columns the rest may not fit.
-            first.append(" ✖ CRASHED ", style="bold white on red")
-            first.append(" ")
-            first.append(headline.removeprefix("CRASHED: "), style="bold")
-            first.append(" · ")
-        elif stage is not None:
-            badge = stage.title if stage.here else f"after {stage.title}"
-            first.append(f" {badge} ", style="bold black on cyan" if stage.here else "bold black on grey70")
-            first.append(" ")
-        first.append(os.path.basename(view.program) or "?", style="bold")
+        where = Text()  # program, pid or file, step
+        where.append(os.path.basename(view.program) or "?", style="bold")
         label = getattr(app, "target_label", None)
         if label and "replay" in view.capabilities:
             # A recording: name the file (not the recorded pid); the CLI's
             # title is the whole command line, the file is its last word.
-            first.append(f" · {os.path.basename(label.split()[-1])}")
+            where.append(f" · {os.path.basename(label.split()[-1])}")
         elif view.pid is not None:
             hook = getattr(app, "present_volatile", None)
             pid = hook("pid", str(view.pid)) if hook is not None else str(view.pid)
-            first.append(f" · pid {pid}")
+            where.append(f" · pid {pid}")
         elif label:
-            first.append(f" · {label}")
-        first.append(" · step ")
-        first.append(step_text(view.position, view.position_exact), style="bold")
-        if not view.crashed:
-            first.append(" · ")
-            first.append(headline, style="bold" if view.words.severity != "ok" else "")
-        if self._busy:
-            first.append(f"  {SPINNER[self._frame]} {self._busy}… (Ctrl+C interrupts)", style="bold yellow")
+            where.append(f" · {label}")
+        where.append(" · step ")
+        where.append(step_text(view.position, view.position_exact), style="bold")
+        stage = view.stage
+        headline = view.words.headline
+        first = Text(no_wrap=True, overflow="crop")
+        said = Text()  # what the stop is, after where
+        if view.crashed:
+            # What went wrong comes first: on 80 columns the rest may not fit.
+            first.append(" ✖ CRASHED ", style="bold white on red")
+            first.append(" ")
+            said.append(headline.removeprefix("CRASHED: "), style="bold")
+        else:
+            if stage is not None:
+                badge = stage.title if stage.here else f"after {stage.title}"
+                first.append(f" {badge} ", style="bold black on cyan" if stage.here else "bold black on grey70")
+                first.append(" ")
+            said.append(headline, style="bold" if view.words.severity != "ok" else "")
+        busy = Text(f"  {SPINNER[self._frame]} {self._busy}… (Ctrl+C interrupts)", style="bold yellow") \
+            if self._busy else Text()
         second = Text(view.words.detail or "", style="" if view.crashed else "italic")
+        room = self.content_size.width or 10**6
+        order = (said, where) if view.crashed else (where, said)
+        whole = first + order[0] + Text(" · ") + order[1] + busy
+        if whole.cell_len <= room:
+            first = whole
+        else:
+            # No number is cut (DESIGN.md §9): what the stop is moves to the
+            # start of the rows under, which wrap at words.
+            first = first + where + busy
+            second = said + Text(": ") + second if second.plain else said
         self.plain = f"{first.plain}\n{second.plain}"
         if (first, second) != self._shown:
             previous, self._shown = self._shown, (first, second)

@@ -29,7 +29,8 @@ class SyscallsPane(ViewPane, RichLog):
     BORDER_TITLE = "syscalls"
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(wrap=False, highlight=False, markup=False, auto_scroll=True, **kwargs)
+        # Wrapped at words at the pane's width: a line past its edge would cut the numbers on it.
+        super().__init__(wrap=True, highlight=False, markup=False, auto_scroll=True, min_width=1, **kwargs)
         self._shown: tuple = ()
 
     def draw(self, view: StopView, previous: StopView | None) -> None:
