@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.decode.errors import DecodeError
-from loaderdbg.decode.linkmap import (LinkMapEntry, RDebug, find_r_debug_via_dt_debug, image_extent,
+from loaderdbg.decode.linkmap import (LinkMapEntry, RDebug, find_r_debug_via_dt_debug, read_r_debug,
                                       walk_r_debug)
 from loaderdbg.decode.memory import MemoryReader
 
@@ -77,28 +77,36 @@ class LoaderProgress:
     # dl_main sets RT_ADD before loading them and RT_CONSISTENT only after
     # relocating them all; musl publishes the list once, after relocating.
     startup_relocated: bool
-    vdso: tuple[int, int] | None  # [start, end) of the vDSO image, from its link_map entry
+    r_debug: RDebug | None = None
 
 
-NO_PROGRESS = LoaderProgress(None, False, None)
+NO_PROGRESS = LoaderProgress(None, False)
 
 
 def loader_progress(program: "LoadedObject | None", objects: "Sequence[LoadedObject]",
-                    memory: MemoryReader) -> LoaderProgress:
+                    memory: MemoryReader, before: LoaderProgress | None = None) -> LoaderProgress:
+    """``before``: an earlier answer for the same process. Startup
+    relocation, once done, stays done: while r_debug reads the same, the
+    list is not walked again."""
     if program is None or program.info.dynamic_value("DT_DEBUG") is None:
         return NO_PROGRESS
     dynamic = next((seg for seg in program.info.segments if seg.type == "DYNAMIC"), None)
     if dynamic is None:
         return NO_PROGRESS
     try:
-        r_debug = find_r_debug_via_dt_debug(memory, program.base + dynamic.vaddr)
-        if not r_debug:
-            return LoaderProgress(False, False, None)
-        debugs, entries = walk_r_debug(memory, r_debug)
+        address = find_r_debug_via_dt_debug(memory, program.base + dynamic.vaddr)
+        if not address:
+            return LoaderProgress(False, False)
+        head = read_r_debug(memory, address)
+        if head is None:
+            return LoaderProgress(True, False)
+        if before is not None and before.startup_relocated and before.r_debug == head:
+            return before
+        debugs, entries = walk_r_debug(memory, address)
     except DecodeError:
         return NO_PROGRESS
     if not debugs:
-        return LoaderProgress(True, False, None)
+        return LoaderProgress(True, False)
     first = debugs[0]
     in_list = [e for e in entries if e.namespace == 0]
     names = {e.name.rsplit("/", 1)[-1] for e in in_list} | {e.name for e in in_list}
@@ -107,11 +115,7 @@ def loader_progress(program: "LoadedObject | None", objects: "Sequence[LoadedObj
     startup = (first.r_state == "RT_CONSISTENT" and first.r_map != 0 and first.r_brk != 0
                and all(needed in names or needed.rsplit("/", 1)[-1] in names or sonames.get(needed) in bases
                        for needed in program.info.needed))
-    vdso = next((e for e in in_list if e.kind == "vdso"), None)
-    extent = None
-    if vdso is not None:
-        extent = image_extent(memory, vdso.l_addr)
-    return LoaderProgress(True, startup, extent)
+    return LoaderProgress(True, startup, head)
 
 
 def scope_from_link_map(objects: "Sequence[LoadedObject]", entries: Sequence[LinkMapEntry],

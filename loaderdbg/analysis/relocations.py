@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Callable, Iterable
 
 from loaderdbg.analysis.link_map import LoaderProgress, loader_progress
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
+from loaderdbg.decode.linkmap import image_extent
 from loaderdbg.decode.memory import MemoryReader
 
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -50,6 +52,12 @@ class Binding:
     object: str | None
     symbol: str
     version: str | None
+
+
+@lru_cache(maxsize=1 << 16)
+def _binding(obj: str | None, symbol: str, version: str | None) -> Binding:
+    """One instance per binding: many objects bind to the same definitions."""
+    return Binding(obj, symbol, version)
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,8 @@ class _Slot:
         if own is None:
             return None
         if found is None:
-            return Binding(None, own.name, self.reloc.symbol_version) if own.bind == "WEAK" else None
-        return Binding(found[0].path, found[1].name, found[1].version)
+            return _binding(None, own.name, self.reloc.symbol_version) if own.bind == "WEAK" else None
+        return _binding(found[0].path, found[1].name, found[1].version)
 
     def symbol_value(self, plt: bool = False) -> tuple[int | None, DynSymbol | None, Binding | None]:
         """S: the runtime address the symbol resolves to (0 for an undefined
@@ -161,7 +169,6 @@ class _Slot:
 # What would settle a verdict the slot's value alone cannot.
 NEEDS_PROCESSED = "processed"    # value is the same before and after: has ld.so been past it?
 NEEDS_PLT_SETUP = "plt-setup"    # a JUMP_SLOT at base 0 holding its stub: lazy once GOT[1..2] are set
-NEEDS_VDSO = "vdso"              # an ifunc result outside every file: the vDSO?
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,14 @@ def _judge(current: int | None, pending: int | None, applied: int | None,
     slot is the loader's alone."""
     if current is None:
         return _Verdict(UNKNOWN, applied, binding=binding, reason="the slot is not readable")
+    # The common answers first: this runs once per relocation.
+    is_pending, is_applied, is_lazy = current == pending, current == applied, current == lazy
+    if is_applied and not is_pending and not is_lazy:
+        return _Verdict(APPLIED, applied, binding=binding, shows_processing=True)
+    if is_pending and not is_applied and not is_lazy:
+        return _Verdict(PENDING, applied, binding=binding)
+    if is_lazy and not is_pending and not is_applied:
+        return _Verdict(LAZY, applied, binding=binding, shows_processing=True)
     candidates = {PENDING: pending, APPLIED: applied, LAZY: lazy}
     matches = {state for state, value in candidates.items() if value is not None and value == current}
     if len(matches) == 1:
@@ -275,12 +290,28 @@ def _ifunc_symbol(s: _Slot, plt: bool = False) -> _Verdict:
     if landed is not None and (landed.path, landed.base) == (found[0].path, found[0].base):
         return _Verdict(APPLIED, None, binding=binding, shows_processing=True)
     if landed is None:
-        return _Verdict(UNKNOWN, None, binding=binding, needs=NEEDS_VDSO,
-                        reason=f"holds {s.current:#x}, outside every loaded file; the {found[1].name} "
-                               f"resolver in {found[0].name} returns an address in {found[0].name} or the vDSO")
+        if _in_unnamed_image(s.memory, s.current):
+            return _Verdict(APPLIED, None, binding=binding, shows_processing=True)
+        return _Verdict(UNKNOWN, None, binding=binding,
+                        reason=f"holds {s.current:#x}, outside every loaded file and the vDSO; the "
+                               f"{found[1].name} resolver in {found[0].name} returns an address in one of them")
     return _Verdict(UNKNOWN, None, binding=binding,
                     reason=f"holds {s.current:#x}, in {landed.name}, but {found[1].name} is an ifunc "
                            f"of {found[0].name}")
+
+
+_VDSO_PAGES = 8  # the x86-64 and aarch64 vDSO images are 2 pages
+
+
+def _in_unnamed_image(memory: MemoryReader, address: int) -> bool:
+    """address lies in an ELF image no file backs: the vDSO (the only one
+    the kernel maps), whose header sits a page or two below its code."""
+    page = address & ~(PAGE_SIZE - 1)
+    for back in range(_VDSO_PAGES):
+        extent = image_extent(memory, page - back * PAGE_SIZE)
+        if extent is not None:
+            return extent[0] <= address < extent[1]
+    return False
 
 
 def _irelative(s: _Slot) -> _Verdict:
@@ -562,13 +593,16 @@ def _state(obj: LoadedObject, reloc: Relocation, verdict: _Verdict, current: int
         link_value=link_value,
         table=reloc.table,
         binding=verdict.binding,
-        reason=verdict.reason if verdict.reason is None or verdict.state in (UNKNOWN, APPLIED) else None,
+        reason=verdict.reason,
     )
 
 
 # ---------------------------------------------------------------------------
 # What ld.so has visibly done, for the slots whose value cannot tell
 # ---------------------------------------------------------------------------
+
+
+_PROGRESS: dict[int, tuple[SymbolTable, LoaderProgress]] = {}  # last answer per symbol table (one process)
 
 
 class _Progress:
@@ -583,7 +617,15 @@ class _Progress:
 
     def value(self) -> LoaderProgress:
         if self._value is None:
-            self._value = loader_progress(self._symbols.program, self._symbols.objects, self._memory)
+            symbols = self._symbols
+            with _CACHE_LOCK:
+                hit = _PROGRESS.get(id(symbols))
+            before = hit[1] if hit is not None and hit[0] is symbols else None
+            self._value = loader_progress(symbols.program, symbols.objects, self._memory, before)
+            with _CACHE_LOCK:
+                _PROGRESS[id(symbols)] = (symbols, self._value)
+                while len(_PROGRESS) > _CACHE_OBJECTS:
+                    del _PROGRESS[next(iter(_PROGRESS))]
         return self._value
 
     def use(self) -> LoaderProgress:
@@ -617,7 +659,13 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
     processing has been processed. (musl has no ifuncs nor lazy binding,
     so its different order never matters here.)"""
     final = list(raw)
-    last = max((i for i, v in enumerate(raw) if v.shows_processing), default=-1)
+    last = -1
+    open_verdicts = []
+    for i, verdict in enumerate(raw):
+        if verdict.shows_processing:
+            last = i
+        if verdict.needs is not None or verdict.may_be_applied:
+            open_verdicts.append(i)
     in_startup_scope = symbols.in_global_scope(obj)
     name = obj.name
     program = symbols.program
@@ -638,7 +686,8 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
         the program's DT_DEBUG."""
         return index >= last and in_startup_scope and not is_interp and progress.use().published is False
 
-    for i, verdict in enumerate(raw):
+    for i in open_verdicts:
+        verdict = raw[i]
         if verdict.may_be_applied:
             if relocated(i):
                 final[i] = replace(verdict, state=APPLIED, expected=currents[i], may_be_applied=False)
@@ -672,12 +721,6 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
             elif why:
                 final[i] = replace(verdict, needs=None, state=APPLIED,
                                    reason=f"{verdict.reason}: rewritten after relocation ({why})")
-            else:
-                final[i] = replace(verdict, needs=None)
-        elif needs == NEEDS_VDSO:
-            vdso = progress.use().vdso
-            if current is not None and vdso is not None and vdso[0] <= current < vdso[1]:
-                final[i] = replace(verdict, needs=None, state=APPLIED, reason=None, shows_processing=True)
             else:
                 final[i] = replace(verdict, needs=None)
     return final

@@ -54,33 +54,35 @@ class LoadedObject:
         return any(s.version is not None for s in self.info.dynsyms)
 
 
-def _visible(sym: DynSymbol, include_tls: bool) -> bool:
-    return (sym.shndx_defined and sym.bind in _VISIBLE_BINDS and sym.visibility in _VISIBLE_VISIBILITY
-            and (include_tls or sym.type != "TLS"))
+_CANDIDATES: dict[int, tuple[ElfInfo, dict[str, tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]] = {}
+_CANDIDATES_MAX = 256
 
 
-def _has_versym(info: ElfInfo) -> bool:
-    return info.dynamic_value("DT_VERSYM") is not None
-
-
-_PLT_ENTRIES: dict[int, tuple[ElfInfo, dict[str, DynSymbol]]] = {}
-_PLT_ENTRIES_MAX = 256
-
-
-def _canonical_plt_entries(info: ElfInfo) -> dict[str, DynSymbol]:
-    """Undefined symbols with a value (a non-PIE program's canonical PLT
-    entries), by name; scanned once per file."""
-    hit = _PLT_ENTRIES.get(id(info))
+def _candidates(info: ElfInfo) -> tuple[dict[str, tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]:
+    """(name -> definitions with a value, name -> canonical PLT entry, has
+    DT_VERSYM), one pass over .dynsym per file: a lookup asks every object
+    in scope, and most do not define the name."""
+    hit = _CANDIDATES.get(id(info))
     if hit is not None and hit[0] is info:
-        return hit[1]
-    entries = {}
-    if info.type == "ET_EXEC" or info.is_pie:
-        entries = {s.name: s for s in info.dynsyms
-                   if s.name and not s.shndx_defined and s.value and s.bind in _VISIBLE_BINDS}
-    _PLT_ENTRIES[id(info)] = (info, entries)
-    while len(_PLT_ENTRIES) > _PLT_ENTRIES_MAX:
-        del _PLT_ENTRIES[next(iter(_PLT_ENTRIES))]
-    return entries
+        return hit[1], hit[2], hit[3]
+    defined: dict[str, list[DynSymbol]] = {}
+    plt_entries: dict[str, DynSymbol] = {}
+    program = info.type == "ET_EXEC" or info.is_pie
+    for sym in info.dynsyms:
+        if not sym.name or sym.bind not in _VISIBLE_BINDS or sym.visibility not in _VISIBLE_VISIBILITY:
+            continue
+        if sym.shndx_defined:
+            if sym.value or sym.type == "TLS":
+                defined.setdefault(sym.name, []).append(sym)
+        elif program and sym.value:
+            # An executable's undefined symbol with a value is its
+            # canonical PLT entry (a non-PIE program took the address).
+            plt_entries.setdefault(sym.name, sym)
+    value = ({k: tuple(v) for k, v in defined.items()}, plt_entries, info.dynamic_value("DT_VERSYM") is not None)
+    _CANDIDATES[id(info)] = (info, *value)
+    while len(_CANDIDATES) > _CANDIDATES_MAX:
+        del _CANDIDATES[next(iter(_CANDIDATES))]
+    return value
 
 
 def match_definition(obj: LoadedObject, name: str, version: str | None,
@@ -88,14 +90,17 @@ def match_definition(obj: LoadedObject, name: str, version: str | None,
     """The definition of name[@version] that ld.so would take from obj;
     ``plt`` for a JUMP_SLOT lookup, which skips canonical PLT entries."""
     info = obj.info
-    defs = [s for s in info.definitions(name) if _visible(s, include_tls) and (s.value or s.type == "TLS")]
+    defined, plt_entries, has_versym = _candidates(info)
+    defs = defined.get(name, ())
+    if not include_tls and defs:
+        defs = tuple(s for s in defs if s.type != "TLS")
     if not plt:
-        entry = _canonical_plt_entries(info).get(name)
-        if entry is not None and entry.visibility in _VISIBLE_VISIBILITY:
-            defs.append(entry)
+        entry = plt_entries.get(name)
+        if entry is not None:
+            defs = defs + (entry,)
     if not defs:
         return None
-    if not _has_versym(info):
+    if not has_versym:
         return defs[0]
     if version is not None:
         exact = next((s for s in defs if s.version == version), None)
@@ -176,6 +181,7 @@ class SymbolTable:
         self._in_scope = frozenset(_key(o) for o in self.scope)
         self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = {}
         self.program: LoadedObject | None = _main_program(self.objects)
+        self._scope_index: dict[int, list] = {}
         ranges = []
         for index, obj in enumerate(self.objects):
             for seg in obj.info.load_segments():
@@ -215,7 +221,10 @@ class SymbolTable:
         if key in self._lookups:
             return self._lookups[key]
         found = None
-        for obj in scope:
+        for obj, defined, plt_entries in self._indexed(scope):
+            # Most objects in scope do not define the name at all.
+            if name not in defined and (plt or name not in plt_entries):
+                continue
             if skipped is not None and _key(obj) == skipped:
                 continue
             sym = match_definition(obj, name, version, include_tls, plt)
@@ -224,6 +233,12 @@ class SymbolTable:
                 break
         self._lookups[key] = found
         return found
+
+    def _indexed(self, scope: tuple[LoadedObject, ...]) -> list:
+        indexed = self._scope_index.get(id(scope))
+        if indexed is None:
+            indexed = self._scope_index[id(scope)] = [(o, *_candidates(o.info)[:2]) for o in scope]
+        return indexed
 
     def resolve(self, name: str, version: str | None = None) -> int | None:
         """Runtime address of the first global/weak non-TLS definition."""
