@@ -211,6 +211,15 @@ class ArchTables:
     def user_regs_size(self) -> int:
         return len(self.user_regs_fields) * self.word_size
 
+    @functools.cached_property
+    def register_indexes(self) -> Mapping[str, int]:
+        """Register name -> its word's index in user_regs_fields."""
+        return _frozen({name: index for index, name in enumerate(self.user_regs_fields)})
+
+    def register_offset(self, name: str) -> int:
+        """Byte offset of a register in the raw register block (NT_PRSTATUS)."""
+        return self.register_indexes[name] * self.word_size
+
 
 def make_arch(**fields) -> ArchTables:
     """Build an ArchTables, freezing every mapping and deriving the inverse

@@ -76,6 +76,7 @@ class Inferior:
         self.argv = argv
         self.attached = attached
         self.arch = get_arch("x86_64")
+        self._return_offset = self.arch.register_offset(self.arch.syscall_return_register)
         self.step_count = 0
         self.step_exact = attached is None
         self.events: list[Event] = []
@@ -570,7 +571,8 @@ class Inferior:
             result = None
             if stop.alive:
                 raw = self.tracee.regs_raw()
-                result = int.from_bytes(raw[80:88], "little", signed=True)  # rax
+                result = int.from_bytes(raw[self._return_offset:self._return_offset + self.arch.word_size],
+                                        "little", signed=True)
             self.observe_syscall_exit(result)
         return stop
 

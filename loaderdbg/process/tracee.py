@@ -14,6 +14,7 @@ import os
 import signal as _signal
 from dataclasses import dataclass
 
+from loaderdbg.arch import X86_64
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.memory import ProcessMemory
@@ -30,9 +31,9 @@ SYSCALL_INSN = b"\x0f\x05"
 CODE_PLAIN = 0  # a SIGTRAP stop after stepping it is our trap flag
 CODE_SYSCALL = 1  # `syscall`: the engine decodes its arguments first
 CODE_TRAP = 2  # int3, int n, int1, or unreadable: only siginfo can tell
-RIP_OFFSET = 16 * 8  # user_regs_struct.rip
-RSP_OFFSET = 19 * 8
-_R11_OFFSET = 6 * 8
+RIP_OFFSET = X86_64.register_offset(X86_64.pc_register)
+RSP_OFFSET = X86_64.register_offset(X86_64.sp_register)
+_R11_OFFSET = X86_64.register_offset("r11")
 _EFLAGS_TF = 0x100
 # TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
 # int3 bytes, which we take out before letting it go (gdb's detach-on-fork).

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from loaderdbg import __version__
-from loaderdbg.arch import get_arch
+from loaderdbg.arch import X86_64, get_arch
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.syscalls import MAPPING_SYSCALLS
@@ -70,10 +70,10 @@ ELF_MAGIC = b"\x7fELF"
 # the rest (VmRSS, context switches…) changes all the time.
 STATUS_FIELDS = frozenset({"Name", "State", "Tgid", "Pid", "PPid", "TracerPid", "SigQ", "SigPnd", "ShdPnd",
                            "SigBlk", "SigIgn", "SigCgt"})
-_RIP = 16 * 8
-_RSP = 19 * 8
-_RAX = 10 * 8
-_EFLAGS = 18 * 8
+_RIP = X86_64.register_offset("rip")
+_RSP = X86_64.register_offset("rsp")
+_RAX = X86_64.register_offset("rax")
+_EFLAGS = X86_64.register_offset("eflags")
 _TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
 

@@ -43,7 +43,6 @@ from loaderdbg.snapshot import Snapshot, ThreadState, build_snapshot
 from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, ReasonKind, Target, parse_target
 
-FS_BASE = 21
 
 
 # A move that applies more writes than this is not logged (ReplayMemory.writes_since).
@@ -496,8 +495,9 @@ class ReplayState:
             except DecodeError:
                 continue
             fs_base = None
-            if tid == self.pid and regs is not None:
-                fs_base = int.from_bytes(regs[FS_BASE * 8:FS_BASE * 8 + 8], "little")
+            if tid == self.pid and regs is not None and "fs_base" in self.arch.register_indexes:
+                offset = self.arch.register_offset("fs_base")
+                fs_base = int.from_bytes(regs[offset:offset + self.arch.word_size], "little")
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
                                    status.sig_pending, status.shared_pending,
                                    self.stop_reason.kind if tid == self.pid else "running (not traced)"))
@@ -588,9 +588,8 @@ class ReplaySession:
         return self._source.arch
 
     def register(self, name: str) -> int:
-        arch = self._source.arch
-        index = arch.user_regs_fields.index(name)
-        return int.from_bytes(self._regs[index * 8:index * 8 + 8], "little")
+        offset = self.arch.register_offset(name)
+        return int.from_bytes(self._regs[offset:offset + self.arch.word_size], "little")
 
     @property
     def pc(self) -> int:
@@ -704,7 +703,7 @@ class ReplaySession:
                 found = index.find_pc(self.recording, {after}, after=probe)
                 if found is None:
                     return self._move(self.last_step)
-                if self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 19) >= sp:
+                if self._register_at(found, self.arch.sp_register) >= sp:
                     return self._move(found, reasons.stepped(found))
                 probe = found
 
@@ -730,7 +729,7 @@ class ReplaySession:
             found = index.find_pc(self.recording, self._breakpoints,
                                   **({"after": here} if forward else {"before": here}))
             if found is not None:
-                pc = self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 16)
+                pc = self._register_at(found, self.arch.pc_register)
                 where = self._source.symbols().symbolize(pc)
                 candidates.append((found, reasons.breakpoint_hit(target, pc, where)))
         if target is not None:
@@ -765,8 +764,7 @@ class ReplaySession:
         label = str(target)
 
         def reached(position: int) -> tuple[int, StopReason]:
-            pc = rec.chunk_regs(rec.chunk_of(position)).word(position, 16)
-            return position, reasons.reached_at(target, pc)
+            return position, reasons.reached_at(target, self._register_at(position, self.arch.pc_register))
 
         if kind == "first":
             return None if forward or self._pos == 0 else (0, reasons.at_first(target))
@@ -802,7 +800,7 @@ class ReplaySession:
             if found is None:
                 return None
             signal = next(s for s in rec.signals() if s["step"] == found)
-            pc = rec.chunk_regs(rec.chunk_of(found)).word(found, 16)
+            pc = self._register_at(found, self.arch.pc_register)
             return found, reasons.signal_stop(target, signal["signo"], _signal_name(signal["signo"]), pc,
                                               self._fault_address(signal["siginfo"]))
         if kind == "syscall":
@@ -817,6 +815,11 @@ class ReplaySession:
         if kind == "sym":
             return self._find_addresses(target, self._symbol_addresses(target.name), forward)
         return None
+
+    def _register_at(self, step: int, name: str) -> int:
+        """A register at any step, without moving there."""
+        rec = self.recording
+        return rec.chunk_regs(rec.chunk_of(step)).word(step, self.arch.register_indexes[name])
 
     def _fault_address(self, siginfo: bytes | None) -> int | None:
         if not siginfo:
@@ -833,8 +836,7 @@ class ReplaySession:
                                                              {"before": self._pos}))
         if found is None:
             return None
-        pc = self.recording.chunk_regs(self.recording.chunk_of(found)).word(found, 16)
-        return found, reasons.reached_at(target, pc)
+        return found, reasons.reached_at(target, self._register_at(found, self.arch.pc_register))
 
     def _symbol_addresses(self, name: str) -> set[int]:
         """Where ``name`` resolves in every memory map the recording had."""
