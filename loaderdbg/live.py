@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal as _signal
+import threading
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Sequence
 
@@ -40,19 +41,21 @@ class LiveSession:
         or wait for ``catcher`` to catch a spawned child."""
         self.spec = spec
         self._tracer = TracerThread()
+        starting_cancelled = threading.Event()  # Ctrl-C while attaching
         try:
             if spec is not None:
                 future = self._tracer.submit(Inferior.launch, spec)
             elif catcher is not None:
                 future = self._tracer.submit(Inferior.catch_spawn, catcher)
             else:
-                future = self._tracer.submit(Inferior.attach, pid)
+                future = self._tracer.submit(Inferior.attach, pid, starting_cancelled.is_set)
             try:
                 self._inferior: Inferior = future.result()
             except KeyboardInterrupt:
                 with end_signals.cleanup():
                     if catcher is not None:
                         catcher.cancelled = True  # the tracer lets the parent go, then fails
+                    starting_cancelled.set()
                     self._abandon_start(future)
                 raise
         except BaseException:

@@ -20,12 +20,13 @@ import fnmatch
 import os
 import signal as _signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
-from loaderdbg.process.attach import _tids, check_attachable
+from loaderdbg.process.attach import WAIT_ANY_OURS, _tids, check_attachable
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import Tracee, finish_execve
 
@@ -33,6 +34,10 @@ FOLLOW_OPTIONS = (ptrace.O_TRACESYSGOOD | ptrace.O_TRACEFORK | ptrace.O_TRACEVFO
                   | ptrace.O_TRACECLONE | ptrace.O_TRACEEXEC)
 CHILD_OPTIONS = ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT | ptrace.O_TRACECLONE
 POLL_SECONDS = 0.002
+# A group-stop (the user's SIGSTOP, a terminal's SIGTSTP…) is reported as
+# EVENT_STOP with the stop signal; INTERRUPT's and a new task's as SIGTRAP.
+GROUP_STOP_SIGNALS = frozenset({_signal.SIGSTOP, _signal.SIGTSTP, _signal.SIGTTIN, _signal.SIGTTOU})
+IGNORED_KEPT = 100  # the most recent children we let go, for the report
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class SpawnCatcher:
         self.cancelled = False
         self.parent_threads: set[int] = set()
         self.children: set[int] = set()  # traced tasks that are not the parent's threads
-        self.ignored: list[CaughtChild] = []
+        self.ignored: deque[CaughtChild] = deque(maxlen=IGNORED_KEPT)
 
     # -- attach to the parent without stopping it ---------------------------
     def _seize_parent(self) -> None:
@@ -127,7 +132,7 @@ class SpawnCatcher:
             if not os.path.exists(f"/proc/{self.parent}") and not self.children:
                 raise TargetError(f"{self.parent}: the process exited before spawning a match")
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG | ptrace.WALL)
+                pid, status = os.waitpid(-1, WAIT_ANY_OURS)
             except ChildProcessError:
                 raise TargetError(f"{self.parent}: nothing left to follow") from None
             if pid == 0:
@@ -162,8 +167,16 @@ class SpawnCatcher:
             self._detach(pid)  # not ours: let it run untouched
             self.children.discard(pid)
             return None
-        if event == ptrace.EVENT_STOP or event:
-            self._resume(pid)  # new task's first stop, group-stop, exec in a parent thread…
+        if event == ptrace.EVENT_STOP and sig in GROUP_STOP_SIGNALS:
+            # Stopped by its user: it stays stopped (LISTEN, not CONT),
+            # and we hear when SIGCONT or a signal wakes it.
+            try:
+                ptrace.listen(pid)
+            except ptrace.PtraceError:
+                pass
+            return None
+        if event:
+            self._resume(pid)  # new task's first stop, exec in a parent thread…
             return None
         if sig == (_signal.SIGTRAP | 0x80):
             self._resume(pid)
@@ -203,7 +216,7 @@ class SpawnCatcher:
         deadline = time.monotonic() + 5.0
         while others and time.monotonic() < deadline:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG | ptrace.WALL)
+                pid, status = os.waitpid(-1, WAIT_ANY_OURS)
             except ChildProcessError:
                 break
             if pid == 0:

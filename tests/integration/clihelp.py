@@ -5,6 +5,7 @@ tuihelp.py)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -23,7 +24,8 @@ def assert_one_line(result: subprocess.CompletedProcess, code: int, *words: str)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("loaderdbg: "), lines[0]
+    # `loaderdbg: …`, or a command line error naming its command (`loaderdbg attach: …`).
+    assert re.match(r"loaderdbg( [a-z]+)?: ", lines[0]), lines[0]
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert result.stdout == ""
