@@ -14,6 +14,7 @@ from loaderdbg.errors import LoaderdbgError, TargetError
 
 from loaderdbg.live import LiveSession
 from loaderdbg.output import STDERR_FD, require_stdout, say, write_stdout
+from loaderdbg.printable import printable
 from loaderdbg.process.program import check_program
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.snapshot_json import snapshot_to_json
@@ -28,7 +29,8 @@ def launch_spec(program: str, args: list[str], *, aslr: bool, stdin_fd: int | No
 
 
 def not_reached_sentence(target: Target, reason) -> str:
-    return f"{target} not reached: {reason.description}"
+    # A replay's description comes from the recording.
+    return f"{target} not reached: {printable(reason.description)}"
 
 
 def announce_waiting(pid: int, match: str | None) -> None:
