@@ -110,6 +110,9 @@ FLAG_TABLES: Mapping[str, tuple[tuple[int, str], ...]] = MappingProxyType({
     "rseq_flags": RSEQ_FLAGS,
     "wait_options": WAIT_OPTIONS,
     "clone_flags": CLONE_FLAGS,
+    "fd_flags": ((1, "FD_CLOEXEC"),),
+    "seal_flags": ((0x1, "F_SEAL_SEAL"), (0x2, "F_SEAL_SHRINK"), (0x4, "F_SEAL_GROW"),
+                   (0x8, "F_SEAL_WRITE"), (0x10, "F_SEAL_FUTURE_WRITE"), (0x20, "F_SEAL_EXEC")),
 })
 # What a flags argument of 0 is called.
 ZERO_FLAG_NAMES = {"prot": "PROT_NONE", "access_mode": "F_OK"}
@@ -144,9 +147,17 @@ VALUE_TABLES: Mapping[str, Mapping[int, str]] = MappingProxyType({
     # python-ptrace's 15 is RLIM_NLIMITS from before RLIMIT_RTTIME existed.
     "rlimit_resource": {**RLIMIT_RESOURCE, 15: "RLIMIT_RTTIME"},
     "madvise_advice": MADVISE_ADVICE,
-    "fcntl_cmd": {**SYSCALL_ARG_DICT["fcntl"]["cmd"], 1030: "F_DUPFD_CLOEXEC",
-                  1031: "F_SETPIPE_SZ", 1032: "F_GETPIPE_SZ", 1033: "F_ADD_SEALS",
-                  1034: "F_GET_SEALS"},
+    # asm-generic/fcntl.h and linux/fcntl.h (x86-64 and aarch64 alike);
+    # python-ptrace's table numbers 5-9 the BSD way (F_GETOWN=5, ...).
+    "lease_type": {0: "F_RDLCK", 1: "F_WRLCK", 2: "F_UNLCK"},
+    "fcntl_cmd": {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL",
+                  5: "F_GETLK", 6: "F_SETLK", 7: "F_SETLKW", 8: "F_SETOWN", 9: "F_GETOWN",
+                  10: "F_SETSIG", 11: "F_GETSIG", 15: "F_SETOWN_EX", 16: "F_GETOWN_EX",
+                  17: "F_GETOWNER_UIDS", 36: "F_OFD_GETLK", 37: "F_OFD_SETLK", 38: "F_OFD_SETLKW",
+                  1024: "F_SETLEASE", 1025: "F_GETLEASE", 1026: "F_NOTIFY", 1029: "F_CANCELLK",
+                  1030: "F_DUPFD_CLOEXEC", 1031: "F_SETPIPE_SZ", 1032: "F_GETPIPE_SZ",
+                  1033: "F_ADD_SEALS", 1034: "F_GET_SEALS", 1035: "F_GET_RW_HINT",
+                  1036: "F_SET_RW_HINT", 1037: "F_GET_FILE_RW_HINT", 1038: "F_SET_FILE_RW_HINT"},
 })
 
 # ------------------------------------------------------------------ signatures
@@ -232,12 +243,34 @@ def _mode_shown_after(index: int) -> Callable[[Sequence[int]], int]:
     return lambda args: index + 2 if args[index] & (O_CREAT | O_TMPFILE_BIT) else index + 1
 
 
+# fcntl's third argument follows the command: none for the getters, else
+# what the command takes (strace's rules).
+FCNTL_COMMANDS_WITHOUT_ARG = frozenset(
+    number for number, name in VALUE_TABLES["fcntl_cmd"].items()
+    if name in {"F_GETFD", "F_GETFL", "F_GETOWN", "F_GETSIG", "F_GETLEASE", "F_GETPIPE_SZ", "F_GET_SEALS"})
+_FCNTL_ARG_KINDS_BY_NAME = {
+    "F_DUPFD": "fd", "F_DUPFD_CLOEXEC": "fd", "F_SETFD": "fd_flags", "F_SETFL": "open_flags",
+    "F_SETOWN": "pid", "F_SETSIG": "signal", "F_SETPIPE_SZ": "int", "F_ADD_SEALS": "seal_flags",
+    "F_SETLEASE": "lease_type", "F_GETLK": "ptr", "F_SETLK": "ptr", "F_SETLKW": "ptr",
+    "F_OFD_GETLK": "ptr", "F_OFD_SETLK": "ptr", "F_OFD_SETLKW": "ptr", "F_SETOWN_EX": "ptr",
+    "F_GETOWN_EX": "ptr", "F_GETOWNER_UIDS": "ptr",
+}
+FCNTL_ARG_KINDS = MappingProxyType({number: _FCNTL_ARG_KINDS_BY_NAME[name]
+                                    for number, name in VALUE_TABLES["fcntl_cmd"].items()
+                                    if name in _FCNTL_ARG_KINDS_BY_NAME})
+
+# Arguments whose kind depends on another argument: name -> args -> {index: kind}.
+ARG_KIND_RULES: Mapping[str, Callable[[Sequence[int]], Mapping[int, str]]] = MappingProxyType({
+    "fcntl": lambda args: {2: FCNTL_ARG_KINDS.get(args[1] & 0xFFFFFFFF, "hex")},
+})
+
 # Syscalls whose shown argument count depends on the arguments (strace's rules).
 SHOWN_ARG_COUNT: Mapping[str, Callable[[Sequence[int]], int]] = MappingProxyType({
     "open": _mode_shown_after(1),
     "openat": _mode_shown_after(2),
     "mremap": lambda args: 5 if args[3] & MREMAP_FIXED else 4,
     "futex": lambda args: FUTEX_SHOWN_ARGS.get(args[1] & FUTEX_COMMAND_MASK, 6),
+    "fcntl": lambda args: 2 if args[1] & 0xFFFFFFFF in FCNTL_COMMANDS_WITHOUT_ARG else 3,
 })
 
 # Result renderings that are not a signed decimal.
@@ -574,8 +607,10 @@ def decode_syscall(number: int, args: Sequence[int], result: int | None, arch: A
     signature = syscall_signature(number, arch)
     ctx = _Context(arch, strings)
     shown_count = SHOWN_ARG_COUNT.get(name, lambda _: len(signature))(words)
+    kinds = ARG_KIND_RULES[name](words) if name in ARG_KIND_RULES else {}
     decoded_args = tuple(
-        SyscallArg(arg_name, kind, value, _formatter(kind, arch)(value, ctx), index < shown_count)
+        SyscallArg(arg_name, kinds.get(index, kind), value,
+                   _formatter(kinds.get(index, kind), arch)(value, ctx), index < shown_count)
         for index, ((arg_name, kind), value) in enumerate(zip(signature, words))
     )
     if result is None:
