@@ -20,10 +20,12 @@ def _auxv(entries, changed=frozenset()):
     ]
 
 
-def _detail(d) -> dict:
+def _detail(d, base: int) -> dict:
     return {
         "type": d.type,
-        "entry": hexify(d.entry),
+        # ObjectDetail.entry is base + e_entry; e_entry 0 (most libraries)
+        # means no entry point, not one at the base.
+        "entry": None if d.entry == base else hexify(d.entry),
         "interp": d.interp,
         "soname": d.soname,
         "needed": list(d.needed),
@@ -90,7 +92,7 @@ def snapshot_to_json(snap: Snapshot) -> dict:
                 "base": hexify(o.base),
                 "elf_offset": hexify(o.elf_offset),
                 "is_ldso": o.is_ldso,
-                "elf": _detail(o.detail),
+                "elf": _detail(o.detail, o.base),
                 "relocations": {
                     "total": o.totals.total,
                     "applied": o.totals.applied,
