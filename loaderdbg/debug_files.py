@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 import zlib
 from typing import Sequence
@@ -26,6 +27,8 @@ from typing import Sequence
 from loaderdbg.decode.elf import DebugFile, ElfInfo
 
 DEBUG_DIRECTORIES: tuple[str, ...] = ("/usr/lib/debug",)
+# Larger debug files (a browser's) are not worth holding in memory for names.
+_MAX_DEBUG_FILE_BYTES = 1 << 30
 
 _BUILD_ID = re.compile(r"[0-9a-f]{4,}")
 _lock = threading.Lock()
@@ -94,8 +97,17 @@ def _by_debuglink(path: str, name: str, crc: int, directories: Sequence[str]) ->
 
 
 def _read(path: str) -> bytes | None:
+    """A regular file's bytes (a FIFO or device under a guessed name must
+    not block or flood us)."""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb", closefd=True) as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_DEBUG_FILE_BYTES:
+                return None
             return handle.read()
     except OSError:
         return None

@@ -129,6 +129,16 @@ def test_a_debug_link_with_another_crc_is_refused(tmp_path):
     assert find_debug_file(str(program), info, (str(tmp_path / "none"),)) is None
 
 
+def test_a_fifo_under_the_linked_name_is_not_read(tmp_path):
+    """A path from a recording may name anything: a FIFO must not block."""
+    program, debug = _split_debug(tmp_path, build_id=False)
+    os.mkfifo(program.parent / "hello.debug")
+    (program.parent / ".debug").mkdir()
+    shutil.move(debug, program.parent / ".debug" / "hello.debug")
+    found = find_debug_file(str(program), _info(str(program)), (str(tmp_path / "none"),))
+    assert found is not None and found.path == str(program.parent / ".debug" / "hello.debug")
+
+
 def test_a_build_id_file_of_another_build_is_refused(tmp_path):
     program, debug = _split_debug(tmp_path, build_id=True)
     info = _info(str(program))
