@@ -4,11 +4,14 @@ resolved to addresses and values. The selected line is what `b` toggles."""
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
 from loaderdbg_tui.describe import split_symbol
+from loaderdbg_tui.fit import shrink
 from loaderdbg_tui.lines_view import LinesView
 from loaderdbg_tui.pane import ViewPane
 from loaderdbg_tui.view import OperandValue, StopView
@@ -47,6 +50,38 @@ def operand_line(operand: OperandValue) -> Text:
     return text
 
 
+_FOLDS: dict[tuple[int, int], tuple[Text, tuple[Text, Text | None]]] = {}
+_SYMBOL = re.compile(r"  <[^>]*>$")
+
+
+def fold(line: Text, room: int, indent: int = 2 + 1 + ADDRESS_WIDTH + 1) -> tuple[Text, Text | None]:
+    """An instruction's line in room cells: whole if it fits; else the
+    target's <symbol> shrinks, then the operands after the last ", " that
+    fits go to a second line (a number is never cut). Remembered per line:
+    the same lines come back at every step."""
+    if room <= 0 or line.cell_len <= room:
+        return line, None
+    known = _FOLDS.get((id(line), room))
+    if known is not None and known[0] is line:
+        return known[1]
+    plain = line.plain
+    symbol = _SYMBOL.search(plain)
+    code_end = symbol.start() if symbol else len(plain)
+    if code_end <= room:
+        result = (shrink(line, room, "end"), None)
+    else:
+        cut = plain.rfind(", ", 0, room - 1)
+        if cut <= indent:
+            result = (line, None)  # no place to fold: the pane scrolls sideways
+        else:
+            rest = Text(" " * indent) + line[cut + 2:]
+            result = (line[:cut + 1], shrink(rest, room, "end") if rest.cell_len > room else rest)
+    if len(_FOLDS) > 4096:
+        _FOLDS.clear()
+    _FOLDS[(id(line), room)] = (line, result)
+    return result
+
+
 def mark_of(here: bool, marked: bool) -> Text:
     mark = PC_BP_MARK if here and marked else PC_MARK if here else BP_MARK if marked else Text("")
     return mark.copy()
@@ -61,12 +96,9 @@ class OperandsView(LinesView, can_focus=False):
 
     def show(self, lines: tuple[Text, ...], width: int) -> None:
         if width > 0:
-            cut = []
-            for line in lines:  # cut with an ellipsis, as the Static did
-                line = line.copy()
-                line.truncate(width, overflow="ellipsis")
-                cut.append(line)
-            lines = tuple(cut)
+            # Shrunk at the end (a <symbol> first), a number left out whole
+            # rather than cut.
+            lines = tuple(shrink(line, width, "end") for line in lines)
         self.set_lines(list(lines))
 
 
@@ -108,27 +140,29 @@ class DisassemblyPane(ViewPane, Vertical):
         listing = self.listing
         same_stop = previous is not None and previous.pc == view.pc and previous.listing == view.listing
         wide = self.size.width >= WIDE_LISTING
+        room = listing.size.width
         pc = view.pc
         cache = self._line_cache
         if len(cache) > 4096:
             cache.clear()
         layout = self._layout
         if (layout is not None and view.listing and layout[0] is view.listing
-                and layout[1] == view.breakpoints and layout[2] == wide):
+                and layout[1] == view.breakpoints and layout[2] == wide and layout[7] == room):
             # The same window (most steps): only the lines pc leaves and
             # enters change; the rest of the list is reused as it is.
             lines, keys, rows, drawn_pc = list(layout[3]), layout[4], layout[5], layout[6]
             for address in {drawn_pc, pc}:
                 row = rows.get(address)
                 if row is not None:
-                    lines[row[0]] = self._cached_line(row[1], address == pc, view.breakpoints, *row[2:])
+                    line = self._cached_line(row[1], address == pc, view.breakpoints, *row[2:])
+                    lines[row[0]] = fold(line, room)[0]
         else:
-            lines, keys, rows = self._layout_lines(view.listing, pc, view.breakpoints, wide)
+            lines, keys, rows = self._layout_lines(view.listing, pc, view.breakpoints, wide, room)
         pc_line = rows[pc][0] if pc in rows else 0
         if not lines and pc is not None:
             lines.append(Text(f"   no code at pc {pc:#x}", style="bold red"))
             keys.append("none")
-        self._layout = (view.listing, view.breakpoints, wide, lines, keys, rows, pc)
+        self._layout = (view.listing, view.breakpoints, wide, lines, keys, rows, pc, room)
         listing.set_lines(lines, keys)
         if not same_stop:
             listing.move_to(pc_line, center=True)
@@ -147,14 +181,14 @@ class DisassemblyPane(ViewPane, Vertical):
         layout = self._layout
         if layout is None:
             return
-        breakpoints, wide = layout[1], layout[2]
+        breakpoints, wide, room = layout[1], layout[2], layout[7]
         for pc, listing in windows:
-            lines, _keys, rows = self._layout_lines(listing, pc, breakpoints, wide)
+            lines, _keys, rows = self._layout_lines(listing, pc, breakpoints, wide, room)
             if pc in rows:
                 self.listing.render_ahead(lines, rows[pc][0])
 
     def _layout_lines(self, listing, pc: int | None, breakpoints: frozenset[int],
-                      wide: bool) -> tuple[list[Text], list[str], dict]:
+                      wide: bool, room: int) -> tuple[list[Text], list[str], dict]:
         """Every line of the listing, and where each instruction's line is."""
         last_name: str | None = None
         offsets = [split_symbol(insn.symbol) for insn in listing]
@@ -170,8 +204,13 @@ class DisassemblyPane(ViewPane, Vertical):
                 keys.append(f"l{insn.address:x}")
             last_name = name
             rows[insn.address] = (len(lines), insn, offset_width, name, offset)
-            lines.append(self._cached_line(insn, insn.address == pc, breakpoints, offset_width, name, offset))
+            line = self._cached_line(insn, insn.address == pc, breakpoints, offset_width, name, offset)
+            first, rest = fold(line, room, indent)
+            lines.append(first)
             keys.append(f"i{insn.address:x}")
+            if rest is not None:  # the operands that did not fit, under the instruction
+                lines.append(rest)
+                keys.append(f"c{insn.address:x}")
         return lines, keys, rows
 
     def _cached_line(self, insn, here: bool, breakpoints: frozenset[int], offset_width: int,

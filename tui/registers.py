@@ -73,7 +73,8 @@ class RegistersPane(ViewPane, LinesView):
         with_notes = self.size.width >= NOTES_FROM
         # What a note may take: the rest of the line after name and value
         # (a path or a symbol shrinks from the left, its +0x… offset whole).
-        note_room = max(0, self.scrollable_content_region.width - NAME_WIDTH - 19)
+        # (The scrollbar's column is counted out: it may show after this.)
+        note_room = max(0, self.content_size.width - self.styles.scrollbar_size_vertical - NAME_WIDTH - 19)
         cache = self._line_cache
         if len(cache) > 4096:
             cache.clear()

@@ -1,6 +1,6 @@
 """No number is ever cut (DESIGN.md §9, issue 17): every pane, tab and
-command output at 80x24, 120x40 and 160x48, from a copy of the demo at a
-long path (a checkout in a deep directory made the object column read
+command output at 80x24, 120x40 and 160x48, at the first instruction, at
+ld.so's entry and at AT_ENTRY, from a copy of the demo at a long path (a checkout in a deep directory made the object column read
 `libexecsolib.…`).
 
 What is checked on the screen's text (every cell, as the terminal shows it):
@@ -182,11 +182,11 @@ def test_no_number_is_cut(deep_demo, size):
     with live_session(deep_demo) as (session, _):
         async def scenario(pilot):
             app = pilot.app
-            for stop in ("first", "e"):
+            for stop, stage in (("first", "kernel-entry"), ("l", "ldso-entry"), ("e", "at-entry")):
                 if stop != "first":
                     await pilot.press("escape", stop)  # out of the command line, then the key
                     await settle(pilot)
-                    assert app.view.stage.name == "at-entry"
+                assert app.view.stage.name == stage
                 screen = app.screen
                 tabs = [pane.id for pane in screen.query("TabPane")]
                 for tab in tabs:
