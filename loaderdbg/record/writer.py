@@ -203,11 +203,13 @@ class OutputFile:
     def replacing(self) -> bool:
         return self._replaced_fd is not None
 
-    def _clear_side_files(self) -> None:
-        """SQLite takes PATH-wal and PATH-journal for PATH's own and would
-        apply them to the new file: those left by a killed recorder (of the
-        recording being replaced, or of one since deleted) go. Anything but
-        a regular file there is refused."""
+    def _side_files(self) -> list[str]:
+        """PATH-wal, -shm and -journal where they exist. SQLite takes them
+        for PATH's own and would apply a WAL or a journal to the new file:
+        those left by a killed recorder (of the recording being replaced,
+        or of one since deleted) must go. Anything but a regular file there
+        is refused."""
+        found = []
         for suffix in SQLITE_SIDE_FILES:
             side = self.path + suffix
             try:
@@ -217,10 +219,12 @@ class OutputFile:
             if not stat.S_ISREG(info.st_mode):
                 raise UsageError(f"{printable(side)}: is {file_type_name(info.st_mode)}; SQLite would take it "
                                  f"for {self.shown}'s journal")
-            os.unlink(side)
+            found.append(side)
+        return found
 
     def publish_fresh(self) -> None:
         """Nothing was at PATH: put the partial file there now."""
+        self._side_files()
         try:
             os.link(self.partial, self.path)
         except FileExistsError:
@@ -239,7 +243,8 @@ class OutputFile:
             os.unlink(self.partial)
         self.writing = self.path
         try:
-            self._clear_side_files()
+            for side in self._side_files():
+                os.unlink(side)
         except BaseException:
             self.remove()
             raise
@@ -249,18 +254,19 @@ class OutputFile:
         something else has taken PATH since it was checked."""
         if os.path.lexists(self.path) and not _same_file(self.path, self._replaced_fd):
             raise self._refuse(f"was replaced while recording; the recording is {printable(self.partial)}")
-        self._clear_side_files()
+        for side in self._side_files():
+            os.unlink(side)
         os.replace(self.partial, self.path)
         self.writing = self.path
 
     def remove(self) -> None:
         """Delete what we wrote (never a file someone put in its place)."""
         if _same_file(self.writing, self._partial_fd):
-            for suffix in ("", *SQLITE_SIDE_FILES):
-                try:
-                    os.unlink(self.writing + suffix)
-                except FileNotFoundError:
-                    pass
+            os.unlink(self.writing)
+            for suffix in SQLITE_SIDE_FILES:
+                side = self.writing + suffix
+                if os.path.isfile(side) and not os.path.islink(side):
+                    os.unlink(side)
         self.close()
 
     def close(self) -> None:
