@@ -192,3 +192,22 @@ def test_python3_non_pie_binds_like_ldso() -> None:
     assert plt and all(r.state == "lazy" and r.current == r.link_value for r in plt)
     # libc's GLOB_DAT for malloc binds to python's own canonical PLT entry.
     assert slot(lazy, "libc.so.6", "malloc", "R_X86_64_GLOB_DAT").binding.object == program.name
+
+
+def test_json_carries_r_debug_bindings_reasons_and_no_library_entry() -> None:
+    from loaderdbg.snapshot_json import snapshot_to_json
+
+    doc = snapshot_to_json(at_entry(["/usr/bin/python3", "-c", "pass"], bind_now=False))
+    (r_debug,) = doc["r_debug"]
+    assert r_debug["state"] == "RT_CONSISTENT" and r_debug["namespace"] == 0
+    ldso = next(o for o in doc["objects"] if o["is_ldso"])
+    assert r_debug["ldbase"] == ldso["base"] and int(r_debug["brk"], 16) and int(r_debug["map"], 16)
+    # libm's e_entry is 0: no entry point, not its base.
+    libm = next(o for o in doc["objects"] if o["name"] == "libm.so.6")
+    assert libm["elf"]["entry"] is None and ldso["elf"]["entry"] is not None
+    malloc = next(r for r in doc["relocations"] if r["object"] == "libc.so.6" and r["symbol"] == "malloc")
+    assert malloc["binding"] == {"object": doc["objects"][0]["name"], "symbol": "malloc", "version": "GLIBC_2.2.5"}
+    assert all("reason" in r and "binding" in r for r in doc["relocations"])
+    rewritten = [r for r in doc["relocations"] if r["reason"]]
+    assert rewritten and all(r["state"] == "applied" and "rewritten after relocation" in r["reason"]
+                             for r in rewritten)
