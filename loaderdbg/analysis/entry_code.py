@@ -31,8 +31,9 @@ from loaderdbg.decode.elf import ElfInfo
 # C library start routines whose first argument is main.
 START_ROUTINES = frozenset({"__libc_start_main", "__uClibc_main"})
 
-# The first integer argument register, and the names of its parts.
-_FIRST_ARGUMENT = {"x86_64": ("rdi", {"rdi": None, "edi": 0xFFFF_FFFF})}
+# The first integer argument register's names that set all of it (with the
+# mask a write through that name leaves), and those that set only a part.
+_FIRST_ARGUMENT = {"x86_64": {"rdi": None, "edi": 0xFFFF_FFFF}}
 _PARTIAL_WRITES = {"x86_64": frozenset({"di", "dil"})}
 
 # Entry code is short; musl's _start_c is the one level of indirection seen.
@@ -97,7 +98,7 @@ class _EntryCode:
         self.info = info
         self.data = data
         self.arch = arch
-        self.register, self.views = _FIRST_ARGUMENT[arch.name]
+        self.views = _FIRST_ARGUMENT[arch.name]
         self.partial = _PARTIAL_WRITES[arch.name]
         self._relocations = {r.offset: r for r in info.relocations}
 
