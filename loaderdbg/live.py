@@ -204,6 +204,11 @@ class LiveSession:
                 self.interrupt()
                 self._settle(future)
             raise
+        finally:
+            if future.done():
+                # A program that read our terminal was lent it while it
+                # ran; stopped, it gives it back (Ctrl-C is ours again).
+                self._inferior.tracee.reclaim_terminal()
 
     def _settle(self, future: Future) -> None:
         """Wait for the tracer thread to finish ``future`` after an

@@ -44,6 +44,10 @@ LAUNCH_OPTIONS = (
     ptrace.O_TRACESYSGOOD | ptrace.O_TRACEEXEC | ptrace.O_TRACEEXIT | ptrace.O_EXITKILL
     | ptrace.O_TRACEFORK | ptrace.O_TRACEVFORK | ptrace.O_TRACECLONE
 )
+# A program that reads (SIGTTIN) or sets up (SIGTTOU) a terminal whose
+# foreground it does not hold: launched in its own process group, it is
+# lent ours, as gdb does, and the signal is not delivered.
+TERMINAL_SIGNALS = frozenset({_signal.SIGTTIN, _signal.SIGTTOU})
 # Signals the kernel sends for a fault in the instruction itself.
 FAULT_SIGNALS = frozenset(
     {_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE, _signal.SIGTRAP}
@@ -83,6 +87,11 @@ class Tracee:
         # the engine forgets this after every syscall, exec and continue.
         self._code: dict[int, int] = {}
         self.writes_breakpoints = True
+        # Our controlling terminal when a launched tracee shares it (its
+        # stdin, stdout or stderr), to lend it when the tracee needs it.
+        self.terminal_fd: int | None = None
+        self.holds_terminal = False
+        self._swallow = 0  # a signal the next resume must not deliver
         # Plain steps share one immutable Stop instead of building one each.
         self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
         self.syscall_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
@@ -216,6 +225,9 @@ class Tracee:
         if not stop.alive:
             self.alive = False
             self.memory.close()
+            self.reclaim_terminal()
+        elif stop.kind is StopKind.SIGNAL and self.terminal_fd is not None:
+            self._terminal_signal(stop.signal)
         elif stop.kind is StopKind.BREAKPOINT and (self.pc - 1) in self.breakpoints:
             # Report our own breakpoint at its address, as debuggers do.
             self.set_pc(self.pc - 1)
@@ -228,7 +240,48 @@ class Tracee:
 
     def _take_signal(self) -> int:
         sig, self.pending_signal = self.pending_signal, 0
+        if sig and sig == self._swallow:
+            sig = 0
+        self._swallow = 0
         return sig
+
+    # -- the terminal ----------------------------------------------------------
+    def _terminal_signal(self, sig: int) -> None:
+        """A signal-delivery-stop while the tracee shares our terminal."""
+        if sig in TERMINAL_SIGNALS:
+            if not self.holds_terminal:
+                self._lend_terminal()
+            self._swallow = sig  # its read or tcsetattr is restarted, and now succeeds
+        elif sig == _signal.SIGINT and self.holds_terminal:
+            # Ctrl-C at the terminal it holds is meant for us, as in gdb:
+            # it stops the run, and the program never sees it.
+            self.reclaim_terminal()
+            self._swallow = sig
+            os.kill(os.getpid(), _signal.SIGINT)
+
+    def _lend_terminal(self) -> None:
+        fd = self.terminal_fd
+        try:
+            ours = os.tcgetpgrp(fd) == os.getpgrp()
+            if ours:
+                _set_foreground(fd, os.getpgid(self.pid))
+        except OSError:
+            ours = False
+        if not ours:
+            raise TargetError("the program reads the terminal, which loaderdbg cannot lend it from "
+                              "the background: run loaderdbg in the foreground, or give --stdin FILE")
+        self.holds_terminal = True
+
+    def reclaim_terminal(self) -> None:
+        """Take our terminal back (safe from any thread, and when the
+        tracee never had it): Ctrl-C is ours again."""
+        if not self.holds_terminal:
+            return
+        self.holds_terminal = False
+        try:
+            _set_foreground(self.terminal_fd, os.getpgrp())
+        except OSError:
+            pass  # the terminal has gone (hung up): nothing to take back
 
     def _step_off_breakpoint(self) -> Stop | None:
         """If pc sits on one of our int3s, execute the original instruction
@@ -381,6 +434,7 @@ class Tracee:
         _reap_killed(self.pid)
         self.alive = False
         self.memory.close()
+        self.reclaim_terminal()
 
     def detach(self) -> None:
         """Leave an attached tracee running exactly as before (our int3s out)."""
@@ -394,6 +448,7 @@ class Tracee:
             pass
         self.alive = False
         self.memory.close()
+        self.reclaim_terminal()
 
     def close(self) -> None:
         if self.launched:
@@ -459,6 +514,7 @@ def launch(spec: LaunchSpec) -> Tracee:
         if os.WIFSTOPPED(status) and (status >> 16) == ptrace.EVENT_EXEC:
             finish_execve(pid, spec.path)
             tracee = Tracee(pid, launched=True)
+            tracee.terminal_fd = _shared_terminal(spec)
             tracee.last_stop = Stop(StopKind.EVENT, pid, signal=_signal.SIGTRAP,
                                     event=ptrace.EVENT_EXEC)
             return tracee
@@ -474,6 +530,31 @@ def launch(spec: LaunchSpec) -> Tracee:
         raise
     finally:
         os.close(err_read)
+
+
+def _shared_terminal(spec: LaunchSpec) -> int | None:
+    """Our descriptor of the terminal the program got as stdin, stdout or
+    stderr (inherited from us, not given in ``spec``), if it is our
+    controlling terminal: the one it may need lent."""
+    for ours, given in ((0, spec.stdin_fd), (1, spec.stdout_fd), (2, spec.stderr_fd)):
+        fd = ours if given is None else given
+        try:
+            if os.isatty(fd):
+                os.tcgetpgrp(fd)  # ENOTTY unless it is our controlling terminal
+                return fd
+        except OSError:
+            continue
+    return None
+
+
+def _set_foreground(fd: int, pgrp: int) -> None:
+    """tcsetpgrp from a process group that is not in the foreground raises
+    SIGTTOU in it (which would stop loaderdbg) unless the caller blocks it."""
+    blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
 
 
 def untrapped_r11(raw: bytes) -> bytes | None:

@@ -1,0 +1,126 @@
+"""Issue 16.5: a launched program that reads the terminal runs. loaderdbg
+lends it the terminal (its process group in the foreground) when it reads,
+as gdb does, and takes it back when the run stops; Ctrl-C at that terminal
+is loaderdbg's; --stdin FILE gives it a file instead. Run from the
+background, where there is no terminal to lend, it says so instead of
+looping on SIGTTIN forever."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import time
+
+from clihelp import LOADERDBG
+
+
+class PtySession:
+    """loaderdbg in a pseudo-terminal of its own, as if typed at a shell
+    (the pty module: pty.fork makes it the session's foreground)."""
+
+    def __init__(self, args: list[str], background: bool = False) -> None:
+        self.child, self.master = pty.fork()
+        if self.child == 0:  # pragma: no cover - the child execs at once
+            if background:
+                # A job the shell put in the background: a process group of
+                # its own, not the terminal's foreground one.
+                grandchild = os.fork()
+                if grandchild:
+                    _, status = os.waitpid(grandchild, 0)
+                    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+                os.setpgid(0, 0)
+            os.execv(LOADERDBG[0], [*LOADERDBG, *args])
+        self.output = b""
+
+    def read_for(self, seconds: float, until: bytes | None = None) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and until in self.output):
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:  # EIO: every writer has gone
+                    return
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def exit_code(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.read_for(0.1)
+            pid, status = os.waitpid(self.child, os.WNOHANG)
+            if pid:
+                self.child = 0
+                return os.waitstatus_to_exitcode(status)
+        raise AssertionError(f"loaderdbg did not end: {self.text[-2000:]}")
+
+    @property
+    def text(self) -> str:
+        """What the terminal showed, without colours."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.output.decode(errors="replace").replace("\r\n", "\n"))
+
+    def close(self) -> None:
+        if self.child:
+            os.kill(self.child, signal.SIGKILL)
+            os.waitpid(self.child, 0)
+        os.close(self.master)
+
+
+def _cat_started(session: PtySession) -> None:
+    """Wait until the program has asked for the terminal (it reads)."""
+    session.read_for(5)
+
+
+def test_a_program_reading_the_terminal_gets_it():
+    session = PtySession(["inspect", "--at", "exit", "/bin/cat"])
+    try:
+        _cat_started(session)
+        session.type(b"typed-by-the-user\n")
+        session.read_for(10, until=b"typed-by-the-user\ntyped-by-the-user")
+        session.type(b"\x04")  # end of input: cat exits
+        code = session.exit_code()
+    finally:
+        session.close()
+    assert code == 0, session.text[-2000:]
+    # The terminal's echo, then cat's copy; then the report.
+    assert "typed-by-the-user\ntyped-by-the-user\n" in session.text
+    assert "about to exit (status 0)" in session.text
+    assert "Traceback" not in session.text
+
+
+def test_ctrl_c_while_the_program_holds_the_terminal_is_ours():
+    session = PtySession(["inspect", "--at", "exit", "/bin/cat"])
+    try:
+        _cat_started(session)
+        session.type(b"\x03")
+        code = session.exit_code()
+    finally:
+        session.close()
+    assert code == 130, session.text[-2000:]
+    assert session.text.rstrip().endswith("loaderdbg: interrupted")
+
+
+def test_stdin_from_a_file(tmp_path):
+    given = tmp_path / "input"
+    given.write_text("from-the-file\n")
+    done = subprocess.run([*LOADERDBG, "inspect", "--json", "--stdin", str(given), "--at", "exit", "/bin/cat"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "from-the-file\n"  # cat's output: stdout is the JSON's
+
+
+def test_from_the_background_there_is_no_terminal_to_lend():
+    session = PtySession(["inspect", "--at", "exit", "/bin/cat"], background=True)
+    try:
+        code = session.exit_code(timeout=30)
+    finally:
+        session.close()
+    assert code == 1, session.text[-2000:]
+    lines = session.text.strip().splitlines()
+    assert lines == ["loaderdbg: the program reads the terminal, which loaderdbg cannot lend it from the "
+                     "background: run loaderdbg in the foreground, or give --stdin FILE"], lines
