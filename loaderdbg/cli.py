@@ -303,7 +303,7 @@ DEFAULT_EXPLAIN_UNTIL = "entry"
 
 
 def cmd_explain(options: argparse.Namespace) -> int:
-    from loaderdbg.analysis.explain import explain_program, explain_recording
+    from loaderdbg.explain import explain_program, explain_recording
     from loaderdbg.record.format import is_recording
 
     if not options.target:

@@ -22,7 +22,7 @@ from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.inferior import Inferior
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.process.tracer_thread import TracerThread
-from loaderdbg.session import Event, StopReason
+from loaderdbg.session import Capability, Event, StopReason
 from loaderdbg.snapshot import Snapshot, build_snapshot
 from loaderdbg.targets import parse_target
 
@@ -33,7 +33,7 @@ SETTLE_SECONDS = 3.0
 
 
 class LiveSession:
-    capabilities = frozenset({"live"})
+    capabilities = frozenset({Capability.LIVE, Capability.BREAKPOINTS, Capability.INTERRUPT})
 
     def __init__(self, spec: LaunchSpec | None = None, *, pid: int | None = None,
                  catcher: SpawnCatcher | None = None) -> None:
@@ -66,7 +66,8 @@ class LiveSession:
         self._closed = False
         self._running: Future | None = None  # the last motion handed to the tracer thread
         self.program = self._inferior.program
-        self.capabilities = frozenset({"live"} if spec is not None else {"live", "attach"})
+        self.capabilities = LiveSession.capabilities | ({Capability.RESTART} if spec is not None
+                                                        else {Capability.ATTACH})
 
     def _abandon_start(self, future: Future) -> None:
         """Ctrl-C (or SIGTERM) while launching or attaching: whatever the

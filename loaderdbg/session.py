@@ -9,6 +9,7 @@ how something is decoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, Sequence
 
 # Startup milestones, in the order an exec-solib launch passes them.
@@ -57,7 +58,7 @@ class StopReason:
 
 
 class Session(Protocol):
-    capabilities: frozenset[str]  # e.g. {"live", "reverse", "attach"}
+    capabilities: frozenset[Capability]  # what more than this protocol it can do (below)
 
     @property
     def position(self) -> int: ...
@@ -95,3 +96,66 @@ class Session(Protocol):
     def reverse_cont(self, until: str | None = None) -> StopReason: ...
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------
+# Optional capabilities. Each session says which it has in `capabilities`
+# (a set of Capability); the protocol of the same name lists the methods that
+# come with it. A front asks `Capability.REVERSE in session.capabilities`,
+# never probes for methods and never asks what kind of session it holds, and
+# when the answer is no it says why instead of failing (DESIGN.md §2).
+# ---------------------------------------------------------------------------
+
+
+class Capability(StrEnum):
+    LIVE = "live"                # a real process: its output, signals and time are real
+    ATTACH = "attach"            # attached to a running process: detached, never killed, at the end
+    BREAKPOINTS = "breakpoints"  # Breakpoints
+    INTERRUPT = "interrupt"      # Interruptible
+    RESTART = "restart"          # Restartable
+    REVERSE = "reverse"          # Reversible
+    HISTORY = "history"          # History
+    TIMELINE = "timeline"        # events() is the whole run, ahead of this stop too, steps exact
+
+
+class Breakpoints(Protocol):
+    """Breakpoints by address (live: int3s; replay: pcs searched in the recording)."""
+
+    def breakpoints(self) -> frozenset[int]: ...
+
+    def add_breakpoint(self, addr: int) -> bool: ...
+
+    def remove_breakpoint(self, addr: int) -> None: ...
+
+
+class Interruptible(Protocol):
+    """A long step or continue can be stopped from another thread (Ctrl-C)."""
+
+    def interrupt(self) -> None: ...
+
+
+class Restartable(Protocol):
+    """`starti`: launch the same program again, at its first instruction."""
+
+    def restart(self) -> StopReason: ...
+
+
+class Reversible(Protocol):
+    """Any step can be visited: goto, step back, reverse continue."""
+
+    def goto(self, step: int) -> StopReason: ...
+
+    def step_back(self, n: int = 1) -> StopReason: ...
+
+    def reverse_cont(self, until: str | None = None) -> StopReason: ...
+
+
+class History(Protocol):
+    """"Who last wrote this?" before the current step (rr's reverse watch)."""
+
+    def last_memory_write(self, addr: int, size: int):
+        """The last step before this one that wrote [addr, addr+size), or None."""
+
+    def last_register_write(self, register: str):
+        """The last step before this one that wrote the register, or None;
+        ValueError for a name that is no register."""

@@ -30,7 +30,7 @@ from textual.widgets import Input
 
 from loaderdbg.errors import LoaderdbgError
 from loaderdbg.job_thread import JobThread
-from loaderdbg.session import MILESTONE_TITLES
+from loaderdbg.session import MILESTONE_TITLES, Capability
 
 from loaderdbg_tui import reports
 from loaderdbg_tui.command_line import CommandLine
@@ -41,6 +41,7 @@ from loaderdbg_tui.fit import FittedTable
 from loaderdbg_tui.disassembly import DisassemblyPane
 from loaderdbg_tui.goto_screen import GotoScreen
 from loaderdbg_tui.help_screen import HelpScreen
+from loaderdbg_tui.lines_view import LinesView
 from loaderdbg_tui.log import LogPane
 from loaderdbg_tui.main_screen import WIDE, MainScreen
 from loaderdbg_tui.idle_gc import IdleCollector
@@ -67,6 +68,7 @@ OUTPUT_VIEW_LINES = 4  # output longer than this (at the log's width) and wider 
 NEEDS_REVERSE = frozenset({"step_back", "reverse_cont"})
 MOVES = frozenset({"step", "step_over", "cont", "run_to", "step_back", "reverse_cont", "goto"})
 PRIORITY_MOVES = frozenset({"step", "step_over", "cont", "step_back", "reverse_cont"})
+NEEDS_RECORDING = ("{what} needs a recording: loaderdbg record -o FILE PROG, then loaderdbg replay FILE")
 # Keys of the main screen only (another screen up has its own meaning for them).
 SCREEN_KEYS = MOVES | {"toggle_breakpoint"}
 
@@ -108,9 +110,9 @@ class LoaderdbgApp(App[int]):
     def __init__(self, session, title: str | None = None, *, output_fd: int | None = None) -> None:
         super().__init__()
         self.session = session
-        self.capabilities = frozenset(getattr(session, "capabilities", frozenset()))
+        self.capabilities = frozenset(session.capabilities)
         self.target_label = title
-        program = os.path.basename(str(getattr(session, "program", "") or ""))
+        program = os.path.basename(str(session.program or ""))
         self.title = title or (f"loaderdbg — {program}" if program else "loaderdbg")
         self.output_fd = output_fd
         self.view: StopView | None = None
@@ -129,7 +131,6 @@ class LoaderdbgApp(App[int]):
         self._motions: JobThread | None = None  # started with the first motion
         self._garbage = IdleCollector()
         self._output_partial = ""
-        self._enabled: frozenset[str] = frozenset()
 
     # -- hooks -----------------------------------------------------------------
     def present_volatile(self, kind: str, text: str) -> str:
@@ -255,10 +256,6 @@ class LoaderdbgApp(App[int]):
                 # stepping takes milliseconds instead of tens of them.
                 gc.freeze()
         self._report(message, kind)
-        enabled = self._enabled_actions()
-        if enabled != self._enabled:
-            self._enabled = enabled
-            self.refresh_bindings()  # the footer recomposes: only when something changed
         if self._backlog and kind is not None and self.view is not None and self.view.alive:
             count, self._backlog = self._backlog, 0
             self._step_kind(kind, count)
@@ -337,27 +334,35 @@ class LoaderdbgApp(App[int]):
     def _alive(self) -> bool:
         return session_alive(self.session)
 
-    def _enabled_actions(self) -> frozenset[str]:
-        return frozenset(action for action in (*MOVES, "toggle_breakpoint")
-                         if self._session_can(action) is True)
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in SCREEN_KEYS and self.screen is not self._main_screen():
             return False  # a dialog or the output view is up: the key is its to handle
         if action == "focus_command":
             return self.screen is self._main_screen() or isinstance(self.screen, OutputScreen)
-        return self._session_can(action)
+        # A key greyed out in the footer still runs its action, which says
+        # why it cannot work here (a disabled binding would do nothing).
+        return True
+
+    def refuse(self, why: str) -> None:
+        """A key or command that cannot work here says why (DESIGN.md §9):
+        on the status line until the next stop, and in the log."""
+        self.bell()
+        screen = self._main_screen()
+        if screen is not None:
+            for status in screen.query(StatusLine):
+                status.say(why)
+        self.log_line(Text(why, style="yellow"))
 
     def _session_can(self, action: str) -> bool | None:
         if action in NEEDS_REVERSE and "reverse" not in self.capabilities:
             return None  # shown greyed out
         if action == "goto":
-            if "replay" in self.capabilities:
+            if Capability.REVERSE in self.capabilities:
                 return True
             return True if self._alive() and (self.view is None or self.view.position_exact) else None
         if action in MOVES and not self._alive():
             return None
-        if action == "toggle_breakpoint" and not hasattr(self.session, "add_breakpoint"):
+        if action == "toggle_breakpoint" and Capability.BREAKPOINTS not in self.capabilities:
             return None
         return True
 
@@ -376,7 +381,7 @@ class LoaderdbgApp(App[int]):
             self._backlog += count
             return
         if kind == "back" and "reverse" not in self.capabilities:
-            self.log_line(Text("step back needs a recording (loaderdbg record, then replay)", style="yellow"))
+            self.refuse(NEEDS_RECORDING.format(what="step back"))
             return
         if kind != "back" and not self._alive():
             self._gone()
@@ -400,7 +405,7 @@ class LoaderdbgApp(App[int]):
 
     def action_reverse_cont(self) -> None:
         if "reverse" not in self.capabilities:
-            self.log_line(Text("reverse continue needs a recording", style="yellow"))
+            self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
             return
         self._switch_to_code()
         self._motion("reverse continue", lambda: self.session.reverse_cont(None))
@@ -418,7 +423,7 @@ class LoaderdbgApp(App[int]):
         if view is not None:
             seen = next((e for e in view.snapshot.events if e.kind == "milestone" and e.name == milestone), None)
         session = self.session
-        if "replay" in self.capabilities:
+        if Capability.TIMELINE in self.capabilities:
             # Ahead or behind, the recording knows when it happened.
             seen = next((e for e in session.events() if e.kind == "milestone" and e.name == milestone), seen)
             if seen is not None and seen.exact and seen.step >= 0:
@@ -461,8 +466,16 @@ class LoaderdbgApp(App[int]):
 
     def action_goto(self) -> None:
         view = self.view
+        if "replay" not in self.capabilities:
+            if not self._alive():
+                self._gone()
+                return
+            if view is not None and not view.position_exact:
+                self.refuse("goto needs the step count, unknown after a continue: starti relaunches "
+                            "(then goto N), or record the run: loaderdbg record -o FILE PROG")
+                return
         current = step_text(view.position, view.position_exact) if view else "?"
-        note = "" if "replay" in self.capabilities else "Live: forward only."
+        note = "" if Capability.REVERSE in self.capabilities else "Live: forward only."
         self.push_screen(GotoScreen(current, note), self._goto)
 
     def _goto(self, step: int | None) -> None:
@@ -472,6 +485,9 @@ class LoaderdbgApp(App[int]):
         self._motion(f"goto {step}", lambda: self.session.goto(step))
 
     def action_toggle_breakpoint(self) -> None:
+        if not hasattr(self.session, "add_breakpoint"):
+            self.refuse("this session cannot set breakpoints")
+            return
         screen = self._main_screen()
         panes = screen.query(DisassemblyPane) if screen is not None else ()
         address = panes.first().selected_address() if panes else None
@@ -517,18 +533,16 @@ class LoaderdbgApp(App[int]):
         if self.busy is None:
             self.notify("Nothing is running. Press q to quit.", timeout=3)
             return
-        interrupt = getattr(self.session, "interrupt", None)
-        if interrupt is None:
+        if Capability.INTERRUPT not in self.capabilities:
             self.notify("this session cannot be interrupted", severity="warning")
             return
-        interrupt()
+        self.session.interrupt()
         self.log_line(Text(f"interrupting {self.busy}…", style="yellow"))
 
     async def action_quit(self) -> None:
         if self.busy is not None:
-            interrupt = getattr(self.session, "interrupt", None)
-            if interrupt is not None:
-                interrupt()
+            if Capability.INTERRUPT in self.capabilities:
+                self.session.interrupt()
         self.exit(0)
 
     def action_help(self) -> None:
@@ -548,12 +562,27 @@ class LoaderdbgApp(App[int]):
             field.focus()
 
     def action_leave_command(self) -> None:
+        """Escape leaves any input: to the list beside it (the relocations
+        filter's table), else to the listing if it is shown."""
         screen = self._main_screen()
-        if screen is not None and isinstance(self.focused, Input):
-            screen.query_one("#listing").focus()
+        field = self.focused
+        if screen is None or not isinstance(field, Input):
+            return
+        node = field.parent
+        while node is not None and node is not screen:
+            lists = [w for w in node.query(LinesView) if w.can_focus and w.display]
+            if lists:
+                lists[0].focus()
+                return
+            node = node.parent
+        listing = screen.query_one("#listing")
+        if listing.region.width:
+            listing.focus()
+        else:
+            screen.set_focus(None)
 
     def _gone(self) -> None:
-        self.log_line(Text("the process is gone; starti relaunches it", style="yellow"))
+        self.refuse("the process is gone; starti relaunches it")
 
     def _switch_to_code(self) -> None:
         screen = self._main_screen()
@@ -602,20 +631,19 @@ class LoaderdbgApp(App[int]):
 
     def _cmd_reverse_continue(self, command: Command) -> None:
         if "reverse" not in self.capabilities:
-            self.log_line(Text("reverse continue needs a recording", style="yellow"), show=True)
+            self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
             return
         self._motion("reverse continue", lambda: self.session.reverse_cont(command.target))
 
     def _cmd_starti(self, command: Command) -> None:
-        restart = getattr(self.session, "restart", None)
-        if restart is None:
-            if "replay" in self.capabilities:
+        if Capability.RESTART not in self.capabilities:
+            if Capability.REVERSE in self.capabilities:
                 self._motion("goto 0", lambda: self.session.goto(0))
             else:
                 self.log_line(Text("this session cannot relaunch", style="yellow"), show=True)
             return
         self._switch_to_code()
-        self._motion("starti", restart)
+        self._motion("starti", self.session.restart)
 
     def _cmd_until(self, command: Command) -> None:
         target = command.target
@@ -632,6 +660,17 @@ class LoaderdbgApp(App[int]):
     def _cmd_goto(self, command: Command) -> None:
         self._goto(command.count)
 
+    def _cmd_tab(self, command: Command) -> None:
+        screen = self._main_screen()
+        if screen is None:
+            return
+        tab_id = screen.find_tab(command.target or "")
+        if tab_id is None:
+            labels = ", ".join(screen.tab_labels().values())
+            self.log_line(Text(f"no tab {command.target!r}: tabs here are {labels}", style="red"), show=True)
+            return
+        screen.show_tab(tab_id)
+
     def _cmd_quit(self, command: Command) -> None:
         self.run_worker(self.action_quit())
 
@@ -645,7 +684,7 @@ class LoaderdbgApp(App[int]):
     def _breakpoint_command(self, command: Command, *, want: bool) -> None:
         registers = self.view.registers if self.view else None
         session = self.session
-        resolve = getattr(session, "resolve", None)
+        resolve = session.resolve
         if not command.address.symbols:
             try:
                 address = command.address.resolve(registers)
@@ -697,7 +736,7 @@ class LoaderdbgApp(App[int]):
         self._query(lambda: reports.examine(self.session, self.view, command), command.text)
 
     def _cmd_who(self, command: Command) -> None:
-        if "replay" not in self.capabilities:
+        if Capability.HISTORY not in self.capabilities:
             self.log_line(Text("who needs a recording: `loaderdbg record -o FILE PROG`, then "
                                "`loaderdbg replay FILE`", style="yellow"), show=True)
             return
@@ -783,7 +822,7 @@ class LoaderdbgApp(App[int]):
             ("Help", "?", "", self.action_help),
         ]
         return [(name, words, callback) for name, words, action, callback in entries
-                if not action or self.check_action(action, ()) is True]
+                if not action or self._session_can(action) is True]
 
 
 def _step_over(session, count: int) -> None:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from loaderdbg.session import MILESTONE_TITLES, Event, StopReason
+from loaderdbg.targets import TARGET_OF_MILESTONE
 
 # Milestones you can run to on a live session, and their stop-target spelling.
-RUN_TO_TARGETS = {"ldso-entry": "ldso-entry", "at-entry": "entry", "main": "main"}
+# The milestones a stop target runs to (loaderdbg/targets.py owns the map).
+RUN_TO_TARGETS = TARGET_OF_MILESTONE
 # What the timeline shows before a milestone has happened: only the ones a
 # session can run to (an ordinary program never rewrites its auxv, so the
 # exec-solib stages appear only once they happen).

@@ -55,7 +55,7 @@ def format_items(address: int, data: bytes, fmt: ExamineFormat) -> list[str]:
 def examine(session, view: StopView | None, command: Command) -> Text:
     fmt = command.examine or ExamineFormat()
     registers = view.registers if view is not None else None
-    address = command.address.resolve(registers, getattr(session, "resolve", None))
+    address = command.address.resolve(registers, session.resolve)
     out = Text()
     if fmt.kind == "i":
         instructions = session.disassemble(address, fmt.count)
@@ -308,14 +308,11 @@ def who_wrote(session, view: StopView | None, command: Command) -> Text:
     """`who`: the step before this one that last wrote a register or a range
     of memory, from the recording's write index (rr's "reverse-watch", one
     answer at a time)."""
-    from loaderdbg.analysis.dataflow import Tracer
-
     position = session.position
-    tracer = Tracer(session)
     out = Text()
     if command.address is None:
         try:
-            found = tracer.last_register_write(command.target, position)
+            found = session.last_register_write(command.target)
         except ValueError:
             raise CommandError(f"no register ${command.target}") from None
         if found is None:
@@ -329,9 +326,9 @@ def who_wrote(session, view: StopView | None, command: Command) -> Text:
         out.append(f"goto {found.step} to stand before it", style="dim")
         return out
     registers = view.registers if view is not None else None
-    address = command.address.resolve(registers, getattr(session, "resolve", None))
+    address = command.address.resolve(registers, session.resolve)
     size = command.count
-    found = tracer.last_memory_write(address, size, position)
+    found = session.last_memory_write(address, size)
     span = f"[{address:#x}, +{size})"
     if found is None:
         out.append(f"{span}: no step before {position} wrote it; "

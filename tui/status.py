@@ -14,6 +14,7 @@ from textual.visual import RichVisual, Visual, visualize
 from textual.widget import _RenderCache
 from textual.widgets import Static
 
+from loaderdbg.session import Capability
 from loaderdbg_tui.describe import step_text
 from loaderdbg_tui.view import StopView
 
@@ -28,6 +29,7 @@ class StatusLine(Static):
         super().__init__(**kwargs)
         self._view: StopView | None = None
         self._busy: str | None = None
+        self._note: str | None = None  # why a key did nothing, until the next stop
         self._frame = 0
         self._timer = None
         self.plain = ""
@@ -47,12 +49,20 @@ class StatusLine(Static):
 
     def show_view(self, view: StopView) -> None:
         self._view = view
+        self._note = None
         for cls in SEVERITY_CLASSES.values():
             self.remove_class(cls)
         severity_class = SEVERITY_CLASSES.get(view.words.severity)
         if severity_class:
             self.add_class(severity_class)
         self._render_status()
+
+    def say(self, note: str | None) -> None:
+        """Why a key or a command could not work here, on the first line
+        (after the step) until the next stop."""
+        if note != self._note:
+            self._note = note
+            self._render_status()
 
     def set_busy(self, label: str | None) -> None:
         if label == self._busy:
@@ -77,7 +87,7 @@ class StatusLine(Static):
         where = Text()  # program, pid or file, step
         where.append(os.path.basename(view.program) or "?", style="bold")
         label = getattr(app, "target_label", None)
-        if label and "replay" in view.capabilities:
+        if label and Capability.LIVE not in view.capabilities:
             # A recording: name the file (not the recorded pid); the CLI's
             # title is the whole command line, the file is its last word.
             where.append(f" · {os.path.basename(label.split()[-1])}")
@@ -106,6 +116,8 @@ class StatusLine(Static):
             said.append(headline, style="bold" if view.words.severity != "ok" else "")
         busy = Text(f"  {SPINNER[self._frame]} {self._busy}… (Ctrl+C interrupts)", style="bold yellow") \
             if self._busy else Text()
+        if self._note:
+            busy.append(f"  ⚠ {self._note}", style="bold yellow")
         second = Text(view.words.detail or "", style="" if view.crashed else "italic")
         room = self.content_size.width or 10**6
         order = (said, where) if view.crashed else (where, said)

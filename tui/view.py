@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from loaderdbg.decode.disasm import Instruction, memory_operands
 from loaderdbg.decode.registers import changed_registers
-from loaderdbg.session import Event
+from loaderdbg.session import Capability, Event
 from loaderdbg.snapshot import Snapshot
 
 from loaderdbg_tui.describe import (
@@ -89,11 +89,11 @@ class StopView:
 
 
 def session_alive(session) -> bool:
-    """Whether the session has state to show and can move: a recording
-    always can (ReplaySession.alive is False: there is no process)."""
-    if "replay" in getattr(session, "capabilities", ()):
+    """Whether the session has state to show and can move: one that can go
+    to any step always can (a recording's `alive` is False: no process)."""
+    if Capability.REVERSE in session.capabilities:
         return True
-    return bool(getattr(session, "alive", True))
+    return bool(session.alive)
 
 
 def build_view(session, previous: StopView | None, generation: int) -> StopView:
@@ -102,7 +102,8 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     snapshot: Snapshot = session.snapshot()
     regs = snapshot.registers
     alive = session_alive(session)
-    breakpoints = frozenset(session.breakpoints()) if hasattr(session, "breakpoints") else frozenset()
+    breakpoints = (frozenset(session.breakpoints()) if Capability.BREAKPOINTS in session.capabilities
+                   else frozenset())
     listing: tuple[Instruction, ...] = ()
     operands: tuple[OperandValue, ...] = ()
     stack_words: tuple[tuple[int, int], ...] = ()
@@ -122,7 +123,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
         position=position,
         position_exact=snapshot.step_exact,
         alive=alive,
-        capabilities=frozenset(getattr(session, "capabilities", frozenset())),
+        capabilities=frozenset(session.capabilities),
         breakpoints=breakpoints,
         listing=listing,
         operands=operands,
@@ -139,7 +140,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
 
 def _recorded_events(session) -> Sequence[Event] | None:
     """A recording knows its whole timeline, milestones ahead included."""
-    if "replay" not in getattr(session, "capabilities", ()):
+    if Capability.TIMELINE not in session.capabilities:
         return None
     return session.events()
 

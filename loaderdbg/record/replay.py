@@ -38,7 +38,7 @@ from loaderdbg.record.format import (
     PAGE_REF_SIZE, PAGE_SIZE, WRITE_FIXUP, WRITE_PAGE, ChunkWrites, Recording, Write, memory_checksum,
     open_recording,
 )
-from loaderdbg.session import Event, StopReason
+from loaderdbg.session import Capability, Event, StopReason
 from loaderdbg.snapshot import Snapshot, ThreadState, build_snapshot
 from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, ReasonKind, Target, parse_target
@@ -539,7 +539,8 @@ INITIAL_REASON = reasons.launched()
 class ReplaySession:
     """The Session interface over a `.ldbg` recording."""
 
-    capabilities = frozenset({"replay", "reverse"})
+    capabilities = frozenset({Capability.REVERSE, Capability.HISTORY, Capability.BREAKPOINTS,
+                              Capability.INTERRUPT, Capability.TIMELINE})
     position_exact = True
     alive = False
 
@@ -555,6 +556,7 @@ class ReplaySession:
         self._all_events = self.recording.events()
         self._breakpoints: set[int] = set()
         self._source = ReplayState(self, self._memory)
+        self._history = None  # the data-flow tracer, made on the first question
         end = meta.get("end")
         self.end_reason = _reason_from_json(end) if isinstance(end, dict) else \
             reasons.recording_end(None, self.last_step, "the recorder stopped early")
@@ -648,6 +650,25 @@ class ReplaySession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- History: who last wrote this ------------------------------------------
+    def last_memory_write(self, addr: int, size: int):
+        """The last step before this one that wrote [addr, addr+size), or None
+        (record/dataflow.py's MemoryWrite)."""
+        with self._lock:
+            return self._tracer().last_memory_write(addr, size, self._pos)
+
+    def last_register_write(self, register: str):
+        """The last step before this one that wrote the register, or None
+        (record/dataflow.py's RegisterWrite); ValueError for no register."""
+        with self._lock:
+            return self._tracer().last_register_write(register, self._pos)
+
+    def _tracer(self):
+        if self._history is None:
+            from loaderdbg.record.dataflow import Tracer  # it builds on this module
+            self._history = Tracer(self)
+        return self._history
 
     def verify(self) -> VerifyReport:
         with self._lock:

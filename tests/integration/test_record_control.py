@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loaderdbg.analysis.explain import explain_program
+from loaderdbg.explain import explain_program
 from loaderdbg.errors import UsageError
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.record.format import open_recording

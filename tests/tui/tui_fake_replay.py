@@ -1,5 +1,5 @@
 """FakeReplaySession: a TEST DOUBLE, for unit-testing UI logic that needs a
-session with reverse execution ({"replay", "reverse"}) before the real
+session with reverse execution (Capability.REVERSE, TIMELINE) before the real
 ReplaySession (issue 5) lands. Eight instructions of hand-written code at a
 fixed address; every step is known, so goto/step_back/reverse_cont are
 trivial. Never use it in integration tests: it decodes nothing real.
@@ -11,7 +11,7 @@ from loaderdbg.analysis.handoff import NOT_CHECKED
 from loaderdbg.arch import get_arch
 from loaderdbg.decode.disasm import disassemble
 from loaderdbg.decode.registers import Registers
-from loaderdbg.session import Event, StopReason
+from loaderdbg.session import Capability, Event, StopReason
 from loaderdbg.snapshot import Snapshot
 
 BASE = 0x401000
@@ -24,7 +24,7 @@ LAST_STEP = 8
 class FakeReplaySession:
     """Test double of a ReplaySession (see module docstring)."""
 
-    capabilities = frozenset({"replay", "reverse"})
+    capabilities = frozenset({Capability.REVERSE, Capability.TIMELINE})
     program = "/fake/program"
     pid = None
     alive = True
@@ -71,6 +71,9 @@ class FakeReplaySession:
         if BASE <= addr < BASE + len(CODE):
             return "fake_start" if addr == BASE else f"fake_start+{addr - BASE:#x}"
         return None
+
+    def resolve(self, name: str) -> int | None:
+        return None  # no symbols in eight hand-written instructions
 
     def breakpoints(self) -> frozenset[int]:
         return frozenset()

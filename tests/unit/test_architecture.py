@@ -24,8 +24,7 @@ ROOMS = {
     "loaderdbg.targets": "targets",
     "loaderdbg.debug_files": "debug_files",
     "loaderdbg.analysis": "analysis",
-    "loaderdbg.analysis.dataflow": "history", "loaderdbg.analysis.explain": "history",
-    "loaderdbg.history": "history",
+    "loaderdbg.explain": "history",
     "loaderdbg.snapshot": "snapshot", "loaderdbg.snapshot_json": "render", "loaderdbg.text_report": "render",
     "loaderdbg.process": "process",
     "loaderdbg.record": "record",
@@ -58,9 +57,7 @@ ALLOWED = {
 }
 
 # Arrows issue 18 still has to remove (source module, imported module).
-TODO_ARROWS = {
-    ("tui.reports", "loaderdbg.analysis.dataflow"),   # `who`: the session should answer it
-}
+TODO_ARROWS: set[tuple[str, str]] = set()
 
 NEVER = {
     # (room, imported top-level package): the engine never draws a screen

@@ -167,7 +167,7 @@ def test_replay_needs_no_ptrace(sample):
     code = (
         "import sys\n"
         "from loaderdbg.record.replay import ReplaySession\n"
-        "from loaderdbg.analysis.explain import explain_recording\n"
+        "from loaderdbg.explain import explain_recording\n"
         f"s = ReplaySession({str(sample)!r})\n"
         "s.cont('exit'); s.snapshot(); s.step_back(3); s.snapshot(); explain_recording(s)\n"
         "bad = [m for m in sys.modules if m.startswith('loaderdbg.process')]\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from loaderdbg.analysis.dataflow import Tracer, last_memory_write, last_register_write
-from loaderdbg.analysis.explain import explain_recording
+from loaderdbg.record.dataflow import Tracer, last_memory_write, last_register_write
+from loaderdbg.explain import explain_recording
 from loaderdbg.errors import UsageError
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.snapshot_json import snapshot_to_json
@@ -47,7 +47,7 @@ def test_samples_replay_without_divergence(name):
         report = session.verify()
         assert report.ok, report.describe()
         assert report.keyframes_checked >= 2
-        assert session.capabilities == {"replay", "reverse"}
+        assert session.capabilities == {"reverse", "history", "breakpoints", "interrupt", "timeline"}
         assert session.alive is False and session.position_exact
         assert session.position == 0 and session.stop_reason.kind == "launch"
 

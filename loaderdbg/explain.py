@@ -13,7 +13,7 @@ same way from the registers that formed the faulting address.
 
 from __future__ import annotations
 
-from loaderdbg.analysis.dataflow import RegisterWrite, StepInstruction, Tracer
+from loaderdbg.record.dataflow import RegisterWrite, StepInstruction, Tracer
 from loaderdbg.decode.disasm import memory_operands
 from loaderdbg.decode.maps import find_mapping
 from loaderdbg.printable import printable
