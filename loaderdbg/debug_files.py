@@ -40,14 +40,19 @@ def find_debug_file(path: str, info: ElfInfo,
                     directories: Sequence[str] = DEBUG_DIRECTORIES) -> DebugFile | None:
     """The separate debug file of the object at path (as the maps name it),
     or None. Cached per build-id (else per debug link) for the process."""
-    link = info.debuglink
-    if info.build_id is None and link is None:
-        return None
-    key = (info.build_id, tuple(directories)) if info.build_id else \
-        (os.path.dirname(path), link.name, link.crc, tuple(directories))
+    # The build-id alone keys the cache: reading the debug link costs a
+    # parse of the object's section headers, worth paying once.
+    if info.build_id is not None:
+        key: tuple = (info.build_id, tuple(directories))
+    else:
+        link = info.debuglink
+        if link is None:
+            return None
+        key = (os.path.dirname(path), link.name, link.crc, tuple(directories))
     with _lock:
         if key in _found:
             return _found[key]
+    link = info.debuglink
     found = _by_build_id(info.build_id, directories) if info.build_id else None
     if found is None and link is not None:
         found = _by_debuglink(path, link.name, link.crc, directories)
