@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from loaderdbg.analysis.entry_code import find_main, main_not_found_reason
 from loaderdbg.analysis.link_map import NO_LINK_MAP, LinkMapView, link_map_changes, read_link_map
-from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
-from loaderdbg.analysis.relocations import relocation_states
-from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
+from loaderdbg.analysis.address_space import AddressSpace
+from loaderdbg.analysis.objects import ElfCache, MappedObject
+from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.arch import get_arch
 from loaderdbg.decode.auxv import parse_auxv
 from loaderdbg.decode.disasm import disassemble
@@ -77,6 +77,7 @@ class Inferior:
         self.attached = attached
         self.arch = get_arch("x86_64")
         self._return_offset = self.arch.register_offset(self.arch.syscall_return_register)
+        self._fs_base = self.arch.register_offset("fs_base")
         self.step_count = 0
         self.step_exact = attached is None
         self.events: list[Event] = []
@@ -95,7 +96,7 @@ class Inferior:
         self._seen: set[str] = set()
         self._here: set[str] = set()  # milestones reached at the current stop
         self._maps: tuple[MapEntry, ...] | None = None
-        self._objects: tuple[MappedObject, ...] | None = None
+        self._space: AddressSpace | None = None  # objects and symbols of _maps
         self._kernel_stack = self._decode_stack()
         self._interpreters = self._interpreter_paths()
         self._self_relocator: MappedObject | None = None
@@ -108,7 +109,6 @@ class Inferior:
         self.interrupt_requested = False
         self.statically_linked: str | None = None  # name of a program no ld.so will run
         self.user_breakpoints: set[int] = set()
-        self._symbols: SymbolTable | None = None
         if attached is None:
             self._first_stop_analysis()
         else:
@@ -298,21 +298,19 @@ class Inferior:
     def maps_text(self) -> str:
         return (self._read_proc("maps") or b"").decode("utf-8", "surrogateescape")
 
+    def address_space(self) -> AddressSpace:
+        if self._space is None:
+            self._space = AddressSpace(self.maps(), self.elf_cache)
+        return self._space
+
     def objects(self) -> tuple[MappedObject, ...]:
-        if self._objects is None:
-            self._objects = discover_objects(self.maps(), self.elf_cache)
-        return self._objects
+        return self.address_space().objects()
 
     def object_at(self, addr: int) -> MappedObject | None:
-        for obj in self.objects():
-            if obj.contains(addr):
-                return obj
-        return None
+        return self.address_space().object_at(addr)
 
     def symbols(self) -> SymbolTable:
-        if self._symbols is None:
-            self._symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in self.objects()])
-        return self._symbols
+        return self.address_space().symbols()
 
     def symbolize(self, addr: int) -> str | None:
         return self.symbols().symbolize(addr)
@@ -337,17 +335,10 @@ class Inferior:
             self.tracee.remove_breakpoint(addr)
 
     def ldso_object(self) -> MappedObject | None:
-        if self.ldso is None:
-            return None
-        return next((o for o in self.objects() if o.elf_offset == 0 and o.base == self.ldso.base), None)
+        return None if self.ldso is None else self.address_space().object_loaded_at(self.ldso.base)
 
     def program_object(self) -> MappedObject | None:
-        """The program ld.so runs (the object at AT_ENTRY), else the entered one."""
-        if self.at_entry is not None:
-            found = self.object_at(self.at_entry)
-            if found is not None:
-                return found
-        return self.object_at(self.entry_pc)
+        return self.address_space().program_object(self.at_entry, self.entry_pc)
 
     def threads(self) -> tuple[ThreadState, ...]:
         if not self.alive:
@@ -365,12 +356,12 @@ class Inferior:
                 continue
             fs_base = None
             if tid == self.pid:
-                fs_base = int.from_bytes(self.tracee.regs_raw()[21 * 8:22 * 8], "little")
+                fs_base = int.from_bytes(self.tracee.regs_raw()[self._fs_base:self._fs_base + 8], "little")
                 stop = self.stop_reason.kind
             elif self.attached is not None and tid in self.attached.stopped:
                 try:
                     raw = ptrace.RegisterBuffer().fetch(tid)
-                    fs_base = int.from_bytes(raw[21 * 8:22 * 8], "little")
+                    fs_base = int.from_bytes(raw[self._fs_base:self._fs_base + 8], "little")
                 except ptrace.PtraceError:
                     pass
                 stop = "stopped (attached)"
@@ -382,8 +373,7 @@ class Inferior:
 
     def invalidate(self) -> None:
         self._maps = None
-        self._objects = None
-        self._symbols = None
+        self._space = None
 
     def kernel_auxv(self):
         try:
@@ -557,11 +547,7 @@ class Inferior:
         return b"".join(chunks)
 
     def relocation_states(self, obj: MappedObject):
-        data = self.elf_cache.object_bytes(obj)
-        if data is None:
-            return ()
-        loaded = LoadedObject(obj.name, obj.base, obj.info)
-        return relocation_states(loaded, data, _OriginalBytes(self), self.symbols())
+        return self.address_space().relocation_states(obj, _OriginalBytes(self))
 
     # -- stepping ----------------------------------------------------------
     def _after_step(self, stop: Stop, syscall_call: tuple | None) -> Stop:

@@ -21,9 +21,9 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
-from loaderdbg.analysis.relocations import relocation_states
-from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
+from loaderdbg.analysis.address_space import AddressSpace
+from loaderdbg.analysis.objects import ElfCache, MappedObject
+from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.arch import get_arch
 from loaderdbg.decode.auxv import parse_auxv
 from loaderdbg.decode.disasm import disassemble, disassemble_one
@@ -380,7 +380,7 @@ class ReplayState:
         self._ldso = ldso if isinstance(ldso, dict) else None
         at_entry = rec.meta.get("at_entry")
         self._at_entry = at_entry if isinstance(at_entry, dict) else None
-        self._maps_cache: dict[int, tuple] = {}
+        self._maps_cache: dict[int, AddressSpace] = {}
         self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
 
     def memory_state(self) -> tuple:
@@ -431,7 +431,7 @@ class ReplayState:
     def read(self, addr: int, size: int) -> bytes | None:
         return self.memory.read(addr, size)
 
-    def _version(self) -> tuple:
+    def _version(self) -> AddressSpace:
         version = self.rec.maps_version(self.step_count)
         cached = self._maps_cache.get(version)
         if cached is None:
@@ -439,27 +439,21 @@ class ReplayState:
                 maps = parse_maps(self.rec.maps_text(self.step_count))
             except DecodeError:
                 maps = ()
-            cached = [maps, None, None]
+            cached = AddressSpace(maps, self.elf_cache)
             self._maps_cache[version] = cached
         return cached
 
     def maps(self) -> tuple[MapEntry, ...]:
-        return self._version()[0]
+        return self._version().maps
 
     def objects(self) -> tuple[MappedObject, ...]:
-        cached = self._version()
-        if cached[1] is None:
-            cached[1] = discover_objects(cached[0], self.elf_cache)
-        return cached[1]
+        return self._version().objects()
 
     def symbols(self) -> SymbolTable:
-        cached = self._version()
-        if cached[2] is None:
-            cached[2] = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in self.objects()])
-        return cached[2]
+        return self._version().symbols()
 
     def object_at(self, addr: int) -> MappedObject | None:
-        return next((o for o in self.objects() if o.contains(addr)), None)
+        return self._version().object_at(addr)
 
     def kernel_auxv(self):
         try:
@@ -474,11 +468,7 @@ class ReplayState:
             return None
 
     def relocation_states(self, obj: MappedObject):
-        data = self.elf_cache.object_bytes(obj)
-        if data is None:
-            return ()
-        loaded = LoadedObject(obj.name, obj.base, obj.info)
-        return relocation_states(loaded, data, self, self.symbols())
+        return self._version().relocation_states(obj, self)
 
     def threads(self) -> tuple[ThreadState, ...]:
         out = []
@@ -515,17 +505,11 @@ class ReplayState:
 
     def ldso_object(self) -> MappedObject | None:
         ldso = self.ldso_info()
-        if ldso is None:
-            return None
-        return next((o for o in self.objects() if o.elf_offset == 0 and o.base == ldso.get("base")), None)
+        base = None if ldso is None else ldso.get("base")
+        return self._version().object_loaded_at(base) if isinstance(base, int) else None
 
     def program_object(self) -> MappedObject | None:
-        entry = self.at_entry()
-        if entry is not None:
-            found = self.object_at(entry)
-            if found is not None:
-                return found
-        return self.object_at(self.entry_pc)
+        return self._version().program_object(self.at_entry(), self.entry_pc)
 
     @property
     def events(self) -> Sequence[Event]:
