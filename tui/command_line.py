@@ -34,3 +34,12 @@ class CommandLine(Input):
         self._index = max(0, min(len(self.history), self._index + delta))
         self.value = self.history[self._index] if self._index < len(self.history) else ""
         self.cursor_position = len(self.value)
+
+
+class PaneInput(Input):
+    """An input inside a pane or a view (a filter, a search): `:` is not
+    typed into it but goes to the command line, as everywhere else (an
+    input takes the printable keys before the App's priority bindings)."""
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        return character != ":" and super().check_consume_key(key, character)

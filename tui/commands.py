@@ -184,6 +184,7 @@ VERBS = {
     "q": "quit", "quit": "quit", "exit": "quit",
     "events": "events", "milestones": "events",
     "regs": "registers",
+    "tab": "tab", "focus": "tab",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -234,6 +235,10 @@ def parse_command(line: str) -> Command | None:
         except UsageError as err:
             raise CommandError(str(err)) from None
         return Command("until", target=target, text=text)
+    if verb == "tab":
+        if not rest:
+            raise CommandError("tab needs a name or a number, e.g. tab relocs, tab 3 (Alt+3)")
+        return Command("tab", target=rest, text=text)
     if verb == "goto":
         if not rest:
             raise CommandError("goto needs a step number")
@@ -297,6 +302,7 @@ HELP_LINES = (
     ("got", "GOT slots (JUMP_SLOT, GLOB_DAT): symbol, current value, state"),
     ("explain", "the milestones so far and the hand-off check"),
     ("goto N", "go to step N (replay; forward only when live)"),
+    ("tab NAME | N", "bring a tab forward: relocs, maps, link… or its number (Alt+N)"),
     ("rsi [N] / rc", "step back / reverse continue (replay)"),
     ("who $REG / who[/N] ADDR", "which step last wrote a register or N bytes of memory (replay)"),
     ("q", "quit"),

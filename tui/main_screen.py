@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
@@ -40,6 +41,9 @@ class MainScreen(Screen):
     """Status, panes, timeline, command line, footer."""
 
     AUTO_FOCUS = "#listing"
+    # Alt+1…9, Alt+0: the tabs in order (the `tab NAME` command too).
+    BINDINGS = [Binding(f"alt+{digit}", f"tab({index})", show=False)
+                for index, digit in enumerate("1234567890")]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide"), (VERY_WIDE, "-very-wide")]
 
     def __init__(self, wide: bool) -> None:
@@ -144,6 +148,43 @@ class MainScreen(Screen):
         """Draw what the panes now shown were sent while hidden."""
         for pane in self.view_targets()[1]:
             pane.flush()
+
+    def tab_ids(self) -> list[str]:
+        """The tabs of this layout, in order."""
+        tabs = self._tabbed()
+        return [pane.id for pane in tabs.query(TabPane)] if tabs is not None else []
+
+    def tab_labels(self) -> dict[str, str]:
+        """tab id -> its label as shown."""
+        tabs = self._tabbed()
+        if tabs is None:
+            return {}
+        return {pane.id: str(tabs.get_tab(pane.id).label.plain) for pane in tabs.query(TabPane)}
+
+    def find_tab(self, word: str) -> str | None:
+        """The tab a word names: its number (1…), its label or id, or the
+        start of either ("rel", "link", "sys")."""
+        ids = self.tab_ids()
+        if word.isdigit():
+            index = int(word) - 1
+            return ids[index] if 0 <= index < len(ids) else None
+        word = word.lower().replace("_", "").replace("-", "")
+        for tab_id, label in self.tab_labels().items():
+            names = (tab_id.removeprefix("tab-"), label.lower().replace("_", "").replace(" ", ""))
+            if any(name == word for name in names):
+                return tab_id
+        for tab_id, label in self.tab_labels().items():
+            names = (tab_id.removeprefix("tab-"), label.lower().replace("_", "").replace(" ", ""))
+            if any(name.startswith(word) for name in names):
+                return tab_id
+        return None
+
+    def action_tab(self, index: int) -> None:
+        ids = self.tab_ids()
+        if index < len(ids):
+            self.show_tab(ids[index])
+        else:
+            self.app.refuse(f"no tab {index + 1} here: this layout has {len(ids)}")
 
     def show_tab(self, tab_id: str) -> bool:
         """Bring tab_id up; False when this layout has no such tab (the log

@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from loaderdbg_tui.command_line import PaneInput
 from loaderdbg_tui.elf import rendered_lines
 from loaderdbg_tui.lines_view import LinesView
 
@@ -47,7 +48,7 @@ class OutputScreen(Screen[None]):
         yield Static(Text(self.title_text + "  ·  / search · n next · Esc back", no_wrap=True),
                      id="output-title")
         yield LinesView(id="output-lines")
-        yield Input(placeholder="search (Enter; Esc closes)", id="output-search")
+        yield PaneInput(placeholder="search (Enter; Esc closes)", id="output-search")
         yield Footer(compact=True)
 
     @property

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
+from loaderdbg_tui.command_line import PaneInput
 from loaderdbg_tui.describe import hex_short
 from loaderdbg_tui.fit import Column, Layout, plan, shrink
 from loaderdbg_tui.pane import ViewPane
@@ -95,7 +96,7 @@ class RelocationsPane(ViewPane, Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="reloc-summary")
-        yield Input(placeholder="filter: object, type, symbol, state (e.g. libc pending)", id="reloc-filter")
+        yield PaneInput(placeholder="filter: object, type, symbol, state (e.g. libc pending)", id="reloc-filter")
         yield Static(id="reloc-header")
         yield LinesView(id="reloc-table")
 
