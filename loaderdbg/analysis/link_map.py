@@ -14,7 +14,7 @@ from loaderdbg.decode.linkmap import (LinkMapEntry, RDebug, find_r_debug_via_dt_
 from loaderdbg.decode.memory import MemoryReader
 
 if TYPE_CHECKING:
-    from loaderdbg.analysis.symbols import LoadedObject
+    from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 
 @dataclass(frozen=True)
 class LinkMapView:
@@ -64,6 +64,60 @@ def link_map_changes(before: LinkMapView, after: LinkMapView) -> tuple[list[Link
     return added, removed
 
 
+def loader_head(program: "LoadedObject | None", memory: MemoryReader) -> tuple[bool | None, RDebug | None]:
+    """(published, namespace 0's r_debug): published is None when the
+    program has no DT_DEBUG (or is unknown), False while DT_DEBUG is 0."""
+    if program is None:
+        return None, None
+    info = program.info
+    index = next((i for i, entry in enumerate(info.dynamic) if entry.name == "DT_DEBUG"), None)
+    dynamic = next((seg for seg in info.segments if seg.type == "DYNAMIC"), None)
+    if index is None or dynamic is None or info.elf_class != 64:
+        return None, None
+    # .dynamic keeps the file's order in memory: read DT_DEBUG's d_val
+    # alone (this runs for every object at every stop).
+    raw = memory.read(program.base + dynamic.vaddr + index * 16 + 8, 8)
+    if raw is None:
+        return None, None
+    address = int.from_bytes(raw, "little" if info.little_endian else "big")
+    if not address:
+        return False, None
+    try:
+        return True, read_r_debug(memory, address)
+    except DecodeError:
+        return None, None
+
+
+_SCOPED: dict[int, tuple] = {}  # id(symbols) -> (symbols, r_debug, table in the loader's order)
+_SCOPED_MAX = 64
+
+
+def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "SymbolTable":
+    """symbols with the scopes the link_map gives (namespaces, preloads,
+    dlopen'ed objects), or symbols itself before ld.so publishes one. The
+    list changes only when ld.so adds or removes objects, which maps or
+    unmaps them (a new symbols) and flips r_state: while r_debug reads the
+    same, the answer is the last one."""
+    from loaderdbg.analysis.symbols import SymbolTable
+
+    published, head = loader_head(symbols.program, memory)
+    if not published or head is None or not head.r_map:
+        return symbols
+    hit = _SCOPED.get(id(symbols))
+    if hit is not None and hit[0] is symbols and hit[1] == head:
+        return hit[2]
+    try:
+        _, entries = walk_r_debug(memory, head.address)
+    except DecodeError:
+        return symbols
+    scopes = loader_scopes(symbols.objects, entries)
+    table = symbols if scopes is None else SymbolTable(symbols.objects, scopes[0], scopes[1])
+    _SCOPED[id(symbols)] = (symbols, head, table)
+    while len(_SCOPED) > _SCOPED_MAX:
+        del _SCOPED[next(iter(_SCOPED))]
+    return table
+
+
 @dataclass(frozen=True)
 class LoaderProgress:
     """What the loader has published about its own progress."""
@@ -88,33 +142,28 @@ def loader_progress(program: "LoadedObject | None", objects: "Sequence[LoadedObj
     """``before``: an earlier answer for the same process. Startup
     relocation, once done, stays done: while r_debug reads the same, the
     list is not walked again."""
-    if program is None or program.info.dynamic_value("DT_DEBUG") is None:
+    published, head = loader_head(program, memory)
+    if published is None:
         return NO_PROGRESS
-    dynamic = next((seg for seg in program.info.segments if seg.type == "DYNAMIC"), None)
-    if dynamic is None:
-        return NO_PROGRESS
+    if head is None:
+        return LoaderProgress(published, False)
+    address = head.address
     try:
-        address = find_r_debug_via_dt_debug(memory, program.base + dynamic.vaddr)
-        if not address:
-            return LoaderProgress(False, False)
-        head = read_r_debug(memory, address)
-        if head is None:
-            return LoaderProgress(True, False)
         if before is not None and before.startup_relocated and before.r_debug == head:
             return before
+        if head.r_state != "RT_CONSISTENT" or not head.r_map or not head.r_brk:
+            return LoaderProgress(True, False, head)
         debugs, entries = walk_r_debug(memory, address)
     except DecodeError:
         return NO_PROGRESS
     if not debugs:
         return LoaderProgress(True, False)
-    first = debugs[0]
     in_list = [e for e in entries if e.namespace == 0]
     names = {e.name.rsplit("/", 1)[-1] for e in in_list} | {e.name for e in in_list}
     bases = {e.l_addr for e in in_list}
     sonames = {o.info.soname: o.base for o in objects if o.info.soname}
-    startup = (first.r_state == "RT_CONSISTENT" and first.r_map != 0 and first.r_brk != 0
-               and all(needed in names or needed.rsplit("/", 1)[-1] in names or sonames.get(needed) in bases
-                       for needed in program.info.needed))
+    startup = all(needed in names or needed.rsplit("/", 1)[-1] in names or sonames.get(needed) in bases
+                  for needed in program.info.needed)
     return LoaderProgress(True, startup, head)
 
 
@@ -126,20 +175,55 @@ def scope_from_link_map(objects: "Sequence[LoadedObject]", entries: Sequence[Lin
     DT_NEEDED closure plus what precedes its first needed object
     (preloads). Objects are matched by load bias. None when the list does
     not name the objects (no link_map yet)."""
-    from loaderdbg.analysis.symbols import global_scope
+    scopes = loader_scopes(objects, entries)
+    return None if scopes is None else scopes[0]
 
+
+def _namespaces(objects: "Sequence[LoadedObject]", entries: Sequence[LinkMapEntry],
+                ) -> "dict[int, list[LoadedObject]]":
     by_base = {o.base: o for o in objects}
-    ordered = []
+    lists: dict[int, list] = {}
+    seen: set[tuple[int, int]] = set()
     for entry in entries:
-        if entry.namespace != 0 or entry.kind == "vdso":
-            continue
         obj = by_base.get(entry.l_addr)
-        if obj is not None and obj not in ordered:
-            ordered.append(obj)
-    if not ordered:
+        if entry.kind == "vdso" or obj is None or (entry.namespace, entry.l_addr) in seen:
+            continue
+        seen.add((entry.namespace, entry.l_addr))
+        lists.setdefault(entry.namespace, []).append(obj)
+    return lists
+
+
+def loader_scopes(objects: "Sequence[LoadedObject]", entries: Sequence[LinkMapEntry],
+                  ) -> "tuple[tuple[LoadedObject, ...], dict[tuple[str, int], tuple[LoadedObject, ...]]] | None":
+    """(global scope, search list of every other listed object) from the
+    link_map. Namespace 0's global scope is its list cut to the program's
+    DT_NEEDED closure plus what precedes the first needed object
+    (preloads); another object there (dlopen'ed RTLD_LOCAL) searches the
+    global scope, then its own dependencies. A dlmopen namespace searches
+    its first object's closure, then the object's own dependencies, never
+    namespace 0. DT_NEEDED names are matched among the namespace's own
+    objects (two namespaces may each load a libc.so.6)."""
+    from loaderdbg.analysis.symbols import needed_closure, object_key
+
+    lists = _namespaces(objects, entries)
+    main_list = lists.get(0)
+    if not main_list:
         return None
-    closure = global_scope(objects)
+    program = main_list[0]
+    closure = needed_closure([program], main_list)
     members = {id(o) for o in closure}
-    first_needed = next((i for i, o in enumerate(ordered[1:], 1) if id(o) in members), len(ordered))
-    preloads = {id(o) for o in ordered[1:first_needed]}
-    return tuple(o for o in ordered if id(o) in members or id(o) in preloads)
+    first_needed = next((i for i, o in enumerate(main_list[1:], 1) if id(o) in members), len(main_list))
+    preloads = {id(o) for o in main_list[1:first_needed]}
+    global_scope = tuple(o for o in main_list if id(o) in members or id(o) in preloads)
+    in_global = {object_key(o) for o in global_scope}
+    scopes: dict[tuple[str, int], tuple] = {}
+    for namespace, listed in lists.items():
+        base_scope = global_scope if namespace == 0 else tuple(needed_closure([listed[0]], listed))
+        for obj in listed:
+            key = object_key(obj)
+            if namespace == 0 and key in in_global:
+                continue
+            searched = {object_key(o) for o in base_scope}
+            own = [o for o in needed_closure([obj], listed) if object_key(o) not in searched]
+            scopes[key] = base_scope + tuple(own)
+    return global_scope, scopes

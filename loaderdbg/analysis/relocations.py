@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterable
 
-from loaderdbg.analysis.link_map import LoaderProgress, loader_progress
+from loaderdbg.analysis.link_map import LoaderProgress, loader_progress, symbols_in_loader_order
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
 from loaderdbg.decode.linkmap import image_extent
@@ -517,6 +517,7 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
     if word is None:
         raise ValueError(f"no relocation recipes for architecture {arch!r}")
     plan = _plan(obj, file_bytes, arch, word)
+    symbols = symbols_in_loader_order(symbols, memory)
     image = _SegmentImages(memory.read, plan.segments)
     blocks = tuple(data for _, _, data in image.blocks)
     with _CACHE_LOCK:

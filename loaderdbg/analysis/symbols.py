@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, ElfInfo
 
@@ -113,6 +113,12 @@ def match_definition(obj: LoadedObject, name: str, version: str | None,
         next((s for s in defs if not s.version_hidden), None)
 
 
+def object_key(obj: LoadedObject) -> tuple[str, int]:
+    """What tells two loaded objects apart (two namespaces may load the
+    same file under the same name)."""
+    return obj.path, obj.base
+
+
 def _key(obj: LoadedObject) -> tuple[str, int]:
     return obj.path, obj.base
 
@@ -170,16 +176,19 @@ def global_scope(objects: Sequence[LoadedObject]) -> tuple[LoadedObject, ...]:
 
 class SymbolTable:
     """Built once per set of loaded objects (per stop, or per mmap event).
-    ``scope`` is the global scope in search order (from the link_map); by
-    default it is derived from the files (global_scope)."""
+    ``scope`` is the global scope in search order; by default it is derived
+    from the files (global_scope). ``scopes`` gives the search list of
+    objects outside it, per (path, base): the link_map knows them (a
+    dlmopen namespace searches its own objects only)."""
 
-    def __init__(self, objects: Sequence[LoadedObject], scope: Sequence[LoadedObject] | None = None) -> None:
+    def __init__(self, objects: Sequence[LoadedObject], scope: Sequence[LoadedObject] | None = None,
+                 scopes: Mapping[tuple[str, int], tuple[LoadedObject, ...]] | None = None) -> None:
         self.objects: tuple[LoadedObject, ...] = tuple(objects)
         self.scope: tuple[LoadedObject, ...] = tuple(scope) if scope is not None else global_scope(self.objects)
         # Objects are told apart by (path, base): callers build fresh
         # LoadedObjects for the same mapping.
         self._in_scope = frozenset(_key(o) for o in self.scope)
-        self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = {}
+        self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = dict(scopes or {})
         self.program: LoadedObject | None = _main_program(self.objects)
         self._scope_index: dict[int, list] = {}
         ranges = []

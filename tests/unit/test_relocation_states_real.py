@@ -16,6 +16,7 @@ from test_relocations import (LDSO, LDSO_BASE, LIBC, LIBC_BASE, ZOO, Process, _S
 
 from loaderdbg.analysis.link_map import scope_from_link_map
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable, match_definition
+from loaderdbg.decode.elf import parse_elf
 from loaderdbg.decode.linkmap import LinkMapEntry, classify, image_extent
 from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.arch import get_arch
@@ -244,7 +245,8 @@ def test_scope_from_link_map_keeps_preloads_and_drops_the_vdso() -> None:
     proc = python_process()
     objects = proc.objects
     by_path = {o.path: o for o in objects}
-    preload = LoadedObject("/preloaded.so", 0x7FFFF7000000, by_path[LIBZ].info)
+    crypt = f"{LIBDIR}/libcrypt.so.1"
+    preload = LoadedObject("/preloaded.so", 0x7FFFF7000000, parse_elf(Path(crypt).read_bytes(), crypt))
 
     def entry(name: str, obj: LoadedObject | None, kind: str) -> LinkMapEntry:
         return LinkMapEntry(0, 0, name, obj.base if obj else 0x7FFFF7FC8000, 0, kind)
