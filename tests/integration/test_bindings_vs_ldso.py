@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from loaderdbg.decode.elf import parse_elf
 from loaderdbg.live import LiveSession
 from loaderdbg.process.tracee import LaunchSpec
 
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+FIXTURES = Path(__file__).resolve().parents[2] / "build" / "fixtures"
 SYMBOL_SLOTS = ("R_X86_64_GLOB_DAT", "R_X86_64_JUMP_SLOT", "R_X86_64_64")
 
 FIRST = r"""
@@ -109,12 +111,12 @@ def built(tmp_path_factory) -> dict[str, Path]:
     return programs
 
 
-def at_entry(argv: list[str], bind_now: bool):
-    env = dict(ENV, LD_BIND_NOW="1") if bind_now else dict(ENV)
+def at_entry(argv: list[str], bind_now: bool, until: str = "entry", **env_vars: str):
+    env = dict(ENV, LD_BIND_NOW="1", **env_vars) if bind_now else dict(ENV, **env_vars)
     null = os.open(os.devnull, os.O_WRONLY)
     session = LiveSession(LaunchSpec(path=argv[0], argv=tuple(argv), env=env, stdout_fd=null, stderr_fd=null))
     try:
-        session.cont("entry")
+        session.cont(until)
         return session.snapshot()
     finally:
         session.close()
@@ -211,3 +213,39 @@ def test_json_carries_r_debug_bindings_reasons_and_no_library_entry() -> None:
     rewritten = [r for r in doc["relocations"] if r["reason"]]
     assert rewritten and all(r["state"] == "applied" and "rewritten after relocation" in r["reason"]
                              for r in rewritten)
+
+
+def test_ld_preload_interposes_first(built) -> None:
+    """LD_PRELOAD objects follow the program in the link_map and in the
+    global scope: the preloaded libsecond's interposed() wins."""
+    preload = str(built["pie-now"].parent / "libsecond.so")
+    snap = at_entry([str(built["pie-now"])], True, LD_PRELOAD=preload)
+    check_against_ldso(snap)
+    for obj in ("pie-now", "libsecond.so"):
+        assert slot(snap, obj, "interposed").binding.object == "libsecond.so"
+
+
+def test_dlmopen_namespace_binds_within_itself() -> None:
+    """The dlmopen fixture loads libzoo-ns.so and a second libc.so.6 into a
+    new namespace: the program keeps binding to namespace 0's libc, the new
+    namespace to its own."""
+    program = FIXTURES / "zoo" / "dlmopen"
+    if not program.exists():
+        pytest.fail(f"{program} is missing: run `make fixtures`")
+    snap = at_entry([str(program)], True, until="exit")
+    check_against_ldso(snap)
+    libcs = {o.base for o in snap.objects if o.name == "libc.so.6"}
+    assert len(libcs) == 2
+    namespace_of = {e.l_addr: e.namespace for e in snap.link_map if e.name.endswith("libc.so.6")}
+    libc = parse_elf(Path("/lib/x86_64-linux-gnu/libc.so.6").read_bytes(), "libc.so.6")
+
+    def libc_namespace(r) -> int:
+        """The namespace of the libc copy r's slot points into."""
+        values = {sym.value for sym in libc.definitions(r.symbol)}
+        (base,) = [b for b in libcs if r.current - b in values]
+        return namespace_of[base]
+
+    assert libc_namespace(slot(snap, "dlmopen", "puts")) == 0
+    zoo = [r for r in snap.relocations if r.object == "libzoo-ns.so" and r.binding is not None
+           and r.binding.object == "libc.so.6" and r.type_name in SYMBOL_SLOTS]
+    assert zoo and {libc_namespace(r) for r in zoo} == {1}
