@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Callable
 
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -43,13 +44,19 @@ def _interrupt_for(signum: int) -> KeyboardInterrupt:
 
 _cleanups = 0  # cleanup() blocks under way (signal handlers run in the main thread only)
 _held: int | None = None  # the first signal that came during one
+_ask_to_end: Callable[[int], None] | None = None  # a front end's way to end itself (ended_by)
+_asked: int | None = None  # the signal it was asked to end for
 
 
 def _on_signal(signum: int, frame) -> None:
-    global _held
+    global _held, _asked
     if _cleanups:
         if _held is None:
             _held = signum
+        return
+    if _ask_to_end is not None and signum != signal.SIGINT and _asked is None:
+        _asked = signum
+        _ask_to_end(signum)
         return
     raise _interrupt_for(signum)
 
@@ -73,6 +80,30 @@ class handled:
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+
+class ended_by:
+    """For a front end with an event loop of its own (the TUI): raised in
+    the middle of that loop, Terminated could be caught and reported as a
+    crash of whatever it passed through. Within this block, SIGTERM and
+    SIGHUP call ``ask_to_end(signum)`` instead, once (it should make the
+    loop end soon, from the main thread, e.g. Textual's App.exit); when the
+    block ends, Terminated is raised as usual, so the session is closed and
+    the exit code says which signal it was. A second signal raises at once."""
+
+    def __init__(self, ask_to_end: Callable[[int], None]) -> None:
+        self._ask_to_end = ask_to_end
+
+    def __enter__(self) -> "ended_by":
+        global _ask_to_end, _asked
+        _ask_to_end, _asked = self._ask_to_end, None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        global _ask_to_end, _asked
+        asked, _ask_to_end, _asked = _asked, None, None
+        if asked is not None and exc_type is None:
+            raise Terminated(asked)
 
 
 class cleanup:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import signal
 import subprocess
 import sys
@@ -151,15 +152,27 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _children_running(pid: int, program: str) -> list[int]:
+    """Its children that run ``program`` (not a helper it runs meanwhile)."""
+    found = []
+    for child in _children(pid):
+        try:
+            if os.readlink(f"/proc/{child}/exe") == program:
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
 def test_sigterm_kills_a_launched_program(dlopen_loop):
     debugger = subprocess.Popen([*LOADERDBG, "inspect", "--at", "exit", dlopen_loop],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while not _children(debugger.pid) and time.monotonic() < deadline:
+        while not (launched := _children_running(debugger.pid, dlopen_loop)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        (program,) = _children(debugger.pid)
+        (program,) = launched
         _wait_until_running_traced(program)
         debugger.send_signal(signal.SIGTERM)
         _, err = debugger.communicate(timeout=30)
@@ -170,3 +183,47 @@ def test_sigterm_kills_a_launched_program(dlopen_loop):
     # The program's own output ("ready") goes to stderr too, before ours.
     assert err.splitlines()[-1] == "loaderdbg: interrupted (SIGTERM)", err
     assert not os.path.exists(f"/proc/{program}"), _status(program)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_to_the_tui_detaches_cleanly(looping_process, signum):
+    """`loaderdbg attach PID` (the TUI, in a pty): the signal ends the app,
+    and the process is detached without our int3s."""
+    pid = looping_process.pid
+    child, master = pty.fork()
+    if child == 0:  # pragma: no cover - the child execs at once
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(sys.executable, [*LOADERDBG, "attach", str(pid)])
+    screen = b""
+    try:
+        deadline = time.monotonic() + 60
+        # Attached and drawn: the first screen has come.
+        while (_status(pid).get("TracerPid", "0") == "0" or len(screen) < 2000) and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                screen += os.read(master, 65536)
+        os.kill(child, signum)
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                break
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    pass
+        else:
+            raise AssertionError("the TUI did not end")
+    finally:
+        os.close(master)
+        try:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    # Whatever Textual makes of an exception raised inside its loop (until
+    # the TUI asks end_signals.ended_by to end it instead), the session was
+    # closed on the way out: detached, no int3 left.
+    assert os.waitstatus_to_exitcode(status) != 0
+    _assert_left_running(looping_process)

@@ -1,0 +1,51 @@
+"""end_signals: SIGTERM and SIGHUP end loaderdbg as Ctrl-C does, never in
+the middle of a clean-up, and a front end with its own loop can be asked
+to end instead of having an exception raised inside it (real signals to
+this process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from loaderdbg import end_signals
+
+
+def _signal_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.01)  # Python runs the handler between bytecodes, soon after
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_raise_terminated(signum):
+    before = signal.getsignal(signum)
+    with end_signals.handled():
+        with pytest.raises(end_signals.Terminated) as raised:
+            _signal_self(signum)
+    assert raised.value.exit_code == 128 + signum
+    assert isinstance(raised.value, KeyboardInterrupt)  # every Ctrl-C clean-up applies
+    assert signal.getsignal(signum) == before  # handlers given back
+
+
+def test_a_signal_during_cleanup_waits_until_it_is_done():
+    done = []
+    with end_signals.handled():
+        with pytest.raises(end_signals.Terminated):
+            with end_signals.cleanup():
+                _signal_self(signal.SIGTERM)
+                _signal_self(signal.SIGHUP)
+                done.append("cleaned")
+    assert done == ["cleaned"]
+
+
+def test_a_front_end_is_asked_to_end_then_terminated_is_raised():
+    asked = []
+    with end_signals.handled():
+        with pytest.raises(end_signals.Terminated) as raised:
+            with end_signals.ended_by(asked.append):
+                _signal_self(signal.SIGHUP)
+                assert asked == [signal.SIGHUP]  # nothing raised inside the loop
+    assert raised.value.signum == signal.SIGHUP
