@@ -248,6 +248,15 @@ class Recorder:
         self._no_verify = False
         self.end_reason: StopReason | None = None
         self.pinned_cpu: int | None = None
+        # Set as the run gets there (attributes exist from the start, so
+        # clean-up paths ask them instead of probing with getattr).
+        self.pid: int | None = None
+        self.chunk: _Chunk | None = None
+        self.loop_started: float | None = None
+        self.crash_reason: StopReason | None = None
+        self._child_affinity: set[int] | None = None
+        self._flushed_final = False
+        self._last_progress: float | None = None
 
     # ------------------------------------------------------------------ setup
     def run(self) -> RecordingSummary:
@@ -306,14 +315,14 @@ class Recorder:
                     os.sched_setaffinity(0, original_affinity)
                 except OSError:
                     pass
-            if self.writer is not None and not self.finished and not hasattr(self, "chunk"):
+            if self.writer is not None and not self.finished and self.chunk is None:
                 self.writer.discard()  # failed before the first step: nothing worth keeping
             if self.progress and self.writer is not None:
                 sys.stderr.write("\n")
                 sys.stderr.flush()
         ended = time.monotonic()
         seconds = max(ended - started, 1e-9)
-        loop_started = getattr(self, "loop_started", ended)
+        loop_started = self.loop_started if self.loop_started is not None else ended
         size = os.path.getsize(self.output)
         milestones = tuple((e.name, e.step) for e in self.tracker.events if e.kind == "milestone")
         return RecordingSummary(
@@ -355,7 +364,7 @@ class Recorder:
             return
         if not tracee.alive:
             return
-        if getattr(self, "_child_affinity", None) is not None:
+        if self._child_affinity is not None:
             try:
                 os.sched_setaffinity(tracee.pid, self._child_affinity)
             except OSError:
@@ -368,7 +377,7 @@ class Recorder:
         if self.interrupted or self.finished:
             raise KeyboardInterrupt
         self.interrupted = True
-        pid = getattr(self, "pid", None)
+        pid = self.pid
         if pid is None and self.catcher is not None:
             self.catcher.cancelled = True  # still waiting for a spawn: it lets the parent go
             return
@@ -955,7 +964,7 @@ class Recorder:
             self._end(dataclasses.replace(reason, target=str(self.target), reached=True))
 
     def _exit_reason(self, stop: Stop) -> StopReason:
-        crash = getattr(self, "crash_reason", None)
+        crash = self.crash_reason
         if crash is not None:
             return crash
         if stop.kind is StopKind.EXITED:
@@ -1211,7 +1220,7 @@ class Recorder:
     def _flush_chunk(self, keyframe: bool, final: bool = False) -> None:
         chunk = self.chunk
         position = self.pos
-        if getattr(self, "_flushed_final", False):
+        if self._flushed_final:
             return
         if final:
             self._flushed_final = True
@@ -1261,7 +1270,7 @@ class Recorder:
     def _salvage(self) -> None:
         """After an unexpected error or a second Ctrl-C: keep a valid file
         ending at the last complete step."""
-        if self.finished or self.writer is None or not hasattr(self, "chunk"):
+        if self.finished or self.writer is None or self.chunk is None:
             return
         chunk = self.chunk
         steps = self.pos - chunk.start
@@ -1339,7 +1348,7 @@ class Recorder:
         if not self.progress:
             return
         now = time.monotonic()
-        last = getattr(self, "_last_progress", None)
+        last = self._last_progress
         if last is None:
             self._progress_start = (now, self.pos)
             self._last_progress = now
