@@ -43,6 +43,30 @@ class ThreadState:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """Where a replay stops matching its recording: the first position
+    (step) that shows a wrong value, the byte, and what differs."""
+
+    step: int
+    address: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class SyscallCall:
+    """One syscall the program made: ``step`` is the position after it (as
+    its event's), ``args`` the raw argument registers, ``result`` signed
+    (None: it never returned). Fields the source could not see are None."""
+
+    step: int
+    number: int | None
+    name: str
+    args: tuple[int, ...] | None
+    result: int | None
+    errno_name: str | None
+
+
+@dataclass(frozen=True)
 class ObjectSummary:
     name: str
     path: str
@@ -75,6 +99,10 @@ class Snapshot:
     got: tuple[GotSlot, ...] = ()
     ifuncs: tuple[IfuncChoice, ...] = ()
     r_debug: tuple[RDebug, ...] = ()  # one per namespace, in r_next order
+    # A replay's check of its recording (None: nothing checked yet, or live).
+    verified: bool | None = None
+    divergence: Divergence | None = None
+    syscalls: tuple[SyscallCall, ...] = ()
 
 
 class StateSource(Protocol):
@@ -118,6 +146,10 @@ class StateSource(Protocol):
     # with that key (None: cannot tell); ``reads_tracked()`` a context
     # manager collecting the (start, end) of each memory read in its block;
     # ``snapshot_memo`` is where build_snapshot keeps what it derived.
+    # Also optional: ``syscall_calls()``, the SyscallCalls made so far with
+    # their raw arguments (else they come from the syscall events, whose
+    # text has no raw values), and ``verification()``, a replay's
+    # (verified, first Divergence) so far.
 
 
 class _Reader:
@@ -250,6 +282,9 @@ def build_snapshot(source: StateSource) -> Snapshot:
     views = _remembered_views(source, memory)
     stack, ldso = views.stack, views.ldso
 
+    verification = getattr(source, "verification", None)
+    verified, divergence = verification() if verification is not None else (None, None)
+
     handoff = NOT_CHECKED
     if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
         handoff = check_handoff(registers, stack, memory, views.maps, views.objects, ldso)
@@ -275,7 +310,19 @@ def build_snapshot(source: StateSource) -> Snapshot:
         got=views.got,
         ifuncs=views.ifuncs,
         r_debug=views.r_debug,
+        verified=verified,
+        divergence=divergence,
+        syscalls=_syscalls(source),
     )
+
+
+def _syscalls(source: StateSource) -> tuple[SyscallCall, ...]:
+    calls = getattr(source, "syscall_calls", None)
+    if calls is not None:
+        return tuple(calls())
+    numbers = source.arch.syscall_numbers
+    return tuple(SyscallCall(e.step, numbers.get(e.name), e.name, None, None, None)
+                 for e in source.events if e.kind == "syscall")
 
 
 # relocation_states hands back the very same tuple while an object's slots

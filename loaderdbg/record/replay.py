@@ -32,14 +32,16 @@ from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.decode.siginfo import decode_siginfo
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
+from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.errors import UsageError
 from loaderdbg.record import index
 from loaderdbg.record.format import (
     PAGE_REF_SIZE, PAGE_SIZE, WRITE_FIXUP, WRITE_PAGE, ChunkWrites, Recording, Write, memory_checksum,
     open_recording,
 )
+from loaderdbg.record.writer import page_hash
 from loaderdbg.session import Capability, Event, StopReason
-from loaderdbg.snapshot import Snapshot, ThreadState, build_snapshot
+from loaderdbg.snapshot import Divergence, Snapshot, SyscallCall, ThreadState, build_snapshot
 from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, ReasonKind, Target, parse_target
 
@@ -225,6 +227,15 @@ class ReplayMemory:
         self._writes.clear()
         self._writes_known_from = self.generation
 
+    def seek_by_writes(self, target: int) -> None:
+        """Move to ``target`` by applying the writes in between, from
+        wherever memory is (no keyframe image taken on the way)."""
+        if target > self.pos:
+            self._forward(self.pos, target)
+        elif target < self.pos:
+            self._backward(self.pos, target)
+        self.pos = target
+
     def seek(self, target: int) -> None:
         if target == self.pos:
             return
@@ -248,11 +259,6 @@ class ReplayMemory:
         self.pos = target
 
 
-@dataclass(frozen=True)
-class Divergence:
-    step: int
-    address: int | None
-    message: str
 
 
 @dataclass(frozen=True)
@@ -272,10 +278,96 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify_recording(rec: Recording) -> VerifyReport:
+def check_keyframe(rec: Recording, keyframe: int, *, forward: bool = True,
+                   backward: bool = True) -> Divergence | None:
+    """Check the replay of the steps between the keyframe before
+    ``keyframe`` and it, as ReplayMemory replays them: forward (each
+    write's new bytes) from the earlier keyframe's image must give every
+    page it touched as recorded at ``keyframe``, and backward (each write's
+    old bytes) from ``keyframe``'s image must give them as recorded at the
+    earlier one. Only the pages the writes touch are read, so this costs
+    about what a seek across those steps does."""
+    where = bisect.bisect_left(rec.keyframes, keyframe)
+    if where == 0 or where >= len(rec.keyframes) or rec.keyframes[where] != keyframe:
+        return None
+    start = rec.keyframes[where - 1]
+    memory = ReplayMemory(rec)
+    if forward:
+        memory.reset(start)
+        memory.seek_by_writes(keyframe)
+        page, mine, theirs = _first_page_differing(rec, memory, keyframe)
+        if page is not None:
+            return _divergence_forward(rec, start, keyframe, page, mine, theirs)
+    if backward:
+        memory.reset(keyframe)
+        memory.seek_by_writes(start)
+        page, mine, theirs = _first_page_differing(rec, memory, start)
+        if page is not None:
+            return _divergence_backward(rec, start, keyframe, page, mine, theirs)
+    return None
+
+
+def _first_page_differing(rec: Recording, memory: "ReplayMemory", keyframe: int):
+    """(page, replayed bytes or None, recorded bytes or None) of the lowest
+    page the replay touched whose content differs from the recording's
+    image at ``keyframe``; (None, None, None) if all agree."""
+    for page in sorted(memory.pages):
+        content = memory.pages[page]
+        recorded = rec.image_hash(page, keyframe)
+        if content.__class__ is _Stored:
+            if bytes(content) == recorded:
+                continue
+            content = memory.page(page)
+        elif content is not None and recorded is not None and page_hash(content) == recorded:
+            continue
+        if content is None and recorded is None:
+            continue
+        return page, content, None if recorded is None else rec.page_bytes(recorded)
+    return None, None, None
+
+
+def _first_byte(page: int, mine, theirs) -> int:
+    if mine is None or theirs is None:
+        return page << 12
+    return (page << 12) + next((i for i in range(PAGE_SIZE) if mine[i] != theirs[i]), 0)
+
+
+def _shown_byte(content, addr: int) -> str:
+    return "unmapped" if content is None else f"{content[addr & (PAGE_SIZE - 1)]:#04x}"
+
+
+def _divergence_forward(rec: Recording, start: int, keyframe: int, page: int, mine, theirs) -> Divergence:
+    addr = _first_byte(page, mine, theirs)
+    write = index.last_write(rec, addr, 1, keyframe)
+    if write is not None and write.step >= start:
+        # The step after that write is the first position showing it.
+        step, cause = write.step + 1, f"the write of step {write.step}"
+    else:
+        step, cause = keyframe, f"the steps {start}..{keyframe}"
+    return Divergence(step, addr, f"replay diverges from the recording at step {step}: {cause} leaves "
+                                  f"{addr:#x} = {_shown_byte(mine, addr)}; the process had "
+                                  f"{_shown_byte(theirs, addr)} at step {keyframe}")
+
+
+def _divergence_backward(rec: Recording, start: int, keyframe: int, page: int, mine, theirs) -> Divergence:
+    addr = _first_byte(page, mine, theirs)
+    writes = index.writes_between(rec, addr, 1, start, keyframe)
+    if writes:
+        # Stepping back past that write restores bytes the process never had.
+        step, cause = writes[0].step, f"undoing the write of step {writes[0].step}"
+    else:
+        step, cause = start, f"undoing the steps {start}..{keyframe}"
+    return Divergence(step, addr, f"replay diverges from the recording at step {step}: {cause} leaves "
+                                  f"{addr:#x} = {_shown_byte(mine, addr)}; the process had "
+                                  f"{_shown_byte(theirs, addr)} at step {start}")
+
+
+def verify_recording(rec: Recording, progress=None) -> VerifyReport:
     """Replay every write from the step-0 image and check the recorder's
-    checksum of all writable memory at every keyframe. Also reports what
-    the recorder itself found changed without a recorded write."""
+    checksum of all writable memory at every keyframe, and each keyframe's
+    steps backwards (check_keyframe). Also reports what the recorder itself
+    found changed without a recorded write. ``progress(done, total)`` is
+    called after each keyframe."""
     memory: dict[int, bytearray] = {}
     for page, digest in rec.image_pages(0).items():
         if digest is not None:
@@ -300,8 +392,13 @@ def verify_recording(rec: Recording) -> VerifyReport:
         mine, my_sums = memory_checksum(_writable(memory, maps))
         if mine != checksum:
             divergences.append(_locate(rec, memory, keyframe, dict(sums), dict(my_sums)))
+        backward = check_keyframe(rec, keyframe, forward=False)
+        if backward is not None:
+            divergences.append(backward)
         previous = keyframe
-    return VerifyReport(checked, tuple(divergences))
+        if progress is not None:
+            progress(checked, len(rec.keyframes) - 1)
+    return VerifyReport(checked, tuple(sorted(divergences, key=lambda d: d.step)))
 
 
 def _apply_full(rec: Recording, memory: dict[int, bytearray], write: Write) -> None:
@@ -382,6 +479,7 @@ class ReplayState:
         self._at_entry = at_entry if isinstance(at_entry, dict) else None
         self._maps_cache: dict[int, AddressSpace] = {}
         self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
+        self._syscalls: list[SyscallCall] | None = None  # every recorded call, decoded once
 
     def memory_state(self) -> tuple:
         """Equal at two positions only if memory and mappings are equal
@@ -516,6 +614,27 @@ class ReplayState:
         position = self.step_count
         return tuple(e for e in self._session.events() if e.step <= position)
 
+    def verification(self) -> tuple[bool | None, Divergence | None]:
+        return self._session.verified, self._session.divergence
+
+    def syscall_calls(self) -> tuple[SyscallCall, ...]:
+        """The recorded syscalls made up to this position, each at the
+        position after it, as its event and a live session count it."""
+        if self._syscalls is None:
+            calls = []
+            for row in self.rec.syscalls():
+                result = row["result"]
+                try:
+                    errno_name = decode_syscall(row["number"], row["args"], result, self.arch).errno_name
+                except DecodeError:
+                    errno_name = None
+                signed = None if result is None else result - (1 << 64) if result >= 1 << 63 else result
+                calls.append(SyscallCall(row["step"] + 1, row["number"], row["name"], row["args"], signed,
+                                         errno_name))
+            self._syscalls = calls
+        position = self.step_count
+        return tuple(call for call in self._syscalls if call.step <= position)
+
 
 INITIAL_REASON = reasons.launched()
 
@@ -547,6 +666,10 @@ class ReplaySession:
         self._pos = 0
         self._regs = self.recording.regs_at(0)
         self._reason = INITIAL_REASON
+        # Keyframes whose steps a move has checked (check_keyframe), and
+        # the earliest divergence found so far.
+        self._checked_keyframes: set[int] = set()
+        self._divergence: Divergence | None = None
 
     # -- Session state ---------------------------------------------------------
     @property
@@ -654,13 +777,54 @@ class ReplaySession:
             self._history = Tracer(self)
         return self._history
 
-    def verify(self) -> VerifyReport:
+    def verify(self, progress=None) -> VerifyReport:
+        """Check the whole recording (verify_recording); ``progress(done,
+        total)`` after each keyframe. What it finds is the session's
+        divergence from then on."""
         with self._lock:
-            return verify_recording(self.recording)
+            report = verify_recording(self.recording, progress)
+            self._checked_keyframes.update(self.recording.keyframes[1:])
+            if report.divergences:
+                self._note_divergence(report.divergences[0])
+            return report
+
+    # -- checking what is replayed ----------------------------------------------
+    @property
+    def divergence(self) -> Divergence | None:
+        """The first position where the replay was found not to match the
+        recording (by the keyframes the moves so far crossed), or None."""
+        return self._divergence
+
+    @property
+    def verified(self) -> bool | None:
+        """False once a divergence is found; True when every keyframe
+        checked so far matched; None before any was checked."""
+        if self._divergence is not None:
+            return False
+        return True if self._checked_keyframes else None
+
+    def _note_divergence(self, found: Divergence) -> None:
+        if self._divergence is None or found.step < self._divergence.step:
+            self._divergence = found
+
+    def _check_crossed(self, start: int, end: int) -> None:
+        """Check each keyframe a move from start to end crosses or lands
+        on (not the one it leaves), once per session."""
+        keyframes = self.recording.keyframes
+        low, high = min(start, end), max(start, end)
+        first = bisect.bisect_left(keyframes, max(low, 1))
+        for keyframe in keyframes[first:bisect.bisect_right(keyframes, high)]:
+            if keyframe == start or keyframe in self._checked_keyframes:
+                continue
+            found = check_keyframe(self.recording, keyframe)
+            self._checked_keyframes.add(keyframe)
+            if found is not None:
+                self._note_divergence(found)
 
     # -- motion ------------------------------------------------------------------
     def _move(self, position: int, reason: StopReason | None = None) -> StopReason:
         position = max(0, min(position, self.last_step))
+        self._check_crossed(self._pos, position)
         self._memory.seek(position)
         self._pos = position
         self._regs = self.recording.regs_at(position)
