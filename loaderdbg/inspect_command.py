@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import os
 import shutil
 import sys
@@ -17,7 +16,7 @@ from loaderdbg.output import STDERR_FD, require_stdout, say, write_stdout
 from loaderdbg.printable import printable
 from loaderdbg.process.program import check_program
 from loaderdbg.process.tracee import LaunchSpec
-from loaderdbg.snapshot_json import snapshot_to_json
+from loaderdbg.snapshot_json import snapshot_to_json, write_json
 from loaderdbg.targets import Target
 
 
@@ -114,7 +113,7 @@ def render_text_report(snapshot, relocations: str | None = None) -> str:
 def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | None = None) -> int:
     """``relocations``: list them in the text report, all or one state."""
     if as_json:
-        write_stdout(json.dumps(snapshot_to_json(snapshot), indent=1) + "\n")
+        write_json(snapshot_to_json(snapshot), write_stdout, end="\n")
     else:
         write_stdout(render_text_report(snapshot, relocations))
     if not reason.reached:

@@ -6,6 +6,9 @@ are numbers. Keys are only ever added, never renamed.
 
 from __future__ import annotations
 
+import json
+from typing import Callable
+
 from loaderdbg.snapshot import FORMAT, Snapshot
 
 
@@ -188,3 +191,194 @@ def snapshot_to_json(snap: Snapshot) -> dict:
             for e in snap.events
         ],
     }
+
+
+# -- streaming ----------------------------------------------------------------
+# json.dumps(..., indent=1) runs the pure-Python encoder (the C one takes no
+# indent): on gdb's 151k relocations that is ~8 M generator steps and 40 MB
+# built in memory before the first byte leaves. write_json emits the same
+# bytes, a few hundred list items per write.
+
+_ESCAPE = json.encoder.encode_basestring_ascii
+# Pieces buffered before a write: a relocation is ~12 pieces, so ~300 of them.
+_CHUNK_PIECES = 4096
+_ROWS_PER_BATCH = 256
+# Exact types the C encoder spells as json.dumps(indent=1) does, one token each.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_FLAT_ENCODER = json.JSONEncoder(separators=("\n", ": "))
+
+
+def _float_text(value: float) -> str:
+    # json.dumps' spelling (allow_nan=True, its default).
+    if value != value:
+        return "NaN"
+    if value == float("inf"):
+        return "Infinity"
+    if value == -float("inf"):
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+def _key_text(key) -> str:
+    if isinstance(key, str):
+        return _ESCAPE(key)
+    if isinstance(key, float):
+        return _ESCAPE(_float_text(key))
+    if key is True:
+        return '"true"'
+    if key is False:
+        return '"false"'
+    if key is None:
+        return '"null"'
+    if isinstance(key, int):
+        return _ESCAPE(int.__repr__(key))
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+class _Writer:
+    """json.dumps(value, indent=1) text, handed to ``write`` in chunks."""
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+        self._parts: list[str] = []
+        self._keys: dict[tuple, str] = {}  # (key, depth) -> '\n   "key": '
+        self._templates: dict[tuple, str] = {}  # (keys, depth) -> a row's text with %s for values
+        self._capturing = 0  # inside _text_of: the parts are a value's, not the output's
+
+    def flush(self, end: str = "") -> None:
+        if self._capturing:
+            return
+        parts = self._parts
+        if end:
+            parts.append(end)
+        if parts:
+            self._write("".join(parts))
+            parts.clear()
+
+    def value(self, value, depth: int) -> None:
+        # Same order of tests as json's encoder, so subclasses land alike.
+        if isinstance(value, str):
+            self._parts.append(_ESCAPE(value))
+        elif value is None:
+            self._parts.append("null")
+        elif value is True:
+            self._parts.append("true")
+        elif value is False:
+            self._parts.append("false")
+        elif isinstance(value, int):
+            self._parts.append(int.__repr__(value))
+        elif isinstance(value, float):
+            self._parts.append(_float_text(value))
+        elif isinstance(value, (list, tuple)):
+            self._list(value, depth)
+        elif isinstance(value, dict):
+            self._dict(value, depth)
+        else:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    def _list(self, items, depth: int) -> None:
+        if not items:
+            self._parts.append("[]")
+            return
+        inner = "\n" + " " * (depth + 1)
+        parts = self._parts
+        parts.append("[" + inner)
+        separator = "," + inner
+        if all(type(item) is dict and item for item in items):
+            for start in range(0, len(items), _ROWS_PER_BATCH):
+                if start:
+                    parts.append(separator)
+                self._rows(items[start:start + _ROWS_PER_BATCH], depth + 1, separator)
+                self.flush()
+        else:
+            value = self.value
+            for index, item in enumerate(items):
+                if index:
+                    parts.append(separator)
+                value(item, depth + 1)
+                if len(parts) >= _CHUNK_PIECES:
+                    self.flush()
+        parts.append("\n" + " " * depth + "]")
+
+    def _rows(self, rows: list, depth: int, separator: str) -> None:
+        self._parts.append(separator.join(self._row_texts(rows, depth)))
+
+    def _row_texts(self, rows: list, depth: int) -> list[str]:
+        """The texts of non-empty dicts (relocations, maps, events), column
+        by column: a column of scalars is encoded by json's C encoder in one
+        call, and each row laid into one template for its keys."""
+        keys = tuple(rows[0])
+        if any(tuple(row) != keys for row in rows):
+            return [self._text_of(row, depth) for row in rows]
+        columns = []
+        for column in zip(*(row.values() for row in rows)):
+            if _SCALARS.issuperset(map(type, column)):
+                # ensure_ascii escapes every control character, so "\n"
+                # never occurs inside an encoded string: the split is exact.
+                columns.append(_FLAT_ENCODER.encode(column)[1:-1].split("\n"))
+            else:
+                columns.append(self._column_texts(column, depth + 1))
+        template = self._templates.get((keys, depth))
+        if template is None:
+            template = self._templates[(keys, depth)] = self._template(keys, depth)
+        return [template % row for row in zip(*columns)]
+
+    def _column_texts(self, column: tuple, depth: int) -> list[str]:
+        """A column holding containers (a relocation's binding: null or a
+        dict): its dicts through _row_texts together, the rest one by one."""
+        texts = [""] * len(column)
+        dict_rows = [i for i, item in enumerate(column) if type(item) is dict and item]
+        for i, text in zip(dict_rows, self._row_texts([column[i] for i in dict_rows], depth)
+                           if dict_rows else ()):
+            texts[i] = text
+        for i, item in enumerate(column):
+            if not texts[i]:
+                texts[i] = self._text_of(item, depth)
+        return texts
+
+    def _text_of(self, value, depth: int) -> str:
+        outer = self._parts
+        self._parts = []
+        self._capturing += 1
+        try:
+            self.value(value, depth)
+            return "".join(self._parts)
+        finally:
+            self._parts = outer
+            self._capturing -= 1
+
+    def _template(self, keys: tuple, depth: int) -> str:
+        indent = "\n" + " " * (depth + 1)
+        lines = ",".join(indent + _key_text(key).replace("%", "%%") + ": %s" for key in keys)
+        return "{" + lines + "\n" + " " * depth + "}"
+
+    def _dict(self, mapping: dict, depth: int) -> None:
+        if not mapping:
+            self._parts.append("{}")
+            return
+        parts = self._parts
+        keys = self._keys
+        value = self.value
+        opening = "{"
+        for key, item in mapping.items():
+            key_line = keys.get((key, depth))
+            if key_line is None:
+                key_line = keys[(key, depth)] = "\n" + " " * (depth + 1) + _key_text(key) + ": "
+            # Scalars inline: this loop runs ~10 times per relocation.
+            if isinstance(item, str):
+                parts.append(opening + key_line + _ESCAPE(item))
+            elif item is None:
+                parts.append(opening + key_line + "null")
+            else:
+                parts.append(opening + key_line)
+                value(item, depth + 1)
+            opening = ","
+        parts.append("\n" + " " * depth + "}")
+
+
+def write_json(value, write: Callable[[str], object], end: str = "") -> None:
+    """Hand ``json.dumps(value, indent=1) + end`` to ``write`` in chunks of a
+    few hundred list items (one write per object, per ~300 relocations)."""
+    writer = _Writer(write)
+    writer.value(value, 0)
+    writer.flush(end)
