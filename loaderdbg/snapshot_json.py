@@ -190,6 +190,22 @@ def snapshot_to_json(snap: Snapshot) -> dict:
             }
             for e in snap.events
         ],
+        "syscalls": [
+            {
+                "step": c.step,
+                "number": c.number,
+                "name": c.name,
+                "args": None if c.args is None else [hexify(a) for a in c.args],
+                "result": None if c.result is None else
+                hexify(c.result) if c.result >= 0 else f"-{-c.result:#x}",
+                "errno": c.errno_name,
+            }
+            for c in snap.syscalls
+        ],
+        "verified": snap.verified,
+        "divergence": None if snap.divergence is None else
+        {"step": snap.divergence.step, "address": hexify(snap.divergence.address),
+         "message": snap.divergence.message},
     }
 
 

@@ -38,3 +38,59 @@ def corrupt_chunk(path: Path) -> None:
     db.execute("UPDATE chunks SET data = ? WHERE chunk = 3", (bytes(damaged),))
     db.commit()
     db.close()
+
+
+def change_recorded_write(path: Path, before: int, old_bytes: bool = False) -> tuple[int, int]:
+    """Flip the bytes of one instruction's recorded write in the steps
+    before keyframe ``before`` (its new bytes: the last write to them before
+    the keyframe; with ``old_bytes``, the bytes it replaced: the first write
+    to them after the previous keyframe), re-encoding the chunk with a valid
+    checksum, as a bug in the recorder would. Returns (step, address)."""
+    import zlib
+
+    import zstandard
+
+    from loaderdbg.record import index
+    from loaderdbg.record.format import (WRITE_INSN, decode_writes, encode_writes, open_recording,
+                                         pack_chunk_data, unpack_chunk_data)
+
+    rec = open_recording(str(path))
+    previous = rec.keyframes[rec.keyframes.index(before) - 1]
+    chosen = None
+    for chunk in range(rec.chunk_of(before - 1), rec.chunk_of(previous) - 1, -1):
+        cw = rec.chunk_writes(chunk)
+        candidates = range(len(cw)) if old_bytes else range(len(cw) - 1, -1, -1)
+        for i in candidates:
+            write = cw.write(i)
+            if write.kind != WRITE_INSN or not previous <= write.step < before or write.new == write.old:
+                continue
+            if old_bytes:
+                first = index.writes_between(rec, write.addr, write.size, previous, before)[0]
+                if first.step == write.step and first.addr == write.addr:
+                    chosen = (chunk, i, write)
+                    break
+            elif index.last_write(rec, write.addr, write.size, before) == write and \
+                    rec.image_hash(write.addr >> 12, before) is not None:
+                chosen = (chunk, i, write)
+                break
+        if chosen:
+            break
+    assert chosen is not None, "no write to change"
+    chunk, i, write = chosen
+    info = rec.chunk_info(chunk)
+    rec.close()
+    db = sqlite3.connect(path)
+    (blob,) = db.execute("SELECT data FROM chunks WHERE chunk = ?", (chunk,)).fetchone()
+    parts = unpack_chunk_data(blob, "test")
+    table = decode_writes(zstandard.ZstdDecompressor().decompress(parts["writes"]), info.first_step,
+                          info.steps, "test")
+    data = bytearray(table.data)
+    start = table.offsets[i] + (write.size if old_bytes else 0)
+    data[start:start + write.size] = bytes(b ^ 0xFF for b in data[start:start + write.size])
+    writes = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(
+        encode_writes(table.steps, table.addrs, table.sizes, bytearray(table.kinds), data))
+    damaged = pack_chunk_data(parts["regs"], writes, parts["pcs"])
+    db.execute("UPDATE chunks SET data = ?, crc = ? WHERE chunk = ?", (damaged, zlib.crc32(damaged), chunk))
+    db.commit()
+    db.close()
+    return write.step, write.addr

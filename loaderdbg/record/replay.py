@@ -35,6 +35,7 @@ from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.errors import UsageError
 from loaderdbg.record import index
+from loaderdbg.record.exact_milestones import exact_milestones
 from loaderdbg.record.format import (
     PAGE_REF_SIZE, PAGE_SIZE, WRITE_FIXUP, WRITE_PAGE, ChunkWrites, Recording, Write, memory_checksum,
     open_recording,
@@ -273,7 +274,9 @@ class VerifyReport:
     def describe(self) -> str:
         if self.ok:
             return f"replay matches the recording at all {self.keyframes_checked} keyframes"
-        lines = [f"DIVERGENCE: {len(self.divergences)} problem(s); first at step {self.divergences[0].step}"]
+        first = self.divergences[0]
+        where = "" if first.address is None else f", address {first.address:#x}"
+        lines = [f"DIVERGENCE: {len(self.divergences)} problem(s); first at step {first.step}{where}"]
         lines += [f"  {d.message}" for d in self.divergences[:20]]
         return "\n".join(lines)
 
@@ -391,7 +394,9 @@ def verify_recording(rec: Recording, progress=None) -> VerifyReport:
         checksum, sums, _ = rec.keyframe(keyframe)
         mine, my_sums = memory_checksum(_writable(memory, maps))
         if mine != checksum:
-            divergences.append(_locate(rec, memory, keyframe, dict(sums), dict(my_sums)))
+            # The keyframe's own steps name the write when they are the cause.
+            divergences.append(check_keyframe(rec, keyframe, backward=False) or
+                               _locate(rec, memory, keyframe, dict(sums), dict(my_sums)))
         backward = check_keyframe(rec, keyframe, forward=False)
         if backward is not None:
             divergences.append(backward)
@@ -666,10 +671,24 @@ class ReplaySession:
         self._pos = 0
         self._regs = self.recording.regs_at(0)
         self._reason = INITIAL_REASON
+        self._all_events = exact_milestones(self.recording, self._all_events, self._source.initial_stack(),
+                                            self._self_relocation_slots())
         # Keyframes whose steps a move has checked (check_keyframe), and
         # the earliest divergence found so far.
         self._checked_keyframes: set[int] = set()
         self._divergence: Divergence | None = None
+
+    def _self_relocation_slots(self) -> tuple[int, ...]:
+        """The RELATIVE slots of the object the kernel entered, when it
+        relocates itself (no PT_INTERP) and a late-noticed
+        self-relocation-done milestone needs its exact step (at step 0)."""
+        if not any(e.name == "self-relocation-done" and not e.exact for e in self._all_events):
+            return ()
+        entered = self._source.object_at(self._source.entry_pc)
+        if entered is None or entered.info.interp is not None:
+            return ()
+        return tuple(entered.runtime(r.offset) for r in entered.info.relocations
+                     if r.type_name.endswith("_RELATIVE"))
 
     # -- Session state ---------------------------------------------------------
     @property
