@@ -131,6 +131,10 @@ class LoaderdbgApp(App[int]):
         self._motions: JobThread | None = None  # started with the first motion
         self._garbage = IdleCollector()
         self._output_partial = ""
+        self.breakpoint_numbers: dict[int, int] = {}  # address -> gdb's number
+        self.temporary_breakpoints: set[int] = set()
+        self._next_breakpoint = 1
+        self.value_count = 0  # print's $N
 
     # -- hooks -----------------------------------------------------------------
     def present_volatile(self, kind: str, text: str) -> str:
@@ -250,6 +254,8 @@ class LoaderdbgApp(App[int]):
             first = self.view is None
             self.view = message.view
             self._show(message.view)
+            if self.temporary_breakpoints:
+                self._temporary_hit(message.view)
             if first:
                 # Textual, the ELF caches and the first snapshot are long-lived:
                 # out of the collector's sight, a full collection while
@@ -496,27 +502,33 @@ class LoaderdbgApp(App[int]):
             return
         self.toggle_breakpoint(address)
 
-    def toggle_breakpoint(self, where: int | Callable[[], int], *, want: bool | None = None) -> None:
+    def toggle_breakpoint(self, where: int | Callable[[], int], *, want: bool | None = None,
+                          temporary: bool = False) -> None:
         """Set (want True), remove (False) or flip the breakpoint at where
-        (an address, or a callable that works it out in the worker)."""
+        (an address, or a callable that works it out in the worker);
+        temporary: deleted when hit (tbreak)."""
         session = self.session
 
         def work() -> None:
             try:
                 address = where() if callable(where) else where
                 present = address in session.breakpoints()
+                added = removed = None
                 if want is False or (want is None and present):
                     session.remove_breakpoint(address)
-                    note = f"breakpoint at {address:#x} removed" if present else f"no breakpoint at {address:#x}"
+                    note = f"at {address:#x} removed" if present else f"no breakpoint at {address:#x}"
+                    removed = address if present else None
                 elif present:
-                    note = f"breakpoint at {address:#x} already set"
+                    note = f"at {address:#x} already set"
                 else:
                     armed = session.add_breakpoint(address)
                     symbol = session.symbolize(address)
-                    note = f"breakpoint at {address:#x}" + (f" <{symbol}>" if symbol else "")
+                    note = f"at {address:#x}" + (f" <{symbol}>" if symbol else "")
                     if not armed:
                         note += " (not mapped yet: armed when it is)"
-                self.post_message(BreakpointsChanged(frozenset(session.breakpoints()), note))
+                    added = address
+                self.post_message(BreakpointsChanged(frozenset(session.breakpoints()), note, added=added,
+                                                     removed=removed, temporary=temporary))
             except CommandError as err:
                 self.post_message(CommandOutput(Text(str(err), style="red"), error=True))
             except Exception as err:
@@ -524,10 +536,37 @@ class LoaderdbgApp(App[int]):
         self.run_worker(work, thread=True, group="breakpoints", exit_on_error=False)
 
     def on_breakpoints_changed(self, message: BreakpointsChanged) -> None:
-        self.log_line(Text(message.note, style="red" if "removed" not in message.note else "dim"))
+        note = message.note
+        if message.added is not None or message.removed is not None or note.startswith("at "):
+            address = message.added if message.added is not None else message.removed
+            if message.added is not None and message.temporary:
+                self.temporary_breakpoints.add(message.added)
+            self._number_breakpoints(message.breakpoints | {address} if address is not None else message.breakpoints)
+            number = self.breakpoint_numbers.get(address) if address is not None else None
+            kind = "Temporary breakpoint" if address in self.temporary_breakpoints else "Breakpoint"
+            note = f"{kind} {number} {note}" if number is not None else f"Breakpoint {note}"
+        self._number_breakpoints(message.breakpoints)
+        self.log_line(Text(note, style="red" if "removed" not in note else "dim"))
         if self.view is not None:
             self.view = self.view.with_breakpoints(message.breakpoints)
             self._show(self.view)
+
+    def _number_breakpoints(self, present: frozenset[int]) -> None:
+        """gdb's breakpoint numbers: given in the order they are set, never reused."""
+        for address in sorted(present - self.breakpoint_numbers.keys()):
+            self.breakpoint_numbers[address] = self._next_breakpoint
+            self._next_breakpoint += 1
+        for address in self.breakpoint_numbers.keys() - present:
+            del self.breakpoint_numbers[address]
+            self.temporary_breakpoints.discard(address)
+
+    def _temporary_hit(self, view: StopView) -> None:
+        """A temporary breakpoint (tbreak) goes once the program stops there."""
+        pc = view.pc
+        if pc in self.temporary_breakpoints and view.stop.kind == "breakpoint":
+            number = self.breakpoint_numbers.get(pc)
+            self.log_line(Text(f"Temporary breakpoint {number}, {pc:#x} deleted", style="dim"))
+            self.toggle_breakpoint(pc, want=False)
 
     def action_interrupt(self) -> None:
         if self.busy is None:
@@ -678,10 +717,30 @@ class LoaderdbgApp(App[int]):
     def _cmd_break(self, command: Command) -> None:
         self._breakpoint_command(command, want=True)
 
-    def _cmd_delete(self, command: Command) -> None:
+    def _cmd_tbreak(self, command: Command) -> None:
+        self._breakpoint_command(command, want=True, temporary=True)
+
+    def _cmd_clear(self, command: Command) -> None:
         self._breakpoint_command(command, want=False)
 
-    def _breakpoint_command(self, command: Command, *, want: bool) -> None:
+    def _cmd_delete(self, command: Command) -> None:
+        """gdb's delete: the breakpoints numbered, or all of them."""
+        by_number = {number: address for address, number in self.breakpoint_numbers.items()}
+        if not command.numbers:
+            addresses = sorted(self.breakpoint_numbers) or sorted(self.view.breakpoints if self.view else ())
+            if not addresses:
+                self.log_line(Text("no breakpoints to delete", style="yellow"), show=True)
+        else:
+            addresses = []
+            for number in command.numbers:
+                if number in by_number:
+                    addresses.append(by_number[number])
+                else:
+                    self.log_line(Text(f"No breakpoint number {number}.", style="red"), show=True)
+        for address in addresses:
+            self.toggle_breakpoint(address, want=False)
+
+    def _breakpoint_command(self, command: Command, *, want: bool, temporary: bool = False) -> None:
         registers = self.view.registers if self.view else None
         session = self.session
         resolve = session.resolve
@@ -691,11 +750,12 @@ class LoaderdbgApp(App[int]):
             except CommandError as err:
                 self.log_line(Text(str(err), style="red"), show=True)
                 return
-            self.toggle_breakpoint(address, want=want)
+            self.toggle_breakpoint(address, want=want, temporary=temporary)
             return
         # A symbol is looked up through the session (the tracer thread):
         # in the breakpoint worker, never on the event loop.
-        self.toggle_breakpoint(lambda: command.address.resolve(registers, resolve), want=want)
+        self.toggle_breakpoint(lambda: command.address.resolve(registers, resolve), want=want,
+                               temporary=temporary)
 
     # queries on the current view (no session call: run here)
     def _from_view(self, report: Callable[[StopView], RenderableType], title: str = "") -> None:
@@ -708,10 +768,33 @@ class LoaderdbgApp(App[int]):
         self._from_view(reports.auxv_report, command.text)
 
     def _cmd_registers(self, command: Command) -> None:
-        self._from_view(reports.registers_report, command.text)
+        names = tuple((command.target or "").split())
+        self._from_view(partial(reports.registers_report, names=names), command.text)
 
     def _cmd_breakpoints(self, command: Command) -> None:
-        self._from_view(reports.breakpoints_report, command.text)
+        view, numbers, temporary = self.view, dict(self.breakpoint_numbers), frozenset(self.temporary_breakpoints)
+        if view is None:
+            return
+        self._number_breakpoints(view.breakpoints | frozenset(numbers))
+        numbers = dict(self.breakpoint_numbers)
+        self._query(lambda: reports.breakpoints_report(self.session, view, numbers, temporary), command.text)
+
+    def _cmd_sharedlibrary(self, command: Command) -> None:
+        self._from_view(reports.sharedlibrary_report, command.text)
+
+    def _cmd_symbol(self, command: Command) -> None:
+        view = self.view
+        self._query(lambda: reports.info_symbol(self.session, view, command), command.text)
+
+    def _cmd_print(self, command: Command) -> None:
+        view = self.view
+        self.value_count += 1
+        number = self.value_count
+        self._query(lambda: reports.print_value(self.session, view, command, number), command.text)
+
+    def _cmd_disassemble(self, command: Command) -> None:
+        view = self.view
+        self._query(lambda: reports.disassemble_function(self.session, view, command), command.text)
 
     def _cmd_vmmap(self, command: Command) -> None:
         self._from_view(reports.vmmap_report, command.text)

@@ -13,6 +13,7 @@ session (Session.resolve: dynamic symbols, then .symtab).
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -91,6 +92,8 @@ def parse_address(text: str) -> AddressExpr:
     spelled = text.strip()
     if spelled.startswith("*"):
         spelled = spelled[1:].strip()
+    while spelled.startswith("(") and spelled.endswith(")"):  # ($rsp+8): a sum needs no parentheses
+        spelled = spelled[1:-1].strip()
     if not spelled:
         raise CommandError("missing address")
     terms: list[tuple[int, int | str]] = []
@@ -146,6 +149,33 @@ def parse_examine_format(text: str) -> ExamineFormat:
 
 
 @dataclass(frozen=True)
+class PrintSpec:
+    """What `print` shows: an expression's value, or (cast) the integer of
+    `size` bytes at the address it gives; fmt "x", "d", "u" or None (gdb's
+    natural format)."""
+
+    cast: str | None = None
+    size: int = 8
+    signed: bool = True
+    fmt: str | None = None
+
+
+# C integer types `print *(TYPE *)ADDR` reads: name -> (size, signed).
+INTEGER_TYPES = {
+    "char": (1, True), "signed char": (1, True), "unsigned char": (1, False),
+    "short": (2, True), "short int": (2, True), "unsigned short": (2, False),
+    "int": (4, True), "signed": (4, True), "signed int": (4, True), "unsigned": (4, False),
+    "unsigned int": (4, False),
+    "long": (8, True), "long int": (8, True), "long long": (8, True), "unsigned long": (8, False),
+    "unsigned long long": (8, False), "size_t": (8, False), "ssize_t": (8, True),
+    "intptr_t": (8, True), "uintptr_t": (8, False), "void": (8, False),
+    **{f"int{bits}_t": (bits // 8, True) for bits in (8, 16, 32, 64)},
+    **{f"uint{bits}_t": (bits // 8, False) for bits in (8, 16, 32, 64)},
+}
+_CAST = re.compile(r"\*\s*\(\s*([A-Za-z_][A-Za-z0-9_ ]*?)\s*\*\s*\)\s*(.+)")
+
+
+@dataclass(frozen=True)
 class Command:
     verb: str
     count: int = 1
@@ -153,6 +183,8 @@ class Command:
     target: str | None = None
     examine: ExamineFormat | None = None
     text: str = ""
+    value: PrintSpec | None = None
+    numbers: tuple[int, ...] = ()
 
     @property
     def moves(self) -> bool:
@@ -162,6 +194,9 @@ class Command:
 
 MOTION_VERBS = frozenset({"step", "next", "continue", "starti", "until", "goto", "step-back",
                           "reverse-continue"})
+# Words `info` takes, for its help and for suggestions.
+INFO_WORDS = ("auxv", "registers", "all-registers", "breakpoints", "threads", "proc", "mappings",
+              "sharedlibrary", "symbol", "milestones", "link_map")
 
 # spelling -> canonical verb
 VERBS = {
@@ -170,7 +205,10 @@ VERBS = {
     "c": "continue", "cont": "continue", "continue": "continue", "fg": "continue",
     "starti": "starti", "restart": "starti",
     "b": "break", "br": "break", "break": "break",
-    "d": "delete", "delete": "delete", "clear": "delete",
+    "tbreak": "tbreak", "tb": "tbreak",
+    "d": "delete", "delete": "delete", "clear": "clear",
+    "p": "print", "print": "print", "inspect": "print",
+    "disas": "disassemble", "disassemble": "disassemble",
     "x": "examine",
     "auxv": "auxv",
     "vmmap": "vmmap", "maps": "vmmap",
@@ -193,10 +231,13 @@ INFO_TOPICS = {
     "threads": "threads",
     "proc": "vmmap",  # info proc mappings
     "mappings": "vmmap",
-    "sharedlibrary": "link_map", "shared": "link_map",
+    "sharedlibrary": "sharedlibrary", "shared": "sharedlibrary", "dll": "sharedlibrary",
+    "symbol": "symbol",
+    "link_map": "link_map", "link-map": "link_map",
     "milestones": "events",
 }
 COUNTED = frozenset({"step", "next", "step-back"})
+KNOWN_WORDS = (*VERBS, "info", "x", "who", "print")
 
 
 def parse_command(line: str) -> Command | None:
@@ -213,28 +254,45 @@ def parse_command(line: str) -> Command | None:
         return Command("examine", address=parse_address(rest), examine=fmt, text=text)
     if head == "who" or head.startswith("who/"):
         return _parse_who(head, rest, text)
-    if head == "info":
-        topic_word, _, _ = rest.partition(" ")
+    if head == "info" or head == "i":
+        topic_word, _, topic_rest = rest.partition(" ")
         topic = INFO_TOPICS.get(topic_word)
         if topic is None:
-            raise CommandError("info what? auxv, registers, breakpoints, threads, proc mappings, sharedlibrary")
+            hint = closest(topic_word, INFO_WORDS)
+            raise CommandError(f"info what? {', '.join(INFO_WORDS)}" + (f" (did you mean info {hint}?)"
+                                                                        if hint and topic_word else ""))
+        topic_rest = topic_rest.strip()
+        if topic == "symbol":
+            if not topic_rest:
+                raise CommandError("Argument required (address): info symbol ADDR, e.g. info symbol $pc")
+            return Command("symbol", address=parse_address(topic_rest), text=text)
+        if topic == "registers" and topic_rest:
+            return Command("registers", target=" ".join(w.lstrip("$") for w in topic_rest.split()), text=text)
         return Command(topic, text=text)
+    if head in ("p", "print", "inspect") or head.startswith(("p/", "print/")):
+        return _parse_print(head, rest, text)
     verb = VERBS.get(head)
     if verb is None:
-        raise CommandError(f"unknown command {head!r}; type help for the list")
+        hint = closest(head, KNOWN_WORDS)
+        raise CommandError(f"unknown command {head!r}" + (f"; did you mean {hint!r}?" if hint else "")
+                           + " (help lists them)")
     if verb in COUNTED:
         return Command(verb, count=_count(rest, head), text=text)
-    if verb in ("break", "delete"):
+    if verb in ("break", "tbreak", "clear"):
         address = parse_address(rest) if rest else parse_address("$pc")
         return Command(verb, address=address, text=text)
+    if verb == "delete":
+        # gdb's: breakpoint numbers, or all of them; a location works too (clear's).
+        words = rest.replace("-", " ").split()
+        if all(word.isdigit() for word in words):
+            return Command("delete", numbers=tuple(int(word) for word in words), text=text)
+        return Command("clear", address=parse_address(rest), text=text)
+    if verb == "disassemble":
+        return Command("disassemble", address=parse_address(rest) if rest else None, text=text)
     if verb == "until":
         if not rest:
-            raise CommandError(f"{head} needs a stop target: {TARGET_HELP}")
-        try:
-            target = str(parse_target(rest))
-        except UsageError as err:
-            raise CommandError(str(err)) from None
-        return Command("until", target=target, text=text)
+            raise CommandError(f"{head} needs a stop target or a location: {TARGET_HELP}, *ADDR, NAME")
+        return Command("until", target=_until_target(rest), text=text)
     if verb == "tab":
         if not rest:
             raise CommandError("tab needs a name or a number, e.g. tab relocs, tab 3 (Alt+3)")
@@ -254,6 +312,56 @@ def parse_command(line: str) -> Command | None:
     if rest and verb not in ("help",):
         raise CommandError(f"{head} takes no argument")
     return Command(verb, text=text)
+
+
+def _until_target(rest: str) -> str:
+    """A stop target (`entry`, `addr:0x…`), or gdb's location: *ADDR or a
+    symbol name (`until _dl_start`)."""
+    try:
+        return str(parse_target(rest))
+    except UsageError as err:
+        word = rest.strip()
+        if word.startswith("*"):
+            number = word[1:].strip()
+            try:
+                return str(parse_target(f"addr:{int(number, 0):#x}"))
+            except (ValueError, UsageError):
+                raise CommandError(f"until *ADDR takes a number, e.g. until *0x401136") from None
+        if re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.@]*", word):
+            try:
+                return str(parse_target(f"sym:{word}"))
+            except UsageError:
+                pass
+        raise CommandError(str(err)) from None
+
+
+def _parse_print(head: str, rest: str, text: str) -> Command:
+    """`p EXPR`, `p/x EXPR`, `p *(TYPE *)EXPR` for the integer types."""
+    fmt = None
+    if "/" in head:
+        fmt = head.partition("/")[2]
+        if fmt not in ("x", "d", "u"):
+            raise CommandError(f"print/{fmt}: formats here are /x, /d and /u")
+    if not rest:
+        raise CommandError("print needs an expression, e.g. p $rsp+8, p/x $rax, p *(int *)$rsp")
+    cast = _CAST.fullmatch(rest)
+    if cast is not None:
+        type_name = " ".join(cast.group(1).split())
+        if type_name not in INTEGER_TYPES:
+            raise CommandError(f"No symbol \"{type_name}\" in current context (integer types only: "
+                               "char, short, int, long, unsigned…, int8_t…uint64_t, size_t)")
+        size, signed = INTEGER_TYPES[type_name]
+        return Command("print", address=parse_address(cast.group(2)), text=text,
+                       value=PrintSpec(type_name, size, signed, fmt))
+    if rest.lstrip().startswith("*"):
+        raise CommandError("Attempt to take contents of a non-pointer value. (cast it: p *(long *)ADDR)")
+    return Command("print", address=parse_address(rest), text=text, value=PrintSpec(fmt=fmt))
+
+
+def closest(word: str, choices) -> str | None:
+    """gdb-like: the known word closest to a mistyped one, if any is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _parse_who(head: str, rest: str, text: str) -> Command:
@@ -289,15 +397,20 @@ HELP_LINES = (
     ("si [N]", "step N instructions (F7)"),
     ("ni [N]", "step over calls (F8)"),
     ("c", "continue to a breakpoint, a signal or the exit (F5)"),
-    ("until T / run-to T", f"run to a stop target: {TARGET_HELP}"),
+    ("until T / advance T", f"run to a stop target ({TARGET_HELP}) or a location: *ADDR, NAME"),
     ("starti", "relaunch, stopped at the first instruction"),
     ("b [NAME | *ADDR]", "set a breakpoint on a symbol or an address (default: pc);"
      " `b` key toggles on the selected line"),
-    ("delete NAME | *ADDR", "remove a breakpoint"),
+    ("tbreak NAME | *ADDR", "a breakpoint deleted when it is hit"),
+    ("delete [N…] / clear NAME | *ADDR", "delete breakpoints by number (all without one), or at a location"),
+    ("p[/x] EXPR", "print $reg, $reg+off, a symbol, a number; p *(int *)ADDR reads an integer type"),
+    ("disas [ADDR | NAME]", "disassemble the function around pc or ADDR"),
+    ("info symbol ADDR", "the symbol and object an address is in"),
+    ("info sharedlibrary", "loaded objects and their code's address range"),
     ("x/NFU ADDR", "examine memory: U = b h w g (1 2 4 8 bytes), F = x d u s i; ADDR e.g. $sp+8, main"),
     ("info auxv", "auxiliary vector, with the kernel's values where they were rewritten"),
-    ("info registers", "all registers"),
-    ("info breakpoints", "your breakpoints"),
+    ("info registers [REG…]", "registers in gdb's order (hex, natural value, what they point at)"),
+    ("info breakpoints", "your breakpoints, numbered, with their symbols"),
     ("vmmap", "memory maps annotated with objects and segments"),
     ("got", "GOT slots (JUMP_SLOT, GLOB_DAT): symbol, current value, state"),
     ("explain", "the milestones so far and the hand-off check"),

@@ -34,10 +34,17 @@ class CommandOutput(Message):
 
 
 class BreakpointsChanged(Message):
-    def __init__(self, breakpoints: frozenset[int], note: str) -> None:
+    """The session's breakpoints now; note says what changed (the app puts
+    the breakpoint's number in front of it: "Breakpoint 2 at …")."""
+
+    def __init__(self, breakpoints: frozenset[int], note: str, *, added: int | None = None,
+                 removed: int | None = None, temporary: bool = False) -> None:
         super().__init__()
         self.breakpoints = breakpoints
         self.note = note
+        self.added = added
+        self.removed = removed
+        self.temporary = temporary
 
 
 class ListingsAhead(Message):

@@ -8,11 +8,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from loaderdbg.decode.registers import format_flags
 from loaderdbg.session import MILESTONE_TITLES
 
-from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat
-from loaderdbg_tui.describe import hex_short, hex_word, step_text
+from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat, PrintSpec
+from loaderdbg_tui.describe import hex_short, hex_word, split_symbol, step_text
 from loaderdbg_tui.fit import Column, FittedTable
+from loaderdbg_tui.registers import REGISTER_ORDER
 from loaderdbg_tui.view import StopView
 
 SEVERITY_STYLES = {"ok": "green", "warning": "yellow", "error": "bold red"}
@@ -144,28 +146,218 @@ def auxv_report(view: StopView) -> FittedTable | Text:
     return _fitted(f"auxv at {stack.auxv_address:#x}", AUXV_COLUMNS, rows, styles)
 
 
-REGISTER_COLUMNS = (Column("name"), Column("value"), Column("decimal", right=True),
+REGISTER_COLUMNS = (Column("name"), Column("value"), Column("natural"),
                     Column("points at", free=True, shrink="left"))
+# Registers gdb shows as addresses (hex and <symbol>), not as integers.
+POINTER_REGISTERS = frozenset({"rip", "rsp", "rbp", "pc", "sp", "fp", "x29", "x30"})
+SEGMENT_REGISTERS = frozenset({"cs", "ss", "ds", "es", "fs", "gs"})
 
 
-def registers_report(view: StopView) -> FittedTable | Text:
+def ordered_registers(regs) -> list[str]:
+    """gdb's order for the arch; whatever else it has after."""
+    order = REGISTER_ORDER.get(regs.arch, ())
+    return [n for n in order if n in regs] + [n for n in regs.names() if n not in order]
+
+
+def signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def natural_value(name: str, value: int, regs, symbol: str | None = None) -> str:
+    """gdb's natural column: flags decoded, addresses in hex with <symbol>,
+    the rest as signed integers."""
+    tables = regs.tables
+    if name == tables.flag_register:
+        return format_flags(value, tables)
+    if name in POINTER_REGISTERS or name == tables.pc_register or name == tables.sp_register:
+        return f"{value:#x}" + (f" <{symbol}>" if symbol else "")
+    if name in SEGMENT_REGISTERS:
+        return str(value)
+    return str(signed64(value))
+
+
+def registers_report(view: StopView, names: tuple[str, ...] = ()) -> FittedTable | Text:
+    """`info registers [REG…]`: gdb's order and columns (name, hex, natural),
+    and what each points at."""
     regs = view.registers
     if regs is None:
         return Text("no registers (the process is gone)", style="yellow")
+    wanted = ordered_registers(regs)
+    if names:
+        unknown = [n for n in names if n not in regs and n not in ("pc", "sp", "fp")]
+        if unknown:
+            return Text(f"Invalid register `{unknown[0]}'", style="red")
+        aliases = {"pc": regs.tables.pc_register, "sp": regs.tables.sp_register}
+        wanted = [aliases.get(n, n) for n in names]
     rows, styles = [], []
-    for name, value in regs.items():
-        rows.append((name, hex_word(value), str(value) if value < 1 << 32 else "",
-                     view.register_notes.get(name, "")))
+    pc_name = regs.tables.pc_register
+    for name in wanted:
+        value = regs[name]
+        note = view.register_notes.get(name, "")
+        symbol = note if name == pc_name and note and not note.startswith("[") else None
+        rows.append((name, f"{value:#x}", natural_value(name, value, regs, symbol), note if symbol is None else ""))
         styles.append("bold yellow" if name in view.changed else "")
     return _fitted("registers", REGISTER_COLUMNS, rows, styles)
 
 
-def breakpoints_report(view: StopView) -> Text:
+BREAKPOINT_COLUMNS = (Column("Num"), Column("Type"), Column("Disp"), Column("Enb"), Column("Address"),
+                      Column("What", free=True))
+
+
+def breakpoints_report(session, view: StopView, numbers: dict[int, int],
+                       temporary: frozenset[int] = frozenset()) -> FittedTable | Text:
+    """gdb's `info breakpoints`: number, disposition (del for tbreak),
+    address and symbol (the session symbolises: call from a worker)."""
     if not view.breakpoints:
-        return Text("no breakpoints; `b NAME`, `b *ADDR` or the `b` key on a disassembly line sets one")
-    out = Text()
-    for address in sorted(view.breakpoints):
-        out.append(f"● {address:#x}\n", style="red")
+        return Text("No breakpoints or watchpoints. (`b NAME`, `b *ADDR`, `tbreak`, or the `b` key "
+                    "on a disassembly line)")
+    rows = []
+    for address in sorted(view.breakpoints, key=lambda a: numbers.get(a, 1 << 30)):
+        symbol = session.symbolize(address)
+        rows.append((str(numbers.get(address, "?")), "breakpoint", "del" if address in temporary else "keep",
+                     "y", f"{address:#018x}", f"<{symbol}>" if symbol else ""))
+    return _fitted("", BREAKPOINT_COLUMNS, rows, ["red"] * len(rows))
+
+
+LIBRARY_COLUMNS = (Column("From"), Column("To"), Column("Syms Read"), Column("Shared Object Library",
+                                                                             free=True, shrink="left"))
+
+
+def sharedlibrary_report(view: StopView) -> FittedTable | Text:
+    """gdb's `info sharedlibrary`: each loaded object's code (its
+    executable mappings' range) and its path."""
+    snap = view.snapshot
+    main = {entry.name for entry in snap.link_map if entry.kind == "main"}
+    rows = []
+    for obj in snap.objects:
+        code = [m.entry for m in snap.maps if m.object == obj.name and "x" in m.entry.perms]
+        if not code:
+            continue
+        start, end = min(e.start for e in code), max(e.end for e in code)
+        label = obj.path + ("  (ld.so)" if obj.is_ldso else "") + ("  (main program)" if obj.name in main else "")
+        rows.append((f"{start:#018x}", f"{end:#018x}", "Yes", label))
+    if not rows:
+        return Text("No shared libraries loaded at this time.")
+    return _fitted("", LIBRARY_COLUMNS, rows)
+
+
+def info_symbol(session, view: StopView | None, command: Command) -> Text:
+    """gdb's `info symbol ADDR`: "NAME + OFF in MAPPING of OBJECT"."""
+    registers = view.registers if view is not None else None
+    address = command.address.resolve(registers, getattr(session, "resolve", None))
+    symbol = session.symbolize(address)
+    mapping = next((m for m in view.snapshot.maps if m.entry.start <= address < m.entry.end), None) \
+        if view is not None else None
+    if not symbol:
+        where = f" (in {mapping.object or mapping.entry.path or 'an anonymous mapping'})" if mapping else ""
+        return Text(f"No symbol matches {command.address.text}.{where}")
+    name, offset = split_symbol(symbol)
+    out = Text(f"{name} + {offset}" if offset else name, style="bold")
+    if mapping is not None:
+        section = (mapping.segment or "").split()
+        out.append(f" in {' '.join(section[:2])}" if section else "")
+        if mapping.entry.path:
+            out.append(f" of {mapping.entry.path}")
+    return out
+
+
+def print_value(session, view: StopView | None, command: Command, number: int) -> Text:
+    """gdb's `print`: a register, $reg+off, a number, a symbol, or the
+    integer of a C type at an address (`p *(int *)$rsp`); history $N."""
+    spec = command.value or PrintSpec()
+    registers = view.registers if view is not None else None
+    expression = command.address
+    value = expression.resolve(registers, getattr(session, "resolve", None))
+    out = Text(f"${number} = ", style="bold")
+    if spec.cast is not None:
+        data = session.read_memory(value, spec.size)
+        if data is None or len(data) < spec.size:
+            raise CommandError(f"Cannot access memory at address {value:#x}")
+        integer = int.from_bytes(data, "little", signed=spec.signed and spec.fmt != "u" and spec.fmt != "x")
+        if spec.fmt == "x":
+            out.append(f"{integer:#x}")
+        elif spec.size == 1 and spec.cast.endswith("char"):
+            out.append(f"{integer} {quote(bytes([integer & 0xFF])).replace(chr(34), chr(39))}")
+        else:
+            out.append(str(integer))
+        return out
+    registers_named = [t for _, t in expression.terms if isinstance(t, str)]
+    pointer = bool(expression.symbols) or any(
+        name in POINTER_REGISTERS or (registers is not None and name in (registers.tables.pc_register,
+                                                                            registers.tables.sp_register))
+        for name in registers_named)
+    if spec.fmt == "x":
+        out.append(f"{value:#x}")
+    elif spec.fmt == "u":
+        out.append(str(value))
+    elif spec.fmt == "d":
+        out.append(str(signed64(value)))
+    elif len(expression.terms) == 1 and registers_named and registers is not None \
+            and registers_named[0] == registers.tables.flag_register:
+        out.append(format_flags(value, registers.tables))
+    elif pointer:
+        symbol = session.symbolize(value)
+        code = symbol is not None and view is not None and any(
+            m.entry.start <= value < m.entry.end and "x" in m.entry.perms for m in view.snapshot.maps)
+        if expression.symbols and len(expression.terms) == 1:
+            if not code:
+                raise CommandError(f"'{expression.symbols[0]}' has unknown type; cast it to its declared type")
+            out.append("{<text variable, no debug info>} ", style="dim")
+        elif code:
+            out.append("(void (*)()) ", style="dim")
+        else:
+            out.append("(void *) ", style="dim")
+        out.append(f"{value:#x}")
+        if symbol:
+            out.append(f" <{symbol}>", style="cyan")
+    else:
+        out.append(str(signed64(value)))
+    return out
+
+
+DISASSEMBLY_LIMIT = 512  # instructions read for one function at most
+
+
+def disassemble_function(session, view: StopView | None, command: Command) -> Text:
+    """gdb's `disassemble [ADDR]`: the function around pc or ADDR, from its
+    symbol to where the next one starts, `=>` at pc."""
+    registers = view.registers if view is not None else None
+    pc = view.pc if view is not None else None
+    if command.address is None:
+        if pc is None:
+            raise CommandError("No registers.")
+        address = pc
+    else:
+        address = command.address.resolve(registers, getattr(session, "resolve", None))
+    name, offset = split_symbol(session.symbolize(address))
+    if name is None:
+        raise CommandError(f"No function contains specified address. (x/16i {address:#x} lists the code there)")
+    start = address - offset
+    out = Text(f"Dump of assembler code for function {name}:\n")
+    shown = 0
+    cursor = start
+    while shown < DISASSEMBLY_LIMIT:
+        batch = session.disassemble(cursor, 64)
+        if not batch:
+            break
+        ended = False
+        for insn in batch:
+            insn_name, insn_offset = split_symbol(insn.symbol)
+            if insn.address != start and (insn_name != name):
+                ended = True
+                break
+            here = insn.address == pc
+            out.append("=> " if here else "   ", style="bold green" if here else "")
+            out.append(f"{insn.address:#018x} <+{insn_offset}>:\t", style="bold" if here else "dim")
+            out.append(insn.text, style="bold" if here else "")
+            if insn.target_symbol:
+                out.append(f" <{insn.target_symbol}>", style="cyan")
+            out.append("\n")
+            shown += 1
+            cursor = insn.address + insn.size
+        if ended:
+            break
+    out.append("End of assembler dump.")
     return out
 
 
