@@ -4,6 +4,7 @@ fills in), and what changed between two looks at it."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -90,6 +91,7 @@ def loader_head(program: "LoadedObject | None", memory: MemoryReader) -> tuple[b
 
 _SCOPED: dict[int, tuple] = {}  # id(symbols) -> (symbols, r_debug, table in the loader's order)
 _SCOPED_MAX = 64
+_SCOPED_LOCK = threading.Lock()
 
 
 def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "SymbolTable":
@@ -103,7 +105,8 @@ def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "Sy
     published, head = loader_head(symbols.program, memory)
     if not published or head is None or not head.r_map:
         return symbols
-    hit = _SCOPED.get(id(symbols))
+    with _SCOPED_LOCK:
+        hit = _SCOPED.get(id(symbols))
     if hit is not None and hit[0] is symbols and hit[1] == head:
         return hit[2]
     try:
@@ -112,9 +115,10 @@ def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "Sy
         return symbols
     scopes = loader_scopes(symbols.objects, entries)
     table = symbols if scopes is None else SymbolTable(symbols.objects, scopes[0], scopes[1])
-    _SCOPED[id(symbols)] = (symbols, head, table)
-    while len(_SCOPED) > _SCOPED_MAX:
-        del _SCOPED[next(iter(_SCOPED))]
+    with _SCOPED_LOCK:
+        _SCOPED[id(symbols)] = (symbols, head, table)
+        while len(_SCOPED) > _SCOPED_MAX:
+            del _SCOPED[next(iter(_SCOPED))]
     return table
 
 
