@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="TUI on a recording")
     replay.add_argument("file", metavar="FILE", help="a recording made by `loaderdbg record`")
 
+    verify = sub.add_parser("verify", help="check that a recording replays as the process ran (exit 1 if not)")
+    verify.add_argument("file", metavar="FILE", help="a recording made by `loaderdbg record`")
+
     inspect = sub.add_parser("inspect", help="decode the startup state at a stop target")
     inspect.add_argument("--json", action="store_true", help="print a loaderdbg.snapshot/1 JSON object")
     inspect.add_argument("--at", default="first", metavar="T", help="stop target (default: first)")
@@ -299,6 +302,29 @@ def cmd_replay(options: argparse.Namespace) -> int:
     return _open_tui(session, f"loaderdbg replay {options.file}")
 
 
+def cmd_verify(options: argparse.Namespace) -> int:
+    """Replay the whole recording and check it at every keyframe (the
+    recorder's checksums); a progress line on a terminal, like record's."""
+    from loaderdbg.printable import printable
+    from loaderdbg.record.replay import ReplaySession
+
+    require_stdout()
+    shown = printable(options.file)
+    with ReplaySession(options.file) as replay:
+        on_terminal = sys.stderr is not None and sys.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            sys.stderr.write(f"\rverifying: keyframe {done:,}/{total:,} ({100 * done // max(total, 1)}%)  ")
+            sys.stderr.flush()
+
+        report = replay.verify(progress if on_terminal else None)
+        if on_terminal:
+            sys.stderr.write("\r\033[K")
+    first, *more = report.describe().splitlines()
+    write_stdout("".join(f"{printable(line)}\n" for line in (f"{shown}: {first}", *more)))
+    return EXIT_OK if report.ok else EXIT_TARGET
+
+
 DEFAULT_EXPLAIN_UNTIL = "entry"
 
 
@@ -317,7 +343,7 @@ def cmd_explain(options: argparse.Namespace) -> int:
         from loaderdbg.record.replay import ReplaySession
         with ReplaySession(options.target) as replay:
             write_stdout(explain_recording(replay) + "\n")
-        return EXIT_OK
+            return EXIT_OK if replay.divergence is None else EXIT_TARGET
     from loaderdbg.inspect_command import launch_spec
     until = str(_target(options.until or DEFAULT_EXPLAIN_UNTIL))
     # The program's own output would interleave with the report: keep it apart.
@@ -345,6 +371,7 @@ COMMANDS = {
     "record": cmd_record,
     "replay": cmd_replay,
     "explain": cmd_explain,
+    "verify": cmd_verify,
 }
 
 

@@ -54,6 +54,9 @@ def explain_recording(replay: ReplaySession) -> str:
     Leaves the session at the position it was in."""
     saved = replay.position
     try:
+        # The story spans the whole recording: pass every keyframe, so the
+        # replay checks all of it (ReplaySession.divergence).
+        replay.goto(replay.last_step)
         return _Explainer(replay).report()
     finally:
         replay.goto(saved)
@@ -85,6 +88,8 @@ class _Explainer:
         self._handoff()
         self._relocations()
         self._outcome()
+        if self.replay.divergence is not None:
+            self.lines.insert(0, printable(self.replay.divergence.headline))
         return "\n".join(self.lines).rstrip() + "\n"
 
     # -- the story ----------------------------------------------------------------

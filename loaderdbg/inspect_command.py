@@ -92,7 +92,11 @@ def inspect_replay(path: str, target: Target, *, as_json: bool, relocations: str
     with ReplaySession(path) as session:
         reason = session.cont(str(target)) if target.kind != "first" else session.goto(0)
         snapshot = session.snapshot()
-    return _report(snapshot, target, reason, as_json, relocations)
+    code = _report(snapshot, target, reason, as_json, relocations)
+    if snapshot.divergence is not None:
+        say(snapshot.divergence.headline)
+        return max(code, 1)
+    return code
 
 
 def render_text_report(snapshot, relocations: str | None = None) -> str:

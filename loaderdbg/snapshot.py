@@ -51,6 +51,11 @@ class Divergence:
     address: int | None
     message: str
 
+    @property
+    def headline(self) -> str:
+        """The line said first wherever a replay's state is shown."""
+        return f"DIVERGENCE: {self.message}; from there on this replay is not what the process did"
+
 
 @dataclass(frozen=True)
 class SyscallCall:

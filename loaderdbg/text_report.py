@@ -37,6 +37,8 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
     those in one state ("pending", "lazy", "applied", "unknown")."""
     console = console or _console()
     step = str(snap.step) if snap.step_exact else "? (after a continue)"
+    if snap.divergence is not None:
+        console.print(f"[bold red]{_shown(snap.divergence.headline)}[/]", soft_wrap=True)
     # Paths and stop sentences are copied by users: never break them mid-word.
     console.print(f"[bold]{_shown(snap.program)}[/]  pid {snap.pid}  step {step}", soft_wrap=True)
     console.print(f"stop: {_shown(snap.stop.description)}", soft_wrap=True)
