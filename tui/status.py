@@ -102,6 +102,11 @@ class StatusLine(Static):
         stage = view.stage
         headline = view.words.headline
         first = Text(no_wrap=True, overflow="crop")
+        divergence = view.snapshot.divergence
+        if divergence is not None:
+            # The replay does not match its recording (ReplaySession.divergence): first, always.
+            first.append(f" ⚠ REPLAY DIVERGES at step {divergence.step} ", style="bold white on red")
+            first.append(" ")
         said = Text()  # what the stop is, after where
         if view.crashed:
             # What went wrong comes first: on 80 columns the rest may not fit.
