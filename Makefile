@@ -13,7 +13,7 @@ SYSTEM_TOOLS := gcc:gcc make:make musl-gcc:musl-tools gdb:gdb readelf:binutils o
 # libc6-dbg: ld.so's and libc's separate debug files (names for ld.so's code).
 SYSTEM_FILES := libc6-dbg:/usr/lib/debug/.build-id
 
-.PHONY: all sysdeps venv fixtures demo test bench recordings clean
+.PHONY: all sysdeps venv fixtures fixtures-big demo test bench recordings clean
 
 all: fixtures venv
 
@@ -47,6 +47,12 @@ $(STAMPS)/venv: pyproject.toml loaderdbg/process/_stepper.c | sysdeps
 fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/execsolib OUT=$(BUILD)/fixtures/execsolib
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
+
+# The scaling fixture (issue 19): 20 libraries, 0.5M relocations; about a
+# minute of gcc, so neither `make fixtures` nor `make test` builds it
+# (bench/scale.py does on first use).
+fixtures-big: sysdeps
+	$(PYTHON) tests/fixtures/big/generate.py $(BUILD)/fixtures/big
 
 # Opens the TUI stopped at the demo's first instruction. Without a terminal
 # (CI, a pipe) there is nothing to draw: print the ld.so hand-off report.
