@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--until", metavar="T",
                          help="how far to run PROG (default: entry; exit runs it whole, which takes "
                               "minutes for a big program); Ctrl-C gives the report so far")
-    explain.add_argument("--stdin", metavar="FILE", help=STDIN_HELP)
+    explain.add_argument("--stdin", metavar="FILE",
+                         help="the program's stdin (default: /dev/null; its output is not shown either)")
     explain.add_argument("target", nargs="?", metavar="FILE|PROG",
                          help="a recording, or a program to record and explain")
     explain.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the program's arguments")
@@ -346,11 +347,14 @@ def cmd_explain(options: argparse.Namespace) -> int:
             return EXIT_OK if replay.divergence is None else EXIT_TARGET
     from loaderdbg.inspect_command import launch_spec
     until = str(_target(options.until or DEFAULT_EXPLAIN_UNTIL))
-    # The program's own output would interleave with the report: keep it apart.
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    # The program's own output would interleave with the report: keep it
+    # apart. Nor does it read our terminal: the recorder single-steps it,
+    # and a report is not an interactive session.
+    devnull = os.open(os.devnull, os.O_RDWR)
     try:
         with _opened_stdin(options.stdin) as stdin_fd:
-            spec = launch_spec(options.target, options.args, aslr=False, stdin_fd=stdin_fd,
+            spec = launch_spec(options.target, options.args, aslr=False,
+                               stdin_fd=devnull if stdin_fd is None else stdin_fd,
                                stdout_fd=devnull, stderr_fd=devnull)
             if sys.stderr is not None and sys.stderr.isatty():
                 # For the person waiting (a script gets the report alone).

@@ -124,3 +124,15 @@ def test_from_the_background_there_is_no_terminal_to_lend():
     lines = session.text.strip().splitlines()
     assert lines == ["loaderdbg: the program reads the terminal, which loaderdbg cannot lend it from the "
                      "background: run loaderdbg in the foreground, or give --stdin FILE"], lines
+
+
+def test_explain_gives_the_program_no_terminal_to_wait_on():
+    """explain single-steps the program for a report: its stdin is
+    /dev/null unless --stdin says otherwise, so cat ends at once."""
+    session = PtySession(["explain", "--until", "exit", "/bin/cat"])
+    try:
+        code = session.exit_code(timeout=240)
+    finally:
+        session.close()
+    assert code == 0, session.text[-2000:]
+    assert "Outcome:" in session.text and "exit" in session.text.split("Outcome:")[-1]
