@@ -311,6 +311,9 @@ class RecordingWriter:
         nothing was there) WAL mode and the first transaction."""
         self._db = sqlite3.connect(self.output.partial, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA page_size = 4096")
+        # No fsync for the schema (nor was there when it went to the WAL):
+        # the recording's first commit in WAL mode follows at once.
+        self._db.execute("PRAGMA synchronous = OFF")
         self._db.execute("BEGIN")
         for statement in SCHEMA:
             self._db.execute(statement)

@@ -100,6 +100,7 @@ def once_stepping(act):
     delay: setup alone takes seconds on a loaded machine."""
     me = os.getpid()
     done = threading.Event()
+    interpreter = os.path.realpath(sys.executable)
 
     def watch() -> None:
         while not done.wait(0.05):
@@ -107,6 +108,8 @@ def once_stepping(act):
                 children = [int(pid) for pid in handle.read().split()]
             for pid in children:
                 try:
+                    if os.readlink(f"/proc/{pid}/exe") == interpreter:
+                        continue  # forked, not yet exec'd: it has our libc mapped
                     with open(f"/proc/{pid}/maps") as maps:
                         if "libc.so" not in maps.read():
                             continue
