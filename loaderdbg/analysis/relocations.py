@@ -159,6 +159,26 @@ class _Slot:
         obj, sym = found
         return obj.runtime(sym.value), sym, binding
 
+    @property
+    def is_interp(self) -> bool:
+        """This object is the program's PT_INTERP (ld.so itself)."""
+        program = self.symbols.program
+        interp = program.info.interp if program is not None else None
+        return interp is not None and self.obj.name == interp.rsplit("/", 1)[-1]
+
+    def self_bound(self, verdict: "_Verdict") -> "_Verdict":
+        """ld.so's own symbol slots: its bootstrap self-relocation binds them
+        to its own definitions; once the libraries are loaded it relocates
+        itself again in the global scope (libc's _dl_catch_exception and
+        friends come first). Between the two the slot holds its own."""
+        own = self.own_symbol()
+        if (verdict.state != UNKNOWN or verdict.needs is not None or own is None or not own.shndx_defined
+                or self.current != self.obj.runtime(own.value) or not self.is_interp):
+            return verdict
+        return replace(verdict, state=APPLIED, shows_processing=True,
+                       reason=f"bound to ld.so's own {own.name} by its bootstrap self-relocation; "
+                              f"it binds the slot again once the program's libraries are loaded")
+
     def unresolved(self) -> str:
         own = self.own_symbol()
         name = own.name if own is not None else "?"
@@ -168,6 +188,8 @@ class _Slot:
 
 # What would settle a verdict the slot's value alone cannot.
 NEEDS_PROCESSED = "processed"    # value is the same before and after: has ld.so been past it?
+NEEDS_REWRITTEN = "rewritten"    # a variable holding neither value: applied, then assigned, if ld.so was past it
+NEEDS_UNPROCESSED = "unprocessed"  # nothing to compare with (no source yet): pending if ld.so has not been here
 NEEDS_PLT_SETUP = "plt-setup"    # a JUMP_SLOT at base 0 holding its stub: lazy once GOT[1..2] are set
 
 
@@ -186,6 +208,9 @@ class _Verdict:
     # The slot now holds what only ld.so's processing of this relocation
     # writes (not its file value): ld.so has been here.
     shows_processing: bool = False
+    # The slot still holds its file value and ld.so would change it: ld.so
+    # has not been here (nor, by table order, anywhere after it).
+    shows_unprocessed: bool = False
 
 
 def _hex(value: int | None) -> str:
@@ -205,14 +230,15 @@ def _judge(current: int | None, pending: int | None, applied: int | None,
     if is_applied and not is_pending and not is_lazy:
         return _Verdict(APPLIED, applied, binding=binding, shows_processing=True)
     if is_pending and not is_applied and not is_lazy:
-        return _Verdict(PENDING, applied, binding=binding)
+        return _Verdict(PENDING, applied, binding=binding, shows_unprocessed=applied is not None)
     if is_lazy and not is_pending and not is_applied:
         return _Verdict(LAZY, applied, binding=binding, shows_processing=True)
     candidates = {PENDING: pending, APPLIED: applied, LAZY: lazy}
     matches = {state for state, value in candidates.items() if value is not None and value == current}
     if len(matches) == 1:
         state = next(iter(matches))
-        return _Verdict(state, applied, binding=binding, shows_processing=state != PENDING)
+        return _Verdict(state, applied, binding=binding, shows_processing=state != PENDING,
+                        shows_unprocessed=state == PENDING and applied is not None)
     if matches == {PENDING, LAZY}:
         return _Verdict(PENDING, applied, binding=binding, needs=NEEDS_PLT_SETUP)
     if PENDING in matches:
@@ -227,7 +253,7 @@ def _judge(current: int | None, pending: int | None, applied: int | None,
             reason += f"; the relocated value is unknown: {why_no_expected}"
         return _Verdict(UNKNOWN, None, binding=binding, reason=reason)
     # Neither before nor after: a variable the program wrote since, or not ours to tell.
-    return _Verdict(UNKNOWN, applied, binding=binding, needs=NEEDS_PROCESSED if variable else None,
+    return _Verdict(UNKNOWN, applied, binding=binding, needs=NEEDS_REWRITTEN if variable else None,
                     reason=f"holds {current:#x}, neither the file value {_hex(pending)} "
                            f"nor the relocated value {applied:#x}")
 
@@ -247,8 +273,8 @@ def _glob_dat(s: _Slot) -> _Verdict:
     value, sym, binding = s.symbol_value()
     if sym is not None and sym.type == "GNU_IFUNC":
         return _ifunc_symbol(s)
-    return _judge(s.current, s.link_value, value, binding=binding,
-                  why_no_expected=None if value is not None else s.unresolved())
+    return s.self_bound(_judge(s.current, s.link_value, value, binding=binding,
+                               why_no_expected=None if value is not None else s.unresolved()))
 
 
 def _jump_slot(s: _Slot) -> _Verdict:
@@ -262,8 +288,8 @@ def _jump_slot(s: _Slot) -> _Verdict:
         if s.current is not None and s.current == lazy:
             return _Verdict(PENDING, None, binding=binding, needs=NEEDS_PLT_SETUP)
         return _ifunc_symbol(s, plt=True)
-    return _judge(s.current, s.link_value, value, lazy, binding=binding,
-                  why_no_expected=None if value is not None else s.unresolved())
+    return s.self_bound(_judge(s.current, s.link_value, value, lazy, binding=binding,
+                               why_no_expected=None if value is not None else s.unresolved()))
 
 
 def _absolute(s: _Slot) -> _Verdict:
@@ -335,7 +361,7 @@ def _tls_nonzero(s: _Slot) -> _Verdict:
     if s.current != s.link_value:
         return _Verdict(APPLIED, None, shows_processing=True)
     if s.link_value == 0:
-        return _Verdict(PENDING, None)
+        return _Verdict(PENDING, None, shows_unprocessed=True)
     return _Verdict(UNKNOWN, None, reason=f"holds its non-zero file value {s.link_value:#x}")
 
 
@@ -347,7 +373,7 @@ def _tpoff_x86_64(s: _Slot) -> _Verdict:
     if s.current != s.link_value:
         return _Verdict(APPLIED, None, shows_processing=True)
     if s.link_value < 1 << 63:
-        return _Verdict(PENDING, None)
+        return _Verdict(PENDING, None, shows_unprocessed=True)
     return _Verdict(UNKNOWN, None, reason=f"holds its negative file value {s.link_value:#x}")
 
 
@@ -390,6 +416,10 @@ def _copy(s: _Slot) -> _Verdict:
     source = None if found is None else s.memory.read(found[0].runtime(found[1].value), own.size)
     first = (lambda b: None if b is None else int.from_bytes(b[:8].ljust(8, b"\0"), "little"))
     if now is None or source is None or before is None:
+        if found is None and now is not None and now == before:
+            # The defining library is not mapped yet, or nothing defines it.
+            return _Verdict(UNKNOWN, None, first(now), binding=binding, needs=NEEDS_UNPROCESSED,
+                            reason=s.unresolved())
         reason = s.unresolved() if found is None else "the copy or its source is not readable"
         return _Verdict(UNKNOWN, first(source), first(now), binding=binding, reason=reason)
     if source == before:
@@ -399,15 +429,15 @@ def _copy(s: _Slot) -> _Verdict:
             return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_PROCESSED)
         # The copy changed and its source did not: the program wrote its
         # copy (libc's startup sets the program's copy of environ).
-        return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_PROCESSED,
+        return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_REWRITTEN,
                         reason=f"the {own.size}-byte copy differs from both its file bytes and its source "
                                f"in {found[0].name}, which still holds the file's bytes")
     if now == source:
         return _Verdict(APPLIED, first(source), first(now), binding=binding, shows_processing=True)
     if now == before:
-        return _Verdict(PENDING, first(source), first(now), binding=binding)
+        return _Verdict(PENDING, first(source), first(now), binding=binding, shows_unprocessed=True)
     # Both changed since: the program wrote one of them after the copy.
-    return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_PROCESSED,
+    return _Verdict(UNKNOWN, first(source), first(now), binding=binding, needs=NEEDS_REWRITTEN,
                     reason=f"the {own.size}-byte copy matches neither its file bytes nor its source "
                            f"in {found[0].name}")
 
@@ -661,10 +691,13 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
     so its different order never matters here.)"""
     final = list(raw)
     last = -1
+    first_unprocessed = len(raw)
     open_verdicts = []
     for i, verdict in enumerate(raw):
         if verdict.shows_processing:
             last = i
+        if verdict.shows_unprocessed and i < first_unprocessed:
+            first_unprocessed = i
         if verdict.needs is not None or verdict.may_be_applied:
             open_verdicts.append(i)
     in_startup_scope = symbols.in_global_scope(obj)
@@ -683,8 +716,10 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
         return None
 
     def unprocessed(index: int) -> bool:
-        """ld.so has not reached this object yet: it has not even filled
-        the program's DT_DEBUG."""
+        """ld.so has not reached relocation index: an earlier one is still
+        pending, or ld.so has not even filled the program's DT_DEBUG."""
+        if first_unprocessed < index:
+            return True
         return index >= last and in_startup_scope and not is_interp and progress.use().published is False
 
     for i in open_verdicts:
@@ -712,16 +747,22 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
                 final[i] = replace(verdict, needs=None)
         elif needs == NEEDS_PROCESSED:
             why = relocated(i)
-            if verdict.reason is None:
-                if why or unprocessed(i):
-                    final[i] = replace(verdict, needs=None, state=APPLIED if why else PENDING)
-                else:
-                    final[i] = replace(verdict, needs=None,
-                                       reason=f"holds {_hex(current)} both before and after relocation, and "
-                                              f"nothing shows yet whether ld.so has processed {name}")
-            elif why:
+            if why or unprocessed(i):
+                final[i] = replace(verdict, needs=None, state=APPLIED if why else PENDING)
+            else:
+                final[i] = replace(verdict, needs=None,
+                                   reason=f"holds {_hex(current)} both before and after relocation, and "
+                                          f"nothing shows yet whether ld.so has processed it")
+        elif needs == NEEDS_REWRITTEN:
+            why = relocated(i)
+            if why:
                 final[i] = replace(verdict, needs=None, state=APPLIED,
                                    reason=f"{verdict.reason}: rewritten after relocation ({why})")
+            else:
+                final[i] = replace(verdict, needs=None)
+        elif needs == NEEDS_UNPROCESSED:
+            if unprocessed(i):
+                final[i] = replace(verdict, needs=None, state=PENDING, reason=None)
             else:
                 final[i] = replace(verdict, needs=None)
     return final

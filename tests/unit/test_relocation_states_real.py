@@ -296,3 +296,24 @@ def test_nameless_link_map_entry_after_the_first_is_the_vdso() -> None:
 def test_fcntl_arguments_follow_the_command(args, text) -> None:
     arch = get_arch("x86_64")
     assert decode_syscall(72, [*args, 0, 0, 0], 0, arch).format() == text
+
+
+def test_ld_so_slots_bound_to_itself_at_bootstrap_are_applied_with_the_reason() -> None:
+    """ld.so's bootstrap binds its JUMP_SLOTs to its own definitions; the
+    global scope later binds them to libc's (_dl_catch_exception...)."""
+    proc = Process((fixture(ZOO / "hello-glibc"), 0x555555554000), (LIBC, LIBC_BASE), (LDSO, LDSO_BASE))
+    ldso = 2
+    slots = [s for s in proc.states(ldso) if s.type_name == "R_X86_64_JUMP_SLOT"]
+    assert slots and {s.state for s in slots} == {"pending"}
+    info = proc.objects[ldso].info
+    for s in slots:
+        own = next(d for d in info.definitions(s.symbol))
+        assert s.binding.object == LIBC  # the global scope's answer
+        proc.write(s.address, LDSO_BASE + own.value)
+    after = [s for s in proc.states(ldso) if s.type_name == "R_X86_64_JUMP_SLOT"]
+    assert {s.state for s in after} == {"applied"}
+    assert all("bootstrap self-relocation" in s.reason for s in after)
+    for s in after:
+        proc.write(s.address, s.expected)
+    assert all(s.state == "applied" and s.reason is None
+               for s in proc.states(ldso) if s.type_name == "R_X86_64_JUMP_SLOT")
