@@ -415,7 +415,7 @@ class Recording:
 
     # -- opening checks --------------------------------------------------------
     def _fail(self, message: str) -> UsageError:
-        return UsageError(f"{self._shown}: {message}")
+        return UsageError(f"{self._shown}: {printable(message)}")  # SQLite's messages quote the file too
 
     def _query(self, sql: str, args: Sequence = ()) -> list:
         with self._lock:
@@ -484,7 +484,7 @@ class Recording:
             self._threads.append((step, text))
         for (step,) in self._query("SELECT step FROM keyframes ORDER BY step"):
             if not isinstance(step, int) or not 0 <= step <= self.last_step:
-                raise self._fail(f"keyframe step {step} out of range")
+                raise self._fail(f"keyframe step {step!r:.40} out of range")
             self.keyframes.append(step)
         if not self.keyframes or self.keyframes[0] != 0:
             raise self._fail("no memory image at step 0")
@@ -1061,7 +1061,7 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(_sqlite_uri(path), uri=True, check_same_thread=False)
     except sqlite3.DatabaseError as err:
-        raise UsageError(f"{printable(path)}: damaged recording ({err})") from None
+        raise UsageError(f"{printable(path)}: damaged recording ({printable(str(err))})") from None
     path = printable(path)  # from here on, for messages only
     try:
         # Belt and braces: no function with side effects from the schema, no writes.
@@ -1070,7 +1070,7 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
         _check_schema(db, path)
     except sqlite3.DatabaseError as err:
         db.close()
-        raise UsageError(f"{path}: damaged recording ({err})") from None
+        raise UsageError(f"{path}: damaged recording ({printable(str(err))})") from None
     except BaseException:
         db.close()
         raise
@@ -1088,7 +1088,7 @@ def _read_meta(db: sqlite3.Connection, path: str) -> dict:
             except ValueError as err:
                 raise UsageError(f"{path}: {err}") from None
     except sqlite3.DatabaseError as err:
-        raise UsageError(f"{path}: damaged recording ({err})") from None
+        raise UsageError(f"{path}: damaged recording ({printable(str(err))})") from None
     return meta
 
 
