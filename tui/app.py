@@ -28,7 +28,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.widgets import Input
 
-from loaderdbg.errors import LoaderdbgError
+from loaderdbg.errors import LoaderdbgError, UsageError
 from loaderdbg.job_thread import JobThread
 from loaderdbg.session import MILESTONE_TITLES, Capability
 
@@ -360,7 +360,7 @@ class LoaderdbgApp(App[int]):
         self.log_line(Text(why, style="yellow"))
 
     def _session_can(self, action: str) -> bool | None:
-        if action in NEEDS_REVERSE and "reverse" not in self.capabilities:
+        if action in NEEDS_REVERSE and Capability.REVERSE not in self.capabilities:
             return None  # shown greyed out
         if action == "goto":
             if Capability.REVERSE in self.capabilities:
@@ -386,7 +386,7 @@ class LoaderdbgApp(App[int]):
         if self.busy is not None and self._busy_kind == kind:
             self._backlog += count
             return
-        if kind == "back" and "reverse" not in self.capabilities:
+        if kind == "back" and Capability.REVERSE not in self.capabilities:
             self.refuse(NEEDS_RECORDING.format(what="step back"))
             return
         if kind != "back" and not self._alive():
@@ -410,7 +410,7 @@ class LoaderdbgApp(App[int]):
         self._motion("continue", lambda: self.session.cont(None))
 
     def action_reverse_cont(self) -> None:
-        if "reverse" not in self.capabilities:
+        if Capability.REVERSE not in self.capabilities:
             self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
             return
         self._switch_to_code()
@@ -472,7 +472,7 @@ class LoaderdbgApp(App[int]):
 
     def action_goto(self) -> None:
         view = self.view
-        if "replay" not in self.capabilities:
+        if Capability.REVERSE not in self.capabilities:
             if not self._alive():
                 self._gone()
                 return
@@ -491,7 +491,7 @@ class LoaderdbgApp(App[int]):
         self._motion(f"goto {step}", lambda: self.session.goto(step))
 
     def action_toggle_breakpoint(self) -> None:
-        if not hasattr(self.session, "add_breakpoint"):
+        if Capability.BREAKPOINTS not in self.capabilities:
             self.refuse("this session cannot set breakpoints")
             return
         screen = self._main_screen()
@@ -669,7 +669,7 @@ class LoaderdbgApp(App[int]):
         self.action_cont()
 
     def _cmd_reverse_continue(self, command: Command) -> None:
-        if "reverse" not in self.capabilities:
+        if Capability.REVERSE not in self.capabilities:
             self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
             return
         self._motion("reverse continue", lambda: self.session.reverse_cont(command.target))
@@ -694,7 +694,15 @@ class LoaderdbgApp(App[int]):
             self._gone()
             return
         self._switch_to_code()
-        self._motion(f"run to {target}", lambda: self.session.cont(target))
+        session = self.session
+        location = command.address
+
+        def job() -> None:
+            if location is not None and session.resolve(location.symbols[0]) is None:
+                raise UsageError(f'Function "{location.symbols[0]}" not defined in the objects loaded so far '
+                                 f"(until sym:{location.symbols[0]} waits for it in a library loaded later)")
+            session.cont(target)
+        self._motion(f"run to {target}", job)
 
     def _cmd_goto(self, command: Command) -> None:
         self._goto(command.count)

@@ -292,7 +292,11 @@ def parse_command(line: str) -> Command | None:
     if verb == "until":
         if not rest:
             raise CommandError(f"{head} needs a stop target or a location: {TARGET_HELP}, *ADDR, NAME")
-        return Command("until", target=_until_target(rest), text=text)
+        target = _until_target(rest)
+        # gdb's location (a bare name): looked up before running, so a name
+        # that is nowhere says so instead of running to the end.
+        location = parse_address(rest) if target.startswith("sym:") and not rest.startswith("sym:") else None
+        return Command("until", target=target, address=location, text=text)
     if verb == "tab":
         if not rest:
             raise CommandError("tab needs a name or a number, e.g. tab relocs, tab 3 (Alt+3)")

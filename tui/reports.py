@@ -244,7 +244,7 @@ def sharedlibrary_report(view: StopView) -> FittedTable | Text:
 def info_symbol(session, view: StopView | None, command: Command) -> Text:
     """gdb's `info symbol ADDR`: "NAME + OFF in MAPPING of OBJECT"."""
     registers = view.registers if view is not None else None
-    address = command.address.resolve(registers, getattr(session, "resolve", None))
+    address = command.address.resolve(registers, session.resolve)
     symbol = session.symbolize(address)
     mapping = next((m for m in view.snapshot.maps if m.entry.start <= address < m.entry.end), None) \
         if view is not None else None
@@ -267,7 +267,7 @@ def print_value(session, view: StopView | None, command: Command, number: int) -
     spec = command.value or PrintSpec()
     registers = view.registers if view is not None else None
     expression = command.address
-    value = expression.resolve(registers, getattr(session, "resolve", None))
+    value = expression.resolve(registers, session.resolve)
     out = Text(f"${number} = ", style="bold")
     if spec.cast is not None:
         data = session.read_memory(value, spec.size)
@@ -328,7 +328,7 @@ def disassemble_function(session, view: StopView | None, command: Command) -> Te
             raise CommandError("No registers.")
         address = pc
     else:
-        address = command.address.resolve(registers, getattr(session, "resolve", None))
+        address = command.address.resolve(registers, session.resolve)
     name, offset = split_symbol(session.symbolize(address))
     if name is None:
         raise CommandError(f"No function contains specified address. (x/16i {address:#x} lists the code there)")

@@ -39,14 +39,17 @@ def test_empty_line_is_nothing():
 @pytest.mark.parametrize("line, target", [
     ("until entry", "entry"), ("run-to ldso-entry", "ldso-entry"), ("until syscall:mmap", "syscall:mmap"),
     ("advance addr:0x401000", "addr:0x401000"), ("until step:10", "step:10"), ("until sym:main", "sym:main"),
+    # gdb's locations: *ADDR and a function name
+    ("until *0x401000", "addr:0x401000"), ("advance _dl_start", "sym:_dl_start"), ("until nowhere", "sym:nowhere"),
 ])
 def test_until_takes_stop_targets(line, target):
     assert parse_command(line).target == target
 
 
 @pytest.mark.parametrize("line, message", [
-    ("until", "needs a stop target"), ("until nowhere", "unknown stop target"), ("si -1", "out of range"),
-    ("si x", "not a number"), ("frob", "unknown command"), ("x $sp", None), ("x/4q $sp", "unknown letter"),
+    ("until", "needs a stop target"), ("until no:where", "unknown stop target"), ("until *x", "takes a number"), ("si -1", "out of range"),
+    ("si x", "not a number"), ("frob", "unknown command"), ("dissas", "did you mean 'disas'"), ("p", "needs an expression"),
+    ("p *$sp", "non-pointer"), ("p/q $sp", "formats here"), ("info symbol", "Argument required"), ("x $sp", None), ("x/4q $sp", "unknown letter"),
     ("x/4gx", "needs an address"), ("info", "info what?"), ("vmmap now", "takes no argument"),
     ("b *$sp +", "bad address"), ("b *$sp $rax", r"missing \+ or -"),
 ])

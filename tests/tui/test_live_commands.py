@@ -114,7 +114,7 @@ def test_b_star_address_and_continue(demo):
         await type_command(pilot, f"b *{call.branch_target:#x}")
         assert call.branch_target in session.breakpoints()
         await type_command(pilot, "info breakpoints")
-        assert f"● {call.branch_target:#x}" in log_text(app)
+        assert re.search(rf"1\s+breakpoint\s+keep\s+y\s+{call.branch_target:#018x}", log_text(app))
         await type_command(pilot, "c")
         assert app.view.pc == call.branch_target
         await type_command(pilot, f"delete *{call.branch_target:#x}")
@@ -124,7 +124,7 @@ def test_b_star_address_and_continue(demo):
         assert session.resolve(name) == call.branch_target
         await type_command(pilot, f"b {name}")
         assert session.breakpoints() == {call.branch_target}
-        assert f"breakpoint at {call.branch_target:#x} <{name}>" in log_text(app)
+        assert re.search(rf"Breakpoint \d+ at {call.branch_target:#x} <{name}>", log_text(app))
         await type_command(pilot, f"x/1i {name}")
         assert f"{call.branch_target:#x} <{name}>:" in log_text(app)
         await type_command(pilot, f"delete {name}")
@@ -159,7 +159,8 @@ def test_info_auxv_until_and_explain(demo):
         await type_command(pilot, "run-to syscall:brk")
         assert app.view.stop.kind == "syscall"
         await type_command(pilot, "until nowhere")
-        assert "unknown stop target 'nowhere'" in log_text(app)
+        assert 'Function "nowhere" not defined' in log_text(app)
+        assert app.view.stop.kind == "syscall"  # it did not run
 
     run_pilot(LoaderdbgApp(session), scenario)
 
