@@ -1,0 +1,238 @@
+"""Big programs (issue 19), each row against its reference in the same run.
+
+    .venv/bin/python bench/scale.py [--repeat N] [--quick] [--json]
+                                    [--replay FILE.ldbg] [--no-replay]
+
+Rows, pinned (sched_setaffinity to CPU 0, as `taskset -c 0`; the tracer
+thread, the tracee and child commands inherit it) and unpinned:
+
+- gdb: `loaderdbg inspect --json --at entry /usr/bin/gdb --version`, the
+  whole command, against `readelf -rW` over the same objects (the snapshot's
+  object paths) in one process: the ratio. In process: launch + cont('entry'),
+  the snapshot (µs a relocation), snapshot_to_json + write_json to /dev/null.
+- the glibc demo: the whole `inspect --json --at entry` command against
+  `python -c pass` (the interpreter's own start) and the import of
+  loaderdbg.cli + loaderdbg.inspect_command in a fresh interpreter.
+- the demo: LiveSession launch + cont('entry') (breakpoints, no stepping)
+  against running the program natively to its exit.
+- the snapshot of a 1,000,000-step `python3 -c pass` recording at its last
+  step (ReplaySession.goto + snapshot); the recording is made once into
+  build/bench/ (or --replay FILE), --no-replay skips the row.
+- the scaling curve: the big fixture's ¼, ½ and 1× executables (5, 10, 20
+  generated libraries: tests/fixtures/big/generate.py, built on first use)
+  with the same in-process phases and readelf, per relocation and per object.
+
+Times are the best of --repeat runs (the machine is shared; the best run is
+the least disturbed one), in wall-clock ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from loaderdbg.inspect_command import launch_spec  # noqa: E402
+from loaderdbg.live import LiveSession  # noqa: E402
+from loaderdbg.snapshot_json import snapshot_to_json, write_json  # noqa: E402
+
+DEMO = REPO / "build" / "fixtures" / "execsolib" / "glibc-O2" / "libexecsolib.so"
+DEMO_ARGS = ["hello", "world"]
+BIG = REPO / "build" / "fixtures" / "big"
+BIG_SCALES = (("¼", "big-quarter"), ("½", "big-half"), ("1×", "big-full"))
+GDB = ["/usr/bin/gdb", "--version"]
+MILLION = REPO / "build" / "bench" / "python3-1M.ldbg"
+
+
+@contextmanager
+def affinity(cpus: set[int] | None):
+    """Pin the calling thread; threads and processes it creates inherit it."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def best_of(repeat: int, measure) -> float:
+    """The smallest of ``repeat`` runs of measure() (seconds), in ms."""
+    return min(measure() for _ in range(repeat)) * 1e3
+
+
+def timed(command: list[str], **kwargs) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   stdin=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - t0
+
+
+def inspect_command(program: list[str]) -> list[str]:
+    return [sys.executable, "-m", "loaderdbg", "inspect", "--json", "--at", "entry",
+            "--tracee-output", os.devnull, *program]
+
+
+def phases(program: list[str], repeat: int) -> dict:
+    """In process: launch + cont('entry'), snapshot, JSON; best of each."""
+    best = {"cont_ms": float("inf"), "snapshot_ms": float("inf"), "json_ms": float("inf")}
+    info = {}
+    with open(os.devnull, "w") as sink:
+        for _ in range(repeat):
+            spec = launch_spec(program[0], program[1:], aslr=False, stdout_fd=sink.fileno(),
+                               stderr_fd=sink.fileno())
+            t0 = time.perf_counter()
+            with LiveSession(spec) as session:
+                reason = session.cont("entry")
+                if not reason.reached:
+                    raise SystemExit(f"bench: {program[0]}: entry not reached: {reason.description}")
+                t1 = time.perf_counter()
+                snapshot = session.snapshot()
+                t2 = time.perf_counter()
+            write_json(snapshot_to_json(snapshot), sink.write, end="\n")
+            sink.flush()
+            t3 = time.perf_counter()
+            for key, value in (("cont_ms", t1 - t0), ("snapshot_ms", t2 - t1), ("json_ms", t3 - t2)):
+                best[key] = min(best[key], value * 1e3)
+            info = {"objects": len(snapshot.objects), "relocations": len(snapshot.relocations),
+                    "paths": sorted({o.path for o in snapshot.objects if o.path and os.path.isfile(o.path)})}
+    return best | info
+
+
+def readelf_ms(paths: list[str], repeat: int) -> float:
+    return best_of(repeat, lambda: timed(["readelf", "-rW", *paths]))
+
+
+def program_rows(label: str, program: list[str], repeat: int) -> dict:
+    row = phases(program, repeat)
+    row["label"] = label
+    row["command_ms"] = best_of(repeat, lambda: timed(inspect_command(program), cwd=REPO))
+    row["readelf_ms"] = readelf_ms(row["paths"], repeat)
+    row["snapshot_us_per_relocation"] = row["snapshot_ms"] * 1e3 / max(row["relocations"], 1)
+    row["command_us_per_relocation"] = row["command_ms"] * 1e3 / max(row["relocations"], 1)
+    row["command_ms_per_object"] = row["command_ms"] / max(row["objects"], 1)
+    row["ratio_to_readelf"] = row["command_ms"] / row["readelf_ms"]
+    del row["paths"]
+    return row
+
+
+def demo_rows(repeat: int) -> dict:
+    python = sys.executable
+    startup = best_of(repeat, lambda: timed([python, "-c", "pass"]))
+    imports = best_of(repeat, lambda: timed([python, "-c", "import loaderdbg.cli, loaderdbg.inspect_command"],
+                                            cwd=REPO))
+    command = best_of(repeat, lambda: timed(inspect_command([str(DEMO), *DEMO_ARGS]), cwd=REPO))
+    native = best_of(repeat * 4, lambda: timed([str(DEMO), *DEMO_ARGS]))
+
+    def cont() -> float:
+        with open(os.devnull, "w") as sink:
+            spec = launch_spec(str(DEMO), DEMO_ARGS, aslr=False, stdout_fd=sink.fileno(),
+                               stderr_fd=sink.fileno())
+            t0 = time.perf_counter()
+            with LiveSession(spec) as session:
+                session.cont("entry")
+                return time.perf_counter() - t0
+    launch_cont = best_of(repeat, cont)
+    return {"command_ms": command, "python_start_ms": startup, "import_ms": imports,
+            "launch_cont_ms": launch_cont, "native_ms": native,
+            "cont_to_native": launch_cont / native}
+
+
+def replay_row(path: Path, repeat: int) -> dict:
+    from loaderdbg.record.replay import ReplaySession
+    if not path.is_file():
+        from loaderdbg.process.tracee import LaunchSpec
+        from loaderdbg.record.recorder import record_program
+        print(f"recording 1,000,000 steps of python3 -c pass into {path} (once)…", file=sys.stderr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.devnull, "w") as sink:
+            spec = LaunchSpec(path="/usr/bin/python3", argv=("python3", "-c", "pass"),
+                              env={"PATH": "/usr/bin:/bin", "LANG": "C"},
+                              stdout_fd=sink.fileno(), stderr_fd=sink.fileno())
+            record_program(spec, str(path), "step:1000000", progress=False)
+    best = float("inf")
+    steps = 0
+    for _ in range(repeat):
+        with ReplaySession(str(path)) as replay:
+            steps = replay.last_step
+            replay.goto(steps)
+            t0 = time.perf_counter()
+            replay.snapshot()
+            best = min(best, time.perf_counter() - t0)
+    return {"steps": steps, "snapshot_ms": best * 1e3}
+
+
+def ensure_big() -> None:
+    if all((BIG / name).is_file() for _, name in BIG_SCALES):
+        return
+    print("building the big fixture (tests/fixtures/big/generate.py, once)…", file=sys.stderr)
+    subprocess.run([sys.executable, str(REPO / "tests" / "fixtures" / "big" / "generate.py"), str(BIG)],
+                   check=True)
+
+
+def measure(pin: bool, args) -> dict:
+    repeat = args.repeat
+    out: dict = {}
+    with affinity({0} if pin else None):
+        out["demo"] = demo_rows(repeat * 2)
+        if os.access(GDB[0], os.X_OK):
+            out["gdb"] = program_rows("gdb --version", GDB, max(1, repeat // 2) if args.quick else repeat)
+        out["scale"] = [program_rows(label, [str(BIG / name)], 1 if args.quick else repeat)
+                        for label, name in BIG_SCALES]
+        if not args.no_replay:
+            out["replay"] = replay_row(Path(args.replay) if args.replay else MILLION, repeat)
+    return out
+
+
+def report(pin: str, m: dict) -> None:
+    d = m["demo"]
+    print(f"\n== {pin} ==")
+    print(f"demo inspect --json --at entry: {d['command_ms']:.0f} ms (python -c pass {d['python_start_ms']:.0f}, "
+          f"import cli+inspect_command {d['import_ms']:.0f}; goal <= 150)")
+    print(f"demo launch + cont('entry'): {d['launch_cont_ms']:.1f} ms vs native run {d['native_ms']:.2f} ms: "
+          f"{d['cont_to_native']:.0f}x (goal <= 10x)")
+    rows = ([m["gdb"]] if "gdb" in m else []) + m["scale"]
+    print(f"{'program':<14} {'objs':>4} {'relocs':>8} {'command':>9} {'readelf':>8} {'ratio':>6} "
+          f"{'cont':>8} {'snapshot':>9} {'µs/reloc':>8} {'json':>7} {'cmd µs/reloc':>12} {'ms/obj':>7}")
+    for r in rows:
+        print(f"{r['label']:<14} {r['objects']:>4} {r['relocations']:>8} {r['command_ms']:>7.0f}ms "
+              f"{r['readelf_ms']:>6.0f}ms {r['ratio_to_readelf']:>5.1f}x {r['cont_ms']:>6.0f}ms "
+              f"{r['snapshot_ms']:>7.0f}ms {r['snapshot_us_per_relocation']:>8.2f} {r['json_ms']:>5.0f}ms "
+              f"{r['command_us_per_relocation']:>12.2f} {r['command_ms_per_object']:>7.1f}")
+    if "replay" in m:
+        print(f"snapshot of a {m['replay']['steps']:,}-step python3 replay at its end: "
+              f"{m['replay']['snapshot_ms']:.0f} ms (goal <= 100)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one run of the big programs, pinned only")
+    parser.add_argument("--json", action="store_true", help="print the measurements as JSON too")
+    parser.add_argument("--replay", help="a 1M-step recording to snapshot (default: made once in build/bench/)")
+    parser.add_argument("--no-replay", action="store_true", help="skip the replay row")
+    args = parser.parse_args()
+    if not DEMO.is_file():
+        raise SystemExit("bench: fixtures missing: run `make fixtures`")
+    ensure_big()
+    results = {}
+    for pin in (("pinned", True),) if args.quick else (("pinned", True), ("unpinned", False)):
+        results[pin[0]] = measure(pin[1], args)
+        report(pin[0], results[pin[0]])
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
