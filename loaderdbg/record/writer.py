@@ -53,6 +53,7 @@ from loaderdbg.record.format import (
 from loaderdbg.session import Event
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+NAME_MAX = 255  # bytes in a file name (Linux)
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 
@@ -188,8 +189,12 @@ class OutputFile:
         return fd
 
     def _new_partial(self) -> tuple[str, int]:
+        directory, name = os.path.split(self.path)
+        room = NAME_MAX - len(".partial-01234567-journal")  # SQLite adds its own suffixes
+        if len(os.fsencode(name)) > room:
+            name = os.fsdecode(os.fsencode(name)[:room])
         while True:
-            partial = f"{self.path}.partial-{secrets.token_hex(4)}"
+            partial = os.path.join(directory, f"{name}.partial-{secrets.token_hex(4)}")
             try:
                 fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
             except FileExistsError:
@@ -216,6 +221,8 @@ class OutputFile:
                 info = os.lstat(side)
             except FileNotFoundError:
                 continue
+            except OSError as err:  # ENAMETOOLONG: SQLite could not make its journal either
+                raise self._refuse(f"cannot write a recording there ({printable(side)}: {err.strerror})") from None
             if not stat.S_ISREG(info.st_mode):
                 raise UsageError(f"{printable(side)}: is {file_type_name(info.st_mode)}; SQLite would take it "
                                  f"for {self.shown}'s journal")
