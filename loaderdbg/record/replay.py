@@ -485,6 +485,7 @@ class ReplayState:
         self._maps_cache: dict[int, AddressSpace] = {}
         self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
         self._syscalls: list[SyscallCall] | None = None  # every recorded call, decoded once
+        self._syscall_steps: list[int] = []
 
     def memory_state(self) -> tuple:
         """Equal at two positions only if memory and mappings are equal
@@ -637,8 +638,8 @@ class ReplayState:
                 calls.append(SyscallCall(row["step"] + 1, row["number"], row["name"], row["args"], signed,
                                          errno_name))
             self._syscalls = calls
-        position = self.step_count
-        return tuple(call for call in self._syscalls if call.step <= position)
+            self._syscall_steps = [call.step for call in calls]
+        return tuple(self._syscalls[:bisect.bisect_right(self._syscall_steps, self.step_count)])
 
 
 INITIAL_REASON = reasons.launched()
