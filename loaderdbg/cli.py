@@ -16,7 +16,7 @@ import sys
 
 from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
-from loaderdbg.output import reopen_closed_standard_fds, require_stdout, say, say_line, write_stdout
+from loaderdbg.output import STDERR_FD, reopen_closed_standard_fds, require_stdout, say, say_line, write_stdout
 from loaderdbg.targets import TARGET_HELP, parse_target
 
 EXIT_OK, EXIT_TARGET, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
@@ -201,6 +201,32 @@ def _require_terminal(command: str, instead: str) -> None:
                                             f"for a report without it: {instead}")
 
 
+# What a full-screen app turns on and must turn off: the alternate screen,
+# a hidden cursor, mouse reports, bracketed paste, focus events, the kitty
+# keyboard protocol.
+TUI_MODES_OFF = "\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1003l\x1b[?1015l\x1b[?1006l\x1b[?2004l\x1b[?1004l\x1b[<u"
+
+
+def _terminal_restorer():
+    """A function that puts our terminal back as it is now (line mode,
+    main screen), for an exit that leaves the TUI no time to do it."""
+    import termios
+
+    try:
+        saved = termios.tcgetattr(0)
+    except (termios.error, OSError):
+        saved = None
+
+    def restore() -> None:
+        try:
+            if saved is not None:
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+            os.write(STDOUT_FD, TUI_MODES_OFF.encode())
+        except (termios.error, OSError):
+            pass  # the terminal has gone (SIGHUP): nothing to restore
+    return restore
+
+
 def _open_tui(session, title: str, output_fd: int | None = None) -> int:
     # Imported here: the engine package must not pull Textual in on import.
     try:
@@ -208,8 +234,24 @@ def _open_tui(session, title: str, output_fd: int | None = None) -> int:
     except ImportError as err:
         session.close()
         raise UsageError(f"the TUI is not available ({err})") from None
+    restore_terminal = _terminal_restorer()
+
+    def end_now(signum: int) -> None:
+        # SIGTERM/SIGHUP while the TUI runs: raised inside Textual's loop,
+        # Terminated could be taken for the app's own error, or lost. The
+        # session is put in order here and now (int3s out, detached, or
+        # killed), the terminal given back, and loaderdbg ends.
+        session.close()
+        restore_terminal()
+        try:  # to fd 2 itself: the app has sys.stderr captured
+            os.write(STDERR_FD, f"loaderdbg: interrupted ({signal.Signals(signum).name})\n".encode())
+        except OSError:
+            pass
+        os._exit(128 + signum)
+
     try:
-        return run_app(session, title=title, output_fd=output_fd)
+        with end_signals.ended_by(end_now):
+            return run_app(session, title=title, output_fd=output_fd)
     finally:
         session.close()
 

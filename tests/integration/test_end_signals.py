@@ -9,16 +9,14 @@ link_map watch): left behind, that int3 kills it with SIGTRAP at once."""
 from __future__ import annotations
 
 import os
-import pty
-import select
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-LOADERDBG = [sys.executable, "-m", "loaderdbg"]
+from clihelp import LOADERDBG
+from prochelp import PtySession, task_status
 
 DLOPEN_LOOP = r"""
 #include <dlfcn.h>
@@ -59,33 +57,25 @@ def looping_process(dlopen_loop):
         proc.wait()
 
 
-def _status(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return {k: v.strip() for k, _, v in (line.partition(":") for line in handle)}
-    except OSError:
-        return {}
-
-
 def _wait_until_running_traced(pid: int, timeout: float = 30) -> None:
     """Attached, analysed and continued: traced, and out of its stop."""
     deadline = time.monotonic() + timeout
     calm = 0
     while time.monotonic() < deadline:
-        status = _status(pid)
+        status = task_status(pid)
         traced = status.get("TracerPid", "0") != "0"
         calm = calm + 1 if traced and not status.get("State", "").startswith("t") else 0
         if calm >= 5:
             return
         time.sleep(0.02)
-    raise AssertionError(f"{pid} never ran on under loaderdbg: {_status(pid)}")
+    raise AssertionError(f"{pid} never ran on under loaderdbg: {task_status(pid)}")
 
 
 def _assert_left_running(proc: subprocess.Popen) -> None:
     # Within 0.5 s it calls r_brk some 50 times: an int3 left there kills it.
     time.sleep(0.5)
     assert proc.poll() is None, f"the attached process died: {proc.returncode}"
-    status = _status(proc.pid)
+    status = task_status(proc.pid)
     assert status["TracerPid"] == "0"
     assert not status["State"].startswith(("t", "T")), status["State"]
 
@@ -113,30 +103,14 @@ def test_closed_terminal_detaches_cleanly(looping_process):
     """The terminal loaderdbg runs in goes away (the kernel's SIGHUP, then
     EIO on every write to it)."""
     pid = looping_process.pid
-    child, master = pty.fork()
-    if child == 0:  # pragma: no cover - the child execs at once
-        os.execv(sys.executable, [*LOADERDBG, "inspect", "--pid", str(pid), "--at", "exit"])
+    session = PtySession(["inspect", "--pid", str(pid), "--at", "exit"])
     try:
         _wait_until_running_traced(pid)
-        os.close(master)
-        master = -1
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(child, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.02)
-        else:
-            raise AssertionError("loaderdbg did not end when its terminal closed")
+        session.hang_up()
+        code = session.exit_code()
     finally:
-        if master >= 0:
-            os.close(master)
-        try:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGHUP, status
+        session.close()
+    assert code == 128 + signal.SIGHUP
     _assert_left_running(looping_process)
 
 
@@ -182,7 +156,7 @@ def test_sigterm_kills_a_launched_program(dlopen_loop):
     assert debugger.returncode == 128 + signal.SIGTERM, err
     # The program's own output ("ready") goes to stderr too, before ours.
     assert err.splitlines()[-1] == "loaderdbg: interrupted (SIGTERM)", err
-    assert not os.path.exists(f"/proc/{program}"), _status(program)
+    assert not os.path.exists(f"/proc/{program}"), task_status(program)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -190,40 +164,19 @@ def test_signal_to_the_tui_detaches_cleanly(looping_process, signum):
     """`loaderdbg attach PID` (the TUI, in a pty): the signal ends the app,
     and the process is detached without our int3s."""
     pid = looping_process.pid
-    child, master = pty.fork()
-    if child == 0:  # pragma: no cover - the child execs at once
-        os.environ["TERM"] = "xterm-256color"
-        os.execv(sys.executable, [*LOADERDBG, "attach", str(pid)])
-    screen = b""
+    session = PtySession(["attach", str(pid)], env={"TERM": "xterm-256color"})
     try:
         deadline = time.monotonic() + 60
         # Attached and drawn: the first screen has come.
-        while (_status(pid).get("TracerPid", "0") == "0" or len(screen) < 2000) and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                screen += os.read(master, 65536)
-        os.kill(child, signum)
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(child, os.WNOHANG)
-            if done:
-                break
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    screen += os.read(master, 65536)
-                except OSError:
-                    pass
-        else:
-            raise AssertionError("the TUI did not end")
+        while (task_status(pid).get("TracerPid", "0") == "0" or len(session.output) < 2000) \
+                and time.monotonic() < deadline:
+            session.read_for(0.1)
+        os.kill(session.child, signum)
+        code = session.exit_code()
     finally:
-        os.close(master)
-        try:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-    # Whatever Textual makes of an exception raised inside its loop (until
-    # the TUI asks end_signals.ended_by to end it instead), the session was
-    # closed on the way out: detached, no int3 left.
-    assert os.waitstatus_to_exitcode(status) != 0
+        session.close()
+    assert code == 128 + signum, session.text[-2000:]
+    assert "Traceback" not in session.text
+    assert session.output.rstrip().endswith(f"loaderdbg: interrupted ({signal.Signals(signum).name})".encode())
+    assert b"\x1b[?1049l" in session.output  # the main screen is back
     _assert_left_running(looping_process)
