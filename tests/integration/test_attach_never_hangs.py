@@ -15,6 +15,7 @@ import time
 import pytest
 
 from clihelp import LOADERDBG, run_cli
+from prochelp import task_status
 from loaderdbg.errors import TargetError
 from loaderdbg.live import LiveSession
 from loaderdbg.process import attach as attach_module
@@ -106,15 +107,8 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _field(tid_path: str, name: str) -> str | None:
-    try:
-        with open(f"{tid_path}/status") as handle:
-            for line in handle:
-                if line.startswith(name + ":"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
+def _field(pid: int, name: str) -> str | None:
+    return task_status(pid).get(name)
 
 
 def _traced_or_trace_stopped(pid: int) -> list[str]:
@@ -124,8 +118,8 @@ def _traced_or_trace_stopped(pid: int) -> list[str]:
     except OSError:
         return found
     for tid in tids:
-        path = f"/proc/{pid}/task/{tid}"
-        tracer, state = _field(path, "TracerPid"), _field(path, "State") or ""
+        status = task_status(pid, int(tid))
+        tracer, state = status.get("TracerPid"), status.get("State", "")
         if (tracer not in (None, "0")) or state.startswith("t"):
             found.append(f"{tid} {state} tracer {tracer}")
     return found
@@ -173,7 +167,7 @@ def test_ctrl_c_while_attaching_to_a_vfork_parent(vfork_program):
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
-        while _field(f"/proc/{proc.pid}", "TracerPid") in (None, "0") and time.monotonic() < deadline:
+        while _field(proc.pid, "TracerPid") in (None, "0") and time.monotonic() < deadline:
             time.sleep(0.02)
         debugger.send_signal(signal.SIGINT)
         started = time.monotonic()
@@ -207,7 +201,7 @@ def test_follow_exec_keeps_a_stopped_host_stopped(fixtures_dir):
     try:
         time.sleep(0.2)
         os.kill(host.pid, signal.SIGSTOP)
-        while not (_field(f"/proc/{host.pid}", "State") or "").startswith("T"):
+        while not (_field(host.pid, "State") or "").startswith("T"):
             time.sleep(0.01)
         debugger = subprocess.Popen([*LOADERDBG, "inspect", "--json", "--pid", str(host.pid), "--follow-exec"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -218,7 +212,7 @@ def test_follow_exec_keeps_a_stopped_host_stopped(fixtures_dir):
                 assert line, "loaderdbg ended before attaching"
             time.sleep(0.5)
             # Traced and stopped ('t': LISTEN), never resumed.
-            assert (_field(f"/proc/{host.pid}", "State") or "").startswith(("t", "T"))
+            assert (_field(host.pid, "State") or "").startswith(("t", "T"))
             debugger.send_signal(signal.SIGINT)
             debugger.communicate(timeout=30)
         finally:
@@ -226,8 +220,8 @@ def test_follow_exec_keeps_a_stopped_host_stopped(fixtures_dir):
             debugger.wait()
         assert debugger.returncode == 130
         time.sleep(0.1)
-        assert (_field(f"/proc/{host.pid}", "State") or "").startswith("T")
-        assert _field(f"/proc/{host.pid}", "TracerPid") == "0"
+        assert (_field(host.pid, "State") or "").startswith("T")
+        assert _field(host.pid, "TracerPid") == "0"
         os.kill(host.pid, signal.SIGCONT)
     finally:
         host.kill()

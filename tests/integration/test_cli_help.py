@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import time
 import pytest
 
 from clihelp import LOADERDBG, run_cli
+from prochelp import PtySession
 from loaderdbg.cli import build_parser
 from loaderdbg.targets import SIMPLE_TARGETS
 
@@ -132,37 +132,17 @@ def test_explain_stops_at_entry_by_default():
 def test_explain_at_a_terminal_says_where_it_stops_and_ctrl_c_reports_so_far():
     """python3 to its exit is minutes of single steps: at a terminal the
     first line says what will happen, and Ctrl-C gives the report so far."""
-    child, master = pty.fork()
-    if child == 0:  # pragma: no cover - the child execs at once
-        os.execv(LOADERDBG[0], [*LOADERDBG, "explain", "--until", "exit", "/usr/bin/python3", "-c", "pass"])
-    output = b""
+    session = PtySession(["explain", "--until", "exit", "/usr/bin/python3", "-c", "pass"])
     try:
-        deadline = time.monotonic() + 60
-        while b"Ctrl-C gives the report so far" not in output and time.monotonic() < deadline:
-            output += os.read(master, 4096)
-        first = output.decode(errors="replace").splitlines()[0]
+        session.read_for(60, until=b"Ctrl-C gives the report so far")
+        first = session.text.splitlines()[0]
         assert first.startswith("loaderdbg: explaining /usr/bin/python3 up to exit"), first
         time.sleep(2)
-        os.kill(child, signal.SIGINT)
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child has gone
-                break
-            if not chunk:
-                break
-            output += chunk
-        _, status = os.waitpid(child, 0)
+        os.kill(session.child, signal.SIGINT)
+        session.exit_code(timeout=120)
     finally:
-        os.close(master)
-        try:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-    text = output.decode(errors="replace")
-    assert "Milestones:" in text and "Outcome:" in text, text[-3000:]
-    assert os.WIFEXITED(status), status
+        session.close()
+    assert "Milestones:" in session.text and "Outcome:" in session.text, session.text[-3000:]
 
 
 def test_text_report_names_kernel_mappings_and_lists_relocations():
