@@ -33,6 +33,7 @@ from loaderdbg.job_thread import JobThread
 from loaderdbg.session import MILESTONE_TITLES, Capability
 
 from loaderdbg_tui import reports
+from loaderdbg_tui.backtrace import backtrace
 from loaderdbg_tui.command_line import CommandLine
 from loaderdbg_tui.commands import Command, CommandError, parse_command
 from loaderdbg_tui.confirm_screen import ConfirmScreen
@@ -799,6 +800,31 @@ class LoaderdbgApp(App[int]):
         self.value_count += 1
         number = self.value_count
         self._query(lambda: reports.print_value(self.session, view, command, number), command.text)
+
+    def _cmd_backtrace(self, command: Command) -> None:
+        view = self.view
+        self._query(lambda: reports.backtrace_report(self.session, view, command), command.text)
+
+    def _cmd_finish(self, command: Command) -> None:
+        """gdb's finish: run to the return address of the current frame
+        (found by unwinding), live or in a recording."""
+        view = self.view
+        if view is None or view.registers is None:
+            self.refuse("The program is not being run.")
+            return
+        if not self._alive():
+            self._gone()
+            return
+        session = self.session
+
+        def job() -> None:
+            frames = backtrace(session, view.snapshot, 2)
+            if len(frames) < 2:
+                raise UsageError('"finish" not meaningful in the outermost frame.')
+            self.post_message(CommandOutput(Text.assemble("Run till exit from ", reports.frame_line(frames[0]))))
+            session.cont(f"addr:{frames[1].pc:#x}")
+        self._switch_to_code()
+        self._motion("finish", job)
 
     def _cmd_disassemble(self, command: Command) -> None:
         view = self.view

@@ -193,7 +193,7 @@ class Command:
 
 
 MOTION_VERBS = frozenset({"step", "next", "continue", "starti", "until", "goto", "step-back",
-                          "reverse-continue"})
+                          "reverse-continue", "finish"})
 # Words `info` takes, for its help and for suggestions.
 INFO_WORDS = ("auxv", "registers", "all-registers", "breakpoints", "threads", "proc", "mappings",
               "sharedlibrary", "symbol", "milestones", "link_map")
@@ -223,6 +223,8 @@ VERBS = {
     "events": "events", "milestones": "events",
     "regs": "registers",
     "tab": "tab", "focus": "tab",
+    "bt": "backtrace", "backtrace": "backtrace", "where": "backtrace",
+    "finish": "finish", "fin": "finish",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -236,7 +238,7 @@ INFO_TOPICS = {
     "link_map": "link_map", "link-map": "link_map",
     "milestones": "events",
 }
-COUNTED = frozenset({"step", "next", "step-back"})
+COUNTED = frozenset({"step", "next", "step-back", "backtrace"})
 KNOWN_WORDS = (*VERBS, "info", "x", "who", "print")
 
 
@@ -409,6 +411,8 @@ HELP_LINES = (
     ("delete [N…] / clear NAME | *ADDR", "delete breakpoints by number (all without one), or at a location"),
     ("p[/x] EXPR", "print $reg, $reg+off, a symbol, a number; p *(int *)ADDR reads an integer type"),
     ("disas [ADDR | NAME]", "disassemble the function around pc or ADDR"),
+    ("bt [N] / backtrace", "the call stack, unwound with .eh_frame CFI (frame pointers where there is none)"),
+    ("finish", "run until the current function returns to its caller"),
     ("info symbol ADDR", "the symbol and object an address is in"),
     ("info sharedlibrary", "loaded objects and their code's address range"),
     ("x/NFU ADDR", "examine memory: U = b h w g (1 2 4 8 bytes), F = x d u s i; ADDR e.g. $sp+8, main"),

@@ -11,6 +11,7 @@ from rich.text import Text
 from loaderdbg.decode.registers import format_flags
 from loaderdbg.session import MILESTONE_TITLES
 
+from loaderdbg_tui.backtrace import MAX_FRAMES, backtrace
 from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat, PrintSpec
 from loaderdbg_tui.describe import hex_short, hex_word, split_symbol, step_text
 from loaderdbg_tui.fit import Column, FittedTable
@@ -312,6 +313,33 @@ def print_value(session, view: StopView | None, command: Command, number: int) -
             out.append(f" <{symbol}>", style="cyan")
     else:
         out.append(str(signed64(value)))
+    return out
+
+
+def frame_line(frame) -> Text:
+    """gdb's `#1  0x00007ffff7fc9b78 in _dl_start () from /lib64/ld-linux-x86-64.so.2`."""
+    name, _ = split_symbol(frame.symbol)
+    out = Text(f"#{frame.number:<3}", style="bold")
+    out.append(f"{frame.pc:#018x}", style="")
+    out.append(" in ")
+    out.append(f"{name or '??'} ()", style="cyan" if name else "dim")
+    if frame.object_path:
+        out.append(f" from {frame.object_path}", style="dim")
+    return out
+
+
+def backtrace_report(session, view: StopView | None, command: Command) -> Text:
+    """gdb's `bt [N]`: frames unwound with .eh_frame CFI, frame pointers where
+    an object has none for a pc."""
+    if view is None or view.registers is None:
+        raise CommandError("No stack.")
+    frames = backtrace(session, view.snapshot, command.count if command.text.split()[1:] else MAX_FRAMES)
+    out = Text()
+    for frame in frames:
+        out.append_text(frame_line(frame))
+        out.append("\n")
+    if frames and frames[-1].number == MAX_FRAMES - 1:
+        out.append("(More stack frames follow...)\n", style="dim")
     return out
 
 

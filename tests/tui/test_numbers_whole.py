@@ -31,7 +31,7 @@ SIZES = [(80, 24), (120, 40), (160, 48)]
 HEX = re.compile(r"0x[0-9a-fA-F]+")
 STATES = ("applied", "pending", "lazy", "unknown", "resolved")
 COMMANDS = ("vmmap", "got", "info auxv", "info registers", "info sharedlibrary", "info threads",
-            "x/4gx $sp", "explain", "disas", "info symbol $pc", "p $rsp")
+            "x/4gx $sp", "explain", "disas", "info symbol $pc", "p $rsp", "bt")
 
 
 @pytest.fixture(scope="module")
