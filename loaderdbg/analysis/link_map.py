@@ -89,34 +89,57 @@ def loader_head(program: "LoadedObject | None", memory: MemoryReader) -> tuple[b
         return None, None
 
 
-_SCOPED: dict[int, tuple] = {}  # id(symbols) -> (symbols, r_debug, table in the loader's order)
+_SCOPED: dict[int, tuple] = {}  # id(symbols) -> (symbols, r_debug, list tails, table in the loader's order)
 _SCOPED_MAX = 64
 _SCOPED_LOCK = threading.Lock()
+_L_NEXT = 24  # offset of l_next in struct link_map (LP64)
+
+
+def _tails(entries: Sequence[LinkMapEntry]) -> tuple[int, ...]:
+    last: dict[int, int] = {}
+    for entry in entries:
+        last[entry.namespace] = entry.address
+    return tuple(last.values())
+
+
+def _tails_unchanged(memory: MemoryReader, tails: tuple[int, ...]) -> bool:
+    """ld.so appends new objects at a list's tail (and moves itself from
+    there once the startup objects are loaded): a tail whose l_next is
+    still 0 means the list is as it was."""
+    for tail in tails:
+        raw = memory.read(tail + _L_NEXT, 8)
+        if raw is None or any(raw):
+            return False
+    return True
 
 
 def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "SymbolTable":
     """symbols with the scopes the link_map gives (namespaces, preloads,
-    dlopen'ed objects), or symbols itself before ld.so publishes one. The
-    list changes only when ld.so adds or removes objects, which maps or
-    unmaps them (a new symbols) and flips r_state: while r_debug reads the
-    same, the answer is the last one."""
-    from loaderdbg.analysis.symbols import SymbolTable
+    dlopen'ed objects) and the objects it lists, or symbols itself before
+    ld.so publishes one. While r_debug reads the same and no list grew at
+    its tail, the answer is the last one."""
+    from loaderdbg.analysis.symbols import SymbolTable, object_key
 
     published, head = loader_head(symbols.program, memory)
     if not published or head is None or not head.r_map:
         return symbols
     with _SCOPED_LOCK:
         hit = _SCOPED.get(id(symbols))
-    if hit is not None and hit[0] is symbols and hit[1] == head:
-        return hit[2]
+    if hit is not None and hit[0] is symbols and hit[1] == head and _tails_unchanged(memory, hit[2]):
+        return hit[3]
     try:
         _, entries = walk_r_debug(memory, head.address)
     except DecodeError:
         return symbols
     scopes = loader_scopes(symbols.objects, entries)
-    table = symbols if scopes is None else SymbolTable(symbols.objects, scopes[0], scopes[1])
+    if scopes is None:
+        table = symbols
+    else:
+        listed = {o.base for o in symbols.objects} & {e.l_addr for e in entries if e.kind != "vdso"}
+        table = SymbolTable(symbols.objects, scopes[0], scopes[1],
+                            listed=frozenset(object_key(o) for o in symbols.objects if o.base in listed))
     with _SCOPED_LOCK:
-        _SCOPED[id(symbols)] = (symbols, head, table)
+        _SCOPED[id(symbols)] = (symbols, head, _tails(entries), table)
         while len(_SCOPED) > _SCOPED_MAX:
             del _SCOPED[next(iter(_SCOPED))]
     return table

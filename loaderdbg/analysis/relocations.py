@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Callable, Iterable
 
 from loaderdbg.analysis.link_map import LoaderProgress, loader_progress, symbols_in_loader_order
-from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable, object_key
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
 from loaderdbg.decode.linkmap import image_extent
 from loaderdbg.decode.memory import MemoryReader
@@ -224,7 +224,8 @@ def _judge(current: int | None, pending: int | None, applied: int | None,
     ABS64) the program itself may assign after ld.so relocated it; a GOT
     slot is the loader's alone."""
     if current is None:
-        return _Verdict(UNKNOWN, applied, binding=binding, reason="the slot is not readable")
+        return _Verdict(UNKNOWN, applied, binding=binding, needs=NEEDS_UNPROCESSED,
+                        reason="the slot is not readable")
     # The common answers first: this runs once per relocation.
     is_pending, is_applied, is_lazy = current == pending, current == applied, current == lazy
     if is_applied and not is_pending and not is_lazy:
@@ -307,7 +308,8 @@ def _ifunc_symbol(s: _Slot, plt: bool = False) -> _Verdict:
     found = s.symbol_definition(plt=plt)
     binding = s.binding(found)
     if s.current is None:
-        return _Verdict(UNKNOWN, None, binding=binding, reason="the slot is not readable")
+        return _Verdict(UNKNOWN, None, binding=binding, needs=NEEDS_UNPROCESSED,
+                        reason="the slot is not readable")
     if s.current == s.link_value:
         return _Verdict(PENDING, None, may_be_applied=True, binding=binding)
     if found is None:
@@ -344,7 +346,8 @@ def _irelative(s: _Slot) -> _Verdict:
     addend = s.implicit_addend()
     resolver = None if addend is None else (s.base + addend) & MASK64
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None, reason="the slot is not readable")
+        return _Verdict(UNKNOWN, None, needs=NEEDS_UNPROCESSED,
+                        reason="the slot is not readable")
     if s.current == s.link_value:
         return _Verdict(PENDING, None, may_be_applied=True)
     if s.current != resolver:
@@ -357,7 +360,8 @@ def _tls_nonzero(s: _Slot) -> _Verdict:
     """DTPMOD64 (a module id >= 1) and TLSDESC (a resolver pointer): the
     produced value is never 0, so a slot still 0 is pending."""
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None, reason="the slot is not readable")
+        return _Verdict(UNKNOWN, None, needs=NEEDS_UNPROCESSED,
+                        reason="the slot is not readable")
     if s.current != s.link_value:
         return _Verdict(APPLIED, None, shows_processing=True)
     if s.link_value == 0:
@@ -369,7 +373,8 @@ def _tpoff_x86_64(s: _Slot) -> _Verdict:
     """Variant II TLS: the static TLS block lies below the thread pointer, so
     the offset written is negative; a non-negative link value cannot be it."""
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None, reason="the slot is not readable")
+        return _Verdict(UNKNOWN, None, needs=NEEDS_UNPROCESSED,
+                        reason="the slot is not readable")
     if s.current != s.link_value:
         return _Verdict(APPLIED, None, shows_processing=True)
     if s.link_value < 1 << 63:
@@ -715,10 +720,17 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
             return "ld.so finished relocating the startup objects (r_debug RT_CONSISTENT)"
         return None
 
+    # ld.so relocates an object only once it has loaded everything it needs
+    # and put the object in its list.
+    missing = symbols.missing_needed(obj)
+    unlisted = symbols.listed is not None and object_key(obj) not in symbols.listed
+
     def unprocessed(index: int) -> bool:
         """ld.so has not reached relocation index: an earlier one is still
-        pending, or ld.so has not even filled the program's DT_DEBUG."""
-        if first_unprocessed < index:
+        pending, a library the object needs is not mapped yet, ld.so has not
+        listed the object (it is still mapping it, or the object is not
+        ld.so's), or ld.so has not even filled the program's DT_DEBUG."""
+        if first_unprocessed < index or missing or unlisted:
             return True
         return index >= last and in_startup_scope and not is_interp and progress.use().published is False
 
@@ -758,6 +770,8 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
             if why:
                 final[i] = replace(verdict, needs=None, state=APPLIED,
                                    reason=f"{verdict.reason}: rewritten after relocation ({why})")
+            elif unprocessed(i):
+                final[i] = replace(verdict, needs=None, state=PENDING, reason=None)
             else:
                 final[i] = replace(verdict, needs=None)
         elif needs == NEEDS_UNPROCESSED:

@@ -143,14 +143,23 @@ def _main_program(objects: Sequence[LoadedObject]) -> LoadedObject | None:
     return next((o for o in programs if o.info.interp is not None), programs[0] if programs else None)
 
 
-def needed_closure(start: Sequence[LoadedObject], objects: Sequence[LoadedObject]) -> list[LoadedObject]:
-    """start, then the objects their DT_NEEDED entries name, breadth-first,
-    each once (_dl_map_object_deps). A name matches an object's soname, file
-    name or path."""
+def _by_name(objects: Sequence[LoadedObject]) -> dict[str, LoadedObject]:
+    """A DT_NEEDED name -> the object it names: its soname, file name or path."""
     by_name: dict[str, LoadedObject] = {}
     for obj in objects:
         for name in _names(obj):
             by_name.setdefault(name, obj)
+    return by_name
+
+
+def _named(by_name: dict[str, LoadedObject], needed: str) -> LoadedObject | None:
+    return by_name.get(needed) or by_name.get(needed.rsplit("/", 1)[-1])
+
+
+def needed_closure(start: Sequence[LoadedObject], objects: Sequence[LoadedObject]) -> list[LoadedObject]:
+    """start, then the objects their DT_NEEDED entries name, breadth-first,
+    each once (_dl_map_object_deps)."""
+    by_name = _by_name(objects)
     order: list[LoadedObject] = []
     seen: set[int] = set()
     for obj in start:
@@ -160,7 +169,7 @@ def needed_closure(start: Sequence[LoadedObject], objects: Sequence[LoadedObject
     index = 0
     while index < len(order):
         for needed in order[index].info.needed:
-            found = by_name.get(needed) or by_name.get(needed.rsplit("/", 1)[-1])
+            found = _named(by_name, needed)
             if found is not None and id(found) not in seen:
                 seen.add(id(found))
                 order.append(found)
@@ -183,11 +192,16 @@ class SymbolTable:
     ``scope`` is the global scope in search order; by default it is derived
     from the files (global_scope). ``scopes`` gives the search list of
     objects outside it, per (path, base): the link_map knows them (a
-    dlmopen namespace searches its own objects only)."""
+    dlmopen namespace searches its own objects only). ``listed``: what
+    the link_map lists."""
 
     def __init__(self, objects: Sequence[LoadedObject], scope: Sequence[LoadedObject] | None = None,
-                 scopes: Mapping[tuple[str, int], tuple[LoadedObject, ...]] | None = None) -> None:
+                 scopes: Mapping[tuple[str, int], tuple[LoadedObject, ...]] | None = None,
+                 listed: frozenset[tuple[str, int]] | None = None) -> None:
         self.objects: tuple[LoadedObject, ...] = tuple(objects)
+        # The objects ld.so's link_map lists, by object_key (None: no
+        # link_map read): one mapped but not listed is not ld.so's yet.
+        self.listed = listed
         self.scope: tuple[LoadedObject, ...] = tuple(scope) if scope is not None else global_scope(self.objects)
         # Objects are told apart by (path, base): callers build fresh
         # LoadedObjects for the same mapping.
@@ -195,6 +209,7 @@ class SymbolTable:
         self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = dict(scopes or {})
         self.program: LoadedObject | None = _main_program(self.objects)
         self._scope_index: dict[int, list] = {}
+        self._names_index: dict[str, LoadedObject] | None = None
         ranges = []
         for index, obj in enumerate(self.objects):
             for seg in obj.info.load_segments():
@@ -218,6 +233,12 @@ class SymbolTable:
             extra = [o for o in needed_closure([own], self.objects) if _key(o) not in self._in_scope]
             local = self._local_scopes[_key(requester)] = self.scope + tuple(extra)
         return local
+
+    def missing_needed(self, obj: LoadedObject) -> tuple[str, ...]:
+        """obj's DT_NEEDED names no mapped object answers to (yet)."""
+        if self._names_index is None:
+            self._names_index = _by_name(self.objects)
+        return tuple(n for n in obj.info.needed if _named(self._names_index, n) is None)
 
     def in_global_scope(self, obj: LoadedObject) -> bool:
         return _key(obj) in self._in_scope

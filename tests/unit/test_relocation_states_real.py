@@ -317,3 +317,48 @@ def test_ld_so_slots_bound_to_itself_at_bootstrap_are_applied_with_the_reason() 
         proc.write(s.address, s.expected)
     assert all(s.state == "applied" and s.reason is None
                for s in proc.states(ldso) if s.type_name == "R_X86_64_JUMP_SLOT")
+
+
+def test_an_object_whose_libraries_are_not_all_mapped_is_not_relocated_yet() -> None:
+    """ld.so relocates nothing before it has loaded every library: while
+    libc is still missing, python's open slots are pending, and so are the
+    slots of a half-mapped library (not readable yet)."""
+    proc = Process((PYTHON, 0), (LIBM, BASES[LIBM]), (LDSO, LDSO_BASE))
+    publish_r_debug(proc)
+    states = proc.states()
+    gmon = next(s for s in states if s.symbol == "__gmon_start__")
+    assert gmon.state == "pending" and gmon.reason is None
+    copies = [s for s in states if s.type_name == "R_X86_64_COPY"]
+    assert copies and {s.state for s in copies} == {"pending"}
+    # libm's data segment not mapped yet: its slots cannot be read.
+    libm = proc.objects[1]
+    data = next(seg for seg in libm.info.load_segments() if "W" in seg.flags)
+    del proc.regions[libm.base + data.vaddr]
+    unreadable = [s for s in proc.states(1) if s.current is None]
+    assert unreadable and {s.state for s in unreadable} == {"pending"}  # libm needs libc
+    # With libc mapped, an unreadable slot is just that: unknown, and why.
+    full = Process((PYTHON, 0), *((path, base) for path, base in BASES.items()), (LDSO, LDSO_BASE))
+    publish_r_debug(full)
+    libm_index = next(i for i, o in enumerate(full.objects) if o.path == LIBM)
+    libm = full.objects[libm_index]
+    del full.regions[libm.base + data.vaddr]
+    unreadable = [s for s in full.states(libm_index) if s.current is None]
+    assert unreadable and {s.state for s in unreadable} == {"unknown"}
+    assert {s.reason for s in unreadable} == {"the slot is not readable"}
+
+
+def test_an_object_ld_so_has_not_listed_yet_is_not_relocated() -> None:
+    """While ld.so maps a library it is not in the link_map yet: a slot
+    holding neither value there (a half-mapped page) is pending."""
+    proc = python_process()
+    listed = ["", *(p for p in sorted(BASES, key=lambda p: -BASES[p]) if p != LIBM), LDSO]
+    publish_link_map(proc, listed, state=1)  # RT_ADD: loading
+    libm = next(i for i, o in enumerate(proc.objects) if o.path == LIBM)
+    relative = next(s for s in proc.states(libm) if s.type_name == "R_X86_64_RELATIVE")
+    proc.write(relative.address, 0)
+    state = next(s for s in proc.states(libm) if s.address == relative.address)
+    assert state.state == "pending"
+    # Listed, nothing else known: the same slot is unknown, and says why.
+    publish_link_map(proc, ["", *sorted(BASES, key=lambda p: -BASES[p]), LDSO], state=1)
+    state = next(s for s in proc.states(libm) if s.address == relative.address)
+    assert state.state == "unknown" and "neither the file value" in state.reason
