@@ -26,12 +26,13 @@ from functools import cached_property
 from typing import Iterable, Iterator, Mapping
 
 from elftools.common.exceptions import ELFError
-from elftools.construct import Array, ConstructError
+from elftools.construct import ConstructError
 from elftools.construct.lib.container import Container
 from elftools.elf import enums as E
 from elftools.elf.descriptions import describe_p_flags
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
+from elftools.elf.structs import ELFStructs
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
 from elftools.elf.hash import ELFHashTable, GNUHashTable
 from elftools.elf.relocation import RelocationTable, RelrRelocationTable
@@ -522,8 +523,18 @@ def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
         for section in elffile.iter_sections():
             if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
                 continue
-            for sym in section.iter_symbols():
-                out.append(_dynsymbol(sym.entry, sym.name, None, False))
+            layout_size = elffile.structs.Elf_Sym.sizeof()
+            if section["sh_entsize"] != layout_size or section["sh_type"] == "SHT_NOBITS":
+                for sym in section.iter_symbols():
+                    out.append(_dynsymbol(sym.entry, sym.name, None, False))
+                continue
+            byte_names = _symbol_byte_names(elffile.elfclass, elffile.little_endian)
+            get_string = section.stringtable.get_string
+            for name, info, other, shndx, value, size in _symbol_rows(elffile, section.data()):
+                type_name, bind_name, _ = byte_names[info]
+                out.append(DynSymbol(name=get_string(name), value=value, size=size, type=type_name,
+                                     bind=bind_name, shndx_defined=shndx != 0,
+                                     visibility=byte_names[other][2]))
     except _PARSE_ERRORS:
         return tuple(out)
     return tuple(out)
@@ -576,6 +587,45 @@ def _flag_names(tag_name: str, value: int) -> tuple[str, ...]:
     if rest:
         names.append(_hex(rest))
     return tuple(names)
+
+
+# Bulk decoding of fixed-size table entries: pyelftools parses one entry at a
+# time through construct (~10 µs each, most of gdb's startup analysis); the
+# layouts below are its ELFStructs', and the bit fields of st_info/st_other are
+# named by pyelftools itself, once per byte value.
+
+def _symbol_rows(elf: ELFFile, raw: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """(st_name, st_info, st_other, st_shndx, st_value, st_size) per Elf_Sym."""
+    order = "<" if elf.little_endian else ">"
+    if elf.elfclass == 64:
+        layout = struct.Struct(order + "IBBHQQ")
+        return layout.iter_unpack(raw[:len(raw) // layout.size * layout.size])
+    layout = struct.Struct(order + "IIIBBH")
+    return ((name, info, other, shndx, value, size)
+            for name, value, size, info, other, shndx in
+            layout.iter_unpack(raw[:len(raw) // layout.size * layout.size]))
+
+
+_SYMBOL_BYTE_NAMES: dict[tuple[int, bool], list[tuple[str, str, str]]] = {}
+
+
+def _symbol_byte_names(elfclass: int, little_endian: bool) -> list[tuple[str, str, str]]:
+    """Per byte value b: (type, bind) when st_info is b, visibility when
+    st_other is b, as _dynsymbol names pyelftools' parse of them."""
+    key = (elfclass, little_endian)
+    if key not in _SYMBOL_BYTE_NAMES:
+        structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+        structs.create_basic_structs()
+        structs.create_advanced_structs()
+        order = "<" if little_endian else ">"
+        names = []
+        for byte in range(256):
+            raw = (struct.pack(order + "IBBHQQ", 0, byte, byte, 0, 0, 0) if elfclass == 64 else
+                   struct.pack(order + "IIIBBH", 0, 0, 0, byte, byte, 0))
+            symbol = _dynsymbol(structs.Elf_Sym.parse(raw), "", None, False)
+            names.append((symbol.type, symbol.bind, symbol.visibility))
+        _SYMBOL_BYTE_NAMES[key] = names
+    return _SYMBOL_BYTE_NAMES[key]
 
 
 def _dynsymbol(entry: Container, name: str, version: str | None, hidden: bool) -> DynSymbol:
@@ -769,6 +819,7 @@ class _Dynamic:
         self.tags = parser.dynamic_tags(seg)
         self.names = [_tag_name(tag, parser.machine) for tag, _ in self.tags]
         self.first: dict[str, int] = {}
+        self.table_spans: dict[str, tuple[int, int]] = {}  # relocation table -> (file offset, size)
         for name, (_, value) in zip(self.names, self.tags):
             self.first.setdefault(name, value)
         strtab = self.first.get("DT_STRTAB")
@@ -833,15 +884,20 @@ class _Dynamic:
         count = self.symbol_count()
         if count == 0:
             return ()
-        sym_struct = self.p.elf.structs.Elf_Sym
-        size = sym_struct.sizeof()
+        elf = self.p.elf
+        size = elf.structs.Elf_Sym.sizeof()
         offset = self.table_offset("DT_SYMTAB", count * size)
-        raw = Array(count, sym_struct).parse(self.p.data[offset:offset + count * size])
         versions = self._symbol_versions(count)
+        byte_names = _symbol_byte_names(elf.elfclass, elf.little_endian)
+        get_string = self.strings.get_string
         out = []
-        for index, entry in enumerate(raw):
+        for index, (name, info, other, shndx, value, sym_size) in enumerate(
+                _symbol_rows(elf, self.p.data[offset:offset + count * size])):
             version, hidden = versions[index] if versions else (None, False)
-            out.append(_dynsymbol(entry, self.strings.get_string(entry["st_name"]), version, hidden))
+            type_name, bind_name, _ = byte_names[info]
+            out.append(DynSymbol(name=get_string(name), value=value, size=sym_size, type=type_name,
+                                 bind=bind_name, shndx_defined=shndx != 0, version=version,
+                                 version_hidden=hidden, visibility=byte_names[other][2]))
         return tuple(out)
 
     def _symbol_versions(self, count: int) -> list[tuple[str | None, bool]] | None:
@@ -851,11 +907,12 @@ class _Dynamic:
             return None
         versym_struct = self.p.elf.structs.Elf_Versym
         offset = self.table_offset("DT_VERSYM", count * versym_struct.sizeof())
-        raw = Array(count, versym_struct).parse(self.p.data[offset:offset + count * versym_struct.sizeof()])
+        # Elf_Versym is one half-word (pyelftools' enum names only 0 and 1).
+        layout = struct.Struct("<H" if self.p.elf.little_endian else ">H")
+        raw = self.p.data[offset:offset + count * layout.size]
         names = self._version_names()
         out = []
-        for entry in raw:
-            ndx = _enum_value(entry["ndx"], E.ENUM_VERSYM)
+        for (ndx,) in layout.iter_unpack(raw):
             index = ndx & ~_VERSYM_HIDDEN
             out.append((names.get(index) if index >= 2 else None, bool(ndx & _VERSYM_HIDDEN)))
         return out
@@ -935,6 +992,7 @@ class _Dynamic:
             if ent_tag in self.first and self.first[ent_tag] != entry_size:
                 raise DecodeError(f"{ent_tag} is {self.first[ent_tag]}, expected {entry_size}")
             tables[table] = RelocationTable(self.p.elf, offset, size, is_rela)
+            self.table_spans[table] = (offset, size)
         return [(name, tables[name]) for name in _RELOC_TABLE_ORDER if name in tables]
 
     def relocations(self, symbols: tuple[DynSymbol, ...]) -> tuple[Relocation, ...]:
@@ -950,27 +1008,42 @@ class _Dynamic:
                                           symbol=None, symbol_index=0, addend=None, table="RELR"))
                 continue
             is_rela = table.is_RELA()  # type: ignore[attr-defined]
-            for reloc in table.iter_relocations():  # type: ignore[attr-defined]
-                sym_index = reloc["r_info_sym"]
-                type_value = reloc["r_info_type"]
+            for r_offset, sym_index, type_value, addend in self._relocation_rows(table_name, table, is_rela):
                 symbol = version = None
                 if sym_index:
                     if sym_index >= len(symbols):
-                        raise DecodeError(f"{table_name} relocation at {reloc['r_offset']:#x} names symbol "
+                        raise DecodeError(f"{table_name} relocation at {r_offset:#x} names symbol "
                                           f"{sym_index}, .dynsym has {len(symbols)}")
                     symbol = symbols[sym_index].name
                     version = symbols[sym_index].version
                 out.append(Relocation(
-                    offset=reloc["r_offset"],
+                    offset=r_offset,
                     type=type_value,
-                    type_name=type_names.get(type_value, _hex(type_value)),
+                    type_name=type_names.get(type_value) or _hex(type_value),
                     symbol=symbol,
                     symbol_index=sym_index,
-                    addend=reloc["r_addend"] if is_rela else None,
+                    addend=addend,
                     table=table_name,
                     symbol_version=version,
                 ))
         return tuple(out)
+
+    def _relocation_rows(self, table_name: str, table, is_rela: bool) -> Iterable[tuple[int, int, int, int | None]]:
+        """(r_offset, symbol index, type, addend or None) of each entry."""
+        elf = self.p.elf
+        if elf.elfclass == 64 and self.p.machine == "EM_MIPS":
+            # ELF64 MIPS splits r_info its own way: pyelftools knows how.
+            return ((r["r_offset"], r["r_info_sym"], r["r_info_type"], r["r_addend"] if is_rela else None)
+                    for r in table.iter_relocations())
+        offset, size = self.table_spans[table_name]
+        # The layouts of pyelftools' Elf_Rel/Elf_Rela, unpacked in bulk.
+        fields, shift, type_mask = ("QQq", 32, 0xFFFFFFFF) if elf.elfclass == 64 else ("IIi", 8, 0xFF)
+        layout = struct.Struct(("<" if elf.little_endian else ">") + (fields if is_rela else fields[:2]))
+        raw = self.p.data[offset:offset + size // layout.size * layout.size]
+        if is_rela:
+            return [(r_offset, info >> shift, info & type_mask, addend)
+                    for r_offset, info, addend in layout.iter_unpack(raw)]
+        return [(r_offset, info >> shift, info & type_mask, None) for r_offset, info in layout.iter_unpack(raw)]
 
 
 def _iplt_relocations(p: _Parser) -> tuple[Relocation, ...]:
