@@ -5,8 +5,9 @@ say the same thing in the same words.
 
 Both runs get the same environment, arguments and output file kind, so the
 program makes the same syscalls. What legitimately differs is masked: thread
-ids (and syscalls that return them), and `exact` on live events after a
-continue (a live continue does not count steps; a recording does).
+ids (and syscalls that return them), `exact` on live events after a
+continue (a live continue does not count steps; a recording does), and where
+late-noticed milestones sit among the events (a recording knows their step).
 """
 
 from __future__ import annotations
@@ -81,4 +82,8 @@ def test_live_and_replay_stop_alike(recorded, target):
     ours, theirs = comparable(live_shown, tids), comparable(replay_shown, tids)
     assert ours["stop"] == theirs["stop"]
     assert ours["threads"] == theirs["threads"]
-    assert ours["events"] == theirs["events"]
+    # The same events; a recording moves the milestones live notices late
+    # (in-memory rewrites, seen at the next syscall) to where they happened,
+    # so only the syscalls' order must match too.
+    assert sorted(ours["events"], key=repr) == sorted(theirs["events"], key=repr)
+    assert [e for e in ours["events"] if e[0] == "syscall"] == [e for e in theirs["events"] if e[0] == "syscall"]
