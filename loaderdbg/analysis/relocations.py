@@ -841,23 +841,32 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
     link_bytes = _file_image(loads, file_bytes)
     relocs = tuple(info.relocations)
     # Only segments that hold relocation slots are read (normally the RW one).
+    # Slots come in runs within one segment: try the last one found first
+    # (a search per slot was a third of a big program's snapshot); with
+    # overlapping PT_LOADs (malformed) the first that holds it, as before.
+    ordered = sorted((s.vaddr, s.vaddr + s.memsz) for s in loads)
+    reuse = all(end <= start for (_, end), (start, _) in zip(ordered, ordered[1:]))
     wanted = set()
+    seg = None
     for reloc in relocs:
-        seg = next((s for s in loads if s.contains_vaddr(reloc.offset)), None)
-        if seg is not None:
-            wanted.add((obj.runtime(seg.vaddr), obj.runtime(seg.vaddr + seg.memsz)))
+        if seg is None or not reuse or not seg.contains_vaddr(reloc.offset):
+            seg = next((s for s in loads if s.contains_vaddr(reloc.offset)), None)
+            if seg is not None:
+                wanted.add((obj.runtime(seg.vaddr), obj.runtime(seg.vaddr + seg.memsz)))
     segments = tuple(sorted(wanted))
     # The recipes are for 64-bit slots; a 32-bit object gets honest unknowns.
     fits = info.elf_class == word * 8
     link_values = []
     chunks: dict[tuple[int, int], list[int]] = {}
     volatile = set()
+    where = None
     for index, reloc in enumerate(relocs):
         link = link_bytes(reloc.offset, word) if fits else None
         link_values.append(None if link is None else int.from_bytes(link, "little"))
         address = obj.runtime(reloc.offset)
-        where = next((i for i, (start, end) in enumerate(segments) if start <= address and address + word <= end),
-                     None)
+        if where is None or not reuse or not (segments[where][0] <= address and address + word <= segments[where][1]):
+            where = next((i for i, (start, end) in enumerate(segments) if start <= address and address + word <= end),
+                         None)
         # COPY compares with another object's memory: never reuse its verdict.
         if where is None or reloc.type_name.endswith("_COPY"):
             volatile.add(index)
