@@ -77,7 +77,6 @@ _EFLAGS = X86_64.register_offset("eflags")
 _TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
 
-_libc = ptrace._libc
 
 
 class _Iovec(ctypes.Structure):
@@ -403,8 +402,7 @@ class Recorder:
         self.threads_json = None
         self.stop_addrs: dict[int, str] = {}
         self.stop_step = -1
-        self._regs_buf = ctypes.create_string_buffer(REGS_SIZE)
-        self._regs_addr = ctypes.addressof(self._regs_buf)
+        self._regs_buffer = ptrace.RegisterBuffer()
         self.regs = self._fetch_regs()
         self.maps_text = ""
         self.maps: tuple[MapEntry, ...] = ()
@@ -461,10 +459,10 @@ class Recorder:
         return int.from_bytes(regs[offset:offset + 8], "little")
 
     def _fetch_regs(self) -> bytes:
-        if _libc.ptrace(ptrace.GETREGS, self.pid, 0, self._regs_addr) == -1:
-            err = ctypes.get_errno()
-            raise TargetError(f"GETREGS failed: {os.strerror(err)}")
-        return self._regs_buf.raw
+        try:
+            return self._regs_buffer.fetch(self.pid)
+        except ptrace.PtraceError as err:
+            raise TargetError(f"GETREGS failed at step {self.pos}: {os.strerror(err.errno)}") from None
 
     def _wait_after_failed_step(self) -> int:
         """The step helper's result when SINGLESTEP found the tracee off its
@@ -486,8 +484,8 @@ class Recorder:
         step_and_fetch = ptrace.step_and_fetch
         REGS_FETCHED = ptrace.STEP_REGS_FETCHED
         c_pid = ctypes.c_int(pid)
-        regs_addr = ctypes.c_void_p(self._regs_addr)
-        regs_buf = self._regs_buf
+        regs_addr = self._regs_buffer.c_address
+        regs_buf = self._regs_buffer.raw
         pread = os.pread
         plans_get = self.plans.get
         shadow_get = self.shadow.pages.get
@@ -696,9 +694,10 @@ class Recorder:
         self.regs = raw
 
     def _issue(self, signal: int = 0) -> int:
-        if _libc.ptrace(ptrace.SINGLESTEP, self.pid, 0, signal) == -1:
-            err = ctypes.get_errno()
-            raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err)}")
+        try:
+            ptrace.singlestep(self.pid, signal)
+        except ptrace.PtraceError as err:
+            raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err.errno)}") from None
         return ptrace.waitpid(self.pid)[1]
 
     def _special(self, plan: Plan) -> None:
@@ -797,10 +796,10 @@ class Recorder:
         fixed = untrapped_r11(raw)
         if fixed is None:
             return raw
-        ctypes.memmove(self._regs_buf, fixed, REGS_SIZE)
-        if _libc.ptrace(ptrace.SETREGS, self.pid, 0, self._regs_addr) == -1:
-            err = ctypes.get_errno()
-            raise TargetError(f"SETREGS failed at step {self.pos}: {os.strerror(err)}")
+        try:
+            self._regs_buffer.store(self.pid, fixed)
+        except ptrace.PtraceError as err:
+            raise TargetError(f"SETREGS failed at step {self.pos}: {os.strerror(err.errno)}") from None
         return fixed
 
     def _syscall_done(self, t: int, syscall: tuple, raw: bytes | None, result: int | None) -> None:
@@ -1428,8 +1427,9 @@ def _xstate(pid: int) -> tuple[int | None, int | None]:
     software-reserved bytes at offset 464)."""
     buffer = ctypes.create_string_buffer(1 << 16)
     iov = _Iovec(ctypes.addressof(buffer), len(buffer))
-    ctypes.set_errno(0)
-    if _libc.ptrace(ptrace.GETREGSET, pid, NT_X86_XSTATE, ctypes.addressof(iov)) == -1:
+    try:
+        ptrace.request(ptrace.GETREGSET, pid, NT_X86_XSTATE, ctypes.addressof(iov))
+    except ptrace.PtraceError:
         return None, None
     size = iov.length
     xcr0 = int.from_bytes(buffer.raw[464:472], "little") if size >= 472 else None
