@@ -25,7 +25,7 @@ import pytest
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.main_screen import MainScreen
 
-from tuihelp import DEMO, fixture_binary, live_session, run_pilot, screen_lines, settle, type_command
+from tuihelp import DEMO, fixture_binary, live_session, log_text, run_pilot, screen_lines, settle, type_command
 
 SIZES = [(80, 24), (120, 40), (160, 48)]
 HEX = re.compile(r"0x[0-9a-fA-F]+")
@@ -160,7 +160,10 @@ async def _look(pilot, what: str, failures: list[str], size) -> int:
     app = pilot.app
     await pilot.pause()
     lines = screen_lines(app)
-    problems = cut_numbers(lines, known_numbers(app))
+    # The log keeps what commands printed at earlier stops (and disas reads
+    # past the listing): their numbers, laid out 200 columns wide, count too.
+    known = known_numbers(app) | {number.lower() for number in HEX.findall(log_text(app))}
+    problems = cut_numbers(lines, known)
     rows, checked = incomplete_rows(app, lines)
     problems += rows
     if problems:
@@ -193,6 +196,8 @@ def test_no_number_is_cut(deep_demo, size):
                     screen.show_tab(tab)
                     await settle(pilot)
                     rows_checked[f"{stop} {tab}"] = await _look(pilot, f"tab {tab}", failures, size)
+                if stop == "l":
+                    continue  # the commands' output at two stops is enough (the tabs change at each)
                 for command in COMMANDS:
                     await type_command(pilot, command)
                     rows_checked[f"{stop} {command}"] = await _look(pilot, f"after `{command}`", failures, size)
