@@ -106,17 +106,19 @@ def snapshot_to_json(snap: Snapshot) -> dict:
             }
             for o in snap.objects
         ],
+        # hexify spelled inline: this runs for each of a big program's
+        # hundreds of thousands of relocations.
         "relocations": [
             {
                 "object": r.object,
-                "address": hexify(r.address),
+                "address": f"{r.address:#x}",
                 "type": r.type_name,
                 "symbol": r.symbol,
-                "addend": hexify(r.addend) if r.addend is not None and r.addend >= 0 else
-                (None if r.addend is None else f"-{-r.addend:#x}"),
+                "addend": None if r.addend is None else
+                f"{r.addend:#x}" if r.addend >= 0 else f"-{-r.addend:#x}",
                 "state": r.state,
-                "current": hexify(r.current),
-                "expected": hexify(r.expected),
+                "current": None if r.current is None else f"{r.current:#x}",
+                "expected": None if r.expected is None else f"{r.expected:#x}",
                 "binding": None if r.binding is None else
                 {"object": r.binding.object, "symbol": r.binding.symbol, "version": r.binding.version},
                 "reason": r.reason,
