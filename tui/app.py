@@ -136,6 +136,7 @@ class LoaderdbgApp(App[int]):
         self.temporary_breakpoints: set[int] = set()
         self._next_breakpoint = 1
         self.value_count = 0  # print's $N
+        self.watchpoints: dict[int, tuple[int, int, str]] = {}  # number -> (address, size, as typed)
 
     # -- hooks -----------------------------------------------------------------
     def present_volatile(self, kind: str, text: str) -> str:
@@ -414,6 +415,9 @@ class LoaderdbgApp(App[int]):
         if Capability.REVERSE not in self.capabilities:
             self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
             return
+        if self.watchpoints:
+            self._reverse_to_watched()
+            return
         self._switch_to_code()
         self._motion("reverse continue", lambda: self.session.reverse_cont(None))
 
@@ -673,7 +677,62 @@ class LoaderdbgApp(App[int]):
         if Capability.REVERSE not in self.capabilities:
             self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
             return
+        if self.watchpoints and command.target is None:
+            self._reverse_to_watched()
+            return
         self._motion("reverse continue", lambda: self.session.reverse_cont(command.target))
+
+    # watchpoints (recordings: the write index answers "who wrote it last")
+    def _cmd_watch(self, command: Command) -> None:
+        if Capability.HISTORY not in self.capabilities:
+            self.refuse("watch needs a recording here (the engine sets no debug registers on a live "
+                        "process): loaderdbg record -o FILE PROG, then watch ADDR and rc")
+            return
+        registers = self.view.registers if self.view else None
+        session = self.session
+
+        def work() -> None:
+            try:
+                address = command.address.resolve(registers, session.resolve)
+            except CommandError as err:
+                self.post_message(CommandOutput(Text(str(err), style="red"), error=True))
+                return
+            self.call_from_thread(self._add_watchpoint, address, command.count, command.address.text)
+        self.run_worker(work, thread=True, group="breakpoints", exit_on_error=False)
+
+    def _cmd_rwatch(self, command: Command) -> None:
+        self.refuse(f"{command.text.split()[0]}: a recording indexes writes, not reads; watch ADDR works")
+
+    def _add_watchpoint(self, address: int, size: int, spelled: str) -> None:
+        number = self._next_breakpoint
+        self._next_breakpoint += 1
+        self.watchpoints[number] = (address, size, spelled)
+        self.log_line(Text(f"Watchpoint {number}: [{address:#x}, +{size}) ({spelled}); rc goes back to "
+                           "the last step that wrote it", style="red"), show=True)
+
+    def _reverse_to_watched(self) -> None:
+        """rc with watchpoints: back to the latest step before this one that
+        wrote any watched bytes (standing before that write), else as rc."""
+        session = self.session
+        watched = dict(self.watchpoints)
+
+        def job() -> None:
+            found = []
+            for number, (address, size, _spelled) in watched.items():
+                write = session.last_memory_write(address, size)
+                if write is not None:
+                    found.append((write.step, number, address, size))
+            if not found:
+                self.post_message(CommandOutput(Text("no earlier write to a watched range: reverse continue",
+                                                     style="dim")))
+                session.reverse_cont(None)
+                return
+            step, number, address, size = max(found)
+            self.post_message(CommandOutput(Text(f"Watchpoint {number}: [{address:#x}, +{size}) written by "
+                                                 f"step {step} (standing before it)", style="red")))
+            session.goto(step)
+        self._switch_to_code()
+        self._motion("reverse continue", job)
 
     def _cmd_starti(self, command: Command) -> None:
         if Capability.RESTART not in self.capabilities:
@@ -737,13 +796,16 @@ class LoaderdbgApp(App[int]):
         by_number = {number: address for address, number in self.breakpoint_numbers.items()}
         if not command.numbers:
             addresses = sorted(self.breakpoint_numbers) or sorted(self.view.breakpoints if self.view else ())
-            if not addresses:
+            if not addresses and not self.watchpoints:
                 self.log_line(Text("no breakpoints to delete", style="yellow"), show=True)
+            self.watchpoints.clear()
         else:
             addresses = []
             for number in command.numbers:
                 if number in by_number:
                     addresses.append(by_number[number])
+                elif self.watchpoints.pop(number, None) is not None:
+                    self.log_line(Text(f"Watchpoint {number} deleted", style="dim"))
                 else:
                     self.log_line(Text(f"No breakpoint number {number}.", style="red"), show=True)
         for address in addresses:
@@ -786,7 +848,9 @@ class LoaderdbgApp(App[int]):
             return
         self._number_breakpoints(view.breakpoints | frozenset(numbers))
         numbers = dict(self.breakpoint_numbers)
-        self._query(lambda: reports.breakpoints_report(self.session, view, numbers, temporary), command.text)
+        watched = dict(self.watchpoints)
+        self._query(lambda: reports.breakpoints_report(self.session, view, numbers, temporary, watched),
+                    command.text)
 
     def _cmd_sharedlibrary(self, command: Command) -> None:
         self._from_view(reports.sharedlibrary_report, command.text)

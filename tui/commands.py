@@ -225,6 +225,7 @@ VERBS = {
     "tab": "tab", "focus": "tab",
     "bt": "backtrace", "backtrace": "backtrace", "where": "backtrace",
     "finish": "finish", "fin": "finish",
+    "watch": "watch", "rwatch": "rwatch", "awatch": "rwatch",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -289,6 +290,18 @@ def parse_command(line: str) -> Command | None:
         if all(word.isdigit() for word in words):
             return Command("delete", numbers=tuple(int(word) for word in words), text=text)
         return Command("clear", address=parse_address(rest), text=text)
+    if verb in ("watch", "rwatch"):
+        # watch ADDR [LEN] (LEN bytes, default 8)
+        if not rest:
+            raise CommandError(f"{head} needs an address, e.g. {head} $rsp+8 8, {head} 0x404040 4")
+        words = rest.rsplit(None, 1)
+        size = 8
+        if len(words) == 2 and re.fullmatch(r"\d+|0x[0-9a-fA-F]+", words[1]) and not re.search(r"[-+]\s*$", words[0]):
+            size = _number(words[1], head, minimum=1)
+            rest = words[0]
+        if size > MAX_EXAMINE:
+            raise CommandError(f"{head}: {size} bytes is too many (at most {MAX_EXAMINE})")
+        return Command(verb, count=size, address=parse_address(rest), text=text)
     if verb == "disassemble":
         return Command("disassemble", address=parse_address(rest) if rest else None, text=text)
     if verb == "until":
@@ -413,6 +426,7 @@ HELP_LINES = (
     ("disas [ADDR | NAME]", "disassemble the function around pc or ADDR"),
     ("bt [N] / backtrace", "the call stack, unwound with .eh_frame CFI (frame pointers where there is none)"),
     ("finish", "run until the current function returns to its caller"),
+    ("watch ADDR [LEN]", "in a recording: rc stops at the last step that wrote those bytes (any number of them)"),
     ("info symbol ADDR", "the symbol and object an address is in"),
     ("info sharedlibrary", "loaded objects and their code's address range"),
     ("x/NFU ADDR", "examine memory: U = b h w g (1 2 4 8 bytes), F = x d u s i; ADDR e.g. $sp+8, main"),

@@ -206,10 +206,13 @@ BREAKPOINT_COLUMNS = (Column("Num"), Column("Type"), Column("Disp"), Column("Enb
 
 
 def breakpoints_report(session, view: StopView, numbers: dict[int, int],
-                       temporary: frozenset[int] = frozenset()) -> FittedTable | Text:
+                       temporary: frozenset[int] = frozenset(),
+                       watchpoints: dict[int, tuple[int, int, str]] | None = None) -> FittedTable | Text:
     """gdb's `info breakpoints`: number, disposition (del for tbreak),
-    address and symbol (the session symbolises: call from a worker)."""
-    if not view.breakpoints:
+    address and symbol (the session symbolises: call from a worker), then
+    the watchpoints."""
+    watchpoints = watchpoints or {}
+    if not view.breakpoints and not watchpoints:
         return Text("No breakpoints or watchpoints. (`b NAME`, `b *ADDR`, `tbreak`, or the `b` key "
                     "on a disassembly line)")
     rows = []
@@ -217,6 +220,8 @@ def breakpoints_report(session, view: StopView, numbers: dict[int, int],
         symbol = session.symbolize(address)
         rows.append((str(numbers.get(address, "?")), "breakpoint", "del" if address in temporary else "keep",
                      "y", f"{address:#018x}", f"<{symbol}>" if symbol else ""))
+    for number, (address, size, spelled) in sorted(watchpoints.items()):
+        rows.append((str(number), "watchpoint", "keep", "y", f"{address:#018x}", f"{size} bytes ({spelled})"))
     return _fitted("", BREAKPOINT_COLUMNS, rows, ["red"] * len(rows))
 
 

@@ -1,0 +1,58 @@
+"""watch in a recording (issue 17.2): rc goes back to the last step that
+wrote the watched bytes, standing before the write; live, watch says why
+it cannot work."""
+
+from __future__ import annotations
+
+import re
+
+from loaderdbg_tui.app import LoaderdbgApp
+
+from tuihelp import log_text, run_pilot, settle, status_text, type_command
+
+
+def test_watch_and_rc_in_a_recording(rdxbug_recording):
+    from loaderdbg.record.replay import ReplaySession
+
+    session = ReplaySession(str(rdxbug_recording))
+    try:
+        async def scenario(pilot):
+            app = pilot.app
+            await pilot.press("f5")  # to the end of the recording: the crash
+            await settle(pilot)
+            assert app.view.crashed
+            stack = app.view.snapshot.stack
+            slot = next(e for e in stack.auxv if e.name == "AT_ENTRY").address + 8  # the value after the type
+            expected = session.last_memory_write(slot, 8)
+            assert expected is not None  # the exec-solib rewrote AT_ENTRY
+            await type_command(pilot, f"watch {slot:#x}")
+            assert f"Watchpoint 1: [{slot:#x}, +8)" in log_text(app)
+            await type_command(pilot, "info breakpoints")
+            assert re.search(rf"1\s+watchpoint\s+keep\s+y\s+{slot:#018x}\s+8 bytes", log_text(app))
+            await type_command(pilot, "rc")
+            assert app.view.position == expected.step
+            assert f"Watchpoint 1: [{slot:#x}, +8) written by step {expected.step}" in log_text(app)
+            # One step on, the slot holds the rewritten value.
+            await pilot.press("f7")
+            await settle(pilot)
+            before = session.last_memory_write(slot, 8)
+            assert before is not None and before.step == expected.step
+            await type_command(pilot, "delete 1")
+            await type_command(pilot, "info breakpoints")
+            assert "No breakpoints or watchpoints." in log_text(app).split("(ldbg) info breakpoints")[-1]
+        run_pilot(LoaderdbgApp(session, title="rdxbug-crash.ldbg"), scenario, size=(160, 48))
+    finally:
+        session.close()
+
+
+def test_watch_live_says_why(demo):
+    session, _ = demo
+
+    async def scenario(pilot):
+        app = pilot.app
+        await type_command(pilot, "watch $rsp 8")
+        assert "watch needs a recording here" in status_text(app)
+        await type_command(pilot, "rwatch $rsp")
+        assert "watch needs a recording here" in status_text(app) or "indexes writes" in status_text(app)
+
+    run_pilot(LoaderdbgApp(session), scenario)
