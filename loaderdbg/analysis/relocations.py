@@ -356,30 +356,37 @@ def _irelative(s: _Slot) -> _Verdict:
     return _Verdict(UNKNOWN, None, reason=f"holds the resolver's own address {resolver:#x}")
 
 
+def _tls_binding(s: _Slot) -> Binding | None:
+    """The TLS symbol a module-id or offset relocation names, if any."""
+    return None if s.reloc.symbol_index == 0 else s.binding(s.symbol_definition(include_tls=True))
+
+
 def _tls_nonzero(s: _Slot) -> _Verdict:
     """DTPMOD64 (a module id >= 1) and TLSDESC (a resolver pointer): the
     produced value is never 0, so a slot still 0 is pending."""
+    binding = _tls_binding(s)
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None, needs=NEEDS_UNPROCESSED,
+        return _Verdict(UNKNOWN, None, binding=binding, needs=NEEDS_UNPROCESSED,
                         reason="the slot is not readable")
     if s.current != s.link_value:
-        return _Verdict(APPLIED, None, shows_processing=True)
+        return _Verdict(APPLIED, None, binding=binding, shows_processing=True)
     if s.link_value == 0:
-        return _Verdict(PENDING, None, shows_unprocessed=True)
-    return _Verdict(UNKNOWN, None, reason=f"holds its non-zero file value {s.link_value:#x}")
+        return _Verdict(PENDING, None, binding=binding, shows_unprocessed=True)
+    return _Verdict(UNKNOWN, None, binding=binding, reason=f"holds its non-zero file value {s.link_value:#x}")
 
 
 def _tpoff_x86_64(s: _Slot) -> _Verdict:
     """Variant II TLS: the static TLS block lies below the thread pointer, so
     the offset written is negative; a non-negative link value cannot be it."""
+    binding = _tls_binding(s)
     if s.current is None or s.link_value is None:
-        return _Verdict(UNKNOWN, None, needs=NEEDS_UNPROCESSED,
+        return _Verdict(UNKNOWN, None, binding=binding, needs=NEEDS_UNPROCESSED,
                         reason="the slot is not readable")
     if s.current != s.link_value:
-        return _Verdict(APPLIED, None, shows_processing=True)
+        return _Verdict(APPLIED, None, binding=binding, shows_processing=True)
     if s.link_value < 1 << 63:
-        return _Verdict(PENDING, None, shows_unprocessed=True)
-    return _Verdict(UNKNOWN, None, reason=f"holds its negative file value {s.link_value:#x}")
+        return _Verdict(PENDING, None, binding=binding, shows_unprocessed=True)
+    return _Verdict(UNKNOWN, None, binding=binding, reason=f"holds its negative file value {s.link_value:#x}")
 
 
 def _tprel_aarch64(s: _Slot) -> _Verdict:

@@ -170,7 +170,8 @@ def test_built_program_bindings(built, variant: str, bind_now: bool) -> None:
         assert first_pointer.binding.object == variant
     else:
         assert first_pointer.binding.object == "libfirst.so"
-    assert slot(snap, variant, "first_tls").state == "applied"
+    tls = slot(snap, variant, "first_tls")
+    assert tls.state == "applied" and tls.binding.object == "libfirst.so"
 
 
 def test_perl_binds_like_ldso() -> None:
