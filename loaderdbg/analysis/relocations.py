@@ -894,7 +894,7 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
 def _same_symbols(a: SymbolTable, b: SymbolTable) -> bool:
     if a is b:
         return True
-    if len(a.objects) != len(b.objects) or len(a.scope) != len(b.scope):
+    if len(a.objects) != len(b.objects) or len(a.scope) != len(b.scope) or a.listed != b.listed:
         return False
     return all(x.path == y.path and x.base == y.base and x.info is y.info
                for x, y in zip(a.objects + a.scope, b.objects + b.scope))
