@@ -133,7 +133,7 @@ def test_relative_applied_by_hand() -> None:
 
 
 def test_base_zero_is_unknown() -> None:
-    proc = Process((fixture(ZOO / "hello-glibc"), 0))
+    proc = Process((fixture(ZOO / "hello-glibc"), 0), (LIBC, LIBC_BASE), (LDSO, LDSO_BASE))
     relative = [s for s in proc.states() if s.type_name == "R_X86_64_RELATIVE"]
     # DT_DEBUG still 0: ld.so has not started on the program's objects.
     assert relative and {s.state for s in relative} == {"pending"}
