@@ -144,17 +144,28 @@ class StateSource(Protocol):
     @property
     def events(self) -> Sequence[Event]: ...
 
-    # Optional, for a source that can tell what changed between two stops
-    # (a recording): ``memory_state()`` returns a key equal at two stops
-    # only if memory and mappings are the same at both (None: cannot tell);
-    # ``writes_since(key)`` the (start, end) ranges written since the stop
-    # with that key (None: cannot tell); ``reads_tracked()`` a context
-    # manager collecting the (start, end) of each memory read in its block;
-    # ``snapshot_memo`` is where build_snapshot keeps what it derived.
-    # Also optional: ``syscall_calls()``, the SyscallCalls made so far with
-    # their raw arguments (else they come from the syscall events, whose
-    # text has no raw values), and ``verification()``, a replay's
-    # (verified, first Divergence) so far.
+    def syscall_calls(self) -> tuple[SyscallCall, ...]:
+        """The syscalls made so far, with their raw arguments."""
+
+    def verification(self) -> tuple[bool | None, "Divergence | None"]:
+        """(verified, first Divergence) so far; (None, None) where nothing
+        is checked (a live process is what it is)."""
+
+    # What changed between two stops, for a source that can tell (a
+    # recording): ``memory_state()`` returns a key equal at two stops only
+    # if memory and mappings are the same at both (None: cannot tell, and
+    # the next three are not used); ``writes_since(key)`` the (start, end)
+    # ranges written since the stop with that key (None: cannot tell);
+    # ``reads_tracked()`` a context manager collecting the (start, end) of
+    # each memory read in its block; ``snapshot_memo`` is where
+    # build_snapshot keeps what it derived.
+    snapshot_memo: dict | None
+
+    def memory_state(self) -> tuple | None: ...
+
+    def writes_since(self, state: tuple) -> list[tuple[int, int]] | None: ...
+
+    def reads_tracked(self): ...
 
 
 class _Reader:
@@ -231,15 +242,13 @@ def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
     steps write a stack slot or a register spill far from the initial
     stack, the GOT and the link_map, and a step that applies a relocation
     leaves the stack and link_map parts as they were."""
-    memory_state = getattr(source, "memory_state", None)
-    writes_since = getattr(source, "writes_since", None)
-    reads_tracked = getattr(source, "reads_tracked", None)
-    key = memory_state() if memory_state is not None else None
-    if key is None or writes_since is None or reads_tracked is None:
+    key = source.memory_state()
+    if key is None:
         return _memory_views(source, memory)
-    memos = getattr(source, "snapshot_memo", None)
-    if not isinstance(memos, dict):
+    memos = source.snapshot_memo
+    if memos is None:
         memos = source.snapshot_memo = {}
+    writes_since, reads_tracked = source.writes_since, source.reads_tracked
 
     def remember(part: str, compute: Callable[[], Any]) -> Any:
         memo = memos.get(part)
@@ -287,8 +296,7 @@ def build_snapshot(source: StateSource) -> Snapshot:
     views = _remembered_views(source, memory)
     stack, ldso = views.stack, views.ldso
 
-    verification = getattr(source, "verification", None)
-    verified, divergence = verification() if verification is not None else (None, None)
+    verified, divergence = source.verification()
 
     handoff = NOT_CHECKED
     if registers is not None and ldso is not None and registers.pc == ldso.base + ldso.info.entry:
@@ -322,12 +330,7 @@ def build_snapshot(source: StateSource) -> Snapshot:
 
 
 def _syscalls(source: StateSource) -> tuple[SyscallCall, ...]:
-    calls = getattr(source, "syscall_calls", None)
-    if calls is not None:
-        return tuple(calls())
-    numbers = source.arch.syscall_numbers
-    return tuple(SyscallCall(e.step, numbers.get(e.name), e.name, None, None, None)
-                 for e in source.events if e.kind == "syscall")
+    return tuple(source.syscall_calls())
 
 
 # relocation_states hands back the very same tuple while an object's slots

@@ -15,6 +15,7 @@ it: taken from the stack when ld.so starts, after any auxv rewrite.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal as _signal
@@ -44,7 +45,7 @@ from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import (CODE_SYSCALL, FAULT_SIGNALS, RIP_OFFSET, LaunchSpec, Tracee,
                                       launch)
 from loaderdbg.session import Event, StopReason
-from loaderdbg.snapshot import ThreadState
+from loaderdbg.snapshot import SyscallCall, ThreadState
 from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, Target
 
@@ -82,6 +83,8 @@ class Inferior:
         self.step_exact = attached is None
         self.events: list[Event] = []
         self.syscall_count = 0
+        self._calls: list[SyscallCall] = []  # raw arguments of each syscall, for syscalls[]
+        self.snapshot_memo = None  # a live process cannot tell what changed between stops
         self.kernel_sp = tracee.sp if attached is None else self._start_stack()
         self.entry_pc = tracee.pc
         self.kernel_auxv_raw = self._read_proc("auxv") or b""
@@ -401,6 +404,22 @@ class Inferior:
     def registers_raw(self) -> bytes | None:
         return self.tracee.regs_raw() if self.alive else None
 
+    # -- the rest of a StateSource (loaderdbg/snapshot.py) -----------------------
+    def syscall_calls(self) -> tuple[SyscallCall, ...]:
+        return tuple(self._calls)
+
+    def verification(self) -> tuple[None, None]:
+        return None, None  # nothing recorded to check against
+
+    def memory_state(self) -> None:
+        return None  # /proc reads show the present only: every stop decodes afresh
+
+    def writes_since(self, state: tuple) -> None:
+        return None
+
+    def reads_tracked(self):
+        return contextlib.nullcontext([])
+
     # -- events ------------------------------------------------------------
     def _record(self, kind: str, name: str, detail: str = "", *, address: int | None = None,
                 exact: bool | None = None) -> None:
@@ -465,6 +484,8 @@ class Inferior:
             return
         self.syscall_count += 1
         call = decode_syscall(pending.number, pending.args, result, self.arch, pending.strings)
+        self._calls.append(SyscallCall(self.step_count if self.step_exact else -1, call.number, call.name,
+                                       tuple(pending.args), call.result, call.errno_name))
         self._record("syscall", call.name, call.format())
         if call.name in MAPPING_SYSCALLS:
             self.invalidate()
