@@ -5,8 +5,10 @@ check_match):
 - Scope order. The global scope is the main program, then its DT_NEEDED
   objects breadth-first (glibc keeps the link_map chain in that order, as
   debuggers rely on); an object outside it (dlopen'ed with RTLD_LOCAL)
-  searches the global scope, then its own dependencies. A caller holding
-  the link_map passes its order (LD_PRELOAD objects follow the program).
+  searches the global scope, then its own dependencies. Once ld.so has
+  published its link_map, link_map.symbols_in_loader_order rebuilds the
+  table in its order (LD_PRELOAD objects after the program, a dlmopen
+  namespace searching only itself).
 - Only GLOBAL, WEAK and GNU_UNIQUE definitions with default or protected
   visibility and a value are visible; the first one wins, weak or not
   (LD_DYNAMIC_WEAK is not the default).
@@ -18,7 +20,9 @@ check_match):
   symbol with version index 0/1, such as a program's own exports), never a
   definition of another version.
 - An unversioned reference prefers an unversioned definition, else the
-  default (@@) version.
+  default (@@) version. (glibc takes version index 2, the object's oldest
+  version, even when hidden; DynSymbol does not carry the index, and
+  unversioned references to versioned libraries are rare.)
 """
 
 from __future__ import annotations
@@ -49,10 +53,6 @@ class LoadedObject:
 
     def link(self, addr: int) -> int:
         return (addr - self.base) & 0xFFFFFFFFFFFFFFFF
-
-    @property
-    def versioned(self) -> bool:
-        return any(s.version is not None for s in self.info.dynsyms)
 
 
 _CANDIDATES: dict[int, tuple[ElfInfo, dict[str, tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]] = {}
