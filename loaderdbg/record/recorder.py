@@ -294,6 +294,10 @@ class Recorder:
             self._setup()
             self.loop_started = time.monotonic()
             try:
+                if self.interrupted:
+                    # Ctrl-C came while launching (no process to stop yet): the
+                    # recording ends at the first instruction, as asked.
+                    self._end(reasons.recording_interrupted(self.target, self.pos))
                 self._check_targets_here(initial=True)
                 self._loop()
             except _Stop as stop:
