@@ -51,6 +51,8 @@ from loaderdbg.targets import MILESTONE_OF_TARGET, Target
 
 SYSTEM_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1")
 STOPPING_SIGNALS = FAULT_SIGNALS | {_signal.SIGABRT}
+ROUTINE_EVENTS = frozenset({"syscall", "signal"})
+MAX_ROUTINE_EVENTS = 100_000
 MAX_STRING = 4096
 
 
@@ -83,6 +85,7 @@ class Inferior:
         self.step_exact = attached is None
         self.events: list[Event] = []
         self.syscall_count = 0
+        self.routine_events = 0  # syscall and signal events, kept up to MAX_ROUTINE_EVENTS
         self._calls: list[SyscallCall] = []  # raw arguments of each syscall, for syscalls[]
         self.snapshot_memo = None  # a live process cannot tell what changed between stops
         self.kernel_sp = tracee.sp if attached is None else self._start_stack()
@@ -428,6 +431,16 @@ class Inferior:
                 return
             self._seen.add(name)
             self._here.add(name)
+        elif kind in ROUTINE_EVENTS:
+            # A long run (attached, or to the exit of a busy program) makes
+            # syscalls and gets signals without end: memory must not follow.
+            self.routine_events += 1
+            if self.routine_events > MAX_ROUTINE_EVENTS:
+                if self.routine_events == MAX_ROUTINE_EVENTS + 1:
+                    self.events.append(Event(self.step_count if self.step_exact else -1, "limit", "events",
+                                             f"more than {MAX_ROUTINE_EVENTS} syscall and signal events: "
+                                             "later ones are counted, not kept", None, False))
+                return
         self.events.append(Event(self.step_count if self.step_exact else -1, kind, name, detail,
                                  address, self.step_exact if exact is None else exact))
 
@@ -484,8 +497,9 @@ class Inferior:
             return
         self.syscall_count += 1
         call = decode_syscall(pending.number, pending.args, result, self.arch, pending.strings)
-        self._calls.append(SyscallCall(self.step_count if self.step_exact else -1, call.number, call.name,
-                                       tuple(pending.args), call.result, call.errno_name))
+        if self.routine_events < MAX_ROUTINE_EVENTS:  # the event _record keeps next
+            self._calls.append(SyscallCall(self.step_count if self.step_exact else -1, call.number,
+                                           call.name, tuple(pending.args), call.result, call.errno_name))
         self._record("syscall", call.name, call.format())
         if call.name in MAPPING_SYSCALLS:
             self.invalidate()

@@ -96,3 +96,28 @@ def test_main_that_cannot_be_found_is_said_before_running(tmp_path):
         assert reason.description.startswith("main not found:"), reason
         assert "__libc_start_main" in reason.description
         assert session.position == 0 and session.position_exact  # nothing ran
+
+
+MANY_SYSCALLS = r"""
+#include <unistd.h>
+int main(void) { for (int i = 0; i < 3000; i++) getppid(); return 0; }
+"""
+
+
+def test_a_long_run_keeps_a_bounded_event_list(tmp_path, monkeypatch):
+    """Watching every syscall must not make memory follow a busy program:
+    past the limit, syscall and signal events are counted, not kept (the
+    limit is lowered here; it is 100000 for real)."""
+    from loaderdbg.process import inferior
+
+    monkeypatch.setattr(inferior, "MAX_ROUTINE_EVENTS", 500)
+    path = build(tmp_path, "many", MANY_SYSCALLS)
+    with launch(path) as session:
+        reason = session.cont("exit")
+        events = session.events()
+        syscalls = session.snapshot().syscalls
+    assert reason.reached
+    assert sum(e.kind == "syscall" for e in events) == 500 and len(syscalls) == 500
+    limit = [e for e in events if e.kind == "limit"]
+    assert len(limit) == 1 and "counted, not kept" in limit[0].detail
+    assert [e.name for e in events if e.kind == "milestone"][-1] == "main"
