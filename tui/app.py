@@ -408,6 +408,9 @@ class LoaderdbgApp(App[int]):
         if not self._alive():
             self._gone()
             return
+        if self.watchpoints:  # said each time: a forward run does not stop at them
+            self.log_line(Text("watchpoints stop rc only: the recording's write index answers backwards",
+                               style="yellow"))
         self._switch_to_code()
         self._motion("continue", lambda: self.session.cont(None))
 
