@@ -23,7 +23,9 @@ thread, the tracee and child commands inherit it) and unpinned:
   with the same in-process phases and readelf, per relocation and per object.
 
 Times are the best of --repeat runs (the machine is shared; the best run is
-the least disturbed one), in wall-clock ms.
+the least disturbed one), in ms: wall clock, and CPU (user + system: of the
+command and its children for a command, of this process's threads for the
+in-process phases), which load from other work on the machine moves less.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -66,16 +69,24 @@ def affinity(cpus: set[int] | None):
         os.sched_setaffinity(0, before)
 
 
-def best_of(repeat: int, measure) -> float:
-    """The smallest of ``repeat`` runs of measure() (seconds), in ms."""
-    return min(measure() for _ in range(repeat)) * 1e3
+def best_of(repeat: int, measure) -> tuple[float, float]:
+    """The smallest wall and the smallest CPU time of ``repeat`` runs of
+    measure() (each (wall, cpu) in seconds), in ms."""
+    runs = [measure() for _ in range(repeat)]
+    return min(w for w, _ in runs) * 1e3, min(c for _, c in runs) * 1e3
 
 
-def timed(command: list[str], **kwargs) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], **kwargs) -> tuple[float, float]:
+    c0 = children_cpu()
     t0 = time.perf_counter()
     subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
                    stdin=subprocess.DEVNULL, **kwargs)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, children_cpu() - c0
 
 
 def inspect_command(program: list[str]) -> list[str]:
@@ -85,43 +96,45 @@ def inspect_command(program: list[str]) -> list[str]:
 
 def phases(program: list[str], repeat: int) -> dict:
     """In process: launch + cont('entry'), snapshot, JSON; best of each."""
-    best = {"cont_ms": float("inf"), "snapshot_ms": float("inf"), "json_ms": float("inf")}
+    best = {key: float("inf") for key in ("cont_ms", "snapshot_ms", "json_ms", "cont_cpu_ms",
+                                          "snapshot_cpu_ms", "json_cpu_ms")}
     info = {}
     with open(os.devnull, "w") as sink:
         for _ in range(repeat):
             spec = launch_spec(program[0], program[1:], aslr=False, stdout_fd=sink.fileno(),
                                stderr_fd=sink.fileno())
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with LiveSession(spec) as session:
                 reason = session.cont("entry")
                 if not reason.reached:
                     raise SystemExit(f"bench: {program[0]}: entry not reached: {reason.description}")
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 snapshot = session.snapshot()
-                t2 = time.perf_counter()
+                t2, c2 = time.perf_counter(), time.process_time()
+            t2b, c2b = time.perf_counter(), time.process_time()  # closing the session is not the JSON's
             write_json(snapshot_to_json(snapshot), sink.write, end="\n")
             sink.flush()
-            t3 = time.perf_counter()
-            for key, value in (("cont_ms", t1 - t0), ("snapshot_ms", t2 - t1), ("json_ms", t3 - t2)):
+            t3, c3 = time.perf_counter(), time.process_time()
+            for key, value in (("cont_ms", t1 - t0), ("snapshot_ms", t2 - t1), ("json_ms", t3 - t2b),
+                               ("cont_cpu_ms", c1 - c0), ("snapshot_cpu_ms", c2 - c1), ("json_cpu_ms", c3 - c2b)):
                 best[key] = min(best[key], value * 1e3)
             info = {"objects": len(snapshot.objects), "relocations": len(snapshot.relocations),
                     "paths": sorted({o.path for o in snapshot.objects if o.path and os.path.isfile(o.path)})}
     return best | info
 
 
-def readelf_ms(paths: list[str], repeat: int) -> float:
-    return best_of(repeat, lambda: timed(["readelf", "-rW", *paths]))
-
-
 def program_rows(label: str, program: list[str], repeat: int) -> dict:
     row = phases(program, repeat)
     row["label"] = label
-    row["command_ms"] = best_of(repeat, lambda: timed(inspect_command(program), cwd=REPO))
-    row["readelf_ms"] = readelf_ms(row["paths"], repeat)
-    row["snapshot_us_per_relocation"] = row["snapshot_ms"] * 1e3 / max(row["relocations"], 1)
-    row["command_us_per_relocation"] = row["command_ms"] * 1e3 / max(row["relocations"], 1)
-    row["command_ms_per_object"] = row["command_ms"] / max(row["objects"], 1)
+    row["command_ms"], row["command_cpu_ms"] = best_of(repeat, lambda: timed(inspect_command(program), cwd=REPO))
+    row["readelf_ms"], row["readelf_cpu_ms"] = best_of(repeat, lambda: timed(["readelf", "-rW", *row["paths"]]))
+    relocations, objects = max(row["relocations"], 1), max(row["objects"], 1)
+    row["snapshot_us_per_relocation"] = row["snapshot_ms"] * 1e3 / relocations
+    row["snapshot_cpu_us_per_relocation"] = row["snapshot_cpu_ms"] * 1e3 / relocations
+    row["command_cpu_us_per_relocation"] = row["command_cpu_ms"] * 1e3 / relocations
+    row["command_cpu_ms_per_object"] = row["command_cpu_ms"] / objects
     row["ratio_to_readelf"] = row["command_ms"] / row["readelf_ms"]
+    row["cpu_ratio_to_readelf"] = row["command_cpu_ms"] / max(row["readelf_cpu_ms"], 1e-3)
     del row["paths"]
     return row
 
@@ -134,18 +147,19 @@ def demo_rows(repeat: int) -> dict:
     command = best_of(repeat, lambda: timed(inspect_command([str(DEMO), *DEMO_ARGS]), cwd=REPO))
     native = best_of(repeat * 4, lambda: timed([str(DEMO), *DEMO_ARGS]))
 
-    def cont() -> float:
+    def cont() -> tuple[float, float]:
         with open(os.devnull, "w") as sink:
             spec = launch_spec(str(DEMO), DEMO_ARGS, aslr=False, stdout_fd=sink.fileno(),
                                stderr_fd=sink.fileno())
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time() + children_cpu()
             with LiveSession(spec) as session:
                 session.cont("entry")
-                return time.perf_counter() - t0
+                return time.perf_counter() - t0, time.process_time() + children_cpu() - c0
     launch_cont = best_of(repeat, cont)
-    return {"command_ms": command, "python_start_ms": startup, "import_ms": imports,
-            "launch_cont_ms": launch_cont, "native_ms": native,
-            "cont_to_native": launch_cont / native}
+    return {"command_ms": command[0], "command_cpu_ms": command[1], "python_start_ms": startup[0],
+            "python_start_cpu_ms": startup[1], "import_ms": imports[0], "import_cpu_ms": imports[1],
+            "launch_cont_ms": launch_cont[0], "launch_cont_cpu_ms": launch_cont[1], "native_ms": native[0],
+            "cont_to_native": launch_cont[0] / native[0]}
 
 
 def replay_row(path: Path, repeat: int) -> dict:
@@ -160,16 +174,17 @@ def replay_row(path: Path, repeat: int) -> dict:
                               env={"PATH": "/usr/bin:/bin", "LANG": "C"},
                               stdout_fd=sink.fileno(), stderr_fd=sink.fileno())
             record_program(spec, str(path), "step:1000000", progress=False)
-    best = float("inf")
+    runs = []
     steps = 0
     for _ in range(repeat):
         with ReplaySession(str(path)) as replay:
             steps = replay.last_step
             replay.goto(steps)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             replay.snapshot()
-            best = min(best, time.perf_counter() - t0)
-    return {"steps": steps, "snapshot_ms": best * 1e3}
+            runs.append((time.perf_counter() - t0, time.process_time() - c0))
+    return {"steps": steps, "snapshot_ms": min(w for w, _ in runs) * 1e3,
+            "snapshot_cpu_ms": min(c for _, c in runs) * 1e3}
 
 
 def ensure_big() -> None:
@@ -197,21 +212,27 @@ def measure(pin: bool, args) -> dict:
 def report(pin: str, m: dict) -> None:
     d = m["demo"]
     print(f"\n== {pin} ==")
-    print(f"demo inspect --json --at entry: {d['command_ms']:.0f} ms (python -c pass {d['python_start_ms']:.0f}, "
-          f"import cli+inspect_command {d['import_ms']:.0f}; goal <= 150)")
-    print(f"demo launch + cont('entry'): {d['launch_cont_ms']:.1f} ms vs native run {d['native_ms']:.2f} ms: "
-          f"{d['cont_to_native']:.0f}x (goal <= 10x)")
+    print(f"demo inspect --json --at entry: {d['command_ms']:.0f} ms, cpu {d['command_cpu_ms']:.0f} "
+          f"(python -c pass {d['python_start_ms']:.0f}, cpu {d['python_start_cpu_ms']:.0f}; "
+          f"import cli+inspect_command {d['import_ms']:.0f}, cpu {d['import_cpu_ms']:.0f}; goal <= 150)")
+    print(f"demo launch + cont('entry'): {d['launch_cont_ms']:.1f} ms (cpu {d['launch_cont_cpu_ms']:.1f}) "
+          f"vs native run {d['native_ms']:.2f} ms: {d['cont_to_native']:.0f}x (goal <= 10x)")
     rows = ([m["gdb"]] if "gdb" in m else []) + m["scale"]
-    print(f"{'program':<14} {'objs':>4} {'relocs':>8} {'command':>9} {'readelf':>8} {'ratio':>6} "
-          f"{'cont':>8} {'snapshot':>9} {'µs/reloc':>8} {'json':>7} {'cmd µs/reloc':>12} {'ms/obj':>7}")
+    print("wall ms [cpu ms]; per relocation and per object from cpu")
+    print(f"{'program':<14} {'objs':>4} {'relocs':>7} {'command':>13} {'readelf':>9} {'ratio':>11} "
+          f"{'cont':>11} {'snapshot':>11} {'µs/reloc':>8} {'json':>11} {'cmd µs/reloc':>12} {'ms/obj':>7}")
     for r in rows:
-        print(f"{r['label']:<14} {r['objects']:>4} {r['relocations']:>8} {r['command_ms']:>7.0f}ms "
-              f"{r['readelf_ms']:>6.0f}ms {r['ratio_to_readelf']:>5.1f}x {r['cont_ms']:>6.0f}ms "
-              f"{r['snapshot_ms']:>7.0f}ms {r['snapshot_us_per_relocation']:>8.2f} {r['json_ms']:>5.0f}ms "
-              f"{r['command_us_per_relocation']:>12.2f} {r['command_ms_per_object']:>7.1f}")
+        print(f"{r['label']:<14} {r['objects']:>4} {r['relocations']:>7} "
+              f"{r['command_ms']:>6.0f} [{r['command_cpu_ms']:>4.0f}] "
+              f"{r['readelf_ms']:>4.0f} [{r['readelf_cpu_ms']:>3.0f}] "
+              f"{r['ratio_to_readelf']:>4.1f}x [{r['cpu_ratio_to_readelf']:>4.1f}x] "
+              f"{r['cont_ms']:>5.0f} [{r['cont_cpu_ms']:>4.0f}] "
+              f"{r['snapshot_ms']:>5.0f} [{r['snapshot_cpu_ms']:>4.0f}] "
+              f"{r['snapshot_cpu_us_per_relocation']:>8.2f} {r['json_ms']:>5.0f} [{r['json_cpu_ms']:>4.0f}] "
+              f"{r['command_cpu_us_per_relocation']:>12.2f} {r['command_cpu_ms_per_object']:>7.1f}")
     if "replay" in m:
         print(f"snapshot of a {m['replay']['steps']:,}-step python3 replay at its end: "
-              f"{m['replay']['snapshot_ms']:.0f} ms (goal <= 100)")
+              f"{m['replay']['snapshot_ms']:.0f} ms, cpu {m['replay']['snapshot_cpu_ms']:.0f} (goal <= 100)")
 
 
 def main() -> int:
