@@ -907,6 +907,9 @@ class Inferior:
         if user_bp is not None and target.kind in ("addr", "sym") and user_bp not in self._milestone_bps \
                 and user_bp not in self.user_breakpoints:
             self.tracee.remove_breakpoint(user_bp)
+        # Rewrites made without a syscall since the last one (a self-
+        # relocation stepped over with F8) are part of where we stopped.
+        self._startup_checks()
         return self.stop_reason
 
     def _stopped_for_good(self, stop: Stop) -> bool:

@@ -121,3 +121,20 @@ def test_a_long_run_keeps_a_bounded_event_list(tmp_path, monkeypatch):
     limit = [e for e in events if e.kind == "limit"]
     assert len(limit) == 1 and "counted, not kept" in limit[0].detail
     assert [e.name for e in events if e.kind == "milestone"][-1] == "main"
+
+
+def test_step_over_the_self_relocation_passes_its_milestone(fixtures_dir):
+    """F8 over execsolib_self_relocate (no syscall inside) shows the
+    self-relocation-done milestone at once, not after the next syscall."""
+    path = str(fixtures_dir / "execsolib/glibc-O2/libexecsolib.so")
+    with launch(path) as session:
+        for _ in range(200):
+            insn = session.disassemble(session.snapshot().registers.pc, 1)[0]
+            if insn.is_call and insn.target_symbol == "execsolib_self_relocate":
+                break
+            session.step()
+        else:
+            pytest.fail("no call to execsolib_self_relocate in the first 200 steps")
+        assert "self-relocation-done" not in [e.name for e in session.events()]
+        session.step_over()
+        assert [e.name for e in session.events() if e.kind == "milestone"][-1] == "self-relocation-done"
