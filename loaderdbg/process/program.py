@@ -22,6 +22,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from loaderdbg.errors import UsageError
+from loaderdbg.user_files import regular_file
 
 SUPPORTED_MACHINES = {"EM_X86_64": "x86_64"}
 ELF64_EHDR_SIZE = 64
@@ -54,16 +55,7 @@ def check_program(name: str) -> str:
 
 
 def _check_file(name: str, path: str, depth: int) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no such file") from None
-    except OSError as err:
-        raise UsageError(f"{name}: {err.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{name}: is a directory")
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{name}: not a regular file")
+    st = regular_file(path, name)
     # root passes os.access(X_OK) for any file with one x bit, and execve
     # wants at least one: check the mode bits too.
     if not os.access(path, os.X_OK) or not st.st_mode & 0o111:

@@ -36,6 +36,7 @@ from typing import Iterable, NamedTuple, Sequence
 import zstandard
 
 from loaderdbg.errors import UsageError
+from loaderdbg.user_files import regular_file
 from loaderdbg.printable import printable
 from loaderdbg.session import Event
 
@@ -940,18 +941,7 @@ def _meta_int(meta: dict, key: str, low: int, high: int, path: str) -> int:
 def _regular_file(path: str) -> os.stat_result:
     """stat ``path`` and refuse anything but a regular file, before anything
     opens it (opening a FIFO blocks; opening a device can act on it)."""
-    shown = printable(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise UsageError(f"{shown}: no such file") from None
-    except OSError as err:
-        raise UsageError(f"{shown}: {err.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"{shown}: is a directory")
-    if not stat.S_ISREG(info.st_mode):
-        raise UsageError(f"{shown}: is {file_type_name(info.st_mode)}, not a recording")
-    return info
+    return regular_file(path, printable(path), lambda mode: f"is {file_type_name(mode)}, not a recording")
 
 
 def _read_head(path: str, size: int) -> tuple[bytes, int]:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # module (dotted, under loaderdbg/) or package -> room
 ROOMS = {
     "loaderdbg": "base", "loaderdbg.errors": "base", "loaderdbg.session": "base",
-    "loaderdbg.printable": "base", "loaderdbg.job_thread": "base",
+    "loaderdbg.printable": "base", "loaderdbg.job_thread": "base", "loaderdbg.user_files": "base",
     "loaderdbg.arch": "arch",
     "loaderdbg.decode": "decode",
     "loaderdbg.targets": "targets",
