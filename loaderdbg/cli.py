@@ -82,11 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="a new file; an existing recording only with --force (nothing else is written over)")
     record.add_argument("--force", action="store_true", help="replace a recording already at FILE once this one ends")
-    record.add_argument("--until", default="exit", metavar="T")
-    record.add_argument("--aslr", action="store_true")
-    record.add_argument("--pid", type=int, metavar="PID")
-    record.add_argument("--follow-exec", action="store_true")
-    record.add_argument("--match", metavar="GLOB")
+    record.add_argument("--until", default="exit", metavar="T",
+                        help="stop target where the recording ends (default: exit)")
+    record.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
+    record.add_argument("--pid", metavar="PID",
+                        help="with --follow-exec: record the next child this running process spawns")
+    record.add_argument("--follow-exec", action="store_true",
+                        help="with --pid: catch the child at its first instruction and record it")
+    record.add_argument("--match", metavar="GLOB", help="with --follow-exec: only a child whose path or argv[0] matches")
     _add_program(record, required=False)
 
     replay = sub.add_parser("replay", help="TUI on a recording")
@@ -311,6 +314,7 @@ def cmd_record(options: argparse.Namespace) -> int:
     from loaderdbg.record.recorder import record_program
 
     target = str(_target(options.until))
+    options.pid = _pid(options.pid, "record")
     if options.pid is not None:
         if options.program:
             raise UsageError("record: give either PROG or --pid, not both")
@@ -329,7 +333,7 @@ def cmd_record(options: argparse.Namespace) -> int:
         summary = record_program(spec, options.output, target, replace=options.force)
     print(f"loaderdbg: {summary.describe()}", file=sys.stderr)
     if summary.interrupted:
-        return 130
+        return 128 + (summary.ending_signal or signal.SIGINT)  # what a shell shows for that signal
     return EXIT_OK
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from loaderdbg import __version__
+from loaderdbg.end_signals import ENDING_SIGNALS
 from loaderdbg.arch import X86_64, get_arch
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
@@ -96,6 +97,7 @@ class RecordingSummary:
     bytes_per_step: float
     stop_reason: StopReason
     interrupted: bool
+    ending_signal: int | None  # SIGINT, SIGTERM or SIGHUP when interrupted
     divergences: int  # bytes that changed with no recorded write (keyframe checks); 0 when capture is complete
     pinned_cpu: int | None
     milestones: tuple[tuple[str, int], ...]
@@ -239,6 +241,7 @@ class Recorder:
         self.arch = get_arch("x86_64")
         self.warnings: list[str] = []
         self.interrupted = False
+        self.ending_signal: int | None = None  # the signal that interrupted the recording
         self.divergences = 0
         self.syscall_count = 0
         self.pending_signal = 0
@@ -269,9 +272,14 @@ class Recorder:
             except OSError:
                 original_affinity = None
                 self.pinned_cpu = None
-        old_handler = None
+        old_handlers: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
-            old_handler = _signal.signal(_signal.SIGINT, self._on_sigint)
+            # SIGTERM and SIGHUP (a closed terminal) end a recording as
+            # Ctrl-C does: cleanly at the last complete step. Raised in the
+            # middle of the step loop they left a chunk half written.
+            for signum in ENDING_SIGNALS:
+                if _signal.getsignal(signum) is not _signal.SIG_IGN:
+                    old_handlers[signum] = _signal.signal(signum, self._on_sigint)
         tracee = None
         self.writer = None
         try:
@@ -311,8 +319,8 @@ class Recorder:
         finally:
             if tracee is not None:
                 self._let_go(tracee)
-            if old_handler is not None:
-                _signal.signal(_signal.SIGINT, old_handler)
+            for signum, handler in old_handlers.items():
+                _signal.signal(signum, handler)
             if original_affinity is not None:
                 try:
                     os.sched_setaffinity(0, original_affinity)
@@ -332,7 +340,8 @@ class Recorder:
             path=self.output, program=self.spec.path, steps=self.pos, syscalls=self.syscall_count,
             events=len(self.tracker.events), seconds=seconds, steps_per_second=self.pos / seconds,
             file_bytes=size, bytes_per_step=size / max(self.pos, 1), stop_reason=self.end_reason,
-            interrupted=self.interrupted, divergences=self.divergences, pinned_cpu=self.pinned_cpu,
+            interrupted=self.interrupted, ending_signal=self.ending_signal, divergences=self.divergences,
+            pinned_cpu=self.pinned_cpu,
             milestones=milestones, warnings=tuple(self.warnings),
             setup_seconds=loop_started - started, loop_steps_per_second=self.pos / max(ended - loop_started, 1e-9))
 
@@ -380,6 +389,7 @@ class Recorder:
         if self.interrupted or self.finished:
             raise KeyboardInterrupt
         self.interrupted = True
+        self.ending_signal = signum
         pid = self.pid
         if pid is None and self.catcher is not None:
             self.catcher.cancelled = True  # still waiting for a spawn: it lets the parent go
