@@ -6,8 +6,8 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 # The way in comes first: on 80 columns the end of the line is cut off.
-PLACEHOLDER = ("(ldbg) press : to type · si 5 · ni · c · b main · b *ADDR · x/4gx $sp · info auxv · "
-               "vmmap · got · explain · until T · help")
+PLACEHOLDER = ("(ldbg) press : to type · si 5 · ni · c · b main · p $rsp · x/4gx $sp · disas · bt · "
+               "info auxv · vmmap · got · explain · help")
 
 
 class CommandLine(Input):
