@@ -749,6 +749,9 @@ class LoaderdbgApp(App[int]):
 
     def _cmd_until(self, command: Command) -> None:
         target = command.target
+        if target is None:
+            self._until_next()
+            return
         milestone = next((m for m, t in RUN_TO_TARGETS.items() if t == target), None)
         if milestone is not None:
             self.run_to_milestone(milestone)
@@ -766,6 +769,21 @@ class LoaderdbgApp(App[int]):
                                  f"(until sym:{location.symbols[0]} waits for it in a library loaded later)")
             session.cont(target)
         self._motion(f"run to {target}", job)
+
+    def _until_next(self) -> None:
+        """gdb's bare `until`: `ni`, except that a jump back (a loop's end)
+        runs on to the instruction after it instead of round the loop."""
+        view = self.view
+        if not self._alive():
+            self._gone()
+            return
+        insn = next((i for i in view.listing if i.address == view.pc), None) if view is not None else None
+        if insn is not None and insn.is_jump and insn.branch_target is not None and insn.branch_target < insn.address:
+            after = insn.address + insn.size
+            self._switch_to_code()
+            self._motion(f"until {after:#x}", lambda: self.session.cont(f"addr:{after:#x}"))
+            return
+        self._step_kind("next", 1)
 
     def _cmd_goto(self, command: Command) -> None:
         self._goto(command.count)

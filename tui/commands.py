@@ -306,6 +306,8 @@ def parse_command(line: str) -> Command | None:
         return Command("disassemble", address=parse_address(rest) if rest else None, text=text)
     if verb == "until":
         if not rest:
+            if head in ("until", "u"):
+                return Command("until", text=text)  # gdb's: next, but never back round a loop
             raise CommandError(f"{head} needs a stop target or a location: {TARGET_HELP}, *ADDR, NAME")
         target = _until_target(rest)
         # gdb's location (a bare name): looked up before running, so a name

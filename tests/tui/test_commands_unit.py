@@ -47,7 +47,7 @@ def test_until_takes_stop_targets(line, target):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("until", "needs a stop target"), ("until no:where", "unknown stop target"), ("until *x", "takes a number"), ("si -1", "out of range"),
+    ("run-to", "needs a stop target"), ("until no:where", "unknown stop target"), ("until *x", "takes a number"), ("si -1", "out of range"),
     ("si x", "not a number"), ("frob", "unknown command"), ("dissas", "did you mean 'disas'"), ("p", "needs an expression"),
     ("p *$sp", "non-pointer"), ("p/q $sp", "formats here"), ("info symbol", "Argument required"), ("x $sp", None), ("x/4q $sp", "unknown letter"),
     ("x/4gx", "needs an address"), ("info", "info what?"), ("vmmap now", "takes no argument"),

@@ -159,3 +159,24 @@ def test_sharedlibrary_until_a_symbol_and_suggestions(demo):
                          rf"{re.escape(libc.path)}", text)
 
     run_pilot(LoaderdbgApp(session), scenario, size=(160, 48))
+
+
+def test_bare_until_leaves_a_loop(demo):
+    session, _ = demo
+
+    async def scenario(pilot):
+        app = pilot.app
+        start = app.view.pc
+        first = app.view.listing[[i.address for i in app.view.listing].index(start)]
+        await type_command(pilot, "until")  # not a jump: as ni
+        assert app.view.pc == first.address + first.size
+        await type_command(pilot, "until execsolib_self_relocate")
+        loop_end = next((i for i in session.disassemble(app.view.pc, 200)
+                         if i.is_jump and i.branch_target is not None and i.branch_target < i.address), None)
+        assert loop_end is not None, "no backward jump in execsolib_self_relocate"
+        await type_command(pilot, f"until *{loop_end.address:#x}")
+        assert app.view.pc == loop_end.address
+        await type_command(pilot, "until")
+        assert app.view.pc == loop_end.address + loop_end.size
+
+    run_pilot(LoaderdbgApp(session), scenario, size=(160, 48))
