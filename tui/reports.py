@@ -13,7 +13,7 @@ from loaderdbg.session import MILESTONE_TITLES
 
 from loaderdbg_tui.backtrace import MAX_FRAMES, backtrace
 from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat, PrintSpec
-from loaderdbg_tui.describe import hex_short, hex_word, split_symbol, step_text
+from loaderdbg_tui.describe import hex_short, split_symbol, step_text
 from loaderdbg_tui.fit import Column, FittedTable
 from loaderdbg_tui.registers import REGISTER_ORDER
 from loaderdbg_tui.view import StopView
