@@ -123,3 +123,39 @@ def test_g_after_a_continue_says_why(demo):
         assert "step back needs a recording: loaderdbg record" in status_text(app)
 
     run_pilot(LoaderdbgApp(session), scenario)
+
+
+def test_output_view_scrolls_searches_and_lets_go(demo):
+    """Output wider than the log (vmmap at 80 columns) opens full width: /
+    searches, n goes to the next match, Escape returns; `:` from it goes
+    straight to the command line."""
+    from loaderdbg_tui.output_view import OutputScreen
+
+    session, _ = demo
+
+    async def scenario(pilot):
+        app = pilot.app
+        await type_command(pilot, "vmmap")
+        view = app.screen
+        assert isinstance(view, OutputScreen)
+        await pilot.press("slash", *"stack", "enter")
+        await pilot.pause()
+        lines = view.plain
+        assert "[stack]" in lines[view.view.cursor]
+        await pilot.press("slash", *"r-xp", "enter")
+        await pilot.pause()
+        first = view.view.cursor
+        assert "r-xp" in lines[first]
+        await pilot.press("n")
+        await pilot.pause()
+        assert view.view.cursor != first and "r-xp" in lines[view.view.cursor]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        await type_command(pilot, "vmmap")
+        assert isinstance(app.screen, OutputScreen)
+        await pilot.press("colon")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen) and isinstance(app.focused, CommandLine)
+
+    run_pilot(LoaderdbgApp(session), scenario)
