@@ -5,7 +5,6 @@ gdb's 59 objects, the fixtures, separate debug files and a 32-bit library."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
