@@ -23,12 +23,10 @@ def _auxv(entries, changed=frozenset()):
     ]
 
 
-def _detail(d, base: int) -> dict:
+def _detail(d) -> dict:
     return {
         "type": d.type,
-        # ObjectDetail.entry is base + e_entry; e_entry 0 (most libraries)
-        # means no entry point, not one at the base.
-        "entry": None if d.entry == base else hexify(d.entry),
+        "entry": hexify(d.entry),
         "interp": d.interp,
         "soname": d.soname,
         "needed": list(d.needed),
@@ -95,7 +93,7 @@ def snapshot_to_json(snap: Snapshot) -> dict:
                 "base": hexify(o.base),
                 "elf_offset": hexify(o.elf_offset),
                 "is_ldso": o.is_ldso,
-                "elf": _detail(o.detail, o.base),
+                "elf": _detail(o.detail),
                 "relocations": {
                     "total": o.totals.total,
                     "applied": o.totals.applied,

@@ -34,7 +34,7 @@ def object_text(obj, app=None) -> Text:
     text.append(_path(app, obj.path) + "\n", style="dim")
     if detail is None:
         return text
-    facts = [detail.type, f"entry {detail.entry:#x}"]
+    facts = [detail.type, "no entry point (e_entry 0)" if detail.entry is None else f"entry {detail.entry:#x}"]
     if detail.interp:
         facts.append(f"interp {detail.interp}")
     if detail.soname:

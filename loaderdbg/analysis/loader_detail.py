@@ -34,7 +34,7 @@ class TlsBlock:
 class ObjectDetail:
     name: str
     type: str
-    entry: int  # runtime address
+    entry: int | None  # runtime address; None when e_entry is 0 (most libraries: no entry point)
     interp: str | None
     soname: str | None
     needed: tuple[str, ...]
@@ -95,7 +95,7 @@ def object_detail(obj: MappedObject, maps: Sequence[MapEntry]) -> ObjectDetail:
     return ObjectDetail(
         name=obj.name,
         type=info.type,
-        entry=obj.base + info.entry,
+        entry=obj.base + info.entry if info.entry else None,
         interp=info.interp,
         soname=info.soname,
         needed=tuple(info.needed),
