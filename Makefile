@@ -70,10 +70,11 @@ test: venv fixtures
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Ratios measured side by side in one run; not timed tests.
-bench: venv fixtures
+bench: venv fixtures fixtures-big
 	$(VPY) bench/stepping.py
 	$(VPY) bench/record.py
 	$(VPY) bench/tui.py
+	$(VPY) bench/scale.py
 
 recordings: venv fixtures
 	$(VPY) -m loaderdbg.record.samples recordings
