@@ -37,11 +37,12 @@ import resource
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stepping import affinity  # noqa: E402  (bench/ is the script's own directory)
 
 from loaderdbg.inspect_command import launch_spec  # noqa: E402
 from loaderdbg.live import LiveSession  # noqa: E402
@@ -53,20 +54,6 @@ BIG = REPO / "build" / "fixtures" / "big"
 BIG_SCALES = (("¼", "big-quarter"), ("½", "big-half"), ("1×", "big-full"))
 GDB = ["/usr/bin/gdb", "--version"]
 MILLION = REPO / "build" / "bench" / "python3-1M.ldbg"
-
-
-@contextmanager
-def affinity(cpus: set[int] | None):
-    """Pin the calling thread; threads and processes it creates inherit it."""
-    if cpus is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def best_of(repeat: int, measure) -> tuple[float, float]:
