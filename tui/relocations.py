@@ -23,7 +23,8 @@ BAR_WIDTH = 20
 MIN_BAR_WIDTH = 6
 MIN_NAME_WIDTH = 10
 COLUMNS = (Column("object", free=True, shrink="left", minimum=8), Column("slot"), Column("type"),
-           Column("symbol", free=True), Column("addend"), Column("state"), Column("now"), Column("expected"))
+           Column("symbol", free=True), Column("addend"), Column("state"), Column("now"), Column("expected"),
+           Column("bound to / why", free=True))
 # Cells patched in place should fit (a wider one rebuilds the table): room
 # for a user-space address and any state.
 HEX_COLUMNS = {"now": 14, "expected": 14, "state": 7}
@@ -70,6 +71,21 @@ def summary_text(view: StopView, width: int = 1000) -> Text:
         for value, width in zip(row, widths):
             text.append("  " + str(value).rjust(width))
     return text
+
+
+def _bound_or_why(reloc) -> str:
+    """What the slot binds to (object:symbol@version; "nothing" for an
+    undefined weak), then why its state is what it is when that needs
+    saying (every unknown says why)."""
+    parts = []
+    binding = reloc.binding
+    if binding is not None:
+        version = f"@{binding.version}" if binding.version else ""
+        where = binding.object.rsplit("/", 1)[-1] if binding.object else None
+        parts.append(f"{where}:{binding.symbol}{version}" if where else "nothing (weak)")
+    if reloc.reason:
+        parts.append(reloc.reason)
+    return " — ".join(parts)
 
 
 def matches(reloc, needle: str) -> bool:
@@ -208,4 +224,5 @@ class RelocationsPane(ViewPane, Vertical):
     def _row(reloc) -> tuple[str, ...]:
         addend = "" if reloc.addend is None else f"{reloc.addend:#x}"
         return (reloc.object, f"{reloc.address:#x}", reloc.type_name.replace("R_X86_64_", ""),
-                reloc.symbol or "", addend, reloc.state, hex_short(reloc.current), hex_short(reloc.expected))
+                reloc.symbol or "", addend, reloc.state, hex_short(reloc.current), hex_short(reloc.expected),
+                _bound_or_why(reloc))

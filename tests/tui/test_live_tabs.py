@@ -61,6 +61,10 @@ def test_tabs_at_at_entry(demo):
         wanted = [r for r in snap.relocations if r.object == "libc.so.6" and r.type_name.endswith("JUMP_SLOT")]
         assert 0 < len(table.lines) == len(wanted) * pane.row_height
         assert all("JUMP_SLOT" in line.plain for line in table.lines[::pane.row_height])
+        # What each slot binds to is on its row (issue 15: bindings and reasons in the TUI).
+        bound = next(r for r in wanted if r.binding is not None and r.binding.object)
+        where = f"{bound.binding.object.rsplit('/', 1)[-1]}:{bound.binding.symbol}"
+        assert any(where in line.plain for line in table.lines), where
 
         await show("tab-maps")
         maps = screen.query_one(MapsPane)
