@@ -32,6 +32,7 @@ from loaderdbg.errors import LoaderdbgError, UsageError
 from loaderdbg.job_thread import JobThread
 from loaderdbg.session import MILESTONE_TITLES, Capability
 
+from loaderdbg.printable import printable
 from loaderdbg_tui import reports
 from loaderdbg_tui.backtrace import backtrace
 from loaderdbg_tui.command_line import CommandLine
@@ -113,7 +114,7 @@ class LoaderdbgApp(App[int]):
         self.session = session
         self.capabilities = frozenset(session.capabilities)
         self.target_label = title
-        program = os.path.basename(str(session.program or ""))
+        program = printable(os.path.basename(str(session.program or "")))
         self.title = title or (f"loaderdbg — {program}" if program else "loaderdbg")
         self.output_fd = output_fd
         self.view: StopView | None = None

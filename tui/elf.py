@@ -10,6 +10,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from loaderdbg.printable import printable
 from loaderdbg_tui.describe import hex_short
 from loaderdbg_tui.lines_view import LinesView
 from loaderdbg_tui.pane import ViewPane
@@ -26,12 +27,12 @@ def object_text(obj, app=None) -> Text:
     """One object: a header line and what its ObjectDetail says."""
     detail = getattr(obj, "detail", None)
     text = Text()
-    text.append(obj.name, style="bold")
+    text.append(printable(obj.name), style="bold")
     role = " (ld.so)" if obj.is_ldso else " (ELF embedded at file offset " + hex_short(obj.elf_offset) + ")" \
         if obj.elf_offset else ""
     text.append(role, style="magenta" if obj.is_ldso else "yellow")
     text.append(f"  base {obj.base:#x}  ")
-    text.append(_path(app, obj.path) + "\n", style="dim")
+    text.append(_path(app, printable(obj.path)) + "\n", style="dim")
     if detail is None:
         return text
     facts = [detail.type, "no entry point (e_entry 0)" if detail.entry is None else f"entry {detail.entry:#x}"]

@@ -7,6 +7,7 @@ from itertools import groupby
 
 from rich.text import Text
 
+from loaderdbg.printable import printable
 from loaderdbg_tui.describe import hex_short
 from loaderdbg_tui.fit import Column
 from loaderdbg_tui.pane import ViewPane
@@ -41,7 +42,7 @@ class LinkMapPane(ViewPane, TableView):
             for index, entry in enumerate(group):
                 style = KIND_STYLES.get(entry.kind, "")
                 rows.append((Text(f"[{namespace}]") if index == 0 else "",
-                             Text(entry.name or "(main program)", style=style),
+                             Text(printable(entry.name) or "(main program)", style=style),
                              hex_short(entry.l_addr), hex_short(entry.l_ld), entry.kind, hex_short(entry.address)))
         self.show(rows)
         self.set_titles(subtitle=f"{len(entries)} objects")

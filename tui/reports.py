@@ -11,6 +11,7 @@ from rich.text import Text
 from loaderdbg.decode.registers import format_flags
 from loaderdbg.session import MILESTONE_TITLES
 
+from loaderdbg.printable import printable
 from loaderdbg_tui.backtrace import MAX_FRAMES, backtrace
 from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat, PrintSpec
 from loaderdbg_tui.describe import hex_short, split_symbol, step_text
@@ -402,7 +403,7 @@ MAP_COLUMNS = (Column("start"), Column("end"), Column("perms"), Column("offset")
 def map_row(annotation) -> tuple[str, ...]:
     entry = annotation.entry
     return (hex_short(entry.start), hex_short(entry.end), entry.perms, hex_short(entry.offset),
-            annotation.object or "", annotation.segment or "", entry.path)
+            printable(annotation.object or ""), annotation.segment or "", printable(entry.path))
 
 
 def vmmap_report(view: StopView) -> FittedTable:
@@ -475,7 +476,7 @@ def events_report(view: StopView) -> Text:
         step = str(event.step) if event.exact and event.step >= 0 else "~"
         style = "bold red" if event.name == "crash" else ("bold" if event.kind == "milestone" else "")
         title = MILESTONE_TITLES.get(event.name, event.name)
-        out.append(f"{step:>9}  {title:22} {event.detail}\n", style=style)
+        out.append(f"{step:>9}  {title:22} {printable(event.detail)}\n", style=style)
     return out
 
 

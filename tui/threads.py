@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from loaderdbg.printable import printable
 from loaderdbg_tui.describe import hex_short
 from loaderdbg_tui.fit import Column
 from loaderdbg_tui.pane import ViewPane
@@ -29,7 +30,7 @@ class ThreadsPane(ViewPane, TableView):
         threads = view.snapshot.threads
         if previous is not None and previous.snapshot.threads == threads and self.rows:
             return
-        rows = [(str(thread.tid), Text(thread.name), Text(thread.state), hex_short(thread.fs_base),
+        rows = [(str(thread.tid), Text(printable(thread.name)), Text(thread.state), hex_short(thread.fs_base),
                  " ".join(thread.sigmask) or "-", " ".join(thread.sigpend) or "-",
                  " ".join(thread.shdpnd) or "-", Text(thread.stop))
                 for thread in threads]

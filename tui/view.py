@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 from loaderdbg.decode.disasm import Instruction, memory_operands
 from loaderdbg.decode.registers import changed_registers
+from loaderdbg.printable import printable
 from loaderdbg.session import Capability, Event
 from loaderdbg.snapshot import Snapshot
 
@@ -133,7 +134,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
         stage=stage,
         markers=timeline_markers(snapshot.events, stage, _recorded_events(session), position),
         words=describe_stop(snapshot.stop, stage, regs, milestone_before_end(snapshot.events)),
-        program=snapshot.program,
+        program=printable(snapshot.program),  # shown: from a recording it is data
         pid=snapshot.pid,
     )
 

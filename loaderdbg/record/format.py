@@ -804,7 +804,9 @@ class Recording:
                 raise self._fail("event row malformed")
             if not _int_or_none(address) or not _is_int(exact):
                 raise self._fail("event address malformed")
-            out.append(Event(step, kind, name, detail, from_sql(address), bool(exact)))
+            # Names and texts from the file are shown: never a control character.
+            out.append(Event(step, printable(kind), printable(name), printable(detail), from_sql(address),
+                             bool(exact)))
         return tuple(out)
 
     def syscalls(self) -> list[dict]:
@@ -822,8 +824,8 @@ class Recording:
                 raise self._fail(f"syscall at step {step}: bad arguments") from None
             if len(parsed) > 6 or not all(0 <= a <= MASK64 for a in parsed):
                 raise self._fail(f"syscall at step {step}: bad arguments")
-            out.append({"step": step, "number": number, "name": name, "args": tuple(parsed),
-                        "result": result, "text": text})
+            out.append({"step": step, "number": number, "name": printable(name), "args": tuple(parsed),
+                        "result": result, "text": printable(text)})
         return out
 
     def signals(self) -> list[dict]:

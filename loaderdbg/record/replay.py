@@ -34,6 +34,7 @@ from loaderdbg.decode.siginfo import decode_siginfo
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.errors import UsageError
+from loaderdbg.printable import printable
 from loaderdbg.record import index
 from loaderdbg.record.exact_milestones import exact_milestones
 from loaderdbg.record.format import (
@@ -1066,7 +1067,7 @@ def _signal_name(number: int) -> str:
 def _reason_from_json(data: dict) -> StopReason:
     def text(key):
         value = data.get(key)
-        return value if isinstance(value, str) else None
+        return printable(value) if isinstance(value, str) else None  # shown: no control characters
 
     def number(key):
         value = data.get(key)
