@@ -19,7 +19,9 @@ import sys
 from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
 from loaderdbg.output import STDERR_FD, reopen_closed_standard_fds, require_stdout, say, say_line, write_stdout
+from loaderdbg.printable import printable
 from loaderdbg.targets import TARGET_HELP, parse_target
+from loaderdbg.user_files import regular_file
 
 EXIT_OK, EXIT_TARGET, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
 STDOUT_FD = 1
@@ -376,7 +378,6 @@ def cmd_replay(options: argparse.Namespace) -> int:
 def cmd_verify(options: argparse.Namespace) -> int:
     """Replay the whole recording and check it at every keyframe (the
     recorder's checksums); a progress line on a terminal, like record's."""
-    from loaderdbg.printable import printable
     from loaderdbg.record.replay import ReplaySession
 
     require_stdout()
@@ -415,6 +416,12 @@ def cmd_explain(options: argparse.Namespace) -> int:
         with ReplaySession(options.target) as replay:
             write_stdout(explain_recording(replay) + "\n")
             return EXIT_OK if replay.divergence is None else EXIT_TARGET
+    if os.path.lexists(options.target):
+        # Here, and not a recording: a FIFO or a device named like one is
+        # said to be what it is (a program name would be looked up in PATH).
+        from loaderdbg.record.format import file_type_name
+        regular_file(options.target, printable(options.target),
+                     lambda mode: f"is {file_type_name(mode)}, neither a recording nor a program")
     from loaderdbg.inspect_command import launch_spec
     until = str(_target(options.until or DEFAULT_EXPLAIN_UNTIL))
     # The program's own output would interleave with the report: keep it
