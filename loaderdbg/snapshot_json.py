@@ -47,6 +47,28 @@ def _detail(d) -> dict:
     }
 
 
+def _dynamic(d) -> dict:
+    """The dynamic section in readable form: its entries as readelf -d lists
+    them (file values), and what a loader engineer asks of them by name."""
+    values = {}
+    for entry in d.dynamic:
+        values.setdefault(entry.name, entry.value)
+    return {
+        "needed": list(d.needed),
+        "soname": d.soname,
+        "rpath": d.rpath,
+        "runpath": d.runpath,
+        "init": hexify(values.get("DT_INIT")),
+        "fini": hexify(values.get("DT_FINI")),
+        "preinit_array_size": values.get("DT_PREINIT_ARRAYSZ"),
+        "init_array_size": values.get("DT_INIT_ARRAYSZ"),
+        "fini_array_size": values.get("DT_FINI_ARRAYSZ"),
+        "version_needs": values.get("DT_VERNEEDNUM", 0),
+        "version_definitions": values.get("DT_VERDEFNUM", 0),
+        "entries": [{"tag": e.name, "value": hexify(e.value), "text": e.text} for e in d.dynamic],
+    }
+
+
 def snapshot_to_json(snap: Snapshot) -> dict:
     stack = snap.stack
     stop = snap.stop
@@ -94,6 +116,7 @@ def snapshot_to_json(snap: Snapshot) -> dict:
                 "elf_offset": hexify(o.elf_offset),
                 "is_ldso": o.is_ldso,
                 "elf": _detail(o.detail),
+                "dynamic": _dynamic(o.detail),
                 "relocations": {
                     "total": o.totals.total,
                     "applied": o.totals.applied,

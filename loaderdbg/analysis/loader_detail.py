@@ -49,6 +49,9 @@ class ObjectDetail:
     has_eh_frame_hdr: bool
     gnu_stack: str | None  # "RW" or "RWE": is the stack executable?
     has_gnu_property: bool
+    dynamic: tuple[DynamicEntry, ...] = ()  # the file's dynamic section, as readelf -d lists it
+    rpath: str | None = None
+    runpath: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ def object_detail(obj: MappedObject, maps: Sequence[MapEntry]) -> ObjectDetail:
         has_eh_frame_hdr=any(s.type == "GNU_EH_FRAME" for s in info.segments),
         gnu_stack=None if stack is None else ("RWE" if "E" in stack.flags or "x" in stack.flags else "RW"),
         has_gnu_property=any(s.type == "GNU_PROPERTY" for s in info.segments),
+        dynamic=info.dynamic,
+        rpath=info.rpath,
+        runpath=info.runpath,
     )
 
 
