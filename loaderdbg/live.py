@@ -16,6 +16,8 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Sequence
 
 from loaderdbg import end_signals
+from loaderdbg.analysis.source_lines import line_at
+from loaderdbg.decode.dwarf_lines import SourceLine
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
@@ -159,6 +161,9 @@ class LiveSession:
 
     def disassemble(self, addr: int, count: int = 16):
         return self._tracer.call(self._inferior.disassemble, addr, count)
+
+    def source_line(self, addr: int) -> SourceLine | None:
+        return self._tracer.call(lambda: line_at(self._inferior.symbols(), addr))
 
     def breakpoints(self) -> frozenset[int]:
         return frozenset(self._inferior.user_breakpoints)

@@ -83,6 +83,8 @@ class Session(Protocol):
 
     def resolve(self, name: str) -> int | None: ...  # symbol name → address (dynamic, then .symtab)
 
+    def source_line(self, addr: int): ...  # file:line of code (DWARF, separate debug files too), or None
+
     def step(self, n: int = 1) -> StopReason: ...
 
     def step_over(self) -> StopReason: ...

@@ -172,7 +172,8 @@ class DisassemblyPane(ViewPane, Vertical):
             self._operands_shown = operands
             operands_view.show(*operands)
         count = len(view.breakpoints)
-        self.set_titles(subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
+        self.set_titles(title=f"disassembly · {view.source}" if view.source else "disassembly",
+                        subtitle=f"● {count} breakpoint{'s' if count != 1 else ''}" if count else "")
 
     def lay_out_ahead(self, windows) -> None:
         """Lay out (and have the listing render) the windows the next step

@@ -67,6 +67,7 @@ class StopView:
     words: StopWords
     program: str = ""
     pid: int | None = None
+    source: str | None = None  # "file.c:123" of pc, from DWARF line info (a separate debug file too)
 
     @property
     def stop(self):
@@ -108,9 +109,11 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     listing: tuple[Instruction, ...] = ()
     operands: tuple[OperandValue, ...] = ()
     stack_words: tuple[tuple[int, int], ...] = ()
+    source = None
     if regs is not None and alive:
         listing = _listing(_CachedCode(session, snapshot), regs.pc, previous.listing if previous else ())
         operands = _operands(session, listing, regs, snapshot)
+        source = _source_text(session.source_line(regs.pc))
         stack_words = _stack_words(session, regs, snapshot, previous.stack_words if previous else ())
     changed: frozenset[str] = frozenset()
     if previous is not None and previous.registers is not None and regs is not None:
@@ -136,7 +139,13 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
         words=describe_stop(snapshot.stop, stage, regs, milestone_before_end(snapshot.events)),
         program=printable(snapshot.program),  # shown: from a recording it is data
         pid=snapshot.pid,
+        source=source,
     )
+
+
+def _source_text(line) -> str | None:
+    """gdb's spelling of where pc is in the source: file:line."""
+    return None if line is None else f"{printable(line.file.rsplit('/', 1)[-1])}:{line.line}"
 
 
 def _recorded_events(session) -> Sequence[Event] | None:

@@ -23,10 +23,12 @@ from typing import Sequence
 
 from loaderdbg.analysis.address_space import AddressSpace
 from loaderdbg.analysis.objects import ElfCache, MappedObject
+from loaderdbg.analysis.source_lines import line_at
 from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.arch import get_arch
 from loaderdbg.decode.auxv import parse_auxv
 from loaderdbg.decode.disasm import disassemble, disassemble_one
+from loaderdbg.decode.dwarf_lines import SourceLine
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.procstatus import parse_task_status
@@ -749,6 +751,10 @@ class ReplaySession:
     def resolve(self, name: str) -> int | None:
         with self._lock:
             return self._source.symbols().locate(name)
+
+    def source_line(self, addr: int) -> SourceLine | None:
+        with self._lock:
+            return line_at(self._source.symbols(), addr)
 
     def disassemble(self, addr: int, count: int = 16):
         with self._lock:
