@@ -75,6 +75,9 @@ class FakeReplaySession:
     def resolve(self, name: str) -> int | None:
         return None  # no symbols in eight hand-written instructions
 
+    def source_line(self, addr: int):
+        return None  # nor any line information
+
     def breakpoints(self) -> frozenset[int]:
         return frozenset()
 
