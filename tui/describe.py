@@ -242,7 +242,8 @@ def timeline_markers(events: Sequence[Event], stage: Stage | None,
     # their place.
     markers = [_marker(e.name, e, here=stage is not None and stage.here and stage.name == e.name)
                for e in _in_order(seen, events)]
-    ended = any(name in seen for name in ("crash", "exit"))
+    # An attached process is past its startup: nothing of it is ahead.
+    ended = any(name in seen for name in ("crash", "exit", "attach"))
     if recorded is not None:
         for event in milestone_events(recorded):
             if event.step > position and event.name not in seen:

@@ -801,6 +801,12 @@ class Inferior:
         if self._already_at(target):
             self.stop_reason = reasons.already_at(target)
             return self.stop_reason
+        if self.attached is not None and kind in MILESTONE_OF_TARGET:
+            # Said now rather than after running the process to its exit.
+            self.stop_reason = reasons.not_reachable(
+                target, f"{target} is part of startup, over before we attached: attach cannot go back "
+                        "(loaderdbg run PROG, or attach --follow-exec to its parent, to see it)")
+            return self.stop_reason
         if kind == "main" and not self.milestone_seen("main"):
             unreachable = self.main_unreachable()
             if unreachable is not None:

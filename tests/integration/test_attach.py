@@ -151,3 +151,20 @@ def test_pending_signal_survives_attach(threads_process):
         time.sleep(0.1)
         assert threads_process.poll() is None  # held while attached
     assert threads_process.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_startup_targets_are_behind_an_attached_process(threads_process):
+    """ldso-entry, entry and main happened before we attached: a run to them
+    says so at once (it used to run the process on until it exited), and
+    the TUI's timeline offers none of them."""
+    from loaderdbg_tui.describe import timeline_markers
+
+    with LiveSession.attach(threads_process.pid) as session:
+        for target in ("ldso-entry", "entry", "main"):
+            started = time.monotonic()
+            reason = session.cont(target)
+            assert not reason.reached and "over before we attached" in reason.description, reason
+            assert time.monotonic() - started < 5
+        markers = timeline_markers(session.events(), None)
+        assert [m.name for m in markers if not m.reached] == []
+    assert threads_process.poll() is None  # left running
