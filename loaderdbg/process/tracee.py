@@ -259,6 +259,17 @@ class Tracee:
             self._swallow = sig
             os.kill(os.getpid(), _signal.SIGINT)
 
+    def terminal_signal(self, sig: int) -> bool:
+        """For a stepper of its own (the recorder): the tracee stopped to
+        receive ``sig``. True when the signal is about our terminal and must
+        not be delivered (it was lent the terminal, or a Ctrl-C at the
+        terminal it held was passed on to us)."""
+        if self.terminal_fd is None:
+            return False
+        self._terminal_signal(sig)
+        swallowed, self._swallow = self._swallow == sig, 0
+        return swallowed
+
     def _lend_terminal(self) -> None:
         fd = self.terminal_fd
         try:

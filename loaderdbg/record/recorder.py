@@ -371,6 +371,7 @@ class Recorder:
         """A launched tracee dies with the recording; a caught child is
         detached running, with its own CPU set back and the signal it was
         about to get (a fault it must die of, as it would have untraced)."""
+        tracee.reclaim_terminal()  # if it was lent ours
         if tracee.launched:
             tracee.kill()
             return
@@ -960,6 +961,11 @@ class Recorder:
     def _signal_stop(self, stop: Stop, raw: bytes) -> None:
         if stop.signal == _signal.SIGSTOP and self.interrupted:
             self._end(reasons.recording_interrupted(self.target, self.pos))
+        if self.tracker.tracee.terminal_signal(stop.signal):
+            # It read our terminal (lent it now, as in a live run: the read
+            # is restarted) or Ctrl-C came at the terminal it holds (ours):
+            # nothing is delivered, nothing of the program's own happened.
+            return
         detail = stop.describe()
         if stop.siginfo:
             try:

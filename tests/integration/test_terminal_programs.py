@@ -78,3 +78,25 @@ def test_explain_gives_the_program_no_terminal_to_wait_on():
         session.close()
     assert code == 0, session.text[-2000:]
     assert "Outcome:" in session.text and "exit" in session.text.split("Outcome:")[-1]
+
+
+def test_record_lends_the_terminal_too(tmp_path):
+    """`record` of a program that reads the terminal: it gets it (it used to
+    loop on SIGTTIN, stepping and growing the file without end), and the
+    recording ends with the program."""
+    path = tmp_path / "cat.ldbg"
+    session = PtySession(["record", "-o", str(path), "/bin/cat"])
+    try:
+        session.read_for(15, until=b"milestone: main")  # recording, at a terminal: a progress line
+        session.type(b"typed-while-recording\n")
+        session.read_for(20, until=b"typed-while-recording")
+        session.type(b"\x04")
+        code = session.exit_code()
+    finally:
+        session.close()
+    assert code == 0, session.text[-2000:]
+    assert session.text.count("typed-while-recording") >= 2  # the terminal's echo, and cat's copy
+    assert "exited with status 0" in session.text
+    from loaderdbg.record.replay import ReplaySession
+    with ReplaySession(str(path)) as replay:
+        assert replay.end_reason.kind == "exited" and replay.verify().ok
