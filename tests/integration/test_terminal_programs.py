@@ -100,3 +100,20 @@ def test_record_lends_the_terminal_too(tmp_path):
     from loaderdbg.record.replay import ReplaySession
     with ReplaySession(str(path)) as replay:
         assert replay.end_reason.kind == "exited" and replay.verify().ok
+
+
+def test_ctrl_c_ends_a_recording_whose_program_holds_the_terminal(tmp_path):
+    path = tmp_path / "cat.ldbg"
+    session = PtySession(["record", "-o", str(path), "/bin/cat"])
+    try:
+        session.read_for(15, until=b"milestone: main")
+        session.read_for(1)  # cat is in its read now, holding the terminal
+        session.type(b"\x03")
+        code = session.exit_code()
+    finally:
+        session.close()
+    assert code == 130, session.text[-2000:]
+    assert "recording interrupted at step" in session.text
+    from loaderdbg.record.replay import ReplaySession
+    with ReplaySession(str(path)) as replay:
+        assert replay.end_reason.kind == "interrupted" and replay.verify().ok
