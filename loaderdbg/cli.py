@@ -441,8 +441,8 @@ def cmd_explain(options: argparse.Namespace) -> int:
             report = explain_program(spec, until)
     finally:
         os.close(devnull)
-    write_stdout(report + "\n")
-    return EXIT_OK
+    write_stdout(report.text + "\n")
+    return EXIT_TARGET if report.diverged else EXIT_OK
 
 
 COMMANDS = {

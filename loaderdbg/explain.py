@@ -13,6 +13,8 @@ same way from the registers that formed the faulting address.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from loaderdbg.record.dataflow import RegisterWrite, StepInstruction, Tracer
 from loaderdbg.decode.disasm import memory_operands
 from loaderdbg.decode.maps import find_mapping
@@ -28,7 +30,13 @@ MAX_HOPS = 4
 HANDOFF_ZEROED = {"rdx": "the psABI's atexit pointer, which the hand-off sets to 0"}
 
 
-def explain_program(spec, until: str = "exit", progress: bool | None = None) -> str:
+@dataclass(frozen=True)
+class Explanation:
+    text: str
+    diverged: bool  # the replay did not reproduce the recording (its text opens with DIVERGENCE)
+
+
+def explain_program(spec, until: str = "exit", progress: bool | None = None) -> Explanation:
     """`loaderdbg explain PROG`: record ``spec`` (a LaunchSpec) to a
     temporary file, explain it, delete it."""
     import os
@@ -44,7 +52,8 @@ def explain_program(spec, until: str = "exit", progress: bool | None = None) -> 
     try:
         record_program(spec, path, until, progress=progress)
         with ReplaySession(path) as replay:
-            return explain_recording(replay)
+            text = explain_recording(replay)
+            return Explanation(text, replay.divergence is not None)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

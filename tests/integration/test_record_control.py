@@ -222,7 +222,9 @@ def test_a_killed_recorder_leaves_a_readable_prefix(tmp_path):
 
 def test_explain_a_program(fixtures_dir):
     spec = spec_for(str(fixtures_dir / "execsolib/rdxbug/libexecsolib.so"))
-    text = explain_program(spec)
+    explanation = explain_program(spec)
+    assert not explanation.diverged
+    text = explanation.text
     assert "`jmp rdx`" in text and "`xor edx, edx`" in text and "one step earlier" in text
     assert "ld.so's entry point" in text
 
