@@ -31,6 +31,7 @@ from textual.widgets import Input
 from loaderdbg.errors import LoaderdbgError, UsageError
 from loaderdbg.job_thread import JobThread
 from loaderdbg.session import MILESTONE_TITLES, Capability
+from loaderdbg.targets import MILESTONE_OF_TARGET, TARGET_OF_MILESTONE
 
 from loaderdbg.printable import printable
 from loaderdbg_tui import reports
@@ -38,7 +39,7 @@ from loaderdbg_tui.backtrace import backtrace
 from loaderdbg_tui.command_line import CommandLine
 from loaderdbg_tui.commands import Command, CommandError, parse_command
 from loaderdbg_tui.confirm_screen import ConfirmScreen
-from loaderdbg_tui.describe import RUN_TO_TARGETS, step_text
+from loaderdbg_tui.describe import step_text
 from loaderdbg_tui.fit import FittedTable
 from loaderdbg_tui.disassembly import DisassemblyPane
 from loaderdbg_tui.goto_screen import GotoScreen
@@ -432,7 +433,7 @@ class LoaderdbgApp(App[int]):
         """Go to a milestone: goto its step in a recording; on a live
         process run to it if it is ahead, else offer to relaunch."""
         view = self.view
-        target = RUN_TO_TARGETS.get(milestone)
+        target = TARGET_OF_MILESTONE.get(milestone)
         title = MILESTONE_TITLES.get(milestone, milestone)
         seen = None
         if view is not None:
@@ -753,7 +754,7 @@ class LoaderdbgApp(App[int]):
         if target is None:
             self._until_next()
             return
-        milestone = next((m for m, t in RUN_TO_TARGETS.items() if t == target), None)
+        milestone = MILESTONE_OF_TARGET.get(target)
         if milestone is not None:
             self.run_to_milestone(milestone)
             return

@@ -10,9 +10,6 @@ from typing import Iterable, Sequence
 from loaderdbg.session import MILESTONE_TITLES, Event, StopReason
 from loaderdbg.targets import TARGET_OF_MILESTONE
 
-# Milestones you can run to on a live session, and their stop-target spelling.
-# The milestones a stop target runs to (loaderdbg/targets.py owns the map).
-RUN_TO_TARGETS = TARGET_OF_MILESTONE
 # What the timeline shows before a milestone has happened: only the ones a
 # session can run to (an ordinary program never rewrites its auxv, so the
 # exec-solib stages appear only once they happen).
@@ -264,4 +261,4 @@ def _in_order(seen: dict[str, Event], events: Sequence[Event]) -> list[Event]:
 
 def _marker(name: str, event: Event | None, *, here: bool, reached: bool | None = None) -> Marker:
     return Marker(name, MILESTONE_TITLES.get(name, name), SHORT_TITLES.get(name, name),
-                  event is not None if reached is None else reached, here, event, RUN_TO_TARGETS.get(name))
+                  event is not None if reached is None else reached, here, event, TARGET_OF_MILESTONE.get(name))
