@@ -2,9 +2,7 @@
 design allows between rooms (DESIGN.md §1: packages point one way).
 
 Every `loaderdbg.X` / `tui` import is mapped to the room it lands in; an
-arrow between two rooms must be in ALLOWED. TODO_ARROWS lists the arrows
-issue 18 still has to remove: a new bad arrow fails, and so does a listed
-one that is gone (strike it from the list), so the list only shrinks.
+arrow between two rooms must be in ALLOWED, with no exceptions listed.
 """
 
 from __future__ import annotations
@@ -55,9 +53,6 @@ ALLOWED = {
     # and never drives ptrace, a recording or an analysis itself.
     "tui": {"base", "arch", "decode", "targets", "snapshot", "tui"},
 }
-
-# Arrows issue 18 still has to remove (source module, imported module).
-TODO_ARROWS: set[tuple[str, str]] = set()
 
 NEVER = {
     # (room, imported top-level package): the engine never draws a screen
@@ -127,21 +122,14 @@ def test_every_module_has_a_room():
 def test_arrows_point_one_way():
     bad = sorted((source, imported, f"{here} -> {there}")
                  for (here, there), pairs in arrows().items() if there not in ALLOWED[here]
-                 for source, imported in pairs if (source, imported) not in TODO_ARROWS)
+                 for source, imported in pairs)
     assert not bad, "arrows the design does not allow:\n" + "\n".join(map(str, bad))
-
-
-def test_todo_list_only_shrinks():
-    present = {pair for pairs in arrows().values() for pair in pairs}
-    gone = sorted(TODO_ARROWS - present)
-    assert not gone, f"no longer imported, strike from TODO_ARROWS: {gone}"
 
 
 def test_no_cycles_between_rooms():
     graph = defaultdict(set)
-    for (here, there), pairs in arrows().items():
-        if any(pair not in TODO_ARROWS for pair in pairs):
-            graph[here].add(there)
+    for here, there in arrows():
+        graph[here].add(there)
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         for nxt in graph[start]:
