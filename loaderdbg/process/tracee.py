@@ -212,14 +212,11 @@ class Tracee:
     # -- resuming ----------------------------------------------------------
     def _wait(self) -> Stop:
         _, status = ptrace.waitpid(self.pid)
-        return self._classify(status)
+        return self.classify_status(status)
 
     def classify_status(self, status: int) -> Stop:
         """What a waitpid status of this tracee means, with the tracee's
         caches brought up to date (registers, code, breakpoints after exec)."""
-        return self._classify(status)
-
-    def _classify(self, status: int) -> Stop:
         stop = classify(self.pid, status)
         self._regs_raw = None
         if not stop.alive:
@@ -312,9 +309,6 @@ class Tracee:
         return stop
 
     def at_breakpoint(self) -> bool | None:
-        return self._at_breakpoint()
-
-    def _at_breakpoint(self) -> bool | None:
         """Whether pc is on one of our int3s; None when the tracee has left
         its stop under us (a SIGKILL from outside): then only waitpid can
         tell what became of it."""
@@ -368,7 +362,7 @@ class Tracee:
             stop = self.syscall_step if kind == CODE_SYSCALL else self.plain_step
             self.last_stop = stop
             return stop
-        return self._classify(status)
+        return self.classify_status(status)
 
     def _status_after_failed_step(self, err: int) -> int:
         """The wait status when the step helper failed with ``err``."""
@@ -391,7 +385,7 @@ class Tracee:
         """Continue to the next stop: a breakpoint, a signal, an event, and
         with ``syscalls`` every syscall entry and exit too."""
         self._code.clear()  # a continue may run anything, mmap included
-        at_breakpoint = self._at_breakpoint()
+        at_breakpoint = self.at_breakpoint()
         if at_breakpoint is None:
             return self._wait()
         if at_breakpoint:
