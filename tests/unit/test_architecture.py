@@ -27,6 +27,7 @@ ROOMS = {
     "loaderdbg.process": "process",
     "loaderdbg.record": "record",
     "loaderdbg.live": "live",
+    "loaderdbg.gdb_remote": "gdb_remote", "loaderdbg.serve": "serve",
     "loaderdbg.cli": "front", "loaderdbg.__main__": "front", "loaderdbg.inspect_command": "front",
     "loaderdbg.output": "front", "loaderdbg.end_signals": "base",
     "tui": "tui",
@@ -34,20 +35,25 @@ ROOMS = {
 
 # room -> rooms it may import. Lower rooms know nothing of higher ones.
 ENGINE_BELOW_FRONTS = {"base", "arch", "decode", "targets", "debug_files", "analysis", "snapshot",
-                       "render", "process", "record", "history", "live"}
+                       "render", "process", "record", "history", "live", "gdb_remote", "serve"}
 ALLOWED = {
     "base": {"base"},
     "arch": {"base"},
+    # The GDB remote protocol's codec: pure bytes, for the server and the qemu stub client.
+    "gdb_remote": {"base"},
     "decode": {"base", "arch"},
     "targets": {"base"},
     "debug_files": {"base", "decode"},
     "analysis": {"base", "arch", "decode", "targets", "debug_files"},
     "snapshot": {"base", "arch", "decode", "analysis", "targets"},
     "render": {"base", "arch", "decode", "analysis", "snapshot", "targets"},
-    "process": {"base", "arch", "decode", "analysis", "snapshot", "targets", "debug_files"},
+    "process": {"base", "arch", "decode", "analysis", "snapshot", "targets", "debug_files", "gdb_remote"},
     "record": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process", "debug_files"},
     "history": {"base", "arch", "decode", "analysis", "snapshot", "targets", "record", "process"},
     "live": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process"},
+    # `loaderdbg serve`: one more front on a session, live or replayed.
+    "serve": {"base", "arch", "decode", "analysis", "snapshot", "targets", "record", "history", "live",
+              "gdb_remote"},
     "front": ENGINE_BELOW_FRONTS | {"front"},
     # The TUI talks to a Session: it renders snapshots and decoded values,
     # and never drives ptrace, a recording or an analysis itself.
