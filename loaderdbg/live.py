@@ -16,6 +16,7 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Sequence
 
 from loaderdbg import end_signals
+from loaderdbg.analysis.backtrace import MAX_FRAMES, Frame, backtrace_of
 from loaderdbg.analysis.source_lines import line_at
 from loaderdbg.decode.dwarf_lines import SourceLine
 from loaderdbg.errors import TargetError
@@ -164,6 +165,9 @@ class LiveSession:
 
     def source_line(self, addr: int) -> SourceLine | None:
         return self._tracer.call(lambda: line_at(self._inferior.symbols(), addr))
+
+    def backtrace(self, limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
+        return self._tracer.call(backtrace_of, self._inferior, limit)
 
     def breakpoints(self) -> frozenset[int]:
         return frozenset(self._inferior.user_breakpoints)

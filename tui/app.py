@@ -35,7 +35,6 @@ from loaderdbg.targets import MILESTONE_OF_TARGET, TARGET_OF_MILESTONE
 
 from loaderdbg.printable import printable
 from loaderdbg_tui import reports
-from loaderdbg_tui.backtrace import backtrace
 from loaderdbg_tui.command_line import CommandLine
 from loaderdbg_tui.commands import Command, CommandError, parse_command
 from loaderdbg_tui.confirm_screen import ConfirmScreen
@@ -905,7 +904,7 @@ class LoaderdbgApp(App[int]):
         session = self.session
 
         def job() -> None:
-            frames = backtrace(session, view.snapshot, 2)
+            frames = session.backtrace(2)
             if len(frames) < 2:
                 raise UsageError('"finish" not meaningful in the outermost frame.')
             self.post_message(CommandOutput(Text.assemble("Run till exit from ", reports.frame_line(frames[0]))))

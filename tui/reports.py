@@ -12,7 +12,6 @@ from loaderdbg.decode.registers import format_flags
 from loaderdbg.session import MILESTONE_TITLES
 
 from loaderdbg.printable import printable
-from loaderdbg_tui.backtrace import MAX_FRAMES, backtrace
 from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat, PrintSpec
 from loaderdbg_tui.describe import hex_short, split_symbol, step_text
 from loaderdbg_tui.fit import Column, FittedTable
@@ -329,8 +328,8 @@ def frame_line(frame) -> Text:
     out.append(f"{frame.pc:#018x}", style="")
     out.append(" in ")
     out.append(f"{name or '??'} ()", style="cyan" if name else "dim")
-    if frame.object_path:
-        out.append(f" from {frame.object_path}", style="dim")
+    if frame.path:
+        out.append(f" from {frame.path}", style="dim")
     return out
 
 
@@ -339,16 +338,19 @@ def backtrace_report(session, view: StopView | None, command: Command) -> Text:
     an object has none for a pc."""
     if view is None or view.registers is None:
         raise CommandError("No stack.")
-    frames = backtrace(session, view.snapshot, command.count if command.text.split()[1:] else MAX_FRAMES)
+    counted = bool(command.text.split()[1:])
+    frames = session.backtrace(command.count if counted else BACKTRACE_LIMIT + 1)
+    more = not counted and len(frames) > BACKTRACE_LIMIT
     out = Text()
-    for frame in frames:
+    for frame in frames[:BACKTRACE_LIMIT]:
         out.append_text(frame_line(frame))
         out.append("\n")
-    if frames and frames[-1].number == MAX_FRAMES - 1:
+    if more:
         out.append("(More stack frames follow...)\n", style="dim")
     return out
 
 
+BACKTRACE_LIMIT = 64  # frames `bt` shows without a count (a runaway unwind ends somewhere)
 DISASSEMBLY_LIMIT = 512  # instructions read for one function at most
 
 

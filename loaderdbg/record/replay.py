@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from loaderdbg.analysis.address_space import AddressSpace
+from loaderdbg.analysis.backtrace import MAX_FRAMES, Frame, backtrace_of
 from loaderdbg.analysis.objects import ElfCache, MappedObject
 from loaderdbg.analysis.source_lines import line_at
 from loaderdbg.analysis.symbols import SymbolTable
@@ -755,6 +756,10 @@ class ReplaySession:
     def source_line(self, addr: int) -> SourceLine | None:
         with self._lock:
             return line_at(self._source.symbols(), addr)
+
+    def backtrace(self, limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
+        with self._lock:
+            return backtrace_of(self._source, limit)
 
     def disassemble(self, addr: int, count: int = 16):
         with self._lock:

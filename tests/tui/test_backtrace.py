@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 from loaderdbg_tui.app import LoaderdbgApp
-from loaderdbg_tui.backtrace import backtrace
 
 from tuihelp import log_text, run_pilot, settle, type_command
 
@@ -42,7 +41,7 @@ def test_bt_through_ld_so_and_finish(demo):
         assert frames[0][2] == "_dl_relocate_object" and frames[-1][2] == "_dl_start_user"
         assert all(_follows_a_call(session, pc) for _, pc, _ in frames[1:])
         caller = frames[1]
-        cfa = backtrace(session, app.view.snapshot, 1)[0].cfa
+        cfa = session.backtrace(1)[0].cfa
         await type_command(pilot, "finish")
         assert "Run till exit from #0" in log_text(app)
         assert app.view.pc == caller[1] and app.view.registers.sp == cfa

@@ -1,0 +1,220 @@
+"""Unwinding the stack (gdb's `bt`): each object's .eh_frame CFI (pyelftools
+reads it), frame pointers where an object has none for a pc.
+
+``unwind`` is a function of the stop's registers, a memory reader and the
+mapped objects, so a live process, a recording, the TUI, inspect --json
+and a gdb server get the same frames. ``backtrace_of`` applies it to a
+StateSource (loaderdbg/snapshot.py): an Inferior or a replay's state.
+An object's call-frame table is parsed once per file and kept (libc's:
+~0.4 s), so a session pays for it on its first unwind through libc.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import threading
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from elftools.common.exceptions import ELFError
+from elftools.dwarf.callframe import FDE, RegisterRule
+from elftools.elf.elffile import ELFFile
+
+from loaderdbg.analysis.objects import MappedObject
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import MapEntry
+from loaderdbg.decode.registers import decode_registers
+
+MAX_FRAMES = 64
+WORD = 8
+# DWARF register numbers on x86_64 (psABI figure 3.36); 16 is the return address.
+DWARF_REGISTERS = {0: "rax", 1: "rdx", 2: "rcx", 3: "rbx", 4: "rsi", 5: "rdi", 6: "rbp", 7: "rsp",
+                   **{n: f"r{n}" for n in range(8, 16)}}
+RETURN_ADDRESS = 16
+# Registers a callee keeps (psABI): only these are known in a caller's frame.
+CALLEE_SAVED = frozenset({"rbx", "rbp", "r12", "r13", "r14", "r15"})
+
+MemoryReader = Callable[[int, int], "bytes | None"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    number: int
+    pc: int
+    sp: int | None         # rsp in this frame (frame 0: the register; a caller: the callee's CFA)
+    cfa: int | None        # the caller's rsp once this frame returns
+    symbol: str | None     # `name+0xoff` as symbolize spells it
+    object: str | None     # the mapped object's name (MappedObject.name), None outside any
+    path: str | None       # the mapping's path ([vdso] too)
+    how: str               # "registers" (frame 0), "cfi" or "frame pointer": how this frame was found
+
+
+class CallFrameTable:
+    """An object's FDEs by link-time address, decoded on first use."""
+
+    def __init__(self, fdes: list) -> None:
+        fdes.sort(key=lambda f: f.header["initial_location"])
+        self._fdes = fdes
+        self._starts = [f.header["initial_location"] for f in fdes]
+        self._decoded: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def row(self, vaddr: int) -> dict | None:
+        """The CFI row in force at vaddr, None if no FDE covers it."""
+        index = bisect.bisect_right(self._starts, vaddr) - 1
+        if index < 0:
+            return None
+        fde = self._fdes[index]
+        if not vaddr < fde.header["initial_location"] + fde.header["address_range"]:
+            return None
+        with self._lock:
+            rows = self._decoded.get(index)
+            if rows is None:
+                rows = self._decoded[index] = fde.get_decoded().table
+        found = None
+        for row in rows:
+            if row["pc"] > vaddr:
+                break
+            found = row
+        return found
+
+
+def parse_call_frame_table(image: bytes) -> CallFrameTable | None:
+    """The .eh_frame table of one ELF image, None without CFI or unreadable."""
+    try:
+        elf = ELFFile(io.BytesIO(image))
+        dwarf = elf.get_dwarf_info(relocate_dwarf_sections=False)
+        if not dwarf.has_EH_CFI():
+            return None
+        return CallFrameTable([e for e in dwarf.EH_CFI_entries() if isinstance(e, FDE)])
+    except (ELFError, ValueError, KeyError, AttributeError, TypeError, IndexError):
+        return None
+
+
+_TABLES: dict[tuple, CallFrameTable | None] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def call_frame_table(obj: MappedObject, object_bytes: Callable[[MappedObject], bytes | None]) -> CallFrameTable | None:
+    """obj's table, parsed once per (file, ELF offset) for the whole process:
+    the same libc in a live run and its recording parses once."""
+    key = (obj.file_key, obj.path, obj.elf_offset)
+    with _TABLES_LOCK:
+        if key in _TABLES:
+            return _TABLES[key]
+    image = object_bytes(obj)
+    table = parse_call_frame_table(image) if image else None
+    with _TABLES_LOCK:
+        _TABLES[key] = table
+    return table
+
+
+def _read_word(read_memory: MemoryReader, address: int) -> int | None:
+    data = read_memory(address, WORD)
+    if data is None or len(data) < WORD:
+        return None
+    return int.from_bytes(data, "little")
+
+
+def unwind(registers: Mapping[str, int], read_memory: MemoryReader, maps: Sequence[MapEntry],
+           objects: Sequence[MappedObject], object_bytes: Callable[[MappedObject], bytes | None],
+           symbolize: Callable[[int], str | None], limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
+    """Frames from the stop's registers outwards, innermost first."""
+    known = {name: registers[name] for name in (*DWARF_REGISTERS.values(), "rip") if name in registers}
+    pc = known.get("rip")
+    if pc is None:
+        return ()
+    frames: list[Frame] = []
+    seen: set[tuple[int, int | None]] = set()
+    found_by = "registers"
+    for number in range(max(limit, 0)):
+        obj = next((o for o in objects if o.contains(pc)), None)
+        mapping = next((m for m in maps if m.start <= pc < m.end), None)
+        symbol = symbolize(pc)
+        # A caller's pc is a return address: look up the call, one byte before.
+        lookup = pc if number == 0 else pc - 1
+        caller, how = None, "frame pointer"
+        table = call_frame_table(obj, object_bytes) if obj is not None else None
+        row = table.row(lookup - obj.base) if table is not None else None
+        if row is not None:
+            caller = _unwind_cfi(read_memory, row, known)
+            how = "cfi"
+        if caller is None:
+            how = "frame pointer"
+            caller = _unwind_frame_pointer(read_memory, known, at_entry=bool(symbol) and "+" not in symbol)
+        cfa = caller.get("rsp") if caller is not None else None
+        frames.append(Frame(number, pc, known.get("rsp"), cfa, symbol, obj.name if obj is not None else None,
+                            mapping.path if mapping is not None and mapping.path else None, found_by))
+        if caller is None:
+            break
+        next_pc = caller.get("rip")
+        if not next_pc or (next_pc, cfa) in seen or \
+                not any(m.start <= next_pc < m.end and m.executable for m in maps):
+            break
+        seen.add((next_pc, cfa))
+        known, pc, found_by = caller, next_pc, how
+    return tuple(frames)
+
+
+def backtrace_of(source, limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
+    """unwind at a StateSource's stop (an Inferior, a replay's state): its
+    registers, memory, maps, objects and the object bytes its ELF cache
+    holds (a recording's own copies when replayed)."""
+    raw = source.registers_raw()
+    if raw is None:
+        return ()
+    try:
+        registers = decode_registers(raw, source.arch)
+    except DecodeError:
+        return ()
+    symbols = source.symbols()
+    return unwind(registers, source.read_memory, source.maps(), source.objects(),
+                  source.elf_cache.object_bytes, symbols.symbolize, limit)
+
+
+def _unwind_cfi(read_memory: MemoryReader, row: dict, known: dict[str, int]) -> dict[str, int] | None:
+    rule = row["cfa"]
+    if rule.expr is not None or rule.reg not in DWARF_REGISTERS:
+        return None
+    base = known.get(DWARF_REGISTERS[rule.reg])
+    if base is None:
+        return None
+    cfa = base + rule.offset
+    caller = {name: value for name, value in known.items() if name in CALLEE_SAVED}
+    caller["rsp"] = cfa
+    for register, saved in row.items():
+        if not isinstance(register, int) or not isinstance(saved, RegisterRule):
+            continue
+        name = "rip" if register == RETURN_ADDRESS else DWARF_REGISTERS.get(register)
+        if name is None:
+            continue
+        if saved.type == RegisterRule.OFFSET:
+            value = _read_word(read_memory, cfa + saved.arg)
+            if value is None:
+                return None
+            caller[name] = value
+        elif saved.type == RegisterRule.UNDEFINED:
+            caller.pop(name, None)
+            if name == "rip":
+                return None  # the outermost frame (_start marks its return address undefined)
+        elif saved.type == RegisterRule.SAME_VALUE and name in known:
+            caller[name] = known[name]
+    return caller if "rip" in caller else None
+
+
+def _unwind_frame_pointer(read_memory: MemoryReader, known: dict[str, int], *,
+                          at_entry: bool) -> dict[str, int] | None:
+    """No CFI for pc: at a function's first instruction the return address
+    is at rsp; elsewhere rbp chains the frames (push rbp; mov rbp, rsp)."""
+    rsp, rbp = known.get("rsp"), known.get("rbp")
+    kept = {k: v for k, v in known.items() if k in CALLEE_SAVED}
+    if at_entry and rsp is not None:
+        ra = _read_word(read_memory, rsp)
+        return None if ra is None else {**kept, "rip": ra, "rsp": rsp + WORD}
+    if not rbp or rsp is None or rbp < rsp:
+        return None
+    saved, ra = _read_word(read_memory, rbp), _read_word(read_memory, rbp + WORD)
+    if ra is None or saved is None:
+        return None
+    return {**kept, "rbp": saved, "rip": ra, "rsp": rbp + 2 * WORD}
