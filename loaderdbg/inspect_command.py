@@ -51,12 +51,13 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
             if target.kind != "first":
                 reason = session.cont(str(target))
             snapshot = session.snapshot()
+            frames = session.backtrace() if as_json else None
             # Stopped under us, it can only have died by SIGKILL; a snapshot
             # taken meanwhile is partly empty yet says "attached", so none
             # is better than that one.
             if reason.reached and reason.kind not in ("exited", "killed") and process_gone(session.pid):
                 raise TargetError(f"{session.pid}: the process was killed while we read it (SIGKILL?)")
-    return _report(snapshot, target, reason, as_json, relocations)
+    return _report(snapshot, target, reason, as_json, relocations, frames)
 
 
 def process_gone(pid: int) -> bool:
@@ -92,7 +93,8 @@ def inspect_replay(path: str, target: Target, *, as_json: bool, relocations: str
     with ReplaySession(path) as session:
         reason = session.cont(str(target)) if target.kind != "first" else session.goto(0)
         snapshot = session.snapshot()
-    code = _report(snapshot, target, reason, as_json, relocations)
+        frames = session.backtrace() if as_json else None
+    code = _report(snapshot, target, reason, as_json, relocations, frames)
     if snapshot.divergence is not None:
         say(snapshot.divergence.headline)
         return max(code, 1)
@@ -114,10 +116,12 @@ def render_text_report(snapshot, relocations: str | None = None) -> str:
     return console.file.getvalue()
 
 
-def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | None = None) -> int:
-    """``relocations``: list them in the text report, all or one state."""
+def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | None = None,
+            frames=None) -> int:
+    """``relocations``: list them in the text report, all or one state;
+    ``frames``: the stop's backtrace, for the JSON."""
     if as_json:
-        write_json(snapshot_to_json(snapshot), write_stdout, end="\n")
+        write_json(snapshot_to_json(snapshot, frames), write_stdout, end="\n")
     else:
         write_stdout(render_text_report(snapshot, relocations))
     if not reason.reached:
@@ -144,7 +148,8 @@ def inspect_program(program: str, args: list[str], target: Target, *, as_json: b
         with LiveSession(spec) as session:
             reason = session.cont(str(target)) if target.kind != "first" else session.stop_reason
             snapshot = session.snapshot()
+            frames = session.backtrace() if as_json else None
     finally:
         if output_fd != STDERR_FD:
             os.close(output_fd)
-    return _report(snapshot, target, reason, as_json, relocations)
+    return _report(snapshot, target, reason, as_json, relocations, frames)

@@ -69,7 +69,9 @@ def _dynamic(d) -> dict:
     }
 
 
-def snapshot_to_json(snap: Snapshot) -> dict:
+def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
+    """``backtrace``: the stop's frames (Session.backtrace()), written under
+    "backtrace"; None (not unwound) writes null."""
     stack = snap.stack
     stop = snap.stop
     return {
@@ -91,6 +93,11 @@ def snapshot_to_json(snap: Snapshot) -> dict:
         "registers": {} if snap.registers is None else
         {name: hexify(value) for name, value in snap.registers.items()},
         "eflags": [] if snap.registers is None else list(snap.registers.flags),
+        "backtrace": None if backtrace is None else [
+            {"number": f.number, "pc": hexify(f.pc), "sp": hexify(f.sp), "cfa": hexify(f.cfa),
+             "symbol": f.symbol, "object": f.object, "path": f.path, "how": f.how}
+            for f in backtrace
+        ],
         "stack_pointer": hexify(stack.sp) if stack else None,
         "argv": [] if stack is None else [s.text for s in stack.argv],
         "envp": [] if stack is None else [s.text for s in stack.envp],
