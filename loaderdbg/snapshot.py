@@ -230,7 +230,7 @@ def _memory_views(source: StateSource, memory: "_Reader",
 
     stack, kernel_auxv, changed = part("stack", stack_part)
     summaries, relocations, got, ifuncs = part("relocations", relocations_part)
-    link_view = part("link_map", lambda: read_link_map(source.program_object(), memory))
+    link_view = part("link_map", lambda: read_link_map(source.program_object(), memory, ldso))
     return _MemoryViews(maps, objects, ldso, stack, kernel_auxv, changed, annotations,
                         summaries, relocations, got, ifuncs, link_view.entries, link_view.debugs)
 

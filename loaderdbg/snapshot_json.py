@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+from loaderdbg.decode.linkmap import LinkMapPrivate
 from loaderdbg.snapshot import FORMAT, Snapshot
 
 
@@ -67,6 +68,23 @@ def _dynamic(d) -> dict:
         "version_definitions": values.get("DT_VERDEFNUM", 0),
         "entries": [{"tag": e.name, "value": hexify(e.value), "text": e.text} for e in d.dynamic],
     }
+
+
+def _link_map_private(private) -> dict:
+    """glibc's private link_map fields, null where the running ld.so's
+    layout is unknown (private_reason says why), never guessed."""
+    if private is None:
+        private = _NO_PRIVATE
+    return {
+        "l_relocated": private.l_relocated,
+        "l_init_called": private.l_init_called,
+        "l_tls_modid": private.l_tls_modid,
+        "l_tls_offset": hexify(private.l_tls_offset),
+        "private_reason": private.reason,
+    }
+
+
+_NO_PRIVATE = LinkMapPrivate(reason="not read")
 
 
 def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
@@ -160,6 +178,8 @@ def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
                 "l_addr": hexify(e.l_addr),
                 "l_ld": hexify(e.l_ld),
                 "kind": e.kind,
+                "address": hexify(e.address),
+                **_link_map_private(e.private),
             }
             for e in snap.link_map
         ],

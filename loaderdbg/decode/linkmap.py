@@ -76,6 +76,40 @@ class LinkMapEntry:
     kind: str  # main | ldso | vdso | memfd | library
     l_next: int = 0
     l_prev: int = 0
+    # glibc's private fields past the public five (None: not read).
+    private: "LinkMapPrivate | None" = None
+
+
+@dataclass(frozen=True)
+class PrivateField:
+    """Where one private struct link_map member sits: bits from the
+    struct's start (a bitfield's own bits, a size_t's 64)."""
+
+    bit_offset: int
+    bit_size: int
+
+
+@dataclass(frozen=True)
+class LinkMapPrivateLayout:
+    """glibc's private struct link_map members, as its ld.so's DWARF places
+    them (they move between glibc versions and builds)."""
+
+    l_relocated: PrivateField
+    l_init_called: PrivateField
+    l_tls_modid: PrivateField | None
+    l_tls_offset: PrivateField | None
+
+
+@dataclass(frozen=True)
+class LinkMapPrivate:
+    """One entry's private fields; each None when not known, and then
+    ``reason`` says why (no layout, or the struct unreadable)."""
+
+    l_relocated: bool | None = None
+    l_init_called: bool | None = None
+    l_tls_modid: int | None = None
+    l_tls_offset: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,3 +288,29 @@ def image_extent(memory: MemoryReader, address: int, arch: str = "x86_64",
     start = min(ph["p_vaddr"] for ph in loads)
     end = max(ph["p_vaddr"] + ph["p_memsz"] for ph in loads)
     return (address + start) & mask, (address + end) & mask
+
+
+def _field_value(memory: MemoryReader, struct: int, spot: PrivateField, little_endian: bool) -> int | None:
+    first = spot.bit_offset // 8
+    last = (spot.bit_offset + spot.bit_size + 7) // 8
+    raw = memory.read(struct + first, last - first)
+    if raw is None or len(raw) != last - first:
+        return None
+    if little_endian:
+        shift = spot.bit_offset - first * 8
+    else:
+        shift = last * 8 - spot.bit_offset - spot.bit_size
+    return (int.from_bytes(raw, "little" if little_endian else "big") >> shift) & ((1 << spot.bit_size) - 1)
+
+
+def read_private_fields(memory: MemoryReader, struct: int, layout: LinkMapPrivateLayout,
+                        little_endian: bool = True) -> LinkMapPrivate:
+    """The private fields of the struct link_map at ``struct``."""
+    def value(spot: PrivateField | None) -> int | None:
+        return None if spot is None else _field_value(memory, struct, spot, little_endian)
+
+    relocated, init_called = value(layout.l_relocated), value(layout.l_init_called)
+    if relocated is None or init_called is None:
+        return LinkMapPrivate(reason=f"struct link_map at {struct:#x} is unreadable")
+    return LinkMapPrivate(bool(relocated), bool(init_called), value(layout.l_tls_modid),
+                          value(layout.l_tls_offset))
