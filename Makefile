@@ -47,6 +47,7 @@ $(STAMPS)/venv: pyproject.toml loaderdbg/process/_stepper.c | sysdeps
 fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/execsolib OUT=$(BUILD)/fixtures/execsolib
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
+	$(MAKE) -s -C tests/fixtures/threads OUT=$(BUILD)/fixtures/threads
 
 # The scaling fixture (issue 19): 20 libraries, 0.5M relocations; about a
 # minute of gcc, so neither `make fixtures` nor `make test` builds it
