@@ -9,9 +9,15 @@ DEMO := build/fixtures/execsolib/glibc-O2/libexecsolib.so
 
 # command -> Debian package providing it
 SYSTEM_TOOLS := gcc:gcc make:make musl-gcc:musl-tools gdb:gdb readelf:binutils objdump:binutils strace:strace tmux:tmux
+# aarch64 (issue 22): cross compiler, qemu-user, gdb for the qemu stub, and
+# lld for the RELR variant (GNU ld 2.40 has no RELR on aarch64).
+SYSTEM_TOOLS += aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user \
+	gdb-multiarch:gdb-multiarch ld.lld:lld
 # Packages with no command to look for: package -> a file it installs.
 # libc6-dbg: ld.so's and libc's separate debug files (names for ld.so's code).
 SYSTEM_FILES := libc6-dbg:/usr/lib/debug/.build-id
+# The arm64 glibc that qemu-aarch64 -L /usr/aarch64-linux-gnu runs programs with.
+SYSTEM_FILES += libc6-dev-arm64-cross:/usr/aarch64-linux-gnu/lib/crt1.o
 
 .PHONY: all sysdeps venv fixtures fixtures-big demo test bench recordings clean
 
@@ -46,6 +52,7 @@ $(STAMPS)/venv: pyproject.toml loaderdbg/process/_stepper.c | sysdeps
 
 fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/execsolib OUT=$(BUILD)/fixtures/execsolib
+	$(MAKE) -s -C tests/fixtures/execsolib-aarch64 OUT=$(BUILD)/fixtures/execsolib
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
 	$(MAKE) -s -C tests/fixtures/threads OUT=$(BUILD)/fixtures/threads
 
