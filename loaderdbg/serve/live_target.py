@@ -1,0 +1,174 @@
+"""A live process served to gdb (`loaderdbg serve --live PROG` / `--pid
+PID`): gdbserver's job, by a tracer that knows startup. gdb gets the
+library list from our link_map walk and the auxv ld.so sees, so at AT_ENTRY
+of an exec-solib launch it sees ld.so, libc and the memfd copy where its
+own reading finds "no shared libraries". No reverse execution: that needs a
+recording."""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from typing import Mapping
+
+from loaderdbg.live import LiveSession
+from loaderdbg.serve import monitor
+from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop
+from loaderdbg.session import Capability, StopReason
+from loaderdbg.snapshot import Snapshot
+from loaderdbg.targets import ReasonKind
+
+# How often a running continue looks for gdb's Ctrl-C.
+POLL_SECONDS = 0.05
+
+
+class LiveTarget:
+    reversible = False
+
+    def __init__(self, session: LiveSession) -> None:
+        self.session = session
+        self.attached = Capability.ATTACH in session.capabilities
+        self._stop = self._stop_of(session.stop_reason)
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.session.pid
+
+    @property
+    def stop(self) -> Stop:
+        return self._stop
+
+    @property
+    def position(self) -> int:
+        return self.session.position
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = self.session.snapshot()
+        return self._snapshot
+
+    def registers(self) -> Mapping[str, int] | None:
+        if not self.session.alive:
+            return None
+        registers = self.snapshot().registers
+        return registers.values if registers is not None else None
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        if not self.session.alive:
+            return None
+        return self.session.read_memory(addr, size)
+
+    def exec_path(self) -> str:
+        return self.session.program
+
+    def maps_text(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/maps") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def open_file(self, path: str) -> ServedFile | None:
+        """A file the process has mapped, by its path or its file name
+        (read through /proc/PID/map_files, so a memfd or a deleted file
+        too), and /proc/PID/maps."""
+        if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
+            return BytesFile(self.maps_text().encode())
+        entries = [m for m in self.session.maps() if m.inode and m.path.startswith("/")]
+        name = os.path.basename(path)
+        for matches in (lambda m: m.path == path, lambda m: os.path.basename(m.path) == name):
+            for entry in (m for m in entries if matches(m)):
+                for source in (f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}", entry.path):
+                    try:
+                        with open(source, "rb") as handle:
+                            return BytesFile(handle.read())
+                    except OSError:
+                        continue
+        return None
+
+    # -- breakpoints -------------------------------------------------------------------
+    def add_breakpoint(self, addr: int) -> bool:
+        return self.session.alive and self.session.add_breakpoint(addr)
+
+    def remove_breakpoint(self, addr: int) -> None:
+        if self.session.alive:
+            self.session.remove_breakpoint(addr)
+
+    def add_watchpoint(self, addr: int, size: int) -> bool:
+        return False  # live watchpoints are not offered (a recording answers them backwards and forwards)
+
+    def remove_watchpoint(self, addr: int, size: int) -> None:
+        return None
+
+    # -- motion ----------------------------------------------------------------------------
+    def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop:
+        if not self.session.alive:
+            return self._stop
+        self._snapshot = None
+        if step:
+            reason = self.session.step(1)
+        else:
+            reason = self._run(self.session.cont, interrupted)
+            if reason.kind == ReasonKind.EXITING:
+                # gdb's continue ends at the exit itself, not at the exit event.
+                reason = self._run(self.session.cont, interrupted)
+        self._stop = self._stop_of(reason)
+        return self._stop
+
+    def _run(self, motion, interrupted: Interrupted, *args) -> StopReason:
+        """Run a continue while looking for gdb's Ctrl-C, which stops it."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-continue") as pool:
+            future = pool.submit(motion, *args)
+            asked = False
+            while True:
+                try:
+                    return future.result(timeout=POLL_SECONDS)
+                except FutureTimeout:
+                    if not asked and interrupted():
+                        self.session.interrupt()
+                        asked = True
+
+    def run_until(self, until: str) -> StopReason:
+        self._snapshot = None
+        reason = self.session.cont(until)
+        self._stop = self._stop_of(reason)
+        return reason
+
+    def goto(self, step: int) -> Stop:
+        self._snapshot = None
+        self._stop = self._stop_of(self.session.goto(step))
+        return self._stop
+
+    def explain(self) -> str:
+        raise monitor.MonitorError("explain needs a recording: loaderdbg record -o FILE PROG, then "
+                                   "loaderdbg serve FILE (or loaderdbg explain PROG)")
+
+    def monitor(self, command: str) -> str:
+        return monitor.run(self, command)
+
+    @staticmethod
+    def _stop_of(reason: StopReason) -> Stop:
+        kind = reason.kind
+        if kind == ReasonKind.EXITED:
+            return Stop(kind="exited", exit_code=(reason.exit_code or 0) & 0xFF)
+        if kind == ReasonKind.KILLED:
+            return Stop(kind="killed", signal=_signal_number(reason.signal))
+        if kind == ReasonKind.SIGNAL:
+            return Stop(signal=_signal_number(reason.signal))
+        if kind == ReasonKind.INTERRUPTED:
+            return Stop(signal=SIGINT)
+        if kind == ReasonKind.BREAKPOINT:
+            return Stop(swbreak=True)
+        return Stop()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _signal_number(name: str | None) -> int:
+    try:
+        return int(_signal.Signals[name]) if name else 9
+    except KeyError:
+        return 5

@@ -1,0 +1,133 @@
+"""x86-64 registers as gdb numbers them, and the target description we
+send (qXfer:features:read:target.xml).
+
+The layout follows gdb's own amd64-linux description (features/i386/
+64bit-core.xml, 64bit-sse.xml, 64bit-linux.xml, 64bit-segments.xml): gdb
+validates a description against its i386 core feature, which must name the
+x87 registers too, so they are described even though a recording holds only
+the general registers (user_regs_struct). Registers we do not have are sent
+as "unavailable" (x bytes), which gdb shows as <unavailable>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class GdbRegister:
+    number: int
+    name: str
+    bits: int
+    type: str
+    group: str | None = None
+    source: str | None = None  # the user_regs_struct field it comes from (None: we do not have it)
+
+    @property
+    def size(self) -> int:
+        return self.bits // 8
+
+
+def _core() -> list[GdbRegister]:
+    out = []
+    general = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+               "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+    for name in general:
+        kind = "data_ptr" if name in ("rbp", "rsp") else "int64"
+        out.append(GdbRegister(len(out), name, 64, kind, source=name))
+    out.append(GdbRegister(len(out), "rip", 64, "code_ptr", source="rip"))
+    out.append(GdbRegister(len(out), "eflags", 32, "i386_eflags", source="eflags"))
+    for name in ("cs", "ss", "ds", "es", "fs", "gs"):
+        out.append(GdbRegister(len(out), name, 32, "int32", source=name))
+    for i in range(8):
+        out.append(GdbRegister(len(out), f"st{i}", 80, "i387_ext"))
+    for name in ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop"):
+        out.append(GdbRegister(len(out), name, 32, "int", group="float"))
+    return out
+
+
+CORE = tuple(_core())
+SSE = tuple(GdbRegister(len(CORE) + i, f"xmm{i}", 128, "vec128") for i in range(16)) + (
+    GdbRegister(len(CORE) + 16, "mxcsr", 32, "i386_mxcsr", group="vector"),)
+LINUX = (GdbRegister(len(CORE) + len(SSE), "orig_rax", 64, "int", source="orig_rax"),)
+SEGMENTS = (GdbRegister(LINUX[0].number + 1, "fs_base", 64, "int", source="fs_base"),
+            GdbRegister(LINUX[0].number + 2, "gs_base", 64, "int", source="gs_base"))
+REGISTERS = CORE + SSE + LINUX + SEGMENTS
+BY_NUMBER = {r.number: r for r in REGISTERS}
+BY_NAME = {r.name: r for r in REGISTERS}
+PC, SP, FP = BY_NAME["rip"].number, BY_NAME["rsp"].number, BY_NAME["rbp"].number
+
+_EFLAGS_FIELDS = (("CF", 0), ("", 1), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9),
+                  ("DF", 10), ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19),
+                  ("VIP", 20), ("ID", 21))
+_MXCSR_FIELDS = (("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6), ("IM", 7),
+                 ("DM", 8), ("ZM", 9), ("OM", 10), ("UM", 11), ("PM", 12), ("FZ", 15))
+
+
+def _reg_xml(reg: GdbRegister) -> str:
+    group = f' group="{reg.group}"' if reg.group else ""
+    return f'    <reg name="{reg.name}" bitsize="{reg.bits}" type="{reg.type}" regnum="{reg.number}"{group}/>\n'
+
+
+def _flags_xml(name: str, size: int, fields) -> str:
+    body = "".join(f'      <field name="{field}" start="{bit}" end="{bit}"/>\n' for field, bit in fields)
+    return f'    <flags id="{name}" size="{size}">\n{body}    </flags>\n'
+
+
+def target_xml() -> str:
+    vectors = (
+        '    <vector id="v8bf16" type="bfloat16" count="8"/>\n'
+        '    <vector id="v4f" type="ieee_single" count="4"/>\n'
+        '    <vector id="v2d" type="ieee_double" count="2"/>\n'
+        '    <vector id="v16i8" type="int8" count="16"/>\n'
+        '    <vector id="v8i16" type="int16" count="8"/>\n'
+        '    <vector id="v4i32" type="int32" count="4"/>\n'
+        '    <vector id="v2i64" type="int64" count="2"/>\n'
+        '    <union id="vec128">\n'
+        '      <field name="v8_bfloat16" type="v8bf16"/>\n'
+        '      <field name="v4_float" type="v4f"/>\n'
+        '      <field name="v2_double" type="v2d"/>\n'
+        '      <field name="v16_int8" type="v16i8"/>\n'
+        '      <field name="v8_int16" type="v8i16"/>\n'
+        '      <field name="v4_int32" type="v4i32"/>\n'
+        '      <field name="v2_int64" type="v2i64"/>\n'
+        '      <field name="uint128" type="uint128"/>\n'
+        '    </union>\n')
+    return (
+        '<?xml version="1.0"?>\n'
+        '<!DOCTYPE target SYSTEM "gdb-target.dtd">\n'
+        '<target version="1.0">\n'
+        '  <architecture>i386:x86-64</architecture>\n'
+        '  <osabi>GNU/Linux</osabi>\n'
+        '  <feature name="org.gnu.gdb.i386.core">\n'
+        + _flags_xml("i386_eflags", 4, _EFLAGS_FIELDS)
+        + "".join(_reg_xml(r) for r in CORE)
+        + '  </feature>\n'
+        '  <feature name="org.gnu.gdb.i386.sse">\n'
+        + vectors + _flags_xml("i386_mxcsr", 4, _MXCSR_FIELDS)
+        + "".join(_reg_xml(r) for r in SSE)
+        + '  </feature>\n'
+        '  <feature name="org.gnu.gdb.i386.linux">\n'
+        + "".join(_reg_xml(r) for r in LINUX)
+        + '  </feature>\n'
+        '  <feature name="org.gnu.gdb.i386.segments">\n'
+        + "".join(_reg_xml(r) for r in SEGMENTS)
+        + '  </feature>\n'
+        '</target>\n')
+
+
+TARGET_XML = target_xml().encode()
+
+
+def encode_register(reg: GdbRegister, values: Mapping[str, int] | None) -> bytes:
+    """One register as gdb's g/p packets carry it: little-endian hex, or
+    'x' for each byte we do not have."""
+    if reg.source is None or values is None or reg.source not in values:
+        return b"xx" * reg.size
+    value = values[reg.source] & ((1 << reg.bits) - 1)
+    return value.to_bytes(reg.size, "little").hex().encode()
+
+
+def encode_all(values: Mapping[str, int] | None) -> bytes:
+    return b"".join(encode_register(r, values) for r in REGISTERS)

@@ -1,0 +1,285 @@
+"""A recording served to gdb: every step can be visited, forwards and
+backwards, and watchpoints are answered from the recording's write index.
+
+Positions are ReplaySession's: position N is the state before the
+instruction of step N runs. A breakpoint stops at the position whose pc it
+is (the instruction not yet run), in either direction. A watchpoint stops
+after the writing instruction going forwards and before it going
+backwards: exactly the step `monitor who` names ("goto N to stand before
+it")."""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from typing import Mapping
+
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.registers import decode_registers
+from loaderdbg.errors import LoaderdbgError
+from loaderdbg.record import index
+from loaderdbg.record.replay import ReplaySession
+from loaderdbg.serve import monitor
+from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop
+from loaderdbg.snapshot import Snapshot
+from loaderdbg.targets import ReasonKind
+
+# A forward watch search asks the write index about this many steps at a
+# time, so an interrupt (gdb's Ctrl-C) is noticed between windows.
+WATCH_WINDOW = 1 << 16
+
+
+class SearchInterrupted(Exception):
+    """gdb sent Ctrl-C while a continue was looking for its stop."""
+
+
+class ReplayTarget:
+    reversible = True
+    attached = True  # gdb detaches from a recording on quit: there is nothing to kill
+
+    def __init__(self, session: ReplaySession) -> None:
+        self.session = session
+        self.rec = session.recording
+        self.arch = session.arch
+        self._breakpoints: set[int] = set()
+        self._watches: dict[tuple[int, int], int] = {}  # (addr, size) -> how many times inserted
+        self._signals = {row["step"]: row["signo"] for row in self.rec.signals()}
+        self._stop = Stop()
+        self._snapshot: tuple[int, Snapshot] | None = None
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.session.pid or 1
+
+    @property
+    def stop(self) -> Stop:
+        return self._stop
+
+    @property
+    def position(self) -> int:
+        return self.session.position
+
+    def registers(self) -> Mapping[str, int] | None:
+        try:
+            return decode_registers(self.session.registers_raw(), self.arch).values
+        except DecodeError:
+            return None
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        return self.session.read_memory(addr, size)
+
+    def snapshot(self) -> Snapshot:
+        position = self.session.position
+        if self._snapshot is None or self._snapshot[0] != position:
+            self._snapshot = (position, self.session.snapshot())
+        return self._snapshot[1]
+
+    def exec_path(self) -> str:
+        return self.session.program
+
+    def maps_text(self) -> str:
+        return self.rec.maps_text(self.session.position)
+
+    def open_file(self, path: str) -> ServedFile | None:
+        """A file the recording stored, by the path gdb asks for: the one
+        mapped now under that path, else any stored under it, else one
+        stored under the same file name (ld.so's link_map names
+        /lib/x86_64-linux-gnu/libc.so.6 where maps say /usr/lib/...)."""
+        if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
+            return BytesFile(self.maps_text().encode())
+        stored = [f for f in self.rec.files() if f[5]]  # (id, dev, inode, path, size, stored)
+        mapped = {(m.dev, m.inode) for m in self.session.maps()}
+        name = os.path.basename(path)
+        for matches in (lambda f: f[3] == path, lambda f: os.path.basename(f[3]) == name):
+            found = [f for f in stored if matches(f)]
+            found.sort(key=lambda f: (f[1], f[2]) not in mapped)
+            if found:
+                return _StoredFile(self.rec, found[0][0], found[0][4])
+        return None
+
+    # -- breakpoints and watchpoints --------------------------------------------------
+    def add_breakpoint(self, addr: int) -> bool:
+        self._breakpoints.add(addr)
+        return True
+
+    def remove_breakpoint(self, addr: int) -> None:
+        self._breakpoints.discard(addr)
+
+    def add_watchpoint(self, addr: int, size: int) -> bool:
+        if size <= 0:
+            return False
+        self._watches[(addr, size)] = self._watches.get((addr, size), 0) + 1
+        return True
+
+    def remove_watchpoint(self, addr: int, size: int) -> None:
+        count = self._watches.get((addr, size), 0)
+        if count <= 1:
+            self._watches.pop((addr, size), None)
+        else:
+            self._watches[(addr, size)] = count - 1
+
+    # -- motion --------------------------------------------------------------------
+    def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop:
+        try:
+            if step:
+                stop = self._step_back() if reverse else self._step()
+            else:
+                stop = self._continue(reverse, interrupted)
+        except SearchInterrupted:
+            stop = Stop(signal=SIGINT)
+        self._stop = stop
+        return stop
+
+    def goto(self, position: int) -> Stop:
+        """`monitor goto`: the stop gdb will be told of next."""
+        self.session.goto(position)
+        self._stop = self._arrived()
+        return self._stop
+
+    def run_until(self, until: str):
+        """`monitor until T`: the session's own stop-target search."""
+        reason = self.session.cont(until)
+        self._stop = self._arrived()
+        return reason
+
+    def explain(self) -> str:
+        from loaderdbg.explain import explain_recording
+        return explain_recording(self.session)
+
+    def _step(self) -> Stop:
+        if self.session.position >= self.session.last_step:
+            return self._beyond_end()
+        self.session.step(1)
+        return self._arrived()
+
+    def _step_back(self) -> Stop:
+        if self.session.position == 0:
+            return Stop(no_history="begin")
+        self.session.step_back(1)
+        return Stop()
+
+    def _arrived(self) -> Stop:
+        """The stop at the position just reached going forwards."""
+        position = self.session.position
+        if position >= self.session.last_step and position > 0:
+            return self._end_stop()
+        signo = self._signals.get(position)
+        return Stop(signal=signo) if signo else Stop()
+
+    def _end_stop(self) -> Stop:
+        """At the last position: a crash is its signal (the process is still
+        there to look at, and to reverse from); any other end says there is
+        no more history."""
+        end = self.session.end_reason
+        if end.kind in (ReasonKind.SIGNAL, ReasonKind.KILLED) and end.signal:
+            return Stop(signal=_signal_number(end.signal))
+        return Stop(no_history="end")
+
+    def _beyond_end(self) -> Stop:
+        """Going on from the last position: how the process ended."""
+        end = self.session.end_reason
+        if end.kind in (ReasonKind.EXITED, ReasonKind.EXITING) and end.exit_code is not None:
+            return Stop(kind="exited", exit_code=end.exit_code & 0xFF)
+        if end.kind in (ReasonKind.SIGNAL, ReasonKind.KILLED) and end.signal:
+            return Stop(kind="killed", signal=_signal_number(end.signal))
+        return Stop(no_history="end")
+
+    def _continue(self, reverse: bool, interrupted: Interrupted) -> Stop:
+        here = self.session.position
+        last = self.session.last_step
+        if not reverse and here >= last:
+            return self._beyond_end()
+        if reverse and here == 0:
+            return Stop(no_history="begin")
+        # (position, stop) candidates; the nearest wins.
+        candidates: list[tuple[int, Stop]] = []
+        found = self._breakpoint_position(here, reverse, interrupted)
+        if found is not None:
+            candidates.append((found, Stop(swbreak=True)))
+        watched = self._watch_position(here, reverse, interrupted)
+        if watched is not None:
+            candidates.append(watched)
+        if not reverse:
+            signalled = min((s for s in self._signals if here < s < last), default=None)
+            if signalled is not None:
+                candidates.append((signalled, Stop(signal=self._signals[signalled])))
+        if not candidates:
+            self.session.goto(0 if reverse else last)
+            return Stop(no_history="begin") if reverse else self._end_stop()
+        position, stop = (max if reverse else min)(candidates, key=lambda c: c[0])
+        self.session.goto(position)
+        if not reverse and position >= last:
+            return self._end_stop()
+        return stop
+
+    def _breakpoint_position(self, here: int, reverse: bool, interrupted: Interrupted) -> int | None:
+        """The next (previous) position whose pc is a breakpoint. Chunks
+        whose pcs miss every breakpoint are passed over one at a time, with
+        gdb's Ctrl-C looked at between them; the index search starts at the
+        first chunk that has one."""
+        addresses = frozenset(self._breakpoints)
+        if not addresses:
+            return None
+        rec = self.rec
+        first = rec.chunk_of(here)
+        chunks = range(first, -1, -1) if reverse else range(first, len(rec.chunks))
+        for chunk in chunks:
+            if interrupted():
+                raise SearchInterrupted
+            if not rec.chunk_pcs(chunk).isdisjoint(addresses):
+                return index.find_pc(rec, addresses, before=here) if reverse else \
+                    index.find_pc(rec, addresses, after=here)
+        return None
+
+    def _watch_position(self, here: int, reverse: bool, interrupted: Interrupted) -> tuple[int, Stop] | None:
+        if not self._watches:
+            return None
+        best: tuple[int, Stop] | None = None
+        if reverse:
+            for addr, size in self._watches:
+                if interrupted():
+                    raise SearchInterrupted
+                write = index.last_write(self.rec, addr, size, here)
+                if write is not None and (best is None or write.step > best[0]):
+                    best = (write.step, Stop(watch=addr))
+            return best
+        last = self.session.last_step
+        for start in range(here, last, WATCH_WINDOW):
+            if interrupted():
+                raise SearchInterrupted
+            stop = min(start + WATCH_WINDOW, last)
+            for addr, size in self._watches:
+                writes = index.writes_between(self.rec, addr, size, start, stop)
+                if writes and (best is None or writes[0].step + 1 < best[0]):
+                    best = (writes[0].step + 1, Stop(watch=addr))
+            if best is not None:
+                return best
+        return None
+
+    # -- monitor ---------------------------------------------------------------------
+    def monitor(self, command: str) -> str:
+        return monitor.run(self, command)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _StoredFile:
+    def __init__(self, rec, file_id: int, size: int) -> None:
+        self._rec = rec
+        self._id = file_id
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return self._rec.file_range(self._id, offset, length) or b""
+        except LoaderdbgError:
+            return b""
+
+
+def _signal_number(name: str) -> int:
+    try:
+        return int(_signal.Signals[name])
+    except KeyError:
+        return 5

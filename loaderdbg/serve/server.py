@@ -1,0 +1,335 @@
+"""The GDB remote serial protocol over a served target: one packet in, one
+reply out (loaderdbg/serve/transport.py moves the bytes).
+
+What gdb sends is what gdb's documentation ("Remote Protocol", "General
+Query Packets", "Host I/O Packets") and rr's GdbServer describe. Anything
+malformed is answered E01, anything unknown with the empty reply (gdb's
+"not supported"), and no packet can raise out of ``handle``.
+"""
+
+from __future__ import annotations
+
+import stat
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
+from loaderdbg.serve import registers as regs
+from loaderdbg.serve.target import (ServedFile, ServedTarget, Stop, auxv_bytes, libraries_svr4_xml,
+                                    program_bias)
+
+PACKET_SIZE = 0x4000
+# Memory read at most per 'm' packet: a reply is twice as long in hex.
+MAX_READ = (PACKET_SIZE - 16) // 2
+PAGE = 4096
+
+ERROR = b"E01"
+EFAULT_REPLY = b"E0e"
+OK = b"OK"
+EMPTY = b""
+
+# gdb's File-I/O errno values (not the host's).
+FIO_ENOENT, FIO_EBADF, FIO_EACCES, FIO_EINVAL, FIO_EROFS = 2, 9, 13, 22, 30
+
+
+@dataclass
+class _OpenFile:
+    path: str
+    file: ServedFile
+
+
+class GdbServer:
+    def __init__(self, target: ServedTarget, *, log: Callable[[str], None] | None = None) -> None:
+        self.target = target
+        self.no_ack = False
+        self.finished = False  # the client detached or killed: the connection ends
+        self.multiprocess = False
+        self._files: dict[int, _OpenFile] = {}
+        self._next_fd = 1
+        self._interrupted: Callable[[], bool] = lambda: False
+        self._log = log or (lambda line: print(f"loaderdbg serve: {line}", file=sys.stderr))
+
+    # -- entry point ------------------------------------------------------------
+    def handle(self, payload: bytes, interrupted: Callable[[], bool] = lambda: False) -> bytes | None:
+        """The reply to one packet (None: the packet takes no reply).
+        ``interrupted()`` says whether gdb has sent Ctrl-C since (a long
+        continue looks at it between chunks)."""
+        self._interrupted = interrupted
+        try:
+            return self._dispatch(payload, interrupted)
+        except (ValueError, IndexError, KeyError, struct.error):
+            return ERROR
+        except Exception as err:  # a bug of ours must not take the user's gdb session down
+            self._log(f"error answering {payload[:40]!r}: {type(err).__name__}: {err}")
+            return ERROR
+
+    def _dispatch(self, payload: bytes, interrupted) -> bytes | None:
+        if not payload:
+            return EMPTY
+        first = payload[:1]
+        rest = payload[1:]
+        if first == b"?":
+            return self.stop_reply(self.target.stop)
+        if first == b"g":
+            return regs.encode_all(self.target.registers())
+        if first == b"p":
+            number = parse_hex_int(rest)
+            reg = regs.BY_NUMBER.get(number)
+            return regs.encode_register(reg, self.target.registers()) if reg else ERROR
+        if first in b"GPMX":
+            return ERROR  # a recording cannot diverge from what happened; live writes are not offered
+        if first == b"m":
+            return self._read_memory(rest)
+        if first in (b"Z", b"z"):
+            return self._breakpoint(first == b"Z", rest)
+        if first in (b"c", b"s", b"C", b"S"):
+            return self._resume(step=first in (b"s", b"S"), reverse=False, interrupted=interrupted)
+        if first == b"b" and rest in (b"s", b"c"):
+            if not self.target.reversible:
+                return ERROR
+            return self._resume(step=rest == b"s", reverse=True, interrupted=interrupted)
+        if first == b"H":
+            return OK
+        if first == b"T":
+            pid, tid = self._parse_thread(rest)
+            return OK if tid in (None, -1, 0, self.target.pid) and pid in (None, -1, 0, self.target.pid) \
+                else ERROR
+        if first == b"D":
+            self.finished = True
+            return OK
+        if first == b"k":
+            self.finished = True
+            return None
+        if first == b"!":
+            return EMPTY
+        if first == b"v":
+            return self._v_packet(payload)
+        if first == b"q" or first == b"Q":
+            return self._query(payload)
+        return EMPTY
+
+    # -- stop replies -------------------------------------------------------------------
+    def thread_id(self) -> bytes:
+        pid = self.target.pid
+        if self.multiprocess:
+            return b"p%x.%x" % (pid, pid)
+        return b"%x" % pid
+
+    def stop_reply(self, stop: Stop) -> bytes:
+        if stop.kind == "exited":
+            tail = b";process:%x" % self.target.pid if self.multiprocess else b""
+            return b"W%02x" % (stop.exit_code & 0xFF) + tail
+        if stop.kind == "killed":
+            tail = b";process:%x" % self.target.pid if self.multiprocess else b""
+            return b"X%02x" % (stop.signal & 0xFF) + tail
+        out = b"T%02x" % (stop.signal & 0xFF)
+        values = self.target.registers()
+        if values is not None:
+            # The registers gdb asks for first at every stop, sent along.
+            for number in (regs.FP, regs.SP, regs.PC):
+                out += b"%02x:%s;" % (number, regs.encode_register(regs.BY_NUMBER[number], values))
+        out += b"thread:" + self.thread_id() + b";"
+        if stop.swbreak:
+            out += b"swbreak:;"
+        if stop.hwbreak:
+            out += b"hwbreak:;"
+        if stop.watch is not None:
+            out += b"watch:%x;" % stop.watch
+        if stop.no_history is not None:
+            out += b"replaylog:" + stop.no_history.encode() + b";"
+        return out
+
+    def _resume(self, step: bool, reverse: bool, interrupted) -> bytes:
+        return self.stop_reply(self.target.resume(step, reverse, interrupted))
+
+    # -- memory and breakpoints ------------------------------------------------------------
+    def _read_memory(self, rest: bytes) -> bytes:
+        addr_text, length_text = rest.split(b",", 1)
+        addr, length = parse_hex_int(addr_text), parse_hex_int(length_text)
+        length = min(length, MAX_READ)
+        if length == 0:
+            return EMPTY
+        data = self.target.read_memory(addr, length)
+        if data is None:
+            # As much as can be read, up to the first page that cannot (gdb takes a short read).
+            data = b""
+            while len(data) < length:
+                take = min(length - len(data), PAGE - ((addr + len(data)) % PAGE))
+                piece = self.target.read_memory(addr + len(data), take)
+                if piece is None:
+                    break
+                data += piece
+        return bytes_to_hex(data) if data else EFAULT_REPLY
+
+    def _breakpoint(self, insert: bool, rest: bytes) -> bytes:
+        fields = rest.split(b";", 1)[0].split(b",")
+        kind, addr, size = int(fields[0]), parse_hex_int(fields[1]), parse_hex_int(fields[2])
+        target = self.target
+        if kind in (0, 1):
+            if insert:
+                return OK if target.add_breakpoint(addr) else ERROR
+            target.remove_breakpoint(addr)
+            return OK
+        if kind == 2:
+            if insert:
+                return OK if target.add_watchpoint(addr, size) else EMPTY
+            target.remove_watchpoint(addr, size)
+            return OK
+        return EMPTY  # read and access watchpoints: the recording indexes writes only
+
+    # -- v packets -----------------------------------------------------------------------
+    def _v_packet(self, payload: bytes) -> bytes | None:
+        if payload == b"vCont?":
+            return b"vCont;c;C;s;S"
+        if payload.startswith(b"vCont;"):
+            return self._v_cont(payload[6:])
+        if payload.startswith(b"vFile:"):
+            return self._v_file(payload[6:])
+        if payload.startswith(b"vKill"):
+            self.finished = True
+            return OK
+        return EMPTY  # vMustReplyEmpty, vRun, vAttach, vCtrlC...
+
+    def _v_cont(self, actions: bytes) -> bytes:
+        """The first action that applies to our thread (ours is the only one)."""
+        for action in actions.split(b";"):
+            verb, _, thread = action.partition(b":")
+            if thread:
+                pid, tid = self._parse_thread(thread)
+                if tid not in (None, -1, 0, self.target.pid):
+                    continue
+            if verb[:1] in (b"s", b"S"):
+                return self._resume(step=True, reverse=False, interrupted=self._interrupted)
+            if verb[:1] in (b"c", b"C"):
+                return self._resume(step=False, reverse=False, interrupted=self._interrupted)
+            return ERROR
+        return ERROR
+
+    def _parse_thread(self, text: bytes) -> tuple[int | None, int | None]:
+        """(pid, tid) of gdb's thread-id syntax: TID, pPID.TID, -1, 0."""
+        if text.startswith(b"p"):
+            pid_text, _, tid_text = text[1:].partition(b".")
+            pid = -1 if pid_text == b"-1" else parse_hex_int(pid_text)
+            tid = None if not tid_text else -1 if tid_text == b"-1" else parse_hex_int(tid_text)
+            return pid, tid
+        if text == b"-1":
+            return None, -1
+        return None, parse_hex_int(text) if text else None
+
+    # -- queries ----------------------------------------------------------------------------
+    def _query(self, payload: bytes) -> bytes:
+        name, _, args = payload.partition(b":")
+        if name == b"qSupported":
+            features = args.split(b";")
+            self.multiprocess = b"multiprocess+" in features
+            supported = [b"PacketSize=%x" % PACKET_SIZE, b"qXfer:features:read+", b"qXfer:auxv:read+",
+                         b"qXfer:exec-file:read+", b"qXfer:libraries-svr4:read+", b"vContSupported+",
+                         b"swbreak+", b"hwbreak+", b"QStartNoAckMode+", b"QPassSignals+", b"QProgramSignals+"]
+            if self.multiprocess:
+                supported.append(b"multiprocess+")
+            if self.target.reversible:
+                supported += [b"ReverseStep+", b"ReverseContinue+"]
+            return b";".join(supported)
+        if name == b"QStartNoAckMode":
+            self.no_ack = True
+            return OK
+        if name in (b"QPassSignals", b"QProgramSignals", b"QThreadEvents", b"QNonStop") and \
+                payload != b"QNonStop:1":
+            return OK
+        if payload == b"qC":
+            return b"QC" + self.thread_id()
+        if payload == b"qfThreadInfo":
+            return b"m" + self.thread_id()
+        if payload == b"qsThreadInfo":
+            return b"l"
+        if name == b"qAttached":
+            return b"1" if self.target.attached else b"0"
+        if payload == b"qOffsets":
+            bias = program_bias(self.target.snapshot(), self.target.exec_path())
+            return b"Text=%x;Data=%x;Bss=%x" % (bias, bias, bias)
+        if payload == b"qSymbol::":
+            return OK
+        if name.startswith(b"qThreadExtraInfo"):
+            position = getattr(self.target, "position", None)
+            text = f"step {position}" if position is not None else "traced"
+            return bytes_to_hex(text.encode())
+        if name == b"qXfer":
+            return self._qxfer(args)
+        if name.startswith(b"qRcmd,"):
+            command = hex_to_bytes(name[len(b"qRcmd,"):]).decode("utf-8", "replace")
+            text = self.target.monitor(command)
+            return bytes_to_hex(text.encode()) if text else OK
+        return EMPTY
+
+    def _qxfer(self, args: bytes) -> bytes:
+        # object:read:annex:offset,length
+        obj, operation, rest = args.split(b":", 2)
+        if operation != b"read":
+            return EMPTY
+        annex, _, span = rest.rpartition(b":")
+        offset_text, length_text = span.split(b",")
+        offset, length = parse_hex_int(offset_text), parse_hex_int(length_text)
+        if obj == b"features":
+            if annex != b"target.xml":
+                return b"E00"
+            data = regs.TARGET_XML
+        elif obj == b"auxv":
+            data = auxv_bytes(self.target.snapshot())
+        elif obj == b"exec-file":
+            data = self.target.exec_path().encode()
+        elif obj == b"libraries-svr4":
+            data = libraries_svr4_xml(self.target.snapshot().link_map, annex.decode("ascii", "replace"))
+        else:
+            return EMPTY
+        chunk = data[offset:offset + min(length, PACKET_SIZE - 16)]
+        return (b"l" if offset + len(chunk) >= len(data) else b"m") + chunk
+
+    # -- host I/O: files the target has -----------------------------------------------------
+    def _v_file(self, rest: bytes) -> bytes:
+        operation, _, args = rest.partition(b":")
+        fields = args.split(b",") if args else []
+        if operation == b"setfs":
+            return b"F0"
+        if operation == b"open":
+            path = hex_to_bytes(fields[0]).decode("utf-8", "surrogateescape")
+            flags = parse_hex_int(fields[1]) if len(fields) > 1 else 0
+            if flags & 3:  # O_WRONLY / O_RDWR
+                return b"F-1,%x" % FIO_EROFS
+            served = self.target.open_file(path)
+            if served is None:
+                return b"F-1,%x" % FIO_ENOENT
+            fd = self._next_fd
+            self._next_fd += 1
+            self._files[fd] = _OpenFile(path, served)
+            return b"F%x" % fd
+        if operation == b"close":
+            return b"F0" if self._files.pop(parse_hex_int(fields[0]), None) else b"F-1,%x" % FIO_EBADF
+        if operation == b"pread":
+            opened = self._files.get(parse_hex_int(fields[0]))
+            if opened is None:
+                return b"F-1,%x" % FIO_EBADF
+            count = min(parse_hex_int(fields[1]), PACKET_SIZE // 2)
+            data = opened.file.read(parse_hex_int(fields[2]), count)
+            return b"F%x;" % len(data) + data
+        if operation == b"fstat":
+            opened = self._files.get(parse_hex_int(fields[0]))
+            if opened is None:
+                return b"F-1,%x" % FIO_EBADF
+            return b"F%x;" % 64 + _fio_stat(opened.file.size)
+        if operation == b"readlink":
+            path = hex_to_bytes(fields[0]).decode("utf-8", "surrogateescape")
+            if path in (f"/proc/{self.target.pid}/exe", "/proc/self/exe"):
+                data = self.target.exec_path().encode()
+                return b"F%x;" % len(data) + data
+            return b"F-1,%x" % FIO_EINVAL
+        if operation in (b"pwrite", b"unlink"):
+            return b"F-1,%x" % FIO_EROFS
+        return EMPTY
+
+
+def _fio_stat(size: int) -> bytes:
+    """gdb's struct fio_stat, big-endian: a read-only regular file of size bytes."""
+    mode = stat.S_IFREG | 0o444
+    return struct.pack(">IIIIIIIQQQIII", 0, 0, mode, 1, 0, 0, 0, size, 4096, (size + 511) // 512, 0, 0, 0)

@@ -1,0 +1,158 @@
+"""What the gdb server needs from whatever it serves (a recording or a live
+process), and the views both derive the same way from a Snapshot: the auxv
+as ld.so sees it, the library list from our link_map walk."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol, Sequence
+from xml.sax.saxutils import quoteattr
+
+from loaderdbg.decode.linkmap import LinkMapEntry
+from loaderdbg.snapshot import Snapshot
+
+SIGINT, SIGTRAP = 2, 5
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the target is stopped, as a stop reply says it.
+
+    kind: ``signal`` (T packet), ``exited`` (W), ``killed`` (X). ``signal``
+    is the number reported (SIGTRAP for steps and breakpoints); the flags
+    add swbreak:/hwbreak:, watch:ADDR and replaylog: to a T reply."""
+
+    kind: str = "signal"
+    signal: int = SIGTRAP
+    exit_code: int = 0
+    swbreak: bool = False
+    hwbreak: bool = False
+    watch: int | None = None
+    no_history: str | None = None  # "begin" | "end": a replay reached an end of its recording
+
+    @property
+    def ended(self) -> bool:
+        return self.kind in ("exited", "killed")
+
+
+Interrupted = Callable[[], bool]
+
+
+class ServedTarget(Protocol):
+    reversible: bool
+    attached: bool  # gdb detaches (never kills) on quit
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stop(self) -> Stop: ...
+
+    def registers(self) -> Mapping[str, int] | None: ...
+
+    def read_memory(self, addr: int, size: int) -> bytes | None: ...
+
+    def add_breakpoint(self, addr: int) -> bool: ...
+
+    def remove_breakpoint(self, addr: int) -> None: ...
+
+    def add_watchpoint(self, addr: int, size: int) -> bool: ...
+
+    def remove_watchpoint(self, addr: int, size: int) -> None: ...
+
+    def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    def exec_path(self) -> str: ...
+
+    def maps_text(self) -> str: ...
+
+    def open_file(self, path: str) -> "ServedFile | None": ...
+
+    def monitor(self, command: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class ServedFile(Protocol):
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class BytesFile:
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset:offset + length]
+
+
+# -- views from a snapshot -------------------------------------------------------
+
+def auxv_bytes(snapshot: Snapshot) -> bytes:
+    """The auxiliary vector as it sits on the stack now (after an
+    exec-solib rewrite, the one ld.so reads), as (type, value) words up to
+    and with AT_NULL; the kernel's own when the stack cannot be decoded."""
+    entries = snapshot.stack.auxv if snapshot.stack is not None else snapshot.auxv_kernel
+    out = bytearray()
+    for entry in entries:
+        out += struct.pack("<QQ", entry.type, entry.value & 0xFFFF_FFFF_FFFF_FFFF)
+        if entry.type == 0:
+            return bytes(out)
+    return bytes(out) + struct.pack("<QQ", 0, 0)
+
+
+def _parse_annex(annex: str) -> dict[str, int]:
+    out = {}
+    for part in annex.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            try:
+                out[key] = int(value, 16)
+            except ValueError:
+                continue
+    return out
+
+
+def libraries_svr4_xml(link_map: Sequence[LinkMapEntry], annex: str = "") -> bytes:
+    """gdb's library-list-svr4 document from our link_map walk, every
+    namespace with its ``lmid``. An annex ``start=LM`` (gdb's incremental
+    update at a probe stop) lists the chain from that link_map on, without
+    main-lm, as gdbserver does."""
+    wanted = _parse_annex(annex)
+    start = wanted.get("start", 0)
+    entries = list(link_map)
+    main = next((e for e in entries if e.kind == "main" and e.namespace == 0), None)
+    if start:
+        at = next((i for i, e in enumerate(entries) if e.address == start), None)
+        if at is None:
+            entries = []
+        else:
+            namespace = entries[at].namespace
+            entries = [e for e in entries[at:] if e.namespace == namespace]
+    head = '<library-list-svr4 version="1.0"'
+    if main is not None and not start:
+        head += f' main-lm="{main.address:#x}"'
+    lines = [head + ">"]
+    for entry in entries:
+        if entry.kind == "main" and entry.namespace == 0:
+            continue
+        lines.append(f"<library name={quoteattr(entry.name)} lm=\"{entry.address:#x}\" "
+                     f"l_addr=\"{entry.l_addr:#x}\" l_ld=\"{entry.l_ld:#x}\" lmid=\"{entry.namespace:#x}\"/>")
+    lines.append("</library-list-svr4>")
+    return "\n".join(lines).encode()
+
+
+def program_bias(snapshot: Snapshot, exec_path: str) -> int:
+    """The load bias of the program file (0 for a fixed-address one)."""
+    for obj in snapshot.objects:
+        if obj.path == exec_path and obj.elf_offset == 0:
+            return obj.base
+    return 0
