@@ -129,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a recording, or a program to record and explain")
     explain.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the program's arguments")
 
+    serve = sub.add_parser("serve", help="gdb remote protocol: reverse-debug a recording (or debug a live "
+                                         "startup) in gdb or pwndbg")
+    serve.add_argument("file", nargs="?", metavar="FILE", help="a recording made by `loaderdbg record`")
+    serve.add_argument("--stdio", action="store_true",
+                       help="talk on stdin/stdout: gdb -ex 'target remote | loaderdbg serve --stdio FILE'")
+    serve.add_argument("--port", type=int, metavar="N", help="listen on TCP port N (0: any free port, printed)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                       help="address to listen on with --port (default 127.0.0.1: this machine only)")
+    serve.add_argument("--at", metavar="T", help="stop target to go to before gdb connects")
+    serve.add_argument("--live", nargs=argparse.REMAINDER, metavar="PROG",
+                       help="launch PROG [ARGS…] stopped at its first instruction and serve it live")
+    serve.add_argument("--pid", metavar="PID", help="attach to a running process and serve it live")
+
     # Every command takes or talks about stop targets: each help lists them.
     for command in sub.choices.values():
         command.epilog = parser.epilog
@@ -445,6 +458,42 @@ def cmd_explain(options: argparse.Namespace) -> int:
     return EXIT_TARGET if report.diverged else EXIT_OK
 
 
+def cmd_serve(options: argparse.Namespace) -> int:
+    from loaderdbg.serve.command import serve_live, serve_recording
+
+    pid = _pid(options.pid, "serve")
+    given = [what for what, value in (("FILE", options.file), ("--live", options.live is not None),
+                                      ("--pid", pid is not None)) if value]
+    if len(given) != 1:
+        raise CommandLineError("serve", "give one of FILE, --live PROG [ARGS…] or --pid PID")
+    if options.stdio == (options.port is not None):
+        raise CommandLineError("serve", "give one of --stdio or --port N")
+    if options.port is not None and not 0 <= options.port <= 65535:
+        raise CommandLineError("serve", f"not a TCP port: {options.port}")
+    at = str(_target(options.at)) if options.at else None
+    where = dict(stdio=options.stdio, host=options.host, port=options.port, at=at, say=say)
+    if options.file:
+        return serve_recording(options.file, **where)
+    from loaderdbg.live import LiveSession
+    if pid is not None:
+        from loaderdbg.inspect_command import gone_is_target_error
+        with gone_is_target_error(pid):
+            return serve_live(lambda: LiveSession.attach(pid), **where)
+    if not options.live:
+        raise CommandLineError("serve", "--live needs a program: loaderdbg serve --stdio --live PROG [ARGS…]")
+    from loaderdbg.inspect_command import launch_spec
+    program, *args = options.live
+    # With --stdio our stdin and stdout are gdb's: the program gets neither.
+    devnull = os.open(os.devnull, os.O_RDONLY) if options.stdio else None
+    try:
+        spec = launch_spec(program, args, aslr=False, stdin_fd=devnull,
+                           stdout_fd=STDERR_FD if options.stdio else None)
+        return serve_live(lambda: LiveSession(spec), **where)
+    finally:
+        if devnull is not None:
+            os.close(devnull)
+
+
 COMMANDS = {
     "inspect": cmd_inspect,
     "run": cmd_run,
@@ -453,6 +502,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "explain": cmd_explain,
     "verify": cmd_verify,
+    "serve": cmd_serve,
 }
 
 
