@@ -21,6 +21,7 @@ from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, an
 from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
+from loaderdbg.decode.elf import VersionNames
 from loaderdbg.decode.linkmap import LinkMapEntry, RDebug
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.registers import Registers, decode_registers
@@ -80,6 +81,8 @@ class ObjectSummary:
     totals: RelocationTotals
     is_ldso: bool
     detail: ObjectDetail
+    # DT_VERNEED/DT_VERDEF by name (None: the tables do not read).
+    versions: VersionNames | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,8 @@ def _memory_views(source: StateSource, memory: "_Reader",
             per_object.append(states)
             relocations.extend(states)
             summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
-                                           _totals(states, obj.name), obj is ldso, detail))
+                                           _totals(states, obj.name), obj is ldso, detail,
+                                           obj.info.version_names))
         got, ifuncs = _relocation_views(per_object, relocations, objects)
         return tuple(summaries), tuple(relocations), got, ifuncs
 

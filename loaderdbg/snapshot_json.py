@@ -87,6 +87,19 @@ def _link_map_private(private) -> dict:
 _NO_PRIVATE = LinkMapPrivate(reason="not read")
 
 
+def _version_names(versions) -> dict:
+    """The names behind the version counts (readelf -V), null when the
+    tables do not read."""
+    if versions is None:
+        return {"version_need_names": None, "version_definition_names": None}
+    return {
+        "version_need_names": [{"file": n.file, "versions": list(n.versions)} for n in versions.needs],
+        "version_definition_names": [
+            {"index": d.index, "name": d.name, "base": d.base, "parents": list(d.parents)}
+            for d in versions.definitions],
+    }
+
+
 def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
     """``backtrace``: the stop's frames (Session.backtrace()), written under
     "backtrace"; None (not unwound) writes null."""
@@ -141,7 +154,7 @@ def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
                 "elf_offset": hexify(o.elf_offset),
                 "is_ldso": o.is_ldso,
                 "elf": _detail(o.detail),
-                "dynamic": _dynamic(o.detail),
+                "dynamic": {**_dynamic(o.detail), **_version_names(o.versions)},
                 "relocations": {
                     "total": o.totals.total,
                     "applied": o.totals.applied,

@@ -222,6 +222,30 @@ class DynSymbol:
 
 
 @dataclass(frozen=True)
+class VersionNeed:
+    """One DT_VERNEED entry: a needed file and the versions asked of it."""
+
+    file: str
+    versions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VersionDefinition:
+    """One DT_VERDEF entry; ``base`` (VER_FLG_BASE) names the file itself."""
+
+    index: int
+    name: str
+    base: bool
+    parents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VersionNames:
+    needs: tuple[VersionNeed, ...]
+    definitions: tuple[VersionDefinition, ...]
+
+
+@dataclass(frozen=True)
 class DebugLink:
     """.gnu_debuglink: the name of the object's separate debug file and the
     CRC-32 (zlib's) of that file's bytes."""
@@ -477,6 +501,12 @@ class ElfInfo:
     def sections_in_range(self, lo: int, hi: int) -> tuple[str, ...]:
         """Names of allocated sections overlapping [lo, hi) (link-time)."""
         return tuple(name for start, end, name in self._sections if start < hi and lo < end)
+
+    @cached_property
+    def version_names(self) -> VersionNames | None:
+        """The names behind DT_VERNEED/DT_VERDEF (readelf -V), read on first
+        use rather than in every parse; None when the tables do not read."""
+        return _version_names_of(self._data, self.path)
 
 
 _ADDRESS_TYPES = frozenset({"FUNC", "OBJECT", "GNU_IFUNC", "NOTYPE", "COMMON"})
@@ -952,6 +982,16 @@ class _Dynamic:
                 names[vernaux["vna_other"]] = vernaux.name
         return names
 
+    def version_lists(self) -> VersionNames:
+        definitions = tuple(
+            VersionDefinition(verdef["vd_ndx"], aux[0].name, bool(verdef["vd_flags"] & _VER_FLG_BASE),
+                              tuple(a.name for a in aux[1:]))
+            for verdef, aux in self._version_table(GNUVerDefSection, "DT_VERDEF", "DT_VERDEFNUM", "vd") if aux)
+        needs = tuple(
+            VersionNeed(verneed.name, tuple(a.name for a in aux))
+            for verneed, aux in self._version_table(GNUVerNeedSection, "DT_VERNEED", "DT_VERNEEDNUM", "vn"))
+        return VersionNames(needs, definitions)
+
     # -- relocations -----------------------------------------------------------
 
     def relocation_tables(self) -> list[tuple[str, object]]:
@@ -1086,6 +1126,20 @@ def parse_elf(data: bytes, path: str = "") -> ElfInfo:
         raise DecodeError(f"{label}: {exc}") from None
     except _PARSE_ERRORS as exc:
         raise DecodeError(f"{label}: malformed ELF ({type(exc).__name__}: {exc})") from None
+
+
+def _version_names_of(data: bytes, path: str) -> VersionNames | None:
+    if not data:
+        return None
+    try:
+        p = _Parser(data, path)
+        dyn_seg = p.dynamic_segment()
+        if dyn_seg is None:
+            return VersionNames((), ())
+        seg = next(s for s in p.segments if s.type == "DYNAMIC")
+        return _Dynamic(p, seg, dyn_seg).version_lists()
+    except (DecodeError, *_PARSE_ERRORS):
+        return None
 
 
 def _parse(data: bytes, path: str) -> ElfInfo:
