@@ -120,6 +120,7 @@ class Capability(StrEnum):
     REVERSE = "reverse"          # Reversible
     HISTORY = "history"          # History
     TIMELINE = "timeline"        # events() is the whole run, ahead of this stop too, steps exact
+    WATCHPOINTS = "watchpoints"  # Watchpoints
 
 
 class Breakpoints(Protocol):
@@ -155,11 +156,38 @@ class Reversible(Protocol):
 
 
 class History(Protocol):
-    """"Who last wrote this?" before the current step (rr's reverse watch)."""
+    """"Who last wrote this?" before the current step (rr's reverse watch),
+    and who changes it next (a forward watch)."""
 
     def last_memory_write(self, addr: int, size: int):
         """The last step before this one that wrote [addr, addr+size), or None."""
 
+    def next_memory_change(self, addr: int, size: int):
+        """The first step from this one on that changed a byte of
+        [addr, addr+size) (a same-value store does not count), or None."""
+
     def last_register_write(self, register: str):
         """The last step before this one that wrote the register, or None;
         ValueError for a name that is no register."""
+
+
+WATCH_ACCESSES = ("write", "read", "access")  # gdb's watch, rwatch, awatch
+
+
+class Watchpoints(Protocol):
+    """Hardware watchpoints (x86-64: the debug registers, so at most four,
+    each 1, 2, 4 or 8 bytes at an address that is a multiple of its
+    length): a continue stops after the instruction that wrote (``write``),
+    or read or wrote (``read``, ``access``: x86 has no read-only kind), a
+    watched range. A recording finds writes in its index instead
+    (History)."""
+
+    def add_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
+        """Raises UsageError saying why one cannot be set (length,
+        alignment, all four in use)."""
+
+    def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None: ...
+
+    def watchpoint_hit(self) -> tuple[int, int, str] | None:
+        """(addr, size, access) of the watchpoint the last motion stopped
+        at, or None."""

@@ -137,7 +137,8 @@ class LoaderdbgApp(App[int]):
         self.temporary_breakpoints: set[int] = set()
         self._next_breakpoint = 1
         self.value_count = 0  # print's $N
-        self.watchpoints: dict[int, tuple[int, int, str]] = {}  # number -> (address, size, as typed)
+        # number -> (address, size, as typed, access: write | read | access)
+        self.watchpoints: dict[int, tuple[int, int, str, str]] = {}
 
     # -- hooks -----------------------------------------------------------------
     def present_volatile(self, kind: str, text: str) -> str:
@@ -409,9 +410,9 @@ class LoaderdbgApp(App[int]):
         if not self._alive():
             self._gone()
             return
-        if self.watchpoints:  # said each time: a forward run does not stop at them
-            self.log_line(Text("watchpoints stop rc only: the recording's write index answers backwards",
-                               style="yellow"))
+        if self.watchpoints:
+            self._cont_watched()
+            return
         self._switch_to_code()
         self._motion("continue", lambda: self.session.cont(None))
 
@@ -686,33 +687,104 @@ class LoaderdbgApp(App[int]):
             return
         self._motion("reverse continue", lambda: self.session.reverse_cont(command.target))
 
-    # watchpoints (recordings: the write index answers "who wrote it last")
+    # watchpoints: live, the debug registers (watch, rwatch, awatch; four at
+    # most); in a recording the write index (watch only, any number: c on to
+    # the next change, rc back to the last write)
     def _cmd_watch(self, command: Command) -> None:
-        if Capability.HISTORY not in self.capabilities:
-            self.refuse("watch needs a recording here (the engine sets no debug registers on a live "
-                        "process): loaderdbg record -o FILE PROG, then watch ADDR and rc")
+        self._watch(command, "write")
+
+    def _cmd_rwatch(self, command: Command) -> None:
+        self._watch(command, "read")
+
+    def _cmd_awatch(self, command: Command) -> None:
+        self._watch(command, "access")
+
+    def _watch(self, command: Command, access: str) -> None:
+        verb = command.text.split()[0]
+        hardware = Capability.WATCHPOINTS in self.capabilities
+        if not hardware and Capability.HISTORY not in self.capabilities:
+            self.refuse(f"{verb} needs hardware watchpoints (the debug registers), which this session cannot "
+                        "set, or a recording: loaderdbg record -o FILE PROG, then watch ADDR, c and rc")
+            return
+        if not hardware and access != "write":
+            self.refuse(f"{verb}: a recording keeps what each step wrote, not what it read (the recorder "
+                        "decodes stores only), so it cannot find a read; watch ADDR works here, "
+                        f"{verb} on a live process")
             return
         registers = self.view.registers if self.view else None
         session = self.session
+        size = command.count
 
         def work() -> None:
             try:
                 address = command.address.resolve(registers, session.resolve)
-            except CommandError as err:
+                if hardware:
+                    session.add_watchpoint(address, size, access)
+            except (CommandError, LoaderdbgError) as err:
                 self.post_message(CommandOutput(Text(str(err), style="red"), error=True))
                 return
-            self.call_from_thread(self._add_watchpoint, address, command.count, command.address.text)
+            self.call_from_thread(self._add_watchpoint, address, size, command.address.text, access, hardware)
         self.run_worker(work, thread=True, group="breakpoints", exit_on_error=False)
 
-    def _cmd_rwatch(self, command: Command) -> None:
-        self.refuse(f"{command.text.split()[0]}: a recording indexes writes, not reads; watch ADDR works")
-
-    def _add_watchpoint(self, address: int, size: int, spelled: str) -> None:
+    def _add_watchpoint(self, address: int, size: int, spelled: str, access: str, hardware: bool) -> None:
         number = self._next_breakpoint
         self._next_breakpoint += 1
-        self.watchpoints[number] = (address, size, spelled)
-        self.log_line(Text(f"Watchpoint {number}: [{address:#x}, +{size}) ({spelled}); rc goes back to "
-                           "the last step that wrote it", style="red"), show=True)
+        self.watchpoints[number] = (address, size, spelled, access)
+        if hardware:
+            self.log_line(Text(f"{reports.watchpoint_title(number, access, True)}: [{address:#x}, +{size}) "
+                               f"({spelled})", style="red"), show=True)
+        else:
+            self.log_line(Text(f"Watchpoint {number}: [{address:#x}, +{size}) ({spelled}); c stops at the next "
+                               "step that changes it, rc at the last step that wrote it", style="red"), show=True)
+
+    def _cont_watched(self) -> None:
+        """c with watchpoints. A recording: on to the first later step that
+        changes a watched byte (a breakpoint on the way stops first), or as
+        c. Live: the debug registers stop the run; as gdb's watch, a write
+        that leaves the value as it was runs on."""
+        session = self.session
+        watched = dict(self.watchpoints)
+        hardware = Capability.WATCHPOINTS in self.capabilities
+
+        def job() -> None:
+            if hardware:
+                while True:
+                    old = {number: session.read_memory(address, size)
+                           for number, (address, size, _, _) in watched.items()}
+                    session.cont(None)
+                    hit = session.watchpoint_hit()
+                    number = next((n for n, (address, size, _, access) in watched.items()
+                                   if hit == (address, size, access)), None)
+                    if number is None:
+                        return
+                    address, size, _spelled, access = watched[number]
+                    new = session.read_memory(address, size)
+                    if access == "write" and new == old[number]:
+                        continue
+                    self._report_watch(number, access, True, address, size, old[number], new, None)
+                    return
+            found = []
+            for number, (address, size, _spelled, _access) in watched.items():
+                change = session.next_memory_change(address, size)
+                if change is not None:
+                    found.append((change.step, number, change))
+            if not found:
+                self.post_message(CommandOutput(Text("no later change to a watched range: continue", style="dim")))
+                session.cont(None)
+                return
+            step, number, change = min(found, key=lambda f: (f[0], f[1]))
+            address, size, _spelled, access = watched[number]
+            old = session.read_memory(address, size)
+            session.cont(f"step:{step + 1}")
+            if session.position == step + 1:  # not stopped earlier at a breakpoint
+                new = session.read_memory(address, size)
+                self._report_watch(number, access, False, address, size, old, new, change.by)
+        self._switch_to_code()
+        self._motion("continue", job)
+
+    def _report_watch(self, number: int, access: str, hardware: bool, address: int, size: int,
+                      old: bytes | None, new: bytes | None, by) -> None:
+        self.post_message(CommandOutput(reports.watch_hit(number, access, hardware, address, size, old, new, by)))
 
     def _reverse_to_watched(self) -> None:
         """rc with watchpoints: back to the latest step before this one that
@@ -722,7 +794,7 @@ class LoaderdbgApp(App[int]):
 
         def job() -> None:
             found = []
-            for number, (address, size, _spelled) in watched.items():
+            for number, (address, size, _spelled, _access) in watched.items():
                 write = session.last_memory_write(address, size)
                 if write is not None:
                     found.append((write.step, number, address, size))
@@ -820,18 +892,30 @@ class LoaderdbgApp(App[int]):
             addresses = sorted(self.breakpoint_numbers) or sorted(self.view.breakpoints if self.view else ())
             if not addresses and not self.watchpoints:
                 self.log_line(Text("no breakpoints to delete", style="yellow"), show=True)
-            self.watchpoints.clear()
+            self._drop_watchpoints(list(self.watchpoints))
         else:
             addresses = []
             for number in command.numbers:
                 if number in by_number:
                     addresses.append(by_number[number])
-                elif self.watchpoints.pop(number, None) is not None:
+                elif number in self.watchpoints:
+                    self._drop_watchpoints([number])
                     self.log_line(Text(f"Watchpoint {number} deleted", style="dim"))
                 else:
                     self.log_line(Text(f"No breakpoint number {number}.", style="red"), show=True)
         for address in addresses:
             self.toggle_breakpoint(address, want=False)
+
+    def _drop_watchpoints(self, numbers: list[int]) -> None:
+        """Forget watchpoints; live, free their debug registers too."""
+        dropped = [self.watchpoints.pop(number) for number in numbers]
+        if dropped and Capability.WATCHPOINTS in self.capabilities:
+            session = self.session
+
+            def work() -> None:
+                for address, size, _spelled, access in dropped:
+                    session.remove_watchpoint(address, size, access)
+            self.run_worker(work, thread=True, group="breakpoints", exit_on_error=False)
 
     def _breakpoint_command(self, command: Command, *, want: bool, temporary: bool = False) -> None:
         registers = self.view.registers if self.view else None
@@ -871,7 +955,8 @@ class LoaderdbgApp(App[int]):
         self._number_breakpoints(view.breakpoints | frozenset(numbers))
         numbers = dict(self.breakpoint_numbers)
         watched = dict(self.watchpoints)
-        self._query(lambda: reports.breakpoints_report(self.session, view, numbers, temporary, watched),
+        hardware = Capability.WATCHPOINTS in self.capabilities
+        self._query(lambda: reports.breakpoints_report(self.session, view, numbers, temporary, watched, hardware),
                     command.text)
 
     def _cmd_sharedlibrary(self, command: Command) -> None:

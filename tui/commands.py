@@ -225,7 +225,7 @@ VERBS = {
     "tab": "tab", "focus": "tab",
     "bt": "backtrace", "backtrace": "backtrace", "where": "backtrace",
     "finish": "finish", "fin": "finish",
-    "watch": "watch", "rwatch": "rwatch", "awatch": "rwatch",
+    "watch": "watch", "rwatch": "rwatch", "awatch": "awatch",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -290,7 +290,7 @@ def parse_command(line: str) -> Command | None:
         if all(word.isdigit() for word in words):
             return Command("delete", numbers=tuple(int(word) for word in words), text=text)
         return Command("clear", address=parse_address(rest), text=text)
-    if verb in ("watch", "rwatch"):
+    if verb in ("watch", "rwatch", "awatch"):
         # watch ADDR [LEN] (LEN bytes, default 8)
         if not rest:
             raise CommandError(f"{head} needs an address, e.g. {head} $rsp+8 8, {head} 0x404040 4")
@@ -428,7 +428,9 @@ HELP_LINES = (
     ("disas [ADDR | NAME]", "disassemble the function around pc or ADDR"),
     ("bt [N] / backtrace", "the call stack, unwound with .eh_frame CFI (frame pointers where there is none)"),
     ("finish", "run until the current function returns to its caller"),
-    ("watch ADDR [LEN]", "in a recording: rc stops at the last step that wrote those bytes (any number of them)"),
+    ("watch ADDR [LEN]", "stop where those bytes change: live with the debug registers (up to four; LEN 1 2 4 8, "
+                         "aligned), in a recording any number, c forward and rc back to the last write"),
+    ("rwatch / awatch ADDR [LEN]", "live: stop after an instruction reads (or reads or writes) those bytes"),
     ("info symbol ADDR", "the symbol and object an address is in"),
     ("info sharedlibrary", "loaded objects and their code's address range"),
     ("x/NFU ADDR", "examine memory: U = b h w g (1 2 4 8 bytes), F = x d u s i; ADDR e.g. $sp+8, main"),

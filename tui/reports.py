@@ -207,7 +207,8 @@ BREAKPOINT_COLUMNS = (Column("Num"), Column("Type"), Column("Disp"), Column("Enb
 
 def breakpoints_report(session, view: StopView, numbers: dict[int, int],
                        temporary: frozenset[int] = frozenset(),
-                       watchpoints: dict[int, tuple[int, int, str]] | None = None) -> FittedTable | Text:
+                       watchpoints: dict[int, tuple[int, int, str, str]] | None = None,
+                       hardware: bool = False) -> FittedTable | Text:
     """gdb's `info breakpoints`: number, disposition (del for tbreak),
     address and symbol (the session symbolises: call from a worker), then
     the watchpoints."""
@@ -220,9 +221,46 @@ def breakpoints_report(session, view: StopView, numbers: dict[int, int],
         symbol = session.symbolize(address)
         rows.append((str(numbers.get(address, "?")), "breakpoint", "del" if address in temporary else "keep",
                      "y", f"{address:#018x}", f"<{symbol}>" if symbol else ""))
-    for number, (address, size, spelled) in sorted(watchpoints.items()):
-        rows.append((str(number), "watchpoint", "keep", "y", f"{address:#018x}", f"{size} bytes ({spelled})"))
+    for number, (address, size, spelled, access) in sorted(watchpoints.items()):
+        kind = WATCHPOINT_TYPES[access] if hardware else "watchpoint"
+        rows.append((str(number), kind, "keep", "y", f"{address:#018x}", f"{size} bytes ({spelled})"))
     return _fitted("", BREAKPOINT_COLUMNS, rows, ["red"] * len(rows))
+
+
+# gdb's words: `info breakpoints` types, and what a stop at one says.
+WATCHPOINT_TYPES = {"write": "hw watchpoint", "read": "read watchpoint", "access": "acc watchpoint"}
+WATCHPOINT_TITLES = {"write": "Hardware watchpoint", "read": "Hardware read watchpoint",
+                     "access": "Hardware access (read/write) watchpoint"}
+
+
+def watchpoint_title(number: int, access: str, hardware: bool) -> str:
+    return f"{WATCHPOINT_TITLES[access] if hardware else 'Watchpoint'} {number}"
+
+
+def watched_value(data: bytes | None) -> str:
+    """A watched range's value as gdb prints an integer of its length (hex
+    here), bytes for other lengths."""
+    if data is None:
+        return "<unreadable>"
+    if len(data) in (1, 2, 4, 8):
+        return f"{int.from_bytes(data, 'little'):#x}"
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def watch_hit(number: int, access: str, hardware: bool, address: int, size: int,
+              old: bytes | None, new: bytes | None, by=None) -> Text:
+    """gdb's stop at a watchpoint: `Hardware watchpoint 2: ADDR`, then Old
+    value and New value (a read: Value); ``by``, in a recording, is the
+    step whose instruction changed it (dataflow's StepInstruction)."""
+    out = Text(f"{watchpoint_title(number, access, hardware)}: [{address:#x}, +{size})\n\n", style="red")
+    if access == "read" or (access == "access" and old == new):
+        out.append(f"Value = {watched_value(new)}\n")
+    else:
+        out.append(f"Old value = {watched_value(old)}\n")
+        out.append(f"New value = {watched_value(new)}\n")
+    if by is not None:
+        out.append(f"changed by step {by.step}: {by.text} at {by.where()}\n", style="dim")
+    return out
 
 
 LIBRARY_COLUMNS = (Column("From"), Column("To"), Column("Syms Read"), Column("Shared Object Library",

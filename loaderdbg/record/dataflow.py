@@ -3,6 +3,9 @@
 - ``last_memory_write(replay, addr, size, before)``: the newest transition
   before step ``before`` that wrote any byte of [addr, addr+size): an
   instruction's store, a syscall's output, a page (re)mapped by the kernel.
+- ``next_memory_change(replay, addr, size, start)``: the oldest transition
+  at or after ``start`` that changed a byte of [addr, addr+size) (a forward
+  watch).
 - ``last_register_write(replay, register, before)``: the newest transition
   before ``before`` whose instruction wrote the register, whether or not the
   value changed (``xor edx, edx`` on a zero rdx still counts).
@@ -133,6 +136,20 @@ class Tracer:
         if write is None:
             return None
         return self._describe_write(write)
+
+    def next_memory_change(self, addr: int, size: int, start: int) -> MemoryWrite | None:
+        """The first write by a step at or after ``start`` that changed a
+        byte of [addr, addr+size): a store of the value already there is
+        passed over, as gdb's watch passes it over."""
+        for write in index.writes_from(self.rec, addr, size, start):
+            if write.kind == WRITE_PAGE:
+                changed = self.read(write.step, addr, size) != self.read(write.step + 1, addr, size)
+            else:
+                lo, hi = max(addr, write.addr) - write.addr, min(addr + size, write.end) - write.addr
+                changed = write.new[lo:hi] != write.old[lo:hi]
+            if changed:
+                return self._describe_write(write)
+        return None
 
     def _describe_write(self, write: Write) -> MemoryWrite:
         kind = WRITE_KIND_NAMES.get(write.kind, str(write.kind))

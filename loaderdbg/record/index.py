@@ -8,6 +8,9 @@
   changed a register's value. Each chunk row carries a mask of the
   registers its steps wrote (capstone's implicit/explicit writes, plus
   every value change), so chunks that never touched it are skipped.
+- ``writes_from(rec, addr, size, start)``: the changes to a range from a
+  transition on, oldest first (a forward watch stops at the first that
+  changed a byte).
 - ``find_pc(rec, addresses, after|before)``: the next/previous position
   whose pc is one of ``addresses`` (breakpoints, stop targets). Each chunk
   keeps the set of pcs it visited.
@@ -15,7 +18,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from loaderdbg.record.format import PAGE_SHIFT, Recording, Write
 
@@ -38,22 +41,27 @@ def last_write(rec: Recording, addr: int, size: int, before: int) -> Write | Non
 
 def writes_between(rec: Recording, addr: int, size: int, start: int, stop: int) -> list[Write]:
     """Every change to [addr, addr+size) by transitions in [start, stop), in order."""
-    if stop <= start or size <= 0:
+    if stop <= start:
         return []
+    return list(writes_from(rec, addr, size, start, stop))
+
+
+def writes_from(rec: Recording, addr: int, size: int, start: int, stop: int | None = None) -> Iterator[Write]:
+    """Each change to [addr, addr+size) by a transition at or after start
+    (and before stop), in order; a chunk is decoded only when reached."""
+    if size <= 0 or (stop is not None and stop <= start):
+        return
     end = addr + size
     pages = range(addr >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1)
-    first_chunk = rec.chunk_of(start)
-    last_chunk = rec.chunk_of(stop - 1)
-    out = []
-    for chunk in rec.chunks_writing_after(pages, first_chunk):
-        if chunk > last_chunk:
+    last_chunk = None if stop is None else rec.chunk_of(stop - 1)
+    for chunk in rec.chunks_writing_after(pages, rec.chunk_of(start)):
+        if last_chunk is not None and chunk > last_chunk:
             break
         cw = rec.chunk_writes(chunk)
-        lo, hi = cw.range(start, stop)
+        lo, hi = cw.range(start, stop) if stop is not None else (cw.range(start, start)[0], len(cw))
         for i in range(lo, hi):
             if cw.addrs[i] < end and addr < cw.addrs[i] + cw.sizes[i]:
-                out.append(cw.write(i))
-    return out
+                yield cw.write(i)
 
 
 def last_register_change(rec: Recording, index: int, before: int) -> int | None:

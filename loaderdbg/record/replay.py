@@ -797,6 +797,12 @@ class ReplaySession:
         with self._lock:
             return self._tracer().last_memory_write(addr, size, self._pos)
 
+    def next_memory_change(self, addr: int, size: int):
+        """The first step from this one on that changed a byte of
+        [addr, addr+size), or None (record/dataflow.py's MemoryWrite)."""
+        with self._lock:
+            return self._tracer().next_memory_change(addr, size, self._pos)
+
     def last_register_write(self, register: str):
         """The last step before this one that wrote the register, or None
         (record/dataflow.py's RegisterWrite); ValueError for no register."""
