@@ -393,6 +393,14 @@ class Tracee:
             assert stop is not None
             if stop.kind is not StopKind.STEP:
                 return stop
+        self.let_run(syscalls=syscalls)
+        return self._wait()
+
+    def let_run(self, *, syscalls: bool) -> None:
+        """Resume from the current stop without waiting (the pending signal
+        delivered): a thread group resumes every thread, then waits for
+        whichever stops first. Not over one of our int3s: step off it first."""
+        self._code.clear()
         try:
             if syscalls:
                 ptrace.syscall(self.pid, self._take_signal())
@@ -401,19 +409,31 @@ class Tracee:
         except ptrace.PtraceError as err:
             if err.errno != errno.ESRCH:
                 raise
-        return self._wait()
+
+    def thread(self, tid: int) -> "Tracee":
+        """Another thread of this process: its own registers and stops, the
+        same memory and so the same int3 table (opens /proc/TID/mem: OSError
+        when the thread is gone)."""
+        other = Tracee(tid, launched=self.launched)
+        other.breakpoints = self.breakpoints
+        other.writes_breakpoints = self.writes_breakpoints
+        return other
 
     def finish_execve(self, what: str) -> None:
         """From a PTRACE_EVENT_EXEC stop to execve's syscall-exit stop."""
         finish_execve(self.pid, what)
         self._regs_raw = None
 
-    def release_child(self, child: int, *, shares_memory: bool) -> None:
+    def release_child(self, child: int, *, shares_memory: bool, first_status: int | None = None) -> None:
         """Let a forked child go with our breakpoints taken out of its copy
-        of memory (a vfork child shares ours, so there is nothing to undo)."""
+        of memory (a vfork child shares ours, so there is nothing to undo).
+        ``first_status``: its first stop, when a wait for any thread got it."""
         try:
             while True:
-                _, status = ptrace.waitpid(child)
+                if first_status is None:
+                    _, status = ptrace.waitpid(child)
+                else:
+                    status, first_status = first_status, None
                 if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                     return
                 if os.WIFSTOPPED(status):

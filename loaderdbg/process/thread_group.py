@@ -1,0 +1,573 @@
+"""Every thread of one traced process, stopped and resumed together (all-stop).
+
+gdb's defaults: every thread is traced (TRACECLONE attaches new ones, which
+start in a stop of their own); when one thread stops for something worth
+reporting (a breakpoint, a signal, a step's end, a syscall stop, an event)
+every other thread is stopped too before we report it; resuming resumes
+them all; a step steps the current thread alone (``scheduler-locking
+step``), so an int3 lifted to step off it cannot be run through by another
+thread, and an int3 any thread hits is ours to report, never its death.
+
+Stopping the others races with them: a thread asked to stop may report a
+real event first (its own breakpoint hit, a signal, a syscall stop). That
+event is kept as the thread's *pending* stop (gdb's pending status) and
+reported by a later ``resume_all`` before anything runs again, one at a
+time; a pending breakpoint hit whose int3 was removed meanwhile is dropped
+(its pc is already back on the instruction). The stop request itself stays
+queued in such a thread and is swallowed when it shows up later.
+
+How a thread is asked to stop: PTRACE_INTERRUPT where the process was
+seized (attached, or caught from a seized parent), a SIGSTOP to that thread
+(tgkill) where it was launched with TRACEME, which INTERRUPT does not work
+on; a new thread of a TRACEME tracee also starts with a SIGSTOP stop, one of
+a seized tracee with PTRACE_EVENT_STOP (PTRACE_NOTES.md §7, §8).
+
+Threads that exit are let go and reaped without a report. A thread that
+execs ends every other thread; the exec event arrives for the leader's pid,
+whose number the process keeps (ptrace(2), "execve(2) under ptrace").
+Forked children are let go at once, our int3s taken out of their copy of
+memory (only this module can: a wait for any thread may collect their
+first stop). Runs on the tracer thread only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal as _signal
+from dataclasses import dataclass
+
+from loaderdbg.arch import X86_64
+from loaderdbg.errors import TargetError, UsageError
+from loaderdbg.process import ptrace
+from loaderdbg.process.attach import WNOTHREAD, AttachedThreads
+from loaderdbg.process.stops import Stop, StopKind
+from loaderdbg.process.tracee import Tracee, untrapped_r11
+
+RUNNING = "running"
+STOPPED = "stopped"
+STARTING = "starting"  # announced by its creator's clone event, first stop not seen yet
+EXITING = "exiting"  # past its exit event, let go to die; only its reaping is left
+
+_ORIG_RAX = X86_64.register_offset("orig_rax")
+_EXIT_GROUP = X86_64.syscall_numbers["exit_group"]
+_WAIT_FLAGS = ptrace.WALL | WNOTHREAD
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    """One traced thread as callers see it."""
+
+    tid: int
+    state: str  # RUNNING, STOPPED, STARTING or EXITING
+    last_stop: Stop | None  # its latest stop (a pending one included)
+    pending: bool  # stopped with an event not reported yet
+    current: bool
+
+
+@dataclass(frozen=True)
+class ThreadNote:
+    """Something that happened to a thread without stopping the program."""
+
+    kind: str  # "new" or "exited"
+    tid: int
+    detail: str
+
+
+class _Thread:
+    __slots__ = ("tracee", "state", "pending", "pending_breakpoint", "halt_requested")
+
+    def __init__(self, tracee: Tracee, state: str) -> None:
+        self.tracee = tracee
+        self.state = state
+        self.pending: Stop | None = None
+        # The int3 address a pending breakpoint stop was ours at (pc was
+        # already moved back onto it), to drop the stop if it is removed.
+        self.pending_breakpoint: int | None = None
+        # A stop request (INTERRUPT or SIGSTOP) whose stop has not shown up.
+        self.halt_requested = False
+
+    @property
+    def tid(self) -> int:
+        return self.tracee.pid
+
+
+class ThreadGroup:
+    """All-stop control of every thread of ``leader``'s process."""
+
+    def __init__(self, leader: Tracee, *, seized: bool | None = None) -> None:
+        self.leader = leader
+        self.pid = leader.pid
+        # Launched tracees are TRACEME'd (INTERRUPT is for seized ones only).
+        self.seized = (not leader.launched) if seized is None else seized
+        self._threads: dict[int, _Thread] = {leader.pid: _Thread(leader, STOPPED)}
+        self.current = leader.pid
+        self._pending_order: list[int] = []  # tids with a pending stop, oldest first
+        self._children: dict[int, int] = {}  # a forked child's first stop, collected early
+        self._notes: list[ThreadNote] = []
+        self._syscalls = False
+        self._dying = False  # an exit that ends the process was reported
+        try:
+            self._pgid = os.getpgid(leader.pid)
+        except OSError:
+            self._pgid = 0
+
+    @classmethod
+    def adopt_attached(cls, leader: Tracee, attached: AttachedThreads) -> "ThreadGroup":
+        """The threads ``attach`` seized and stopped; the group owns them from
+        now on (their signals to re-deliver become pending signals)."""
+        group = cls(leader, seized=True)
+        for tid, sig in sorted(attached.stopped.items()):
+            if tid == leader.pid:
+                continue
+            try:
+                tracee = leader.thread(tid)
+            except OSError:
+                continue  # died stopped (a SIGKILL): reaped by the next wait
+            tracee.pending_signal = sig
+            group._threads[tid] = _Thread(tracee, STOPPED)
+        attached.stopped.clear()
+        return group
+
+    # -- what callers read -------------------------------------------------------
+    def threads(self) -> tuple[ThreadInfo, ...]:
+        return tuple(ThreadInfo(t.tid, t.state, t.pending or t.tracee.last_stop, t.pending is not None,
+                                t.tid == self.current)
+                     for _, t in sorted(self._threads.items()))
+
+    def tids(self) -> tuple[int, ...]:
+        return tuple(sorted(self._threads))
+
+    def tracee(self, tid: int | None = None) -> Tracee:
+        """The Tracee of thread ``tid`` (the current one by default)."""
+        return self._thread(self.current if tid is None else tid).tracee
+
+    def registers_raw(self, tid: int | None = None) -> bytes:
+        return self.tracee(tid).regs_raw()
+
+    def select(self, tid: int) -> None:
+        thread = self._thread(tid)
+        if thread.state != STOPPED:
+            raise UsageError(f"thread {tid} is {thread.state}")
+        self.current = tid
+
+    def take_notes(self) -> list[ThreadNote]:
+        """Threads born and gone since the last call, oldest first."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    def _thread(self, tid: int) -> _Thread:
+        thread = self._threads.get(tid)
+        if thread is None:
+            raise UsageError(f"no thread {tid} (threads: {', '.join(map(str, sorted(self._threads)))})")
+        return thread
+
+    # -- breakpoints (memory is shared: one int3 table) --------------------------
+    def insert_breakpoint(self, addr: int) -> bool:
+        return self.leader.insert_breakpoint(addr)
+
+    def remove_breakpoint(self, addr: int) -> None:
+        self.leader.remove_breakpoint(addr)
+
+    # -- running -----------------------------------------------------------------
+    def resume_all(self, syscalls: bool) -> tuple[int, Stop]:
+        """Run every thread to the next stop worth reporting; every thread is
+        stopped again on return and the one that stopped is current. A stop
+        left pending by an earlier one is reported first, nothing run."""
+        self._syscalls = syscalls
+        reported = self._next_pending()
+        if reported is not None:
+            return reported
+        # Off our int3s first, one thread at a time, all others stopped.
+        order = [self.current] + [tid for tid in sorted(self._threads) if tid != self.current]
+        for tid in order:
+            thread = self._threads.get(tid)
+            if thread is None or thread.state != STOPPED or not self._on_breakpoint(thread):
+                continue
+            stop = self._step(thread)
+            if tid in self._threads and stop.kind is not StopKind.STEP:
+                self._keep_pending(thread, stop)
+        reported = self._next_pending()
+        if reported is not None:
+            return reported
+        for thread in list(self._threads.values()):
+            if thread.state == STOPPED:
+                thread.tracee.let_run(syscalls=syscalls)
+                thread.state = RUNNING
+        while True:
+            tid, status = self._wait_any()
+            stop = self._settle(tid, status, running=True)
+            if stop is not None:
+                break
+        self._halt_others(tid)
+        if tid not in self._threads:  # ended while the others stopped (an exec)
+            reported = self._next_pending()
+            if reported is not None:
+                return reported
+        if tid in self._threads:
+            self.current = tid
+        return tid, stop
+
+    def step_current(self) -> Stop:
+        """One instruction of the current thread, the others kept stopped. A
+        thread created meanwhile stays stopped too. When the step ended the
+        thread (its exit event; ``pid`` names it) another thread is current."""
+        thread = self._thread(self.current)
+        if thread.pending is not None:  # it stopped for something not reported yet
+            self._pending_order.remove(thread.tid)
+            stop, thread.pending = thread.pending, None
+            return stop
+        return self._step(thread)
+
+    def stop_all(self) -> None:
+        """Stop every thread still running (after an interrupted resume)."""
+        self._halt_others(None)
+
+    def _on_breakpoint(self, thread: _Thread) -> bool:
+        """Whether resuming ``thread`` must first execute the instruction under
+        an int3: the current thread stands on one, or another one stopped
+        there by hitting it (one merely stopped there will hit it, rightly)."""
+        try:
+            if thread.tracee.pc not in thread.tracee.breakpoints:
+                return False
+        except ptrace.PtraceError:
+            return False
+        last = thread.tracee.last_stop
+        return thread.tid == self.current or (last is not None and last.kind is StopKind.BREAKPOINT)
+
+    def _step(self, thread: _Thread) -> Stop:
+        """Single-step one thread, the others stopped: our stop request and a
+        clone on the way are dealt with here, not reported."""
+        tracee = thread.tracee
+        while True:
+            stop = tracee.step()
+            if self._is_halt(thread, stop):
+                thread.halt_requested = False
+                continue  # the request was still queued: it took the step's place
+            if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_CLONE:
+                self._adopt_clone(thread, keep_stopped=True)
+                # Stopped inside the syscall: one more step only completes it.
+                stop = tracee.step()
+                if stop.kind is StopKind.STEP:
+                    # The `syscall` saved our trap flag in r11, as any stepped one does.
+                    fixed = untrapped_r11(tracee.regs_raw())
+                    if fixed is not None:
+                        tracee.set_regs_raw(fixed)
+                    return stop
+            break
+        if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT and not self._exit_is_news(thread):
+            self._let_die(thread, wait=True)
+            if thread.tid == self.current:
+                self.current = self.pid if self.pid in self._threads else min(self._threads, default=self.pid)
+            return stop
+        if not stop.alive:
+            self._gone(thread, stop)
+        elif stop.kind is StopKind.EVENT:
+            self._event_news(thread, stop)
+        return stop
+
+    # -- one status ----------------------------------------------------------------
+    def _settle(self, tid: int, status: int, *, running: bool) -> Stop | None:
+        """Take one waitpid status. Returns the stop when it is news; while
+        ``running`` a thread whose stop is not news runs on, otherwise it
+        stays stopped and its news is kept pending."""
+        thread = self._threads.get(tid)
+        if thread is None:
+            self._stranger(tid, status, running)
+            return None
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            if tid != self.pid:
+                thread.tracee.classify_status(status)  # closes its memory
+                del self._threads[tid]
+                self._forget_pending(tid)
+                self._notes.append(ThreadNote("exited", tid, f"thread {tid} exited"))
+                return None
+            stop = thread.tracee.classify_status(status)
+            self._gone(thread, stop)
+            return self._news(thread, stop, running)
+        stop = thread.tracee.classify_status(status)
+        if thread.state == STARTING:
+            thread.state = STOPPED  # its first stop, whatever it says
+            if running:
+                self._run_on(thread)
+            return None
+        if self._is_halt(thread, stop):
+            thread.halt_requested = False
+            if running:
+                self._run_on(thread)
+            else:
+                thread.state = STOPPED
+            return None
+        if stop.kind is StopKind.EVENT:
+            if stop.event == ptrace.EVENT_CLONE:
+                self._adopt_clone(thread, keep_stopped=not running)
+                if running:
+                    self._run_on(thread)
+                else:
+                    thread.state = STOPPED
+                return None
+            if stop.event == ptrace.EVENT_EXIT and not self._exit_is_news(thread):
+                self._let_die(thread, wait=False)
+                return None
+            self._event_news(thread, stop)
+        return self._news(thread, stop, running)
+
+    def _news(self, thread: _Thread, stop: Stop, running: bool) -> Stop | None:
+        if running:
+            thread.state = STOPPED if stop.alive else thread.state
+            return stop
+        self._keep_pending(thread, stop)
+        return None
+
+    def _keep_pending(self, thread: _Thread, stop: Stop) -> None:
+        thread.state = STOPPED if stop.alive else thread.state
+        thread.pending = stop
+        thread.pending_breakpoint = None
+        if stop.kind is StopKind.BREAKPOINT:
+            pc = thread.tracee.pc
+            if pc in thread.tracee.breakpoints:
+                thread.pending_breakpoint = pc
+        self._pending_order.append(thread.tid)
+
+    def _next_pending(self) -> tuple[int, Stop] | None:
+        while self._pending_order:
+            tid = self._pending_order.pop(0)
+            thread = self._threads.get(tid)
+            if thread is None or thread.pending is None:
+                continue
+            stop, thread.pending = thread.pending, None
+            if thread.pending_breakpoint is not None \
+                    and thread.pending_breakpoint not in thread.tracee.breakpoints:
+                continue  # removed since: pc is already back on the instruction
+            if stop.kind is StopKind.SYSCALL and not self._syscalls:
+                continue  # collected while syscalls were watched; not wanted now
+            self.current = tid
+            return tid, stop
+        return None
+
+    def _forget_pending(self, tid: int) -> None:
+        if tid in self._pending_order:
+            self._pending_order.remove(tid)
+
+    def _is_halt(self, thread: _Thread, stop: Stop) -> bool:
+        """The stop our stop request causes (INTERRUPT: an EVENT_STOP with
+        SIGTRAP; tgkill: a SIGSTOP signal-delivery-stop)."""
+        if not thread.halt_requested:
+            return False
+        if self.seized:
+            return stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_STOP \
+                and stop.signal == _signal.SIGTRAP
+        return stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP
+
+    def _run_on(self, thread: _Thread) -> None:
+        thread.tracee.let_run(syscalls=self._syscalls)
+        thread.state = RUNNING
+
+    def _stranger(self, tid: int, status: int, running: bool) -> None:
+        """A status from a task we have no record of."""
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return  # a thread forgotten at an exec, reaped at last
+        if not os.path.exists(f"/proc/{self.pid}/task/{tid}"):
+            self._children[tid] = status  # a forked child, before its parent's event
+            return
+        # A new thread whose first stop beat its creator's clone event.
+        thread = self._new_thread(tid, STOPPED)
+        if thread is not None and running:
+            self._run_on(thread)
+
+    def _new_thread(self, tid: int, state: str) -> _Thread | None:
+        try:
+            tracee = self.leader.thread(tid)
+        except OSError:
+            return None
+        thread = _Thread(tracee, state)
+        self._threads[tid] = thread
+        self._notes.append(ThreadNote("new", tid, f"new thread {tid}"))
+        return thread
+
+    def _adopt_clone(self, parent: _Thread, *, keep_stopped: bool) -> None:
+        """``parent`` stopped at its clone event. The new thread is traced
+        already (TRACECLONE) and its first stop is on its way, unless a wait
+        for any thread got it first."""
+        try:
+            tid = ptrace.get_event_msg(parent.tid)
+        except ptrace.PtraceError:
+            return
+        if tid in self._threads:
+            return
+        thread = self._new_thread(tid, STARTING)
+        if thread is None or not keep_stopped:
+            return
+        # Scheduler locking: wait for this one thread's first stop, no one else's.
+        _, status = ptrace.waitpid(tid)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._settle(tid, status, running=False)
+            return
+        thread.tracee.classify_status(status)
+        thread.state = STOPPED
+
+    def _exit_is_news(self, thread: _Thread) -> bool:
+        """Whether a thread's exit event is the program's ending (exit_group
+        called by it, or the first thread to die of a signal) rather than one
+        thread leaving: its own exit(), or another's exit_group or execve
+        ending it."""
+        try:
+            status = ptrace.get_event_msg(thread.tid)
+            raw = thread.tracee.regs_raw()
+        except ptrace.PtraceError:
+            return False
+        number = int.from_bytes(raw[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+        news = not self._dying and (number == _EXIT_GROUP or
+                                    (os.WIFSIGNALED(status) and os.WTERMSIG(status) != _signal.SIGKILL))
+        if news:
+            self._dying = True
+        return news
+
+    def _let_die(self, thread: _Thread, *, wait: bool) -> None:
+        """Resume a thread past its exit event; ``wait``: reap it now."""
+        self._forget_pending(thread.tid)
+        thread.pending = None
+        try:
+            ptrace.cont(thread.tid, 0)
+        except ptrace.PtraceError:
+            pass
+        thread.state = EXITING
+        if wait and thread.tid != self.pid:
+            self._reap(thread)
+
+    def _reap(self, thread: _Thread) -> None:
+        """Wait for an EXITING thread's end (it runs nothing of its own)."""
+        while thread.tid in self._threads:
+            try:
+                _, status = ptrace.waitpid(thread.tid)
+            except ChildProcessError:
+                self._threads.pop(thread.tid, None)
+                return
+            self._settle(thread.tid, status, running=True)
+
+    def _event_news(self, thread: _Thread, stop: Stop) -> None:
+        """What an event reported to callers changes here first."""
+        if stop.event == ptrace.EVENT_EXEC:
+            # Every other thread is gone (the execing one became the leader).
+            for tid in [t for t in self._threads if t != thread.tid]:
+                del self._threads[tid]
+                self._forget_pending(tid)
+                self._notes.append(ThreadNote("exited", tid, f"thread {tid} ended by execve"))
+            thread.halt_requested = False
+            self._dying = False
+        elif stop.event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
+            try:
+                child = ptrace.get_event_msg(thread.tid)
+            except ptrace.PtraceError:
+                return
+            thread.tracee.release_child(child, shares_memory=stop.event == ptrace.EVENT_VFORK,
+                                        first_status=self._children.pop(child, None))
+
+    def _gone(self, thread: _Thread, stop: Stop) -> None:
+        """The leader's exit status: the process is gone, every thread with it."""
+        if thread.tid == self.pid:
+            for tid in [t for t in self._threads if t != self.pid]:
+                del self._threads[tid]
+            self._pending_order.clear()
+            thread.state = EXITING
+
+    def _halt_others(self, event_tid: int | None) -> None:
+        """Stop every running thread but ``event_tid``'s; real events met on
+        the way are kept pending."""
+        for thread in list(self._threads.values()):
+            if thread.state == RUNNING and thread.tid != event_tid and not thread.halt_requested:
+                self._request_halt(thread)
+        # Dying threads too: at a stop, every thread left is one we can show.
+        # (Not an exited leader: its status waits for the last thread.)
+        while any(t.tid != event_tid and (t.state in (RUNNING, STARTING) or
+                                          (t.state == EXITING and t.tid != self.pid))
+                  for t in self._threads.values()):
+            tid, status = self._wait_any()
+            self._settle(tid, status, running=False)
+
+    def _request_halt(self, thread: _Thread) -> None:
+        try:
+            if self.seized:
+                ptrace.interrupt(thread.tid)
+            else:
+                ptrace.tgkill(self.pid, thread.tid, _signal.SIGSTOP)
+        except (ptrace.PtraceError, ProcessLookupError):
+            pass  # exiting: its exit status is what comes
+        thread.halt_requested = True
+
+    def _wait_any(self) -> tuple[int, int]:
+        """The next status of any task of the process (its process group:
+        the tracer's other children are not ours to reap)."""
+        while True:
+            try:
+                return os.waitpid(-self._pgid if self._pgid > 0 else -1, _WAIT_FLAGS)
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                # The program moved to a process group of its own (setsid).
+                try:
+                    pgid = os.getpgid(self.pid)
+                except OSError:
+                    pgid = 0
+                if pgid == self._pgid or self._pgid == 0:
+                    if self._pgid == 0:
+                        raise TargetError(f"{self.pid}: no traced thread left to wait for") from None
+                    pgid = 0
+                self._pgid = pgid
+
+    # -- ending ----------------------------------------------------------------------
+    def kill(self) -> None:
+        """End the process and reap every thread (a traced thread's exit
+        status waits for us, and the leader's waits for all of them)."""
+        if not self.leader.alive:
+            return
+        try:
+            os.kill(self.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for thread in self._threads.values():
+            try:
+                ptrace.cont(thread.tid, 0)  # one at its exit event dies only once resumed
+            except ptrace.PtraceError:
+                pass
+        while self.leader.alive:
+            try:
+                tid, status = self._wait_any()
+            except TargetError:
+                break
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                thread = self._threads.pop(tid, None)
+                if thread is not None:
+                    thread.tracee.classify_status(status)
+                continue
+            try:
+                ptrace.cont(tid, 0)
+            except ptrace.PtraceError:
+                pass
+        self._threads.clear()
+        self._pending_order.clear()
+        self.leader.reclaim_terminal()
+
+    def detach(self) -> None:
+        """Let every thread run on as before we came: our int3s out, signals
+        that were on their way delivered."""
+        if not self.leader.alive:
+            return
+        self.stop_all()
+        for thread in [t for t in self._threads.values() if t.state == EXITING and t.tid != self.pid]:
+            self._reap(thread)
+        for addr in list(self.leader.breakpoints):
+            self.leader.remove_breakpoint(addr)
+        for thread in sorted(self._threads.values(), key=lambda t: t.tid == self.pid):
+            pending = thread.pending
+            if pending is not None and pending.kind is StopKind.SIGNAL and not thread.tracee.pending_signal:
+                thread.tracee.pending_signal = pending.signal
+            thread.tracee.detach()
+        self._threads.clear()
+        self._pending_order.clear()
+
+    def close(self) -> None:
+        if self.leader.launched:
+            self.kill()
+        else:
+            self.detach()
