@@ -14,7 +14,7 @@ from typing import Mapping
 
 from loaderdbg.live import LiveSession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop
+from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop, snapshot_auxv, split_copy_name
 from loaderdbg.session import Capability, StopReason
 from loaderdbg.snapshot import Snapshot
 from loaderdbg.targets import ReasonKind
@@ -49,6 +49,9 @@ class LiveTarget:
             self._snapshot = self.session.snapshot()
         return self._snapshot
 
+    def auxv(self) -> bytes:
+        return snapshot_auxv(self.snapshot())
+
     def registers(self) -> Mapping[str, int] | None:
         if not self.session.alive:
             return None
@@ -76,6 +79,7 @@ class LiveTarget:
         too), and /proc/PID/maps."""
         if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
             return BytesFile(self.maps_text().encode())
+        path, offset = split_copy_name(path)
         entries = [m for m in self.session.maps() if m.inode and m.path.startswith("/")]
         name = os.path.basename(path)
         for matches in (lambda m: m.path == path, lambda m: os.path.basename(m.path) == name):
@@ -83,7 +87,7 @@ class LiveTarget:
                 for source in (f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}", entry.path):
                     try:
                         with open(source, "rb") as handle:
-                            return BytesFile(handle.read())
+                            return BytesFile(handle.read()[offset:])
                     except OSError:
                         continue
         return None

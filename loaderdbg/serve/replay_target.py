@@ -16,11 +16,12 @@ from typing import Mapping
 
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.registers import decode_registers
+from loaderdbg.decode.stack import decode_initial_stack
 from loaderdbg.errors import LoaderdbgError
 from loaderdbg.record import index
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop
+from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop, auxv_bytes, snapshot_auxv, split_copy_name
 from loaderdbg.snapshot import Snapshot
 from loaderdbg.targets import ReasonKind
 
@@ -75,6 +76,18 @@ class ReplayTarget:
             self._snapshot = (position, self.session.snapshot())
         return self._snapshot[1]
 
+    def auxv(self) -> bytes:
+        """The auxv on the stack at this step, decoded from the kernel's
+        stack pointer alone (gdb asks while connecting: no full snapshot)."""
+        try:
+            stack = decode_initial_stack(self, self.rec.meta["kernel_sp"], self.arch)
+        except DecodeError:
+            return snapshot_auxv(self.snapshot())
+        return auxv_bytes(stack.auxv)
+
+    def read(self, addr: int, size: int) -> bytes | None:  # a MemoryReader, for the decoders
+        return self.session.read_memory(addr, size)
+
     def exec_path(self) -> str:
         return self.session.program
 
@@ -85,17 +98,19 @@ class ReplayTarget:
         """A file the recording stored, by the path gdb asks for: the one
         mapped now under that path, else any stored under it, else one
         stored under the same file name (ld.so's link_map names
-        /lib/x86_64-linux-gnu/libc.so.6 where maps say /usr/lib/...)."""
+        /lib/x86_64-linux-gnu/libc.so.6 where maps say /usr/lib/...); and
+        PATH@0xOFFSET, the ELF image inside a file (target.copy_name)."""
         if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
             return BytesFile(self.maps_text().encode())
+        path, offset = split_copy_name(path)
         stored = [f for f in self.rec.files() if f[5]]  # (id, dev, inode, path, size, stored)
         mapped = {(m.dev, m.inode) for m in self.session.maps()}
         name = os.path.basename(path)
         for matches in (lambda f: f[3] == path, lambda f: os.path.basename(f[3]) == name):
             found = [f for f in stored if matches(f)]
             found.sort(key=lambda f: (f[1], f[2]) not in mapped)
-            if found:
-                return _StoredFile(self.rec, found[0][0], found[0][4])
+            if found and offset < found[0][4]:
+                return _StoredFile(self.rec, found[0][0], found[0][4], offset)
         return None
 
     # -- breakpoints and watchpoints --------------------------------------------------
@@ -134,14 +149,20 @@ class ReplayTarget:
     def goto(self, position: int) -> Stop:
         """`monitor goto`: the stop gdb will be told of next."""
         self.session.goto(position)
-        self._stop = self._arrived()
+        self._stop = self._placed()
         return self._stop
 
     def run_until(self, until: str):
         """`monitor until T`: the session's own stop-target search."""
         reason = self.session.cont(until)
-        self._stop = self._arrived()
+        self._stop = self._placed()
         return reason
+
+    def _placed(self) -> Stop:
+        """The stop after a monitor command (or --at) put us somewhere: what
+        is there, but not "no more history" (nothing ran into an end)."""
+        stop = self._arrived()
+        return Stop(signal=stop.signal) if stop.no_history else stop
 
     def explain(self) -> str:
         from loaderdbg.explain import explain_recording
@@ -266,14 +287,17 @@ class ReplayTarget:
 
 
 class _StoredFile:
-    def __init__(self, rec, file_id: int, size: int) -> None:
+    """A stored file, or the part of it from ``start`` on."""
+
+    def __init__(self, rec, file_id: int, size: int, start: int = 0) -> None:
         self._rec = rec
         self._id = file_id
-        self.size = size
+        self._start = start
+        self.size = size - start
 
     def read(self, offset: int, length: int) -> bytes:
         try:
-            return self._rec.file_range(self._id, offset, length) or b""
+            return self._rec.file_range(self._id, self._start + offset, min(length, self.size - offset)) or b""
         except LoaderdbgError:
             return b""
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
 from loaderdbg.serve import registers as regs
-from loaderdbg.serve.target import (ServedFile, ServedTarget, Stop, auxv_bytes, libraries_svr4_xml,
+from loaderdbg.serve.target import (ServedFile, ServedTarget, Stop, libraries_svr4_xml,
                                     program_bias)
 
 PACKET_SIZE = 0x4000
@@ -276,11 +276,12 @@ class GdbServer:
                 return b"E00"
             data = regs.TARGET_XML
         elif obj == b"auxv":
-            data = auxv_bytes(self.target.snapshot())
+            data = self.target.auxv()
         elif obj == b"exec-file":
             data = self.target.exec_path().encode()
         elif obj == b"libraries-svr4":
-            data = libraries_svr4_xml(self.target.snapshot().link_map, annex.decode("ascii", "replace"))
+            data = libraries_svr4_xml(self.target.snapshot(), self.target.exec_path(),
+                                      annex.decode("ascii", "replace"))
         else:
             return EMPTY
         chunk = data[offset:offset + min(length, PACKET_SIZE - 16)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 from xml.sax.saxutils import quoteattr
 
-from loaderdbg.decode.linkmap import LinkMapEntry
+from loaderdbg.decode.auxv import AuxvEntry
 from loaderdbg.snapshot import Snapshot
 
 SIGINT, SIGTRAP = 2, 5
@@ -65,6 +65,8 @@ class ServedTarget(Protocol):
 
     def snapshot(self) -> Snapshot: ...
 
+    def auxv(self) -> bytes: ...
+
     def exec_path(self) -> str: ...
 
     def maps_text(self) -> str: ...
@@ -96,17 +98,20 @@ class BytesFile:
 
 # -- views from a snapshot -------------------------------------------------------
 
-def auxv_bytes(snapshot: Snapshot) -> bytes:
-    """The auxiliary vector as it sits on the stack now (after an
-    exec-solib rewrite, the one ld.so reads), as (type, value) words up to
-    and with AT_NULL; the kernel's own when the stack cannot be decoded."""
-    entries = snapshot.stack.auxv if snapshot.stack is not None else snapshot.auxv_kernel
+def auxv_bytes(entries: Sequence[AuxvEntry]) -> bytes:
+    """An auxiliary vector as (type, value) words up to and with AT_NULL."""
     out = bytearray()
     for entry in entries:
         out += struct.pack("<QQ", entry.type, entry.value & 0xFFFF_FFFF_FFFF_FFFF)
         if entry.type == 0:
             return bytes(out)
     return bytes(out) + struct.pack("<QQ", 0, 0)
+
+
+def snapshot_auxv(snapshot: Snapshot) -> bytes:
+    """The auxv as it sits on the stack now (after an exec-solib rewrite,
+    the one ld.so reads); the kernel's own when the stack cannot be decoded."""
+    return auxv_bytes(snapshot.stack.auxv if snapshot.stack is not None else snapshot.auxv_kernel)
 
 
 def _parse_annex(annex: str) -> dict[str, int]:
@@ -121,15 +126,39 @@ def _parse_annex(annex: str) -> dict[str, int]:
     return out
 
 
-def libraries_svr4_xml(link_map: Sequence[LinkMapEntry], annex: str = "") -> bytes:
+def copy_name(path: str, offset: int) -> str:
+    """The name gdb gets for an ELF image inside a file at ``offset`` (an
+    exec-solib payload): ``PATH@0xOFFSET``, which vFile:open serves."""
+    return f"{path}@{offset:#x}" if offset else path
+
+
+def split_copy_name(name: str) -> tuple[str, int]:
+    path, sep, offset = name.rpartition("@0x")
+    if sep and path:
+        try:
+            return path, int(offset, 16)
+        except ValueError:
+            pass
+    return name, 0
+
+
+def libraries_svr4_xml(snapshot: Snapshot, exec_path: str, annex: str = "") -> bytes:
     """gdb's library-list-svr4 document from our link_map walk, every
-    namespace with its ``lmid``. An annex ``start=LM`` (gdb's incremental
+    namespace with its ``lmid``.
+
+    The main program's entry is left out, as gdbserver does, when it is the
+    file gdb already has (the exec file where the kernel mapped it). When
+    ld.so's main program is another image (an exec-solib payload, loaded
+    from a memfd or from inside the launcher file), it is listed as a
+    library under the name of its bytes (copy_name), so gdb loads its
+    symbols at its own address. An annex ``start=LM`` (gdb's incremental
     update at a probe stop) lists the chain from that link_map on, without
     main-lm, as gdbserver does."""
     wanted = _parse_annex(annex)
     start = wanted.get("start", 0)
-    entries = list(link_map)
+    entries = list(snapshot.link_map)
     main = next((e for e in entries if e.kind == "main" and e.namespace == 0), None)
+    main_is_exec = main is not None and main.l_addr == program_bias(snapshot, exec_path)
     if start:
         at = next((i for i, e in enumerate(entries) if e.address == start), None)
         if at is None:
@@ -138,21 +167,27 @@ def libraries_svr4_xml(link_map: Sequence[LinkMapEntry], annex: str = "") -> byt
             namespace = entries[at].namespace
             entries = [e for e in entries[at:] if e.namespace == namespace]
     head = '<library-list-svr4 version="1.0"'
-    if main is not None and not start:
+    if main is not None and main_is_exec and not start:
         head += f' main-lm="{main.address:#x}"'
     lines = [head + ">"]
     for entry in entries:
-        if entry.kind == "main" and entry.namespace == 0:
-            continue
-        lines.append(f"<library name={quoteattr(entry.name)} lm=\"{entry.address:#x}\" "
+        name = entry.name
+        if entry is main or (main is not None and entry.address == main.address and entry.namespace == 0):
+            if main_is_exec:
+                continue
+            image = next((o for o in snapshot.objects if o.base == entry.l_addr), None)
+            if image is None:
+                continue
+            name = copy_name(image.path, image.elf_offset)
+        lines.append(f"<library name={quoteattr(name)} lm=\"{entry.address:#x}\" "
                      f"l_addr=\"{entry.l_addr:#x}\" l_ld=\"{entry.l_ld:#x}\" lmid=\"{entry.namespace:#x}\"/>")
     lines.append("</library-list-svr4>")
     return "\n".join(lines).encode()
 
 
 def program_bias(snapshot: Snapshot, exec_path: str) -> int:
-    """The load bias of the program file (0 for a fixed-address one)."""
-    for obj in snapshot.objects:
-        if obj.path == exec_path and obj.elf_offset == 0:
-            return obj.base
-    return 0
+    """The load bias of the program file where the kernel mapped it (0 for
+    a fixed-address one): of its images, the one at the highest address
+    (ld.so loads its own copies below the kernel's mapping)."""
+    biases = [obj.base for obj in snapshot.objects if obj.path == exec_path and obj.elf_offset == 0]
+    return max(biases, default=0)
