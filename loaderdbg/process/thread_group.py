@@ -32,7 +32,6 @@ first stop). Runs on the tracer thread only.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal as _signal
 from dataclasses import dataclass

@@ -23,7 +23,6 @@ from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.thread_group import ThreadGroup
 from loaderdbg.process.tracee import LaunchSpec, launch
 
-EXIT_GROUP = 231
 
 
 def _symbol(path: str, name: str) -> int:
@@ -60,6 +59,12 @@ def _tracer_pids(pid: int) -> dict[int, int]:
             fields = dict(line.split(":", 1) for line in handle if ":" in line)
         out[int(entry)] = int(fields["TracerPid"])
     return out
+
+
+def _cpu_time(pid: int, tid: int) -> int:
+    """Nanoseconds thread ``tid`` has run (schedstat's first field)."""
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as handle:
+        return int(handle.read().split()[0])
 
 
 @dataclass
@@ -217,3 +222,157 @@ def test_after_a_thread_exec_only_the_leader_is_left(exec_run):
     ended = {n.tid for n in exec_run["notes"] if n.kind == "exited"}
     assert ended == {n.tid for n in exec_run["notes"] if n.kind == "new"}
     assert exec_run["final"].kind is StopKind.EXITED and exec_run["final"].exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def step_run(fixtures_dir):
+    """ctor_threads stepped, scheduler-locked, through the constructor's
+    first pthread_create, then continued; a signal sent to one worker."""
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    read_end, write_end = os.pipe()
+    tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=write_end))
+    os.close(write_end)
+    group = ThreadGroup(tracee)
+    seen: dict = {"pid": tracee.pid, "hits": [], "signals": []}
+    try:
+        base = _load_base(tracee.pid, path)
+        constructor = base + _symbol(path, "start_workers")
+        group.insert_breakpoint(constructor)
+        _, stop = group.resume_all(syscalls=False)
+        seen["at_constructor"] = stop.kind is StopKind.BREAKPOINT and tracee.pc == constructor
+        group.remove_breakpoint(constructor)
+        for _ in range(50_000):  # about 4,000 steps here
+            before = tracee.pc
+            stop = group.step_current()
+            notes = group.take_notes()
+            if notes:
+                break
+        seen["clone_step"] = (before, tracee.memory.read(before, 2), tracee.pc, stop.kind)
+        seen["r11"] = int.from_bytes(tracee.regs_raw()[6 * 8:7 * 8], "little")
+        seen["new"] = [(n.kind, n.tid) for n in notes]
+        worker = notes[0].tid
+        worker_pc = group.tracee(worker).pc
+        for _ in range(50):
+            group.step_current()
+        seen["worker_moved"] = group.tracee(worker).pc != worker_pc
+        seen["states_while_stepping"] = _task_states(tracee.pid)
+        seen["current_after_steps"] = group.current
+        group.insert_breakpoint(base + _symbol(path, "common_work"))
+        target = None
+        while True:
+            tid, stop = group.resume_all(syscalls=False)
+            if not stop.alive:
+                seen["final"] = stop
+                break
+            if stop.kind is StopKind.BREAKPOINT:
+                seen["hits"].append(tid)
+                workers = [t for t in group.tids() if t != tracee.pid]
+                if target is None and len(workers) == 3:
+                    target = next(t for t in workers if t != tid)
+                    seen["signal_target"] = target
+                    ptrace.tgkill(tracee.pid, target, signal.SIGWINCH)  # ignored by default
+            elif stop.kind is StopKind.SIGNAL:
+                seen["signals"].append((tid, stop.signal, stop.si_code))
+                group.tracee(tid).pending_signal = stop.signal
+    finally:
+        group.close()
+        seen["output"] = os.read(read_end, 65536).decode()
+        os.close(read_end)
+    return seen
+
+
+def test_a_thread_created_during_a_step_starts_stopped(step_run):
+    assert step_run["at_constructor"]
+    before, code, after, kind = step_run["clone_step"]
+    assert code == b"\x0f\x05" and after == before + 2 and kind is StopKind.STEP  # one `syscall`, done
+    assert not step_run["r11"] & 0x100  # our trap flag is not left in the saved RFLAGS
+    assert [kind for kind, _ in step_run["new"]] == ["new"]
+
+
+def test_a_step_steps_the_current_thread_alone(step_run):
+    assert step_run["current_after_steps"] == step_run["pid"]
+    assert not step_run["worker_moved"]
+    assert set(step_run["states_while_stepping"].values()) == {"t"}
+
+
+def test_a_signal_sent_to_one_thread_is_reported_for_it_and_delivered(step_run):
+    assert step_run["signals"] == [(step_run["signal_target"], signal.SIGWINCH, -6)]  # SI_TKILL
+    assert len(step_run["hits"]) == 15
+    assert step_run["final"].kind is StopKind.EXITED and step_run["final"].exit_code == 0
+    assert step_run["output"] == "ctor_threads: 3 workers x 5 rounds, total 22477500\n"
+
+
+@pytest.fixture(scope="module")
+def attached_run(fixtures_dir):
+    """Attach to a busy multi-threaded process, step a worker, hit a
+    breakpoint in the workers, detach; then look at the process."""
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    proc = subprocess.Popen([path, "forever"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    seen: dict = {"pid": proc.pid, "hits": []}
+    try:
+        assert proc.stdout.readline() == "ctor_threads: running\n"
+        tracee, threads = attach(proc.pid)
+        group = ThreadGroup.adopt_attached(tracee, threads)
+        try:
+            seen["tids"] = group.tids()
+            seen["states_attached"] = _task_states(proc.pid)
+            worker = max(t for t in group.tids() if t != proc.pid)
+            group.select(worker)
+            others = {tid: group.registers_raw(tid) for tid in group.tids() if tid != worker}
+            pcs = []
+            for _ in range(30):
+                pcs.append(group.tracee().pc)
+                seen.setdefault("step_kinds", set()).add(group.step_current().kind)
+            seen["worker_pcs"] = pcs
+            seen["others_unchanged"] = all(group.registers_raw(t) == raw for t, raw in others.items())
+            addr = _load_base(proc.pid, path) + _symbol(path, "common_work")
+            seen["original"] = tracee.memory.read(addr, 1)
+            group.insert_breakpoint(addr)
+            for _ in range(6):
+                tid, stop = group.resume_all(syscalls=False)
+                seen["hits"].append((tid, stop.kind, group.tracee(tid).pc == addr,
+                                     set(_task_states(proc.pid).values())))
+        finally:
+            group.close()  # attached: detach
+        time.sleep(0.05)
+        seen["states_after"] = _task_states(proc.pid)
+        seen["tracers_after"] = _tracer_pids(proc.pid)
+        with open(f"/proc/{proc.pid}/mem", "rb") as mem:
+            mem.seek(addr)
+            seen["byte_after"] = mem.read(1)
+        workers = [t for t in seen["tids"] if t != proc.pid]
+        cpu_before = {t: _cpu_time(proc.pid, t) for t in workers}
+        time.sleep(0.1)
+        seen["ran_on"] = {t: _cpu_time(proc.pid, t) > cpu_before[t] for t in workers}
+        seen["alive"] = proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    return seen
+
+
+def test_attach_stops_every_thread(attached_run):
+    assert len(attached_run["tids"]) == 4
+    assert attached_run["states_attached"] == {tid: "t" for tid in attached_run["tids"]}
+
+
+def test_attached_worker_steps_while_the_others_wait(attached_run):
+    assert attached_run["step_kinds"] == {StopKind.STEP}
+    assert len(set(attached_run["worker_pcs"])) > 1
+    assert attached_run["others_unchanged"]
+
+
+def test_attached_breakpoint_hits_stop_every_thread(attached_run):
+    for tid, kind, at_breakpoint, states in attached_run["hits"]:
+        assert kind is StopKind.BREAKPOINT and at_breakpoint and tid != attached_run["pid"]
+        assert states == {"t"}
+    assert len({tid for tid, *_ in attached_run["hits"]}) >= 2  # not one thread's stops only
+
+
+def test_detach_lets_every_thread_run_on(attached_run):
+    assert set(attached_run["states_after"]) == set(attached_run["tids"])
+    assert "t" not in attached_run["states_after"].values()
+    assert set(attached_run["tracers_after"].values()) == {0}
+    assert attached_run["byte_after"] == attached_run["original"]  # our int3 is out
+    # main waits in pthread_join; the three workers keep working.
+    assert list(attached_run["ran_on"].values()) == [True, True, True] and attached_run["alive"]
