@@ -18,6 +18,13 @@ SYSTEM_TOOLS += aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-us
 SYSTEM_FILES := libc6-dbg:/usr/lib/debug/.build-id
 # The arm64 glibc that qemu-aarch64 -L /usr/aarch64-linux-gnu runs programs with.
 SYSTEM_FILES += libc6-dev-arm64-cross:/usr/aarch64-linux-gnu/lib/crt1.o
+# Packages of another architecture (Debian multiarch; sysdeps adds the
+# architecture to dpkg first): arch/package -> a file it installs. Debian's
+# arm64 musl, for the aarch64 fixture's musl variant (aarch64-linux-musl-gcc
+# and the loader /lib/ld-musl-aarch64.so.1 that qemu falls back to when the
+# -L sysroot has no such file).
+FOREIGN_FILES := arm64/musl:/lib/aarch64-linux-musl/libc.so \
+	arm64/musl-dev:/usr/lib/aarch64-linux-musl/crt1.o
 
 .PHONY: all sysdeps venv fixtures fixtures-big demo test bench recordings clean
 
@@ -34,9 +41,17 @@ sysdeps:
 	  pkg=$${pair%%:*}; file=$${pair#*:}; \
 	  test -e $$file || missing="$$missing $$pkg"; \
 	done; \
+	archs=""; \
+	for pair in $(FOREIGN_FILES); do \
+	  spec=$${pair%%:*}; file=$${pair#*:}; arch=$${spec%%/*}; \
+	  test -e $$file || { missing="$$missing $${spec#*/}:$$arch"; archs="$$archs $$arch"; }; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  for arch in $$(echo $$archs | tr " " "\n" | sort -u); do \
+	    dpkg --print-foreign-architectures | grep -qx $$arch || dpkg --add-architecture $$arch; \
+	  done; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
 	fi
 

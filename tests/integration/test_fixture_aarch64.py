@@ -24,10 +24,15 @@ FIXTURE_SRC = REPO / "tests/fixtures/execsolib-aarch64"
 BUILD = REPO / "build/fixtures"
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 GUEST_LDSO = "/lib/ld-linux-aarch64.so.1"  # the trampoline's PT_INTERP, as the guest names it
-OK_VARIANTS = ["aarch64-glibc-O2", "aarch64-glibc-O0", "aarch64-glibc-relr"]
+# Debian's musl:arm64 (multiarch) installs it on the host; qemu finds it there
+# because the -L sysroot has no file of that name.
+MUSL_LDSO = "/lib/ld-musl-aarch64.so.1"
+OK_VARIANTS = ["aarch64-glibc-O2", "aarch64-glibc-O0", "aarch64-glibc-relr", "aarch64-musl-O2"]
 BUG_VARIANT = "aarch64-handoffbug"
 ALL_VARIANTS = OK_VARIANTS + [BUG_VARIANT]
 HOST_LIB = "libexecsolib_host.so"
+ZOO = {"aarch64-hello": ("hello from aarch64\n", GUEST_LDSO),
+       "aarch64-hello-musl": ("hello from aarch64 musl\n", MUSL_LDSO)}
 MILESTONES = [
     "(1) self-relocation done",
     "(2) trampoline mapped",
@@ -42,6 +47,8 @@ CROSS_TOOLS = ["qemu-aarch64", "gdb-multiarch", "aarch64-linux-gnu-readelf", "aa
 _absent = [t for t in CROSS_TOOLS if shutil.which(t) is None]
 if not (SYSROOT / GUEST_LDSO.lstrip("/")).exists():
     _absent.append(f"{SYSROOT}{GUEST_LDSO} (libc6-arm64-cross)")
+if not Path(MUSL_LDSO).exists():
+    _absent.append(f"{MUSL_LDSO} (musl:arm64)")
 if _absent:
     pytest.skip(f"aarch64 cross tools not installed: {', '.join(_absent)} (`make sysdeps` installs them)",
                 allow_module_level=True)
@@ -51,9 +58,14 @@ if _absent:
 def build_dir() -> Path:
     d = BUILD / "execsolib"
     missing = [v for v in ALL_VARIANTS if not (d / v / "libexecsolib.so").is_file()]
-    if missing or not (BUILD / "zoo/aarch64-hello").is_file():
-        pytest.fail(f"aarch64 fixtures not built (missing {missing or 'zoo/aarch64-hello'}); run `make fixtures`")
+    missing += [f"zoo/{p}" for p in ZOO if not (BUILD / "zoo" / p).is_file()]
+    if missing:
+        pytest.fail(f"aarch64 fixtures not built (missing {missing}); run `make fixtures`")
     return d
+
+
+def ldso_of(variant: str) -> str:
+    return MUSL_LDSO if "musl" in variant else GUEST_LDSO
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -146,7 +158,7 @@ def test_trace_shows_milestones_in_order_and_relocation_count(build_dir, variant
     applied = int(re.search(r"(\d+) RELATIVE relocations applied", r.stderr).group(1))
     assert applied >= 50
     assert applied == relative_count(so)  # every R_AARCH64_RELATIVE (or RELR bit) applied
-    assert f"{GUEST_LDSO} mapped at 0x" in r.stderr
+    assert f"{ldso_of(variant)} mapped at 0x" in r.stderr
     for needle in (f"DT_NEEDED -> 0x6e000001: {HOST_LIB}", "DT_INIT_ARRAY -> 0x6e000019",
                    "DT_VERNEED -> 0x6e000ffe", "DT_VERSYM -> 0x6e000ff0",
                    "host_report: GLOBAL -> WEAK"):
@@ -378,7 +390,7 @@ def test_trampoline_is_aarch64_pie_with_interp_and_phdr(build_dir, variant):
     out = readelf("-hldW", t)
     assert re.search(r"Type:\s+DYN", out) and re.search(r"Machine:\s+AArch64", out)
     assert re.search(r"^\s+PHDR\s", out, re.M)
-    assert f"[Requesting program interpreter: {GUEST_LDSO}]" in out
+    assert f"[Requesting program interpreter: {ldso_of(variant)}]" in out
     assert "(FLAGS_1)            Flags: PIE" in out
 
 
@@ -400,16 +412,22 @@ def test_link_check_refuses_a_foreign_trampoline(build_dir):
 # Every patch of the memfd copy is needed on aarch64 too
 
 SKIP_FAILURES = [
-    ("needed", 3, f"{HOST_LIB}: cannot open shared object file"),
-    ("init", -6, "DT_INIT ran in the memfd copy"),  # payload's guard: kill(getpid(), SIGABRT)
-    ("verneed", 127, "_dl_check_map_versions"),
-    ("weak", 3, "undefined symbol: host_"),
+    ("aarch64-glibc-O2", "needed", 3, f"{HOST_LIB}: cannot open shared object file"),
+    ("aarch64-musl-O2", "needed", 3, f"Error loading shared library {HOST_LIB}"),
+    # payload.c's guards: kill(getpid(), SIGABRT). glibc runs DT_INIT first;
+    # musl on aarch64 has no DT_INIT/DT_FINI at all (NO_LEGACY_INITFINI), so
+    # there the constructor in DT_INIT_ARRAY is the first to fire.
+    ("aarch64-glibc-O2", "init", -6, "DT_INIT ran in the memfd copy"),
+    ("aarch64-musl-O2", "init", -6, "constructor ran in the memfd copy"),
+    ("aarch64-glibc-O2", "verneed", 127, "_dl_check_map_versions"),
+    ("aarch64-glibc-O2", "weak", 3, "undefined symbol: host_"),
+    ("aarch64-musl-O2", "weak", 3, "symbol not found"),
 ]
 
 
-@pytest.mark.parametrize("skip,rc,message", SKIP_FAILURES)
-def test_each_patch_is_necessary(build_dir, skip, rc, message):
-    d = build_dir / "aarch64-glibc-O2"
+@pytest.mark.parametrize("variant,skip,rc,message", SKIP_FAILURES)
+def test_each_patch_is_necessary(build_dir, variant, skip, rc, message):
+    d = build_dir / variant
     assert (d / HOST_LIB).is_file()  # it exists, just not findable
     r = qemu(["./libexecsolib.so", "a"], cwd=d, EXECSOLIB_SKIP_PATCH=skip)
     assert r.returncode == rc, (r.returncode, r.stdout, r.stderr)
@@ -431,10 +449,12 @@ def test_bootstrap_failures_are_loud(build_dir):
 # The plain aarch64 program
 
 
-def test_zoo_aarch64_hello(build_dir):
-    hello = BUILD / "zoo/aarch64-hello"
+@pytest.mark.parametrize("program", sorted(ZOO))
+def test_zoo_aarch64_hello(build_dir, program):
+    hello = BUILD / "zoo" / program
+    greeting, ldso = ZOO[program]
     r = qemu([hello])
-    assert (r.returncode, r.stdout, r.stderr) == (0, "hello from aarch64\n", "")
+    assert (r.returncode, r.stdout, r.stderr) == (0, greeting, "")
     out = readelf("-hlW", hello)
     assert re.search(r"Type:\s+DYN", out) and re.search(r"Machine:\s+AArch64", out)
-    assert f"[Requesting program interpreter: {GUEST_LDSO}]" in out
+    assert f"[Requesting program interpreter: {ldso}]" in out
