@@ -1,0 +1,161 @@
+"""Hardware watchpoints: x86-64's debug registers, set through ptrace.
+
+A tracer reaches a tracee's DR0–DR7 with PTRACE_PEEKUSER/POKEUSER at
+offsetof(struct user, u_debugreg) + 8·n (848 on x86-64, <sys/user.h>).
+DR0–DR3 hold four addresses; DR7 enables each and says what it watches
+(writes, or reads and writes: x86 has no read-only condition, so gdb's
+rwatch is an access watchpoint whose value did not change) and how many
+bytes (1, 2, 4 or 8, at an address that is a multiple of the length: the
+kernel refuses anything else with EINVAL). After the instruction that
+touched a watched byte the thread stops with SIGTRAP, si_code TRAP_HWBKPT
+(or TRAP_TRACE when it was single-stepping), and DR6's low four bits say
+which slots fired. The kernel starts DR6 afresh at each debug exception
+(virtual_dr6), so it is only read after a SIGTRAP stop.
+
+Debug registers belong to one thread, and execve clears them: this module
+watches the thread it is given, nothing more. Every call must come from
+the tracer thread (ptrace.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loaderdbg.errors import UsageError
+from loaderdbg.process import ptrace
+
+# offsetof(struct user, u_debugreg) on x86-64: regs (216), u_fpvalid and
+# padding (8), i387 (512), u_tsize/u_dsize/u_ssize, start_code/start_stack,
+# signal, reserved and padding, u_ar0, u_fpstate, magic (72), u_comm (32).
+DEBUG_REGISTERS_OFFSET = 848
+WORD = 8
+SLOTS = 4
+DR6, DR7 = 6, 7
+PEEKUSER = ptrace.PEEKUSER
+POKEUSER = 6  # PTRACE_POKEUSER (include/uapi/linux/ptrace.h)
+MASK64 = (1 << 64) - 1
+
+TRAP_HWBKPT = 4  # si_code of a SIGTRAP from a debug register (include/uapi/asm-generic/siginfo.h)
+
+ACCESSES = ("write", "read", "access")  # gdb's watch, rwatch, awatch
+# DR7's R/W field per slot: 01 data writes, 11 data reads or writes.
+CONDITION_BITS = {"write": 0b01, "read": 0b11, "access": 0b11}
+# DR7's LEN field per slot (Intel SDM vol. 3 §18.2.5): 8 bytes is 10.
+LENGTH_BITS = {1: 0b00, 2: 0b01, 4: 0b11, 8: 0b10}
+
+
+@dataclass(frozen=True)
+class HardwareWatchpoint:
+    slot: int  # DR0..DR3
+    address: int
+    length: int
+    access: str  # write | read | access
+
+    @property
+    def end(self) -> int:
+        return self.address + self.length
+
+
+def dr7_bits(slot: int, length: int, access: str) -> int:
+    """DR7's bits that enable ``slot`` (locally: L0..L3) for a watch of
+    ``length`` bytes on ``access``."""
+    return (1 << (2 * slot)) | (CONDITION_BITS[access] << (16 + 4 * slot)) | (LENGTH_BITS[length] << (18 + 4 * slot))
+
+
+def check_watchpoint(address: int, length: int, access: str) -> None:
+    """UsageError saying why the debug registers cannot watch this range."""
+    if access not in ACCESSES:
+        raise UsageError(f"unknown watchpoint access {access!r} (write, read or access)")
+    if length not in LENGTH_BITS:
+        raise UsageError(f"a hardware watchpoint covers 1, 2, 4 or 8 bytes, not {length}")
+    if address % length:
+        raise UsageError(f"a hardware watchpoint of {length} bytes needs an address that is a multiple of "
+                         f"{length}: {address:#x} is not (watch {address & ~(length - 1):#x} {length}, or a "
+                         "smaller length)")
+    if not 0 <= address <= MASK64 - length:
+        raise UsageError(f"{address:#x} is no address")
+
+
+class DebugRegisters:
+    """The debug registers of one stopped, traced thread: what is watched,
+    and which slot fired."""
+
+    def __init__(self, tid: int) -> None:
+        self.tid = tid
+        self._slots: list[HardwareWatchpoint | None] = [None] * SLOTS
+
+    # -- the registers ----------------------------------------------------------
+    def read(self, number: int) -> int:
+        return ptrace.request(PEEKUSER, self.tid, DEBUG_REGISTERS_OFFSET + WORD * number) & MASK64
+
+    def write(self, number: int, value: int) -> None:
+        ptrace.request(POKEUSER, self.tid, DEBUG_REGISTERS_OFFSET + WORD * number, value)
+
+    def _dr7(self) -> int:
+        value = 0
+        for watchpoint in self._slots:
+            if watchpoint is not None:
+                value |= dr7_bits(watchpoint.slot, watchpoint.length, watchpoint.access)
+        return value
+
+    # -- watchpoints -----------------------------------------------------------
+    @property
+    def watchpoints(self) -> tuple[HardwareWatchpoint, ...]:
+        return tuple(w for w in self._slots if w is not None)
+
+    def add(self, address: int, length: int, access: str = "write") -> HardwareWatchpoint:
+        """Watch [address, address+length) in a free slot. The same watch
+        twice is one slot. UsageError: a range the hardware cannot watch,
+        or all four slots in use (no software fallback: single-stepping
+        the program would be another debugger)."""
+        check_watchpoint(address, length, access)
+        for watchpoint in self._slots:
+            if watchpoint is not None and (watchpoint.address, watchpoint.length, watchpoint.access) == \
+                    (address, length, access):
+                return watchpoint
+        slot = next((n for n, w in enumerate(self._slots) if w is None), None)
+        if slot is None:
+            raise UsageError(f"all {SLOTS} debug registers are in use: x86-64 watches at most {SLOTS} ranges "
+                             "(delete one; a recording watches any number: loaderdbg record, then watch)")
+        watchpoint = HardwareWatchpoint(slot, address, length, access)
+        # The address first: DR7 then enables a slot that already points
+        # where it should (the kernel checks both when DR7 is written).
+        self.write(slot, address)
+        self._slots[slot] = watchpoint
+        try:
+            self.write(DR7, self._dr7())
+        except ptrace.PtraceError as err:
+            self._slots[slot] = None
+            raise UsageError(f"the kernel refused a hardware watchpoint on [{address:#x}, +{length}): "
+                             f"{err.strerror}") from None
+        return watchpoint
+
+    def remove(self, address: int, length: int, access: str = "write") -> bool:
+        """Stop watching that range; False if it was not watched."""
+        for slot, watchpoint in enumerate(self._slots):
+            if watchpoint is not None and (watchpoint.address, watchpoint.length, watchpoint.access) == \
+                    (address, length, access):
+                self._slots[slot] = None
+                self.write(DR7, self._dr7())
+                self.write(slot, 0)
+                return True
+        return False
+
+    def clear(self) -> None:
+        """Every slot off (before a detach: the process runs on unwatched)."""
+        used = [w.slot for w in self._slots if w is not None]
+        if used:
+            self._slots = [None] * SLOTS
+            self.write(DR7, 0)
+        for slot in used:
+            self.write(slot, 0)
+
+    def fired(self) -> HardwareWatchpoint | None:
+        """At a SIGTRAP stop: the watchpoint whose slot DR6 says fired (the
+        lowest, if several did), None if none; DR6 is then cleared so a
+        later stop cannot report it again."""
+        status = self.read(DR6)
+        hit = next((w for w in self._slots if w is not None and status & (1 << w.slot)), None)
+        if status & 0xF:
+            self.write(DR6, 0)
+        return hit
