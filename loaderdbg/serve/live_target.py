@@ -115,7 +115,7 @@ class LiveTarget:
             reason = self.session.step(1)
         else:
             reason = self._run(self.session.cont, interrupted)
-            if reason.kind == ReasonKind.EXITING:
+            if reason.kind == ReasonKind.EXITING or (reason.kind == ReasonKind.TARGET and reason.target == "exit"):
                 # gdb's continue ends at the exit itself, not at the exit event.
                 reason = self._run(self.session.cont, interrupted)
         self._stop = self._stop_of(reason)

@@ -63,10 +63,11 @@ def _where(target) -> str:
     registers = target.registers() or {}
     pc = registers.get("rip")
     if pc is None:
-        return f"step {session.position}"
+        return f"step {session.position}" if session.position_exact else "the process is gone"
     symbol = session.symbolize(pc)
-    exact = "" if session.position_exact else " (count not exact since a continue)"
-    return f"step {session.position}{exact}: pc {pc:#x}" + (f" <{symbol}>" if symbol else "")
+    where = f"step {session.position}" if session.position_exact else \
+        "after a continue (steps are counted exactly only by stepping)"
+    return f"{where}: pc {pc:#x}" + (f" <{symbol}>" if symbol else "")
 
 
 def _step(target, args) -> str:
