@@ -8,12 +8,16 @@ rwatch is an access watchpoint whose value did not change) and how many
 bytes (1, 2, 4 or 8, at an address that is a multiple of the length: the
 kernel refuses anything else with EINVAL). After the instruction that
 touched a watched byte the thread stops with SIGTRAP, si_code TRAP_HWBKPT
-(or TRAP_TRACE when it was single-stepping), and DR6's low four bits say
+(stops.py: a WATCHPOINT stop; TRAP_TRACE, a STEP, when it was
+single-stepping), and DR6's low four bits say
 which slots fired. The kernel starts DR6 afresh at each debug exception
 (virtual_dr6), so it is only read after a SIGTRAP stop.
 
-Debug registers belong to one thread, and execve clears them: this module
-watches the thread it is given, nothing more. Every call must come from
+Debug registers belong to one thread: clone and fork do not pass them on,
+execve clears them, and PTRACE_DETACH does NOT: a process detached with a
+slot armed dies of SIGTRAP at its next watched access (seen here), so
+``clear`` comes before a detach. This module watches the thread it is
+given, nothing more. Every call must come from
 the tracer thread (ptrace.py).
 """
 
@@ -35,7 +39,6 @@ PEEKUSER = ptrace.PEEKUSER
 POKEUSER = 6  # PTRACE_POKEUSER (include/uapi/linux/ptrace.h)
 MASK64 = (1 << 64) - 1
 
-TRAP_HWBKPT = 4  # si_code of a SIGTRAP from a debug register (include/uapi/asm-generic/siginfo.h)
 
 ACCESSES = ("write", "read", "access")  # gdb's watch, rwatch, awatch
 # DR7's R/W field per slot: 01 data writes, 11 data reads or writes.

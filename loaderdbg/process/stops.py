@@ -3,8 +3,9 @@
 Like rr's WaitStatus, nothing past this module sees a magic number. The
 classification follows PTRACE_NOTES.md §1–4: a single-step reports SIGTRAP
 with si_code TRAP_TRACE (or TRAP_BRKPT after stepping over ``syscall``), an
-int3 reports SI_KERNEL, syscall stops carry SIGTRAP|0x80 (TRACESYSGOOD), and
-ptrace events put the event number in bits 16–23.
+int3 reports SI_KERNEL, a debug register (a hardware watchpoint) reports
+TRAP_HWBKPT, syscall stops carry SIGTRAP|0x80 (TRACESYSGOOD), and ptrace
+events put the event number in bits 16–23.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class StopKind(enum.Enum):
     KILLED = "killed"  # process is gone: terminated by a signal
     STEP = "step"  # single-step finished
     BREAKPOINT = "breakpoint"  # an int3 executed (rip is one past it)
+    WATCHPOINT = "watchpoint"  # a debug register fired (rip is past the access; DR6 says which)
     SYSCALL = "syscall"  # syscall entry or exit (TRACESYSGOOD)
     EVENT = "event"  # PTRACE_EVENT_* (exec, exit, fork, clone, stop)
     SIGNAL = "signal"  # a signal is about to be delivered
@@ -30,6 +32,7 @@ class StopKind(enum.Enum):
 SI_KERNEL = 0x80
 TRAP_BRKPT = 1
 TRAP_TRACE = 2
+TRAP_HWBKPT = 4
 
 EVENT_NAMES = {
     ptrace.EVENT_FORK: "fork",
@@ -97,6 +100,10 @@ def classify(pid: int, status: int, *, fetch_siginfo: bool = True) -> Stop:
         code = int.from_bytes(info[8:12], "little", signed=True) if info else None
         if code == SI_KERNEL:
             return Stop(StopKind.BREAKPOINT, pid, signal=sig, si_code=code, siginfo=info)
+        if code == TRAP_HWBKPT:
+            # A continue reached a watched access. (A single step that makes
+            # one reports TRAP_TRACE: only DR6 tells, see debug_registers.py.)
+            return Stop(StopKind.WATCHPOINT, pid, signal=sig, si_code=code, siginfo=info)
         if code is not None and code > 0:
             # TRAP_TRACE, TRAP_BRKPT (a step over `syscall`) and the code seen
             # when a step enters a signal handler all come from our trap flag.

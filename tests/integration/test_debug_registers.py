@@ -16,9 +16,8 @@ from loaderdbg.decode.disasm import disassemble
 from loaderdbg.arch import X86_64
 from loaderdbg.errors import UsageError
 from loaderdbg.process import ptrace, tracee
-from loaderdbg.process.debug_registers import (DR7, SLOTS, TRAP_HWBKPT, DebugRegisters, check_watchpoint,
-                                               dr7_bits)
-from loaderdbg.process.stops import classify
+from loaderdbg.process.debug_registers import DR7, SLOTS, DebugRegisters, check_watchpoint, dr7_bits
+from loaderdbg.process.stops import TRAP_HWBKPT, StopKind, classify
 from loaderdbg.process.tracee import LaunchSpec
 
 SOURCE = r"""
@@ -69,7 +68,7 @@ def _run_to_hits(process, registers: DebugRegisters, counter: int) -> list[tuple
             process.alive = False
             return hits
         if stop.event is None and stop.signal == signal.SIGTRAP:
-            assert stop.si_code == TRAP_HWBKPT
+            assert stop.si_code == TRAP_HWBKPT and stop.kind is StopKind.WATCHPOINT
             fired = registers.fired()
             assert fired is not None
             rip = ptrace.request(ptrace.PEEKUSER, pid, RIP)
@@ -156,3 +155,41 @@ def test_the_hardware_rules(program):
         assert refused.value.errno == 22  # EINVAL
     finally:
         process.close()
+
+
+SPIN = r"""
+#include <stdint.h>
+#include <unistd.h>
+volatile uint64_t counter;
+int main(void) { for (;;) { counter++; usleep(1000); } }
+"""
+
+
+@pytest.mark.parametrize("cleared", [True, False])
+def test_a_detach_keeps_armed_slots_so_clear_comes_first(tmp_path, cleared):
+    """PTRACE_DETACH leaves the debug registers armed: the process then dies
+    of SIGTRAP at its next watched write, unless they were cleared."""
+    (tmp_path / "spin.c").write_text(SPIN)
+    path = str(tmp_path / "spin")
+    subprocess.run(["gcc", "-O1", "-no-pie", "-o", path, str(tmp_path / "spin.c")], check=True)
+    counter = int(next(line.split()[0] for line in subprocess.run(
+        ["nm", path], capture_output=True, text=True, check=True).stdout.splitlines()
+        if line.endswith(" counter")), 16)
+    process = subprocess.Popen([path])
+    try:
+        ptrace.seize(process.pid, 0)
+        ptrace.interrupt(process.pid)
+        ptrace.waitpid(process.pid)
+        registers = DebugRegisters(process.pid)
+        registers.add(counter, 8, "write")
+        if cleared:
+            registers.clear()
+        ptrace.detach(process.pid)
+        try:
+            process.wait(timeout=0.3)
+        except subprocess.TimeoutExpired:
+            pass
+        assert process.returncode == (None if cleared else -signal.SIGTRAP)
+    finally:
+        process.kill()
+        process.wait()
