@@ -447,12 +447,18 @@ class ThreadGroup:
     def _event_news(self, thread: _Thread, stop: Stop) -> None:
         """What an event reported to callers changes here first."""
         if stop.event == ptrace.EVENT_EXEC:
-            # Every other thread is gone (the execing one became the leader).
+            # Every other thread is gone; the execing one took the leader's
+            # pid, with whatever stop request of ours it still had queued.
+            try:
+                execer = self._threads.get(ptrace.get_event_msg(thread.tid), thread)
+            except ptrace.PtraceError:
+                execer = thread
+            thread.halt_requested = execer.halt_requested
             for tid in [t for t in self._threads if t != thread.tid]:
                 del self._threads[tid]
                 self._forget_pending(tid)
                 self._notes.append(ThreadNote("exited", tid, f"thread {tid} ended by execve"))
-            thread.halt_requested = False
+            thread.state = STOPPED
             self._dying = False
         elif stop.event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK):
             try:

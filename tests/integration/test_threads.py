@@ -81,6 +81,8 @@ class Run:
     output: str = ""
     leftover_tasks: bool = True
     notes: list = field(default_factory=list)
+    syscall_stops: int = 0
+    syscall_order_errors: list[str] = field(default_factory=list)  # entry/exit out of turn in a thread
 
 
 def _check_all_stopped(group: ThreadGroup, run: Run, where: str) -> None:
@@ -91,11 +93,12 @@ def _check_all_stopped(group: ThreadGroup, run: Run, where: str) -> None:
         run.not_all_stopped.append(f"{where}: running {running}, not traced {sorted(untraced)}")
 
 
-def _drive(path: str, breakpoints: tuple[str, ...], argv: tuple[str, ...] = ()) -> Run:
+def _drive(path: str, breakpoints: tuple[str, ...], *, syscalls: bool) -> Run:
     """Launch, put breakpoints on ``breakpoints`` (symbols of ``path``) and
-    continue to the exit, checking all-stop at every stop."""
+    continue to the exit (stopping at every syscall too with ``syscalls``),
+    checking all-stop at every stop."""
     read_end, write_end = os.pipe()
-    tracee = launch(LaunchSpec(path, (path, *argv), dict(os.environ), stdout_fd=write_end))
+    tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=write_end))
     os.close(write_end)
     group = ThreadGroup(tracee)
     run = Run(tracee.pid)
@@ -105,8 +108,9 @@ def _drive(path: str, breakpoints: tuple[str, ...], argv: tuple[str, ...] = ()) 
         for addr, name in addresses.items():
             assert group.insert_breakpoint(addr)
             run.hits[name] = []
+        last_op: dict[int, int] = {}
         while True:
-            tid, stop = group.resume_all(syscalls=False)
+            tid, stop = group.resume_all(syscalls=syscalls)
             if not stop.alive:
                 run.final = stop
                 break
@@ -115,6 +119,13 @@ def _drive(path: str, breakpoints: tuple[str, ...], argv: tuple[str, ...] = ()) 
             _check_all_stopped(group, run, f"{stop.describe()} in {tid}")
             if stop.kind is StopKind.BREAKPOINT and group.tracee(tid).pc in addresses:
                 run.hits[addresses[group.tracee(tid).pc]].append(tid)
+                continue
+            if stop.kind is StopKind.SYSCALL:
+                run.syscall_stops += 1
+                info = ptrace.get_syscall_info(tid)
+                if last_op.get(tid) == info.op:
+                    run.syscall_order_errors.append(f"thread {tid}: op {info.op} twice")
+                last_op[tid] = info.op
                 continue
             run.stops.append(stop)
             if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
@@ -132,7 +143,7 @@ def _drive(path: str, breakpoints: tuple[str, ...], argv: tuple[str, ...] = ()) 
 
 @pytest.fixture(scope="module")
 def ctor_run(fixtures_dir) -> Run:
-    return _drive(str(fixtures_dir / "threads" / "ctor_threads"), ("common_work",))
+    return _drive(str(fixtures_dir / "threads" / "ctor_threads"), ("common_work",), syscalls=False)
 
 
 def test_every_worker_hits_the_common_breakpoint_each_round(ctor_run):
@@ -162,7 +173,8 @@ def test_the_program_ends_normally_with_its_output(ctor_run):
 
 @pytest.fixture(scope="module")
 def churn_run(fixtures_dir) -> Run:
-    return _drive(str(fixtures_dir / "threads" / "churn"), ("quick_start", "keeper_tick"))
+    # Syscalls watched all the way, as a live session does.
+    return _drive(str(fixtures_dir / "threads" / "churn"), ("quick_start", "keeper_tick"), syscalls=True)
 
 
 def test_churn_runs_to_exit_with_breakpoints_in_place(churn_run):
@@ -171,6 +183,13 @@ def test_churn_runs_to_exit_with_breakpoints_in_place(churn_run):
     assert len(set(by_name["keeper_tick"])) == 2 and len(by_name["keeper_tick"]) >= 2
     assert churn_run.final.kind is StopKind.EXITED and churn_run.final.exit_code == 0
     assert churn_run.output == "churn: 32 quick threads, 2 keepers\n"
+    # Our stop requests never show up as the program's signals.
+    assert [s.describe() for s in churn_run.stops] == ["ptrace event exit"]
+
+
+def test_churn_syscall_stops_come_in_order_in_every_thread(churn_run):
+    assert churn_run.syscall_stops > 100
+    assert churn_run.syscall_order_errors == []
 
 
 def test_churn_leaves_no_thread_running_at_a_stop_and_none_behind(churn_run):
@@ -190,20 +209,23 @@ def exec_run(fixtures_dir):
     seen: dict = {"pid": tracee.pid, "threads_before": set()}
     try:
         while True:
-            tid, stop = group.resume_all(syscalls=False)
+            tid, stop = group.resume_all(syscalls=True)
             assert stop.alive, stop.describe()
             if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXEC:
                 break
+            assert stop.kind is StopKind.SYSCALL, stop.describe()
         seen["tid"] = tid
         seen["former_tid"] = ptrace.get_event_msg(tid)
         seen["tids"] = group.tids()
         seen["tasks"] = set(_task_states(tracee.pid))
         seen["exe"] = os.readlink(f"/proc/{tracee.pid}/exe")
         seen["notes"] = group.take_notes()
-        seen["breakpoints_after"] = dict(tracee.breakpoints)
-        _, seen["final"] = group.resume_all(syscalls=False)
+        seen["after"] = []
+        _, seen["final"] = group.resume_all(syscalls=True)
         while seen["final"].alive:
-            _, seen["final"] = group.resume_all(syscalls=False)
+            if seen["final"].kind is not StopKind.SYSCALL:
+                seen["after"].append(seen["final"].describe())
+            _, seen["final"] = group.resume_all(syscalls=True)
     finally:
         group.close()
     return seen
@@ -222,6 +244,7 @@ def test_after_a_thread_exec_only_the_leader_is_left(exec_run):
     ended = {n.tid for n in exec_run["notes"] if n.kind == "exited"}
     assert ended == {n.tid for n in exec_run["notes"] if n.kind == "new"}
     assert exec_run["final"].kind is StopKind.EXITED and exec_run["final"].exit_code == 0
+    assert exec_run["after"] == ["ptrace event exit"]  # no stop request of ours left over
 
 
 @pytest.fixture(scope="module")
