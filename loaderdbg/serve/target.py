@@ -13,6 +13,7 @@ from loaderdbg.decode.auxv import AuxvEntry
 from loaderdbg.snapshot import Snapshot
 
 SIGINT, SIGTRAP = 2, 5
+AT_PHDR, AT_ENTRY = 3, 9
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,16 @@ def libraries_svr4_xml(snapshot: Snapshot, exec_path: str, annex: str = "") -> b
 
 
 def program_bias(snapshot: Snapshot, exec_path: str) -> int:
-    """The load bias of the program file where the kernel mapped it (0 for
-    a fixed-address one): of its images, the one at the highest address
-    (ld.so loads its own copies below the kernel's mapping)."""
+    """The load bias of the program as the kernel mapped it (0 for a
+    fixed-address one): the object holding the kernel's AT_PHDR (AT_ENTRY
+    for a program without one), found through the maps' annotations; by
+    the exec file's path when the kernel's auxv is not known."""
+    kernel = {entry.type: entry.value for entry in snapshot.auxv_kernel}
+    address = kernel.get(AT_PHDR) or kernel.get(AT_ENTRY)
+    if address is not None:
+        name = next((m.object for m in snapshot.maps if m.entry.start <= address < m.entry.end), None)
+        found = next((obj for obj in snapshot.objects if obj.name == name), None)
+        if found is not None:
+            return found.base
     biases = [obj.base for obj in snapshot.objects if obj.path == exec_path and obj.elf_offset == 0]
     return max(biases, default=0)

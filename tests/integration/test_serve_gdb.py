@@ -229,3 +229,66 @@ def test_live_info_sharedlibrary_at_entry_lists_ldso_libc_and_the_copy():
     assert any(re.search(r"libexecsolib\.so@0x[0-9a-f]+$|memfd", name) for name in listed), out["libs"]
     assert "_start in section .text" in out["libs"]
     assert "exited normally" in out["end"], out["end"]
+
+
+# -- a fresh recording of a program that exits ---------------------------------------------
+
+def test_exited_recording_ends_with_its_exit_and_reverses_from_there(tmp_path):
+    recording = tmp_path / "true.ldbg"
+    subprocess.run([LOADERDBG, "record", "-o", str(recording), "/bin/true"], capture_output=True, timeout=120,
+                   check=True)
+    out = run_gdb([str(recording)], [
+        ("end", ["continue", "monitor step", "info sharedlibrary"]),
+        ("back", ["reverse-stepi", "monitor step"]),
+        ("exit", ["continue", "continue"]),
+    ])
+    with ReplaySession(str(recording)) as replay:
+        last = replay.last_step
+    assert "No more reverse-execution history" in out["end"], out["end"]
+    assert step_of(out["end"]) == last
+    # The program is the exec file, not a library; ld.so and libc are.
+    listed = re.findall(r"target:(\S+)$", out["end"], flags=re.M)
+    assert not any(name.endswith("/true") for name in listed), out["end"]
+    assert any(name.endswith("/libc.so.6") for name in listed), out["end"]
+    assert step_of(out["back"]) == last - 1
+    assert "exited normally" in out["exit"], out["exit"]
+
+
+# -- TCP ---------------------------------------------------------------------------------------
+
+def test_tcp_port_zero_prints_the_port_and_frees_it_when_gdb_goes():
+    server = subprocess.Popen([LOADERDBG, "serve", "--port", "0", str(RDXBUG)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        port = int(found.group(1))
+        gdb = shutil.which("gdb")
+        done = subprocess.run([gdb, "-nx", "-batch", "-ex", "set remotetimeout 60",
+                               "-ex", f"target remote 127.0.0.1:{port}", "-ex", "monitor step", "-ex", "detach"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert "step 0" in done.stdout + done.stderr, done.stdout + done.stderr
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    import socket
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nobody listens there any more
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give one of FILE"),
+    (["--stdio", "--port", "1", str(RDXBUG)], "give one of --stdio or --port"),
+    (["--port", "70000", str(RDXBUG)], "not a TCP port"),
+    (["--stdio", "/nonexistent.ldbg"], "nonexistent"),
+    (["--stdio", "--at", "nowhere", str(RDXBUG)], "unknown stop target"),
+])
+def test_bad_command_lines_say_one_line_and_exit_2(args, message):
+    done = subprocess.run([LOADERDBG, "serve", *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout == ""
