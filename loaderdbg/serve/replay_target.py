@@ -21,7 +21,8 @@ from loaderdbg.errors import LoaderdbgError
 from loaderdbg.record import index
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import SIGINT, BytesFile, Interrupted, ServedFile, Stop, auxv_bytes, snapshot_auxv, split_copy_name
+from loaderdbg.serve.target import (SIGINT, BytesFile, Interrupted, ServedFile, Stop,
+                                    auxv_bytes, linked_path, snapshot_auxv, split_copy_name)
 from loaderdbg.snapshot import Snapshot
 from loaderdbg.targets import ReasonKind
 
@@ -106,7 +107,9 @@ class ReplayTarget:
         stored = [f for f in self.rec.files() if f[5]]  # (id, dev, inode, path, size, stored)
         mapped = {(m.dev, m.inode) for m in self.session.maps()}
         name = os.path.basename(path)
-        for matches in (lambda f: f[3] == path, lambda f: os.path.basename(f[3]) == name):
+        linked = linked_path(self.snapshot(), path) if not any(f[3] == path for f in stored) else None
+        for matches in (lambda f: f[3] == path, lambda f: f[3] == linked,
+                        lambda f: os.path.basename(f[3]) == name):
             found = [f for f in stored if matches(f)]
             found.sort(key=lambda f: (f[1], f[2]) not in mapped)
             if found and offset < found[0][4]:

@@ -143,6 +143,17 @@ def split_copy_name(name: str) -> tuple[str, int]:
     return name, 0
 
 
+def linked_path(snapshot: Snapshot, name: str) -> str | None:
+    """The mapped path of the object a link_map entry names (ld.so's
+    l_name is what it opened: /lib/x86_64-linux-gnu/libtinfo.so.6, a
+    symlink to /usr/lib/x86_64-linux-gnu/libtinfo.so.6.4)."""
+    entry = next((e for e in snapshot.link_map if e.name == name), None)
+    if entry is None:
+        return None
+    found = next((o for o in snapshot.objects if o.base == entry.l_addr and o.elf_offset == 0), None)
+    return found.path if found is not None else None
+
+
 def libraries_svr4_xml(snapshot: Snapshot, exec_path: str, annex: str = "") -> bytes:
     """gdb's library-list-svr4 document from our link_map walk, every
     namespace with its ``lmid``.

@@ -292,3 +292,21 @@ def test_bad_command_lines_say_one_line_and_exit_2(args, message):
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stdout == ""
+
+
+def test_pid_attach_serves_the_libraries_and_detaches_leaving_it_running():
+    sleeper = subprocess.Popen(["/bin/sleep", "60"])
+    try:
+        out = run_gdb(["--pid", str(sleeper.pid)], [
+            ("libs", ["info sharedlibrary", "monitor who $rax"]),
+            ("detach", ["detach"]),
+        ])
+        listed = re.findall(r"target:(\S+)$", out["libs"], flags=re.M)
+        assert any(name.endswith("/libc.so.6") for name in listed), out["libs"]
+        assert "needs a recording" in out["libs"]
+        status = Path(f"/proc/{sleeper.pid}/status").read_text()
+        assert "TracerPid:\t0" in status and "(stopped)" not in status and "(tracing stop)" not in status
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
