@@ -20,7 +20,7 @@ from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
 from loaderdbg.output import STDERR_FD, reopen_closed_standard_fds, require_stdout, say, say_line, write_stdout
 from loaderdbg.printable import printable
-from loaderdbg.targets import TARGET_HELP, parse_target
+from loaderdbg.targets import PENDING_OPTION, TARGET_HELP, defined_nowhere, parse_target, several_definitions
 from loaderdbg.user_files import regular_file
 
 EXIT_OK, EXIT_TARGET, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="TUI on a new process, stopped at its first instruction")
     run.add_argument("--until", default="first", metavar="T", help="stop target to run to first (default: first)")
+    _add_pending(run)
     run.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
     run.add_argument("--stdin", metavar="FILE",
                      help="the program's stdin (default: the terminal of the TUI's output pane)")
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--force", action="store_true", help="replace a recording already at FILE once this one ends")
     record.add_argument("--until", default="exit", metavar="T",
                         help="stop target where the recording ends (default: exit)")
+    _add_pending(record)
     record.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
     record.add_argument("--pid", metavar="PID",
                         help="with --follow-exec: record the next child this running process spawns")
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="decode the startup state at a stop target")
     inspect.add_argument("--json", action="store_true", help="print a loaderdbg.snapshot/1 JSON object")
     inspect.add_argument("--at", default="first", metavar="T", help="stop target (default: first)")
+    _add_pending(inspect)
     inspect.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
     inspect.add_argument("--stdin", metavar="FILE", help=STDIN_HELP)
     inspect.add_argument("--tracee-output", metavar="FILE",
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--until", metavar="T",
                          help="how far to run PROG (default: entry; exit runs it whole, which takes "
                               "minutes for a big program); Ctrl-C gives the report so far")
+    _add_pending(explain)
     explain.add_argument("--stdin", metavar="FILE",
                          help="the program's stdin (default: /dev/null; its output is not shown either)")
     explain.add_argument("target", nargs="?", metavar="FILE|PROG",
@@ -159,6 +163,35 @@ def _target(text: str):
         if name not in X86_64.syscall_numbers and not name.isdigit():
             raise UsageError(f"stop target {text!r}: no x86-64 syscall is called {name!r}")
     return target
+
+
+def _add_pending(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(PENDING_OPTION, action="store_true",
+                        help="run to sym:NAME even when no object the program starts with defines NAME "
+                             "(a library it dlopens later may)")
+
+
+def _check_symbol_target(target, program: str, pending: bool) -> None:
+    """sym:NAME that none of the program's startup objects (the program,
+    LD_PRELOAD, its DT_NEEDED closure as ld.so finds it, ld.so, the vDSO)
+    defines is said at once rather than after the program has run to its
+    exit; --pending runs anyway (a dlopen'ed library may define it). A
+    name several objects define only locally is run to, saying which."""
+    if target.kind != "sym":
+        return
+    from loaderdbg.analysis.library_search import search_definition
+    from loaderdbg.process.program import check_program
+
+    found = search_definition(check_program(program), target.name, os.environ)
+    if found is None:
+        return
+    if found.defined_in is None:
+        if not pending:
+            raise UsageError(defined_nowhere(target, [os.path.basename(p) or p for p in found.searched]))
+        return
+    if len(found.static_definitions) > 1:
+        chosen, *others = (os.path.basename(path) for path, _bind in found.static_definitions)
+        say(several_definitions(target, chosen, others))
 
 
 def _stdin_fd(path: str | None) -> int | None:
@@ -228,6 +261,7 @@ def cmd_inspect(options: argparse.Namespace) -> int:
         raise CommandLineError("inspect", "no program given: loaderdbg inspect [--at T] PROG [ARGS…] "
                                           "(or --pid PID, or --replay FILE)")
     target = _target(options.at)
+    _check_symbol_target(target, options.program, options.pending)
     with _opened_stdin(options.stdin) as stdin_fd:
         return inspect_program(options.program, options.args, target, as_json=options.json,
                                aslr=options.aslr, tracee_output=options.tracee_output, stdin_fd=stdin_fd,
@@ -305,6 +339,7 @@ def cmd_run(options: argparse.Namespace) -> int:
     if not options.program:
         raise CommandLineError("run", "no program given: loaderdbg run [--until T] PROG [ARGS…]")
     target = _target(options.until)
+    _check_symbol_target(target, options.program, options.pending)
     # The program's output goes to a pty the TUI shows in its own pane; the
     # pane is its terminal for input too (never ours: the TUI reads that).
     master, slave = os.openpty()
@@ -368,6 +403,7 @@ def cmd_record(options: argparse.Namespace) -> int:
         if not options.program:
             raise UsageError("record: give a PROG (or --pid PID --follow-exec)")
         from loaderdbg.inspect_command import launch_spec
+        _check_symbol_target(_target(options.until), options.program, options.pending)
         spec = launch_spec(options.program, options.args, aslr=options.aslr)
         summary = record_program(spec, options.output, target, replace=options.force)
     print(f"loaderdbg: {summary.describe()}", file=sys.stderr)
@@ -436,7 +472,9 @@ def cmd_explain(options: argparse.Namespace) -> int:
         regular_file(options.target, printable(options.target),
                      lambda mode: f"is {file_type_name(mode)}, neither a recording nor a program")
     from loaderdbg.inspect_command import launch_spec
-    until = str(_target(options.until or DEFAULT_EXPLAIN_UNTIL))
+    until_target = _target(options.until or DEFAULT_EXPLAIN_UNTIL)
+    _check_symbol_target(until_target, options.target, options.pending)
+    until = str(until_target)
     # The program's own output would interleave with the report: keep it
     # apart. Nor does it read our terminal: the recorder single-steps it,
     # and a report is not an interactive session.

@@ -216,6 +216,28 @@ def signal_stop(target: Target | None, signo: int, name: str, pc: int, fault: in
     return signal_arrived(target, name)
 
 
+PENDING_OPTION = "--pending"
+
+
+def defined_nowhere(target: Target, searched: "list[str] | tuple[str, ...]") -> str:
+    """Said before launching: sym:NAME names a symbol that none of the
+    objects the program starts with defines (searched: their names)."""
+    shown = list(searched[:8]) + ([f"{len(searched) - 8} more"] if len(searched) > 8 else [])
+    text = f"{target}: no object defines {target.name} (searched: {', '.join(shown)})"
+    if target.name == "main":
+        text += "; the target `main` finds main in a stripped program from its entry code"
+    return text + f"; it may come from a library loaded later by dlopen: run anyway with {PENDING_OPTION}"
+
+
+def several_definitions(target: Target, chosen: str, others: "list[str] | tuple[str, ...]") -> str:
+    """Said before running: sym:NAME is defined, but only in symbol
+    tables ld.so does not search, by several objects (local _dl_start in
+    ld.so and in libc's debug file); sym: stops at one of them."""
+    return (f"{target}: {len(others) + 1} objects define {target.name} in their symbol tables only "
+            f"({', '.join([chosen, *others])}); stopping at {chosen}'s: a global definition comes first, "
+            "then ld.so's (gdb would stop at each)")
+
+
 def not_reachable(target: Target, why: str) -> StopReason:
     """Said before running: the target cannot be reached in this program."""
     return StopReason(ReasonKind.TARGET, why, str(target), reached=False)

@@ -138,6 +138,16 @@ def _is_program(obj: LoadedObject) -> bool:
     return obj.info.type == "ET_EXEC" or obj.info.is_pie
 
 
+def _is_loader(obj: LoadedObject, interp: str | None) -> bool:
+    """obj is the program's ld.so (PT_INTERP names it; its soname, else
+    its file name, when no program is known)."""
+    if interp:
+        wanted = interp.rsplit("/", 1)[-1]
+        return obj.path == interp or obj.name == wanted or obj.info.soname == wanted
+    soname = obj.info.soname or ""
+    return soname.startswith(("ld-linux", "ld64.so", "ld-musl", "ld.so"))
+
+
 def _main_program(objects: Sequence[LoadedObject]) -> LoadedObject | None:
     programs = [o for o in objects if _is_program(o)]
     return next((o for o in programs if o.info.interp is not None), programs[0] if programs else None)
@@ -284,17 +294,29 @@ class SymbolTable:
 
     def locate(self, name: str) -> int | None:
         """Runtime address for a user's ``sym:NAME`` or ``b NAME``: what the
-        dynamic linker would bind first, else any object's .symtab entry
-        (static functions, ld.so's internals such as ``_dl_start``), as gdb
-        does."""
+        dynamic linker would bind first, else the first of
+        static_definitions (static functions, ld.so's internals such as
+        ``_dl_start``)."""
         found = self.resolve(name)
         if found is not None:
             return found
+        candidates = self.static_definitions(name)
+        return candidates[0][1] if candidates else None
+
+    def static_definitions(self, name: str) -> list[tuple[LoadedObject, int, str]]:
+        """(object, runtime address, bind) of each object's .symtab (or
+        debug file's) definition of name, in the order sym:NAME takes them:
+        a GLOBAL/WEAK one first, then ld.so's own (libc's debug file has a
+        local ``_dl_start`` of its own, and a loader engineer asking for
+        ``_dl_start`` means ld.so's), then the rest in address order."""
+        found = []
         for obj in self.objects:
             symbol = obj.info.symbol_named(name)
             if symbol is not None and symbol.value:
-                return obj.runtime(symbol.value)
-        return None
+                found.append((obj, obj.runtime(symbol.value), symbol.bind))
+        interp = self.program.info.interp if self.program is not None else None
+        found.sort(key=lambda c: (c[2] == "LOCAL", not _is_loader(c[0], interp)))
+        return found
 
     def object_at(self, addr: int) -> LoadedObject | None:
         index = bisect.bisect_right(self._starts, addr) - 1
