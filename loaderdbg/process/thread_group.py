@@ -184,7 +184,7 @@ class ThreadGroup:
             if thread is None or thread.state != STOPPED or not self._on_breakpoint(thread):
                 continue
             stop = self._step(thread)
-            if tid in self._threads and stop.kind is not StopKind.STEP:
+            if thread.state == STOPPED and tid in self._threads and stop.kind is not StopKind.STEP:
                 self._keep_pending(thread, stop)
         reported = self._next_pending()
         if reported is not None:
@@ -257,7 +257,8 @@ class ThreadGroup:
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT and not self._exit_is_news(thread):
             self._let_die(thread, wait=True)
             if thread.tid == self.current:
-                self.current = self.pid if self.pid in self._threads else min(self._threads, default=self.pid)
+                self.current = next((tid for tid, t in sorted(self._threads.items()) if t.state == STOPPED),
+                                    self.pid)
             return stop
         if not stop.alive:
             self._gone(thread, stop)

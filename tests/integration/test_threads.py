@@ -399,3 +399,48 @@ def test_detach_lets_every_thread_run_on(attached_run):
     assert attached_run["byte_after"] == attached_run["original"]  # our int3 is out
     # main waits in pthread_join; the three workers keep working.
     assert list(attached_run["ran_on"].values()) == [True, True, True] and attached_run["alive"]
+
+
+@pytest.fixture(scope="module")
+def exiting_step_run(fixtures_dir):
+    """churn: a quick thread stopped at quick_start, stepped until it exits."""
+    path = str(fixtures_dir / "threads" / "churn")
+    read_end, write_end = os.pipe()
+    tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=write_end))
+    os.close(write_end)
+    group = ThreadGroup(tracee)
+    seen: dict = {"pid": tracee.pid}
+    try:
+        quick_start = _load_base(tracee.pid, path) + _symbol(path, "quick_start")
+        group.insert_breakpoint(quick_start)
+        tid, stop = group.resume_all(syscalls=False)
+        assert stop.kind is StopKind.BREAKPOINT
+        seen["quick"] = tid
+        for steps in range(100_000):
+            stop = group.step_current()
+            if stop.kind is not StopKind.STEP:
+                break
+        seen["steps"] = steps
+        seen["stop"] = stop
+        seen["current"] = group.current
+        seen["tids"] = group.tids()
+        seen["tasks"] = set(_task_states(tracee.pid))
+        while stop.alive:
+            _, stop = group.resume_all(syscalls=False)
+        seen["final"] = stop
+    finally:
+        group.close()
+        seen["output"] = os.read(read_end, 65536).decode()
+        os.close(read_end)
+    return seen
+
+
+def test_a_thread_stepped_to_its_end_leaves_and_another_is_current(exiting_step_run):
+    run = exiting_step_run
+    stop = run["stop"]
+    assert stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT and stop.pid == run["quick"]
+    assert run["steps"] > 10
+    assert run["quick"] not in run["tids"] and run["quick"] not in run["tasks"]
+    assert run["current"] in run["tids"] and set(run["tids"]) == run["tasks"]
+    assert run["final"].kind is StopKind.EXITED and run["final"].exit_code == 0
+    assert run["output"] == "churn: 32 quick threads, 2 keepers\n"
