@@ -759,7 +759,11 @@ class LoaderdbgApp(App[int]):
                         return
                     address, size, _spelled, access = watched[number]
                     new = session.read_memory(address, size)
-                    if access == "write" and new == old[number]:
+                    # gdb's rules: watch reports a change only; x86 has no
+                    # read-only condition, so rwatch passes over a changed value
+                    # (that access was a write).
+                    unchanged = new == old[number]
+                    if (access == "write" and unchanged) or (access == "read" and not unchanged):
                         continue
                     self._report_watch(number, access, True, address, size, old[number], new, None)
                     return
