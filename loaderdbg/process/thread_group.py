@@ -207,16 +207,19 @@ class ThreadGroup:
             self.current = tid
         return tid, stop
 
-    def step_current(self) -> Stop:
+    def step_current(self, pc: int | None = None, kind: int | None = None) -> Stop:
         """One instruction of the current thread, the others kept stopped. A
         thread created meanwhile stays stopped too. When the step ended the
-        thread (its exit event; ``pid`` names it) another thread is current."""
-        thread = self._thread(self.current)
+        thread (its exit event; ``pid`` names it) another thread is current.
+        ``pc`` and ``kind``: as Tracee.step takes them (the hot path)."""
+        thread = self._threads.get(self.current)
+        if thread is None:
+            thread = self._thread(self.current)
         if thread.pending is not None:  # it stopped for something not reported yet
             self._pending_order.remove(thread.tid)
             stop, thread.pending = thread.pending, None
             return stop
-        return self._step(thread)
+        return self._step(thread, pc, kind)
 
     def stop_all(self) -> None:
         """Stop every thread still running (after an interrupted resume)."""
@@ -234,26 +237,30 @@ class ThreadGroup:
         last = thread.tracee.last_stop
         return thread.tid == self.current or (last is not None and last.kind is StopKind.BREAKPOINT)
 
-    def _step(self, thread: _Thread) -> Stop:
+    def _step(self, thread: _Thread, pc: int | None = None, kind: int | None = None) -> Stop:
         """Single-step one thread, the others stopped: our stop request and a
         clone on the way are dealt with here, not reported."""
         tracee = thread.tracee
+        stop = tracee.step(pc, kind)
+        if stop is tracee.plain_step or stop is tracee.syscall_step:
+            return stop  # by far the most common step: nothing to look at
+        finishing_clone = False
         while True:
-            stop = tracee.step()
             if self._is_halt(thread, stop):
                 thread.halt_requested = False
-                continue  # the request was still queued: it took the step's place
-            if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_CLONE:
+                stop = tracee.step()  # the request was still queued: it took the step's place
+            elif stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_CLONE:
                 self._adopt_clone(thread, keep_stopped=True)
-                # Stopped inside the syscall: one more step only completes it.
-                stop = tracee.step()
-                if stop.kind is StopKind.STEP:
-                    # The `syscall` saved our trap flag in r11, as any stepped one does.
-                    fixed = untrapped_r11(tracee.regs_raw())
-                    if fixed is not None:
-                        tracee.set_regs_raw(fixed)
-                    return stop
-            break
+                finishing_clone = True
+                stop = tracee.step()  # stopped inside the syscall: one more step only completes it
+            else:
+                break
+        if finishing_clone and stop.kind is StopKind.STEP:
+            # The `syscall` saved our trap flag in r11, as any stepped one does.
+            fixed = untrapped_r11(tracee.regs_raw())
+            if fixed is not None:
+                tracee.set_regs_raw(fixed)
+            return stop
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT and not self._exit_is_news(thread):
             self._let_die(thread, wait=True)
             if thread.tid == self.current:
