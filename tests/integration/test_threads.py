@@ -444,3 +444,48 @@ def test_a_thread_stepped_to_its_end_leaves_and_another_is_current(exiting_step_
     assert run["current"] in run["tids"] and set(run["tids"]) == run["tasks"]
     assert run["final"].kind is StopKind.EXITED and run["final"].exit_code == 0
     assert run["output"] == "churn: 32 quick threads, 2 keepers\n"
+
+
+@pytest.fixture(scope="module")
+def dropped_pending_run(fixtures_dir):
+    """ctor_threads until a hit is reported while another thread's hit waits
+    pending; then the breakpoint is removed and the program continued."""
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    for _ in range(5):  # two workers hitting it at once: about 1 in 4 hits here
+        read_end, write_end = os.pipe()
+        tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=write_end))
+        os.close(write_end)
+        group = ThreadGroup(tracee)
+        seen: dict = {"after": []}
+        try:
+            addr = _load_base(tracee.pid, path) + _symbol(path, "common_work")
+            group.insert_breakpoint(addr)
+            while True:
+                _, stop = group.resume_all(syscalls=False)
+                if not stop.alive:
+                    break
+                waiting = [t.tid for t in group.threads() if t.pending]
+                if waiting:
+                    seen["waiting"] = waiting
+                    seen["waiting_pcs"] = [group.tracee(tid).pc for tid in waiting]
+                    group.remove_breakpoint(addr)
+                    while stop.alive:
+                        _, stop = group.resume_all(syscalls=False)
+                        seen["after"].append(stop.kind)
+                    break
+            seen["addr"] = addr
+        finally:
+            group.close()
+            seen["output"] = os.read(read_end, 65536).decode()
+            os.close(read_end)
+        if "waiting" in seen:
+            return seen
+    pytest.fail("no two workers ever hit common_work at once in 5 runs")
+
+
+def test_a_pending_hit_of_a_removed_breakpoint_is_dropped(dropped_pending_run):
+    run = dropped_pending_run
+    assert run["waiting_pcs"] == [run["addr"]] * len(run["waiting"])  # back on the instruction
+    assert run["after"] == [StopKind.EVENT, StopKind.EXITED]  # exit event, exit: no stale hit
+    # The threads whose hit was dropped ran common_work's first instruction, not a byte past it.
+    assert run["output"] == "ctor_threads: 3 workers x 5 rounds, total 22477500\n"
