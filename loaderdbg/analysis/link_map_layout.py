@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from elftools.common.exceptions import ELFError
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.construct import ConstructError
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
@@ -73,7 +74,8 @@ def _work_out(path: str, info: "ElfInfo") -> PrivateLayoutAnswer:
                                          "libc6-dbg provides it): the private link_map layout is unknown")
     try:
         layout = layout_from_dwarf(debug_file.data)
-    except (ELFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as err:
+    except (ELFError, DWARFError, ConstructError, ValueError, KeyError, IndexError, AttributeError,
+            TypeError, AssertionError, UnicodeDecodeError, RecursionError) as err:
         return PrivateLayoutAnswer(None, f"{debug_file.path}: its DWARF does not read ({err})")
     if layout is None:
         return PrivateLayoutAnswer(None, f"{debug_file.path} describes no glibc struct link_map "

@@ -290,27 +290,31 @@ def image_extent(memory: MemoryReader, address: int, arch: str = "x86_64",
     return (address + start) & mask, (address + end) & mask
 
 
-def _field_value(memory: MemoryReader, struct: int, spot: PrivateField, little_endian: bool) -> int | None:
-    first = spot.bit_offset // 8
-    last = (spot.bit_offset + spot.bit_size + 7) // 8
-    raw = memory.read(struct + first, last - first)
-    if raw is None or len(raw) != last - first:
-        return None
+def _field_value(raw: bytes, start: int, spot: PrivateField, little_endian: bool) -> int:
+    """spot's value out of raw, the struct's bytes from byte ``start``."""
+    first = spot.bit_offset // 8 - start
+    last = (spot.bit_offset + spot.bit_size + 7) // 8 - start
     if little_endian:
-        shift = spot.bit_offset - first * 8
+        shift = spot.bit_offset - (first + start) * 8
     else:
-        shift = last * 8 - spot.bit_offset - spot.bit_size
-    return (int.from_bytes(raw, "little" if little_endian else "big") >> shift) & ((1 << spot.bit_size) - 1)
+        shift = (last + start) * 8 - spot.bit_offset - spot.bit_size
+    return (int.from_bytes(raw[first:last], "little" if little_endian else "big") >> shift) & ((1 << spot.bit_size) - 1)
 
 
 def read_private_fields(memory: MemoryReader, struct: int, layout: LinkMapPrivateLayout,
                         little_endian: bool = True) -> LinkMapPrivate:
-    """The private fields of the struct link_map at ``struct``."""
-    def value(spot: PrivateField | None) -> int | None:
-        return None if spot is None else _field_value(memory, struct, spot, little_endian)
-
-    relocated, init_called = value(layout.l_relocated), value(layout.l_init_called)
-    if relocated is None or init_called is None:
+    """The private fields of the struct link_map at ``struct``, read in
+    one piece (the span from the first field to the last)."""
+    spots = [s for s in (layout.l_relocated, layout.l_init_called, layout.l_tls_modid, layout.l_tls_offset)
+             if s is not None]
+    start = min(s.bit_offset // 8 for s in spots)
+    end = max((s.bit_offset + s.bit_size + 7) // 8 for s in spots)
+    raw = memory.read(struct + start, end - start)
+    if raw is None or len(raw) != end - start:
         return LinkMapPrivate(reason=f"struct link_map at {struct:#x} is unreadable")
-    return LinkMapPrivate(bool(relocated), bool(init_called), value(layout.l_tls_modid),
-                          value(layout.l_tls_offset))
+
+    def value(spot: PrivateField | None) -> int | None:
+        return None if spot is None else _field_value(raw, start, spot, little_endian)
+
+    return LinkMapPrivate(bool(value(layout.l_relocated)), bool(value(layout.l_init_called)),
+                          value(layout.l_tls_modid), value(layout.l_tls_offset))
