@@ -14,7 +14,7 @@ from typing import Mapping
 
 from loaderdbg.live import LiveSession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import (SIGINT, BytesFile, Interrupted, ServedFile, Stop,
+from loaderdbg.serve.target import (DEBUG_DIRECTORY, SIGINT, BytesFile, Interrupted, ServedFile, Stop,
                                     linked_path, snapshot_auxv, split_copy_name)
 from loaderdbg.session import Capability, StopReason
 from loaderdbg.snapshot import Snapshot
@@ -83,13 +83,16 @@ class LiveTarget:
         path, offset = split_copy_name(path)
         entries = [m for m in self.session.maps() if m.inode and m.path.startswith("/")]
         name = os.path.basename(path)
+        # gdb asks for separate debug files under the debug directory by the
+        # library's own name: a name match there is not the file it wants.
+        by_name = not path.startswith(DEBUG_DIRECTORY)
         try:
             inode = os.stat(path).st_ino  # the same file by another name (a symlink)
         except OSError:
             inode = None
         linked = linked_path(self.snapshot(), path) if not any(m.path == path for m in entries) else None
         for matches in (lambda m: m.path == path, lambda m: m.path == linked, lambda m: m.inode == inode,
-                        lambda m: os.path.basename(m.path) == name):
+                        lambda m: by_name and os.path.basename(m.path) == name):
             for entry in (m for m in entries if matches(m)):
                 for source in (f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}", entry.path):
                     try:

@@ -23,7 +23,8 @@ from loaderdbg.targets import parse_target
 HELP = """loaderdbg monitor commands:
   monitor step                       the step number here
   monitor goto N                     go to step N
-  monitor until T                    run to a stop target: ldso-entry | entry | main | syscall:NAME | sym:NAME | addr:0xADDR | step:N | exit
+  monitor until T                    run to a stop target: ldso-entry | entry | main | syscall:NAME
+                                     | sym:NAME | addr:0xADDR | step:N | exit
   monitor who ADDR [LEN]             the step before this one that last wrote [ADDR, ADDR+LEN) (LEN 8)
   monitor who $REG                   the step before this one that last wrote a register
   monitor explain                    the startup story, and a crash's root cause

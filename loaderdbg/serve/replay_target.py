@@ -21,7 +21,7 @@ from loaderdbg.errors import LoaderdbgError
 from loaderdbg.record import index
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import (SIGINT, BytesFile, Interrupted, ServedFile, Stop,
+from loaderdbg.serve.target import (DEBUG_DIRECTORY, SIGINT, BytesFile, Interrupted, ServedFile, Stop,
                                     auxv_bytes, linked_path, snapshot_auxv, split_copy_name)
 from loaderdbg.snapshot import Snapshot
 from loaderdbg.targets import ReasonKind
@@ -107,9 +107,12 @@ class ReplayTarget:
         stored = [f for f in self.rec.files() if f[5]]  # (id, dev, inode, path, size, stored)
         mapped = {(m.dev, m.inode) for m in self.session.maps()}
         name = os.path.basename(path)
+        # gdb asks for separate debug files under the debug directory by the
+        # library's own name: a name match there is not the file it wants.
+        by_name = not path.startswith(DEBUG_DIRECTORY)
         linked = linked_path(self.snapshot(), path) if not any(f[3] == path for f in stored) else None
         for matches in (lambda f: f[3] == path, lambda f: f[3] == linked,
-                        lambda f: os.path.basename(f[3]) == name):
+                        lambda f: by_name and os.path.basename(f[3]) == name):
             found = [f for f in stored if matches(f)]
             found.sort(key=lambda f: (f[1], f[2]) not in mapped)
             if found and offset < found[0][4]:

@@ -14,6 +14,7 @@ from loaderdbg.snapshot import Snapshot
 
 SIGINT, SIGTRAP = 2, 5
 AT_PHDR, AT_ENTRY = 3, 9
+DEBUG_DIRECTORY = "/usr/lib/debug/"
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,8 @@ def test_vfile_serves_recorded_maps_and_files(server, target):
 
 
 def test_malformed_and_unknown_packets_never_raise(server):
-    malformed = [b"m", b"mzz,4", b"m10", b"p", b"pzz", b"Z0", b"Z0,zz,1", b"z9,1,1", b"qXfer:features:read:target.xml:zz",
+    malformed = [b"m", b"mzz,4", b"m10", b"p", b"pzz", b"Z0", b"Z0,zz,1", b"z9,1,1",
+                 b"qXfer:features:read:target.xml:zz",
                  b"qXfer:auxv:read::1", b"vFile:open:zz,0,0", b"vFile:pread:1", b"vFile:pread", b"qRcmd,zz",
                  b"vCont;x", b"Tzz", b"Hgzz", b"qXfer", b"qXfer:a:b", b"\xff\xfe", b"b", b"bx"]
     for packet in malformed:
