@@ -584,3 +584,194 @@ class ThreadGroup:
             self.kill()
         else:
             self.detach()
+
+
+class GroupTarget:
+    """A thread group as one target, for an engine written for one Tracee:
+    what a thread owns (registers, its stop, the signal it is to receive,
+    the event message, its syscall) is the current thread's; what the
+    process owns (pid, memory, maps, the int3 table, the terminal, its
+    end) is the leader's or the group's. Stepping steps the current thread
+    alone; resuming resumes every thread and makes the one that stopped
+    current."""
+
+    arch = X86_64
+
+    def __init__(self, group: ThreadGroup) -> None:
+        self.group = group
+        self.leader = group.leader
+
+    @property
+    def current(self) -> Tracee:
+        return self.group.tracee()
+
+    # -- the process ---------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.group.pid
+
+    @property
+    def maps_pid(self) -> int:
+        return self.group.pid
+
+    @property
+    def launched(self) -> bool:
+        return self.leader.launched
+
+    @property
+    def alive(self) -> bool:
+        return self.leader.alive
+
+    @property
+    def breakpoints(self) -> dict[int, int]:
+        return self.leader.breakpoints
+
+    @property
+    def memory(self):
+        return self.leader.memory
+
+    @property
+    def terminal_fd(self) -> int | None:
+        return self.leader.terminal_fd
+
+    @terminal_fd.setter
+    def terminal_fd(self, value: int | None) -> None:
+        self.leader.terminal_fd = value
+
+    def insert_breakpoint(self, addr: int) -> bool:
+        return self.leader.insert_breakpoint(addr)
+
+    def remove_breakpoint(self, addr: int) -> None:
+        self.leader.remove_breakpoint(addr)
+
+    def revalidate_breakpoints(self) -> None:
+        self.leader.revalidate_breakpoints()
+
+    def original_bytes(self, addr: int, data: bytes) -> bytes:
+        return self.leader.original_bytes(addr, data)
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        if not self.leader.alive:
+            return None
+        data = self.leader.memory.read(addr, size)
+        return None if data is None else self.leader.original_bytes(addr, data)
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self.leader.memory.write(addr, data)
+
+    def maps_text(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/maps", "rb") as handle:
+                return handle.read().decode("utf-8", "surrogateescape")
+        except OSError:
+            return ""
+
+    def fd_path(self, fd: int) -> str | None:
+        try:
+            return os.readlink(f"/proc/{self.pid}/fd/{fd}")
+        except OSError:
+            return None
+
+    def thread_count(self) -> int:
+        return len(self.group.tids())
+
+    # Every thread is traced: an int3 any of them hits is reported, never its death.
+    traces_every_thread = True
+
+    def restore_original_bytes(self) -> None:
+        self.leader.restore_original_bytes()
+
+    def reclaim_terminal(self) -> None:
+        self.leader.reclaim_terminal()
+
+    def terminal_signal(self, sig: int) -> bool:
+        return self.leader.terminal_signal(sig)
+
+    def forget_code(self) -> None:
+        """Code is the process's: every thread's decoded-instruction cache goes."""
+        for tid in self.group.tids():
+            self.group.tracee(tid).forget_code()
+
+    def kill(self) -> None:
+        self.group.kill()
+
+    def detach(self) -> None:
+        self.group.detach()
+
+    def close(self) -> None:
+        self.group.close()
+
+    # -- the current thread --------------------------------------------------------
+    def regs_raw(self) -> bytes:
+        return self.current.regs_raw()
+
+    registers_raw = regs_raw
+
+    def set_regs_raw(self, raw: bytes) -> None:
+        self.current.set_regs_raw(raw)
+
+    set_registers_raw = set_regs_raw
+
+    def adopt_registers(self, raw: bytes | None) -> None:
+        self.current.adopt_registers(raw)
+
+    @property
+    def pc(self) -> int:
+        return self.current.pc
+
+    @property
+    def sp(self) -> int:
+        return self.current.sp
+
+    def set_pc(self, value: int) -> None:
+        self.current.set_pc(value)
+
+    @property
+    def pending_signal(self) -> int:
+        return self.current.pending_signal
+
+    @pending_signal.setter
+    def pending_signal(self, value: int) -> None:
+        self.current.pending_signal = value
+
+    @property
+    def last_stop(self) -> Stop | None:
+        return self.current.last_stop
+
+    @property
+    def plain_step(self) -> Stop:
+        return self.current.plain_step
+
+    @property
+    def syscall_step(self) -> Stop:
+        return self.current.syscall_step
+
+    def code_kind(self, pc: int) -> int:
+        return self.current.code_kind(pc)
+
+    def at_breakpoint(self) -> bool | None:
+        return self.current.at_breakpoint()
+
+    def classify_status(self, status: int) -> Stop:
+        return self.current.classify_status(status)
+
+    def syscall_info(self) -> ptrace.SyscallInfo:
+        return ptrace.get_syscall_info(self.group.current)
+
+    def event_message(self) -> int | None:
+        try:
+            return ptrace.get_event_msg(self.group.current)
+        except ptrace.PtraceError:
+            return None
+
+    def finish_execve(self, what: str) -> None:
+        self.current.finish_execve(what)
+
+    def release_child(self, child: int, *, shares_memory: bool, first_status: int | None = None) -> None:
+        self.current.release_child(child, shares_memory=shares_memory, first_status=first_status)
+
+    def step(self, pc: int | None = None, kind: int | None = None) -> Stop:
+        return self.group.step_current(pc, kind)
+
+    def resume(self, *, syscalls: bool) -> Stop:
+        return self.group.resume_all(syscalls)[1]

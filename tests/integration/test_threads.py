@@ -489,3 +489,39 @@ def test_a_pending_hit_of_a_removed_breakpoint_is_dropped(dropped_pending_run):
     assert run["after"] == [StopKind.EVENT, StopKind.EXITED]  # exit event, exit: no stale hit
     # The threads whose hit was dropped ran common_work's first instruction, not a byte past it.
     assert run["output"] == "ctor_threads: 3 workers x 5 rounds, total 22477500\n"
+
+
+def test_group_target_is_the_process_with_the_current_threads_registers(fixtures_dir):
+    """What an engine written for one Tracee sees through GroupTarget."""
+    from loaderdbg.process.thread_group import GroupTarget
+
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    read_end, write_end = os.pipe()
+    tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=write_end))
+    os.close(write_end)
+    target = GroupTarget(ThreadGroup(tracee))
+    try:
+        addr = _load_base(tracee.pid, path) + _symbol(path, "common_work")
+        assert target.insert_breakpoint(addr) and addr in target.breakpoints
+        stop = target.resume(syscalls=False)
+        worker = target.group.current
+        assert stop.kind is StopKind.BREAKPOINT and worker != tracee.pid
+        assert target.pid == target.maps_pid == tracee.pid  # the process, whoever is current
+        assert target.pc == addr and target.regs_raw() == target.group.registers_raw(worker)
+        assert target.pc != tracee.pc  # main never calls it
+        assert target.read_memory(addr, 1) != b"\xcc"  # our int3 hidden
+        assert target.thread_count() == len(_task_states(tracee.pid)) >= 2
+        before = target.pc
+        assert target.step().kind is StopKind.STEP and target.pc != before
+        assert target.group.current == worker and target.last_stop.kind is StopKind.STEP
+        target.remove_breakpoint(addr)
+        while stop.alive:
+            stop = target.resume(syscalls=True)
+            if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
+                assert target.event_message() == 0  # the exit status, of the thread that is exiting
+        assert stop.kind is StopKind.EXITED and not target.alive
+    finally:
+        target.close()
+        output = os.read(read_end, 65536).decode()
+        os.close(read_end)
+    assert output == "ctor_threads: 3 workers x 5 rounds, total 22477500\n"
