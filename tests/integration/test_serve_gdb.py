@@ -310,3 +310,38 @@ def test_pid_attach_serves_the_libraries_and_detaches_leaving_it_running():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_dlmopen_namespaces_reach_gdb_with_their_lmid():
+    from xml.etree import ElementTree
+
+    from loaderdbg.live import LiveSession
+    from loaderdbg.serve.live_target import LiveTarget
+    from loaderdbg.serve.server import GdbServer
+
+    program = ROOT / "build" / "fixtures" / "zoo" / "dlmopen"
+    child = subprocess.Popen([str(program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "dlmopen ok"
+        out = run_gdb(["--pid", str(child.pid)], [("libs", ["info sharedlibrary"]), ("detach", ["detach"])])
+        # The document itself, from the same server code in this process.
+        target = LiveTarget(LiveSession.attach(child.pid))
+        try:
+            reply = GdbServer(target).handle(b"qXfer:libraries-svr4:read::0,3fff")
+            namespaces = {e.namespace for e in target.snapshot().link_map if e.name.endswith("libzoo-ns.so")}
+        finally:
+            target.close()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    listed = re.findall(r"^(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+\S+\s+target:(\S+)$", out["libs"], flags=re.M)
+    libcs = {start for start, name in listed if name.endswith("/libc.so.6")}
+    assert len(libcs) == 2, out["libs"]  # one in each namespace, at two addresses
+    assert any(name.endswith("/libzoo-ns.so") for _, name in listed), out["libs"]
+    assert reply[:1] == b"l"
+    libraries = ElementTree.fromstring(reply[1:]).findall("library")
+    lmids = {int(lib.get("lmid"), 16) for lib in libraries if lib.get("name").endswith("libzoo-ns.so")}
+    assert lmids == namespaces and 0 not in lmids
+    assert {int(lib.get("lmid"), 16) for lib in libraries if lib.get("name").endswith("/libc.so.6")} == \
+        {0} | lmids
+    assert child.returncode == 0
