@@ -1,10 +1,10 @@
 """link_map[]'s private glibc fields (l_relocated, l_init_called,
 l_tls_modid; issue 15) against gdb, which reads them through libc6-dbg's
 DWARF as loaderdbg does: one gdb run and one loaderdbg launch of
-/usr/bin/python3 (non-PIE), each stopped at the first mprotect (ld.so has
-relocated libc and itself, not yet libm, libz, libexpat: a mixed list) and
-then at AT_ENTRY (every object relocated and initialised), walking the list
-from _r_debug."""
+/usr/bin/python3 (non-PIE) and of /usr/bin/perl (PIE, with TLS of its own),
+each stopped at the first mprotect (ld.so has relocated libc and itself,
+not yet the others: a mixed list) and then at AT_ENTRY (every object
+relocated and initialised), walking the list from _r_debug."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from loaderdbg.inspect_command import launch_spec
 from loaderdbg.live import LiveSession
 from loaderdbg.snapshot_json import snapshot_to_json
 
-PROGRAM = "/usr/bin/python3"
-ARGS = ("-c", "pass")
+# python3 is non-PIE; perl is PIE with a TLS block of its own (module 1).
+PROGRAMS = {"/usr/bin/python3": ("-c", "pass"), "/usr/bin/perl": ("-e", "1")}
 LDSO = "/lib64/ld-linux-x86-64.so.2"
 ENTRY_LINE = re.compile(r"^LM (\S+) (\d) (\d) (\d+) (0x[0-9a-f]+) (\S*)$")
 
@@ -44,21 +44,21 @@ catch syscall mprotect
 run
 python dump_link_map("mprotect")
 delete
-break *{entry:#x}
+set $main_map = *(struct link_map **)((char *)&_r_debug + 8)
+break *($main_map->l_addr + {entry})
 continue
 python dump_link_map("entry")
 kill
 """
 
 
-def _gdb_lists(script_path) -> dict[str, list[tuple]]:
+def _gdb_lists(program: str, script_path) -> dict[str, list[tuple]]:
     gdb = shutil.which("gdb")
     if gdb is None:
         pytest.fail("gdb is required: run `make sysdeps`", pytrace=False)
-    entry = parse_elf(open(PROGRAM, "rb").read(), PROGRAM).entry
-    script = GDB_SCRIPT.replace("{entry:#x}", f"{entry:#x}")
-    script_path.write_text(script)
-    result = subprocess.run([gdb, "-nx", "-batch", "-x", str(script_path), "--args", PROGRAM, *ARGS],
+    entry = parse_elf(open(program, "rb").read(), program).entry
+    script_path.write_text(GDB_SCRIPT.replace("{entry}", str(entry)))
+    result = subprocess.run([gdb, "-nx", "-batch", "-x", str(script_path), "--args", program, *PROGRAMS[program]],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     lists: dict[str, list[tuple]] = {"mprotect": [], "entry": []}
     for line in result.stdout.splitlines():
@@ -75,10 +75,10 @@ def _ours(link_map: list[dict]) -> list[tuple]:
             for e in link_map]
 
 
-@pytest.fixture(scope="module")
-def stops() -> dict[str, dict]:
-    found = {}
-    with LiveSession(launch_spec(PROGRAM, list(ARGS), aslr=False)) as session:
+@pytest.fixture(scope="module", params=list(PROGRAMS))
+def stops(request) -> dict[str, dict]:
+    found = {"program": request.param}
+    with LiveSession(launch_spec(request.param, list(PROGRAMS[request.param]), aslr=False)) as session:
         for target, name in (("syscall:mprotect", "mprotect"), ("entry", "entry")):
             session.cont(target)
             found[name] = snapshot_to_json(session.snapshot())
@@ -86,14 +86,14 @@ def stops() -> dict[str, dict]:
 
 
 def test_private_fields_agree_with_gdb(stops, tmp_path):
-    theirs = _gdb_lists(tmp_path / "link_map.gdb")
+    theirs = _gdb_lists(stops["program"], tmp_path / "link_map.gdb")
     for stop in ("mprotect", "entry"):
         assert _ours(stops[stop]["link_map"]) == theirs[stop], stop
     # The stops tell the fields apart: a mixed list, then everything done.
     mixed = theirs["mprotect"]
     assert {e[2] for e in mixed} == {True, False}
     assert all(e[2] for e in theirs["entry"])
-    assert any(e[4] == 1 for e in theirs["entry"])  # libc's TLS block is module 1
+    assert any(e[4] == 1 for e in theirs["entry"]) and all(e[4] < 3 for e in theirs["entry"])
 
 
 def test_entries_name_their_struct_and_no_reason_when_known(stops):
