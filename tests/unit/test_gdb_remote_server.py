@@ -197,3 +197,29 @@ def test_transport_acks_nacks_interrupts_and_disconnects(server, target):
         thread.join(timeout=10)
         theirs.close()
     assert not thread.is_alive()
+
+
+def test_library_list_whole_and_incremental(target):
+    from dataclasses import replace
+
+    from loaderdbg.decode.linkmap import LinkMapEntry
+    from loaderdbg.serve.target import libraries_svr4_xml
+
+    target.goto(0)
+    snapshot = target.snapshot()
+    bias = max((o.base for o in snapshot.objects if o.path == target.exec_path()), default=0)
+    chain = (LinkMapEntry(0, 0x1000, "", bias, 0x10, "main"),
+             LinkMapEntry(0, 0x2000, "/lib/libc.so.6", 0x7000, 0x20, "library"),
+             LinkMapEntry(0, 0x3000, "/lib64/ld-linux-x86-64.so.2", 0x8000, 0x30, "ldso"),
+             LinkMapEntry(1, 0x4000, "/lib/libc.so.6", 0x9000, 0x40, "library"))
+    whole = ET.fromstring(libraries_svr4_xml(replace(snapshot, link_map=chain), target.exec_path()))
+    assert whole.get("main-lm") == "0x1000"
+    assert [(lib.get("lm"), lib.get("lmid")) for lib in whole] == [("0x2000", "0x0"), ("0x3000", "0x0"),
+                                                                  ("0x4000", "0x1")]
+    # gdb's incremental form: from one link_map on, in its namespace, without main-lm.
+    part = ET.fromstring(libraries_svr4_xml(replace(snapshot, link_map=chain), target.exec_path(),
+                                            "lmid=0;start=3000;prev=2000"))
+    assert part.get("main-lm") is None
+    assert [lib.get("lm") for lib in part] == ["0x3000"]
+    assert len(ET.fromstring(libraries_svr4_xml(replace(snapshot, link_map=chain), target.exec_path(),
+                                                "start=9999;prev=0"))) == 0
