@@ -56,6 +56,17 @@ class PtySession:
                 except OSError:  # EIO: every writer has gone
                     return
 
+    def wait_until_lent(self, seconds: float) -> None:
+        """Read until the terminal's foreground process group is no longer
+        loaderdbg's (pty.fork made it the session's, and its group; 0 until
+        the child has set the session up): the program has read the terminal
+        and loaderdbg lent it."""
+        deadline = time.monotonic() + seconds
+        while os.tcgetpgrp(self.master) in (0, self.child):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the terminal was not lent in {seconds} s: {self.text[-2000:]}")
+            self.read_for(0.02)
+
     def type(self, data: bytes) -> None:
         os.write(self.master, data)
 

@@ -14,8 +14,9 @@ from prochelp import PtySession
 
 
 def _cat_started(session: PtySession) -> None:
-    """Wait until the program has asked for the terminal (it reads)."""
-    session.read_for(5)
+    """Wait until the program has asked for the terminal (it reads) and
+    holds it."""
+    session.wait_until_lent(30)
 
 
 def test_a_program_reading_the_terminal_gets_it():
@@ -107,7 +108,7 @@ def test_ctrl_c_ends_a_recording_whose_program_holds_the_terminal(tmp_path):
     session = PtySession(["record", "-o", str(path), "/bin/cat"])
     try:
         session.read_for(15, until=b"milestone: main")
-        session.read_for(1)  # cat is in its read now, holding the terminal
+        _cat_started(session)
         session.type(b"\x03")
         code = session.exit_code()
     finally:
