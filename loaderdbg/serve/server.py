@@ -252,9 +252,8 @@ class GdbServer:
         if payload == b"qSymbol::":
             return OK
         if name.startswith(b"qThreadExtraInfo"):
-            position = getattr(self.target, "position", None)
-            text = f"step {position}" if position is not None else "traced"
-            return bytes_to_hex(text.encode())
+            exact = self.target.session.position_exact
+            return bytes_to_hex(f"step {self.target.position}".encode() if exact else b"after a continue")
         if name == b"qXfer":
             return self._qxfer(args)
         if name.startswith(b"qRcmd,"):

@@ -33,10 +33,6 @@ class Stop:
     watch: int | None = None
     no_history: str | None = None  # "begin" | "end": a replay reached an end of its recording
 
-    @property
-    def ended(self) -> bool:
-        return self.kind in ("exited", "killed")
-
 
 Interrupted = Callable[[], bool]
 
@@ -44,9 +40,13 @@ Interrupted = Callable[[], bool]
 class ServedTarget(Protocol):
     reversible: bool
     attached: bool  # gdb detaches (never kills) on quit
+    session: object  # the Session underneath (monitor commands ask it)
 
     @property
     def pid(self) -> int: ...
+
+    @property
+    def position(self) -> int: ...
 
     @property
     def stop(self) -> Stop: ...
@@ -76,6 +76,12 @@ class ServedTarget(Protocol):
     def open_file(self, path: str) -> "ServedFile | None": ...
 
     def monitor(self, command: str) -> str: ...
+
+    def goto(self, step: int) -> Stop: ...
+
+    def run_until(self, until: str): ...  # the StopReason
+
+    def explain(self) -> str: ...
 
     def close(self) -> None: ...
 
