@@ -289,12 +289,15 @@ def test_libc_states_are_fast_and_read_in_blocks() -> None:
     symbols = SymbolTable(proc.objects)
     obj = proc.obj()
     data = proc.files[LIBC]
-    start = time.perf_counter()
+    # This thread's CPU time, not the wall clock: the work is pure
+    # computation on bytes in memory, and on a loaded machine the wall clock
+    # also counts the time other processes held the CPU.
+    start = time.thread_time()
     states = relocation_states(obj, data, Counting(), symbols)
-    elapsed = time.perf_counter() - start
+    elapsed = time.thread_time() - start
     assert len(states) == 1339 or len(states) == len(obj.info.relocations)
     assert Counting.reads <= 4  # one block per PT_LOAD holding slots
-    assert elapsed < 0.25, f"{elapsed * 1000:.1f} ms"
+    assert elapsed < 0.25, f"{elapsed * 1000:.1f} ms of CPU"
 
 
 def test_symbol_table_symbolize_and_object_at() -> None:
