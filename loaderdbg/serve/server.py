@@ -49,6 +49,8 @@ class GdbServer:
         self._files: dict[int, _OpenFile] = {}
         self._next_fd = 1
         self._interrupted: Callable[[], bool] = lambda: False
+        self._software: set[int] = set()  # Z0 addresses
+        self._hardware: set[int] = set()  # Z1 addresses
         self._log = log or (lambda line: print(f"loaderdbg serve: {line}", file=sys.stderr))
 
     # -- entry point ------------------------------------------------------------
@@ -131,10 +133,11 @@ class GdbServer:
             for number in (regs.FP, regs.SP, regs.PC):
                 out += b"%02x:%s;" % (number, regs.encode_register(regs.BY_NUMBER[number], values))
         out += b"thread:" + self.thread_id() + b";"
-        if stop.swbreak:
-            out += b"swbreak:;"
-        if stop.hwbreak:
-            out += b"hwbreak:;"
+        if stop.swbreak or stop.hwbreak:
+            # The target knows a breakpoint was hit; gdb said which kind it inserted.
+            pc = values.get("rip") if values is not None else None
+            hardware = stop.hwbreak or (pc in self._hardware and pc not in self._software)
+            out += b"hwbreak:;" if hardware else b"swbreak:;"
         if stop.watch is not None:
             out += b"watch:%x;" % stop.watch
         if stop.no_history is not None:
@@ -168,9 +171,15 @@ class GdbServer:
         kind, addr, size = int(fields[0]), parse_hex_int(fields[1]), parse_hex_int(fields[2])
         target = self.target
         if kind in (0, 1):
+            kinds, other = (self._software, self._hardware) if kind == 0 else (self._hardware, self._software)
             if insert:
-                return OK if target.add_breakpoint(addr) else ERROR
-            target.remove_breakpoint(addr)
+                if not target.add_breakpoint(addr):
+                    return ERROR
+                kinds.add(addr)
+                return OK
+            kinds.discard(addr)
+            if addr not in other:
+                target.remove_breakpoint(addr)
             return OK
         if kind == 2:
             if insert:

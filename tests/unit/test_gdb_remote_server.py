@@ -106,6 +106,9 @@ def test_breakpoints_both_ways(server, target):
     after = index.find_pc(rec, {addr}, after=before)
     assert b"swbreak:;" in server.handle(b"c") and target.position == after
     assert server.handle(b"z0,%x,1" % addr) == b"OK"
+    assert server.handle(b"Z1,%x,1" % addr) == b"OK"  # gdb's hbreak: reported as hwbreak
+    assert b"hwbreak:;" in server.handle(b"bc") and target.position == before
+    assert server.handle(b"z1,%x,1" % addr) == b"OK"
     assert server.handle(b"Z3,%x,8" % addr) == b""  # read watchpoints: not from a write index
 
 
