@@ -286,7 +286,11 @@ class ReplayTarget:
 
     # -- monitor ---------------------------------------------------------------------
     def monitor(self, command: str) -> str:
-        return monitor.run(self, command)
+        """A monitor command's answer, opened by the divergence headline
+        once the replay was found not to match its recording."""
+        text = monitor.run(self, command)
+        divergence = self.session.divergence
+        return text if divergence is None else f"{divergence.headline}\n{text}"
 
     def close(self) -> None:
         self.session.close()
