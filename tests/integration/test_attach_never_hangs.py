@@ -88,6 +88,36 @@ def _started(program: str):
     return proc
 
 
+def _in_vfork(proc: subprocess.Popen) -> None:
+    """Wait until the parent is blocked in vfork() (the kernel shows it
+    waiting in kernel_clone, as the attach code reads it), not a fixed
+    time: on a loaded machine it may not have got there yet."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with open(f"/proc/{proc.pid}/wchan") as handle:
+                if handle.read().strip() == "kernel_clone":
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the program never blocked in vfork()"
+        time.sleep(0.01)
+
+
+def _tracer_threads_ended(pid: int) -> None:
+    """Wait until every thread of ours that traces pid has ended: the kernel
+    lets go of a tracee only when its tracer thread has exited, a moment
+    after Python's thread object says it is done."""
+    deadline = time.monotonic() + 10
+    while True:
+        tracers = {task_status(pid, int(tid)).get("TracerPid") for tid in os.listdir(f"/proc/{pid}/task")}
+        ours = tracers & set(os.listdir("/proc/self/task"))
+        if not ours:
+            return
+        assert time.monotonic() < deadline, f"tracer threads {sorted(ours)} still running"
+        time.sleep(0.01)
+
+
 def _end(proc: subprocess.Popen) -> None:
     # The vfork child shares the parent's group: kill both.
     for child in _children(proc.pid):
@@ -147,13 +177,14 @@ def test_thread_churn_is_attached_every_time(churn_program):
 def test_parent_blocked_in_vfork_gives_up_with_the_reason(vfork_program, monkeypatch):
     proc = _started(vfork_program)
     try:
-        time.sleep(0.2)  # in vfork() now, for 30 s
+        _in_vfork(proc)  # for 30 s
         monkeypatch.setattr(attach_module, "ATTACH_SECONDS", 1.0)
         started = time.monotonic()
         with pytest.raises(TargetError, match=r"did not stop within 1 s \(it is in vfork\(\), waiting for its child"):
             LiveSession.attach(proc.pid)
         assert time.monotonic() - started < 5
-        # The tracer thread has ended: the kernel released what it could not stop.
+        # The tracer thread ends: the kernel releases what it could not stop.
+        _tracer_threads_ended(proc.pid)
         assert _traced_or_trace_stopped(proc.pid) == []
     finally:
         _end(proc)
@@ -162,7 +193,7 @@ def test_parent_blocked_in_vfork_gives_up_with_the_reason(vfork_program, monkeyp
 def test_ctrl_c_while_attaching_to_a_vfork_parent(vfork_program):
     proc = _started(vfork_program)
     try:
-        time.sleep(0.2)
+        _in_vfork(proc)
         debugger = subprocess.Popen([*LOADERDBG, "inspect", "--json", "--pid", str(proc.pid)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     stdin=subprocess.DEVNULL)
