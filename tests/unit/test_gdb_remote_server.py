@@ -24,17 +24,22 @@ RECORDING = Path(__file__).resolve().parents[2] / "recordings" / "execsolib-rdxb
 
 
 @pytest.fixture(scope="module")
-def target():
-    replay = ReplaySession(str(RECORDING))
-    yield ReplayTarget(replay)
-    replay.close()
+def replay():
+    session = ReplaySession(str(RECORDING))
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def target(replay):
+    """A fresh target (no breakpoints) on the shared recording, at step 0."""
+    made = ReplayTarget(replay)
+    made.goto(0)
+    return made
 
 
 @pytest.fixture
 def server(target):
-    target.goto(0)
-    for addr in list(target._breakpoints):
-        target.remove_breakpoint(addr)
     logged = []
     made = GdbServer(target, log=logged.append)
     made.logged = logged
