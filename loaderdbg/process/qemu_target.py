@@ -1,0 +1,604 @@
+"""An aarch64 program run by qemu-user, driven through qemu's gdb stub.
+
+One more RawTarget (process/raw_target.py): the engine above it is the one
+that drives ptrace'd x86-64 programs. What the stub does not do well is
+done from the outside, through the qemu process, whose address space holds
+the guest at the guest's own addresses:
+
+- launch: ``qemu-aarch64 -L SYSROOT -g DIR/stub`` on a Unix socket in a
+  private directory (qemu 7.2 takes a path for -g; no port to race for),
+  stopped by qemu at the guest's first instruction — ld.so's entry for a
+  dynamic program. qemu dies with us: PR_SET_PDEATHSIG(SIGKILL) in the
+  child (it fires when the *thread* that launched it exits: launch from a
+  long-lived thread), and a finalizer kills it when the target is dropped.
+  qemu ignores SIGTERM while it waits for its debugger; only SIGKILL works.
+- registers: the stub's ``g`` block (x0–x30, sp, pc as 8 bytes, cpsr as 4)
+  becomes arm64's user_pt_regs (pstate as 8 bytes), and back through ``G``.
+- memory: pread/pwrite on /proc/<qemu>/mem, limited to the guest's pages
+  (qemu_log.py): an address of qemu's own is unmapped to the guest. Our
+  breakpoints are qemu's (``Z0``, checked before each translated block),
+  never bytes in memory, so nothing needs hiding.
+- maps: qemu's /proc/PID/maps cut to the guest's pages (qemu_log.py).
+- syscalls: the stub has no QCatchSyscalls. For ``resume(syscalls=True)``
+  every ``svc #0`` in guest-executable memory carries a stub breakpoint
+  (aarch64 code is 4-byte aligned, so a scan for the word finds them all;
+  rescanned when the guest's pages change). Arriving at one is the syscall
+  entry (x8 and x0–x5 as they are); a single step over it is the exit (x0).
+  ``syscall_info()`` answers as PTRACE_GET_SYSCALL_INFO does. Syscalls run
+  during a plain continue are in qemu's -strace log
+  (``take_logged_syscalls``).
+- stops: ``T05`` after ``s`` is a step, at one of our breakpoints a
+  breakpoint; other signals come as gdb's signal numbers and are turned
+  back into Linux's; ``W``/``X`` end the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import signal as _signal
+import socket
+import tempfile
+import time
+import weakref
+
+from loaderdbg.arch import ArchTables, get_arch
+from loaderdbg.errors import TargetError
+from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
+from loaderdbg.process import ptrace
+from loaderdbg.process.qemu_log import QemuLog, guest_maps_text
+from loaderdbg.process.stops import TRAP_BRKPT, TRAP_TRACE, Stop, StopKind
+from loaderdbg.process.stub_client import StubClosed, StubConnection
+from loaderdbg.process.tracee import LaunchSpec
+
+AARCH64 = get_arch("aarch64")
+QEMU_PROGRAM = "qemu-aarch64"
+DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
+EM_AARCH64 = 183
+SVC_0 = (0xD4000001).to_bytes(4, "little")
+_BRK_MASK, _BRK_BITS = 0xFFE0001F, 0xD4200000  # brk #imm
+# The stub's core block: x0–x30, sp, pc (8 bytes each), then cpsr (4).
+_G_WORDS = 33
+_G_SIZE = _G_WORDS * 8 + 4
+_PC = AARCH64.register_offset("pc")
+_SP = AARCH64.register_offset("sp")
+_X0 = AARCH64.register_offset("x0")
+_X8 = AARCH64.register_offset("x8")
+# Environment variables that steer the x86-64 qemu process itself (its
+# loader, its options): they reach the guest through -E, not qemu's env.
+_HOST_SIDE_PREFIXES = ("LD_", "QEMU_")
+_CONNECT_TIMEOUT = 30.0
+_PR_SET_PDEATHSIG = 1
+
+# gdb's signal numbers (gdb/signals.def) that qemu's stub sends, by the name
+# Linux gives the same signal. Real-time signals: gdb 45–75 are SIGRTMIN+1…
+# +31 (Linux 33–63), gdb 77 is Linux 32 and gdb 78 Linux 64 (qemu's table).
+_GDB_SIGNAL_NAMES = {
+    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
+    8: "SIGFPE", 9: "SIGKILL", 10: "SIGBUS", 11: "SIGSEGV", 12: "SIGSYS", 13: "SIGPIPE",
+    14: "SIGALRM", 15: "SIGTERM", 16: "SIGURG", 17: "SIGSTOP", 18: "SIGTSTP", 19: "SIGCONT",
+    20: "SIGCHLD", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGIO", 24: "SIGXCPU", 25: "SIGXFSZ",
+    26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 30: "SIGUSR1", 31: "SIGUSR2", 32: "SIGPWR",
+}
+GDB_TO_LINUX_SIGNAL = {
+    **{gdb: int(_signal.Signals[name]) for gdb, name in _GDB_SIGNAL_NAMES.items()},
+    **{45 + k: 33 + k for k in range(31)}, 77: 32, 78: 64,
+}
+LINUX_TO_GDB_SIGNAL = {linux: gdb for gdb, linux in GDB_TO_LINUX_SIGNAL.items()}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def gdb_registers_to_user_regs(block: bytes) -> bytes:
+    """The stub's ``g`` bytes -> arm64 user_pt_regs (pstate widened to 8 bytes)."""
+    if len(block) < _G_SIZE:
+        raise TargetError(f"qemu's gdb stub sent {len(block)} register bytes, expected {_G_SIZE}")
+    return block[:_G_WORDS * 8] + block[_G_WORDS * 8:_G_SIZE] + bytes(4)
+
+
+def user_regs_to_gdb_registers(raw: bytes) -> bytes:
+    """arm64 user_pt_regs -> the stub's core block (cpsr is pstate's low 32 bits)."""
+    if len(raw) != AARCH64.user_regs_size:
+        raise ValueError(f"user_pt_regs is {AARCH64.user_regs_size} bytes, got {len(raw)}")
+    return raw[:_G_SIZE]
+
+
+class _QemuProcess:
+    """What must be undone when the target goes, kept apart from the target
+    so that a finalizer can hold it without keeping the target alive."""
+
+    def __init__(self, pid: int, workdir: str) -> None:
+        self.pid = pid
+        self.workdir = workdir
+        self.reaped = False
+        self.status: int | None = None
+
+    def reap(self, *, kill: bool) -> int | None:
+        """Wait for qemu to be gone (SIGKILL first when ``kill``); its wait status."""
+        if not self.reaped:
+            if kill:
+                try:
+                    os.kill(self.pid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                _, self.status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.status = None
+            self.reaped = True
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.status
+
+    def __call__(self) -> None:  # the finalizer
+        self.reap(kill=True)
+
+
+class QemuTarget:
+    """A guest stopped in qemu's gdb stub, or gone."""
+
+    def __init__(self, process: _QemuProcess, connection: StubConnection, log: QemuLog) -> None:
+        self._process = process
+        self._connection = connection
+        self._log = log
+        self._mem_fd = os.open(f"/proc/{process.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        self._finalizer = weakref.finalize(self, process)
+        self.alive = True
+        self.breakpoints: dict[int, int] = {}  # the engine's: address -> byte there
+        self.pending_signal = 0  # Linux signal to deliver on the next step or resume
+        self.last_stop: Stop | None = None
+        self._regs: bytes | None = None
+        self._syscall_sites: set[int] = set()  # svc #0 addresses with a stub breakpoint
+        self._sites_generation = -1
+        self._syscall_info: ptrace.SyscallInfo | None = None
+        self._entry_pc: int | None = None  # pc of the syscall entry we reported
+        pid = process.pid
+        self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
+        self._breakpoint_stop = Stop(StopKind.BREAKPOINT, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
+        self._syscall_stop = Stop(StopKind.SYSCALL, pid, signal=_signal.SIGTRAP)
+
+    # -- identity ------------------------------------------------------------
+    @property
+    def arch(self) -> ArchTables:
+        return AARCH64
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid  # the guest's getpid() is qemu's pid
+
+    @property
+    def maps_pid(self) -> int:
+        return self._process.pid
+
+    # -- registers -----------------------------------------------------------
+    def registers_raw(self) -> bytes:
+        if self._regs is None:
+            self._require_alive()
+            self._regs = gdb_registers_to_user_regs(self._hex_reply(self._request(b"g")))
+        return self._regs
+
+    def set_registers_raw(self, raw: bytes) -> None:
+        self._require_alive()
+        reply = self._request(b"G" + bytes_to_hex(user_regs_to_gdb_registers(raw)))
+        if reply != b"OK":
+            raise TargetError(f"qemu's gdb stub refused the registers ({reply.decode(errors='replace')})")
+        self._regs = bytes(raw)
+
+    @property
+    def pc(self) -> int:
+        return int.from_bytes(self.registers_raw()[_PC:_PC + 8], "little")
+
+    @property
+    def sp(self) -> int:
+        return int.from_bytes(self.registers_raw()[_SP:_SP + 8], "little")
+
+    # -- memory and maps -----------------------------------------------------
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        if size <= 0:
+            return b"" if size == 0 else None
+        if not self.alive or addr < 0 or not self._guest_pages().covers(addr, size):
+            return None
+        try:
+            data = os.pread(self._mem_fd, size, addr)
+        except OSError:
+            return None
+        return data if len(data) == size else None
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        """Write guest memory, read-only code included (as ptrace's
+        /proc/PID/mem does). qemu re-translated patched code in every test
+        here (tests/integration/test_qemu_target.py patches a loop's callee)."""
+        self._require_alive()
+        if not self._guest_pages().covers(addr, len(data)):
+            raise TargetError(f"cannot write {len(data)} bytes at {addr:#x}: not guest memory")
+        written = os.pwrite(self._mem_fd, data, addr)
+        if written != len(data):
+            raise TargetError(f"short write to guest memory at {addr:#x}")
+
+    def maps_text(self) -> str:
+        """The guest's mappings as its /proc/self/maps would list them
+        (qemu_log.py has the rule that tells them from qemu's own)."""
+        self._require_alive()
+        pages = self._guest_pages()
+        with open(f"/proc/{self.pid}/maps") as handle:
+            host = handle.read()
+        return guest_maps_text(host, pages, self._log.start_stack)
+
+    def _guest_pages(self):
+        self._log.poll()
+        return self._log.pages
+
+    def take_logged_syscalls(self) -> list[str]:
+        """qemu's -strace lines for the guest's syscalls since the last call
+        (complete lines only): what a continue without syscall stops ran."""
+        self._log.poll()
+        return self._log.take_syscall_lines()
+
+    # -- breakpoints -----------------------------------------------------------
+    def insert_breakpoint(self, addr: int) -> bool:
+        """A stub breakpoint at addr. It holds before the address is mapped
+        (qemu compares pcs), so only a refusal from the stub says False."""
+        if addr in self.breakpoints:
+            return True
+        self._require_alive()
+        if addr not in self._syscall_sites and not self._stub_breakpoint(b"Z0", addr):
+            return False
+        byte = self.read_memory(addr, 1)
+        self.breakpoints[addr] = byte[0] if byte else 0
+        return True
+
+    def remove_breakpoint(self, addr: int) -> None:
+        if self.breakpoints.pop(addr, None) is None:
+            return
+        if self.alive and addr not in self._syscall_sites:
+            self._stub_breakpoint(b"z0", addr)
+
+    def revalidate_breakpoints(self) -> None:
+        """qemu's breakpoints are addresses, not bytes: a page mapped anew
+        under one keeps it. Only the remembered byte is brought up to date."""
+        for addr in self.breakpoints:
+            byte = self.read_memory(addr, 1)
+            if byte:
+                self.breakpoints[addr] = byte[0]
+
+    def _stub_breakpoint(self, verb: bytes, addr: int) -> bool:
+        return self._request(b"%s,%x,4" % (verb, addr)) == b"OK"
+
+    def _sync_syscall_sites(self) -> None:
+        """A stub breakpoint on every ``svc #0`` in guest-executable memory."""
+        pages = self._guest_pages()
+        if self._log.generation == self._sites_generation:
+            return
+        found: set[int] = set()
+        for run in pages.executable():
+            try:
+                code = os.pread(self._mem_fd, run.end - run.start, run.start)
+            except OSError:
+                continue
+            at = code.find(SVC_0)
+            while at >= 0:
+                if at % 4 == 0:
+                    found.add(run.start + at)
+                at = code.find(SVC_0, at + 1)
+        for addr in self._syscall_sites - found:
+            if addr not in self.breakpoints:
+                self._stub_breakpoint(b"z0", addr)
+        for addr in found - self._syscall_sites:
+            if addr not in self.breakpoints:
+                self._stub_breakpoint(b"Z0", addr)
+        self._syscall_sites = found
+        self._sites_generation = self._log.generation
+
+    # -- syscalls --------------------------------------------------------------
+    def syscall_info(self) -> ptrace.SyscallInfo:
+        """At a SYSCALL stop: the entry (number, arguments) or the exit
+        (return value), as PTRACE_GET_SYSCALL_INFO gives them."""
+        if self._syscall_info is None:
+            return ptrace.SyscallInfo(ptrace.SYSCALL_INFO_NONE, self.pc, self.sp)
+        return self._syscall_info
+
+    def _syscall_entry(self) -> Stop:
+        raw = self.registers_raw()
+        words = [int.from_bytes(raw[i:i + 8], "little") for i in range(_X0, _X0 + 48, 8)]
+        number = int.from_bytes(raw[_X8:_X8 + 8], "little")
+        self._entry_pc = self.pc
+        self._syscall_info = ptrace.SyscallInfo(ptrace.SYSCALL_INFO_ENTRY, self.pc, self.sp,
+                                                number=number, args=tuple(words))
+        return self._arrived(self._syscall_stop)
+
+    def _syscall_exit(self) -> Stop:
+        raw = self.registers_raw()
+        value = int.from_bytes(raw[_X0:_X0 + 8], "little", signed=True)
+        self._syscall_info = ptrace.SyscallInfo(ptrace.SYSCALL_INFO_EXIT, self.pc, self.sp,
+                                                return_value=value, is_error=-4095 <= value < 0)
+        return self._arrived(self._syscall_stop)
+
+    # -- motion ------------------------------------------------------------------
+    def step(self) -> Stop:
+        """One instruction (a syscall's ``svc`` runs the syscall)."""
+        self._require_alive()
+        self._entry_pc = None
+        try:
+            return self._arrived(self._step())
+        except _Vanished as gone:
+            return self._arrived(gone.stop)
+
+    def resume(self, *, syscalls: bool) -> Stop:
+        """Run to a breakpoint, a signal or the end; with ``syscalls`` also
+        to every syscall entry and exit."""
+        self._require_alive()
+        try:
+            return self._resume(syscalls)
+        except _Vanished as gone:
+            return self._arrived(gone.stop)
+
+    def _resume(self, syscalls: bool) -> Stop:
+        if syscalls:
+            self._sync_syscall_sites()
+        pc = self.pc
+        entered, self._entry_pc = self._entry_pc, None
+        if entered == pc:
+            stop = self._step()  # the syscall itself
+            if stop.kind is not StopKind.STEP:
+                return self._arrived(stop)
+            if syscalls:
+                return self._syscall_exit()
+        elif syscalls and pc in self._syscall_sites and not self._stopped_at_breakpoint(pc):
+            # As PTRACE_SYSCALL from just before a syscall instruction: it
+            # stops at the entry without anything else running.
+            return self._syscall_entry()
+        elif pc in self.breakpoints or pc in self._syscall_sites:
+            # qemu would report the breakpoint under pc again at once.
+            stop = self._step()
+            if stop.kind is not StopKind.STEP:
+                return self._arrived(stop)
+        while True:
+            signal = self._take_signal()
+            stop = self._stop_from(self._request(b"C%02x" % signal if signal else b"c"), stepping=False)
+            if stop is not self._breakpoint_stop:
+                return self._arrived(stop)
+            pc = self.pc
+            if pc in self.breakpoints:
+                return self._arrived(stop)
+            if syscalls:
+                return self._syscall_entry()
+            stop = self._step()  # a syscall site while syscalls are not watched
+            if stop.kind is not StopKind.STEP:
+                return self._arrived(stop)
+
+    def _stopped_at_breakpoint(self, pc: int) -> bool:
+        last = self.last_stop
+        return last is not None and last.kind is StopKind.BREAKPOINT and pc in self.breakpoints
+
+    def _step(self) -> Stop:
+        pc = self.pc
+        code = self.read_memory(pc, 4)
+        signal = self._take_signal()
+        stop = self._stop_from(self._request(b"S%02x" % signal if signal else b"s"), stepping=True)
+        if stop is self.plain_step and code is not None \
+                and int.from_bytes(code, "little") & _BRK_MASK == _BRK_BITS and self.pc == pc:
+            # A brk instruction raised SIGTRAP itself: the program's, not our step.
+            stop = Stop(StopKind.SIGNAL, self.pid, signal=_signal.SIGTRAP)
+        return stop
+
+    def _take_signal(self) -> int:
+        """The pending signal as gdb numbers it (0: none)."""
+        signal, self.pending_signal = self.pending_signal, 0
+        return LINUX_TO_GDB_SIGNAL.get(signal, 0) if signal else 0
+
+    def _arrived(self, stop: Stop) -> Stop:
+        if stop.kind is not StopKind.SYSCALL:
+            self._syscall_info = None
+        self.last_stop = stop
+        return stop
+
+    def _stop_from(self, reply: bytes, *, stepping: bool) -> Stop:
+        """A stop reply (``T05thread:…;``, ``S0b``, ``W00``, ``X09``) as a Stop."""
+        self._regs = None
+        kind = reply[:1]
+        try:
+            value = parse_hex_int(reply[1:3])
+        except ValueError:
+            value = None
+        if kind == b"W" and value is not None:
+            self._gone()
+            return Stop(StopKind.EXITED, self.pid, exit_code=value)
+        if kind == b"X" and value is not None:
+            self._gone()
+            return Stop(StopKind.KILLED, self.pid, signal=GDB_TO_LINUX_SIGNAL.get(value, value))
+        if kind in (b"T", b"S") and value is not None:
+            signal = GDB_TO_LINUX_SIGNAL.get(value, 0)
+            if signal == _signal.SIGTRAP:
+                if stepping:
+                    return self.plain_step
+                pc = self.pc
+                if pc in self.breakpoints or pc in self._syscall_sites:
+                    return self._breakpoint_stop
+            return Stop(StopKind.SIGNAL, self.pid, signal=signal)
+        raise TargetError(f"qemu's gdb stub answered a resume with {reply[:40]!r}")
+
+    # -- talking to the stub -------------------------------------------------------
+    def _request(self, payload: bytes) -> bytes:
+        try:
+            return self._connection.request(payload)
+        except StubClosed:
+            # qemu went away under us (killed from outside, exec'd a native
+            # program): its wait status says how.
+            status = self._gone()
+            if status is not None and os.WIFSIGNALED(status):
+                raise _Vanished(Stop(StopKind.KILLED, self.pid, signal=os.WTERMSIG(status))) from None
+            code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
+            raise _Vanished(Stop(StopKind.EXITED, self.pid, exit_code=code)) from None
+
+    @staticmethod
+    def _hex_reply(reply: bytes) -> bytes:
+        try:
+            return hex_to_bytes(reply)
+        except ValueError:
+            raise TargetError(f"qemu's gdb stub sent {reply[:40]!r} for hex data") from None
+
+    def _require_alive(self) -> None:
+        if not self.alive:
+            raise TargetError("the program is not running")
+
+    # -- ending ----------------------------------------------------------------------
+    def _gone(self) -> int | None:
+        """qemu has ended (or must): reap it and let go of everything."""
+        self.alive = False
+        self._regs = None
+        self._connection.close()
+        self._log.close()
+        if self._mem_fd >= 0:
+            os.close(self._mem_fd)
+            self._mem_fd = -1
+        status = self._process.reap(kill=True)
+        self._finalizer.detach()
+        return status
+
+    def kill(self) -> None:
+        if self.alive:
+            self._gone()
+
+    def close(self) -> None:
+        self.kill()
+
+
+class _Vanished(TargetError):
+    """The stub connection died under a request; carries the stop that says
+    how qemu ended (step and resume return it, other calls raise it)."""
+
+    def __init__(self, stop: Stop) -> None:
+        super().__init__(f"the program has ended: {stop.describe()}")
+        self.stop = stop
+
+
+def find_qemu() -> str:
+    path = shutil.which(QEMU_PROGRAM)
+    if path is None:
+        raise TargetError(f"{QEMU_PROGRAM} not found: aarch64 programs run under qemu-user "
+                          "(apt-get install qemu-user)")
+    return path
+
+
+def check_aarch64_program(path: str) -> None:
+    """TargetError unless ``path`` is an aarch64 ELF file we can open."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError as err:
+        raise TargetError(f"{path}: {err.strerror}") from None
+    if header[:4] != b"\x7fELF" or len(header) < 20:
+        raise TargetError(f"{path}: not an ELF program")
+    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    if machine != EM_AARCH64:
+        raise TargetError(f"{path}: not an aarch64 program (e_machine {machine})")
+
+
+def qemu_command(spec: LaunchSpec, qemu: str, sysroot: str, workdir: str) -> tuple[list[str], dict[str, str]]:
+    """qemu's argv and its own environment for ``spec``. The guest gets
+    qemu's environment plus the -E settings (which qemu splits at commas)."""
+    host_env: dict[str, str] = {}
+    guest_only: list[str] = []
+    for name, value in spec.env.items():
+        if name.startswith(_HOST_SIDE_PREFIXES):
+            if "," in value or "," in name:
+                raise TargetError(f"{name}: qemu-user cannot pass a value with a comma to the program")
+            guest_only += ["-E", f"{name}={value}"]
+        else:
+            host_env[name] = value
+    argv0 = spec.argv[0] if spec.argv else spec.path
+    command = [qemu, "-L", sysroot, "-g", os.path.join(workdir, "stub"),
+               "-d", "page,strace,tid", "-D", os.path.join(workdir, "log.%d"),
+               "-0", argv0, *guest_only, spec.path, *spec.argv[1:]]
+    return command, host_env
+
+
+def launch(spec: LaunchSpec, *, sysroot: str = DEFAULT_SYSROOT, qemu: str | None = None) -> QemuTarget:
+    """Start ``spec`` under qemu-user and return it stopped at its first
+    instruction, in qemu's gdb stub."""
+    check_aarch64_program(spec.path)
+    qemu = qemu or find_qemu()
+    workdir = tempfile.mkdtemp(prefix="loaderdbg-qemu-")
+    try:
+        command, host_env = qemu_command(spec, qemu, sysroot, workdir)
+        pid = _spawn(command, host_env, spec)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    process = _QemuProcess(pid, workdir)
+    try:
+        connection = _connect(os.path.join(workdir, "stub"), process, spec.path)
+        connection.request(b"qSupported:xmlRegisters=aarch64")
+        first = connection.request(b"?")
+        if first[:1] not in (b"T", b"S"):
+            raise TargetError(f"{spec.path}: qemu's gdb stub did not stop at the start ({first[:40]!r})")
+        log = QemuLog(os.path.join(workdir, f"log.{pid}"))
+        target = QemuTarget(process, connection, log)
+    except BaseException:
+        process.reap(kill=True)
+        raise
+    # The same stop a ptrace launch reports: the new image's first instruction.
+    target.last_stop = Stop(StopKind.EVENT, pid, signal=_signal.SIGTRAP, event=ptrace.EVENT_EXEC)
+    return target
+
+
+def _spawn(command: list[str], env: dict[str, str], spec: LaunchSpec) -> int:
+    parent = os.getpid()
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child: only exec-preparing work
+        try:
+            os.close(err_read)
+            for target, fd in ((0, spec.stdin_fd), (1, spec.stdout_fd), (2, spec.stderr_fd)):
+                if fd is not None:
+                    os.dup2(fd, target)
+            for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
+                _signal.signal(sig, _signal.SIG_DFL)
+            # qemu dies with us, whatever kills us (SIGTERM, SIGKILL, a crash).
+            if _libc.prctl(_PR_SET_PDEATHSIG, int(_signal.SIGKILL), 0, 0, 0) != 0 or os.getppid() != parent:
+                os._exit(127)
+            if not spec.aslr:
+                ptrace.disable_aslr_for_self()  # qemu's own layout, and so its choices for the guest
+            os.execve(command[0], command, env)
+        except OSError as err:
+            os.write(err_write, str(err.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(err_write)
+    try:
+        message = os.read(err_read, 64).decode()  # EOF when the exec succeeded
+    finally:
+        os.close(err_read)
+    if message:
+        os.waitpid(pid, 0)
+        code = int(message) if message.isdigit() else 0
+        raise TargetError(f"{command[0]}: cannot run it: {os.strerror(code)}")
+    return pid
+
+
+def _connect(path: str, process: _QemuProcess, program: str) -> StubConnection:
+    """Connect to qemu's stub, which listens once the program is loaded."""
+    deadline = time.monotonic() + _CONNECT_TIMEOUT
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return StubConnection(sock)
+        done, status = os.waitpid(process.pid, os.WNOHANG)
+        if done:
+            process.reaped, process.status = True, status
+            how = (f"exit status {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
+                   else f"signal {_signal.Signals(os.WTERMSIG(status)).name}")
+            raise TargetError(f"{program}: qemu-aarch64 ended ({how}) before its gdb stub listened")
+        if time.monotonic() > deadline:
+            raise TargetError(f"{program}: qemu-aarch64's gdb stub did not listen within "
+                              f"{_CONNECT_TIMEOUT:.0f} s")
+        time.sleep(0.002)
