@@ -4,7 +4,6 @@ unknown input gets an error or an empty reply, never an exception."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import xml.etree.ElementTree as ET
