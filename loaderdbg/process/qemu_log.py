@@ -123,6 +123,7 @@ class QemuLog:
         self._fd = -1
         self._partial = b""
         self._rows: list[PageRun] | None = None  # a table being read
+        self._interrupted = ""  # a syscall line a table cut in two
 
     def poll(self) -> None:
         """Read what qemu has written since the last poll."""
@@ -165,10 +166,16 @@ class QemuLog:
             self._rows = None
         marker = line.find(LAYOUT_MARKER)
         if marker >= 0:
-            # A table interrupts the strace line of the mmap that caused
-            # it ("N mmap(...)page layout changed ..."); the table says all.
+            # A table interrupts the strace line of the mmap (or brk) that
+            # caused it: "N mmap(...)page layout changed ...", the table,
+            # then " = result" on a line of its own.
+            self._interrupted = line[:marker]
             self._rows = []
             return
+        if self._interrupted:
+            if line.startswith(" = "):
+                line = self._interrupted + line
+            self._interrupted = ""
         start_stack = _START_STACK.match(line)
         if start_stack:
             self.start_stack = int(start_stack[1], 16)

@@ -448,6 +448,7 @@ class QemuTarget:
         self.alive = False
         self._regs = None
         self._connection.close()
+        self._log.poll()  # its last lines, before the directory goes
         self._log.close()
         if self._mem_fd >= 0:
             os.close(self._mem_fd)

@@ -1,0 +1,376 @@
+"""The qemu-user target (process/qemu_target.py) on real aarch64 programs,
+checked against what qemu shows the guest and what gdb-multiarch reads
+from the same stub."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from loaderdbg.errors import TargetError
+from loaderdbg.process import ptrace
+from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, find_qemu, launch, qemu_command
+from loaderdbg.process.stops import StopKind
+from loaderdbg.process.tracee import LaunchSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "build" / "fixtures" / "qemu"
+PROBE = OUT / "probe"
+LD_SO = Path(DEFAULT_SYSROOT) / "lib" / "ld-linux-aarch64.so.1"
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+AT_BASE, AT_ENTRY = 7, 9
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc") and LD_SO.exists()),
+    reason="needs qemu-user, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (make sysdeps)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def probe() -> Path:
+    subprocess.run(["make", "-s", "-C", str(ROOT / "tests" / "fixtures" / "qemu"), f"OUT={OUT}"], check=True)
+    return PROBE
+
+
+def start(*args: str, **fds) -> object:
+    if "stdout_fd" not in fds:
+        fds["stdout_fd"] = DEVNULL
+    return launch(LaunchSpec(str(PROBE), ("probe", *args), dict(ENV), **fds))
+
+
+DEVNULL = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+
+def word(raw: bytes, name: str) -> int:
+    offset = AARCH64.register_offset(name)
+    return int.from_bytes(raw[offset:offset + 8], "little")
+
+
+def auxv(target) -> dict[int, int]:
+    """The kernel-style auxv qemu built on the guest's stack, read through
+    the target's memory (argc, argv, envp, then pairs)."""
+    sp = target.sp
+    argc = struct.unpack("<Q", target.read_memory(sp, 8))[0]
+    cursor = sp + 8 * (argc + 2)
+    while struct.unpack("<Q", target.read_memory(cursor, 8))[0]:
+        cursor += 8
+    cursor += 8
+    vector = {}
+    while True:
+        key, value = struct.unpack("<QQ", target.read_memory(cursor, 16))
+        if key == 0:
+            return vector
+        vector[key] = value
+        cursor += 16
+
+
+def elf_entry(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return ELFFile(handle).header["e_entry"]
+
+
+def run_to_syscall(target, name: str):
+    while True:
+        stop = target.resume(syscalls=True)
+        assert stop.kind is StopKind.SYSCALL, stop.describe()
+        info = target.syscall_info()
+        if info.op == ptrace.SYSCALL_INFO_ENTRY and AARCH64.syscall_names.get(info.number) == name:
+            return info
+
+
+@pytest.fixture
+def at_start():
+    """A guest at its first instruction (a launch costs ~50 ms; the suite's
+    no-orphans guard wants every process gone after each test)."""
+    target = start("exit", "0")
+    yield target
+    target.close()
+
+
+def test_first_instruction_is_ld_so_entry(at_start):
+    vector = auxv(at_start)
+    assert at_start.pc == vector[AT_BASE] + elf_entry(LD_SO)
+    assert at_start.last_stop.kind is StopKind.EVENT and at_start.last_stop.event_name == "exec"
+
+
+def test_maps_list_program_ld_so_and_stack_at_guest_addresses(at_start):
+    text = at_start.maps_text()
+    vector = auxv(at_start)
+    rows = [line.split() for line in text.splitlines()]
+    program = [row for row in rows if row[-1] == str(PROBE)]
+    ld_so = [row for row in rows if row[-1].endswith("ld-linux-aarch64.so.1")]
+    stack = [row for row in rows if row[-1] == "[stack]"]
+    assert program and ld_so and len(stack) == 1
+    assert int(ld_so[0][0].split("-")[0], 16) == vector[AT_BASE]
+    assert int(program[0][0].split("-")[0], 16) <= vector[AT_ENTRY] < int(program[0][0].split("-")[1], 16)
+    low, high = (int(half, 16) for half in stack[0][0].split("-"))
+    assert low <= at_start.sp < high
+    assert program[0][1] == "r-xp" and ld_so[0][1] == "r-xp"  # the guest's protections, not the host's r--
+    # Nothing of qemu's own: its binary, the host's x86-64 libraries, its heap.
+    assert "qemu-aarch64" not in text and "x86_64-linux-gnu" not in text and "[heap]" not in text
+
+
+def test_memory_of_qemu_itself_is_not_the_guests(at_start):
+    with open(f"/proc/{at_start.maps_pid}/maps") as handle:
+        qemu_row = next(line for line in handle if line.rstrip().endswith("/qemu-aarch64"))
+    qemu_start = int(qemu_row.split("-")[0], 16)
+    assert at_start.read_memory(qemu_start, 4) is None
+    assert at_start.read_memory(0, 4) is None
+    # ld.so's first PT_LOAD maps file offset 0 at its base: the entry's bytes are the file's.
+    entry = elf_entry(LD_SO)
+    assert at_start.read_memory(at_start.pc, 16) == LD_SO.read_bytes()[entry:entry + 16]
+
+
+def test_registers_are_user_pt_regs(at_start):
+    raw = at_start.registers_raw()
+    assert len(raw) == AARCH64.user_regs_size == 34 * 8
+    assert word(raw, "pc") == at_start.pc and word(raw, "sp") == at_start.sp
+    assert word(raw, "pstate") >> 32 == 0
+
+
+def test_registers_at_step_n_match_gdb_multiarch():
+    if not shutil.which("gdb-multiarch"):
+        pytest.skip("gdb-multiarch not installed")
+    steps = 300
+    target = start("exit", "0")
+    try:
+        for _ in range(steps):
+            assert target.step().kind is StopKind.STEP
+        ours = target.registers_raw()
+    finally:
+        target.close()
+    theirs = gdb_registers_after(steps)
+    names = [f"x{n}" for n in range(31)] + ["sp", "pc"]
+    assert {name: word(ours, name) for name in names} == {name: theirs[name] for name in names}
+    assert word(ours, "pstate") == theirs["cpsr"]
+
+
+def gdb_registers_after(steps: int) -> dict[str, int]:
+    """gdb-multiarch's registers after ``stepi steps`` on its own qemu of
+    the same program, argv and environment."""
+    workdir = tempfile.mkdtemp(prefix="qemu-gdb-")
+    try:
+        spec = LaunchSpec(str(PROBE), ("probe", "exit", "0"), dict(ENV))
+        command, env = qemu_command(spec, find_qemu(), DEFAULT_SYSROOT, workdir)
+        qemu = subprocess.Popen(["setarch", "-R", *command], env=env, stdout=subprocess.DEVNULL)
+        try:
+            sock = os.path.join(workdir, "stub")
+            deadline = time.monotonic() + 10
+            while not os.path.exists(sock) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            names = [f"x{n}" for n in range(31)] + ["sp", "pc", "cpsr"]
+            fmt = " ".join("%lx" for _ in names)
+            args = ", ".join(f"${name}" for name in names)
+            result = subprocess.run(
+                ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
+                 "-ex", f"target remote {sock}", "-ex", f"stepi {steps}",
+                 "-ex", f'printf "REGS {fmt}\\n", {args}', "-ex", "kill"],
+                capture_output=True, text=True, timeout=60)
+        finally:
+            qemu.kill()
+            qemu.wait()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("REGS "))
+    return dict(zip(names, (int(value, 16) for value in line.split()[1:])))
+
+
+def test_breakpoint_at_entry_then_syscalls_then_exit_code():
+    target = start("exit", "5")
+    try:
+        entry = auxv(target)[AT_ENTRY]
+        program = next(line for line in target.maps_text().splitlines() if line.endswith(str(PROBE)))
+        assert entry == int(program.split("-")[0], 16) + elf_entry(PROBE)  # a PIE's first PT_LOAD is at 0
+        assert target.insert_breakpoint(entry)
+        stop = target.resume(syscalls=False)
+        assert stop.kind is StopKind.BREAKPOINT and target.pc == entry
+        assert target.read_memory(entry, 4) == PROBE.read_bytes()[elf_entry(PROBE):elf_entry(PROBE) + 4]
+        target.remove_breakpoint(entry)
+        target.take_logged_syscalls()  # ld.so's, run by the continue: not compared below
+        names, pending = [], None
+        while True:
+            stop = target.resume(syscalls=True)
+            if stop.kind is not StopKind.SYSCALL:
+                break
+            info = target.syscall_info()
+            if info.op == ptrace.SYSCALL_INFO_ENTRY:
+                assert pending is None, "two entries without an exit"
+                pending = AARCH64.syscall_names.get(info.number, str(info.number))
+                assert info.instruction_pointer == target.pc
+                assert target.read_memory(target.pc, 4) == bytes.fromhex("010000d4")  # svc #0
+            else:
+                assert info.op == ptrace.SYSCALL_INFO_EXIT and pending is not None
+                names.append(pending)
+                pending = None
+        assert stop.kind is StopKind.EXITED and stop.exit_code == 5
+        assert pending == "exit_group"
+        assert "write" in names
+        # The same syscalls, in the same order, as qemu's own -strace saw.
+        logged = [line.split()[1].split("(")[0] for line in target_logged(target)]
+        assert logged == names + ["exit_group"]
+    finally:
+        target.close()
+
+
+def target_logged(target) -> list[str]:
+    return [line for line in target.take_logged_syscalls() if "(" in line.split(" ", 1)[-1]]
+
+
+def test_maps_text_is_what_the_guest_reads_in_its_own_proc_self_maps():
+    with tempfile.TemporaryFile() as output:
+        target = start("maps", stdout_fd=output.fileno())
+        try:
+            run_to_syscall(target, "getppid")
+            ours = target.maps_text()
+        finally:
+            target.close()
+        output.seek(0)
+        theirs = output.read().decode()
+    # qemu pads an unnamed mapping's line to the path column; the kernel does not.
+    assert [line.rstrip() for line in ours.splitlines()] == [line.rstrip() for line in theirs.splitlines()]
+
+
+def test_write_memory_patches_code_the_guest_runs_next():
+    target = start("patch")
+    try:
+        with open(PROBE, "rb") as handle:
+            symbols = {s.name: s["st_value"] for s in ELFFile(handle).get_section_by_name(".symtab").iter_symbols()}
+        base = auxv(target)[AT_ENTRY] - elf_entry(PROBE)
+        mark, answer = base + symbols["mark"], base + symbols["answer"]
+        target.insert_breakpoint(mark)
+        seen = []
+        assert target.resume(syscalls=False).kind is StopKind.BREAKPOINT
+        seen.append(word(target.registers_raw(), "x0"))
+        target.write_memory(answer, struct.pack("<I", 0x52800040))  # mov w0, #2
+        for _ in range(3):
+            assert target.resume(syscalls=False).kind is StopKind.BREAKPOINT
+            seen.append(word(target.registers_raw(), "x0"))
+        assert seen == [1, 2, 2, 2]
+        target.remove_breakpoint(mark)
+        stop = target.resume(syscalls=False)
+        assert stop.kind is StopKind.EXITED and stop.exit_code == 0
+    finally:
+        target.close()
+
+
+def test_set_registers_raw_holds_across_a_step(at_start):
+    raw = bytearray(at_start.registers_raw())
+    offset = AARCH64.register_offset("x7")
+    raw[offset:offset + 8] = (0x1122334455667788).to_bytes(8, "little")
+    at_start.set_registers_raw(bytes(raw))
+    pc = at_start.pc
+    assert at_start.step().kind is StopKind.STEP
+    assert at_start.pc == pc + 4
+    assert word(at_start.registers_raw(), "x7") == 0x1122334455667788
+
+
+def test_fatal_signal_is_a_stop_then_the_death():
+    target = start("segv")
+    try:
+        stop = target.resume(syscalls=False)
+        assert stop.kind is StopKind.SIGNAL and stop.signal == signal.SIGSEGV
+        target.pending_signal = stop.signal
+        stop = target.resume(syscalls=False)
+        assert stop.kind is StopKind.KILLED and stop.signal == signal.SIGSEGV
+        assert not target.alive
+    finally:
+        target.close()
+
+
+def test_handled_signal_is_delivered_and_suppressed_as_asked():
+    for deliver, code in ((True, 3), (False, 3)):
+        with tempfile.TemporaryFile() as output:
+            target = start("usr1", stdout_fd=output.fileno())
+            try:
+                stop = target.resume(syscalls=False)
+                assert stop.kind is StopKind.SIGNAL and stop.signal == signal.SIGUSR1
+                if deliver:
+                    target.pending_signal = stop.signal
+                stop = target.resume(syscalls=False)
+                assert stop.kind is StopKind.EXITED and stop.exit_code == code
+            finally:
+                target.close()
+            output.seek(0)
+            assert (b"handled 10" in output.read()) is deliver
+
+
+def test_close_leaves_no_qemu_and_no_files():
+    target = start("exit", "0")
+    pid = target.pid
+    workdirs = [path for path in Path(tempfile.gettempdir()).glob("loaderdbg-qemu-*")
+                if Path(path, f"log.{pid}").exists()]
+    assert len(workdirs) == 1
+    target.close()
+    assert not Path(f"/proc/{pid}").exists()
+    assert not workdirs[0].exists()
+    with pytest.raises(TargetError):
+        target.step()
+    target.kill()  # twice is harmless
+
+
+def test_a_dropped_target_takes_qemu_with_it():
+    target = start("sleep")
+    pid = target.pid
+    del target
+    gc.collect()
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_qemu_dies_when_loaderdbg_is_killed_by_sigterm():
+    """The guest sleeps in a continue: without PR_SET_PDEATHSIG qemu would
+    carry on for a minute after its debugger's death."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from loaderdbg.process.qemu_target import launch
+        from loaderdbg.process.tracee import LaunchSpec
+        target = launch(LaunchSpec({str(PROBE)!r}, ("probe", "sleep"), {{"PATH": "/usr/bin"}}))
+        print(target.pid, flush=True)
+        target.resume(syscalls=False)  # the guest sleeps a minute, qemu with it
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        qemu_pid = int(holder.stdout.readline())
+        time.sleep(0.1)  # the continue is on its way
+        assert process_state(qemu_pid) not in (None, "Z")
+        holder.send_signal(signal.SIGTERM)
+        holder.wait(timeout=10)
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 5
+    while process_state(qemu_pid) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    survived = process_state(qemu_pid) not in (None, "Z")
+    if survived:
+        os.kill(qemu_pid, signal.SIGKILL)  # not left behind for the next tests
+    assert not survived
+
+
+def process_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_not_an_aarch64_program_is_a_clear_error(tmp_path):
+    with pytest.raises(TargetError, match="not an aarch64 program"):
+        launch(LaunchSpec("/bin/true", ("true",), dict(ENV)))
+    with pytest.raises(TargetError, match="No such file"):
+        launch(LaunchSpec(str(tmp_path / "missing"), ("missing",), dict(ENV)))
+    text = tmp_path / "text"
+    text.write_text("not elf")
+    with pytest.raises(TargetError, match="not an ELF"):
+        launch(LaunchSpec(str(text), ("text",), dict(ENV)))
