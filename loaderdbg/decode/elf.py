@@ -18,9 +18,11 @@ do not trim DT_RELA when it also covers DT_JMPREL, which glibc does.
 
 from __future__ import annotations
 
+import array
 import bisect
 import io
 import struct
+import sys
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Iterable, Iterator, Mapping
@@ -301,8 +303,6 @@ class ElfInfo:
     build_id: str | None
     needed: tuple[str, ...]
     soname: str | None
-    relocations: tuple[Relocation, ...]
-    dynsyms: tuple[DynSymbol, ...]
     sframe: SFrameHeader | None
     tls: Segment | None
     relro: tuple[int, int] | None  # link-time [start, end) ld.so mprotects (both ends page-rounded down)
@@ -318,10 +318,24 @@ class ElfInfo:
     # The separate debug file whose .symtab replaces this file's (see
     # with_debug_file); None when none was found or looked for.
     debug_file: DebugFile | None = field(default=None, repr=False, compare=False)
+    # .dynsym and the relocation tables, checked by parse_elf and decoded on
+    # first use: a run to AT_ENTRY reads few of them (see _Tables).
+    _tables: _Tables | None = field(default=None, repr=False, compare=False)
 
     def with_debug_file(self, debug_file: DebugFile) -> ElfInfo:
         """This object, named by its separate debug file's symbols."""
         return replace(self, debug_file=debug_file)
+
+    # -- dynamic symbols and relocations (decoded on first use) -------------
+
+    @cached_property
+    def dynsyms(self) -> tuple[DynSymbol, ...]:
+        return self._tables.dynsyms() if self._tables is not None else ()
+
+    @cached_property
+    def relocations(self) -> tuple[Relocation, ...]:
+        """In glibc's processing order (RELR, REL, RELA, JMPREL)."""
+        return self._tables.relocations(self.dynsyms) if self._tables is not None else ()
 
     # -- segments ---------------------------------------------------------
 
@@ -636,6 +650,18 @@ def _symbol_rows(elf: ELFFile, raw: bytes) -> Iterator[tuple[int, int, int, int,
             layout.iter_unpack(raw[:len(raw) // layout.size * layout.size]))
 
 
+def _highest_word(raw: bytes, elf: ELFFile, word: int, stride: int, index: int) -> int:
+    """The largest of one word-sized field (st_name, r_info) over a table of
+    entries ``stride`` words long, the field ``index`` words in: what
+    parse_elf checks a table by without decoding each entry."""
+    words = array.array("Q" if word == 8 else "I")
+    assert words.itemsize == word
+    words.frombytes(raw[:len(raw) // (stride * word) * stride * word])
+    if elf.little_endian != (sys.byteorder == "little"):
+        words.byteswap()
+    return max(words[index::stride], default=0)
+
+
 _SYMBOL_BYTE_NAMES: dict[tuple[int, bool], list[tuple[str, str, str]]] = {}
 
 
@@ -687,11 +713,20 @@ class _StringTable:
         self._offset = offset
         self._size = size
 
+    @property
+    def offset(self) -> int | None:
+        return self._offset
+
+    @property
+    def limit(self) -> int:
+        """Where the table ends in the image (DT_STRSZ, or the image's end)."""
+        assert self._offset is not None
+        return min(self._offset + self._size if self._size else len(self._data), len(self._data))
+
     def get_string(self, offset: int) -> str:
         if self._offset is None:
             raise DecodeError("dynamic string reference but no DT_STRTAB in a PT_LOAD")
-        limit = self._offset + self._size if self._size else len(self._data)
-        limit = min(limit, len(self._data))
+        limit = self.limit
         start = self._offset + offset
         if offset < 0 or start >= limit:
             raise DecodeError(f"dynamic string offset {offset:#x} outside DT_STRTAB")
@@ -910,19 +945,90 @@ class _Dynamic:
                     highest = max(highest, reloc["r_info_sym"])
         return highest
 
+    def check(self) -> None:
+        """Read and check now whatever symbols() and relocations() would
+        find malformed (table bounds, the symbol count, version chains,
+        string offsets, symbol indexes, RELR bitmaps), so that decoding
+        them later, on first use, cannot fail: parse_elf still raises
+        DecodeError for a malformed image."""
+        elf = self.p.elf
+        self.symbol_count_total = count = self.symbol_count()
+        self.symbol_raw = b""
+        self.version_names: dict[int, str] = {}
+        if count:
+            size = elf.structs.Elf_Sym.sizeof()
+            offset = self.table_offset("DT_SYMTAB", count * size)
+            raw = self.p.data[offset:offset + count * size]
+            self.symbol_raw = raw[:len(raw) // size * size]
+            if "DT_VERSYM" in self.first:
+                self.version_names = self._version_names()
+                versym = self.table_offset("DT_VERSYM", count * 2)
+                # An empty DT_VERSYM reads as none; a short one names too few.
+                if 0 < min(count, (len(self.p.data) - versym) // 2) < len(self.symbol_raw) // size:
+                    raise DecodeError("DT_VERSYM runs past the end of the file")
+            if self.symbol_raw:
+                self._check_symbol_names()
+        self.tables = self.relocation_tables()
+        for table_name, table in self.tables:
+            if table_name == "RELR":
+                self._check_relr()
+            else:
+                self._check_symbol_indexes(table_name, table)
+
+    def _check_relr(self) -> None:
+        """pyelftools reads whole entries up to DT_RELRSZ, the first one an
+        address (even), not a bitmap."""
+        entry = self.first.get("DT_RELRENT", self.p.elf.structs.Elf_Relr.sizeof())
+        offset = self.table_offset("DT_RELR")
+        size = self.first["DT_RELRSZ"]
+        if offset + -(-size // entry) * entry > len(self.p.data):
+            raise DecodeError("DT_RELR runs past the end of the file")
+        if self.p.data[offset if self.p.elf.little_endian else offset + entry - 1] & 1:
+            raise DecodeError("DT_RELR starts with a bitmap, not an address")
+
+    def _check_symbol_names(self) -> None:
+        """Every st_name is a terminated string inside DT_STRTAB: the largest
+        one is, when a NUL follows it before the table's end."""
+        elf = self.p.elf
+        highest = _highest_word(self.symbol_raw, elf, 4, 6 if elf.elfclass == 64 else 4, 0)
+        strings = self.strings
+        if strings.offset is None:
+            raise DecodeError("dynamic string reference but no DT_STRTAB in a PT_LOAD")
+        start, limit = strings.offset + highest, strings.limit
+        if start >= limit:
+            raise DecodeError(f"dynamic string offset {highest:#x} outside DT_STRTAB")
+        if self.p.data.rfind(b"\0", start, limit) < 0:
+            raise DecodeError(f"unterminated dynamic string at {highest:#x}")
+
+    def _check_symbol_indexes(self, table_name: str, table) -> None:
+        """Every relocation names a symbol .dynsym has."""
+        symbols = len(self.symbol_raw) // self.p.elf.structs.Elf_Sym.sizeof()
+        elf = self.p.elf
+        if elf.elfclass == 64 and self.p.machine == "EM_MIPS":
+            highest = max((r[1] for r in self._relocation_rows(table_name, table, table.is_RELA())), default=0)
+        else:
+            offset, size = self.table_spans[table_name]
+            word, shift = (8, 32) if elf.elfclass == 64 else (4, 8)
+            stride = 3 if table.is_RELA() else 2
+            entries = self.p.data[offset:offset + size // (stride * word) * stride * word]
+            highest = _highest_word(entries, elf, word, stride, 1) >> shift
+        if highest < symbols or highest == 0:  # 0 is STN_UNDEF: no symbol
+            return
+        for r_offset, sym_index, _, _ in self._relocation_rows(table_name, table, table.is_RELA()):
+            if sym_index and sym_index >= symbols:
+                raise DecodeError(f"{table_name} relocation at {r_offset:#x} names symbol "
+                                  f"{sym_index}, .dynsym has {symbols}")
+
     def symbols(self) -> tuple[DynSymbol, ...]:
-        count = self.symbol_count()
-        if count == 0:
+        if not self.symbol_raw:
             return ()
         elf = self.p.elf
-        size = elf.structs.Elf_Sym.sizeof()
-        offset = self.table_offset("DT_SYMTAB", count * size)
-        versions = self._symbol_versions(count)
+        versions = self._symbol_versions(self.symbol_count_total)
         byte_names = _symbol_byte_names(elf.elfclass, elf.little_endian)
         get_string = self.strings.get_string
         out = []
         for index, (name, info, other, shndx, value, sym_size) in enumerate(
-                _symbol_rows(elf, self.p.data[offset:offset + count * size])):
+                _symbol_rows(elf, self.symbol_raw)):
             version, hidden = versions[index] if versions else (None, False)
             type_name, bind_name, _ = byte_names[info]
             out.append(DynSymbol(name=get_string(name), value=value, size=sym_size, type=type_name,
@@ -940,7 +1046,7 @@ class _Dynamic:
         # Elf_Versym is one half-word (pyelftools' enum names only 0 and 1).
         layout = struct.Struct("<H" if self.p.elf.little_endian else ">H")
         raw = self.p.data[offset:offset + count * layout.size]
-        names = self._version_names()
+        names = self.version_names
         out = []
         for (ndx,) in layout.iter_unpack(raw):
             index = ndx & ~_VERSYM_HIDDEN
@@ -1040,7 +1146,7 @@ class _Dynamic:
         relr_name = _RELR_TYPE.get(self.p.machine, "RELATIVE")
         relr_type = next((v for v, n in type_names.items() if n == relr_name), 0)
         out = []
-        for table_name, table in self.relocation_tables():
+        for table_name, table in self.tables:
             if table_name == "RELR":
                 # pyelftools yields one entry per address, anchors included.
                 for reloc in table.iter_relocations():  # type: ignore[attr-defined]
@@ -1115,6 +1221,28 @@ def _iplt_relocations(p: _Parser) -> tuple[Relocation, ...]:
     return tuple(out)
 
 
+class _Tables:
+    """An image's .dynsym and relocations, checked by parse_elf
+    (_Dynamic.check) and decoded once, on first use."""
+
+    def __init__(self, dynamic: _Dynamic | None, static_relocations: tuple[Relocation, ...] = ()) -> None:
+        self._dynamic = dynamic
+        self._dynsyms: tuple[DynSymbol, ...] | None = None if dynamic is not None else ()
+        self._relocations: tuple[Relocation, ...] | None = None if dynamic is not None else static_relocations
+
+    def dynsyms(self) -> tuple[DynSymbol, ...]:
+        if self._dynsyms is None:
+            assert self._dynamic is not None
+            self._dynsyms = self._dynamic.symbols()
+        return self._dynsyms
+
+    def relocations(self, dynsyms: tuple[DynSymbol, ...]) -> tuple[Relocation, ...]:
+        if self._relocations is None:
+            assert self._dynamic is not None
+            self._relocations = self._dynamic.relocations(dynsyms)
+        return self._relocations
+
+
 def parse_elf(data: bytes, path: str = "") -> ElfInfo:
     """Decode an ELF image (file bytes, or an image read from memory laid out
     by file offset). Raises DecodeError for anything malformed."""
@@ -1148,17 +1276,15 @@ def _parse(data: bytes, path: str) -> ElfInfo:
     interp = p.interp()
 
     dynamic: tuple[DynamicEntry, ...] = ()
-    dynsyms: tuple[DynSymbol, ...] = ()
-    relocations: tuple[Relocation, ...] = ()
     dyn_seg = p.dynamic_segment()
     if dyn_seg is not None:
         seg = next(s for s in p.segments if s.type == "DYNAMIC")
         d = _Dynamic(p, seg, dyn_seg)
         dynamic = d.entries()
-        dynsyms = d.symbols()
-        relocations = d.relocations(dynsyms)
+        d.check()
+        tables = _Tables(d)
     else:
-        relocations = _iplt_relocations(p)
+        tables = _Tables(None, _iplt_relocations(p))
 
     def flags_of(name: str) -> tuple[str, ...]:
         value = next((e.value for e in dynamic if e.name == name), 0)
@@ -1207,8 +1333,6 @@ def _parse(data: bytes, path: str) -> ElfInfo:
         build_id=build_id,
         needed=tuple(e.text for e in dynamic if e.name == "DT_NEEDED"),
         soname=soname,
-        relocations=relocations,
-        dynsyms=dynsyms,
         sframe=sframe,
         tls=tls,
         relro=relro,
@@ -1219,4 +1343,5 @@ def _parse(data: bytes, path: str) -> ElfInfo:
         runpath=string_of("DT_RUNPATH"),
         warnings=tuple(p.warnings),
         _data=data,
+        _tables=tables,
     )

@@ -397,6 +397,28 @@ def test_bad_dynamic_pointer_is_a_decode_error() -> None:
         parse_elf(bytes(data), "bad")
 
 
+def test_tables_decode_on_first_use_after_parse_checked_them() -> None:
+    info = parse_elf(Path(LIBC).read_bytes(), LIBC)
+    assert "dynsyms" not in vars(info) and "relocations" not in vars(info)
+    assert info.dynsyms == parsed(LIBC).dynsyms and info.relocations == parsed(LIBC).relocations
+
+    def damaged(path: str, tag: str, entry: int, offset: int, fmt: str, value: int) -> bytes:
+        info = parsed(path)
+        data = bytearray(Path(path).read_bytes())
+        at = info.vaddr_to_file_offset(info.dynamic_value(tag))
+        struct.pack_into(fmt, data, at + entry + offset, value)
+        return bytes(data)
+
+    # Whatever decoding would trip over later, parse_elf still refuses now.
+    last_rela = (len([r for r in parsed("/bin/true").relocations if r.table == "RELA"]) - 1) * 24
+    with pytest.raises(DecodeError, match="names symbol 65535"):
+        parse_elf(damaged("/bin/true", "DT_RELA", last_rela, 8, "<Q", 0xFFFF << 32 | 6), "bad")
+    with pytest.raises(DecodeError, match="outside DT_STRTAB"):
+        parse_elf(damaged("/bin/true", "DT_SYMTAB", 24 * 3, 0, "<I", 0x7FFFFFF), "bad")
+    with pytest.raises(DecodeError, match="DT_RELR starts with a bitmap"):
+        parse_elf(damaged(LIBC, "DT_RELR", 0, 0, "<Q", 3), "bad")
+
+
 # -- fixtures -------------------------------------------------------------------
 
 
