@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail, got_view,
                                               ifunc_choices, object_detail)
 from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
-from loaderdbg.analysis.link_map import read_link_map
+from loaderdbg.analysis.link_map import read_link_map, with_private_fields
 from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
 from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
@@ -234,7 +234,8 @@ def _memory_views(source: StateSource, memory: "_Reader",
 
     stack, kernel_auxv, changed = part("stack", stack_part)
     summaries, relocations, got, ifuncs = part("relocations", relocations_part)
-    link_view = part("link_map", lambda: read_link_map(source.program_object(), memory, ldso))
+    link_view = part("link_map", lambda: with_private_fields(read_link_map(source.program_object(), memory),
+                                                             ldso, memory))
     return _MemoryViews(maps, objects, ldso, stack, kernel_auxv, changed, annotations,
                         summaries, relocations, got, ifuncs, link_view.entries, link_view.debugs)
 

@@ -40,36 +40,9 @@ class LinkMapView:
 NO_LINK_MAP = LinkMapView((), ())
 
 
-def read_link_map(program: "MappedObject | LoadedObject | None", memory: MemoryReader,
-                  ldso: "MappedObject | LoadedObject | None | bool" = False) -> LinkMapView:
+def read_link_map(program: "MappedObject | LoadedObject | None", memory: MemoryReader) -> LinkMapView:
     """Every namespace's list, or NO_LINK_MAP while ld.so has not published
-    one (before it runs, in a static program, or when memory is unreadable).
-    Given ``ldso`` (None: not known), each entry carries glibc's private
-    fields as that ld.so's DWARF places them (see with_private_fields)."""
-    view = _read_link_map(program, memory)
-    if ldso is False or not view.entries:
-        return view
-    return with_private_fields(view, ldso, memory)
-
-
-def with_private_fields(view: LinkMapView, ldso: "MappedObject | LoadedObject | None",
-                        memory: MemoryReader) -> LinkMapView:
-    """view's entries with l_relocated, l_init_called and the TLS module
-    id/offset read where ld.so's DWARF says they are; where it cannot say,
-    each entry's private part is all None with the reason."""
-    if ldso is None:
-        unknown = LinkMapPrivate(reason="ld.so is not among the mapped objects: its link_map layout is unknown")
-        return LinkMapView(view.debugs, tuple(replace(e, private=unknown) for e in view.entries))
-    answer = private_layout(ldso.path, ldso.info)
-    if answer.layout is None:
-        unknown = LinkMapPrivate(reason=answer.reason)
-        return LinkMapView(view.debugs, tuple(replace(e, private=unknown) for e in view.entries))
-    little = ldso.info.little_endian
-    return LinkMapView(view.debugs, tuple(
-        replace(e, private=read_private_fields(memory, e.address, answer.layout, little)) for e in view.entries))
-
-
-def _read_link_map(program: "MappedObject | LoadedObject | None", memory: MemoryReader) -> LinkMapView:
+    one (before it runs, in a static program, or when memory is unreadable)."""
     if program is None:
         return NO_LINK_MAP
     dynamic = next((s for s in program.info.segments if s.type == "DYNAMIC"), None)
@@ -83,6 +56,23 @@ def _read_link_map(program: "MappedObject | LoadedObject | None", memory: Memory
     except DecodeError:
         return NO_LINK_MAP
     return LinkMapView(tuple(debugs), tuple(entries))
+
+
+def with_private_fields(view: LinkMapView, ldso: "MappedObject | LoadedObject | None",
+                        memory: MemoryReader) -> LinkMapView:
+    """view's entries with l_relocated, l_init_called and the TLS module
+    id/offset read where ld.so's DWARF says they are; where it cannot say,
+    each entry's private part is all None with the reason."""
+    if not view.entries:
+        return view
+    answer = None if ldso is None else private_layout(ldso.path, ldso.info)
+    if answer is None or answer.layout is None:
+        unknown = LinkMapPrivate(reason="ld.so is not among the mapped objects: its link_map layout is unknown"
+                                 if answer is None else answer.reason)
+        return LinkMapView(view.debugs, tuple(replace(e, private=unknown) for e in view.entries))
+    little = ldso.info.little_endian
+    return LinkMapView(view.debugs, tuple(
+        replace(e, private=read_private_fields(memory, e.address, answer.layout, little)) for e in view.entries))
 
 
 def link_map_changes(before: LinkMapView, after: LinkMapView) -> tuple[list[LinkMapEntry], list[LinkMapEntry]]:
