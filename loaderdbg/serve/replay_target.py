@@ -277,9 +277,9 @@ class ReplayTarget:
                 raise SearchInterrupted
             stop = min(start + WATCH_WINDOW, last)
             for addr, size in self._watches:
-                writes = index.writes_between(self.rec, addr, size, start, stop)
-                if writes and (best is None or writes[0].step + 1 < best[0]):
-                    best = (writes[0].step + 1, Stop(watch=addr))
+                write = next(index.writes_from(self.rec, addr, size, start, stop), None)
+                if write is not None and (best is None or write.step + 1 < best[0]):
+                    best = (write.step + 1, Stop(watch=addr))
             if best is not None:
                 return best
         return None

@@ -97,7 +97,8 @@ def at_entry():
         ("break", [f"break *{r_brk:#x}", "reverse-continue", "monitor step", "info registers rip",
                    "reverse-continue", "monitor step", "delete"]),
         ("who", [f"monitor who {r_version:#x} 8"]),
-        ("watch", [f"watch *(long*){r_version:#x}", "reverse-continue", "monitor step", "delete"]),
+        ("watch", [f"watch *(long*){r_version:#x}", "reverse-continue", "monitor step", "continue",
+                   "monitor step", "delete"]),
         ("refused", ["set var $rax = 1", "set {long}$rsp = 1"]),
     ]
     out = run_gdb(["--at", "entry", str(GLIBC)], sections)
@@ -176,7 +177,9 @@ def test_watch_reverse_continue_stops_where_who_says(at_entry):
     said = re.search(r"written by step (\d+)", out["who"])
     assert said, out["who"]
     assert "Hardware watchpoint" in out["watch"], out["watch"]
-    assert step_of(out["watch"]) == int(said.group(1))
+    steps = [int(s) for s in re.findall(r"^step (\d+)", out["watch"], flags=re.M)]
+    assert steps[0] == int(said.group(1))
+    assert steps[1] == steps[0] + 1  # forwards again: right after the same write
 
 
 def test_break_reverse_continue_stops_at_the_last_earlier_hit(at_entry):
