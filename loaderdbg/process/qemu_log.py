@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import threading
 from dataclasses import dataclass
 
 from loaderdbg.decode.maps import parse_maps
@@ -124,9 +125,16 @@ class QemuLog:
         self._partial = b""
         self._rows: list[PageRun] | None = None  # a table being read
         self._interrupted = ""  # a syscall line a table cut in two
+        # Memory may be read from another thread than the one driving the
+        # stub (a TUI's, while the tracer thread is parked at a stop).
+        self._lock = threading.Lock()
 
     def poll(self) -> None:
         """Read what qemu has written since the last poll."""
+        with self._lock:
+            self._poll()
+
+    def _poll(self) -> None:
         if self._fd < 0:
             try:
                 self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -149,9 +157,10 @@ class QemuLog:
         return lines
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def _line(self, line: str) -> None:
         if self._rows is not None:

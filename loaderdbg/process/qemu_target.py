@@ -35,7 +35,6 @@ the guest at the guest's own addresses:
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import shutil
 import signal as _signal

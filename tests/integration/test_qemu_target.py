@@ -22,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, find_qemu, launch, qemu_command
+from loaderdbg.process.raw_target import RawTarget
 from loaderdbg.process.stops import StopKind
 from loaderdbg.process.tracee import LaunchSpec
 
@@ -99,6 +100,8 @@ def at_start():
 
 
 def test_first_instruction_is_ld_so_entry(at_start):
+    assert isinstance(at_start, RawTarget)
+    assert at_start.pid == at_start.maps_pid and at_start.arch is AARCH64
     vector = auxv(at_start)
     assert at_start.pc == vector[AT_BASE] + elf_entry(LD_SO)
     assert at_start.last_stop.kind is StopKind.EVENT and at_start.last_stop.event_name == "exec"
