@@ -137,8 +137,10 @@ class _QemuProcess:
 class QemuTarget:
     """A guest stopped in qemu's gdb stub, or gone."""
 
-    def __init__(self, process: _QemuProcess, connection: StubConnection, log: QemuLog) -> None:
+    def __init__(self, process: _QemuProcess, connection: StubConnection, log: QemuLog,
+                 argv: tuple[str, ...] = ()) -> None:
         self._process = process
+        self.argv = argv  # what the guest got: argv[0] as given (qemu's -0), then the arguments
         self._connection = connection
         self._log = log
         self._mem_fd = os.open(f"/proc/{process.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
@@ -227,6 +229,35 @@ class QemuTarget:
     def _guest_pages(self):
         self._log.poll()
         return self._log.pages
+
+    def read_proc(self, name: str) -> bytes | None:
+        """What /proc/PID/<name> would hold for the program on an aarch64
+        kernel. qemu's own /proc describes the x86-64 qemu process: its
+        auxv is the host's (qemu's entry, the x86-64 ld.so), its cmdline
+        qemu's. auxv comes from the stub (the vector qemu built on the
+        guest's stack), cmdline from the argv qemu gave the guest, maps from
+        maps_text; anything else is qemu's (status, stat: the same process)."""
+        if name == "auxv":
+            return self._auxv_raw() if self.alive else None
+        if name == "cmdline":
+            return b"".join(arg.encode() + b"\0" for arg in self.argv)
+        if name == "maps":
+            return self.maps_text().encode() if self.alive else None
+        try:
+            with open(f"/proc/{self.pid}/{name}", "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def _auxv_raw(self) -> bytes:
+        data = bytearray()
+        while True:
+            reply = self._request(b"qXfer:auxv:read::%x,%x" % (len(data), 0x800))
+            if reply[:1] not in (b"m", b"l"):
+                raise TargetError(f"qemu's gdb stub refused the auxv ({reply[:40]!r})")
+            data += reply[1:]
+            if reply[:1] == b"l" or len(reply) == 1:
+                return bytes(data)
 
     def take_logged_syscalls(self) -> list[str]:
         """qemu's -strace lines for the guest's syscalls since the last call
@@ -534,7 +565,8 @@ def launch(spec: LaunchSpec, *, sysroot: str = DEFAULT_SYSROOT, qemu: str | None
         if first[:1] not in (b"T", b"S"):
             raise TargetError(f"{spec.path}: qemu's gdb stub did not stop at the start ({first[:40]!r})")
         log = QemuLog(os.path.join(workdir, f"log.{pid}"))
-        target = QemuTarget(process, connection, log)
+        target = QemuTarget(process, connection, log, (spec.argv[0] if spec.argv else spec.path,
+                                                       *spec.argv[1:]))
     except BaseException:
         process.reap(kill=True)
         raise

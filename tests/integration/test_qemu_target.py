@@ -107,6 +107,16 @@ def test_first_instruction_is_ld_so_entry(at_start):
     assert at_start.last_stop.kind is StopKind.EVENT and at_start.last_stop.event_name == "exec"
 
 
+def test_read_proc_answers_for_the_guest_not_for_qemu(at_start):
+    raw = at_start.read_proc("auxv")
+    pairs = dict(struct.iter_unpack("<QQ", raw))
+    assert raw.endswith(bytes(16)) and {k: v for k, v in pairs.items() if k} == auxv(at_start)
+    assert at_start.read_proc("cmdline") == b"probe\x00exit\x000\x00"  # probe, exit, 0
+    assert at_start.read_proc("maps") == at_start.maps_text().encode()
+    with open(f"/proc/{at_start.pid}/auxv", "rb") as handle:
+        assert handle.read() != raw  # qemu's own, the x86-64 host's vector
+
+
 def test_maps_list_program_ld_so_and_stack_at_guest_addresses(at_start):
     text = at_start.maps_text()
     vector = auxv(at_start)
