@@ -256,7 +256,8 @@ def cmd_inspect(options: argparse.Namespace) -> int:
             raise CommandLineError("inspect", "give either PROG or --pid, not both")
         from loaderdbg.inspect_command import inspect_pid
         return inspect_pid(pid, _target(options.at), as_json=options.json,
-                           follow_exec=options.follow_exec, match=options.match, relocations=options.relocs)
+                           follow_exec=options.follow_exec, match=options.match, relocations=options.relocs,
+                           pending=options.pending)
     if not options.program:
         raise CommandLineError("inspect", "no program given: loaderdbg inspect [--at T] PROG [ARGS…] "
                                           "(or --pid PID, or --replay FILE)")

@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 
-from loaderdbg.errors import LoaderdbgError, TargetError
+from loaderdbg.errors import LoaderdbgError, TargetError, UsageError
 
 from loaderdbg.live import LiveSession
 from loaderdbg.output import STDERR_FD, require_stdout, say, write_stdout
@@ -17,7 +17,7 @@ from loaderdbg.printable import printable
 from loaderdbg.process.program import check_program
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.snapshot_json import snapshot_to_json, write_json
-from loaderdbg.targets import Target
+from loaderdbg.targets import Target, defined_nowhere
 
 
 def launch_spec(program: str, args: list[str], *, aslr: bool, stdin_fd: int | None = None,
@@ -38,15 +38,19 @@ def announce_waiting(pid: int, match: str | None) -> None:
 
 
 def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = False,
-                match: str | None = None, relocations: str | None = None) -> int:
+                match: str | None = None, relocations: str | None = None, pending: bool = False) -> int:
     """Attach, snapshot (after running to ``target`` if one is given), detach
     leaving the process running. With ``follow_exec``, the snapshot is of the
-    next child the process execs, caught at its first instruction."""
+    next child the process execs, caught at its first instruction. A
+    sym:NAME that no object the process has mapped defines is refused at
+    once (detached as found) unless ``pending``."""
     require_stdout()
     with gone_is_target_error(pid):
         opened = (LiveSession.catch_spawn(pid, match, on_ready=lambda: announce_waiting(pid, match))
                   if follow_exec else LiveSession.attach(pid))
         with opened as session:
+            if target.kind == "sym" and not (pending or follow_exec) and session.resolve(target.name) is None:
+                raise UsageError(defined_nowhere(target, [f"the objects process {pid} has mapped"]))
             reason = session.stop_reason
             if target.kind != "first":
                 reason = session.cont(str(target))
@@ -141,7 +145,6 @@ def inspect_program(program: str, args: list[str], target: Target, *, as_json: b
         try:
             output_fd = os.open(tracee_output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as err:
-            from loaderdbg.errors import UsageError
             raise UsageError(f"--tracee-output {tracee_output}: {err.strerror}") from None
     spec = launch_spec(program, args, aslr=aslr, stdin_fd=stdin_fd, stdout_fd=output_fd, stderr_fd=output_fd)
     try:

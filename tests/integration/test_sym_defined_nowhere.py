@@ -113,3 +113,17 @@ def test_unknowable_startups_are_not_refused():
     assert found is not None and found.defined_in is None
     assert any("ld-musl" in p for p in found.searched)
     assert search_definition(musl, "printf", os.environ).defined_in.endswith("ld-musl-x86_64.so.1")
+
+
+def test_an_attached_process_is_asked_what_it_has_mapped_and_left_running():
+    sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)
+        result = run_cli("inspect", "--pid", str(sleeper.pid), "--at", "sym:no_such_symbol_anywhere")
+        assert_one_line(result, 2, "no object defines no_such_symbol_anywhere",
+                        f"the objects process {sleeper.pid} has mapped", "--pending")
+        status = Path(f"/proc/{sleeper.pid}/status").read_text()
+        assert sleeper.poll() is None and re.search(r"^TracerPid:\s+0$", status, re.M), status
+    finally:
+        sleeper.kill()
+        sleeper.wait()
