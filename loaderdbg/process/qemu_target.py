@@ -320,6 +320,24 @@ class QemuTarget:
         self._syscall_sites = found
         self._sites_generation = self._log.generation
 
+    def restore_original_bytes(self) -> None:
+        """Nothing to put back: qemu's breakpoints never change guest memory
+        (the ptrace target's last resort has no work here)."""
+
+    # -- threads -------------------------------------------------------------
+    def threads(self) -> list[int]:
+        """The guest's threads as the stub lists them (their host thread ids;
+        qemu's own helper thread, which /proc/PID/task also shows, is not one)."""
+        self._require_alive()
+        found: list[int] = []
+        reply = self._request(b"qfThreadInfo")
+        while reply[:1] == b"m":
+            for item in reply[1:].split(b","):
+                # "p<pid>.<tid>" with the multiprocess extension, else "<tid>".
+                found.append(parse_hex_int(item.rsplit(b".", 1)[-1]))
+            reply = self._request(b"qsThreadInfo")
+        return found
+
     # -- syscalls --------------------------------------------------------------
     def syscall_info(self) -> ptrace.SyscallInfo:
         """At a SYSCALL stop: the entry (number, arguments) or the exit
@@ -333,7 +351,9 @@ class QemuTarget:
         words = [int.from_bytes(raw[i:i + 8], "little") for i in range(_X0, _X0 + 48, 8)]
         number = int.from_bytes(raw[_X8:_X8 + 8], "little")
         self._entry_pc = self.pc
-        self._syscall_info = ptrace.SyscallInfo(ptrace.SYSCALL_INFO_ENTRY, self.pc, self.sp,
+        # The kernel's instruction_pointer at a syscall stop is past the
+        # svc already; the registers here still show the svc (not yet run).
+        self._syscall_info = ptrace.SyscallInfo(ptrace.SYSCALL_INFO_ENTRY, self.pc + 4, self.sp,
                                                 number=number, args=tuple(words))
         return self._arrived(self._syscall_stop)
 

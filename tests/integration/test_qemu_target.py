@@ -145,6 +145,10 @@ def test_memory_of_qemu_itself_is_not_the_guests(at_start):
     assert at_start.read_memory(at_start.pc, 16) == LD_SO.read_bytes()[entry:entry + 16]
 
 
+def test_threads_are_the_guests_only(at_start):
+    assert at_start.threads() == [at_start.pid]  # /proc/PID/task also has qemu's RCU thread
+
+
 def test_registers_are_user_pt_regs(at_start):
     raw = at_start.registers_raw()
     assert len(raw) == AARCH64.user_regs_size == 34 * 8
@@ -220,10 +224,11 @@ def test_breakpoint_at_entry_then_syscalls_then_exit_code():
             if info.op == ptrace.SYSCALL_INFO_ENTRY:
                 assert pending is None, "two entries without an exit"
                 pending = AARCH64.syscall_names.get(info.number, str(info.number))
-                assert info.instruction_pointer == target.pc
+                assert info.instruction_pointer == target.pc + 4  # as the kernel says it
                 assert target.read_memory(target.pc, 4) == bytes.fromhex("010000d4")  # svc #0
             else:
                 assert info.op == ptrace.SYSCALL_INFO_EXIT and pending is not None
+                assert info.instruction_pointer == target.pc
                 names.append(pending)
                 pending = None
         assert stop.kind is StopKind.EXITED and stop.exit_code == 5
