@@ -66,7 +66,8 @@ def search_definition(program: str, name: str, env: Mapping[str, str]) -> Symbol
     debug file's .symtab, the vDSO) in the objects the program's startup
     loads: LD_PRELOAD, the program, its ld.so, its DT_NEEDED closure. None
     when that set cannot be known before running."""
-    first = _read_object(program)
+    files = _Files()
+    first = files.object_at(program)
     if first is None:
         return None
     searched: list[str] = []
@@ -78,7 +79,7 @@ def search_definition(program: str, name: str, env: Mapping[str, str]) -> Symbol
         ordered = sorted(statics, key=lambda d: (d[1] == "LOCAL", d[0] != first.interp))
         return SymbolSearch(ordered[0][0] if ordered else None, tuple(searched), tuple(ordered))
 
-    for obj in _startup_objects(program, first, env):
+    for obj in _startup_objects(first, env, files):
         if obj is None:
             return None
         searched.append(obj.path)
@@ -167,7 +168,7 @@ def _symtab_bind(elffile: ELFFile, name: str) -> str | None:
     return next((bind for bind in binds if bind != "LOCAL"), binds[0])
 
 
-def _startup_objects(program: str, first: "_Object", env: Mapping[str, str]) -> Iterator["_Object | None"]:
+def _startup_objects(first: "_Object", env: Mapping[str, str], files: _Files) -> Iterator["_Object | None"]:
     """The program, LD_PRELOAD, the interpreter, then the DT_NEEDED closure
     breadth-first, each once; None where the rest cannot be known."""
     if first.interp is None:
@@ -179,7 +180,7 @@ def _startup_objects(program: str, first: "_Object", env: Mapping[str, str]) -> 
             return
         yield None
         return
-    search = _Search(first, env)
+    search = _Search(first, env, files)
     seen: set[str] = set()
     queue: list[_Object] = []
 
@@ -198,7 +199,7 @@ def _startup_objects(program: str, first: "_Object", env: Mapping[str, str]) -> 
     if fresh(first):
         queue.append(first)
         yield first
-    interp = _read_object(first.interp)
+    interp = files.object_at(first.interp)
     if interp is not None and search.fits(interp) and fresh(interp):
         yield interp  # ld.so's own DT_NEEDED are none
     index = 0
@@ -218,7 +219,8 @@ def _startup_objects(program: str, first: "_Object", env: Mapping[str, str]) -> 
 
 
 class _Search:
-    def __init__(self, program: "_Object", env: Mapping[str, str]) -> None:
+    def __init__(self, program: "_Object", env: Mapping[str, str], files: _Files) -> None:
+        self.files = files
         self.program = program
         self.machine = program.machine
         self.elf_class = program.elf_class
@@ -241,7 +243,7 @@ class _Search:
 
     def find(self, needed: str, requester: "_Object") -> "_Object | None":
         for candidate in self._candidates(needed, requester, requester.path):
-            obj = _read_object(candidate)
+            obj = self.files.object_at(candidate)
             if obj is not None and self.fits(obj):
                 return obj
         return None
@@ -319,30 +321,25 @@ def _musl_path(arch: str) -> list[str]:
     return [d for d in re.split(r"[:\n]", text) if d.strip()]
 
 
-_objects_lock = threading.Lock()
-_objects: dict[tuple, "_Object | None"] = {}
-_OBJECTS_MAX = 512
+class _Files:
+    """The files one search has read, by (path, inode, mtime): the same
+    library is needed by many objects. Kept for that search only (their
+    bytes are not held after it)."""
 
+    def __init__(self) -> None:
+        self._read: dict[tuple, "_Object | None"] = {}
 
-def _read_object(path: str) -> "_Object | None":
-    """The file at path as an _Object, remembered per (path, inode, mtime):
-    the same library is needed by many objects."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(status.st_mode) or status.st_size > _MAX_OBJECT_BYTES:
-        return None
-    key = (path, status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
-    with _objects_lock:
-        if key in _objects:
-            return _objects[key]
-    obj = _load_object(path)
-    with _objects_lock:
-        _objects[key] = obj
-        while len(_objects) > _OBJECTS_MAX:
-            del _objects[next(iter(_objects))]
-    return obj
+    def object_at(self, path: str) -> "_Object | None":
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(status.st_mode) or status.st_size > _MAX_OBJECT_BYTES:
+            return None
+        key = (path, status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+        if key not in self._read:
+            self._read[key] = _load_object(path)
+        return self._read[key]
 
 
 def _load_object(path: str) -> "_Object | None":
