@@ -66,4 +66,6 @@ def _why_unknown(reason: str) -> str:
         return "musl's ld.so has no such fields"
     if "debug file" in reason:
         return "no debug info for ld.so (libc6-dbg)"
+    if "not among the mapped objects" in reason:
+        return "ld.so not found among the objects"
     return "not readable"
