@@ -320,6 +320,19 @@ class QemuTarget:
         self._syscall_sites = found
         self._sites_generation = self._log.generation
 
+    def interrupt(self) -> None:
+        """Stop a step or resume in progress, from another thread: the one
+        blocked in it returns a SIGNAL stop for SIGINT. qemu 7.2 reads its
+        socket only while the guest is stopped, so gdb's 0x03 byte does
+        nothing; a SIGINT to qemu is caught and reported to the stub before
+        the guest sees it (resume without pending_signal and it never does;
+        a guest that blocks SIGINT is not stopped until it unblocks it)."""
+        if self.alive:
+            try:
+                os.kill(self.pid, _signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
     def restore_original_bytes(self) -> None:
         """Nothing to put back: qemu's breakpoints never change guest memory
         (the ptrace target's last resort has no work here)."""

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -140,6 +141,11 @@ def test_memory_of_qemu_itself_is_not_the_guests(at_start):
     qemu_start = int(qemu_row.split("-")[0], 16)
     assert at_start.read_memory(qemu_start, 4) is None
     assert at_start.read_memory(0, 4) is None
+    with pytest.raises(TargetError, match="not guest memory"):
+        at_start.write_memory(qemu_start, b"\0")
+    below_sp = at_start.sp - 64
+    at_start.write_memory(below_sp, b"loaderdb")
+    assert at_start.read_memory(below_sp, 8) == b"loaderdb"
     # ld.so's first PT_LOAD maps file offset 0 at its base: the entry's bytes are the file's.
     entry = elf_entry(LD_SO)
     assert at_start.read_memory(at_start.pc, 16) == LD_SO.read_bytes()[entry:entry + 16]
@@ -321,6 +327,23 @@ def test_handled_signal_is_delivered_and_suppressed_as_asked():
                 target.close()
             output.seek(0)
             assert (b"handled 10" in output.read()) is deliver
+
+
+def test_interrupt_stops_a_resume_in_another_thread():
+    target = start("sleep")
+    try:
+        stops = []
+        runner = threading.Thread(target=lambda: stops.append(target.resume(syscalls=False)))
+        runner.start()
+        time.sleep(0.2)
+        assert not stops  # sleeping a minute
+        target.interrupt()
+        runner.join(5)
+        assert len(stops) == 1 and stops[0].kind is StopKind.SIGNAL and stops[0].signal == signal.SIGINT
+        assert target.alive
+    finally:
+        target.close()
+        runner.join(5)
 
 
 def test_close_leaves_no_qemu_and_no_files():
