@@ -68,4 +68,6 @@ def _why_unknown(reason: str) -> str:
         return "no debug info for ld.so (libc6-dbg)"
     if "not among the mapped objects" in reason:
         return "ld.so not found among the objects"
-    return "not readable"
+    if "unreadable" in reason:
+        return "not readable"
+    return "layout unknown (inspect --json says why)"
