@@ -143,7 +143,10 @@ class QemuTarget:
         self.argv = argv  # what the guest got: argv[0] as given (qemu's -0), then the arguments
         self._connection = connection
         self._log = log
-        self._mem_fd = os.open(f"/proc/{process.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self._mem_fd = os.open(f"/proc/{process.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as err:
+            raise TargetError(f"cannot open qemu's memory (/proc/{process.pid}/mem): {err.strerror}") from None
         self._finalizer = weakref.finalize(self, process)
         self.alive = True
         self.breakpoints: dict[int, int] = {}  # the engine's: address -> byte there
