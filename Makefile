@@ -70,6 +70,7 @@ fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/execsolib-aarch64 OUT=$(BUILD)/fixtures/execsolib
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
 	$(MAKE) -s -C tests/fixtures/threads OUT=$(BUILD)/fixtures/threads
+	$(MAKE) -s -C tests/fixtures/qemu OUT=$(BUILD)/fixtures/qemu
 
 # The scaling fixture (issue 19): 20 libraries, 0.5M relocations; about a
 # minute of gcc, so neither `make fixtures` nor `make test` builds it
@@ -98,6 +99,7 @@ bench: venv fixtures fixtures-big
 	$(VPY) bench/record.py
 	$(VPY) bench/tui.py
 	$(VPY) bench/scale.py
+	$(VPY) bench/qemu_step.py
 
 recordings: venv fixtures
 	$(VPY) -m loaderdbg.record.samples recordings
