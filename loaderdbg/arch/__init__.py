@@ -173,8 +173,11 @@ class ArchTables:
     auxv_types: Mapping[int, AuxvType]
     hwcap_bits: Mapping[int, str]
     hwcap2_bits: Mapping[int, str]
-    capstone_arch: int
-    capstone_mode: int
+    # capstone's CS_ARCH_* names (the first one the installed capstone knows)
+    # and CS_MODE_* name: capstone is imported by what disassembles, not by
+    # every user of these tables (see capstone_arch).
+    capstone_arch_names: tuple[str, ...]
+    capstone_mode_name: str
     # Registers capstone may name in an address that are views of a full
     # register: name -> (full register, mask). Also zero registers (xzr).
     register_views: Mapping[str, tuple[str | None, int]] = field(default_factory=dict)
@@ -196,6 +199,18 @@ class ArchTables:
     flag_tables: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     # Value tables per argument kind that only this arch has: kind -> {value: name}.
     value_tables: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+    @property
+    def capstone_arch(self) -> int:
+        import capstone  # 20-30 ms: only a disassembly pays it, not `inspect --json`
+
+        return next(getattr(capstone, name) for name in self.capstone_arch_names if hasattr(capstone, name))
+
+    @property
+    def capstone_mode(self) -> int:
+        import capstone
+
+        return getattr(capstone, self.capstone_mode_name)
 
     @property
     def word_format(self) -> str:

@@ -7,7 +7,6 @@ arch/arm64/include/uapi/asm/fcntl.h. Syscall names come from python-ptrace.
 
 from __future__ import annotations
 
-import capstone
 from ptrace.syscall.linux.aarch64 import SYSCALL_NAMES as _PTRACE_SYSCALL_NAMES
 
 from loaderdbg.arch import LINUX_AUXV_TYPES, LINUX_UNIFIED_SYSCALLS_AFTER_5_8, make_arch
@@ -83,8 +82,8 @@ TABLES = make_arch(
     hwcap_bits=HWCAP_BITS,
     hwcap2_bits=HWCAP2_BITS,
     # capstone 6 renamed ARM64 to AARCH64.
-    capstone_arch=getattr(capstone, "CS_ARCH_ARM64", None) or getattr(capstone, "CS_ARCH_AARCH64"),
-    capstone_mode=capstone.CS_MODE_ARM,
+    capstone_arch_names=("CS_ARCH_ARM64", "CS_ARCH_AARCH64"),
+    capstone_mode_name="CS_MODE_ARM",
     register_views=REGISTER_VIEWS,
     pc_relative_to_next=False,
     syscall_signatures={"clone": CLONE_SIGNATURE},

@@ -8,7 +8,6 @@ Syscall names come from python-ptrace.
 
 from __future__ import annotations
 
-import capstone
 from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _PTRACE_SYSCALL_NAMES
 from ptrace.syscall.posix_arg import OPEN_FLAGS_BITMASK
 
@@ -119,8 +118,8 @@ TABLES = make_arch(
     auxv_types=LINUX_AUXV_TYPES,
     hwcap_bits=HWCAP_BITS,
     hwcap2_bits=HWCAP2_BITS,
-    capstone_arch=capstone.CS_ARCH_X86,
-    capstone_mode=capstone.CS_MODE_64,
+    capstone_arch_names=("CS_ARCH_X86",),
+    capstone_mode_name="CS_MODE_64",
     register_views=REGISTER_VIEWS,
     segment_bases={"fs": "fs_base", "gs": "gs_base"},
     address_only_mnemonics=ADDRESS_ONLY_MNEMONICS,

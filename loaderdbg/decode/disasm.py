@@ -16,21 +16,31 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Callable
-
-import capstone
+from typing import TYPE_CHECKING, Callable
 
 from loaderdbg.arch import ArchTables
 from loaderdbg.decode.registers import Registers
 
-ACCESS_NAMES = {0: None, capstone.CS_AC_READ: "read", capstone.CS_AC_WRITE: "write",
-                capstone.CS_AC_READ | capstone.CS_AC_WRITE: "readwrite"}
-GROUP_NAMES = {capstone.CS_GRP_JUMP: "jump", capstone.CS_GRP_CALL: "call",
-               capstone.CS_GRP_RET: "ret", capstone.CS_GRP_INT: "int",
-               capstone.CS_GRP_IRET: "iret", capstone.CS_GRP_BRANCH_RELATIVE: "relative"}
-# Operand types are the same small integers in every capstone arch module
-# (REG 1, IMM 2, MEM 3).
-OPERAND_KINDS = {capstone.CS_OP_REG: "reg", capstone.CS_OP_IMM: "imm", capstone.CS_OP_MEM: "mem"}
+if TYPE_CHECKING:
+    import capstone
+
+
+@functools.cache
+def _capstone_names() -> tuple[dict, dict, dict]:
+    """capstone's access, group and operand-type ids -> our names. capstone
+    is imported by the first disassembly, not with this module: a command
+    that never disassembles (`inspect --json`) does not pay 20-30 ms for it."""
+    import capstone
+
+    access = {0: None, capstone.CS_AC_READ: "read", capstone.CS_AC_WRITE: "write",
+              capstone.CS_AC_READ | capstone.CS_AC_WRITE: "readwrite"}
+    groups = {capstone.CS_GRP_JUMP: "jump", capstone.CS_GRP_CALL: "call",
+              capstone.CS_GRP_RET: "ret", capstone.CS_GRP_INT: "int",
+              capstone.CS_GRP_IRET: "iret", capstone.CS_GRP_BRANCH_RELATIVE: "relative"}
+    # Operand types are the same small integers in every capstone arch module
+    # (REG 1, IMM 2, MEM 3).
+    kinds = {capstone.CS_OP_REG: "reg", capstone.CS_OP_IMM: "imm", capstone.CS_OP_MEM: "mem"}
+    return access, groups, kinds
 
 BAD_MNEMONIC = "(bad)"
 # Longest x86 instruction; enough bytes to decode any one instruction.
@@ -123,6 +133,8 @@ def _capstone(arch: ArchTables) -> capstone.Cs:
     handles = _local.__dict__.setdefault("handles", {})
     handle = handles.get(arch.name)
     if handle is None:
+        import capstone
+
         handle = capstone.Cs(arch.capstone_arch, arch.capstone_mode)
         handle.detail = True
         # Undecodable bytes come back as id-0 pseudo-instructions (one byte on
@@ -134,9 +146,10 @@ def _capstone(arch: ArchTables) -> capstone.Cs:
 
 
 def _operand(insn: capstone.CsInsn, op) -> Operand:
-    kind = OPERAND_KINDS.get(op.type, "other")
+    access_names, _, operand_kinds = _capstone_names()
+    kind = operand_kinds.get(op.type, "other")
     size = getattr(op, "size", 0) or 0
-    access = ACCESS_NAMES.get(getattr(op, "access", 0) & 3)
+    access = access_names.get(getattr(op, "access", 0) & 3)
     if kind == "reg":
         return Operand(kind, size, access, reg=insn.reg_name(op.reg))
     if kind == "imm":
@@ -162,7 +175,8 @@ def _instruction(insn: capstone.CsInsn, arch: ArchTables,
     if insn.id == 0:  # capstone's skipdata pseudo-instruction: no detail.
         return Instruction(insn.address, insn.size, BAD_MNEMONIC, insn.op_str, bytes(insn.bytes),
                            symbolize(insn.address) if symbolize else None)
-    groups = frozenset(GROUP_NAMES[g] for g in insn.groups if g in GROUP_NAMES)
+    group_names = _capstone_names()[1]
+    groups = frozenset(group_names[g] for g in insn.groups if g in group_names)
     operands = tuple(_operand(insn, op) for op in insn.operands)
     target = None
     if groups & {"jump", "call"}:

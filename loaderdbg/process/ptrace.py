@@ -12,16 +12,18 @@ tracee to the thread that attached it (PTRACE_NOTES.md §7).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import importlib.util
 import os
 from dataclasses import dataclass
 
 from ptrace.binding import func as _pt
+from ptrace.ctypes_libc import LIBC_FILENAME
 
 from loaderdbg.errors import NotBuiltError
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# python-ptrace has found libc already (find_library runs ldconfig: ~5 ms);
+# a handle of our own keeps our argtypes off its functions.
+_libc = ctypes.CDLL(LIBC_FILENAME or "libc.so.6", use_errno=True)
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 _libc.personality.restype = ctypes.c_int
