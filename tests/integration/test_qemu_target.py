@@ -251,6 +251,40 @@ def target_logged(target) -> list[str]:
     return [line for line in target.take_logged_syscalls() if "(" in line.split(" ", 1)[-1]]
 
 
+def test_exec_solib_demo_syscalls_from_code_mapped_after_the_start():
+    """The aarch64 exec-solib demo copies itself into a memfd, maps ld.so
+    by hand and hands off; ld.so then maps libc. The syscall stops follow
+    the guest's mmaps: its last syscalls stop at svc instructions in libc,
+    which was nowhere at the first instruction."""
+    demo = ROOT / "build" / "fixtures" / "execsolib" / "aarch64-glibc-O2" / "libexecsolib.so"
+    if not demo.is_file():
+        pytest.fail("aarch64 fixtures are not built: run `make fixtures`", pytrace=False)
+    target = launch(LaunchSpec(str(demo), (str(demo),), dict(ENV), stdout_fd=DEVNULL))
+    try:
+        assert "libc.so.6" not in target.maps_text()
+        entries = []
+        while True:
+            stop = target.resume(syscalls=True)
+            assert stop.kind is StopKind.SYSCALL, stop.describe()
+            info = target.syscall_info()
+            if info.op == ptrace.SYSCALL_INFO_ENTRY:
+                name = AARCH64.syscall_names.get(info.number, str(info.number))
+                entries.append((name, target.pc))
+                if name == "exit_group":
+                    break
+        maps = target.maps_text().splitlines()
+        assert any("/memfd:execsolib" in line for line in maps)
+        libc = [tuple(int(half, 16) for half in line.split()[0].split("-")) for line in maps
+                if line.endswith("/libc.so.6") and line.split()[1] == "r-xp"]
+        names = [name for name, _ in entries]
+        assert "memfd_create" in names and names[-2:] == ["write", "exit_group"]
+        assert len(libc) == 1 and all(libc[0][0] <= pc < libc[0][1] for _, pc in entries[-2:])
+        stop = target.resume(syscalls=True)
+        assert stop.kind is StopKind.EXITED and stop.exit_code == 0
+    finally:
+        target.close()
+
+
 def test_maps_text_is_what_the_guest_reads_in_its_own_proc_self_maps():
     with tempfile.TemporaryFile() as output:
         target = start("maps", stdout_fd=output.fileno())
