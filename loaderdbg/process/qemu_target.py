@@ -157,6 +157,7 @@ class QemuTarget:
         self._sites_generation = -1
         self._syscall_info: ptrace.SyscallInfo | None = None
         self._entry_pc: int | None = None  # pc of the syscall entry we reported
+        self._held_stop: Stop | None = None  # a stop to report before moving again
         pid = process.pid
         self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
         self._breakpoint_stop = Stop(StopKind.BREAKPOINT, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
@@ -385,6 +386,8 @@ class QemuTarget:
         """One instruction (a syscall's ``svc`` runs the syscall)."""
         self._require_alive()
         self._entry_pc = None
+        if self._held_stop is not None:
+            return self._release_held_stop()
         try:
             return self._arrived(self._step())
         except _Vanished as gone:
@@ -394,6 +397,8 @@ class QemuTarget:
         """Run to a breakpoint, a signal or the end; with ``syscalls`` also
         to every syscall entry and exit."""
         self._require_alive()
+        if self._held_stop is not None:
+            return self._release_held_stop()
         try:
             return self._resume(syscalls)
         except _Vanished as gone:
@@ -406,6 +411,12 @@ class QemuTarget:
         entered, self._entry_pc = self._entry_pc, None
         if entered == pc:
             stop = self._step()  # the syscall itself
+            if syscalls and stop.kind is StopKind.SIGNAL and self.pc == pc + 4:
+                # A signal the syscall raised (tgkill of itself) is reported
+                # by qemu with the syscall done: its exit comes first, as
+                # with ptrace, and the signal at the next resume or step.
+                self._held_stop = stop
+                return self._syscall_exit()
             if stop.kind is not StopKind.STEP:
                 return self._arrived(stop)
             if syscalls:
@@ -432,6 +443,16 @@ class QemuTarget:
             stop = self._step()  # a syscall site while syscalls are not watched
             if stop.kind is not StopKind.STEP:
                 return self._arrived(stop)
+
+    def _release_held_stop(self) -> Stop:
+        """The signal stop qemu reported behind a syscall exit: the guest
+        has not moved since, and qemu still waits to hear what to deliver."""
+        stop, self._held_stop = self._held_stop, None
+        # A signal asked for at the exit stop cannot be sent from there (as
+        # with ptrace at a syscall-exit-stop): the resume after this one
+        # says whether the held signal is delivered.
+        self.pending_signal = 0
+        return self._arrived(stop)
 
     def _stopped_at_breakpoint(self, pc: int) -> bool:
         last = self.last_stop

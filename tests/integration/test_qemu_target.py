@@ -380,6 +380,29 @@ def test_interrupt_stops_a_resume_in_another_thread():
         runner.join(5)
 
 
+def test_a_signal_a_syscall_raises_comes_after_its_exit():
+    """raise(SIGUSR1) is tgkill of itself: ptrace shows tgkill's entry,
+    its exit, then the signal; so does the qemu target."""
+    target = start("usr1")
+    try:
+        seen = []
+        while True:
+            stop = target.resume(syscalls=True)
+            if stop.kind is not StopKind.SYSCALL:
+                break
+            info = target.syscall_info()
+            if info.op == ptrace.SYSCALL_INFO_ENTRY:
+                seen.append(AARCH64.syscall_names.get(info.number))
+            else:
+                seen.append(info.return_value)
+        assert seen[-2:] == ["tgkill", 0]
+        assert stop.kind is StopKind.SIGNAL and stop.signal == signal.SIGUSR1
+        target.pending_signal = stop.signal
+        assert target.resume(syscalls=False).exit_code == 3
+    finally:
+        target.close()
+
+
 def test_close_leaves_no_qemu_and_no_files():
     target = start("exit", "0")
     pid = target.pid
