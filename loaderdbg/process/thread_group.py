@@ -32,6 +32,7 @@ first stop). Runs on the tracer thread only.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal as _signal
 from dataclasses import dataclass
@@ -177,8 +178,10 @@ class ThreadGroup:
         reported = self._next_pending()
         if reported is not None:
             return reported
-        # Off our int3s first, one thread at a time, all others stopped.
-        order = [self.current] + [tid for tid in sorted(self._threads) if tid != self.current]
+        # Off our int3s first, one thread at a time, all others stopped
+        # (not when the program is ending: no thread runs its code again).
+        order = [] if self._dying else \
+            [self.current] + [tid for tid in sorted(self._threads) if tid != self.current]
         for tid in order:
             thread = self._threads.get(tid)
             if thread is None or thread.state != STOPPED or not self._on_breakpoint(thread):
@@ -241,7 +244,13 @@ class ThreadGroup:
         """Single-step one thread, the others stopped: our stop request and a
         clone on the way are dealt with here, not reported."""
         tracee = thread.tracee
-        stop = tracee.step(pc, kind)
+        try:
+            stop = tracee.step(pc, kind)
+        except ptrace.PtraceError as err:
+            if err.errno != errno.ESRCH:
+                raise
+            # Not in its stop any more: a SIGKILL from outside woke it to die.
+            stop = tracee.classify_status(ptrace.waitpid(thread.tid)[1])
         if stop is tracee.plain_step or stop is tracee.syscall_step:
             return stop  # by far the most common step: nothing to look at
         finishing_clone = False
@@ -268,6 +277,10 @@ class ThreadGroup:
                                     self.pid)
             return stop
         if not stop.alive:
+            if thread.tid != self.pid:  # killed with the process; the leader's end comes last
+                self._threads.pop(thread.tid, None)
+                self._forget_pending(thread.tid)
+                self._notes.append(ThreadNote("exited", thread.tid, f"thread {thread.tid} killed"))
             self._gone(thread, stop)
         elif stop.kind is StopKind.EVENT:
             self._event_news(thread, stop)
@@ -427,8 +440,16 @@ class ThreadGroup:
         news = not self._dying and (number == _EXIT_GROUP or
                                     (os.WIFSIGNALED(status) and os.WTERMSIG(status) != _signal.SIGKILL))
         if news:
-            self._dying = True
+            self._process_ending()
         return news
+
+    def _process_ending(self) -> None:
+        """The program is on its way out: what other threads stopped for
+        before is not news any more (they end without running again)."""
+        self._dying = True
+        for thread in self._threads.values():
+            thread.pending = None
+        self._pending_order.clear()
 
     def _let_die(self, thread: _Thread, *, wait: bool) -> None:
         """Resume a thread past its exit event; ``wait``: reap it now."""
@@ -527,6 +548,34 @@ class ThreadGroup:
                         raise TargetError(f"{self.pid}: no traced thread left to wait for") from None
                     pgid = 0
                 self._pgid = pgid
+
+    def poll_death(self) -> Stop | None:
+        """Without blocking: what a SIGKILL from outside did to the program
+        while it stood stopped (nothing waits for it until the next resume).
+        Threads it ended are reaped; returns the leader's exit event or end
+        once they came (the leader's end waits for the last thread), else
+        None: ask again."""
+        for tid in [t for t in self._threads if t != self.pid]:
+            try:
+                wpid, status = os.waitpid(tid, os.WNOHANG | ptrace.WALL)
+            except ChildProcessError:
+                self._threads.pop(tid, None)
+                self._forget_pending(tid)
+                continue
+            if wpid:
+                self._settle(tid, status, running=False)
+        try:
+            wpid, status = os.waitpid(self.pid, os.WNOHANG | ptrace.WALL)
+        except ChildProcessError:
+            return None
+        if not wpid:
+            return None
+        stop = self.leader.classify_status(status)
+        self._process_ending()
+        if not stop.alive:
+            self._gone(self._threads[self.pid], stop)
+        self.current = self.pid
+        return stop
 
     # -- ending ----------------------------------------------------------------------
     def kill(self) -> None:

@@ -525,3 +525,37 @@ def test_group_target_is_the_process_with_the_current_threads_registers(fixtures
         output = os.read(read_end, 65536).decode()
         os.close(read_end)
     assert output == "ctor_threads: 3 workers x 5 rounds, total 22477500\n"
+
+
+def test_a_sigkill_from_outside_while_stopped_is_noticed(fixtures_dir):
+    """Every thread stopped at a breakpoint hit, then SIGKILL from outside:
+    polling reaps the threads and reports the leader's end."""
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=null))
+    finally:
+        os.close(null)
+    group = ThreadGroup(tracee)
+    try:
+        group.insert_breakpoint(_load_base(tracee.pid, path) + _symbol(path, "common_work"))
+        _, stop = group.resume_all(syscalls=False)
+        assert stop.kind is StopKind.BREAKPOINT and len(group.tids()) > 1
+        assert group.poll_death() is None  # nothing happened yet
+        os.kill(tracee.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        seen = []
+        while time.monotonic() < deadline:
+            stop = group.poll_death()
+            if stop is not None and stop.alive:
+                seen.append(stop.describe())
+                _, stop = group.resume_all(syscalls=False)  # from its exit event on to its end
+            if stop is not None:
+                seen.append(stop.describe())
+                break
+            time.sleep(0.005)
+        assert seen and seen[-1] == "killed by SIGKILL", seen
+        assert group.tids() == (tracee.pid,) and not tracee.alive
+        assert not os.path.exists(f"/proc/{tracee.pid}")
+    finally:
+        group.close()
