@@ -559,3 +559,24 @@ def test_a_sigkill_from_outside_while_stopped_is_noticed(fixtures_dir):
         assert not os.path.exists(f"/proc/{tracee.pid}")
     finally:
         group.close()
+
+
+def test_closing_a_launched_group_at_a_stop_kills_and_reaps_every_thread(fixtures_dir):
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        tracee = launch(LaunchSpec(path, (path, "forever"), dict(os.environ), stdout_fd=null))
+    finally:
+        os.close(null)
+    group = ThreadGroup(tracee)
+    try:
+        group.insert_breakpoint(_load_base(tracee.pid, path) + _symbol(path, "common_work"))
+        while len(group.tids()) < 4:
+            _, stop = group.resume_all(syscalls=True)
+            assert stop.alive
+    finally:
+        group.close()
+    assert not tracee.alive and group.tids() == ()
+    assert not os.path.exists(f"/proc/{tracee.pid}")  # reaped, not a zombie
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-tracee.pid, os.WNOHANG | ptrace.WALL)  # no task of its group left to wait for
