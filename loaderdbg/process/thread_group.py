@@ -724,8 +724,10 @@ class GroupTarget:
     def thread_count(self) -> int:
         return len(self.group.tids())
 
-    # Every thread is traced: an int3 any of them hits is reported, never its death.
-    traces_every_thread = True
+    def untraced_threads(self) -> int:
+        """None: every thread is traced (TRACECLONE traces a new one before it
+        runs), so an int3 any of them hits is reported, never its death."""
+        return 0
 
     def restore_original_bytes(self) -> None:
         self.leader.restore_original_bytes()
