@@ -16,20 +16,24 @@ What is checked on the screen's text (every cell, as the terminal shows it):
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.main_screen import MainScreen
 
-from tuihelp import DEMO, fixture_binary, live_session, log_text, run_pilot, screen_lines, settle, type_command
+from tuihelp import DEMO, fixture_binary, live_session, run_pilot, screen_lines, settle, type_command
 
 SIZES = [(80, 24), (120, 40), (160, 48)]
 HEX = re.compile(r"0x[0-9a-fA-F]+")
 STATES = ("applied", "pending", "lazy", "unknown", "resolved")
+# A relocation's row: its slot's address, then its type.
+SLOT_ROW = re.compile(r"(0x[0-9a-fA-F]+)\s+\S*(RELATIVE|JUMP_SLOT|GLOB_DAT|IRELATIVE|64|DTPMOD64|TPOFF64)")
 COMMANDS = ("vmmap", "got", "info auxv", "info registers", "info sharedlibrary", "info threads",
             "x/4gx $sp", "explain", "disas", "info symbol $pc", "p $rsp", "bt")
 
@@ -77,15 +81,33 @@ def _ints_and_hex(value, ints: set[int], texts: set[str], seen: set[int]) -> Non
             _ints_and_hex(item, ints, texts, seen)
 
 
+# What known_numbers and log_numbers worked out, by the identity of the
+# (frozen) view or log line they read, kept with it so that the id is not
+# reused: a stop's view is looked at after every tab and command, and the
+# log only grows.
+_numbers_of: dict[int, tuple[object, set[str]]] = {}
+
+
+def _remembered(thing, work) -> set[str]:
+    kept = _numbers_of.get(id(thing))
+    if kept is None or kept[0] is not thing:
+        kept = _numbers_of[id(thing)] = (thing, work(thing))
+    return kept[1]
+
+
 def known_numbers(app) -> set[str]:
+    return _remembered(app.view, _view_numbers)
+
+
+def _view_numbers(view) -> set[str]:
     """Every spelling of every number the view holds (#x, and zero-padded
     to 8, 16 hex digits as x/ and the registers print them)."""
     ints: set[int] = set()
     texts: set[str] = set()
-    _ints_and_hex(app.view, ints, texts, set())
-    for insn in app.view.listing:
+    _ints_and_hex(view, ints, texts, set())
+    for insn in view.listing:
         texts.update(HEX.findall(insn.text))
-    stack = app.view.snapshot.stack
+    stack = view.snapshot.stack
     if stack is not None:  # the slots' addresses ("argv end" is worked out, not stored)
         slots = 4 + len(stack.argv) + len(stack.envp) + 2 * len(stack.auxv)
         ints.update(stack.sp + 8 * index for index in range(slots))
@@ -94,6 +116,21 @@ def known_numbers(app) -> set[str]:
         magnitude = abs(value)
         spelled.update({f"{magnitude:#x}", f"{magnitude:#018x}", f"{magnitude:#010x}"})
     return spelled
+
+
+def log_numbers(app) -> set[str]:
+    """The hex numbers in the log as log_text lays it out: each line is
+    printed on its own, so its numbers are the same whatever came before."""
+    numbers: set[str] = set()
+    for renderable in app.log_lines:
+        numbers |= _remembered(renderable, _line_numbers)
+    return numbers
+
+
+def _line_numbers(renderable) -> set[str]:
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return {number.lower() for number in HEX.findall(console.export_text())}
 
 
 def cut_numbers(lines: list[str], known: set[str]) -> list[str]:
@@ -134,14 +171,27 @@ def incomplete_rows(app, lines: list[str]) -> tuple[list[str], int]:
         states.setdefault(reloc.address, set()).add(reloc.state)
     for slot in getattr(snap, "got", ()):
         states.setdefault(slot.address, set()).add(slot.state)
-    for address, names in states.items():
-        slot = f"{address:#x}"
-        for row, line in enumerate(lines):
-            if re.search(rf"{slot}\s+\S*(RELATIVE|JUMP_SLOT|GLOB_DAT|IRELATIVE|64|DTPMOD64|TPOFF64)", line):
-                checked += 1
-                near = _near(lines, row)
-                if not any(re.search(rf"\b{state}\b", near) for state in names):
-                    bad.append(f"relocation {slot}: state {'/'.join(sorted(names))} not whole near {line.strip()!r}")
+    # One pass over the rows for every slot (a pattern per slot and row
+    # recompiled thousands of times, past re's cache, took a minute).
+    by_text = {f"{address:#x}": names for address, names in states.items()}
+    found: set[tuple[str, int]] = set()
+    for row, line in enumerate(lines):
+        # Tried at every "0x", as a search for each slot would.
+        start = line.find("0x")
+        while start >= 0:
+            match = SLOT_ROW.match(line, start)
+            start = line.find("0x", start + 1)
+            if match is None:
+                continue
+            slot = match.group(1)
+            names = by_text.get(slot)
+            if names is None or (slot, row) in found:
+                continue
+            found.add((slot, row))
+            checked += 1
+            near = _near(lines, row)
+            if not any(re.search(rf"\b{state}\b", near) for state in names):
+                bad.append(f"relocation {slot}: state {'/'.join(sorted(names))} not whole near {line.strip()!r}")
     kernel = {e.type: e for e in snap.auxv_kernel}
     if snap.stack is not None:
         for entry in snap.stack.auxv:
@@ -162,7 +212,7 @@ async def _look(pilot, what: str, failures: list[str], size) -> int:
     lines = screen_lines(app)
     # The log keeps what commands printed at earlier stops (and disas reads
     # past the listing): their numbers, laid out 200 columns wide, count too.
-    known = known_numbers(app) | {number.lower() for number in HEX.findall(log_text(app))}
+    known = known_numbers(app) | log_numbers(app)
     problems = cut_numbers(lines, known)
     rows, checked = incomplete_rows(app, lines)
     problems += rows
@@ -182,6 +232,7 @@ async def _leave_output_view(pilot) -> None:
 def test_no_number_is_cut(deep_demo, size):
     failures: list[str] = []
     rows_checked: dict[str, int] = {}
+    _numbers_of.clear()
     with live_session(deep_demo) as (session, _):
         async def scenario(pilot):
             app = pilot.app
