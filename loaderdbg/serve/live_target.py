@@ -136,13 +136,22 @@ class LiveTarget:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-continue") as pool:
             future = pool.submit(motion, *args)
             asked = False
-            while True:
-                try:
-                    return future.result(timeout=POLL_SECONDS)
-                except FutureTimeout:
-                    if not asked and interrupted():
-                        self.session.interrupt()
-                        asked = True
+            try:
+                while True:
+                    try:
+                        return future.result(timeout=POLL_SECONDS)
+                    except FutureTimeout:
+                        if not asked and interrupted():
+                            self.session.interrupt()
+                            asked = True
+            except BaseException:
+                # gdb went away (or loaderdbg was told to end) mid-continue:
+                # the run must stop before the pool can be left and the
+                # session closed, or a program that never stops by itself
+                # would stay traced behind a server nobody talks to.
+                if not future.done() and not asked:
+                    self.session.interrupt()
+                raise
 
     def run_until(self, until: str) -> StopReason:
         self._snapshot = None
