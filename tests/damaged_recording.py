@@ -40,6 +40,32 @@ def corrupt_chunk(path: Path) -> None:
     db.close()
 
 
+def _first_writes(rec, start: int, stop: int) -> set[tuple[int, int]]:
+    """(chunk, index) of each write in [start, stop) that is the first there
+    to its bytes, as ``index.writes_between(rec, addr, size, start, stop)[0]``
+    would name it (the same step and address): one pass in order, instead
+    of that query for each of thousands of writes."""
+    first_of_byte: dict[int, int] = {}  # byte -> order of the first write to it
+    order: list[tuple[int, int]] = []  # (step, addr) by order
+    firsts = set()
+    for chunk in range(rec.chunk_of(start), rec.chunk_of(stop - 1) + 1):
+        cw = rec.chunk_writes(chunk)
+        lo, hi = cw.range(start, stop)
+        for i in range(lo, hi):
+            addr, size, step = cw.addrs[i], cw.sizes[i], cw.first_step + cw.steps[i]
+            if size <= 0:
+                continue
+            here = len(order)
+            order.append((step, addr))
+            earliest = min((first_of_byte[b] for b in range(addr, addr + size) if b in first_of_byte),
+                           default=here)
+            if order[earliest] == (step, addr):
+                firsts.add((chunk, i))
+            for b in range(addr, addr + size):
+                first_of_byte.setdefault(b, here)
+    return firsts
+
+
 def change_recorded_write(path: Path, before: int, old_bytes: bool = False) -> tuple[int, int]:
     """Flip the bytes of one instruction's recorded write in the steps
     before keyframe ``before`` (its new bytes: the last write to them before
@@ -56,6 +82,7 @@ def change_recorded_write(path: Path, before: int, old_bytes: bool = False) -> t
 
     rec = open_recording(str(path))
     previous = rec.keyframes[rec.keyframes.index(before) - 1]
+    firsts = _first_writes(rec, previous, before) if old_bytes else set()
     chosen = None
     for chunk in range(rec.chunk_of(before - 1), rec.chunk_of(previous) - 1, -1):
         cw = rec.chunk_writes(chunk)
@@ -65,8 +92,7 @@ def change_recorded_write(path: Path, before: int, old_bytes: bool = False) -> t
             if write.kind != WRITE_INSN or not previous <= write.step < before or write.new == write.old:
                 continue
             if old_bytes:
-                first = index.writes_between(rec, write.addr, write.size, previous, before)[0]
-                if first.step == write.step and first.addr == write.addr:
+                if (chunk, i) in firsts:
                     chosen = (chunk, i, write)
                     break
             elif index.last_write(rec, write.addr, write.size, before) == write and \
