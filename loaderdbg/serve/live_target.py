@@ -29,6 +29,9 @@ class LiveTarget:
 
     def __init__(self, session: LiveSession) -> None:
         self.session = session
+        # What a monitor command that runs the process (goto, until) looks
+        # at for gdb's Ctrl-C or its going away: the one of the qRcmd under way.
+        self._monitor_interrupted: Interrupted = _never
         self.attached = Capability.ATTACH in session.capabilities
         self._stop = self._stop_of(session.stop_reason)
         self._snapshot: Snapshot | None = None
@@ -62,7 +65,10 @@ class LiveTarget:
     def read_memory(self, addr: int, size: int) -> bytes | None:
         if not self.session.alive:
             return None
-        return self.session.read_memory(addr, size)
+        try:
+            return self.session.read_memory(addr, size)
+        except OverflowError:
+            return None  # /proc/PID/mem has no offset past 2**63 (kernel addresses, vsyscall's page)
 
     def exec_path(self) -> str:
         return self.session.program
@@ -104,7 +110,10 @@ class LiveTarget:
 
     # -- breakpoints -------------------------------------------------------------------
     def add_breakpoint(self, addr: int) -> bool:
-        return self.session.alive and self.session.add_breakpoint(addr)
+        try:
+            return self.session.alive and self.session.add_breakpoint(addr)
+        except OverflowError:
+            return False  # past /proc/PID/mem's last offset (2**63)
 
     def remove_breakpoint(self, addr: int) -> None:
         if self.session.alive:
@@ -155,21 +164,25 @@ class LiveTarget:
 
     def run_until(self, until: str) -> StopReason:
         self._snapshot = None
-        reason = self.session.cont(until)
+        reason = self._run(self.session.cont, self._monitor_interrupted, until)
         self._stop = self._stop_of(reason)
         return reason
 
     def goto(self, step: int) -> Stop:
         self._snapshot = None
-        self._stop = self._stop_of(self.session.goto(step))
+        self._stop = self._stop_of(self._run(self.session.goto, self._monitor_interrupted, step))
         return self._stop
 
     def explain(self) -> str:
         raise monitor.MonitorError("explain needs a recording: loaderdbg record -o FILE PROG, then "
                                    "loaderdbg serve FILE (or loaderdbg explain PROG)")
 
-    def monitor(self, command: str) -> str:
-        return monitor.run(self, command)
+    def monitor(self, command: str, interrupted: Interrupted = lambda: False) -> str:
+        self._monitor_interrupted = interrupted
+        try:
+            return monitor.run(self, command)
+        finally:
+            self._monitor_interrupted = _never
 
     @staticmethod
     def _stop_of(reason: StopReason) -> Stop:
@@ -188,6 +201,10 @@ class LiveTarget:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _never() -> bool:
+    return False
 
 
 def _signal_number(name: str | None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shlex
 
 from loaderdbg.errors import LoaderdbgError
+from loaderdbg.serve.target import ADDRESS_END, MAX_WATCHED
 from loaderdbg.session import MILESTONE_TITLES, Capability
 from loaderdbg.targets import parse_target
 
@@ -126,6 +127,10 @@ def _who(target, args) -> str:
     size = _number(args[1], "length") if len(args) > 1 else 8
     if size == 0:
         raise MonitorError("length 0")
+    if size > MAX_WATCHED:
+        raise MonitorError(f"length {size:#x} is more than {MAX_WATCHED:#x}")
+    if address + size > ADDRESS_END:
+        raise MonitorError(f"[{address:#x}, +{size:#x}) is past the end of the address space")
     found = session.last_memory_write(address, size)
     span = f"[{address:#x}, +{size})"
     if found is None:

@@ -285,7 +285,7 @@ class ReplayTarget:
         return None
 
     # -- monitor ---------------------------------------------------------------------
-    def monitor(self, command: str) -> str:
+    def monitor(self, command: str, interrupted: Interrupted = lambda: False) -> str:
         """A monitor command's answer, opened by the divergence headline
         once the replay was found not to match its recording."""
         text = monitor.run(self, command)

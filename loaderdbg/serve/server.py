@@ -17,8 +17,8 @@ from typing import Callable
 
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
 from loaderdbg.serve import registers as regs
-from loaderdbg.serve.target import (ServedFile, ServedTarget, Stop, libraries_svr4_xml,
-                                    program_bias)
+from loaderdbg.serve.target import (ADDRESS_END, MAX_WATCHED, ServedFile, ServedTarget, Stop,
+                                    libraries_svr4_xml, program_bias)
 
 PACKET_SIZE = 0x4000
 # Memory read at most per 'm' packet: a reply is twice as long in hex.
@@ -32,6 +32,11 @@ EMPTY = b""
 
 # gdb's File-I/O errno values (not the host's).
 FIO_ENOENT, FIO_EBADF, FIO_EACCES, FIO_EINVAL, FIO_EROFS = 2, 9, 13, 22, 30
+
+
+class Disconnected(Exception):
+    """The client closed the connection (the transport raises it, also from
+    inside a continue that looks for gdb's Ctrl-C)."""
 
 
 @dataclass
@@ -61,6 +66,8 @@ class GdbServer:
         self._interrupted = interrupted
         try:
             return self._dispatch(payload, interrupted)
+        except Disconnected:
+            raise  # not an answer to give: there is nobody to give it to
         except (ValueError, IndexError, KeyError, struct.error):
             return ERROR
         except Exception as err:  # a bug of ours must not take the user's gdb session down
@@ -151,9 +158,9 @@ class GdbServer:
     def _read_memory(self, rest: bytes) -> bytes:
         addr_text, length_text = rest.split(b",", 1)
         addr, length = parse_hex_int(addr_text), parse_hex_int(length_text)
-        length = min(length, MAX_READ)
-        if length == 0:
-            return EMPTY
+        length = min(length, MAX_READ, ADDRESS_END - addr) if addr < ADDRESS_END else 0
+        if length <= 0:
+            return EMPTY if addr < ADDRESS_END else EFAULT_REPLY
         data = self.target.read_memory(addr, length)
         if data is None:
             # As much as can be read, up to the first page that cannot (gdb takes a short read).
@@ -171,6 +178,8 @@ class GdbServer:
         kind, addr, size = int(fields[0]), parse_hex_int(fields[1]), parse_hex_int(fields[2])
         target = self.target
         if kind in (0, 1):
+            if addr >= ADDRESS_END:
+                return ERROR
             kinds, other = (self._software, self._hardware) if kind == 0 else (self._hardware, self._software)
             if insert:
                 if not target.add_breakpoint(addr):
@@ -182,6 +191,8 @@ class GdbServer:
                 target.remove_breakpoint(addr)
             return OK
         if kind == 2:
+            if insert and not (0 < size <= MAX_WATCHED and addr + size <= ADDRESS_END):
+                return ERROR
             if insert:
                 return OK if target.add_watchpoint(addr, size) else EMPTY
             target.remove_watchpoint(addr, size)
@@ -267,7 +278,7 @@ class GdbServer:
             return self._qxfer(args)
         if name.startswith(b"qRcmd,"):
             command = hex_to_bytes(name[len(b"qRcmd,"):]).decode("utf-8", "replace")
-            text = self.target.monitor(command)
+            text = self.target.monitor(command, self._interrupted)
             return bytes_to_hex(text.encode()) if text else OK
         return EMPTY
 

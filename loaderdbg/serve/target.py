@@ -15,6 +15,10 @@ from loaderdbg.snapshot import Snapshot
 SIGINT, SIGTRAP = 2, 5
 AT_PHDR, AT_ENTRY = 3, 9
 DEBUG_DIRECTORY = "/usr/lib/debug/"
+# The widest watchpoint (and `monitor who`) range: the write index is asked
+# about every page it covers. A wider one is refused (gdb: cannot insert it).
+MAX_WATCHED = 1 << 20
+ADDRESS_END = 1 << 64
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class ServedTarget(Protocol):
 
     def open_file(self, path: str) -> "ServedFile | None": ...
 
-    def monitor(self, command: str) -> str: ...
+    def monitor(self, command: str, interrupted: Interrupted) -> str: ...  # goto/until look at interrupted()
 
     def goto(self, step: int) -> Stop: ...
 

@@ -16,11 +16,7 @@ from collections import deque
 from typing import Callable
 
 from loaderdbg.gdb_remote.packets import Packet, PacketReader, frame
-from loaderdbg.serve.server import PACKET_SIZE, GdbServer
-
-
-class Disconnected(Exception):
-    """The client closed the connection."""
+from loaderdbg.serve.server import PACKET_SIZE, Disconnected, GdbServer
 
 
 class Channel:
