@@ -273,9 +273,11 @@ def test_libc_relr_independent_decoder() -> None:
 
 def test_libc_parses_fast() -> None:
     data = Path(LIBC).read_bytes()
-    start = time.perf_counter()
+    # CPU time of this thread (parsing is pure computation): the wall clock
+    # would also count other processes' turns on a loaded machine.
+    start = time.thread_time()
     parse_elf(data, LIBC)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
 
 
 def test_bin_true_helpers() -> None:

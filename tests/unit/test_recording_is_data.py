@@ -96,9 +96,9 @@ def test_a_generated_column_is_refused_before_it_is_computed(sample):
     rebuild(sample, "meta", "CREATE TABLE {table} (key TEXT PRIMARY KEY, raw TEXT NOT NULL, value TEXT "
             "GENERATED ALWAYS AS (CASE WHEN length(zeroblob(200000000)) THEN raw END) VIRTUAL)",
             "key, raw", "key, value")
-    started = time.monotonic()
+    started = time.thread_time()  # sqlite computes in this thread: its CPU, whatever the machine's load
     assert "generated column" in refused_in_one_line(sample, everything=False)
-    assert time.monotonic() - started < 2
+    assert time.thread_time() - started < 2
 
 
 @pytest.mark.parametrize("storage", ["VIRTUAL", "STORED"])
