@@ -58,6 +58,12 @@ DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
 EM_AARCH64 = 183
 SVC_0 = (0xD4000001).to_bytes(4, "little")
 _BRK_MASK, _BRK_BITS = 0xFFE0001F, 0xD4200000  # brk #imm
+# An exclusive load or store: the load/store exclusive group (bits 29–24
+# 001000) with o2 (bit 23) clear; bit 22 (L) tells a load from a store.
+_EXCLUSIVE_MASK, _EXCLUSIVE_BITS, _EXCLUSIVE_LOAD = 0x3F800000, 0x08000000, 1 << 22
+_BCOND_MASK, _BCOND_BITS = 0xFF000010, 0x54000000  # b.cond label
+# How far gdb looks for the store that closes an atomic sequence.
+_ATOMIC_SEQUENCE_LENGTH = 16
 # The stub's core block: x0–x30, sp, pc (8 bytes each), then cpsr (4).
 _G_WORDS = 33
 _G_SIZE = _G_WORDS * 8 + 4
@@ -461,12 +467,73 @@ class QemuTarget:
     def _step(self) -> Stop:
         pc = self.pc
         code = self.read_memory(pc, 4)
+        exits = self._atomic_sequence_exits(pc, code)
+        if exits:
+            return self._run_atomic_sequence(pc, exits)
         signal = self._take_signal()
         stop = self._stop_from(self._request(b"S%02x" % signal if signal else b"s"), stepping=True)
         if stop is self.plain_step and code is not None \
                 and int.from_bytes(code, "little") & _BRK_MASK == _BRK_BITS and self.pc == pc:
             # A brk instruction raised SIGTRAP itself: the program's, not our step.
             stop = Stop(StopKind.SIGNAL, self.pid, signal=_signal.SIGTRAP)
+        return stop
+
+    def _atomic_sequence_exits(self, pc: int, code: bytes | None) -> tuple[int, ...]:
+        """Where an atomic sequence starting at pc ends, if it starts here.
+
+        A step between a load-exclusive and its store-exclusive clears the
+        exclusive monitor (qemu, like a kernel, clears it on every trap),
+        so the store always fails and a stepped ldaxr/stxr loop never ends.
+        Like gdb (aarch64_deal_with_atomic_sequence), run the sequence as
+        one step: from a load-exclusive, up to 16 instructions to the
+        closing store-exclusive; the step ends after it, or at the target
+        of the one b.cond that leaves the sequence. () when pc does not
+        start a sequence gdb would recognize."""
+        if code is None:
+            return ()
+        insn = int.from_bytes(code, "little")
+        if insn & _EXCLUSIVE_MASK != _EXCLUSIVE_BITS or not insn & _EXCLUSIVE_LOAD:
+            return ()
+        body = self.read_memory(pc + 4, 4 * _ATOMIC_SEQUENCE_LENGTH)
+        if body is None:
+            return ()
+        branch_target = None
+        for index in range(_ATOMIC_SEQUENCE_LENGTH):
+            addr = pc + 4 + 4 * index
+            insn = int.from_bytes(body[4 * index:4 * index + 4], "little")
+            if insn & _BCOND_MASK == _BCOND_BITS:
+                if branch_target is not None:
+                    return ()  # two branches: gdb steps instruction by instruction
+                offset = (insn >> 5) & 0x7FFFF
+                branch_target = addr + ((offset - (1 << 19) if offset & (1 << 18) else offset) << 2)
+            if insn & _EXCLUSIVE_MASK == _EXCLUSIVE_BITS and not insn & _EXCLUSIVE_LOAD:
+                after = addr + 4
+                if branch_target is None or branch_target == after or pc <= branch_target <= addr:
+                    return (after,)
+                return (after, branch_target)
+        return ()
+
+    def _run_atomic_sequence(self, pc: int, exits: tuple[int, ...]) -> Stop:
+        """Continue from pc to the first of ``exits`` with stub breakpoints
+        there (and none at pc, which qemu would report at once)."""
+        ours = {addr for addr in (pc, *exits) if addr in self.breakpoints or addr in self._syscall_sites}
+        if pc in ours:
+            self._stub_breakpoint(b"z0", pc)
+        added = [addr for addr in exits if addr not in ours]
+        for addr in added:
+            self._stub_breakpoint(b"Z0", addr)
+        try:
+            signal = self._take_signal()
+            stop = self._stop_from(self._request(b"C%02x" % signal if signal else b"c"), stepping=False)
+        finally:
+            if self.alive:
+                for addr in added:
+                    self._stub_breakpoint(b"z0", addr)
+                if pc in ours:
+                    self._stub_breakpoint(b"Z0", pc)
+        if stop.kind is StopKind.BREAKPOINT or (stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGTRAP
+                                               and self.pc in exits):
+            return self.plain_step
         return stop
 
     def _take_signal(self) -> int:

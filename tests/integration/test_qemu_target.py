@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import capstone
 import pytest
 from elftools.elf.elffile import ELFFile
 
@@ -302,10 +303,7 @@ def test_maps_text_is_what_the_guest_reads_in_its_own_proc_self_maps():
 def test_write_memory_patches_code_the_guest_runs_next():
     target = start("patch")
     try:
-        with open(PROBE, "rb") as handle:
-            symbols = {s.name: s["st_value"] for s in ELFFile(handle).get_section_by_name(".symtab").iter_symbols()}
-        base = auxv(target)[AT_ENTRY] - elf_entry(PROBE)
-        mark, answer = base + symbols["mark"], base + symbols["answer"]
+        mark, answer = symbol_address(target, "mark"), symbol_address(target, "answer")
         target.insert_breakpoint(mark)
         seen = []
         assert target.resume(syscalls=False).kind is StopKind.BREAKPOINT
@@ -320,6 +318,47 @@ def test_write_memory_patches_code_the_guest_runs_next():
         assert stop.kind is StopKind.EXITED and stop.exit_code == 0
     finally:
         target.close()
+
+
+def test_an_atomic_sequence_is_one_step_as_in_gdb():
+    """Stepping between ldaxr and stlxr would clear the exclusive monitor
+    and loop for ever: the sequence is one step, landing after the stlxr
+    (where gdb-multiarch's stepi lands on the same stub)."""
+    target = start("atomic")
+    try:
+        bump = symbol_address(target, "bump")
+        code = target.read_memory(bump, 20)
+        mnemonics = [insn.mnemonic for insn in arm64_disassembler().disasm(code, bump)]
+        assert mnemonics == ["ldaxr", "add", "stlxr", "cbnz", "ret"]
+        target.insert_breakpoint(bump)
+        assert target.resume(syscalls=False).kind is StopKind.BREAKPOINT and target.pc == bump
+        counter = word(target.registers_raw(), "x0")
+        before = int.from_bytes(target.read_memory(counter, 4), "little")
+        returns_to = word(target.registers_raw(), "x30")
+        pcs = []
+        for _ in range(8):  # stepped one instruction at a time, the stlxr fails for ever
+            assert target.step().kind is StopKind.STEP
+            pcs.append(target.pc)
+            if target.pc == returns_to:
+                break
+        assert pcs == [bump + 12, bump + 16, returns_to]  # after the stlxr, the ret, back in main
+        assert int.from_bytes(target.read_memory(counter, 4), "little") == before + 1
+        target.remove_breakpoint(bump)
+        stop = target.resume(syscalls=False)
+        assert stop.kind is StopKind.EXITED and stop.exit_code == 0  # the counter reached 2
+    finally:
+        target.close()
+
+
+def symbol_address(target, name: str) -> int:
+    with open(PROBE, "rb") as handle:
+        value = next(s["st_value"] for s in ELFFile(handle).get_section_by_name(".symtab").iter_symbols()
+                     if s.name == name)
+    return auxv(target)[AT_ENTRY] - elf_entry(PROBE) + value
+
+
+def arm64_disassembler():
+    return capstone.Cs(AARCH64.capstone_arch, AARCH64.capstone_mode)
 
 
 def test_set_registers_raw_holds_across_a_step(at_start):
