@@ -58,9 +58,11 @@ DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
 EM_AARCH64 = 183
 SVC_0 = (0xD4000001).to_bytes(4, "little")
 _BRK_MASK, _BRK_BITS = 0xFFE0001F, 0xD4200000  # brk #imm
-# An exclusive load or store: the load/store exclusive group (bits 29–24
-# 001000) with o2 (bit 23) clear; bit 22 (L) tells a load from a store.
-_EXCLUSIVE_MASK, _EXCLUSIVE_BITS, _EXCLUSIVE_LOAD = 0x3F800000, 0x08000000, 1 << 22
+# The load/store exclusive group (bits 29–24 001000) as binutils classes it
+# (ldstexcl: LDXR/STXR and pairs, LDAXR/STLXR, LDAR/STLR, LDLAR/STLLR) and
+# as gdb's atomic-sequence rule uses it; bit 22 (L) tells a load from a store.
+_EXCLUSIVE_GROUP_SHIFT, _EXCLUSIVE_GROUP = 24, 0x08
+_EXCLUSIVE_LOAD = 1 << 22
 _BCOND_MASK, _BCOND_BITS = 0xFF000010, 0x54000000  # b.cond label
 # How far gdb looks for the store that closes an atomic sequence.
 _ATOMIC_SEQUENCE_LENGTH = 16
@@ -108,6 +110,16 @@ def user_regs_to_gdb_registers(raw: bytes) -> bytes:
     if len(raw) != AARCH64.user_regs_size:
         raise ValueError(f"user_pt_regs is {AARCH64.user_regs_size} bytes, got {len(raw)}")
     return raw[:_G_SIZE]
+
+
+def load_store_exclusive(insn: int) -> bool:
+    """Whether an A64 instruction word is in binutils' ldstexcl class: the
+    load/store exclusive group less the CAS family (lse_atomic: o1 set with
+    o2 set, or with size bit 31 clear for CASP)."""
+    if (insn >> _EXCLUSIVE_GROUP_SHIFT) & 0x3F != _EXCLUSIVE_GROUP:
+        return False
+    compare_and_swap = (insn >> 21) & 1 and ((insn >> 23) & 1 or not (insn >> 31) & 1)
+    return not compare_and_swap
 
 
 class _QemuProcess:
@@ -488,11 +500,13 @@ class QemuTarget:
         one step: from a load-exclusive, up to 16 instructions to the
         closing store-exclusive; the step ends after it, or at the target
         of the one b.cond that leaves the sequence. () when pc does not
-        start a sequence gdb would recognize."""
+        start a sequence gdb would recognize. gdb's rule, instruction
+        classes included (an LDAR ... STLR pair is one step too), keeps
+        step N the same instruction as gdb's stepi N."""
         if code is None:
             return ()
         insn = int.from_bytes(code, "little")
-        if insn & _EXCLUSIVE_MASK != _EXCLUSIVE_BITS or not insn & _EXCLUSIVE_LOAD:
+        if not load_store_exclusive(insn) or not insn & _EXCLUSIVE_LOAD:
             return ()
         body = self.read_memory(pc + 4, 4 * _ATOMIC_SEQUENCE_LENGTH)
         if body is None:
@@ -506,7 +520,7 @@ class QemuTarget:
                     return ()  # two branches: gdb steps instruction by instruction
                 offset = (insn >> 5) & 0x7FFFF
                 branch_target = addr + ((offset - (1 << 19) if offset & (1 << 18) else offset) << 2)
-            if insn & _EXCLUSIVE_MASK == _EXCLUSIVE_BITS and not insn & _EXCLUSIVE_LOAD:
+            if load_store_exclusive(insn) and not insn & _EXCLUSIVE_LOAD:
                 after = addr + 4
                 if branch_target is None or branch_target == after or pc <= branch_target <= addr:
                     return (after,)
