@@ -102,10 +102,11 @@ class LiveTarget:
             for entry in (m for m in entries if matches(m)):
                 for source in (f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}", entry.path):
                     try:
-                        with open(source, "rb") as handle:
-                            return BytesFile(handle.read()[offset:])
+                        os.close(os.open(source, os.O_RDONLY))
+                        size = os.stat(source).st_size
                     except OSError:
                         continue
+                    return _MappedFile(source, offset, max(size - offset, 0))
         return None
 
     # -- breakpoints -------------------------------------------------------------------
@@ -201,6 +202,31 @@ class LiveTarget:
 
     def close(self) -> None:
         self.session.close()
+
+
+class _MappedFile:
+    """A file the process maps, read piece by piece as gdb asks (never held
+    whole: a mapped file can be as large as the address space allows)."""
+
+    def __init__(self, source: str, start: int, size: int) -> None:
+        self._source = source
+        self._start = start
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = min(length, self.size - offset)
+        if length <= 0:
+            return b""
+        try:
+            fd = os.open(self._source, os.O_RDONLY)
+        except OSError:
+            return b""  # unmapped since
+        try:
+            return os.pread(fd, length, self._start + offset)
+        except (OSError, OverflowError):
+            return b""
+        finally:
+            os.close(fd)
 
 
 def _never() -> bool:
