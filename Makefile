@@ -100,6 +100,7 @@ bench: venv fixtures fixtures-big
 	$(VPY) bench/tui.py
 	$(VPY) bench/scale.py
 	$(VPY) bench/qemu_step.py
+	$(VPY) bench/serve.py
 
 recordings: venv fixtures
 	$(VPY) -m loaderdbg.record.samples recordings
