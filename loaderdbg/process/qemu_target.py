@@ -30,6 +30,10 @@ the guest at the guest's own addresses:
 - stops: ``T05`` after ``s`` is a step, at one of our breakpoints a
   breakpoint; other signals come as gdb's signal numbers and are turned
   back into Linux's; ``W``/``X`` end the process.
+- steps: an atomic sequence (load-exclusive to store-exclusive) is one
+  step, by gdb's rule, or a stepped ldaxr/stxr loop would never end; with
+  it, step counts are gdb-multiarch's stepi counts (a static glibc program
+  steps to its exit in the same 7413 steps as gdb's stepi here).
 """
 
 from __future__ import annotations
