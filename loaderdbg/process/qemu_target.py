@@ -239,7 +239,10 @@ class QemuTarget:
         self._require_alive()
         if not self._guest_pages().covers(addr, len(data)):
             raise TargetError(f"cannot write {len(data)} bytes at {addr:#x}: not guest memory")
-        written = os.pwrite(self._mem_fd, data, addr)
+        try:
+            written = os.pwrite(self._mem_fd, data, addr)
+        except OSError as err:
+            raise TargetError(f"cannot write guest memory at {addr:#x}: {err.strerror}") from None
         if written != len(data):
             raise TargetError(f"short write to guest memory at {addr:#x}")
 
