@@ -39,6 +39,8 @@ _ROW = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16}) [0-9a-f]{16} ([r-][w-][x-])$"
 _STRACE = re.compile(r"^(\d+) (\w+)\((.*)\) = (.*)$")
 _START_STACK = re.compile(r"^start_stack +0x([0-9a-f]+)$")
 _PROT_BITS = {"PROT_READ": "r", "PROT_WRITE": "w", "PROT_EXEC": "x"}
+# Log bytes read and kept on disk before the file is emptied.
+_KEEP_AT_MOST = 1 << 20
 # Path column of a maps line: the kernel (and qemu's guest view) pad to 73.
 _PATH_COLUMN = 73
 
@@ -137,15 +139,22 @@ class QemuLog:
     def _poll(self) -> None:
         if self._fd < 0:
             try:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
                 return
+        if os.fstat(self._fd).st_size < os.lseek(self._fd, 0, os.SEEK_CUR):
+            os.lseek(self._fd, 0, os.SEEK_SET)  # a writer that appends wrote anew from 0
         chunks = [self._partial]
         while True:
             data = os.read(self._fd, 1 << 20)
             if not data:
                 break
             chunks.append(data)
+        if os.lseek(self._fd, 0, os.SEEK_CUR) >= _KEEP_AT_MOST:
+            # Everything up to here is read: give its blocks back. qemu logs
+            # every single step (a SIGTRAP line, ~70 bytes), gigabytes over a
+            # long recording; it writes on at its own offset into a sparse file.
+            os.ftruncate(self._fd, 0)
         text = b"".join(chunks)
         cut = text.rfind(b"\n") + 1
         self._partial = text[cut:]
@@ -163,6 +172,8 @@ class QemuLog:
                 self._fd = -1
 
     def _line(self, line: str) -> None:
+        if line.startswith("--- ") and self._rows is None:
+            return  # a signal taken: qemu logs one per single step (SIGTRAP)
         if self._rows is not None:
             row = _ROW.match(line)
             if row:

@@ -130,3 +130,20 @@ def test_guest_maps_are_the_host_maps_cut_to_guest_pages(tmp_path):
         "5502822000-5502849000 r-xp 00000000 fe:00 1458205                        "
         "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1",
     ]
+
+
+def test_a_long_log_is_emptied_once_read_and_read_on(tmp_path):
+    """qemu writes on at its own offset: the emptied start becomes a hole."""
+    path = tmp_path / "log.1"
+    step_line = b"--- 0 {si_signo=SIGTRAP, si_code=1, si_addr=0x0000005502820000} ---\n"
+    with open(path, "wb") as qemu:
+        qemu.write(LOG.encode() + step_line * 20000)  # 1.3 MB
+        qemu.flush()
+        log = QemuLog(str(path))
+        log.poll()
+        assert path.stat().st_size == 0 and log.start_stack == 0x5502821770
+        qemu.write(step_line + b"5537 munmap(0x0000005502822000,4096) = 0\n")
+        qemu.flush()
+        log.poll()
+    assert log.pages.prot_at(0x5502822000) is None and log.pages.prot_at(0x5502823000) == "r-x"
+    assert log.take_syscall_lines()[-1] == "5537 munmap(0x0000005502822000,4096) = 0"
