@@ -8,8 +8,18 @@
     monitor milestones                the startup milestones and their steps
 
 gdb does not know a monitor command moved the target: after goto or until
-it still shows the old registers until told to look again (`maint flush
-register-cache`), which each such reply says.
+it still shows the old registers, frames and code until told to look again
+(`maint flush register-cache` and `maint flush dcache`), which each such
+reply says. A stub cannot make gdb look again in the remote protocol's
+all-stop mode: gdb drops its caches only around a resume it asked for, and
+a qRcmd is not one (rr moves its replay with gdb's `run` on an
+extended-remote target instead, which gdb takes as a new process). A gdb
+hook does it after every monitor command:
+
+    define hookpost-monitor
+    maint flush register-cache
+    maint flush dcache
+    end
 """
 
 from __future__ import annotations
@@ -30,10 +40,16 @@ HELP = """loaderdbg monitor commands:
   monitor who $REG                   the step before this one that last wrote a register
   monitor explain                    the startup story, and a crash's root cause
   monitor milestones                 the startup milestones and their steps
-After goto or until, `maint flush register-cache` makes gdb look at the new stop.
+After goto or until, gdb still shows the old stop until `maint flush register-cache` and
+`maint flush dcache`. This hook (in ~/.gdbinit, or typed once) does both after every monitor command:
+  define hookpost-monitor
+  maint flush register-cache
+  maint flush dcache
+  end
 """
 
-MOVED = "(gdb still shows the previous stop: `maint flush register-cache` to see this one)"
+MOVED = ("(gdb still shows the previous stop: `maint flush register-cache` and `maint flush dcache` to see "
+         "this one; `monitor help` has a hook that does it after every monitor command)")
 
 
 class MonitorError(Exception):
