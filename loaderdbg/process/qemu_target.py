@@ -180,6 +180,7 @@ class QemuTarget:
         self._syscall_info: ptrace.SyscallInfo | None = None
         self._entry_pc: int | None = None  # pc of the syscall entry we reported
         self._held_stop: Stop | None = None  # a stop to report before moving again
+        self._log_stale = True  # the guest ran since qemu's log was last read
         pid = process.pid
         self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
         self._breakpoint_stop = Stop(StopKind.BREAKPOINT, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
@@ -256,7 +257,10 @@ class QemuTarget:
         return guest_maps_text(host, pages, self._log.start_stack)
 
     def _guest_pages(self):
-        self._log.poll()
+        # qemu writes its log only while the guest runs: once per stop is enough.
+        if self._log_stale:
+            self._log_stale = False
+            self._log.poll()
         return self._log.pages
 
     def read_proc(self, name: str) -> bytes | None:
@@ -571,6 +575,7 @@ class QemuTarget:
     def _stop_from(self, reply: bytes, *, stepping: bool) -> Stop:
         """A stop reply (``T05thread:…;``, ``S0b``, ``W00``, ``X09``) as a Stop."""
         self._regs = None
+        self._log_stale = True
         kind = reply[:1]
         try:
             value = parse_hex_int(reply[1:3])
