@@ -199,6 +199,14 @@ class ArchTables:
     flag_tables: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     # Value tables per argument kind that only this arch has: kind -> {value: name}.
     value_tables: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    # The register holding the syscall number while pc is still at the
+    # syscall instruction, when it differs from syscall_number_register (x86:
+    # rax; orig_rax holds it only at the kernel's syscall stops).
+    syscall_number_before_register: str = ""
+
+    @property
+    def syscall_number_before(self) -> str:
+        return self.syscall_number_before_register or self.syscall_number_register
 
     @property
     def capstone_arch(self) -> int:

@@ -113,6 +113,7 @@ TABLES = make_arch(
     syscall_arg_registers=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
     syscall_return_register="rax",
     syscall_number_register="orig_rax",
+    syscall_number_before_register="rax",
     # int 0x80 from a 64-bit process still enters the 32-bit syscall table.
     syscall_instructions=frozenset({"syscall", "sysenter", "int 0x80"}),
     auxv_types=LINUX_AUXV_TYPES,

@@ -40,6 +40,11 @@ class RawTarget(Protocol):
     @property
     def maps_pid(self) -> int: ...  # whose /proc shows the program's memory
 
+    @property
+    def alive(self) -> bool: ...
+
+    breakpoints: dict[int, int]  # the engine's breakpoints: address -> original byte
+
     def registers_raw(self) -> bytes: ...
 
     def set_registers_raw(self, raw: bytes) -> None: ...
@@ -53,6 +58,8 @@ class RawTarget(Protocol):
     def insert_breakpoint(self, addr: int) -> bool: ...
 
     def remove_breakpoint(self, addr: int) -> None: ...
+
+    def revalidate_breakpoints(self) -> None: ...  # after a mapping change: rewrite or forget
 
     def step(self) -> Stop: ...
 

@@ -14,7 +14,7 @@ import os
 import signal as _signal
 from dataclasses import dataclass
 
-from loaderdbg.arch import X86_64
+from loaderdbg.arch import X86_64, ArchTables
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.memory import ProcessMemory
@@ -446,6 +446,60 @@ class Tracee:
             ptrace.detach(child, 0)
         except (OSError, ChildProcessError):
             pass
+
+    # -- the rest of the raw target protocol (process/raw_target.py) ---------------
+    @property
+    def arch(self) -> ArchTables:
+        return X86_64
+
+    @property
+    def maps_pid(self) -> int:
+        return self.pid
+
+    def registers_raw(self) -> bytes:
+        return self.regs_raw()
+
+    def set_registers_raw(self, raw: bytes) -> None:
+        self.set_regs_raw(raw)
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        """Memory as the program sees it: our int3s hidden."""
+        if not self.alive:
+            return None
+        data = self.memory.read(addr, size)
+        return None if data is None else self.original_bytes(addr, data)
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self.memory.write(addr, data)
+
+    def maps_text(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/maps", "rb") as handle:
+                return handle.read().decode("utf-8", "surrogateescape")
+        except OSError:
+            return ""
+
+    # -- what the startup observer asks at a stop (process/startup.py) -------------
+    def syscall_info(self) -> ptrace.SyscallInfo:
+        return ptrace.get_syscall_info(self.pid)
+
+    def event_message(self) -> int | None:
+        try:
+            return ptrace.get_event_msg(self.pid)
+        except ptrace.PtraceError:
+            return None
+
+    def fd_path(self, fd: int) -> str | None:
+        try:
+            return os.readlink(f"/proc/{self.pid}/fd/{fd}")
+        except OSError:
+            return None
+
+    def thread_count(self) -> int:
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return 1
 
     # -- ending ------------------------------------------------------------
     def kill(self) -> None:

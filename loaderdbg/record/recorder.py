@@ -422,7 +422,7 @@ class Recorder:
         self.maps_text = ""
         self.maps: tuple[MapEntry, ...] = ()
         self.file_ids: dict[tuple, int | None] = {}
-        inferior = self.tracker.inferior
+        state = self.tracker.state
         w = self.writer
         w.put_meta("format", FORMAT_NAME)
         w.put_meta("format_version", FORMAT_VERSION)
@@ -447,9 +447,9 @@ class Recorder:
         w.put_meta("page_size", PAGE_SIZE)
         w.put_meta("regs_size", REGS_SIZE)
         w.put_meta("until", str(self.target))
-        w.put_meta("kernel_sp", inferior.kernel_sp)
-        w.put_meta("entry_pc", inferior.entry_pc)
-        w.put_meta("kernel_auxv", inferior.kernel_auxv_raw.hex())
+        w.put_meta("kernel_sp", state.kernel_sp)
+        w.put_meta("entry_pc", state.entry_pc)
+        w.put_meta("kernel_auxv", state.kernel_auxv_raw.hex())
         w.put_meta("complete", False)
         self._known = {"ldso": None, "at_entry": None}
         self._note_knowledge()
@@ -1096,7 +1096,7 @@ class Recorder:
         if head is None:
             return
         if head[0][:4] == ELF_MAGIC or head[1][:4] == ELF_MAGIC:
-            content = self.tracker.inferior.elf_cache.file_bytes(entry)
+            content = self.tracker.state.elf_cache.file_bytes(entry)
             if content is not None:
                 self.file_ids[key] = self.writer.add_file(entry.dev, entry.inode, entry.path, content)
                 return

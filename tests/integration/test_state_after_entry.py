@@ -108,9 +108,9 @@ def test_a_long_run_keeps_a_bounded_event_list(tmp_path, monkeypatch):
     """Watching every syscall must not make memory follow a busy program:
     past the limit, syscall and signal events are counted, not kept (the
     limit is lowered here; it is 100000 for real)."""
-    from loaderdbg.process import inferior
+    from loaderdbg.process import startup
 
-    monkeypatch.setattr(inferior, "MAX_ROUTINE_EVENTS", 500)
+    monkeypatch.setattr(startup, "MAX_ROUTINE_EVENTS", 500)
     path = build(tmp_path, "many", MANY_SYSCALLS)
     with launch(path) as session:
         reason = session.cont("exit")

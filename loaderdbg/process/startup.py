@@ -1,0 +1,608 @@
+"""The startup observer: what stops mean, written once for every source.
+
+A live run (`Inferior`), the recorder (`record/milestones.py`) and any other
+target that implements the raw target protocol feed their stops here —
+syscall entries and exits, arrival at a pc, breakpoints, signals, exec,
+exit — and get back events, milestones and the reason a run ends. The
+exec-solib heuristics live here and only here.
+
+How ``ldso-entry`` is found without assuming where ld.so lives: at the first
+stop we look at which object the kernel entered. If it is an interpreter
+(an ordinary dynamic program) we are already there. Otherwise we keep
+watching syscalls; when an mmap maps an interpreter file at offset 0 (the
+exec-solib bootstrap maps ld.so by hand) its entry gets a breakpoint, which
+fires when the hand-off jump lands. ``entry`` is AT_ENTRY as ld.so will read
+it: taken from the stack when ld.so starts, after any auxv rewrite.
+
+The observer reads the program through two collaborators:
+- the raw target (`process/raw_target.py`, plus `ObservedTarget` below):
+  registers, breakpoints, the signal to deliver, what the kernel said about
+  a syscall or event stop;
+- the stop state (`ProcessView` below): memory as the program sees it, maps,
+  objects, symbols and relocation states at this stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from loaderdbg.analysis.address_space import AddressSpace
+from loaderdbg.analysis.entry_code import find_main, main_not_found_reason
+from loaderdbg.analysis.link_map import NO_LINK_MAP, LinkMapView, link_map_changes, read_link_map
+from loaderdbg.analysis.objects import ElfCache, MappedObject
+from loaderdbg.arch import ArchTables
+from loaderdbg.decode.auxv import AuxvEntry
+from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
+from loaderdbg.decode.stack import InitialStack
+from loaderdbg.decode.syscalls import MAPPING_SYSCALLS, decode_syscall, syscall_string_args
+from loaderdbg.process.ptrace import SYSCALL_INFO_ENTRY, SYSCALL_INFO_EXIT, SyscallInfo
+from loaderdbg.process.stops import Stop, StopKind
+from loaderdbg.process.tracee import FAULT_SIGNALS
+from loaderdbg.session import Event, StopReason
+from loaderdbg.snapshot import SyscallCall
+from loaderdbg import targets as reasons
+from loaderdbg.targets import Target
+
+SYSTEM_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1",
+                       "/lib/ld-linux-aarch64.so.1", "/lib/ld-musl-aarch64.so.1")
+STOPPING_SIGNALS = FAULT_SIGNALS | {_signal.SIGABRT}
+ROUTINE_EVENTS = frozenset({"syscall", "signal"})
+MAX_ROUTINE_EVENTS = 100_000
+
+# The name r_brk is armed under in the milestone breakpoints: unlike the
+# milestones it is not one-shot.
+LINK_MAP_HOOK = "r-brk"
+
+
+@dataclass
+class LdsoInfo:
+    path: str
+    base: int
+    entry: int
+
+
+@dataclass
+class _PendingSyscall:
+    number: int
+    args: tuple[int, ...]
+    strings: dict[int, bytes] = field(default_factory=dict)
+    fd_path: str | None = None
+
+
+class ObservedTarget(Protocol):
+    """What the observer asks of the raw target beyond registers and memory."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def pc(self) -> int: ...
+
+    breakpoints: dict[int, int]  # address -> original byte (or only remembered)
+    pending_signal: int  # delivered on the next resume
+
+    def insert_breakpoint(self, addr: int) -> bool: ...
+
+    def remove_breakpoint(self, addr: int) -> None: ...
+
+    def syscall_info(self) -> SyscallInfo: ...  # the kernel's view of a syscall stop
+
+    def event_message(self) -> int | None: ...  # PTRACE_GETEVENTMSG at an event stop
+
+    def release_child(self, child: int, *, shares_memory: bool) -> None: ...
+
+    def fd_path(self, fd: int) -> str | None: ...  # what the program's fd names
+
+    def thread_count(self) -> int: ...
+
+
+class ProcessView(Protocol):
+    """The stop state the observer reads (Inferior's, or the recorder's)."""
+
+    arch: ArchTables
+    elf_cache: ElfCache
+    step_count: int
+    step_exact: bool
+
+    @property
+    def alive(self) -> bool: ...
+
+    def read_memory(self, addr: int, size: int) -> bytes | None: ...
+
+    def read_prefix(self, addr: int, size: int) -> bytes: ...
+
+    def address_space(self) -> AddressSpace: ...
+
+    def object_at(self, addr: int) -> MappedObject | None: ...
+
+    def objects(self) -> tuple[MappedObject, ...]: ...
+
+    def relocation_states(self, obj: MappedObject): ...
+
+    def initial_stack(self) -> InitialStack | None: ...
+
+    def kernel_auxv(self) -> tuple[AuxvEntry, ...]: ...
+
+    def mappings_changed(self) -> None: ...  # maps are stale; breakpoints may need arming
+
+    def invalidate(self) -> None: ...  # maps are stale
+
+    def release_breakpoint(self, addr: int) -> None: ...  # ours is done there (a user's may stay)
+
+
+class StartupObserver:
+    def __init__(self, target: ObservedTarget, view: ProcessView, *, attached: bool = False,
+                 entry_pc: int, kernel_stack: InitialStack | None) -> None:
+        self.target = target
+        self.view = view
+        self.arch = view.arch
+        self.attached = attached
+        self.entry_pc = entry_pc
+        self.events: list[Event] = []
+        self.syscall_count = 0
+        self.routine_events = 0  # syscall and signal events, kept up to MAX_ROUTINE_EVENTS
+        self.calls: list[SyscallCall] = []  # raw arguments of each syscall, for syscalls[]
+        self.ldso: LdsoInfo | None = None
+        self.at_entry: int | None = None
+        self.main_address: int | None = None
+        self.statically_linked: str | None = None  # name of a program no ld.so will run
+        self.caught_from: int | None = None
+        self._pending_syscall: _PendingSyscall | None = None
+        self._milestone_bps: dict[int, str] = {}
+        self._link_map: LinkMapView = NO_LINK_MAP
+        self._seen: set[str] = set()
+        self.here: set[str] = set()  # milestones reached at the current stop
+        self._kernel_stack = kernel_stack
+        self._interpreters = self._interpreter_paths()
+        self._self_relocator: MappedObject | None = None
+        self._startup_checks_done = False
+        # Raw bytes behind the last decode of the argv/envp/auxv vectors and
+        # of the self-relocator's relocated segments: startup_checks runs
+        # after every syscall, and decoding is only worth it on a change.
+        self._stack_seen: bytes | None = None
+        self._relocator_seen: bytes | None = None
+
+    # -- the first stop ------------------------------------------------------------
+    def _interpreter_paths(self) -> frozenset[str]:
+        paths = set()
+        for candidate in SYSTEM_INTERPRETERS:
+            paths.add(os.path.realpath(candidate))
+        for obj in self.view.objects():
+            if obj.info.interp:
+                paths.add(os.path.realpath(obj.info.interp))
+        override = os.environ.get("EXECSOLIB_LDSO")
+        if override:
+            paths.add(os.path.realpath(override))
+        return frozenset(paths)
+
+    def first_stop(self) -> None:
+        """The program at its first instruction: which object the kernel
+        entered tells where ld.so's entry and AT_ENTRY will come from."""
+        pc = self.target.pc
+        self.record("milestone", "kernel-entry", f"execve → pc {pc:#x}", address=pc)
+        entered = self.view.object_at(pc)
+        kernel_auxv = {e.name: e.value for e in self.view.kernel_auxv()}
+        if entered is not None and self._is_interpreter(entered):
+            self.ldso = LdsoInfo(entered.path, entered.base, entered.base + entered.info.entry)
+            self.record("milestone", "ldso-mapped", f"{entered.path} at {entered.base:#x} (by the kernel)",
+                        address=entered.base)
+            self.record("milestone", "ldso-entry", f"kernel started in ld.so at {pc:#x}", address=pc)
+            self._set_at_entry(kernel_auxv.get("AT_ENTRY"))
+        elif entered is not None and entered.info.interp is None:
+            # Static, static-pie, or a self-loading object such as exec-solib.
+            self._self_relocator = entered if self._has_relative(entered) else None
+            if not self._looks_self_loading(entered):
+                self.statically_linked = entered.name
+                self._set_at_entry(kernel_auxv.get("AT_ENTRY"))
+        if self.at_entry == pc:
+            self.record("milestone", "at-entry", f"AT_ENTRY {self.at_entry:#x}", address=self.at_entry)
+
+    def attached_late(self, reason: StopReason) -> None:
+        """Startup is behind an attached process: read what ld.so was given."""
+        stack = self._kernel_stack
+        auxv = {e.name: e.value for e in (stack.auxv if stack else self.view.kernel_auxv())}
+        base = auxv.get("AT_BASE")
+        ldso = next((o for o in self.view.objects() if base and o.base == base and o.elf_offset == 0), None)
+        if ldso is not None:
+            self.ldso = LdsoInfo(ldso.path, ldso.base, ldso.base + ldso.info.entry)
+        self.at_entry = auxv.get("AT_ENTRY")
+        self._seen.update({"kernel-entry", "ldso-entry", "at-entry"})
+        self._startup_checks_done = True
+        self.record("milestone", "attach", reason.description, address=self.target.pc, exact=False)
+        self._watch_link_map()
+
+    def caught(self, parent: int) -> None:
+        """This process is a child caught from a running parent at its exec."""
+        self.caught_from = parent
+        self.record("milestone", "caught", f"child {self.target.pid} of {parent} caught at exec",
+                    address=self.target.pc)
+
+    def _looks_self_loading(self, obj: MappedObject) -> bool:
+        """A shared object run directly (ET_DYN, no PT_INTERP, not a
+        static-pie): an exec-solib that will set up a program for ld.so
+        itself, so AT_ENTRY is only known once it jumps to ld.so."""
+        return obj.info.type == "ET_DYN" and not obj.info.is_pie
+
+    def _has_relative(self, obj: MappedObject) -> bool:
+        return any(r.type_name.endswith("_RELATIVE") for r in obj.info.relocations)
+
+    def _is_interpreter(self, obj: MappedObject) -> bool:
+        return os.path.realpath(obj.path) in self._interpreters and obj.elf_offset == 0
+
+    def _set_at_entry(self, value: int | None) -> None:
+        if not value or self.at_entry is not None:
+            return
+        self.at_entry = value
+        if value != self.target.pc:
+            self.arm(value, "at-entry")
+
+    def arm(self, addr: int, milestone: str) -> None:
+        self._milestone_bps[addr] = milestone
+        self.target.insert_breakpoint(addr)  # may fail until mapped; re-armed after mapping syscalls
+
+    # -- events --------------------------------------------------------------
+    def record(self, kind: str, name: str, detail: str = "", *, address: int | None = None,
+               exact: bool | None = None) -> None:
+        view = self.view
+        if kind == "milestone":
+            if name in self._seen and name not in ("crash", "exit"):
+                return
+            self._seen.add(name)
+            self.here.add(name)
+        elif kind in ROUTINE_EVENTS:
+            # A long run (attached, or to the exit of a busy program) makes
+            # syscalls and gets signals without end: memory must not follow.
+            self.routine_events += 1
+            if self.routine_events > MAX_ROUTINE_EVENTS:
+                if self.routine_events == MAX_ROUTINE_EVENTS + 1:
+                    self.events.append(Event(view.step_count if view.step_exact else -1, "limit", "events",
+                                             f"more than {MAX_ROUTINE_EVENTS} syscall and signal events: "
+                                             "later ones are counted, not kept", None, False))
+                return
+        self.events.append(Event(view.step_count if view.step_exact else -1, kind, name, detail,
+                                 address, view.step_exact if exact is None else exact))
+
+    def milestone_seen(self, name: str) -> bool:
+        return name in self._seen
+
+    @property
+    def milestone_addresses(self) -> dict[int, str]:
+        """Addresses whose arrival is a milestone (grows as ld.so gets mapped
+        and AT_ENTRY becomes known); a stepper that writes no int3s watches pc
+        against it. Read-only for callers."""
+        return self._milestone_bps
+
+    def pending_syscall_text(self) -> str:
+        """strace's `name(args)` of the syscall whose entry we are stopped at."""
+        pending = self._pending_syscall
+        if pending is None:
+            return "?"
+        return decode_syscall(pending.number, pending.args, None, self.arch, pending.strings).call_text()
+
+    @property
+    def in_syscall(self) -> bool:
+        return self._pending_syscall is not None
+
+    # -- syscalls ----------------------------------------------------------
+    def syscall_entry(self, number: int, args: tuple[int, ...]) -> None:
+        strings = {}
+        for addr in syscall_string_args(number, args, self.arch):
+            if addr:
+                raw = self.view.read_prefix(addr, 256)
+                nul = raw.find(b"\0")
+                strings[addr] = raw[:nul] if nul >= 0 else raw
+        pending = _PendingSyscall(number, args, strings)
+        name = self.arch.syscall_names.get(number, "")
+        if name == "mmap" and 0 <= args[4] < (1 << 31):
+            pending.fd_path = self.target.fd_path(args[4])
+        self._pending_syscall = pending
+
+    def syscall_exit(self, result: int | None) -> None:
+        pending = self._pending_syscall
+        self._pending_syscall = None
+        if pending is None:
+            return
+        self.syscall_count += 1
+        view = self.view
+        call = decode_syscall(pending.number, pending.args, result, self.arch, pending.strings)
+        if self.routine_events < MAX_ROUTINE_EVENTS:  # the event record keeps next
+            self.calls.append(SyscallCall(view.step_count if view.step_exact else -1, call.number,
+                                          call.name, tuple(pending.args), call.result, call.errno_name))
+        self.record("syscall", call.name, call.format())
+        if call.name in MAPPING_SYSCALLS:
+            view.mappings_changed()
+        if call.name == "memfd_create" and result is not None and result >= 0:
+            label = pending.strings.get(pending.args[0], b"").decode("utf-8", "replace")
+            self.record("milestone", "memfd-create", f'memfd "{label}" = fd {result}')
+        if call.name == "mmap" and self.ldso is None and pending.fd_path and result is not None \
+                and result >= 0 and pending.args[5] == 0:
+            self._maybe_ldso_mapped(pending.fd_path, result)
+        self.startup_checks()
+
+    def _maybe_ldso_mapped(self, path: str, address: int) -> None:
+        if os.path.realpath(path) not in self._interpreters:
+            return
+        obj = self.view.object_at(address)
+        if obj is None or obj.elf_offset != 0:
+            return
+        self.ldso = LdsoInfo(obj.path, obj.base, obj.base + obj.info.entry)
+        self.record("milestone", "ldso-mapped", f"{obj.path} at {obj.base:#x}", address=obj.base)
+        self.arm(self.ldso.entry, "ldso-entry")
+
+    # -- rewrites made without a syscall ------------------------------------------
+    def startup_checks(self) -> None:
+        """Notice in-memory rewrites the bootstrap makes without a syscall.
+        Runs after every syscall until AT_ENTRY, so it first compares raw
+        bytes with what it saw last time and decodes only on a change."""
+        if self._startup_checks_done or not self.view.alive:
+            return
+        relocator = self._self_relocator
+        if relocator is not None and not self.milestone_seen("self-relocation-done"):
+            raw = self._relocated_bytes(relocator)
+            if raw is None or raw != self._relocator_seen:
+                self._relocator_seen = raw
+                states = self.view.relocation_states(relocator)
+                relative = [s for s in states if s.type_name.endswith("_RELATIVE")]
+                if relative and all(s.state == "applied" for s in relative):
+                    self.record("milestone", "self-relocation-done",
+                                f"{len(relative)} RELATIVE relocations of {relocator.name} applied",
+                                exact=False)
+        kernel = self._kernel_stack
+        if kernel is not None and not (self.milestone_seen("argv-rewritten")
+                                       and self.milestone_seen("auxv-rewritten")):
+            raw = self.view.read_memory(kernel.argv_address, kernel.end - kernel.argv_address)
+            if raw is None or raw != self._stack_seen:
+                self._stack_seen = raw
+                self._compare_stacks(kernel, self.view.initial_stack())
+        if self.milestone_seen("at-entry"):
+            self._startup_checks_done = True
+
+    def _compare_stacks(self, kernel: InitialStack, now: InitialStack | None) -> None:
+        if now is None:
+            return
+        if not self.milestone_seen("argv-rewritten") and \
+                [a.pointer for a in kernel.argv] != [a.pointer for a in now.argv]:
+            changed = [i for i, (a, b) in enumerate(zip(kernel.argv, now.argv)) if a.pointer != b.pointer]
+            detail = ", ".join(f"argv[{i}] → {now.argv[i].text!r}" for i in changed)
+            self.record("milestone", "argv-rewritten", detail, exact=False)
+        if not self.milestone_seen("auxv-rewritten"):
+            before = {e.type: e.value for e in kernel.auxv}
+            changed = [e for e in now.auxv if before.get(e.type) != e.value]
+            if changed:
+                self.record("milestone", "auxv-rewritten",
+                            ", ".join(f"{e.name}={e.value:#x}" for e in changed), exact=False)
+
+    def _relocated_bytes(self, obj: MappedObject) -> bytes | None:
+        """The segments holding obj's relocation slots, raw: while they are
+        unchanged, so is every relocation's state."""
+        offsets = [r.offset for r in obj.info.relocations]
+        chunks = []
+        for seg in obj.info.load_segments():
+            if any(seg.contains_vaddr(o) for o in offsets):
+                data = self.view.read_memory(obj.base + seg.vaddr, seg.memsz)
+                if data is None:
+                    return None
+                chunks.append(data)
+        return b"".join(chunks)
+
+    def exec_happened(self) -> None:
+        """After an execve: the startup checks compare the old image's stack,
+        and milestone addresses belong to the old image; an int3 written
+        there now would land in the new program's code."""
+        self._startup_checks_done = True
+        self._milestone_bps.clear()
+        self.view.invalidate()  # nothing to re-arm: the old image's addresses mean nothing now
+
+    # -- main ------------------------------------------------------------------
+    def program_object(self) -> MappedObject | None:
+        return self.view.address_space().program_object(self.at_entry, self.entry_pc)
+
+    def ldso_object(self) -> MappedObject | None:
+        return None if self.ldso is None else self.view.address_space().object_loaded_at(self.ldso.base)
+
+    def resolve_main(self) -> int | None:
+        """Where main is (its symbol, else what the entry code passes to
+        __libc_start_main, as gdb finds it in a stripped program), armed as
+        the `main` milestone; None until the program is mapped and AT_ENTRY
+        known, or when its code says nothing about main."""
+        if self.main_address is not None:
+            return self.main_address
+        program = self._main_program()
+        if program is None:
+            return None
+        data = self.view.elf_cache.object_bytes(program)
+        if data is None:
+            return None
+        vaddr = find_main(program.info, data, self.arch)
+        if vaddr is None:
+            return None
+        self.main_address = program.runtime(vaddr)
+        self.arm(self.main_address, "main")
+        return self.main_address
+
+    def _main_program(self) -> MappedObject | None:
+        return None if self.at_entry is None else self.view.object_at(self.at_entry)
+
+    def main_unreachable(self) -> str | None:
+        """Before running to main: why it cannot be found, when the program
+        is already mapped and its entry code says nothing about main."""
+        program = self._main_program()
+        data = None if program is None else self.view.elf_cache.object_bytes(program)
+        if program is None or data is None or self.resolve_main() is not None:
+            return None
+        return main_not_found_reason(program.path, program.info, data, self.arch)
+
+    # -- stops -------------------------------------------------------------------
+    def observe(self, stop: Stop, *, target: Target | None, stepping: bool,
+                while_stopped: bool = False) -> tuple[bool, StopReason | None]:
+        """Record what a stop means. Returns (target reached, final reason)
+        where a final reason ends a run (exit, crash, target syscall…).
+        ``while_stopped``: the process died while parked at a stop, not
+        during a step or continue."""
+        want = target.kind if target else None
+        raw = self.target
+        view = self.view
+        if not stop.alive:
+            raw.breakpoints.clear()
+            if self._pending_syscall is not None:
+                self.syscall_exit(None)
+            if stop.kind is StopKind.EXITED:
+                reason = reasons.exited(target, stop.exit_code)
+            else:
+                if while_stopped:
+                    where = "while stopped" + (f" at step {view.step_count}" if view.step_exact else "")
+                else:
+                    where = f"at step {view.step_count}" if view.step_exact else "after a continue"
+                reason = reasons.killed(target, stop.signal_name, where)
+            self.record("milestone", "exit", reason.description)
+            return False, reason
+        if stop.kind is StopKind.SYSCALL:
+            info = raw.syscall_info()
+            if info.op == SYSCALL_INFO_ENTRY:
+                self.syscall_entry(info.number, info.args)
+                if want == "syscall":
+                    name = self.arch.syscall_names.get(info.number, str(info.number))
+                    if target.name in (None, name):
+                        return True, reasons.syscall_entry(target, self.pending_syscall_text())
+            elif info.op == SYSCALL_INFO_EXIT:
+                self.syscall_exit(info.return_value)
+            return False, None
+        if stop.kind is StopKind.EVENT:
+            name = stop.event_name
+            if name == "exit":
+                status = raw.event_message()
+                if self._pending_syscall is not None:
+                    self.syscall_exit(None)
+                if want == "exit" and status is not None and os.WIFEXITED(status):
+                    return True, reasons.about_to_exit(target, os.WEXITSTATUS(status))
+                # Dying from a signal (SIGKILL included): let it finish dying,
+                # the next stop reports how.
+            elif name in ("fork", "vfork"):
+                child = raw.event_message()
+                raw.release_child(child, shares_memory=name == "vfork")
+                self.record("fork", name, f"child {child} runs on, untraced")
+            elif name == "clone" and not self.attached:
+                thread = raw.event_message()
+                raw.release_child(thread, shares_memory=True)
+                self._stop_watching_link_map()
+                self.record("thread", "clone", f"thread {thread} runs on, untraced")
+            elif name == "exec":
+                self.exec_happened()
+                self.record("milestone", "exec", "the process called execve again")
+            return False, None
+        if stop.kind is StopKind.BREAKPOINT:
+            pc = raw.pc
+            milestone = self._milestone_bps.get(pc)
+            if milestone == LINK_MAP_HOOK:
+                self._link_map_hook()
+                milestone = None  # stays armed: ld.so calls it around every change
+            elif milestone is not None:
+                del self._milestone_bps[pc]
+            if milestone is None and pc not in raw.breakpoints:
+                # The program's own int3: a SIGTRAP it must receive.
+                raw.pending_signal = _signal.SIGTRAP
+                self.record("signal", "SIGTRAP", f"int3 at {pc - 1:#x}")
+                return False, None
+            if milestone is not None:
+                self._milestone_hit(milestone, pc)
+            return reached_milestone(want, milestone), None
+        if stop.kind is StopKind.SIGNAL:
+            pc = raw.pc
+            if stop.signal in STOPPING_SIGNALS:
+                # The rdxbug crash comes right after the auxv rewrite with no
+                # syscall in between: what the program did comes before the
+                # signal that ends it.
+                self.startup_checks()
+            info = decode_siginfo(stop.siginfo, self.arch) if stop.siginfo else None
+            text = describe_siginfo(info) if info else stop.signal_name
+            self.record("signal", stop.signal_name, text, address=pc)
+            raw.pending_signal = stop.signal
+            if stop.signal in STOPPING_SIGNALS:
+                self.record("milestone", "crash", f"{text} at pc {pc:#x}", address=pc)
+                fault = info.addr if info is not None else None
+                return want == "signal", reasons.fatal_signal(target, stop.signal_name, pc, fault)
+            if want == "signal":
+                return True, reasons.signal_arrived(target, stop.signal_name)
+            return False, None
+        if stepping:
+            self.arrived(raw.pc)
+        return False, None
+
+    def arrived(self, pc: int) -> None:
+        """A single step landed on pc (a milestone address or not)."""
+        milestone = self._milestone_bps.get(pc)
+        if milestone == LINK_MAP_HOOK:
+            self._link_map_hook()
+        elif milestone is not None:
+            self._milestone_bps.pop(pc)
+            self.view.release_breakpoint(pc)
+            self._milestone_hit(milestone, pc)
+
+    # -- the loader's list of objects ------------------------------------------
+    def _watch_link_map(self) -> None:
+        """Once ld.so has published r_debug (by AT_ENTRY, or long before we
+        attached), watch its r_brk hook: ld.so calls it before and after
+        every dlopen/dlmopen/dlclose, as gdb's solib tracking relies on."""
+        view = read_link_map(self.program_object(), _ProgramMemory(self.view))
+        self._link_map = view
+        if not self.attached and self.target.thread_count() > 1:
+            return  # threads we do not trace would die on the int3
+        if view.r_brk and view.r_brk not in self._milestone_bps:
+            self.arm(view.r_brk, LINK_MAP_HOOK)
+
+    def _stop_watching_link_map(self) -> None:
+        for addr, name in list(self._milestone_bps.items()):
+            if name == LINK_MAP_HOOK:
+                del self._milestone_bps[addr]
+                self.view.release_breakpoint(addr)
+
+    def _link_map_hook(self) -> None:
+        view = read_link_map(self.program_object(), _ProgramMemory(self.view))
+        if not view.debugs or not view.consistent:
+            return  # RT_ADD / RT_DELETE: the change is about to happen
+        added, removed = link_map_changes(self._link_map, view)
+        self._link_map = view
+        for entry in added:
+            self.record("link-map", "loaded", f"{entry.name or '(main program)'} in namespace "
+                        f"{entry.namespace}, l_addr {entry.l_addr:#x}", address=entry.l_addr)
+        for entry in removed:
+            self.record("link-map", "unloaded", f"{entry.name} from namespace {entry.namespace}",
+                        address=entry.l_addr)
+
+    def _milestone_hit(self, milestone: str, pc: int) -> None:
+        if pc in self.target.breakpoints and pc not in self._milestone_bps:
+            self.view.release_breakpoint(pc)
+        if milestone == "ldso-entry":
+            self.startup_checks()
+            self.record("milestone", "ldso-entry", f"jumped to ld.so's entry {pc:#x}", address=pc)
+            stack = self.view.initial_stack()
+            if stack is not None:
+                entry = {e.name: e.value for e in stack.auxv}.get("AT_ENTRY")
+                self._set_at_entry(entry)
+        elif milestone == "at-entry":
+            self.startup_checks()
+            self.record("milestone", "at-entry", f"AT_ENTRY {pc:#x}", address=pc)
+            self._startup_checks_done = True
+            self._watch_link_map()
+            if self.attached or self.target.thread_count() == 1:
+                self.resolve_main()  # a milestone whatever the target (threads we do not trace would die on it)
+        elif milestone == "main":
+            self.record("milestone", "main", f"main at {pc:#x}", address=pc)
+
+
+def reached_milestone(want: str | None, milestone: str | None) -> bool:
+    """Whether a run to the stop target ``want`` ends at ``milestone``."""
+    return milestone is not None and reasons.MILESTONE_OF_TARGET.get(want) == milestone
+
+
+class _ProgramMemory:
+    """The view's memory as a MemoryReader (``read``), for the link_map walk."""
+
+    def __init__(self, view: ProcessView) -> None:
+        self._view = view
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        return self._view.read_memory(addr, size)
