@@ -12,6 +12,8 @@ the guest at the guest's own addresses:
   child (it fires when the *thread* that launched it exits: launch from a
   long-lived thread), and a finalizer kills it when the target is dropped.
   qemu ignores SIGTERM while it waits for its debugger; only SIGKILL works.
+  qemu stays in our process group, so the guest can read our terminal; a
+  Ctrl-C there reaches qemu too, which reports it as a SIGINT stop.
 - registers: the stub's ``g`` block (x0–x30, sp, pc as 8 bytes, cpsr as 4)
   becomes arm64's user_pt_regs (pstate as 8 bytes), and back through ``G``.
 - memory: pread/pwrite on /proc/<qemu>/mem, limited to the guest's pages
