@@ -10,7 +10,7 @@ from __future__ import annotations
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.timeline import Timeline
 
-from tuihelp import log_text, run_pilot, settle, status_text, type_command
+from tuihelp import log_text, press_to_stop, run_pilot, settle, status_text, type_command
 
 
 def _replay(path):
@@ -81,27 +81,22 @@ def test_replay_goto_key_and_breakpoint_by_name(rdxbug_recording):
             await pilot.press("g")
             await pilot.pause()
             assert type(app.screen).__name__ == "GotoScreen"
-            await pilot.press(*"25", "enter")
-            await settle(pilot)
+            await press_to_stop(pilot, *"25", "enter")
             assert app.view.position == 25
             # A breakpoint by name in a recording: continue stops there, reverse continue too.
             await type_command(pilot, "b execsolib_handoff")
             address = session.resolve("execsolib_handoff")
             assert address is not None and address in session.breakpoints()
-            await pilot.press("f5")
-            await settle(pilot)
+            await press_to_stop(pilot, "f5")
             assert app.view.pc == address
             hit = app.view.position
-            await pilot.press("f5")
-            await settle(pilot)
+            await press_to_stop(pilot, "f5")
             assert app.view.crashed
             # Who zeroed the jump target? The step before the jump.
             await type_command(pilot, "who $rdx")
-            await settle(pilot)
             answer = log_text(app).split("(ldbg) who $rdx")[-1]
             assert "xor edx, edx" in answer and f"step {app.view.position - 2}" in answer
-            await pilot.press("shift+f5")
-            await settle(pilot)
+            await press_to_stop(pilot, "shift+f5")
             assert app.view.position == hit and app.view.pc == address
 
         run_pilot(LoaderdbgApp(session, title="rdxbug-crash.ldbg"), scenario)

@@ -80,6 +80,28 @@ async def settle(pilot, timeout: float = SETTLE_TIMEOUT) -> None:
     await pilot.pause()
 
 
+async def until(pilot, condition: Callable[[], bool], what: str, timeout: float = SETTLE_TIMEOUT) -> None:
+    """Wait until condition() holds, then settle. For what settle alone
+    cannot see coming: Pilot.press returns once the app looks idle, which
+    on a loaded machine can be before a key's message has travelled from a
+    dialog or the command line to the app and started anything."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.005)
+    await settle(pilot)
+
+
+async def press_to_stop(pilot, *keys: str) -> None:
+    """Press keys that move the target, and wait for the stop they lead to
+    (a new view), then settle."""
+    app = pilot.app
+    before = app.view
+    await pilot.press(*keys)
+    await until(pilot, lambda: app.view is not before, f"a new stop after {' '.join(keys)}")
+
+
 def run_pilot(app, scenario: Callable[..., Awaitable[None]], size: tuple[int, int] = (80, 24)) -> None:
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
@@ -105,7 +127,9 @@ async def type_command(pilot, line: str, *, keystrokes: bool = False) -> None:
     else:
         field.value = line
     await pilot.press("enter")
-    await settle(pilot)
+    # The app empties the field when it takes the line, and starts the
+    # command's work (a worker or a motion, which settle waits for) then.
+    await until(pilot, lambda: field.value == "", f"the command line taking {line!r}")
 
 
 def _keys(text: str) -> list[str]:
