@@ -53,11 +53,7 @@ class StopState:
 
     # -- /proc of the process that holds the program's memory -----------------------
     def _read_proc(self, name: str) -> bytes | None:
-        try:
-            with open(f"/proc/{self.target.maps_pid}/{name}", "rb") as handle:
-                return handle.read()
-        except OSError:
-            return None
+        return self.target.read_proc(name)
 
     def _read_mapped_file(self, entry: MapEntry) -> bytes | None:
         # map_files works for deleted files and memfds, as long as it is mapped.

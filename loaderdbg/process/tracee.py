@@ -473,11 +473,14 @@ class Tracee:
         self.memory.write(addr, data)
 
     def maps_text(self) -> str:
+        return (self.read_proc("maps") or b"").decode("utf-8", "surrogateescape")
+
+    def read_proc(self, name: str) -> bytes | None:
         try:
-            with open(f"/proc/{self.pid}/maps", "rb") as handle:
-                return handle.read().decode("utf-8", "surrogateescape")
+            with open(f"/proc/{self.pid}/{name}", "rb") as handle:
+                return handle.read()
         except OSError:
-            return ""
+            return None
 
     # -- what the startup observer asks at a stop (process/startup.py) -------------
     def syscall_info(self) -> ptrace.SyscallInfo:
