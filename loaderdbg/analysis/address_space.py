@@ -54,4 +54,5 @@ class AddressSpace:
         data = self.elf_cache.object_bytes(obj)
         if data is None:
             return ()
-        return relocation_states(LoadedObject(obj.name, obj.base, obj.info), data, memory, self.symbols())
+        return relocation_states(LoadedObject(obj.name, obj.base, obj.info), data, memory, self.symbols(),
+                                 cache=self.elf_cache.relocations)

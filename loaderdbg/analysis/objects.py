@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from loaderdbg.analysis.relocation_cache import RelocationCache
 from loaderdbg.debug_files import find_debug_file
 from loaderdbg.decode.elf import DebugFile, ElfInfo, parse_elf
 from loaderdbg.decode.errors import DecodeError
@@ -64,6 +65,8 @@ class ElfCache:
         self._find_debug = find_debug
         self._files: dict[tuple, bytes | None] = {}
         self._infos: dict[tuple, ElfInfo | None] = {}
+        # What the relocation analysis keeps between stops of this session.
+        self.relocations = RelocationCache()
 
     def file_bytes(self, entry: MapEntry) -> bytes | None:
         key = (entry.dev, entry.inode, entry.path)

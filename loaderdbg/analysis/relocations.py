@@ -27,12 +27,12 @@ pyelftools' relocation.py; adding an architecture is adding rows.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterable
 
 from loaderdbg.analysis.link_map import LoaderProgress, loader_progress, symbols_in_loader_order
+from loaderdbg.analysis.relocation_cache import RelocationCache
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable, object_key
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
 from loaderdbg.decode.linkmap import image_extent
@@ -562,21 +562,26 @@ def _file_image(segments: tuple[Segment, ...], file_bytes: bytes) -> Callable[[i
 
 
 def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader, symbols: SymbolTable,
-                      arch: str = "x86_64") -> tuple[RelocationState, ...]:
+                      arch: str = "x86_64", cache: RelocationCache | None = None) -> tuple[RelocationState, ...]:
+    """``cache``: the session's (ElfCache.relocations), which makes a stop
+    after the first judge only the slots that changed; without one every
+    slot is judged."""
     word = ARCH_WORD.get(arch)
     if word is None:
         raise ValueError(f"no relocation recipes for architecture {arch!r}")
-    plan = _plan(obj, file_bytes, arch, word)
+    plan = _plan(obj, file_bytes, arch, word, cache)
     symbols = symbols_in_loader_order(symbols, memory)
     image = _SegmentImages(memory.read, plan.segments)
     blocks = tuple(data for _, _, data in image.blocks)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(plan.key)
+    cached = None
+    if cache is not None:
+        with cache.lock:
+            cached = cache.answers.get(plan.key)
     if (cached is None or cached.plan is not plan or not _same_symbols(cached.symbols, symbols)
             or any(data is None for data in blocks)):
         cached = None
     plt_setup = _plt_setup(plan, image, word)
-    progress = _Progress(symbols, memory)
+    progress = _Progress(symbols, memory, cache)
     # A stop while ld.so relocates changes a few words of a segment; every
     # other slot keeps its verdict (a function of the slot word, the
     # symbols and the base), so only slots in changed chunks are judged again.
@@ -631,12 +636,9 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         # Data sharing a chunk with slots was written, not a slot: hand back
         # the very same tuple, so what is derived from it stays cached.
         states = tuple(out) if changed else previous_states
-    if all(data is not None for data in blocks):
-        with _CACHE_LOCK:
-            _CACHE[plan.key] = _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final, states,
-                                       plt_setup, progress.used)
-            while len(_CACHE) > _CACHE_OBJECTS:
-                del _CACHE[next(iter(_CACHE))]
+    if cache is not None and all(data is not None for data in blocks):
+        cache.remember(cache.answers, plan.key, _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final,
+                                                        states, plt_setup, progress.used))
     return states
 
 
@@ -672,30 +674,27 @@ _new_object = object.__new__
 # ---------------------------------------------------------------------------
 
 
-_PROGRESS: dict[int, tuple[SymbolTable, LoaderProgress]] = {}  # last answer per symbol table (one process)
-
-
 class _Progress:
     """The loader's published state (r_debug, link_map), read at most once
-    per call and only when a slot needs it."""
+    per call and only when a slot needs it; the session's last reading with
+    the same symbol table (the objects of one snapshot share it) is where
+    the next one starts."""
 
-    def __init__(self, symbols: SymbolTable, memory: MemoryReader) -> None:
+    def __init__(self, symbols: SymbolTable, memory: MemoryReader, cache: RelocationCache | None) -> None:
         self._symbols = symbols
         self._memory = memory
+        self._cache = cache
         self._value: LoaderProgress | None = None
         self.used: LoaderProgress | None = None
 
     def value(self) -> LoaderProgress:
         if self._value is None:
-            symbols = self._symbols
-            with _CACHE_LOCK:
-                hit = _PROGRESS.get(id(symbols))
-            before = hit[1] if hit is not None and hit[0] is symbols else None
+            symbols, cache = self._symbols, self._cache
+            last = cache.progress if cache is not None else None
+            before = last[1] if last is not None and last[0] is symbols else None
             self._value = loader_progress(symbols.program, symbols.objects, self._memory, before)
-            with _CACHE_LOCK:
-                _PROGRESS[id(symbols)] = (symbols, self._value)
-                while len(_PROGRESS) > _CACHE_OBJECTS:
-                    del _PROGRESS[next(iter(_PROGRESS))]
+            if cache is not None:
+                cache.progress = (symbols, self._value)
         return self._value
 
     def use(self) -> LoaderProgress:
@@ -821,8 +820,6 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
 # ---------------------------------------------------------------------------
 
 _CHUNK = 64            # bytes compared at once when looking for changed slots
-_CACHE_OBJECTS = 64    # objects remembered (a few sessions' worth)
-_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -859,14 +856,12 @@ class _Cached:
     progress: LoaderProgress | None = None  # what the verdicts were settled with, when they needed it
 
 
-_PLANS: dict[tuple, _Plan] = {}
-_CACHE: dict[tuple, _Cached] = {}
-
-
-def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
+def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int, cache: RelocationCache | None) -> _Plan:
     key = (obj.path, obj.base, arch)
-    with _CACHE_LOCK:
-        plan = _PLANS.get(key)
+    plan = None
+    if cache is not None:
+        with cache.lock:
+            plan = cache.plans.get(key)
     # The same path and base may be another build of the file (a relaunch
     # after make). The bytes of an object embedded at an offset come as a
     # fresh slice each time: equal content is the same plan.
@@ -941,10 +936,8 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int) -> _Plan:
     plan = _Plan(key, info, file_bytes, relocs, fits, segments, tuple(link_values), link_bytes,
                  {k: tuple(v) for k, v in chunks.items()}, frozenset(volatile), obj.base,
                  info.dynamic_value("DT_PLTGOT"), tuple(slots))
-    with _CACHE_LOCK:
-        _PLANS[key] = plan
-        while len(_PLANS) > _CACHE_OBJECTS:
-            del _PLANS[next(iter(_PLANS))]
+    if cache is not None:
+        cache.remember(cache.plans, key, plan)
     return plan
 
 

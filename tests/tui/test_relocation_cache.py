@@ -1,17 +1,17 @@
-"""The per-object relocation cache (loaderdbg/analysis/relocations.py),
-which the TUI relies on to step quickly, must give exactly the answer of a
-fresh computation: checked along a recording while the exec-solib
-relocates itself, moving forward and back (memory changes both ways)."""
+"""The per-object relocation cache (a session's RelocationCache, kept by
+its ElfCache), which the TUI relies on to step quickly, must give exactly
+the answer of a fresh computation: checked along a recording while the
+exec-solib relocates itself, moving forward and back (memory changes both
+ways), against a second session that computes each stop from nothing."""
 
 from __future__ import annotations
-
-import loaderdbg.analysis.relocations as relocations
 
 
 def test_cached_states_equal_fresh_ones(rdxbug_recording):
     from loaderdbg.record.replay import ReplaySession
 
     session = ReplaySession(str(rdxbug_recording))
+    fresh_session = ReplaySession(str(rdxbug_recording))
     try:
         session.cont("signal")
         end = session.position
@@ -23,11 +23,15 @@ def test_cached_states_equal_fresh_ones(rdxbug_recording):
         for step in steps:
             session.goto(step)
             cached = session.snapshot().relocations
-            relocations._CACHE.clear()
-            fresh = session.snapshot().relocations
+            # A session of its own for each stop: nothing cached from another.
+            fresh_session.close()
+            fresh_session = ReplaySession(str(rdxbug_recording))
+            fresh_session.goto(step)
+            fresh = fresh_session.snapshot().relocations
             assert cached == fresh, f"step {step}"
             changed += previous is not None and previous != fresh
             previous = fresh
         assert changed >= 3  # the walk did see slots being written
     finally:
         session.close()
+        fresh_session.close()
