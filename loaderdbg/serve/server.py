@@ -31,7 +31,10 @@ OK = b"OK"
 EMPTY = b""
 
 # gdb's File-I/O errno values (not the host's).
-FIO_ENOENT, FIO_EBADF, FIO_EACCES, FIO_EINVAL, FIO_EROFS = 2, 9, 13, 22, 30
+FIO_ENOENT, FIO_EBADF, FIO_EACCES, FIO_EINVAL, FIO_EMFILE, FIO_EROFS = 2, 9, 13, 22, 24, 30
+# Files a client may hold open at once (gdb holds one or two; one that never
+# closes them must not grow the table without end).
+MAX_OPEN_FILES = 64
 
 
 class Disconnected(Exception):
@@ -317,6 +320,8 @@ class GdbServer:
             flags = parse_hex_int(fields[1]) if len(fields) > 1 else 0
             if flags & 3:  # O_WRONLY / O_RDWR
                 return b"F-1,%x" % FIO_EROFS
+            if len(self._files) >= MAX_OPEN_FILES:
+                return b"F-1,%x" % FIO_EMFILE
             served = self.target.open_file(path)
             if served is None:
                 return b"F-1,%x" % FIO_ENOENT

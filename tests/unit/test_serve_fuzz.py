@@ -223,3 +223,14 @@ def test_a_recording_never_serves_a_host_file(replay):
                  b"/proc/self/environ", b"/proc/%d/environ" % target.pid, b"/proc/1/maps", b"/etc/hostname"):
         assert server.handle(b"vFile:open:%s,0,0" % bytes_to_hex(path)) == b"F-1,2", path
     assert server.handle(b"vFile:readlink:%s" % bytes_to_hex(b"/proc/1/exe")) == b"F-1,16"
+
+
+def test_open_files_are_bounded(replay):
+    """A client that opens and never closes gets EMFILE, not an ever-growing table."""
+    server = GdbServer(ReplayTarget(replay))
+    maps = bytes_to_hex(b"/proc/self/maps")
+    replies = [server.handle(b"vFile:open:%s,0,0" % maps) for _ in range(200)]
+    opened = [r for r in replies if not r.startswith(b"F-1")]
+    assert 0 < len(opened) < 200 and replies[-1] == b"F-1,18"
+    assert server.handle(b"vFile:close:%s" % opened[0][1:]) == b"F0"
+    assert not server.handle(b"vFile:open:%s,0,0" % maps).startswith(b"F-1")
