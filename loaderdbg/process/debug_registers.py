@@ -86,6 +86,7 @@ class DebugRegisters:
     def __init__(self, tid: int) -> None:
         self.tid = tid
         self._slots: list[HardwareWatchpoint | None] = [None] * SLOTS
+        self.armed = False  # any slot in use: a plain attribute, read after every single step
 
     # -- the registers ----------------------------------------------------------
     def read(self, number: int) -> int:
@@ -129,8 +130,10 @@ class DebugRegisters:
             self.write(DR7, self._dr7())
         except ptrace.PtraceError as err:
             self._slots[slot] = None
+            self.armed = any(self._slots)
             raise UsageError(f"the kernel refused a hardware watchpoint on [{address:#x}, +{length}): "
                              f"{err.strerror}") from None
+        self.armed = True
         return watchpoint
 
     def remove(self, address: int, length: int, access: str = "write") -> bool:
@@ -139,6 +142,7 @@ class DebugRegisters:
             if watchpoint is not None and (watchpoint.address, watchpoint.length, watchpoint.access) == \
                     (address, length, access):
                 self._slots[slot] = None
+                self.armed = any(self._slots)
                 self.write(DR7, self._dr7())
                 self.write(slot, 0)
                 return True
@@ -149,6 +153,7 @@ class DebugRegisters:
         used = [w.slot for w in self._slots if w is not None]
         if used:
             self._slots = [None] * SLOTS
+            self.armed = False
             self.write(DR7, 0)
         for slot in used:
             self.write(slot, 0)

@@ -120,8 +120,9 @@ def test_removed_watchpoints_stop_nothing(program):
         assert registers.remove(symbols["sink"], 8, "access")
         assert not registers.remove(symbols["sink"], 8, "access")
         assert registers.read(DR7) == dr7_bits(0, 8, "write") and registers.read(1) == 0
+        assert registers.armed
         registers.clear()
-        assert registers.read(DR7) == 0 and registers.watchpoints == ()
+        assert registers.read(DR7) == 0 and registers.watchpoints == () and not registers.armed
         assert _run_to_hits(process, registers, symbols["counter"]) == []
     finally:
         process.close()
