@@ -231,13 +231,7 @@ class LiveSession:
 
     def interrupt(self) -> None:
         """Stop a running continue from any thread."""
-        self._inferior.interrupt_requested = True
-        try:
-            # The traced thread's own SIGSTOP: it stops for us (a
-            # signal-delivery-stop the run loop swallows), never the group.
-            ptrace.tgkill(self.pid, self.pid, _signal.SIGSTOP)
-        except ProcessLookupError:
-            pass
+        self._inferior.interrupt()  # the target's way: a SIGSTOP for ptrace, a SIGINT to qemu
 
     def close(self) -> None:
         """Kill a launched tracee, detach an attached one; safe to call while

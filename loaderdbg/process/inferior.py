@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
 from loaderdbg.analysis.objects import MappedObject
@@ -26,7 +25,8 @@ from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver
 from loaderdbg.process.stop_state import StopState
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process.tracee import CODE_SYSCALL, RIP_OFFSET, LaunchSpec, Tracee, launch
+from loaderdbg.process import qemu_target
+from loaderdbg.process.tracee import CODE_SYSCALL, LaunchSpec, Tracee, launch
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import SyscallCall, ThreadState
 from loaderdbg import targets as reasons
@@ -36,10 +36,11 @@ __all__ = ["Inferior", "LdsoInfo"]
 
 
 class Inferior(StopState):
-    """A ptrace'd process: the stop state over its Tracee, the run loop
-    behind every stop target, and the startup observer fed from it."""
+    """A ptrace'd process (or a qemu-user guest: the same run loop over a
+    QemuTarget): the stop state over its target, the run loop behind every
+    stop target, and the startup observer fed from it."""
 
-    def __init__(self, tracee: Tracee, program: str, argv: tuple[str, ...],
+    def __init__(self, tracee: Tracee | qemu_target.QemuTarget, program: str, argv: tuple[str, ...],
                  attached: AttachedThreads | None = None) -> None:
         self.tracee = tracee
         self.program = program
@@ -48,7 +49,7 @@ class Inferior(StopState):
         super().__init__(tracee, kernel_sp=tracee.sp if attached is None else start_stack(tracee.pid),
                          step_exact=attached is None)
         self._return_offset = self.arch.register_offset(self.arch.syscall_return_register)
-        self._fs_base = self.arch.register_offset("fs_base")
+        self._pc_offset = self.arch.register_offset(self.arch.pc_register)
         self._stop_reason: StopReason | None = reasons.launched()
         self.interrupt_requested = False
         self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
@@ -62,7 +63,9 @@ class Inferior(StopState):
     # -- construction ------------------------------------------------------
     @classmethod
     def launch(cls, spec: LaunchSpec) -> "Inferior":
-        tracee = launch(spec)
+        """``spec`` at its first instruction: under ptrace, or, for an
+        aarch64 program, under qemu-user's gdb stub (process/qemu_target.py)."""
+        tracee = qemu_target.launch(spec) if qemu_target.is_aarch64_program(spec.path) else launch(spec)
         try:
             return cls(tracee, spec.path, spec.argv)
         except BaseException:
@@ -143,10 +146,7 @@ class Inferior(StopState):
         if not self.alive:
             return ()
         out = []
-        try:
-            tids = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
-        except OSError:
-            return ()
+        tids = sorted(self.tracee.threads())
         for tid in tids:
             try:
                 with open(f"/proc/{self.pid}/task/{tid}/status") as handle:
@@ -155,12 +155,13 @@ class Inferior(StopState):
                 continue
             fs_base = None
             if tid == self.pid:
-                fs_base = int.from_bytes(self.tracee.regs_raw()[self._fs_base:self._fs_base + 8], "little")
+                fs_base = self.tracee.tls_base()  # fs_base, or arm64's tpidr_el0
                 stop = self.stop_reason.kind
             elif self.attached is not None and tid in self.attached.stopped:
                 try:
                     raw = ptrace.RegisterBuffer().fetch(tid)
-                    fs_base = int.from_bytes(raw[self._fs_base:self._fs_base + 8], "little")
+                    offset = self.arch.register_offset("fs_base")  # attach is x86-64 only
+                    fs_base = int.from_bytes(raw[offset:offset + 8], "little")
                 except ptrace.PtraceError:
                     pass
                 stop = "stopped (attached)"
@@ -243,7 +244,7 @@ class Inferior(StopState):
         if here:
             here.clear()
         try:
-            pc = int.from_bytes(tracee.regs_raw()[RIP_OFFSET:RIP_OFFSET + 8], "little")
+            pc = int.from_bytes(tracee.regs_raw()[self._pc_offset:self._pc_offset + 8], "little")
         except ptrace.PtraceError:
             pc = None  # gone under us; the step reports how
         if pc is not None:
@@ -289,10 +290,7 @@ class Inferior(StopState):
     def _exiting_reason(self) -> StopReason:
         """A step that ran exit_group stops at the exit event: the process
         is still there to inspect, and one more step ends it."""
-        try:
-            status = ptrace.get_event_msg(self.pid)
-        except ptrace.PtraceError:
-            status = None
+        status = self.tracee.event_message()
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
         return reasons.about_to_exit(None, code)
 
@@ -303,27 +301,20 @@ class Inferior(StopState):
         "killed", not the stale stop. True when it died."""
         if not self.alive:
             return False
-        try:
-            ptrace.request(ptrace.PEEKUSER, self.pid, RIP_OFFSET)
-            gone = False
-        except ptrace.PtraceError as err:
-            if err.errno != errno.ESRCH:
-                raise
-            gone = True  # off its stop: behind our back only a SIGKILL does that
+        gone = self.tracee.left_stop()
         deadline = time.monotonic() + 5
         while True:
             if gone and self.attached is not None:
                 self._reap_dead_threads()
             try:
-                wpid, status = os.waitpid(self.pid, os.WNOHANG | ptrace.WALL)
+                stop = self.tracee.poll_stop()
             except ChildProcessError:
                 return False
-            if wpid:
+            if stop is not None:
                 break
             if not gone or time.monotonic() > deadline:
                 return False
             time.sleep(0.005)  # on its way to the exit event or to death
-        stop = self.tracee.classify_status(status)
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
             stop = self._finish_dying(stop)
         _, final = self._observe(stop, target=None, stepping=False, while_stopped=True)
@@ -353,10 +344,7 @@ class Inferior(StopState):
         """At the exit event of a process a signal is killing (the SIGSEGV
         a step delivered, a SIGKILL), let it die: the caller reports
         "killed by SIG… at step N" instead of a step that seems alive."""
-        try:
-            status = ptrace.get_event_msg(self.pid)
-        except ptrace.PtraceError:
-            status = None
+        status = self.tracee.event_message()
         if status is None or os.WIFSIGNALED(status):
             if self.observer.in_syscall:
                 self.observer.syscall_exit(None)
@@ -371,12 +359,17 @@ class Inferior(StopState):
             return stood is None and stop.signal == signal
         if stop.kind is not StopKind.EVENT or stop.event != ptrace.EVENT_EXIT or stood is None:
             return False
+        status = self.tracee.event_message()
         try:
-            status = ptrace.get_event_msg(self.pid)
             here = (self.tracee.pc, self.tracee.sp)
         except ptrace.PtraceError:
             return False
-        return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal and here == stood
+        return status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal and here == stood
+
+    def interrupt(self) -> None:
+        """Stop a running continue, from any thread."""
+        self.interrupt_requested = True
+        self.tracee.interrupt()
 
     def step_many(self, n: int) -> StopReason:
         """Up to n steps; stops early for anything but a plain step."""
@@ -508,8 +501,9 @@ class Inferior(StopState):
     def _observe(self, stop: Stop, *, target: Target | None, stepping: bool,
                  while_stopped: bool = False) -> tuple[bool, StopReason | None]:
         """The observer's reading of a stop; a final reason ends the run here."""
-        if stop.kind is StopKind.SIGNAL and stop.signal == signal.SIGSTOP and self.interrupt_requested:
-            # Our own SIGSTOP (LiveSession.interrupt): not the program's signal.
+        if stop.kind is StopKind.SIGNAL and stop.signal == self.tracee.interrupt_signal \
+                and self.interrupt_requested:
+            # Our own interrupt (LiveSession.interrupt): not the program's signal.
             self.interrupt_requested = False
             self.stop_reason = reasons.interrupted(target, self.tracee.pc)
             return False, self.stop_reason

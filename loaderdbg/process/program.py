@@ -24,7 +24,10 @@ from elftools.elf.elffile import ELFFile
 from loaderdbg.errors import UsageError
 from loaderdbg.user_files import regular_file
 
-SUPPORTED_MACHINES = {"EM_X86_64": "x86_64"}
+SUPPORTED_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
+# Where an aarch64 program's absolute paths are found here: qemu-user's -L
+# (process/qemu_target.py launches it with the same sysroot).
+GUEST_SYSROOTS = {"EM_AARCH64": "/usr/aarch64-linux-gnu"}
 ELF64_EHDR_SIZE = 64
 ELF64_PHDR_SIZE = 56
 PT_INTERP = 3
@@ -105,7 +108,8 @@ def _check_elf(name: str, path: str, size: int) -> None:
             elf = ELFFile(handle)
             machine = elf["e_machine"]
             if machine not in SUPPORTED_MACHINES:
-                raise UsageError(f"{name}: ELF for {machine}, this machine runs x86-64")
+                raise UsageError(f"{name}: ELF for {machine}; loaderdbg runs x86-64 programs, "
+                                 "and aarch64 ones under qemu-user")
             if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
                 raise UsageError(f"{name}: ELF type {elf['e_type']} is not runnable")
             phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
@@ -126,7 +130,7 @@ def _check_elf(name: str, path: str, size: int) -> None:
     except Exception as err:  # pyelftools raises struct errors on truncation
         raise UsageError(f"{name}: malformed ELF ({type(err).__name__})") from None
     if interp is not None:
-        _check_interp(name, interp)
+        _check_interp(name, interp, GUEST_SYSROOTS.get(machine, ""))
 
 
 def _interp(name: str, handle, table: bytes, phnum: int, size: int) -> str | None:
@@ -142,9 +146,11 @@ def _interp(name: str, handle, table: bytes, phnum: int, size: int) -> str | Non
     return None
 
 
-def _check_interp(name: str, interp: str) -> None:
+def _check_interp(name: str, interp: str, sysroot: str = "") -> None:
     if not interp.startswith("/"):
         return  # relative to the cwd at exec: rare, and the kernel will say
+    if sysroot:
+        interp = sysroot + interp
     try:
         st = os.stat(interp)
     except FileNotFoundError:

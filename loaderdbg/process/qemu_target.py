@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal as _signal
 import socket
@@ -56,7 +57,7 @@ from loaderdbg.process import ptrace
 from loaderdbg.process.qemu_log import QemuLog, guest_maps_text
 from loaderdbg.process.stops import TRAP_BRKPT, TRAP_TRACE, Stop, StopKind
 from loaderdbg.process.stub_client import StubClosed, StubConnection
-from loaderdbg.process.tracee import LaunchSpec
+from loaderdbg.process.tracee import CODE_PLAIN, CODE_SYSCALL, LaunchSpec
 
 AARCH64 = get_arch("aarch64")
 QEMU_PROGRAM = "qemu-aarch64"
@@ -161,6 +162,10 @@ class _QemuProcess:
 class QemuTarget:
     """A guest stopped in qemu's gdb stub, or gone."""
 
+    launched = True  # always ours: qemu-user cannot attach to a running program
+    sysroot = DEFAULT_SYSROOT  # where qemu's -L finds the guest's /lib (ld.so maps from here)
+    interrupt_signal = _signal.SIGINT  # what interrupt() makes the run stop with
+
     def __init__(self, process: _QemuProcess, connection: StubConnection, log: QemuLog,
                  argv: tuple[str, ...] = ()) -> None:
         self._process = process
@@ -183,6 +188,7 @@ class QemuTarget:
         self._entry_pc: int | None = None  # pc of the syscall entry we reported
         self._held_stop: Stop | None = None  # a stop to report before moving again
         self._log_stale = True  # the guest ran since qemu's log was last read
+        self._tls_regnum: int | None = None  # TPIDR_EL0's number in the stub's target description
         pid = process.pid
         self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
         self._breakpoint_stop = Stop(StopKind.BREAKPOINT, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
@@ -222,6 +228,63 @@ class QemuTarget:
     @property
     def sp(self) -> int:
         return int.from_bytes(self.registers_raw()[_SP:_SP + 8], "little")
+
+    def regs_raw(self) -> bytes:  # the run loop's name for registers_raw (the ptrace target's)
+        return self.registers_raw()
+
+    def tls_base(self) -> int | None:
+        """TPIDR_EL0, the thread pointer (not in the ``g`` block: a system
+        register, read by its number in the stub's target description)."""
+        if not self.alive:
+            return None
+        if self._tls_regnum is None:
+            self._tls_regnum = self._register_number(b"TPIDR_EL0")
+        if self._tls_regnum < 0:
+            return None
+        reply = self._request(b"p%x" % self._tls_regnum)
+        try:
+            return int.from_bytes(hex_to_bytes(reply), "little")
+        except ValueError:
+            return None
+
+    def _register_number(self, name: bytes) -> int:
+        """A register's number in the stub's target description (-1: none)."""
+        main = self._feature_document(b"target.xml")
+        for include in re.findall(rb'include href="([^"]+)"', main):
+            for match in re.finditer(rb'<reg name="([^"]+)"[^>]*?regnum="(\d+)"', self._feature_document(include)):
+                if match.group(1) == name:
+                    return int(match.group(2))
+        return -1
+
+    def _feature_document(self, annex: bytes) -> bytes:
+        data = bytearray()
+        while True:
+            reply = self._request(b"qXfer:features:read:%s:%x,%x" % (annex, len(data), 0x800))
+            if reply[:1] not in (b"m", b"l"):
+                return bytes(data)
+            data += reply[1:]
+            if reply[:1] == b"l" or len(reply) == 1:
+                return bytes(data)
+
+    # -- code ----------------------------------------------------------------
+    def code_kind(self, pc: int) -> int:
+        """As the ptrace target's: CODE_SYSCALL for ``svc #0`` (the run
+        loop decodes its arguments before the step), else CODE_PLAIN (a
+        brk is told from our step by _step itself)."""
+        return CODE_SYSCALL if self.read_memory(pc, 4) == SVC_0 else CODE_PLAIN
+
+    def forget_code(self) -> None:
+        """Nothing cached: code_kind reads the word every time, and the svc
+        scan follows qemu's page log."""
+
+    def at_breakpoint(self) -> bool:
+        """False: resume itself moves off a breakpoint under pc, and reports
+        the syscall entry of an svc there (the run loop's decoding before a
+        resume is for the ptrace target's int3s)."""
+        return False
+
+    def reclaim_terminal(self) -> None:
+        """Nothing lent: qemu runs in our process group and reads our terminal."""
 
     # -- memory and maps -----------------------------------------------------
     def read_memory(self, addr: int, size: int) -> bytes | None:
@@ -386,6 +449,51 @@ class QemuTarget:
             reply = self._request(b"qsThreadInfo")
         return found
 
+    def thread_count(self) -> int:
+        return len(self.threads()) if self.alive else 0
+
+    # -- what the startup observer asks at a stop (process/startup.py) ----------
+    def event_message(self) -> int | None:
+        """None: the stub reports no ptrace events (fork, clone, exit)."""
+        return None
+
+    def fd_path(self, fd: int) -> str | None:
+        """What the guest's fd names: qemu-user passes the guest's file
+        descriptors through as its own, so qemu's /proc/PID/fd answers (a
+        file under -L shows its sysroot path)."""
+        try:
+            return os.readlink(f"/proc/{self.pid}/fd/{fd}")
+        except OSError:
+            return None
+
+    def release_child(self, child: int, *, shares_memory: bool) -> None:
+        """Nothing to release: a forked guest runs in its own qemu, untraced."""
+
+    def left_stop(self) -> bool:
+        """Whether qemu has ended under us (killed from outside) while the
+        guest sat at a stop; poll_stop then says how."""
+        if not self.alive or self._process.reaped:
+            return self.alive
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if done:
+            self._process.reaped, self._process.status = True, status
+        return bool(done)
+
+    def poll_stop(self) -> Stop | None:
+        """After left_stop: how qemu ended, as a stop (None: it has not)."""
+        if not self.alive or not self._process.reaped:
+            return None
+        status = self._gone()
+        if status is not None and os.WIFSIGNALED(status):
+            stop = Stop(StopKind.KILLED, self.pid, signal=os.WTERMSIG(status))
+        else:
+            code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
+            stop = Stop(StopKind.EXITED, self.pid, exit_code=code)
+        return self._arrived(stop)
+
     # -- syscalls --------------------------------------------------------------
     def syscall_info(self) -> ptrace.SyscallInfo:
         """At a SYSCALL stop: the entry (number, arguments) or the exit
@@ -413,8 +521,9 @@ class QemuTarget:
         return self._arrived(self._syscall_stop)
 
     # -- motion ------------------------------------------------------------------
-    def step(self) -> Stop:
-        """One instruction (a syscall's ``svc`` runs the syscall)."""
+    def step(self, pc: int | None = None, kind: int | None = None) -> Stop:
+        """One instruction (a syscall's ``svc`` runs the syscall). ``pc`` and
+        ``kind`` are the run loop's (the ptrace target's shortcut): unused."""
         self._require_alive()
         self._entry_pc = None
         if self._held_stop is not None:
@@ -662,6 +771,19 @@ def find_qemu() -> str:
         raise TargetError(f"{QEMU_PROGRAM} not found: aarch64 programs run under qemu-user "
                           "(apt-get install qemu-user)")
     return path
+
+
+def is_aarch64_program(path: str) -> bool:
+    """Whether ``path`` is an aarch64 ELF file (False when unreadable: the
+    ptrace launch then says what is wrong with it)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    if header[:4] != b"\x7fELF" or len(header) < 20:
+        return False
+    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big") == EM_AARCH64
 
 
 def check_aarch64_program(path: str) -> None:

@@ -83,6 +83,7 @@ class ObservedTarget(Protocol):
 
     breakpoints: dict[int, int]  # address -> original byte (or only remembered)
     pending_signal: int  # delivered on the next resume
+    sysroot: str  # prefix under which the program's absolute paths are found here ("" but for qemu-user)
 
     def insert_breakpoint(self, addr: int) -> bool: ...
 
@@ -167,12 +168,15 @@ class StartupObserver:
 
     # -- the first stop ------------------------------------------------------------
     def _interpreter_paths(self) -> frozenset[str]:
+        # A qemu-user guest's /lib is the target's sysroot on this machine:
+        # ld.so is mapped (and opened) from there, PT_INTERP names /lib.
+        sysroot = self.target.sysroot
         paths = set()
         for candidate in SYSTEM_INTERPRETERS:
-            paths.add(os.path.realpath(candidate))
+            paths.add(os.path.realpath(sysroot + candidate))
         for obj in self.view.objects():
             if obj.info.interp:
-                paths.add(os.path.realpath(obj.info.interp))
+                paths.add(os.path.realpath(sysroot + obj.info.interp))
         override = os.environ.get("EXECSOLIB_LDSO")
         if override:
             paths.add(os.path.realpath(override))

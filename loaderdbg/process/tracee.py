@@ -33,6 +33,7 @@ CODE_SYSCALL = 1  # `syscall`: the engine decodes its arguments first
 CODE_TRAP = 2  # int3, int n, int1, or unreadable: only siginfo can tell
 RIP_OFFSET = X86_64.register_offset(X86_64.pc_register)
 RSP_OFFSET = X86_64.register_offset(X86_64.sp_register)
+_FS_BASE_OFFSET = X86_64.register_offset("fs_base")
 _R11_OFFSET = X86_64.register_offset("r11")
 _EFLAGS_TF = 0x100
 # TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
@@ -67,6 +68,9 @@ class LaunchSpec:
 
 class Tracee:
     """A stopped-or-running tracee and what we know about its current stop."""
+
+    sysroot = ""  # the program's files are the host's (qemu's target has a sysroot)
+    interrupt_signal = _signal.SIGSTOP  # what interrupt() makes the run stop with
 
     def __init__(self, pid: int, *, launched: bool) -> None:
         self.pid = pid
@@ -503,6 +507,42 @@ class Tracee:
             return len(os.listdir(f"/proc/{self.pid}/task"))
         except OSError:
             return 1
+
+    def threads(self) -> list[int]:
+        """The process's thread ids ([] when it is gone)."""
+        try:
+            return [int(t) for t in os.listdir(f"/proc/{self.pid}/task")]
+        except OSError:
+            return []
+
+    def tls_base(self) -> int | None:
+        return int.from_bytes(self.regs_raw()[_FS_BASE_OFFSET:_FS_BASE_OFFSET + 8], "little")
+
+    def interrupt(self) -> None:
+        """Stop a resume in progress, from any thread: the traced thread's
+        own SIGSTOP (a signal-delivery-stop the run loop swallows), never
+        the group's."""
+        try:
+            ptrace.tgkill(self.pid, self.pid, _signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+
+    def left_stop(self) -> bool:
+        """Whether the tracee has left its stop under us: behind our back
+        only a SIGKILL does that. poll_stop then says how it ended."""
+        try:
+            ptrace.request(ptrace.PEEKUSER, self.pid, RIP_OFFSET)
+        except ptrace.PtraceError as err:
+            if err.errno != errno.ESRCH:
+                raise
+            return True
+        return False
+
+    def poll_stop(self) -> Stop | None:
+        """A stop waiting to be reaped, classified (None: none yet).
+        ChildProcessError when there is nothing of ours left to wait for."""
+        wpid, status = os.waitpid(self.pid, os.WNOHANG | ptrace.WALL)
+        return self.classify_status(status) if wpid else None
 
     # -- ending ------------------------------------------------------------
     def kill(self) -> None:
