@@ -50,6 +50,12 @@ class Channel:
             raise Disconnected from None
 
 
+# Items read ahead while a continue runs (gdb sends nothing then but
+# Ctrl-C): past this many, a peer that floods is no longer read until the
+# continue ends, so it cannot grow the queue without end.
+MAX_READ_AHEAD = 64
+
+
 class Connection:
     """The packet layer of one client: acks, retransmission, interrupts."""
 
@@ -68,7 +74,8 @@ class Connection:
 
     def interrupted(self) -> bool:
         """Has gdb sent Ctrl-C? Packets that arrived meanwhile wait their turn."""
-        self._pump(0)
+        if len(self.pending) < MAX_READ_AHEAD:
+            self._pump(0)
         for packet in self.pending:
             if packet.kind == "interrupt":
                 self.pending.remove(packet)

@@ -234,3 +234,19 @@ def test_open_files_are_bounded(replay):
     assert 0 < len(opened) < 200 and replies[-1] == b"F-1,18"
     assert server.handle(b"vFile:close:%s" % opened[0][1:]) == b"F0"
     assert not server.handle(b"vFile:open:%s,0,0" % maps).startswith(b"F-1")
+
+
+def test_a_flood_during_a_continue_is_not_read_without_end(replay):
+    """Packets sent while a continue runs wait in a bounded queue: the
+    continue's Ctrl-C check stops reading once it is full."""
+    from loaderdbg.serve.transport import MAX_READ_AHEAD
+
+    flood = frame(b"?") * 100_000
+    channel = MemoryChannel(b"", random.Random(1))
+    channel.chunks = [flood[i:i + 1000] for i in range(0, len(flood), 1000)][::-1]
+    channel.read = lambda timeout, read=channel.read: read(None)  # more has always arrived
+    connection = Connection(GdbServer(ReplayTarget(replay)), channel)
+    for _ in range(1000):  # what a long continue asks, chunk after chunk
+        assert not connection.interrupted()
+    assert MAX_READ_AHEAD <= len(connection.pending) < MAX_READ_AHEAD + 1000 // len(frame(b"?")) + 1
+    assert len(channel.chunks) > 90  # the rest is left unread (in the socket, for the client to wait on)
