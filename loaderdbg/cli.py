@@ -406,6 +406,7 @@ def cmd_record(options: argparse.Namespace) -> int:
         from loaderdbg.inspect_command import launch_spec
         _check_symbol_target(_target(options.until), options.program, options.pending)
         spec = launch_spec(options.program, options.args, aslr=options.aslr)
+        _refuse_to_record_aarch64("record", spec.path)
         summary = record_program(spec, options.output, target, replace=options.force)
     print(f"loaderdbg: {summary.describe()}", file=sys.stderr)
     if summary.interrupted:
@@ -450,6 +451,13 @@ def cmd_verify(options: argparse.Namespace) -> int:
 DEFAULT_EXPLAIN_UNTIL = "entry"
 
 
+def _refuse_to_record_aarch64(command: str, path: str) -> None:
+    from loaderdbg.process.qemu_target import is_aarch64_program
+    if is_aarch64_program(path):
+        raise UsageError(f"{command}: the recorder steps x86-64 programs under ptrace; an aarch64 program "
+                         "is inspected live (loaderdbg inspect / run), not recorded")
+
+
 def cmd_explain(options: argparse.Namespace) -> int:
     from loaderdbg.explain import explain_program, explain_recording
     from loaderdbg.record.format import is_recording
@@ -485,6 +493,7 @@ def cmd_explain(options: argparse.Namespace) -> int:
             spec = launch_spec(options.target, options.args, aslr=False,
                                stdin_fd=devnull if stdin_fd is None else stdin_fd,
                                stdout_fd=devnull, stderr_fd=devnull)
+            _refuse_to_record_aarch64("explain", spec.path)
             if sys.stderr is not None and sys.stderr.isatty():
                 # For the person waiting (a script gets the report alone).
                 say(f"explaining {options.target} up to {until}" + (

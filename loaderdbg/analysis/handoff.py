@@ -7,6 +7,10 @@ AT_ENTRY describe the program ld.so must run, AT_BASE naming ld.so itself
 (musl finds its own base through it), AT_SYSINFO_EHDR 0 or the real vDSO.
 rdx should be 0 (the atexit pointer), but glibc's and musl's ld.so ignore it,
 so a non-zero rdx is a warning, not an error.
+
+aarch64 (the AAPCS64 process start): sp 16-byte aligned at argc, the same
+vectors, and x0 the atexit pointer — 0 or a function (executable memory);
+ld.so ignores it too, so a stray x0 is a warning unless it points at no code.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from loaderdbg.decode.registers import Registers
 from loaderdbg.decode.stack import InitialStack
 
 ELF64_PHDR_SIZE = 56
+# Per arch: the stack pointer's name and the register holding the atexit pointer.
+_SP_NAME = {"x86_64": "rsp", "aarch64": "sp"}
+_ATEXIT_REGISTER = {"x86_64": "rdx", "aarch64": "x0"}
 PT_LOAD = 1
 PT_PHDR = 6
 
@@ -66,13 +73,14 @@ def check_handoff(
         findings.append(Finding(severity, check, message))
 
     sp = registers.sp
+    sp_name = _SP_NAME.get(registers.arch, "sp")
     if sp % 16:
-        add("error", "stack-alignment", f"rsp {sp:#x} is not 16-byte aligned (it is {sp % 16} bytes off)")
+        add("error", "stack-alignment", f"{sp_name} {sp:#x} is not 16-byte aligned (it is {sp % 16} bytes off)")
     else:
-        add("ok", "stack-alignment", f"rsp {sp:#x} is 16-byte aligned")
+        add("ok", "stack-alignment", f"{sp_name} {sp:#x} is 16-byte aligned")
     if stack is None or stack.sp != sp:
         add("error", "initial-stack",
-            f"[rsp] does not hold the kernel's argc/argv/envp/auxv block (rsp {sp:#x})")
+            f"[{sp_name}] does not hold the kernel's argc/argv/envp/auxv block ({sp_name} {sp:#x})")
         return HandoffReport(True, registers.pc, tuple(findings))
     unreadable = [i for i, s in enumerate(stack.argv) if s.text is None]
     if unreadable:
@@ -140,15 +148,20 @@ def check_handoff(
     else:
         add("ok", "AT_SYSINFO_EHDR", "AT_SYSINFO_EHDR is 0: ld.so will run without the vDSO")
 
-    rdx = registers.get("rdx")
-    if rdx:
-        add("warning", "rdx", f"rdx is {rdx:#x}, not 0: the psABI's atexit pointer; glibc's and "
-                              "musl's ld.so ignore it, a program's own _start would call it")
+    atexit_name = _ATEXIT_REGISTER.get(registers.arch, "rdx")
+    atexit = registers.get(atexit_name)
+    atexit_map = find_mapping(maps, atexit) if atexit else None
+    if atexit and registers.arch == "aarch64" and (atexit_map is None or not atexit_map.executable):
+        add("error", atexit_name, f"{atexit_name} is {atexit:#x}, neither 0 nor a function: the "
+                                  "atexit pointer a program's _start would register and call")
+    elif atexit:
+        add("warning", atexit_name, f"{atexit_name} is {atexit:#x}, not 0: the psABI's atexit pointer; "
+                                    "glibc's and musl's ld.so ignore it, a program's own _start would call it")
     else:
-        add("ok", "rdx", "rdx is 0 (no atexit function), as the psABI asks")
+        add("ok", atexit_name, f"{atexit_name} is 0 (no atexit function), as the psABI asks")
     argc_word = read_u64(memory, sp)
     if argc_word != stack.argc:
-        add("error", "argc", f"[rsp] is {argc_word}, not argc {stack.argc}")
+        add("error", "argc", f"[{sp_name}] is {argc_word}, not argc {stack.argc}")
     return HandoffReport(True, registers.pc, tuple(findings))
 
 

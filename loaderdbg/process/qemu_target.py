@@ -85,6 +85,8 @@ _X8 = AARCH64.register_offset("x8")
 _HOST_SIDE_PREFIXES = ("LD_", "QEMU_")
 _CONNECT_TIMEOUT = 30.0
 _PR_SET_PDEATHSIG = 1
+# Syscalls after which the next instruction is not the one after the svc.
+_NO_RETURN_SYSCALLS = frozenset({"rt_sigreturn", "execve", "execveat", "exit", "exit_group"})
 
 # gdb's signal numbers (gdb/signals.def) that qemu's stub sends, by the name
 # Linux gives the same signal. Real-time signals: gdb 45–75 are SIGRTMIN+1…
@@ -601,6 +603,12 @@ class QemuTarget:
     def _step(self) -> Stop:
         pc = self.pc
         code = self.read_memory(pc, 4)
+        if code == SVC_0 and self._returns_after(pc):
+            # qemu 7.2 single-steps an svc *and the instruction after it*
+            # (the step trap is lost in the syscall's exception return; gdb-
+            # multiarch's stepi lands at svc+8 too), and that instruction
+            # often overwrites x0, the result: run to svc+4 instead.
+            return self._run_atomic_sequence(pc, (pc + 4,))
         exits = self._atomic_sequence_exits(pc, code)
         if exits:
             return self._run_atomic_sequence(pc, exits)
@@ -611,6 +619,14 @@ class QemuTarget:
             # A brk instruction raised SIGTRAP itself: the program's, not our step.
             stop = Stop(StopKind.SIGNAL, self.pid, signal=_signal.SIGTRAP)
         return stop
+
+    def _returns_after(self, pc: int) -> bool:
+        """Whether the syscall at pc (an svc) comes back to pc+4: not
+        rt_sigreturn (it goes where the signal frame says), nor execve or
+        the exits when they succeed (they do not come back at all)."""
+        raw = self.registers_raw()
+        number = int.from_bytes(raw[_X8:_X8 + 8], "little")
+        return AARCH64.syscall_names.get(number) not in _NO_RETURN_SYSCALLS
 
     def _atomic_sequence_exits(self, pc: int, code: bytes | None) -> tuple[int, ...]:
         """Where an atomic sequence starting at pc ends, if it starts here.

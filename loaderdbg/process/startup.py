@@ -527,6 +527,11 @@ class StartupObserver:
             if stop.signal in STOPPING_SIGNALS:
                 self.record("milestone", "crash", f"{text} at pc {pc:#x}", address=pc)
                 fault = info.addr if info is not None else None
+                if fault is None and stop.signal in (_signal.SIGSEGV, _signal.SIGBUS) \
+                        and view.read_memory(pc, 4) is None:
+                    # No siginfo (qemu's stub sends none): a pc with no code
+                    # under it faulted fetching its instruction, at pc.
+                    fault = pc
                 return want == "signal", reasons.fatal_signal(target, stop.signal_name, pc, fault)
             if want == "signal":
                 return True, reasons.signal_arrived(target, stop.signal_name)
