@@ -58,7 +58,7 @@ def print_snapshot(snap: Snapshot, console: Console | None = None, *, relocation
                 cells += [name, _hex(snap.registers[name])]
             regs.add_row(*cells)
         console.print(regs)
-        console.print(f"eflags: {' '.join(snap.registers.flags)}")
+        console.print(f"{'eflags' if snap.arch == 'x86_64' else 'nzcv'}: {' '.join(snap.registers.flags)}")
 
     if snap.stack is not None:
         _print_initial_stack(snap, console)

@@ -119,7 +119,8 @@ def object_detail(obj: MappedObject, maps: Sequence[MapEntry]) -> ObjectDetail:
     )
 
 
-GOT_TYPES = ("R_X86_64_JUMP_SLOT", "R_X86_64_GLOB_DAT")
+GOT_TYPES = ("R_X86_64_JUMP_SLOT", "R_X86_64_GLOB_DAT", "R_AARCH64_JUMP_SLOT", "R_AARCH64_GLOB_DAT")
+IRELATIVE_TYPES = ("R_X86_64_IRELATIVE", "R_AARCH64_IRELATIVE")
 
 
 def got_view(states: Sequence[RelocationState], symbols: SymbolTable) -> tuple[GotSlot, ...]:
@@ -141,7 +142,7 @@ def ifunc_choices(states: Sequence[RelocationState], symbols: SymbolTable,
     bases = {o.name: o.base for o in objects}
     out = []
     for state in states:
-        if state.type_name != "R_X86_64_IRELATIVE" or state.addend is None:
+        if state.type_name not in IRELATIVE_TYPES or state.addend is None:
             continue
         resolver = bases.get(state.object, 0) + state.addend
         chosen = state.current if state.state == "applied" else None

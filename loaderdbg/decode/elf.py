@@ -114,7 +114,11 @@ _FLAG_BITS: dict[str, tuple[str, dict[str, int]]] = {
 _RELOC_TYPE_NAMES: dict[str, dict[int, str]] = {
     "EM_X86_64": _reverse(E.ENUM_RELOC_TYPE_x64),
     "EM_386": _reverse(E.ENUM_RELOC_TYPE_i386),
-    "EM_AARCH64": _reverse(E.ENUM_RELOC_TYPE_AARCH64),
+    # pyelftools numbers the LP64 dynamic TLS types and IRELATIVE wrongly
+    # (1028 as DTPREL64, 1032 as DTPMOD32); the ABI's (binutils' elf/aarch64.h):
+    "EM_AARCH64": _reverse(E.ENUM_RELOC_TYPE_AARCH64) | {
+        1028: "R_AARCH64_TLS_DTPMOD64", 1029: "R_AARCH64_TLS_DTPREL64", 1030: "R_AARCH64_TLS_TPREL64",
+        1031: "R_AARCH64_TLSDESC", 1032: "R_AARCH64_IRELATIVE"},
     "EM_ARM": _reverse(E.ENUM_RELOC_TYPE_ARM),
 }
 _RELR_TYPE: dict[str, str] = {
