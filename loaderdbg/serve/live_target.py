@@ -200,6 +200,15 @@ class LiveTarget:
             return Stop(swbreak=True)
         return Stop()
 
+    def kill(self) -> None:
+        """gdb's kill ends the process, as gdbserver's does, even an
+        attached one (close() alone would detach it, running)."""
+        if self.session.alive:
+            try:
+                os.kill(self.pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def close(self) -> None:
         self.session.close()
 

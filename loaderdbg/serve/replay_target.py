@@ -292,6 +292,9 @@ class ReplayTarget:
         divergence = self.session.divergence
         return text if divergence is None else f"{divergence.headline}\n{text}"
 
+    def kill(self) -> None:
+        return None  # a recording has no process to end
+
     def close(self) -> None:
         self.session.close()
 

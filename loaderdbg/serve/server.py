@@ -112,6 +112,7 @@ class GdbServer:
             self.finished = True
             return OK
         if first == b"k":
+            self.target.kill()
             self.finished = True
             return None
         if first == b"!":
@@ -211,6 +212,7 @@ class GdbServer:
         if payload.startswith(b"vFile:"):
             return self._v_file(payload[6:])
         if payload.startswith(b"vKill"):
+            self.target.kill()
             self.finished = True
             return OK
         return EMPTY  # vMustReplyEmpty, vRun, vAttach, vCtrlC...

@@ -87,6 +87,8 @@ class ServedTarget(Protocol):
 
     def explain(self) -> str: ...
 
+    def kill(self) -> None: ...  # gdb's kill: the process ends, attached or not
+
     def close(self) -> None: ...
 
 

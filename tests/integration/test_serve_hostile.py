@@ -215,3 +215,17 @@ def test_live_vfile_serves_mapped_files_only():
     finally:
         target.close()
     assert state(target.pid) is None
+
+
+def test_gdb_kill_ends_an_attached_process_as_gdbserver_does():
+    """`kill` in gdb on --pid: the process dies (quit and detach leave it running)."""
+    sleeper = subprocess.Popen(["/bin/sleep", "600"])
+    try:
+        wait_for(lambda: Path(f"/proc/{sleeper.pid}/exe").resolve().name == "sleep", "sleep to exec")
+        gdb = start_gdb(["--pid", str(sleeper.pid)], ["set confirm off", "kill"])
+        assert gdb.wait(timeout=120) == 0
+        assert sleeper.wait(timeout=20) == -signal.SIGKILL
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
