@@ -86,6 +86,12 @@ class LiveTarget:
         too), and /proc/PID/maps."""
         if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
             return BytesFile(self.maps_text().encode())
+        if path in (f"/proc/{self.pid}/cmdline", "/proc/self/cmdline"):
+            try:
+                with open(f"/proc/{self.pid}/cmdline", "rb") as handle:
+                    return BytesFile(handle.read(1 << 20))
+            except OSError:
+                return None
         path, offset = split_copy_name(path)
         entries = [m for m in self.session.maps() if m.inode and m.path.startswith("/")]
         name = os.path.basename(path)

@@ -100,9 +100,12 @@ class ReplayTarget:
         mapped now under that path, else any stored under it, else one
         stored under the same file name (ld.so's link_map names
         /lib/x86_64-linux-gnu/libc.so.6 where maps say /usr/lib/...); and
-        PATH@0xOFFSET, the ELF image inside a file (target.copy_name)."""
+        PATH@0xOFFSET, the ELF image inside a file (target.copy_name); and
+        /proc/PID/maps and /proc/PID/cmdline of this step."""
         if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
             return BytesFile(self.maps_text().encode())
+        if path in (f"/proc/{self.pid}/cmdline", "/proc/self/cmdline"):
+            return BytesFile(self._cmdline())
         path, offset = split_copy_name(path)
         stored = [f for f in self.rec.files() if f[5]]  # (id, dev, inode, path, size, stored)
         mapped = {(m.dev, m.inode) for m in self.session.maps()}
@@ -118,6 +121,15 @@ class ReplayTarget:
             if found and offset < found[0][4]:
                 return _StoredFile(self.rec, found[0][0], found[0][4], offset)
         return None
+
+    def _cmdline(self) -> bytes:
+        """argv as /proc/PID/cmdline has it (NUL after each), from the
+        strings the kernel's argv points at in this step's memory."""
+        try:
+            stack = decode_initial_stack(self, self.rec.meta["kernel_sp"], self.arch)
+        except DecodeError:
+            return b""
+        return b"".join(arg.raw + b"\0" for arg in stack.argv if arg.raw is not None)
 
     # -- breakpoints and watchpoints --------------------------------------------------
     def add_breakpoint(self, addr: int) -> bool:

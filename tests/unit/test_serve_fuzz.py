@@ -250,3 +250,15 @@ def test_a_flood_during_a_continue_is_not_read_without_end(replay):
         assert not connection.interrupted()
     assert MAX_READ_AHEAD <= len(connection.pending) < MAX_READ_AHEAD + 1000 // len(frame(b"?")) + 1
     assert len(channel.chunks) > 90  # the rest is left unread (in the socket, for the client to wait on)
+
+
+def test_proc_cmdline_is_the_recorded_argv(replay):
+    """gdb's `info proc cmdline` reads /proc/PID/cmdline: a recording serves
+    the argv strings of its memory (at step 0 the argv it recorded)."""
+    target = ReplayTarget(replay)
+    target.goto(0)
+    server = GdbServer(target, log=lambda line: pytest.fail(line))
+    fd = int(server.handle(b"vFile:open:%s,0,0" % bytes_to_hex(b"/proc/%d/cmdline" % target.pid))[1:], 16)
+    count, _, data = server.handle(b"vFile:pread:%x,1000,0" % fd)[1:].partition(b";")
+    argv = replay.recording.meta["argv"]
+    assert data == b"".join(arg.encode() + b"\0" for arg in argv) and int(count, 16) == len(data)
