@@ -9,8 +9,34 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from clihelp import LOADERDBG
 from prochelp import PtySession
+
+# cat's loop, linked statically with musl: for the commands that step every
+# instruction (explain, record), a program that reads the terminal in a few
+# hundred steps instead of cat's ~100k through ld.so. (Not where a typed
+# line is recorded: that is cat's, as a user would run it.)
+READER = r"""
+#include <unistd.h>
+int main(void) {
+    char buf[256];
+    ssize_t n;
+    while ((n = read(0, buf, sizeof buf)) > 0)
+        write(1, buf, n);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("reader")
+    (directory / "reader.c").write_text(READER)
+    program = str(directory / "reader")
+    subprocess.run(["musl-gcc", "-static", "-O1", "-o", program, str(directory / "reader.c")], check=True)
+    return program
 
 
 def _cat_started(session: PtySession) -> None:
@@ -24,7 +50,8 @@ def test_a_program_reading_the_terminal_gets_it():
     try:
         _cat_started(session)
         session.type(b"typed-by-the-user\n")
-        session.read_for(10, until=b"typed-by-the-user\ntyped-by-the-user")
+        # The terminal's echo, then cat's copy (a terminal ends lines with \r\n).
+        session.read_for(10, until=b"typed-by-the-user\r\ntyped-by-the-user")
         session.type(b"\x04")  # end of input: cat exits
         code = session.exit_code()
     finally:
@@ -69,10 +96,10 @@ def test_from_the_background_there_is_no_terminal_to_lend():
                      "background: run loaderdbg in the foreground, or give --stdin FILE"], lines
 
 
-def test_explain_gives_the_program_no_terminal_to_wait_on():
+def test_explain_gives_the_program_no_terminal_to_wait_on(reader):
     """explain single-steps the program for a report: its stdin is
-    /dev/null unless --stdin says otherwise, so cat ends at once."""
-    session = PtySession(["explain", "--until", "exit", "/bin/cat"])
+    /dev/null unless --stdin says otherwise, so a cat ends at once."""
+    session = PtySession(["explain", "--until", "exit", reader])
     try:
         code = session.exit_code(timeout=240)
     finally:
@@ -103,11 +130,10 @@ def test_record_lends_the_terminal_too(tmp_path):
         assert replay.end_reason.kind == "exited" and replay.verify().ok
 
 
-def test_ctrl_c_ends_a_recording_whose_program_holds_the_terminal(tmp_path):
+def test_ctrl_c_ends_a_recording_whose_program_holds_the_terminal(tmp_path, reader):
     path = tmp_path / "cat.ldbg"
-    session = PtySession(["record", "-o", str(path), "/bin/cat"])
+    session = PtySession(["record", "-o", str(path), reader])
     try:
-        session.read_for(15, until=b"milestone: main")
         _cat_started(session)
         session.type(b"\x03")
         code = session.exit_code()
