@@ -52,6 +52,10 @@ EXITING = "exiting"  # past its exit event, let go to die; only its reaping is l
 _ORIG_RAX = X86_64.register_offset("orig_rax")
 _EXIT_GROUP = X86_64.syscall_numbers["exit_group"]
 _WAIT_FLAGS = ptrace.WALL | WNOTHREAD
+# What a syscall interrupted by a signal returns when the kernel will restart
+# it: ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK
+# (include/linux/errno.h); user space never sees these.
+_RESTART_ERRORS = frozenset({-512, -513, -514, -516})
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class ThreadNote:
 
 
 class _Thread:
-    __slots__ = ("tracee", "state", "pending", "pending_breakpoint", "halt_requested")
+    __slots__ = ("tracee", "state", "pending", "pending_breakpoint", "halt_requested", "restarting")
 
     def __init__(self, tracee: Tracee, state: str) -> None:
         self.tracee = tracee
@@ -86,6 +90,9 @@ class _Thread:
         self.pending_breakpoint: int | None = None
         # A stop request (INTERRUPT or SIGSTOP) whose stop has not shown up.
         self.halt_requested = False
+        # Our stop request cut a blocking syscall short: the kernel restarts
+        # it, and that second syscall-entry stop is no news either.
+        self.restarting = False
 
     @property
     def tid(self) -> int:
@@ -311,8 +318,9 @@ class ThreadGroup:
             if running:
                 self._run_on(thread)
             return None
-        if self._is_halt(thread, stop):
-            thread.halt_requested = False
+        if self._is_halt(thread, stop) or self._syscall_cut_short(thread, stop):
+            if stop.kind is not StopKind.SYSCALL:
+                thread.halt_requested = False
             if running:
                 self._run_on(thread)
             else:
@@ -378,6 +386,28 @@ class ThreadGroup:
             return stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_STOP \
                 and stop.signal == _signal.SIGTRAP
         return stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP
+
+    def _syscall_cut_short(self, thread: _Thread, stop: Stop) -> bool:
+        """A syscall stop that only our stop request caused: the exit of a
+        blocking syscall it interrupted (-ERESTART*), or the entry of that
+        syscall restarting. Reported, each would stop the other threads
+        again, interrupting their syscalls in turn: a ping-pong without end
+        when every thread waits in one and syscalls are watched."""
+        if stop.kind is not StopKind.SYSCALL or not (thread.halt_requested or thread.restarting):
+            return False
+        try:
+            info = ptrace.get_syscall_info(thread.tid)
+        except ptrace.PtraceError:
+            return False
+        if info.op == ptrace.SYSCALL_INFO_ENTRY and thread.restarting:
+            thread.restarting = False
+            return True
+        thread.restarting = False
+        if info.op == ptrace.SYSCALL_INFO_EXIT and thread.halt_requested \
+                and info.return_value in _RESTART_ERRORS:
+            thread.restarting = True
+            return True
+        return False
 
     def _run_on(self, thread: _Thread) -> None:
         thread.tracee.let_run(syscalls=self._syscalls)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -580,3 +581,48 @@ def test_closing_a_launched_group_at_a_stop_kills_and_reaps_every_thread(fixture
     assert not os.path.exists(f"/proc/{tracee.pid}")  # reaped, not a zombie
     with pytest.raises(ChildProcessError):
         os.waitpid(-tracee.pid, os.WNOHANG | ptrace.WALL)  # no task of its group left to wait for
+
+
+def test_threads_waiting_in_syscalls_do_not_ping_pong_when_syscalls_are_watched(fixtures_dir):
+    """Every thread of zoo/threads ends up in pause() while every syscall
+    stop is watched. Stopping the others interrupts their pause(), which
+    the kernel restarts: those syscall stops are ours, not news, or each
+    would stop everyone again without end (and an interrupt sent meanwhile
+    would merge with our own SIGSTOP and be lost)."""
+    path = str(fixtures_dir / "zoo" / "threads")
+    read_end, write_end = os.pipe()
+    tracee = launch(LaunchSpec(path, (path,), dict(os.environ), stdout_fd=write_end))
+    os.close(write_end)
+    os.set_blocking(read_end, False)
+    group = ThreadGroup(tracee)
+    output = b""
+    timer = None
+    try:
+        deadline = time.monotonic() + 10
+        stops_after_ready = 0
+        while time.monotonic() < deadline:
+            tid, stop = group.resume_all(syscalls=True)
+            assert stop.alive, stop.describe()
+            if timer is not None:
+                stops_after_ready += 1
+                if stop.kind is StopKind.SIGNAL and stop.signal == signal.SIGSTOP:
+                    break  # the interrupt: not delivered, it was ours
+            elif stop.kind is StopKind.SIGNAL:
+                group.tracee(tid).pending_signal = stop.signal
+            try:
+                output += os.read(read_end, 100)
+            except BlockingIOError:
+                pass
+            if timer is None and b"threads ready\n" in output:
+                timer = threading.Timer(0.5, ptrace.tgkill, (tracee.pid, tracee.pid, signal.SIGSTOP))
+                timer.start()
+        else:
+            pytest.fail(f"no interrupt in 10 s ({stops_after_ready} stops after 'threads ready')")
+        assert tid == tracee.pid and len(group.tids()) == 4
+        assert stops_after_ready < 100  # a few syscalls on the way into pause(), then quiet
+        assert set(_task_states(tracee.pid).values()) == {"t"}
+    finally:
+        if timer is not None:
+            timer.join()
+        group.close()
+        os.close(read_end)
