@@ -675,6 +675,8 @@ class GroupTarget:
     current."""
 
     arch = X86_64
+    sysroot = ""
+    interrupt_signal = _signal.SIGSTOP
 
     def __init__(self, group: ThreadGroup) -> None:
         self.group = group
@@ -751,6 +753,23 @@ class GroupTarget:
         except OSError:
             return None
 
+    def read_proc(self, name: str) -> bytes | None:
+        return self.leader.read_proc(name)
+
+    def threads(self) -> list[int]:
+        return self.leader.threads()
+
+    def interrupt(self) -> None:
+        """From any thread: a resume in progress ends at the leader's SIGSTOP
+        (signal-delivery-stop), reported like any thread's stop."""
+        self.leader.interrupt()
+
+    def left_stop(self) -> bool:
+        return self.leader.left_stop()
+
+    def poll_stop(self) -> Stop | None:
+        return self.group.poll_death()
+
     def thread_count(self) -> int:
         return len(self.group.tids())
 
@@ -806,6 +825,9 @@ class GroupTarget:
 
     def set_pc(self, value: int) -> None:
         self.current.set_pc(value)
+
+    def tls_base(self) -> int | None:
+        return self.current.tls_base()
 
     @property
     def pending_signal(self) -> int:

@@ -626,3 +626,16 @@ def test_threads_waiting_in_syscalls_do_not_ping_pong_when_syscalls_are_watched(
             timer.join()
         group.close()
         os.close(read_end)
+
+
+def test_group_target_has_every_member_a_tracee_offers_the_engine():
+    """GroupTarget stands in for a Tracee: whatever public member the engine
+    may use on one (RawTarget, the observer's ObservedTarget, the run loop's
+    extras) it has too."""
+    from loaderdbg.process.thread_group import GroupTarget
+    from loaderdbg.process.tracee import Tracee
+
+    wanted = {name for name in dir(Tracee) if not name.startswith("_")}
+    # Per-Tracee machinery a group has no single answer for (or does itself).
+    wanted -= {"thread", "let_run", "observe_only", "writes_breakpoints", "holds_terminal"}
+    assert sorted(wanted - set(dir(GroupTarget))) == []
