@@ -582,9 +582,9 @@ def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
                 get_string = _string_reader(elffile.stream.getvalue(), section.stringtable["sh_offset"])
             for name, info, other, shndx, value, size in _symbol_rows(elffile, section.data()):
                 type_name, bind_name, _ = byte_names[info]
-                out.append(_made(DynSymbol, name=get_string(name), value=value, size=size, type=type_name,
-                                 bind=bind_name, shndx_defined=shndx != 0, version=None,
-                                 version_hidden=False, visibility=byte_names[other][2]))
+                out.append(DynSymbol(name=get_string(name), value=value, size=size, type=type_name,
+                                     bind=bind_name, shndx_defined=shndx != 0,
+                                     visibility=byte_names[other][2]))
     except _PARSE_ERRORS:
         return tuple(out)
     return tuple(out)
@@ -680,20 +680,6 @@ def _highest_word(raw: bytes, elf: ELFFile, word: int, stride: int, index: int) 
     if elf.little_endian != (sys.byteorder == "little"):
         words.byteswap()
     return max(words[index::stride], default=0)
-
-
-_new_object = object.__new__
-
-
-def _made(cls: type, **fields):
-    """cls(**fields) for this module's frozen dataclasses, in the loops that
-    make one per table entry (gdb's objects: 150k relocations, 50k symbols):
-    a frozen __init__ sets each field through object.__setattr__, and
-    filling the new instance's dict makes the same object in a quarter of
-    the time. Every field must be given."""
-    made = _new_object(cls)
-    made.__dict__.update(fields)
-    return made
 
 
 _SYMBOL_BYTE_NAMES: dict[tuple[int, bool], list[tuple[str, str, str]]] = {}
@@ -1065,9 +1051,9 @@ class _Dynamic:
                 _symbol_rows(elf, self.symbol_raw)):
             version, hidden = versions[index] if versions else (None, False)
             type_name, bind_name, _ = byte_names[info]
-            out.append(_made(DynSymbol, name=get_string(name), value=value, size=sym_size, type=type_name,
-                             bind=bind_name, shndx_defined=shndx != 0, version=version,
-                             version_hidden=hidden, visibility=byte_names[other][2]))
+            out.append(DynSymbol(name=get_string(name), value=value, size=sym_size, type=type_name,
+                                 bind=bind_name, shndx_defined=shndx != 0, version=version,
+                                 version_hidden=hidden, visibility=byte_names[other][2]))
         return tuple(out)
 
     def _symbol_versions(self, count: int) -> list[tuple[str | None, bool]] | None:
@@ -1184,8 +1170,8 @@ class _Dynamic:
             if table_name == "RELR":
                 # pyelftools yields one entry per address, anchors included.
                 for reloc in table.iter_relocations():  # type: ignore[attr-defined]
-                    out.append(_made(Relocation, offset=reloc["r_offset"], type=relr_type, type_name=relr_name,
-                                     symbol=None, symbol_index=0, addend=None, table="RELR", symbol_version=None))
+                    out.append(Relocation(offset=reloc["r_offset"], type=relr_type, type_name=relr_name,
+                                          symbol=None, symbol_index=0, addend=None, table="RELR"))
                 continue
             is_rela = table.is_RELA()  # type: ignore[attr-defined]
             for r_offset, sym_index, type_value, addend in self._relocation_rows(table_name, table, is_rela):
@@ -1196,8 +1182,7 @@ class _Dynamic:
                                           f"{sym_index}, .dynsym has {len(symbols)}")
                     symbol = symbols[sym_index].name
                     version = symbols[sym_index].version
-                out.append(_made(
-                    Relocation,
+                out.append(Relocation(
                     offset=r_offset,
                     type=type_value,
                     type_name=type_names.get(type_value) or _hex(type_value),
