@@ -18,22 +18,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE_SRC = REPO / "tests/fixtures/execsolib"
+from execsolibhelp import (
+    HOST_LIB, Arch, assert_blob_check, assert_dynamic_and_relocations, assert_missing_ldso_is_loud,
+    assert_patch_needed, assert_trace, clean_env, require_built, tool,
+)
+
 OK_VARIANTS = ["glibc-O2", "glibc-O0", "glibc-relr", "musl-O2"]
 ALL_VARIANTS = OK_VARIANTS + ["rdxbug"]
-HOST_LIB = "libexecsolib_host.so"
 GLIBC_LDSO = "/lib64/ld-linux-x86-64.so.2"
 MUSL_LDSO = "/lib/ld-musl-x86_64.so.1"
-MILESTONES = [
-    "(1) self-relocation done",
-    "(2) trampoline mapped",
-    "(3) memfd copy patched",
-    "(4) argv rewritten",
-    "(5) ld.so mapped",
-    "(6) auxv rewritten",
-    "(7) hand-off",
-]
 # Named in the .so's .symtab so a debugger can mark the milestones.
 MILESTONE_SYMBOLS = [
     "execsolib_start",
@@ -51,24 +44,6 @@ MILESTONE_SYMBOLS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def build_dir() -> Path:
-    d = REPO / "build/fixtures/execsolib"
-    missing = [v for v in ALL_VARIANTS if not (d / v / "libexecsolib.so").is_file()]
-    if missing:
-        pytest.fail(
-            f"exec-solib fixture not built in {d} (missing {missing}); run "
-            f"`make -C tests/fixtures/execsolib OUT={d}`"
-        )
-    return d
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECSOLIB_")}
-    env.update(extra)
-    return env
-
-
 def run(argv, cwd=None, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(a) for a in argv], cwd=cwd, env=clean_env(**env),
@@ -76,28 +51,12 @@ def run(argv, cwd=None, **env) -> subprocess.CompletedProcess:
     )
 
 
-def tool(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=15).stdout
+X86 = Arch("x86_64", readelf="readelf", objdump="objdump", reloc_prefix="R_X86_64", run=run)
 
 
-def handoff_disassembly(so: Path) -> list[str]:
-    """Instructions of execsolib_handoff, as `mnemonic operands` strings."""
-    out = tool("objdump", "-d", "--no-show-raw-insn", "--disassemble=execsolib_handoff", str(so))
-    insns = []
-    for line in out.splitlines():
-        m = re.match(r"\s+[0-9a-f]+:\s+(\S.*)$", line)
-        if m:
-            insns.append(" ".join(m.group(1).split()))
-    assert insns, f"no execsolib_handoff in {so}"
-    return insns
-
-
-def relative_count(so: Path) -> int:
-    """R_X86_64_RELATIVE relocations, counting RELR-encoded ones."""
-    out = tool("readelf", "-rW", str(so))
-    n = sum(1 for line in out.splitlines() if "R_X86_64_RELATIVE" in line)
-    m = re.search(r"'\.relr\.dyn' at offset \S+ contains \d+ entr(?:y|ies):\s*\n\s*(\d+) offsets", out)
-    return n + (int(m.group(1)) if m else 0)
+@pytest.fixture(scope="session")
+def build_dir() -> Path:
+    return require_built(ALL_VARIANTS)
 
 
 # --------------------------------------------------------------------------
@@ -142,18 +101,7 @@ def test_trace_shows_milestones_in_order_and_relocation_count(build_dir, variant
     so = build_dir / variant / "libexecsolib.so"
     r = run([so, "t"], EXECSOLIB_TRACE="1")
     assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 t\n"), r.stderr
-    positions = [r.stderr.find(m) for m in MILESTONES]
-    assert -1 not in positions and positions == sorted(positions), r.stderr
-    m = re.search(r"(\d+) RELATIVE relocations applied", r.stderr)
-    assert m, r.stderr
-    applied = int(m.group(1))
-    assert applied >= 50
-    assert applied == relative_count(so)  # every RELATIVE (or RELR bit) applied
-    # The copy's patches, as documented in bootstrap.c.
-    for needle in (f"DT_NEEDED -> 0x6e000001: {HOST_LIB}", "DT_INIT_ARRAY -> 0x6e000019",
-                   "DT_VERNEED -> 0x6e000ffe", "DT_VERSYM -> 0x6e000ff0",
-                   "host_report: GLOBAL -> WEAK"):
-        assert needle in r.stderr
+    assert_trace(X86, so, r.stderr)
 
 
 def test_rdxbug_dies_at_address_zero(build_dir):
@@ -175,14 +123,14 @@ def test_rdxbug_fault_is_rip_0_addr_0_under_gdb(build_dir):
 
 
 def test_rdxbug_handoff_jumps_through_zeroed_rdx(build_dir):
-    insns = handoff_disassembly(build_dir / "rdxbug" / "libexecsolib.so")
+    insns = X86.handoff_instructions(build_dir / "rdxbug" / "libexecsolib.so")
     i = insns.index("xor %edx,%edx")
     assert insns[i + 1] == "jmp *%rdx", insns
 
 
 @pytest.mark.parametrize("variant", OK_VARIANTS)
 def test_fixed_handoff_does_not_jump_through_rdx(build_dir, variant):
-    insns = handoff_disassembly(build_dir / variant / "libexecsolib.so")
+    insns = X86.handoff_instructions(build_dir / variant / "libexecsolib.so")
     jumps = [i for i in insns if i.startswith("jmp *")]
     assert jumps == ["jmp *%rax"], insns
     assert "xor %edx,%edx" in insns
@@ -212,24 +160,7 @@ def test_so_elf_shape(build_dir, variant):
             values[f[7]] = int(f[1], 16)
     assert set(values) == set(MILESTONE_SYMBOLS)
     assert values["execsolib_start"] == entry
-
-    dyn = tool("readelf", "-dW", str(so))
-    assert f"(NEEDED)             Shared library: [{HOST_LIB}]" in dyn
-    for tag in ("(VERNEED)", "(VERNEEDNUM)", "(VERSYM)", "(INIT)", "(FINI)",
-                "(INIT_ARRAY)", "(FINI_ARRAY)", "(JMPREL)"):
-        assert tag in dyn, tag
-    assert "RUNPATH" not in dyn and "RPATH" not in dyn
-
-    relocs = tool("readelf", "-rW", str(so))
-    assert re.search(r"R_X86_64_JUMP_SLOT\s+0+ host_report", relocs)
-    assert re.search(r"R_X86_64_GLOB_DAT\s+0+ host_optional_hook", relocs)
-    assert relative_count(so) >= 50
-    if variant == "glibc-relr":
-        assert ".relr.dyn" in relocs and "(RELR)" in dyn
-        assert "R_X86_64_RELATIVE" not in relocs  # all packed
-    else:
-        assert ".relr.dyn" not in relocs
-        assert sum("R_X86_64_RELATIVE" in line for line in relocs.splitlines()) >= 50
+    assert_dynamic_and_relocations(X86, so, relr=variant == "glibc-relr")
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
@@ -246,19 +177,7 @@ def test_trampoline_is_pie_with_interp_and_phdr(build_dir, variant):
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_trampoline_blob_page_aligned_and_identical(build_dir, variant):
-    d = build_dir / variant
-    r = subprocess.run(
-        ["python3", str(FIXTURE_SRC / "check_blob.py"), str(d / "libexecsolib.so"), str(d / "trampoline")],
-        capture_output=True, text=True, timeout=15,
-    )
-    assert r.returncode == 0, r.stderr
-    # And the check is not a tautology: a different trampoline is refused.
-    other = build_dir / ("musl-O2" if variant != "musl-O2" else "glibc-O2") / "trampoline"
-    r = subprocess.run(
-        ["python3", str(FIXTURE_SRC / "check_blob.py"), str(d / "libexecsolib.so"), str(other)],
-        capture_output=True, text=True, timeout=15,
-    )
-    assert r.returncode == 1 and "are not" in r.stderr
+    assert_blob_check(X86, build_dir, variant, "musl-O2" if variant != "musl-O2" else "glibc-O2")
 
 
 def test_trampoline_refuses_to_run_directly(build_dir):
@@ -284,19 +203,13 @@ SKIP_FAILURES = [
 
 @pytest.mark.parametrize("variant,skip,rc,message", SKIP_FAILURES)
 def test_each_patch_is_necessary(build_dir, variant, skip, rc, message):
-    assert (build_dir / variant / HOST_LIB).is_file()  # it exists, just not findable
-    r = run(["./libexecsolib.so", "a"], cwd=build_dir / variant, EXECSOLIB_SKIP_PATCH=skip)
-    assert r.returncode == rc, (r.returncode, r.stdout, r.stderr)
-    assert message in r.stderr
-    assert "execsolib: ok" not in r.stdout
+    assert_patch_needed(X86, build_dir / variant, skip, rc, message)
 
 
 def test_bootstrap_failures_are_loud(build_dir):
     so = build_dir / "glibc-O2" / "libexecsolib.so"
     r = run([so], EXECSOLIB_SKIP_PATCH="bogus")
     assert r.returncode == 127 and "EXECSOLIB_SKIP_PATCH: unknown word" in r.stderr
-    r = run([so], EXECSOLIB_LDSO="/nonexistent/ld.so")
-    assert r.returncode == 127
-    assert "execsolib: bootstrap failed: open /nonexistent/ld.so (errno 2)" in r.stderr
+    assert_missing_ldso_is_loud(X86, so)
     r = run([so, "over"], EXECSOLIB_LDSO=os.path.realpath(GLIBC_LDSO))
     assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 over\n"), r.stderr
