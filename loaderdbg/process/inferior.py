@@ -244,7 +244,8 @@ class Inferior(StopState):
         if here:
             here.clear()
         try:
-            pc = int.from_bytes(tracee.regs_raw()[self._pc_offset:self._pc_offset + 8], "little")
+            offset = self._pc_offset
+            pc = int.from_bytes(tracee.regs_raw()[offset:offset + 8], "little")
         except ptrace.PtraceError:
             pc = None  # gone under us; the step reports how
         if pc is not None:
