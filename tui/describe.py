@@ -156,7 +156,8 @@ def describe_stop(stop: StopReason, stage: Stage | None, registers=None, before:
             detail = f"The process was killed by {stop.signal} ({words}); it is gone. Use starti to relaunch."
         else:
             if stop.fault_address == 0 and "pc 0x0" in stop.description:
-                detail = "rip = 0: a jump or call went to address 0" + _null_jump_hint(before, registers)
+                pc_name = "pc" if registers is not None and registers.arch == "aarch64" else "rip"
+                detail = f"{pc_name} = 0: a jump or call went to address 0" + _null_jump_hint(before, registers)
             elif stop.fault_address == 0:
                 detail = f"It dereferenced a null pointer ({words})."
             else:
@@ -184,16 +185,18 @@ def describe_stop(stop: StopReason, stage: Stage | None, registers=None, before:
 def _null_jump_hint(before: str | None, registers) -> str:
     """Where a newcomer should look after a jump to 0 (ends the sentence
     that says so; short: it must fit the status line)."""
-    zero_rdx = registers is not None and registers.get("rdx") == 0
+    # The atexit pointer the psABI has the hand-off zero: rdx, on aarch64 x0.
+    atexit = "x0" if registers is not None and registers.arch == "aarch64" else "rdx"
+    zero_rdx = registers is not None and registers.get(atexit) == 0
     if before == "auxv-rewritten":
         # The next milestone is the jump to ld.so: the hand-off jump itself went wrong.
         hint = ": the hand-off jump to ld.so."
         if zero_rdx:
-            hint += (" rdx = 0: the hand-off zeroes rdx (psABI), wiping a jump target the compiler"
+            hint += (f" {atexit} = 0: the hand-off zeroes {atexit} (psABI), wiping a jump target the compiler"
                      " kept there.")
         return hint
     if zero_rdx:
-        return ". A register that is 0 now (rdx?) may have held the target."
+        return f". A register that is 0 now ({atexit}?) may have held the target."
     return "."
 
 
