@@ -24,6 +24,10 @@ from loaderdbg.targets import ReasonKind
 POLL_SECONDS = 0.05
 
 
+def _never() -> bool:
+    return False
+
+
 class LiveTarget:
     reversible = False
 
@@ -83,7 +87,7 @@ class LiveTarget:
     def open_file(self, path: str) -> ServedFile | None:
         """A file the process has mapped, by its path or its file name
         (read through /proc/PID/map_files, so a memfd or a deleted file
-        too), and /proc/PID/maps."""
+        too), and /proc/PID/maps and /proc/PID/cmdline."""
         if path in (f"/proc/{self.pid}/maps", f"/proc/{self.pid}/task/{self.pid}/maps", "/proc/self/maps"):
             return BytesFile(self.maps_text().encode())
         if path in (f"/proc/{self.pid}/cmdline", "/proc/self/cmdline"):
@@ -184,7 +188,7 @@ class LiveTarget:
         raise monitor.MonitorError("explain needs a recording: loaderdbg record -o FILE PROG, then "
                                    "loaderdbg serve FILE (or loaderdbg explain PROG)")
 
-    def monitor(self, command: str, interrupted: Interrupted = lambda: False) -> str:
+    def monitor(self, command: str, interrupted: Interrupted = _never) -> str:
         self._monitor_interrupted = interrupted
         try:
             return monitor.run(self, command)
@@ -242,10 +246,6 @@ class _MappedFile:
             return b""
         finally:
             os.close(fd)
-
-
-def _never() -> bool:
-    return False
 
 
 def _signal_number(name: str | None) -> int:

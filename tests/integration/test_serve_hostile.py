@@ -80,7 +80,11 @@ def start_gdb(serve_args: list[str], commands: list[str]) -> subprocess.Popen:
 
 
 def serve_of(gdb: subprocess.Popen) -> int:
-    return wait_for(lambda: next(iter(children(gdb.pid)), None), "gdb to start loaderdbg serve")
+    """The loaderdbg serve process gdb started (by its command line: gdb's
+    shell may still be starting it)."""
+    return wait_for(lambda: next((pid for pid in children(gdb.pid) if "serve" in _argv(pid)), None),
+                    "gdb to start loaderdbg serve",
+                    lambda: [(pid, _argv(pid)) for pid in children(gdb.pid)])
 
 
 def end(pid: int | None) -> None:
