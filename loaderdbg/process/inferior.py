@@ -26,6 +26,7 @@ from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserve
 from loaderdbg.process.stop_state import StopState
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process import qemu_target
+from loaderdbg.process.thread_group import GroupTarget, ThreadGroup
 from loaderdbg.process.tracee import CODE_SYSCALL, LaunchSpec, Tracee, launch
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import SyscallCall, ThreadState
@@ -65,17 +66,35 @@ class Inferior(StopState):
     def launch(cls, spec: LaunchSpec) -> "Inferior":
         """``spec`` at its first instruction: under ptrace, or, for an
         aarch64 program, under qemu-user's gdb stub (process/qemu_target.py)."""
-        tracee = qemu_target.launch(spec) if qemu_target.is_aarch64_program(spec.path) else launch(spec)
+        if qemu_target.is_aarch64_program(spec.path):
+            tracee = qemu_target.launch(spec)
+        else:
+            # Every thread it starts is traced and stops with it (all-stop,
+            # process/thread_group.py); the current thread is the one that stopped.
+            tracee = GroupTarget(ThreadGroup(launch(spec)))
         try:
             return cls(tracee, spec.path, spec.argv)
         except BaseException:
             tracee.kill()
             raise
 
+    @property
+    def thread_group(self) -> ThreadGroup | None:
+        """Every thread of a launched x86-64 program (None otherwise)."""
+        return self.tracee.group if isinstance(self.tracee, GroupTarget) else None
+
     @classmethod
     def attach(cls, pid: int, cancelled=None) -> "Inferior":
         """``cancelled()``, asked while the threads are being stopped, gives
         up with KeyboardInterrupt (Ctrl-C while attaching)."""
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            exe = ""
+        if exe.startswith("qemu-"):
+            # Its guest is behind qemu's gdb stub, which only a launch opens.
+            raise UsageError(f"{pid} is {exe} running a guest program: loaderdbg attaches to x86-64 "
+                             "processes; an aarch64 program is launched (loaderdbg inspect / run PROG)")
         try:
             tracee, threads = attach_process(pid, cancelled)
         except ptrace.PtraceError as err:
@@ -147,6 +166,8 @@ class Inferior(StopState):
             return ()
         out = []
         tids = sorted(self.tracee.threads())
+        group = self.thread_group
+        traced = {tid: group.tracee(tid) for tid in group.tids()} if group is not None else {}
         for tid in tids:
             try:
                 with open(f"/proc/{self.pid}/task/{tid}/status") as handle:
@@ -154,7 +175,10 @@ class Inferior(StopState):
             except (OSError, DecodeError):
                 continue
             fs_base = None
-            if tid == self.pid:
+            if tid in traced:
+                fs_base = traced[tid].tls_base()
+                stop = self.stop_reason.kind if tid == group.current else _thread_stop(group, tid)
+            elif tid == self.pid:
                 fs_base = self.tracee.tls_base()  # fs_base, or arm64's tpidr_el0
                 stop = self.stop_reason.kind
             elif self.attached is not None and tid in self.attached.stopped:
@@ -510,6 +534,10 @@ class Inferior(StopState):
             return False, self.stop_reason
         if stop.kind is StopKind.SYSCALL:
             self.tracee.forget_code()  # any syscall may have changed code (see Tracee.code_kind)
+        group = self.thread_group
+        if group is not None:
+            for note in group.take_notes():  # threads born and gone since the last stop
+                self.observer.record("thread", note.kind, note.detail)
         reached, final = self.observer.observe(stop, target=target, stepping=stepping,
                                                while_stopped=while_stopped)
         if final is not None:
@@ -534,6 +562,14 @@ class Inferior(StopState):
         if self.attached is not None:
             self.attached.detach_all(skip=self.pid)
         self.tracee.close()
+
+
+def _thread_stop(group: ThreadGroup, tid: int) -> str:
+    """Why a traced thread that is not the current one stands, for a snapshot."""
+    info = next(t for t in group.threads() if t.tid == tid)
+    if info.pending and info.last_stop is not None:
+        return f"stopped ({info.last_stop.describe()}, not reported yet)"
+    return info.state
 
 
 def start_stack(pid: int) -> int:

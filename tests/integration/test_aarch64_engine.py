@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -286,3 +288,28 @@ def test_inspect_step_n_text_and_record_refused():
     refused = loaderdbg("record", "-o", os.devnull + ".ldbg", str(HELLO))
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "aarch64 program" in refused.stderr
+
+
+def test_interrupt_and_a_kill_from_outside_through_qemu():
+    probe = ROOT / "build" / "fixtures" / "qemu" / "probe"
+    if not probe.exists():
+        pytest.skip("the qemu probe is built by tests/integration/test_qemu_target.py")
+    with LiveSession(LaunchSpec(str(probe), ("probe", "sleep"), dict(ENV))) as session:
+        timer = threading.Timer(0.5, session.interrupt)
+        timer.start()
+        reason = session.cont("exit")
+        timer.join()
+        assert reason.kind == "interrupted" and session.alive  # qemu's SIGINT, never the guest's
+        session.step(2)
+        os.kill(session.pid, signal.SIGKILL)
+        time.sleep(0.1)
+        session.snapshot()
+        assert not session.alive and session.stop_reason.description == "killed by SIGKILL while stopped"
+
+
+def test_attach_to_qemu_is_refused_in_one_line():
+    with LiveSession(spec(HELLO)) as session:
+        result = loaderdbg("inspect", "--pid", str(session.pid))
+        assert session.alive
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "qemu-aarch64 running a guest program" in result.stderr

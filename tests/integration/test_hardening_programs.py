@@ -28,6 +28,7 @@ from clihelp import assert_one_line, run_cli
 HELLO = "zoo/hello-glibc"
 STATIC_PIE = "zoo/hello-static-pie"
 EM_AARCH64 = 183
+EM_RISCV = 243
 
 
 def _elf32(path: Path, work: Path) -> None:
@@ -78,6 +79,9 @@ def programs(tmp_path_factory, fixtures_dir) -> dict[str, Path]:
     aarch64 = bytearray(true)
     struct.pack_into("<H", aarch64, 18, EM_AARCH64)
     put("aarch64", bytes(aarch64))
+    riscv = bytearray(true)
+    struct.pack_into("<H", riscv, 18, EM_RISCV)
+    put("riscv", bytes(riscv))
     put("missing-interp", _patched_interp(fixtures_dir / HELLO, b"/lib64/ld-gone-x86-64.so.2"))
     # Exists, so our check passes; the kernel then refuses it (EACCES: no x bit).
     put("unexecutable-interp", _patched_interp(fixtures_dir / HELLO, b"/etc/passwd"))
@@ -101,7 +105,9 @@ BAD = [
     ("truncated-header", 2, ("truncated ELF header",)),
     ("truncated-phdrs", 2, ("truncated program headers",)),
     ("elf32", 2, ("32-bit",)),
-    ("aarch64", 2, ("EM_AARCH64",)),
+    # aarch64 runs under qemu-user: its PT_INTERP is looked for in the sysroot.
+    ("aarch64", 2, ("/usr/aarch64-linux-gnu/lib64/ld-linux-x86-64.so.2", "PT_INTERP", "does not exist")),
+    ("riscv", 2, ("EM_RISCV",)),
     ("missing-interp", 2, ("/lib64/ld-gone-x86-64.so.2", "PT_INTERP", "does not exist")),
     ("unexecutable-interp", 1, ("execve failed", "Permission denied (EACCES)")),
 ]
