@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 
+# pread/pwrite take a signed off_t: offsets from 2**63 on (the kernel half,
+# [vsyscall]) cannot be asked for through /proc/PID/mem at all.
+OFFSET_LIMIT = 1 << 63
+
 
 class ProcessMemory:
     """A MemoryReader (see decode/memory.py) over a stopped tracee."""
@@ -29,7 +33,7 @@ class ProcessMemory:
 
     def read(self, addr: int, size: int) -> bytes | None:
         """All of [addr, addr+size) or None."""
-        if size <= 0 or addr < 0 or addr + size > 1 << 64:
+        if size <= 0 or addr < 0 or addr + size > OFFSET_LIMIT:
             return b"" if size == 0 else None
         try:
             data = os.pread(self._fd, size, addr)
@@ -40,6 +44,7 @@ class ProcessMemory:
     def read_prefix(self, addr: int, size: int) -> bytes:
         """As much of [addr, addr+size) as is readable from addr on."""
         out = bytearray()
+        size = max(0, min(size, OFFSET_LIMIT - addr)) if addr >= 0 else 0
         while len(out) < size:
             try:
                 data = os.pread(self._fd, size - len(out), addr + len(out))
@@ -51,6 +56,8 @@ class ProcessMemory:
         return bytes(out)
 
     def write(self, addr: int, data: bytes) -> None:
+        if addr < 0 or addr + len(data) > OFFSET_LIMIT:
+            raise OSError(f"no tracee memory at {addr:#x} through /proc/PID/mem")
         written = os.pwrite(self._fd, data, addr)
         if written != len(data):
             raise OSError(f"short write to tracee memory at {addr:#x}")
