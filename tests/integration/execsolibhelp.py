@@ -96,18 +96,29 @@ def require_built(variants: list[str], *others: Path) -> Path:
     return BUILD_DIR
 
 
-def assert_trace(arch: Arch, so: Path, stderr: str) -> None:
-    """EXECSOLIB_TRACE=1's report: every milestone in order, every RELATIVE
-    relocation (or RELR bit) applied, every patch of the copy."""
-    positions = [stderr.find(m) for m in MILESTONES]
-    assert -1 not in positions and positions == sorted(positions), stderr
-    m = re.search(r"(\d+) RELATIVE relocations applied", stderr)
-    assert m, stderr
+def traced_run(arch: Arch, so: Path) -> str:
+    """Runs `so t` with EXECSOLIB_TRACE=1 and checks its report: every
+    milestone in order, every RELATIVE relocation (or RELR bit) applied,
+    every patch of the copy. Returns the trace (stderr)."""
+    r = arch.run([so, "t"], EXECSOLIB_TRACE="1")
+    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 t\n"), r.stderr
+    positions = [r.stderr.find(m) for m in MILESTONES]
+    assert -1 not in positions and positions == sorted(positions), r.stderr
+    m = re.search(r"(\d+) RELATIVE relocations applied", r.stderr)
+    assert m, r.stderr
     applied = int(m.group(1))
     assert applied >= 50
     assert applied == arch.relative_count(so)
     for needle in PATCH_TRACES:
-        assert needle in stderr, needle
+        assert needle in r.stderr, needle
+    return r.stderr
+
+
+def assert_argv_names_the_memfd(arch: Arch, variant_dir: Path) -> None:
+    """Every argv entry naming the .so (not only argv[0]) names the memfd copy."""
+    r = arch.run(["./libexecsolib.so", "x", "./libexecsolib.so", "y"], cwd=variant_dir)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"execsolib: ok argc=4 x /proc/self/fd/\d+ y\n", r.stdout), r.stdout
 
 
 def assert_dynamic_and_relocations(arch: Arch, so: Path, relr: bool) -> None:
@@ -139,6 +150,25 @@ def assert_blob_check(arch: Arch, build_dir: Path, variant: str, other_variant: 
     assert r.returncode == 0, r.stderr
     r = arch.check_blob(d / "libexecsolib.so", build_dir / other_variant / "trampoline")
     assert r.returncode == 1 and "are not" in r.stderr
+
+
+def patch_failures(glibc: str, musl: str, musl_init: str) -> list[tuple[str, str, int, str]]:
+    """(variant, EXECSOLIB_SKIP_PATCH word, exit status, message on stderr):
+    what leaving each patch out of the memfd copy does under glibc and under
+    musl. `musl_init` is musl's message for `init`: on x86-64 musl runs
+    DT_INIT (payload.c's guard) first; on aarch64 it has no DT_INIT/DT_FINI at
+    all (NO_LEGACY_INITFINI), so the constructor in DT_INIT_ARRAY fires."""
+    return [
+        # The host library exists only at link time: ld.so cannot find it.
+        (glibc, "needed", 3, f"{HOST_LIB}: cannot open shared object file"),
+        (musl, "needed", 3, f"Error loading shared library {HOST_LIB}"),
+        # payload.c's guards: kill(getpid(), SIGABRT). glibc runs DT_INIT first.
+        (glibc, "init", -6, "DT_INIT ran in the memfd copy"),
+        (musl, "init", -6, musl_init),
+        (glibc, "verneed", 127, "_dl_check_map_versions"),
+        (glibc, "weak", 3, "undefined symbol: host_"),
+        (musl, "weak", 3, "symbol not found"),
+    ]
 
 
 def assert_patch_needed(arch: Arch, variant_dir: Path, skip: str, rc: int, message: str) -> None:

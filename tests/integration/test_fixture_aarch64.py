@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from execsolibhelp import (
-    HOST_LIB, REPO, Arch, assert_blob_check, assert_dynamic_and_relocations, assert_missing_ldso_is_loud,
-    assert_patch_needed, assert_trace, clean_env, require_built, tool,
+    REPO, Arch, assert_argv_names_the_memfd, assert_blob_check, assert_dynamic_and_relocations,
+    assert_missing_ldso_is_loud, assert_patch_needed, clean_env, patch_failures, require_built, tool,
+    traced_run,
 )
 
 BUILD = REPO / "build/fixtures"
@@ -101,18 +102,13 @@ def test_dlopen_modes(build_dir, mode):
 
 
 def test_argv_entries_naming_the_so_point_at_the_memfd(build_dir):
-    r = qemu(["./libexecsolib.so", "x", "./libexecsolib.so", "y"], cwd=build_dir / "aarch64-glibc-O0")
-    assert r.returncode == 0, r.stderr
-    assert re.fullmatch(r"execsolib: ok argc=4 x /proc/self/fd/\d+ y\n", r.stdout), r.stdout
+    assert_argv_names_the_memfd(AARCH64, build_dir / "aarch64-glibc-O0")
 
 
 @pytest.mark.parametrize("variant", OK_VARIANTS)
 def test_trace_shows_milestones_in_order_and_relocation_count(build_dir, variant):
-    so = build_dir / variant / "libexecsolib.so"
-    r = qemu([so, "t"], EXECSOLIB_TRACE="1")
-    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 t\n"), r.stderr
-    assert_trace(AARCH64, so, r.stderr)
-    assert f"{ldso_of(variant)} mapped at 0x" in r.stderr
+    trace = traced_run(AARCH64, build_dir / variant / "libexecsolib.so")
+    assert f"{ldso_of(variant)} mapped at 0x" in trace
 
 
 def test_strace_shows_memfd_ldso_mapping_then_ldso_at_work(build_dir):
@@ -340,18 +336,8 @@ def test_link_check_refuses_a_foreign_trampoline(build_dir):
 # --------------------------------------------------------------------------
 # Every patch of the memfd copy is needed on aarch64 too
 
-SKIP_FAILURES = [
-    ("aarch64-glibc-O2", "needed", 3, f"{HOST_LIB}: cannot open shared object file"),
-    ("aarch64-musl-O2", "needed", 3, f"Error loading shared library {HOST_LIB}"),
-    # payload.c's guards: kill(getpid(), SIGABRT). glibc runs DT_INIT first;
-    # musl on aarch64 has no DT_INIT/DT_FINI at all (NO_LEGACY_INITFINI), so
-    # there the constructor in DT_INIT_ARRAY is the first to fire.
-    ("aarch64-glibc-O2", "init", -6, "DT_INIT ran in the memfd copy"),
-    ("aarch64-musl-O2", "init", -6, "constructor ran in the memfd copy"),
-    ("aarch64-glibc-O2", "verneed", 127, "_dl_check_map_versions"),
-    ("aarch64-glibc-O2", "weak", 3, "undefined symbol: host_"),
-    ("aarch64-musl-O2", "weak", 3, "symbol not found"),
-]
+SKIP_FAILURES = patch_failures("aarch64-glibc-O2", "aarch64-musl-O2",
+                               musl_init="constructor ran in the memfd copy")
 
 
 @pytest.mark.parametrize("variant,skip,rc,message", SKIP_FAILURES)

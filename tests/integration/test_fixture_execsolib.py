@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from execsolibhelp import (
-    HOST_LIB, Arch, assert_blob_check, assert_dynamic_and_relocations, assert_missing_ldso_is_loud,
-    assert_patch_needed, assert_trace, clean_env, require_built, tool,
+    Arch, assert_argv_names_the_memfd, assert_blob_check, assert_dynamic_and_relocations,
+    assert_missing_ldso_is_loud, assert_patch_needed, clean_env, patch_failures, require_built, tool,
+    traced_run,
 )
 
 OK_VARIANTS = ["glibc-O2", "glibc-O0", "glibc-relr", "musl-O2"]
@@ -91,17 +92,12 @@ def test_dlopen_modes(build_dir, variant, mode):
 
 @pytest.mark.parametrize("variant", OK_VARIANTS)
 def test_argv_entries_naming_the_so_point_at_the_memfd(build_dir, variant):
-    r = run(["./libexecsolib.so", "x", "./libexecsolib.so", "y"], cwd=build_dir / variant)
-    assert r.returncode == 0, r.stderr
-    assert re.fullmatch(r"execsolib: ok argc=4 x /proc/self/fd/\d+ y\n", r.stdout), r.stdout
+    assert_argv_names_the_memfd(X86, build_dir / variant)
 
 
 @pytest.mark.parametrize("variant", OK_VARIANTS)
 def test_trace_shows_milestones_in_order_and_relocation_count(build_dir, variant):
-    so = build_dir / variant / "libexecsolib.so"
-    r = run([so, "t"], EXECSOLIB_TRACE="1")
-    assert (r.returncode, r.stdout) == (0, "execsolib: ok argc=2 t\n"), r.stderr
-    assert_trace(X86, so, r.stderr)
+    traced_run(X86, build_dir / variant / "libexecsolib.so")
 
 
 def test_rdxbug_dies_at_address_zero(build_dir):
@@ -188,17 +184,7 @@ def test_trampoline_refuses_to_run_directly(build_dir):
 # --------------------------------------------------------------------------
 # Every patch of the memfd copy is needed (EXECSOLIB_SKIP_PATCH leaves one out)
 
-SKIP_FAILURES = [
-    # The host library exists only at link time: ld.so cannot find it.
-    ("glibc-O2", "needed", 3, f"{HOST_LIB}: cannot open shared object file"),
-    ("musl-O2", "needed", 3, f"Error loading shared library {HOST_LIB}"),
-    # DT_INIT (pointing at payload.c's guard) runs first, and kills.
-    ("glibc-O2", "init", -6, "DT_INIT ran in the memfd copy"),
-    ("musl-O2", "init", -6, "DT_INIT ran in the memfd copy"),
-    ("glibc-O2", "verneed", 127, "_dl_check_map_versions"),
-    ("glibc-O2", "weak", 3, "undefined symbol: host_"),
-    ("musl-O2", "weak", 3, "symbol not found"),
-]
+SKIP_FAILURES = patch_failures("glibc-O2", "musl-O2", musl_init="DT_INIT ran in the memfd copy")
 
 
 @pytest.mark.parametrize("variant,skip,rc,message", SKIP_FAILURES)
