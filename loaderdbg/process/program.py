@@ -149,8 +149,8 @@ def _interp(name: str, handle, table: bytes, phnum: int, size: int) -> str | Non
 def _check_interp(name: str, interp: str, sysroot: str = "") -> None:
     if not interp.startswith("/"):
         return  # relative to the cwd at exec: rare, and the kernel will say
-    if sysroot:
-        interp = sysroot + interp
+    if sysroot and os.path.lexists(sysroot + interp):
+        interp = sysroot + interp  # qemu-user's -L rule: the sysroot's file, else the host's
     try:
         st = os.stat(interp)
     except FileNotFoundError:

@@ -168,15 +168,20 @@ class StartupObserver:
 
     # -- the first stop ------------------------------------------------------------
     def _interpreter_paths(self) -> frozenset[str]:
-        # A qemu-user guest's /lib is the target's sysroot on this machine:
-        # ld.so is mapped (and opened) from there, PT_INTERP names /lib.
+        # A qemu-user guest's /lib is the target's sysroot on this machine
+        # where the file is there, else the host's (qemu's -L rule): ld.so
+        # is mapped (and opened) from there, PT_INTERP names /lib.
         sysroot = self.target.sysroot
         paths = set()
         for candidate in SYSTEM_INTERPRETERS:
-            paths.add(os.path.realpath(sysroot + candidate))
+            paths.add(os.path.realpath(candidate))
+            if sysroot:
+                paths.add(os.path.realpath(sysroot + candidate))
         for obj in self.view.objects():
             if obj.info.interp:
-                paths.add(os.path.realpath(sysroot + obj.info.interp))
+                paths.add(os.path.realpath(obj.info.interp))
+                if sysroot:
+                    paths.add(os.path.realpath(sysroot + obj.info.interp))
         override = os.environ.get("EXECSOLIB_LDSO")
         if override:
             paths.add(os.path.realpath(override))
