@@ -313,3 +313,16 @@ def test_attach_to_qemu_is_refused_in_one_line():
         assert session.alive
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "qemu-aarch64 running a guest program" in result.stderr
+
+
+@pytest.mark.parametrize("program", ["execsolib/aarch64-musl-O2/libexecsolib.so", "zoo/aarch64-hello-musl",
+                                     "execsolib/aarch64-glibc-relr/libexecsolib.so"])
+def test_musl_and_relr_reach_ldso_entry_and_main(program):
+    """musl's ld.so comes from the host's /lib (qemu's -L falls back to it),
+    glibc's from the sysroot: both are found as the interpreter."""
+    stops = stops_at(ROOT / "build" / "fixtures" / program, ("ldso-entry", "main"))
+    at_ldso, main = stops["ldso-entry"], stops["main"]
+    assert at_ldso["stop"]["reached"] and main["stop"]["reached"], (at_ldso["stop"], main["stop"])
+    assert at_ldso["handoff"]["ok"], at_ldso["handoff"]
+    assert "ldso-entry" in milestones(at_ldso) and milestones(main)[-1] == "main"
+    assert not [r for r in main["relocations"] if r["state"] == "unknown"]
