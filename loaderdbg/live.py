@@ -36,7 +36,8 @@ SETTLE_SECONDS = 3.0
 
 
 class LiveSession:
-    capabilities = frozenset({Capability.LIVE, Capability.BREAKPOINTS, Capability.INTERRUPT})
+    capabilities = frozenset({Capability.LIVE, Capability.BREAKPOINTS, Capability.INTERRUPT,
+                              Capability.WATCHPOINTS})
 
     def __init__(self, spec: LaunchSpec | None = None, *, pid: int | None = None,
                  catcher: SpawnCatcher | None = None) -> None:
@@ -96,12 +97,15 @@ class LiveSession:
         if self.spec is None:
             raise NotImplementedError("an attached process cannot be restarted")
         breakpoints = set(self._inferior.user_breakpoints)
+        watchpoints = self._inferior.watchpoints
 
         def relaunch() -> Inferior:
             self._inferior.close()
             inferior = Inferior.launch(self.spec)
             for addr in breakpoints:
                 inferior.add_breakpoint(addr)
+            for watchpoint in watchpoints:
+                inferior.set_watchpoint(watchpoint.address, watchpoint.length, watchpoint.access)
             return inferior
         self._inferior = self._run(relaunch)
         return self._inferior.stop_reason
@@ -177,6 +181,17 @@ class LiveSession:
 
     def remove_breakpoint(self, addr: int) -> None:
         self._tracer.call(self._inferior.remove_breakpoint, addr)
+
+    # -- hardware watchpoints (Watchpoints) --------------------------------------
+    def add_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
+        self._tracer.call(self._inferior.set_watchpoint, addr, size, access)
+
+    def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
+        self._tracer.call(self._inferior.remove_watchpoint, addr, size, access)
+
+    def watchpoint_hit(self) -> tuple[int, int, str] | None:
+        hit = self._inferior.watchpoint_hit
+        return None if hit is None else (hit.address, hit.length, hit.access)
 
     # -- motion --------------------------------------------------------------
     def step(self, n: int = 1) -> StopReason:

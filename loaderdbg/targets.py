@@ -74,6 +74,7 @@ class ReasonKind(StrEnum):
     STEP = "step"                # after a single step (or step over)
     TARGET = "target"            # a stop target was reached
     BREAKPOINT = "breakpoint"    # a user breakpoint other than the target
+    WATCHPOINT = "watchpoint"    # a hardware watchpoint fired, just after the access
     SYSCALL = "syscall"          # at a syscall's entry
     SIGNAL = "signal"            # a signal arrived (fatal ones end the run)
     EXITING = "exiting"          # a step ran exit_group: the exit event, still inspectable
@@ -132,6 +133,14 @@ def statically_linked(target: Target, program: str) -> StopReason:
 def breakpoint_hit(target: Target | None, pc: int, where: str | None) -> StopReason:
     return StopReason(ReasonKind.BREAKPOINT, f"breakpoint at {pc:#x} ({where or hex(pc)})",
                       _label(target), reached=False)
+
+
+def watchpoint_triggered(target: Target | None, address: int, length: int, access: str, pc: int,
+                         where: str | None) -> StopReason:
+    """A debug register fired: pc is the instruction after the access."""
+    what = {"write": "written", "read": "read or written", "access": "read or written"}[access]
+    return StopReason(ReasonKind.WATCHPOINT, f"[{address:#x}, +{length}) {what} by the instruction before "
+                      f"{pc:#x} ({where or hex(pc)})", _label(target), reached=False)
 
 
 def syscall_entry(target: Target, call: str) -> StopReason:

@@ -21,6 +21,7 @@ from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
+from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver
 from loaderdbg.process.stop_state import StopState
@@ -53,6 +54,10 @@ class Inferior(StopState):
         self._pc_offset = self.arch.register_offset(self.arch.pc_register)
         self._stop_reason: StopReason | None = reasons.launched()
         self.interrupt_requested = False
+        # The main thread's debug registers, for hardware watchpoints (an
+        # x86-64 process; a qemu-user guest has none we can reach).
+        self.debug_registers = None if isinstance(tracee, qemu_target.QemuTarget) else DebugRegisters(tracee.pid)
+        self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
         self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
                                         kernel_stack=self.initial_stack())
         if attached is None:
@@ -264,6 +269,7 @@ class Inferior(StopState):
         tracee = self.tracee
         if not tracee.alive:
             self._require_alive()
+        self.watchpoint_hit = None
         here = self.observer.here
         if here:
             here.clear()
@@ -282,6 +288,8 @@ class Inferior(StopState):
                     if milestones and tracee.pc in milestones:  # registers came with the stop
                         self._observe(stop, target=None, stepping=True)
                     self._stop_reason = None
+                    if self.debug_registers is not None and self.debug_registers.armed:
+                        self._watchpoint_fired()  # a watched access: its reason, and step_many stops
                     return stop
                 syscall_call = None
             else:
@@ -411,6 +419,7 @@ class Inferior(StopState):
     # -- running -----------------------------------------------------------
     def run_to(self, target: Target) -> StopReason:
         self._require_alive()
+        self.watchpoint_hit = None
         kind = target.kind
         if kind == "first":
             if self.step_count == 0 and self.step_exact:
@@ -491,6 +500,8 @@ class Inferior(StopState):
             else:
                 fatal = 0
                 self.step_exact = False
+            if stop.kind is StopKind.WATCHPOINT and self._watchpoint_fired(target):
+                break
             reached, reason = self._observe(stop, target=target, stepping=False)
             if reason is not None:
                 self.stop_reason = reason
@@ -544,6 +555,34 @@ class Inferior(StopState):
             self.stop_reason = final
         return reached, final
 
+    # -- hardware watchpoints (process/debug_registers.py) ------------------------
+    def set_watchpoint(self, addr: int, size: int, access: str = "write") -> HardwareWatchpoint:
+        """Watch [addr, addr+size) in the main thread (UsageError: why not)."""
+        self._require_alive()
+        if self.debug_registers is None:
+            raise UsageError("hardware watchpoints need an x86-64 process (its debug registers); this is an "
+                             "aarch64 guest under qemu-user: record it and watch in the recording")
+        return self.debug_registers.add(addr, size, access)
+
+    def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:
+        return self.debug_registers is not None and self.alive and self.debug_registers.remove(addr, size, access)
+
+    @property
+    def watchpoints(self) -> tuple[HardwareWatchpoint, ...]:
+        return () if self.debug_registers is None else self.debug_registers.watchpoints
+
+    def _watchpoint_fired(self, target: Target | None = None) -> bool:
+        """After a SIGTRAP (a continue's WATCHPOINT stop, or a step that made
+        a watched access): DR6 names the slot; the stop reason says so."""
+        hit = self.debug_registers.fired() if self.debug_registers is not None else None
+        if hit is None:
+            return False
+        self.watchpoint_hit = hit
+        pc = self.tracee.pc
+        self.stop_reason = reasons.watchpoint_triggered(target, hit.address, hit.length, hit.access, pc,
+                                                        self.symbolize(pc))
+        return True
+
     # -- step over -----------------------------------------------------------
     def step_over(self) -> Stop:
         self._require_alive()
@@ -559,6 +598,11 @@ class Inferior(StopState):
     # -- ending ----------------------------------------------------------------
     def close(self) -> None:
         """Kill what we launched; leave what we attached to running."""
+        if self.attached is not None and self.alive and self.debug_registers is not None:
+            try:
+                self.debug_registers.clear()  # a detach keeps them: it would die of SIGTRAP
+            except ptrace.PtraceError:
+                pass
         if self.attached is not None:
             self.attached.detach_all(skip=self.pid)
         self.tracee.close()

@@ -7,6 +7,9 @@ find reads."""
 from __future__ import annotations
 
 import re
+import subprocess
+
+import pytest
 
 from loaderdbg_tui.app import LoaderdbgApp
 
@@ -89,14 +92,79 @@ def test_watch_forward_in_a_recording(rdxbug_recording):
         session.close()
 
 
-def test_watch_live_says_why(demo):
-    session, _ = demo
+WATCHED = r"""
+#include <stdint.h>
+volatile uint64_t counter = 5;
+volatile uint64_t other;
+volatile uint32_t source = 42;
+volatile uint64_t sink;
+int main(void) {
+    counter = 5;        /* the value it holds: watch passes over it, as gdb's does */
+    other = 1;
+    counter = 7;
+    sink = source;
+    counter = 9;
+    return 0;
+}
+"""
 
-    async def scenario(pilot):
-        app = pilot.app
-        await type_command(pilot, "watch $rsp 8")
-        assert "which this session cannot set" in status_text(app)
-        await type_command(pilot, "rwatch $rsp")
-        assert "which this session cannot set" in status_text(app)
 
-    run_pilot(LoaderdbgApp(session), scenario)
+@pytest.fixture(scope="module")
+def watched_program(tmp_path_factory) -> tuple[str, dict[str, int]]:
+    directory = tmp_path_factory.mktemp("watched")
+    (directory / "watched.c").write_text(WATCHED)
+    path = str(directory / "watched")
+    subprocess.run(["gcc", "-O1", "-no-pie", "-o", path, str(directory / "watched.c")], check=True)
+    names = subprocess.run(["nm", path], capture_output=True, text=True, check=True).stdout.splitlines()
+    return path, {line.split()[2]: int(line.split()[0], 16) for line in names if len(line.split()) == 3}
+
+
+def test_hardware_watchpoints_live(watched_program):
+    from loaderdbg.live import LiveSession
+    from loaderdbg.process.tracee import LaunchSpec
+
+    path, symbols = watched_program
+    counter, source = symbols["counter"], symbols["source"]
+    session = LiveSession(LaunchSpec(path=path, argv=(path,), env={}, aslr=False))
+    try:
+        async def scenario(pilot):
+            app = pilot.app
+            await type_command(pilot, "until main")
+            await type_command(pilot, f"watch {counter:#x}")
+            assert f"Hardware watchpoint 1: [{counter:#x}, +8)" in log_text(app)
+            await type_command(pilot, f"rwatch {source:#x} 4")
+            assert f"Hardware read watchpoint 2: [{source:#x}, +4)" in log_text(app)
+            await type_command(pilot, "info breakpoints")
+            listed = log_text(app).split("(ldbg) info breakpoints")[-1]
+            assert re.search(rf"1\s+hw watchpoint\s+keep\s+y\s+{counter:#018x}\s+8 bytes", listed)
+            assert re.search(rf"2\s+read watchpoint\s+keep\s+y\s+{source:#018x}\s+4 bytes", listed)
+            await type_command(pilot, "c")  # counter = 5 changes nothing: on to counter = 7
+            text = log_text(app).split("(ldbg) c")[-1]
+            assert f"Hardware watchpoint 1: [{counter:#x}, +8)" in text
+            assert "Old value = 0x5" in text and "New value = 0x7" in text
+            assert session.read_memory(counter, 8) == (7).to_bytes(8, "little")
+            await type_command(pilot, "c")
+            text = log_text(app).split("(ldbg) c")[-1]
+            assert f"Hardware read watchpoint 2: [{source:#x}, +4)" in text and "Value = 0x2a" in text
+            # Four at most, said in words (gdb would fall back to single-stepping).
+            await type_command(pilot, f"watch {symbols['sink']:#x}")
+            await type_command(pilot, f"awatch {symbols['other']:#x}")
+            await type_command(pilot, f"watch {counter + 4:#x} 4")
+            assert "all 4 debug registers are in use" in log_text(app)
+            await type_command(pilot, f"watch {counter + 4:#x} 8")
+            assert "needs an address that is a multiple of 8" in log_text(app)
+            await type_command(pilot, "delete 2")
+            await type_command(pilot, "c")  # sink = source
+            text = log_text(app).split("(ldbg) c")[-1]
+            assert f"Hardware watchpoint 3: [{symbols['sink']:#x}, +8)" in text
+            assert "Old value = 0x0" in text and "New value = 0x2a" in text
+            await type_command(pilot, "c")
+            text = log_text(app).split("(ldbg) c")[-1]
+            assert f"Hardware watchpoint 1: [{counter:#x}, +8)" in text
+            assert "Old value = 0x7" in text and "New value = 0x9" in text
+            await type_command(pilot, "delete")
+            await type_command(pilot, "c")
+            assert "about to exit (status 0)" in log_text(app).split("(ldbg) c")[-1]
+        run_pilot(LoaderdbgApp(session), scenario, size=(160, 48))
+    finally:
+        session.close()
