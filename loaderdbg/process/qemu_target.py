@@ -454,6 +454,10 @@ class QemuTarget:
     def thread_count(self) -> int:
         return len(self.threads()) if self.alive else 0
 
+    def untraced_threads(self) -> int:
+        """Threads other than the one the run loop follows."""
+        return max(self.thread_count() - 1, 0)
+
     # -- what the startup observer asks at a stop (process/startup.py) ----------
     def event_message(self) -> int | None:
         """None: the stub reports no ptrace events (fork, clone, exit)."""

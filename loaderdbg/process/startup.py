@@ -99,6 +99,8 @@ class ObservedTarget(Protocol):
 
     def thread_count(self) -> int: ...
 
+    def untraced_threads(self) -> int: ...  # threads an int3 we plant could kill
+
 
 class ProcessView(Protocol):
     """The stop state the observer reads (Inferior's, or the recorder's)."""
@@ -562,7 +564,7 @@ class StartupObserver:
         every dlopen/dlmopen/dlclose, as gdb's solib tracking relies on."""
         view = read_link_map(self.program_object(), _ProgramMemory(self.view))
         self._link_map = view
-        if not self.attached and self.target.thread_count() > 1:
+        if not self.attached and self.target.untraced_threads():
             return  # threads we do not trace would die on the int3
         if view.r_brk and view.r_brk not in self._milestone_bps:
             self.arm(view.r_brk, LINK_MAP_HOOK)
@@ -601,7 +603,7 @@ class StartupObserver:
             self.record("milestone", "at-entry", f"AT_ENTRY {pc:#x}", address=pc)
             self._startup_checks_done = True
             self._watch_link_map()
-            if self.attached or self.target.thread_count() == 1:
+            if self.attached or not self.target.untraced_threads():
                 self.resolve_main()  # a milestone whatever the target (threads we do not trace would die on it)
         elif milestone == "main":
             self.record("milestone", "main", f"main at {pc:#x}", address=pc)

@@ -508,6 +508,10 @@ class Tracee:
         except OSError:
             return 1
 
+    def untraced_threads(self) -> int:
+        """Threads of the process this Tracee does not trace (all but its own)."""
+        return self.thread_count() - 1
+
     def threads(self) -> list[int]:
         """The process's thread ids ([] when it is gone)."""
         try:

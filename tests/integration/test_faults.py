@@ -328,10 +328,11 @@ def interrupt_soon(session: LiveSession, delay: float) -> threading.Timer:
     return timer
 
 
-def test_threads_of_a_launched_program_run_free(fixtures_dir, tmp_path):
-    """Threads a launched program creates are not traced (README): the main
-    thread steps over clone3 and the barrier, the workers run on, and an
-    interrupt stops a continue that would never end."""
+def test_threads_of_a_launched_program_stop_with_it(fixtures_dir, tmp_path):
+    """Every thread a launched program creates is traced and stops with it
+    (all-stop, issue 20): the main thread steps over clone3 while the new
+    thread waits, and an interrupt stops a continue that would never end
+    with every thread in a tracing stop."""
     out = tmp_path / "out"
     fd = os.open(out, os.O_WRONLY | os.O_CREAT)
     try:
@@ -346,8 +347,7 @@ def test_threads_of_a_launched_program_run_free(fixtures_dir, tmp_path):
             assert reason.kind == "interrupted" and session.alive, reason
             threads = session.threads()
             assert sorted(t.name for t in threads) == ["threads", "worker-1", "worker-2", "worker-3"]
-            # Only the traced thread stopped; the workers sleep on (no group-stop).
-            assert [t.state[0] for t in threads if t.name != "threads"] == ["S", "S", "S"], threads
+            assert [t.state[0] for t in threads] == ["t", "t", "t", "t"], threads
             # The step restarts the interrupted pause(), which blocks as in
             # the program; an interrupt still gets the step back (the kernel
             # reports the syscall's end before the SIGSTOP: a step).

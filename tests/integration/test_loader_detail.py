@@ -91,8 +91,8 @@ def test_dlmopen_namespace_additions_are_events(fixtures_dir):
 
 
 def test_a_thread_that_dlopens_is_not_killed_by_the_hook(tmp_path):
-    """Threads of a launched program run untraced: the r_brk int3 comes out
-    when the first one is born, or a thread's dlopen would die of SIGTRAP."""
+    """Every thread of a launched program is traced (all-stop): a thread's
+    dlopen meets the r_brk int3 and is reported, never killed by it."""
     script = "import threading\nt = threading.Thread(target=lambda: __import__('_ctypes'))\n" \
              "t.start(); t.join(); print('ok')\n"
     out = tmp_path / "out"

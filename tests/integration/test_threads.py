@@ -639,3 +639,39 @@ def test_group_target_has_every_member_a_tracee_offers_the_engine():
     # Per-Tracee machinery a group has no single answer for (or does itself).
     wanted -= {"thread", "let_run", "observe_only", "writes_breakpoints", "holds_terminal"}
     assert sorted(wanted - set(dir(GroupTarget))) == []
+
+
+def test_a_live_session_stops_at_a_breakpoint_in_any_thread(fixtures_dir, tmp_path):
+    """Inferior over a thread group: `break common_work` then `c` stops in
+    each worker in turn (registers are that thread's, every thread is in a
+    tracing stop, the snapshot lists them all), nothing dies, and `c` with
+    the breakpoint removed runs to the normal exit."""
+    from loaderdbg.inspect_command import launch_spec
+    from loaderdbg.live import LiveSession
+
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    hitters = []
+    try:
+        spec = launch_spec(str(fixtures_dir / "threads" / "ctor_threads"), [], aslr=False, stdout_fd=fd)
+        with LiveSession(spec) as session:
+            addr = session.resolve("common_work")
+            assert addr is not None and session.add_breakpoint(addr)
+            for _ in range(6):
+                reason = session.cont()
+                assert reason.kind == "breakpoint", reason
+                assert session.snapshot().registers.pc == addr
+                threads = session.threads()
+                assert {t.state[0] for t in threads} == {"t"}, threads
+                (current,) = [t for t in threads if t.stop == reason.kind]
+                assert current.name == "ctor_threads" and current.tid != session.pid
+                hitters.append(current.tid)
+            session.remove_breakpoint(addr)
+            reason = session.cont()
+            assert reason.kind in ("exited", "target") and "status 0" in reason.description, reason
+            kinds = [(e.kind, e.name) for e in session.events() if e.kind == "thread"]
+    finally:
+        os.close(fd)
+    assert len(set(hitters)) >= 2  # not one thread's hits only
+    assert kinds.count(("thread", "new")) == 3
+    assert out.read_text() == "ctor_threads: 3 workers x 5 rounds, total 22477500\n"
