@@ -567,9 +567,11 @@ class QemuTarget:
                 return self._arrived(stop)
             if syscalls:
                 return self._syscall_exit()
-        elif syscalls and pc in self._syscall_sites and not self._stopped_at_breakpoint(pc):
+        elif syscalls and pc in self._syscall_sites:
             # As PTRACE_SYSCALL from just before a syscall instruction: it
-            # stops at the entry without anything else running.
+            # stops at the entry without anything else running (after a
+            # breakpoint stop on the svc too: the engine leaves the entry
+            # to us, at_breakpoint being False).
             return self._syscall_entry()
         elif pc in self.breakpoints or pc in self._syscall_sites:
             # qemu would report the breakpoint under pc again at once.
@@ -599,10 +601,6 @@ class QemuTarget:
         # says whether the held signal is delivered.
         self.pending_signal = 0
         return self._arrived(stop)
-
-    def _stopped_at_breakpoint(self, pc: int) -> bool:
-        last = self.last_stop
-        return last is not None and last.kind is StopKind.BREAKPOINT and pc in self.breakpoints
 
     def _step(self) -> Stop:
         pc = self.pc

@@ -327,3 +327,24 @@ def test_musl_and_relr_reach_ldso_entry_and_main(program):
     assert at_ldso["handoff"]["ok"], at_ldso["handoff"]
     assert "ldso-entry" in milestones(at_ldso) and milestones(main)[-1] == "main"
     assert not [r for r in main["relocations"] if r["state"] == "unknown"]
+
+
+def test_a_breakpoint_on_an_svc_loses_no_syscall():
+    """Stopped at a breakpoint on an svc, the continue reports that
+    syscall's entry and exit like any other (set_tid_address returns the
+    pid, which differs between the runs)."""
+    def calls(session) -> list[tuple[str, int | None]]:
+        return [(c.name, None if c.name == "set_tid_address" else c.result) for c in session.snapshot().syscalls]
+
+    with LiveSession(spec(HELLO)) as session:
+        assert session.cont("syscall:mmap").reached
+        svc = session.snapshot().registers["pc"]
+        session.cont("exit")
+        plain = calls(session)
+    with LiveSession(spec(HELLO)) as session:
+        session.add_breakpoint(svc)
+        hits = 0
+        while session.cont("exit").kind == "breakpoint":
+            hits += 1
+        assert 1 < hits <= sum(1 for name, _ in plain if name == "mmap")  # ld.so's mmap wrapper, called often
+        assert calls(session) == plain
