@@ -181,6 +181,8 @@ class ThreadGroup:
         """Run every thread to the next stop worth reporting; every thread is
         stopped again on return and the one that stopped is current. A stop
         left pending by an earlier one is reported first, nothing run."""
+        if not self.leader.alive:
+            raise TargetError(f"{self.pid}: the process is gone")
         self._syscalls = syscalls
         reported = self._next_pending()
         if reported is not None:
