@@ -14,6 +14,7 @@ python-ptrace's prototypes.
 from __future__ import annotations
 
 import errno as errno_module
+import functools
 import os
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -378,16 +379,28 @@ class _Context:
     strings: Mapping[int, bytes]
 
     def flag_table(self, kind: str) -> tuple[tuple[int, str], ...]:
-        """Generic rows, renamed by and extended with the arch's rows."""
-        generic = FLAG_TABLES.get(kind, ())
-        extra = self.arch.flag_tables.get(kind, ())
-        overrides = dict(extra)
-        generic_masks = {mask for mask, _ in generic}
-        return (tuple((mask, overrides.get(mask, name)) for mask, name in generic)
-                + tuple(row for row in extra if row[0] not in generic_masks))
+        return _flag_table(kind, self.arch)
 
     def value_table(self, kind: str) -> Mapping[int, str]:
-        return {**VALUE_TABLES.get(kind, {}), **self.arch.value_tables.get(kind, {})}
+        return _value_table(kind, self.arch)
+
+
+# Built once per (kind, arch): every decoded syscall asks (ArchTables are
+# singletons compared by identity, so they key the cache).
+@functools.cache
+def _flag_table(kind: str, arch: ArchTables) -> tuple[tuple[int, str], ...]:
+    """Generic rows, renamed by and extended with the arch's rows."""
+    generic = FLAG_TABLES.get(kind, ())
+    extra = arch.flag_tables.get(kind, ())
+    overrides = dict(extra)
+    generic_masks = {mask for mask, _ in generic}
+    return (tuple((mask, overrides.get(mask, name)) for mask, name in generic)
+            + tuple(row for row in extra if row[0] not in generic_masks))
+
+
+@functools.cache
+def _value_table(kind: str, arch: ArchTables) -> Mapping[int, str]:
+    return MappingProxyType({**VALUE_TABLES.get(kind, {}), **arch.value_tables.get(kind, {})})
 
 
 def _int(value: int, ctx: _Context) -> str:
