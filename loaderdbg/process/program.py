@@ -24,6 +24,7 @@ from elftools.elf.elffile import ELFFile
 from loaderdbg.errors import UsageError
 from loaderdbg.user_files import regular_file
 
+GUEST_E_MACHINE = {"EM_AARCH64": 183}  # e_machine numbers of the guest machines in GUEST_SYSROOTS
 SUPPORTED_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 # Where an aarch64 program's absolute paths are found here: qemu-user's -L
 # (process/qemu_target.py launches it with the same sysroot).
@@ -130,7 +131,7 @@ def _check_elf(name: str, path: str, size: int) -> None:
     except Exception as err:  # pyelftools raises struct errors on truncation
         raise UsageError(f"{name}: malformed ELF ({type(err).__name__})") from None
     if interp is not None:
-        _check_interp(name, interp, GUEST_SYSROOTS.get(machine, ""))
+        _check_interp(name, interp, GUEST_SYSROOTS.get(machine, ""), machine)
 
 
 def _interp(name: str, handle, table: bytes, phnum: int, size: int) -> str | None:
@@ -146,7 +147,7 @@ def _interp(name: str, handle, table: bytes, phnum: int, size: int) -> str | Non
     return None
 
 
-def _check_interp(name: str, interp: str, sysroot: str = "") -> None:
+def _check_interp(name: str, interp: str, sysroot: str = "", machine: str = "") -> None:
     if not interp.startswith("/"):
         return  # relative to the cwd at exec: rare, and the kernel will say
     if sysroot and os.path.lexists(sysroot + interp):
@@ -159,3 +160,13 @@ def _check_interp(name: str, interp: str, sysroot: str = "") -> None:
         raise UsageError(f"{name}: its interpreter {interp} (PT_INTERP): {err.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{name}: its interpreter {interp} (PT_INTERP) is not a regular file")
+    if sysroot:
+        # qemu-user would only say "Invalid ELF image for this architecture".
+        try:
+            with open(interp, "rb") as handle:
+                header = handle.read(20)
+        except OSError:
+            return  # unreadable: qemu says why, as the kernel would
+        theirs = int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" and len(header) == 20 else None
+        if theirs != GUEST_E_MACHINE[machine]:
+            raise UsageError(f"{name}: its interpreter {interp} (PT_INTERP) is not an ELF for {machine}")
