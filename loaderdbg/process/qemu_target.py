@@ -167,6 +167,7 @@ class QemuTarget:
     launched = True  # always ours: qemu-user cannot attach to a running program
     sysroot = DEFAULT_SYSROOT  # where qemu's -L finds the guest's /lib (ld.so maps from here)
     interrupt_signal = _signal.SIGINT  # what interrupt() makes the run stop with
+    exit_event = False  # the stub's W comes with the guest gone: exit_group's entry is the last stop
 
     def __init__(self, process: _QemuProcess, connection: StubConnection, log: QemuLog,
                  argv: tuple[str, ...] = ()) -> None:

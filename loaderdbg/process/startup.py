@@ -83,6 +83,7 @@ class ObservedTarget(Protocol):
 
     breakpoints: dict[int, int]  # address -> original byte (or only remembered)
     pending_signal: int  # delivered on the next resume
+    exit_event: bool  # whether an exit event stops the process before it ends
     sysroot: str  # prefix under which the program's absolute paths are found here ("" but for qemu-user)
 
     def insert_breakpoint(self, addr: int) -> bool: ...
@@ -478,6 +479,10 @@ class StartupObserver:
                     name = self.arch.syscall_names.get(info.number, str(info.number))
                     if target.name in (None, name):
                         return True, reasons.syscall_entry(target, self.pending_syscall_text())
+                if want == "exit" and not raw.exit_event \
+                        and self.arch.syscall_names.get(info.number) == "exit_group":
+                    # No exit event to stop at: the process is still here now.
+                    return True, reasons.about_to_exit(target, info.args[0] & 0xFF)
             elif info.op == SYSCALL_INFO_EXIT:
                 self.syscall_exit(info.return_value)
             return False, None

@@ -679,6 +679,7 @@ class GroupTarget:
     arch = X86_64
     sysroot = ""
     interrupt_signal = _signal.SIGSTOP
+    exit_event = True  # PTRACE_EVENT_EXIT stops the process before it ends
 
     def __init__(self, group: ThreadGroup) -> None:
         self.group = group

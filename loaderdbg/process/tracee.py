@@ -71,6 +71,7 @@ class Tracee:
 
     sysroot = ""  # the program's files are the host's (qemu's target has a sysroot)
     interrupt_signal = _signal.SIGSTOP  # what interrupt() makes the run stop with
+    exit_event = True  # PTRACE_EVENT_EXIT stops a process about to end
 
     def __init__(self, pid: int, *, launched: bool) -> None:
         self.pid = pid

@@ -348,3 +348,16 @@ def test_a_breakpoint_on_an_svc_loses_no_syscall():
             hits += 1
         assert 1 < hits <= sum(1 for name, _ in plain if name == "mmap")  # ld.so's mmap wrapper, called often
         assert calls(session) == plain
+
+
+def test_exit_stops_with_the_guest_still_there():
+    """qemu's stub has no exit event: `exit` stops at exit_group's entry,
+    where the program can still be inspected, as PTRACE_EVENT_EXIT does."""
+    with LiveSession(spec(HELLO)) as session:
+        reason = session.cont("exit")
+        assert reason.description == "about to exit (status 0)" and reason.exit_code == 0
+        snap = snapshot_to_json(session.snapshot())
+        assert session.alive and value(snap["registers"]["x8"]) == 94  # exit_group
+        assert snap["syscalls"][-1]["name"] == "write"  # hello's line, already written
+        session.step(1)
+        assert not session.alive and session.stop_reason.description == "exited with status 0"
