@@ -75,6 +75,14 @@ _RIP = X86_64.register_offset("rip")
 _RSP = X86_64.register_offset("rsp")
 _RAX = X86_64.register_offset("rax")
 _EFLAGS = X86_64.register_offset("eflags")
+_ORIG_RAX = X86_64.register_offset("orig_rax")
+# What a syscall cut short by a signal returns when the kernel restarts it
+# once the stop is over with no handler to run (include/linux/errno.h):
+# ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND re-execute it as it was,
+# ERESTART_RESTARTBLOCK as restart_syscall.
+_RESTART_ERRORS = frozenset({-512, -513, -514})
+_RESTART_BLOCK = -516
+_RESTART_SYSCALL = X86_64.syscall_numbers["restart_syscall"]
 _TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
 
@@ -535,8 +543,8 @@ class Recorder:
             step_errno = 0
             plan = None
             raw = prev
-            if self.pending_signal:
-                limit = pos  # deliver it on the careful path first
+            if self.pending_signal or _restarted_syscall(prev) is not None:
+                limit = pos  # deliver it, or restart the syscall, on the careful path first
                 why = 2
             while pos < limit:
                 plan = plans_get(rip)
@@ -716,8 +724,11 @@ class Recorder:
         return ptrace.waitpid(self.pid)[1]
 
     def _special(self, plan: Plan) -> None:
+        restarted = _restarted_syscall(self.regs)
         if self.pending_signal:
             self._signal_step()
+        elif restarted is not None:
+            self._restart_step(restarted)
         elif plan[0] == SYSCALL:
             self._syscall_step(plan)
         elif plan[0] == INT3:
@@ -750,6 +761,17 @@ class Recorder:
         self._flush_events()
         self._after_special()
 
+    def _restart_step(self, number: int) -> None:
+        """The step after a stop that cut a syscall short and delivered
+        nothing: the kernel moves rip back onto the `syscall` and runs it
+        again, within this step (a read of the terminal we lent, after its
+        SIGTTIN). Its writes are recorded as any syscall's are."""
+        syscall_at = self._word(self.regs, _RIP) - 2
+        plan = self.plans.get(syscall_at) or self._decode(syscall_at)
+        if plan[0] == SYSCALL:
+            return self._syscall_step(plan, number)
+        self._signal_step()  # not a `syscall` (int 0x80): what the kernel wrote is found all the same
+
     def _signal_step(self) -> None:
         sig, self.pending_signal = self.pending_signal, 0
         status = self._issue(sig)
@@ -763,9 +785,12 @@ class Recorder:
         self._commit(raw, (1 << 27) - 1)
         self._after_special()
 
-    def _syscall_step(self, plan: Plan) -> None:
+    def _syscall_step(self, plan: Plan, number: int | None = None) -> None:
+        """Step the `syscall` of plan: at it (number None: rax's), or
+        restarted by the kernel (number given)."""
         regs = self.regs
-        number = self._word(regs, _RAX)
+        if number is None:
+            number = self._word(regs, _RAX)
         args = tuple(self._word(regs, offset) for offset in _ARGS)
         name = self.arch.syscall_names.get(number, f"syscall_{number}")
         target = self.target
@@ -1383,6 +1408,19 @@ class Recorder:
 
 
 # ----------------------------------------------------------------- helpers
+def _restarted_syscall(regs: bytes) -> int | None:
+    """The syscall the kernel will run again when the tracee resumes with
+    no signal to deliver: at a stop inside a syscall (orig_rax holds its
+    number) that returned a restart code. None otherwise."""
+    number = int.from_bytes(regs[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+    if number < 0:
+        return None
+    result = int.from_bytes(regs[_RAX:_RAX + 8], "little", signed=True)
+    if result in _RESTART_ERRORS:
+        return number
+    return _RESTART_SYSCALL if result == _RESTART_BLOCK else None
+
+
 def _reason_json(reason: StopReason) -> dict:
     return {"kind": reason.kind, "description": reason.description, "target": reason.target,
             "reached": reason.reached, "signal": reason.signal, "fault_address": reason.fault_address,

@@ -13,6 +13,7 @@ import pytest
 
 from clihelp import LOADERDBG
 from prochelp import PtySession
+from loaderdbg.record.replay import ReplaySession
 
 # cat's loop, linked statically with musl: for the commands that step every
 # instruction (explain, record), a program that reads the terminal in a few
@@ -37,6 +38,20 @@ def reader(tmp_path_factory) -> str:
     program = str(directory / "reader")
     subprocess.run(["musl-gcc", "-static", "-O1", "-o", program, str(directory / "reader.c")], check=True)
     return program
+
+
+def _typed_line_replayed(replay: ReplaySession, typed: bytes) -> bool:
+    """The read that returned the typed line put it in the program's buffer,
+    as the replay has it: none of it there before that read's step, all of it
+    after (the read is the one restarted once the terminal was lent)."""
+    reads = [e for e in replay.events()
+             if e.kind == "syscall" and e.name == "read" and e.detail.endswith(f" = {len(typed)}")]
+    assert reads, [e.detail for e in replay.events() if e.kind == "syscall"][-8:]
+    replay.goto(reads[0].step - 1)
+    buffer = replay.register("rsi")
+    before = replay.read_memory(buffer, len(typed))
+    replay.goto(reads[0].step)
+    return before != typed and replay.read_memory(buffer, len(typed)) == typed
 
 
 def _cat_started(session: PtySession) -> None:
@@ -127,9 +142,33 @@ def test_record_lends_the_terminal_too(tmp_path):
     assert code == 0, session.text[-2000:]
     assert session.text.count("typed-while-recording") >= 2  # the terminal's echo, and cat's copy
     assert "exited with status 0" in session.text
-    from loaderdbg.record.replay import ReplaySession
     with ReplaySession(str(path)) as replay:
         assert replay.end_reason.kind == "exited" and replay.verify().ok
+        assert _typed_line_replayed(replay, b"typed-while-recording\n")
+
+
+def test_a_recorded_read_of_the_lent_terminal_replays_what_was_typed(tmp_path, reader):
+    """The read that met SIGTTIN is restarted by the kernel on the step after
+    loaderdbg lent the terminal, with rip still past the `syscall`; that step
+    records what the kernel wrote, like any syscall's (a static musl read
+    used to lose the typed bytes: the recording failed verify)."""
+    path = tmp_path / "reader.ldbg"
+    session = PtySession(["record", "-o", str(path), reader])
+    try:
+        _cat_started(session)
+        session.type(b"typed-while-recording\n")
+        session.read_for(20, until=b"typed-while-recording\r\ntyped-while-recording")
+        session.type(b"\x04")
+        code = session.exit_code()
+    finally:
+        session.close()
+    assert code == 0, session.text[-2000:]
+    with ReplaySession(str(path)) as replay:
+        report = replay.verify()
+        assert replay.end_reason.kind == "exited" and report.ok, report.divergences[:1]
+        assert _typed_line_replayed(replay, b"typed-while-recording\n")
+        calls = [e.detail for e in replay.events() if e.kind == "syscall" and e.name == "read"]
+        assert "ERESTARTSYS" in calls[0] and calls[1].endswith(" = 22"), calls
 
 
 def test_ctrl_c_ends_a_recording_whose_program_holds_the_terminal(tmp_path, reader):
@@ -143,6 +182,5 @@ def test_ctrl_c_ends_a_recording_whose_program_holds_the_terminal(tmp_path, read
         session.close()
     assert code == 130, session.text[-2000:]
     assert "recording interrupted at step" in session.text
-    from loaderdbg.record.replay import ReplaySession
     with ReplaySession(str(path)) as replay:
         assert replay.end_reason.kind == "interrupted" and replay.verify().ok
