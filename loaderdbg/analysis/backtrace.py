@@ -69,14 +69,19 @@ class CallFrameTable:
         if index < 0:
             return None
         with self._lock:
-            if index not in self._fdes:
-                self._fdes[index] = self._load(index)
-            fde = self._fdes[index]
-            if fde is None or not vaddr < fde.header["initial_location"] + fde.header["address_range"]:
+            try:
+                if index not in self._fdes:
+                    self._fdes[index] = self._load(index)
+                fde = self._fdes[index]
+                if fde is None or not vaddr < fde.header["initial_location"] + fde.header["address_range"]:
+                    return None
+                rows = self._decoded.get(index)
+                if rows is None:
+                    rows = self._decoded[index] = fde.get_decoded().table
+            except Exception:  # noqa: BLE001 — pyelftools on CFI it cannot read (gdb's
+                # own .eh_frame has opcodes it does not know): unwind without it.
+                self._fdes[index] = None
                 return None
-            rows = self._decoded.get(index)
-            if rows is None:
-                rows = self._decoded[index] = fde.get_decoded().table
         found = None
         for row in rows:
             if row["pc"] > vaddr:

@@ -57,3 +57,21 @@ def test_search_table_refuses_what_it_does_not_know():
     assert eh_frame_search_table(b"\x02\x1b\x03\x3b" + bytes(8), 0) is None  # version 2
     assert eh_frame_search_table(b"\x01\x1b\x03\x1b" + bytes(8), 0) is None  # a pcrel table
     assert eh_frame_search_table(b"\x01\x1b\x03\x3b" + bytes(4) + (5).to_bytes(4, "little"), 0) is None  # cut short
+
+
+def test_cfi_pyelftools_cannot_decode_is_no_row_not_a_crash():
+    """gdb's own .eh_frame holds a CFI opcode pyelftools does not know
+    (its decoder raises ValueError): `inspect --json --at exit gdb` died in
+    the backtrace. Such an FDE counts as none: the unwinder falls back to
+    the frame pointer."""
+    from loaderdbg.analysis.backtrace import CallFrameTable
+
+    class UndecodableFDE:
+        header = {"initial_location": 0x1000, "address_range": 0x100}
+
+        def get_decoded(self):
+            raise ValueError("Unknown format code 'x' for object of type 'str'")
+
+    table = CallFrameTable([0x1000], lambda index: UndecodableFDE())
+    assert table.row(0x1010) is None
+    assert table.row(0x1020) is None  # remembered as unreadable, not decoded again
