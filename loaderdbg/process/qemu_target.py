@@ -456,8 +456,12 @@ class QemuTarget:
         return len(self.threads()) if self.alive else 0
 
     def untraced_threads(self) -> int:
-        """Threads other than the one the run loop follows."""
-        return max(self.thread_count() - 1, 0)
+        """Threads an engine breakpoint could kill: none. The stub's
+        breakpoints (Z0) live in qemu's translator, never as a trap
+        instruction in guest memory: any guest thread reaching one reports
+        to the stub instead of dying, so the observer may watch r_brk and
+        arm main in a threaded guest too."""
+        return 0
 
     # -- what the startup observer asks at a stop (process/startup.py) ----------
     def event_message(self) -> int | None:
