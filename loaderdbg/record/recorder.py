@@ -774,15 +774,30 @@ class Recorder:
 
     def _signal_step(self) -> None:
         sig, self.pending_signal = self.pending_signal, 0
+        restarted = _restarted_syscall(self.regs)
+        syscall = None
+        if restarted is not None:
+            # Cut short by this signal: if the program ignores it, the kernel
+            # runs the syscall again within this step.
+            args = tuple(self._word(self.regs, offset) for offset in _ARGS)
+            syscall = (restarted, self.arch.syscall_names.get(restarted, f"syscall_{restarted}"), args)
+            self.tracker.syscall_entry(self.pos, self.regs, restarted, args)
         status = self._issue(sig)
         if status != STEP_STATUS:
             return self._unusual(status, None)
         raw = self._fetch_regs()
         t = self.pos
-        # A handler frame (or the instruction itself, if the signal was ignored).
+        ran_again = syscall is not None and raw[_RIP:_RIP + 8] == self.regs[_RIP:_RIP + 8]
+        if ran_again:
+            raw = self._untrap_r11(raw)
+        # A handler frame (or the instruction itself, or the restarted
+        # syscall, if the signal was ignored).
         self._resync_maps(t)
         self._diff_writable(t, WRITE_KERNEL)
         self._commit(raw, (1 << 27) - 1)
+        if ran_again:
+            self._syscall_done(t, syscall, raw, int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True))
+            self._flush_events()
         self._after_special()
 
     def _syscall_step(self, plan: Plan, number: int | None = None) -> None:
