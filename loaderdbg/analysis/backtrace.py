@@ -24,18 +24,13 @@ from elftools.dwarf.structs import DWARFStructs
 from elftools.elf.elffile import ELFFile
 
 from loaderdbg.analysis.objects import MappedObject
+from loaderdbg.arch import X86_64, ArchTables
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.registers import decode_registers
 
 MAX_FRAMES = 64
 WORD = 8
-# DWARF register numbers on x86_64 (psABI figure 3.36); 16 is the return address.
-DWARF_REGISTERS = {0: "rax", 1: "rdx", 2: "rcx", 3: "rbx", 4: "rsi", 5: "rdi", 6: "rbp", 7: "rsp",
-                   **{n: f"r{n}" for n in range(8, 16)}}
-RETURN_ADDRESS = 16
-# Registers a callee keeps (psABI): only these are known in a caller's frame.
-CALLEE_SAVED = frozenset({"rbx", "rbp", "r12", "r13", "r14", "r15"})
 
 MemoryReader = Callable[[int, int], "bytes | None"]
 
@@ -44,8 +39,8 @@ MemoryReader = Callable[[int, int], "bytes | None"]
 class Frame:
     number: int
     pc: int
-    sp: int | None         # rsp in this frame (frame 0: the register; a caller: the callee's CFA)
-    cfa: int | None        # the caller's rsp once this frame returns
+    sp: int | None         # sp in this frame (frame 0: the register; a caller: the callee's CFA)
+    cfa: int | None        # the caller's sp once this frame returns
     symbol: str | None     # `name+0xoff` as symbolize spells it
     object: str | None     # the mapped object's name (MappedObject.name), None outside any
     path: str | None       # the mapping's path ([vdso] too)
@@ -178,10 +173,13 @@ def _read_word(read_memory: MemoryReader, address: int) -> int | None:
 
 def unwind(registers: Mapping[str, int], read_memory: MemoryReader, maps: Sequence[MapEntry],
            objects: Sequence[MappedObject], object_bytes: Callable[[MappedObject], bytes | None],
-           symbolize: Callable[[int], str | None], limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
-    """Frames from the stop's registers outwards, innermost first."""
-    known = {name: registers[name] for name in (*DWARF_REGISTERS.values(), "rip") if name in registers}
-    pc = known.get("rip")
+           symbolize: Callable[[int], str | None], limit: int = MAX_FRAMES,
+           arch: ArchTables = X86_64) -> tuple[Frame, ...]:
+    """Frames from the stop's registers outwards, innermost first; the
+    registers dicts are keyed by arch's register names."""
+    known = {name: registers[name] for name in (*arch.dwarf_registers.values(), arch.pc_register)
+             if name in registers}
+    pc = known.get(arch.pc_register)
     if pc is None:
         return ()
     frames: list[Frame] = []
@@ -191,23 +189,25 @@ def unwind(registers: Mapping[str, int], read_memory: MemoryReader, maps: Sequen
         obj = next((o for o in objects if o.contains(pc)), None)
         mapping = next((m for m in maps if m.start <= pc < m.end), None)
         symbol = symbolize(pc)
-        # A caller's pc is a return address: look up the call, one byte before.
+        # A caller's pc is a return address: look up the call, one byte
+        # before (inside the call instruction on x86 and arm64 alike).
         lookup = pc if number == 0 else pc - 1
         caller, how = None, "frame pointer"
         table = call_frame_table(obj, object_bytes) if obj is not None else None
         row = table.row(lookup - obj.base) if table is not None else None
         if row is not None:
-            caller = _unwind_cfi(read_memory, row, known)
+            caller = _unwind_cfi(read_memory, row, known, arch)
             how = "cfi"
         if caller is None:
             how = "frame pointer"
-            caller = _unwind_frame_pointer(read_memory, known, at_entry=bool(symbol) and "+" not in symbol)
-        cfa = caller.get("rsp") if caller is not None else None
-        frames.append(Frame(number, pc, known.get("rsp"), cfa, symbol, obj.name if obj is not None else None,
+            caller = _unwind_frame_pointer(read_memory, known, arch,
+                                           at_entry=bool(symbol) and "+" not in symbol)
+        cfa = caller.get(arch.sp_register) if caller is not None else None
+        frames.append(Frame(number, pc, known.get(arch.sp_register), cfa, symbol, obj.name if obj is not None else None,
                             mapping.path if mapping is not None and mapping.path else None, found_by))
         if caller is None:
             break
-        next_pc = caller.get("rip")
+        next_pc = caller.get(arch.pc_register)
         if not next_pc or (next_pc, cfa) in seen or \
                 not any(m.start <= next_pc < m.end and m.executable for m in maps):
             break
@@ -229,23 +229,31 @@ def backtrace_of(source, limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
         return ()
     symbols = source.symbols()
     return unwind(registers, source.read_memory, source.maps(), source.objects(),
-                  source.elf_cache.object_bytes, symbols.symbolize, limit)
+                  source.elf_cache.object_bytes, symbols.symbolize, limit, source.arch)
 
 
-def _unwind_cfi(read_memory: MemoryReader, row: dict, known: dict[str, int]) -> dict[str, int] | None:
+def _return_address_in_register(arch: ArchTables) -> str | None:
+    """The register a call leaves the return address in (arm64's x30);
+    None where the call pushes it (x86: a column of no register)."""
+    return arch.dwarf_registers.get(arch.return_address_register)
+
+
+def _unwind_cfi(read_memory: MemoryReader, row: dict, known: dict[str, int],
+                arch: ArchTables) -> dict[str, int] | None:
+    pc_name, sp_name = arch.pc_register, arch.sp_register
     rule = row["cfa"]
-    if rule.expr is not None or rule.reg not in DWARF_REGISTERS:
+    if rule.expr is not None or rule.reg not in arch.dwarf_registers:
         return None
-    base = known.get(DWARF_REGISTERS[rule.reg])
+    base = known.get(arch.dwarf_registers[rule.reg])
     if base is None:
         return None
     cfa = base + rule.offset
-    caller = {name: value for name, value in known.items() if name in CALLEE_SAVED}
-    caller["rsp"] = cfa
+    caller = {name: value for name, value in known.items() if name in arch.callee_saved_registers}
+    caller[sp_name] = cfa
     for register, saved in row.items():
         if not isinstance(register, int) or not isinstance(saved, RegisterRule):
             continue
-        name = "rip" if register == RETURN_ADDRESS else DWARF_REGISTERS.get(register)
+        name = pc_name if register == arch.return_address_register else arch.dwarf_registers.get(register)
         if name is None:
             continue
         if saved.type == RegisterRule.OFFSET:
@@ -255,25 +263,42 @@ def _unwind_cfi(read_memory: MemoryReader, row: dict, known: dict[str, int]) -> 
             caller[name] = value
         elif saved.type == RegisterRule.UNDEFINED:
             caller.pop(name, None)
-            if name == "rip":
+            if name == pc_name:
                 return None  # the outermost frame (_start marks its return address undefined)
         elif saved.type == RegisterRule.SAME_VALUE and name in known:
             caller[name] = known[name]
-    return caller if "rip" in caller else None
+    # No rule for a link register's column: the return address is still in
+    # it (a leaf, or a function before it saves x30); only frame 0 knows it.
+    link = _return_address_in_register(arch)
+    if pc_name not in caller and link is not None and arch.return_address_register not in row \
+            and link in known:
+        caller[pc_name] = known[link]
+    return caller if pc_name in caller else None
 
 
-def _unwind_frame_pointer(read_memory: MemoryReader, known: dict[str, int], *,
+def _unwind_frame_pointer(read_memory: MemoryReader, known: dict[str, int], arch: ArchTables, *,
                           at_entry: bool) -> dict[str, int] | None:
     """No CFI for pc: at a function's first instruction the return address
-    is at rsp; elsewhere rbp chains the frames (push rbp; mov rbp, rsp)."""
-    rsp, rbp = known.get("rsp"), known.get("rbp")
-    kept = {k: v for k, v in known.items() if k in CALLEE_SAVED}
-    if at_entry and rsp is not None:
-        ra = _read_word(read_memory, rsp)
-        return None if ra is None else {**kept, "rip": ra, "rsp": rsp + WORD}
-    if not rbp or rsp is None or rbp < rsp:
+    is at sp (x86) or still in the link register (arm64); elsewhere the
+    frame pointer chains frame records: [fp] = the caller's fp, [fp + 8] =
+    the return address (x86: push rbp; mov rbp, rsp)."""
+    sp_name, fp_name, pc_name = arch.sp_register, arch.frame_pointer_register, arch.pc_register
+    sp, fp = known.get(sp_name), known.get(fp_name)
+    link = _return_address_in_register(arch)
+    kept = {k: v for k, v in known.items() if k in arch.callee_saved_registers}
+    if at_entry and sp is not None:
+        if link is not None:
+            return {**kept, pc_name: known[link], sp_name: sp} if link in known else None
+        ra = _read_word(read_memory, sp)
+        return None if ra is None else {**kept, pc_name: ra, sp_name: sp + WORD}
+    if not fp or (sp is not None and fp < sp) or (sp is None and link is None):
         return None
-    saved, ra = _read_word(read_memory, rbp), _read_word(read_memory, rbp + WORD)
+    saved, ra = _read_word(read_memory, fp), _read_word(read_memory, fp + WORD)
     if ra is None or saved is None:
         return None
-    return {**kept, "rbp": saved, "rip": ra, "rsp": rbp + 2 * WORD}
+    caller = {**kept, fp_name: saved, pc_name: ra}
+    if link is None:
+        caller[sp_name] = fp + 2 * WORD  # the pushed return address and rbp sit right above the caller's sp
+    elif saved and saved <= fp:
+        return None  # arm64's record is anywhere in its frame: the chain must at least go up the stack
+    return caller

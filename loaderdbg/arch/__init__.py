@@ -203,6 +203,14 @@ class ArchTables:
     # syscall instruction, when it differs from syscall_number_register (x86:
     # rax; orig_rax holds it only at the kernel's syscall stops).
     syscall_number_before_register: str = ""
+    # Unwinding (analysis/backtrace.py): the psABI's DWARF register numbers
+    # -> register names, the CFI column that holds a caller's pc (x86: 16, a
+    # column of its own that a call pushes; arm64: x30, the link register),
+    # the frame pointer and the registers a callee keeps for its caller.
+    dwarf_registers: Mapping[int, str] = field(default_factory=dict)
+    return_address_register: int = -1
+    frame_pointer_register: str = ""
+    callee_saved_registers: frozenset[str] = frozenset()
 
     @property
     def syscall_number_before(self) -> str:

@@ -61,6 +61,9 @@ CLONE_SIGNATURE = (
     ("tls", "hex"), ("child_tid", "ptr"),
 )
 
+# DWARF for the Arm 64-bit Architecture (aadwarf64), table 2: x0-x30, then sp.
+DWARF_REGISTERS = {**{n: f"x{n}" for n in range(31)}, 31: "sp"}
+
 TABLES = make_arch(
     name="aarch64",
     word_size=8,
@@ -88,4 +91,10 @@ TABLES = make_arch(
     pc_relative_to_next=False,
     syscall_signatures={"clone": CLONE_SIGNATURE},
     flag_tables={"open_flags": OPEN_FLAGS},
+    dwarf_registers=DWARF_REGISTERS,
+    # bl leaves the return address in x30 (LR); a frame record is [x29] =
+    # the caller's x29, [x29 + 8] = its x30 (AAPCS64 6.2.3).
+    return_address_register=30,
+    frame_pointer_register="x29",
+    callee_saved_registers=frozenset(f"x{n}" for n in range(19, 30)),
 )

@@ -97,6 +97,10 @@ OPEN_FLAGS = (
             if name not in ("O_WRONLY", "O_RDWR", "O_TMPFILE"))
 )
 
+# psABI figure 3.36; 16 is the return address, a column of no register.
+DWARF_REGISTERS = {0: "rax", 1: "rdx", 2: "rcx", 3: "rbx", 4: "rsi", 5: "rdi", 6: "rbp", 7: "rsp",
+                   **{n: f"r{n}" for n in range(8, 16)}}
+
 TABLES = make_arch(
     name="x86_64",
     word_size=8,
@@ -133,4 +137,8 @@ TABLES = make_arch(
         "open_flags": OPEN_FLAGS,
     },
     value_tables={"arch_prctl_code": ARCH_PRCTL_CODES},
+    dwarf_registers=DWARF_REGISTERS,
+    return_address_register=16,
+    frame_pointer_register="rbp",
+    callee_saved_registers=frozenset({"rbx", "rbp", "r12", "r13", "r14", "r15"}),
 )
