@@ -119,7 +119,7 @@ def test_crash_at_pc_zero_in_plain_words():
     # Right after the auxv rewrite, the next thing was the jump to ld.so: say so, and point at rdx.
 
     class Regs(dict):
-        pass
+        arch = "x86_64"  # as decoded Registers say which arch's names they carry
     words = describe_stop(stop, None, Regs(rdx=0, rip=0), before="auxv-rewritten")
     assert "hand-off jump to ld.so" in words.detail and "rdx = 0" in words.detail
 
