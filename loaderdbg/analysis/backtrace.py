@@ -208,6 +208,8 @@ def unwind(registers: Mapping[str, int], read_memory: MemoryReader, maps: Sequen
         if caller is None:
             break
         next_pc = caller.get(arch.pc_register)
+        if next_pc and arch.return_address_bits:
+            next_pc &= (1 << arch.return_address_bits) - 1
         if not next_pc or (next_pc, cfa) in seen or \
                 not any(m.start <= next_pc < m.end and m.executable for m in maps):
             break

@@ -211,6 +211,8 @@ class ArchTables:
     return_address_register: int = -1
     frame_pointer_register: str = ""
     callee_saved_registers: frozenset[str] = frozenset()
+    # The bits of a return address that are the address; 0: all of them.
+    return_address_bits: int = 0
 
     @property
     def syscall_number_before(self) -> str:

@@ -97,4 +97,8 @@ TABLES = make_arch(
     return_address_register=30,
     frame_pointer_register="x29",
     callee_saved_registers=frozenset(f"x{n}" for n in range(19, 30)),
+    # A user address fits in 48 bits (52 only above an mmap hint there);
+    # the bits above a saved x30 are a PAC signature (-mbranch-protection,
+    # which qemu's default cpu signs with) or a top-byte tag.
+    return_address_bits=48,
 )

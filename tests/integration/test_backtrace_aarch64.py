@@ -121,3 +121,31 @@ def test_inspect_json_carries_the_aarch64_backtrace(stop):
     # pcs do not depend on the environment's size; sps do.
     assert [int(f["pc"], 16) for f in frames] == [f.pc for f in stop["frames"]]
     assert frames[0]["pc"] == snap["registers"]["pc"] and frames[0]["sp"] == snap["registers"]["sp"]
+
+
+PAC_SOURCE = r"""
+#include <unistd.h>
+__attribute__((noinline)) int leafy(int n) { return write(1, "x\n", 2) + n; }
+__attribute__((noinline)) int middle(int n) { int r = leafy(n + 1); return r * 2; }
+int main(void) { return middle(3) == 0; }
+"""
+
+
+@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="needs aarch64-linux-gnu-gcc")
+def test_return_addresses_signed_by_pointer_authentication_are_unwound(tmp_path):
+    """-mbranch-protection=standard: paciasp signs x30 before it is saved
+    (qemu's default cpu implements PAC), so a saved return address carries
+    a signature above bit 48 (gdb-multiarch over qemu's stub stops there,
+    showing 0x75...). The address below it is the caller."""
+    source, program = tmp_path / "pac.c", tmp_path / "pac"
+    source.write_text(PAC_SOURCE)
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-mbranch-protection=standard", "-o", str(program), str(source)],
+                   check=True, timeout=60)
+    with LiveSession(LaunchSpec(str(program), (str(program),), dict(ENV), stdout_fd=DEVNULL)) as session:
+        assert session.cont("syscall:write").reached
+        frames = session.backtrace()
+    names = [f.symbol.split("+")[0] for f in frames]
+    assert names[:4] == ["write", "leafy", "middle", "main"], names
+    assert names[-2:] == ["__libc_start_main", "_start"], names
+    assert all(f.how == "cfi" for f in frames[1:])
+    assert all(f.pc < 1 << 48 for f in frames)
