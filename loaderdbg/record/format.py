@@ -1100,6 +1100,12 @@ def is_loaderdbg_recording(path: str) -> bool:
         db.close()
 
 
+# What a recording's header holds once the recorder has set up (a disk that
+# fills during setup leaves fewer).
+HEADER_KEYS = ("arch", "program", "argv", "chunk_steps", "keyframe_interval", "page_size", "regs_size",
+               "kernel_sp", "entry_pc")
+
+
 def _check_meta(meta: dict, path: str) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise UsageError(f"{path}: not a loaderdbg recording (format {printable(repr(meta.get('format')))[:80]})")
@@ -1109,6 +1115,10 @@ def _check_meta(meta: dict, path: str) -> None:
     if version > FORMAT_VERSION:
         raise UsageError(f"{path}: recording format version {version} is newer than this loaderdbg "
                          f"reads ({FORMAT_VERSION}); upgrade loaderdbg")
+    missing = [key for key in HEADER_KEYS if key not in meta]
+    if missing:
+        raise UsageError(f"{path}: an unfinished recording: the recorder stopped before its header was "
+                         f"written ({', '.join(missing)} missing); nothing to replay")
     if meta.get("arch") != "x86_64":
         raise UsageError(f"{path}: recording architecture {printable(repr(meta.get('arch')))[:40]} not supported")
     _meta_int(meta, "chunk_steps", 1, MAX_CHUNK_STEPS, path)

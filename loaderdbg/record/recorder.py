@@ -307,7 +307,13 @@ class Recorder:
             self.tracker = MilestoneTracker(tracee, self.spec)
             if self.catcher is not None:
                 self.tracker.caught(self.catcher.parent)
-            self._setup()
+            try:
+                self._setup()
+            except BaseException as err:
+                if _write_failure(err):
+                    raise OutputError(f"{self.output}: cannot write the recording ({err}): it filled up "
+                                      "before its first step was saved; nothing to replay") from None
+                raise
             self.loop_started = time.monotonic()
             try:
                 if self.interrupted:

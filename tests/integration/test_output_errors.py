@@ -116,8 +116,35 @@ def test_recording_disk_full_is_one_line_and_the_prefix_replays(small_disk):
     assert str(output) in line and "cannot write the recording" in line
     replay = subprocess.run([*LOADERDBG, "inspect", "--json", "--replay", str(output), "--at", "exit"],
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert replay.stdout, replay.stderr  # exit 1: the recording ends before the exit, as it should
     snapshot = json.loads(replay.stdout)
     assert snapshot["step"] > 0  # a prefix of the run, readable
+
+
+def test_recording_full_before_its_first_step_says_so_and_the_file_says_why(tmp_path):
+    """A disk that fills while the recorder writes its header: one line
+    (not SQLite's traceback), and a replay of what is there says the
+    recording is unfinished (it used to say "architecture None not supported")."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120k", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        output = mount_point / "full.ldbg"
+        done = subprocess.run([*LOADERDBG, "record", "-o", str(output), "/bin/true"], capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert done.returncode == EXIT_OUTPUT, done.stderr
+        assert "Traceback" not in done.stderr
+        line = _one_line(done.stderr.replace("\r", "\n").splitlines()[-1])
+        assert "cannot write the recording" in line
+        if output.exists():
+            replay = subprocess.run([*LOADERDBG, "inspect", "--json", "--replay", str(output)],
+                                    capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert replay.returncode != 0 and "Traceback" not in replay.stderr
+            assert "unfinished recording" in replay.stderr or "cannot" in replay.stderr, replay.stderr
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def _children_cpu() -> float:
