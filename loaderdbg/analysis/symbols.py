@@ -28,7 +28,6 @@ check_match):
 from __future__ import annotations
 
 import bisect
-import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -55,19 +54,16 @@ class LoadedObject:
         return (addr - self.base) & 0xFFFFFFFFFFFFFFFF
 
 
-_CANDIDATES: dict[int, tuple[ElfInfo, dict[str, tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]] = {}
-_CANDIDATES_MAX = 256
-_CANDIDATES_LOCK = threading.Lock()  # snapshots are built on the tracer thread and on replay workers
+_CANDIDATES = "symbols: dynsym candidates"  # this module's key in ElfInfo.derived
 
 
 def _candidates(info: ElfInfo) -> tuple[dict[str, tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]:
     """(name -> definitions with a value, name -> canonical PLT entry, has
     DT_VERSYM), one pass over .dynsym per file: a lookup asks every object
     in scope, and most do not define the name."""
-    with _CANDIDATES_LOCK:
-        hit = _CANDIDATES.get(id(info))
-    if hit is not None and hit[0] is info:
-        return hit[1], hit[2], hit[3]
+    hit = info.derived.get(_CANDIDATES)
+    if hit is not None:
+        return hit
     defined: dict[str, list[DynSymbol]] = {}
     plt_entries: dict[str, DynSymbol] = {}
     program = info.type == "ET_EXEC" or info.is_pie
@@ -82,10 +78,8 @@ def _candidates(info: ElfInfo) -> tuple[dict[str, tuple[DynSymbol, ...]], dict[s
             # canonical PLT entry (a non-PIE program took the address).
             plt_entries.setdefault(sym.name, sym)
     value = ({k: tuple(v) for k, v in defined.items()}, plt_entries, info.dynamic_value("DT_VERSYM") is not None)
-    with _CANDIDATES_LOCK:
-        _CANDIDATES[id(info)] = (info, *value)
-        while len(_CANDIDATES) > _CANDIDATES_MAX:
-            del _CANDIDATES[next(iter(_CANDIDATES))]
+    # Two threads racing here compute the same value; either may stay.
+    info.derived[_CANDIDATES] = value
     return value
 
 

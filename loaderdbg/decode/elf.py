@@ -325,6 +325,10 @@ class ElfInfo:
     # .dynsym and the relocation tables, checked by parse_elf and decoded on
     # first use: a run to AT_ENTRY reads few of them (see _Tables).
     _tables: _Tables | None = field(default=None, repr=False, compare=False)
+    # Facts an analysis derives from this file alone, kept with it rather
+    # than in a process-wide cache keyed by id(): name -> value. A copy made
+    # by with_debug_file starts empty.
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def with_debug_file(self, debug_file: DebugFile) -> ElfInfo:
         """This object, named by its separate debug file's symbols."""
