@@ -72,6 +72,8 @@ class LiveSession:
         self.program = self._inferior.program
         self.capabilities = LiveSession.capabilities | ({Capability.RESTART} if spec is not None
                                                         else {Capability.ATTACH})
+        if self._inferior.thread_group is not None:
+            self.capabilities |= {Capability.THREADS}
 
     def _abandon_start(self, future: Future) -> None:
         """Ctrl-C (or SIGTERM) while launching or attaching: whatever the
@@ -154,6 +156,10 @@ class LiveSession:
 
     def threads(self) -> Sequence:
         return self._tracer.call(self._inferior.threads)
+
+    def select_thread(self, tid: int) -> None:
+        """gdb's `thread N` (Threads): thread ``tid`` becomes current."""
+        self._tracer.call(self._inferior.select_thread, tid)
 
     def events(self) -> Sequence[Event]:
         return tuple(self._inferior.events)

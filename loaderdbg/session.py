@@ -55,6 +55,9 @@ class StopReason:
     signal: str | None = None
     fault_address: int | None = None
     exit_code: int | None = None
+    # The thread that reached this stop, named when the process has more
+    # than one (JSON `stop.thread`); None in a single-threaded process.
+    thread: int | None = None
 
 
 class Session(Protocol):
@@ -121,6 +124,7 @@ class Capability(StrEnum):
     HISTORY = "history"          # History
     TIMELINE = "timeline"        # events() is the whole run, ahead of this stop too, steps exact
     WATCHPOINTS = "watchpoints"  # Watchpoints
+    THREADS = "threads"          # Threads
 
 
 class Breakpoints(Protocol):
@@ -131,6 +135,15 @@ class Breakpoints(Protocol):
     def add_breakpoint(self, addr: int) -> bool: ...
 
     def remove_breakpoint(self, addr: int) -> None: ...
+
+
+class Threads(Protocol):
+    """Any stopped thread can be made the current one (gdb's `thread N`):
+    registers, stack, disassembly and backtrace are then that thread's,
+    and a step steps it alone."""
+
+    def select_thread(self, tid: int) -> None:
+        """UsageError saying why not (no such thread, not stopped)."""
 
 
 class Interruptible(Protocol):

@@ -41,6 +41,11 @@ class ThreadState:
     sigpend: tuple[str, ...]
     shdpnd: tuple[str, ...]
     stop: str
+    # Whether this is the current thread (registers, stack and a step are
+    # its), said when the process has more than one thread (JSON
+    # `threads[].current`); None otherwise.
+    current: bool | None = None
+    pc: int | None = None  # a traced thread's pc (None: not traced, or not read)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,9 @@ def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
             "signal": stop.signal,
             "fault_address": hexify(stop.fault_address),
             "exit_code": stop.exit_code,
+            # Only in a process with more than one thread: single-threaded
+            # JSON stays as it was (recordings' goldens, live == replay).
+            **({} if stop.thread is None else {"thread": stop.thread}),
         },
         "pid": snap.pid,
         "arch": snap.arch,
@@ -218,6 +221,7 @@ def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
                 "sigpend": list(t.sigpend),
                 "shdpnd": list(t.shdpnd),
                 "stop": t.stop,
+                **({} if t.current is None else {"current": t.current}),
             }
             for t in snap.threads
         ],

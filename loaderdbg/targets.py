@@ -8,7 +8,7 @@ and what a stop means: the reasons and their texts, for every front.
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from loaderdbg.errors import UsageError
@@ -191,7 +191,13 @@ def as_target_outcome(reason: StopReason, target: Target) -> StopReason:
     """How a run to ``target`` ended when the process ended first (a replay
     that passes the recording's end): the same facts, under that target."""
     return StopReason(reason.kind, reason.description, str(target), False, reason.signal,
-                      reason.fault_address, reason.exit_code)
+                      reason.fault_address, reason.exit_code, reason.thread)
+
+
+def in_thread(reason: StopReason, tid: int) -> StopReason:
+    """``reason`` naming the thread that reached it (a process with more
+    than one thread): `breakpoint at 0x… (common_work) (thread 12345)`."""
+    return replace(reason, description=f"{reason.description} (thread {tid})", thread=tid)
 
 
 def step_limit(target: Target, step: int) -> StopReason:

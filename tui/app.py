@@ -52,6 +52,7 @@ from loaderdbg_tui.output_view import OutputScreen
 from loaderdbg_tui.palette import LoaderdbgCommands
 from loaderdbg_tui.program_output import ProgramOutputPane
 from loaderdbg_tui.status import StatusLine
+from loaderdbg_tui.threads import ThreadsPane, current_thread, thread_number
 from loaderdbg_tui.timeline import Timeline
 from loaderdbg_tui.view import StopView, build_view, prefetch_listings, session_alive
 
@@ -1009,7 +1010,47 @@ class LoaderdbgApp(App[int]):
         self._from_view(reports.vmmap_report, command.text)
 
     def _cmd_threads(self, command: Command) -> None:
-        self._from_view(reports.threads_report, command.text)
+        view = self.view
+        self._query(lambda: reports.threads_report(self.session, view), command.text)
+
+    def _cmd_thread(self, command: Command) -> None:
+        """gdb's `thread N` (N as `info threads` numbers them, or a tid);
+        alone, which thread is current."""
+        threads = self.view.snapshot.threads if self.view is not None else ()
+        numbered = current_thread(threads)
+        if command.count == 0:
+            if numbered is None and threads:
+                numbered = (1, threads[0])
+            if numbered is None:
+                self.refuse("No thread selected (the process is gone)")
+            else:
+                self.show_output(Text(f"[Current thread is {numbered[0]} (LWP {numbered[1].tid})]"),
+                                 command.text)
+            return
+        tid = thread_number(threads, command.count)
+        if tid is None:
+            self.refuse(f"Invalid thread ID: {command.count} (info threads lists them)")
+            return
+        self.select_thread(tid)
+
+    def on_threads_pane_chosen(self, message: ThreadsPane.Chosen) -> None:
+        self.select_thread(message.tid)
+
+    def select_thread(self, tid: int) -> None:
+        """Make thread ``tid`` current: registers, stack, code and the next
+        step are its own from then on."""
+        if Capability.THREADS not in self.capabilities:
+            self.refuse("selecting a thread needs a launched x86-64 program (loaderdbg run): a recording "
+                        "has one thread, an attached session steps its main one")
+            return
+        threads = self.view.snapshot.threads if self.view is not None else ()
+        number = next((n for n, t in enumerate(threads, 1) if t.tid == tid), None)
+        session = self.session
+
+        def job() -> None:
+            session.select_thread(tid)
+            self.post_message(CommandOutput(Text(f"[Switching to thread {number} (LWP {tid})]")))
+        self._motion(f"thread {number}", job)
 
     def _cmd_link_map(self, command: Command) -> None:
         self._from_view(reports.link_map_report, command.text)

@@ -1,7 +1,7 @@
 """The command line's gdb words, parsed into frozen Commands.
 
     si [N]   ni [N]   c   starti   b [NAME|*ADDR]   delete NAME|*ADDR   x/NFU ADDR
-    info auxv|registers|breakpoints|threads   vmmap   got   explain
+    info auxv|registers|breakpoints|threads   thread N   vmmap   got   explain
     until T | run-to T   goto N   rsi [N]   rc   who $REG | who[/N] ADDR   help   q
 
 Addresses are expressions of numbers, registers and symbols:
@@ -226,6 +226,7 @@ VERBS = {
     "bt": "backtrace", "backtrace": "backtrace", "where": "backtrace",
     "finish": "finish", "fin": "finish",
     "watch": "watch", "rwatch": "rwatch", "awatch": "awatch",
+    "thread": "thread", "t": "thread",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -318,6 +319,11 @@ def parse_command(line: str) -> Command | None:
         if not rest:
             raise CommandError("tab needs a name or a number, e.g. tab relocs, tab 3 (Alt+3)")
         return Command("tab", target=rest, text=text)
+    if verb == "thread":
+        # gdb's: N as `info threads` numbers them (or a tid); alone, which is current
+        if not rest:
+            return Command("thread", count=0, text=text)
+        return Command("thread", count=_number(rest, head, minimum=1), text=text)
     if verb == "goto":
         if not rest:
             raise CommandError("goto needs a step number")
@@ -437,6 +443,7 @@ HELP_LINES = (
     ("info auxv", "auxiliary vector, with the kernel's values where they were rewritten"),
     ("info registers [REG…]", "registers in gdb's order (hex, natural value, what they point at)"),
     ("info breakpoints", "your breakpoints, numbered, with their symbols"),
+    ("info threads / thread N", "the threads, numbered as gdb does; thread N (or a tid) makes one current"),
     ("vmmap", "memory maps annotated with objects and segments"),
     ("got", "GOT slots (JUMP_SLOT, GLOB_DAT): symbol, current value, state"),
     ("explain", "the milestones so far and the hand-off check"),

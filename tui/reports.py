@@ -488,11 +488,32 @@ THREAD_COLUMNS = (Column("tid"), Column("name", free=True, minimum=6), Column("s
                   Column("stop", free=True))
 
 
-def threads_report(view: StopView) -> FittedTable:
-    return _fitted("threads", THREAD_COLUMNS, [
-        (str(thread.tid), thread.name, thread.state, hex_short(thread.fs_base),
-         " ".join(thread.sigmask) or "-", " ".join(thread.sigpend + thread.shdpnd) or "-", thread.stop)
-        for thread in view.snapshot.threads])
+GDB_THREAD_COLUMNS = (Column(" "), Column("Id", right=True), Column("Target Id", free=True),
+                      Column("Frame", free=True))
+
+
+def threads_report(session, view: StopView) -> FittedTable | Text:
+    """gdb's `info threads`: `* 1    Thread 0x… (LWP tid) "name" 0x… in
+    symbol`, numbered as `thread N` takes them; Thread 0x… is the thread's
+    TLS base (glibc's pthread_t). Symbolises through the session: call
+    from a worker."""
+    threads = view.snapshot.threads
+    if not threads:
+        return Text("No threads.")
+    several = any(thread.current is not None for thread in threads)
+    rows = []
+    for number, thread in enumerate(threads, 1):
+        current = thread.current if several else thread.tid == threads[0].tid
+        pc = thread.pc if thread.pc is not None else (view.pc if current else None)
+        target = (f"Thread {thread.fs_base:#x} " if thread.fs_base else "") + \
+            f"(LWP {thread.tid}) \"{printable(thread.name)}\""
+        if pc is None:
+            frame = f"({thread.stop})"
+        else:
+            where = session.symbolize(pc)
+            frame = f"{pc:#018x}" + (f" in {where}" if where else "")
+        rows.append(("*" if current else "", str(number), target, frame))
+    return _fitted("", GDB_THREAD_COLUMNS, rows)
 
 
 LINK_MAP_COLUMNS = (Column("ns"), Column("name", free=True, shrink="left"), Column("l_addr"), Column("l_ld"),

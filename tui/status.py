@@ -16,6 +16,7 @@ from textual.widgets import Static
 
 from loaderdbg.session import Capability
 from loaderdbg_tui.describe import step_text
+from loaderdbg_tui.threads import current_thread
 from loaderdbg_tui.view import StopView
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -95,6 +96,9 @@ class StatusLine(Static):
             hook = getattr(app, "present_volatile", None)
             pid = hook("pid", str(view.pid)) if hook is not None else str(view.pid)
             where.append(f" · pid {pid}")
+            numbered = current_thread(view.snapshot.threads)
+            if numbered is not None:  # said only when there are several
+                where.append(f" · thread {numbered[0]} (LWP {numbered[1].tid})")
         elif label:
             where.append(f" · {label}")
         where.append(" · step ")

@@ -142,12 +142,32 @@ class Inferior(StopState):
         when asked: the step loop must not pay for a string per step."""
         reason = self._stop_reason
         if reason is None:
-            reason = self._stop_reason = reasons.stepped(self.step_count if self.step_exact else None)
+            reason = self._stop_reason = self._naming_thread(
+                reasons.stepped(self.step_count if self.step_exact else None))
         return reason
 
     @stop_reason.setter
     def stop_reason(self, value: StopReason) -> None:
-        self._stop_reason = value
+        self._stop_reason = self._naming_thread(value)
+
+    def _naming_thread(self, reason: StopReason) -> StopReason:
+        """With more than one thread, a stop names the one that reached it
+        (the group made it current); the end of the process is no thread's."""
+        group = self.thread_group
+        if group is None or reason.thread is not None or reason.kind in (reasons.ReasonKind.EXITED,
+                                                                          reasons.ReasonKind.KILLED):
+            return reason
+        if len(group.tids()) < 2:
+            return reason
+        return reasons.in_thread(reason, group.current)
+
+    def select_thread(self, tid: int) -> None:
+        """gdb's `thread N`: registers, stack and the next step are thread
+        ``tid``'s (UsageError: why not)."""
+        group = self.thread_group
+        if group is None:
+            raise UsageError("only a launched x86-64 program's threads can be selected here")
+        group.select(tid)
 
     def add_breakpoint(self, addr: int) -> bool:
         """A user breakpoint: every continue stops there. False if unmapped
@@ -180,9 +200,17 @@ class Inferior(StopState):
             except (OSError, DecodeError):
                 continue
             fs_base = None
+            current = pc = None
             if tid in traced:
                 fs_base = traced[tid].tls_base()
-                stop = self.stop_reason.kind if tid == group.current else _thread_stop(group, tid)
+                reached = self.stop_reason.thread
+                stop = self.stop_reason.kind if tid == (group.current if reached is None else reached) \
+                    else _thread_stop(group, tid)
+                current = tid == group.current if len(traced) > 1 else None
+                try:
+                    pc = traced[tid].pc
+                except ptrace.PtraceError:
+                    pc = None
             elif tid == self.pid:
                 fs_base = self.tracee.tls_base()  # fs_base, or arm64's tpidr_el0
                 stop = self.stop_reason.kind
@@ -197,7 +225,7 @@ class Inferior(StopState):
             else:
                 stop = "running (not traced)"
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
-                                   status.sig_pending, status.shared_pending, stop))
+                                   status.sig_pending, status.shared_pending, stop, current, pc))
         return tuple(out)
 
     # -- the rest of a StateSource (loaderdbg/snapshot.py) -----------------------
