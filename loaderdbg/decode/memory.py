@@ -58,11 +58,13 @@ def read_cstring(memory: MemoryReader, addr: int, limit: int = 4096) -> bytes | 
     while len(out) < limit:
         want = min(chunk, limit - len(out))
         raw = memory.read(addr + len(out), want)
-        if raw is None:
-            # Fall back to byte reads at a mapping boundary.
+        if raw is None and chunk > 1:
+            # At a mapping boundary: byte reads from here on (a chunk read
+            # again at every byte would cost two reads a byte).
+            chunk = 1
             raw = memory.read(addr + len(out), 1)
-            if raw is None:
-                return None
+        if raw is None:
+            return None
         if not raw:
             return None  # an empty read would never advance: the loop must end
         raw = raw[:want]
