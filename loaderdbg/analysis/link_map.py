@@ -4,7 +4,6 @@ fills in), and what changed between two looks at it."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
@@ -107,9 +106,6 @@ def loader_head(program: "LoadedObject | None", memory: MemoryReader) -> tuple[b
         return None, None
 
 
-_SCOPED: dict[int, tuple] = {}  # id(symbols) -> (symbols, r_debug, list tails, table in the loader's order)
-_SCOPED_MAX = 64
-_SCOPED_LOCK = threading.Lock()
 _L_NEXT = 24  # offset of l_next in struct link_map (LP64)
 
 
@@ -141,10 +137,9 @@ def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "Sy
     published, head = loader_head(symbols.program, memory)
     if not published or head is None or not head.r_map:
         return symbols
-    with _SCOPED_LOCK:
-        hit = _SCOPED.get(id(symbols))
-    if hit is not None and hit[0] is symbols and hit[1] == head and _tails_unchanged(memory, hit[2]):
-        return hit[3]
+    hit = symbols.loader_order
+    if hit is not None and hit[0] == head and _tails_unchanged(memory, hit[1]):
+        return hit[2]
     try:
         _, entries = walk_r_debug(memory, head.address)
     except DecodeError:
@@ -156,10 +151,7 @@ def symbols_in_loader_order(symbols: "SymbolTable", memory: MemoryReader) -> "Sy
         listed = {o.base for o in symbols.objects} & {e.l_addr for e in entries if e.kind != "vdso"}
         table = SymbolTable(symbols.objects, scopes[0], scopes[1],
                             listed=frozenset(object_key(o) for o in symbols.objects if o.base in listed))
-    with _SCOPED_LOCK:
-        _SCOPED[id(symbols)] = (symbols, head, _tails(entries), table)
-        while len(_SCOPED) > _SCOPED_MAX:
-            del _SCOPED[next(iter(_SCOPED))]
+    symbols.loader_order = (head, _tails(entries), table)
     return table
 
 

@@ -213,6 +213,10 @@ class SymbolTable:
         self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = dict(scopes or {})
         self.program: LoadedObject | None = _main_program(self.objects)
         self._scope_index: dict[int, list] = {}
+        # The same objects as the loader orders them, once read from the
+        # link_map (analysis/link_map.py symbols_in_loader_order): kept with
+        # this table, as (r_debug, list tails, table).
+        self.loader_order: tuple | None = None
         self._names_index: dict[str, LoadedObject] | None = None
         ranges = []
         for index, obj in enumerate(self.objects):
