@@ -17,7 +17,12 @@ slot alone cannot tell, and we ask what ld.so has visibly done instead:
   lazily, so a JUMP_SLOT still holding its PLT stub goes to the resolver;
 - glibc sets r_debug.r_state to RT_CONSISTENT in dl_main only after it has
   relocated every object it loaded at startup (and, before that, RT_ADD
-  while loading them).
+  while loading them);
+- glibc sets an object's private link_map l_relocated once it has processed
+  all its relocations (read where ld.so's DWARF says it is), and relocates
+  an object's dependencies before it and the program after every other
+  startup object: an object whose dependency (or, for the program, any
+  startup object) is not marked yet has not been started.
 
 A state we still cannot tell is "unknown", with the reason.
 
@@ -31,9 +36,10 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterable
 
-from loaderdbg.analysis.link_map import LoaderProgress, loader_progress, symbols_in_loader_order
+from loaderdbg.analysis.link_map import (LoaderProgress, loader_progress, read_link_map, symbols_in_loader_order,
+                                         with_private_fields)
 from loaderdbg.analysis.relocation_cache import RelocationCache
-from loaderdbg.analysis.symbols import LoadedObject, SymbolTable, object_key
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable, needed_closure, object_key
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
 from loaderdbg.decode.linkmap import image_extent
 from loaderdbg.decode.memory import MemoryReader
@@ -596,7 +602,8 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         # What settled the slots the values alone could not may have moved
         # on without a slot changing (GOT[1..2], r_debug).
         if not redo and cached.plt_setup == plt_setup and (
-                cached.progress is None or progress.value() == cached.progress):
+                cached.progress is None or progress.value() == cached.progress) and (
+                cached.marks is None or progress.marks() == cached.marks):
             return cached.states
         raw, currents = list(cached.raw), list(cached.currents)
         previous_states, previous_final = cached.states, cached.final
@@ -638,7 +645,7 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         states = tuple(out) if changed else previous_states
     if cache is not None and all(data is not None for data in blocks):
         cache.remember(cache.answers, plan.key, _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final,
-                                                        states, plt_setup, progress.used))
+                                                        states, plt_setup, progress.used, progress.marks_used))
     return states
 
 
@@ -677,6 +684,8 @@ class _Progress:
         self._cache = cache
         self._value: LoaderProgress | None = None
         self.used: LoaderProgress | None = None
+        self._marks: _Marks | None = None
+        self.marks_used: _Marks | None = None
 
     def value(self) -> LoaderProgress:
         if self._value is None:
@@ -691,6 +700,81 @@ class _Progress:
     def use(self) -> LoaderProgress:
         self.used = self.value()
         return self.used
+
+    def marks(self) -> "_Marks":
+        """Each listed object's l_relocated, read once per call."""
+        if self._marks is None:
+            self._marks = _read_marks(self._symbols, self._memory)
+        return self._marks
+
+    def use_marks(self) -> "_Marks":
+        self.marks_used = self.marks()
+        return self.marks_used
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """glibc's l_relocated per listed object, and whether its lazy-binding
+    setup is done (GOT[1] holds its link_map, which elf_machine_runtime_setup
+    writes before any of its relocations; None without a PLT): (namespace,
+    l_addr, is the namespace's first entry) -> (marked, set up). Empty while
+    there is no list or ld.so's private layout is unknown (no DWARF, musl)."""
+
+    objects: tuple[tuple[tuple[int, int, bool], tuple[bool, bool | None]], ...] = ()
+
+    def _of(self, obj: LoadedObject, is_program: bool) -> tuple[bool, bool | None] | None:
+        for (namespace, l_addr, first), marks in self.objects:
+            if namespace == 0 and l_addr == obj.base and first == is_program:
+                return marks
+        return None
+
+    def relocated(self, obj: LoadedObject, is_program: bool) -> bool | None:
+        """obj's l_relocated in namespace 0, None when not known."""
+        marks = self._of(obj, is_program)
+        return None if marks is None else marks[0]
+
+    def lazy_setup(self, obj: LoadedObject, is_program: bool) -> bool | None:
+        marks = self._of(obj, is_program)
+        return None if marks is None else marks[1]
+
+
+_DF_BIND_NOW, _DF_1_NOW = 0x8, 0x1
+
+
+def _binds_lazily(obj: LoadedObject) -> bool:
+    """obj has PLT slots and asks for no eager binding (glibc turns
+    DT_BIND_NOW, DF_BIND_NOW and DF_1_NOW into lazy = 0)."""
+    info = obj.info
+    return (info.dynamic_value("DT_JMPREL") is not None and info.dynamic_value("DT_PLTGOT") is not None
+            and info.dynamic_value("DT_BIND_NOW") is None
+            and not (info.dynamic_value("DT_FLAGS") or 0) & _DF_BIND_NOW
+            and not (info.dynamic_value("DT_FLAGS_1") or 0) & _DF_1_NOW)
+
+
+def _read_marks(symbols: SymbolTable, memory: MemoryReader) -> _Marks:
+    program = symbols.program
+    interp = program.info.interp if program is not None else None
+    if interp is None:
+        return _Marks()
+    interp_name = interp.rsplit("/", 1)[-1]
+    ldso = next((o for o in symbols.objects if o.name == interp_name), None)
+    view = with_private_fields(read_link_map(program, memory), ldso, memory)
+    by_base = {o.base: o for o in symbols.objects if o is not program}
+    heads = set()
+    marks = []
+    for entry in view.entries:
+        first = entry.namespace not in heads
+        heads.add(entry.namespace)
+        if entry.kind == "vdso" or entry.private is None or entry.private.l_relocated is None:
+            continue
+        obj = program if first and entry.namespace == 0 else by_base.get(entry.l_addr)
+        setup = None
+        if obj is not None and obj.info.elf_class == 64 and obj.info.dynamic_value("DT_PLTGOT") is not None:
+            raw = memory.read((obj.base + obj.info.dynamic_value("DT_PLTGOT") + 8) & MASK64, 8)
+            if raw is not None:
+                setup = int.from_bytes(raw, "little" if obj.info.little_endian else "big") == entry.address
+        marks.append(((entry.namespace, entry.l_addr, first), (entry.private.l_relocated, setup)))
+    return _Marks(tuple(marks))
 
 
 def _plt_setup(plan: "_Plan", image: "_SegmentImages", word: int) -> bool | None:
@@ -734,7 +818,10 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
     program = symbols.program
     interp = program.info.interp if program is not None else None
     # ld.so relocates itself before it publishes anything.
-    is_interp = interp is not None and obj.name == interp.rsplit("/", 1)[-1]
+    interp_name = interp.rsplit("/", 1)[-1] if interp is not None else None
+    is_interp = interp is not None and obj.name == interp_name
+
+    is_program = program is not None and obj.base == program.base and obj.path == program.path
 
     def relocated(index: int) -> str | None:
         """Why ld.so has processed relocation index, or None if nothing shows it."""
@@ -742,7 +829,34 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
             return f"a later relocation of {name} shows ld.so has processed it"
         if in_startup_scope and progress.use().startup_relocated:
             return "ld.so finished relocating the startup objects (r_debug RT_CONSISTENT)"
+        if not is_interp and progress.use_marks().relocated(obj, is_program):
+            return f"ld.so marked {name} relocated (link_map l_relocated)"
         return None
+
+    def not_started() -> bool:
+        """ld.so has not begun on obj: its l_relocated is clear and so is
+        that of an object glibc relocates before it (a dependency that does
+        not depend on obj in turn; for the program, which dl_main relocates
+        last, any other startup object); or, while it relocates the startup
+        objects lazily (another one's GOT[1] holds its link_map), obj binds
+        lazily and its GOT[1] does not hold its link_map yet."""
+        if is_interp:
+            return False
+        marks = progress.use_marks()
+        if marks.relocated(obj, is_program) is not False:
+            return False
+        if is_program:
+            before = [o for o in symbols.scope if o is not obj and o.name != interp_name]
+        else:
+            before = [o for o in needed_closure([obj], symbols.objects)[1:]
+                      if o.name != interp_name and obj not in needed_closure([o], symbols.objects)]
+        if any(marks.relocated(o, False) is False for o in before):
+            return True
+        if (not in_startup_scope or program is None or marks.relocated(program, True) is not False
+                or marks.lazy_setup(obj, is_program) is not False or not _binds_lazily(obj)):
+            return False
+        return any(marks.relocated(o, False) and marks.lazy_setup(o, False) for o in symbols.scope
+                   if o is not program and o.name != interp_name)
 
     # ld.so relocates an object only once it has loaded everything it needs
     # and put the object in its list.
@@ -756,7 +870,9 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
         ld.so's), or ld.so has not even filled the program's DT_DEBUG."""
         if first_unprocessed < index or missing or unlisted:
             return True
-        return index >= last and in_startup_scope and not is_interp and progress.use().published is False
+        if index >= last and in_startup_scope and not is_interp and progress.use().published is False:
+            return True
+        return index >= last and not_started()
 
     for i in open_verdicts:
         verdict = raw[i]
@@ -845,6 +961,7 @@ class _Cached:
     states: tuple[RelocationState, ...]
     plt_setup: bool | None = None
     progress: LoaderProgress | None = None  # what the verdicts were settled with, when they needed it
+    marks: "_Marks | None" = None           # the l_relocated marks they were settled with, when they needed them
 
 
 def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int, cache: RelocationCache | None) -> _Plan:
