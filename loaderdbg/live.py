@@ -17,7 +17,7 @@ from typing import Sequence
 
 from loaderdbg import end_signals
 from loaderdbg.analysis.backtrace import MAX_FRAMES, Frame, backtrace_of
-from loaderdbg.analysis.source_lines import line_at
+from loaderdbg.analysis.source_lines import SourceFile, line_at, source_file
 from loaderdbg.decode.dwarf_lines import SourceLine
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
@@ -38,6 +38,9 @@ SETTLE_SECONDS = 3.0
 class LiveSession:
     capabilities = frozenset({Capability.LIVE, Capability.BREAKPOINTS, Capability.INTERRUPT,
                               Capability.WATCHPOINTS})
+
+    # Where `directory`-style source lookups also look (--source-dir).
+    source_directories: tuple[str, ...] = ()
 
     def __init__(self, spec: LaunchSpec | None = None, *, pid: int | None = None,
                  catcher: SpawnCatcher | None = None) -> None:
@@ -175,6 +178,12 @@ class LiveSession:
 
     def source_line(self, addr: int) -> SourceLine | None:
         return self._tracer.call(lambda: line_at(self._inferior.symbols(), addr))
+
+    def source_file(self, line: SourceLine) -> SourceFile | None:
+        """line's source file, looked for as gdb does, in
+        ``source_directories`` too (files on this machine, not the
+        target's: no tracer needed)."""
+        return source_file(line, self.source_directories)
 
     def backtrace(self, limit: int = MAX_FRAMES) -> tuple[Frame, ...]:
         return self._tracer.call(backtrace_of, self._inferior, limit)

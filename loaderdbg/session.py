@@ -88,6 +88,8 @@ class Session(Protocol):
 
     def source_line(self, addr: int): ...  # file:line of code (DWARF, separate debug files too), or None
 
+    def source_file(self, line): ...  # line's source file found on this machine (SourceFile), or None
+
     def backtrace(self, limit: int = 64) -> Sequence: ...  # frames at this stop (analysis/backtrace.py's Frame)
 
     def step(self, n: int = 1) -> StopReason: ...

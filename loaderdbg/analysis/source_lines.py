@@ -6,7 +6,9 @@ Where a source file is looked for, as gdb does with its default source path
 ($cdir:$cwd) plus the directories the user names: the recorded path itself
 when absolute, the compilation directory joined with it, then each given
 directory joined with the path, with the compilation directory and the
-path, and with the bare file name.
+path, and with each tail of the path, longest first (gdb's substitute-path
+idea: /build/glibc/elf/rtld.c is found as elf/rtld.c under a glibc checkout
+given as the directory).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+from dataclasses import dataclass
 from typing import Sequence
 
 from loaderdbg.analysis.symbols import SymbolTable
@@ -46,7 +49,9 @@ def source_candidates(line: SourceLine, directories: Sequence[str] = ()) -> tupl
             out.append(posixpath.join(directory, file))
             if comp_dir and not comp_dir.startswith("/"):
                 out.append(posixpath.join(directory, comp_dir, file))
-        out.append(posixpath.join(directory, posixpath.basename(file)))
+        parts = [part for part in file.split("/") if part not in ("", ".")]
+        for start in range(len(parts)):
+            out.append(posixpath.join(directory, *parts[start:]))
     seen: dict[str, None] = {}
     for path in out:
         seen.setdefault(posixpath.normpath(path), None)
@@ -61,9 +66,23 @@ def find_source(line: SourceLine, directories: Sequence[str] = ()) -> str | None
     return None
 
 
-def source_text(line: SourceLine, directories: Sequence[str] = ()) -> str | None:
-    """The text of the line (without its newline), when its file is found
-    and has that many lines."""
+@dataclass(frozen=True)
+class SourceFile:
+    """A found source file: where, and its lines (without newlines, decoded
+    as UTF-8 with undecodable bytes replaced; not yet escaped for a
+    terminal)."""
+
+    path: str
+    lines: tuple[str, ...]
+
+    def line(self, number: int) -> str | None:
+        """Line ``number`` (1-based), or None past the file's end."""
+        return self.lines[number - 1] if 0 < number <= len(self.lines) else None
+
+
+def source_file(line: SourceLine, directories: Sequence[str] = ()) -> SourceFile | None:
+    """The file line came from, read (cached while unchanged), or None when
+    it is not found, unreadable or too big to be a source file."""
     path = find_source(line, directories)
     if path is None:
         return None
@@ -72,9 +91,14 @@ def source_text(line: SourceLine, directories: Sequence[str] = ()) -> str | None
     except OSError:
         return None
     lines = _file_lines(path, stat.st_mtime_ns, stat.st_size)
-    if lines is None or not 0 < line.line <= len(lines):
-        return None
-    return lines[line.line - 1]
+    return None if lines is None else SourceFile(path, lines)
+
+
+def source_text(line: SourceLine, directories: Sequence[str] = ()) -> str | None:
+    """The text of the line (without its newline), when its file is found
+    and has that many lines."""
+    found = source_file(line, directories)
+    return None if found is None else found.line(line.line)
 
 
 @functools.lru_cache(maxsize=64)
