@@ -50,7 +50,10 @@ def private_layout(path: str, info: "ElfInfo") -> PrivateLayoutAnswer:
     """The private link_map layout of the ld.so at ``path`` (as mapped),
     from its separate debug file's DWARF; cached per build-id."""
     debug_file = info.debug_file
-    key = (info.build_id,) if info.build_id else (path, None if debug_file is None else debug_file.path)
+    # The same build seen without its debug file (an ElfInfo parsed alone)
+    # must not hide the layout from one that has it.
+    debug_path = None if debug_file is None else debug_file.path
+    key = (info.build_id, debug_path) if info.build_id else (path, debug_path)
     with _lock:
         hit = _answers.get(key)
     if hit is not None:
