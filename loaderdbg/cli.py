@@ -60,6 +60,19 @@ STDIN_HELP = ("the program's stdin (default: ours; a program that reads our term
               "while it runs, as under gdb)")
 
 
+def _add_source_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-dir", action="append", default=[], metavar="DIR",
+                        help="also look for source files here, as gdb's `directory` (repeatable; "
+                             "the compilation directory and the current one are always tried)")
+
+
+def _source_directories(command: str, directories: list[str]) -> tuple[str, ...]:
+    for directory in directories:
+        if not os.path.isdir(directory):
+            raise CommandLineError(command, f"--source-dir {directory}: not a directory")
+    return tuple(os.path.abspath(directory) for directory in directories)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="loaderdbg",
@@ -76,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--aslr", action="store_true", help="keep address randomization (off by default, as in gdb)")
     run.add_argument("--stdin", metavar="FILE",
                      help="the program's stdin (default: the terminal of the TUI's output pane)")
+    _add_source_dir(run)
     _add_program(run, required=False)
 
     attach = sub.add_parser("attach", help="TUI on a running process, or on the next child it execs")
@@ -120,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--follow-exec", action="store_true",
                          help="with --pid: inspect the next child it execs, caught at its first instruction")
     inspect.add_argument("--match", metavar="GLOB", help="with --follow-exec: only a child whose path or argv[0] matches")
+    _add_source_dir(inspect)
     _add_program(inspect, required=False)
 
     explain = sub.add_parser("explain", help="plain-language startup report and crash root cause")
@@ -240,6 +255,7 @@ def cmd_inspect(options: argparse.Namespace) -> int:
     from loaderdbg.inspect_command import inspect_program
 
     pid = _pid(options.pid, "inspect")
+    source_directories = _source_directories("inspect", options.source_dir)
     if options.relocs is not None and options.relocs not in RELOCATION_STATES:
         # `--relocs PROG`: argparse took the program for the optional STATE.
         options.program, options.args = options.relocs, [options.program, *options.args] \
@@ -250,14 +266,14 @@ def cmd_inspect(options: argparse.Namespace) -> int:
             raise CommandLineError("inspect", "give one of PROG, --pid or --replay")
         from loaderdbg.inspect_command import inspect_replay
         return inspect_replay(options.replay, _target(options.at), as_json=options.json,
-                              relocations=options.relocs)
+                              relocations=options.relocs, source_directories=source_directories)
     if pid is not None:
         if options.program:
             raise CommandLineError("inspect", "give either PROG or --pid, not both")
         from loaderdbg.inspect_command import inspect_pid
         return inspect_pid(pid, _target(options.at), as_json=options.json,
                            follow_exec=options.follow_exec, match=options.match, relocations=options.relocs,
-                           pending=options.pending)
+                           pending=options.pending, source_directories=source_directories)
     if not options.program:
         raise CommandLineError("inspect", "no program given: loaderdbg inspect [--at T] PROG [ARGS…] "
                                           "(or --pid PID, or --replay FILE)")
@@ -266,7 +282,7 @@ def cmd_inspect(options: argparse.Namespace) -> int:
     with _opened_stdin(options.stdin) as stdin_fd:
         return inspect_program(options.program, options.args, target, as_json=options.json,
                                aslr=options.aslr, tracee_output=options.tracee_output, stdin_fd=stdin_fd,
-                               relocations=options.relocs)
+                               relocations=options.relocs, source_directories=source_directories)
 
 
 def _require_terminal(command: str, instead: str) -> None:
@@ -339,6 +355,7 @@ def cmd_run(options: argparse.Namespace) -> int:
 
     if not options.program:
         raise CommandLineError("run", "no program given: loaderdbg run [--until T] PROG [ARGS…]")
+    source_directories = _source_directories("run", options.source_dir)
     target = _target(options.until)
     _check_symbol_target(target, options.program, options.pending)
     # The program's output goes to a pty the TUI shows in its own pane; the
@@ -350,6 +367,7 @@ def cmd_run(options: argparse.Namespace) -> int:
                                stdin_fd=slave if stdin_fd is None else stdin_fd,
                                stdout_fd=slave, stderr_fd=slave)
             session = LiveSession(spec)
+            session.source_directories = source_directories
     except BaseException:
         os.close(master)
         raise

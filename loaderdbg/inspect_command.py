@@ -38,7 +38,8 @@ def announce_waiting(pid: int, match: str | None) -> None:
 
 
 def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = False,
-                match: str | None = None, relocations: str | None = None, pending: bool = False) -> int:
+                match: str | None = None, relocations: str | None = None, pending: bool = False,
+                source_directories: tuple[str, ...] = ()) -> int:
     """Attach, snapshot (after running to ``target`` if one is given), detach
     leaving the process running. With ``follow_exec``, the snapshot is of the
     next child the process execs, caught at its first instruction. A
@@ -49,6 +50,7 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
         opened = (LiveSession.catch_spawn(pid, match, on_ready=lambda: announce_waiting(pid, match))
                   if follow_exec else LiveSession.attach(pid))
         with opened as session:
+            session.source_directories = source_directories
             if target.kind == "sym" and not (pending or follow_exec) and session.resolve(target.name) is None:
                 raise UsageError(defined_nowhere(target, [f"the objects process {pid} has mapped"]))
             reason = session.stop_reason
@@ -56,12 +58,13 @@ def inspect_pid(pid: int, target: Target, *, as_json: bool, follow_exec: bool = 
                 reason = session.cont(str(target))
             snapshot = session.snapshot()
             frames = session.backtrace() if as_json else None
+            source = stop_source(session, snapshot) if as_json else None
             # Stopped under us, it can only have died by SIGKILL; a snapshot
             # taken meanwhile is partly empty yet says "attached", so none
             # is better than that one.
             if reason.reached and reason.kind not in ("exited", "killed") and process_gone(session.pid):
                 raise TargetError(f"{session.pid}: the process was killed while we read it (SIGKILL?)")
-    return _report(snapshot, target, reason, as_json, relocations, frames)
+    return _report(snapshot, target, reason, as_json, relocations, frames, source)
 
 
 def process_gone(pid: int) -> bool:
@@ -89,16 +92,19 @@ def gone_is_target_error(pid: int):
                           f"({errno.errorcode.get(err.errno, 'error')})") from None
 
 
-def inspect_replay(path: str, target: Target, *, as_json: bool, relocations: str | None = None) -> int:
+def inspect_replay(path: str, target: Target, *, as_json: bool, relocations: str | None = None,
+                   source_directories: tuple[str, ...] = ()) -> int:
     """The snapshot a live run would print at ``target``, from a recording."""
     from loaderdbg.record.replay import ReplaySession
 
     require_stdout()
     with ReplaySession(path) as session:
+        session.source_directories = source_directories
         reason = session.cont(str(target)) if target.kind != "first" else session.goto(0)
         snapshot = session.snapshot()
         frames = session.backtrace() if as_json else None
-    code = _report(snapshot, target, reason, as_json, relocations, frames)
+        source = stop_source(session, snapshot) if as_json else None
+    code = _report(snapshot, target, reason, as_json, relocations, frames, source)
     if snapshot.divergence is not None:
         say(snapshot.divergence.headline)
         return max(code, 1)
@@ -120,12 +126,29 @@ def render_text_report(snapshot, relocations: str | None = None) -> str:
     return console.file.getvalue()
 
 
+def stop_source(session, snapshot) -> dict | None:
+    """The JSON "source" of a stop: pc's file:line from DWARF and that
+    line's text (null when the source file is not found here), or None
+    without line information at pc. The same for a live process and its
+    recording: both read the same objects and the same source files."""
+    if snapshot.registers is None:
+        return None
+    line = session.source_line(snapshot.registers.pc)
+    if line is None:
+        return None
+    found = session.source_file(line)
+    return {"file": line.file, "line": line.line, "text": None if found is None else found.line(line.line)}
+
+
 def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | None = None,
-            frames=None) -> int:
+            frames=None, source: dict | None = None) -> int:
     """``relocations``: list them in the text report, all or one state;
-    ``frames``: the stop's backtrace, for the JSON."""
+    ``frames``: the stop's backtrace and ``source`` its source line
+    (stop_source), for the JSON."""
     if as_json:
-        write_json(snapshot_to_json(snapshot, frames), write_stdout, end="\n")
+        shown = snapshot_to_json(snapshot, frames)
+        shown["source"] = source
+        write_json(shown, write_stdout, end="\n")
     else:
         write_stdout(render_text_report(snapshot, relocations))
     if not reason.reached:
@@ -136,7 +159,7 @@ def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | 
 
 def inspect_program(program: str, args: list[str], target: Target, *, as_json: bool,
                     aslr: bool, tracee_output: str | None, stdin_fd: int | None = None,
-                    relocations: str | None = None) -> int:
+                    relocations: str | None = None, source_directories: tuple[str, ...] = ()) -> int:
     require_stdout()
     # stdout carries only the report: the program's own output goes to
     # stderr (fd 2, /dev/null when it was closed) or to --tracee-output.
@@ -149,10 +172,12 @@ def inspect_program(program: str, args: list[str], target: Target, *, as_json: b
     spec = launch_spec(program, args, aslr=aslr, stdin_fd=stdin_fd, stdout_fd=output_fd, stderr_fd=output_fd)
     try:
         with LiveSession(spec) as session:
+            session.source_directories = source_directories
             reason = session.cont(str(target)) if target.kind != "first" else session.stop_reason
             snapshot = session.snapshot()
             frames = session.backtrace() if as_json else None
+            source = stop_source(session, snapshot) if as_json else None
     finally:
         if output_fd != STDERR_FD:
             os.close(output_fd)
-    return _report(snapshot, target, reason, as_json, relocations, frames)
+    return _report(snapshot, target, reason, as_json, relocations, frames, source)

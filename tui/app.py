@@ -977,6 +977,10 @@ class LoaderdbgApp(App[int]):
         number = self.value_count
         self._query(lambda: reports.print_value(self.session, view, command, number), command.text)
 
+    def _cmd_list(self, command: Command) -> None:
+        view = self.view
+        self._query(lambda: reports.source_listing(self.session, view, command), command.text)
+
     def _cmd_backtrace(self, command: Command) -> None:
         view = self.view
         self._query(lambda: reports.backtrace_report(self.session, view, command), command.text)

@@ -227,6 +227,7 @@ VERBS = {
     "finish": "finish", "fin": "finish",
     "watch": "watch", "rwatch": "rwatch", "awatch": "awatch",
     "thread": "thread", "t": "thread",
+    "l": "list", "list": "list",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -324,6 +325,11 @@ def parse_command(line: str) -> Command | None:
         if not rest:
             return Command("thread", count=0, text=text)
         return Command("thread", count=_number(rest, head, minimum=1), text=text)
+    if verb == "list":
+        # gdb's: around pc, around line N of pc's file, or around a function
+        if rest.isdigit():
+            return Command("list", count=_number(rest, head, minimum=1), text=text)
+        return Command("list", count=0, target=rest or None, text=text)
     if verb == "goto":
         if not rest:
             raise CommandError("goto needs a step number")
@@ -433,6 +439,7 @@ HELP_LINES = (
     ("p[/x] EXPR", "print $reg, $reg+off, a symbol, a number; p *(int *)ADDR reads an integer type"),
     ("disas [ADDR | NAME]", "disassemble the function around pc or ADDR"),
     ("bt [N] / backtrace", "the call stack, unwound with .eh_frame CFI (frame pointers where there is none)"),
+    ("list [N | NAME]", "source lines around pc, line N or function NAME (DWARF line info; --source-dir)"),
     ("finish", "run until the current function returns to its caller"),
     ("watch ADDR [LEN]", "stop where those bytes change: live with the debug registers (up to four; LEN 1 2 4 8, "
                          "aligned), in a recording any number, c forward and rc back to the last write"),

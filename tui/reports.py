@@ -16,7 +16,7 @@ from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFor
 from loaderdbg_tui.describe import hex_short, split_symbol, step_text
 from loaderdbg_tui.fit import Column, FittedTable
 from loaderdbg_tui.registers import REGISTER_ORDER
-from loaderdbg_tui.view import StopView
+from loaderdbg_tui.view import StopView, shown_source
 
 SEVERITY_STYLES = {"ok": "green", "warning": "yellow", "error": "bold red"}
 STATE_STYLES = {"applied": "green", "resolved": "green", "pending": "yellow", "lazy": "cyan",
@@ -388,6 +388,41 @@ def backtrace_report(session, view: StopView | None, command: Command) -> Text:
     return out
 
 
+def source_listing(session, view: StopView | None, command: Command) -> Text:
+    """gdb's `list`: ten source lines around pc's line (`list`), around line
+    N of pc's file (`list N`) or around a function's first line (`list
+    NAME`), from the source file when it is found (--source-dir)."""
+    if command.target:
+        address = session.resolve(command.target)
+        if address is None:
+            raise CommandError(f'Function "{command.target}" not defined.')
+    elif view is None or view.pc is None:
+        raise CommandError("No registers.")
+    else:
+        address = view.pc
+    line = session.source_line(address)
+    if line is None:
+        raise CommandError(f"No line number information available for address {address:#x}.")
+    found = session.source_file(line)
+    if found is None:
+        raise CommandError(f"{printable(line.file)}:{line.line}: the source file is not found "
+                           "(give its directory with --source-dir)")
+    center = command.count or line.line
+    first = max(1, center - LIST_SIZE // 2)
+    last = min(len(found.lines), first + LIST_SIZE - 1)
+    if first > last:
+        raise CommandError(f"Line number {center} out of range; \"{printable(found.path)}\" has "
+                           f"{len(found.lines)} lines.")
+    out = Text()
+    for number in range(first, last + 1):
+        marked = number == line.line and not command.count
+        out.append(f"{number:<8}", style="bold" if marked else "dim")
+        out.append(shown_source(found.lines[number - 1]), style="bold" if marked else "")
+        out.append("\n")
+    return out
+
+
+LIST_SIZE = 10  # gdb's listsize
 BACKTRACE_LIMIT = 64  # frames `bt` shows without a count (a runaway unwind ends somewhere)
 DISASSEMBLY_LIMIT = 512  # instructions read for one function at most
 

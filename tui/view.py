@@ -113,7 +113,7 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     if regs is not None and alive:
         listing = _listing(_CachedCode(session, snapshot), regs.pc, previous.listing if previous else ())
         operands = _operands(session, listing, regs, snapshot)
-        source = _source_text(session.source_line(regs.pc))
+        source = _source_text(session, session.source_line(regs.pc))
         stack_words = _stack_words(session, regs, snapshot, previous.stack_words if previous else ())
     changed: frozenset[str] = frozenset()
     if previous is not None and previous.registers is not None and regs is not None:
@@ -143,9 +143,22 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     )
 
 
-def _source_text(line) -> str | None:
-    """gdb's spelling of where pc is in the source: file:line."""
-    return None if line is None else f"{printable(line.file.rsplit('/', 1)[-1])}:{line.line}"
+def _source_text(session, line) -> str | None:
+    """gdb's spelling of where pc is in the source, file:line, then the
+    line itself when its file is found (last: a narrow title cuts it, never
+    the line number)."""
+    if line is None:
+        return None
+    where = f"{printable(line.file.rsplit('/', 1)[-1])}:{line.line}"
+    found = session.source_file(line)
+    text = None if found is None else found.line(line.line)
+    return f"{where}  {shown_source(text.strip())}" if text and text.strip() else where
+
+
+def shown_source(text: str) -> str:
+    """A source line made safe for the terminal: tabs as spaces, every
+    other control character escaped."""
+    return printable(text.expandtabs(4))
 
 
 def _recorded_events(session) -> Sequence[Event] | None:
