@@ -70,6 +70,8 @@ FILE_ZSTD = 1
 FILE_XZ = 2  # xz container, x86 branch filter + LZMA2
 FILE_BLOCK = 256 << 10  # files are stored in blocks this big, each compressed on its own
 
+IMAGE_ROWS_IN_MEMORY = 1 << 18  # Recording._image_table: ~25 MB at most
+
 # Limits a well-formed recording stays within; anything beyond is corruption.
 MAX_CHUNK_STEPS = 1 << 20
 MAX_WRITE_SIZE = 1 << 24
@@ -314,23 +316,35 @@ def decode_writes(raw: bytes, first_step: int, steps: int, where: str) -> ChunkW
     kinds = raw[a:a + count]
     data = raw[table_end:]
     if count:
-        if step_offsets[-1] >= max(steps, 1) or any(x > y for x, y in zip(step_offsets, step_offsets[1:])):
+        # Checked at C speed where it can be (a long seek decodes every
+        # chunk it crosses): the offsets are in order when sorting leaves
+        # them as they are, and no write can end past 2**64 when the
+        # largest address plus the largest size does not.
+        if step_offsets[-1] >= max(steps, 1) or step_offsets.tolist() != sorted(step_offsets):
             raise UsageError(f"{where}: write step offsets out of range or order")
         if not set(kinds) <= {WRITE_INSN, WRITE_KERNEL, WRITE_PAGE, WRITE_FIXUP}:
             raise UsageError(f"{where}: unknown write kind")
-        if min(sizes) == 0 or max(sizes) > MAX_WRITE_SIZE or any(x + y > 1 << 64 for x, y in zip(addrs, sizes)):
+        if min(sizes) == 0 or max(sizes) > MAX_WRITE_SIZE or (
+                max(addrs) + max(sizes) > 1 << 64 and any(x + y > 1 << 64 for x, y in zip(addrs, sizes))):
             raise UsageError(f"{where}: a write size or address is out of range")
     lengths = [2 * size for size in sizes]
-    if WRITE_PAGE in kinds:
-        for i, kind in enumerate(kinds):
-            if kind == WRITE_PAGE:
-                if sizes[i] != PAGE_SIZE or addrs[i] % PAGE_SIZE:
-                    raise UsageError(f"{where}: page record at {addrs[i]:#x} is not a page")
-                lengths[i] = 2 * PAGE_REF_SIZE
+    for i in _indexes_of(kinds, WRITE_PAGE):
+        if sizes[i] != PAGE_SIZE or addrs[i] % PAGE_SIZE:
+            raise UsageError(f"{where}: page record at {addrs[i]:#x} is not a page")
+        lengths[i] = 2 * PAGE_REF_SIZE
     offsets = list(accumulate(lengths, initial=0))
     if offsets[-1] != len(data):
         raise UsageError(f"{where}: write data is {len(data)} bytes, the table says {offsets[-1]}")
     return ChunkWrites(first_step, step_offsets, addrs, sizes, kinds, offsets, data)
+
+
+def _indexes_of(kinds: bytes, kind: int) -> Iterable[int]:
+    """Where ``kind`` occurs in a chunk's kinds column (bytes.find, so a
+    chunk with few page records is not walked write by write)."""
+    at = kinds.find(kind)
+    while at >= 0:
+        yield at
+        at = kinds.find(kind, at + 1)
 
 
 CHUNK_HEADER = struct.Struct("<III")
@@ -464,7 +478,8 @@ class Recording:
         self._page_cache = _LRU(4096)
         self._file_cache = _LRU(6)
         self._block_cache = _LRU(64)
-        self._local_files: dict[int, bytes] = {}  # see _same_local_file
+        self._local_files: dict[int, bytes | None] = {}  # see _local_copy
+        self._images: dict | None | bool = False  # see _image_table; False: not read yet
         self._maps: list[tuple[int, str]] = []
         self._threads: list[tuple[int, str]] = []
         self.keyframes: list[int] = []
@@ -631,7 +646,8 @@ class Recording:
         count = info.nwrites
         sizes = array("I", head[4 + 12 * count:4 + 16 * count])
         kinds = head[4 + 16 * count:]
-        data = sum(2 * PAGE_REF_SIZE if kind == WRITE_PAGE else 2 * size for size, kind in zip(sizes, kinds))
+        pages = list(_indexes_of(kinds, WRITE_PAGE))
+        data = 2 * (sum(sizes) - sum(sizes[i] for i in pages)) + 2 * PAGE_REF_SIZE * len(pages)
         if table + data > MAX_WRITES_BLOB or (declared >= 0 and declared != table + data):
             raise self._fail(f"chunk {chunk}: write data is not the {data:,} bytes its table says")
         return table + data
@@ -683,15 +699,44 @@ class Recording:
 
     def image_hash(self, page: int, step: int) -> bytes | None:
         """The content hash of ``page`` in the newest image at or before
-        ``step`` (None: not mapped or unreadable there)."""
-        rows = self._query("SELECT hash FROM images WHERE page = ? AND step <= ? ORDER BY step DESC LIMIT 1",
-                           (page, step))
+        ``step`` (None: not mapped or unreadable there). Remembered: a
+        seek across a keyframe's steps asks for each page it touches at
+        both ends, and the check of the same steps backwards asks again."""
+        images = self._image_table()
+        if images is None:
+            rows = self._query(
+                "SELECT hash FROM images WHERE page = ? AND step <= ? ORDER BY step DESC LIMIT 1", (page, step))
+        else:
+            steps, digests = images.get(page, ((), ()))
+            at = bisect.bisect_right(steps, step) - 1
+            rows = [(digests[at],)] if at >= 0 else []
         if not rows:
             return None
         digest = rows[0][0]
         if digest is not None and (not isinstance(digest, bytes) or len(digest) != HASH_SIZE):
             raise self._fail(f"image row for page {page:#x} has a bad hash")
         return digest
+
+    def _image_table(self) -> dict[int, tuple[list[int], list]] | None:
+        """The images table as page -> (steps ascending, hashes), read once
+        when it is small enough (a 1M-step python3 has ~3,700 rows, read in
+        2 ms; asking SQLite page by page cost ~7 µs a page, thousands of
+        times a long seek); None when it is too big or holds anything but
+        integer pages and steps (then each question is asked of SQLite)."""
+        with self._lock:
+            if self._images is False:
+                self._images = None
+                (count,) = self._query("SELECT count(*) FROM images")[0]
+                if isinstance(count, int) and count <= IMAGE_ROWS_IN_MEMORY:
+                    table: dict[int, tuple[list[int], list]] = {}
+                    for page, step, digest in self._query("SELECT page, step, hash FROM images ORDER BY page, step"):
+                        if page.__class__ is not int or step.__class__ is not int:
+                            return None
+                        steps, digests = table.setdefault(page, ([], []))
+                        steps.append(step)
+                        digests.append(digest)
+                    self._images = table
+            return self._images
 
     def image_pages(self, step: int) -> dict[int, bytes | None]:
         """Every page of the image at keyframe ``step`` (newest row per page)."""
@@ -806,7 +851,7 @@ class Recording:
 
     def _load_block(self, file_id: int, block: int) -> bytes:
         size, block_size, codec = self._file_row(file_id)
-        local = self._local_files.get(file_id)
+        local = self._local_copy(file_id)
         if local is not None:
             return local[block * block_size:(block + 1) * block_size]
         expected = min(block_size, size - block * block_size)
@@ -844,7 +889,14 @@ class Recording:
     def file_by_id(self, file_id: int) -> bytes | None:
         with self._lock:
             return self._file_cache.get_or(
-                file_id, lambda: self._same_local_file(file_id) or self.file_range(file_id, 0, MAX_FILE_SIZE))
+                file_id, lambda: self._local_copy(file_id) or self.file_range(file_id, 0, MAX_FILE_SIZE))
+
+    def _local_copy(self, file_id: int) -> bytes | None:
+        """_same_local_file, looked for once per file."""
+        with self._lock:
+            if file_id not in self._local_files:
+                self._local_files[file_id] = self._same_local_file(file_id)
+            return self._local_files[file_id]
 
     def _same_local_file(self, file_id: int) -> bytes | None:
         """The stored file's bytes read from this machine's copy, when that
@@ -872,7 +924,6 @@ class Recording:
             if block != number or not isinstance(blob, bytes) or \
                     _xz_crc32(blob, min(block_size, size - start)) != zlib.crc32(content[start:start + block_size]):
                 return None
-        self._local_files[file_id] = content
         return content
 
     def files(self) -> list[tuple[int, str, int, str, int, bool]]:

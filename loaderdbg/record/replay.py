@@ -173,7 +173,10 @@ class ReplayMemory:
 
     def _apply_range(self, cw: ChunkWrites, lo: int, hi: int, forward: bool) -> None:
         """Apply writes lo..hi-1 of a chunk (forward: new bytes in order;
-        backward: old bytes, newest first). Walks the columns directly."""
+        backward: old bytes, newest first). Walks the columns directly; a
+        seek across a keyframe's steps runs this for every write, so the
+        page a write lands on is looked up again only when it changes (most
+        runs of writes stay on one stack page)."""
         if hi <= lo:
             return
         self.generation += 1
@@ -181,29 +184,34 @@ class ReplayMemory:
         pages = self.pages
         page_of = self.page
         addrs, sizes, kinds, offsets, data = cw.addrs, cw.sizes, cw.kinds, cw.offsets, cw.data
-        indexes = range(lo, hi) if forward else range(hi - 1, lo - 1, -1)
-        for i in indexes:
-            kind = kinds[i]
-            addr = addrs[i]
-            offset = offsets[i]
+        columns = zip(addrs[lo:hi], sizes[lo:hi], kinds[lo:hi], offsets[lo:hi])
+        if not forward:
+            columns = reversed(list(columns))
+        ref_at = 0 if forward else PAGE_REF_SIZE
+        old_bytes = 0 if forward else 1  # a write's old bytes follow its new ones
+        mask = PAGE_SIZE - 1
+        current, page = -1, None
+        for addr, size, kind, offset in columns:
             if kind == WRITE_PAGE:
-                ref = data[offset:offset + PAGE_REF_SIZE] if forward else \
-                    data[offset + PAGE_REF_SIZE:offset + 2 * PAGE_REF_SIZE]
+                ref = data[offset + ref_at:offset + ref_at + PAGE_REF_SIZE]
                 pages[addr >> 12] = _Stored(ref[1:]) if ref[0] else None
+                current = -1
                 continue
-            size = sizes[i]
-            if not forward:
+            if old_bytes:
                 offset += size
-            within = addr & (PAGE_SIZE - 1)
+            within = addr & mask
             if within + size <= PAGE_SIZE:
-                page = pages.get(addr >> 12)
-                if page is None or page.__class__ is not bytearray:
-                    page = page_of(addr >> 12)
-                    if page is None:
-                        continue
-                page[within:within + size] = data[offset:offset + size]
+                number = addr >> 12
+                if number != current:
+                    page = pages.get(number)
+                    if page.__class__ is not bytearray:
+                        page = page_of(number)
+                    current = number
+                if page is not None:
+                    page[within:within + size] = data[offset:offset + size]
             else:
                 self._put(addr, data[offset:offset + size])
+                current = -1
 
     def _forward(self, start: int, stop: int) -> None:
         rec = self.rec
