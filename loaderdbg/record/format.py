@@ -406,17 +406,21 @@ class _LRU(OrderedDict):
 def _read_if_same(path: str, dev: str, inode: int, size: int) -> bytes | None:
     """The bytes of the regular file at ``path`` if it is on device ``dev``
     (as /proc/PID/maps writes it, "fe:00"), has ``inode`` and is ``size``
-    bytes long; else None. Opened without blocking: a FIFO there is refused,
-    not waited on."""
+    bytes long; else None. Only a regular file is opened (stat first, then
+    without blocking, in case it was swapped for a FIFO in between)."""
+    def same(st: os.stat_result) -> bool:
+        return stat.S_ISREG(st.st_mode) and st.st_size == size and st.st_ino == inode and \
+            (os.major(st.st_dev), os.minor(st.st_dev)) == (major, minor)
+
     try:
         major, minor = (int(part, 16) for part in dev.split(":"))
+        if not same(os.stat(path)):  # a device is never opened: opening one may act on it
+            return None
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except (ValueError, OSError):
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_ino != inode or \
-                (os.major(st.st_dev), os.minor(st.st_dev)) != (major, minor):
+        if not same(os.fstat(fd)):  # replaced since the stat
             return None
         with os.fdopen(os.dup(fd), "rb") as file:
             content = file.read(size + 1)
