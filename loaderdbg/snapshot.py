@@ -46,6 +46,9 @@ class ThreadState:
     # `threads[].current`); None otherwise.
     current: bool | None = None
     pc: int | None = None  # a traced thread's pc (None: not traced, or not read)
+    # Its registers (ptrace GETREGS), read when the process has more than
+    # one thread and this one is stopped by us (JSON `threads[].registers`).
+    registers: Registers | None = None
 
 
 @dataclass(frozen=True)

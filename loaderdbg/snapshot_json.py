@@ -222,6 +222,10 @@ def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
                 "shdpnd": list(t.shdpnd),
                 "stop": t.stop,
                 **({} if t.current is None else {"current": t.current}),
+                # Again only with several threads (one thread's are `registers`).
+                **({} if t.registers is None else
+                   {"registers": {name: hexify(value) for name, value in t.registers.items()},
+                    "pc": hexify(t.registers.pc)}),
             }
             for t in snap.threads
         ],

@@ -17,6 +17,7 @@ from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.decode.disasm import disassemble
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.procstatus import parse_task_status
+from loaderdbg.decode.registers import decode_registers
 from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import AttachedThreads
@@ -63,7 +64,7 @@ class Inferior(StopState):
         if attached is None:
             self.observer.first_stop()
         else:
-            self.stop_reason = reasons.attached(self.pid, 1 + len(attached.stopped))
+            self.stop_reason = reasons.attached(self.pid, len(self.thread_group.tids()))
             self.observer.attached_late(self.stop_reason)
 
     # -- construction ------------------------------------------------------
@@ -85,7 +86,8 @@ class Inferior(StopState):
 
     @property
     def thread_group(self) -> ThreadGroup | None:
-        """Every thread of a launched x86-64 program (None otherwise)."""
+        """Every thread of a launched or attached x86-64 program (None: a
+        qemu-user guest, or a caught child)."""
         return self.tracee.group if isinstance(self.tracee, GroupTarget) else None
 
     @classmethod
@@ -110,13 +112,15 @@ class Inferior(StopState):
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             exe = f"pid {pid}"
+        # All-stop from here on, as for a launched program: the group owns
+        # every seized thread (their signals to hand back included).
+        group = ThreadGroup.adopt_attached(tracee, threads)
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 argv = tuple(a.decode("utf-8", "surrogateescape") for a in handle.read().split(b"\0")[:-1])
-            return cls(tracee, exe, argv, attached=threads)
+            return cls(GroupTarget(group), exe, argv, attached=threads)
         except BaseException as err:
-            threads.detach_all(skip=pid)
-            tracee.detach()
+            group.detach()
             # Killed while we read it (a SIGKILL needs no permission from us):
             # /proc files vanish, ptrace says ESRCH.
             if isinstance(err, OSError) and not isinstance(err, PermissionError):
@@ -155,7 +159,8 @@ class Inferior(StopState):
         (the group made it current); the end of the process is no thread's."""
         group = self.thread_group
         if group is None or reason.thread is not None or reason.kind in (reasons.ReasonKind.EXITED,
-                                                                          reasons.ReasonKind.KILLED):
+                                                                          reasons.ReasonKind.KILLED,
+                                                                          reasons.ReasonKind.ATTACH):
             return reason
         if len(group.tids()) < 2:
             return reason
@@ -166,7 +171,7 @@ class Inferior(StopState):
         ``tid``'s (UsageError: why not)."""
         group = self.thread_group
         if group is None:
-            raise UsageError("only a launched x86-64 program's threads can be selected here")
+            raise UsageError("only an x86-64 program's threads can be selected here (launched or attached)")
         group.select(tid)
 
     def add_breakpoint(self, addr: int) -> bool:
@@ -200,7 +205,7 @@ class Inferior(StopState):
             except (OSError, DecodeError):
                 continue
             fs_base = None
-            current = pc = None
+            current = pc = registers = None
             if tid in traced:
                 fs_base = traced[tid].tls_base()
                 reached = self.stop_reason.thread
@@ -208,24 +213,22 @@ class Inferior(StopState):
                     else _thread_stop(group, tid)
                 current = tid == group.current if len(traced) > 1 else None
                 try:
-                    pc = traced[tid].pc
+                    raw = traced[tid].regs_raw()
                 except ptrace.PtraceError:
-                    pc = None
+                    raw = None  # not in a stop of ours (starting, or exiting)
+                if raw is not None:
+                    thread_registers = decode_registers(raw, self.arch)
+                    pc = thread_registers.pc
+                    # Every thread's registers only when there are several:
+                    # one thread's are the snapshot's own (JSON unchanged).
+                    registers = thread_registers if len(traced) > 1 else None
             elif tid == self.pid:
                 fs_base = self.tracee.tls_base()  # fs_base, or arm64's tpidr_el0
                 stop = self.stop_reason.kind
-            elif self.attached is not None and tid in self.attached.stopped:
-                try:
-                    raw = ptrace.RegisterBuffer().fetch(tid)
-                    offset = self.arch.register_offset("fs_base")  # attach is x86-64 only
-                    fs_base = int.from_bytes(raw[offset:offset + 8], "little")
-                except ptrace.PtraceError:
-                    pass
-                stop = "stopped (attached)"
             else:
                 stop = "running (not traced)"
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
-                                   status.sig_pending, status.shared_pending, stop, current, pc))
+                                   status.sig_pending, status.shared_pending, stop, current, pc, registers))
         return tuple(out)
 
     # -- the rest of a StateSource (loaderdbg/snapshot.py) -----------------------
@@ -365,10 +368,8 @@ class Inferior(StopState):
         gone = self.tracee.left_stop()
         deadline = time.monotonic() + 5
         while True:
-            if gone and self.attached is not None:
-                self._reap_dead_threads()
             try:
-                stop = self.tracee.poll_stop()
+                stop = self.tracee.poll_stop()  # the group reaps the threads the leader's end waits for
             except ChildProcessError:
                 return False
             if stop is not None:
@@ -382,24 +383,6 @@ class Inferior(StopState):
         if final is not None:
             self.stop_reason = final
         return not stop.alive
-
-    def _reap_dead_threads(self) -> None:
-        """An attached leader's exit status waits until the threads we trace
-        are reaped, by us."""
-        tids = set(self.attached.stopped)
-        try:
-            tids |= {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
-        except OSError:
-            pass
-        tids.discard(self.pid)
-        for tid in tids:
-            try:
-                wpid, status = os.waitpid(tid, os.WNOHANG | ptrace.WALL)
-            except ChildProcessError:
-                self.attached.stopped.pop(tid, None)
-                continue
-            if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
-                self.attached.stopped.pop(tid, None)
 
     def _finish_dying(self, stop: Stop) -> Stop:
         """At the exit event of a process a signal is killing (the SIGSEGV
@@ -631,9 +614,7 @@ class Inferior(StopState):
                 self.debug_registers.clear()  # a detach keeps them: it would die of SIGTRAP
             except ptrace.PtraceError:
                 pass
-        if self.attached is not None:
-            self.attached.detach_all(skip=self.pid)
-        self.tracee.close()
+        self.tracee.close()  # an attached one: the group lets every thread go
 
 
 def _thread_stop(group: ThreadGroup, tid: int) -> str:

@@ -320,7 +320,13 @@ class ThreadGroup:
             if running:
                 self._run_on(thread)
             return None
-        if self._is_halt(thread, stop) or self._syscall_cut_short(thread, stop):
+        halted = self._is_halt(thread, stop) or self._syscall_cut_short(thread, stop)
+        if self.seized:
+            # Any ptrace stop ends a queued INTERRUPT (the kernel's
+            # ptrace_stop: "any trap clears pending STOP trap"); waiting
+            # for its EVENT_STOP after a syscall stop would wait for ever.
+            thread.halt_requested = False
+        if halted:
             if stop.kind is not StopKind.SYSCALL:
                 thread.halt_requested = False
             if running:
@@ -382,11 +388,14 @@ class ThreadGroup:
     def _is_halt(self, thread: _Thread, stop: Stop) -> bool:
         """The stop our stop request causes (INTERRUPT: an EVENT_STOP with
         SIGTRAP; tgkill: a SIGSTOP signal-delivery-stop)."""
-        if not thread.halt_requested:
-            return False
         if self.seized:
+            # Only we INTERRUPT, and one sent to a thread already stopped
+            # (its stop not collected yet) stays queued for the next trap
+            # point: such an EVENT_STOP is ours even when no longer awaited.
             return stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_STOP \
                 and stop.signal == _signal.SIGTRAP
+        if not thread.halt_requested:
+            return False
         return stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP
 
     def _syscall_cut_short(self, thread: _Thread, stop: Stop) -> bool:
