@@ -12,6 +12,7 @@ import signal as _signal
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Mapping
 
+from loaderdbg.errors import UsageError
 from loaderdbg.live import LiveSession
 from loaderdbg.serve import monitor
 from loaderdbg.serve.target import (DEBUG_DIRECTORY, SIGINT, BytesFile, Interrupted, ServedFile, Stop,
@@ -130,11 +131,24 @@ class LiveTarget:
         if self.session.alive:
             self.session.remove_breakpoint(addr)
 
-    def add_watchpoint(self, addr: int, size: int) -> bool:
-        return False  # live watchpoints are not offered (a recording answers them backwards and forwards)
+    # x86 debug registers watch writes or any access, never reads alone
+    # (gdbserver answers Z3 as unsupported on x86-64 too).
+    watch_accesses = frozenset({"write", "access"})
 
-    def remove_watchpoint(self, addr: int, size: int) -> None:
-        return None
+    def add_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:
+        """False (gdb is told E01) when the debug registers cannot take it:
+        all four in use, a length other than 1, 2, 4 or 8, or unaligned."""
+        if not self.session.alive:
+            return False
+        try:
+            self.session.add_watchpoint(addr, size, access)
+        except UsageError:
+            return False
+        return True
+
+    def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
+        if self.session.alive:
+            self.session.remove_watchpoint(addr, size, access)
 
     # -- motion ----------------------------------------------------------------------------
     def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop:
@@ -195,8 +209,7 @@ class LiveTarget:
         finally:
             self._monitor_interrupted = _never
 
-    @staticmethod
-    def _stop_of(reason: StopReason) -> Stop:
+    def _stop_of(self, reason: StopReason) -> Stop:
         kind = reason.kind
         if kind == ReasonKind.EXITED:
             return Stop(kind="exited", exit_code=(reason.exit_code or 0) & 0xFF)
@@ -208,6 +221,10 @@ class LiveTarget:
             return Stop(signal=SIGINT)
         if kind == ReasonKind.BREAKPOINT:
             return Stop(swbreak=True)
+        if kind == ReasonKind.WATCHPOINT:
+            hit = self.session.watchpoint_hit()
+            if hit is not None:
+                return Stop(watch=hit[0])
         return Stop()
 
     def kill(self) -> None:

@@ -139,13 +139,15 @@ class ReplayTarget:
     def remove_breakpoint(self, addr: int) -> None:
         self._breakpoints.discard(addr)
 
-    def add_watchpoint(self, addr: int, size: int) -> bool:
+    watch_accesses = frozenset({"write"})  # the write index knows writes, not reads
+
+    def add_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:
         if size <= 0:
             return False
         self._watches[(addr, size)] = self._watches.get((addr, size), 0) + 1
         return True
 
-    def remove_watchpoint(self, addr: int, size: int) -> None:
+    def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
         count = self._watches.get((addr, size), 0)
         if count <= 1:
             self._watches.pop((addr, size), None)

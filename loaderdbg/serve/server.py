@@ -24,6 +24,8 @@ PACKET_SIZE = 0x4000
 # Memory read at most per 'm' packet: a reply is twice as long in hex.
 MAX_READ = (PACKET_SIZE - 16) // 2
 PAGE = 4096
+# Z2, Z3, Z4: gdb's watch, rwatch, awatch.
+WATCH_KINDS = {2: "write", 3: "read", 4: "access"}
 
 ERROR = b"E01"
 EFAULT_REPLY = b"E0e"
@@ -59,6 +61,8 @@ class GdbServer:
         self._interrupted: Callable[[], bool] = lambda: False
         self._software: set[int] = set()  # Z0 addresses
         self._hardware: set[int] = set()  # Z1 addresses
+        self._write_watches: set[int] = set()  # Z2 addresses
+        self._access_watches: set[int] = set()  # Z4 addresses
         self._log = log or (lambda line: print(f"loaderdbg serve: {line}", file=sys.stderr))
 
     # -- entry point ------------------------------------------------------------
@@ -150,7 +154,9 @@ class GdbServer:
             hardware = stop.hwbreak or (pc in self._hardware and pc not in self._software)
             out += b"hwbreak:;" if hardware else b"swbreak:;"
         if stop.watch is not None:
-            out += b"watch:%x;" % stop.watch
+            # gdb said which kind it inserted there (as for hwbreak:).
+            access = stop.watch in self._access_watches and stop.watch not in self._write_watches
+            out += (b"awatch:%x;" if access else b"watch:%x;") % stop.watch
         if stop.no_history is not None:
             out += b"replaylog:" + stop.no_history.encode() + b";"
         return out
@@ -194,14 +200,20 @@ class GdbServer:
             if addr not in other:
                 target.remove_breakpoint(addr)
             return OK
-        if kind == 2:
-            if insert and not (0 < size <= MAX_WATCHED and addr + size <= ADDRESS_END):
+        access = WATCH_KINDS.get(kind)
+        if access is None or access not in target.watch_accesses:
+            return EMPTY  # unsupported: a recording indexes writes only, x86 cannot watch reads alone
+        if insert and not (0 < size <= MAX_WATCHED and addr + size <= ADDRESS_END):
+            return ERROR
+        watches = self._access_watches if access == "access" else self._write_watches
+        if insert:
+            if not target.add_watchpoint(addr, size, access):
                 return ERROR
-            if insert:
-                return OK if target.add_watchpoint(addr, size) else EMPTY
-            target.remove_watchpoint(addr, size)
+            watches.add(addr)
             return OK
-        return EMPTY  # read and access watchpoints: the recording indexes writes only
+        watches.discard(addr)
+        target.remove_watchpoint(addr, size, access)
+        return OK
 
     # -- v packets -----------------------------------------------------------------------
     def _v_packet(self, payload: bytes) -> bytes | None:
