@@ -79,12 +79,20 @@ def start_gdb(serve_args: list[str], commands: list[str]) -> subprocess.Popen:
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def serve_of(gdb: subprocess.Popen) -> int:
-    """The loaderdbg serve process gdb started (by its command line: gdb's
-    shell may still be starting it)."""
-    return wait_for(lambda: next((pid for pid in children(gdb.pid) if "serve" in _argv(pid)), None),
+    """The loaderdbg serve process gdb started, by its command line. gdb runs
+    `target remote | CMD` through $SHELL -c (/bin/sh when SHELL is unset, as
+    under CI): bash execs CMD, dash stays as its parent, so search below gdb."""
+    return wait_for(lambda: next((pid for pid in descendants(gdb.pid) if "serve" in _argv(pid)), None),
                     "gdb to start loaderdbg serve",
-                    lambda: [(pid, _argv(pid)) for pid in children(gdb.pid)])
+                    lambda: [(pid, _argv(pid)) for pid in descendants(gdb.pid)])
 
 
 def end(pid: int | None) -> None:
