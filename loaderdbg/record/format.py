@@ -45,6 +45,9 @@ FORMAT_VERSION = 1
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 REGS_SIZE = 27 * 8  # x86-64 user_regs_struct
+# Register block bytes by recorded architecture (meta "arch"): x86-64
+# user_regs_struct, arm64 user_pt_regs (x0-x30, sp, pc, pstate).
+REGS_SIZES = {"x86_64": REGS_SIZE, "aarch64": 34 * 8}
 MASK64 = (1 << 64) - 1
 
 # Kinds of memory change in a chunk's write table.
@@ -194,17 +197,19 @@ class ChunkInfo:
 
 
 class ChunkRegs:
-    """Registers at every position a chunk covers, as 216-byte little-endian
-    integers (position first_step + i is ``values[i]``)."""
+    """Registers at every position a chunk covers, as little-endian integers
+    of ``size`` bytes (the arch's register block; position first_step + i is
+    ``values[i]``)."""
 
-    __slots__ = ("first_step", "values")
+    __slots__ = ("first_step", "values", "size")
 
-    def __init__(self, first_step: int, values: list[int]) -> None:
+    def __init__(self, first_step: int, values: list[int], size: int = REGS_SIZE) -> None:
         self.first_step = first_step
         self.values = values
+        self.size = size
 
     def raw(self, position: int) -> bytes:
-        return self.values[position - self.first_step].to_bytes(REGS_SIZE, "little")
+        return self.values[position - self.first_step].to_bytes(self.size, "little")
 
     def word(self, position: int, index: int) -> int:
         return (self.values[position - self.first_step] >> (64 * index)) & MASK64
@@ -475,6 +480,7 @@ class Recording:
         self._dctx = zstandard.ZstdDecompressor()
         self.chunk_steps: int = meta["chunk_steps"]
         self.keyframe_interval: int = meta["keyframe_interval"]
+        self.regs_size: int = meta["regs_size"]  # checked against the arch by _check_meta
         self._chunks: list[ChunkInfo] = []
         self._regs_cache = _LRU(6)
         self._writes_cache = _LRU(48)
@@ -530,8 +536,8 @@ class Recording:
                 raise self._fail(f"{where}: chunk numbers/steps out of sequence")
             if not (0 <= steps <= self.chunk_steps) or (steps != self.chunk_steps and index != total - 1):
                 raise self._fail(f"{where}: {steps} steps out of range")
-            if not isinstance(regs, bytes) or len(regs) != REGS_SIZE:
-                raise self._fail(f"{where}: register keyframe is not {REGS_SIZE} bytes")
+            if not isinstance(regs, bytes) or len(regs) != self.regs_size:
+                raise self._fail(f"{where}: register keyframe is not {self.regs_size} bytes")
             if not isinstance(data, bytes):
                 raise self._fail(f"{where}: chunk data has the wrong type")
             if zlib.crc32(data) != crc:
@@ -539,7 +545,8 @@ class Recording:
             unpack_chunk_data(data, f"{self._shown}: {where}")
             if nwrites < 0:
                 raise self._fail(f"{where}: bad counters")
-            self._chunks.append(ChunkInfo(chunk, first, steps, regs, written & ((1 << 27) - 1), nwrites))
+            self._chunks.append(ChunkInfo(chunk, first, steps, regs, written & ((1 << self.regs_size // 8) - 1),
+                                          nwrites))
             expected_first = first + steps
 
     def _load_tables(self) -> None:
@@ -603,7 +610,8 @@ class Recording:
 
     def _decode_regs(self, chunk: int) -> ChunkRegs:
         info = self._chunks[chunk]
-        limit = info.steps * REGS_SIZE
+        size = self.regs_size
+        limit = info.steps * size
         data = self._decompress(self._blob(chunk, "regs"), max(limit, 1), f"chunk {chunk} registers")
         if len(data) != limit:
             raise self._fail(f"chunk {chunk}: register data is {len(data)} bytes, expected {limit}")
@@ -612,10 +620,10 @@ class Recording:
         append = values.append
         from_bytes = int.from_bytes
         view = memoryview(data)
-        for offset in range(0, limit, REGS_SIZE):
-            acc ^= from_bytes(view[offset:offset + REGS_SIZE], "little")
+        for offset in range(0, limit, size):
+            acc ^= from_bytes(view[offset:offset + size], "little")
             append(acc)
-        return ChunkRegs(info.first_step, values)
+        return ChunkRegs(info.first_step, values, size)
 
     def chunk_writes(self, chunk: int) -> ChunkWrites:
         with self._lock:
@@ -1263,12 +1271,13 @@ def _check_meta(meta: dict, path: str) -> None:
     if missing:
         raise UsageError(f"{path}: an unfinished recording: the recorder stopped before its header was "
                          f"written ({', '.join(missing)} missing); nothing to replay")
-    if meta.get("arch") != "x86_64":
+    if meta.get("arch") not in REGS_SIZES:
         raise UsageError(f"{path}: recording architecture {printable(repr(meta.get('arch')))[:40]} not supported")
     _meta_int(meta, "chunk_steps", 1, MAX_CHUNK_STEPS, path)
     _meta_int(meta, "keyframe_interval", 1, 1 << 40, path)
     _meta_int(meta, "page_size", PAGE_SIZE, PAGE_SIZE, path)
-    _meta_int(meta, "regs_size", REGS_SIZE, REGS_SIZE, path)
+    regs_size = REGS_SIZES[meta["arch"]]
+    _meta_int(meta, "regs_size", regs_size, regs_size, path)
     for key in ("kernel_sp", "entry_pc"):
         _meta_int(meta, key, 0, MASK64, path)
     if not isinstance(meta.get("argv"), list) or not isinstance(meta.get("program"), str):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from loaderdbg.arch import get_arch
 from loaderdbg.record.format import PAGE_SHIFT, Recording, Write
 
 
@@ -102,7 +103,8 @@ def find_pc(rec: Recording, addresses: set[int] | frozenset[int], *, after: int 
     pc is in ``addresses``."""
     if not addresses:
         return None
-    rip_index = 16
+    arch = get_arch(rec.meta["arch"])
+    rip_index = arch.register_indexes[arch.pc_register]
     if after is not None:
         for chunk in range(rec.chunk_of(after), len(rec.chunks)):
             if rec.chunk_pcs(chunk).isdisjoint(addresses):

@@ -227,6 +227,11 @@ class _Stop(Exception):
 
 
 class Recorder:
+    # The recorded program's architecture (loaderdbg/arch): its register
+    # block is what the chunks store, its pc what they index. A recorder of
+    # another kind of target (record/guest_recorder.py) names its own.
+    arch_name = "x86_64"
+
     def __init__(self, spec: LaunchSpec | None, output: str, target: Target, *, progress: bool, chunk_steps: int,
                  keyframe_chunks: int, pin: bool, max_steps: int | None, level: int, file_level: int,
                  catcher: SpawnCatcher | None = None, replace: bool = True) -> None:
@@ -246,7 +251,9 @@ class Recorder:
         self.level = level
         self.file_level = file_level
         self.replace = replace
-        self.arch = get_arch("x86_64")
+        self.arch = get_arch(self.arch_name)
+        self.regs_size = self.arch.user_regs_size
+        self.pc_offset = self.arch.register_offset(self.arch.pc_register)
         self.warnings: list[str] = []
         self.interrupted = False
         self.ending_signal: int | None = None  # the signal that interrupted the recording
@@ -300,7 +307,7 @@ class Recorder:
             if self.writer.notice:
                 print(f"loaderdbg: {self.writer.notice}", file=sys.stderr, flush=True)
             if self.catcher is None:
-                tracee = launch(self.spec)
+                tracee = self.launch_target()
             else:
                 tracee = self._catch()
             self.pid = tracee.pid
@@ -421,7 +428,7 @@ class Recorder:
         self.reader = ProcessReader(self.pid)
         self.shadow = Shadow()
         xsave_size, xcr0 = _xstate(self.pid)
-        self.decoder = Decoder(xsave_size or 4096)
+        self.decoder = self.make_decoder(xsave_size or 4096)
         self.plans: dict[int, Plan] = {}
         self.code_pages: dict[int, list[int]] = {}
         self.image_hashes: dict[int, bytes | None] = {}
@@ -459,7 +466,7 @@ class Recorder:
         w.put_meta("chunk_steps", self.chunk_steps)
         w.put_meta("keyframe_interval", self.keyframe_steps)
         w.put_meta("page_size", PAGE_SIZE)
-        w.put_meta("regs_size", REGS_SIZE)
+        w.put_meta("regs_size", self.regs_size)
         w.put_meta("until", str(self.target))
         w.put_meta("kernel_sp", state.kernel_sp)
         w.put_meta("entry_pc", state.entry_pc)
@@ -478,9 +485,18 @@ class Recorder:
         if self.max_steps is not None and (self.stop_step < 0 or self.max_steps < self.stop_step):
             self.stop_step = self.max_steps
 
+    def launch_target(self):
+        """Start the program stopped at its first instruction (the step
+        loop's target)."""
+        return launch(self.spec)
+
+    def make_decoder(self, xsave_size: int):
+        """The instruction -> write Plan decoder of the recorded arch."""
+        return Decoder(xsave_size)
+
     def _new_chunk(self, start: int) -> _Chunk:
         chunk = _Chunk(start, self.regs)
-        chunk.pcs.add(self._word(self.regs, _RIP))
+        chunk.pcs.add(self._word(self.regs, self.pc_offset))
         return chunk
 
     @staticmethod
@@ -702,20 +718,20 @@ class Recorder:
         """Close transition self.pos: its register delta, then the position."""
         chunk = self.chunk
         delta = int.from_bytes(raw, "little") ^ int.from_bytes(self.regs, "little")
-        chunk.xor += delta.to_bytes(REGS_SIZE, "little")
+        chunk.xor += delta.to_bytes(self.regs_size, "little")
         chunk.wmask |= wmask
         self.pos += 1
         self.regs = raw
-        chunk.pcs.add(self._word(raw, _RIP))
+        chunk.pcs.add(self._word(raw, self.pc_offset))
 
     def _amend(self, raw: bytes) -> None:
         """Replace the registers of the current position (no transition)."""
         chunk = self.chunk
         change = int.from_bytes(raw, "little") ^ int.from_bytes(self.regs, "little")
         if self.pos > chunk.start:
-            row = len(chunk.xor) - REGS_SIZE
+            row = len(chunk.xor) - self.regs_size
             last = int.from_bytes(chunk.xor[row:], "little") ^ change
-            chunk.xor[row:] = last.to_bytes(REGS_SIZE, "little")
+            chunk.xor[row:] = last.to_bytes(self.regs_size, "little")
         elif self.pos == 0:
             chunk.regs = raw
         else:
@@ -824,6 +840,13 @@ class Recorder:
             return self._unusual(status, plan, syscall=(number, name, args))
         raw = self._untrap_r11(self._fetch_regs())
         result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
+        self._syscall_returned(t, plan, (number, name, args), raw, result)
+
+    def _syscall_returned(self, t: int, plan: Plan, syscall: tuple, raw: bytes, result: int) -> None:
+        """The syscall stepped by transition t returned ``result`` with
+        registers ``raw``: what it wrote and mapped, its row and events."""
+        number, name, args = syscall
+        target = self.target
         explicit = []
         if name in ("mmap", "mremap") and not -4095 <= result < 0:
             length = args[1] if name == "mmap" else args[2]
@@ -883,14 +906,14 @@ class Recorder:
             self._record_write(t, addr, size, WRITE_KERNEL)
 
     def _after_special(self) -> None:
-        rip = self._word(self.regs, _RIP)
+        rip = self._word(self.regs, self.pc_offset)
         if rip in self.tracker.watch or rip in self.stop_addrs:
             self._arrived()
         elif self.pos == self.stop_step:
             self._stop_at_step()
 
     def _arrived(self) -> None:
-        rip = self._word(self.regs, _RIP)
+        rip = self._word(self.regs, self.pc_offset)
         if rip in self.tracker.watch:
             self.tracker.arrived(self.pos, self.regs)
             self._note_knowledge()
@@ -899,7 +922,7 @@ class Recorder:
 
     def _check_targets_here(self, initial: bool = False) -> None:
         target = self.target
-        rip = self._word(self.regs, _RIP)
+        rip = self._word(self.regs, self.pc_offset)
         kind = target.kind
         reached = None
         if kind == "first" and initial:
@@ -1299,8 +1322,8 @@ class Recorder:
             # Registers whose value changed in this chunk join the ones its
             # instructions name as written (the register index needs both).
             words = memoryview(bytes(chunk.xor)).cast("Q")
-            for j in range(REGS_SIZE // 8):
-                if any(words[j::REGS_SIZE // 8]):
+            for j in range(self.regs_size // 8):
+                if any(words[j::self.regs_size // 8]):
                     chunk.wmask |= 1 << j
         count = len(chunk.w_steps)
         index = chunk.start // self.chunk_steps
@@ -1339,7 +1362,7 @@ class Recorder:
             return
         chunk = self.chunk
         steps = self.pos - chunk.start
-        del chunk.xor[steps * REGS_SIZE:]
+        del chunk.xor[steps * self.regs_size:]
         keep = 0
         data_end = 0
         for step_off, size, kind in zip(chunk.w_steps, chunk.w_sizes, chunk.w_kinds):

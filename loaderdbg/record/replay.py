@@ -737,7 +737,7 @@ class ReplaySession:
 
     @property
     def pc(self) -> int:
-        return self.register("rip")
+        return self.register(self.arch.pc_register)
 
     def maps(self) -> Sequence:
         with self._lock:
