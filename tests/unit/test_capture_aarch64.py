@@ -1,0 +1,125 @@
+"""Write capture for aarch64 (record/capture_aarch64.py): which bytes an A64
+instruction writes, from its encoding (assembled by aarch64-linux-gnu-as
+-march=armv8.4-a, the bytes kept here) and the registers before the step."""
+
+from __future__ import annotations
+
+import pytest
+
+from loaderdbg.arch import get_arch
+from loaderdbg.record.capture_aarch64 import (
+    ATOMIC_SEQUENCE, COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Aarch64Decoder, full_register, register_bit,
+    store_ranges,
+)
+
+AARCH64 = get_arch("aarch64")
+PC = 0x400000
+
+
+def regs(**values: int) -> bytes:
+    """user_pt_regs with x<n> = 0x10000 * (n + 1) unless given."""
+    raw = bytearray(AARCH64.user_regs_size)
+    for n in range(31):
+        raw[8 * n:8 * n + 8] = (0x10000 * (n + 1)).to_bytes(8, "little")
+    raw[8 * 31:8 * 32] = (0x7000).to_bytes(8, "little")  # sp
+    raw[8 * 32:8 * 33] = PC.to_bytes(8, "little")
+    for name, value in values.items():
+        offset = AARCH64.register_offset(name)
+        raw[offset:offset + 8] = (value & (1 << 64) - 1).to_bytes(8, "little")
+    return bytes(raw)
+
+
+DECODER = Aarch64Decoder()
+X = {n: 0x10000 * (n + 1) for n in range(31)}
+SP = 0x7000
+
+# (encoding, text capstone prints, registers changed from regs(), the writes)
+STORES = [
+    ("410400f9", "str x1, [x2, #8]", {}, [(X[2] + 8, 8)]),
+    ("417823b8", "str w1, [x2, x3, lsl #2]", {}, [(X[2] + (X[3] << 2), 4)]),
+    ("41d823f8", "str x1, [x2, w3, sxtw #3]", {"x3": 0xFFFF_FFFF_FFFF_FFF0}, [(X[2] - 16 * 8, 8)]),
+    ("41d823f8", "str x1, [x2, w3, sxtw #3]", {"x3": 0x1_0000_0010}, [(X[2] + 16 * 8, 8)]),
+    ("414823f8", "str x1, [x2, w3, uxtw]", {"x3": 0xAB_FFFF_FFF0}, [(X[2] + 0xFFFF_FFF0, 8)]),
+    ("406823f8", "str x0, [x2, x3]", {}, [(X[2] + X[3], 8)]),
+    ("41140038", "strb w1, [x2], #1", {}, [(X[2], 1)]),  # post-index: at the base before
+    ("41ec1f78", "strh w1, [x2, #-2]!", {}, [(X[2] - 2, 2)]),  # pre-index: at base + disp
+    ("a1831ff8", "stur x1, [x29, #-8]", {}, [(X[29] - 8, 8)]),
+    ("fd7bbfa9", "stp x29, x30, [sp, #-0x10]!", {}, [(SP - 16, 16)]),
+    ("e10b81a8", "stp x1, x2, [sp], #0x10", {}, [(SP, 16)]),
+    ("000401ad", "stp q0, q1, [x0, #0x20]", {}, [(X[0] + 32, 32)]),
+    ("0000803d", "str q0, [x0]", {}, [(X[0], 16)]),
+    ("000400fd", "str d0, [x0, #8]", {}, [(X[0] + 8, 8)]),
+    ("000000bd", "str s0, [x0]", {}, [(X[0], 4)]),
+    ("0000007d", "str h0, [x0]", {}, [(X[0], 2)]),
+    ("0000003d", "str b0, [x0]", {}, [(X[0], 1)]),
+    ("00a09f4c", "st1 {v0.16b, v1.16b}, [x0], #32", {}, [(X[0], 32)]),
+    ("007c824c", "st1 {v0.2d}, [x0], x2", {}, [(X[0], 16)]),
+    ("0090000d", "st1 {v0.s}[1], [x0]", {}, [(X[0], 4)]),
+    ("0008004c", "st4 {v0.4s, v1.4s, v2.4s, v3.4s}, [x0]", {}, [(X[0], 64)]),
+    ("2080000c", "st2 {v0.8b, v1.8b}, [x1]", {}, [(X[1], 16)]),
+    ("417c03c8", "stxr w3, x1, [x2]", {}, [(X[2], 8)]),
+    ("41fc0388", "stlxr w3, w1, [x2]", {}, [(X[2], 4)]),
+    ("41fc9fc8", "stlr x1, [x2]", {}, [(X[2], 8)]),
+    ("41fc9f08", "stlrb w1, [x2]", {}, [(X[2], 1)]),
+    ("810823c8", "stxp w3, x1, x2, [x4]", {}, [(X[4], 16)]),
+    ("627ca1c8", "cas x1, x2, [x3]", {}, [(X[3], 8)]),
+    ("62fce108", "casalb w1, w2, [x3]", {}, [(X[3], 1)]),
+    ("827c2048", "casp x0, x1, x2, x3, [x4]", {}, [(X[4], 16)]),
+    ("6280e1b8", "swpal w1, w2, [x3]", {}, [(X[3], 4)]),
+    ("620021f8", "ldadd x1, x2, [x3]", {}, [(X[3], 8)]),
+    ("6200e178", "ldaddalh w1, w2, [x3]", {}, [(X[3], 2)]),
+    ("7f0021b8", "stadd w1, [x3]", {}, [(X[3], 4)]),
+    ("1f1021f8", "stclr x1, [x0]", {}, [(X[0], 8)]),
+    ("20740bd5", "dc zva, x0", {"x0": 0x12345}, [(0x12340, 64)]),  # the 64-byte block holding x0
+    ("010801a8", "stnp x1, x2, [x0, #0x10]", {}, [(X[0] + 16, 16)]),
+    ("418800f8", "sttr x1, [x2, #8]", {}, [(X[2] + 8, 8)]),
+    ("418c00f8", "str x1, [x2, #8]!", {}, [(X[2] + 8, 8)]),
+    ("ff0b00f9", "str xzr, [sp, #0x10]", {}, [(SP + 16, 8)]),
+    ("1f7c00a9", "stp xzr, xzr, [x0]", {}, [(X[0], 16)]),
+    ("1f682138", "strb wzr, [x0, x1]", {}, [(X[0] + X[1], 1)]),
+    ("41c01f99", "stlur w1, [x2, #-4]", {}, [(X[2] - 4, 4)]),
+]
+
+
+@pytest.mark.parametrize("encoding, text, changed, writes", STORES, ids=[f"{s[1]}|{s[0]}" for s in STORES])
+def test_store_bytes(encoding, text, changed, writes):
+    plan = DECODER.plan(bytes.fromhex(encoding), PC)
+    assert plan.text == text
+    assert plan.kind == WRITES
+    assert list(store_ranges(plan, regs(**changed))) == writes
+
+
+@pytest.mark.parametrize("encoding, text, kind", [
+    ("410040f9", "ldr x1, [x2]", PLAIN),
+    ("000080d2", "mov x0, #0", PLAIN),
+    ("00021fd6", "br x16", PLAIN),
+    ("1f2003d5", "nop", PLAIN),
+    ("010000d4", "svc #0", SYSCALL),
+    ("000020d4", "brk #0", INT3),
+    ("41fc5fc8", "ldaxr x1, [x2]", ATOMIC_SEQUENCE),  # qemu's target may run ldaxr..stlxr as one step
+    ("20000000", "udf #0x20", PLAIN),
+])
+def test_instructions_that_store_nothing_themselves(encoding, text, kind):
+    plan = DECODER.plan(bytes.fromhex(encoding), PC)
+    assert (plan.text, plan.kind, plan.writes) == (text, kind, ())
+
+
+def test_undecodable_and_unaddressable_stores_compare_memory():
+    assert DECODER.plan(b"\xff\xff\xff\xff", PC).kind == COMPLEX  # not an A64 encoding
+    assert DECODER.plan(b"", PC).kind == COMPLEX
+
+
+def test_registers_written():
+    bit = {name: 1 << AARCH64.register_indexes[name] for name in AARCH64.user_regs_fields}
+    assert DECODER.plan(bytes.fromhex("000080d2"), PC).wmask == bit["x0"] | bit["pc"]  # mov x0, #0
+    assert DECODER.plan(bytes.fromhex("fd7bbfa9"), PC).wmask & bit["sp"]  # stp ... [sp, #-16]! moves sp
+    assert DECODER.plan(bytes.fromhex("417c03c8"), PC).wmask & bit["x3"]  # stxr's status register
+    assert DECODER.plan(bytes.fromhex("627ca1c8"), PC).wmask & bit["x1"]  # cas returns the old value in Rs
+    assert DECODER.plan(bytes.fromhex("620021f8"), PC).wmask & bit["x2"]  # ldadd: in Rt
+    assert DECODER.plan(bytes.fromhex("010000d4"), PC).wmask & bit["x0"]  # svc: the result
+
+
+def test_register_views():
+    assert [full_register(n) for n in ("w3", "x3", "fp", "lr", "sp", "wsp", "xzr")] == \
+        ["x3", "x3", "x29", "x30", "sp", "sp", None]
+    assert register_bit("w30") == register_bit("lr") == 1 << 30
