@@ -25,7 +25,7 @@ from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver
-from loaderdbg.process.stop_state import StopState
+from loaderdbg.stop_state import StopState
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process import qemu_target
 from loaderdbg.process.thread_group import GroupTarget, ThreadGroup

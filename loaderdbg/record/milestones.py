@@ -12,7 +12,7 @@ memory).
 from __future__ import annotations
 
 from loaderdbg.process.startup import StartupObserver
-from loaderdbg.process.stop_state import StopState
+from loaderdbg.stop_state import StopState
 from loaderdbg.process.stops import Stop
 from loaderdbg.process.tracee import LaunchSpec, Tracee
 from loaderdbg.session import Event, StopReason

@@ -4,9 +4,10 @@ recording, with no process and no ptrace.
 State at the current position comes from the recording: registers from the
 chunk holding it (keyframe registers XOR per-step deltas), memory from the
 newest image at or before a keyframe plus the writes since, maps, threads
-and the kernel's auxv as recorded. ``ReplayState`` hands all of it to
-``build_snapshot`` (a ``StateSource``), so a replayed snapshot is decoded by
-exactly the code a live one is.
+and the kernel's auxv as recorded. ``ReplayState`` (record/replay_state.py),
+the engine's StopState over the recording, hands all of it to
+``build_snapshot``, so a replayed snapshot is decoded by exactly the code a
+live one is.
 
 Moving: every write carries the bytes it replaced, so stepping backwards is
 as cheap as forwards. ``goto`` starts from the nearest keyframe (before or
@@ -16,26 +17,17 @@ after the target) when that is closer than the current position.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-from loaderdbg.analysis.address_space import AddressSpace
 from loaderdbg.analysis.backtrace import MAX_FRAMES, Frame, backtrace_of
-from loaderdbg.analysis.objects import ElfCache, MappedObject
 from loaderdbg.analysis.source_lines import SourceFile, line_at, source_file
-from loaderdbg.analysis.symbols import SymbolTable
-from loaderdbg.arch import get_arch
-from loaderdbg.decode.auxv import parse_auxv
-from loaderdbg.decode.disasm import disassemble, disassemble_one
+from loaderdbg.decode.disasm import disassemble_one
 from loaderdbg.decode.dwarf_lines import SourceLine
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
-from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.decode.siginfo import decode_siginfo
-from loaderdbg.decode.stack import InitialStack, decode_initial_stack
-from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.errors import UsageError
 from loaderdbg.printable import printable
 from loaderdbg.record import index
@@ -44,9 +36,10 @@ from loaderdbg.record.format import (
     PAGE_REF_SIZE, PAGE_SIZE, WRITE_FIXUP, WRITE_PAGE, ChunkWrites, Recording, Write, memory_checksum,
     open_recording,
 )
+from loaderdbg.record.replay_state import ReplayState
 from loaderdbg.record.writer import page_hash
 from loaderdbg.session import Capability, Event, StopReason
-from loaderdbg.snapshot import Divergence, Snapshot, SyscallCall, ThreadState, build_snapshot
+from loaderdbg.snapshot import Divergence, Snapshot, build_snapshot
 from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, ReasonKind, Target, parse_target
 
@@ -472,188 +465,6 @@ def _locate(rec: Recording, memory: dict[int, bytearray], keyframe: int, recorde
 # --------------------------------------------------------------------------
 
 
-class ReplayState:
-    """A StateSource (loaderdbg/snapshot.py) at the session's position."""
-
-    def __init__(self, session: "ReplaySession", memory: ReplayMemory) -> None:
-        self._session = session
-        self.memory = memory
-        rec = session.recording
-        self.rec = rec
-        self.program = session.program
-        self.arch = get_arch(rec.meta["arch"])
-        self.step_exact = True
-        self.elf_cache = ElfCache(self._read_file)
-        self.kernel_sp = rec.meta["kernel_sp"]
-        self.entry_pc = rec.meta["entry_pc"]
-        try:
-            self.kernel_auxv_raw = bytes.fromhex(rec.meta.get("kernel_auxv", ""))
-        except ValueError:
-            raise UsageError(f"{rec.path}: meta kernel_auxv is not hex") from None
-        ldso = rec.meta.get("ldso")
-        self._ldso = ldso if isinstance(ldso, dict) else None
-        at_entry = rec.meta.get("at_entry")
-        self._at_entry = at_entry if isinstance(at_entry, dict) else None
-        self._maps_cache: dict[int, AddressSpace] = {}
-        self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
-        self._syscalls: list[SyscallCall] | None = None  # every recorded call, decoded once
-        self._syscall_steps: list[int] = []
-
-    def memory_state(self) -> tuple:
-        """Equal at two positions only if memory and mappings are equal
-        (and what the recording says of ld.so and AT_ENTRY, which the
-        objects views depend on)."""
-        return (self.memory.generation, self.rec.maps_version(self.step_count),
-                self.ldso_info() is not None, self.at_entry())
-
-    def writes_since(self, state: tuple) -> list[tuple[int, int]] | None:
-        """What was written between memory_state() == state and now, as
-        (start, end) ranges; None if the mappings changed or it is not known."""
-        if state[1:] != self.memory_state()[1:]:
-            return None
-        return self.memory.writes_since(state[0])
-
-    @contextlib.contextmanager
-    def reads_tracked(self):
-        """Collect the (start, end) of every memory read inside the block."""
-        reads: list[tuple[int, int]] = []
-        self.memory.track_reads(reads)
-        try:
-            yield reads
-        finally:
-            self.memory.track_reads(None)
-
-    def _read_file(self, entry: MapEntry) -> bytes | None:
-        return self.rec.file_bytes(entry.dev, entry.inode, entry.path)
-
-    @property
-    def step_count(self) -> int:
-        return self._session.position
-
-    @property
-    def stop_reason(self) -> StopReason:
-        return self._session.stop_reason
-
-    @property
-    def pid(self) -> int | None:
-        return self._session.pid
-
-    def registers_raw(self) -> bytes | None:
-        return self._session.registers_raw()
-
-    def read_memory(self, addr: int, size: int) -> bytes | None:
-        return self.memory.read(addr, size)
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        return self.memory.read(addr, size)
-
-    def _version(self) -> AddressSpace:
-        version = self.rec.maps_version(self.step_count)
-        cached = self._maps_cache.get(version)
-        if cached is None:
-            try:
-                maps = parse_maps(self.rec.maps_text(self.step_count))
-            except DecodeError:
-                maps = ()
-            cached = AddressSpace(maps, self.elf_cache)
-            self._maps_cache[version] = cached
-        return cached
-
-    def maps(self) -> tuple[MapEntry, ...]:
-        return self._version().maps
-
-    def objects(self) -> tuple[MappedObject, ...]:
-        return self._version().objects()
-
-    def symbols(self) -> SymbolTable:
-        return self._version().symbols()
-
-    def object_at(self, addr: int) -> MappedObject | None:
-        return self._version().object_at(addr)
-
-    def kernel_auxv(self):
-        try:
-            return parse_auxv(self.kernel_auxv_raw, self.arch, self)
-        except DecodeError:
-            return ()
-
-    def initial_stack(self) -> InitialStack | None:
-        try:
-            return decode_initial_stack(self, self.kernel_sp, self.arch)
-        except DecodeError:
-            return None
-
-    def relocation_states(self, obj: MappedObject):
-        return self._version().relocation_states(obj, self)
-
-    def threads(self) -> tuple[ThreadState, ...]:
-        out = []
-        regs = self.registers_raw()
-        if self.stop_reason.kind in (ReasonKind.EXITED, ReasonKind.KILLED):
-            return ()  # the process is gone, as a live session shows it
-        for thread in self.rec.threads_data(self.step_count):
-            tid = thread.get("tid")
-            text = thread.get("status")
-            if not isinstance(tid, int) or not isinstance(text, str):
-                continue
-            try:
-                status = parse_task_status(text)
-            except DecodeError:
-                continue
-            fs_base = None
-            if tid == self.pid and regs is not None and "fs_base" in self.arch.register_indexes:
-                offset = self.arch.register_offset("fs_base")
-                fs_base = int.from_bytes(regs[offset:offset + self.arch.word_size], "little")
-            out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
-                                   status.sig_pending, status.shared_pending,
-                                   self.stop_reason.kind if tid == self.pid else "running (not traced)"))
-        return tuple(out)
-
-    def ldso_info(self) -> dict | None:
-        if self._ldso is not None and self.step_count >= self._ldso.get("step", 0):
-            return self._ldso
-        return None
-
-    def at_entry(self) -> int | None:
-        if self._at_entry is not None and self.step_count >= self._at_entry.get("step", 0):
-            return self._at_entry.get("value")
-        return None
-
-    def ldso_object(self) -> MappedObject | None:
-        ldso = self.ldso_info()
-        base = None if ldso is None else ldso.get("base")
-        return self._version().object_loaded_at(base) if isinstance(base, int) else None
-
-    def program_object(self) -> MappedObject | None:
-        return self._version().program_object(self.at_entry(), self.entry_pc)
-
-    @property
-    def events(self) -> Sequence[Event]:
-        position = self.step_count
-        return tuple(e for e in self._session.events() if e.step <= position)
-
-    def verification(self) -> tuple[bool | None, Divergence | None]:
-        return self._session.verified, self._session.divergence
-
-    def syscall_calls(self) -> tuple[SyscallCall, ...]:
-        """The recorded syscalls made up to this position, each at the
-        position after it, as its event and a live session count it."""
-        if self._syscalls is None:
-            calls = []
-            for row in self.rec.syscalls():
-                result = row["result"]
-                try:
-                    errno_name = decode_syscall(row["number"], row["args"], result, self.arch).errno_name
-                except DecodeError:
-                    errno_name = None
-                signed = None if result is None else result - (1 << 64) if result >= 1 << 63 else result
-                calls.append(SyscallCall(row["step"] + 1, row["number"], row["name"], row["args"], signed,
-                                         errno_name))
-            self._syscalls = calls
-            self._syscall_steps = [call.step for call in calls]
-        return tuple(self._syscalls[:bisect.bisect_right(self._syscall_steps, self.step_count)])
-
-
 INITIAL_REASON = reasons.launched()
 
 
@@ -679,14 +490,14 @@ class ReplaySession:
         self._memory = ReplayMemory(self.recording)
         self._all_events = self.recording.events()
         self._breakpoints: set[int] = set()
+        self._pos = 0
+        self._regs = self.recording.regs_at(0)
+        self._reason = INITIAL_REASON
         self._source = ReplayState(self, self._memory)
         self._history = None  # the data-flow tracer, made on the first question
         end = meta.get("end")
         self.end_reason = _reason_from_json(end) if isinstance(end, dict) else \
             reasons.recording_end(None, self.last_step, "the recorder stopped early")
-        self._pos = 0
-        self._regs = self.recording.regs_at(0)
-        self._reason = INITIAL_REASON
         self._all_events = exact_milestones(self.recording, self._all_events, self._source.initial_stack(),
                                             self._self_relocation_slots())
         # Keyframes whose steps a move has checked (check_keyframe), and
@@ -780,10 +591,7 @@ class ReplaySession:
 
     def disassemble(self, addr: int, count: int = 16):
         with self._lock:
-            code = self._memory.read(addr, count * 15)
-            if code is None:
-                code = self._memory.read_prefix(addr, count * 15)
-            return disassemble(code, addr, self._source.arch, count=count, symbolize=self._source.symbols().symbolize)
+            return self._source.disassemble(addr, count)
 
     def breakpoints(self) -> frozenset[int]:
         return frozenset(self._breakpoints)

@@ -23,6 +23,7 @@ ROOMS = {
     "loaderdbg.debug_files": "debug_files",
     "loaderdbg.analysis": "analysis",
     "loaderdbg.explain": "history",
+    "loaderdbg.stop_state": "state",
     "loaderdbg.snapshot": "snapshot", "loaderdbg.snapshot_json": "render", "loaderdbg.text_report": "render",
     "loaderdbg.process": "process",
     "loaderdbg.record": "record",
@@ -34,7 +35,7 @@ ROOMS = {
 }
 
 # room -> rooms it may import. Lower rooms know nothing of higher ones.
-ENGINE_BELOW_FRONTS = {"base", "arch", "decode", "targets", "debug_files", "analysis", "snapshot",
+ENGINE_BELOW_FRONTS = {"base", "arch", "decode", "targets", "debug_files", "analysis", "snapshot", "state",
                        "render", "process", "record", "history", "live", "gdb_remote", "serve"}
 ALLOWED = {
     "base": {"base"},
@@ -47,8 +48,10 @@ ALLOWED = {
     "analysis": {"base", "arch", "decode", "targets", "debug_files"},
     "snapshot": {"base", "arch", "decode", "analysis", "targets"},
     "render": {"base", "arch", "decode", "analysis", "snapshot", "targets"},
-    "process": {"base", "arch", "decode", "analysis", "snapshot", "targets", "debug_files", "gdb_remote"},
-    "record": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process", "debug_files"},
+    # The stop state over any raw target (a live process, a qemu guest, a recording): no ptrace.
+    "state": {"base", "arch", "decode", "analysis"},
+    "process": {"base", "arch", "decode", "analysis", "snapshot", "targets", "debug_files", "gdb_remote", "state"},
+    "record": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process", "debug_files", "state"},
     "history": {"base", "arch", "decode", "analysis", "snapshot", "targets", "record", "process"},
     "live": {"base", "arch", "decode", "analysis", "snapshot", "targets", "process"},
     # `loaderdbg serve`: one more front on a session, live or replayed.

@@ -1,5 +1,8 @@
 """The stop state: what a stopped program looks like, over a raw target.
 
+It sits beside the snapshot, not in process/: a replay (record/replay_state.py)
+is a stop state over a recording and never loads the ptrace layer.
+
 Maps, the objects in them (ELF parsed once per file), symbols, memory as the
 program sees it (our breakpoints hidden), the kernel's initial stack and
 auxv, relocation states. A live run (`Inferior`) and the recorder read the
@@ -11,6 +14,7 @@ as its ProcessView. Everything here is recomputed after a mapping change
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 from loaderdbg.analysis.address_space import AddressSpace
 from loaderdbg.analysis.objects import ElfCache, MappedObject
@@ -20,26 +24,28 @@ from loaderdbg.decode.disasm import disassemble
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
-from loaderdbg.process.raw_target import RawTarget
 
 PAGE = 4096
 
 
 class StopState:
-    """Over ``target`` (a RawTarget: the live Tracee, the recorder's
-    observed-only Tracee, a qemu guest). ``kernel_sp`` is where the kernel
+    """Over ``target`` (a RawTarget, process/raw_target.py: the live Tracee, the recorder's
+    observed-only Tracee, a qemu guest, a recording at a position). ``kernel_sp`` is where the kernel
     left argc/argv/envp/auxv; ``observer`` (a StartupObserver), once set,
     keeps its milestone breakpoints armed across mapping changes."""
 
-    def __init__(self, target: RawTarget, *, kernel_sp: int, step_exact: bool = True) -> None:
+    step_count = 0  # steps since the first instruction (a recording's: its position)
+
+    def __init__(self, target, *, kernel_sp: int, step_exact: bool = True,
+                 read_file: Callable[[MapEntry], bytes | None] | None = None) -> None:
         self.target = target
         self.arch = target.arch
-        self.step_count = 0
         self.step_exact = step_exact
         self.kernel_sp = kernel_sp
         self.entry_pc = int.from_bytes(self._register(target.arch.pc_register), "little")
         self.kernel_auxv_raw = self._read_proc("auxv") or b""
-        self.elf_cache = ElfCache(self._read_mapped_file)
+        # A mapped file's bytes: a live target's through /proc, a recording's as stored.
+        self.elf_cache = ElfCache(read_file or self._read_mapped_file)
         self.user_breakpoints: set[int] = set()
         self.observer = None  # a StartupObserver, set by whoever drives the stops
         self.snapshot_memo = None  # /proc shows the present only: nothing to reuse between stops

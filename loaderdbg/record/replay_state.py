@@ -1,0 +1,184 @@
+"""The replayed stop state: the one StopState over a recording.
+
+A replay session's state at its position is the engine's StopState
+(loaderdbg/stop_state.py) over a RecordedTarget, so maps, objects, symbols,
+the kernel's stack and auxv, memory and relocation states are read and
+decoded by the very code a live stop uses. What only a recording knows is
+added here: what the recorder learned of ld.so and AT_ENTRY (and from which
+step on), the recorded threads, events and syscalls up to the position,
+whether the replay was checked against the recording, and what changed
+between two positions (so a snapshot can reuse what it derived).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from typing import TYPE_CHECKING, Sequence
+
+from loaderdbg.analysis.address_space import AddressSpace
+from loaderdbg.analysis.objects import MappedObject
+from loaderdbg.arch import get_arch
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import parse_maps
+from loaderdbg.decode.procstatus import parse_task_status
+from loaderdbg.decode.syscalls import decode_syscall
+from loaderdbg.errors import UsageError
+from loaderdbg.stop_state import StopState
+from loaderdbg.record.recorded_target import RecordedTarget
+from loaderdbg.session import Event, StopReason
+from loaderdbg.snapshot import Divergence, SyscallCall, ThreadState
+from loaderdbg.targets import ReasonKind
+
+if TYPE_CHECKING:
+    from loaderdbg.record.replay import ReplayMemory, ReplaySession
+
+
+class ReplayState(StopState):
+    """A StateSource (loaderdbg/snapshot.py) at the session's position."""
+
+    def __init__(self, session: "ReplaySession", memory: "ReplayMemory") -> None:
+        rec = session.recording
+        try:
+            kernel_auxv = bytes.fromhex(rec.meta.get("kernel_auxv", ""))
+        except (TypeError, ValueError):
+            raise UsageError(f"{rec.path}: meta kernel_auxv is not hex") from None
+        target = RecordedTarget(rec, get_arch(rec.meta["arch"]), memory, session.registers_raw,
+                                lambda: session.position, session.pid, kernel_auxv)
+        super().__init__(target, kernel_sp=rec.meta["kernel_sp"], read_file=target.mapped_file)
+        self._session = session
+        self.memory = memory
+        self.rec = rec
+        self.program = session.program
+        self.entry_pc = rec.meta["entry_pc"]  # as the recorder saw it (equal to step 0's pc)
+        ldso = rec.meta.get("ldso")
+        self._ldso = ldso if isinstance(ldso, dict) else None
+        at_entry = rec.meta.get("at_entry")
+        self._at_entry = at_entry if isinstance(at_entry, dict) else None
+        self._spaces: dict[int, AddressSpace] = {}  # by maps version: a move back reuses them
+        self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
+        self._syscalls: list[SyscallCall] | None = None  # every recorded call, decoded once
+        self._syscall_steps: list[int] = []
+
+    # -- the position is the session's -------------------------------------------------
+    @property
+    def step_count(self) -> int:
+        return self._session.position
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return self._session.stop_reason
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        """A MemoryReader over the replayed memory (the decoders' interface)."""
+        return self.memory.read(addr, size)
+
+    def address_space(self) -> AddressSpace:
+        version = self.target.maps_version()
+        space = self._spaces.get(version)
+        if space is None:
+            try:
+                maps = parse_maps(self.target.maps_text())
+            except DecodeError:
+                maps = ()
+            space = self._spaces[version] = AddressSpace(maps, self.elf_cache)
+        return space
+
+    def maps(self):
+        return self.address_space().maps
+
+    def invalidate(self) -> None:
+        return None  # maps follow the position: address_space() picks the version
+
+    # -- what changed between two positions (snapshot reuse) ---------------------------
+    def memory_state(self) -> tuple:
+        """Equal at two positions only if memory and mappings are equal
+        (and what the recording says of ld.so and AT_ENTRY, which the
+        objects views depend on)."""
+        return (self.memory.generation, self.target.maps_version(), self.ldso_info() is not None,
+                self.at_entry())
+
+    def writes_since(self, state: tuple) -> list[tuple[int, int]] | None:
+        """What was written between memory_state() == state and now, as
+        (start, end) ranges; None if the mappings changed or it is not known."""
+        if state[1:] != self.memory_state()[1:]:
+            return None
+        return self.memory.writes_since(state[0])
+
+    @contextlib.contextmanager
+    def reads_tracked(self):
+        """Collect the (start, end) of every memory read inside the block."""
+        reads: list[tuple[int, int]] = []
+        self.memory.track_reads(reads)
+        try:
+            yield reads
+        finally:
+            self.memory.track_reads(None)
+
+    # -- what the recorder learned -----------------------------------------------------
+    def ldso_info(self) -> dict | None:
+        if self._ldso is not None and self.step_count >= self._ldso.get("step", 0):
+            return self._ldso
+        return None
+
+    def at_entry(self) -> int | None:
+        if self._at_entry is not None and self.step_count >= self._at_entry.get("step", 0):
+            return self._at_entry.get("value")
+        return None
+
+    def ldso_object(self) -> MappedObject | None:
+        ldso = self.ldso_info()
+        base = None if ldso is None else ldso.get("base")
+        return self.address_space().object_loaded_at(base) if isinstance(base, int) else None
+
+    def program_object(self) -> MappedObject | None:
+        return self.address_space().program_object(self.at_entry(), self.entry_pc)
+
+    def threads(self) -> tuple[ThreadState, ...]:
+        if self.stop_reason.kind in (ReasonKind.EXITED, ReasonKind.KILLED):
+            return ()  # the process is gone, as a live session shows it
+        out = []
+        regs = self.registers_raw()
+        for thread in self.rec.threads_data(self.step_count):
+            tid = thread.get("tid")
+            text = thread.get("status")
+            if not isinstance(tid, int) or not isinstance(text, str):
+                continue
+            try:
+                status = parse_task_status(text)
+            except DecodeError:
+                continue
+            fs_base = None
+            if tid == self.pid and regs is not None and "fs_base" in self.arch.register_indexes:
+                offset = self.arch.register_offset("fs_base")
+                fs_base = int.from_bytes(regs[offset:offset + self.arch.word_size], "little")
+            out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
+                                   status.sig_pending, status.shared_pending,
+                                   self.stop_reason.kind if tid == self.pid else "running (not traced)"))
+        return tuple(out)
+
+    @property
+    def events(self) -> Sequence[Event]:
+        position = self.step_count
+        return tuple(e for e in self._session.events() if e.step <= position)
+
+    def verification(self) -> tuple[bool | None, Divergence | None]:
+        return self._session.verified, self._session.divergence
+
+    def syscall_calls(self) -> tuple[SyscallCall, ...]:
+        """The recorded syscalls made up to this position, each at the
+        position after it, as its event and a live session count it."""
+        if self._syscalls is None:
+            calls = []
+            for row in self.rec.syscalls():
+                result = row["result"]
+                try:
+                    errno_name = decode_syscall(row["number"], row["args"], result, self.arch).errno_name
+                except DecodeError:
+                    errno_name = None
+                signed = None if result is None else result - (1 << 64) if result >= 1 << 63 else result
+                calls.append(SyscallCall(row["step"] + 1, row["number"], row["name"], row["args"], signed,
+                                         errno_name))
+            self._syscalls = calls
+            self._syscall_steps = [call.step for call in calls]
+        return tuple(self._syscalls[:bisect.bisect_right(self._syscall_steps, self.step_count)])
