@@ -24,6 +24,7 @@ the tracer thread (ptrace.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from loaderdbg.errors import UsageError
 from loaderdbg.process import ptrace
@@ -57,6 +58,28 @@ class HardwareWatchpoint:
     @property
     def end(self) -> int:
         return self.address + self.length
+
+
+class WatchpointUnit(Protocol):
+    """What watches a target's memory for the engine (process/inferior.py):
+    DebugRegisters below for an x86-64 thread, SteppedWatchpoints
+    (process/stepped_watch.py) for a qemu-user guest. After a motion that
+    made a watched access, ``fired`` names the watchpoint."""
+
+    armed: bool  # any watchpoint set: read after every single step
+
+    @property
+    def watchpoints(self) -> tuple[HardwareWatchpoint, ...]: ...
+
+    def add(self, address: int, length: int, access: str = "write") -> HardwareWatchpoint:
+        """UsageError saying why that range cannot be watched."""
+
+    def remove(self, address: int, length: int, access: str = "write") -> bool: ...
+
+    def clear(self) -> None: ...
+
+    def fired(self) -> HardwareWatchpoint | None:
+        """The watchpoint the last motion stopped for, once (None: none)."""
 
 
 def dr7_bits(slot: int, length: int, access: str) -> int:

@@ -22,7 +22,7 @@ from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
-from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint
+from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint, WatchpointUnit
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver
 from loaderdbg.stop_state import StopState
@@ -55,9 +55,10 @@ class Inferior(StopState):
         self._pc_offset = self.arch.register_offset(self.arch.pc_register)
         self._stop_reason: StopReason | None = reasons.launched()
         self.interrupt_requested = False
-        # The main thread's debug registers, for hardware watchpoints (an
-        # x86-64 process; a qemu-user guest has none we can reach).
-        self.debug_registers = None if isinstance(tracee, qemu_target.QemuTarget) else DebugRegisters(tracee.pid)
+        # What watches memory: the main thread's debug registers (x86-64), or
+        # a qemu-user guest's stepped watchpoints (its stub has none).
+        self.debug_registers: WatchpointUnit | None = (
+            tracee.watchpoint_unit if isinstance(tracee, qemu_target.QemuTarget) else DebugRegisters(tracee.pid))
         self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
         self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
                                         kernel_stack=self.initial_stack())
