@@ -19,7 +19,7 @@ from loaderdbg.record.dataflow import RegisterWrite, StepInstruction, Tracer
 from loaderdbg.decode.disasm import memory_operands
 from loaderdbg.decode.maps import find_mapping
 from loaderdbg.printable import printable
-from loaderdbg.record.capture import full_register
+from loaderdbg.record import capture_aarch64
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.session import MILESTONE_TITLES, StopReason
 
@@ -27,7 +27,12 @@ CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP", "SIGABRT")
 MAX_HOPS = 4
 # The hand-off to a program's entry (x86-64 psABI §3.4.1): rdx holds the
 # atexit function, 0 when there is none, so hand-off code zeroes it.
-HANDOFF_ZEROED = {"rdx": "the psABI's atexit pointer, which the hand-off sets to 0"}
+# register -> (what it is at the hand-off, the advice).
+HANDOFF_ZEROED = {"rdx": ("the psABI's atexit pointer, which the hand-off sets to 0",
+                          "Keep the target in another register (e.g. \"r\" inputs other than rdx, "
+                          "or jump through rax/rcx)")}
+# The same, per recorded arch (aarch64's: x0, in its capture module).
+HANDOFF_ZEROED_BY_ARCH = {"x86_64": HANDOFF_ZEROED, "aarch64": capture_aarch64.HANDOFF_ZEROED}
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class _Explainer:
         self.rec = replay.recording
         self.meta = self.rec.meta
         self.tracer = Tracer(replay)
+        self.arch = replay.arch
+        self.full_register = self.tracer.full_register
         self.lines: list[str] = []
         ldso = self.meta.get("ldso")
         self.ldso = ldso if isinstance(ldso, dict) else None
@@ -135,7 +142,8 @@ class _Explainer:
             for finding in report.violations:
                 self.say(f"  {finding.severity}: {finding.message}")
             if report.ok and not report.violations:
-                self.say("  rsp aligned, argc/argv/envp/auxv intact, AT_PHDR/AT_ENTRY/AT_BASE consistent")
+                self.say(f"  {self.arch.sp_register} aligned, argc/argv/envp/auxv intact, "
+                         "AT_PHDR/AT_ENTRY/AT_BASE consistent")
         self.say()
 
     def _relocations(self) -> None:
@@ -194,7 +202,7 @@ class _Explainer:
         self.say("Root cause:")
         where = f"at step {last:,}" if last else "at its first instruction"
         fault_text = f", fault address {fault:#x}" if fault is not None else ""
-        self.say(f"  The process died {where} with {end.signal} at rip {pc:#x}{fault_text}.")
+        self.say(f"  The process died {where} with {end.signal} at {self.arch.pc_register} {pc:#x}{fault_text}.")
         bad_pc = mapping is None or not mapping.executable or (fault is not None and fault == pc)
         if bad_pc and last > 0:
             self.say(f"  There is no code at {pc:#x}: the previous step jumped there.")
@@ -210,6 +218,13 @@ class _Explainer:
             return
         registers = self.tracer.registers(step)
         operands = [op for op in insn.operands if op.kind in ("reg", "mem")]
+        link = self.arch.dwarf_registers.get(self.arch.return_address_register)
+        if insn.is_ret and not operands and link in self.arch.user_regs_fields:
+            # aarch64's ret: the target is the link register's.
+            self.say(f"  `ret` took its target from the link register {link} = "
+                     f"{self.value_text(registers.get(link) or 0)}.")
+            self._trace_register(link, step, jumped=True)
+            return
         if insn.is_ret:
             sp = registers["rsp"]
             self.say(f"  `ret` took its target from the stack slot [rsp] = [{sp:#x}].")
@@ -219,7 +234,7 @@ class _Explainer:
             return
         op = operands[0]
         if op.kind == "reg":
-            register = full_register(op.reg) or op.reg
+            register = self.full_register(op.reg) or op.reg
             value = registers.get(register)
             self.say(f"  The target came from register {op.reg} = {self.value_text(value or 0)}.")
             self._trace_register(register, step, jumped=True)
@@ -282,12 +297,12 @@ class _Explainer:
         if not jumped or not zeroing:
             return
         what = self.name(write.old) or "the intended target"
-        why = HANDOFF_ZEROED.get(register)
-        if why:
+        zeroed = HANDOFF_ZEROED_BY_ARCH.get(self.arch.name, {}).get(register)
+        if zeroed:
+            why, advice = zeroed
             self.say(f"  So the jump target ({what}) was kept in {register}, and {register} is the register "
                      f"the hand-off zeroes ({why}): `{write.by.text}` destroyed it one step before the "
-                     f"jump. Keep the target in another register (e.g. \"r\" inputs other than rdx, "
-                     f"or jump through rax/rcx).")
+                     f"jump. {advice}.")
         else:
             self.say(f"  So the jump target ({what}) was in {register}, which was zeroed by "
                      f"`{write.by.text}` before the jump used it.")
@@ -303,7 +318,7 @@ class _Explainer:
             return None
         src = sources[0]
         if src.kind == "reg":
-            name = full_register(src.reg)
+            name = self.full_register(src.reg)
             return ("register", name) if name else None
         if src.kind == "mem" and insn.mnemonic != "lea":
             registers = self.tracer.registers(write.step)
@@ -337,7 +352,7 @@ class _Explainer:
         src = insn.operands[1]
         if src.kind != "reg":
             return
-        name = full_register(src.reg)
+        name = self.full_register(src.reg)
         if name is None:
             return
         value = self.tracer.register(step, name)
@@ -363,8 +378,8 @@ class _Explainer:
                 if op.kind != "mem":
                     continue
                 for register in (op.base, op.index):
-                    name = full_register(register) if register else None
-                    if name and name not in ("rip",):
+                    name = self.full_register(register) if register else None
+                    if name and name != self.arch.pc_register:
                         self.say(f"  {name} = {self.value_text(registers[name])}.")
                         self._trace_register(name, step)
                         return

@@ -691,7 +691,8 @@ class QemuTarget:
         if exits:
             return self._run_atomic_sequence(pc, exits)
         signal = self._take_signal()
-        stop = self._stop_from(self._request(b"S%02x" % signal if signal else b"s"), stepping=True)
+        # qemu 7.2 has no `S sig` packet (an empty reply); vCont's S steps with the signal.
+        stop = self._stop_from(self._request(b"vCont;S%02x" % signal if signal else b"s"), stepping=True)
         if stop is self.plain_step and code is not None \
                 and int.from_bytes(code, "little") & _BRK_MASK == _BRK_BITS and self.pc == pc:
             # A brk instruction raised SIGTRAP itself: the program's, not our step.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from loaderdbg.decode.disasm import Instruction, disassemble_one
 from loaderdbg.decode.registers import Registers, decode_registers
 from loaderdbg.record import index
-from loaderdbg.record.capture import Decoder, full_register
+from loaderdbg.record import capture, capture_aarch64
 from loaderdbg.record.format import WRITE_KIND_NAMES, WRITE_PAGE, Write
 from loaderdbg.record.replay import ReplayMemory, ReplaySession
 
@@ -87,7 +87,14 @@ class Tracer:
         self.rec = replay.recording
         self.arch = replay.arch
         self._cursor = ReplayMemory(self.rec)
-        self._decoder = Decoder(self.rec.meta.get("xsave_size") or 4096)
+        # The recorded arch's write capture: its instruction plans (which
+        # registers an instruction writes) and its register views (edx is rdx, w0 is x0).
+        if self.arch.name == "aarch64":
+            self._decoder = capture_aarch64.Aarch64Decoder()
+            self.full_register = capture_aarch64.full_register
+        else:
+            self._decoder = capture.Decoder(self.rec.meta.get("xsave_size") or 4096)
+            self.full_register = capture.full_register
         self._plans: dict[tuple[int, bytes], tuple] = {}
         self._syscalls: dict[int, str] | None = None
 
@@ -109,13 +116,13 @@ class Tracer:
 
     def instruction(self, position: int) -> StepInstruction:
         """The instruction executed by transition ``position``."""
-        pc = self.register(position, "rip")
+        pc = self.register(position, self.arch.pc_register)
         code = self.code(position, pc)
         insn = disassemble_one(code, pc, self.arch) if code else None
         return StepInstruction(position, pc, insn, self.replay.symbolize(pc))
 
     def _writes_register(self, position: int, name: str) -> bool:
-        pc = self.register(position, "rip")
+        pc = self.register(position, self.arch.pc_register)
         code = self.code(position, pc)
         key = (pc, code)
         plan = self._plans.get(key)
@@ -159,7 +166,7 @@ class Tracer:
                            self.instruction(write.step), self.syscall_at(write.step))
 
     def last_register_write(self, register: str, before: int) -> RegisterWrite | None:
-        name = full_register(register) or register
+        name = self.full_register(register) or register
         if name not in self.arch.user_regs_fields:
             raise ValueError(f"unknown register {register!r}")
         i = self.arch.user_regs_fields.index(name)
