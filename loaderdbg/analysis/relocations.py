@@ -33,7 +33,7 @@ pyelftools' relocation.py; adding an architecture is adding rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable, Iterable
 
 from loaderdbg.analysis.link_map import (LoaderProgress, loader_progress, read_link_map, symbols_in_loader_order,
@@ -41,6 +41,7 @@ from loaderdbg.analysis.link_map import (LoaderProgress, loader_progress, read_l
 from loaderdbg.analysis.relocation_cache import RelocationCache
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable, needed_closure, object_key
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, Relocation, Segment
+from loaderdbg.decode.frozen_init import dict_init
 from loaderdbg.decode.linkmap import image_extent
 from loaderdbg.decode.memory import MemoryReader
 
@@ -66,6 +67,7 @@ def _binding(obj: str | None, symbol: str, version: str | None) -> Binding:
     return Binding(obj, symbol, version)
 
 
+@dict_init
 @dataclass(frozen=True)
 class RelocationState:
     object: str
@@ -608,28 +610,46 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         raw, currents = list(cached.raw), list(cached.currents)
         previous_states, previous_final = cached.states, cached.final
     relocs, link_values, where, base = plan.relocs, plan.link_values, plan.where, obj.base
+    from_bytes, recipes = int.from_bytes, RECIPES
     for index in redo:
         reloc = relocs[index]
         block = where[index]
         if block is not None and blocks[block[0]] is not None:
             # The slot lies in a segment read whole: the common case, without
             # a search (a third of a big program's snapshot was finding it).
-            current = int.from_bytes(blocks[block[0]][block[1]:block[1] + word], "little")
+            at = block[1]
+            current = from_bytes(blocks[block[0]][at:at + word], "little")
         else:
             data = image.read(obj.runtime(reloc.offset), word) if plan.fits else None
-            current = None if data is None else int.from_bytes(data, "little")
+            current = None if data is None else from_bytes(data, "little")
         currents[index] = current
-        recipe = RECIPES.get(reloc.type_name, _no_recipe)
+        recipe = recipes.get(reloc.type_name, _no_recipe)
         if recipe is _relative:  # most relocations: no _Slot to build
-            raw[index] = _relative_verdict(current, link_values[index], reloc.addend, base)
+            # _relative_verdict's two common answers spelled out: this runs
+            # for every RELATIVE slot (three quarters of a big program's).
+            link_value = link_values[index]
+            addend = reloc.addend
+            if addend is None:
+                addend = link_value
+            if addend is not None and current is not None and current != link_value:
+                expected = (base + addend) & MASK64
+                if current == expected:
+                    raw[index] = _Verdict(APPLIED, expected, None, False, None, None, None, True)
+                    continue
+            raw[index] = _relative_verdict(current, link_value, reloc.addend, base)
             continue
         slot = _Slot(obj=obj, reloc=reloc, symbols=symbols, memory=memory, word=word, current=current,
                      link_value=link_values[index], link_bytes=plan.link_bytes, slot_bytes=image.read)
         raw[index] = recipe(slot)
     final = _settle(obj, symbols, raw, currents, plt_setup, progress)
     if previous_states is None:
-        states = tuple(_state(obj, plan.relocs[i], final[i], currents[i], plan.link_values[i])
-                       for i in range(len(final)))
+        # _state spelled inline: one RelocationState per relocation.
+        path, new_state = obj.path, RelocationState
+        states = tuple([new_state(path, (base + reloc.offset) & MASK64, reloc.type_name, reloc.symbol,
+                                  reloc.addend, verdict.state,
+                                  current if verdict.current is None else verdict.current, verdict.expected,
+                                  link_value, reloc.table, verdict.binding, verdict.reason)
+                        for reloc, verdict, current, link_value in zip(relocs, final, currents, link_values)])
     else:
         out = list(previous_states)
         redone = set(redo)
@@ -941,13 +961,33 @@ class _Plan:
     segments: tuple[tuple[int, int], ...]            # runtime [start, end) read per stop
     link_values: tuple[int | None, ...]
     link_bytes: Callable[[int, int], bytes | None]
-    chunks: dict[tuple[int, int], tuple[int, ...]]   # (segment, chunk) -> slot indices
     volatile: frozenset[int]                         # judged at every stop (COPY, slots outside)
     base: int = 0
     pltgot: int | None = None                        # DT_PLTGOT (link-time)
     # Per slot: (index in segments, offset in it) when the whole word lies
     # in one of them, else None.
     where: tuple[tuple[int, int] | None, ...] = ()
+    # The same for every slot, whether or not the recipes can read it (a
+    # 32-bit object's): what chunks are made of.
+    spots: tuple[tuple[int, int] | None, ...] = ()
+    word: int = 8
+
+    @cached_property
+    def chunks(self) -> dict[tuple[int, int], tuple[int, ...]]:
+        """(segment, chunk) -> the slots in it that a stop judges again when
+        its bytes change; made at the second stop, not the first (a
+        one-shot snapshot never needs it)."""
+        chunks: dict[tuple[int, int], list[int]] = {}
+        volatile, word = self.volatile, self.word
+        for index, spot in enumerate(self.spots):
+            if spot is None or index in volatile:
+                continue
+            where, offset = spot
+            first, last = offset // _CHUNK, (offset + word - 1) // _CHUNK
+            chunks.setdefault((where, first), []).append(index)
+            if last != first:
+                chunks.setdefault((where, last), []).append(index)
+        return {k: tuple(v) for k, v in chunks.items()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -980,6 +1020,7 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int, cache: Rel
     loads = info.load_segments()
     link_bytes = _file_image(loads, file_bytes)
     relocs = tuple(info.relocations)
+    offsets = [reloc.offset for reloc in relocs]
     # Only segments that hold relocation slots are read (normally the RW one).
     # Slots come in runs within one segment: try the last one found first
     # (a search per slot was a third of a big program's snapshot); with
@@ -987,24 +1028,42 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int, cache: Rel
     ordered = sorted((s.vaddr, s.vaddr + s.memsz) for s in loads)
     reuse = all(end <= start for (_, end), (start, _) in zip(ordered, ordered[1:]))
     wanted = set()
-    seg = None
-    for reloc in relocs:
-        if seg is None or not reuse or not seg.contains_vaddr(reloc.offset):
-            seg = next((s for s in loads if s.contains_vaddr(reloc.offset)), None)
-            if seg is not None:
-                wanted.add((obj.runtime(seg.vaddr), obj.runtime(seg.vaddr + seg.memsz)))
+    lo = hi = 0  # the last segment found, [vaddr, vaddr + memsz)
+    for offset in offsets:
+        if reuse and lo <= offset < hi:
+            continue
+        seg = next((s for s in loads if s.contains_vaddr(offset)), None)
+        if seg is not None:
+            wanted.add((obj.runtime(seg.vaddr), obj.runtime(seg.vaddr + seg.memsz)))
+            lo, hi = seg.vaddr, seg.vaddr + seg.memsz
     segments = tuple(sorted(wanted))
     # The recipes are for 64-bit slots; a 32-bit object gets honest unknowns.
     fits = info.elf_class == word * 8
-    link_values: list[int | None] = []
-    slots: list[tuple[int, int] | None] = []
-    chunks: dict[tuple[int, int], list[int]] = {}
+    count = len(relocs)
+    link_values: list[int | None] = [None] * count
+    spots: list[tuple[int, int] | None] = [None] * count
     volatile = set()
     where = None
     link_seg = None
     base, size = obj.base, len(file_bytes)
-    for index, reloc in enumerate(relocs):
-        offset = reloc.offset
+    from_bytes = int.from_bytes
+    # A run of slots inside one segment (most of them) takes the short way:
+    # its file image word and its place in the segment read at each stop
+    # come from the segment found for the run's first slot. lo/hi bound
+    # that run's link-time addresses, 0/0 when there is none.
+    lo = hi = file_end = delta = start = run_where = 0
+    for index, offset in enumerate(offsets):
+        if lo <= offset and offset + word <= hi:
+            if offset + word <= file_end:
+                at = offset + delta
+                link_values[index] = from_bytes(file_bytes[at:at + word], "little") if at + word <= size else None
+            elif offset >= file_end:
+                link_values[index] = 0  # .bss
+            else:
+                partial = link_bytes(offset, word)
+                link_values[index] = None if partial is None else from_bytes(partial, "little")
+            spots[index] = (run_where, base + offset - start)
+            continue
         link = None
         if fits:
             # The file image's word (_file_image), from the last segment
@@ -1016,34 +1075,36 @@ def _plan(obj: LoadedObject, file_bytes: bytes, arch: str, word: int, cache: Rel
                 link = None
             elif offset + word <= link_seg.vaddr + link_seg.filesz:
                 at = link_seg.offset + offset - link_seg.vaddr
-                link = int.from_bytes(file_bytes[at:at + word], "little") if at + word <= size else None
+                link = from_bytes(file_bytes[at:at + word], "little") if at + word <= size else None
             elif offset >= link_seg.vaddr + link_seg.filesz:
                 link = 0  # .bss
             else:
                 partial = link_bytes(offset, word)
-                link = None if partial is None else int.from_bytes(partial, "little")
-        link_values.append(link)
+                link = None if partial is None else from_bytes(partial, "little")
+        link_values[index] = link
         address = (base + offset) & MASK64
         if where is None or not reuse or not (segments[where][0] <= address and address + word <= segments[where][1]):
-            where = next((i for i, (start, end) in enumerate(segments) if start <= address and address + word <= end),
+            where = next((i for i, (begin, end) in enumerate(segments) if begin <= address and address + word <= end),
                          None)
         if where is None:
-            slots.append(None)
             volatile.add(index)
             continue
-        start = segments[where][0]
-        slots.append((where, address - start) if fits else None)
-        # COPY compares with another object's memory: never reuse its verdict.
-        if reloc.type_name.endswith("_COPY"):
-            volatile.add(index)
-            continue
-        first, last = (address - start) // _CHUNK, (address + word - 1 - start) // _CHUNK
-        chunks.setdefault((where, first), []).append(index)
-        if last != first:
-            chunks.setdefault((where, last), []).append(index)
+        spots[index] = (where, address - segments[where][0])
+        # The short way for the slots after this one, when this slot's
+        # segment is both the one its word was read from and the one read
+        # at each stop (no wrap past 2**64).
+        if (fits and reuse and link_seg is not None
+                and segments[where] == (base + link_seg.vaddr, base + link_seg.vaddr + link_seg.memsz)):
+            lo, hi = link_seg.vaddr, link_seg.vaddr + link_seg.memsz
+            file_end, delta = link_seg.vaddr + link_seg.filesz, link_seg.offset - link_seg.vaddr
+            start, run_where = segments[where][0], where
+        else:
+            lo = hi = 0
+    # COPY compares with another object's memory: never reuse its verdict.
+    volatile.update(index for index, reloc in enumerate(relocs) if reloc.type_name.endswith("_COPY"))
     plan = _Plan(key, info, file_bytes, relocs, fits, segments, tuple(link_values), link_bytes,
-                 {k: tuple(v) for k, v in chunks.items()}, frozenset(volatile), obj.base,
-                 info.dynamic_value("DT_PLTGOT"), tuple(slots))
+                 frozenset(volatile), obj.base, info.dynamic_value("DT_PLTGOT"),
+                 tuple(spots) if fits else (None,) * count, tuple(spots), word)
     if cache is not None:
         cache.remember(cache.plans, key, plan)
     return plan

@@ -43,6 +43,7 @@ from elftools.elf.segments import InterpSegment, NoteSegment
 
 from loaderdbg.decode.dwarf_lines import LineTable, SourceLine
 from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.frozen_init import dict_init
 from loaderdbg.decode.sframe import SFrameHeader, parse_sframe_header
 
 PAGE_SIZE = 4096
@@ -198,6 +199,7 @@ class DynamicEntry:
     text: str  # string for NEEDED/SONAME/..., flag names for FLAGS*, else hex
 
 
+@dict_init
 @dataclass(frozen=True)
 class Relocation:
     offset: int  # link-time vaddr of the slot
@@ -210,6 +212,7 @@ class Relocation:
     symbol_version: str | None = None  # version the reference asks for
 
 
+@dict_init
 @dataclass(frozen=True)
 class DynSymbol:
     name: str
@@ -377,10 +380,15 @@ class ElfInfo:
         return segs[0].vaddr if segs else None
 
     def dynamic_value(self, name: str) -> int | None:
+        return self._first_dynamic_values.get(name)
+
+    @cached_property
+    def _first_dynamic_values(self) -> dict[str, int]:
+        """Each tag's first value (the relocation analysis asks per slot)."""
+        first: dict[str, int] = {}
         for entry in self.dynamic:
-            if entry.name == name:
-                return entry.value
-        return None
+            first.setdefault(entry.name, entry.value)
+        return first
 
     # -- symbols ----------------------------------------------------------
 
