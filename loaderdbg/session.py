@@ -190,16 +190,18 @@ WATCH_ACCESSES = ("write", "read", "access")  # gdb's watch, rwatch, awatch
 
 
 class Watchpoints(Protocol):
-    """Hardware watchpoints (x86-64: the debug registers, so at most four,
-    each 1, 2, 4 or 8 bytes at an address that is a multiple of its
-    length): a continue stops after the instruction that wrote (``write``),
-    or read or wrote (``read``, ``access``: x86 has no read-only kind), a
-    watched range. A recording finds writes in its index instead
-    (History)."""
+    """Watchpoints of a live process: a continue stops after the instruction
+    that wrote (``write``), read (``read``) or either (``access``) a
+    watched range. x86-64: the debug registers, so at most four, each 1, 2,
+    4 or 8 bytes at an address that is a multiple of its length, and
+    ``read`` is read-or-write (x86 has no read-only kind). An aarch64 guest
+    under qemu-user: kept by single-stepping (the stub has none), any
+    number, 1 to 4096 bytes each, at any address, reads alone included. A
+    recording finds writes in its index instead (History)."""
 
     def add_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
         """Raises UsageError saying why one cannot be set (length,
-        alignment, all four in use)."""
+        alignment, all four debug registers in use)."""
 
     def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None: ...
 

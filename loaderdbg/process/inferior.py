@@ -572,8 +572,7 @@ class Inferior(StopState):
         """Watch [addr, addr+size) in the main thread (UsageError: why not)."""
         self._require_alive()
         if self.debug_registers is None:
-            raise UsageError("hardware watchpoints need an x86-64 process (its debug registers); this is an "
-                             "aarch64 guest under qemu-user: record it and watch in the recording")
+            raise UsageError("this process has nothing to watch memory with")
         return self.debug_registers.add(addr, size, access)
 
     def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -285,3 +286,36 @@ def test_gdb_multiarch_software_watch_stops_at_the_same_pc(write_stop):
     new = int(re.search(r"^New value = (-?\d+)$", out, re.M).group(1))
     assert pc == write_stop["pc"]
     assert (old, new) == (write_stop["old"], write_stop["new"])
+
+
+def test_a_syscalls_write_stops_when_it_returns():
+    """The kernel's (qemu's) write into a watched buffer is no instruction's
+    store: the changed bytes say so, and the run stops right after the svc."""
+    with LiveSession(spec()) as session:
+        reason = session.cont("syscall:read")
+        assert reason.kind == "syscall"
+        regs = session.snapshot().registers
+        svc, buffer = regs["pc"], regs["x1"]
+        assert session.read_memory(svc, 4) == bytes.fromhex("010000d4")  # svc #0
+        session.add_watchpoint(buffer, 8, "write")
+        reason = session.cont(None)
+        assert reason.kind == "watchpoint"
+        assert session.watchpoint_hit() == (buffer, 8, "write")
+        assert session.snapshot().registers["pc"] == svc + 4
+        assert session.read_memory(buffer, 4) == b"\x7fELF"  # ld.so read libc's ELF header
+
+
+def test_a_stepped_continue_is_interrupted():
+    """Ctrl-C (LiveSession.interrupt) stops a watched continue as a plain one."""
+    with LiveSession(spec()) as session:
+        never = session.snapshot().registers["sp"] - 0x100000  # far below the stack: nothing writes it
+        session.add_watchpoint(never, 8, "write")
+        result = {}
+        runner = threading.Thread(target=lambda: result.setdefault("reason", session.cont(None)))
+        runner.start()
+        time.sleep(0.3)
+        session.interrupt()
+        runner.join(10)
+        assert not runner.is_alive()
+        assert result["reason"].kind == "interrupted"
+        assert session.step(1).kind == "step"
