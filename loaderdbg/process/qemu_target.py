@@ -628,7 +628,8 @@ class QemuTarget:
     def _step_watching(self, syscalls: bool) -> Stop:
         """A run with watchpoints set, one instruction at a time: to a watched
         access, a breakpoint, a syscall entry (``syscalls``), a signal or
-        the end; what a continue over the stub stops at, less nothing."""
+        the end: every stop a continue through the stub makes, and the
+        watched accesses it cannot see."""
         watch = self.watchpoint_unit
         while True:
             stop = self._step()
