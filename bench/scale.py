@@ -99,7 +99,7 @@ def phases(program: list[str], repeat: int) -> dict:
                 snapshot = session.snapshot()
                 t2, c2 = time.perf_counter(), time.process_time()
             t2b, c2b = time.perf_counter(), time.process_time()  # closing the session is not the JSON's
-            write_json(snapshot_to_json(snapshot), sink.write, end="\n")
+            write_json(snapshot_to_json(snapshot, relocation_rows=True), sink.write, end="\n")
             sink.flush()
             t3, c3 = time.perf_counter(), time.process_time()
             for key, value in (("cont_ms", t1 - t0), ("snapshot_ms", t2 - t1), ("json_ms", t3 - t2b),

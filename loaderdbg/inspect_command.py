@@ -146,7 +146,7 @@ def _report(snapshot, target: Target, reason, as_json: bool, relocations: str | 
     ``frames``: the stop's backtrace and ``source`` its source line
     (stop_source), for the JSON."""
     if as_json:
-        shown = snapshot_to_json(snapshot, frames)
+        shown = snapshot_to_json(snapshot, frames, relocation_rows=True)
         shown["source"] = source
         write_json(shown, write_stdout, end="\n")
     else:

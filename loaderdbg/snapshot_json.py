@@ -100,9 +100,22 @@ def _version_names(versions) -> dict:
     }
 
 
-def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
+class RelocationRows:
+    """A snapshot's relocations as write_json writes them, without a dict
+    per relocation: the rows' text is made column by column straight from
+    the states (building 151k dicts, then taking them apart again, was
+    half of writing gdb's JSON). Only write_json knows it."""
+
+    __slots__ = ("states",)
+
+    def __init__(self, states) -> None:
+        self.states = states
+
+
+def snapshot_to_json(snap: Snapshot, backtrace=None, *, relocation_rows: bool = False) -> dict:
     """``backtrace``: the stop's frames (Session.backtrace()), written under
-    "backtrace"; None (not unwound) writes null."""
+    "backtrace"; None (not unwound) writes null. ``relocation_rows``: the
+    relocations as a RelocationRows, for write_json only (the same text)."""
     stack = snap.stack
     stop = snap.stop
     return {
@@ -170,7 +183,7 @@ def snapshot_to_json(snap: Snapshot, backtrace=None) -> dict:
         ],
         # hexify spelled inline: this runs for each of a big program's
         # hundreds of thousands of relocations.
-        "relocations": [
+        "relocations": RelocationRows(snap.relocations) if relocation_rows else [
             {
                 "object": r.object,
                 "address": f"{r.address:#x}",
@@ -293,6 +306,7 @@ _ROWS_PER_BATCH = 256
 # Exact types the C encoder spells as json.dumps(indent=1) does, one token each.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _FLAT_ENCODER = json.JSONEncoder(separators=("\n", ": "))
+_TEXT_OR_NULL = frozenset({str, type(None)})
 
 
 def _float_text(value: float) -> str:
@@ -360,6 +374,8 @@ class _Writer:
             self._list(value, depth)
         elif isinstance(value, dict):
             self._dict(value, depth)
+        elif type(value) is RelocationRows:
+            self._relocation_rows(value.states, depth)
         else:
             raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
@@ -387,6 +403,67 @@ class _Writer:
                     self.flush()
         parts.append("\n" + " " * depth + "]")
 
+    def _relocation_rows(self, states, depth: int) -> None:
+        """What _list writes of snapshot_to_json's relocation dicts."""
+        if not states:
+            self._parts.append("[]")
+            return
+        inner = "\n" + " " * (depth + 1)
+        parts = self._parts
+        parts.append("[" + inner)
+        separator = "," + inner
+        for start in range(0, len(states), _ROWS_PER_BATCH):
+            if start:
+                parts.append(separator)
+            parts.append(separator.join(self._relocation_texts(states[start:start + _ROWS_PER_BATCH], depth + 1)))
+            self.flush()
+        parts.append("\n" + " " * depth + "]")
+
+    def _relocation_texts(self, states, depth: int) -> list[str]:
+        """_row_texts of the relocation dicts, each column made from the
+        states as snapshot_to_json spells it: a hex string needs no
+        escaping, only quotes; names, states and bindings repeat, and each
+        distinct one is encoded once."""
+        inner = depth + 1
+        columns = [
+            self._repeating_texts([r.object for r in states], inner),
+            [f'"{r.address:#x}"' for r in states],
+            self._repeating_texts([r.type_name for r in states], inner),
+            self._repeating_texts([r.symbol for r in states], inner),
+            ["null" if a is None else f'"{a:#x}"' if a >= 0 else f'"-{-a:#x}"' for a in (r.addend for r in states)],
+            self._repeating_texts([r.state for r in states], inner),
+            ["null" if r.current is None else f'"{r.current:#x}"' for r in states],
+            ["null" if r.expected is None else f'"{r.expected:#x}"' for r in states],
+            self._binding_texts([r.binding for r in states], inner),
+            self._repeating_texts([r.reason for r in states], inner),
+        ]
+        template = self._templates.get((_RELOCATION_KEYS, depth))
+        if template is None:
+            template = self._templates[(_RELOCATION_KEYS, depth)] = self._template(_RELOCATION_KEYS, depth)
+        return [template % row for row in zip(*columns)]
+
+    def _repeating_texts(self, column: list, depth: int) -> list[str]:
+        """The texts of a column of strings and nulls, each distinct value
+        encoded once (only str and None: no two of them are equal unless
+        they are written alike, as True and 1 would be)."""
+        distinct = list(set(column))
+        if not _TEXT_OR_NULL.issuperset(map(type, distinct)):
+            return self._column_texts(column, depth)
+        texts = dict(zip(distinct, _FLAT_ENCODER.encode(distinct)[1:-1].split("\n")))
+        return [texts[value] for value in column]
+
+    def _binding_texts(self, bindings: list, depth: int) -> list[str]:
+        """A binding's dict (null without one); bindings are shared
+        (relocations._binding), each instance is written once (told apart
+        by identity: hashing a dataclass per relocation cost more)."""
+        by_id = dict(zip(map(id, bindings), bindings))
+        by_id.pop(id(None), None)
+        texts: dict = {id(None): "null"}
+        if by_id:
+            rows = [{"object": b.object, "symbol": b.symbol, "version": b.version} for b in by_id.values()]
+            texts.update(zip(by_id, self._row_texts(rows, depth)))
+        return [texts[key] for key in map(id, bindings)]
+
     def _rows(self, rows: list, depth: int, separator: str) -> None:
         self._parts.append(separator.join(self._row_texts(rows, depth)))
 
@@ -395,10 +472,10 @@ class _Writer:
         by column: a column of scalars is encoded by json's C encoder in one
         call, and each row laid into one template for its keys."""
         keys = tuple(rows[0])
-        if any(tuple(row) != keys for row in rows):
+        if not all(map(keys.__eq__, map(tuple, rows))):
             return [self._text_of(row, depth) for row in rows]
         columns = []
-        for column in zip(*(row.values() for row in rows)):
+        for column in zip(*map(dict.values, rows)):
             if _SCALARS.issuperset(map(type, column)):
                 # ensure_ascii escapes every control character, so "\n"
                 # never occurs inside an encoded string: the split is exact.
@@ -420,7 +497,8 @@ class _Writer:
             texts[i] = text
         for i, item in enumerate(column):
             if not texts[i]:
-                texts[i] = self._text_of(item, depth)
+                # null, most of them (a relocation without a binding).
+                texts[i] = "null" if item is None else self._text_of(item, depth)
         return texts
 
     def _text_of(self, value, depth: int) -> str:
@@ -461,6 +539,11 @@ class _Writer:
                 value(item, depth + 1)
             opening = ","
         parts.append("\n" + " " * depth + "}")
+
+
+# The keys of snapshot_to_json's relocation dicts, in order.
+_RELOCATION_KEYS = ("object", "address", "type", "symbol", "addend", "state", "current", "expected", "binding",
+                    "reason")
 
 
 def write_json(value, write: Callable[[str], object], end: str = "") -> None:

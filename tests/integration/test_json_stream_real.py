@@ -34,6 +34,10 @@ def assert_streamed_equals_dumps(snapshot) -> list[str]:
     chunks: list[str] = []
     write_json(value, chunks.append, end="\n")
     assert "".join(chunks) == json.dumps(value, indent=1) + "\n"
+    # inspect's way: the relocations' text made from the states directly.
+    from_states: list[str] = []
+    write_json(snapshot_to_json(snapshot, relocation_rows=True), from_states.append, end="\n")
+    assert "".join(from_states) == "".join(chunks)
     return chunks
 
 
