@@ -404,7 +404,7 @@ def cmd_attach(options: argparse.Namespace) -> int:
 
 
 def cmd_record(options: argparse.Namespace) -> int:
-    from loaderdbg.record.recorder import record_program
+    from loaderdbg.record.guest_recorder import record_any_program
 
     target = str(_target(options.until))
     options.pid = _pid(options.pid, "record")
@@ -424,8 +424,7 @@ def cmd_record(options: argparse.Namespace) -> int:
         from loaderdbg.inspect_command import launch_spec
         _check_symbol_target(_target(options.until), options.program, options.pending)
         spec = launch_spec(options.program, options.args, aslr=options.aslr)
-        _refuse_to_record_aarch64("record", spec.path)
-        summary = record_program(spec, options.output, target, replace=options.force)
+        summary = record_any_program(spec, options.output, target, replace=options.force)
     print(f"loaderdbg: {summary.describe()}", file=sys.stderr)
     if summary.interrupted:
         return 128 + (summary.ending_signal or signal.SIGINT)  # what a shell shows for that signal
@@ -511,7 +510,6 @@ def cmd_explain(options: argparse.Namespace) -> int:
             spec = launch_spec(options.target, options.args, aslr=False,
                                stdin_fd=devnull if stdin_fd is None else stdin_fd,
                                stdout_fd=devnull, stderr_fd=devnull)
-            _refuse_to_record_aarch64("explain", spec.path)
             if sys.stderr is not None and sys.stderr.isatty():
                 # For the person waiting (a script gets the report alone).
                 say(f"explaining {options.target} up to {until}" + (

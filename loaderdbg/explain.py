@@ -48,14 +48,14 @@ def explain_program(spec, until: str = "exit", progress: bool | None = None) -> 
     import shutil
     import tempfile
 
-    from loaderdbg.record.recorder import record_program
+    from loaderdbg.record.guest_recorder import record_any_program
 
     # A fresh path in a private directory: the recorder never writes over a
     # file that is not a recording (an empty mkstemp file is not one).
     directory = tempfile.mkdtemp(prefix="loaderdbg-explain-")
     path = os.path.join(directory, "explain.ldbg")
     try:
-        record_program(spec, path, until, progress=progress)
+        record_any_program(spec, path, until, progress=progress)
         with ReplaySession(path) as replay:
             text = explain_recording(replay)
             return Explanation(text, replay.divergence is not None)
