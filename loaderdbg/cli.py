@@ -18,7 +18,10 @@ import sys
 
 from loaderdbg import __version__, end_signals
 from loaderdbg.errors import LoaderdbgError, UsageError
-from loaderdbg.output import STDERR_FD, reopen_closed_standard_fds, require_stdout, say, say_line, write_stdout
+from loaderdbg.output import (
+    STDERR_FD, discard_stream, reopen_closed_standard_fds, require_stdout, say, say_line, settle_standard_streams,
+    write_stdout,
+)
 from loaderdbg.printable import printable
 from loaderdbg.targets import PENDING_OPTION, TARGET_HELP, defined_nowhere, parse_target, several_definitions
 from loaderdbg.user_files import regular_file
@@ -597,10 +600,10 @@ def main(argv: list[str] | None = None) -> int:
             # The reader stopped reading (| head): it has what it wanted, as
             # with SIGPIPE's default. Python would still flush into the pipe
             # on its way out: stdout becomes /dev/null.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, STDOUT_FD)
-            os.close(devnull)
+            discard_stream(sys.stdout)
             return EXIT_OK
+        finally:
+            settle_standard_streams()
 
 
 if __name__ == "__main__":

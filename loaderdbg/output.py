@@ -40,7 +40,40 @@ def say_line(line: str) -> None:
     try:
         print(line, file=sys.stderr, flush=True)
     except (OSError, ValueError):
+        # The line stays in the stream's buffer, and Python's flush on the
+        # way out would fail again and turn our exit status into 120.
+        discard_stream(sys.stderr)
+
+
+def discard_stream(stream) -> None:
+    """From now on, what ``stream`` holds or gets goes to /dev/null (its
+    reader or terminal is gone)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+    try:
+        stream.flush()
+    except (OSError, ValueError):
         pass
+
+
+def settle_standard_streams() -> None:
+    """Flush stdout and stderr before Python does on its way out: one whose
+    terminal was closed (EIO) or whose reader left is discarded, so the exit
+    status stays the one loaderdbg chose."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            discard_stream(stream)
 
 
 def require_stdout() -> None:
