@@ -135,8 +135,28 @@ class PacketReader:
         self._sum: bytearray | None = None
 
     def feed(self, data: bytes) -> None:
-        for byte in data:
-            self._take(byte)
+        # A payload is taken up to its '#' in one slice: byte by byte, a
+        # 536-byte `g` reply of qemu's stub cost more than the step it followed.
+        data = bytes(data)
+        at, size = 0, len(data)
+        while at < size:
+            payload = self._payload
+            if payload is None or self._sum is not None:
+                self._take(data[at])
+                at += 1
+                continue
+            end = data.find(b"#", at)
+            stop = size if end < 0 else end
+            if not self._overflow:
+                if len(payload) + (stop - at) > self.max_payload:
+                    self._overflow = True
+                    payload.clear()
+                else:
+                    payload += data[at:stop]
+            if end < 0:
+                return
+            self._sum = bytearray()
+            at = end + 1
 
     def _take(self, byte: int) -> None:
         payload = self._payload

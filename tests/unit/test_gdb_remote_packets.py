@@ -4,6 +4,8 @@ really put on the wire)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loaderdbg.gdb_remote.packets import (
     Packet, PacketReader, bytes_to_hex, checksum, escape_binary, expand_rle, frame, hex_to_bytes,
@@ -105,3 +107,30 @@ def test_hex_helpers():
     for bad in ("abc", "zz", b"\xff\xff"):
         with pytest.raises(ValueError):
             hex_to_bytes(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"$", b"#", b"+", b"-", b"\x03", b"}", b"*", b"g", b"00", b"4f", b"OK",
+                                 b"$qSupported#37", b"$g#67", b"ab" * 40]), max_size=40),
+       st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20),
+       st.integers(min_value=4, max_value=120))
+def test_packets_do_not_depend_on_how_the_bytes_are_split(parts, cuts, max_payload):
+    """The reader takes a payload up to its '#' in one slice: any split of
+    the same bytes gives the same items (overflow included), and so does
+    feeding them one byte at a time."""
+    stream = b"".join(parts)
+    whole = PacketReader(max_payload)
+    whole.feed(stream)
+    by_byte = PacketReader(max_payload)
+    for byte in stream:
+        by_byte.feed(bytes([byte]))
+    split = PacketReader(max_payload)
+    at = 0
+    for cut in cuts * (len(stream) // max(sum(cuts), 1) + 1):
+        split.feed(stream[at:at + cut])
+        at += cut
+        if at >= len(stream):
+            break
+    expected = list(by_byte.packets())
+    assert list(whole.packets()) == expected
+    assert list(split.packets()) == expected
