@@ -136,9 +136,12 @@ def breakpoint_hit(target: Target | None, pc: int, where: str | None) -> StopRea
 
 
 def watchpoint_triggered(target: Target | None, address: int, length: int, access: str, pc: int,
-                         where: str | None) -> StopReason:
-    """A debug register fired: pc is the instruction after the access."""
-    what = {"write": "written", "read": "read or written", "access": "read or written"}[access]
+                         where: str | None, *, read_fires_on_writes: bool = True) -> StopReason:
+    """A watchpoint fired: pc is the instruction after the access. An x86
+    read watch is a read-or-write debug register; a stepped one (qemu)
+    sees reads alone."""
+    read = "read or written" if read_fires_on_writes else "read"
+    what = {"write": "written", "read": read, "access": "read or written"}[access]
     return StopReason(ReasonKind.WATCHPOINT, f"[{address:#x}, +{length}) {what} by the instruction before "
                       f"{pc:#x} ({where or hex(pc)})", _label(target), reached=False)
 

@@ -67,6 +67,7 @@ class WatchpointUnit(Protocol):
     made a watched access, ``fired`` names the watchpoint."""
 
     armed: bool  # any watchpoint set: read after every single step
+    read_fires_on_writes: bool  # a read watch also fires when the range is written (x86's RW=11)
 
     @property
     def watchpoints(self) -> tuple[HardwareWatchpoint, ...]: ...
@@ -105,6 +106,8 @@ def check_watchpoint(address: int, length: int, access: str) -> None:
 class DebugRegisters:
     """The debug registers of one stopped, traced thread: what is watched,
     and which slot fired."""
+
+    read_fires_on_writes = True  # x86 has no read-only condition: RW=11 is read or write
 
     def __init__(self, tid: int) -> None:
         self.tid = tid

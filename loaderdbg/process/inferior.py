@@ -590,8 +590,9 @@ class Inferior(StopState):
             return False
         self.watchpoint_hit = hit
         pc = self.tracee.pc
-        self.stop_reason = reasons.watchpoint_triggered(target, hit.address, hit.length, hit.access, pc,
-                                                        self.symbolize(pc))
+        self.stop_reason = reasons.watchpoint_triggered(
+            target, hit.address, hit.length, hit.access, pc, self.symbolize(pc),
+            read_fires_on_writes=self.debug_registers.read_fires_on_writes)
         return True
 
     # -- step over -----------------------------------------------------------

@@ -32,6 +32,8 @@ ReadMemory = Callable[[int, int], "bytes | None"]
 class SteppedWatchpoints:
     """Watched ranges of a target that steps each instruction while any is set."""
 
+    read_fires_on_writes = False  # each decoded load and store is known: a read watch sees reads only
+
     def __init__(self) -> None:
         self._watchpoints: list[HardwareWatchpoint] = []
         self.armed = False

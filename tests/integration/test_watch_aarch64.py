@@ -175,7 +175,8 @@ def test_write_watch_stops_after_the_store_with_old_and_new_value(write_stop):
     assert write_stop["old"] == start.addend
     assert write_stop["new"] == start.base + start.addend
     assert write_stop["store"].mnemonic.startswith("st")
-    assert write_stop["elapsed"] < 5
+    # A few thousand stepped instructions, not a hang (generous: a loaded VM steps 3-5x slower).
+    assert write_stop["elapsed"] < 30
 
 
 def test_step_with_a_watchpoint_stops_at_the_same_write(write_stop):
@@ -202,6 +203,8 @@ def test_rwatch_stops_after_a_load_of_argc():
         reason = session.cont(None)
         assert reason.kind == "watchpoint"
         assert session.watchpoint_hit() == (start.sp, 8, "read")
+        # A stepped watch sees the load itself: read, not x86's "read or written".
+        assert reason.description.startswith(f"[{start.sp:#x}, +8) read by the instruction before ")
         pc = session.snapshot().registers["pc"]
         load = instruction_before(session, pc)
         assert load.mnemonic.startswith("ld")
