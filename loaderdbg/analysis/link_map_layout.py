@@ -20,6 +20,7 @@ from elftools.construct import ConstructError
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
+from loaderdbg.decode.dwarf_lines import dwarf_info
 from loaderdbg.decode.linkmap import LinkMapPrivateLayout, PrivateField
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def layout_from_dwarf(data: bytes) -> LinkMapPrivateLayout | None:
     if not elffile.has_dwarf_info():
         return None
     little_endian = elffile.little_endian
-    for unit in elffile.get_dwarf_info().iter_CUs():
+    for unit in dwarf_info(elffile).iter_CUs():
         for die in unit.get_top_DIE().iter_children():
             if (die.tag == "DW_TAG_structure_type" and _name(die) == "link_map"
                     and "DW_AT_declaration" not in die.attributes):

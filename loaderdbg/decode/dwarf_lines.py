@@ -20,6 +20,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct import ConstructError
 from elftools.dwarf.dwarfinfo import DWARFInfo
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
 
 # What pyelftools raises on damaged DWARF: a bad debug file costs its
 # source lines, nothing more.
@@ -54,6 +55,22 @@ class _Unit:
     rows: tuple[tuple[int, int, int, bool, bool], ...]  # (file index, line, column, end of sequence, is_stmt)
     files: tuple[str, ...]
     comp_dir: str | None
+
+
+# What a relocation section aimed at a DWARF section is called (pyelftools'
+# RelocationHandler.find_relocations_for_section: ".rel"/".rela" + its name).
+_DWARF_RELOCATION_PREFIXES = tuple(kind + name for kind in (".rel", ".rela")
+                                   for name in (".debug", ".zdebug", ".eh_frame", ".gnu_debugaltlink"))
+
+
+def dwarf_info(elffile: ELFFile) -> DWARFInfo:
+    """elffile.get_dwarf_info(), relocating its DWARF sections only when a
+    relocation section is aimed at one (an object file's): pyelftools
+    otherwise walks every section header once per DWARF section to find
+    none, which was most of opening ld.so's and libc's debug files."""
+    relocated = any(isinstance(section, RelocationSection) and section.name.startswith(_DWARF_RELOCATION_PREFIXES)
+                    for section in elffile.iter_sections())
+    return elffile.get_dwarf_info(relocate_dwarf_sections=relocated)
 
 
 class LineTable:
@@ -99,7 +116,7 @@ class LineTable:
             try:
                 elffile = ELFFile(io.BytesIO(self._data))
                 if elffile.get_section_by_name(".debug_line") is not None and elffile.has_dwarf_info():
-                    self._dwarf = elffile.get_dwarf_info()
+                    self._dwarf = dwarf_info(elffile)
                     self._aranges = self._dwarf.get_aranges()
             except _DWARF_ERRORS:
                 self._dwarf = None

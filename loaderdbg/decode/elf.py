@@ -435,33 +435,46 @@ class ElfInfo:
         if elffile is None:
             return None
         try:
-            section = elffile.get_section_by_name(".gnu_debuglink")
-            if section is None or section["sh_type"] == "SHT_NOBITS":
+            # Found by the section headers alone: pyelftools' by-name lookup
+            # makes every section first, hash tables parsed and all (gdb's 59
+            # objects: most of finding their debug files).
+            rows = _section_headers(elffile, self._data)
+            if rows is None:
+                section = elffile.get_section_by_name(".gnu_debuglink")
+                if section is None or section["sh_type"] == "SHT_NOBITS":
+                    return None
+                return parse_debuglink(section.data(), self.little_endian)
+            # The last of that name, as pyelftools' name map keeps it.
+            row = next((r for r in reversed(rows) if r.name == ".gnu_debuglink"), None)
+            if row is None or row.type == _SHT_NOBITS:
                 return None
-            return parse_debuglink(section.data(), self.little_endian)
+            if row.flags & _SHF_COMPRESSED:
+                return parse_debuglink(elffile.get_section(row.index).data(), self.little_endian)
+            return parse_debuglink(self._data[row.offset:row.offset + row.size], self.little_endian)
         except _PARSE_ERRORS:
             return None
 
     @cached_property
     def _address_index(self) -> tuple[list[int], list[tuple[int, int, str]]]:
         entries = []
+        bind_rank, address_types = _BIND_RANK, _ADDRESS_TYPES
         for source_rank, table in ((1, self.dynsyms), (0, self._symtab)):
-            for sym in table:
-                if not sym.name or not sym.shndx_defined or sym.type not in _ADDRESS_TYPES:
-                    continue
-                if sym.value == 0:
-                    continue
-                rank = (_BIND_RANK.get(sym.bind, 0), -(len(sym.name) - len(sym.name.lstrip("_"))), source_rank)
-                entries.append((sym.value, rank, sym.value + max(sym.size, 1), sym.name))
+            # rank: global first, then fewer leading underscores, then .dynsym.
+            # A size is never negative: "or 1" is max(size, 1).
+            entries += [(sym.value, (bind_rank.get(sym.bind, 0), len(sym.name.lstrip("_")) - len(sym.name), source_rank),
+                         sym.value + (sym.size or 1), sym.name)
+                        for sym in table
+                        if sym.name and sym.shndx_defined and sym.value and sym.type in address_types]
         entries.sort()
         starts = [e[0] for e in entries]
         ranges = [(e[0], e[2], e[3]) for e in entries]
+        loads = self.load_segments()
         # An assembler label in code (ld.so's _start, _dl_start_user) has no
         # size: like gdb, let it cover the code up to the next symbol.
         for i, (start, end, name) in enumerate(ranges):
             if end != start + 1:
                 continue
-            segment = self.segment_for_vaddr(start)
+            segment = next((seg for seg in loads if seg.contains_vaddr(start)), None)
             if segment is None or not segment.executable:
                 continue
             following = bisect.bisect_right(starts, start)
@@ -560,6 +573,42 @@ def parse_debuglink(section: bytes, little_endian: bool = True) -> DebugLink | N
         return None
     crc = struct.unpack_from("<I" if little_endian else ">I", section, crc_at)[0]
     return DebugLink(section[:end].decode("utf-8", "surrogateescape"), crc)
+
+
+_SHT_NOBITS, _SHF_COMPRESSED = 8, 0x800
+
+
+@dataclass(frozen=True)
+class _SectionHeader:
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+
+
+def _section_headers(elffile: ELFFile, image: bytes) -> list[_SectionHeader] | None:
+    """The section header table decoded in bulk (pyelftools' Elf_Shdr
+    layout), names read as pyelftools reads them from the section name
+    table; None when the entries are not of that size (pyelftools then)."""
+    order = "<" if elffile.little_endian else ">"
+    layout = struct.Struct(order + ("IIQQQQIIQQ" if elffile.elfclass == 64 else "IIIIIIIIII"))
+    if elffile["e_shentsize"] != layout.size:
+        return None
+    count, table = elffile.num_sections(), elffile["e_shoff"]
+    raw = image[table:table + count * layout.size]
+    if len(raw) != count * layout.size:
+        raise ELFError("section header table past the end of the file")
+    rows = list(layout.iter_unpack(raw))
+    names_at = rows[elffile.get_shstrndx()][4] if count else 0
+    out = []
+    for index, (name, sh_type, flags, _, offset, size, *_rest) in enumerate(rows):
+        start = names_at + name
+        end = image.find(b"\0", start)
+        out.append(_SectionHeader(index, image[start:end].decode("utf-8", "replace") if end > start else "",
+                                  sh_type, flags, offset, size))
+    return out
 
 
 def _section_view(data: bytes) -> ELFFile | None:
