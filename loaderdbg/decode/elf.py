@@ -629,7 +629,7 @@ def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
         return ()
     out = []
     try:
-        for section in elffile.iter_sections():
+        for section in _sections_of_type(elffile, _SHT_SYMTAB):
             if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
                 continue
             layout_size = elffile.structs.Elf_Sym.sizeof()
@@ -665,11 +665,28 @@ def _string_reader(image: bytes, table: int):
     return get_string
 
 
+def _sections_of_type(elffile: ELFFile, sh_type: int) -> Iterator:
+    """The sections of one type, in order, made alone from the headers
+    decoded in bulk when the file is in memory (pyelftools' iter_sections
+    makes every section, hash tables parsed and all)."""
+    rows = (_section_headers(elffile, elffile.stream.getvalue())
+            if isinstance(elffile.stream, io.BytesIO) else None)
+    if rows is None:
+        yield from elffile.iter_sections()
+        return
+    for row in rows:
+        if row.type == sh_type:
+            yield elffile.get_section(row.index)
+
+
+_SHT_SYMTAB, _SHT_NOTE = 2, 7
+
+
 def _section_build_id(elffile: ELFFile | None) -> str | None:
     if elffile is None:
         return None
     try:
-        for section in elffile.iter_sections():
+        for section in _sections_of_type(elffile, _SHT_NOTE):
             if isinstance(section, NoteSection):
                 for note in section.iter_notes():
                     if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":

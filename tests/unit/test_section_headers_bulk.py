@@ -42,3 +42,15 @@ def test_dwarf_info_reads_the_same_units():
         ours = [cu.cu_offset for cu in dwarf_info(ELFFile(io.BytesIO(data))).iter_CUs()]
         theirs = [cu.cu_offset for cu in ELFFile(io.BytesIO(data)).get_dwarf_info().iter_CUs()]
         assert ours == theirs, path
+
+
+def test_symtab_and_build_id_as_through_every_section():
+    from loaderdbg.decode.elf import _section_build_id, _symtab_symbols
+
+    for path in FILES:
+        data = open(path, "rb").read()
+        with open(path, "rb") as stream:  # not in memory: pyelftools' iter_sections
+            walked = ELFFile(stream)
+            expected = (_symtab_symbols(walked), _section_build_id(walked))
+        in_memory = ELFFile(io.BytesIO(data))
+        assert (_symtab_symbols(in_memory), _section_build_id(in_memory)) == expected, path
