@@ -19,7 +19,7 @@ registers), the pairs STP/STNP (q pairs are 32 bytes), the exclusives
 STXR/STLXR/STXP/STLXP, ST1–ST4 (whole registers or one lane each), and the
 LSE atomics, which write whether they return the old value or not: CAS*,
 CASP*, SWP*, LD<op>* and their ST<op> aliases. ``dc zva`` zeroes one
-DCZID_EL0 block (64 bytes under qemu's cpu, ZVA_BLOCK) at the address
+DCZID_EL0 block (``zva_block``; 512 bytes under qemu 7.2) at the address
 rounded down to it.
 
 Two kinds of step are not one instruction's stores: ``svc`` (SYSCALL: the
@@ -44,14 +44,23 @@ from loaderdbg.process.qemu_target import load_store_exclusive
 from loaderdbg.record.capture import COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Plan
 
 __all__ = ["ATOMIC_SEQUENCE", "COMPLEX", "INT3", "PLAIN", "SYSCALL", "WRITES", "Aarch64Decoder", "Plan",
-           "ZVA_BLOCK", "full_register", "register_bit", "rule_address", "store_ranges", "HANDOFF_ZEROED"]
+           "ZVA_BLOCK", "zva_block", "full_register", "register_bit", "rule_address", "store_ranges", "HANDOFF_ZEROED"]
 
 MASK64 = (1 << 64) - 1
 MASK32 = 0xFFFF_FFFF
 # A load-exclusive: the step may be a whole atomic sequence (see the docstring).
 ATOMIC_SEQUENCE = COMPLEX + 1
-# DCZID_EL0.BS = 4 (words) on qemu's cpu models: `dc zva` zeroes 64 bytes.
-ZVA_BLOCK = 64
+# `dc zva` zeroes one block of 4 << DCZID_EL0.BS bytes: 512 under qemu 7.2's
+# default cpu (max), 64 on many cores. Until the program reads DCZID_EL0
+# (glibc's memset does before its first `dc zva`), a plan assumes the
+# architecture's largest block, 2048 bytes: bytes a smaller block leaves
+# alone are then captured unchanged, never missed.
+ZVA_BLOCK = 2048
+
+
+def zva_block(dczid: int) -> int:
+    """The `dc zva` block size a DCZID_EL0 value says (BS: log2 of words)."""
+    return 4 << (dczid & 0xF)
 
 INDEX_X, INDEX_UXTW, INDEX_SXTW = range(3)
 
@@ -65,7 +74,7 @@ ALL_REGISTERS = (1 << len(USER_REGS_FIELDS)) - 1
 # _dl_fini), 0 when there is none, so hand-off code that jumps straight to
 # an entry zeroes x0. explain.py names it when a jump target kept in x0 dies.
 HANDOFF_ZEROED = {"x0": ("the atexit pointer the program's _start reads, which the hand-off sets to 0",
-                         "keep the target in a register the hand-off leaves alone (x16/x17, the "
+                         "Keep the target in a register the hand-off leaves alone (x16/x17, the "
                          "intra-procedure-call registers, are made for it) and `br` through that")}
 
 

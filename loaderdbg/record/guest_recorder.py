@@ -39,7 +39,8 @@ from loaderdbg.process.qemu_target import QemuTarget
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.record.capture_aarch64 import (
-    ALL_REGISTERS, ATOMIC_SEQUENCE, COMPLEX, SYSCALL, WRITES, Aarch64Decoder, store_ranges,
+    ALL_REGISTERS, ATOMIC_SEQUENCE, COMPLEX, SYSCALL, WRITES, Aarch64Decoder, full_register, store_ranges,
+    zva_block,
 )
 from loaderdbg.record.format import WRITE_INSN, WRITE_KERNEL
 from loaderdbg.record.recorder import (
@@ -50,6 +51,8 @@ from loaderdbg.targets import parse_target
 
 # How a program sets its thread pointer (glibc's and musl's TLS setup): no syscall.
 SETS_TLS_BASE = "msr tpidr_el0,"
+# How it asks the `dc zva` block size (glibc's memset, before zeroing with it).
+READS_ZVA_BLOCK = ", dczid_el0"
 
 
 def record_guest_program(spec: LaunchSpec, output: str, until: str = "exit", progress: bool | None = None, *,
@@ -237,9 +240,25 @@ class GuestRecorder(Recorder):
                 self._resync_maps(t)
                 self._diff_writable(t, WRITE_INSN)
             self._commit(raw, plan[2])
-            if plan[5].startswith(SETS_TLS_BASE):
+            text = plan[5]
+            if text.startswith(SETS_TLS_BASE):
                 self._update_threads(self.pos)
+            elif text.endswith(READS_ZVA_BLOCK):
+                self._learn_zva_block(text, raw)
             self._after_special()
+
+    def _learn_zva_block(self, text: str, raw: bytes) -> None:
+        """`mrs xN, dczid_el0` ran: xN says how many bytes a `dc zva`
+        zeroes here (the plans assumed the largest block until now)."""
+        register = full_register(text.split()[1].rstrip(","))
+        if register is None:
+            return
+        offset = self.arch.register_offset(register)
+        block = zva_block(int.from_bytes(raw[offset:offset + 8], "little"))
+        if block != self.decoder.zva_block:
+            self.decoder.zva_block = block
+            self.plans.clear()
+            self.code_pages.clear()
 
     def _guest_syscall_step(self, plan) -> None:
         regs = self.regs

@@ -9,7 +9,7 @@ import pytest
 from loaderdbg.arch import get_arch
 from loaderdbg.record.capture_aarch64 import (
     ATOMIC_SEQUENCE, COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Aarch64Decoder, full_register, register_bit,
-    store_ranges,
+    store_ranges, zva_block,
 )
 
 AARCH64 = get_arch("aarch64")
@@ -70,7 +70,7 @@ STORES = [
     ("6200e178", "ldaddalh w1, w2, [x3]", {}, [(X[3], 2)]),
     ("7f0021b8", "stadd w1, [x3]", {}, [(X[3], 4)]),
     ("1f1021f8", "stclr x1, [x0]", {}, [(X[0], 8)]),
-    ("20740bd5", "dc zva, x0", {"x0": 0x12345}, [(0x12340, 64)]),  # the 64-byte block holding x0
+    ("20740bd5", "dc zva, x0", {"x0": 0x12345}, [(0x12000, 2048)]),  # the largest block until DCZID is read
     ("010801a8", "stnp x1, x2, [x0, #0x10]", {}, [(X[0] + 16, 16)]),
     ("418800f8", "sttr x1, [x2, #8]", {}, [(X[2] + 8, 8)]),
     ("418c00f8", "str x1, [x2, #8]!", {}, [(X[2] + 8, 8)]),
@@ -98,6 +98,7 @@ def test_store_bytes(encoding, text, changed, writes):
     ("000020d4", "brk #0", INT3),
     ("41fc5fc8", "ldaxr x1, [x2]", ATOMIC_SEQUENCE),  # qemu's target may run ldaxr..stlxr as one step
     ("20000000", "udf #0x20", PLAIN),
+    ("e1003bd5", "mrs x1, dczid_el0", PLAIN),
 ])
 def test_instructions_that_store_nothing_themselves(encoding, text, kind):
     plan = DECODER.plan(bytes.fromhex(encoding), PC)
@@ -123,3 +124,10 @@ def test_register_views():
     assert [full_register(n) for n in ("w3", "x3", "fp", "lr", "sp", "wsp", "xzr")] == \
         ["x3", "x3", "x29", "x30", "sp", "sp", None]
     assert register_bit("w30") == register_bit("lr") == 1 << 30
+
+
+def test_dc_zva_block_from_dczid():
+    assert (zva_block(4), zva_block(7), zva_block(0x14)) == (64, 512, 64)  # bit 4 (DZP) is no size
+    for dczid, expected in ((4, (0x12340, 64)), (7, (0x12200, 512))):
+        plan = Aarch64Decoder(zva_block(dczid)).plan(bytes.fromhex("20740bd5"), PC)
+        assert store_ranges(plan, regs(x0=0x12345)) == (expected,)
