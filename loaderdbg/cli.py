@@ -583,7 +583,14 @@ def main(argv: list[str] | None = None) -> int:
             if options.command is None:
                 parser.print_help()
                 return EXIT_USAGE
-            return COMMANDS[options.command](options)
+            code = COMMANDS[options.command](options)
+            if argv is None:
+                # Our own process's command line: it exits now, and Python's
+                # exit-time collection would walk every object still held
+                # (gdb's inspect: ~0.4 s of CPU for nothing). Frozen objects
+                # are left out of it.
+                gc.freeze()
+            return code
         except CommandLineError as err:
             say_line(str(err))
             return err.exit_code
