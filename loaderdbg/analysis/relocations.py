@@ -113,6 +113,10 @@ class _Slot:
     link_value: int | None
     link_bytes: Callable[[int, int], bytes | None]  # (vaddr, size) -> file image bytes
     slot_bytes: Callable[[int, int], bytes | None]  # (address, size) -> memory bytes
+    # symbol_value's answers for this object at this stop, by (symbol
+    # index, plt): a C++ library's vtables name the same symbols hundreds
+    # of times.
+    symbol_values: dict | None = None
 
     @property
     def base(self) -> int:
@@ -160,12 +164,20 @@ class _Slot:
         if self.reloc.symbol_index == 0:
             # STN_UNDEF resolves to the object itself (glibc: l_addr + 0).
             return self.base, None, None
+        memo = self.symbol_values
+        key = (self.reloc.symbol_index, plt)
+        if memo is not None and key in memo:
+            return memo[key]
         found = self.symbol_definition(plt=plt)
         binding = self.binding(found)
         if found is None:
-            return (0 if binding is not None else None), None, binding
-        obj, sym = found
-        return obj.runtime(sym.value), sym, binding
+            answer = (0 if binding is not None else None), None, binding
+        else:
+            obj, sym = found
+            answer = obj.runtime(sym.value), sym, binding
+        if memo is not None:
+            memo[key] = answer
+        return answer
 
     @property
     def is_interp(self) -> bool:
@@ -611,6 +623,7 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         previous_states, previous_final = cached.states, cached.final
     relocs, link_values, where, base = plan.relocs, plan.link_values, plan.where, obj.base
     from_bytes, recipes = int.from_bytes, RECIPES
+    symbol_values: dict = {}
     for index in redo:
         reloc = relocs[index]
         block = where[index]
@@ -638,8 +651,8 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
                     continue
             raw[index] = _relative_verdict(current, link_value, reloc.addend, base)
             continue
-        slot = _Slot(obj=obj, reloc=reloc, symbols=symbols, memory=memory, word=word, current=current,
-                     link_value=link_values[index], link_bytes=plan.link_bytes, slot_bytes=image.read)
+        slot = _Slot(obj, reloc, symbols, memory, word, current, link_values[index], plan.link_bytes, image.read,
+                     symbol_values)
         raw[index] = recipe(slot)
     final = _settle(obj, symbols, raw, currents, plt_setup, progress)
     if previous_states is None:
