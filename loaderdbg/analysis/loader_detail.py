@@ -126,13 +126,22 @@ IRELATIVE_TYPES = ("R_X86_64_IRELATIVE", "R_AARCH64_IRELATIVE")
 def got_view(states: Sequence[RelocationState], symbols: SymbolTable) -> tuple[GotSlot, ...]:
     """gdb-style `got`: each JUMP_SLOT/GLOB_DAT slot, where it points now."""
     out = []
+    # Many slots point at the same function (every library's malloc slot):
+    # each address is named once.
+    names: dict[int, str | None] = {}
     for state in states:
         if state.type_name not in GOT_TYPES:
             continue
-        label = {"applied": "resolved"}.get(state.state, state.state)
-        target = symbols.symbolize(state.current) if state.current else None
+        label = "resolved" if state.state == "applied" else state.state
+        current = state.current
+        if not current:
+            target = None
+        elif current in names:
+            target = names[current]
+        else:
+            target = names[current] = symbols.symbolize(current)
         out.append(GotSlot(state.object, state.address, state.type_name, state.symbol,
-                           state.current, target, label))
+                           current, target, label))
     return tuple(out)
 
 
