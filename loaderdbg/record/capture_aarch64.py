@@ -40,7 +40,6 @@ import capstone
 from capstone import arm64 as cs_arm64
 
 from loaderdbg.arch.aarch64 import USER_REGS_FIELDS
-from loaderdbg.process.qemu_target import load_store_exclusive
 from loaderdbg.record.capture import COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Plan
 
 __all__ = ["ATOMIC_SEQUENCE", "COMPLEX", "INT3", "PLAIN", "SYSCALL", "WRITES", "Aarch64Decoder", "Plan",
@@ -142,6 +141,11 @@ for _stem, _returns in _ATOMIC_STEMS.items():
             if _stem == "casp" and _suffix:
                 continue
             _ATOMICS[_stem + _order + _suffix] = (_returns, _size)
+# The loads of the load/store-exclusive class (binutils' ldstexcl, L set):
+# where qemu's target (process/qemu_target.load_store_exclusive) may start
+# an atomic sequence it steps as one.
+SEQUENCE_LOADS = frozenset({"ldxr", "ldxrb", "ldxrh", "ldxp", "ldaxr", "ldaxrb", "ldaxrh", "ldaxp",
+                            "ldar", "ldarb", "ldarh", "ldlar", "ldlarb", "ldlarh"})
 # Stores we cannot size or address from general registers.
 _COMPLEX_MNEMONICS = frozenset({"st64b", "st64bv", "st64bv0", "stg", "stzg", "st2g", "stz2g", "stgp",
                                 "stgm", "stzgm"})
@@ -166,9 +170,9 @@ class Aarch64Decoder:
             insn = None
         if insn is None:
             return Plan(COMPLEX, (), ALL_REGISTERS, False, 4, "(bad)")
-        return self._plan(insn, int.from_bytes(code[:4], "little"))
+        return self._plan(insn)
 
-    def _plan(self, insn, word: int) -> Plan:
+    def _plan(self, insn) -> Plan:
         mnemonic = insn.mnemonic
         text = f"{mnemonic} {insn.op_str}".strip()
         wmask = PC_BIT
@@ -183,7 +187,7 @@ class Aarch64Decoder:
             return Plan(SYSCALL, (), wmask | 1 << REG_INDEX["x0"], False, 4, text)
         if mnemonic == "brk":
             return Plan(INT3, (), wmask, False, 4, text)
-        if load_store_exclusive(word) and word & (1 << 22):
+        if mnemonic in SEQUENCE_LOADS:
             return Plan(ATOMIC_SEQUENCE, (), ALL_REGISTERS, False, 4, text)
         if mnemonic in _COMPLEX_MNEMONICS:
             return _unaddressable(text)

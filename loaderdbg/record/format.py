@@ -1271,7 +1271,7 @@ def _check_meta(meta: dict, path: str) -> None:
     if missing:
         raise UsageError(f"{path}: an unfinished recording: the recorder stopped before its header was "
                          f"written ({', '.join(missing)} missing); nothing to replay")
-    if meta.get("arch") not in REGS_SIZES:
+    if not isinstance(meta.get("arch"), str) or meta["arch"] not in REGS_SIZES:
         raise UsageError(f"{path}: recording architecture {printable(repr(meta.get('arch')))[:40]} not supported")
     _meta_int(meta, "chunk_steps", 1, MAX_CHUNK_STEPS, path)
     _meta_int(meta, "keyframe_interval", 1, 1 << 40, path)

@@ -131,3 +131,19 @@ def test_dc_zva_block_from_dczid():
     for dczid, expected in ((4, (0x12340, 64)), (7, (0x12200, 512))):
         plan = Aarch64Decoder(zva_block(dczid)).plan(bytes.fromhex("20740bd5"), PC)
         assert store_ranges(plan, regs(x0=0x12345)) == (expected,)
+
+
+# The exclusive group and its neighbours: a plan is ATOMIC_SEQUENCE exactly
+# where qemu's target may step a whole ldaxr..stlxr sequence as one step.
+EXCLUSIVES = ["417c5fc8", "417c5f08", "417c5f48", "410c7fc8", "41fc5f88", "41fc5f08", "41fc5f48", "418c7f88",
+              "41fcdfc8", "41fcdf08", "41fcdf48", "417cdfc8", "417cdf08", "417cdf48", "417c03c8", "41fc03c8",
+              "41fc9fc8", "417c9fc8", "627ca1c8", "827c2048", "41c0bff8", "410040f9", "620021f8"]
+
+
+@pytest.mark.parametrize("encoding", EXCLUSIVES)
+def test_atomic_sequence_starts_agree_with_the_qemu_target(encoding):
+    from loaderdbg.process.qemu_target import load_store_exclusive
+
+    word = int.from_bytes(bytes.fromhex(encoding), "little")
+    starts = load_store_exclusive(word) and bool(word & (1 << 22))
+    assert (DECODER.plan(bytes.fromhex(encoding), PC).kind == ATOMIC_SEQUENCE) == starts
