@@ -3,8 +3,8 @@ qemu-user guest through the stub (record/guest_recorder.py), captures its
 stores with record/capture_aarch64.py, and the recording replays, verifies
 and explains like an x86 one.
 
-Three recordings, made once for the module through the CLI: the exec-solib
-demo to ld.so's entry, the hand-off bug variant to its death, and a plain
+Recordings made once for the module through the CLI: the exec-solib demo
+(glibc and musl) to ld.so's entry, the hand-off bug variant to its death, and a plain
 program to main (ld.so maps libc and zeroes its bss with `dc zva`, whose
 block the recorder learns from the program's read of DCZID_EL0). A fourth
 check steps a fixture live and compares every byte that changed in
@@ -34,6 +34,7 @@ LOADERDBG = ROOT / ".venv" / "bin" / "loaderdbg"
 FIXTURES = ROOT / "build" / "fixtures" / "execsolib"
 DEMO = FIXTURES / "aarch64-glibc-O2" / "libexecsolib.so"
 DEMO_O0 = FIXTURES / "aarch64-glibc-O0" / "libexecsolib.so"
+MUSL_DEMO = FIXTURES / "aarch64-musl-O2" / "libexecsolib.so"
 BUG = FIXTURES / "aarch64-handoffbug" / "libexecsolib.so"
 HELLO = ROOT / "build" / "fixtures" / "zoo" / "aarch64-hello"
 LD_SO = Path(DEFAULT_SYSROOT) / "lib" / "ld-linux-aarch64.so.1"
@@ -42,7 +43,8 @@ CROSS_CHECK_STEPS = 3000
 STACK_WINDOW = 64 * 1024  # of the 8 MB guest stack, what is compared: this much below sp
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("qemu-aarch64") and LD_SO.exists() and DEMO.exists() and BUG.exists()),
+    not (shutil.which("qemu-aarch64") and LD_SO.exists() and DEMO.exists() and BUG.exists()
+         and MUSL_DEMO.exists() and HELLO.exists()),
     reason="needs qemu-user, the arm64 sysroot and the aarch64 fixtures (make fixtures)")
 
 
@@ -51,13 +53,18 @@ def loaderdbg(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           cwd=ROOT)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
+DEMOS = {"glibc": DEMO, "musl": MUSL_DEMO}
+
+
+@pytest.fixture(scope="module", params=sorted(DEMOS))
+def demo(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(program, its recording to ld.so's entry)."""
+    program = DEMOS[request.param]
     path = tmp_path_factory.mktemp("aarch64") / "demo.ldbg"
-    made = loaderdbg("record", "-o", str(path), "--until", "ldso-entry", str(DEMO), "a", "b")
+    made = loaderdbg("record", "-o", str(path), "--until", "ldso-entry", str(program), "a", "b")
     assert made.returncode == 0, made.stderr
     assert "reached ldso-entry" in made.stderr and "WARNING" not in made.stderr
-    return path
+    return program, path
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +85,28 @@ def hello(tmp_path_factory) -> Path:
     return path
 
 
-def test_recordings_say_their_arch_and_verify(demo, bug, hello):
-    for path in (demo, bug, hello):
-        with ReplaySession(str(path)) as replay:
-            meta = replay.recording.meta
-            assert (meta["arch"], meta["regs_size"], meta["divergences"], meta["complete"]) == \
-                ("aarch64", 34 * 8, 0, True)
-            assert replay.arch.name == "aarch64"
-        verified = loaderdbg("verify", str(path))
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert "replay matches the recording at all" in verified.stdout
+def check_recording(path: Path) -> None:
+    with ReplaySession(str(path)) as replay:
+        meta = replay.recording.meta
+        assert (meta["arch"], meta["regs_size"], meta["divergences"], meta["complete"]) == \
+            ("aarch64", 34 * 8, 0, True)
+        assert replay.arch.name == "aarch64"
+    verified = loaderdbg("verify", str(path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "replay matches the recording at all" in verified.stdout
+
+
+def test_demo_recording_says_its_arch_and_verifies(demo):
+    check_recording(demo[1])
+
+
+def test_crash_and_main_recordings_verify(bug, hello):
+    check_recording(bug)
+    check_recording(hello)
 
 
 def test_replayed_syscalls_and_milestones(demo):
-    with ReplaySession(str(demo)) as replay:
+    with ReplaySession(str(demo[1])) as replay:
         names = [row["name"] for row in replay.recording.syscalls()]
         assert "memfd_create" in names and "openat" in names and "mmap" in names
         milestones = [e.name for e in replay.events() if e.kind == "milestone"]
@@ -134,9 +149,10 @@ def comparable(shown: dict, registers: bool = True) -> dict:
 
 
 def test_live_equals_replay_at_ldso_entry(demo):
-    live = loaderdbg("inspect", "--json", "--at", "ldso-entry", str(DEMO), "a", "b")
+    program, recording = demo
+    live = loaderdbg("inspect", "--json", "--at", "ldso-entry", str(program), "a", "b")
     assert live.returncode == 0, live.stderr
-    replayed = loaderdbg("inspect", "--json", "--at", "ldso-entry", "--replay", str(demo))
+    replayed = loaderdbg("inspect", "--json", "--at", "ldso-entry", "--replay", str(recording))
     assert replayed.returncode == 0, replayed.stderr
     live_shown, replay_shown = json.loads(live.stdout), json.loads(replayed.stdout)
     assert replay_shown["arch"] == "aarch64" and replay_shown["verified"] is True
