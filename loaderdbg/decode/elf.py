@@ -36,7 +36,7 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.structs import ELFStructs
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
-from elftools.elf.hash import ELFHashTable, GNUHashTable
+from elftools.elf.hash import ELFHashTable
 from elftools.elf.relocation import RelocationTable, RelrRelocationTable
 from elftools.elf.sections import NoteSection, SymbolTableSection
 from elftools.elf.segments import InterpSegment, NoteSegment
@@ -748,6 +748,31 @@ def _symbol_rows(elf: ELFFile, raw: bytes) -> Iterator[tuple[int, int, int, int,
             layout.iter_unpack(raw[:len(raw) // layout.size * layout.size]))
 
 
+def _gnu_hash_symbol_count(image: bytes, offset: int, elf: ELFFile) -> tuple[int, int, int]:
+    """pyelftools' GNUHashTable.get_number_of_symbols over its Gnu_Hash
+    layout, the buckets unpacked in bulk (construct parsed them one by one:
+    thousands in a big library): (symbol count, highest bucket, symoffset).
+    Raises as it does on a truncated table (struct.error) or no bucket
+    (ValueError)."""
+    order = "<" if elf.little_endian else ">"
+    nbuckets, symoffset, bloom_size, _ = struct.unpack_from(order + "IIII", image, offset)
+    bloom_word = 8 if elf.elfclass == 64 else 4
+    buckets_at = offset + 16 + bloom_size * bloom_word
+    if buckets_at + 4 * nbuckets > len(image):
+        raise struct.error("GNU hash buckets past the end of the image")
+    highest = max(struct.unpack_from(f"{order}{nbuckets}I", image, buckets_at))
+    if highest < symoffset:
+        return symoffset, highest, symoffset
+    # Walk the highest bucket's chain to its end (lowest bit set).
+    at = buckets_at + 4 * nbuckets + (highest - symoffset) * 4
+    index = highest
+    word = struct.Struct(order + "I")
+    while not word.unpack_from(image, at)[0] & 1:
+        index += 1
+        at += 4
+    return index + 1, highest, symoffset
+
+
 def _highest_word(raw: bytes, elf: ELFFile, word: int, stride: int, index: int) -> int:
     """The largest of one word-sized field (st_name, r_info) over a table of
     entries ``stride`` words long, the field ``index`` words in: what
@@ -1022,12 +1047,11 @@ class _Dynamic:
         # The hash tables are the loader's way to bound .dynsym.
         gnu_hash = self.table_offset("DT_GNU_HASH")
         if gnu_hash is not None:
-            table = GNUHashTable(self.p.elf, gnu_hash, self.dyn)
-            count = table.get_number_of_symbols()
+            count, highest_bucket, symoffset = _gnu_hash_symbol_count(self.p.data, gnu_hash, self.p.elf)
             # A table that hashes nothing (a -no-pie program exporting no
             # symbol) only counts the symbols before the hashed ones, and ld
             # writes 1 there: the relocations say how many there are.
-            if max(table.params["buckets"], default=0) < table.params["symoffset"]:
+            if highest_bucket < symoffset:
                 count = max(count, self._highest_relocated_symbol() + 1)
             return count
         elf_hash = self.table_offset("DT_HASH")

@@ -54,3 +54,22 @@ def test_symtab_and_build_id_as_through_every_section():
             expected = (_symtab_symbols(walked), _section_build_id(walked))
         in_memory = ELFFile(io.BytesIO(data))
         assert (_symtab_symbols(in_memory), _section_build_id(in_memory)) == expected, path
+
+
+def test_gnu_hash_symbol_count_as_pyelftools():
+    from elftools.elf.hash import GNUHashTable
+
+    from loaderdbg.decode.elf import _gnu_hash_symbol_count
+
+    checked = 0
+    for path in FILES + sorted(glob.glob("/usr/lib/x86_64-linux-gnu/lib*.so.*"))[:40]:
+        data = open(path, "rb").read()
+        elffile = ELFFile(io.BytesIO(data))
+        section = elffile.get_section_by_name(".gnu.hash")
+        if section is None or section["sh_type"] == "SHT_NOBITS":  # a debug file's
+            continue
+        table = GNUHashTable(elffile, section["sh_offset"], None)
+        expected = (table.get_number_of_symbols(), max(table.params["buckets"]), table.params["symoffset"])
+        assert _gnu_hash_symbol_count(data, section["sh_offset"], elffile) == expected, path
+        checked += 1
+    assert checked >= 10
