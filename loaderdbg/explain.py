@@ -33,6 +33,11 @@ HANDOFF_ZEROED = {"rdx": ("the psABI's atexit pointer, which the hand-off sets t
                           "or jump through rax/rcx)")}
 # The same, per recorded arch (aarch64's: x0, in its capture module).
 HANDOFF_ZEROED_BY_ARCH = {"x86_64": HANDOFF_ZEROED, "aarch64": capture_aarch64.HANDOFF_ZEROED}
+# Instructions that copy a value into a register (from a register or
+# memory; lea an address), and stores whose value register is operand 0
+# or 1, per arch: what the root-cause walk follows back.
+VALUE_MOVES = {"x86_64": frozenset({"mov", "movabs", "lea", "movq"}), "aarch64": capture_aarch64.VALUE_MOVES}
+VALUE_STORES = {"x86_64": {"mov": 1, "movq": 1}, "aarch64": capture_aarch64.VALUE_STORES}
 
 
 @dataclass(frozen=True)
@@ -311,7 +316,7 @@ class _Explainer:
         """Where the value a register write stored came from: another
         register (mov r, r) or memory (mov r, [m])."""
         insn = write.by.instruction
-        if insn is None or insn.mnemonic not in ("mov", "movabs", "lea", "movq"):
+        if insn is None or insn.mnemonic not in VALUE_MOVES.get(self.arch.name, ()):
             return None
         sources = insn.operands[1:]
         if not sources:
@@ -347,9 +352,10 @@ class _Explainer:
 
     def _source_of_store(self, by: StepInstruction, step: int, hops: int) -> None:
         insn = by.instruction
-        if insn is None or insn.mnemonic not in ("mov", "movq") or len(insn.operands) < 2:
+        stores = VALUE_STORES.get(self.arch.name, {})
+        if insn is None or insn.mnemonic not in stores or len(insn.operands) < 2:
             return
-        src = insn.operands[1]
+        src = insn.operands[stores[insn.mnemonic]]
         if src.kind != "reg":
             return
         name = self.full_register(src.reg)

@@ -43,7 +43,8 @@ from loaderdbg.arch.aarch64 import USER_REGS_FIELDS
 from loaderdbg.record.capture import COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Plan
 
 __all__ = ["ATOMIC_SEQUENCE", "COMPLEX", "INT3", "PLAIN", "SYSCALL", "WRITES", "Aarch64Decoder", "Plan",
-           "ZVA_BLOCK", "zva_block", "full_register", "register_bit", "rule_address", "store_ranges", "HANDOFF_ZEROED"]
+           "ZVA_BLOCK", "zva_block", "full_register", "register_bit", "rule_address", "store_ranges", "HANDOFF_ZEROED",
+           "VALUE_MOVES", "VALUE_STORES"]
 
 MASK64 = (1 << 64) - 1
 MASK32 = 0xFFFF_FFFF
@@ -75,6 +76,12 @@ ALL_REGISTERS = (1 << len(USER_REGS_FIELDS)) - 1
 HANDOFF_ZEROED = {"x0": ("the atexit pointer the program's _start reads, which the hand-off sets to 0",
                          "Keep the target in a register the hand-off leaves alone (x16/x17, the "
                          "intra-procedure-call registers, are made for it) and `br` through that")}
+
+# For explain's root-cause walk (explain.py): instructions that copy a value
+# into a register (mov from a register; a load from memory), and stores
+# of one register's value -> the operand that holds it.
+VALUE_MOVES = frozenset({"mov", "ldr", "ldur"})
+VALUE_STORES = {"str": 0, "stur": 0}
 
 
 def _register_views() -> dict[str, tuple[str | None, int]]:

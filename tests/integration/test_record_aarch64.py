@@ -184,6 +184,8 @@ def test_explain_names_the_clobbering_instruction(bug):
     assert "x0 was last written by `mov x0, #0`" in text and "(one step earlier)" in text
     assert "Before that, x0 held" in text and "ld.so's entry point" in text
     assert "x0 is the register the hand-off zeroes" in text
+    # Further back: the load that put the target in x0, and the store it read.
+    assert "from `ldr x0, [sp]`" in text and "was stored by `str x1, [sp]`" in text
 
 
 def test_replay_at_the_crash(bug):
