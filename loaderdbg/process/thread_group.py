@@ -466,6 +466,12 @@ class ThreadGroup:
             return
         thread.tracee.classify_status(status)
         thread.state = STOPPED
+        # A copy of its stepped creator's registers inside the `syscall`: r11
+        # holds our trap flag as the creator's does (see _step), unless the
+        # creator ran (no flag then).
+        fixed = untrapped_r11(thread.tracee.regs_raw())
+        if fixed is not None:
+            thread.tracee.set_regs_raw(fixed)
 
     def _exit_is_news(self, thread: _Thread) -> bool:
         """Whether a thread's exit event is the program's ending (exit_group

@@ -8,7 +8,13 @@
   watch).
 - ``last_register_write(replay, register, before)``: the newest transition
   before ``before`` whose instruction wrote the register, whether or not the
-  value changed (``xor edx, edx`` on a zero rdx still counts).
+  value changed (``xor edx, edx`` on a zero rdx still counts). In a
+  recording of several threads, registers are a thread's own: only the
+  steps of the thread asked about (by default the one stepping at
+  ``before``) count.
+
+Each answer names the thread that executed the step (``thread``: the
+recording's schedule; the leader's tid in a one-thread recording).
 
 Both go through the recording's indexes (loaderdbg/record/index.py): only
 chunks that wrote the page, or the register, are decoded. The instruction
@@ -57,6 +63,7 @@ class MemoryWrite:
     old: bytes | None
     by: StepInstruction
     syscall: str | None = None  # for kernel writes: the syscall (strace notation)
+    thread: int | None = None  # the thread that executed the step (its tid)
 
     def value(self, addr: int, size: int) -> int | None:
         """The little-endian value this write left at [addr, addr+size), if it covered it."""
@@ -73,6 +80,7 @@ class RegisterWrite:
     old: int
     new: int
     by: StepInstruction
+    thread: int | None = None  # the thread that executed the step (its tid)
 
     @property
     def changed(self) -> bool:
@@ -163,13 +171,17 @@ class Tracer:
         return MemoryWrite(write.step, write.addr, write.size, kind,
                            None if write.kind == WRITE_PAGE else write.new,
                            None if write.kind == WRITE_PAGE else write.old,
-                           self.instruction(write.step), self.syscall_at(write.step))
+                           self.instruction(write.step), self.syscall_at(write.step),
+                           self.rec.thread_at(write.step))
 
-    def last_register_write(self, register: str, before: int) -> RegisterWrite | None:
+    def last_register_write(self, register: str, before: int, thread: int | None = None) -> RegisterWrite | None:
         name = self.full_register(register) or register
         if name not in self.arch.user_regs_fields:
             raise ValueError(f"unknown register {register!r}")
         i = self.arch.user_regs_fields.index(name)
+        if self.rec.threaded:
+            return self._thread_register_write(name, i, before,
+                                               self.rec.thread_at(before) if thread is None else thread)
         changed = index.last_register_change(self.rec, i, before)
         floor = changed if changed is not None else -1
         # A write that kept the value (xor on a zero register) is newer than the change.
@@ -189,7 +201,32 @@ class Tracer:
         return self._register_write(changed, name)
 
     def _register_write(self, t: int, name: str) -> RegisterWrite:
-        return RegisterWrite(t, name, self.register(t, name), self.register(t + 1, name), self.instruction(t))
+        return RegisterWrite(t, name, self.register(t, name), self.register(t + 1, name), self.instruction(t),
+                             self.rec.thread_at(t))
+
+    def _thread_register_write(self, name: str, i: int, before: int, tid: int) -> RegisterWrite | None:
+        """last_register_write over the steps of thread ``tid`` only: where
+        the schedule switches, the next position's registers are another
+        thread's, and the thread's own after its step are its waiting ones."""
+        schedule = self.rec.schedule
+        ends = [step for step, _ in schedule[1:]] + [self.rec.last_step]
+        scanned = 0
+        for (start, who), end in reversed(list(zip(schedule, ends))):
+            if who != tid or start >= before:
+                continue
+            for t in range(min(end, before) - 1, start - 1, -1):
+                old = self.register(t, name)
+                if t + 1 < end:
+                    new = self.register(t + 1, name)
+                else:  # its last step of this turn: what it was left with
+                    after = self.rec.thread_registers(t + 1).get(tid)
+                    new = old if after is None else int.from_bytes(after[8 * i:8 * i + 8], "little")
+                if new != old or self._writes_register(t, name):
+                    return RegisterWrite(t, name, old, new, self.instruction(t), tid)
+                scanned += 1
+                if scanned > SAME_VALUE_SCAN_LIMIT:
+                    return None
+        return None
 
 
 def last_memory_write(replay: ReplaySession, addr: int, size: int, before: int) -> MemoryWrite | None:

@@ -41,7 +41,10 @@ from loaderdbg.printable import printable
 from loaderdbg.session import Event
 
 FORMAT_NAME = "loaderdbg.recording"
-FORMAT_VERSION = 1
+# 2: every thread recorded (the schedule and thread_regs tables, made when a
+# second thread appears); a file without them (version 1, or one thread) is
+# the leader's alone and opens as before.
+FORMAT_VERSION = 2
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 REGS_SIZE = 27 * 8  # x86-64 user_regs_struct
@@ -84,6 +87,9 @@ MAX_PCS = 1 << 22
 
 REQUIRED_TABLES = ("meta", "chunks", "pages", "images", "keyframes", "write_index", "maps",
                    "threads", "events", "syscalls", "signals", "files", "file_blocks")
+# Tables of format version 2 (threads): made by the recorder when a second
+# thread appears, so a one-thread recording has neither (nor their pages).
+THREAD_TABLES = ("schedule", "thread_regs")
 
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -153,6 +159,20 @@ SCHEMA = (
         block INTEGER NOT NULL,
         data BLOB NOT NULL,
         PRIMARY KEY (file, block)) WITHOUT ROWID""",
+)
+# Made when a second thread appears (RecordingWriter.add_thread_tables).
+THREAD_SCHEMA = (
+    # From position `step` on, transitions are executed by thread `tid`
+    # (until the next row); the chunks' registers are that thread's.
+    "CREATE TABLE schedule (step INTEGER PRIMARY KEY, tid INTEGER NOT NULL)",
+    # Thread `tid`'s registers from position `step` on, while another
+    # thread steps (rows at its birth and each time it is switched out);
+    # regs NULL: the thread is gone from `step` on.
+    """CREATE TABLE thread_regs (
+        step INTEGER NOT NULL,
+        tid INTEGER NOT NULL,
+        regs BLOB,
+        PRIMARY KEY (step, tid)) WITHOUT ROWID""",
 )
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -492,6 +512,12 @@ class Recording:
         self._images: dict | None | bool = False  # see _image_table; False: not read yet
         self._maps: list[tuple[int, str]] = []
         self._threads: list[tuple[int, str]] = []
+        # The schedule (positions where the stepping thread changes, and
+        # that thread) and every thread's registers while it waits, by tid:
+        # [(step, regs or None)] in step order (see SCHEMA).
+        self._schedule_steps: list[int] = []
+        self._schedule_tids: list[int] = []
+        self._waiting_regs: dict[int, list[tuple[int, bytes | None]]] = {}
         self.keyframes: list[int] = []
         self._load_structure()
 
@@ -565,12 +591,67 @@ class Recording:
             if not isinstance(step, int) or not isinstance(text, str):
                 raise self._fail("threads row out of range")
             self._threads.append((step, text))
+        self._load_threads()
         for (step,) in self._query("SELECT step FROM keyframes ORDER BY step"):
             if not isinstance(step, int) or not 0 <= step <= self.last_step:
                 raise self._fail(f"keyframe step {step!r:.40} out of range")
             self.keyframes.append(step)
         if not self.keyframes or self.keyframes[0] != 0:
             raise self._fail("no memory image at step 0")
+
+    def _load_threads(self) -> None:
+        """The schedule and thread_regs tables (format version 2); a file
+        without them is one thread's, the leader's (meta pid)."""
+        present = {name for (name,) in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not set(THREAD_TABLES) <= present:
+            pid = self.meta.get("pid")
+            self._schedule_steps, self._schedule_tids = [0], [pid if _is_int(pid) else 0]
+            return
+        for step, tid in self._query("SELECT step, tid FROM schedule ORDER BY step"):
+            if not (_is_int(step) and _is_int(tid)) or not 0 <= step <= self.last_step:
+                raise self._fail("schedule row out of range")
+            self._schedule_steps.append(step)
+            self._schedule_tids.append(tid)
+        if not self._schedule_steps or self._schedule_steps[0] != 0:
+            raise self._fail("no schedule row at step 0")
+        for step, tid, regs in self._query("SELECT step, tid, regs FROM thread_regs ORDER BY step"):
+            if not (_is_int(step) and _is_int(tid)) or not 0 <= step <= self.last_step + 1:
+                raise self._fail("thread_regs row out of range")
+            if regs is not None and (not isinstance(regs, bytes) or len(regs) != self.regs_size):
+                raise self._fail(f"thread_regs row at step {step}: registers are not {self.regs_size} bytes")
+            self._waiting_regs.setdefault(tid, []).append((step, regs))
+
+    # -- threads ---------------------------------------------------------------
+    @property
+    def schedule(self) -> tuple[tuple[int, int], ...]:
+        """(first position, tid) of each run of steps one thread executed, in order."""
+        return tuple(zip(self._schedule_steps, self._schedule_tids))
+
+    def thread_at(self, position: int) -> int:
+        """The thread that executes transition ``position`` (whose registers
+        the chunks hold at that position; at the last position, the thread
+        that stepped last)."""
+        index = bisect.bisect_right(self._schedule_steps, position) - 1
+        return self._schedule_tids[max(index, 0)]
+
+    def thread_registers(self, position: int) -> dict[int, bytes]:
+        """Every thread alive at ``position`` and its registers then, by tid:
+        the stepping thread's from the chunks, each other one's as it was
+        left when it last stepped (or was born)."""
+        stepping = self.thread_at(position)
+        out = {stepping: self.regs_at(position)}
+        for tid, rows in self._waiting_regs.items():
+            if tid == stepping:
+                continue
+            index = bisect.bisect_right(rows, position, key=lambda row: row[0]) - 1
+            if index >= 0 and rows[index][1] is not None:
+                out[tid] = rows[index][1]
+        return dict(sorted(out.items()))
+
+    @property
+    def threaded(self) -> bool:
+        """Whether more than one thread ever stepped or existed."""
+        return len(set(self._schedule_tids)) > 1 or bool(self._waiting_regs)
 
     # -- chunks --------------------------------------------------------------
     @property
@@ -1162,9 +1243,9 @@ def _expected_columns() -> dict[str, tuple]:
     """The columns SCHEMA makes, as _columns reports them."""
     db = sqlite3.connect(":memory:")
     try:
-        for statement in SCHEMA:
+        for statement in SCHEMA + THREAD_SCHEMA:
             db.execute(statement)
-        return {table: _columns(db, table) for table in REQUIRED_TABLES}
+        return {table: _columns(db, table) for table in REQUIRED_TABLES + THREAD_TABLES}
     finally:
         db.close()
 
@@ -1187,8 +1268,10 @@ def _check_schema(db: sqlite3.Connection, path: str) -> None:
         else:
             raise UsageError(f"{path}: not a loaderdbg recording (it has a {printable(str(kind))[:20]} {shown}; "
                              "a recording holds tables only)")
-    for table in REQUIRED_TABLES:
+    for table in REQUIRED_TABLES + THREAD_TABLES:
         if table not in tables:
+            if table in THREAD_TABLES:
+                continue  # one thread recorded (or format version 1)
             raise UsageError(f"{path}: not a loaderdbg recording (missing table {table})")
         found = _columns(db, table)
         if any(hidden for *_, hidden in found):

@@ -97,6 +97,11 @@ class MilestoneTracker:
             self._stop_reason = final
         return final
 
+    def note(self, position: int, kind: str, name: str, detail: str) -> None:
+        """An event of the recorder's own (a thread born or gone) at ``position``."""
+        self.state.step_count = position
+        self.observer.record(kind, name, detail)
+
     def take_pending_signal(self) -> int:
         sig, self.tracee.pending_signal = self.tracee.pending_signal, 0
         return sig

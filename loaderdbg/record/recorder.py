@@ -85,6 +85,15 @@ _RESTART_BLOCK = -516
 _RESTART_SYSCALL = X86_64.syscall_numbers["restart_syscall"]
 _TF = 0x100
 _ARGS = tuple(8 * REG_INDEX[r] for r in ("rdi", "rsi", "rdx", "r10", "r8", "r9"))
+_EXIT = X86_64.syscall_numbers["exit"]
+_EXECS = frozenset({"execve", "execveat"})
+CLONE_THREAD = 0x00010000
+CLONE_CHILD_CLEARTID = 0x00200000
+# A syscall whose step has not ended after this long blocks (a futex wait,
+# a join, a sleep): while another thread is there to step, the recorder
+# lets it wait in the kernel and steps that one; its syscall is recorded
+# as one step when it has come back and its turn comes.
+BLOCKED_AFTER = 0.001
 
 
 
@@ -210,6 +219,18 @@ class _Chunk:
     wmask: int = 0
 
 
+@dataclass
+class _Waiting:
+    """A traced thread that is not the stepping one."""
+
+    regs: bytes  # as recorded: where it stands (at its syscall, when blocked)
+    pending_signal: int = 0
+    # (plan, (number, name, args)) of a syscall that did not end within its
+    # step: the thread runs in the kernel, and its step ends when it comes back.
+    blocked: tuple | None = None
+    status: int | None = None  # how the blocked step ended, once collected
+
+
 def _write_failure(err: BaseException) -> bool:
     """An error of the recording file itself (the disk full, a file size
     limit, an I/O error), as SQLite or the OS reports it."""
@@ -268,6 +289,14 @@ class Recorder:
         # Set as the run gets there (attributes exist from the start, so
         # clean-up paths ask them instead of probing with getattr).
         self.pid: int | None = None
+        # Threads: the stepping one (its tid), every other traced thread,
+        # and once a second thread appeared the schedule is recorded.
+        self.tid: int | None = None
+        self.others: dict[int, _Waiting] = {}
+        self.threaded = False
+        self.resuming: tuple | None = None  # a blocked syscall whose step the stepping thread ends next
+        self.clear_tids: dict[int, int] = {}  # tid -> the word the kernel zeroes when it exits
+        self.newborn: tuple[int, bytes] | None = None  # a thread the step being recorded created
         self.chunk: _Chunk | None = None
         self.loop_started: float | None = None
         self.crash_reason: StopReason | None = None
@@ -310,7 +339,7 @@ class Recorder:
                 tracee = self.launch_target()
             else:
                 tracee = self._catch()
-            self.pid = tracee.pid
+            self.pid = self.tid = tracee.pid
             self.tracker = MilestoneTracker(tracee, self.spec)
             if self.catcher is not None:
                 self.tracker.caught(self.catcher.parent)
@@ -394,6 +423,10 @@ class Recorder:
         about to get (a fault it must die of, as it would have untraced)."""
         tracee.reclaim_terminal()  # if it was lent ours
         if tracee.launched:
+            if tracee.alive and (self.others or self.tid != self.pid):
+                # The leader's end is reported only once every thread's is reaped.
+                self._reap_threads(kill=True)
+                tracee.alive = False
             tracee.kill()
             return
         if not tracee.alive:
@@ -403,9 +436,32 @@ class Recorder:
                 os.sched_setaffinity(tracee.pid, self._child_affinity)
             except OSError:
                 pass
-        tracee.pending_signal = self.pending_signal
+        self._detach_threads()
+        tracee.pending_signal = self.pending_signal if self.tid == self.pid else 0
         self.pending_signal = 0
         tracee.detach()
+
+    def _detach_threads(self) -> None:
+        """A caught child's threads other than the leader run on untraced,
+        each with the signal it was about to get (a blocked one is stopped
+        first: only a stopped thread can be let go)."""
+        waiting = dict(self.others)
+        if self.tid != self.pid:
+            waiting[self.tid] = _Waiting(self.regs, self.pending_signal)
+        self.others.clear()
+        for tid, thread in waiting.items():
+            if tid == self.pid:
+                continue
+            if thread.blocked is not None and thread.status is None:
+                try:
+                    ptrace.interrupt(tid)
+                    ptrace.waitpid(tid)
+                except (ptrace.PtraceError, ChildProcessError):
+                    continue
+            try:
+                ptrace.detach(tid, thread.pending_signal)
+            except ptrace.PtraceError:
+                pass
 
     def _on_sigint(self, signum, frame) -> None:
         if self.interrupted or self.finished:
@@ -420,7 +476,7 @@ class Recorder:
             # At the traced thread itself: it wakes a tracee blocked in a
             # syscall too, and never starts a group-stop in other threads.
             try:
-                ptrace.tgkill(pid, pid, _signal.SIGSTOP)
+                ptrace.tgkill(pid, self.tid or pid, _signal.SIGSTOP)
             except ProcessLookupError:
                 pass  # gone already: the step loop sees it die
 
@@ -433,7 +489,7 @@ class Recorder:
         self.code_pages: dict[int, list[int]] = {}
         self.image_hashes: dict[int, bytes | None] = {}
         self.dirty: set[int] = set()
-        self.rseq: tuple[int, int] | None = None
+        self.rseq: dict[int, tuple[int, int]] = {}  # each thread's registered rseq area
         self.events_written = 0
         self.threads_json = None
         self.stop_addrs: dict[int, str] = {}
@@ -505,7 +561,7 @@ class Recorder:
 
     def _fetch_regs(self) -> bytes:
         try:
-            return self._regs_buffer.fetch(self.pid)
+            return self._regs_buffer.fetch(self.tid)
         except ptrace.PtraceError as err:
             raise TargetError(f"GETREGS failed at step {self.pos}: {os.strerror(err.errno)}") from None
 
@@ -514,7 +570,7 @@ class Recorder:
         stop (ESRCH: a SIGKILL landed between our stops) or a signal for us
         interrupted the wait (EINTR): os.waitpid says what became of the
         step (running the signal handlers)."""
-        status = ptrace.waitpid(self.pid)[1]
+        status = ptrace.waitpid(self.tid)[1]
         if status != STEP_STATUS:
             return status
         self._fetch_regs()
@@ -522,13 +578,12 @@ class Recorder:
 
     # ----------------------------------------------------------- the hot loop
     def _loop(self) -> None:
-        pid = self.pid
         # SINGLESTEP + waitpid + GETREGS in one foreign call fed ready-made
         # ctypes values (ptrace.step_and_fetch): a third of the loop's
         # Python-side cost went into making them three.
         step_and_fetch = ptrace.step_and_fetch
         REGS_FETCHED = ptrace.STEP_REGS_FETCHED
-        c_pid = ctypes.c_int(pid)
+        c_pid = ctypes.c_int(self.tid)
         regs_addr = self._regs_buffer.c_address
         regs_buf = self._regs_buffer.raw
         pread = os.pread
@@ -541,6 +596,8 @@ class Recorder:
         bytearray_ = bytearray
         chunk_steps = self.chunk_steps
         while True:
+            if c_pid.value != self.tid:
+                c_pid = ctypes.c_int(self.tid)  # another thread steps now
             prev = self.regs
             prev_int = from_bytes(prev, "little")
             rip = from_bytes(prev[_RIP:_RIP + 8], "little")
@@ -565,7 +622,7 @@ class Recorder:
             step_errno = 0
             plan = None
             raw = prev
-            if self.pending_signal or _restarted_syscall(prev) is not None:
+            if self.pending_signal or self.resuming is not None or _restarted_syscall(prev) is not None:
                 limit = pos  # deliver it, or restart the syscall, on the careful path first
                 why = 2
             while pos < limit:
@@ -645,6 +702,8 @@ class Recorder:
             if why == 0:
                 if pos == self.stop_step:
                     self._stop_at_step()
+                if self.others:
+                    self._switch()  # every chunk_steps steps, another thread's turn
                 self._flush_chunk(keyframe=pos % self.keyframe_steps == 0)
                 self.chunk = self._new_chunk(pos)
                 self._progress_update()
@@ -740,12 +799,14 @@ class Recorder:
 
     def _issue(self, signal: int = 0) -> int:
         try:
-            ptrace.singlestep(self.pid, signal)
+            ptrace.singlestep(self.tid, signal)
         except ptrace.PtraceError as err:
             raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err.errno)}") from None
-        return ptrace.waitpid(self.pid)[1]
+        return ptrace.waitpid(self.tid)[1]
 
     def _special(self, plan: Plan) -> None:
+        if self.resuming is not None:
+            return self._end_blocked_step()
         restarted = _restarted_syscall(self.regs)
         if self.pending_signal:
             self._signal_step()
@@ -776,7 +837,7 @@ class Recorder:
         raw = self._fetch_regs()
         self._commit(raw, plan[2])
         # The program's own int3: it must receive SIGTRAP, as live sessions do.
-        stop = Stop(StopKind.BREAKPOINT, self.pid, signal=_signal.SIGTRAP, si_code=0x80)
+        stop = Stop(StopKind.BREAKPOINT, self.tid, signal=_signal.SIGTRAP, si_code=0x80)
         self.tracker.stopped(self.pos, raw, stop)
         self.pending_signal = self.tracker.take_pending_signal()
         self.writer.add_signal(self.pos, _signal.SIGTRAP, None, "int3")
@@ -835,9 +896,22 @@ class Recorder:
         self.tracker.syscall_entry(t, regs, number, args)
         if target.kind == "syscall" and target.name in (None, name):
             self._end(reasons.syscall_entry(target, self.tracker.pending_syscall_text()))
-        status = self._issue()
+        if not self.others:
+            status = self._issue()
+        elif name in _EXECS:
+            status = self._issue_exec()
+        else:
+            status = self._issue_or_block()
+            if status is None:
+                return self._block(plan, (number, name, args))
+        self._syscall_ended(plan, (number, name, args), status)
+
+    def _syscall_ended(self, plan: Plan, syscall: tuple, status: int) -> None:
+        """The step of the `syscall` at self.pos ended with ``status``."""
+        number, name, args = syscall
+        t = self.pos
         if status != STEP_STATUS:
-            return self._unusual(status, plan, syscall=(number, name, args))
+            return self._unusual(status, plan, syscall=syscall)
         raw = self._untrap_r11(self._fetch_regs())
         result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
         self._syscall_returned(t, plan, (number, name, args), raw, result)
@@ -859,16 +933,22 @@ class Recorder:
             for addr, size in writes:
                 self._record_write(t, addr, size, WRITE_KERNEL)
         if name == "rseq" and result == 0 and args[2] == 0 and args[0]:
-            self.rseq = (args[0], args[1])
-        if self.rseq is not None:
+            self.rseq[self.tid] = (args[0], args[1])
+        elif name == "set_tid_address":
+            self.clear_tids[self.tid] = args[0]
+        if self.rseq:
             self._check_rseq(t)
         self._commit(raw, plan[2])
-        self._syscall_done(t, (number, name, args), raw, result)
+        self._syscall_done(t, syscall, raw, result)
+        if self.newborn is not None:
+            self._born(*self.newborn)
         self._update_threads(self.pos)
         self._note_knowledge()
         self._flush_events()
-        if target.kind == "sym" and name in MAPPING_SYSCALLS:
+        if self.target.kind == "sym" and name in MAPPING_SYSCALLS:
             self._resolve_symbol_target()
+        if self.others:
+            self._switch()  # a syscall ends a thread's turn
         self._after_special()
 
     def _untrap_r11(self, raw: bytes) -> bytes:
@@ -881,7 +961,7 @@ class Recorder:
         if fixed is None:
             return raw
         try:
-            self._regs_buffer.store(self.pid, fixed)
+            self._regs_buffer.store(self.tid, fixed)
         except ptrace.PtraceError as err:
             raise TargetError(f"SETREGS failed at step {self.pos}: {os.strerror(err.errno)}") from None
         return fixed
@@ -898,12 +978,12 @@ class Recorder:
         self.writer.add_syscall(t, number, name, args, result, text)
 
     def _check_rseq(self, t: int) -> None:
-        addr, size = self.rseq
-        if not self.shadow.covers(addr, size):
-            return
-        now = self.reader.read(addr, size)
-        if now is not None and now != self.shadow.read(addr, size):
-            self._record_write(t, addr, size, WRITE_KERNEL)
+        for addr, size in self.rseq.values():
+            if not self.shadow.covers(addr, size):
+                continue
+            now = self.reader.read(addr, size)
+            if now is not None and now != self.shadow.read(addr, size):
+                self._record_write(t, addr, size, WRITE_KERNEL)
 
     def _after_special(self) -> None:
         rip = self._word(self.regs, self.pc_offset)
@@ -964,7 +1044,7 @@ class Recorder:
         """A SIGTRAP stop after which no register changed: `jmp .`, or a
         SIGTRAP somebody sent. siginfo tells."""
         try:
-            info = ptrace.get_siginfo(self.pid)
+            info = ptrace.get_siginfo(self.tid)
             code = int.from_bytes(info[8:12], "little", signed=True)
         except ptrace.PtraceError:
             info, code = None, 1
@@ -976,7 +1056,7 @@ class Recorder:
             self._commit(raw, plan[2])
             self._after_special()
             return
-        stop = Stop(StopKind.SIGNAL, self.pid, signal=_signal.SIGTRAP, si_code=code, siginfo=info)
+        stop = Stop(StopKind.SIGNAL, self.tid, signal=_signal.SIGTRAP, si_code=code, siginfo=info)
         self._signal_stop(stop, raw)
 
     def _unusual(self, status: int, plan: Plan | None, syscall: tuple | None = None) -> None:
@@ -995,6 +1075,8 @@ class Recorder:
             return self._exit_event(syscall)
         if event == ptrace.EVENT_EXEC:
             return self._exec_event(syscall)
+        if event == ptrace.EVENT_CLONE and self._adopt_thread(syscall):
+            return  # stopped inside the syscall: the next step completes it
         if event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK, ptrace.EVENT_CLONE):
             # A forked child is auto-attached (TRACEFORK, for the engine's
             # int3 clean-up) and waits in its first stop: the engine lets it
@@ -1024,7 +1106,7 @@ class Recorder:
             if syscall is not None:
                 result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
                 self._syscall_done(self.pos - 1, syscall, raw, result)
-        stop = classify(pid, status)
+        stop = classify(self.tid, status)  # its siginfo is the thread's
         self._signal_stop(stop, raw)
 
     def _signal_stop(self, stop: Stop, raw: bytes) -> None:
@@ -1061,21 +1143,16 @@ class Recorder:
 
     def _exit_event(self, syscall: tuple | None) -> None:
         """PTRACE_EVENT_EXIT: the process is exiting but its memory is still
-        readable. Take the final keyframe now, then let it go."""
+        readable. Take the final keyframe now, then let it go. (A thread
+        that leaves the others behind: _thread_exit.)"""
+        if self.others and syscall is not None and syscall[0] == _EXIT:
+            return self._thread_exit(syscall)
         if syscall is not None:
             self._syscall_done(self.pos, syscall, self.regs, None)
         self._flush_chunk(keyframe=True, final=True)
-        try:
-            ptrace.cont(self.pid, 0)
-        except ptrace.PtraceError:
-            pass
-        status = ptrace.waitpid(self.pid)[1]
-        while not (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
-            try:
-                ptrace.cont(self.pid, 0)
-            except ptrace.PtraceError:
-                break
-            status = ptrace.waitpid(self.pid)[1]
+        status = self._reap_threads(kill=False)
+        if status is None:
+            status = 0  # reaped elsewhere: nothing says how it ended
         self.tracker.tracee.alive = False
         stop = classify(self.pid, status, fetch_siginfo=False)
         self.tracker.stopped(self.pos, None, stop)
@@ -1090,7 +1167,9 @@ class Recorder:
         would only finish the syscall, a step that executes nothing. Leaving
         execve first (as launch does) makes the next step the new image's
         first instruction, and keeps step counts equal to a live session's,
-        which spends exactly one step (event + empty trap) on the execve."""
+        which spends exactly one step (event + empty trap) on the execve.
+        Every other thread is gone; the execing one is the leader now."""
+        gone = self._vanished_by_exec()
         try:
             ptrace.syscall(self.pid, 0)
             status = ptrace.waitpid(self.pid)[1]
@@ -1108,10 +1187,326 @@ class Recorder:
         self._commit(raw, (1 << 27) - 1)
         if syscall is not None:
             self._syscall_done(t, syscall, raw, 0)
+        if self.threaded:
+            self.writer.add_schedule(self.pos, self.pid)
+            for tid in gone:
+                self.writer.add_thread_regs(self.pos, tid, None)
+                self.tracker.note(self.pos, "thread", "exited", f"thread {tid} ended by execve")
+            self._reap_vanished(gone)
+            self._update_threads(self.pos)
         stop = Stop(StopKind.EVENT, self.pid, signal=_signal.SIGTRAP, event=ptrace.EVENT_EXEC)
         self.tracker.stopped(self.pos, raw, stop)
         self._flush_events()
         self._after_special()
+
+    # ---------------------------------------------------------------- threads
+    def _record_threads(self) -> None:
+        """A second thread: from now on the recording says which thread steps."""
+        if not self.threaded:
+            self.threaded = True
+            self.writer.add_thread_tables()
+            self.writer.add_schedule(0, self.pid)
+
+    def _adopt_thread(self, syscall: tuple | None) -> bool:
+        """The stepping thread stopped at a clone event. A new thread of the
+        process (TRACECLONE traced it before it ran) is ours: it waits, in
+        its first stop, until its turn. False for a child process."""
+        try:
+            tid = ptrace.get_event_msg(self.tid)
+        except ptrace.PtraceError:
+            return False
+        if not os.path.exists(f"/proc/{self.pid}/task/{tid}"):
+            return False
+        status = ptrace.waitpid(tid)[1]  # its first stop (SIGSTOP, never delivered)
+        if not os.WIFSTOPPED(status):
+            return True  # killed already: nothing of it to record
+        try:
+            raw = self._regs_buffer.fetch(tid)
+            if not self._word(self.regs, _EFLAGS) & _TF:
+                # A copy of its creator's registers inside the stepped
+                # `syscall`: r11 holds our trap flag (see _untrap_r11).
+                fixed = untrapped_r11(raw)
+                if fixed is not None:
+                    self._regs_buffer.store(tid, fixed)
+                    raw = fixed
+        except ptrace.PtraceError:
+            return True
+        if syscall is not None and syscall[1] in ("clone", "clone3"):
+            clear_tid = self._clear_tid_of(syscall)
+            if clear_tid:
+                self.clear_tids[tid] = clear_tid
+        self.newborn = (tid, bytes(raw))
+        return True
+
+    def _clear_tid_of(self, syscall: tuple) -> int:
+        """The child_tid word a thread made by this clone/clone3 gets zeroed
+        at its exit (CLONE_CHILD_CLEARTID), else 0."""
+        _, name, args = syscall
+        if name == "clone":
+            return args[3] if args[0] & CLONE_CHILD_CLEARTID else 0
+        head = self.reader.read(args[0], 24)  # struct clone_args: flags, pidfd, child_tid
+        if head is None:
+            return 0
+        flags = int.from_bytes(head[0:8], "little")
+        return int.from_bytes(head[16:24], "little") if flags & CLONE_CHILD_CLEARTID else 0
+
+    def _born(self, tid: int, raw: bytes) -> None:
+        """The step just recorded created thread ``tid``: it exists from this
+        position, waiting with registers ``raw``."""
+        self.newborn = None
+        self._record_threads()
+        self.others[tid] = _Waiting(raw)
+        self.writer.add_thread_regs(self.pos, tid, raw)
+        self.tracker.note(self.pos, "thread", "new", f"new thread {tid}")
+
+    def _poll(self, tid: int) -> int | None:
+        """The thread's next wait status if it has one now, else None."""
+        try:
+            wpid, status = os.waitpid(tid, os.WNOHANG | ptrace.WALL)
+        except ChildProcessError:
+            return None
+        return status if wpid else None
+
+    def _issue_or_block(self) -> int | None:
+        """Step the stepping thread's `syscall`; None when it has not come
+        back within BLOCKED_AFTER (it blocks: the step ends later)."""
+        try:
+            ptrace.singlestep(self.tid, 0)
+        except ptrace.PtraceError as err:
+            raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err.errno)}") from None
+        deadline = time.monotonic() + BLOCKED_AFTER
+        pause = 20e-6
+        while True:
+            status = self._poll(self.tid)
+            if status is not None:
+                return status
+            if time.monotonic() >= deadline or self.interrupted:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 200e-6)
+
+    def _issue_exec(self) -> int:
+        """Step an execve while other threads exist: the kernel ends them
+        (each one's exit event must be let go, and its end reaped) and the
+        execing thread comes back as the leader, under the leader's pid."""
+        try:
+            ptrace.singlestep(self.tid, 0)
+        except ptrace.PtraceError as err:
+            raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err.errno)}") from None
+        pause = 20e-6
+        while True:
+            for tid in [self.tid, self.pid, *self.others]:
+                status = self._poll(tid)
+                if status is None:
+                    continue
+                if tid == self.tid and (status == STEP_STATUS or not os.WIFSTOPPED(status)
+                                        or (status >> 16) & 0xFF != ptrace.EVENT_EXIT):
+                    return status  # the execve failed, or the step ended otherwise
+                if tid == self.pid and os.WIFSTOPPED(status) and (status >> 16) & 0xFF == ptrace.EVENT_EXEC:
+                    return status
+                if os.WIFSTOPPED(status):
+                    try:
+                        ptrace.cont(tid, 0)  # an exit event (or its SIGKILL's stop): let it die
+                    except ptrace.PtraceError:
+                        pass
+                elif tid in self.others:
+                    self.others[tid].status = status  # reaped: gone
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+
+    def _block(self, plan: Plan, syscall: tuple) -> None:
+        """The stepping thread's syscall blocks: it waits in the kernel,
+        standing at its `syscall` as recorded, and another thread steps."""
+        self._switch(blocked=(plan, syscall))  # its syscall is entered again when its step ends
+        self._after_special()
+
+    def _end_blocked_step(self) -> None:
+        """The stepping thread's turn came back with its syscall blocked at
+        an earlier position: that step ends now (waiting for it if it has
+        not come back), as transition self.pos."""
+        plan, syscall, status = self.resuming
+        self.resuming = None
+        if status is None:
+            status = ptrace.waitpid(self.tid)[1]
+        number, _, args = syscall
+        self.tracker.syscall_entry(self.pos, self.regs, number, args)
+        self._syscall_ended(plan, syscall, status)
+
+    def _ready(self, tid: int) -> bool:
+        """Whether a waiting thread can step now (a blocked one once its
+        syscall came back)."""
+        waiting = self.others[tid]
+        if waiting.blocked is None or waiting.status is not None:
+            return True
+        waiting.status = self._poll(tid)
+        return waiting.status is not None
+
+    def _switch(self, blocked: tuple | None = None, gone: bool = False) -> None:
+        """Another thread's turn, the next ready one after the stepping
+        thread in tid order. The stepping thread waits (``blocked``: in the
+        syscall of its step) or is ``gone``. When no other thread is ready,
+        the stepping one goes on, unless it cannot: then the first blocked
+        thread to come back steps."""
+        if self.interrupted:
+            self._end(reasons.recording_interrupted(self.target, self.pos))
+        tids = sorted(self.others)
+        after = [t for t in tids if t > self.tid] + [t for t in tids if t < self.tid]
+        chosen = next((t for t in after if self._ready(t)), None)
+        if chosen is None and blocked is None and not gone:
+            return
+        pause = 20e-6
+        while chosen is None:
+            if self.interrupted:
+                self._end(reasons.recording_interrupted(self.target, self.pos))
+            if not self.others:
+                raise TargetError(f"step {self.pos}: no thread left to step")
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+            chosen = next((t for t in after if self._ready(t)), None)
+        pos = self.pos
+        if gone:
+            self.writer.add_thread_regs(pos, self.tid, None)
+        else:
+            self.others[self.tid] = _Waiting(self.regs, self.pending_signal, blocked)
+            self.writer.add_thread_regs(pos, self.tid, self.regs)
+        incoming = self.others.pop(chosen)
+        self.tid = chosen
+        self.pending_signal = incoming.pending_signal
+        if incoming.blocked is not None:
+            self.resuming = (*incoming.blocked, incoming.status)
+        self._replace_regs(incoming.regs)
+        self.writer.add_schedule(pos, chosen)
+
+    def _replace_regs(self, raw: bytes) -> None:
+        """The registers at the current position become ``raw`` (another
+        thread's: the chunk's registers are the stepping thread's)."""
+        chunk = self.chunk
+        if self.pos > chunk.start:
+            row = len(chunk.xor) - self.regs_size
+            last = int.from_bytes(chunk.xor[row:], "little") ^ int.from_bytes(raw, "little") \
+                ^ int.from_bytes(self.regs, "little")
+            chunk.xor[row:] = last.to_bytes(self.regs_size, "little")
+        else:
+            chunk.regs = raw
+        chunk.pcs.add(self._word(raw, self.pc_offset))
+        self.regs = raw
+
+    def _thread_exit(self, syscall: tuple) -> None:
+        """The stepping thread is at its exit event (`exit`, others stay):
+        it ends within this step; what the kernel writes as it goes (its
+        clear-child-tid word) is the step's; then another thread steps."""
+        t = self.pos
+        tid = self.tid
+        try:
+            ptrace.cont(tid, 0)
+        except ptrace.PtraceError:
+            pass
+        if tid != self.pid:  # a leader's end is reported only after the last thread's
+            while True:
+                try:
+                    status = ptrace.waitpid(tid)[1]
+                except ChildProcessError:
+                    break
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    break
+                try:
+                    ptrace.cont(tid, 0)
+                except ptrace.PtraceError:
+                    pass
+        clear_tid = self.clear_tids.pop(tid, 0)
+        if clear_tid:
+            self._record_write(t, clear_tid, 4, WRITE_KERNEL)
+        self.rseq.pop(tid, None)
+        self._syscall_done(t, syscall, None, None)
+        self.tracker.note(t + 1, "thread", "exited", f"thread {tid} exited")
+        self.pending_signal = 0
+        # The position after the step is the next thread's.
+        self._commit(self.regs, 0)
+        self._switch(gone=True)
+        self._update_threads(self.pos)
+        self._flush_events()
+        self._after_special()
+
+    def _vanished_by_exec(self) -> list[int]:
+        """Every other thread ended with an execve; the execing one goes on
+        under the leader's pid."""
+        gone = [tid for tid in self.others]
+        if self.tid != self.pid:
+            gone.append(self.tid)
+        self.others.clear()
+        self.clear_tids.clear()
+        self.rseq.clear()
+        self.resuming = None
+        self.tid = self.pid
+        return sorted(set(gone) - {self.pid})
+
+    @staticmethod
+    def _reap_vanished(tids: list[int]) -> None:
+        """The end of threads an execve ended (each reports it as an _exit(0));
+        the execing one's old tid reports nothing."""
+        deadline = time.monotonic() + 1.0
+        left = set(tids)
+        while left and time.monotonic() < deadline:
+            for tid in list(left):
+                try:
+                    wpid, status = os.waitpid(tid, os.WNOHANG | ptrace.WALL)
+                except ChildProcessError:
+                    left.discard(tid)
+                    continue
+                if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                    left.discard(tid)
+                elif wpid:
+                    try:
+                        ptrace.cont(tid, 0)
+                    except ptrace.PtraceError:
+                        pass
+            if left:
+                time.sleep(1e-4)
+
+    def _reap_threads(self, kill: bool) -> int | None:
+        """Let every traced thread end (``kill``: end them first) and reap
+        them; returns the leader's last status (None: not ours to reap)."""
+        if kill:
+            try:
+                os.kill(self.pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        tids = {self.pid, self.tid, *self.others}
+        for tid in tids:
+            try:
+                ptrace.cont(tid, 0)  # one at its exit event dies only once resumed
+            except ptrace.PtraceError:
+                pass
+        self.others.clear()
+        final = None
+        pause = 20e-6
+        while tids:
+            progress = False
+            for tid in sorted(tids, key=lambda t: t == self.pid):
+                if tid == self.pid and len(tids) > 1:
+                    continue  # the leader's end comes after every other thread's
+                try:
+                    wpid, status = os.waitpid(tid, (os.WNOHANG if len(tids) > 1 else 0) | ptrace.WALL)
+                except ChildProcessError:
+                    tids.discard(tid)
+                    progress = True
+                    continue
+                if not wpid:
+                    continue
+                progress = True
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    tids.discard(tid)
+                    if tid == self.pid:
+                        final = status
+                else:
+                    try:
+                        ptrace.cont(tid, 0)
+                    except ptrace.PtraceError:
+                        pass
+            if not progress:
+                time.sleep(pause)
+                pause = min(pause * 2, 1e-3)
+        return final
 
     # ------------------------------------------------------------- memory map
     def _read_maps(self) -> str:
@@ -1274,7 +1669,7 @@ class Recorder:
         as writes of ``kind`` (FIXUP: bytes nobody recorded). Returns the
         number of bytes that differed."""
         changed = 0
-        rseq = self.rseq
+        rseq = tuple(self.rseq.values())
         for entry in self.maps:
             if not entry.writable or entry.kind in UNREADABLE_KINDS:
                 continue
@@ -1292,7 +1687,7 @@ class Recorder:
                     new = content[offset:offset + length]
                     record_kind = kind
                     if kind == WRITE_FIXUP:
-                        if rseq is not None and rseq[0] <= addr < rseq[0] + rseq[1]:
+                        if any(lo <= addr < lo + size for lo, size in rseq):
                             record_kind = WRITE_KERNEL
                         else:
                             changed += length

@@ -492,6 +492,9 @@ class ReplaySession:
         self._breakpoints: set[int] = set()
         self._pos = 0
         self._regs = self.recording.regs_at(0)
+        self._selected: int | None = None  # select_thread's choice; None: the stepping thread
+        if self.recording.threaded:
+            self.capabilities = self.capabilities | {Capability.THREADS}
         self._reason = INITIAL_REASON
         self._source = ReplayState(self, self._memory)
         self._history = None  # the data-flow tracer, made on the first question
@@ -536,6 +539,35 @@ class ReplaySession:
 
     def registers_raw(self) -> bytes:
         return self._regs
+
+    # -- threads (a recording of several: record/format.py's schedule) -------------
+    @property
+    def stepping_thread(self) -> int | None:
+        """The thread that executes the step at this position (the
+        recording's schedule): its registers are the position's."""
+        return self.recording.thread_at(self._pos)
+
+    @property
+    def current_thread(self) -> int | None:
+        """The thread whose registers, stack and disassembly are shown: the
+        one select_thread chose while it exists, else the stepping one."""
+        return self._selected if self._selected is not None else self.stepping_thread
+
+    def thread_registers(self) -> dict[int, bytes]:
+        """Every thread alive at this position and its registers, by tid
+        (one thread: the position's registers, under the leader's tid)."""
+        return self.recording.thread_registers(self._pos)
+
+    def select_thread(self, tid: int) -> None:
+        """gdb's `thread N` (Threads): thread ``tid``'s registers as of this
+        position are shown from now on (UsageError: no such thread here)."""
+        with self._lock:
+            alive = self.recording.thread_registers(self._pos)
+            if tid not in alive:
+                raise UsageError(f"no thread {tid} at step {self._pos} (threads: "
+                                 f"{', '.join(map(str, alive))})")
+            self._selected = tid
+            self._regs = alive[tid]
 
     @property
     def arch(self):
@@ -632,7 +664,7 @@ class ReplaySession:
         """The last step before this one that wrote the register, or None
         (record/dataflow.py's RegisterWrite); ValueError for no register."""
         with self._lock:
-            return self._tracer().last_register_write(register, self._pos)
+            return self._tracer().last_register_write(register, self._pos, self.current_thread)
 
     def _tracer(self):
         if self._history is None:
@@ -691,6 +723,13 @@ class ReplaySession:
         self._memory.seek(position)
         self._pos = position
         self._regs = self.recording.regs_at(position)
+        if self._selected is not None:
+            # The chosen thread stays current while it exists (then: the stepping one).
+            regs = self.recording.thread_registers(position).get(self._selected)
+            if regs is None:
+                self._selected = None
+            else:
+                self._regs = regs
         if reason is None:
             if position == self.last_step and position > 0:
                 reason = self.end_reason

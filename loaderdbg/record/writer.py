@@ -48,7 +48,7 @@ from loaderdbg.errors import UsageError
 from loaderdbg.printable import printable
 from loaderdbg.record.format import (
     FILE_BLOCK, FILE_XZ, FILE_ZSTD, FORMAT_NAME, FORMAT_VERSION, PAGE_FILE, PAGE_SIZE, PAGE_ZERO, PAGE_ZSTD, SCHEMA,
-    file_type_name, is_loaderdbg_recording, pack_chunk_data, to_sql,
+    THREAD_SCHEMA, file_type_name, is_loaderdbg_recording, pack_chunk_data, to_sql,
 )
 from loaderdbg.session import Event
 
@@ -474,6 +474,21 @@ class RecordingWriter:
     def add_threads(self, step: int, data: list[dict]) -> None:
         self._db.execute("INSERT OR REPLACE INTO threads (step, data) VALUES (?, ?)",
                          (step, json.dumps(data, sort_keys=True)))
+
+    def add_thread_tables(self) -> None:
+        """The tables of a recording with more than one thread (format.THREAD_SCHEMA)."""
+        for statement in THREAD_SCHEMA:
+            self._db.execute(statement)
+
+    def add_schedule(self, step: int, tid: int) -> None:
+        """Thread ``tid`` executes the transitions from position ``step`` on."""
+        self._db.execute("INSERT OR REPLACE INTO schedule (step, tid) VALUES (?, ?)", (step, tid))
+
+    def add_thread_regs(self, step: int, tid: int, regs: bytes | None) -> None:
+        """Thread ``tid``'s registers from position ``step`` on, while it
+        waits (None: it is gone)."""
+        self._db.execute("INSERT OR REPLACE INTO thread_regs (step, tid, regs) VALUES (?, ?, ?)",
+                         (step, tid, regs))
 
     def add_event(self, event: Event) -> None:
         self._db.execute("INSERT INTO events (step, kind, name, detail, address, exact) VALUES (?, ?, ?, ?, ?, ?)",

@@ -43,7 +43,8 @@ def one_line_error(path: Path, *, touch_everything: bool = False) -> str:
 
 def test_the_sample_opens(sample):
     rec = open_recording(str(sample))
-    assert rec.meta["format_version"] == FORMAT_VERSION
+    # The samples may predate format version 2 (threads), which opens version 1 as before.
+    assert rec.meta["format_version"] in (1, FORMAT_VERSION)
     assert rec.last_step > 60_000
 
 
