@@ -253,3 +253,17 @@ def test_capture_plans_cover_every_changed_byte():
     finally:
         target.kill()
     assert {"str", "stp"} <= checked_stores, checked_stores
+
+
+@pytest.mark.skipif(not shutil.which("gdb-multiarch"), reason="needs gdb-multiarch")
+def test_gdb_multiarch_reverse_steps_the_recording(bug):
+    """`loaderdbg serve --stdio` gives gdb-multiarch the aarch64 recording:
+    continue to the crash, then one reverse-stepi back onto the `br x0`."""
+    gdb = subprocess.run(
+        ["gdb-multiarch", "-nx", "-batch", "-ex", f"target remote | {LOADERDBG} serve --stdio {bug}",
+         "-ex", "continue", "-ex", "info registers pc x0", "-ex", "reverse-stepi", "-ex", "x/i $pc"],
+        capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT)
+    out = gdb.stdout
+    assert "Program received signal SIGSEGV" in out, gdb.stdout + gdb.stderr
+    assert "pc             0x0" in out
+    assert "<execsolib_handoff+28>:\tbr\tx0" in out
