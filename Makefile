@@ -100,6 +100,7 @@ bench: venv fixtures fixtures-big
 	$(VPY) bench/tui.py
 	$(VPY) bench/scale.py
 	$(VPY) bench/qemu_step.py
+	$(VPY) bench/record_aarch64.py
 	$(VPY) bench/serve.py
 
 recordings: venv fixtures
