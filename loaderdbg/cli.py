@@ -471,13 +471,6 @@ def cmd_verify(options: argparse.Namespace) -> int:
 DEFAULT_EXPLAIN_UNTIL = "entry"
 
 
-def _refuse_to_record_aarch64(command: str, path: str) -> None:
-    from loaderdbg.process.qemu_target import is_aarch64_program
-    if is_aarch64_program(path):
-        raise UsageError(f"{command}: x86-64 programs only (it steps them under ptrace); an aarch64 program "
-                         "is inspected live: loaderdbg inspect / run")
-
-
 def cmd_explain(options: argparse.Namespace) -> int:
     from loaderdbg.explain import explain_program, explain_recording
     from loaderdbg.record.format import is_recording
@@ -555,7 +548,6 @@ def cmd_serve(options: argparse.Namespace) -> int:
     try:
         spec = launch_spec(program, args, aslr=False, stdin_fd=devnull,
                            stdout_fd=STDERR_FD if options.stdio else None)
-        _refuse_to_record_aarch64("serve --live", spec.path)
         return serve_live(lambda: LiveSession(spec), **where)
     finally:
         if devnull is not None:

@@ -103,6 +103,7 @@ class LiveSession:
             raise NotImplementedError("an attached process cannot be restarted")
         breakpoints = set(self._inferior.user_breakpoints)
         watchpoints = self._inferior.watchpoints
+        before_access = self._inferior.watch_stops_before_access_asked
 
         def relaunch() -> Inferior:
             self._inferior.close()
@@ -111,6 +112,8 @@ class LiveSession:
                 inferior.add_breakpoint(addr)
             for watchpoint in watchpoints:
                 inferior.set_watchpoint(watchpoint.address, watchpoint.length, watchpoint.access)
+            if before_access:
+                inferior.watch_stops_before_access()
             return inferior
         self._inferior = self._run(relaunch)
         return self._inferior.stop_reason
@@ -131,6 +134,11 @@ class LiveSession:
     @property
     def stop_reason(self) -> StopReason:
         return self._inferior.stop_reason
+
+    @property
+    def arch(self):
+        """The program's architecture tables (loaderdbg/arch)."""
+        return self._inferior.arch
 
     @property
     def alive(self) -> bool:
@@ -203,6 +211,12 @@ class LiveSession:
 
     def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None:
         self._tracer.call(self._inferior.remove_watchpoint, addr, size, access)
+
+    def watch_stops_before_access(self) -> bool:
+        """From now on a watched access stops before its instruction, where
+        the target can (aarch64's stepped watchpoints; x86's debug registers
+        trap after it): what gdb expects of aarch64. True: it will."""
+        return self._tracer.call(self._inferior.watch_stops_before_access)
 
     def watchpoint_hit(self) -> tuple[int, int, str] | None:
         hit = self._inferior.watchpoint_hit

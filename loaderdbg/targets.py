@@ -136,13 +136,18 @@ def breakpoint_hit(target: Target | None, pc: int, where: str | None) -> StopRea
 
 
 def watchpoint_triggered(target: Target | None, address: int, length: int, access: str, pc: int,
-                         where: str | None, *, read_fires_on_writes: bool = True) -> StopReason:
-    """A watchpoint fired: pc is the instruction after the access. An x86
-    read watch is a read-or-write debug register; a stepped one (qemu)
-    sees reads alone."""
+                         where: str | None, *, read_fires_on_writes: bool = True,
+                         before: bool = False) -> StopReason:
+    """A watchpoint fired: pc is the instruction after the access (or, for
+    a unit that stops ``before`` accesses, the accessing one). An x86 read
+    watch is a read-or-write debug register; a stepped one (qemu) sees
+    reads alone."""
     read = "read or written" if read_fires_on_writes else "read"
     what = {"write": "written", "read": read, "access": "read or written"}[access]
-    return StopReason(ReasonKind.WATCHPOINT, f"[{address:#x}, +{length}) {what} by the instruction before "
+    if before:
+        what = {"write": "to be written", "read": "to be read", "access": "to be read or written"}[access]
+    relation = "at" if before else "before"
+    return StopReason(ReasonKind.WATCHPOINT, f"[{address:#x}, +{length}) {what} by the instruction {relation} "
                       f"{pc:#x} ({where or hex(pc)})", _label(target), reached=False)
 
 

@@ -68,6 +68,7 @@ class WatchpointUnit(Protocol):
 
     armed: bool  # any watchpoint set: read after every single step
     read_fires_on_writes: bool  # a read watch also fires when the range is written (x86's RW=11)
+    stops_before_access: bool  # a hit stops at the accessing instruction, not after it
 
     @property
     def watchpoints(self) -> tuple[HardwareWatchpoint, ...]: ...
@@ -81,6 +82,10 @@ class WatchpointUnit(Protocol):
 
     def fired(self) -> HardwareWatchpoint | None:
         """The watchpoint the last motion stopped for, once (None: none)."""
+
+    def stop_before_accesses(self) -> bool:
+        """Stop before the accessing instruction from now on, if the unit
+        can (False: its stops stay after the access)."""
 
 
 def dr7_bits(slot: int, length: int, access: str) -> int:
@@ -108,6 +113,11 @@ class DebugRegisters:
     and which slot fired."""
 
     read_fires_on_writes = True  # x86 has no read-only condition: RW=11 is read or write
+
+    stops_before_access = False
+
+    def stop_before_accesses(self) -> bool:
+        return False  # a debug register traps after the access (gdb knows x86's as steppable)
 
     def __init__(self, tid: int) -> None:
         self.tid = tid

@@ -574,6 +574,7 @@ class QemuTarget:
 
     def _resume(self, syscalls: bool) -> Stop:
         watch = self.watchpoint_unit
+        resumed_at = self.pc
         if watch.pending:
             # The last step changed a watched range (a syscall did, and its
             # exit was reported first): the run stops before it starts.
@@ -610,7 +611,7 @@ class QemuTarget:
             if watch.pending:
                 return self._arrived(self._watch_stop)
         if watch.armed:
-            return self._step_watching(syscalls)
+            return self._step_watching(syscalls, resumed_at)
         while True:
             signal = self._take_signal()
             stop = self._stop_from(self._request(b"C%02x" % signal if signal else b"c"), stepping=False)
@@ -625,13 +626,20 @@ class QemuTarget:
             if stop.kind is not StopKind.STEP:
                 return self._arrived(stop)
 
-    def _step_watching(self, syscalls: bool) -> Stop:
+    def _step_watching(self, syscalls: bool, resumed_at: int) -> Stop:
         """A run with watchpoints set, one instruction at a time: to a watched
         access, a breakpoint, a syscall entry (``syscalls``), a signal or
         the end: every stop a continue through the stub makes, and the
-        watched accesses it cannot see."""
+        watched accesses it cannot see. Stopping before accesses, the
+        instruction the run resumed at is not checked before it runs: the
+        last stop may have been before that very access."""
         watch = self.watchpoint_unit
+        first = True
         while True:
+            if watch.stops_before_access and not (first and self.pc == resumed_at) \
+                    and watch.touched_before(self._accesses_here()):
+                return self._arrived(self._watch_stop)
+            first = False
             stop = self._step()
             if stop is not self.plain_step:
                 return self._arrived(stop)

@@ -38,6 +38,27 @@ class SteppedWatchpoints:
         self._watchpoints: list[HardwareWatchpoint] = []
         self.armed = False
         self._hit: HardwareWatchpoint | None = None
+        self.stops_before_access = False  # see stop_before_accesses
+
+    def stop_before_accesses(self) -> bool:
+        """From now on a run stops *before* an instruction whose decoded
+        access a watchpoint covers, as aarch64's own watchpoints trap: gdb,
+        which knows aarch64's watchpoints as non-steppable, steps over that
+        instruction itself and would otherwise see one instruction too many.
+        True: honoured."""
+        self.stops_before_access = True
+        return True
+
+    def touched_before(self, accesses: Sequence[Access]) -> bool:
+        """Before a step (stops_before_access): the first watchpoint the
+        instruction's decoded ``accesses`` would touch becomes the hit."""
+        for watchpoint in self._watchpoints:
+            touched = [a for a in accesses if a.overlaps(watchpoint.address, watchpoint.length)]
+            if (any(a.write for a in touched) and watchpoint.access != "read") or \
+                    (any(a.read for a in touched) and watchpoint.access != "write"):
+                self._hit = watchpoint
+                return True
+        return False
 
     @property
     def watchpoints(self) -> tuple[HardwareWatchpoint, ...]:

@@ -38,6 +38,10 @@ class LiveTarget:
         # at for gdb's Ctrl-C or its going away: the one of the qRcmd under way.
         self._monitor_interrupted: Interrupted = _never
         self.attached = Capability.ATTACH in session.capabilities
+        # gdb steps over an aarch64 watchpoint's instruction itself (its
+        # watchpoints trap before the access): a stop after it would show
+        # the instruction after the next.
+        session.watch_stops_before_access()
         self._stop = self._stop_of(session.stop_reason)
         self._snapshot: Snapshot | None = None
 
@@ -131,9 +135,18 @@ class LiveTarget:
         if self.session.alive:
             self.session.remove_breakpoint(addr)
 
-    # x86 debug registers watch writes or any access, never reads alone
-    # (gdbserver answers Z3 as unsupported on x86-64 too).
-    watch_accesses = frozenset({"write", "access"})
+    @property
+    def arch(self):
+        return self.session.arch
+
+    @property
+    def watch_accesses(self) -> frozenset[str]:
+        # x86's debug registers watch writes or any access, never reads alone
+        # (gdbserver answers Z3 as unsupported on x86-64 too); a qemu guest's
+        # stepped watchpoints see each load, so gdb's rwatch is offered there.
+        if self.session.arch.name == "aarch64":
+            return frozenset({"write", "read", "access"})
+        return frozenset({"write", "access"})
 
     def add_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:
         """False (gdb is told E01) when the debug registers cannot take it:

@@ -79,7 +79,7 @@ def run(target, command: str) -> str:
 def _where(target) -> str:
     session = target.session
     registers = target.registers() or {}
-    pc = registers.get("rip")
+    pc = registers.get(target.arch.pc_register)
     if pc is None:
         return f"step {session.position}" if session.position_exact else "the process is gone"
     symbol = session.symbolize(pc)

@@ -1,12 +1,16 @@
-"""x86-64 registers as gdb numbers them, and the target description we
-send (qXfer:features:read:target.xml).
+"""Registers as gdb numbers them, and the target description we send
+(qXfer:features:read:target.xml), per architecture.
 
-The layout follows gdb's own amd64-linux description (features/i386/
+x86-64 follows gdb's own amd64-linux description (features/i386/
 64bit-core.xml, 64bit-sse.xml, 64bit-linux.xml, 64bit-segments.xml): gdb
 validates a description against its i386 core feature, which must name the
 x87 registers too, so they are described even though a recording holds only
 the general registers (user_regs_struct). Registers we do not have are sent
 as "unavailable" (x bytes), which gdb shows as <unavailable>.
+
+aarch64 follows features/aarch64-core.xml (x0-x30, sp, pc, cpsr: the
+NT_PRSTATUS block, pstate as cpsr); the FP/SIMD feature is optional for gdb
+and left out, as qemu's and our targets hold no vector registers.
 """
 
 from __future__ import annotations
@@ -53,10 +57,6 @@ SSE = tuple(GdbRegister(len(CORE) + i, f"xmm{i}", 128, "vec128") for i in range(
 LINUX = (GdbRegister(len(CORE) + len(SSE), "orig_rax", 64, "int", source="orig_rax"),)
 SEGMENTS = (GdbRegister(LINUX[0].number + 1, "fs_base", 64, "int", source="fs_base"),
             GdbRegister(LINUX[0].number + 2, "gs_base", 64, "int", source="gs_base"))
-REGISTERS = CORE + SSE + LINUX + SEGMENTS
-BY_NUMBER = {r.number: r for r in REGISTERS}
-BY_NAME = {r.name: r for r in REGISTERS}
-PC, SP, FP = BY_NAME["rip"].number, BY_NAME["rsp"].number, BY_NAME["rbp"].number
 
 _EFLAGS_FIELDS = (("CF", 0), ("", 1), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9),
                   ("DF", 10), ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19),
@@ -75,7 +75,7 @@ def _flags_xml(name: str, size: int, fields) -> str:
     return f'    <flags id="{name}" size="{size}">\n{body}    </flags>\n'
 
 
-def target_xml() -> str:
+def _x86_64_xml() -> str:
     vectors = (
         '    <vector id="v8bf16" type="bfloat16" count="8"/>\n'
         '    <vector id="v4f" type="ieee_single" count="4"/>\n'
@@ -117,7 +117,50 @@ def target_xml() -> str:
         '</target>\n')
 
 
-TARGET_XML = target_xml().encode()
+_CPSR_FIELDS = (("SP", 0), ("EL0", 2), ("nRW", 4), ("F", 6), ("I", 7), ("A", 8), ("D", 9), ("BTYPE0", 10),
+                ("BTYPE1", 11), ("SSBS", 12), ("IL", 20), ("SS", 21), ("PAN", 22), ("UAO", 23), ("DIT", 24),
+                ("TCO", 25), ("V", 28), ("C", 29), ("Z", 30), ("N", 31))
+
+
+def _aarch64_core() -> tuple[GdbRegister, ...]:
+    out = [GdbRegister(i, f"x{i}", 64, "int", source=f"x{i}") for i in range(31)]
+    out.append(GdbRegister(31, "sp", 64, "data_ptr", source="sp"))
+    out.append(GdbRegister(32, "pc", 64, "code_ptr", source="pc"))
+    out.append(GdbRegister(33, "cpsr", 32, "cpsr_flags", source="pstate"))
+    return tuple(out)
+
+
+AARCH64_CORE = _aarch64_core()
+
+
+def _aarch64_xml() -> str:
+    return (
+        '<?xml version="1.0"?>\n'
+        '<!DOCTYPE target SYSTEM "gdb-target.dtd">\n'
+        '<target version="1.0">\n'
+        '  <architecture>aarch64</architecture>\n'
+        '  <osabi>GNU/Linux</osabi>\n'
+        '  <feature name="org.gnu.gdb.aarch64.core">\n'
+        + _flags_xml("cpsr_flags", 4, _CPSR_FIELDS)
+        + "".join(_reg_xml(r) for r in AARCH64_CORE)
+        + '  </feature>\n'
+        '</target>\n')
+
+
+class RegisterSet:
+    """One architecture's registers as gdb numbers them: the description,
+    the g packet's order, and the three gdb asks for first at a stop."""
+
+    def __init__(self, registers: tuple[GdbRegister, ...], xml: str, *, pc: str, sp: str, fp: str) -> None:
+        self.registers = registers
+        self.by_number = {r.number: r for r in registers}
+        self.by_name = {r.name: r for r in registers}
+        self.target_xml = xml.encode()
+        self.pc_source = self.by_name[pc].source  # the decoded registers' name for it
+        self.expedited = tuple(self.by_name[name].number for name in (fp, sp, pc))
+
+    def encode_all(self, values: Mapping[str, int] | None) -> bytes:
+        return b"".join(encode_register(r, values) for r in self.registers)
 
 
 def encode_register(reg: GdbRegister, values: Mapping[str, int] | None) -> bytes:
@@ -129,5 +172,11 @@ def encode_register(reg: GdbRegister, values: Mapping[str, int] | None) -> bytes
     return value.to_bytes(reg.size, "little").hex().encode()
 
 
-def encode_all(values: Mapping[str, int] | None) -> bytes:
-    return b"".join(encode_register(r, values) for r in REGISTERS)
+X86_64 = RegisterSet(CORE + SSE + LINUX + SEGMENTS, _x86_64_xml(), pc="rip", sp="rsp", fp="rbp")
+AARCH64 = RegisterSet(AARCH64_CORE, _aarch64_xml(), pc="pc", sp="sp", fp="x29")
+_BY_ARCH = {"x86_64": X86_64, "aarch64": AARCH64}
+
+
+def register_set(arch_name: str) -> RegisterSet:
+    """The set for a loaderdbg arch name (ArchTables.name)."""
+    return _BY_ARCH[arch_name]

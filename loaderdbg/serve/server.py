@@ -53,6 +53,7 @@ class _OpenFile:
 class GdbServer:
     def __init__(self, target: ServedTarget, *, log: Callable[[str], None] | None = None) -> None:
         self.target = target
+        self.registers = regs.register_set(target.arch.name)
         self.no_ack = False
         self.finished = False  # the client detached or killed: the connection ends
         self.multiprocess = False
@@ -61,8 +62,8 @@ class GdbServer:
         self._interrupted: Callable[[], bool] = lambda: False
         self._software: set[int] = set()  # Z0 addresses
         self._hardware: set[int] = set()  # Z1 addresses
-        self._write_watches: set[int] = set()  # Z2 addresses
-        self._access_watches: set[int] = set()  # Z4 addresses
+        # Watched addresses by what gdb inserted there: Z2 write, Z3 read, Z4 access.
+        self._watches: dict[str, set[int]] = {access: set() for access in WATCH_KINDS.values()}
         self._log = log or (lambda line: print(f"loaderdbg serve: {line}", file=sys.stderr))
 
     # -- entry point ------------------------------------------------------------
@@ -89,10 +90,10 @@ class GdbServer:
         if first == b"?":
             return self.stop_reply(self.target.stop)
         if first == b"g":
-            return regs.encode_all(self.target.registers())
+            return self.registers.encode_all(self.target.registers())
         if first == b"p":
             number = parse_hex_int(rest)
-            reg = regs.BY_NUMBER.get(number)
+            reg = self.registers.by_number.get(number)
             return regs.encode_register(reg, self.target.registers()) if reg else ERROR
         if first in b"GPMX":
             return ERROR  # a recording cannot diverge from what happened; live writes are not offered
@@ -145,21 +146,29 @@ class GdbServer:
         values = self.target.registers()
         if values is not None:
             # The registers gdb asks for first at every stop, sent along.
-            for number in (regs.FP, regs.SP, regs.PC):
-                out += b"%02x:%s;" % (number, regs.encode_register(regs.BY_NUMBER[number], values))
+            for number in self.registers.expedited:
+                out += b"%02x:%s;" % (number, regs.encode_register(self.registers.by_number[number], values))
         out += b"thread:" + self.thread_id() + b";"
         if stop.swbreak or stop.hwbreak:
             # The target knows a breakpoint was hit; gdb said which kind it inserted.
-            pc = values.get("rip") if values is not None else None
+            pc = values.get(self.registers.pc_source) if values is not None else None
             hardware = stop.hwbreak or (pc in self._hardware and pc not in self._software)
             out += b"hwbreak:;" if hardware else b"swbreak:;"
         if stop.watch is not None:
             # gdb said which kind it inserted there (as for hwbreak:).
-            access = stop.watch in self._access_watches and stop.watch not in self._write_watches
-            out += (b"awatch:%x;" if access else b"watch:%x;") % stop.watch
+            out += b"%s:%x;" % (self._watch_word(stop.watch), stop.watch)
         if stop.no_history is not None:
             out += b"replaylog:" + stop.no_history.encode() + b";"
         return out
+
+    def _watch_word(self, addr: int) -> bytes:
+        """The stop reply's word for a watchpoint hit at addr, by the kind
+        gdb inserted there (a write watch when it inserted several)."""
+        if addr in self._watches["access"] and addr not in self._watches["write"]:
+            return b"awatch"
+        if addr in self._watches["read"] and addr not in self._watches["write"]:
+            return b"rwatch"
+        return b"watch"
 
     def _resume(self, step: bool, reverse: bool, interrupted) -> bytes:
         return self.stop_reply(self.target.resume(step, reverse, interrupted))
@@ -205,7 +214,7 @@ class GdbServer:
             return EMPTY  # unsupported: a recording indexes writes only, x86 cannot watch reads alone
         if insert and not (0 < size <= MAX_WATCHED and addr + size <= ADDRESS_END):
             return ERROR
-        watches = self._access_watches if access == "access" else self._write_watches
+        watches = self._watches[access]
         if insert:
             if not target.add_watchpoint(addr, size, access):
                 return ERROR
@@ -310,7 +319,7 @@ class GdbServer:
         if obj == b"features":
             if annex != b"target.xml":
                 return b"E00"
-            data = regs.TARGET_XML
+            data = self.registers.target_xml
         elif obj == b"auxv":
             data = self.target.auxv()
         elif obj == b"exec-file":

@@ -65,6 +65,9 @@ class ServedTarget(Protocol):
 
     watch_accesses: frozenset[str]  # which of "write", "read", "access" it can watch
 
+    @property
+    def arch(self): ...  # the program's ArchTables: which registers gdb is told of
+
     def add_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:
         """False: it cannot be set (gdb is told E01)."""
 

@@ -73,9 +73,24 @@ def test_target_xml_and_registers_agree(server, target):
     assert [d[2] for d in described] == list(range(len(described)))
     g = server.handle(b"g")
     assert len(g) == 2 * sum(bits // 8 for _, bits, _ in described)
-    rip = int.from_bytes(hex_to_bytes(server.handle(b"p%x" % regs.PC)), "little")
+    rip = int.from_bytes(hex_to_bytes(server.handle(b"p%x" % regs.X86_64.by_name["rip"].number)), "little")
     assert rip == target.registers()["rip"]
-    assert server.handle(b"p%x" % regs.BY_NAME["st0"].number) == b"xx" * 10  # not recorded: unavailable
+    assert server.handle(b"p%x" % regs.X86_64.by_name["st0"].number) == b"xx" * 10  # not recorded: unavailable
+
+
+def test_aarch64_description_is_gdbs_core_feature_in_the_g_packets_order():
+    """aarch64-core.xml's registers, numbered as the g packet carries them,
+    from the decoded user_pt_regs (pstate as cpsr)."""
+    described = ET.fromstring(regs.AARCH64.target_xml)
+    assert described.find("architecture").text == "aarch64"
+    assert [f.get("name") for f in described.iter("feature")] == ["org.gnu.gdb.aarch64.core"]
+    names = [(r.get("name"), int(r.get("bitsize")), int(r.get("regnum"))) for r in described.iter("reg")]
+    assert names == [*((f"x{i}", 64, i) for i in range(31)), ("sp", 64, 31), ("pc", 64, 32), ("cpsr", 32, 33)]
+    values = {**{f"x{i}": i for i in range(31)}, "sp": 0x7FF0, "pc": 0x5500001324, "pstate": 0x60000000}
+    g = regs.AARCH64.encode_all(values)
+    assert len(g) == 2 * (33 * 8 + 4)
+    assert hex_to_bytes(g[-8:]) == (0x60000000).to_bytes(4, "little")
+    assert int.from_bytes(hex_to_bytes(g[32 * 16:33 * 16]), "little") == 0x5500001324
 
 
 def test_memory_reads_and_refused_writes(server, target):
