@@ -226,7 +226,7 @@ class GuestRecorder(Recorder):
             if kind == SYSCALL:
                 self._guest_syscall_step(plan)
                 continue
-            stop = qemu.step()
+            stop = self._atomic_sequence(pc) if kind == ATOMIC_SEQUENCE else qemu.step()
             if stop is not qemu.plain_step:
                 self._guest_stop(stop, plan)
                 continue
@@ -259,6 +259,26 @@ class GuestRecorder(Recorder):
             self.decoder.zva_block = block
             self.plans.clear()
             self.code_pages.clear()
+
+    def _atomic_sequence(self, pc: int) -> Stop:
+        """Step the load-exclusive at pc, with the sequence it starts, as
+        one step: run to its exits (capture_aarch64.sequence_exits; the
+        next instruction when it starts none) through stub breakpoints.
+        Not the qemu target's step, whose sequence rule (gdb's) can step a
+        musl lock loop for ever or run past an exit it misplaced."""
+        qemu = self.qemu
+        exits = self.decoder.sequence_exits(lambda addr: self.reader.read(addr, 4), pc) or (pc + 4,)
+        for addr in exits:
+            qemu.insert_breakpoint(addr)
+        try:
+            stop = qemu.resume(syscalls=False)
+        finally:
+            if qemu.alive:
+                for addr in exits:
+                    qemu.remove_breakpoint(addr)
+        if stop.kind is StopKind.BREAKPOINT and qemu.pc in exits:
+            return qemu.plain_step
+        return stop
 
     def _guest_syscall_step(self, plan) -> None:
         regs = self.regs

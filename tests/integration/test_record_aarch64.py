@@ -37,6 +37,7 @@ DEMO_O0 = FIXTURES / "aarch64-glibc-O0" / "libexecsolib.so"
 MUSL_DEMO = FIXTURES / "aarch64-musl-O2" / "libexecsolib.so"
 BUG = FIXTURES / "aarch64-handoffbug" / "libexecsolib.so"
 HELLO = ROOT / "build" / "fixtures" / "zoo" / "aarch64-hello"
+HELLO_MUSL = ROOT / "build" / "fixtures" / "zoo" / "aarch64-hello-musl"
 LD_SO = Path(DEFAULT_SYSROOT) / "lib" / "ld-linux-aarch64.so.1"
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
 CROSS_CHECK_STEPS = 3000
@@ -73,6 +74,15 @@ def bug(tmp_path_factory) -> Path:
     made = loaderdbg("record", "-o", str(path), str(BUG))
     assert made.returncode == 0, made.stderr
     assert "SIGSEGV at pc 0x0" in made.stderr and "WARNING" not in made.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def hello_musl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("aarch64") / "hello-musl.ldbg"
+    made = loaderdbg("record", "-o", str(path), str(HELLO_MUSL))
+    assert made.returncode == 0, made.stderr
+    assert "exited with status 0" in made.stderr and "WARNING" not in made.stderr
     return path
 
 
@@ -173,6 +183,24 @@ def test_live_equals_replay_at_main(hello):
     with ReplaySession(str(hello)) as replay:
         rows = replay.recording.threads_data(replay.last_step)
         assert rows[0]["tls_base"] == int(live_shown["threads"][0]["fs_base"], 16) != 0
+
+
+def test_musl_program_recorded_through_its_lock_loops(hello_musl):
+    """musl's a_cas loops (stlxr before ldaxr, a cbz back) run as one step
+    each: stepped, the store-exclusive fails for ever; with the exit gdb's
+    rule names, the run went on to the program's end unrecorded."""
+    check_recording(hello_musl)
+    with ReplaySession(str(hello_musl)) as replay:
+        milestones = [e.name for e in replay.events() if e.kind == "milestone"]
+        assert milestones[-3:] == ["at-entry", "main", "exit"]
+        names = [row["name"] for row in replay.recording.syscalls()]
+        assert names[-2:] == ["writev", "exit_group"]
+    live = loaderdbg("inspect", "--json", "--at", "main", str(HELLO_MUSL))
+    assert live.returncode == 0, live.stderr
+    replayed = loaderdbg("inspect", "--json", "--at", "main", "--replay", str(hello_musl))
+    assert replayed.returncode == 0, replayed.stderr
+    assert comparable(json.loads(live.stdout), registers=False) == \
+        comparable(json.loads(replayed.stdout), registers=False)
 
 
 def test_explain_names_the_clobbering_instruction(bug):

@@ -147,3 +147,34 @@ def test_atomic_sequence_starts_agree_with_the_qemu_target(encoding):
     word = int.from_bytes(bytes.fromhex(encoding), "little")
     starts = load_store_exclusive(word) and bool(word & (1 << 22))
     assert (DECODER.plan(bytes.fromhex(encoding), PC).kind == ATOMIC_SEQUENCE) == starts
+
+
+def _reader(base: int, code: str):
+    data = bytes.fromhex(code)
+    return lambda addr: data[addr - base:addr - base + 4] if 0 <= addr - base <= len(data) - 4 else None
+
+
+# musl's pthread_mutex_lock (aarch64-hello-musl's libc.so): a_cas rotated so
+# that its stlxr (+0x18) comes before the ldaxr (+0x20), a cbz back to it.
+MUSL_LOCK = ("010040b93f0c40f22101005401100091030280520300001423fc0288c200003422fc5f88a2ffff34"
+             "bf3b03d5010080d20800001400008052c0035fd61f2003d5")
+# musl's next lock: a cbz back to an stlxr at -8, and, past an unconditional
+# b, another ldaxr/b.eq/stlxr loop.
+MUSL_LOCK2 = ("0300001461fe00884003003460fe5f88a0ffff34bf3b03d5400080520300001460fe0188a1000034"
+              "61fe5f883f04007180ffff54bf3b03d5540080521f2003d5e00313aa2300805242008052010080d2"
+              "82f9ff970300001474fe0288a2000034")
+# glibc's shape: ldaxr; cmp; b.ne out; stlxr; cbnz back to the ldaxr.
+GLIBC_CAS = "20fc5f881f00026b6100005424fc038883ffff35c0035fd6"
+
+
+def test_atomic_sequence_exits_follow_the_branches():
+    decoder = Aarch64Decoder()
+    base = 0x550288c880
+    # ldaxr at +0x20: after the stlxr (+0x1c), or the cbz's fall-through (+0x28), which reaches none.
+    assert decoder.sequence_exits(_reader(base, MUSL_LOCK), base + 0x20) == (base + 0x1c, base + 0x28)
+    base = 0x550288b288
+    assert decoder.sequence_exits(_reader(base, MUSL_LOCK2), base + 0xc) == (base + 0x8, base + 0x24, base + 0x34)
+    # gdb's rule gives the same two exits here: after the stlxr, the b.ne's target.
+    assert decoder.sequence_exits(_reader(0x1000, GLIBC_CAS), 0x1000) == (0x1010, 0x1014)
+    # A load-exclusive with no store after it (within reach) starts nothing.
+    assert decoder.sequence_exits(_reader(0x1000, "41fcdfc8" + "1f2003d5" * 20), 0x1000) == ()
