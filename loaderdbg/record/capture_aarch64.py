@@ -24,10 +24,11 @@ rounded down to it.
 
 Two kinds of step are not one instruction's stores: ``svc`` (SYSCALL: the
 kernel's writes are found by record/capture.syscall_writes or a diff, as on
-x86), and a load-exclusive (ATOMIC_SEQUENCE): qemu's target runs a whole
-ldaxr … stlxr sequence as one step, by gdb's rule (process/qemu_target.py),
-so when the step ends anywhere but the next instruction, the stores inside
-it are found by comparing writable memory. Instructions we cannot address
+x86), and a load-exclusive (ATOMIC_SEQUENCE): the whole ldaxr … stlxr
+sequence it starts is one step (``sequence_exits`` says where it ends; a
+stepped one would fail its store-exclusive for ever), so when the step ends
+anywhere but the next instruction, the stores inside it are found by
+comparing writable memory. Instructions we cannot address
 (ST64B, the MTE tag stores, dc gva/gzva) are COMPLEX.
 
 Nothing here does I/O: ``plan(code, address)`` and ``store_ranges(plan,
@@ -148,9 +149,9 @@ for _stem, _returns in _ATOMIC_STEMS.items():
             if _stem == "casp" and _suffix:
                 continue
             _ATOMICS[_stem + _order + _suffix] = (_returns, _size)
-# The loads of the load/store-exclusive class (binutils' ldstexcl, L set):
-# where qemu's target (process/qemu_target.load_store_exclusive) may start
-# an atomic sequence it steps as one.
+# The loads of the load/store-exclusive class (binutils' ldstexcl, L set,
+# as process/qemu_target.load_store_exclusive tells them): where an atomic
+# sequence may start.
 SEQUENCE_LOADS = frozenset({"ldxr", "ldxrb", "ldxrh", "ldxp", "ldaxr", "ldaxrb", "ldaxrh", "ldaxp",
                             "ldar", "ldarb", "ldarh", "ldlar", "ldlarb", "ldlarh"})
 # Stores we cannot size or address from general registers.

@@ -15,8 +15,10 @@ the milestone tracker, the syscall rows. What differs:
   before it, x0 the result after it; what the syscall wrote (qemu does the
   kernel's work in the guest's memory) is found as on x86
   (capture.syscall_writes, or a diff of writable memory);
-- qemu's stub runs an atomic sequence (load-exclusive … store-exclusive) as
-  one step: such a step's stores are found by a diff of writable memory;
+- an atomic sequence (load-exclusive … store-exclusive) is one step, run
+  to its exits through stub breakpoints (a stepped one would fail its
+  store-exclusive for ever); its stores are found by a diff of writable
+  memory;
 - memory and maps are the guest's: /proc/<qemu>/mem at the guest's own
   addresses (no guest base), maps from the stub target (qemu's own mappings
   left out); thread status from /proc/<qemu>/task for the stub's threads;
