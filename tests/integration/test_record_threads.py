@@ -100,6 +100,18 @@ def test_the_schedule_switches_at_syscalls_and_every_chunk(ctor_replay):
         if start - 1 in syscall_steps:
             at_syscall += 1
     assert at_chunk > 0 and at_syscall > 0
+    # A turn that ended in a syscall that blocked (a join, a sleep): the
+    # thread's next turn begins with that syscall's step, at the pc it was
+    # left at.
+    turns = runs(recording)
+    blocked = [(start, end, tid) for start, end, tid in turns[:-1]
+               if end % chunk and end - 1 not in syscall_steps]
+    assert blocked
+    for _, end, tid in blocked:
+        later = next(start for start, _, who in turns if start >= end and who == tid)
+        assert later in syscall_steps
+        assert word(recording.thread_registers(end)[tid], RIP) == word(recording.regs_at(later), RIP)
+        assert recording.regs_at(later) == recording.thread_registers(end)[tid]
 
 
 def test_registers_at_a_step_are_the_stepping_threads(ctor_replay):
