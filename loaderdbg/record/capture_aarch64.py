@@ -41,11 +41,11 @@ import capstone
 from capstone import arm64 as cs_arm64
 
 from loaderdbg.arch.aarch64 import USER_REGS_FIELDS
-from loaderdbg.record.capture import COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Plan
+from loaderdbg.record.capture import COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Plan, syscall_writes
 
 __all__ = ["ATOMIC_SEQUENCE", "COMPLEX", "INT3", "PLAIN", "SYSCALL", "WRITES", "Aarch64Decoder", "Plan",
            "ZVA_BLOCK", "zva_block", "full_register", "register_bit", "rule_address", "store_ranges", "HANDOFF_ZEROED",
-           "VALUE_MOVES", "VALUE_STORES"]
+           "VALUE_MOVES", "VALUE_STORES", "guest_syscall_writes"]
 
 MASK64 = (1 << 64) - 1
 MASK32 = 0xFFFF_FFFF
@@ -157,6 +157,33 @@ SEQUENCE_LOADS = frozenset({"ldxr", "ldxrb", "ldxrh", "ldxp", "ldaxr", "ldaxrb",
 # Stores we cannot size or address from general registers.
 _COMPLEX_MNEMONICS = frozenset({"st64b", "st64bv", "st64bv0", "stg", "stzg", "st2g", "stz2g", "stgp",
                                 "stgm", "stzgm"})
+
+
+# Syscall outputs whose layout differs from x86-64's (capture.SYSCALL_OUTPUTS):
+# arm64's struct stat is 128 bytes (x86-64: 144), its struct epoll_event 16
+# (x86-64 packs it in 12). name -> (pointer argument, bytes, per returned item).
+_AARCH64_OUTPUTS = {"fstat": (1, 128, False), "newfstatat": (2, 128, False),
+                    "epoll_pwait": (1, 16, True), "epoll_pwait2": (1, 16, True)}
+# Syscalls that write guest memory under qemu-user and not under a kernel:
+# qemu's brk zeroes the bytes it adds up to the end of the last page.
+_QEMU_WRITERS = frozenset({"brk"})
+
+
+def guest_syscall_writes(name: str, args: tuple[int, ...], result: int,
+                         read_memory) -> list[tuple[int, int]] | None:
+    """capture.syscall_writes for an aarch64 guest of qemu-user: [(address,
+    size)] the syscall wrote, None when all writable memory must be compared."""
+    if name in _QEMU_WRITERS:
+        return None
+    layout = _AARCH64_OUTPUTS.get(name)
+    if layout is None:
+        return syscall_writes(name, args, result, read_memory)
+    if result < 0:
+        return []
+    argument, size, per_item = layout
+    if per_item:
+        return [(args[argument], size * result)] if result else []
+    return [(args[argument], size)]
 
 
 # The stores of the load/store-exclusive class (L clear): where an atomic

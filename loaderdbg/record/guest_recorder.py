@@ -41,8 +41,8 @@ from loaderdbg.process.qemu_target import QemuTarget
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.record.capture_aarch64 import (
-    ALL_REGISTERS, ATOMIC_SEQUENCE, COMPLEX, SYSCALL, WRITES, Aarch64Decoder, full_register, store_ranges,
-    zva_block,
+    ALL_REGISTERS, ATOMIC_SEQUENCE, COMPLEX, SYSCALL, WRITES, Aarch64Decoder, full_register,
+    guest_syscall_writes, store_ranges, zva_block,
 )
 from loaderdbg.record.format import WRITE_INSN, WRITE_KERNEL
 from loaderdbg.record.recorder import (
@@ -166,6 +166,9 @@ class GuestRecorder(Recorder):
 
     def make_decoder(self, xsave_size: int) -> Aarch64Decoder:
         return Aarch64Decoder()
+
+    def kernel_writes(self, name: str, args: tuple[int, ...], result: int) -> list[tuple[int, int]] | None:
+        return guest_syscall_writes(name, args, result, self.reader.read)
 
     def _fetch_regs(self) -> bytes:
         return self.qemu.registers_raw()

@@ -553,6 +553,11 @@ class Recorder:
         """The instruction -> write Plan decoder of the recorded arch."""
         return Decoder(xsave_size)
 
+    def kernel_writes(self, name: str, args: tuple[int, ...], result: int) -> list[tuple[int, int]] | None:
+        """[(address, size)] a syscall that returned ``result`` wrote; None
+        when unknown (all writable memory is compared)."""
+        return syscall_writes(name, args, result, self.reader.read)
+
     def _new_chunk(self, start: int) -> _Chunk:
         chunk = _Chunk(start, self.regs)
         chunk.pcs.add(self._word(self.regs, self.pc_offset))
@@ -928,7 +933,7 @@ class Recorder:
         if name in ("mmap", "mremap") and not -4095 <= result < 0:
             length = args[1] if name == "mmap" else args[2]
             explicit.append((result, length))
-        writes = syscall_writes(name, args, result, self.reader.read)
+        writes = self.kernel_writes(name, args, result)
         self._resync_maps(t, explicit, syscall=name)
         if writes is None:
             self._diff_writable(t, WRITE_KERNEL)

@@ -178,3 +178,18 @@ def test_atomic_sequence_exits_follow_the_branches():
     assert decoder.sequence_exits(_reader(0x1000, GLIBC_CAS), 0x1000) == (0x1010, 0x1014)
     # A load-exclusive with no store after it (within reach) starts nothing.
     assert decoder.sequence_exits(_reader(0x1000, "41fcdfc8" + "1f2003d5" * 20), 0x1000) == ()
+
+
+def test_guest_syscall_writes_use_arm64_layouts():
+    from loaderdbg.record.capture_aarch64 import guest_syscall_writes
+
+    def never(addr, size):
+        raise AssertionError("no memory read needed")
+
+    assert guest_syscall_writes("newfstatat", (3, 0x1000, 0x2000, 0), 0, never) == [(0x2000, 128)]
+    assert guest_syscall_writes("fstat", (3, 0x2000), 0, never) == [(0x2000, 128)]
+    assert guest_syscall_writes("fstat", (3, 0x2000), -9, never) == []
+    assert guest_syscall_writes("epoll_pwait", (3, 0x3000, 8, -1, 0, 8), 2, never) == [(0x3000, 32)]
+    assert guest_syscall_writes("epoll_pwait", (3, 0x3000, 8, -1, 0, 8), 0, never) == []
+    assert guest_syscall_writes("brk", (0x5000, 0, 0, 0, 0, 0), 0x5000, never) is None  # qemu zeroes
+    assert guest_syscall_writes("read", (0, 0x4000, 100), 10, never) == [(0x4000, 10)]  # as on x86
