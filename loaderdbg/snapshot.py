@@ -9,6 +9,8 @@ and everything else is decoded here, the same way for both.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -302,7 +304,38 @@ def _any_overlap(written: list[tuple[int, int]], starts: list[int], ends: list[i
     return False
 
 
+# A big program's first snapshot makes several hundred thousand objects
+# that all live on (every object's symbols and relocations, their states):
+# none is garbage, yet the cyclic collector walked them again and again as
+# they were made, half of gdb's snapshot (issue 19). It is paused while a
+# snapshot is built, from whichever thread, and back as it was after the
+# last one ends (reference counting frees everything else meanwhile).
+_COLLECTOR_LOCK = threading.Lock()
+_COLLECTOR_PAUSE = {"depth": 0, "was_enabled": False}
+
+
+@contextlib.contextmanager
+def collector_paused():
+    with _COLLECTOR_LOCK:
+        if _COLLECTOR_PAUSE["depth"] == 0:
+            _COLLECTOR_PAUSE["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _COLLECTOR_PAUSE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _COLLECTOR_LOCK:
+            _COLLECTOR_PAUSE["depth"] -= 1
+            if _COLLECTOR_PAUSE["depth"] == 0 and _COLLECTOR_PAUSE["was_enabled"]:
+                gc.enable()
+
+
 def build_snapshot(source: StateSource) -> Snapshot:
+    with collector_paused():
+        return _build_snapshot(source)
+
+
+def _build_snapshot(source: StateSource) -> Snapshot:
     raw = source.registers_raw()
     registers = decode_registers(raw, source.arch) if raw is not None else None
     memory = _Reader(source)
