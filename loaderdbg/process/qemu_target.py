@@ -57,6 +57,7 @@ import time
 import weakref
 
 from loaderdbg.arch import ArchTables, get_arch
+from loaderdbg.decode.aarch64_sequences import atomic_sequence_exits
 from loaderdbg.decode.aarch64_access import Access, memory_accesses
 from loaderdbg.decode.disasm import disassemble_one
 from loaderdbg.decode.registers import decode_registers
@@ -75,14 +76,6 @@ DEFAULT_SYSROOT = "/usr/aarch64-linux-gnu"
 EM_AARCH64 = 183
 SVC_0 = (0xD4000001).to_bytes(4, "little")
 _BRK_MASK, _BRK_BITS = 0xFFE0001F, 0xD4200000  # brk #imm
-# The load/store exclusive group (bits 29–24 001000) as binutils classes it
-# (ldstexcl: LDXR/STXR and pairs, LDAXR/STLXR, LDAR/STLR, LDLAR/STLLR) and
-# as gdb's atomic-sequence rule uses it; bit 22 (L) tells a load from a store.
-_EXCLUSIVE_GROUP_SHIFT, _EXCLUSIVE_GROUP = 24, 0x08
-_EXCLUSIVE_LOAD = 1 << 22
-_BCOND_MASK, _BCOND_BITS = 0xFF000010, 0x54000000  # b.cond label
-# How far gdb looks for the store that closes an atomic sequence.
-_ATOMIC_SEQUENCE_LENGTH = 16
 # The stub's core block: x0–x30, sp, pc (8 bytes each), then cpsr (4).
 _G_WORDS = 33
 _G_SIZE = _G_WORDS * 8 + 4
@@ -132,16 +125,6 @@ def user_regs_to_gdb_registers(raw: bytes) -> bytes:
     if len(raw) != AARCH64.user_regs_size:
         raise ValueError(f"user_pt_regs is {AARCH64.user_regs_size} bytes, got {len(raw)}")
     return raw[:_G_SIZE]
-
-
-def load_store_exclusive(insn: int) -> bool:
-    """Whether an A64 instruction word is in binutils' ldstexcl class: the
-    load/store exclusive group less the CAS family (lse_atomic: o1 set with
-    o2 set, or with size bit 31 clear for CASP)."""
-    if (insn >> _EXCLUSIVE_GROUP_SHIFT) & 0x3F != _EXCLUSIVE_GROUP:
-        return False
-    compare_and_swap = (insn >> 21) & 1 and ((insn >> 23) & 1 or not (insn >> 31) & 1)
-    return not compare_and_swap
 
 
 class _QemuProcess:
@@ -717,41 +700,15 @@ class QemuTarget:
         return AARCH64.syscall_names.get(number) not in _NO_RETURN_SYSCALLS
 
     def _atomic_sequence_exits(self, pc: int, code: bytes | None) -> tuple[int, ...]:
-        """Where an atomic sequence starting at pc ends, if it starts here.
-
-        A step between a load-exclusive and its store-exclusive clears the
-        exclusive monitor (qemu, like a kernel, clears it on every trap),
-        so the store always fails and a stepped ldaxr/stxr loop never ends.
-        Like gdb (aarch64_deal_with_atomic_sequence), run the sequence as
-        one step: from a load-exclusive, up to 16 instructions to the
-        closing store-exclusive; the step ends after it, or at the target
-        of the one b.cond that leaves the sequence. () when pc does not
-        start a sequence gdb would recognize. gdb's rule, instruction
-        classes included (an LDAR ... STLR pair is one step too), keeps
-        step N the same instruction as gdb's stepi N."""
+        """Where an atomic sequence starting at pc ends, if it starts here
+        (decode/aarch64_sequences.py: the branches followed, as the aarch64
+        recorder steps it too). A step between a load-exclusive and its
+        store-exclusive clears the exclusive monitor (qemu, like a kernel,
+        clears it on every trap), so the store always fails and a stepped
+        ldaxr/stxr loop never ends: the sequence is one step, as in gdb."""
         if code is None:
             return ()
-        insn = int.from_bytes(code, "little")
-        if not load_store_exclusive(insn) or not insn & _EXCLUSIVE_LOAD:
-            return ()
-        body = self.read_memory(pc + 4, 4 * _ATOMIC_SEQUENCE_LENGTH)
-        if body is None:
-            return ()
-        branch_target = None
-        for index in range(_ATOMIC_SEQUENCE_LENGTH):
-            addr = pc + 4 + 4 * index
-            insn = int.from_bytes(body[4 * index:4 * index + 4], "little")
-            if insn & _BCOND_MASK == _BCOND_BITS:
-                if branch_target is not None:
-                    return ()  # two branches: gdb steps instruction by instruction
-                offset = (insn >> 5) & 0x7FFFF
-                branch_target = addr + ((offset - (1 << 19) if offset & (1 << 18) else offset) << 2)
-            if load_store_exclusive(insn) and not insn & _EXCLUSIVE_LOAD:
-                after = addr + 4
-                if branch_target is None or branch_target == after or pc <= branch_target <= addr:
-                    return (after,)
-                return (after, branch_target)
-        return ()
+        return atomic_sequence_exits(lambda addr: code if addr == pc else self.read_memory(addr, 4), pc)
 
     def _run_atomic_sequence(self, pc: int, exits: tuple[int, ...]) -> Stop:
         """Continue from pc to the first of ``exits`` with stub breakpoints

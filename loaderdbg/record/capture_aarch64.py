@@ -25,7 +25,7 @@ rounded down to it.
 Two kinds of step are not one instruction's stores: ``svc`` (SYSCALL: the
 kernel's writes are found by record/capture.syscall_writes or a diff, as on
 x86), and a load-exclusive (ATOMIC_SEQUENCE): the whole ldaxr … stlxr
-sequence it starts is one step (``sequence_exits`` says where it ends; a
+sequence it starts is one step (decode/aarch64_sequences.py says where it ends; a
 stepped one would fail its store-exclusive for ever), so when the step ends
 anywhere but the next instruction, the stores inside it are found by
 comparing writable memory. Instructions we cannot address
@@ -41,6 +41,7 @@ import capstone
 from capstone import arm64 as cs_arm64
 
 from loaderdbg.arch.aarch64 import USER_REGS_FIELDS
+from loaderdbg.decode.aarch64_sequences import SEQUENCE_LOADS
 from loaderdbg.record.capture import COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Plan, syscall_writes
 
 __all__ = ["ATOMIC_SEQUENCE", "COMPLEX", "INT3", "PLAIN", "SYSCALL", "WRITES", "Aarch64Decoder", "Plan",
@@ -149,11 +150,6 @@ for _stem, _returns in _ATOMIC_STEMS.items():
             if _stem == "casp" and _suffix:
                 continue
             _ATOMICS[_stem + _order + _suffix] = (_returns, _size)
-# The loads of the load/store-exclusive class (binutils' ldstexcl, L set,
-# as process/qemu_target.load_store_exclusive tells them): where an atomic
-# sequence may start.
-SEQUENCE_LOADS = frozenset({"ldxr", "ldxrb", "ldxrh", "ldxp", "ldaxr", "ldaxrb", "ldaxrh", "ldaxp",
-                            "ldar", "ldarb", "ldarh", "ldlar", "ldlarb", "ldlarh"})
 # Stores we cannot size or address from general registers.
 _COMPLEX_MNEMONICS = frozenset({"st64b", "st64bv", "st64bv0", "stg", "stzg", "st2g", "stz2g", "stgp",
                                 "stgm", "stzgm"})
@@ -184,17 +180,6 @@ def guest_syscall_writes(name: str, args: tuple[int, ...], result: int,
     if per_item:
         return [(args[argument], size * result)] if result else []
     return [(args[argument], size)]
-
-
-# The stores of the load/store-exclusive class (L clear): where an atomic
-# sequence ends (gdb's rule counts the store-releases too).
-SEQUENCE_STORES = frozenset({"stxr", "stxrb", "stxrh", "stxp", "stlxr", "stlxrb", "stlxrh", "stlxp",
-                             "stlr", "stlrb", "stlrh", "stllr", "stllrb", "stllrh"})
-# How far an atomic sequence is followed (gdb's aarch64 limit).
-SEQUENCE_LENGTH = 16
-_CONDITIONAL_BRANCHES = frozenset({"cbz", "cbnz", "tbz", "tbnz"})
-_ENDS_FLOW = frozenset({"br", "blr", "ret", "bl", "svc", "brk", "hlt", "udf", "eret", "braa", "brab", "blraa",
-                        "blrab", "retaa", "retab", "braaz", "brabz", "blraaz", "blrabz"})
 
 
 def _unaddressable(text: str) -> Plan:
@@ -280,77 +265,6 @@ class Aarch64Decoder:
         if rule is None:
             return _unaddressable(text)
         return Plan(WRITES, (rule,), wmask, False, 4, text)
-
-
-    def sequence_exits(self, read_word, pc: int) -> tuple[int, ...]:
-        """Where to stop the atomic sequence that starts with the
-        load-exclusive at pc, following its branches: after each
-        store-exclusive (or store-release, as gdb's rule counts them) it can
-        reach within 16 instructions, and where a branch leaves for code
-        that reaches none. () when no store is reachable (the load is one
-        instruction). Stepped instruction by instruction, a sequence's
-        store-exclusive always fails (each trap clears the exclusive
-        monitor) and its loop never ends; gdb's rule (process/qemu_target.py)
-        scans in address order and follows only b.cond, so it misses musl's
-        loops (a_cas rotated so that the store-exclusive comes first and a
-        cbz leads back to it: stepped for ever) and can name an exit control
-        never reaches (the run goes on to the program's end). ``read_word(addr)``
-        gives the 4 code bytes at addr (None when unreadable)."""
-        reaches: dict[int, bool] = {}
-
-        def reaches_store(addr: int, depth: int, path: frozenset) -> bool:
-            if depth > SEQUENCE_LENGTH or addr in path:
-                return False
-            if addr in reaches:
-                return reaches[addr]
-            mnemonic, successors = self._flow(read_word, addr)
-            found = mnemonic in SEQUENCE_STORES or any(
-                reaches_store(s, depth + 1, path | {addr}) for s in successors)
-            reaches[addr] = found
-            return found
-
-        if not reaches_store(pc, 0, frozenset()):
-            return ()
-        exits: set[int] = set()
-        pending, seen = [pc], set()
-        while pending:
-            addr = pending.pop()
-            if addr in seen:
-                continue
-            seen.add(addr)
-            mnemonic, successors = self._flow(read_word, addr)
-            if mnemonic in SEQUENCE_STORES:
-                exits.add(addr + 4)
-                continue
-            for successor in successors:
-                if reaches.get(successor) or reaches_store(successor, 1, frozenset()):
-                    pending.append(successor)
-                else:
-                    exits.add(successor)
-        exits.discard(pc)
-        return tuple(sorted(exits))
-
-    def _flow(self, read_word, addr: int) -> tuple[str | None, tuple[int, ...]]:
-        """(mnemonic, the addresses control may go to next) of the
-        instruction at addr; (None, ()) when unreadable or undecodable."""
-        code = read_word(addr)
-        insn = None
-        if code:
-            try:
-                insn = next(self._cs.disasm(bytes(code[:4]), addr, 1), None)
-            except capstone.CsError:
-                insn = None
-        if insn is None:
-            return None, ()
-        mnemonic = insn.mnemonic
-        if mnemonic in _ENDS_FLOW:
-            return mnemonic, ()
-        target = next((op.imm for op in reversed(insn.operands) if op.type == cs_arm64.ARM64_OP_IMM), None)
-        if mnemonic == "b" and target is not None:
-            return mnemonic, (target,)
-        if (mnemonic.startswith("b.") or mnemonic in _CONDITIONAL_BRANCHES) and target is not None:
-            return mnemonic, (target, addr + 4)
-        return mnemonic, (addr + 4,)
 
 
 def _register_bytes(name: str) -> int:

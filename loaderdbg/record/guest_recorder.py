@@ -36,6 +36,7 @@ from __future__ import annotations
 import signal as _signal
 import sys
 
+from loaderdbg.decode.aarch64_sequences import atomic_sequence_exits
 from loaderdbg.process import qemu_target
 from loaderdbg.process.qemu_target import QemuTarget
 from loaderdbg.process.stops import Stop, StopKind
@@ -267,12 +268,11 @@ class GuestRecorder(Recorder):
 
     def _atomic_sequence(self, pc: int) -> Stop:
         """Step the load-exclusive at pc, with the sequence it starts, as
-        one step: run to its exits (capture_aarch64.sequence_exits; the
-        next instruction when it starts none) through stub breakpoints.
-        Not the qemu target's step, whose sequence rule (gdb's) can step a
-        musl lock loop for ever or run past an exit it misplaced."""
+        one step: run to its exits (decode/aarch64_sequences.py, the rule
+        the qemu target's steps follow too; the next instruction when it
+        starts none) through stub breakpoints."""
         qemu = self.qemu
-        exits = self.decoder.sequence_exits(lambda addr: self.reader.read(addr, 4), pc) or (pc + 4,)
+        exits = atomic_sequence_exits(lambda addr: self.reader.read(addr, 4), pc) or (pc + 4,)
         for addr in exits:
             qemu.insert_breakpoint(addr)
         try:

@@ -5,7 +5,9 @@ instruction writes, from its encoding (assembled by aarch64-linux-gnu-as
 from __future__ import annotations
 
 import pytest
+from a64_oracle import load_store_exclusive
 
+from loaderdbg.decode.aarch64_sequences import atomic_sequence_exits
 from loaderdbg.arch import get_arch
 from loaderdbg.record.capture_aarch64 import (
     ATOMIC_SEQUENCE, COMPLEX, INT3, PLAIN, SYSCALL, WRITES, Aarch64Decoder, full_register, register_bit,
@@ -142,8 +144,6 @@ EXCLUSIVES = ["417c5fc8", "417c5f08", "417c5f48", "410c7fc8", "41fc5f88", "41fc5
 
 @pytest.mark.parametrize("encoding", EXCLUSIVES)
 def test_atomic_sequence_starts_agree_with_the_qemu_target(encoding):
-    from loaderdbg.process.qemu_target import load_store_exclusive
-
     word = int.from_bytes(bytes.fromhex(encoding), "little")
     starts = load_store_exclusive(word) and bool(word & (1 << 22))
     assert (DECODER.plan(bytes.fromhex(encoding), PC).kind == ATOMIC_SEQUENCE) == starts
@@ -168,16 +168,15 @@ GLIBC_CAS = "20fc5f881f00026b6100005424fc038883ffff35c0035fd6"
 
 
 def test_atomic_sequence_exits_follow_the_branches():
-    decoder = Aarch64Decoder()
     base = 0x550288c880
     # ldaxr at +0x20: after the stlxr (+0x1c), or the cbz's fall-through (+0x28), which reaches none.
-    assert decoder.sequence_exits(_reader(base, MUSL_LOCK), base + 0x20) == (base + 0x1c, base + 0x28)
+    assert atomic_sequence_exits(_reader(base, MUSL_LOCK), base + 0x20) == (base + 0x1c, base + 0x28)
     base = 0x550288b288
-    assert decoder.sequence_exits(_reader(base, MUSL_LOCK2), base + 0xc) == (base + 0x8, base + 0x24, base + 0x34)
+    assert atomic_sequence_exits(_reader(base, MUSL_LOCK2), base + 0xc) == (base + 0x8, base + 0x24, base + 0x34)
     # gdb's rule gives the same two exits here: after the stlxr, the b.ne's target.
-    assert decoder.sequence_exits(_reader(0x1000, GLIBC_CAS), 0x1000) == (0x1010, 0x1014)
+    assert atomic_sequence_exits(_reader(0x1000, GLIBC_CAS), 0x1000) == (0x1010, 0x1014)
     # A load-exclusive with no store after it (within reach) starts nothing.
-    assert decoder.sequence_exits(_reader(0x1000, "41fcdfc8" + "1f2003d5" * 20), 0x1000) == ()
+    assert atomic_sequence_exits(_reader(0x1000, "41fcdfc8" + "1f2003d5" * 20), 0x1000) == ()
 
 
 def test_guest_syscall_writes_use_arm64_layouts():

@@ -9,10 +9,11 @@ import struct
 
 import capstone
 import pytest
+from a64_oracle import load_store_exclusive
 
+from loaderdbg.decode.aarch64_sequences import SEQUENCE_LOADS, SEQUENCE_STORES
 from loaderdbg.process.qemu_target import (
-    AARCH64, GDB_TO_LINUX_SIGNAL, LINUX_TO_GDB_SIGNAL, gdb_registers_to_user_regs, load_store_exclusive,
-    user_regs_to_gdb_registers)
+    AARCH64, GDB_TO_LINUX_SIGNAL, LINUX_TO_GDB_SIGNAL, gdb_registers_to_user_regs, user_regs_to_gdb_registers)
 from loaderdbg.errors import TargetError
 
 WORDS = {
@@ -24,11 +25,17 @@ WORDS = {
 
 
 @pytest.mark.parametrize("word", sorted(WORDS))
-def test_load_store_exclusive_is_binutils_ldstexcl(word):
+def test_sequence_instructions_are_binutils_ldstexcl(word):
+    """The mnemonics an atomic sequence starts and ends with
+    (decode/aarch64_sequences.py) are exactly binutils' ldstexcl class,
+    loads (bit 22, L) and stores."""
     mnemonic, exclusive = WORDS[word]
     disassembler = capstone.Cs(AARCH64.capstone_arch, AARCH64.capstone_mode)
     assert next(disassembler.disasm(struct.pack("<I", word), 0)).mnemonic == mnemonic
     assert load_store_exclusive(word) is exclusive
+    load = bool(word & (1 << 22))
+    assert (mnemonic in SEQUENCE_LOADS) is (exclusive and load)
+    assert (mnemonic in SEQUENCE_STORES) is (exclusive and not load)
 
 
 def test_register_block_round_trip():
