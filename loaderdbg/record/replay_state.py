@@ -152,6 +152,8 @@ class ReplayState(StopState):
             if tid == self.pid and regs is not None and "fs_base" in self.arch.register_indexes:
                 offset = self.arch.register_offset("fs_base")
                 fs_base = int.from_bytes(regs[offset:offset + self.arch.word_size], "little")
+            elif isinstance(thread.get("tls_base"), int):
+                fs_base = thread["tls_base"]  # aarch64's TPIDR_EL0 is no user_pt_regs word: the row keeps it
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
                                    status.sig_pending, status.shared_pending,
                                    self.stop_reason.kind if tid == self.pid else "running (not traced)"))
