@@ -15,15 +15,15 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from qemuhelp import qemu_listening
 from loaderdbg.live import LiveSession
-from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, find_qemu, qemu_command
+from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, find_qemu
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.snapshot_json import snapshot_to_json
 
@@ -178,28 +178,15 @@ def test_step_n_registers_and_auxv_at_entry_match_gdb_multiarch(hello):
 def gdb_session(program: Path, steps: int, break_at: int) -> tuple[dict[str, int], dict[str, int]]:
     """gdb-multiarch on its own qemu of the same program, argv and env:
     registers after ``stepi steps``, then `info auxv` at ``break_at``."""
-    workdir = tempfile.mkdtemp(prefix="aarch64-gdb-")
-    try:
-        command, env = qemu_command(spec(program), find_qemu(), DEFAULT_SYSROOT, workdir)
-        qemu = subprocess.Popen(["setarch", "-R", *command], env=env, stdout=subprocess.DEVNULL)
-        try:
-            sock = os.path.join(workdir, "stub")
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            fmt = " ".join("%lx" for _ in REGISTERS)
-            args = ", ".join(f"${name}" for name in REGISTERS)
-            result = subprocess.run(
-                ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
-                 "-ex", f"target remote {sock}", "-ex", f"stepi {steps}",
-                 "-ex", f'printf "REGS {fmt}\\n", {args}', "-ex", f"break *{break_at:#x}",
-                 "-ex", "continue", "-ex", "info auxv", "-ex", "kill"],
-                capture_output=True, text=True, timeout=120)
-        finally:
-            qemu.kill()
-            qemu.wait()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with qemu_listening(spec(program)) as sock:
+        fmt = " ".join("%lx" for _ in REGISTERS)
+        args = ", ".join(f"${name}" for name in REGISTERS)
+        result = subprocess.run(
+            ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
+             "-ex", f"target remote {sock}", "-ex", f"stepi {steps}",
+             "-ex", f'printf "REGS {fmt}\\n", {args}', "-ex", f"break *{break_at:#x}",
+             "-ex", "continue", "-ex", "info auxv", "-ex", "kill"],
+            capture_output=True, text=True, timeout=120)
     line = next(line for line in result.stdout.splitlines() if line.startswith("REGS "))
     registers = dict(zip(REGISTERS, (int(v, 16) for v in line.split()[1:])))
     found = {}

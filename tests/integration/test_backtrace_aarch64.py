@@ -16,16 +16,15 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from qemuhelp import qemu_listening
 from loaderdbg.analysis.backtrace import unwind
 from loaderdbg.arch import get_arch
 from loaderdbg.live import LiveSession
-from loaderdbg.process.qemu_target import DEFAULT_SYSROOT, find_qemu, qemu_command
+from loaderdbg.process.qemu_target import DEFAULT_SYSROOT
 from loaderdbg.process.tracee import LaunchSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,27 +64,14 @@ def stop() -> dict:
 
 
 def gdb_frames(break_at: int) -> list[tuple[int, int]]:
-    workdir = tempfile.mkdtemp(prefix="aarch64-bt-")
-    try:
-        script = Path(workdir, "frames.py")
+    with qemu_listening(spec()) as sock:
+        script = Path(os.path.dirname(sock), "frames.py")
         script.write_text(GDB_FRAMES)
-        command, env = qemu_command(spec(), find_qemu(), DEFAULT_SYSROOT, workdir)
-        qemu = subprocess.Popen(["setarch", "-R", *command], env=env, stdout=subprocess.DEVNULL)
-        try:
-            sock = os.path.join(workdir, "stub")
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            out = subprocess.run(
-                ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
-                 "-ex", f"set sysroot {DEFAULT_SYSROOT}", "-ex", f"file {HELLO}", "-ex", f"target remote {sock}",
-                 "-ex", f"break *{break_at:#x}", "-ex", "continue", "-ex", f"source {script}", "-ex", "kill"],
-                capture_output=True, text=True, timeout=60).stdout
-        finally:
-            qemu.kill()
-            qemu.wait()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        out = subprocess.run(
+            ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
+             "-ex", f"set sysroot {DEFAULT_SYSROOT}", "-ex", f"file {HELLO}", "-ex", f"target remote {sock}",
+             "-ex", f"break *{break_at:#x}", "-ex", "continue", "-ex", f"source {script}", "-ex", "kill"],
+            capture_output=True, text=True, timeout=60).stdout
     frames = [(int(pc, 16), int(sp, 16)) for _, pc, sp in
               (line.split() for line in out.splitlines() if line.startswith("FRAME "))]
     assert frames, out

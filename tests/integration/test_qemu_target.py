@@ -21,9 +21,10 @@ import capstone
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from qemuhelp import qemu_listening
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
-from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, find_qemu, launch, qemu_command
+from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, launch
 from loaderdbg.process.raw_target import RawTarget
 from loaderdbg.process.stops import StopKind
 from loaderdbg.process.tracee import LaunchSpec
@@ -183,29 +184,15 @@ def test_registers_at_step_n_match_gdb_multiarch():
 def gdb_registers_after(steps: int) -> dict[str, int]:
     """gdb-multiarch's registers after ``stepi steps`` on its own qemu of
     the same program, argv and environment."""
-    workdir = tempfile.mkdtemp(prefix="qemu-gdb-")
-    try:
-        spec = LaunchSpec(str(PROBE), ("probe", "exit", "0"), dict(ENV))
-        command, env = qemu_command(spec, find_qemu(), DEFAULT_SYSROOT, workdir)
-        qemu = subprocess.Popen(["setarch", "-R", *command], env=env, stdout=subprocess.DEVNULL)
-        try:
-            sock = os.path.join(workdir, "stub")
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            names = [f"x{n}" for n in range(31)] + ["sp", "pc", "cpsr"]
-            fmt = " ".join("%lx" for _ in names)
-            args = ", ".join(f"${name}" for name in names)
-            result = subprocess.run(
-                ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
-                 "-ex", f"target remote {sock}", "-ex", f"stepi {steps}",
-                 "-ex", f'printf "REGS {fmt}\\n", {args}', "-ex", "kill"],
-                capture_output=True, text=True, timeout=60)
-        finally:
-            qemu.kill()
-            qemu.wait()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    names = [f"x{n}" for n in range(31)] + ["sp", "pc", "cpsr"]
+    with qemu_listening(LaunchSpec(str(PROBE), ("probe", "exit", "0"), dict(ENV))) as sock:
+        fmt = " ".join("%lx" for _ in names)
+        args = ", ".join(f"${name}" for name in names)
+        result = subprocess.run(
+            ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
+             "-ex", f"target remote {sock}", "-ex", f"stepi {steps}",
+             "-ex", f'printf "REGS {fmt}\\n", {args}', "-ex", "kill"],
+            capture_output=True, text=True, timeout=60)
     line = next(line for line in result.stdout.splitlines() if line.startswith("REGS "))
     return dict(zip(names, (int(value, 16) for value in line.split()[1:])))
 

@@ -19,18 +19,18 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from qemuhelp import qemu_listening
 from loaderdbg.decode.disasm import disassemble
 from loaderdbg.errors import UsageError
 from loaderdbg.gdb_remote.packets import hex_to_bytes
 from loaderdbg.live import LiveSession
-from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT, find_qemu, qemu_command
+from loaderdbg.process.qemu_target import AARCH64, DEFAULT_SYSROOT
 from loaderdbg.process.stub_client import StubConnection
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.session import Capability
@@ -80,30 +80,9 @@ def register(session: LiveSession, name: str) -> int:
 
 
 @contextlib.contextmanager
-def qemu_listening():
-    """qemu-aarch64 -g on the program, as the target launches it (same argv,
-    env, sysroot, no ASLR), for another client: the stub's socket path."""
-    workdir = tempfile.mkdtemp(prefix="aarch64-watch-")
-    try:
-        command, env = qemu_command(spec(), find_qemu(), DEFAULT_SYSROOT, workdir)
-        qemu = subprocess.Popen(["setarch", "-R", *command], env=env, stdout=subprocess.DEVNULL)
-        try:
-            sock = os.path.join(workdir, "stub")
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            yield sock
-        finally:
-            qemu.kill()
-            qemu.wait()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def qemu_stub():
     """Our own packet connection to a fresh qemu's stub, at the first instruction."""
-    with qemu_listening() as path:
+    with qemu_listening(spec()) as path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         deadline = time.monotonic() + 10
         while True:
@@ -273,7 +252,7 @@ def test_gdb_multiarch_software_watch_stops_at_the_same_pc(write_stop):
     if not shutil.which("gdb-multiarch"):
         pytest.skip("gdb-multiarch not installed")
     start = write_stop["start"]
-    with qemu_listening() as sock:
+    with qemu_listening(spec()) as sock:
         result = subprocess.run(
             ["gdb-multiarch", "-nx", "-batch", "-ex", "set architecture aarch64",
              # Else gdb sets a hardware watchpoint, which qemu's Z2 refuses
