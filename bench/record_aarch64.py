@@ -20,16 +20,14 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loaderdbg.process.qemu_target import launch  # noqa: E402
-from loaderdbg.process.stops import StopKind  # noqa: E402
 from loaderdbg.process.tracee import LaunchSpec  # noqa: E402
 from loaderdbg.record.guest_recorder import record_guest_program  # noqa: E402
+from qemu_step import target_steps  # noqa: E402  (this directory: bench/)
 
 DEMO = ROOT / "build" / "fixtures" / "execsolib" / "aarch64-glibc-O2" / "libexecsolib.so"
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
@@ -41,17 +39,8 @@ def spec_for(argv: list[str]) -> LaunchSpec:
 
 
 def stepping(spec: LaunchSpec, steps: int) -> float:
-    target = launch(spec)
-    try:
-        target.registers_raw()
-        start = time.perf_counter()
-        for _ in range(steps):
-            if target.step().kind is not StopKind.STEP:
-                raise SystemExit(f"the program stopped stepping early: {target.last_stop.describe()}")
-            target.registers_raw()
-        return steps / (time.perf_counter() - start)
-    finally:
-        target.close()
+    """Steps a second of QemuTarget.step() + registers_raw() alone (bench/qemu_step.py's loop)."""
+    return 1e6 / target_steps(spec, steps)
 
 
 def recording(spec: LaunchSpec, steps: int, pin: bool, directory: str) -> tuple[float, float]:
