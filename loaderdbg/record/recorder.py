@@ -228,8 +228,9 @@ class _Waiting:
 
     regs: bytes  # as recorded: where it stands (at its syscall, when blocked)
     pending_signal: int = 0
-    # (plan, (number, name, args)) of a syscall that did not end within its
-    # step: the thread runs in the kernel, and its step ends when it comes back.
+    # (finish, its arguments, (number, name, args)) of a syscall that did not
+    # end within its step: the thread runs in the kernel, and its step ends
+    # (finish(*arguments, status)) when it has come back and its turn comes.
     blocked: tuple | None = None
     status: int | None = None  # how the blocked step ended, once collected
 
@@ -873,7 +874,17 @@ class Recorder:
             args = tuple(self._word(self.regs, offset) for offset in _ARGS)
             syscall = (restarted, self.arch.syscall_names.get(restarted, f"syscall_{restarted}"), args)
             self.tracker.syscall_entry(self.pos, self.regs, restarted, args)
-        status = self._issue(sig)
+        if self.others and syscall is not None:
+            status = self._issue_or_block(sig)  # the syscall run again may block
+            if status is None:
+                return self._block((self._signal_step_ended, (syscall,), syscall))
+        else:
+            status = self._issue(sig)
+        self._signal_step_ended(syscall, status)
+
+    def _signal_step_ended(self, syscall: tuple | None, status: int) -> None:
+        """The step that delivered a signal (or ran the syscall it cut short
+        again, ``syscall``) ended with ``status``."""
         if status != STEP_STATUS:
             return self._unusual(status, None)
         raw = self._fetch_regs()
@@ -911,7 +922,7 @@ class Recorder:
         else:
             status = self._issue_or_block()
             if status is None:
-                return self._block(plan, (number, name, args))
+                return self._block((self._syscall_ended, (plan, (number, name, args)), (number, name, args)))
         self._syscall_ended(plan, (number, name, args), status)
 
     def _syscall_ended(self, plan: Plan, syscall: tuple, status: int) -> None:
@@ -1090,7 +1101,11 @@ class Recorder:
             # int3 clean-up) and waits in its first stop: the engine lets it
             # go and notes it. The fork syscall itself completes on the next
             # step, which records it.
-            self.tracker.stopped(self.pos, self.regs, classify(pid, status, fetch_siginfo=False))
+            if self.tid != self.pid:
+                # The engine asks the leader for the event's child; a worker forked it.
+                self._release_child(event)
+            else:
+                self.tracker.stopped(self.pos, self.regs, classify(pid, status, fetch_siginfo=False))
             self._flush_events()
             return
         if event:
@@ -1246,6 +1261,17 @@ class Recorder:
         self.newborn = (tid, bytes(raw))
         return True
 
+    def _release_child(self, event: int) -> None:
+        """A thread other than the leader forked (or cloned a process): its
+        child runs on untraced, as the engine lets a leader's child go."""
+        try:
+            child = ptrace.get_event_msg(self.tid)
+        except ptrace.PtraceError:
+            return
+        name = "vfork" if event == ptrace.EVENT_VFORK else "fork"
+        self.tracker.tracee.release_child(child, shares_memory=event == ptrace.EVENT_VFORK)
+        self.tracker.note(self.pos, "fork", name, f"child {child} runs on, untraced")
+
     def _clear_tid_of(self, syscall: tuple) -> int:
         """The child_tid word a thread made by this clone/clone3 gets zeroed
         at its exit (CLONE_CHILD_CLEARTID), else 0."""
@@ -1275,11 +1301,11 @@ class Recorder:
             return None
         return status if wpid else None
 
-    def _issue_or_block(self) -> int | None:
+    def _issue_or_block(self, signal: int = 0) -> int | None:
         """Step the stepping thread's `syscall`; None when it has not come
         back within BLOCKED_AFTER (it blocks: the step ends later)."""
         try:
-            ptrace.singlestep(self.tid, 0)
+            ptrace.singlestep(self.tid, signal)
         except ptrace.PtraceError as err:
             raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err.errno)}") from None
         deadline = time.monotonic() + BLOCKED_AFTER
@@ -1322,23 +1348,27 @@ class Recorder:
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
 
-    def _block(self, plan: Plan, syscall: tuple) -> None:
+    def _block(self, blocked: tuple) -> None:
         """The stepping thread's syscall blocks: it waits in the kernel,
-        standing at its `syscall` as recorded, and another thread steps."""
-        self._switch(blocked=(plan, syscall))  # its syscall is entered again when its step ends
+        standing at its `syscall` as recorded, and another thread steps
+        (``blocked``: see _Waiting)."""
+        status = self._switch(blocked=blocked)  # its syscall is entered again when its step ends
+        if status is not None:
+            finish, arguments, _ = blocked
+            return finish(*arguments, status)  # it came back before any other thread could step
         self._after_special()
 
     def _end_blocked_step(self) -> None:
         """The stepping thread's turn came back with its syscall blocked at
         an earlier position: that step ends now (waiting for it if it has
         not come back), as transition self.pos."""
-        plan, syscall, status = self.resuming
+        finish, arguments, syscall, status = self.resuming
         self.resuming = None
         if status is None:
             status = ptrace.waitpid(self.tid)[1]
         number, _, args = syscall
         self.tracker.syscall_entry(self.pos, self.regs, number, args)
-        self._syscall_ended(plan, syscall, status)
+        finish(*arguments, status)
 
     def _ready(self, tid: int) -> bool:
         """Whether a waiting thread can step now (a blocked one once its
@@ -1349,12 +1379,13 @@ class Recorder:
         waiting.status = self._poll(tid)
         return waiting.status is not None
 
-    def _switch(self, blocked: tuple | None = None, gone: bool = False) -> None:
+    def _switch(self, blocked: tuple | None = None, gone: bool = False) -> int | None:
         """Another thread's turn, the next ready one after the stepping
         thread in tid order. The stepping thread waits (``blocked``: in the
         syscall of its step) or is ``gone``. When no other thread is ready,
         the stepping one goes on, unless it cannot: then the first blocked
-        thread to come back steps."""
+        thread to come back steps; when that is the stepping thread itself,
+        its step's status is returned and nothing switches."""
         if self.interrupted:
             self._end(reasons.recording_interrupted(self.target, self.pos))
         tids = sorted(self.others)
@@ -1366,7 +1397,11 @@ class Recorder:
         while chosen is None:
             if self.interrupted:
                 self._end(reasons.recording_interrupted(self.target, self.pos))
-            if not self.others:
+            if blocked is not None:
+                status = self._poll(self.tid)
+                if status is not None:
+                    return status
+            elif not self.others:
                 raise TargetError(f"step {self.pos}: no thread left to step")
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
@@ -1384,11 +1419,12 @@ class Recorder:
             self.resuming = (*incoming.blocked, incoming.status)
         self._replace_regs(incoming.regs)
         self.writer.add_schedule(pos, chosen)
+        return None
 
     def _quiet_while_blocked(self) -> bool:
         """Whether no thread is blocked in a syscall that writes memory or
         changes the mappings (a futex wait or a sleep writes nothing)."""
-        return all(waiting.blocked is None or waiting.blocked[1][1] in QUIET_BLOCKERS
+        return all(waiting.blocked is None or waiting.blocked[2][1] in QUIET_BLOCKERS
                    for waiting in self.others.values())
 
     def _replace_regs(self, raw: bytes) -> None:

@@ -737,6 +737,12 @@ class ReplaySession:
                 reason = INITIAL_REASON
             else:
                 reason = reasons.stepped(position)
+        if self.recording.threaded and reason.thread is None and reason.kind not in (ReasonKind.EXITED,
+                                                                                    ReasonKind.KILLED):
+            # As live: with more than one thread a stop names the one it is
+            # (here: the one that steps from it, whose registers it shows).
+            if len(self.recording.thread_registers(position)) > 1:
+                reason = reasons.in_thread(reason, self.recording.thread_at(position))
         self._reason = reason
         return reason
 

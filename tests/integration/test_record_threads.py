@@ -130,6 +130,26 @@ def test_registers_at_a_step_are_the_stepping_threads(ctor_replay):
         assert len({word(r, RSP) >> 16 for r in every.values()}) == len(every)
 
 
+def test_a_breakpoint_every_worker_hits_in_turn(ctor_replay):
+    """A replay's breakpoint on the common function stops in each worker,
+    ROUNDS times each, and each stop names the thread (as a live one does)."""
+    ctor_replay.goto(0)
+    address = ctor_replay.resolve("common_work")
+    hits = []
+    ctor_replay.add_breakpoint(address)
+    try:
+        while True:
+            reason = ctor_replay.cont()
+            if ctor_replay.pc != address:
+                break
+            assert reason.thread == ctor_replay.stepping_thread and f"(thread {reason.thread})" in reason.description
+            hits.append(reason.thread)
+    finally:
+        ctor_replay.remove_breakpoint(address)
+    assert len(hits) == 15 and sorted(hits.count(tid) for tid in set(hits)) == [5, 5, 5]
+    assert ctor_replay.pid not in hits
+
+
 def test_a_thread_created_during_a_step_exists_from_the_next_position(ctor_replay):
     recording = ctor_replay.recording
     born = [e for e in ctor_replay.events() if e.kind == "thread" and e.name == "new"]
