@@ -8,7 +8,8 @@ module (tests/fixtures/threads/*.c):
 - ctor_threads: three workers started by a constructor, to its exit;
 - churn: batches of threads that exit at once while two keepers run on;
 - thread_exec: a worker calls execve (the others vanish, main's pid stays);
-- thread_signal: main sends SIGUSR1 to its worker alone (pthread_kill).
+- thread_signal: main sends SIGUSR1 to its worker alone (pthread_kill);
+- thread_fork: a worker forks and waits for its child.
 """
 
 from __future__ import annotations
@@ -352,6 +353,28 @@ def test_a_signal_directed_at_one_thread(thread_signal):
         assert replay.cont("sym:on_usr1").reached
         assert replay.stepping_thread == worker  # the handler runs in the worker only
         assert not replay.cont("sym:on_usr1").reached
+
+
+@pytest.fixture(scope="module")
+def thread_fork(fixtures_dir, tmp_path_factory):
+    return record(fixtures_dir, tmp_path_factory, "thread_fork")
+
+
+def test_a_worker_that_forks_and_waits(thread_fork):
+    """The worker's child is let go (it runs on untraced and exits); the
+    worker's wait4 and main's join both block, and each comes back."""
+    _, summary, output = thread_fork
+    assert summary.stop_reason.exit_code == 0 and summary.divergences == 0
+    with ReplaySession(output) as replay:
+        assert replay.verify().ok
+        recording = replay.recording
+        fork = next(e for e in replay.events() if e.kind == "fork")
+        worker = recording.thread_at(fork.step)
+        assert worker != replay.pid and "runs on, untraced" in fork.detail
+        chld = [s for s in recording.signals() if s["signo"] == 17]  # SIGCHLD
+        assert len(chld) == 1 and "si_status=7" in chld[0]["detail"]
+        waited = next(row for row in recording.syscalls() if row["name"] == "wait4")
+        assert recording.thread_at(waited["step"]) == worker and waited["result"] > 0
 
 
 # -- the format -------------------------------------------------------------------------
