@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -375,6 +380,47 @@ def test_a_worker_that_forks_and_waits(thread_fork):
         assert len(chld) == 1 and "si_status=7" in chld[0]["detail"]
         waited = next(row for row in recording.syscalls() if row["name"] == "wait4")
         assert recording.thread_at(waited["step"]) == worker and waited["result"] > 0
+
+
+def test_ctrl_c_ends_a_recording_of_threads_cleanly(fixtures_dir, tmp_path):
+    """`ctor_threads forever` never ends: Ctrl-C once its workers run ends
+    the recording at the last complete step (exit 130), the file verifies
+    with every thread in it, and no thread of the program is left."""
+    path = str(fixtures_dir / "threads" / "ctor_threads")
+    output = tmp_path / "forever.ldbg"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "loaderdbg", "record", "-o", str(output), path, "forever"],
+                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tracee = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None
+            try:
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as handle:
+                    tracee = int(handle.read().split()[0])
+                if len(os.listdir(f"/proc/{tracee}/task")) == 4:
+                    break
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.05)
+        time.sleep(0.5)  # the workers' turns come
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "recording interrupted at step" in err
+    gone = time.monotonic() + 10  # (a zombie left to init would be reaped by it meanwhile)
+    while os.path.exists(f"/proc/{tracee}") and time.monotonic() < gone:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{tracee}")
+    with ReplaySession(str(output)) as replay:
+        assert replay.end_reason.kind == "interrupted"
+        assert len({tid for _, tid in replay.recording.schedule}) == 4
+        assert replay.verify().ok
 
 
 # -- the format -------------------------------------------------------------------------
