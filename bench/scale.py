@@ -9,7 +9,9 @@ thread, the tracee and child commands inherit it) and unpinned:
 - gdb: `loaderdbg inspect --json --at entry /usr/bin/gdb --version`, the
   whole command, against `readelf -rW` over the same objects (the snapshot's
   object paths) in one process: the ratio. In process: launch + cont('entry'),
-  the snapshot (µs a relocation), snapshot_to_json + write_json to /dev/null.
+  the snapshot (µs a relocation), snapshot_to_json + write_json to /dev/null
+  as inspect writes it (relocation_rows=True). In process the cyclic
+  collector stays on, as in the TUI (the CLI's inspect runs without it).
 - the glibc demo: the whole `inspect --json --at entry` command against
   `python -c pass` (the interpreter's own start) and the import of
   loaderdbg.cli + loaderdbg.inspect_command in a fresh interpreter.
