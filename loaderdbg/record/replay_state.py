@@ -22,6 +22,7 @@ from loaderdbg.arch import get_arch
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import parse_maps
 from loaderdbg.decode.procstatus import parse_task_status
+from loaderdbg.decode.registers import decode_registers
 from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.errors import UsageError
 from loaderdbg.stop_state import StopState
@@ -135,10 +136,19 @@ class ReplayState(StopState):
         return self.address_space().program_object(self.at_entry(), self.entry_pc)
 
     def threads(self) -> tuple[ThreadState, ...]:
+        """The recorded threads at this position, as a live all-stop session
+        shows them: the current one stands for the stop's reason, every
+        other recorded thread is stopped (a thread the recording did not
+        step, in a recording of one thread, ran untraced); with several
+        threads each has its own registers and pc."""
         if self.stop_reason.kind in (ReasonKind.EXITED, ReasonKind.KILLED):
             return ()  # the process is gone, as a live session shows it
+        by_thread = self._session.thread_registers()
+        several = len(by_thread) > 1
+        current = self._session.current_thread
+        if current is None:
+            current = self.pid
         out = []
-        regs = self.registers_raw()
         for thread in self.rec.threads_data(self.step_count):
             tid = thread.get("tid")
             text = thread.get("status")
@@ -148,15 +158,24 @@ class ReplayState(StopState):
                 status = parse_task_status(text)
             except DecodeError:
                 continue
+            raw = self.registers_raw() if tid == current else by_thread.get(tid)
             fs_base = None
-            if tid == self.pid and regs is not None and "fs_base" in self.arch.register_indexes:
+            if raw is not None and "fs_base" in self.arch.register_indexes:
                 offset = self.arch.register_offset("fs_base")
-                fs_base = int.from_bytes(regs[offset:offset + self.arch.word_size], "little")
+                fs_base = int.from_bytes(raw[offset:offset + self.arch.word_size], "little")
             elif isinstance(thread.get("tls_base"), int):
                 fs_base = thread["tls_base"]  # aarch64's TPIDR_EL0 is no user_pt_regs word: the row keeps it
+            if tid == current:
+                stop = self.stop_reason.kind
+            else:
+                stop = "stopped" if tid in by_thread else "running (not traced)"
+            registers = pc = None
+            if several and raw is not None:
+                registers = decode_registers(raw, self.arch)
+                pc = registers.pc
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
-                                   status.sig_pending, status.shared_pending,
-                                   self.stop_reason.kind if tid == self.pid else "running (not traced)"))
+                                   status.sig_pending, status.shared_pending, stop,
+                                   tid == current if several else None, pc, registers))
         return tuple(out)
 
     @property

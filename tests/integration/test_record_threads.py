@@ -267,6 +267,11 @@ def test_live_equals_replay_following_the_schedule(ctor):
                     decoded = decode_registers(raw, replay.arch)
                     assert unmasked(shown["registers"]) == {name: hexify(decoded[name]) for name in decoded}
                     assert shown["current"] == (replay_tid == tid)
+                # The replayed JSON's threads[] says the same of every thread.
+                for replayed in theirs["threads"]:
+                    shown = live_threads[tids[replayed["tid"]]]
+                    for key in ("registers", "pc", "current", "fs_base"):
+                        assert (unmasked(shown[key]) if key == "registers" else shown[key]) == replayed[key], key
                 compared += 1
                 # A thread whose turn ended in a syscall that blocked would
                 # block a live step: follow only turns that end at a syscall
