@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loaderdbg.decode.registers import format_flags
-from loaderdbg.session import MILESTONE_TITLES
+from loaderdbg.session import MILESTONE_TITLES, Capability
 
 from loaderdbg.printable import printable
 from loaderdbg_tui.commands import HELP_LINES, Command, CommandError, ExamineFormat, PrintSpec
@@ -632,6 +632,8 @@ def who_wrote(session, view: StopView | None, command: Command) -> Text:
     answer at a time)."""
     position = session.position
     out = Text()
+    # In a recording of several threads, the thread that executed the step.
+    threaded = Capability.THREADS in session.capabilities
     if command.address is None:
         try:
             found = session.last_register_write(command.target)
@@ -642,7 +644,7 @@ def who_wrote(session, view: StopView | None, command: Command) -> Text:
                        "it holds what it had at the first instruction")
             return out
         out.append(f"${found.register} = {found.new:#x}", style="bold")
-        out.append(f"  written by step {found.step}: ")
+        out.append(f"  written by step {found.step}{_in_thread(found, threaded)}: ")
         out.append(f"`{found.by.text}`", style="cyan")
         out.append(f" at {found.by.where()}  (was {found.old:#x})\n")
         out.append(f"goto {found.step} to stand before it", style="dim")
@@ -658,11 +660,12 @@ def who_wrote(session, view: StopView | None, command: Command) -> Text:
         return out
     out.append(span, style="bold")
     if found.kind == "instruction":
-        out.append(f"  written by step {found.step}: ")
+        out.append(f"  written by step {found.step}{_in_thread(found, threaded)}: ")
         out.append(f"`{found.by.text}`", style="cyan")
         out.append(f" at {found.by.where()}")
     elif found.kind == "kernel":
-        out.append(f"  written by the kernel at step {found.step}: {found.syscall or 'a signal or rseq update'}")
+        out.append(f"  written by the kernel at step {found.step}{_in_thread(found, threaded)}: "
+                   f"{found.syscall or 'a signal or rseq update'}")
     elif found.kind == "page":
         out.append(f"  mapped or replaced at step {found.step}: {found.syscall or found.by.text}")
     else:
@@ -672,3 +675,7 @@ def who_wrote(session, view: StopView | None, command: Command) -> Text:
         out.append(f"  value {value:#x}")
     out.append(f"\ngoto {found.step} to stand before it", style="dim")
     return out
+
+
+def _in_thread(found, threaded: bool) -> str:
+    return f" (thread {found.thread})" if threaded and found.thread is not None else ""

@@ -128,6 +128,8 @@ def _who(target, args) -> str:
     if not args or len(args) > 2:
         raise MonitorError("usage: monitor who ADDR [LEN] | monitor who $REG")
     position = session.position
+    # In a recording of several threads, the thread that executed the step.
+    threaded = Capability.THREADS in session.capabilities
     if args[0].startswith("$"):
         register = args[0][1:]
         try:
@@ -137,7 +139,8 @@ def _who(target, args) -> str:
         if found is None:
             return (f"${register}: no step before {position} wrote it; it holds what it had at the first "
                     "instruction\n")
-        return (f"${found.register} = {found.new:#x}  written by step {found.step}: `{found.by.text}` at "
+        return (f"${found.register} = {found.new:#x}  written by step {found.step}{_in_thread(found, threaded)}: "
+                f"`{found.by.text}` at "
                 f"{found.by.where()}  (was {found.old:#x})\nmonitor goto {found.step} to stand before it\n")
     address = _address(session, args[0])
     size = _number(args[1], "length") if len(args) > 1 else 8
@@ -153,9 +156,10 @@ def _who(target, args) -> str:
         return (f"{span}: no step before {position} wrote it; its bytes are as the recording's first memory "
                 "image has them\n")
     if found.kind == "instruction":
-        how = f"written by step {found.step}: `{found.by.text}` at {found.by.where()}"
+        how = f"written by step {found.step}{_in_thread(found, threaded)}: `{found.by.text}` at {found.by.where()}"
     elif found.kind == "kernel":
-        how = f"written by the kernel at step {found.step}: {found.syscall or 'a signal or rseq update'}"
+        how = (f"written by the kernel at step {found.step}{_in_thread(found, threaded)}: "
+               f"{found.syscall or 'a signal or rseq update'}")
     elif found.kind == "page":
         how = f"mapped or replaced at step {found.step}: {found.syscall or found.by.text}"
     else:
@@ -163,6 +167,10 @@ def _who(target, args) -> str:
     value = found.value(address, min(size, 8))
     shown = f"  value {value:#x}" if value is not None else ""
     return f"{span}  {how}{shown}\nmonitor goto {found.step} to stand before it\n"
+
+
+def _in_thread(found, threaded: bool) -> str:
+    return f" (thread {found.thread})" if threaded and found.thread is not None else ""
 
 
 def _address(session, text: str) -> int:

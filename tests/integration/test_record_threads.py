@@ -198,6 +198,11 @@ def test_who_names_the_worker_that_wrote(ctor_replay):
         assert write.by.symbol.startswith("worker")
         writers.add(write.thread)
     assert len(writers) == 3  # each worker its own slot
+    # gdb's `monitor who` says which thread wrote, as the TUI's `who` does.
+    from loaderdbg.serve import monitor
+    from loaderdbg.serve.replay_target import ReplayTarget
+    said = monitor.run(ReplayTarget(ctor_replay), f"who {results:#x} 8")
+    assert f"(thread {ctor_replay.last_memory_write(results, 8).thread}): `" in said, said
 
 
 def test_register_history_stays_in_the_thread(ctor_replay):
