@@ -20,10 +20,8 @@ so a live step and a recorded one end in the same place.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
-
-import capstone
-from capstone import arm64 as cs_arm64
 
 # The loads of the load/store-exclusive class (binutils' ldstexcl, L set):
 # where an atomic sequence may start.
@@ -40,18 +38,26 @@ _ENDS_FLOW = frozenset({"br", "blr", "ret", "bl", "svc", "brk", "hlt", "udf", "e
 
 ReadWord = Callable[[int], "bytes | None"]
 
-_cs = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
-_cs.detail = True
+@functools.cache
+def _disassembler():
+    # Imported on first use: capstone costs ~30 ms to import, and the x86
+    # engine loads this module with the qemu target without ever calling it.
+    import capstone
+    handle = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+    handle.detail = True
+    return handle
 
 
 def _flow(read_word: ReadWord, addr: int) -> tuple[str | None, tuple[int, ...]]:
     """(mnemonic, the addresses control may go to next) of the instruction
     at addr; (None, ()) when unreadable or undecodable."""
+    import capstone
+    from capstone import arm64 as cs_arm64
     code = read_word(addr)
     insn = None
     if code:
         try:
-            insn = next(_cs.disasm(bytes(code[:4]), addr, 1), None)
+            insn = next(_disassembler().disasm(bytes(code[:4]), addr, 1), None)
         except capstone.CsError:
             insn = None
     if insn is None:
