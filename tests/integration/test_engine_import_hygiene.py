@@ -80,3 +80,18 @@ def test_cli_inspect_run_does_not_import_textual():
                             timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_inspect_at_entry_never_imports_capstone(fixtures_dir):
+    """`inspect` disassembles nothing at a stop: capstone (~30 ms to import)
+    stays out of the command (issue 19), even through the aarch64 modules
+    the engine loads with the qemu target."""
+    demo = fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so"
+    code = ("import sys\n"
+            "from loaderdbg.cli import main\n"
+            f"code = main(['inspect', '--json', '--at', 'entry', {str(demo)!r}])\n"
+            "print('CAPSTONE', sorted(m for m in sys.modules if m.split('.')[0] == 'capstone'), code, "
+            "file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    line = next(line for line in result.stderr.splitlines() if line.startswith("CAPSTONE"))
+    assert line == "CAPSTONE [] 0", result.stderr[-2000:]
