@@ -100,7 +100,8 @@ def once_stepping(act):
     delay: setup alone takes seconds on a loaded machine."""
     me = os.getpid()
     done = threading.Event()
-    interpreter = os.path.realpath(sys.executable)
+    with open(f"/proc/{me}/cmdline", "rb") as handle:
+        our_argv = handle.read()
 
     def watch() -> None:
         while not done.wait(0.05):
@@ -108,8 +109,12 @@ def once_stepping(act):
                 children = [int(pid) for pid in handle.read().split()]
             for pid in children:
                 try:
-                    if os.readlink(f"/proc/{pid}/exe") == interpreter:
-                        continue  # forked, not yet exec'd: it has our libc mapped
+                    # Forked, not yet exec'd: it has our libc mapped. (Its exe
+                    # says nothing: a venv of /usr/bin/python3 and the traced
+                    # /usr/bin/python3 are the same file.)
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        if handle.read() == our_argv:
+                            continue
                     with open(f"/proc/{pid}/maps") as maps:
                         if "libc.so" not in maps.read():
                             continue
