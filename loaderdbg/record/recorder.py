@@ -252,6 +252,21 @@ class _Stop(Exception):
 
 
 class Recorder:
+    """Records one launched or caught program, every thread of it, to a
+    .ldbg file: ptrace single-steps on x86-64, with the hot loop below.
+
+    A recorder of another kind of target subclasses it (record/
+    guest_recorder.py, qemu-user's aarch64 guests): it brings its own step
+    loop (``_loop``, ``_fetch_regs``, ``_read_maps``, ``_update_threads``,
+    ``_on_sigint``) and ``launch_target``/``make_decoder``/``kernel_writes``,
+    and records through the machinery here, which is its interface to
+    subclasses and to nobody else: ``_commit`` a step's registers,
+    ``_record_write``/``_diff_writable``/``_resync_maps`` what it wrote,
+    ``_syscall_done``/``_syscall_returned`` a syscall, ``_signal_stop``/
+    ``_exit_reason``/``_end`` how it stopped, ``_after_special`` the targets
+    reached, ``_decode`` a plan, ``_new_chunk``/``_flush_chunk``/
+    ``_flush_events``/``_progress_update`` the file."""
+
     # The recorded program's architecture (loaderdbg/arch): its register
     # block is what the chunks store, its pc what they index. A recorder of
     # another kind of target (record/guest_recorder.py) names its own.
