@@ -114,6 +114,8 @@ class ThreadGroup:
         self._notes: list[ThreadNote] = []
         self._syscalls = False
         self._dying = False  # an exit that ends the process was reported
+        # A user's interrupt (the leader's SIGSTOP) not yet reported: see interrupt().
+        self._interrupt_pending = False
         try:
             self._pgid = os.getpgid(leader.pid)
         except OSError:
@@ -233,6 +235,12 @@ class ThreadGroup:
             return stop
         return self._step(thread, pc, kind)
 
+    def interrupt(self) -> None:
+        """From any thread: the leader's SIGSTOP ends a resume in progress,
+        reported as news even when it meets a halt of ours on the way."""
+        self._interrupt_pending = True
+        self.leader.interrupt()
+
     def stop_all(self) -> None:
         """Stop every thread still running (after an interrupted resume)."""
         self._halt_others(None)
@@ -321,6 +329,16 @@ class ThreadGroup:
                 self._run_on(thread)
             return None
         halted = self._is_halt(thread, stop) or self._syscall_cut_short(thread, stop)
+        if self._interrupt_pending and tid == self.pid and stop.kind is StopKind.SIGNAL \
+                and stop.signal == _signal.SIGSTOP and not (halted and _sigstop_pending(tid)):
+            # The user's interrupt. A launched group halts threads with
+            # SIGSTOPs too: one of ours still pending for the leader and the
+            # interrupt's are one signal, delivered once, and taken for the
+            # halt the interrupt was lost (a spawning program ran on for ever).
+            # A halt with another SIGSTOP still pending is only the halt.
+            self._interrupt_pending = False
+            thread.halt_requested = False
+            return self._news(thread, stop, running)
         if self.seized:
             # Any ptrace stop ends a queued INTERRUPT (the kernel's
             # ptrace_stop: "any trap clears pending STOP trap"); waiting
@@ -682,6 +700,18 @@ class ThreadGroup:
             self.detach()
 
 
+def _sigstop_pending(tid: int) -> bool:
+    """Whether a SIGSTOP is still pending for thread tid (its SigPnd)."""
+    try:
+        with open(f"/proc/{tid}/task/{tid}/status") as handle:
+            for line in handle:
+                if line.startswith("SigPnd:"):
+                    return bool(int(line.split()[1], 16) & (1 << (_signal.SIGSTOP - 1)))
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 class GroupTarget:
     """A thread group as one target, for an engine written for one Tracee:
     what a thread owns (registers, its stop, the signal it is to receive,
@@ -780,7 +810,7 @@ class GroupTarget:
     def interrupt(self) -> None:
         """From any thread: a resume in progress ends at the leader's SIGSTOP
         (signal-delivery-stop), reported like any thread's stop."""
-        self.leader.interrupt()
+        self.group.interrupt()
 
     def left_stop(self) -> bool:
         return self.leader.left_stop()
