@@ -290,12 +290,8 @@ class GuestRecorder(Recorder):
         number = int.from_bytes(regs[self._x8], "little")
         args = tuple(int.from_bytes(regs[self._x0.start + 8 * i:self._x0.start + 8 * i + 8], "little")
                      for i in range(6))
-        name = self.arch.syscall_names.get(number, f"syscall_{number}")
-        target = self.target
         t = self.pos
-        self.tracker.syscall_entry(t, regs, number, args)
-        if target.kind == "syscall" and target.name in (None, name):
-            self._end(reasons.syscall_entry(target, self.tracker.pending_syscall_text()))
+        name = self._syscall_entered(number, args)
         stop = self.qemu.step()
         if stop is not self.qemu.plain_step:
             return self._guest_stop(stop, plan, syscall=(number, name, args))

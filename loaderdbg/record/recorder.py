@@ -917,6 +917,16 @@ class Recorder:
             self._flush_events()
         self._after_special()
 
+    def _syscall_entered(self, number: int, args: tuple[int, ...]) -> str:
+        """The syscall about to run at this position: the tracker hears of
+        it, and a `syscall` stop target ends the recording here. Its name."""
+        name = self.arch.syscall_names.get(number, f"syscall_{number}")
+        self.tracker.syscall_entry(self.pos, self.regs, number, args)
+        target = self.target
+        if target.kind == "syscall" and target.name in (None, name):
+            self._end(reasons.syscall_entry(target, self.tracker.pending_syscall_text()))
+        return name
+
     def _syscall_step(self, plan: Plan, number: int | None = None) -> None:
         """Step the `syscall` of plan: at it (number None: rax's), or
         restarted by the kernel (number given)."""
@@ -924,12 +934,8 @@ class Recorder:
         if number is None:
             number = self._word(regs, _RAX)
         args = tuple(self._word(regs, offset) for offset in _ARGS)
-        name = self.arch.syscall_names.get(number, f"syscall_{number}")
-        target = self.target
         t = self.pos
-        self.tracker.syscall_entry(t, regs, number, args)
-        if target.kind == "syscall" and target.name in (None, name):
-            self._end(reasons.syscall_entry(target, self.tracker.pending_syscall_text()))
+        name = self._syscall_entered(number, args)
         if not self.others:
             status = self._issue()
         elif name in _EXECS:
