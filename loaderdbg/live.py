@@ -103,7 +103,7 @@ class LiveSession:
             raise NotImplementedError("an attached process cannot be restarted")
         breakpoints = set(self._inferior.user_breakpoints)
         watchpoints = self._inferior.watchpoints
-        before_access = self._inferior.watch_stops_before_access_asked
+        before_access = self._inferior.watches_stop_before_access
 
         def relaunch() -> Inferior:
             self._inferior.close()

@@ -575,13 +575,14 @@ class Inferior(StopState):
             raise UsageError("this process has nothing to watch memory with")
         return self.debug_registers.add(addr, size, access)
 
-    watch_stops_before_access_asked = False
-
     def watch_stops_before_access(self) -> bool:
         """Watched accesses stop before their instruction from now on, if
         the unit can (LiveSession.watch_stops_before_access)."""
-        self.watch_stops_before_access_asked = True
         return self.debug_registers is not None and self.debug_registers.stop_before_accesses()
+
+    @property
+    def watches_stop_before_access(self) -> bool:
+        return self.debug_registers is not None and self.debug_registers.stops_before_access
 
     def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> bool:
         return self.debug_registers is not None and self.alive and self.debug_registers.remove(addr, size, access)

@@ -53,9 +53,8 @@ class SteppedWatchpoints:
         """Before a step (stops_before_access): the first watchpoint the
         instruction's decoded ``accesses`` would touch becomes the hit."""
         for watchpoint in self._watchpoints:
-            touched = [a for a in accesses if a.overlaps(watchpoint.address, watchpoint.length)]
-            if (any(a.write for a in touched) and watchpoint.access != "read") or \
-                    (any(a.read for a in touched) and watchpoint.access != "write"):
+            read_it, wrote = _touches(watchpoint, accesses)
+            if _fires(watchpoint, read_it, wrote):
                 self._hit = watchpoint
                 return True
         return False
@@ -120,12 +119,20 @@ class SteppedWatchpoints:
         step's ``accesses`` touched, or whose bytes changed from ``before``,
         becomes the hit."""
         for watchpoint, old in zip(self._watchpoints, before):
-            touched = [a for a in accesses if a.overlaps(watchpoint.address, watchpoint.length)]
-            read_it = any(a.read for a in touched)
-            wrote = any(a.write for a in touched)
+            read_it, wrote = _touches(watchpoint, accesses)
             if not wrote and old is not None and watchpoint.access != "read":
                 new = read(watchpoint.address, watchpoint.length)
                 wrote = new is not None and new != old
-            if (wrote and watchpoint.access != "read") or (read_it and watchpoint.access != "write"):
+            if _fires(watchpoint, read_it, wrote):
                 self._hit = watchpoint
                 return
+
+
+def _touches(watchpoint: HardwareWatchpoint, accesses: Sequence[Access]) -> tuple[bool, bool]:
+    """(read, written): what ``accesses`` do to the watched range."""
+    touched = [a for a in accesses if a.overlaps(watchpoint.address, watchpoint.length)]
+    return any(a.read for a in touched), any(a.write for a in touched)
+
+
+def _fires(watchpoint: HardwareWatchpoint, read_it: bool, wrote: bool) -> bool:
+    return (wrote and watchpoint.access != "read") or (read_it and watchpoint.access != "write")

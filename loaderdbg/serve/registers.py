@@ -94,27 +94,24 @@ def _x86_64_xml() -> str:
         '      <field name="v2_int64" type="v2i64"/>\n'
         '      <field name="uint128" type="uint128"/>\n'
         '    </union>\n')
-    return (
-        '<?xml version="1.0"?>\n'
-        '<!DOCTYPE target SYSTEM "gdb-target.dtd">\n'
-        '<target version="1.0">\n'
-        '  <architecture>i386:x86-64</architecture>\n'
-        '  <osabi>GNU/Linux</osabi>\n'
-        '  <feature name="org.gnu.gdb.i386.core">\n'
-        + _flags_xml("i386_eflags", 4, _EFLAGS_FIELDS)
-        + "".join(_reg_xml(r) for r in CORE)
-        + '  </feature>\n'
-        '  <feature name="org.gnu.gdb.i386.sse">\n'
-        + vectors + _flags_xml("i386_mxcsr", 4, _MXCSR_FIELDS)
-        + "".join(_reg_xml(r) for r in SSE)
-        + '  </feature>\n'
-        '  <feature name="org.gnu.gdb.i386.linux">\n'
-        + "".join(_reg_xml(r) for r in LINUX)
-        + '  </feature>\n'
-        '  <feature name="org.gnu.gdb.i386.segments">\n'
-        + "".join(_reg_xml(r) for r in SEGMENTS)
-        + '  </feature>\n'
-        '</target>\n')
+    return _target_xml("i386:x86-64", (
+        ("org.gnu.gdb.i386.core", _flags_xml("i386_eflags", 4, _EFLAGS_FIELDS), CORE),
+        ("org.gnu.gdb.i386.sse", vectors + _flags_xml("i386_mxcsr", 4, _MXCSR_FIELDS), SSE),
+        ("org.gnu.gdb.i386.linux", "", LINUX),
+        ("org.gnu.gdb.i386.segments", "", SEGMENTS)))
+
+
+def _target_xml(architecture: str, features) -> str:
+    """gdb's target description: each feature (name, its type definitions,
+    its registers) in order."""
+    body = "".join(f'  <feature name="{name}">\n' + types + "".join(_reg_xml(r) for r in registers)
+                   + '  </feature>\n' for name, types, registers in features)
+    return ('<?xml version="1.0"?>\n'
+            '<!DOCTYPE target SYSTEM "gdb-target.dtd">\n'
+            '<target version="1.0">\n'
+            f'  <architecture>{architecture}</architecture>\n'
+            '  <osabi>GNU/Linux</osabi>\n'
+            + body + '</target>\n')
 
 
 _CPSR_FIELDS = (("SP", 0), ("EL0", 2), ("nRW", 4), ("F", 6), ("I", 7), ("A", 8), ("D", 9), ("BTYPE0", 10),
@@ -134,17 +131,8 @@ AARCH64_CORE = _aarch64_core()
 
 
 def _aarch64_xml() -> str:
-    return (
-        '<?xml version="1.0"?>\n'
-        '<!DOCTYPE target SYSTEM "gdb-target.dtd">\n'
-        '<target version="1.0">\n'
-        '  <architecture>aarch64</architecture>\n'
-        '  <osabi>GNU/Linux</osabi>\n'
-        '  <feature name="org.gnu.gdb.aarch64.core">\n'
-        + _flags_xml("cpsr_flags", 4, _CPSR_FIELDS)
-        + "".join(_reg_xml(r) for r in AARCH64_CORE)
-        + '  </feature>\n'
-        '</target>\n')
+    return _target_xml("aarch64", (("org.gnu.gdb.aarch64.core", _flags_xml("cpsr_flags", 4, _CPSR_FIELDS),
+                                    AARCH64_CORE),))
 
 
 class RegisterSet:

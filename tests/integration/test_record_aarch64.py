@@ -57,42 +57,37 @@ def loaderdbg(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 DEMOS = {"glibc": DEMO, "musl": MUSL_DEMO}
 
 
+def record(tmp_path_factory, name: str, ending: str, *args: str) -> Path:
+    """`loaderdbg record -o NAME.ldbg ARGS…`: it succeeds, ends as ``ending``
+    says on stderr, and warns of nothing."""
+    path = tmp_path_factory.mktemp("aarch64") / f"{name}.ldbg"
+    made = loaderdbg("record", "-o", str(path), *args)
+    assert made.returncode == 0, made.stderr
+    assert ending in made.stderr and "WARNING" not in made.stderr
+    return path
+
+
 @pytest.fixture(scope="module", params=sorted(DEMOS))
 def demo(request, tmp_path_factory) -> tuple[Path, Path]:
     """(program, its recording to ld.so's entry)."""
     program = DEMOS[request.param]
-    path = tmp_path_factory.mktemp("aarch64") / "demo.ldbg"
-    made = loaderdbg("record", "-o", str(path), "--until", "ldso-entry", str(program), "a", "b")
-    assert made.returncode == 0, made.stderr
-    assert "reached ldso-entry" in made.stderr and "WARNING" not in made.stderr
-    return program, path
+    return program, record(tmp_path_factory, "demo", "reached ldso-entry", "--until", "ldso-entry",
+                           str(program), "a", "b")
 
 
 @pytest.fixture(scope="module")
 def bug(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("aarch64") / "bug.ldbg"
-    made = loaderdbg("record", "-o", str(path), str(BUG))
-    assert made.returncode == 0, made.stderr
-    assert "SIGSEGV at pc 0x0" in made.stderr and "WARNING" not in made.stderr
-    return path
+    return record(tmp_path_factory, "bug", "SIGSEGV at pc 0x0", str(BUG))
 
 
 @pytest.fixture(scope="module")
 def hello_musl(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("aarch64") / "hello-musl.ldbg"
-    made = loaderdbg("record", "-o", str(path), str(HELLO_MUSL))
-    assert made.returncode == 0, made.stderr
-    assert "exited with status 0" in made.stderr and "WARNING" not in made.stderr
-    return path
+    return record(tmp_path_factory, "hello-musl", "exited with status 0", str(HELLO_MUSL))
 
 
 @pytest.fixture(scope="module")
 def hello(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("aarch64") / "hello.ldbg"
-    made = loaderdbg("record", "-o", str(path), "--until", "main", str(HELLO))
-    assert made.returncode == 0, made.stderr
-    assert "reached main" in made.stderr and "WARNING" not in made.stderr
-    return path
+    return record(tmp_path_factory, "hello", "reached main", "--until", "main", str(HELLO))
 
 
 def check_recording(path: Path) -> None:
