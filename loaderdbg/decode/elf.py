@@ -516,6 +516,11 @@ class ElfInfo:
 
     @cached_property
     def _sections(self) -> tuple[tuple[int, int, str], ...]:
+        rows = _image_section_headers(self._data, self.elf_class, self.little_endian) if self._data else None
+        if rows is not None:
+            return tuple(sorted((row.addr, row.addr + row.size, row.name) for row in rows
+                                if row.flags & 0x2 and row.addr and row.size
+                                and not (row.flags & 0x400 and row.type == _SHT_NOBITS)))
         elffile = self._section_file
         if elffile is None:
             return ()
@@ -549,6 +554,16 @@ class ElfInfo:
     def version_names(self) -> VersionNames | None:
         """The names behind DT_VERNEED/DT_VERDEF (readelf -V), read on first
         use rather than in every parse; None when the tables do not read."""
+        dynamic = self._tables.dynamic if self._tables is not None else None
+        if dynamic is not None:
+            # The parse's own view of the dynamic array: a second parse of
+            # the image (pyelftools' ELFFile and all) cost ~0.7 ms an object.
+            try:
+                return dynamic.version_lists()
+            except (DecodeError, *_PARSE_ERRORS):
+                return None
+        if self._tables is not None and self._data:
+            return VersionNames((), ())  # parsed, without PT_DYNAMIC
         return _version_names_of(self._data, self.path)
 
 
@@ -586,6 +601,38 @@ class _SectionHeader:
     flags: int
     offset: int
     size: int
+    addr: int = 0
+
+
+def _image_section_headers(image: bytes, elf_class: int, little_endian: bool) -> list[_SectionHeader] | None:
+    """_section_headers from the ELF header's own fields, without making a
+    pyelftools ELFFile (its structs cost ~0.3 ms an object); None for what
+    only pyelftools' reading settles (an extended count or name index, an
+    odd entry size, a table or name index out of bounds)."""
+    order = "<" if little_endian else ">"
+    if elf_class == 64:
+        layout, header = struct.Struct(order + "IIQQQQIIQQ"), struct.Struct(order + "40xQ10xHHH")
+    else:
+        layout, header = struct.Struct(order + "IIIIIIIIII"), struct.Struct(order + "32xI10xHHH")
+    if len(image) < header.size:
+        return None
+    table, entry_size, count, names_index = header.unpack_from(image)
+    if table == 0:
+        return []
+    if entry_size != layout.size or count == 0 or names_index >= count:
+        return None
+    raw = image[table:table + count * layout.size]
+    if len(raw) != count * layout.size:
+        return None
+    rows = list(layout.iter_unpack(raw))
+    names_at = rows[names_index][4]
+    out = []
+    for index, (name, sh_type, flags, addr, offset, size, *_rest) in enumerate(rows):
+        start = names_at + name
+        end = image.find(b"\0", start)
+        out.append(_SectionHeader(index, image[start:end].decode("utf-8", "replace") if end > start else "",
+                                  sh_type, flags, offset, size, addr))
+    return out
 
 
 def _section_headers(elffile: ELFFile, image: bytes) -> list[_SectionHeader] | None:
@@ -1344,6 +1391,7 @@ class _Tables:
 
     def __init__(self, dynamic: _Dynamic | None, static_relocations: tuple[Relocation, ...] = ()) -> None:
         self._dynamic = dynamic
+        self.dynamic = dynamic  # the parse's view of PT_DYNAMIC (None: the image has none)
         self._dynsyms: tuple[DynSymbol, ...] | None = None if dynamic is not None else ()
         self._relocations: tuple[Relocation, ...] | None = None if dynamic is not None else static_relocations
 

@@ -1,0 +1,61 @@
+"""ElfInfo's views read without a second pyelftools pass answer as the
+pyelftools walks they replace: allocated sections from the section header
+table decoded in bulk (no ELFFile), version names from the parse's own
+dynamic view (no second parse). Over real system files and fixtures."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+
+from elftools.elf.elffile import ELFFile
+
+from loaderdbg.decode.elf import _version_names_of, parse_elf
+
+FILES = [p for p in ("/usr/bin/gdb", "/usr/bin/python3", "/bin/true", "/lib/x86_64-linux-gnu/libc.so.6",
+                     "/lib64/ld-linux-x86-64.so.2", "/usr/bin/perl",
+                     *sorted(glob.glob("build/fixtures/zoo/*")))
+         if os.path.isfile(p)]
+
+
+def _sections_by_pyelftools(data: bytes) -> tuple:
+    out = []
+    for section in ELFFile(io.BytesIO(data)).iter_sections():
+        header = section.header
+        if not header["sh_flags"] & 0x2 or not header["sh_addr"] or not header["sh_size"]:
+            continue
+        if header["sh_flags"] & 0x400 and header["sh_type"] == "SHT_NOBITS":
+            continue
+        out.append((header["sh_addr"], header["sh_addr"] + header["sh_size"], section.name))
+    return tuple(sorted(out))
+
+
+def test_sections_as_pyelftools_walks_them():
+    assert len(FILES) >= 5
+    for path in FILES:
+        data = open(path, "rb").read()
+        info = parse_elf(data, path)
+        assert info.sections_in_range(0, 1 << 64) == tuple(n for _, _, n in _sections_by_pyelftools(data)), path
+        assert info.section_name_for_vaddr(info.entry) in (".text", None), path
+
+
+def test_a_section_table_past_the_end_names_nothing():
+    data = open("/bin/true", "rb").read()
+    info = parse_elf(data, "/bin/true")
+    assert info.section_name_for_vaddr(info.entry) == ".text"
+    # Cut the file where the section header table starts: pyelftools'
+    # reading (the fallback) finds no sections, and nothing raises.
+    table = int.from_bytes(data[40:48], "little")
+    cut = parse_elf(data[:table], "/bin/true")
+    assert cut.section_name_for_vaddr(cut.entry) is None
+
+
+def test_version_names_from_the_parse_equal_a_second_parse():
+    versioned = 0
+    for path in FILES:
+        data = open(path, "rb").read()
+        names = parse_elf(data, path).version_names
+        assert names == _version_names_of(data, path), path
+        versioned += bool(names and (names.needs or names.definitions))
+    assert versioned >= 3
