@@ -7,9 +7,10 @@ arch/arm64/include/uapi/asm/fcntl.h. Syscall names come from python-ptrace.
 
 from __future__ import annotations
 
-from ptrace.syscall.linux.aarch64 import SYSCALL_NAMES as _PTRACE_SYSCALL_NAMES
-
 from loaderdbg.arch import LINUX_AUXV_TYPES, LINUX_UNIFIED_SYSCALLS_AFTER_5_8, make_arch
+from loaderdbg.arch.ptrace_tables import table
+
+_PTRACE_SYSCALL_NAMES = table("linux.aarch64").SYSCALL_NAMES
 
 USER_REGS_FIELDS = tuple(f"x{n}" for n in range(31)) + ("sp", "pc", "pstate")
 

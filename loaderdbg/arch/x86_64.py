@@ -8,10 +8,11 @@ Syscall names come from python-ptrace.
 
 from __future__ import annotations
 
-from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _PTRACE_SYSCALL_NAMES
-from ptrace.syscall.posix_arg import OPEN_FLAGS_BITMASK
-
 from loaderdbg.arch import LINUX_AUXV_TYPES, LINUX_UNIFIED_SYSCALLS_AFTER_5_8, make_arch
+from loaderdbg.arch.ptrace_tables import table
+
+_PTRACE_SYSCALL_NAMES = table("linux.x86_64").SYSCALL_NAMES
+OPEN_FLAGS_BITMASK = table("posix_arg").OPEN_FLAGS_BITMASK
 
 USER_REGS_FIELDS = (
     "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",

@@ -20,20 +20,27 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
-from ptrace.syscall.linux_constants import RLIMIT_RESOURCE, SIGPROCMASK_HOW
-from ptrace.syscall.posix_arg import (
-    ACCESS_MODE_BITMASK,
-    AT_FDCWD,
-    CLONE_FLAGS_BITMASK,
-    MMAP_PROT_BITMASK,
-)
-from ptrace.syscall.posix_constants import SYSCALL_ARG_DICT
-from ptrace.syscall.prototypes import FILENAME_ARGUMENTS, SYSCALL_PROTOTYPES
-from ptrace.syscall.syscall_argument import INTEGER_TYPES
-
 from loaderdbg.arch import ArchTables, SyscallSignature
+from loaderdbg.arch.ptrace_tables import table
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.siginfo import signal_name
+
+_posix_arg = table("posix_arg")
+ACCESS_MODE_BITMASK = _posix_arg.ACCESS_MODE_BITMASK
+AT_FDCWD = _posix_arg.AT_FDCWD
+CLONE_FLAGS_BITMASK = _posix_arg.CLONE_FLAGS_BITMASK
+MMAP_PROT_BITMASK = _posix_arg.MMAP_PROT_BITMASK
+_linux_constants = table("linux_constants")
+RLIMIT_RESOURCE = _linux_constants.RLIMIT_RESOURCE
+SIGPROCMASK_HOW = _linux_constants.SIGPROCMASK_HOW
+SYSCALL_ARG_DICT = table("posix_constants").SYSCALL_ARG_DICT
+_prototypes = table("prototypes")
+FILENAME_ARGUMENTS = _prototypes.FILENAME_ARGUMENTS
+SYSCALL_PROTOTYPES = _prototypes.SYSCALL_PROTOTYPES
+# The prototypes' C types python-ptrace prints as signed decimals. Its set
+# lives beside its argument formatter, whose module starts its whole syscall
+# package (a test checks the two agree).
+PROTOTYPE_INTEGER_TYPES = frozenset({"int", "size_t", "clockid_t", "long", "socklen_t", "pid_t", "uid_t", "gid_t"})
 
 MAX_SYSCALL_ARGS = 6
 # Errors come back as -4095..-1 (IS_ERR_VALUE in the kernel).
@@ -564,7 +571,7 @@ def _prototype_signature(name: str) -> SyscallSignature | None:
             kind = "path"
         elif arg_name in ("signum", "sig"):
             kind = "signal"
-        elif c_type in INTEGER_TYPES:
+        elif c_type in PROTOTYPE_INTEGER_TYPES:
             kind = "long" if c_type == "long" else "int"
         elif c_type.endswith("*"):
             kind = "ptr"

@@ -1,8 +1,9 @@
 """A thin, measured ctypes layer over ptrace(2) and waitpid(2).
 
 python-ptrace names the classic requests, but lacks SEIZE, INTERRUPT, LISTEN,
-EXITKILL and GET_SYSCALL_INFO, and its process control polls with sleeps
-(PTRACE_NOTES.md §10). The step loop is our hottest path, so each call here
+EXITKILL and GET_SYSCALL_INFO, its process control polls with sleeps
+(PTRACE_NOTES.md §10), and its binding's import costs more than the rest of
+this layer. The step loop is our hottest path, so each call here
 is one libc call into a buffer that is allocated once.
 
 Every function must be called from the tracer thread: the kernel binds a
@@ -16,14 +17,14 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-from ptrace.binding import func as _pt
-from ptrace.ctypes_libc import LIBC_FILENAME
-
 from loaderdbg.errors import NotBuiltError
 
-# python-ptrace has found libc already (find_library runs ldconfig: ~5 ms);
-# a handle of our own keeps our argtypes off its functions.
-_libc = ctypes.CDLL(LIBC_FILENAME or "libc.so.6", use_errno=True)
+# libc through the program's own namespace (dlopen(NULL)): python-ptrace's
+# binding would look for it with find_library, which runs ldconfig, and its
+# import pulls in ctypes.util, subprocess and tempfile (~8 ms of a whole
+# `loaderdbg inspect`, issue 19). A handle of our own also keeps our
+# argtypes off anyone else's functions.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 _libc.personality.restype = ctypes.c_int
@@ -35,22 +36,23 @@ _raw_ptrace = ctypes.CDLL(None, use_errno=True).ptrace
 _raw_ptrace.restype = ctypes.c_long
 NULL = ctypes.c_void_p(0)
 
-# Requests python-ptrace already names.
-TRACEME = _pt.PTRACE_TRACEME
-PEEKUSER = _pt.PTRACE_PEEKUSER
-CONT = _pt.PTRACE_CONT
-KILL = _pt.PTRACE_KILL
-SINGLESTEP = _pt.PTRACE_SINGLESTEP
-GETREGS = _pt.PTRACE_GETREGS
-SETREGS = _pt.PTRACE_SETREGS
-ATTACH = _pt.PTRACE_ATTACH
-DETACH = _pt.PTRACE_DETACH
-SYSCALL = _pt.PTRACE_SYSCALL
-SETOPTIONS = _pt.PTRACE_SETOPTIONS
-GETEVENTMSG = _pt.PTRACE_GETEVENTMSG
-GETSIGINFO = _pt.PTRACE_GETSIGINFO
-GETREGSET = _pt.PTRACE_GETREGSET
-# Requests it lacks (include/uapi/linux/ptrace.h).
+# Requests (include/uapi/linux/ptrace.h; GETREGS and SETREGS from
+# arch/x86/include/uapi/asm/ptrace-abi.h). A test checks them against
+# python-ptrace's names, which are not imported here for their cost (above).
+TRACEME = 0
+PEEKUSER = 3
+CONT = 7
+KILL = 8
+SINGLESTEP = 9
+GETREGS = 12
+SETREGS = 13
+ATTACH = 16
+DETACH = 17
+SYSCALL = 24
+SETOPTIONS = 0x4200
+GETEVENTMSG = 0x4201
+GETSIGINFO = 0x4202
+GETREGSET = 0x4204
 SEIZE = 0x4206
 INTERRUPT = 0x4207
 LISTEN = 0x4208
