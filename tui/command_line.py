@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from textual.binding import Binding
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import Input
 
 # The way in comes first: on 80 columns the end of the line is cut off.
@@ -40,6 +44,24 @@ class PaneInput(Input):
     """An input inside a pane or a view (a filter, a search): `:` is not
     typed into it but goes to the command line, as everywhere else (an
     input takes the printable keys before the App's priority bindings)."""
+
+    # Input sets its virtual size to its text's width on every key, and the
+    # widget's virtual_size is a layout reactive: each key laid the screen
+    # out again (milliseconds) and cost a second frame. Its size is set by
+    # CSS (100%, one line), never by its text: a repaint is enough.
+    virtual_size = Reactive(Size(0, 0), layout=False)
+
+    def __init__(self, *args, on_change: Callable[[str], None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_change = on_change
+
+    def watch_value(self, value: str) -> None:
+        # on_change runs as the value changes, inside the key's handler, so
+        # what it redraws is in the same frame as the input: the Changed
+        # message comes after a frame showing the input alone, and the
+        # next frame is paced a frame or two later.
+        if self._on_change is not None:
+            self._on_change(value)
 
     def check_consume_key(self, key: str, character: str | None) -> bool:
         return character != ":" and super().check_consume_key(key, character)
