@@ -6,6 +6,8 @@ cell on any update."""
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -19,6 +21,31 @@ from textual.strip import Strip
 # Rendered lines kept by Text identity, at least: enough for a few windows
 # of code rendered ahead (render_ahead) besides the lines on screen.
 LINE_STRIPS_KEPT = 1024
+
+
+class LazyLines(Sequence[Text]):
+    """Lines made when first asked for: a list too long to lay out whole
+    (gdb's 150,000 relocations) of which LinesView makes only the lines on
+    screen. make(index) must give the same Text for a line that did not
+    change (the view keeps a line's rendering by its identity); width is
+    the widest line's, known without making them."""
+
+    def __init__(self, count: int, width: int, make: Callable[[int], Text]) -> None:
+        self._count = count
+        self.width = width
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._make(i) for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return self._make(index)
 
 
 class LinesView(ScrollView, can_focus=True):
@@ -52,7 +79,7 @@ class LinesView(ScrollView, can_focus=True):
         self._cursor = 0
         # Never narrow the virtual width (no relayout when a long line goes).
         self.stable_width = stable_width
-        self.lines: list[Text] = []
+        self.lines: list[Text] | LazyLines = []
         self.keys: list[str | None] = []
         self._strips: dict[int, Strip] = {}
         # id(line) -> (line, (cursor, base style), unpadded strip, padding style)
@@ -62,11 +89,13 @@ class LinesView(ScrollView, can_focus=True):
         self._width = 0
 
     # -- content ------------------------------------------------------------
-    def set_lines(self, lines: list[Text], keys: list[str | None] | None = None) -> None:
+    def set_lines(self, lines: Sequence[Text], keys: list[str | None] | None = None) -> None:
+        """Show lines: a list, or LazyLines (made as they come into view)."""
         old = self.lines
-        self.lines = list(lines)
+        lazy = isinstance(lines, LazyLines)
+        self.lines = lines if lazy else list(lines)
         self.keys = list(keys) if keys is not None else [None] * len(lines)
-        width = max(map(self._cell_len, self.lines), default=0)
+        width = lines.width if lazy else max(map(self._cell_len, self.lines), default=0)
         if self.stable_width:
             width = max(width, self._width)
         resized = len(old) != len(self.lines) or width != self._width
@@ -101,9 +130,9 @@ class LinesView(ScrollView, can_focus=True):
                 self.refresh_lines(index)
         if not resized:
             # Lines out of view drop their strips too (they may come into view).
-            for index, (before, after) in enumerate(zip(old, self.lines)):
-                if before is not after and not scroll_y <= index < scroll_y + height:
-                    self._strips.pop(index, None)
+            for index in [i for i in self._strips if not scroll_y <= i < scroll_y + height]:
+                if old[index] is not self.lines[index]:
+                    del self._strips[index]
         self._clamp_cursor()
 
     def replace_lines(self, changes: dict[int, Text]) -> None:
@@ -131,11 +160,18 @@ class LinesView(ScrollView, can_focus=True):
         known = self._widths.get(id(line))
         if known is not None and known[0] is line:
             return known[1]
-        if len(self._widths) > max(4 * len(self.lines) + 256, LINE_STRIPS_KEPT):
+        if len(self._widths) > self._kept():
             self._widths.clear()
         width = line.cell_len
         self._widths[id(line)] = (line, width)
         return width
+
+    def _kept(self) -> int:
+        """How many lines' renderings and widths to keep: a few for each
+        line of a list, the ones near the screen of LazyLines."""
+        if isinstance(self.lines, LazyLines):
+            return LINE_STRIPS_KEPT
+        return max(4 * len(self.lines) + 256, LINE_STRIPS_KEPT)
 
     def _clamp_cursor(self) -> None:
         if self.cursor >= len(self.lines):
@@ -272,6 +308,8 @@ class LinesView(ScrollView, can_focus=True):
             cursor = self.show_cursor and index == self.cursor
             strip, style = self._line_strip(self.lines[index], cursor, base)
             strip = strip.extend_cell_length(max(self._width, width), style)
+            if len(self._strips) > self._kept():
+                self._strips.clear()  # scrolled through a long list: keep what is near
             self._strips[index] = strip
         return strip.crop(scroll_x, scroll_x + width)
 
@@ -292,7 +330,7 @@ class LinesView(ScrollView, can_focus=True):
         else:
             segments = list(Segment.apply_style(segments, base))
         strip = Strip(segments, line.cell_len)
-        if len(self._line_strips) > max(4 * len(self.lines) + 256, LINE_STRIPS_KEPT):
+        if len(self._line_strips) > self._kept():
             self._line_strips.clear()
         self._line_strips[id(line)] = (line, (cursor, base), strip, style)
         return strip, style

@@ -37,6 +37,11 @@ class ViewPane:
             if self.is_shown():
                 self._flush_view()
 
+    @property
+    def drawn_view(self) -> StopView | None:
+        """The view the pane shows now (None before its first draw)."""
+        return self._drawn_view
+
     def set_titles(self, title: str | None = None, subtitle: str | None = None) -> None:
         """Set the border title/subtitle only when they change (each set
         repaints the whole pane)."""
