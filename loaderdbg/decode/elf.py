@@ -212,6 +212,40 @@ class Relocation:
     symbol_version: str | None = None  # version the reference asks for
 
 
+@dataclass(frozen=True, eq=False)
+class RelocationColumns:
+    """ElfInfo.relocations as columns, item i of each being relocation i's
+    field: what a pass over every relocation reads without making a
+    Relocation each (gdb's objects have 150,000)."""
+
+    offsets: tuple[int, ...]
+    types: tuple[int, ...]
+    type_names: tuple[str, ...]
+    symbols: tuple[str | None, ...]
+    symbol_indexes: tuple[int, ...]
+    addends: tuple[int | None, ...]
+    tables: tuple[str, ...]
+    symbol_versions: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def relocation(self, index: int) -> Relocation:
+        return Relocation(self.offsets[index], self.types[index], self.type_names[index], self.symbols[index],
+                          self.symbol_indexes[index], self.addends[index], self.tables[index],
+                          self.symbol_versions[index])
+
+    def relocations(self) -> tuple[Relocation, ...]:
+        return tuple(map(Relocation, self.offsets, self.types, self.type_names, self.symbols,
+                         self.symbol_indexes, self.addends, self.tables, self.symbol_versions))
+
+    @classmethod
+    def of(cls, relocations: Iterable[Relocation]) -> RelocationColumns:
+        rows = [(r.offset, r.type, r.type_name, r.symbol, r.symbol_index, r.addend, r.table, r.symbol_version)
+                for r in relocations]
+        return cls(*(tuple(column) for column in zip(*rows))) if rows else cls(*((),) * 8)
+
+
 @dict_init
 @dataclass(frozen=True)
 class DynSymbol:
@@ -348,6 +382,13 @@ class ElfInfo:
         """In glibc's processing order (RELR, REL, RELA, JMPREL)."""
         return self._tables.relocations(self.dynsyms) if self._tables is not None else ()
 
+    @cached_property
+    def relocation_columns(self) -> RelocationColumns:
+        """The same relocations as columns (no Relocation objects made)."""
+        if self._tables is None:
+            return RelocationColumns.of(())
+        return self._tables.relocation_columns(self.dynsyms)
+
     # -- segments ---------------------------------------------------------
 
     def load_segments(self) -> tuple[Segment, ...]:
@@ -456,24 +497,26 @@ class ElfInfo:
 
     @cached_property
     def _address_index(self) -> tuple[list[int], list[tuple[int, int, str]]]:
-        entries = []
+        # Ordered by address, then rank (global first, then fewer leading
+        # underscores, then .dynsym before .symtab), then end and name:
+        # the rank is one int, (bind << 32) - underscores << 1 | source,
+        # which orders as the (bind, -underscores, source) it spells.
         bind_rank, address_types = _BIND_RANK, _ADDRESS_TYPES
+        entries = []
         for source_rank, table in ((1, self.dynsyms), (0, self._symtab)):
-            # rank: global first, then fewer leading underscores, then .dynsym.
             # A size is never negative: "or 1" is max(size, 1).
-            entries += [(sym.value, (bind_rank.get(sym.bind, 0), len(sym.name.lstrip("_")) - len(sym.name), source_rank),
-                         sym.value + (sym.size or 1), sym.name)
+            entries += [(sym.value, ((bind_rank.get(sym.bind, 0) << 32) - len(sym.name) + len(sym.name.lstrip("_")))
+                         << 1 | source_rank, sym.value + (sym.size or 1), sym.name)
                         for sym in table
-                        if sym.name and sym.shndx_defined and sym.value and sym.type in address_types]
+                        if sym.value and sym.shndx_defined and sym.name and sym.type in address_types]
         entries.sort()
         starts = [e[0] for e in entries]
         ranges = [(e[0], e[2], e[3]) for e in entries]
         loads = self.load_segments()
         # An assembler label in code (ld.so's _start, _dl_start_user) has no
         # size: like gdb, let it cover the code up to the next symbol.
-        for i, (start, end, name) in enumerate(ranges):
-            if end != start + 1:
-                continue
+        for i in [i for i, (start, end, _) in enumerate(ranges) if end == start + 1]:
+            start, end, name = ranges[i]
             segment = next((seg for seg in loads if seg.contains_vaddr(start)), None)
             if segment is None or not segment.executable:
                 continue
@@ -688,11 +731,12 @@ def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
             get_string = section.stringtable.get_string
             if isinstance(elffile.stream, io.BytesIO):
                 get_string = _string_reader(elffile.stream.getvalue(), section.stringtable["sh_offset"])
-            for name, info, other, shndx, value, size in _symbol_rows(elffile, section.data()):
-                type_name, bind_name, _ = byte_names[info]
-                out.append(DynSymbol(name=get_string(name), value=value, size=size, type=type_name,
-                                     bind=bind_name, shndx_defined=shndx != 0,
-                                     visibility=byte_names[other][2]))
+            # Positional, in one comprehension: a debug file's .symtab
+            # names 10,000 symbols (libc's), read for one symbolization.
+            symbol = DynSymbol
+            out += [symbol(get_string(name), value, size, byte_names[info][0], byte_names[info][1], shndx != 0,
+                           None, False, byte_names[other][2])
+                    for name, info, other, shndx, value, size in _symbol_rows(elffile, section.data())]
     except _PARSE_ERRORS:
         return tuple(out)
     return tuple(out)
@@ -1310,41 +1354,66 @@ class _Dynamic:
             self.table_spans[table] = (offset, size)
         return [(name, tables[name]) for name in _RELOC_TABLE_ORDER if name in tables]
 
-    def relocations(self, symbols: tuple[DynSymbol, ...]) -> tuple[Relocation, ...]:
+    def relocation_columns(self, symbols: tuple[DynSymbol, ...]) -> RelocationColumns:
         type_names = _RELOC_TYPE_NAMES.get(self.p.machine, {})
         relr_name = _RELR_TYPE.get(self.p.machine, "RELATIVE")
         relr_type = next((v for v, n in type_names.items() if n == relr_name), 0)
-        out = []
+        offsets: list[int] = []
+        types: list[int] = []
+        spelled_types: list[str] = []
+        names: list[str | None] = []
+        indexes: list[int] = []
+        addends: list[int | None] = []
+        tables: list[str] = []
+        versions: list[str | None] = []
+        symbol_names = symbol_versions = None
         for table_name, table in self.tables:
             if table_name == "RELR":
                 # pyelftools yields one entry per address, anchors included.
-                for reloc in table.iter_relocations():  # type: ignore[attr-defined]
-                    out.append(Relocation(offset=reloc["r_offset"], type=relr_type, type_name=relr_name,
-                                          symbol=None, symbol_index=0, addend=None, table="RELR"))
+                relr = [reloc["r_offset"] for reloc in table.iter_relocations()]  # type: ignore[attr-defined]
+                count = len(relr)
+                offsets += relr
+                types += [relr_type] * count
+                spelled_types += [relr_name] * count
+                names += [None] * count
+                indexes += [0] * count
+                addends += [None] * count
+                tables += ["RELR"] * count
+                versions += [None] * count
                 continue
             is_rela = table.is_RELA()  # type: ignore[attr-defined]
-            rows = list(self._relocation_rows(table_name, table, is_rela))
-            for r_offset, sym_index, _, _ in rows:
-                if sym_index and sym_index >= len(symbols):
-                    raise DecodeError(f"{table_name} relocation at {r_offset:#x} names symbol "
-                                      f"{sym_index}, .dynsym has {len(symbols)}")
-            # One comprehension per table (a big program has 150,000 rows):
-            # index 0 (STN_UNDEF, every RELATIVE) names no symbol.
-            names = [None] + [sym.name for sym in symbols[1:]]
-            versions = [None] + [sym.version for sym in symbols[1:]]
-            spelled = {value: type_names.get(value) or _hex(value) for value in {row[2] for row in rows}}
-            out += [Relocation(r_offset, type_value, spelled[type_value], names[sym_index], sym_index, addend,
-                               table_name, versions[sym_index])
-                    for r_offset, sym_index, type_value, addend in rows]
-        return tuple(out)
+            rows = self._relocation_rows(table_name, table, is_rela)
+            if not rows:
+                continue
+            # Transposed in C: a big program has 150,000 rows.
+            r_offsets, sym_indexes, type_values, r_addends = zip(*rows)
+            if max(sym_indexes) >= len(symbols):
+                r_offset, sym_index = next((o, i) for o, i in zip(r_offsets, sym_indexes) if i >= len(symbols))
+                raise DecodeError(f"{table_name} relocation at {r_offset:#x} names symbol "
+                                  f"{sym_index}, .dynsym has {len(symbols)}")
+            if symbol_names is None:
+                # Index 0 (STN_UNDEF, every RELATIVE) names no symbol.
+                symbol_names = [None] + [sym.name for sym in symbols[1:]]
+                symbol_versions = [None] + [sym.version for sym in symbols[1:]]
+            spelled = {value: type_names.get(value) or _hex(value) for value in set(type_values)}
+            offsets += r_offsets
+            types += type_values
+            spelled_types += map(spelled.__getitem__, type_values)
+            names += map(symbol_names.__getitem__, sym_indexes)
+            indexes += sym_indexes
+            addends += r_addends
+            tables += [table_name] * len(rows)
+            versions += map(symbol_versions.__getitem__, sym_indexes)
+        return RelocationColumns(tuple(offsets), tuple(types), tuple(spelled_types), tuple(names), tuple(indexes),
+                                 tuple(addends), tuple(tables), tuple(versions))
 
-    def _relocation_rows(self, table_name: str, table, is_rela: bool) -> Iterable[tuple[int, int, int, int | None]]:
+    def _relocation_rows(self, table_name: str, table, is_rela: bool) -> list[tuple[int, int, int, int | None]]:
         """(r_offset, symbol index, type, addend or None) of each entry."""
         elf = self.p.elf
         if elf.elfclass == 64 and self.p.machine == "EM_MIPS":
             # ELF64 MIPS splits r_info its own way: pyelftools knows how.
-            return ((r["r_offset"], r["r_info_sym"], r["r_info_type"], r["r_addend"] if is_rela else None)
-                    for r in table.iter_relocations())
+            return [(r["r_offset"], r["r_info_sym"], r["r_info_type"], r["r_addend"] if is_rela else None)
+                    for r in table.iter_relocations()]
         offset, size = self.table_spans[table_name]
         # The layouts of pyelftools' Elf_Rel/Elf_Rela, unpacked in bulk.
         fields, shift, type_mask = ("QQq", 32, 0xFFFFFFFF) if elf.elfclass == 64 else ("IIi", 8, 0xFF)
@@ -1394,6 +1463,7 @@ class _Tables:
         self.dynamic = dynamic  # the parse's view of PT_DYNAMIC (None: the image has none)
         self._dynsyms: tuple[DynSymbol, ...] | None = None if dynamic is not None else ()
         self._relocations: tuple[Relocation, ...] | None = None if dynamic is not None else static_relocations
+        self._columns: RelocationColumns | None = None
 
     def dynsyms(self) -> tuple[DynSymbol, ...]:
         if self._dynsyms is None:
@@ -1403,9 +1473,16 @@ class _Tables:
 
     def relocations(self, dynsyms: tuple[DynSymbol, ...]) -> tuple[Relocation, ...]:
         if self._relocations is None:
-            assert self._dynamic is not None
-            self._relocations = self._dynamic.relocations(dynsyms)
+            self._relocations = self.relocation_columns(dynsyms).relocations()
         return self._relocations
+
+    def relocation_columns(self, dynsyms: tuple[DynSymbol, ...]) -> RelocationColumns:
+        if self._columns is None:
+            if self._dynamic is None:
+                self._columns = RelocationColumns.of(self._relocations or ())
+            else:
+                self._columns = self._dynamic.relocation_columns(dynsyms)
+        return self._columns
 
 
 def parse_elf(data: bytes, path: str = "") -> ElfInfo:
