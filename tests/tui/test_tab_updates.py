@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.maps import MapsPane, _pc_row
-from loaderdbg_tui.relocations import BAR_WIDTH, RelocationsPane, progress_bar
+from loaderdbg_tui.relocations import BAR_WIDTH, RelocationsPane, matches, progress_bar
 
 from tuihelp import run_pilot, settle
 
@@ -64,7 +64,10 @@ def test_maps_tab_follows_pc_into_another_mapping(glibc):
     run_pilot(LoaderdbgApp(glibc), scenario, size=(160, 48))
 
 
-def test_relocations_tab_patched_while_ld_so_relocates(glibc):
+@pytest.mark.parametrize("needle", ["", "libc"])
+def test_relocations_tab_patched_while_ld_so_relocates(glibc, needle):
+    """With a filter too: the slots written stay in it, and the table is
+    patched, not filtered again."""
     async def scenario(pilot):
         app = pilot.app
         app.run_command("goto 62000")
@@ -72,6 +75,8 @@ def test_relocations_tab_patched_while_ld_so_relocates(glibc):
         app.screen.show_tab("tab-relocs")
         await pilot.pause()
         pane = app.screen.query_one(RelocationsPane)
+        pane.query_one("#reloc-filter", Input).value = needle
+        await pilot.pause()
         patched = []
         original = pane._patch
         pane._patch = lambda *a: patched.append(original(*a)) or patched[-1]
@@ -81,6 +86,15 @@ def test_relocations_tab_patched_while_ld_so_relocates(glibc):
         await pilot.pause()
         assert any(patched), "no step applied a relocation"
         shown = [line.plain for line in pane.table.lines]
+        if needle:
+            height = pane.row_height
+            rows = [" ".join(shown[first:first + height]) for first in range(0, len(shown), height)]
+            assert rows and all(needle in row for row in rows)
+        # What a filter of every row keeps, in order (the search's own
+        # remembered matches are not asked).
+        kept = [r for r in app.view.snapshot.relocations if matches(r, needle)]
+        assert len(shown) == len(kept) * pane.row_height
+        assert all(f"{r.address:#x}" in line for r, line in zip(kept, shown[::pane.row_height]))
         summary = str(pane.query_one("#reloc-summary", Static).content)
         pane.draw(app.view, None)  # built from scratch
         await pilot.pause()

@@ -1,0 +1,239 @@
+"""The relocations table at gdb's size (issue 19: 150,950 rows at AT_ENTRY):
+only the rows on screen are laid out, the column widths are measured over
+the whole table without making its rows, and the filter narrows a list of
+indices over plain search texts. Each shortcut must give what laying out
+and filtering every row gives."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from textual.widgets import Input
+
+import loaderdbg_tui.relocations as relocations_module
+from loaderdbg.analysis.relocations import Binding, RelocationState
+from loaderdbg_tui.app import LoaderdbgApp
+from loaderdbg_tui.lines_view import LazyLines
+from loaderdbg_tui.relocations import (COLUMNS, ColumnWidths, RelocationSearch, RelocationsPane, matches,
+                                       relocation_row, search_text)
+
+from tuihelp import press_to_stop, run_pilot, screen_lines, settle
+
+STATES = ("applied", "pending", "lazy", "unknown")
+
+
+def state(index: int, **fields) -> RelocationState:
+    values = dict(object="libfoo.so.1", address=0x7FFFF7A00000 + 8 * index, type_name="R_X86_64_RELATIVE",
+                  symbol=None, addend=0x1000 + index, state="applied", current=0x7FFFF7A01000 + index,
+                  expected=0x7FFFF7A01000 + index, link_value=0x1000 + index)
+    values.update(fields)
+    return RelocationState(**values)
+
+
+# Cells at their widest and narrowest: negative addends, absent values,
+# undefined weaks, versions, reasons with and without a binding, a binding
+# only ever seen beside a reason, aarch64's type names (not shortened).
+ODD_ONES = [
+    state(0),
+    state(1, object="ld-linux-x86-64.so.2", type_name="R_X86_64_64", symbol="environ", addend=-0x8,
+          binding=Binding("/usr/lib/x86_64-linux-gnu/libc.so.6", "environ", "GLIBC_2.2.5")),
+    state(2, type_name="R_X86_64_GLOB_DAT", symbol="__gmon_start__", addend=None, state="pending",
+          current=0, expected=None, binding=Binding(None, "__gmon_start__", None)),
+    state(3, type_name="R_X86_64_JUMP_SLOT", symbol="a_rather_long_symbol_name_for_a_slot", addend=0,
+          state="lazy", current=0xFFFFFFFFFFFFFFFF, expected=None,
+          binding=Binding("libbar.so", "a_rather_long_symbol_name_for_a_slot", None)),
+    state(4, state="unknown", current=None, expected=None,
+          reason="holds 0x1234, neither the file value nor the relocated value"),
+    state(5, type_name="R_AARCH64_JUMP_SLOT", symbol="f", addend=-0x7FFFFFFFFFFFFFFF,
+          binding=Binding("/lib/libonly_beside_a_reason_and_very_long_indeed.so", "f", "V1"),
+          reason="rewritten after relocation"),
+    state(6, reason=""),
+]
+
+
+def widths_of_rows(states) -> list[int]:
+    rows = [relocation_row(r) for r in states]
+    return [max((len(row[i]) for row in rows), default=0) for i in range(len(COLUMNS))]
+
+
+def test_column_widths_are_the_widest_cells():
+    widths = ColumnWidths()
+    for end in range(1, len(ODD_ONES) + 1):
+        assert widths.of(ODD_ONES[:end]) == widths_of_rows(ODD_ONES[:end]), end
+    # Without the slot whose reason stands beside it, its long binding is not in the table.
+    rest = [r for r in ODD_ONES if r.reason is None]
+    assert widths.of(rest) == widths_of_rows(rest)
+    assert widths.of(ODD_ONES[::-1]) == widths_of_rows(ODD_ONES)  # remembered bindings, same answer
+
+
+numbers = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 64) - 1))
+bindings = st.one_of(st.none(), st.builds(Binding, st.one_of(st.none(), st.sampled_from(["/a/libx.so", "liby.so.6"])),
+                                          st.sampled_from(["f", "g_long_name"]),
+                                          st.one_of(st.none(), st.just("GLIBC_2.34"))))
+random_states = st.lists(st.builds(
+    lambda i, obj, kind, symbol, addend, now, expected, binding, reason, which: state(
+        i, object=obj, type_name=kind, symbol=symbol, addend=addend, current=now, expected=expected,
+        binding=binding, reason=reason, state=which),
+    st.integers(0, 1 << 20), st.sampled_from(["a.so", "libc.so.6", "ld-linux-x86-64.so.2"]),
+    st.sampled_from(["R_X86_64_RELATIVE", "R_X86_64_JUMP_SLOT", "R_AARCH64_ABS64"]),
+    st.one_of(st.none(), st.sampled_from(["", "malloc", "_ZN3foo3barEv"])), numbers, numbers, numbers,
+    bindings, st.one_of(st.none(), st.sampled_from(["", "why not", "a reason at some length"])),
+    st.sampled_from(STATES)), max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_states)
+def test_column_widths_match_the_rows_of_any_table(states):
+    assert ColumnWidths().of(states) == widths_of_rows(states)
+
+
+TABLE = [state(i, object=["libc.so.6", "libm.so.6", "gdb"][i % 3],
+               type_name=["R_X86_64_RELATIVE", "R_X86_64_JUMP_SLOT", "R_X86_64_GLOB_DAT"][i % 7 % 3],
+               symbol=None if i % 2 else f"sym_{i % 11}_Pending", state=STATES[i % 5 % 4])
+         for i in range(600)]
+
+
+def kept_by(states, needle: str) -> list[int]:
+    return [i for i, r in enumerate(states) if matches(r, needle)]
+
+
+def typed_and_deleted(text: str) -> list[str]:
+    """The filter's value after each key typing text, then deleting it."""
+    return [text[:end] for end in range(1, len(text) + 1)] + [text[:end] for end in range(len(text) - 1, -1, -1)]
+
+
+@pytest.mark.parametrize("text", ["libc jump", "pending libm", "LIBC  RELATIVE 0x7ffff7a0", "sym_1 pend", " ",
+                                  "gdb glob_dat sym_3"])
+def test_search_keeps_what_matches_keeps(text):
+    search = RelocationSearch()
+    search.prepare(TABLE, 100)  # partly made ahead: the rest when first needed
+    for needle in typed_and_deleted(text):
+        found = search.matching(TABLE, needle)
+        assert (list(found) if found is not None else list(range(len(TABLE)))) == kept_by(TABLE, needle), needle
+        if not needle.split():
+            assert found is None
+
+
+def test_search_follows_a_patched_table():
+    search = RelocationSearch()
+    search.prepare(TABLE, len(TABLE))
+    kept = search.matching(TABLE, "pending")
+    # A step writes three slots: one was pending, two become pending.
+    changed = [kept[0], 1, 2]
+    after = list(TABLE)
+    for index, new_state in zip(changed, ["applied", "pending", "pending"]):
+        after[index] = dataclasses.replace(TABLE[index], state=new_state)
+    search.patched(TABLE, after, changed, "libc", search.matching(TABLE, "libc"))
+    for needle in ("libc", "pending", "libc pending", "lazy"):
+        assert list(search.matching(after, needle)) == kept_by(after, needle), needle
+    # Patched from a table it was not searching: it starts over.
+    search.patched(TABLE, list(TABLE), [], "", None)
+    assert list(search.matching(TABLE, "pending")) == kept_by(TABLE, "pending")
+
+
+def test_lazy_lines_make_only_what_is_asked_for():
+    made = []
+    lines = LazyLines(10, 7, lambda i: made.append(i) or f"line {i}")
+    assert len(lines) == 10 and lines.width == 7 and not made
+    assert lines[3] == "line 3" and lines[-1] == "line 9" and made == [3, 9]
+    assert lines[8:2:-3] == ["line 8", "line 5"]
+    with pytest.raises(IndexError):
+        lines[10]
+    assert list(LazyLines(0, 0, lambda i: "x")) == []
+
+
+def _big_view(view, copies: int):
+    """view with its relocations copied `copies` times over, each copy at
+    other addresses (as many relocations as gdb's with a hundred copies)."""
+    base = view.snapshot.relocations
+    top = max(r.address for r in base) + 0x1000
+    big = tuple(dataclasses.replace(r, address=r.address + copy * top) for copy in range(copies) for r in base)
+    return dataclasses.replace(view, snapshot=dataclasses.replace(view.snapshot, relocations=big))
+
+
+def test_a_big_table_lays_out_the_rows_on_screen_only(demo, monkeypatch):
+    session, _ = demo
+    rows_made = []
+
+    def counted_row(reloc):
+        rows_made.append(reloc)
+        return relocation_row(reloc)
+    monkeypatch.setattr(relocations_module, "relocation_row", counted_row)
+
+    async def scenario(pilot):
+        app = pilot.app
+        await press_to_stop(pilot, "e")
+        app.screen.show_tab("tab-relocs")
+        await pilot.pause()
+        pane = app.screen.query_one(RelocationsPane)
+        view = _big_view(app.view, 120)
+        big = view.snapshot.relocations
+        assert len(big) > 50_000
+        rows_made.clear()
+        pane.show_view(view)
+        await pilot.pause()
+        table = pane.table
+        assert isinstance(table.lines, LazyLines)
+        assert len(table.lines) == len(big) * pane.row_height
+        assert pane.border_subtitle == f"{len(big)} entries"
+        assert 0 < len(rows_made) < 200  # a screenful, not 50,000
+        # The last rows, at the end of the table.
+        table.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert f"{big[-1].address:#x}" in "\n".join(screen_lines(app))
+        assert len(rows_made) < 400
+
+        # Typed key by key: the rows kept are those matches() keeps.
+        last = big[-1]
+        needle = f"{last.address:#x}"
+        field = pane.query_one("#reloc-filter", Input)
+        field.focus()
+        await pilot.pause()
+        keys = {" ": "space", ".": "full_stop", "-": "minus", "_": "underscore"}
+        texts = [search_text(r) for r in big]
+        for end, char in enumerate(needle, 1):
+            await pilot.press(keys.get(char, char))
+            assert field.value == needle[:end]
+            words = field.value.lower().split()
+            kept = [i for i, text in enumerate(texts) if all(word in text for word in words)]
+            assert pane.border_subtitle == f"{len(kept)} of {len(big)}"
+            assert len(table.lines) == len(kept) * pane.row_height
+        assert [big[i] for i in kept] == [last] and matches(last, needle)
+        assert f"{last.address:#x}" in table.lines[0].plain
+        wanted = [r for r in big if matches(r, "jump_slot")]
+        field.value = "jump_slot"
+        await pilot.pause()
+        firsts = table.lines[:5 * pane.row_height:pane.row_height]
+        assert len(firsts) == 5 and all(f"{r.address:#x}" in line.plain for r, line in zip(wanted, firsts))
+        for _ in range(len("jump_slot")):
+            await pilot.press("backspace")
+        assert pane.border_subtitle == f"{len(big)} entries"
+        assert len(table.lines) == len(big) * pane.row_height
+        assert len(rows_made) < 1000
+    run_pilot(LoaderdbgApp(session), scenario, size=(160, 48))
+
+
+def test_a_long_filter_scrolls_to_its_cursor(demo):
+    """The filter's size is fixed by CSS: it repaints as it is typed into
+    (no layout), and still scrolls to keep its cursor in view."""
+    session, _ = demo
+
+    async def scenario(pilot):
+        app = pilot.app
+        app.screen.show_tab("tab-relocs")
+        await pilot.pause()
+        field = app.screen.query_one(RelocationsPane).query_one("#reloc-filter", Input)
+        field.focus()
+        field.value = "x" * 99
+        await pilot.press("end", "x")
+        await settle(pilot)
+        assert field.value == "x" * 100
+        assert field.scroll_offset.x > 0
+        assert field.size.width < 100 and field.size.height == 1
+        row = next(line for line in screen_lines(app) if "xxxxxxxxxx" in line)
+        assert "filter:" not in row
+    run_pilot(LoaderdbgApp(session), scenario, size=(80, 24))
