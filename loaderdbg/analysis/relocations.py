@@ -651,6 +651,7 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
     segments_of, offsets_of, type_names = plan.where_segments, plan.spot_offsets, columns.type_names
     from_bytes, recipes = int.from_bytes, RECIPES
     symbol_values: dict = {}
+    verdicts: dict = {}
     for index in redo:
         where = segments_of[index]
         if where is not None and blocks[where] is not None:
@@ -676,9 +677,24 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
                     continue
             raw[index] = _relative_verdict(current, link_value, columns.addends[index], base)
             continue
+        # A verdict is a function of the type, the symbol, the addend and
+        # the slot's file and current values (the symbols, memory and base
+        # are the same for the whole call), but for a COPY (it compares
+        # another object's bytes at its own address): slots alike share one
+        # (a C++ library's vtables name the same symbols hundreds of times).
+        shared = recipe is not _copy
+        if shared:
+            key = (type_names[index], columns.symbol_indexes[index], columns.addends[index], current,
+                   link_values[index])
+            verdict = verdicts.get(key)
+            if verdict is not None:
+                raw[index] = verdict
+                continue
         slot = _Slot(obj, columns.relocation(index), symbols, memory, word, current, link_values[index],
                      plan.link_bytes, image.read, symbol_values)
-        raw[index] = recipe(slot)
+        raw[index] = verdict = recipe(slot)
+        if shared:
+            verdicts[key] = verdict
     final = _settle(obj, symbols, raw, currents, plt_setup, progress)
     if previous_states is None:
         # _state spelled inline: one RelocationState per relocation.

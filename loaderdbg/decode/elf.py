@@ -1238,16 +1238,18 @@ class _Dynamic:
         elf = self.p.elf
         versions = self._symbol_versions(self.symbol_count_total)
         byte_names = _symbol_byte_names(elf.elfclass, elf.little_endian)
-        get_string = self.strings.get_string
-        out = []
-        for index, (name, info, other, shndx, value, sym_size) in enumerate(
-                _symbol_rows(elf, self.symbol_raw)):
-            version, hidden = versions[index] if versions else (None, False)
-            type_name, bind_name, _ = byte_names[info]
-            out.append(DynSymbol(name=get_string(name), value=value, size=sym_size, type=type_name,
-                                 bind=bind_name, shndx_defined=shndx != 0, version=version,
-                                 version_hidden=hidden, visibility=byte_names[other][2]))
-        return tuple(out)
+        rows = _symbol_rows(elf, self.symbol_raw)
+        # check() found every name terminated inside DT_STRTAB (the highest
+        # one is), so they are read without get_string's checks, positionally
+        # and in one comprehension: a big program's objects have 60,000.
+        data, table, limit, symbol = self.p.data, self.strings.offset, self.strings.limit, DynSymbol
+        find = data.find
+        if not versions:
+            versions = ((None, False),) * len(self.symbol_raw)
+        return tuple([symbol(data[table + name:find(b"\0", table + name, limit)].decode("utf-8", "replace"),
+                             value, sym_size, byte_names[info][0], byte_names[info][1], shndx != 0, version, hidden,
+                             byte_names[other][2])
+                      for (name, info, other, shndx, value, sym_size), (version, hidden) in zip(rows, versions)])
 
     def _symbol_versions(self, count: int) -> list[tuple[str | None, bool]] | None:
         """Per symbol: (version name, hidden) from DT_VERSYM + DT_VERDEF/DT_VERNEED,
