@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from typing import TYPE_CHECKING
 
 from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.decode.disasm import disassemble
@@ -24,16 +25,19 @@ from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint, WatchpointUnit
 from loaderdbg.process.follow import SpawnCatcher
+from loaderdbg.process.program import is_aarch64_program
 from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver
 from loaderdbg.stop_state import StopState
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process import qemu_target
 from loaderdbg.process.thread_group import GroupTarget, ThreadGroup
 from loaderdbg.process.tracee import CODE_SYSCALL, LaunchSpec, Tracee, launch
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import SyscallCall, ThreadState
 from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, Target
+
+if TYPE_CHECKING:
+    from loaderdbg.process.qemu_target import QemuTarget
 
 __all__ = ["Inferior", "LdsoInfo"]
 
@@ -43,8 +47,8 @@ class Inferior(StopState):
     QemuTarget): the stop state over its target, the run loop behind every
     stop target, and the startup observer fed from it."""
 
-    def __init__(self, tracee: Tracee | qemu_target.QemuTarget, program: str, argv: tuple[str, ...],
-                 attached: AttachedThreads | None = None) -> None:
+    def __init__(self, tracee: Tracee | GroupTarget | QemuTarget, program: str, argv: tuple[str, ...],
+                 attached: AttachedThreads | None = None, watchpoint_unit: WatchpointUnit | None = None) -> None:
         self.tracee = tracee
         self.program = program
         self.argv = argv
@@ -57,8 +61,7 @@ class Inferior(StopState):
         self.interrupt_requested = False
         # What watches memory: the main thread's debug registers (x86-64), or
         # a qemu-user guest's stepped watchpoints (its stub has none).
-        self.debug_registers: WatchpointUnit | None = (
-            tracee.watchpoint_unit if isinstance(tracee, qemu_target.QemuTarget) else DebugRegisters(tracee.pid))
+        self.debug_registers: WatchpointUnit = watchpoint_unit or DebugRegisters(tracee.pid)
         self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
         self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
                                         kernel_stack=self.initial_stack())
@@ -73,14 +76,19 @@ class Inferior(StopState):
     def launch(cls, spec: LaunchSpec) -> "Inferior":
         """``spec`` at its first instruction: under ptrace, or, for an
         aarch64 program, under qemu-user's gdb stub (process/qemu_target.py)."""
-        if qemu_target.is_aarch64_program(spec.path):
+        watchpoint_unit = None
+        if is_aarch64_program(spec.path):
+            # Imported for aarch64 programs only: qemu's stub client, the A64
+            # decoders behind its stepped watchpoints (issue 19: import time).
+            from loaderdbg.process import qemu_target
             tracee = qemu_target.launch(spec)
+            watchpoint_unit = tracee.watchpoint_unit
         else:
             # Every thread it starts is traced and stops with it (all-stop,
             # process/thread_group.py); the current thread is the one that stopped.
             tracee = GroupTarget(ThreadGroup(launch(spec)))
         try:
-            return cls(tracee, spec.path, spec.argv)
+            return cls(tracee, spec.path, spec.argv, watchpoint_unit=watchpoint_unit)
         except BaseException:
             tracee.kill()
             raise

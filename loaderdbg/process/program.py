@@ -170,3 +170,16 @@ def _check_interp(name: str, interp: str, sysroot: str = "", machine: str = "") 
         theirs = int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" and len(header) == 20 else None
         if theirs != GUEST_E_MACHINE[machine]:
             raise UsageError(f"{name}: its interpreter {interp} (PT_INTERP) is not an ELF for {machine}")
+
+
+def is_aarch64_program(path: str) -> bool:
+    """Whether ``path`` is an aarch64 ELF file, run under qemu-user (False
+    when unreadable: the launch then says what is wrong with it)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    if header[:4] != b"\x7fELF" or len(header) < 20:
+        return False
+    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big") == GUEST_E_MACHINE["EM_AARCH64"]

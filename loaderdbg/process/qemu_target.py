@@ -834,19 +834,6 @@ def find_qemu() -> str:
     return path
 
 
-def is_aarch64_program(path: str) -> bool:
-    """Whether ``path`` is an aarch64 ELF file (False when unreadable: the
-    ptrace launch then says what is wrong with it)."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(20)
-    except OSError:
-        return False
-    if header[:4] != b"\x7fELF" or len(header) < 20:
-        return False
-    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big") == EM_AARCH64
-
-
 def check_aarch64_program(path: str) -> None:
     """TargetError unless ``path`` is an aarch64 ELF file we can open."""
     try:

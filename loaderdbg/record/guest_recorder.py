@@ -38,6 +38,7 @@ import sys
 
 from loaderdbg.decode.aarch64_sequences import atomic_sequence_exits
 from loaderdbg.process import qemu_target
+from loaderdbg.process.program import is_aarch64_program
 from loaderdbg.process.qemu_target import QemuTarget
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.tracee import LaunchSpec
@@ -79,7 +80,7 @@ def record_guest_program(spec: LaunchSpec, output: str, until: str = "exit", pro
 def record_any_program(spec: LaunchSpec, output: str, until: str = "exit", progress: bool | None = None,
                        **options) -> RecordingSummary:
     """Record ``spec`` with the recorder its architecture needs."""
-    if qemu_target.is_aarch64_program(spec.path):
+    if is_aarch64_program(spec.path):
         return record_guest_program(spec, output, until, progress, **options)
     from loaderdbg.record.recorder import record_program
     return record_program(spec, output, until, progress, **options)
