@@ -95,3 +95,22 @@ def test_inspect_at_entry_never_imports_capstone(fixtures_dir):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     line = next(line for line in result.stderr.splitlines() if line.startswith("CAPSTONE"))
     assert line == "CAPSTONE [] 0", result.stderr[-2000:]
+
+
+def test_inspect_of_an_x86_program_leaves_out_what_it_does_not_use(fixtures_dir):
+    """Issue 19 (import time): an x86-64 inspect loads neither the qemu-user
+    target and its A64 decoders nor python-ptrace's binding (its find_library
+    runs ldconfig) or its syscall package's start-up; the tables it reads
+    come from python-ptrace all the same."""
+    demo = fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so"
+    unwanted = ("loaderdbg.process.qemu_target", "loaderdbg.process.stub_client", "loaderdbg.decode.aarch64_access",
+                "loaderdbg.gdb_remote", "ptrace.binding", "ptrace.syscall", "ctypes.util")
+    code = ("import sys\n"
+            "from loaderdbg.cli import main\n"
+            f"code = main(['inspect', '--json', '--at', 'entry', {str(demo)!r}])\n"
+            f"print('LOADED', sorted(m for m in {unwanted!r} if m in sys.modules), code, "
+            "'ptrace.syscall.prototypes' in sys.modules, file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, timeout=120, cwd=ROOT)
+    line = next(line for line in result.stderr.splitlines() if line.startswith("LOADED"))
+    assert line == "LOADED [] 0 True", result.stderr[-2000:]
