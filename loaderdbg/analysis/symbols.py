@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, ElfInfo
 
@@ -326,15 +326,46 @@ class SymbolTable:
                 return self.objects[obj_index]
         return None
 
+    def _run_at(self, addr: int) -> tuple[int, int]:
+        """[start, end) around addr where object_at answers as for addr
+        without walking back: inside the range that starts last at or
+        before addr, up to the next range's start ((0, 0) otherwise)."""
+        index = bisect.bisect_right(self._starts, addr) - 1
+        if index < 0:
+            return 0, 0
+        start, end, _ = self._ranges[index]
+        if not start <= addr < end:
+            return 0, 0
+        if index + 1 < len(self._starts):
+            end = min(end, self._starts[index + 1])
+        return start, end
+
     def symbolize(self, addr: int) -> str | None:
         """"name+0x12", else "libc.so.6+0x1234" (offset from the object's
         first mapped page), else None outside every object."""
         obj = self.object_at(addr)
         if obj is None:
             return None
-        link = obj.link(addr)
-        found = obj.info.symbolize(link)
-        if found is not None:
-            name, offset = found
-            return f"{name}+{offset:#x}" if offset else name
-        return f"{obj.name}+{link - obj.info.min_vaddr:#x}"
+        return _symbolized(obj, obj.link(addr))
+
+    def symbolize_many(self, addresses: Iterable[int]) -> dict[int, str | None]:
+        """symbolize() of each address, in address order: each object is
+        looked up once per run of addresses inside it (a GOT view names
+        15,000 addresses, mostly one PLT stub after the next)."""
+        names: dict[int, str | None] = {}
+        obj = None
+        start = end = 0  # where every address is obj's
+        for addr in sorted(addresses):
+            if not start <= addr < end:
+                obj = self.object_at(addr)
+                start, end = self._run_at(addr)
+            names[addr] = None if obj is None else _symbolized(obj, obj.link(addr))
+        return names
+
+
+def _symbolized(obj: LoadedObject, link: int) -> str:
+    found = obj.info.symbolize(link)
+    if found is not None:
+        name, offset = found
+        return f"{name}+{offset:#x}" if offset else name
+    return f"{obj.name}+{link - obj.info.min_vaddr:#x}"

@@ -1,0 +1,36 @@
+"""SymbolTable.symbolize_many names each address as symbolize does: over
+real objects mapped back to back (page-rounded ranges that touch), every
+few bytes of each and around every boundary, and addresses in no object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
+from loaderdbg.decode.elf import PAGE_SIZE, parse_elf
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+LDSO = "/lib64/ld-linux-x86-64.so.2"
+ZOO = Path(__file__).resolve().parents[2] / "build" / "fixtures" / "zoo"
+
+
+def test_symbolize_many_is_symbolize():
+    objects = []
+    base = 0x7FFFF7A00000
+    for path in (LIBC, LDSO, str(ZOO / "ifunc-tls")):
+        info = parse_elf(Path(path).read_bytes(), path)
+        objects.append(LoadedObject(path, base, info))
+        top = max(seg.vaddr + seg.memsz for seg in info.load_segments())
+        base += (top + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)  # the next object starts on the page after
+    table = SymbolTable(objects)
+    addresses = set()
+    for obj in objects:
+        for seg in obj.info.load_segments():
+            start, end = obj.base + seg.vaddr, obj.base + seg.vaddr + seg.memsz
+            addresses.update(range(start - 64, end + 64, 24))
+    addresses.update((0, 1, 0x1000, base + 0x10000, (1 << 64) - 8))
+    names = table.symbolize_many(addresses)
+    assert names.keys() == addresses
+    assert names == {addr: table.symbolize(addr) for addr in addresses}
+    assert sum(name is None for name in names.values()) >= 5
+    assert len({name for name in names.values() if name}) > 1000
