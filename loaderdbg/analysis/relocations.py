@@ -36,6 +36,7 @@ import sys
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 import operator
+from collections import Counter
 from operator import itemgetter
 from typing import Callable, Iterable, Sequence
 
@@ -1390,13 +1391,17 @@ def _changed_slots(plan: _Plan, before: tuple[bytes | None, ...], now: tuple[byt
 
 
 def relocation_totals(states: Iterable[RelocationState], object: str | None = None) -> RelocationTotals:
-    counts = {PENDING: 0, LAZY: 0, APPLIED: 0, UNKNOWN: 0}
-    name = object
-    total = 0
-    for state in states:
-        counts[state.state] += 1
-        total += 1
-        if name is None:
-            name = state.object
-    return RelocationTotals(object=name or "", total=total, applied=counts[APPLIED],
+    if not isinstance(states, (tuple, list)):
+        states = list(states)
+    # Counted in C: gdb's snapshot totals 150,000 states.
+    counts = Counter(map(_STATE_OF, states))
+    strange = counts.keys() - _STATES
+    if strange:
+        raise KeyError(next(iter(strange)))
+    name = object if object is not None else (states[0].object if states else None)
+    return RelocationTotals(object=name or "", total=len(states), applied=counts[APPLIED],
                             pending=counts[PENDING], lazy=counts[LAZY], unknown=counts[UNKNOWN])
+
+
+_STATE_OF = operator.attrgetter("state")
+_STATES = frozenset({PENDING, LAZY, APPLIED, UNKNOWN})

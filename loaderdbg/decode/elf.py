@@ -496,7 +496,10 @@ class ElfInfo:
             return None
 
     @cached_property
-    def _address_index(self) -> tuple[list[int], list[tuple[int, int, str]]]:
+    def _address_index(self) -> tuple[list[int], list[int], list[str]]:
+        """(starts, ends, names) of the symbols with an address, sorted:
+        three lists, not a tuple per symbol (libc's debug file names
+        11,000, each a tuple the collector would walk)."""
         # Ordered by address, then rank (global first, then fewer leading
         # underscores, then .dynsym before .symtab), then end and name:
         # the rank is one int, (bind << 32) - underscores << 1 | source,
@@ -511,31 +514,31 @@ class ElfInfo:
                         if sym.value and sym.shndx_defined and sym.name and sym.type in address_types]
         entries.sort()
         starts = [e[0] for e in entries]
-        ranges = [(e[0], e[2], e[3]) for e in entries]
+        ends = [e[2] for e in entries]
+        names = [e[3] for e in entries]
         loads = self.load_segments()
         # An assembler label in code (ld.so's _start, _dl_start_user) has no
         # size: like gdb, let it cover the code up to the next symbol.
-        for i in [i for i, (start, end, _) in enumerate(ranges) if end == start + 1]:
-            start, end, name = ranges[i]
+        for i in [i for i, (start, end) in enumerate(zip(starts, ends)) if end == start + 1]:
+            start, end = starts[i], ends[i]
             segment = next((seg for seg in loads if seg.contains_vaddr(start)), None)
             if segment is None or not segment.executable:
                 continue
             following = bisect.bisect_right(starts, start)
             limit = starts[following] if following < len(starts) else segment.end
-            ranges[i] = (start, max(end, min(limit, segment.end)), name)
-        return starts, ranges
+            ends[i] = max(end, min(limit, segment.end))
+        return starts, ends, names
 
     def symbolize(self, vaddr: int) -> tuple[str, int] | None:
         """(symbol name, offset) for a link-time address inside a sized
         symbol (or after a code label), preferring the global,
         least-underscored alias."""
-        starts, entries = self._address_index
+        starts, ends, names = self._address_index
         index = bisect.bisect_right(starts, vaddr) - 1
         # Symbols nest rarely; a short walk back finds an enclosing one.
         for i in range(index, max(index - 64, -1), -1):
-            start, end, name = entries[i]
-            if start <= vaddr < end:
-                return name, vaddr - start
+            if starts[i] <= vaddr < ends[i]:
+                return names[i], vaddr - starts[i]
         return None
 
     # -- source lines ---------------------------------------------------------
