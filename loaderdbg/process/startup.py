@@ -36,7 +36,8 @@ from loaderdbg.analysis.objects import ElfCache, MappedObject
 from loaderdbg.arch import ArchTables
 from loaderdbg.decode.auxv import AuxvEntry
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
-from loaderdbg.decode.stack import InitialStack
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 from loaderdbg.decode.syscalls import MAPPING_SYSCALLS, decode_syscall, syscall_string_args
 from loaderdbg.process.ptrace import SYSCALL_INFO_ENTRY, SYSCALL_INFO_EXIT, SyscallInfo
 from loaderdbg.process.stops import Stop, StopKind
@@ -167,7 +168,12 @@ class StartupObserver:
         # of the self-relocator's relocated segments: startup_checks runs
         # after every syscall, and decoding is only worth it on a change.
         self._stack_seen: bytes | None = None
+        # The kernel's stack area, pointers and the strings above them, as
+        # kernel_stack was decoded from it: read whole at each check.
+        self._stack_top = None if kernel_stack is None else _strings_top(kernel_stack)
+        self._kernel_stack_raw = self._read_stack_area()
         self._relocator_seen: bytes | None = None
+        self._relocated_ranges: tuple[tuple[int, int], ...] | None = None  # the relocator's, once known
 
     # -- the first stop ------------------------------------------------------------
     def _interpreter_paths(self) -> frozenset[str]:
@@ -365,10 +371,17 @@ class StartupObserver:
         kernel = self._kernel_stack
         if kernel is not None and not (self.milestone_seen("argv-rewritten")
                                        and self.milestone_seen("auxv-rewritten")):
-            raw = self.view.read_memory(kernel.argv_address, kernel.end - kernel.argv_address)
+            whole = self._read_stack_area()
+            pointers = kernel.end - kernel.sp
+            raw = whole[kernel.argv_address - kernel.sp:pointers] if whole is not None else \
+                self.view.read_memory(kernel.argv_address, kernel.end - kernel.argv_address)
             if raw is None or raw != self._stack_seen:
-                self._stack_seen = raw
-                self._compare_stacks(kernel, self.view.initial_stack())
+                first, self._stack_seen = self._stack_seen is None, raw
+                if not (first and whole is not None and self._kernel_stack_raw is not None
+                        and whole[:pointers] == self._kernel_stack_raw[:pointers]):
+                    # (argc and the vectors as the kernel left them: the
+                    # comparison of pointers and auxv values finds nothing.)
+                    self._compare_stacks(kernel, self._stack_now(whole))
         if self.milestone_seen("at-entry"):
             self._startup_checks_done = True
 
@@ -387,17 +400,50 @@ class StartupObserver:
                 self.record("milestone", "auxv-rewritten",
                             ", ".join(f"{e.name}={e.value:#x}" for e in changed), exact=False)
 
+    def _stack_now(self, whole: bytes | None = None) -> InitialStack | None:
+        """The view's initial_stack(), decoded from one read of the kernel's
+        stack area (``whole``, read just now, or read here) instead of a
+        read per pointer and per string chunk; what lies outside it (a
+        pointer rewritten elsewhere) is read from the view as before."""
+        kernel = self._kernel_stack
+        if kernel is None:
+            return self.view.initial_stack()
+        if not self.view.alive:
+            return None
+        if whole is None:
+            whole = self._read_stack_area()
+        memory = _ProgramMemory(self.view) if whole is None else _ReadFirst(kernel.sp, whole, self.view)
+        try:
+            return decode_initial_stack(memory, kernel.sp, self.arch)
+        except DecodeError:
+            return None
+
+    def _read_stack_area(self) -> bytes | None:
+        """[sp, top of the strings) of the kernel's stack area, else the
+        pointer block alone, else None."""
+        kernel = self._kernel_stack
+        if kernel is None:
+            return None
+        return self.view.read_memory(kernel.sp, self._stack_top - kernel.sp) or \
+            self.view.read_memory(kernel.sp, kernel.end - kernel.sp)
+
     def _relocated_bytes(self, obj: MappedObject) -> bytes | None:
         """The segments holding obj's relocation slots, raw: while they are
         unchanged, so is every relocation's state."""
-        offsets = [r.offset for r in obj.info.relocations]
+        ranges = self._relocated_ranges
+        if ranges is None:
+            # Which segments hold slots is the file's: worked out once, not
+            # at every syscall (a walk over every relocation per segment).
+            offsets = [r.offset for r in obj.info.relocations]
+            ranges = self._relocated_ranges = tuple(
+                (obj.base + seg.vaddr, seg.memsz) for seg in obj.info.load_segments()
+                if any(seg.contains_vaddr(o) for o in offsets))
         chunks = []
-        for seg in obj.info.load_segments():
-            if any(seg.contains_vaddr(o) for o in offsets):
-                data = self.view.read_memory(obj.base + seg.vaddr, seg.memsz)
-                if data is None:
-                    return None
-                chunks.append(data)
+        for addr, size in ranges:
+            data = self.view.read_memory(addr, size)
+            if data is None:
+                return None
+            chunks.append(data)
         return b"".join(chunks)
 
     def exec_happened(self) -> None:
@@ -599,7 +645,7 @@ class StartupObserver:
         if milestone == "ldso-entry":
             self.startup_checks()
             self.record("milestone", "ldso-entry", f"jumped to ld.so's entry {pc:#x}", address=pc)
-            stack = self.view.initial_stack()
+            stack = self._stack_now()
             if stack is not None:
                 entry = {e.name: e.value for e in stack.auxv}.get("AT_ENTRY")
                 self._set_at_entry(entry)
@@ -617,6 +663,30 @@ class StartupObserver:
 def reached_milestone(want: str | None, milestone: str | None) -> bool:
     """Whether a run to the stop target ``want`` ends at ``milestone``."""
     return milestone is not None and reasons.MILESTONE_OF_TARGET.get(want) == milestone
+
+
+def _strings_top(stack: InitialStack, page: int = 4096) -> int:
+    """The page boundary above the kernel's argv and envp strings (the
+    stack's top, where exec put them and the file name)."""
+    ends = [s.pointer + len(s.raw) + 1 for s in (*stack.argv, *stack.envp) if s.raw is not None]
+    top = max([stack.end, *ends])
+    return (top + page - 1) // page * page
+
+
+class _ReadFirst:
+    """A MemoryReader answering from bytes read at ``start`` this stop, and
+    from the view for anything not wholly inside them."""
+
+    def __init__(self, start: int, data: bytes, view: ProcessView) -> None:
+        self._start = start
+        self._data = data
+        self._view = view
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        offset = addr - self._start
+        if offset >= 0 and size >= 0 and offset + size <= len(self._data):
+            return self._data[offset:offset + size]
+        return self._view.read_memory(addr, size)
 
 
 class _ProgramMemory:
