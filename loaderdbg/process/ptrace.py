@@ -15,8 +15,10 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import struct
 from dataclasses import dataclass
 
+from loaderdbg.decode.frozen_init import dict_init
 from loaderdbg.errors import NotBuiltError
 
 # libc through the program's own namespace (dlopen(NULL)): python-ptrace's
@@ -32,7 +34,7 @@ _libc.personality.argtypes = (ctypes.c_ulong,)
 # A second handle on ptrace(2) without argtypes, for the step loop: fed
 # ready-made ctypes values it skips the per-call argument conversion, about
 # a third of a call's overhead (the recorder measured the same).
-_raw_ptrace = ctypes.CDLL(None, use_errno=True).ptrace
+_raw_ptrace = raw_ptrace = ctypes.CDLL(None, use_errno=True).ptrace
 _raw_ptrace.restype = ctypes.c_long
 NULL = ctypes.c_void_p(0)
 
@@ -217,6 +219,7 @@ def get_siginfo(pid: int) -> bytes:
     return buffer.raw
 
 
+@dict_init
 @dataclass(frozen=True)
 class SyscallInfo:
     """PTRACE_GET_SYSCALL_INFO, decoded once at the edge."""
@@ -230,21 +233,44 @@ class SyscallInfo:
     is_error: bool = False
 
 
-def get_syscall_info(pid: int) -> SyscallInfo:
-    buffer = ctypes.create_string_buffer(SYSCALL_INFO_SIZE)
-    request(GET_SYSCALL_INFO, pid, SYSCALL_INFO_SIZE, ctypes.addressof(buffer))
-    raw = buffer.raw
-    op = raw[0]
-    ip = int.from_bytes(raw[8:16], "little")
-    sp = int.from_bytes(raw[16:24], "little")
-    if op in (SYSCALL_INFO_ENTRY, SYSCALL_INFO_SECCOMP):
-        number = int.from_bytes(raw[24:32], "little")
-        args = tuple(int.from_bytes(raw[32 + 8 * i:40 + 8 * i], "little") for i in range(6))
-        return SyscallInfo(op, ip, sp, number=number, args=args)
+# struct ptrace_syscall_info (include/uapi/linux/ptrace.h): op, arch, ip, sp,
+# then the entry's nr and args[6], or the exit's rval and is_error.
+_INFO_HEADER = struct.Struct("<B3xIQQ")
+_INFO_ENTRY = struct.Struct("<24x7Q")
+_INFO_EXIT = struct.Struct("<24xqB")
+C_GET_SYSCALL_INFO = ctypes.c_long(GET_SYSCALL_INFO)
+_C_SYSCALL_INFO_SIZE = ctypes.c_void_p(SYSCALL_INFO_SIZE)
+
+
+class SyscallInfoBuffer:
+    """One reusable buffer for PTRACE_GET_SYSCALL_INFO (a syscall stop asks
+    for it twice a syscall: no buffer made each time)."""
+
+    __slots__ = ("raw", "c_address")
+
+    def __init__(self) -> None:
+        self.raw = ctypes.create_string_buffer(SYSCALL_INFO_SIZE)
+        self.c_address = ctypes.c_void_p(ctypes.addressof(self.raw))
+
+    def fetch(self, pid: int) -> SyscallInfo:
+        if _raw_ptrace(C_GET_SYSCALL_INFO, pid, _C_SYSCALL_INFO_SIZE, self.c_address) == -1:
+            fail("GET_SYSCALL_INFO", pid)
+        return decode_syscall_info(self.raw.raw)
+
+
+def decode_syscall_info(raw: bytes) -> SyscallInfo:
+    op, _, ip, sp = _INFO_HEADER.unpack_from(raw)
+    if op == SYSCALL_INFO_ENTRY or op == SYSCALL_INFO_SECCOMP:
+        number, *args = _INFO_ENTRY.unpack_from(raw)
+        return SyscallInfo(op, ip, sp, number, tuple(args))
     if op == SYSCALL_INFO_EXIT:
-        rval = int.from_bytes(raw[24:32], "little", signed=True)
-        return SyscallInfo(op, ip, sp, return_value=rval, is_error=bool(raw[32]))
+        rval, is_error = _INFO_EXIT.unpack_from(raw)
+        return SyscallInfo(op, ip, sp, None, (), rval, bool(is_error))
     return SyscallInfo(op, ip, sp)
+
+
+def get_syscall_info(pid: int) -> SyscallInfo:
+    return SyscallInfoBuffer().fetch(pid)
 
 
 _libc.tgkill.restype = ctypes.c_int

@@ -160,6 +160,10 @@ class ThreadGroup:
             raise UsageError(f"thread {tid} is {thread.state}")
         self.current = tid
 
+    def forget_code(self) -> None:
+        for thread in self._threads.values():
+            thread.tracee.forget_code()
+
     def take_notes(self) -> list[ThreadNote]:
         """Threads born and gone since the last call, oldest first."""
         notes, self._notes = self._notes, []
@@ -425,7 +429,7 @@ class ThreadGroup:
         if stop.kind is not StopKind.SYSCALL or not (thread.halt_requested or thread.restarting):
             return False
         try:
-            info = ptrace.get_syscall_info(thread.tid)
+            info = thread.tracee.syscall_info()
         except ptrace.PtraceError:
             return False
         if info.op == ptrace.SYSCALL_INFO_ENTRY and thread.restarting:
@@ -573,6 +577,8 @@ class ThreadGroup:
     def _halt_others(self, event_tid: int | None) -> None:
         """Stop every running thread but ``event_tid``'s; real events met on
         the way are kept pending."""
+        if len(self._threads) == 1 and event_tid in self._threads:
+            return  # one thread, the one that stopped (a continue's every stop)
         for thread in list(self._threads.values()):
             if thread.state == RUNNING and thread.tid != event_tid and not thread.halt_requested:
                 self._request_halt(thread)
@@ -837,8 +843,7 @@ class GroupTarget:
 
     def forget_code(self) -> None:
         """Code is the process's: every thread's decoded-instruction cache goes."""
-        for tid in self.group.tids():
-            self.group.tracee(tid).forget_code()
+        self.group.forget_code()
 
     def kill(self) -> None:
         self.group.kill()
@@ -907,7 +912,7 @@ class GroupTarget:
         return self.current.classify_status(status)
 
     def syscall_info(self) -> ptrace.SyscallInfo:
-        return ptrace.get_syscall_info(self.group.current)
+        return self.current.syscall_info()
 
     def event_message(self) -> int | None:
         try:

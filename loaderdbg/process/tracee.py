@@ -22,8 +22,11 @@ from loaderdbg.process.stops import TRAP_BRKPT, TRAP_TRACE, Stop, StopKind, clas
 
 # The step loop's names, bound once (module globals are a dict lookup away).
 _step_and_fetch = ptrace.step_and_fetch
+_raw_ptrace = ptrace.raw_ptrace
+_C_SYSCALL = ctypes.c_long(ptrace.SYSCALL)
 _REGS_FETCHED = ptrace.STEP_REGS_FETCHED
 _SIGTRAP_STOP = ptrace.SIGTRAP_STOP_STATUS
+_SYSCALL_STOP = ((_signal.SIGTRAP | 0x80) << 8) | 0x7F  # a syscall stop's wait status (TRACESYSGOOD)
 
 INT3 = 0xCC
 SYSCALL_INSN = b"\x0f\x05"
@@ -82,6 +85,10 @@ class Tracee:
         self.pending_signal = 0  # to deliver on the next resume
         self._regs = ptrace.RegisterBuffer()
         self._regs_raw: bytes | None = None
+        # pc at a syscall stop, from GET_SYSCALL_INFO (the same rip): asking
+        # whether we stand on an int3 then costs no GETREGS.
+        self._stop_pc: int | None = None
+        self._syscall_info = ptrace.SyscallInfoBuffer()
         self._regs_buffer = self._regs.raw
         self._c_regs = self._regs.c_address
         self.alive = True
@@ -97,9 +104,12 @@ class Tracee:
         self.terminal_fd: int | None = None
         self.holds_terminal = False
         self._swallow = 0  # a signal the next resume must not deliver
-        # Plain steps share one immutable Stop instead of building one each.
+        # Plain steps share one immutable Stop instead of building one each,
+        # and so do syscall stops (a continue meets two a syscall).
         self.plain_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_TRACE)
         self.syscall_step = Stop(StopKind.STEP, pid, signal=_signal.SIGTRAP, si_code=TRAP_BRKPT)
+        self.syscall_stop = Stop(StopKind.SYSCALL, pid, signal=_signal.SIGTRAP)
+        self._c_syscall_signal = ctypes.c_long(0)
 
     # -- registers ---------------------------------------------------------
     def regs_raw(self) -> bytes:
@@ -110,15 +120,22 @@ class Tracee:
     def set_regs_raw(self, raw: bytes) -> None:
         self._regs.store(self.pid, raw)
         self._regs_raw = bytes(raw)
+        self._stop_pc = None
 
     def adopt_registers(self, raw: bytes | None) -> None:
         """Registers fetched by someone else (the recorder's step loop): the
         view of them, not a write to the process; None forgets them."""
         self._regs_raw = raw
+        self._stop_pc = None
 
     @property
     def pc(self) -> int:
-        return int.from_bytes(self.regs_raw()[RIP_OFFSET:RIP_OFFSET + 8], "little")
+        regs = self._regs_raw
+        if regs is None:
+            if self._stop_pc is not None:
+                return self._stop_pc
+            regs = self.regs_raw()
+        return int.from_bytes(regs[RIP_OFFSET:RIP_OFFSET + 8], "little")
 
     @property
     def sp(self) -> int:
@@ -222,8 +239,13 @@ class Tracee:
     def classify_status(self, status: int) -> Stop:
         """What a waitpid status of this tracee means, with the tracee's
         caches brought up to date (registers, code, breakpoints after exec)."""
-        stop = classify(self.pid, status)
         self._regs_raw = None
+        self._stop_pc = None
+        if status == _SYSCALL_STOP:
+            # The common stop of a continue: nothing else to bring up to date.
+            self.last_stop = self.syscall_stop
+            return self.syscall_stop
+        stop = classify(self.pid, status)
         if not stop.alive:
             self.alive = False
             self.memory.close()
@@ -354,6 +376,7 @@ class Tracee:
             return self._wait()
         if kind is None:
             kind = self.code_kind(pc)
+        self._stop_pc = None
         result = _step_and_fetch(self._c_pid, self._c_regs)
         if result >= _REGS_FETCHED:
             self._regs_raw = self._regs_buffer.raw
@@ -406,6 +429,14 @@ class Tracee:
         delivered): a thread group resumes every thread, then waits for
         whichever stops first. Not over one of our int3s: step off it first."""
         self._code.clear()
+        self._stop_pc = None
+        signal = self.pending_signal
+        if syscalls and not signal and not self._swallow:
+            # The common resume of a continue, without building its arguments.
+            if _raw_ptrace(_C_SYSCALL, self._c_pid, ptrace.NULL, self._c_syscall_signal) == -1 \
+                    and ctypes.get_errno() != errno.ESRCH:
+                ptrace.fail("SYSCALL", self.pid)
+            return
         try:
             if syscalls:
                 ptrace.syscall(self.pid, self._take_signal())
@@ -428,6 +459,7 @@ class Tracee:
         """From a PTRACE_EVENT_EXEC stop to execve's syscall-exit stop."""
         finish_execve(self.pid, what)
         self._regs_raw = None
+        self._stop_pc = None
 
     def release_child(self, child: int, *, shares_memory: bool, first_status: int | None = None) -> None:
         """Let a forked child go with our breakpoints taken out of its copy
@@ -489,7 +521,10 @@ class Tracee:
 
     # -- what the startup observer asks at a stop (process/startup.py) -------------
     def syscall_info(self) -> ptrace.SyscallInfo:
-        return ptrace.get_syscall_info(self.pid)
+        info = self._syscall_info.fetch(self.pid)
+        if self._regs_raw is None:
+            self._stop_pc = info.instruction_pointer
+        return info
 
     def event_message(self) -> int | None:
         try:
