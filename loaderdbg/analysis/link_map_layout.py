@@ -11,7 +11,9 @@ The layout is worked out once per ld.so build-id for the process.
 from __future__ import annotations
 
 import io
+import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
 from loaderdbg.decode.dwarf_lines import dwarf_info
+from loaderdbg.decode.elf import image_section_headers
 from loaderdbg.decode.linkmap import LinkMapPrivateLayout, PrivateField
 
 if TYPE_CHECKING:
@@ -90,11 +93,17 @@ def _work_out(path: str, info: "ElfInfo") -> PrivateLayoutAnswer:
 def layout_from_dwarf(data: bytes) -> LinkMapPrivateLayout | None:
     """The first complete glibc struct link_map the file's DWARF defines
     (ld.so's first compilation units include <link.h>'s internal one)."""
+    layout = _layout_from_leading_units(data)
+    if layout is not None:
+        return layout
     elffile = ELFFile(io.BytesIO(data))
     if not elffile.has_dwarf_info():
         return None
-    little_endian = elffile.little_endian
-    for unit in dwarf_info(elffile).iter_CUs():
+    return _first_layout(dwarf_info(elffile), elffile.little_endian)
+
+
+def _first_layout(dwarf, little_endian: bool) -> LinkMapPrivateLayout | None:
+    for unit in dwarf.iter_CUs():
         for die in unit.get_top_DIE().iter_children():
             if (die.tag == "DW_TAG_structure_type" and _name(die) == "link_map"
                     and "DW_AT_declaration" not in die.attributes):
@@ -102,6 +111,100 @@ def layout_from_dwarf(data: bytes) -> LinkMapPrivateLayout | None:
                 if layout is not None:
                     return layout
     return None
+
+
+# How much of .debug_info the quick search decompresses: ld.so's first
+# unit, which defines struct link_map, is 4 KiB of 650 KiB.
+_LEADING_BYTES = 1 << 14
+_SHT_NOBITS, _SHF_COMPRESSED, _ELFCOMPRESS_ZLIB = 8, 0x800, 1
+# Sections whose presence leaves the search to pyelftools' whole reading:
+# relocated DWARF (an object file's), DWARF in another file (dwz), old
+# .zdebug compression, type units.
+_UNUSUAL = (".rel.debug", ".rela.debug", ".zdebug", ".gnu_debugaltlink", ".debug_sup", ".debug_types")
+_QUICK_ERRORS = (ELFError, DWARFError, ConstructError, ValueError, KeyError, IndexError, AttributeError,
+                 TypeError, AssertionError, UnicodeDecodeError, RecursionError, EOFError, struct.error, zlib.error)
+
+
+def _layout_from_leading_units(data: bytes) -> LinkMapPrivateLayout | None:
+    """_first_layout over the complete compilation units in the first
+    16 KiB of .debug_info, decompressed alone, with only the sections a
+    unit's entries read (pyelftools' get_dwarf_info decompresses every
+    DWARF section whole: most of the layout's cost). None when it is not
+    found there or anything is unusual: then the whole DWARF is searched,
+    which finds the same first one when this finds it."""
+    headers = image_section_headers(data)
+    if not headers:
+        return None
+    sections = {header.name: header for header in headers}  # the last of a name, as pyelftools' map
+    if any(name.startswith(_UNUSUAL) for name in sections):
+        return None
+    info, abbrev = sections.get(".debug_info"), sections.get(".debug_abbrev")
+    if info is None or abbrev is None or info.type == _SHT_NOBITS:
+        return None
+    little_endian, elf_class = data[5] == 1, 64 if data[4] == 2 else 32
+    try:
+        leading = _leading_bytes(data, info, little_endian, elf_class, _LEADING_BYTES)
+        if leading is None:
+            return None
+        units_end = _complete_units(leading, little_endian)
+        if not units_end:
+            return None
+        elffile = ELFFile(io.BytesIO(data))
+        from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
+
+        def whole(name: str):
+            header = sections.get(name)
+            if header is None or header.type == _SHT_NOBITS:
+                return None
+            contents = elffile.get_section(header.index).data()
+            return DebugSectionDescriptor(io.BytesIO(contents), name, header.offset, len(contents), header.addr)
+
+        dwarf = DWARFInfo(
+            config=DwarfConfig(little_endian=little_endian, machine_arch=elffile.get_machine_arch(),
+                               default_address_size=elf_class // 8),
+            debug_info_sec=DebugSectionDescriptor(io.BytesIO(leading[:units_end]), ".debug_info", info.offset,
+                                                  units_end, info.addr),
+            debug_aranges_sec=None, debug_abbrev_sec=whole(".debug_abbrev"), debug_frame_sec=None,
+            eh_frame_sec=None, debug_str_sec=whole(".debug_str"), debug_loc_sec=None, debug_ranges_sec=None,
+            debug_line_sec=None, debug_pubtypes_sec=None, debug_pubnames_sec=None,
+            debug_addr_sec=whole(".debug_addr"), debug_str_offsets_sec=whole(".debug_str_offsets"),
+            debug_line_str_sec=whole(".debug_line_str"), debug_loclists_sec=None, debug_rnglists_sec=None,
+            debug_sup_sec=None, gnu_debugaltlink_sec=None, debug_types_sec=None)
+        return _first_layout(dwarf, little_endian)
+    except _QUICK_ERRORS:
+        return None
+
+
+def _leading_bytes(data: bytes, header, little_endian: bool, elf_class: int, limit: int) -> bytes | None:
+    """Up to limit bytes from the start of a section's contents,
+    decompressing (zlib) only as far as that."""
+    raw = data[header.offset:header.offset + header.size]
+    if len(raw) != header.size:
+        return None
+    if not header.flags & _SHF_COMPRESSED:
+        return raw[:limit]
+    order = "<" if little_endian else ">"
+    layout = struct.Struct(order + ("IIQQ" if elf_class == 64 else "III"))
+    if len(raw) < layout.size:
+        return None
+    chdr = layout.unpack_from(raw)
+    if chdr[0] != _ELFCOMPRESS_ZLIB:
+        return None
+    return zlib.decompressobj().decompress(raw[layout.size:], limit)
+
+
+def _complete_units(leading: bytes, little_endian: bool) -> int:
+    """Where the last whole 32-bit-DWARF unit in leading ends (0: none)."""
+    end = 0
+    order = "little" if little_endian else "big"
+    while end + 4 <= len(leading):
+        length = int.from_bytes(leading[end:end + 4], order)
+        if length >= 0xFFFFFFF0:  # 64-bit DWARF, or reserved: left to pyelftools
+            return 0
+        if end + 4 + length > len(leading):
+            break
+        end += 4 + length
+    return end
 
 
 def _layout_of(struct: DIE, little_endian: bool) -> LinkMapPrivateLayout | None:

@@ -681,6 +681,16 @@ def _image_section_headers(image: bytes, elf_class: int, little_endian: bool) ->
     return out
 
 
+def image_section_headers(image: bytes) -> list[_SectionHeader] | None:
+    """The section header table of an ELF image (index, name, type,
+    flags, offset, size, addr per section), unpacked in bulk from the ELF
+    header's fields; None when it is not a plain table (see
+    _image_section_headers) or the image is not ELF."""
+    if len(image) < 6 or image[:4] != b"\x7fELF" or image[4] not in (1, 2) or image[5] not in (1, 2):
+        return None
+    return _image_section_headers(image, 64 if image[4] == 2 else 32, image[5] == 1)
+
+
 def _section_headers(elffile: ELFFile, image: bytes) -> list[_SectionHeader] | None:
     """The section header table decoded in bulk (pyelftools' Elf_Shdr
     layout), names read as pyelftools reads them from the section name
