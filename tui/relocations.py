@@ -47,6 +47,9 @@ NEEDLES_KEPT = 64
 # (a few milliseconds each), this many seconds apart.
 SEARCH_SLICE = 10000
 SEARCH_PAUSE = 0.005
+# More entries changed than this at one stop, and the table is made anew
+# rather than patched row by row.
+PATCH_LIMIT = 2048
 
 
 SUMMARY_COLUMNS = ("applied", "pending", "lazy", "unknown", "total")
@@ -133,7 +136,8 @@ class ColumnWidths:
     (the engine hands out one Binding per definition: remembered here)."""
 
     def __init__(self) -> None:
-        self._bound: dict[int, tuple[object, int]] = {}  # id(binding) -> (binding, its text's width)
+        self._bound: dict[int, object] = {}  # id(binding) -> binding, for the bindings measured
+        self._bound_widths: dict[int, int] = {}  # id(binding) -> its text's width
 
     def of(self, relocations: Sequence) -> list[int]:
         def values(name: str) -> list:
@@ -166,19 +170,17 @@ class ColumnWidths:
     def _widest_bound_or_why(self, relocations: Sequence, bindings: list, reasons: list) -> int:
         # A slot without a reason shows its binding alone ("" without one);
         # the few with a reason are measured one by one.
-        alone = list(compress(bindings, map(is_, reasons, repeat(None))))
+        alone = list(filter(None, compress(bindings, map(is_, reasons, repeat(None)))))
         distinct = dict(zip(map(id, alone), alone))
-        known = self._bound
-        if len(known) > BINDINGS_KEPT:
-            known.clear()
-        widest = 0
-        for key, binding in distinct.items():
-            if binding is None:
-                continue
-            hit = known.get(key)
-            if hit is None or hit[0] is not binding:
-                hit = known[key] = (binding, len(_bound_text(binding)))
-            widest = max(widest, hit[1])
+        widths = self._bound_widths
+        if len(widths) > BINDINGS_KEPT:
+            widths.clear()
+            self._bound.clear()
+        # A binding kept in _bound is alive: no other object has its id.
+        for key in distinct.keys() - widths.keys():
+            binding = self._bound[key] = distinct[key]
+            widths[key] = len(_bound_text(binding))
+        widest = max(map(widths.__getitem__, distinct), default=0)
         for reloc in compress(relocations, map(is_not, reasons, repeat(None))):
             widest = max(widest, len(_bound_or_why(reloc)))
         return widest
@@ -403,6 +405,8 @@ class RelocationsPane(ViewPane, Vertical):
             self._search_timer.stop()
             self._search_timer = None
         relocations = self._widths_of
+        if self._search.prepare(relocations, 0):
+            return  # made already (a step patched them)
 
         def slice_of_them() -> None:
             self._search_timer = None
@@ -435,6 +439,8 @@ class RelocationsPane(ViewPane, Vertical):
         if len(before) != len(after) or self._row_lines is None:
             return False
         changed = list(compress(range(len(after)), map(is_not, before, after)))
+        if len(changed) > PATCH_LIMIT:
+            return False  # a continue that relocated a library: measuring the table anew is quicker
         words = needle.lower().split()
         for index in changed:
             new = after[index]
@@ -450,6 +456,7 @@ class RelocationsPane(ViewPane, Vertical):
         self._search.patched(before, after, changed, needle, self._shown)
         self._widths_of = after  # the widths still hold: every new cell fits
         self._show_rows(after)
+        self._prepare_search()
         return True
 
     def _room(self) -> int:
