@@ -317,6 +317,14 @@ class DebugFile:
         return _symtab_symbols(self._elffile)
 
     @cached_property
+    def index_entries(self) -> tuple[int, list[tuple[int, int, int, str]]]:
+        """(len(symbols), ElfInfo._address_index's entries of them), read
+        without making the symbols."""
+        if "symbols" in self.__dict__:
+            return len(self.symbols), _index_entries(self.symbols, 0)
+        return _symtab_index_entries(self._elffile)
+
+    @cached_property
     def build_id(self) -> str | None:
         return _section_build_id(self._elffile)
 
@@ -469,6 +477,17 @@ class ElfInfo:
             return self.debug_file.symbols
         return _symtab_symbols(self._section_file)
 
+    def _symtab_index_entries(self) -> list[tuple[int, int, int, str]]:
+        """_index_entries of _symtab, without decoding it into DynSymbols
+        unless it already is."""
+        if "_symtab" in self.__dict__:
+            return _index_entries(self._symtab, 0)
+        if self.debug_file is not None:
+            count, entries = self.debug_file.index_entries
+            if count:
+                return entries
+        return _symtab_index_entries(self._section_file)[1]
+
     @cached_property
     def debuglink(self) -> DebugLink | None:
         """The .gnu_debuglink section, when the file has one."""
@@ -501,17 +520,8 @@ class ElfInfo:
         three lists, not a tuple per symbol (libc's debug file names
         11,000, each a tuple the collector would walk)."""
         # Ordered by address, then rank (global first, then fewer leading
-        # underscores, then .dynsym before .symtab), then end and name:
-        # the rank is one int, (bind << 32) - underscores << 1 | source,
-        # which orders as the (bind, -underscores, source) it spells.
-        bind_rank, address_types = _BIND_RANK, _ADDRESS_TYPES
-        entries = []
-        for source_rank, table in ((1, self.dynsyms), (0, self._symtab)):
-            # A size is never negative: "or 1" is max(size, 1).
-            entries += [(sym.value, ((bind_rank.get(sym.bind, 0) << 32) - len(sym.name) + len(sym.name.lstrip("_")))
-                         << 1 | source_rank, sym.value + (sym.size or 1), sym.name)
-                        for sym in table
-                        if sym.value and sym.shndx_defined and sym.name and sym.type in address_types]
+        # underscores, then .dynsym before .symtab), then end and name.
+        entries = _index_entries(self.dynsyms, 1) + self._symtab_index_entries()
         entries.sort()
         starts = [e[0] for e in entries]
         ends = [e[2] for e in entries]
@@ -728,31 +738,103 @@ def _section_view(data: bytes) -> ELFFile | None:
 
 
 def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
+    out: list[DynSymbol] = []
+    symbol = DynSymbol
+    try:
+        for kind, part in _symtab_parts(elffile):
+            if kind == "symbols":
+                out += part
+                continue
+            rows, get_string, byte_names = part
+            # Positional, in one comprehension: a debug file's .symtab names
+            # 10,000 symbols (libc's).
+            out += [symbol(get_string(name), value, size, byte_names[info][0], byte_names[info][1], shndx != 0,
+                           None, False, byte_names[other][2])
+                    for name, info, other, shndx, value, size in rows]
+    except _PARSE_ERRORS:
+        pass
+    return tuple(out)
+
+
+def _symtab_index_entries(elffile: ELFFile | None) -> tuple[int, list[tuple[int, int, int, str]]]:
+    """(how many symbols _symtab_symbols decodes, ElfInfo._address_index's
+    entries for those with an address), straight from the rows: no
+    DynSymbol per symbol, a name read only for a symbol with an address."""
+    count = 0
+    entries: list[tuple[int, int, int, str]] = []
+    try:
+        for kind, part in _symtab_parts(elffile):
+            if kind == "symbols":
+                count += len(part)
+                entries += _index_entries(part, 0)
+                continue
+            rows, get_string, byte_names = part
+            rows = list(rows)
+            ranks, addressed = _index_byte_ranks(byte_names)
+            entries += [(value, ((ranks[info] << 32) - len(name) + len(name.lstrip("_"))) << 1, value + (size or 1),
+                         name)
+                        for name_at, info, _, shndx, value, size in rows
+                        if value and shndx and addressed[info] and (name := get_string(name_at))]
+            count += len(rows)
+    except _PARSE_ERRORS:
+        pass
+    return count, entries
+
+
+def _symtab_parts(elffile: ELFFile | None) -> Iterator[tuple[str, object]]:
+    """The .symtab sections, each as ("rows", (Elf_Sym rows, name reader,
+    _symbol_byte_names)), or, with an odd entry size, as ("symbols",
+    DynSymbols pyelftools decoded); what precedes damage, when damaged."""
     if elffile is None:
-        return ()
-    out = []
+        return
     try:
         for section in _sections_of_type(elffile, _SHT_SYMTAB):
             if not isinstance(section, SymbolTableSection) or section["sh_type"] != "SHT_SYMTAB":
                 continue
             layout_size = elffile.structs.Elf_Sym.sizeof()
             if section["sh_entsize"] != layout_size or section["sh_type"] == "SHT_NOBITS":
-                for sym in section.iter_symbols():
-                    out.append(_dynsymbol(sym.entry, sym.name, None, False))
+                decoded = []
+                try:
+                    for sym in section.iter_symbols():
+                        decoded.append(_dynsymbol(sym.entry, sym.name, None, False))
+                except _PARSE_ERRORS:
+                    yield "symbols", decoded
+                    return
+                yield "symbols", decoded
                 continue
             byte_names = _symbol_byte_names(elffile.elfclass, elffile.little_endian)
             get_string = section.stringtable.get_string
             if isinstance(elffile.stream, io.BytesIO):
                 get_string = _string_reader(elffile.stream.getvalue(), section.stringtable["sh_offset"])
-            # Positional, in one comprehension: a debug file's .symtab
-            # names 10,000 symbols (libc's), read for one symbolization.
-            symbol = DynSymbol
-            out += [symbol(get_string(name), value, size, byte_names[info][0], byte_names[info][1], shndx != 0,
-                           None, False, byte_names[other][2])
-                    for name, info, other, shndx, value, size in _symbol_rows(elffile, section.data())]
+            yield "rows", (_symbol_rows(elffile, section.data()), get_string, byte_names)
     except _PARSE_ERRORS:
-        return tuple(out)
-    return tuple(out)
+        return
+
+
+def _index_entries(symbols: Iterable[DynSymbol], source_rank: int) -> list[tuple[int, int, int, str]]:
+    """ElfInfo._address_index's entries for the symbols with an address:
+    (value, rank, end, name), the rank one int, (bind << 32) -
+    underscores << 1 | source, which orders as (bind, fewer leading
+    underscores, .dynsym before .symtab) does. A size is never negative:
+    "or 1" is max(size, 1)."""
+    bind_rank, address_types = _BIND_RANK, _ADDRESS_TYPES
+    return [(sym.value, ((bind_rank.get(sym.bind, 0) << 32) - len(sym.name) + len(sym.name.lstrip("_"))) << 1
+             | source_rank, sym.value + (sym.size or 1), sym.name)
+            for sym in symbols
+            if sym.value and sym.shndx_defined and sym.name and sym.type in address_types]
+
+
+_INDEX_BYTE_RANKS: dict[int, tuple[list[int], list[bool]]] = {}
+
+
+def _index_byte_ranks(byte_names: list[tuple[str, str, str]]) -> tuple[list[int], list[bool]]:
+    """Per st_info byte: its bind's rank and whether its type has an address."""
+    hit = _INDEX_BYTE_RANKS.get(id(byte_names))
+    if hit is None:
+        hit = _INDEX_BYTE_RANKS[id(byte_names)] = (
+            [_BIND_RANK.get(bind, 0) for _, bind, _ in byte_names],
+            [type_name in _ADDRESS_TYPES for type_name, _, _ in byte_names])
+    return hit
 
 
 def _string_reader(image: bytes, table: int):

@@ -59,3 +59,30 @@ def test_version_names_from_the_parse_equal_a_second_parse():
         assert names == _version_names_of(data, path), path
         versioned += bool(names and (names.needs or names.definitions))
     assert versioned >= 3
+
+
+def test_address_index_from_symtab_rows_equals_the_one_from_symbols():
+    from loaderdbg.debug_files import find_debug_file
+    from loaderdbg.decode.elf import DebugFile, _index_entries
+
+    checked = 0
+    for path in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2", *FILES):
+        data = open(path, "rb").read()
+        info = parse_elf(data, path)
+        debug = find_debug_file(path, info)
+        with_debug = info.with_debug_file(debug) if debug is not None else info
+        # Rows first (no DynSymbols made), then the same file with its
+        # .symtab decoded first: the same index, the same names.
+        rows_first = parse_elf(data, path)
+        rows_first = rows_first.with_debug_file(DebugFile(debug.path, debug.data)) if debug is not None else rows_first
+        symbols_first = parse_elf(data, path)
+        symbols_first = symbols_first.with_debug_file(debug) if debug is not None else symbols_first
+        assert symbols_first._symtab is not None
+        assert rows_first._address_index == symbols_first._address_index, path
+        if debug is not None:
+            count, entries = DebugFile(debug.path, debug.data).index_entries
+            assert count == len(debug.symbols) and sorted(entries) == sorted(_index_entries(debug.symbols, 0))
+            checked += 1
+        for vaddr in range(with_debug.entry, with_debug.entry + 4096, 16):
+            assert rows_first.symbolize(vaddr) == symbols_first.symbolize(vaddr), (path, vaddr)
+    assert checked >= 1  # libc6-dbg's libc and ld.so
