@@ -44,9 +44,11 @@ BINDINGS_KEPT = 1 << 16
 # Needles whose matches are kept: a filter typed, then deleted key by key.
 NEEDLES_KEPT = 64
 # The filter's search texts are made ahead in slices of this many relocations
-# (a few milliseconds each), this many seconds apart.
+# (a few milliseconds each), this many seconds apart, starting once the
+# table's redraw is on screen.
 SEARCH_SLICE = 10000
 SEARCH_PAUSE = 0.005
+SEARCH_START = 0.3
 # More entries changed than this at one stop, and the table is made anew
 # rather than patched row by row.
 PATCH_LIMIT = 2048
@@ -413,7 +415,7 @@ class RelocationsPane(ViewPane, Vertical):
             if relocations is self._widths_of and self.is_shown():
                 if not self._search.prepare(relocations, SEARCH_SLICE):
                     self._search_timer = self.set_timer(SEARCH_PAUSE, slice_of_them)
-        self._search_timer = self.set_timer(SEARCH_PAUSE, slice_of_them)
+        self._search_timer = self.set_timer(SEARCH_START, slice_of_them)
 
     def _show_rows(self, relocations: Sequence) -> None:
         """The table's lines: those of the relocations shown, made as they
