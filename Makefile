@@ -98,6 +98,8 @@ bench: venv fixtures fixtures-big
 	$(VPY) bench/stepping.py
 	$(VPY) bench/record.py
 	$(VPY) bench/tui.py
+	$(VPY) bench/tui.py --mode entry --program /usr/bin/gdb --args --version
+	$(VPY) bench/tui.py --mode relocs --program /usr/bin/gdb --args --version
 	$(VPY) bench/scale.py
 	$(VPY) bench/qemu_step.py
 	$(VPY) bench/record_aarch64.py
