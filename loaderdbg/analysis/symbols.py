@@ -57,27 +57,33 @@ class LoadedObject:
 _CANDIDATES = "symbols: dynsym candidates"  # this module's key in ElfInfo.derived
 
 
-def _candidates(info: ElfInfo) -> tuple[dict[str, tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]:
+def _candidates(info: ElfInfo) -> tuple[dict[str, DynSymbol | tuple[DynSymbol, ...]], dict[str, DynSymbol], bool]:
     """(name -> definitions with a value, name -> canonical PLT entry, has
     DT_VERSYM), one pass over .dynsym per file: a lookup asks every object
-    in scope, and most do not define the name."""
+    in scope, and most do not define the name. A name defined once maps to
+    its symbol, not a 1-tuple (gdb's objects define 42,000 names once:
+    as many objects fewer to make and for the collector to walk)."""
     hit = info.derived.get(_CANDIDATES)
     if hit is not None:
         return hit
-    defined: dict[str, list[DynSymbol]] = {}
+    defined: dict[str, DynSymbol | tuple[DynSymbol, ...]] = {}
     plt_entries: dict[str, DynSymbol] = {}
     program = info.type == "ET_EXEC" or info.is_pie
-    for sym in info.dynsyms:
-        if not sym.name or sym.bind not in _VISIBLE_BINDS or sym.visibility not in _VISIBLE_VISIBILITY:
-            continue
+    visible_binds, visible_visibility = _VISIBLE_BINDS, _VISIBLE_VISIBILITY
+    for sym in [sym for sym in info.dynsyms
+                if sym.name and sym.bind in visible_binds and sym.visibility in visible_visibility]:
         if sym.shndx_defined:
             if sym.value or sym.type == "TLS":
-                defined.setdefault(sym.name, []).append(sym)
+                before = defined.get(sym.name)
+                if before is None:
+                    defined[sym.name] = sym
+                else:
+                    defined[sym.name] = (before + (sym,)) if type(before) is tuple else (before, sym)
         elif program and sym.value:
             # An executable's undefined symbol with a value is its
             # canonical PLT entry (a non-PIE program took the address).
             plt_entries.setdefault(sym.name, sym)
-    value = ({k: tuple(v) for k, v in defined.items()}, plt_entries, info.dynamic_value("DT_VERSYM") is not None)
+    value = (defined, plt_entries, info.dynamic_value("DT_VERSYM") is not None)
     # Two threads racing here compute the same value; either may stay.
     info.derived[_CANDIDATES] = value
     return value
@@ -90,6 +96,8 @@ def match_definition(obj: LoadedObject, name: str, version: str | None,
     info = obj.info
     defined, plt_entries, has_versym = _candidates(info)
     defs = defined.get(name, ())
+    if type(defs) is not tuple:
+        defs = (defs,)
     if not include_tls and defs:
         defs = tuple(s for s in defs if s.type != "TLS")
     if not plt:

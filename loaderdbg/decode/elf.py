@@ -316,10 +316,10 @@ class DebugFile:
     def symbols(self) -> tuple[DynSymbol, ...]:
         return _symtab_symbols(self._elffile)
 
-    @cached_property
     def index_entries(self) -> tuple[int, list[tuple[int, int, int, str]]]:
         """(len(symbols), ElfInfo._address_index's entries of them), read
-        without making the symbols."""
+        without making the symbols (each ElfInfo's index reads them once:
+        not kept here)."""
         if "symbols" in self.__dict__:
             return len(self.symbols), _index_entries(self.symbols, 0)
         return _symtab_index_entries(self._elffile)
@@ -483,7 +483,7 @@ class ElfInfo:
         if "_symtab" in self.__dict__:
             return _index_entries(self._symtab, 0)
         if self.debug_file is not None:
-            count, entries = self.debug_file.index_entries
+            count, entries = self.debug_file.index_entries()
             if count:
                 return entries
         return _symtab_index_entries(self._section_file)[1]

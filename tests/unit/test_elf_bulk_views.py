@@ -80,7 +80,7 @@ def test_address_index_from_symtab_rows_equals_the_one_from_symbols():
         assert symbols_first._symtab is not None
         assert rows_first._address_index == symbols_first._address_index, path
         if debug is not None:
-            count, entries = DebugFile(debug.path, debug.data).index_entries
+            count, entries = DebugFile(debug.path, debug.data).index_entries()
             assert count == len(debug.symbols) and sorted(entries) == sorted(_index_entries(debug.symbols, 0))
             checked += 1
         for vaddr in range(with_debug.entry, with_debug.entry + 4096, 16):
