@@ -1479,11 +1479,16 @@ class _Dynamic:
                 versions += [None] * count
                 continue
             is_rela = table.is_RELA()  # type: ignore[attr-defined]
-            rows = self._relocation_rows(table_name, table, is_rela)
-            if not rows:
+            columns = self._relocation_column_lists(table_name, is_rela)
+            if columns is None:
+                rows = self._relocation_rows(table_name, table, is_rela)
+                if not rows:
+                    continue
+                # Transposed in C: a big program has 150,000 rows.
+                columns = zip(*rows)
+            r_offsets, sym_indexes, type_values, r_addends = columns
+            if not r_offsets:
                 continue
-            # Transposed in C: a big program has 150,000 rows.
-            r_offsets, sym_indexes, type_values, r_addends = zip(*rows)
             if max(sym_indexes) >= len(symbols):
                 r_offset, sym_index = next((o, i) for o, i in zip(r_offsets, sym_indexes) if i >= len(symbols))
                 raise DecodeError(f"{table_name} relocation at {r_offset:#x} names symbol "
@@ -1499,10 +1504,29 @@ class _Dynamic:
             names += map(symbol_names.__getitem__, sym_indexes)
             indexes += sym_indexes
             addends += r_addends
-            tables += [table_name] * len(rows)
+            tables += [table_name] * len(r_offsets)
             versions += map(symbol_versions.__getitem__, sym_indexes)
         return RelocationColumns(tuple(offsets), tuple(types), tuple(spelled_types), tuple(names), tuple(indexes),
                                  tuple(addends), tuple(tables), tuple(versions))
+
+    def _relocation_column_lists(self, table_name: str, is_rela: bool) -> tuple[list, list, list, list] | None:
+        """_relocation_rows as four columns (r_offset, symbol index, type,
+        addend or None), each sliced out of a word view of the table in C,
+        for a 64-bit little-endian object on a little-endian host (None
+        otherwise: rows then). An Elf64_Rel[a] is words, r_info's low half
+        the type and its high half the symbol."""
+        elf = self.p.elf
+        if elf.elfclass != 64 or not elf.little_endian or sys.byteorder != "little" or self.p.machine == "EM_MIPS":
+            return None
+        offset, size = self.table_spans[table_name]
+        words = 3 if is_rela else 2
+        entries = size // (8 * words)
+        raw = self.p.data[offset:offset + entries * 8 * words]
+        if entries == 0:
+            return [], [], [], []
+        quads, halves = memoryview(raw).cast("Q"), memoryview(raw).cast("I")
+        addends = memoryview(raw).cast("q")[2::3].tolist() if is_rela else [None] * entries
+        return (quads[0::words].tolist(), halves[3::2 * words].tolist(), halves[2::2 * words].tolist(), addends)
 
     def _relocation_rows(self, table_name: str, table, is_rela: bool) -> list[tuple[int, int, int, int | None]]:
         """(r_offset, symbol index, type, addend or None) of each entry."""
