@@ -180,14 +180,36 @@ def _load_stepper() -> ctypes.CDLL:
     if lib.loaderdbg_stepper_regs_size() != USER_REGS_SIZE:
         raise NotBuiltError(f"{spec.origin}: built for another user_regs_struct; rebuild it")
     lib.loaderdbg_step.restype = ctypes.c_int
+    try:
+        spawn = lib.loaderdbg_spawn_traced
+    except AttributeError:
+        raise NotBuiltError(f"{spec.origin}: built from an older _stepper.c; rebuild it (make venv)") from None
+    spawn.restype = ctypes.c_int
+    spawn.argtypes = (ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p),
+                      ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.POINTER(ctypes.c_int))
     return lib
 
 
+_stepper = _load_stepper()
 # step_and_fetch(c_int pid, c_void_p regs) -> status | STEP_REGS_FETCHED, or
 # -errno: SINGLESTEP + waitpid + GETREGS in one foreign call (see _stepper.c).
 # Fed ready-made ctypes values, like _raw_ptrace.
-step_and_fetch = _load_stepper().loaderdbg_step
+step_and_fetch = _stepper.loaderdbg_step
 STEP_REGS_FETCHED = 1 << 30  # above every wait status (events use bits 16-23)
+
+
+def spawn_traced(path: bytes, argv: list[bytes], env: list[bytes], fds: tuple[int, int, int],
+                 no_aslr: bool) -> tuple[int, int]:
+    """vfork + PTRACE_TRACEME + execve (see _stepper.c): (pid, 0) once the
+    child has called execve, (pid, errno) when its preparation or execve
+    failed (it exits with 127), (-1, errno) when vfork did. On success the
+    child stops with the SIGTRAP of a traced execve, in the new image."""
+    c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+    c_env = (ctypes.c_char_p * (len(env) + 1))(*env, None)
+    failure = ctypes.c_int(0)
+    pid = _stepper.loaderdbg_spawn_traced(path, c_argv, c_env, (ctypes.c_int * 3)(*fds), int(no_aslr),
+                                          ctypes.byref(failure))
+    return pid, failure.value
 
 
 class RegisterBuffer:

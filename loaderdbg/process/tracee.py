@@ -641,47 +641,31 @@ class Tracee:
 
 
 def launch(spec: LaunchSpec) -> Tracee:
-    """Fork, exec ``spec`` under ptrace and return it stopped at the first
-    instruction of the new image (the PTRACE_EVENT_EXEC stop)."""
-    err_read, err_write = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # child: only async-signal-safe-ish work until execve
-        try:
-            os.close(err_read)
-            for target, fd in ((0, spec.stdin_fd), (1, spec.stdout_fd), (2, spec.stderr_fd)):
-                if fd is not None:
-                    os.dup2(fd, target)
-            # Python ignores SIGPIPE/SIGXFSZ; execve would keep that.
-            for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
-                _signal.signal(sig, _signal.SIG_DFL)
-            # Our own process group: a Ctrl-C at the terminal is the tracer's.
-            os.setpgid(0, 0)
-            if not spec.aslr:
-                ptrace.disable_aslr_for_self()
-            ptrace.traceme()
-            os.kill(os.getpid(), _signal.SIGSTOP)
-            os.execve(spec.path, list(spec.argv), spec.env)
-        except OSError as err:
-            os.write(err_write, str(err.errno or 0).encode())
-        finally:
-            os._exit(127)
-    os.close(err_write)
+    """Start ``spec`` under ptrace and return it stopped at the first
+    instruction of the new image, execve behind it (see finish_execve)."""
+    try:
+        path, argv, env = _exec_strings(spec)
+    except ValueError as err:  # what os.execve refuses: a NUL in a string, '=' in a name
+        raise TargetError(f"{spec.path}: execve failed: {err}") from None
+    fds = tuple(-1 if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd))
+    # vfork, not os.fork: no copy of our address space to make, fault in
+    # and tear down again (_stepper.c). The child is ours from its TRACEME,
+    # and stops with the SIGTRAP of a traced execve, already out of the
+    # syscall, where a PTRACE_EVENT_EXEC stop would be followed by
+    # finish_execve.
+    pid, failure = ptrace.spawn_traced(path, argv, env, fds, not spec.aslr)
+    if pid == -1:
+        raise OSError(failure, os.strerror(failure))  # as os.fork raises it
     try:
         _, status = ptrace.waitpid(pid)
-        if not os.WIFSTOPPED(status):
-            raise TargetError(f"{spec.path}: child died before exec ({status:#x})")
-        ptrace.set_options(pid, LAUNCH_OPTIONS)
-        ptrace.cont(pid)
-        _, status = ptrace.waitpid(pid)
-        if os.WIFSTOPPED(status) and (status >> 16) == ptrace.EVENT_EXEC:
-            finish_execve(pid, spec.path)
+        if os.WIFSTOPPED(status) and status >> 8 == _signal.SIGTRAP and not failure:
+            ptrace.set_options(pid, LAUNCH_OPTIONS)
             tracee = Tracee(pid, launched=True)
             tracee.terminal_fd = _shared_terminal(spec)
             tracee.last_stop = Stop(StopKind.EVENT, pid, signal=_signal.SIGTRAP,
                                     event=ptrace.EVENT_EXEC)
             return tracee
-        message = os.read(err_read, 64).decode() or "0"
-        errno_value = int(message) if message.isdigit() else 0
+        errno_value = failure if failure > 0 else 0
         _reap(pid, status)
         # strace's spelling: the text, then the name users grep man pages for.
         reason = f"{os.strerror(errno_value)} ({errno.errorcode.get(errno_value, errno_value)})" \
@@ -690,8 +674,24 @@ def launch(spec: LaunchSpec) -> Tracee:
     except BaseException:
         _reap(pid, None)
         raise
-    finally:
-        os.close(err_read)
+
+
+def _exec_strings(spec: LaunchSpec) -> tuple[bytes, list[bytes], list[bytes]]:
+    """path, argv and environment as os.execve would pass them."""
+    def checked(value: str) -> bytes:
+        raw = os.fsencode(value)
+        if b"\0" in raw:
+            raise ValueError("embedded null byte")
+        return raw
+    if not spec.argv or not spec.argv[0]:
+        raise ValueError("argv[0] must not be empty")
+    env = []
+    for name, value in spec.env.items():
+        raw_name = checked(name)
+        if not raw_name or b"=" in raw_name:
+            raise ValueError("illegal environment variable name")
+        env.append(raw_name + b"=" + checked(value))
+    return checked(spec.path), [checked(arg) for arg in spec.argv], env
 
 
 def _shared_terminal(spec: LaunchSpec) -> int | None:
