@@ -1090,14 +1090,20 @@ def _relative_runs(columns: RelocationColumns, segments_of: Sequence[int | None]
     relative = _RELATIVE_TYPES
     type_names = columns.type_names
     count = len(type_names)
-    chosen = [index for index, name in enumerate(type_names) if name in relative]
-    if len(chosen) == count:
-        others = []
+    # Linkers put the RELATIVE relocations in a row (RELR: all of them):
+    # found by counting and one set over that slice, in C.
+    present = [name for name in relative if name in type_names] if count else []
+    if not present:
+        return (), tuple(range(count)), (None,) * count
+    first = min(type_names.index(name) for name in present)
+    stop = first + sum(type_names.count(name) for name in present)
+    if set(type_names[first:stop]) <= relative:
+        chosen: Sequence[int] = range(first, stop)
+        others = [*range(first), *range(stop, count)]
     else:
+        chosen = [index for index, name in enumerate(type_names) if name in relative]
         others = [index for index, name in enumerate(type_names) if name not in relative]
-    if not chosen:
-        return (), tuple(others), (None,) * count
-    first, stop = chosen[0], chosen[-1] + 1
+        first, stop = chosen[0], chosen[-1] + 1
     if stop - first == len(chosen):  # in a row, as linkers sort them
         addends, links = columns.addends[first:stop], link_values[first:stop]
         segments, spots = segments_of[first:stop], offsets_of[first:stop]
@@ -1132,7 +1138,7 @@ def _relative_runs(columns: RelocationColumns, segments_of: Sequence[int | None]
             positions.setdefault(key, []).append(position)
     runs = []
     for key, members in positions.items():
-        indices = [chosen[position] for position in members] if len(members) != len(chosen) else chosen
+        indices = [chosen[position] for position in members] if len(members) != len(chosen) else list(chosen)
         if key is None or len(members) < 2:  # itemgetter of one index is not a tuple
             others.extend(indices)
             continue

@@ -111,3 +111,24 @@ def test_relative_runs_with_the_session_cache_across_stops(monkeypatch):
     assert cached_states(1) == _slot_by_slot(monkeypatch, proc, 1)  # the second stop: changed slots only
     _apply(proc, 1)
     assert cached_states(1) == _slot_by_slot(monkeypatch, proc, 1)
+
+
+@pytest.mark.parametrize("types", [
+    ["R_X86_64_RELATIVE"] * 6 + ["R_X86_64_GLOB_DAT", "R_X86_64_JUMP_SLOT"],   # in a row, as linkers sort them
+    ["R_X86_64_GLOB_DAT", "R_X86_64_RELATIVE", "R_X86_64_RELATIVE", "R_X86_64_64", "R_X86_64_RELATIVE",
+     "R_X86_64_RELATIVE", "R_X86_64_RELATIVE64", "R_X86_64_JUMP_SLOT"],          # interleaved
+    ["R_X86_64_JUMP_SLOT"] * 3,                                                # none
+], ids=["in-a-row", "interleaved", "none"])
+def test_relative_runs_take_every_relative_slot_and_only_them(types):
+    count = len(types)
+    offsets = tuple(0x1000 + 8 * i for i in range(count))
+    columns = RelocationColumns(offsets, (0,) * count, tuple(types), (None,) * count, (0,) * count,
+                                tuple(range(count)), ("RELA",) * count, (None,) * count)
+    links = [0] * count
+    runs, others, expected = relocations._relative_runs(columns, [0] * count, [o - 0x1000 for o in offsets], links,
+                                                        0x7F0000000000, 8, set())
+    relative = [i for i, t in enumerate(types) if t in ("R_X86_64_RELATIVE", "R_X86_64_RELATIVE64")]
+    assert sorted(i for run in runs for i in run.indices) == relative
+    assert list(others) == [i for i in range(count) if i not in relative]
+    assert [i for i, value in enumerate(expected) if value is not None] == relative
+    assert all(expected[i] == 0x7F0000000000 + i for i in relative)
