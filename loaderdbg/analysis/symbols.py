@@ -220,7 +220,7 @@ class SymbolTable:
         self._in_scope = frozenset(_key(o) for o in self.scope)
         self._local_scopes: dict[tuple[str, int], tuple[LoadedObject, ...]] = dict(scopes or {})
         self.program: LoadedObject | None = _main_program(self.objects)
-        self._scope_index: dict[int, list] = {}
+        self._scope_index: dict[int, tuple[list, dict[str, int]]] = {}
         # The same objects as the loader orders them, once read from the
         # link_map (analysis/link_map.py symbols_in_loader_order): kept with
         # this table, as (r_debug, list tails, table).
@@ -271,8 +271,12 @@ class SymbolTable:
         if key in self._lookups:
             return self._lookups[key]
         found = None
-        for obj, defined, plt_entries in self._indexed(scope):
-            # Most objects in scope do not define the name at all.
+        indexed, first_definers = self._indexed(scope)
+        # Most objects in scope do not define the name at all: start at
+        # the first that has it (as a definition or a canonical PLT entry).
+        start = first_definers.get(name, len(indexed))
+        for position in range(start, len(indexed)):
+            obj, defined, plt_entries = indexed[position]
             if name not in defined and (plt or name not in plt_entries):
                 continue
             if skipped is not None and _key(obj) == skipped:
@@ -284,11 +288,21 @@ class SymbolTable:
         self._lookups[key] = found
         return found
 
-    def _indexed(self, scope: tuple[LoadedObject, ...]) -> list:
-        indexed = self._scope_index.get(id(scope))
-        if indexed is None:
-            indexed = self._scope_index[id(scope)] = [(o, *_candidates(o.info)[:2]) for o in scope]
-        return indexed
+    def _indexed(self, scope: tuple[LoadedObject, ...]) -> tuple[list, dict[str, int]]:
+        """Each object of scope with its candidates, and name -> the
+        position of the first that defines it or has a canonical PLT entry
+        of it (a lookup walked all 59 of gdb's scope for each of 15,000
+        names; the map is made in C, last object first)."""
+        hit = self._scope_index.get(id(scope))
+        if hit is None:
+            indexed = [(o, *_candidates(o.info)[:2]) for o in scope]
+            first_definers: dict[str, int] = {}
+            for position in range(len(indexed) - 1, -1, -1):
+                _, defined, plt_entries = indexed[position]
+                first_definers.update(dict.fromkeys(plt_entries, position))
+                first_definers.update(dict.fromkeys(defined, position))
+            hit = self._scope_index[id(scope)] = (indexed, first_definers)
+        return hit
 
     def resolve(self, name: str, version: str | None = None) -> int | None:
         """Runtime address of the first global/weak non-TLS definition."""

@@ -34,3 +34,23 @@ def test_symbolize_many_is_symbolize():
     assert names == {addr: table.symbolize(addr) for addr in addresses}
     assert sum(name is None for name in names.values()) >= 5
     assert len({name for name in names.values() if name}) > 1000
+
+
+def test_lookup_starting_at_the_first_definer_is_the_walk_of_the_whole_scope():
+    from loaderdbg.analysis.symbols import match_definition
+
+    paths = [str(ZOO / "ifunc-tls"), "/lib/x86_64-linux-gnu/libstdc++.so.6", "/lib/x86_64-linux-gnu/libm.so.6",
+             LIBC, LDSO, "/lib/x86_64-linux-gnu/libgcc_s.so.1"]
+    objects = [LoadedObject(path, 0x10000000 * (i + 1), parse_elf(Path(path).read_bytes(), path))
+               for i, path in enumerate(paths)]
+    table = SymbolTable(objects, scope=objects)
+    references = {(sym.name, sym.version) for obj in objects for sym in obj.info.dynsyms if sym.name}
+    references |= {("no_such_symbol", None), ("memcpy", "GLIBC_2.2.5"), ("memcpy", None), ("malloc", "NOPE_1")}
+    found = 0
+    for name, version in sorted(references, key=str):
+        for plt in (False, True):
+            walked = next(((obj, sym) for obj in objects
+                           if (sym := match_definition(obj, name, version, False, plt)) is not None), None)
+            assert table.lookup(name, version, plt=plt) == walked, (name, version, plt)
+            found += walked is not None
+    assert found > 5000
