@@ -270,8 +270,8 @@ def main() -> int:
     parser.add_argument("--program", default=str(DEMO), help="program to launch live (default: the demo)")
     parser.add_argument("--repeat", type=int, default=3, help="--mode entry: launches to time")
     parser.add_argument("--filter", default=DEFAULT_FILTER, help="--mode relocs: the filter to type")
-    parser.add_argument("--until", default="ldso-entry", help="stop target to run to before stepping "
-                        "(default ldso-entry: ld.so's loop, with relocations changing)")
+    parser.add_argument("--until", help="stop target to run to before stepping (default ldso-entry: ld.so's "
+                        "loop, with relocations changing) or before the keys of --mode relocs (default entry)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", default="160x48", help="terminal size, WxH")
     parser.add_argument("--tab", help="tab to have up while stepping: elf, relocs, maps, linkmap, "
@@ -284,6 +284,7 @@ def main() -> int:
         return main_entry(args, (width, height))
     if args.mode == "relocs":
         return main_relocs(args, (width, height))
+    args.until = args.until or "ldso-entry"
     session, output_fd = open_session(args)
     try:
         latencies = asyncio.run(measure(session, output_fd, args.steps, (width, height), args.until, args.tab))
@@ -334,7 +335,7 @@ def main_entry(args, size: tuple[int, int]) -> int:
 
 
 def main_relocs(args, size: tuple[int, int]) -> int:
-    until = args.until if args.until != "ldso-entry" else "entry"
+    until = args.until or "entry"
     results, cpu = run_with_session(args, lambda session, fd: measure_relocs(session, fd, size, until,
                                                                               args.filter))
     name = " ".join([Path(args.program).name, *args.args])

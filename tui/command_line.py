@@ -50,6 +50,7 @@ class PaneInput(Input):
     # out again (milliseconds) and cost a second frame. Its size is set by
     # CSS (100%, one line), never by its text: a repaint is enough.
     virtual_size = Reactive(Size(0, 0), layout=False)
+    _on_change: Callable[[str], None] | None = None
 
     def __init__(self, *args, on_change: Callable[[str], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
