@@ -113,10 +113,6 @@ def request(req: int, pid: int, addr: int = 0, data: int = 0) -> int:
     return _check(_libc.ptrace(req, pid, addr, data), str(req), pid)
 
 
-def traceme() -> None:
-    request(TRACEME, 0)
-
-
 def disable_aslr_for_self() -> None:
     """personality(ADDR_NO_RANDOMIZE) for the calling process; execve keeps it."""
     current = _libc.personality(0xFFFFFFFF)

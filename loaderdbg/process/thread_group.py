@@ -52,6 +52,7 @@ EXITING = "exiting"  # past its exit event, let go to die; only its reaping is l
 _ORIG_RAX = X86_64.register_offset("orig_rax")
 _EXIT_GROUP = X86_64.syscall_numbers["exit_group"]
 _WAIT_FLAGS = ptrace.WALL | WNOTHREAD
+_SYSCALL_STOP = ((_signal.SIGTRAP | 0x80) << 8) | 0x7F  # a syscall stop's wait status (TRACESYSGOOD)
 # What a syscall interrupted by a signal returns when the kernel will restart
 # it: ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK
 # (include/linux/errno.h); user space never sees these.
@@ -190,6 +191,19 @@ class ThreadGroup:
         if not self.leader.alive:
             raise TargetError(f"{self.pid}: the process is gone")
         self._syscalls = syscalls
+        if len(self._threads) == 1 and not self._pending_order and not self._dying:
+            leader = self._threads.get(self.pid)
+            if leader is not None and leader.state == STOPPED and self.current == self.pid \
+                    and not self._on_breakpoint(leader):
+                # One thread, off any int3, nothing pending: what most stops
+                # of a continue are, without the general bookkeeping.
+                leader.tracee.let_run(syscalls=syscalls)
+                leader.state = RUNNING
+                tid, status = self._wait_any()
+                if tid == self.pid and status == _SYSCALL_STOP and not (leader.halt_requested or leader.restarting):
+                    leader.state = STOPPED  # news, as _settle would say
+                    return tid, leader.tracee.classify_status(status)
+                return self._report_first(tid, status)
         reported = self._next_pending()
         if reported is not None:
             return reported
@@ -211,11 +225,16 @@ class ThreadGroup:
             if thread.state == STOPPED:
                 thread.tracee.let_run(syscalls=syscalls)
                 thread.state = RUNNING
+        return self._report_first(*self._wait_any())
+
+    def _report_first(self, tid: int, status: int) -> tuple[int, Stop]:
+        """From the first status after resuming every thread: take statuses
+        until one is news, stop the others, and report it."""
         while True:
-            tid, status = self._wait_any()
             stop = self._settle(tid, status, running=True)
             if stop is not None:
                 break
+            tid, status = self._wait_any()
         self._halt_others(tid)
         if tid not in self._threads:  # ended while the others stopped (an exec)
             reported = self._next_pending()
