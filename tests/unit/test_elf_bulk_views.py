@@ -86,3 +86,25 @@ def test_address_index_from_symtab_rows_equals_the_one_from_symbols():
         for vaddr in range(with_debug.entry, with_debug.entry + 4096, 16):
             assert rows_first.symbolize(vaddr) == symbols_first.symbolize(vaddr), (path, vaddr)
     assert checked >= 1  # libc6-dbg's libc and ld.so
+
+
+def test_symbol_byte_names_from_the_enums_are_pyelftools_parses():
+    import struct
+
+    from elftools.elf.structs import ELFStructs
+
+    from loaderdbg.decode.elf import _dynsymbol, _symbol_byte_names
+
+    for elfclass in (32, 64):
+        for little_endian in (True, False):
+            structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+            structs.create_basic_structs()
+            structs.create_advanced_structs()
+            order = "<" if little_endian else ">"
+            parsed = []
+            for byte in range(256):
+                raw = (struct.pack(order + "IBBHQQ", 0, byte, byte, 0, 0, 0) if elfclass == 64 else
+                       struct.pack(order + "IIIBBH", 0, 0, 0, byte, byte, 0))
+                symbol = _dynsymbol(structs.Elf_Sym.parse(raw), "", None, False)
+                parsed.append((symbol.type, symbol.bind, symbol.visibility))
+            assert _symbol_byte_names(elfclass, little_endian) == parsed, (elfclass, little_endian)
