@@ -1095,9 +1095,19 @@ class _Parser:
                 raise DecodeError(
                     f"truncated program headers ({phnum} x {phentsize} at {phoff:#x}, file is {len(self.data):#x})")
         out = []
+        # Elf_Phdr unpacked in bulk (pyelftools' layout): a pyelftools
+        # segment per header made PT_DYNAMIC's DynamicSegment, which walks
+        # every section to find its string table (~2 ms for libc).
+        order = "<" if elf.little_endian else ">"
+        if elf.elfclass == 64:
+            layout, names = struct.Struct(order + "IIQQQQQQ"), ("p_type", "p_flags", "p_offset", "p_vaddr",
+                                                                 "p_paddr", "p_filesz", "p_memsz", "p_align")
+        else:
+            layout, names = struct.Struct(order + "IIIIIIII"), ("p_type", "p_offset", "p_vaddr", "p_paddr",
+                                                                 "p_filesz", "p_memsz", "p_flags", "p_align")
         for index in range(phnum):
-            header = elf.get_segment(index).header
-            type_value = _enum_value(header["p_type"], _P_TYPE_VALUES)
+            header = dict(zip(names, layout.unpack_from(self.data, phoff + index * phentsize)))
+            type_value = header["p_type"]
             out.append(Segment(
                 index=index,
                 type=_P_TYPE_NAMES.get(type_value, _hex(type_value)),
@@ -1164,13 +1174,14 @@ class _Parser:
 
     # -- PT_DYNAMIC ----------------------------------------------------------
 
-    def dynamic_segment(self) -> DynamicSegment | None:
-        for index, seg in enumerate(self.segments):
+    def dynamic_segment(self) -> Segment | None:
+        """PT_DYNAMIC, checked to lie in the file (pyelftools' view of it,
+        which walks every section to find a string table, is made only if
+        the hash tables cannot count the symbols: _Dynamic.dyn)."""
+        for seg in self.segments:
             if seg.type == "DYNAMIC":
                 self.segment_bytes(seg)
-                dyn = self.elf.get_segment(index)
-                assert isinstance(dyn, DynamicSegment)
-                return dyn
+                return seg
         return None
 
     def dynamic_tags(self, seg: Segment) -> list[tuple[int, int]]:
@@ -1198,9 +1209,9 @@ def _tag_name(tag: int, machine: str) -> str:
 class _Dynamic:
     """The dynamic array, its string table, symbols, versions and relocations."""
 
-    def __init__(self, parser: _Parser, seg: Segment, dyn: DynamicSegment) -> None:
+    def __init__(self, parser: _Parser, seg: Segment) -> None:
         self.p = parser
-        self.dyn = dyn
+        self.seg = seg
         self.tags = parser.dynamic_tags(seg)
         self.names = [_tag_name(tag, parser.machine) for tag, _ in self.tags]
         self.first: dict[str, int] = {}
@@ -1213,6 +1224,12 @@ class _Dynamic:
             parser.vaddr_to_offset(strtab) if strtab is not None else None,
             self.first.get("DT_STRSZ"),
         )
+
+    @cached_property
+    def dyn(self) -> DynamicSegment:
+        dyn = self.p.elf.get_segment(self.seg.index)
+        assert isinstance(dyn, DynamicSegment)
+        return dyn
 
     def table_offset(self, tag: str, size: int = 1) -> int | None:
         vaddr = self.first.get(tag)
@@ -1635,11 +1652,10 @@ def _version_names_of(data: bytes, path: str) -> VersionNames | None:
         return None
     try:
         p = _Parser(data, path)
-        dyn_seg = p.dynamic_segment()
-        if dyn_seg is None:
+        seg = p.dynamic_segment()
+        if seg is None:
             return VersionNames((), ())
-        seg = next(s for s in p.segments if s.type == "DYNAMIC")
-        return _Dynamic(p, seg, dyn_seg).version_lists()
+        return _Dynamic(p, seg).version_lists()
     except (DecodeError, *_PARSE_ERRORS):
         return None
 
@@ -1650,10 +1666,9 @@ def _parse(data: bytes, path: str) -> ElfInfo:
     interp = p.interp()
 
     dynamic: tuple[DynamicEntry, ...] = ()
-    dyn_seg = p.dynamic_segment()
-    if dyn_seg is not None:
-        seg = next(s for s in p.segments if s.type == "DYNAMIC")
-        d = _Dynamic(p, seg, dyn_seg)
+    seg = p.dynamic_segment()
+    if seg is not None:
+        d = _Dynamic(p, seg)
         dynamic = d.entries()
         d.check()
         tables = _Tables(d)
