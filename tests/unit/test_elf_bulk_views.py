@@ -108,3 +108,50 @@ def test_symbol_byte_names_from_the_enums_are_pyelftools_parses():
                 symbol = _dynsymbol(structs.Elf_Sym.parse(raw), "", None, False)
                 parsed.append((symbol.type, symbol.bind, symbol.visibility))
             assert _symbol_byte_names(elfclass, little_endian) == parsed, (elfclass, little_endian)
+
+
+def _versions_by_pyelftools(dynamic):
+    from loaderdbg.decode.elf import (_VER_FLG_BASE, GNUVerDefSection, GNUVerNeedSection, VersionDefinition,
+                                      VersionNames, VersionNeed)
+
+    definitions = tuple(
+        VersionDefinition(verdef["vd_ndx"], aux[0].name, bool(verdef["vd_flags"] & _VER_FLG_BASE),
+                          tuple(a.name for a in aux[1:]))
+        for verdef, aux in dynamic._version_table(GNUVerDefSection, "DT_VERDEF", "DT_VERDEFNUM", "vd") if aux)
+    needs = tuple(VersionNeed(verneed.name, tuple(a.name for a in aux))
+                  for verneed, aux in dynamic._version_table(GNUVerNeedSection, "DT_VERNEED", "DT_VERNEEDNUM", "vn"))
+    return VersionNames(needs, definitions)
+
+
+def test_version_tables_unpacked_with_struct_are_pyelftools_reading():
+    import pytest
+
+    for path in FILES:
+        info = parse_elf(open(path, "rb").read(), path)
+        dynamic = info._tables.dynamic
+        if dynamic is not None:
+            assert dynamic.version_lists() == _versions_by_pyelftools(dynamic), path
+    # A verneed entry claiming no auxiliary entries: both readers refuse
+    # it; an auxiliary entry whose name lies outside DT_STRTAB likewise;
+    # a next past the end of the file that is never followed (the last
+    # entry's): both read the same.
+    from loaderdbg.decode.elf import _Dynamic, _Parser
+
+    data = open("/lib/x86_64-linux-gnu/libc.so.6", "rb").read()
+    info = parse_elf(data, "libc")
+    segment = next(s for s in info.segments if s.type == "DYNAMIC")
+    verneed = info._tables.dynamic.table_offset("DT_VERNEED")
+    vernaux = verneed + int.from_bytes(data[verneed + 8:verneed + 12], "little")
+    for at, value, refused in ((verneed + 2, b"\0\0", True),               # vn_cnt
+                               (vernaux + 8, b"\xff\xff\xff\x7f", True),   # vna_name
+                               (verneed + 12, b"\xff\xff\xff\x7f", False)):  # vn_next
+        broken = bytearray(data)
+        broken[at:at + len(value)] = value
+        dynamic = _Dynamic(_Parser(bytes(broken), "libc"), segment)
+        if refused:
+            with pytest.raises(Exception):
+                _versions_by_pyelftools(dynamic)
+            with pytest.raises(Exception):
+                dynamic.version_lists()
+        else:
+            assert dynamic.version_lists() == _versions_by_pyelftools(dynamic)
