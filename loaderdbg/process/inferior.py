@@ -26,7 +26,7 @@ from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint, WatchpointUnit
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.program import is_aarch64_program
-from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver
+from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver, kernel_stack
 from loaderdbg.stop_state import StopState
 from loaderdbg.process.stops import Stop, StopKind
 from loaderdbg.process.thread_group import GroupTarget, ThreadGroup
@@ -64,7 +64,7 @@ class Inferior(StopState):
         self.debug_registers: WatchpointUnit = watchpoint_unit or DebugRegisters(tracee.pid)
         self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
         self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
-                                        kernel_stack=self.initial_stack())
+                                        kernel_stack=kernel_stack(self, self.kernel_sp))
         if attached is None:
             self.observer.first_stop()
         else:

@@ -37,6 +37,7 @@ from loaderdbg.arch import ArchTables
 from loaderdbg.decode.auxv import AuxvEntry
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
 from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 from loaderdbg.decode.syscalls import MAPPING_SYSCALLS, decode_syscall, syscall_string_args
 from loaderdbg.process.ptrace import SYSCALL_INFO_ENTRY, SYSCALL_INFO_EXIT, SyscallInfo
@@ -128,6 +129,8 @@ class ProcessView(Protocol):
     def relocation_states(self, obj: MappedObject): ...
 
     def initial_stack(self) -> InitialStack | None: ...
+
+    def maps(self) -> tuple[MapEntry, ...]: ...
 
     def kernel_auxv(self) -> tuple[AuxvEntry, ...]: ...
 
@@ -408,15 +411,9 @@ class StartupObserver:
         kernel = self._kernel_stack
         if kernel is None:
             return self.view.initial_stack()
-        if not self.view.alive:
-            return None
-        if whole is None:
+        if whole is None and self.view.alive:
             whole = self._read_stack_area()
-        memory = _ProgramMemory(self.view) if whole is None else _ReadFirst(kernel.sp, whole, self.view)
-        try:
-            return decode_initial_stack(memory, kernel.sp, self.arch)
-        except DecodeError:
-            return None
+        return _decode_stack(self.view, kernel.sp, whole)
 
     def _read_stack_area(self) -> bytes | None:
         """[sp, top of the strings) of the kernel's stack area, else the
@@ -663,6 +660,35 @@ class StartupObserver:
 def reached_milestone(want: str | None, milestone: str | None) -> bool:
     """Whether a run to the stop target ``want`` ends at ``milestone``."""
     return milestone is not None and reasons.MILESTONE_OF_TARGET.get(want) == milestone
+
+
+def kernel_stack(view: ProcessView, sp: int) -> InitialStack | None:
+    """view.initial_stack() for the stack at ``sp`` (the kernel's, at the
+    first stop), decoded from one read of its mapping from sp up (the
+    vectors, the strings, the file name at the top) rather than a read per
+    pointer and per string chunk."""
+    if not view.alive:
+        return None
+    top = next((m.end for m in view.maps() if m.start <= sp < m.end), None)
+    area = None if top is None else view.read_memory(sp, min(top - sp, _STACK_AREA_LIMIT))
+    return _decode_stack(view, sp, area)
+
+
+# More than exec ever puts above sp at the start (MAX_ARG_STRLEN strings
+# aside): a larger area is decoded with reads of its own beyond this.
+_STACK_AREA_LIMIT = 1 << 16
+
+
+def _decode_stack(view: ProcessView, sp: int, area: bytes | None) -> InitialStack | None:
+    """The initial stack at sp, read from ``area`` (bytes at sp read at this
+    stop) where it lies inside, else from the view."""
+    if not view.alive:
+        return None
+    memory = _ProgramMemory(view) if area is None else _ReadFirst(sp, area, view)
+    try:
+        return decode_initial_stack(memory, sp, view.arch)
+    except DecodeError:
+        return None
 
 
 def _strings_top(stack: InitialStack, page: int = 4096) -> int:
