@@ -14,7 +14,17 @@ PLACEHOLDER = ("(ldbg) press : to type · si 5 · ni · c · b main · p $rsp ·
                "info auxv · vmmap · got · explain · help")
 
 
-class CommandLine(Input):
+class SizedByCss(Input):
+    """An Input whose size its CSS sets (the full width, one line)."""
+
+    # Input sets its virtual size to its text's width on every key, and the
+    # widget's virtual_size is a layout reactive: each key laid the screen
+    # out again (milliseconds) and cost a second frame. Its size never
+    # depends on its text: a repaint is enough.
+    virtual_size = Reactive(Size(0, 0), layout=False)
+
+
+class CommandLine(SizedByCss):
     """Where commands are typed."""
 
     BINDINGS = [
@@ -40,16 +50,11 @@ class CommandLine(Input):
         self.cursor_position = len(self.value)
 
 
-class PaneInput(Input):
+class PaneInput(SizedByCss):
     """An input inside a pane or a view (a filter, a search): `:` is not
     typed into it but goes to the command line, as everywhere else (an
     input takes the printable keys before the App's priority bindings)."""
 
-    # Input sets its virtual size to its text's width on every key, and the
-    # widget's virtual_size is a layout reactive: each key laid the screen
-    # out again (milliseconds) and cost a second frame. Its size is set by
-    # CSS (100%, one line), never by its text: a repaint is enough.
-    virtual_size = Reactive(Size(0, 0), layout=False)
     _on_change: Callable[[str], None] | None = None
 
     def __init__(self, *args, on_change: Callable[[str], None] | None = None, **kwargs) -> None:
