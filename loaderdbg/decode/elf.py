@@ -34,7 +34,6 @@ from elftools.elf import enums as E
 from elftools.elf.descriptions import describe_p_flags
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
-from elftools.elf.structs import ELFStructs
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
 from elftools.elf.hash import ELFHashTable
 from elftools.elf.relocation import RelocationTable, RelrRelocationTable
@@ -920,7 +919,7 @@ def _flag_names(tag_name: str, value: int) -> tuple[str, ...]:
 # Bulk decoding of fixed-size table entries: pyelftools parses one entry at a
 # time through construct (~10 µs each, most of gdb's startup analysis); the
 # layouts below are its ELFStructs', and the bit fields of st_info/st_other are
-# named by pyelftools itself, once per byte value.
+# named through pyelftools' own enums, once per byte value.
 
 def _symbol_rows(elf: ELFFile, raw: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
     """(st_name, st_info, st_other, st_shndx, st_value, st_size) per Elf_Sym."""
