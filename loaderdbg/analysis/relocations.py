@@ -32,11 +32,11 @@ pyelftools' relocation.py; adding an architecture is adding rows.
 
 from __future__ import annotations
 
+import operator
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
-import operator
-from collections import Counter
 from operator import itemgetter
 from typing import Callable, Iterable, Sequence
 
