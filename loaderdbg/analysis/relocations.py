@@ -632,7 +632,8 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         redo = list(plan.others)
         for run in plan.relative_runs:
             block = blocks[run.where]
-            if block is None:
+            start, end = plan.segments[run.where]
+            if block is None or len(block) != end - start:  # the words' places are in the whole segment
                 redo.extend(run.indices)
             else:
                 _judge_relative_run(run, block, raw, currents, redo)
