@@ -64,7 +64,8 @@ class Inferior(StopState):
         self.debug_registers: WatchpointUnit = watchpoint_unit or DebugRegisters(tracee.pid)
         self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
         self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
-                                        kernel_stack=kernel_stack(self, self.kernel_sp))
+                                        kernel_stack=kernel_stack(self, self.kernel_sp),
+                                        arms_main_before_running=True)
         if attached is None:
             self.observer.first_stop()
         else:
@@ -313,6 +314,7 @@ class Inferior(StopState):
         here = self.observer.here
         if here:
             here.clear()
+            self.observer.before_running()  # after a milestone stop (AT_ENTRY's leaves main to arm)
         try:
             offset = self._pc_offset
             pc = int.from_bytes(tracee.regs_raw()[offset:offset + 8], "little")
@@ -508,6 +510,7 @@ class Inferior(StopState):
         while True:
             syscall_call = None
             self.observer.here.clear()
+            self.observer.before_running()
             if self.tracee.at_breakpoint():
                 syscall_call = self._syscall_before_step()
             # Syscalls are watched all the way: every stop must show the
