@@ -235,7 +235,18 @@ class ThreadGroup:
             if stop is not None:
                 break
             tid, status = self._wait_any()
+        ending_already = self._dying
         self._halt_others(tid)
+        if self._dying and not ending_already:
+            # Another thread ended the program (exit_group, a fatal signal)
+            # while the others stopped: its SIGKILL took this one out of its
+            # stop, which is no news any more; the ending is (pending).
+            thread = self._threads.get(tid)
+            if thread is not None and thread.state == STOPPED:
+                thread.state = RUNNING  # on its way out: its end is collected as it comes
+            reported = self._next_pending()
+            if reported is not None:
+                return reported
         if tid not in self._threads:  # ended while the others stopped (an exec)
             reported = self._next_pending()
             if reported is not None:
@@ -602,9 +613,11 @@ class ThreadGroup:
             if thread.state == RUNNING and thread.tid != event_tid and not thread.halt_requested:
                 self._request_halt(thread)
         # Dying threads too: at a stop, every thread left is one we can show.
-        # (Not an exited leader: its status waits for the last thread.)
-        while any(t.tid != event_tid and (t.state in (RUNNING, STARTING) or
-                                          (t.state == EXITING and t.tid != self.pid))
+        # Not the leader once the program is ending: its status waits for the
+        # last thread, and killed by another's exit_group it may report no
+        # exit event at all (waiting for it would wait for ever).
+        while any(t.tid != event_tid and (t.tid != self.pid or not self._dying) and
+                  (t.state in (RUNNING, STARTING) or (t.state == EXITING and t.tid != self.pid))
                   for t in self._threads.values()):
             tid, status = self._wait_any()
             self._settle(tid, status, running=False)

@@ -111,3 +111,17 @@ def test_a_caught_childs_threads_run_on_after_its_recording_ends(program, tmp_pa
     finally:
         spawner.kill()
         spawner.wait()
+
+
+@pytest.mark.timeout(90)
+def test_exit_group_racing_the_other_threads_stops_neither_hangs_nor_fails(program, null_fd):
+    """The worker's exit_group kills threads that have just stopped (their
+    stop must not be reported: they are gone) and the leader, which then
+    reports nothing until the last thread has gone (waiting for it hung).
+    A race: each run is one more chance to meet it."""
+    for _ in range(25):
+        with LiveSession(spec(program, "group", null_fd)) as session:
+            reason = session.cont("exit")
+            assert reason.exit_code == 7, reason
+            ended = session.cont()
+            assert ended.kind == "exited" and ended.exit_code == 7, ended
