@@ -558,6 +558,10 @@ def _result_text(name: str, result: int) -> tuple[str, str | None]:
 
 # ------------------------------------------------------------------ signatures
 
+_ALL_HEX = tuple((f"arg{index}", "hex") for index in range(MAX_SYSCALL_ARGS))
+
+
+@functools.cache
 def _prototype_signature(name: str) -> SyscallSignature | None:
     """python-ptrace's C prototype mapped onto our kinds, for syscalls we have
     no table row for: paths and integers it can tell, the rest in hex."""
@@ -587,10 +591,16 @@ def syscall_name(number: int, arch: ArchTables) -> str:
 
 def syscall_signature(number: int, arch: ArchTables) -> SyscallSignature:
     name = syscall_name(number, arch)
-    for source in (arch.syscall_signatures.get(name), SIGNATURES.get(name), _prototype_signature(name)):
-        if source is not None:
-            return source
-    return tuple((f"arg{index}", "hex") for index in range(MAX_SYSCALL_ARGS))
+    # Our rows first; python-ptrace's prototype only without one (a syscall
+    # stop decodes its syscall twice: the prototype is not worked out each time).
+    signature = arch.syscall_signatures.get(name)
+    if signature is None:
+        signature = SIGNATURES.get(name)
+    if signature is None:
+        signature = _prototype_signature(name)
+    if signature is None:
+        signature = _ALL_HEX
+    return signature
 
 
 def _normalized_args(args: Sequence[int], arch: ArchTables) -> tuple[int, ...]:
