@@ -12,6 +12,7 @@ from typing import Sequence
 from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.analysis.relocations import RelocationState
 from loaderdbg.analysis.symbols import SymbolTable
+from loaderdbg.decode.elf import DynamicEntry
 from loaderdbg.decode.maps import MapEntry, find_mapping
 from loaderdbg.decode.sframe import SFrameHeader
 
