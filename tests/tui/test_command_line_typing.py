@@ -8,7 +8,7 @@ from __future__ import annotations
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.command_line import CommandLine
 
-from tuihelp import run_pilot, settle
+from tuihelp import count_layouts, run_pilot, settle
 
 
 def test_a_typed_key_lays_nothing_out_and_a_long_line_scrolls(demo):
@@ -20,13 +20,7 @@ def test_a_typed_key_lays_nothing_out_and_a_long_line_scrolls(demo):
         await settle(pilot)
         field = app.screen.query_one(CommandLine)
         assert field.has_focus
-        layouts = []
-        original = app.screen._refresh_layout
-
-        def counting(*args, **kwargs):
-            layouts.append(1)
-            return original(*args, **kwargs)
-        app.screen._refresh_layout = counting
+        layouts = count_layouts(app.screen)
         await pilot.press("i", "n", "f", "o")
         await settle(pilot)
         assert field.value == "info" and not layouts

@@ -19,6 +19,8 @@ from loaderdbg.snapshot import ObjectSummary
 from loaderdbg_tui import view as view_module
 from loaderdbg_tui.lines_view import LinesView
 
+from tuihelp import count_layouts
+
 BASE = 0x401000
 
 
@@ -101,13 +103,7 @@ def test_line_count_change_updates_scrollbar_without_layout():
         app = Lines()
         async with lines_on_screen(app, 30) as (pilot, lines):
             assert lines.show_vertical_scrollbar
-            layouts = []
-            original = app.screen._refresh_layout
-
-            def counting(*args, **kwargs):
-                layouts.append(1)
-                return original(*args, **kwargs)
-            app.screen._refresh_layout = counting
+            layouts = count_layouts(app.screen)
             lines.set_lines([Text(f"line {i}") for i in range(45)])
             await pilot.pause()
             assert not layouts

@@ -159,3 +159,17 @@ def screen_lines(app) -> list[str]:
     screenshot is an SVG; the compositor's strips are the same cells as
     plain text."""
     return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def count_layouts(screen) -> list[int]:
+    """A list that grows by one each time ``screen`` is laid out from now
+    on (Textual's Screen._refresh_layout): whether a change needed a layout
+    or only a repaint."""
+    layouts: list[int] = []
+    original = screen._refresh_layout
+
+    def counting(*args, **kwargs):
+        layouts.append(1)
+        return original(*args, **kwargs)
+    screen._refresh_layout = counting
+    return layouts
