@@ -646,9 +646,13 @@ class Recorder:
             step_errno = 0
             plan = None
             raw = prev
-            if self.pending_signal or self.resuming is not None or _restarted_syscall(prev) is not None:
+            careful = self.pending_signal or self.resuming is not None or _restarted_syscall(prev) is not None
+            if careful and pos < limit:
                 limit = pos  # deliver it, or restart the syscall, on the careful path first
                 why = 2
+            # (At a full chunk, or the stop step, that step waits: a special
+            # step there made a chunk one step too long, e.g. a thread whose
+            # blocked syscall came back just as the chunk filled.)
             while pos < limit:
                 plan = plans_get(rip)
                 if plan is None:
@@ -726,7 +730,7 @@ class Recorder:
             if why == 0:
                 if pos == self.stop_step:
                     self._stop_at_step()
-                if self.others:
+                if self.others and not careful:
                     self._switch()  # every chunk_steps steps, another thread's turn
                 self._flush_chunk(keyframe=pos % self.keyframe_steps == 0)
                 self.chunk = self._new_chunk(pos)
