@@ -112,3 +112,30 @@ def test_a_read_restarted_after_an_ignored_signal_keeps_its_bytes(tmp_path, prog
         assert replay.read_memory(buffer, 15) != b"from-the-pipe!\n"
         replay.goto(reads[-1].step)
         assert replay.read_memory(buffer, 15) == b"from-the-pipe!\n"
+
+
+def test_a_chunk_filled_by_the_cut_short_sleep_keeps_its_size(tmp_path, programs):
+    """The nanosleep's step ends exactly as a chunk fills, and the next step
+    (the kernel's restart) goes the careful way too: it starts the next
+    chunk (it went into the full one, which then would not open)."""
+    from loaderdbg.process.tracee import LaunchSpec
+    from loaderdbg.record.recorder import record_program
+
+    program = programs["sleeper"]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        def record(path, **chunks):
+            spec = LaunchSpec(program, (program,), {"PATH": "/usr/bin:/bin"}, stdout_fd=null, stderr_fd=null)
+            record_program(spec, str(path), "exit", progress=False, **chunks)
+        record(tmp_path / "plain.ldbg")
+        with ReplaySession(str(tmp_path / "plain.ldbg")) as replay:
+            sleep_step = next(e.step for e in _syscalls(replay) if e.detail.startswith("nanosleep("))
+        for chunk_steps in (sleep_step, sleep_step + 1, sleep_step + 2):
+            path = tmp_path / f"chunks-{chunk_steps}.ldbg"
+            record(path, chunk_steps=chunk_steps, keyframe_chunks=1)
+            with ReplaySession(str(path)) as replay:
+                assert replay.end_reason.kind == "exited" and replay.verify().ok
+                details = [e.detail for e in _syscalls(replay)]
+                assert "restart_syscall() = 0" in details, details
+    finally:
+        os.close(null)
