@@ -68,8 +68,14 @@ def seen(fixtures_dir) -> dict:
             out["byte_after"] = mem.read(1)
         workers = [t for t in tids if t != proc.pid]
         cpu_before = {t: _cpu_time(proc.pid, t) for t in workers}
-        time.sleep(0.1)
-        out["ran_on"] = [_cpu_time(proc.pid, t) > cpu_before[t] for t in workers]
+        # CPU time counts in clock ticks, and on a loaded machine a worker
+        # may wait a while for one: each must run on within two seconds.
+        deadline = time.monotonic() + 2.0
+        while True:
+            time.sleep(0.05)
+            out["ran_on"] = [_cpu_time(proc.pid, t) > cpu_before[t] for t in workers]
+            if all(out["ran_on"]) or time.monotonic() > deadline:
+                break
         out["alive"] = proc.poll() is None
     finally:
         proc.kill()
