@@ -172,6 +172,13 @@ def _check_interp(name: str, interp: str, sysroot: str = "", machine: str = "") 
             raise UsageError(f"{name}: its interpreter {interp} (PT_INTERP) is not an ELF for {machine}")
 
 
+def elf_machine(header: bytes) -> int | None:
+    """e_machine of an ELF header's first 20 bytes (None: not an ELF header)."""
+    if header[:4] != b"\x7fELF" or len(header) < 20:
+        return None
+    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+
+
 def is_aarch64_program(path: str) -> bool:
     """Whether ``path`` is an aarch64 ELF file, run under qemu-user (False
     when unreadable: the launch then says what is wrong with it)."""
@@ -180,6 +187,4 @@ def is_aarch64_program(path: str) -> bool:
             header = handle.read(20)
     except OSError:
         return False
-    if header[:4] != b"\x7fELF" or len(header) < 20:
-        return False
-    return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big") == GUEST_E_MACHINE["EM_AARCH64"]
+    return elf_machine(header) == GUEST_E_MACHINE["EM_AARCH64"]

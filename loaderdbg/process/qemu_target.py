@@ -64,6 +64,7 @@ from loaderdbg.decode.registers import decode_registers
 from loaderdbg.errors import TargetError
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
 from loaderdbg.process import ptrace
+from loaderdbg.process.program import elf_machine
 from loaderdbg.process.qemu_log import QemuLog, guest_maps_text
 from loaderdbg.process.stepped_watch import SteppedWatchpoints
 from loaderdbg.process.stops import TRAP_BRKPT, TRAP_HWBKPT, TRAP_TRACE, Stop, StopKind
@@ -841,9 +842,9 @@ def check_aarch64_program(path: str) -> None:
             header = handle.read(20)
     except OSError as err:
         raise TargetError(f"{path}: {err.strerror}") from None
-    if header[:4] != b"\x7fELF" or len(header) < 20:
+    machine = elf_machine(header)
+    if machine is None:
         raise TargetError(f"{path}: not an ELF program")
-    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
     if machine != EM_AARCH64:
         raise TargetError(f"{path}: not an aarch64 program (e_machine {machine})")
 
