@@ -12,7 +12,6 @@ from loaderdbg.arch import LINUX_AUXV_TYPES, LINUX_UNIFIED_SYSCALLS_AFTER_5_8, m
 from loaderdbg.arch.ptrace_tables import table
 
 _PTRACE_SYSCALL_NAMES = table("linux.x86_64").SYSCALL_NAMES
-OPEN_FLAGS_BITMASK = table("posix_arg").OPEN_FLAGS_BITMASK
 
 USER_REGS_FIELDS = (
     "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
@@ -86,16 +85,20 @@ ARCH_PRCTL_CODES = {
     0x5004: "ARCH_SHSTK_UNLOCK", 0x5005: "ARCH_SHSTK_STATUS",
 }
 
-# python-ptrace's O_* table has the asm-generic values x86-64 uses, but it
-# predates Linux 2.6.33, where 0o10000 became O_DSYNC and O_SYNC grew to
-# 0o4010000. Multi-bit flags come first (O_TMPFILE includes O_DIRECTORY's
-# bit); the access mode (O_RDONLY/O_WRONLY/O_RDWR) is a 2-bit field the
-# decoder handles itself.
-_RENAMED_OPEN_FLAGS = {"O_SYNC": "O_DSYNC"}
+# include/uapi/asm-generic/fcntl.h, whose values x86-64 uses. Multi-bit
+# flags come first (O_TMPFILE includes O_DIRECTORY's bit, O_SYNC O_DSYNC's);
+# the access mode (O_RDONLY/O_WRONLY/O_RDWR) is a 2-bit field the decoder
+# handles itself. Written out rather than taken from python-ptrace's
+# posix_arg, which predates Linux 2.6.33 (where 0o10000 became O_DSYNC) and
+# whose import pulls in python-ptrace's whole package (logging, datetime,
+# ctypes): ~6 ms of every `loaderdbg inspect` (issue 19).
 OPEN_FLAGS = (
-    ((0o20200000, "O_TMPFILE"), (0o4010000, "O_SYNC"))
-    + tuple((mask, _RENAMED_OPEN_FLAGS.get(name, name)) for mask, name in OPEN_FLAGS_BITMASK
-            if name not in ("O_WRONLY", "O_RDWR", "O_TMPFILE"))
+    (0o20200000, "O_TMPFILE"), (0o4010000, "O_SYNC"),
+    (0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o10000, "O_DSYNC"), (0o20000, "O_ASYNC"),
+    (0o40000, "O_DIRECT"), (0o100000, "O_LARGEFILE"), (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"), (0o1000000, "O_NOATIME"), (0o2000000, "O_CLOEXEC"),
+    (0o10000000, "O_PATH"),
 )
 
 # psABI figure 3.36; 16 is the return address, a column of no register.

@@ -11,10 +11,11 @@ import errno as errno_module
 import struct
 from dataclasses import dataclass
 
-from ptrace.signames import signalName
-
 from loaderdbg.arch import ArchTables
+from loaderdbg.arch.ptrace_tables import python_ptrace_module
 from loaderdbg.decode.errors import DecodeError
+
+_signal_names = python_ptrace_module("ptrace.signames")
 
 SIGINFO_SIZE = 128
 
@@ -77,7 +78,7 @@ def signal_name(number: int) -> str:
     if SIGRTMIN_KERNEL <= number <= SIGRTMAX_KERNEL:
         return {SIGRTMIN_KERNEL: "SIGRTMIN", SIGRTMAX_KERNEL: "SIGRTMAX"}.get(
             number, f"SIGRT_{number - SIGRTMIN_KERNEL}")
-    return signalName(number)
+    return _signal_names.signalName(number)
 
 
 def si_code_name(signo: int, code: int) -> str:

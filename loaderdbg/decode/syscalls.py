@@ -25,15 +25,13 @@ from loaderdbg.arch.ptrace_tables import table
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.siginfo import signal_name
 
-_posix_arg = table("posix_arg")
-ACCESS_MODE_BITMASK = _posix_arg.ACCESS_MODE_BITMASK
-AT_FDCWD = _posix_arg.AT_FDCWD
-CLONE_FLAGS_BITMASK = _posix_arg.CLONE_FLAGS_BITMASK
-MMAP_PROT_BITMASK = _posix_arg.MMAP_PROT_BITMASK
-_linux_constants = table("linux_constants")
-RLIMIT_RESOURCE = _linux_constants.RLIMIT_RESOURCE
-SIGPROCMASK_HOW = _linux_constants.SIGPROCMASK_HOW
-SYSCALL_ARG_DICT = table("posix_constants").SYSCALL_ARG_DICT
+AT_FDCWD = -100
+# python-ptrace's prototypes and syscall names are read from its tables; the
+# flag and value tables below are written out from the kernel's uapi
+# headers, as the newer ones already were. python-ptrace's copies of these
+# are from 2.6-era headers (tests/unit/test_decode_syscalls.py shows where
+# they differ), and loading them (posix_arg, posix_constants) starts its
+# whole package and imports socket: ~4 ms of every `loaderdbg inspect`.
 _prototypes = table("prototypes")
 FILENAME_ARGUMENTS = _prototypes.FILENAME_ARGUMENTS
 SYSCALL_PROTOTYPES = _prototypes.SYSCALL_PROTOTYPES
@@ -50,7 +48,10 @@ MAX_ERRNO = 4095
 # (mask, name) rows, tried in order; a row matches only when all its mask bits
 # are set, so multi-bit flags must precede the single bits they contain.
 
-PROT_FLAGS = tuple(MMAP_PROT_BITMASK) + ((0x8, "PROT_SEM"),)
+PROT_FLAGS = (
+    (0x1, "PROT_READ"), (0x2, "PROT_WRITE"), (0x4, "PROT_EXEC"), (0x01000000, "PROT_GROWSDOWN"),
+    (0x02000000, "PROT_GROWSUP"), (0x8, "PROT_SEM"),
+)
 
 MAP_TYPES = {1: "MAP_SHARED", 2: "MAP_PRIVATE", 3: "MAP_SHARED_VALIDATE", 8: "MAP_DROPPABLE"}
 MAP_TYPE_MASK = 0x0F
@@ -69,8 +70,8 @@ O_CREAT = 0o100
 O_TMPFILE_BIT = 0o20000000
 O_CLOEXEC = 0o2000000
 
-# strace prints R_OK|W_OK|X_OK; python-ptrace lists them the other way round.
-ACCESS_FLAGS = tuple(reversed(ACCESS_MODE_BITMASK))
+# In strace's order: R_OK|W_OK|X_OK.
+ACCESS_FLAGS = ((4, "R_OK"), (2, "W_OK"), (1, "X_OK"))
 
 MEMFD_FLAGS = (
     (0x1, "MFD_CLOEXEC"), (0x2, "MFD_ALLOW_SEALING"), (0x4, "MFD_HUGETLB"),
@@ -93,15 +94,17 @@ WAIT_OPTIONS = (
     (0x20000000, "__WNOTHREAD"), (0x40000000, "__WALL"), (0x80000000, "__WCLONE"),
 )
 CLONE_SIGNAL_MASK = 0xFF
-# python-ptrace's table is from 2.6-era headers; later kernels reused two of
-# its bits and added namespaces.
-_CLONE_RENAMED = {0x02000000: "CLONE_NEWCGROUP", 0x00400000: None}
-CLONE_FLAGS = tuple(
-    (mask, _CLONE_RENAMED.get(mask, name)) for mask, name in CLONE_FLAGS_BITMASK
-    if _CLONE_RENAMED.get(mask, name)
-) + (
-    (0x00001000, "CLONE_PIDFD"), (0x10000000, "CLONE_NEWUSER"), (0x20000000, "CLONE_NEWPID"),
-    (0x40000000, "CLONE_NEWNET"), (0x80000000, "CLONE_IO"),
+# include/uapi/linux/sched.h; CLONE_DETACHED (0x00400000) is ignored since
+# 2.6.2 and strace does not name it.
+CLONE_FLAGS = (
+    (0x00000100, "CLONE_VM"), (0x00000200, "CLONE_FS"), (0x00000400, "CLONE_FILES"),
+    (0x00000800, "CLONE_SIGHAND"), (0x00002000, "CLONE_PTRACE"), (0x00004000, "CLONE_VFORK"),
+    (0x00008000, "CLONE_PARENT"), (0x00010000, "CLONE_THREAD"), (0x00020000, "CLONE_NEWNS"),
+    (0x00040000, "CLONE_SYSVSEM"), (0x00080000, "CLONE_SETTLS"), (0x00100000, "CLONE_PARENT_SETTID"),
+    (0x00200000, "CLONE_CHILD_CLEARTID"), (0x00800000, "CLONE_UNTRACED"),
+    (0x01000000, "CLONE_CHILD_SETTID"), (0x02000000, "CLONE_NEWCGROUP"), (0x04000000, "CLONE_NEWUTS"),
+    (0x08000000, "CLONE_NEWIPC"), (0x00001000, "CLONE_PIDFD"), (0x10000000, "CLONE_NEWUSER"),
+    (0x20000000, "CLONE_NEWPID"), (0x40000000, "CLONE_NEWNET"), (0x80000000, "CLONE_IO"),
 )
 
 FLAG_TABLES: Mapping[str, tuple[tuple[int, str], ...]] = MappingProxyType({
@@ -141,7 +144,8 @@ FUTEX_COMMAND_MASK = 0x7F
 FUTEX_PRIVATE_FLAG = 0x80
 FUTEX_CLOCK_REALTIME = 0x100
 FUTEX_COMMANDS = {
-    **SYSCALL_ARG_DICT["futex"]["op"],
+    0: "FUTEX_WAIT", 1: "FUTEX_WAKE", 2: "FUTEX_FD", 3: "FUTEX_REQUEUE", 4: "FUTEX_CMP_REQUEUE",
+    5: "FUTEX_WAKE_OP", 6: "FUTEX_LOCK_PI", 7: "FUTEX_UNLOCK_PI", 8: "FUTEX_TRYLOCK_PI",
     9: "FUTEX_WAIT_BITSET", 10: "FUTEX_WAKE_BITSET", 11: "FUTEX_WAIT_REQUEUE_PI",
     12: "FUTEX_CMP_REQUEUE_PI", 13: "FUTEX_LOCK_PI2",
 }
@@ -150,10 +154,16 @@ FUTEX_SHOWN_ARGS = {0: 4, 1: 3, 2: 3, 3: 5, 4: 6, 5: 6, 6: 4, 7: 2, 8: 2, 9: 6, 
                     11: 5, 12: 6, 13: 4}
 
 VALUE_TABLES: Mapping[str, Mapping[int, str]] = MappingProxyType({
-    "sigprocmask_how": SIGPROCMASK_HOW,
-    "whence": {**SYSCALL_ARG_DICT["lseek"]["origin"], 3: "SEEK_DATA", 4: "SEEK_HOLE"},
-    # python-ptrace's 15 is RLIM_NLIMITS from before RLIMIT_RTTIME existed.
-    "rlimit_resource": {**RLIMIT_RESOURCE, 15: "RLIMIT_RTTIME"},
+    "sigprocmask_how": {0: "SIG_BLOCK", 1: "SIG_UNBLOCK", 2: "SIG_SETMASK"},
+    "whence": {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"},
+    # include/uapi/asm-generic/resource.h (python-ptrace's 15 is
+    # RLIM_NLIMITS, from before RLIMIT_RTTIME existed).
+    "rlimit_resource": {
+        0: "RLIMIT_CPU", 1: "RLIMIT_FSIZE", 2: "RLIMIT_DATA", 3: "RLIMIT_STACK", 4: "RLIMIT_CORE",
+        5: "RLIMIT_RSS", 6: "RLIMIT_NPROC", 7: "RLIMIT_NOFILE", 8: "RLIMIT_MEMLOCK", 9: "RLIMIT_AS",
+        10: "RLIMIT_LOCKS", 11: "RLIMIT_SIGPENDING", 12: "RLIMIT_MSGQUEUE", 13: "RLIMIT_NICE",
+        14: "RLIMIT_RTPRIO", 15: "RLIMIT_RTTIME",
+    },
     "madvise_advice": MADVISE_ADVICE,
     # asm-generic/fcntl.h and linux/fcntl.h (x86-64 and aarch64 alike);
     # python-ptrace's table numbers 5-9 the BSD way (F_GETOWN=5, ...).

@@ -100,11 +100,13 @@ def test_inspect_at_entry_never_imports_capstone(fixtures_dir):
 def test_inspect_of_an_x86_program_leaves_out_what_it_does_not_use(fixtures_dir):
     """Issue 19 (import time): an x86-64 inspect loads neither the qemu-user
     target and its A64 decoders nor python-ptrace's binding (its find_library
-    runs ldconfig) or its syscall package's start-up; the tables it reads
-    come from python-ptrace all the same."""
+    runs ldconfig), its syscall package's start-up or its package __init__
+    (logging, datetime), nor socket; the tables it reads come from
+    python-ptrace all the same."""
     demo = fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so"
     unwanted = ("loaderdbg.process.qemu_target", "loaderdbg.process.stub_client", "loaderdbg.decode.aarch64_access",
-                "loaderdbg.gdb_remote", "ptrace.binding", "ptrace.syscall", "ctypes.util")
+                "loaderdbg.gdb_remote", "ptrace.binding", "ptrace.syscall", "ctypes.util", "ptrace", "socket",
+                "datetime")
     code = ("import sys\n"
             "from loaderdbg.cli import main\n"
             f"code = main(['inspect', '--json', '--at', 'entry', {str(demo)!r}])\n"
