@@ -48,6 +48,8 @@ class Event:
 
 @dataclass(frozen=True)
 class StopReason:
+    """Why the program stopped (JSON `stop`)."""
+
     kind: str  # launch | step | breakpoint | target | syscall | signal | exited | killed | attach
     description: str
     target: str | None = None

@@ -23,6 +23,8 @@ TARGET_HELP = (
 
 @dataclass(frozen=True)
 class Target:
+    """Where a motion runs to (`entry`, `syscall:NAME`, `addr:0x…`, ...)."""
+
     kind: str  # one of SIMPLE_TARGETS, or "addr", "sym", "step"
     name: str | None = None  # syscall or symbol name
     value: int | None = None  # address or step number

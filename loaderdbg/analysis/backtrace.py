@@ -37,6 +37,8 @@ MemoryReader = Callable[[int, int], "bytes | None"]
 
 @dataclass(frozen=True)
 class Frame:
+    """One frame of a backtrace, innermost first (gdb's `bt` numbering)."""
+
     number: int
     pc: int
     sp: int | None         # sp in this frame (frame 0: the register; a caller: the callee's CFA)

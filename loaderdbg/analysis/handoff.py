@@ -34,6 +34,8 @@ PT_PHDR = 6
 
 @dataclass(frozen=True)
 class Finding:
+    """One check of the hand-off to ld.so and what it found."""
+
     severity: str  # "error" | "warning" | "ok"
     check: str
     message: str
@@ -41,6 +43,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class HandoffReport:
+    """The checks made at ld.so's entry on what an exec-solib launcher handed it."""
+
     checked: bool
     at: int | None  # pc the check was made at (ld.so's entry)
     findings: tuple[Finding, ...] = ()

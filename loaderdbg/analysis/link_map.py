@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LinkMapView:
+    """Every namespace's r_debug and the link_map entries they list, in order."""
+
     debugs: tuple[RDebug, ...]  # one per namespace
     entries: tuple[LinkMapEntry, ...]
 

@@ -39,6 +39,8 @@ _VISIBLE_VISIBILITY = frozenset({"DEFAULT", "PROTECTED"})
 
 @dataclass(frozen=True)
 class LoadedObject:
+    """An ELF file as mapped: its path, load bias and parsed contents."""
+
     path: str
     base: int  # load bias: runtime address = base + link-time vaddr
     info: ElfInfo

@@ -147,6 +147,8 @@ def _frozen(mapping: Mapping) -> Mapping:
 # hashable, so they can key caches (functools.cache on (code, arch)).
 @dataclass(frozen=True, eq=False)
 class ArchTables:
+    """What the engine knows of one architecture: registers, syscalls, auxv, ABI."""
+
     name: str
     word_size: int
     endianness: str

@@ -27,6 +27,8 @@ MAX_AUXV_STRING = 4096
 
 @dataclass(frozen=True)
 class AuxvEntry:
+    """One auxiliary-vector pair (LD_SHOW_AUXV's names), its value decoded."""
+
     type: int
     name: str
     value: int

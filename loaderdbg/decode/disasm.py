@@ -66,6 +66,8 @@ class Operand:
 
 @dataclass(frozen=True)
 class Instruction:
+    """One decoded instruction, with what the engine asks of it."""
+
     address: int
     size: int
     mnemonic: str

@@ -68,6 +68,8 @@ _KIND_RULES: tuple[tuple[str, str, str], ...] = (
 
 @dataclass(frozen=True)
 class LinkMapEntry:
+    """One struct link_map read from the tracee: the public fields, and glibc's private ones when known."""
+
     namespace: int
     address: int  # of the link_map struct
     name: str
@@ -114,6 +116,8 @@ class LinkMapPrivate:
 
 @dataclass(frozen=True)
 class RDebug:
+    """One struct r_debug (one per dlmopen namespace)."""
+
     address: int
     version: int
     r_map: int

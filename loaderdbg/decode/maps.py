@@ -50,6 +50,8 @@ _LINE = re.compile(
 
 @dataclass(frozen=True)
 class MapEntry:
+    """One line of /proc/PID/maps."""
+
     start: int
     end: int
     perms: str

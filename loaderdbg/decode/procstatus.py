@@ -13,6 +13,8 @@ from loaderdbg.decode.errors import DecodeError
 
 @dataclass(frozen=True)
 class TaskStatus:
+    """What /proc/PID/task/TID/status says of a thread's state and signals."""
+
     name: str
     state: str
     tracer_pid: int

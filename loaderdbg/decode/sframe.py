@@ -39,6 +39,8 @@ HEADER_SIZE = struct.calcsize("<H" + "BB" + _BODY)  # 28
 
 @dataclass(frozen=True)
 class SFrameHeader:
+    """The header of an .sframe section (SFrame format v1/v2)."""
+
     magic: int
     version: int
     flags: tuple[str, ...]

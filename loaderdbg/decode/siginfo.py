@@ -103,6 +103,8 @@ def siginfo_layout(signo: int, code: int) -> str:
 
 @dataclass(frozen=True)
 class SigInfo:
+    """A siginfo_t, decoded by the union member its signal and si_code use."""
+
     signo: int
     errno: int
     code: int

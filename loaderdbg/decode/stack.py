@@ -51,6 +51,8 @@ class StackString:
 
 @dataclass(frozen=True)
 class InitialStack:
+    """The stack the kernel built at execve: argc, argv, envp, auxv and where each lies."""
+
     sp: int
     argc: int
     argv: tuple[StackString, ...]

@@ -312,6 +312,8 @@ STRING_KINDS = frozenset({"path", "str"})
 
 @dataclass(frozen=True)
 class SyscallArg:
+    """One decoded syscall argument."""
+
     name: str
     kind: str
     value: int
@@ -322,6 +324,8 @@ class SyscallArg:
 
 @dataclass(frozen=True)
 class Syscall:
+    """One system call as strace prints it: name, arguments, result."""
+
     number: int
     name: str
     args: tuple[SyscallArg, ...]
@@ -392,6 +396,8 @@ def _signed(value: int, bits: int) -> int:
 
 @dataclass(frozen=True)
 class _Context:
+    """What decoding an argument may read besides its value."""
+
     arch: ArchTables
     strings: Mapping[int, bytes]
 
