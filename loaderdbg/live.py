@@ -13,7 +13,7 @@ import os
 import signal as _signal
 import threading
 from concurrent.futures import Future, TimeoutError as FutureTimeout
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from loaderdbg import end_signals
 from loaderdbg.analysis.backtrace import MAX_FRAMES, Frame, backtrace_of
@@ -21,13 +21,15 @@ from loaderdbg.analysis.source_lines import SourceFile, line_at, source_file
 from loaderdbg.decode.dwarf_lines import SourceLine
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
-from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.inferior import Inferior
 from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.process.tracer_thread import TracerThread
 from loaderdbg.session import Capability, Event, StopReason
 from loaderdbg.snapshot import Snapshot, build_snapshot
 from loaderdbg.targets import parse_target
+
+if TYPE_CHECKING:
+    from loaderdbg.process.follow import SpawnCatcher
 
 # How long an interrupted run or a close may take on the tracer thread before
 # we stop waiting for it: SIGSTOP stops a tracee within milliseconds, unless
@@ -90,6 +92,7 @@ class LiveSession:
     @classmethod
     def catch_spawn(cls, parent: int, match: str | None = None, timeout: float | None = None,
                     on_ready=None) -> "LiveSession":
+        from loaderdbg.process.follow import SpawnCatcher  # not at import: most sessions launch
         return cls(catcher=SpawnCatcher(parent, match, timeout, on_ready))
 
     @classmethod

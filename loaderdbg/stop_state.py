@@ -20,7 +20,6 @@ from loaderdbg.analysis.address_space import AddressSpace
 from loaderdbg.analysis.objects import ElfCache, MappedObject
 from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.decode.auxv import parse_auxv
-from loaderdbg.decode.disasm import disassemble
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
@@ -112,6 +111,7 @@ class StopState:
 
     def disassemble(self, addr: int, count: int):
         """``count`` instructions from addr as the program sees them (int3s hidden)."""
+        from loaderdbg.decode.disasm import disassemble  # not at import: inspect never disassembles
         code = self.read_prefix(addr, count * 15) if self.alive else b""
         return disassemble(code, addr, self.arch, count=count, symbolize=self.symbolize)
 

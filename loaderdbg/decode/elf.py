@@ -25,7 +25,7 @@ import struct
 import sys
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError
@@ -43,7 +43,9 @@ from elftools.elf.segments import InterpSegment, NoteSegment
 from loaderdbg.decode.dwarf_lines import LineTable, SourceLine
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.frozen_init import dict_init
-from loaderdbg.decode.sframe import SFrameHeader, parse_sframe_header
+
+if TYPE_CHECKING:
+    from loaderdbg.decode.sframe import SFrameHeader
 
 PAGE_SIZE = 4096
 
@@ -1165,6 +1167,7 @@ class _Parser:
     def sframe(self) -> SFrameHeader | None:
         for seg in self.segments:
             if seg.type == "GNU_SFRAME":
+                from loaderdbg.decode.sframe import parse_sframe_header  # few files have one
                 try:
                     return parse_sframe_header(self.segment_bytes(seg))
                 except DecodeError as exc:

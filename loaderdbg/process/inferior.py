@@ -15,7 +15,6 @@ import time
 from typing import TYPE_CHECKING
 
 from loaderdbg.analysis.objects import MappedObject
-from loaderdbg.decode.disasm import disassemble
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.decode.registers import decode_registers
@@ -24,7 +23,6 @@ from loaderdbg.process import ptrace
 from loaderdbg.process.attach import AttachedThreads
 from loaderdbg.process.attach import attach as attach_process
 from loaderdbg.process.debug_registers import DebugRegisters, HardwareWatchpoint, WatchpointUnit
-from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.program import is_aarch64_program
 from loaderdbg.process.startup import STOPPING_SIGNALS, LdsoInfo, StartupObserver, kernel_stack
 from loaderdbg.stop_state import StopState
@@ -37,6 +35,7 @@ from loaderdbg import targets as reasons
 from loaderdbg.targets import MILESTONE_OF_TARGET, Target
 
 if TYPE_CHECKING:
+    from loaderdbg.process.follow import SpawnCatcher
     from loaderdbg.process.qemu_target import QemuTarget
 
 __all__ = ["Inferior", "LdsoInfo"]
@@ -619,6 +618,7 @@ class Inferior(StopState):
     # -- step over -----------------------------------------------------------
     def step_over(self) -> Stop:
         self._require_alive()
+        from loaderdbg.decode.disasm import disassemble  # not at import: inspect never disassembles
         code = self.read_memory(self.tracee.pc, 16) or b""
         insns = disassemble(code, self.tracee.pc, self.arch, count=1)
         if not insns or not insns[0].is_call:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from loaderdbg.analysis.address_space import AddressSpace
-from loaderdbg.analysis.entry_code import find_main, main_not_found_reason
 from loaderdbg.analysis.link_map import NO_LINK_MAP, LinkMapView, link_map_changes, read_link_map
 from loaderdbg.analysis.objects import ElfCache, MappedObject
 from loaderdbg.arch import ArchTables
@@ -477,6 +476,7 @@ class StartupObserver:
         data = self.view.elf_cache.object_bytes(program)
         if data is None:
             return None
+        from loaderdbg.analysis.entry_code import find_main  # not at import: `inspect --at entry` never asks
         vaddr = find_main(program.info, data, self.arch)
         if vaddr is None:
             return None
@@ -501,6 +501,7 @@ class StartupObserver:
         data = None if program is None else self.view.elf_cache.object_bytes(program)
         if program is None or data is None or self.resolve_main() is not None:
             return None
+        from loaderdbg.analysis.entry_code import main_not_found_reason
         return main_not_found_reason(program.path, program.info, data, self.arch)
 
     # -- stops -------------------------------------------------------------------
