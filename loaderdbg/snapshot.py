@@ -20,7 +20,8 @@ from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail
 from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
 from loaderdbg.analysis.link_map import read_link_map, with_private_fields
 from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
-from loaderdbg.analysis.relocations import RelocationState, RelocationTotals, relocation_totals
+from loaderdbg.analysis.relocations import (ObjectRelocations, RelocationState, RelocationTable, RelocationTotals,
+                                           relocation_totals)
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
 from loaderdbg.decode.elf import VersionNames
@@ -109,7 +110,9 @@ class Snapshot:
     auxv_changed: frozenset[int]
     maps: tuple[MapAnnotation, ...]
     objects: tuple[ObjectSummary, ...]
-    relocations: tuple[RelocationState, ...]
+    # Every object's relocations, in objects' order: a sequence of
+    # RelocationState kept as per-object columns (RelocationTable.per_object).
+    relocations: RelocationTable
     link_map: tuple[LinkMapEntry, ...]
     threads: tuple[ThreadState, ...]
     handoff: HandoffReport
@@ -146,7 +149,9 @@ class StateSource(Protocol):
 
     def initial_stack(self) -> InitialStack | None: ...
 
-    def relocation_states(self, obj: MappedObject) -> tuple[RelocationState, ...]: ...
+    def relocation_states(self, obj: MappedObject) -> Sequence[RelocationState]:
+        """obj's relocations' states (relocations.relocation_states: an
+        ObjectRelocations)."""
 
     def threads(self) -> tuple[ThreadState, ...]: ...
 
@@ -201,7 +206,7 @@ class _MemoryViews:
     auxv_changed: frozenset[int]
     annotations: tuple[MapAnnotation, ...]
     summaries: tuple[ObjectSummary, ...]
-    relocations: tuple[RelocationState, ...]
+    relocations: RelocationTable
     got: tuple[GotSlot, ...]
     ifuncs: tuple[IfuncChoice, ...]
     link_map: tuple[LinkMapEntry, ...]
@@ -229,18 +234,19 @@ def _memory_views(source: StateSource, memory: "_Reader",
         return stack, kernel_auxv, changed
 
     def relocations_part():
-        relocations: list[RelocationState] = []
         summaries = []
         per_object = []
         for obj, detail in zip(objects, details):
-            states = tuple(source.relocation_states(obj))
+            states = source.relocation_states(obj)
+            if not isinstance(states, ObjectRelocations):
+                states = ObjectRelocations.of_rows(obj.path, states)
             per_object.append(states)
-            relocations.extend(states)
             summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
                                            _totals(states, obj.name), obj is ldso, detail,
                                            obj.info.version_names))
+        relocations = RelocationTable(per_object)
         got, ifuncs = _relocation_views(per_object, relocations, objects)
-        return tuple(summaries), tuple(relocations), got, ifuncs
+        return tuple(summaries), relocations, got, ifuncs
 
     stack, kernel_auxv, changed = part("stack", stack_part)
     summaries, relocations, got, ifuncs = part("relocations", relocations_part)
@@ -379,7 +385,7 @@ def _syscalls(source: StateSource) -> tuple[SyscallCall, ...]:
     return tuple(source.syscall_calls())
 
 
-# relocation_states hands back the very same tuple while an object's slots
+# relocation_states hands back the very same table while an object's slots
 # are unchanged (analysis/relocations.py caches per object), so what is
 # derived from the states is remembered by their identity: a step that
 # writes no slot costs no GOT or ifunc walk.
@@ -389,7 +395,7 @@ _VIEWS: list = [None]  # [(key, keep-alive, (got, ifuncs))]
 _MAX_TOTALS = 256
 
 
-def _totals(states: tuple[RelocationState, ...], name: str) -> RelocationTotals:
+def _totals(states: ObjectRelocations, name: str) -> RelocationTotals:
     with _DERIVED_LOCK:
         hit = _TOTALS.get(id(states))
     if hit is not None and hit[0] is states and hit[1].object == name:

@@ -7,8 +7,10 @@ are numbers. Keys are only ever added, never renamed.
 from __future__ import annotations
 
 import json
+from operator import attrgetter
 from typing import Callable
 
+from loaderdbg.analysis.relocations import RelocationTable
 from loaderdbg.decode.linkmap import LinkMapPrivate
 from loaderdbg.snapshot import FORMAT, Snapshot
 
@@ -103,8 +105,10 @@ def _version_names(versions) -> dict:
 class RelocationRows:
     """A snapshot's relocations as write_json writes them, without a dict
     per relocation: the rows' text is made column by column straight from
-    the states (building 151k dicts, then taking them apart again, was
-    half of writing gdb's JSON). Only write_json knows it."""
+    the table's columns (RelocationTable.per_object; building 151k dicts,
+    then taking them apart again, was half of writing gdb's JSON, and
+    making a RelocationState per row most of the rest). Only write_json
+    knows it."""
 
     __slots__ = ("states",)
 
@@ -412,35 +416,47 @@ class _Writer:
         parts = self._parts
         parts.append("[" + inner)
         separator = "," + inner
-        for start in range(0, len(states), _ROWS_PER_BATCH):
-            if start:
-                parts.append(separator)
-            parts.append(separator.join(self._relocation_texts(states[start:start + _ROWS_PER_BATCH], depth + 1)))
-            self.flush()
+        if isinstance(states, RelocationTable):
+            tables = [part.column for part in states.per_object if len(part)]
+        else:  # a plain sequence of states (a snapshot made by hand)
+            rows = tuple(states)
+            tables = [{name: tuple(map(attrgetter(name), rows)) for name in _RELOCATION_FIELDS}.__getitem__]
+        first = True
+        for column in tables:
+            count = len(column("state"))
+            for start in range(0, count, _ROWS_PER_BATCH):
+                if not first:
+                    parts.append(separator)
+                first = False
+                rows = slice(start, start + _ROWS_PER_BATCH)
+                parts.append(separator.join(self._relocation_texts(
+                    [column(name)[rows] for name in _RELOCATION_FIELDS], depth + 1)))
+                self.flush()
         parts.append("\n" + " " * depth + "]")
 
-    def _relocation_texts(self, states, depth: int) -> list[str]:
-        """_row_texts of the relocation dicts, each column made from the
-        states as snapshot_to_json spells it: a hex string needs no
-        escaping, only quotes; names, states and bindings repeat, and each
-        distinct one is encoded once."""
+    def _relocation_texts(self, columns: list[tuple], depth: int) -> list[str]:
+        """_row_texts of the relocation dicts, each column of text made
+        from a column of the table (_RELOCATION_FIELDS) as snapshot_to_json
+        spells it: a hex string needs no escaping, only quotes; names,
+        states and bindings repeat, and each distinct one is encoded once."""
+        objects, addresses, type_names, symbols, addends, states, currents, expected, bindings, reasons = columns
         inner = depth + 1
-        columns = [
-            self._repeating_texts([r.object for r in states], inner),
-            [f'"{r.address:#x}"' for r in states],
-            self._repeating_texts([r.type_name for r in states], inner),
-            self._repeating_texts([r.symbol for r in states], inner),
-            ["null" if a is None else f'"{a:#x}"' if a >= 0 else f'"-{-a:#x}"' for a in (r.addend for r in states)],
-            self._repeating_texts([r.state for r in states], inner),
-            ["null" if r.current is None else f'"{r.current:#x}"' for r in states],
-            ["null" if r.expected is None else f'"{r.expected:#x}"' for r in states],
-            self._binding_texts([r.binding for r in states], inner),
-            self._repeating_texts([r.reason for r in states], inner),
+        texts = [
+            self._repeating_texts(objects, inner),
+            [f'"{address:#x}"' for address in addresses],
+            self._repeating_texts(type_names, inner),
+            self._repeating_texts(symbols, inner),
+            ["null" if a is None else f'"{a:#x}"' if a >= 0 else f'"-{-a:#x}"' for a in addends],
+            self._repeating_texts(states, inner),
+            ["null" if value is None else f'"{value:#x}"' for value in currents],
+            ["null" if value is None else f'"{value:#x}"' for value in expected],
+            self._binding_texts(bindings, inner),
+            self._repeating_texts(reasons, inner),
         ]
         template = self._templates.get((_RELOCATION_KEYS, depth))
         if template is None:
             template = self._templates[(_RELOCATION_KEYS, depth)] = self._template(_RELOCATION_KEYS, depth)
-        return [template % row for row in zip(*columns)]
+        return [template % row for row in zip(*texts)]
 
     def _repeating_texts(self, column: list, depth: int) -> list[str]:
         """The texts of a column of strings and nulls, each distinct value
@@ -541,9 +557,12 @@ class _Writer:
         parts.append("\n" + " " * depth + "}")
 
 
-# The keys of snapshot_to_json's relocation dicts, in order.
+# The keys of snapshot_to_json's relocation dicts, in order, and the
+# RelocationState fields they are made of.
 _RELOCATION_KEYS = ("object", "address", "type", "symbol", "addend", "state", "current", "expected", "binding",
                     "reason")
+_RELOCATION_FIELDS = ("object", "address", "type_name", "symbol", "addend", "state", "current", "expected",
+                      "binding", "reason")
 
 
 def write_json(value, write: Callable[[str], object], end: str = "") -> None:

@@ -7,10 +7,12 @@ and the relocation states; nothing reads the process.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from itertools import compress
+from operator import attrgetter, itemgetter
+from typing import Iterator, Sequence
 
 from loaderdbg.analysis.objects import MappedObject
-from loaderdbg.analysis.relocations import RelocationState
+from loaderdbg.analysis.relocations import RelocationState, RelocationTable
 from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.decode.elf import DynamicEntry
 from loaderdbg.decode.maps import MapEntry, find_mapping
@@ -128,16 +130,43 @@ _GOT_TYPES = frozenset(GOT_TYPES)
 _IRELATIVE_TYPES = frozenset(IRELATIVE_TYPES)
 
 
+def _rows_of_types(states: Sequence[RelocationState], types: frozenset[str],
+                   fields: tuple[str, ...]) -> Iterator[tuple]:
+    """The given fields of the relocations of the given types, in order:
+    from a RelocationTable's columns (no RelocationState made for the
+    others, gdb's 150,000), else state by state."""
+    if isinstance(states, RelocationTable):
+        for part in states.per_object:
+            chosen = list(compress(range(len(part)), map(types.__contains__, part.column("type_name"))))
+            if not chosen:
+                continue
+            if len(chosen) == 1:
+                yield tuple(part.column(name)[chosen[0]] for name in fields)
+                continue
+            pick = itemgetter(*chosen)
+            yield from zip(*[pick(part.column(name)) for name in fields])
+        return
+    values = attrgetter(*fields)
+    for state in states:
+        if state.type_name in types:
+            yield values(state)
+
+
+_GOT_FIELDS = ("object", "address", "type_name", "symbol", "current", "state")
+
+
 def got_view(states: Sequence[RelocationState], symbols: SymbolTable) -> tuple[GotSlot, ...]:
     """gdb-style `got`: each JUMP_SLOT/GLOB_DAT slot, where it points now."""
-    # A comprehension picks them out of every relocation (gdb's 150,000);
+    # Picked out of every relocation (gdb's 150,000) by their type column;
     # each address they hold is named once (every library's malloc slot).
-    slots = [state for state in states if state.type_name in _GOT_TYPES]
-    names = symbols.symbolize_many({state.current for state in slots if state.current})
-    return tuple([GotSlot(state.object, state.address, state.type_name, state.symbol, state.current,
-                          names[state.current] if state.current else None,
-                          "resolved" if state.state == "applied" else state.state)
-                  for state in slots])
+    slots = list(_rows_of_types(states, _GOT_TYPES, _GOT_FIELDS))
+    names = symbols.symbolize_many({slot[4] for slot in slots if slot[4]})
+    return tuple([GotSlot(obj, address, type_name, symbol, current, names[current] if current else None,
+                          "resolved" if state == "applied" else state)
+                  for obj, address, type_name, symbol, current, state in slots])
+
+
+_IFUNC_FIELDS = ("object", "address", "addend", "current", "state")
 
 
 def ifunc_choices(states: Sequence[RelocationState], symbols: SymbolTable,
@@ -145,11 +174,11 @@ def ifunc_choices(states: Sequence[RelocationState], symbols: SymbolTable,
     """IRELATIVE relocations: which resolver ran and what it picked."""
     bases = {o.name: o.base for o in objects}
     out = []
-    for state in [state for state in states if state.type_name in _IRELATIVE_TYPES]:
-        if state.addend is None:
+    for obj, address, addend, current, state in _rows_of_types(states, _IRELATIVE_TYPES, _IFUNC_FIELDS):
+        if addend is None:
             continue
-        resolver = bases.get(state.object, 0) + state.addend
-        chosen = state.current if state.state == "applied" else None
-        out.append(IfuncChoice(state.object, state.address, resolver, symbols.symbolize(resolver),
-                               chosen, symbols.symbolize(chosen) if chosen else None, state.state))
+        resolver = bases.get(obj, 0) + addend
+        chosen = current if state == "applied" else None
+        out.append(IfuncChoice(obj, address, resolver, symbols.symbolize(resolver),
+                               chosen, symbols.symbolize(chosen) if chosen else None, state))
     return tuple(out)

@@ -32,13 +32,17 @@ pyelftools' relocation.py; adding an architecture is adding rows.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import sys
+from bisect import bisect_right
 from collections import Counter
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
+from itertools import accumulate, chain, compress, repeat
 from operator import itemgetter
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from loaderdbg.analysis.link_map import (LoaderProgress, loader_progress, read_link_map, symbols_in_loader_order,
                                          with_private_fields)
@@ -102,6 +106,279 @@ class RelocationTotals:
     pending: int
     lazy: int
     unknown: int
+
+
+# RelocationState's fields in order: the columns of an ObjectRelocations.
+RELOCATION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RelocationState))
+# The columns told apart first when two tables are compared: those a stop
+# changes.
+_COMPARED_FIELDS = ("state", "current", "expected", "binding", "reason", "address", "type_name", "symbol",
+                    "addend", "link_value", "table")
+
+
+class ObjectRelocations(SequenceABC):
+    """One object's relocation states, kept as columns (issue 19): a
+    sequence of RelocationState (len, iteration, indexing and slicing,
+    equality with another ObjectRelocations, or with a tuple or list of
+    RelocationState holding the same rows) that makes a RelocationState
+    only for a row someone reads, once (reading it again gives the same
+    instance), while what reads every row (the JSON writer, totals, the
+    GOT view, a TUI measuring its columns) reads the columns themselves.
+
+    Public:
+
+    - ``object``: the object's path, every row's ``object``;
+    - ``column(field)``: the values of one RelocationState field for every
+      row, a tuple (item i is row i's): ``field`` is one of
+      RELOCATION_FIELDS ("object", "address", "type_name", "symbol",
+      "addend", "state", "current", "expected", "link_value", "table",
+      "binding", "reason"). Each column is made on first use, in bulk, and
+      kept; it never changes (a later stop makes another
+      ObjectRelocations, or hands back this very one while none of the
+      object's slots changed).
+    """
+
+    __slots__ = ("object", "_count", "_columns", "_makers", "_rows")
+
+    def __init__(self, object: str, count: int,
+                 columns: Mapping[str, Sequence | Callable[[], Sequence]]) -> None:
+        """``columns``: per field of RelocationState but ``object``, its
+        values (a sequence of ``count``) or a function making them when
+        first asked for."""
+        missing = set(RELOCATION_FIELDS[1:]) - columns.keys()
+        if missing:
+            raise ValueError(f"ObjectRelocations: no column for {', '.join(sorted(missing))}")
+        self.object = object
+        self._count = count
+        self._columns: dict[str, tuple] = {}
+        self._makers: dict[str, Callable[[], Sequence]] = {}
+        for name in RELOCATION_FIELDS[1:]:
+            values = columns[name]
+            if callable(values):
+                self._makers[name] = values
+            else:
+                self._set(name, values)
+        self._rows: list | None = None  # the rows made so far (None where not)
+
+    @classmethod
+    def of_rows(cls, object: str, rows: Iterable[RelocationState]) -> "ObjectRelocations":
+        """The table of rows already made (all of object ``object``); they
+        are the rows it hands out."""
+        rows = list(rows)
+        table = cls(object, len(rows), {name: tuple(map(operator.attrgetter(name), rows))
+                                        for name in RELOCATION_FIELDS[1:]})
+        table._rows = rows
+        return table
+
+    def _set(self, name: str, values: Sequence) -> tuple:
+        values = values if type(values) is tuple else tuple(values)
+        if len(values) != self._count:
+            raise ValueError(f"ObjectRelocations: column {name} has {len(values)} values, not {self._count}")
+        self._columns[name] = values
+        return values
+
+    def column(self, field: str) -> tuple:
+        """Every row's ``field`` (a RelocationState field name), in row order."""
+        values = self._columns.get(field)
+        if values is not None:
+            return values
+        if field == "object":
+            return self._set(field, (self.object,) * self._count)
+        maker = self._makers.get(field)
+        if maker is None:
+            raise KeyError(f"no relocation column {field!r} (one of {', '.join(RELOCATION_FIELDS)})")
+        return self._set(field, maker())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _row(self, index: int) -> RelocationState:
+        column = self.column
+        return RelocationState(self.object, *[column(name)[index] for name in RELOCATION_FIELDS[1:]])
+
+    def _all_rows(self) -> list:
+        rows = self._rows
+        if rows is None:
+            column = self.column
+            rows = self._rows = list(map(RelocationState, repeat(self.object, self._count),
+                                         *[column(name) for name in RELOCATION_FIELDS[1:]]))
+        elif None in rows:
+            for index in compress(range(self._count), map(operator.is_, rows, repeat(None))):
+                rows[index] = self._row(index)
+        return rows
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            wanted = range(*index.indices(self._count))
+            if len(wanted) == self._count and wanted.step == 1:
+                return tuple(self._all_rows())
+            return tuple([self[i] for i in wanted])
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("relocation index out of range")
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = [None] * self._count
+        row = rows[index]
+        if row is None:
+            row = rows[index] = self._row(index)
+        return row
+
+    def __iter__(self) -> Iterator[RelocationState]:
+        return iter(self._all_rows())
+
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if isinstance(other, ObjectRelocations):
+            return (self._count == other._count and self.object == other.object
+                    and all(self.column(name) == other.column(name) for name in _COMPARED_FIELDS))
+        if isinstance(other, (tuple, list, RelocationTable)):
+            return len(other) == self._count and all(map(operator.eq, self, other))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))  # as the tuple of its rows, which it equals
+
+    def __repr__(self) -> str:
+        return f"ObjectRelocations({self.object!r}, {self._count} relocations)"
+
+    def changed_rows(self, previous: "ObjectRelocations") -> list[int] | None:
+        """The indices of the rows that differ from ``previous``'s (a stop
+        before, say), ascending; None when the two are not the same
+        object's relocations (another count or path)."""
+        if previous is self:
+            return []
+        if previous._count != self._count or previous.object != self.object:
+            return None
+        changed: set[int] = set()
+        every = range(self._count)
+        for name in _COMPARED_FIELDS:
+            mine, theirs = self.column(name), previous.column(name)
+            if mine is not theirs and mine != theirs:
+                changed.update(compress(every, map(operator.ne, mine, theirs)))
+        return sorted(changed)
+
+    def _differing_rows(self, previous: "ObjectRelocations", indices: Iterable[int]) -> list[int]:
+        """Those of indices whose rows differ from previous's (the same
+        object's relocations)."""
+        fields = [(self.column(name), previous.column(name)) for name in _COMPARED_FIELDS]
+        return sorted(index for index in indices if any(mine[index] != theirs[index] for mine, theirs in fields))
+
+    def _keep_rows_of(self, previous: "ObjectRelocations", changed: Iterable[int]) -> None:
+        """Hand out previous's rows made so far, but at ``changed``: equal
+        rows stay the same instances from one stop to the next."""
+        if previous._rows is None or previous._count != self._count:
+            return
+        rows = list(previous._rows)
+        for index in changed:
+            rows[index] = None
+        self._rows = rows
+
+
+class RelocationTable(SequenceABC):
+    """A snapshot's relocations (Snapshot.relocations): every object's, in
+    the snapshot's object order, as one sequence of RelocationState (len,
+    iteration, indexing and slicing, equality with another table or with a
+    tuple or list of the same rows) over per-object columns.
+
+    Public:
+
+    - ``per_object``: a tuple of ObjectRelocations, one per object of the
+      snapshot, in ``Snapshot.objects`` order (an object without
+      relocations has an empty one); row i of the table is row i - start
+      of the part it falls in, parts following each other;
+    - ``column(field)``: one RelocationState field for every row of the
+      table, a tuple (the parts' columns one after the other), made once;
+    - ``locate(index)``: (part number in per_object, row in that part);
+    - ``changed_rows(previous)``: the indices of the rows that differ from
+      another table's (None when they are not the same objects').
+    """
+
+    __slots__ = ("per_object", "_starts", "_count", "_columns")
+
+    def __init__(self, per_object: Iterable[ObjectRelocations] = ()) -> None:
+        self.per_object: tuple[ObjectRelocations, ...] = tuple(per_object)
+        lengths = [len(part) for part in self.per_object]
+        self._starts = [0, *accumulate(lengths)][:-1] if lengths else []
+        self._count = sum(lengths)
+        self._columns: dict[str, tuple] = {}
+
+    def column(self, field: str) -> tuple:
+        """Every row's ``field`` (a RelocationState field name), in row order."""
+        values = self._columns.get(field)
+        if values is None:
+            values = self._columns[field] = tuple(chain.from_iterable(
+                [part.column(field) for part in self.per_object]))
+        return values
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(part number, index in that part) of row ``index`` (>= 0)."""
+        if not 0 <= index < self._count:
+            raise IndexError("relocation index out of range")
+        part = bisect_right(self._starts, index) - 1
+        return part, index - self._starts[part]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            wanted = range(*index.indices(self._count))
+            if wanted.step == 1:
+                if not wanted:
+                    return ()
+                first, last = self.locate(wanted[0]), self.locate(wanted[-1])
+                if first[0] == last[0]:
+                    return self.per_object[first[0]][first[1]:last[1] + 1]
+            return tuple([self[i] for i in wanted])
+        if index < 0:
+            index += self._count
+        part, row = self.locate(index)
+        return self.per_object[part][row]
+
+    def __iter__(self) -> Iterator[RelocationState]:
+        return chain.from_iterable(self.per_object)
+
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if isinstance(other, RelocationTable):
+            if self._count != other._count:
+                return False
+            if self._starts == other._starts and len(self.per_object) == len(other.per_object):
+                return all(map(operator.eq, self.per_object, other.per_object))
+            return all(map(operator.eq, self, other))
+        if isinstance(other, (tuple, list, ObjectRelocations)):
+            return len(other) == self._count and all(map(operator.eq, self, other))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))  # as the tuple of its rows, which it equals
+
+    def __repr__(self) -> str:
+        return f"RelocationTable({len(self.per_object)} objects, {self._count} relocations)"
+
+    def changed_rows(self, previous: "RelocationTable") -> list[int] | None:
+        """The indices of the rows that differ from ``previous``'s,
+        ascending (the parts that are the same instance cost nothing);
+        None when the tables are not of the same objects with the same
+        numbers of relocations."""
+        if previous is self:
+            return []
+        if (len(previous.per_object) != len(self.per_object) or previous._starts != self._starts
+                or previous._count != self._count):
+            return None
+        changed: list[int] = []
+        for start, mine, theirs in zip(self._starts, self.per_object, previous.per_object):
+            if mine is theirs:
+                continue
+            rows = mine.changed_rows(theirs)
+            if rows is None:
+                return None
+            changed.extend(start + row for row in rows)
+        return changed
 
 
 # ---------------------------------------------------------------------------
@@ -600,9 +877,12 @@ def _file_image(segments: tuple[Segment, ...], file_bytes: bytes) -> Callable[[i
 
 
 def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader, symbols: SymbolTable,
-                      arch: str = "x86_64", cache: RelocationCache | None = None) -> tuple[RelocationState, ...]:
-    """``cache``: the session's (ElfCache.relocations), which makes a stop
-    after the first judge only the slots that changed; without one every
+                      arch: str = "x86_64", cache: RelocationCache | None = None) -> ObjectRelocations:
+    """The states of obj's relocations, in ElfInfo.relocations order, as
+    columns (ObjectRelocations: a sequence of RelocationState made only
+    for the rows read). ``cache``: the session's (ElfCache.relocations),
+    which makes a stop after the first judge only the slots that changed
+    (and hands back the very same table while none did); without one every
     slot is judged."""
     word = ARCH_WORD.get(arch)
     if word is None:
@@ -637,7 +917,7 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
                 redo.extend(run.indices)
             else:
                 _judge_relative_run(run, block, raw, currents, redo)
-        previous_states: tuple[RelocationState, ...] | None = None
+        previous_states: ObjectRelocations | None = None
         previous_final: list[_Verdict] | None = None
     else:
         redo = sorted(plan.volatile | _changed_slots(plan, cached.blocks, blocks))
@@ -698,59 +978,76 @@ def relocation_states(obj: LoadedObject, file_bytes: bytes, memory: MemoryReader
         if shared:
             verdicts[key] = verdict
     final = _settle(obj, symbols, raw, currents, plt_setup, progress)
+    currents = tuple(currents)
     if previous_states is None:
-        # _state spelled inline: one RelocationState per relocation.
-        path, new_state, held, pending = obj.path, RelocationState, _HELD_RELATIVE, _PENDING_RELATIVE
-        states = tuple([new_state(path, (base + offset) & MASK64, type_name, symbol, addend, verdict.state,
-                                  current if verdict.current is None else verdict.current,
-                                  current if verdict is held else relative if verdict is pending
-                                  else verdict.expected,
-                                  link_value, table, verdict.binding, verdict.reason)
-                        for offset, type_name, symbol, addend, table, verdict, current, link_value, relative
-                        in zip(columns.offsets, type_names, columns.symbols, columns.addends, columns.tables,
-                               final, currents, link_values, plan.relative_expected)])
+        states = _judged_table(obj.path, plan, final, currents)
     else:
-        out = list(previous_states)
-        redone = set(redo)
-        changed = False
-        for i, verdict in enumerate(final):
-            if i in redone or verdict != previous_final[i]:
-                state = _state(obj, columns.relocation(i), verdict, currents[i], plan.link_values[i],
-                               plan.relative_expected[i])
-                if state != out[i]:
-                    out[i] = state
-                    changed = True
-        # Data sharing a chunk with slots was written, not a slot: hand back
-        # the very same tuple, so what is derived from it stays cached.
-        states = tuple(out) if changed else previous_states
+        # The rows that may differ: another verdict (an equal one may still
+        # make the same row) or another word in the slot.
+        every = range(len(final))
+        maybe = set(compress(every, map(operator.is_not, final, previous_final)))
+        maybe.update(compress(every, map(operator.ne, currents, cached.currents)))
+        states = _judged_table(obj.path, plan, final, currents) if maybe else previous_states
+        changed = states._differing_rows(previous_states, maybe) if maybe else ()
+        if not changed:
+            # Data sharing a chunk with slots was written, not a slot: hand
+            # back the very same table, so what is derived from it stays cached.
+            states = previous_states
+        else:
+            states._keep_rows_of(previous_states, changed)
     if cache is not None and all(data is not None for data in blocks):
-        cache.remember(cache.answers, plan.key, _Cached(plan, symbols, blocks, tuple(raw), tuple(currents), final,
+        cache.remember(cache.answers, plan.key, _Cached(plan, symbols, blocks, tuple(raw), currents, final,
                                                         states, plt_setup, progress.used, progress.marks_used))
     return states
 
 
-def _state(obj: LoadedObject, reloc: Relocation, verdict: _Verdict, current: int | None,
-           link_value: int | None, relative_expected: int | None) -> RelocationState:
-    if verdict is _HELD_RELATIVE:
-        expected = current
-    elif verdict is _PENDING_RELATIVE:
-        expected = relative_expected
-    else:
-        expected = verdict.expected
-    return RelocationState(
-        object=obj.path,
-        address=obj.runtime(reloc.offset),
-        type_name=reloc.type_name,
-        symbol=reloc.symbol,
-        addend=reloc.addend,
-        state=verdict.state,
-        current=current if verdict.current is None else verdict.current,
-        expected=expected,
-        link_value=link_value,
-        table=reloc.table,
-        binding=verdict.binding,
-        reason=verdict.reason,
-    )
+_STATE_OF = operator.attrgetter("state")
+_BINDING_OF = operator.attrgetter("binding")
+_REASON_OF = operator.attrgetter("reason")
+_CURRENT_OF = operator.attrgetter("current")
+_EXPECTED_OF = operator.attrgetter("expected")
+
+
+def _judged_table(path: str, plan: "_Plan", final: list[_Verdict], currents: tuple[int | None, ...],
+                  ) -> ObjectRelocations:
+    """The states of final's verdicts as columns, each made (in C where it
+    can) only when read: a big program's snapshot made a RelocationState
+    per relocation (gdb's 150,000), and the cyclic collector walked them
+    all again after it."""
+    columns = plan.columns
+
+    def current() -> Sequence[int | None]:
+        # A verdict's own current (a COPY's first word) overrides the slot's.
+        own = list(map(_CURRENT_OF, final))
+        if own.count(None) == len(own):
+            return currents
+        return [slot if mine is None else mine for mine, slot in zip(own, currents)]
+
+    def expected() -> Sequence[int | None]:
+        # The shared RELATIVE verdicts carry no expected value: applied, it
+        # is the slot's; pending, the plan's B + A.
+        values = list(map(_EXPECTED_OF, final))
+        every = range(len(final))
+        for index in compress(every, map(operator.is_, final, repeat(_HELD_RELATIVE))):
+            values[index] = currents[index]
+        relative_expected = plan.relative_expected
+        for index in compress(every, map(operator.is_, final, repeat(_PENDING_RELATIVE))):
+            values[index] = relative_expected[index]
+        return values
+
+    return ObjectRelocations(path, len(final), {
+        "address": lambda: plan.addresses,
+        "type_name": columns.type_names,
+        "symbol": columns.symbols,
+        "addend": columns.addends,
+        "state": lambda: tuple(map(_STATE_OF, final)),
+        "current": current,
+        "expected": expected,
+        "link_value": plan.link_values,
+        "table": columns.tables,
+        "binding": lambda: tuple(map(_BINDING_OF, final)),
+        "reason": lambda: tuple(map(_REASON_OF, final)),
+    })
 
 
 # ---------------------------------------------------------------------------
@@ -1054,6 +1351,14 @@ class _Plan:
     relative_expected: tuple[int | None, ...] = ()
 
     @cached_property
+    def addresses(self) -> tuple[int, ...]:
+        """Each slot's runtime address."""
+        offsets = self.columns.offsets
+        if offsets and self.base + max(offsets) <= MASK64 and min(offsets) >= 0:
+            return tuple(map(self.base.__add__, offsets))
+        return tuple([(self.base + offset) & MASK64 for offset in offsets])
+
+    @cached_property
     def chunks(self) -> dict[tuple[int, int], tuple[int, ...]]:
         """(segment, chunk) -> the slots in it that a stop judges again when
         its bytes change; made at the second stop, not the first (a
@@ -1202,7 +1507,7 @@ class _Cached:
     raw: tuple[_Verdict | None, ...]
     currents: tuple[int | None, ...]
     final: list[_Verdict]
-    states: tuple[RelocationState, ...]
+    states: ObjectRelocations
     plt_setup: bool | None = None
     progress: LoaderProgress | None = None  # what the verdicts were settled with, when they needed it
     marks: "_Marks | None" = None           # the l_relocated marks they were settled with, when they needed them
@@ -1406,17 +1711,25 @@ def _changed_slots(plan: _Plan, before: tuple[bytes | None, ...], now: tuple[byt
 
 
 def relocation_totals(states: Iterable[RelocationState], object: str | None = None) -> RelocationTotals:
+    if isinstance(states, (ObjectRelocations, RelocationTable)):
+        # From the state column, without a RelocationState per row.
+        counts = Counter(states.column("state"))
+        if object is None and states:
+            object = states.object if isinstance(states, ObjectRelocations) else states[0].object
+        return _totals_of(counts, len(states), object)
     if not isinstance(states, (tuple, list)):
         states = list(states)
     # Counted in C: gdb's snapshot totals 150,000 states.
     counts = Counter(map(_STATE_OF, states))
+    return _totals_of(counts, len(states), object if object is not None else (states[0].object if states else None))
+
+
+def _totals_of(counts: Counter, total: int, name: str | None) -> RelocationTotals:
     strange = counts.keys() - _STATES
     if strange:
         raise KeyError(next(iter(strange)))
-    name = object if object is not None else (states[0].object if states else None)
-    return RelocationTotals(object=name or "", total=len(states), applied=counts[APPLIED],
+    return RelocationTotals(object=name or "", total=total, applied=counts[APPLIED],
                             pending=counts[PENDING], lazy=counts[LAZY], unknown=counts[UNKNOWN])
 
 
-_STATE_OF = operator.attrgetter("state")
 _STATES = frozenset({PENDING, LAZY, APPLIED, UNKNOWN})
