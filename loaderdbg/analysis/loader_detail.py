@@ -9,14 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter, itemgetter
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.analysis.relocations import RelocationState, RelocationTable
 from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.decode.elf import DynamicEntry
 from loaderdbg.decode.maps import MapEntry, find_mapping
-from loaderdbg.decode.sframe import SFrameHeader
+
+if TYPE_CHECKING:
+    from loaderdbg.decode.sframe import SFrameHeader
 
 
 @dataclass(frozen=True)
