@@ -102,11 +102,13 @@ def test_inspect_of_an_x86_program_leaves_out_what_it_does_not_use(fixtures_dir)
     target and its A64 decoders nor python-ptrace's binding (its find_library
     runs ldconfig), its syscall package's start-up or its package __init__
     (logging, datetime), nor socket; the tables it reads come from
-    python-ptrace all the same."""
+    python-ptrace all the same. Nor what it never uses at AT_ENTRY: the
+    disassembler, main's finder, the SFrame decoder, the spawn catcher."""
     demo = fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so"
     unwanted = ("loaderdbg.process.qemu_target", "loaderdbg.process.stub_client", "loaderdbg.decode.aarch64_access",
                 "loaderdbg.gdb_remote", "ptrace.binding", "ptrace.syscall", "ctypes.util", "ptrace", "socket",
-                "datetime")
+                "datetime", "loaderdbg.decode.disasm", "loaderdbg.decode.sframe", "loaderdbg.analysis.entry_code",
+                "loaderdbg.process.follow")
     code = ("import sys\n"
             "from loaderdbg.cli import main\n"
             f"code = main(['inspect', '--json', '--at', 'entry', {str(demo)!r}])\n"
