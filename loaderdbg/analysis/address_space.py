@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects
+from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects, object_containing
 from loaderdbg.analysis.relocations import RelocationState, relocation_states
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.maps import MapEntry
@@ -21,10 +21,15 @@ class AddressSpace:
         self.elf_cache = elf_cache
         self._objects: tuple[MappedObject, ...] | None = None
         self._symbols: SymbolTable | None = None
+        # Objects found one by one (object_at) before the whole list was
+        # asked for, by address asked: the list later holds these same ones.
+        self._found: dict[int, MappedObject | None] = {}
 
     def objects(self) -> tuple[MappedObject, ...]:
         if self._objects is None:
-            self._objects = discover_objects(self.maps, self.elf_cache)
+            objects = discover_objects(self.maps, self.elf_cache)
+            known = {o.maps[0].start: o for o in self._found.values() if o is not None}
+            self._objects = tuple(known.get(o.maps[0].start, o) for o in objects)
         return self._objects
 
     def symbols(self) -> SymbolTable:
@@ -33,7 +38,16 @@ class AddressSpace:
         return self._symbols
 
     def object_at(self, addr: int) -> MappedObject | None:
-        return next((o for o in self.objects() if o.contains(addr)), None)
+        """The object mapped at addr. Before the whole list is needed, only
+        the files that decide it are parsed: a run to AT_ENTRY asks where
+        ld.so and the program are at a few stops, and libc's parse (~1.5 ms
+        of the demo's launch + cont, issue 19) waits for the snapshot."""
+        if self._objects is not None:
+            return next((o for o in self._objects if o.contains(addr)), None)
+        if addr not in self._found:
+            known = next((o for o in self._found.values() if o is not None and o.contains(addr)), None)
+            self._found[addr] = known or object_containing(self.maps, self.elf_cache, addr)
+        return self._found[addr]
 
     def object_loaded_at(self, base: int) -> MappedObject | None:
         """The object whose ELF image starts a file mapped at ``base`` (ld.so)."""

@@ -104,37 +104,107 @@ def _is_file_backed(entry: MapEntry) -> bool:
 
 def discover_objects(maps: Sequence[MapEntry], cache: ElfCache) -> tuple[MappedObject, ...]:
     """ELF objects in address order, each with its load bias and mappings."""
-    open_objects: dict[tuple, list] = {}  # file key -> [info, elf_offset, base, maps]
+    open_objects: dict[tuple, list] = {}  # file key -> [info, elf_offset, base, maps, path]
     found: list[list] = []
     for entry in maps:
         if not _is_file_backed(entry):
             # Anonymous bss right after an object's last file mapping.
-            if found and entry.inode == 0 and not entry.path and found[-1][3][-1].end == entry.start:
+            if found and _is_anonymous(entry) and found[-1][3][-1].end == entry.start:
                 last = found[-1]
                 if _within_object(last[0], last[2], entry):
                     last[3].append(entry)
             continue
         key = (entry.dev, entry.inode)
-        data = cache.file_bytes(entry)
-        starts_elf = data is not None and data[entry.offset:entry.offset + 4] == ELF_MAGIC
-        if starts_elf:
-            info = cache.elf_at(entry, entry.offset)
-            if info is not None:
-                first_load = min((s for s in info.segments if s.type == "LOAD"),
-                                 key=lambda s: s.vaddr, default=None)
-                link_start = (first_load.vaddr if first_load else 0) & ~(PAGE - 1)
-                record = [info, entry.offset, entry.start - link_start, [entry], entry.path]
-                found.append(record)
-                open_objects[key] = record
-                continue
+        record = _object_start(entry, cache)
+        if record is not None:
+            found.append(record)
+            open_objects[key] = record
+            continue
         record = open_objects.get(key)
         if record is not None and _within_object(record[0], record[2], entry):
             record[3].append(entry)
-    return tuple(
-        MappedObject(path=r[4], base=r[2], elf_offset=r[1], file_key=(r[3][0].dev, r[3][0].inode),
-                     info=r[0], maps=tuple(r[3]))
-        for r in found
-    )
+    return tuple(_mapped_object(r) for r in found)
+
+
+def object_containing(maps: Sequence[MapEntry], cache: ElfCache, addr: int) -> MappedObject | None:
+    """The object of discover_objects(maps, cache) that contains addr, the
+    same one, parsing only the files that decide it: the file mapped at addr
+    (or, for an anonymous bss, the object before it), not every mapped
+    library. It follows discover_objects' rules from the object's first
+    mapping on; the only other objects it must know of are ones starting
+    between that mapping and a bss that could still be this object's."""
+    index = next((i for i, e in enumerate(maps) if e.start <= addr < e.end), None)
+    if index is None:
+        return None
+    entry = maps[index]
+    if _is_file_backed(entry):
+        key = (entry.dev, entry.inode)
+        first = next((i for i in range(index, -1, -1)
+                      if _is_file_backed(maps[i]) and (maps[i].dev, maps[i].inode) == key
+                      and _object_start(maps[i], cache) is not None), None)
+    elif _is_anonymous(entry):
+        # Only the object that started last before a bss can own it.
+        first = next((i for i in range(index - 1, -1, -1)
+                      if _is_file_backed(maps[i]) and _object_start(maps[i], cache) is not None), None)
+    else:
+        return None
+    if first is None:
+        return None
+    record = _object_start(maps[first], cache)
+    members = _members(maps, first, record, cache)
+    return _mapped_object(record) if entry in members else None
+
+
+def _members(maps: Sequence[MapEntry], first: int, record: list, cache: ElfCache) -> list[MapEntry]:
+    """The mappings discover_objects gives the object starting at maps[first]
+    (record as _object_start made it): its file's next mappings until the
+    file starts another object, and a bss right after its last mapping for
+    as long as no other object has started since."""
+    info, _, base, members, _ = record
+    start = maps[first]
+    key = (start.dev, start.inode)
+    others: list[MapEntry] = []  # other files' mappings since: object starts or not, asked only if it matters
+    last_started = True  # whether this object is still the last one to have started
+    for entry in maps[first + 1:]:
+        if _is_file_backed(entry):
+            if (entry.dev, entry.inode) != key:
+                others.append(entry)
+            elif _object_start(entry, cache) is not None:
+                break  # the file's next object: it takes the rest
+            elif _within_object(info, base, entry):
+                members.append(entry)
+        elif _is_anonymous(entry) and members[-1].end == entry.start and _within_object(info, base, entry):
+            if others and last_started:
+                last_started = not any(_object_start(e, cache) is not None for e in others)
+                others.clear()
+            if last_started:
+                members.append(entry)
+    return members
+
+
+def _object_start(entry: MapEntry, cache: ElfCache) -> list | None:
+    """[info, elf_offset, base, maps, path] when a file-backed ``entry``
+    starts an object: its file's bytes at its offset are an ELF image that
+    parses (a fresh list each call, the maps holding ``entry`` alone)."""
+    data = cache.file_bytes(entry)
+    if data is None or data[entry.offset:entry.offset + 4] != ELF_MAGIC:
+        return None
+    info = cache.elf_at(entry, entry.offset)
+    if info is None:
+        return None
+    first_load = min((s for s in info.segments if s.type == "LOAD"), key=lambda s: s.vaddr, default=None)
+    link_start = (first_load.vaddr if first_load else 0) & ~(PAGE - 1)
+    return [info, entry.offset, entry.start - link_start, [entry], entry.path]
+
+
+def _mapped_object(record: list) -> MappedObject:
+    info, elf_offset, base, maps, path = record
+    return MappedObject(path=path, base=base, elf_offset=elf_offset, file_key=(maps[0].dev, maps[0].inode),
+                        info=info, maps=tuple(maps))
+
+
+def _is_anonymous(entry: MapEntry) -> bool:
+    return entry.inode == 0 and not entry.path
 
 
 def _within_object(info: ElfInfo, base: int, entry: MapEntry) -> bool:
