@@ -19,6 +19,7 @@ import dataclasses
 import io
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ def _ints_and_hex(value, ints: set[int], texts: set[str], seen: set[int]) -> Non
         for key, item in value.items():
             _ints_and_hex(key, ints, texts, seen)
             _ints_and_hex(item, ints, texts, seen)
-    elif isinstance(value, (tuple, list, set, frozenset)):
+    elif isinstance(value, (tuple, list, set, frozenset, Sequence)):  # Sequence: a RelocationTable
         for item in value:
             _ints_and_hex(item, ints, texts, seen)
     elif hasattr(value, "items") and callable(value.items):  # Registers
