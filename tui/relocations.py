@@ -7,11 +7,11 @@ cell by cell instead of rebuilt when the set of entries is unchanged."""
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from functools import partial
-from itertools import compress, repeat
-from operator import attrgetter, contains, is_, is_not
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import add, and_, attrgetter, contains, is_, is_not, ne, or_, sub
 from typing import Callable, Sequence
 
 from rich.text import Text
@@ -96,22 +96,41 @@ def summary_text(view: StopView, width: int = 1000) -> Text:
     return text
 
 
+UNDEFINED_WEAK = "nothing (weak)"
+
+
 def _bound_text(binding) -> str:
     """object:symbol@version, or "nothing (weak)" for an undefined weak."""
     version = f"@{binding.version}" if binding.version else ""
     where = binding.object.rsplit("/", 1)[-1] if binding.object else None
-    return f"{where}:{binding.symbol}{version}" if where else "nothing (weak)"
+    return f"{where}:{binding.symbol}{version}" if where else UNDEFINED_WEAK
+
+
+def _bound_text_widths(bindings: Sequence) -> list[int]:
+    """len(_bound_text(binding)) for each of bindings, without making the
+    texts (gdb's 14,500 bindings are measured on its way to AT_ENTRY)."""
+    colon_and_where = {}  # the defining object's part of the text, by object
+    for name in {binding.object for binding in bindings}:
+        where = name.rsplit("/", 1)[-1] if name else None
+        colon_and_where[name] = len(where) + 1 if where else 0
+    return [colon_and_where[binding.object] + len(binding.symbol)
+            + (len(binding.version) + 1 if binding.version else 0)  # "@version"
+            if colon_and_where[binding.object] else len(UNDEFINED_WEAK) for binding in bindings]
 
 
 def _bound_or_why(reloc) -> str:
+    return _bound_or_why_of(reloc.binding, reloc.reason)
+
+
+def _bound_or_why_of(binding, reason: str | None) -> str:
     """What the slot binds to (object:symbol@version; "nothing" for an
     undefined weak), then why its state is what it is when that needs
     saying (every unknown says why)."""
     parts = []
-    if reloc.binding is not None:
-        parts.append(_bound_text(reloc.binding))
-    if reloc.reason:
-        parts.append(reloc.reason)
+    if binding is not None:
+        parts.append(_bound_text(binding))
+    if reason:
+        parts.append(reason)
     return " — ".join(parts)
 
 
@@ -130,67 +149,133 @@ def relocation_row(reloc) -> tuple[str, ...]:
             _bound_or_why(reloc))
 
 
+def relocation_column(relocations: Sequence, field: str) -> Sequence:
+    """Every row's field (a RelocationState field name), in row order: the
+    table's own column where it keeps its rows as columns (the engine's
+    per-object tables, whose rows are made only when read), else read row
+    by row."""
+    column = getattr(relocations, "column", None)
+    if column is not None:
+        return column(field)
+    return list(map(attrgetter(field), relocations))
+
+
+def relocation_parts(relocations: Sequence) -> Sequence[Sequence]:
+    """relocations in parts following each other: one per object where the
+    table keeps them so (each the same instance from stop to stop while
+    the object's slots do not change), else the whole as one."""
+    return getattr(relocations, "per_object", None) or (relocations,)
+
+
+def changed_rows(before: Sequence, after: Sequence) -> Sequence[int] | None:
+    """The indices of the rows of after that are not before's (None: not
+    rows of the same objects): compared column by column where the tables
+    keep columns (their rows are made only when read), else row by row
+    (a state unchanged is the same instance)."""
+    compare = getattr(after, "changed_rows", None)
+    if compare is not None and type(before) is type(after):
+        return compare(before)
+    return list(compress(range(len(after)), map(is_not, before, after)))
+
+
+def _widest_number(cell: Callable[[int | None], str], numbers: Sequence) -> int:
+    if len(numbers) > 1:
+        try:  # in C when every value is a number (a None among them cannot be compared)
+            return max(len(cell(max(numbers))), len(cell(min(numbers))))
+        except TypeError:
+            pass
+    present = [number for number in numbers if number is not None]
+    extremes = [max(present), min(present)] if present else []
+    if len(present) < len(numbers):
+        extremes.append(None)
+    return max(map(len, map(cell, extremes)), default=0)
+
+
+def _widest_text(cell: Callable[[str], str], texts: Sequence) -> int:
+    return max(map(len, map(cell, set(texts))), default=0)
+
+
 class ColumnWidths:
     """Each column's widest cell over a whole table of relocations, without
-    making its rows: a plain cell is one attribute formatted (its widest is
-    that of its distinct values, or of the extremes of a number), and what a
-    slot binds to is the same text for every slot bound to one definition
-    (the engine hands out one Binding per definition: remembered here)."""
+    making its rows: a plain cell is one column's value formatted (its
+    widest is that of its distinct values, or of the extremes of a number),
+    and what a slot binds to is the same text for every slot bound to one
+    definition (the engine hands out one Binding per definition:
+    remembered here). An object's part of the table is measured once while
+    it is the same part (a stop that writes no slot of the object hands it
+    back)."""
 
     def __init__(self) -> None:
         self._bound: dict[int, object] = {}  # id(binding) -> binding, for the bindings measured
         self._bound_widths: dict[int, int] = {}  # id(binding) -> its text's width
+        self._parts: dict[int, tuple[Sequence, list[int]]] = {}  # id(part) -> (part, its widths)
 
     def of(self, relocations: Sequence) -> list[int]:
-        def values(name: str) -> list:
-            return list(map(attrgetter(name), relocations))
+        parts = relocation_parts(relocations)
+        known = self._parts
+        measured = {}
+        for part in parts:
+            hit = known.get(id(part))
+            # A part kept in _parts is alive: no other part has its id.
+            widths = hit[1] if hit is not None and hit[0] is part else self._of_part(part)
+            measured[id(part)] = (part, widths)
+        self._parts = measured  # only the current table's parts are kept
+        return [max(column, default=0) for column in zip(*(widths for _, widths in measured.values()))] \
+            or [0] * len(COLUMNS)
 
-        def widest_number(cell: Callable[[int | None], str], numbers: list) -> int:
-            present = list(filter(partial(is_not, None), numbers))
-            extremes = [max(present), min(present)] if present else []
-            if len(present) < len(numbers):
-                extremes.append(None)
-            return max(map(len, map(cell, extremes)), default=0)
+    def _of_part(self, part: Sequence) -> list[int]:
+        def values(name: str) -> Sequence:
+            return relocation_column(part, name)
 
-        def widest_text(cell: Callable[[str], str], texts: list) -> int:
-            return max(map(len, map(cell, set(texts))), default=0)
-
-        reasons = values("reason")
-        bindings = values("binding")
         return [
-            widest_text(str, values("object")),
-            widest_number(lambda a: f"{a:#x}", values("address")),
-            widest_text(_type_cell, values("type_name")),
-            widest_text(lambda symbol: symbol or "", values("symbol")),
-            widest_number(_addend_cell, values("addend")),
-            widest_text(str, values("state")),
-            widest_number(hex_short, values("current")),
-            widest_number(hex_short, values("expected")),
-            self._widest_bound_or_why(relocations, bindings, reasons),
+            _widest_text(str, values("object")),
+            _widest_number(lambda a: f"{a:#x}", values("address")),
+            _widest_text(_type_cell, values("type_name")),
+            _widest_text(lambda symbol: symbol or "", values("symbol")),
+            _widest_number(_addend_cell, values("addend")),
+            _widest_text(str, values("state")),
+            _widest_number(hex_short, values("current")),
+            _widest_number(hex_short, values("expected")),
+            self._widest_bound_or_why(values("binding"), values("reason")),
         ]
 
-    def _widest_bound_or_why(self, relocations: Sequence, bindings: list, reasons: list) -> int:
+    def _widest_bound_or_why(self, bindings: Sequence, reasons: Sequence) -> int:
         # A slot without a reason shows its binding alone ("" without one);
         # the few with a reason are measured one by one.
-        alone = list(filter(None, compress(bindings, map(is_, reasons, repeat(None)))))
+        without_reason = len(reasons) == reasons.count(None)  # nearly always
+        alone = [binding for binding in (bindings if without_reason else compress(
+            bindings, map(is_, reasons, repeat(None)))) if binding is not None]
         distinct = dict(zip(map(id, alone), alone))
         widths = self._bound_widths
         if len(widths) > BINDINGS_KEPT:
             widths.clear()
             self._bound.clear()
         # A binding kept in _bound is alive: no other object has its id.
-        for key in distinct.keys() - widths.keys():
-            binding = self._bound[key] = distinct[key]
-            widths[key] = len(_bound_text(binding))
+        new = [distinct[key] for key in distinct if key not in widths]
+        for binding, width in zip(new, _bound_text_widths(new)):
+            key = id(binding)
+            self._bound[key] = binding
+            widths[key] = width
         widest = max(map(widths.__getitem__, distinct), default=0)
-        for reloc in compress(relocations, map(is_not, reasons, repeat(None))):
-            widest = max(widest, len(_bound_or_why(reloc)))
+        if without_reason:
+            return widest
+        for index in compress(range(len(reasons)), map(is_not, reasons, repeat(None))):
+            widest = max(widest, len(_bound_or_why_of(bindings[index], reasons[index])))
         return widest
+
+
+def _search_text_of(object: str, type_name: str, symbol: str | None, state: str, address: int) -> str:
+    return f"{object} {type_name} {symbol or ''} {state} {address:#x}".lower()
 
 
 def search_text(reloc) -> str:
     """What a filter's words are looked for in."""
-    return f"{reloc.object} {reloc.type_name} {reloc.symbol or ''} {reloc.state} {reloc.address:#x}".lower()
+    return _search_text_of(reloc.object, reloc.type_name, reloc.symbol, reloc.state, reloc.address)
+
+
+def _run_text_of(object: str, type_name: str, symbol: str | None, state: str) -> str:
+    """search_text of a row but its address: the same for the rows of a run."""
+    return f"{object} {type_name} {symbol or ''} {state}".lower()
 
 
 def matches(reloc, needle: str) -> bool:
@@ -200,17 +285,62 @@ def matches(reloc, needle: str) -> bool:
     return all(word in haystack for word in needle.lower().split())
 
 
+# A word with another character than these is never within an address's
+# "0x..." (the end of a search text, after a space): it is in a row's text
+# if and only if it is in the text of the row's run.
+HEX_CHARACTERS = frozenset("-0123456789abcdefx")
+IN_EVERY_ADDRESS = frozenset(("0", "x", "0x"))
+RUN_FIELDS = ("object", "type_name", "symbol", "state")
+
+
+class RowRuns(Sequence[int]):
+    """Ascending row indices kept as runs of rows in a row: lengths[j]
+    rows from firsts[j]. Made in the time of its runs, not of its rows
+    (the filter "l" keeps gdb's 150,950 rows, in some 20,000 runs)."""
+
+    def __init__(self, firsts: list[int], lengths: list[int]) -> None:
+        self._firsts = firsts
+        self._lengths = lengths
+        self._positions = list(accumulate(lengths))  # the rows kept up to each run's end
+
+    def __len__(self) -> int:
+        return self._positions[-1] if self._positions else 0
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        run = bisect_right(self._positions, index)
+        return self._firsts[run] + index - (self._positions[run - 1] if run else 0)
+
+    def __iter__(self):
+        return chain.from_iterable(map(range, self._firsts, map(add, self._firsts, self._lengths)))
+
+
 class RelocationSearch:
-    """The filter, over plain strings: each relocation's search text is
-    made once per table (ahead of need, a slice at a time: prepare), a
-    needle's matches are the indices of the relocations it keeps, narrowed
-    from those of a shorter needle while it is typed, and remembered while
-    it is deleted key by key."""
+    """The filter. Rows in a row with the same object, type, symbol and
+    state (gdb's 150,950 make some 20,000 such runs) share their search
+    text but for the address: a needle whose words cannot be in an
+    address keeps whole runs, and is looked for in each run's text once.
+    Another needle is looked for in each row's search text (made once per
+    table), narrowed from the matches of a shorter needle while it is
+    typed. Both are made ahead of need a slice at a time (prepare), and a
+    needle's matches are remembered while it is deleted key by key."""
 
     def __init__(self) -> None:
         self._relocations: Sequence = ()
+        self._columns: dict[str, Sequence] = {}
         self._texts: list[str] = []  # search_text of _relocations[:len(_texts)]
-        self._found: OrderedDict[tuple[str, ...], array] = OrderedDict()
+        self._run_firsts: list[int] = []  # the first row of each run, over _relocations[:_runs_made]
+        self._run_texts: list[str] = []  # each run's _run_text_of
+        self._runs_made = 0
+        self._lengths: list[int] | None = None  # each run's rows, once asked for
+        self._found: OrderedDict[tuple[str, ...], Sequence[int]] = OrderedDict()
+        # The runs kept by the needles of _found that are searched by runs.
+        self._found_runs: OrderedDict[tuple[str, ...], list[int]] = OrderedDict()
 
     def matching(self, relocations: Sequence, needle: str) -> Sequence[int] | None:
         """The ascending indices of the relocations needle keeps; None for
@@ -223,6 +353,47 @@ class RelocationSearch:
         if found is not None:
             self._found.move_to_end(words)
             return found
+        # "0", "x" and "0x" are in every row's address.
+        looked_for = tuple(word for word in words if word not in IN_EVERY_ADDRESS)
+        if not looked_for:
+            kept = RowRuns([0], [len(relocations)]) if relocations else RowRuns([], [])
+        elif any(HEX_CHARACTERS.issuperset(word) for word in looked_for):
+            kept = self._rows_matching(looked_for)
+        else:
+            kept = self._runs_matching(looked_for)
+        self._found[words] = kept
+        while len(self._found) > NEEDLES_KEPT:
+            self._found.popitem(last=False)
+        return kept
+
+    def _runs_matching(self, words: tuple[str, ...]) -> RowRuns:
+        self._make_runs(len(self._relocations))
+        texts = self._run_texts
+        # From the runs of a remembered needle whose every word is within
+        # one of ours (it kept all that ours keeps), the fewest such,
+        # unless they are most of the runs.
+        wider = [runs for other, runs in self._found_runs.items()
+                 if all(any(word in mine for mine in words) for word in other)]
+        runs = min(wider, key=len, default=None)
+        rest = words
+        if runs is None or len(runs) > len(texts) // 2:
+            runs = list(compress(range(len(texts)), map(contains, texts, repeat(words[0]))))
+            rest = words[1:]
+        for word in rest:
+            runs = list(compress(runs, map(contains, map(texts.__getitem__, runs), repeat(word))))
+        self._found_runs[words] = runs
+        while len(self._found_runs) > NEEDLES_KEPT:
+            self._found_runs.popitem(last=False)
+        return RowRuns(list(map(self._run_firsts.__getitem__, runs)),
+                       list(map(self._run_lengths().__getitem__, runs)))
+
+    def _run_lengths(self) -> list[int]:
+        if self._lengths is None:
+            firsts = self._run_firsts
+            self._lengths = list(map(sub, chain(islice(firsts, 1, None), (self._runs_made,)), firsts))
+        return self._lengths
+
+    def _rows_matching(self, words: tuple[str, ...]) -> array:
         texts = self._search_texts()
         # Every word of a remembered needle within one of ours: it kept all
         # that ours keeps (and maybe more). From the fewest such, unless they
@@ -236,18 +407,44 @@ class RelocationSearch:
             rest = words[1:]
         for word in rest:
             kept = array("I", compress(kept, map(contains, map(texts.__getitem__, kept), repeat(word))))
-        self._found[words] = kept
-        while len(self._found) > NEEDLES_KEPT:
-            self._found.popitem(last=False)
         return kept
 
     def prepare(self, relocations: Sequence, count: int) -> bool:
-        """Make the search texts of up to count more of relocations; True
-        once they all have theirs."""
+        """Make the runs, then the search texts, of up to count more of
+        relocations; True once they all have theirs."""
         self._use(relocations)
-        done = len(self._texts)
-        self._texts.extend(map(search_text, relocations[done:done + count]))
-        return len(self._texts) == len(relocations)
+        total = len(relocations)
+        runs = min(count, total - self._runs_made)
+        self._make_runs(self._runs_made + runs)
+        self._make_texts(min(total, len(self._texts) + count - runs))
+        return len(self._texts) == total
+
+    def _make_texts(self, end: int) -> None:
+        """The search texts of _relocations[:end]."""
+        start = len(self._texts)
+        if end > start:
+            column = self._column
+            self._texts.extend(map(_search_text_of, *[column(name)[start:end] for name in RUN_FIELDS],
+                                   column("address")[start:end]))
+
+    def _make_runs(self, end: int) -> None:
+        """The runs of _relocations[:end]."""
+        start = self._runs_made
+        if end <= start:
+            return
+        columns = [self._column(name) for name in RUN_FIELDS]
+        # A run starts where any of its fields differs from the row before.
+        starts = None
+        for values in columns:
+            before = values[start - 1:end - 1] if start else [object(), *values[:end - 1]]
+            differs = map(ne, values[start:end], before)
+            starts = differs if starts is None else map(or_, starts, differs)
+        new = list(compress(range(start, end), starts))
+        objects, types, symbols, states = columns
+        self._run_texts.extend(_run_text_of(objects[row], types[row], symbols[row], states[row]) for row in new)
+        self._run_firsts.extend(new)
+        self._runs_made = end
+        self._lengths = None
 
     def patched(self, before: Sequence, after: Sequence, changed: Sequence[int], needle: str,
                 kept: Sequence[int] | None) -> None:
@@ -256,26 +453,61 @@ class RelocationSearch:
         on. Other needles' matches are forgotten (a text may read another
         state now)."""
         if self._relocations is before:
+            self._relocations = after
+            self._columns = {}
             texts = self._texts
             for index in changed:
                 if index < len(texts):
                     texts[index] = search_text(after[index])
+                if index < self._runs_made:
+                    self._patch_run(index, after[index])
         else:
-            self._texts = []
-        self._relocations = after
+            self._use(after)
         self._found.clear()
+        self._found_runs.clear()  # runs may have been split: their numbers moved
         words = tuple(needle.lower().split())
         if words and kept is not None:
             self._found[words] = kept
 
+    def _patch_run(self, row: int, reloc) -> None:
+        """row reads reloc now: it is a run of its own unless its run's text
+        is still its own."""
+        text = _run_text_of(reloc.object, reloc.type_name, reloc.symbol, reloc.state)
+        firsts, texts = self._run_firsts, self._run_texts
+        run = bisect_right(firsts, row) - 1
+        if texts[run] == text:
+            return
+        self._lengths = None
+        end = firsts[run + 1] if run + 1 < len(firsts) else self._runs_made
+        if row + 1 < end:  # the rows after it stay in a run with the old text
+            firsts.insert(run + 1, row + 1)
+            texts.insert(run + 1, texts[run])
+        if row > firsts[run]:
+            firsts.insert(run + 1, row)
+            texts.insert(run + 1, text)
+        else:
+            texts[run] = text
+
     def _use(self, relocations: Sequence) -> None:
         if relocations is not self._relocations:
             self._relocations = relocations
+            self._columns = {}
             self._texts = []
+            self._run_firsts = []
+            self._run_texts = []
+            self._runs_made = 0
+            self._lengths = None
             self._found.clear()
+            self._found_runs.clear()
+
+    def _column(self, name: str) -> Sequence:
+        values = self._columns.get(name)
+        if values is None:
+            values = self._columns[name] = relocation_column(self._relocations, name)
+        return values
 
     def _search_texts(self) -> list[str]:
-        self.prepare(self._relocations, len(self._relocations))
+        self._make_texts(len(self._relocations))
         return self._texts
 
 
@@ -440,8 +672,8 @@ class RelocationsPane(ViewPane, Vertical):
         its column."""
         if len(before) != len(after) or self._row_lines is None:
             return False
-        changed = list(compress(range(len(after)), map(is_not, before, after)))
-        if len(changed) > PATCH_LIMIT:
+        changed = changed_rows(before, after)
+        if changed is None or len(changed) > PATCH_LIMIT:
             return False  # a continue that relocated a library: measuring the table anew is quicker
         words = needle.lower().split()
         for index in changed:

@@ -7,6 +7,7 @@ and filtering every row gives."""
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,7 @@ import loaderdbg_tui.relocations as relocations_module
 from loaderdbg.analysis.relocations import Binding, RelocationState
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.lines_view import LazyLines
-from loaderdbg_tui.relocations import (COLUMNS, ColumnWidths, RelocationSearch, RelocationsPane, matches,
+from loaderdbg_tui.relocations import (COLUMNS, ColumnWidths, RelocationSearch, RelocationsPane, RowRuns, matches,
                                        relocation_row, search_text)
 
 from tuihelp import press_to_stop, run_pilot, screen_lines, settle
@@ -70,7 +71,8 @@ def test_column_widths_are_the_widest_cells():
 
 
 numbers = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 64) - 1))
-bindings = st.one_of(st.none(), st.builds(Binding, st.one_of(st.none(), st.sampled_from(["/a/libx.so", "liby.so.6"])),
+bindings = st.one_of(st.none(), st.builds(Binding, st.one_of(st.none(), st.sampled_from(["/a/libx.so", "liby.so.6",
+                                                                                          "/odd/", ""])),
                                           st.sampled_from(["f", "g_long_name"]),
                                           st.one_of(st.none(), st.just("GLIBC_2.34"))))
 random_states = st.lists(st.builds(
@@ -132,6 +134,58 @@ def test_search_follows_a_patched_table():
     # Patched from a table it was not searching: it starts over.
     search.patched(TABLE, list(TABLE), [], "", None)
     assert list(search.matching(TABLE, "pending")) == kept_by(TABLE, "pending")
+
+
+# Texts where a filter's words could go wrong: spaces inside names, case
+# that lowercases to other lengths (İ) or by context (a final Σ), words
+# that are hex digits (also within an address) or not.
+ODD_TEXTS = ["libΣ", "İx", "a b", "A", "0x7f", "dead", "", "x"]
+odd_states = st.lists(st.builds(
+    lambda i, obj, kind, symbol, which: state(i, object=obj, type_name=kind, symbol=symbol, state=which),
+    st.integers(0, 1 << 16), st.sampled_from(["libc.so.6", "/a dir/libΣ.so", "İlib"]),
+    st.sampled_from(["R_X86_64_RELATIVE", "R_X86_64_JUMP_SLOT"]), st.one_of(st.none(), st.sampled_from(ODD_TEXTS)),
+    st.sampled_from(STATES)), max_size=40)
+needle_words = st.sampled_from(["lib", "libς", "libσ", "i̇", "i̇x", "a", "b", "0x7", "7ffff7a0", "ead", "x", "c",
+                                "relative", "_slot", "pend", "applied", "zz", "so", "Σ.so"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(odd_states, st.lists(needle_words, min_size=1, max_size=3).map(" ".join))
+def test_search_of_odd_names_keeps_what_matches_keeps(states, text):
+    """Runs of rows (words that cannot be in an address) and row by row
+    search texts (those that can) both keep what matches() keeps."""
+    search = RelocationSearch()
+    for needle in typed_and_deleted(text):
+        found = search.matching(states, needle)
+        assert (list(found) if found is not None else list(range(len(states)))) == kept_by(states, needle), needle
+
+
+def test_a_patch_splits_runs():
+    """Rows in a long run (one object, type and state): a patch changes one
+    at the start, one inside and one at the end of the run; the filters
+    after it keep what matches() keeps."""
+    table = [state(i, state="pending" if i < 50 else "applied") for i in range(100)]
+    search = RelocationSearch()
+    search.prepare(table, len(table))
+    assert len(search.matching(table, "pending")) == 50
+    changed = [0, 20, 49, 50, 99]
+    after = list(table)
+    for index in changed:
+        after[index] = dataclasses.replace(table[index], state="lazy" if index != 50 else "applied")
+    search.patched(table, after, changed, "", None)
+    for needle in ("pending", "applied", "lazy", "libfoo lazy", "relative", "0x7ffff7a000a0", "lazy 0x7ffff7a000a0"):
+        assert list(search.matching(after, needle)) == kept_by(after, needle), needle
+
+
+def test_row_runs_are_their_rows():
+    runs = RowRuns([2, 10, 11, 30], [3, 1, 2, 1])
+    rows = [2, 3, 4, 10, 11, 12, 30]
+    assert list(runs) == rows and len(runs) == len(rows)
+    assert [runs[i] for i in range(len(rows))] == rows and runs[-1] == 30 and runs[1:6:2] == [3, 10, 12]
+    assert [bisect_left(runs, row) for row in (0, 4, 5, 12, 30, 31)] == [0, 2, 3, 5, 6, 7]
+    with pytest.raises(IndexError):
+        runs[7]
+    assert len(RowRuns([], [])) == 0 and list(RowRuns([], [])) == []
 
 
 def test_lazy_lines_make_only_what_is_asked_for():
