@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from operator import attrgetter
 
 from rich.console import Console
 from rich.markup import escape
@@ -10,6 +11,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
+from loaderdbg.analysis.relocations import RelocationTable
 from loaderdbg.printable import printable
 from loaderdbg.snapshot import Snapshot
 
@@ -160,15 +162,24 @@ def _print_initial_stack(snap: Snapshot, console: Console) -> None:
     _print_aligned(console, f"initial stack at {stack.sp:#x}", None, rows, styles)
 
 
+_LISTED_FIELDS = ("object", "address", "type_name", "symbol", "addend", "state", "current", "expected", "reason")
+
+
 def _print_relocations(snap: Snapshot, console: Console, state: str) -> None:
-    chosen = [r for r in snap.relocations if state == "all" or r.state == state]
+    relocations = snap.relocations
+    if isinstance(relocations, RelocationTable):
+        # From the columns: no RelocationState made per row (gdb's 150,000).
+        listed = zip(*[relocations.column(name) for name in _LISTED_FIELDS])
+    else:
+        listed = map(attrgetter(*_LISTED_FIELDS), relocations)
+    chosen = [r for r in listed if state == "all" or r[5] == state]
     what = "relocations" if state == "all" else f"{state} relocations"
     rows = []
-    for r in chosen:
-        symbol = printable(r.symbol or "")
-        if r.addend:
-            symbol += f"{'+' if r.addend >= 0 else '-'}{abs(r.addend):#x}" if symbol else _hex(r.addend)
-        rows.append((printable(r.object), _hex(r.address), r.type_name, symbol, r.state,
-                     _hex(r.current), _hex(r.expected), printable(r.reason or "")))
+    for obj, address, type_name, symbol, addend, r_state, current, expected, reason in chosen:
+        symbol = printable(symbol or "")
+        if addend:
+            symbol += f"{'+' if addend >= 0 else '-'}{abs(addend):#x}" if symbol else _hex(addend)
+        rows.append((printable(obj), _hex(address), type_name, symbol, r_state,
+                     _hex(current), _hex(expected), printable(reason or "")))
     header = ("object", "address", "type", "symbol+addend", "state", "now", "expected", "")
-    _print_aligned(console, f"{what}: {len(chosen)} of {len(snap.relocations)}", header if rows else None, rows)
+    _print_aligned(console, f"{what}: {len(chosen)} of {len(relocations)}", header if rows else None, rows)
