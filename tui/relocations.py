@@ -9,9 +9,8 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from functools import partial
 from itertools import accumulate, chain, compress, islice, repeat
-from operator import add, and_, attrgetter, contains, is_, is_not, ne, or_, sub
+from operator import add, attrgetter, contains, is_, is_not, ne, or_, sub
 from typing import Callable, Sequence
 
 from rich.text import Text
@@ -20,6 +19,7 @@ from textual.containers import Vertical
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
+from loaderdbg.snapshot import ObjectRelocations, RelocationTable
 from loaderdbg_tui.command_line import PaneInput
 from loaderdbg_tui.describe import hex_short
 from loaderdbg_tui.fit import GAP, INDENT, Column, Layout, plan, shrink
@@ -151,30 +151,29 @@ def relocation_row(reloc) -> tuple[str, ...]:
 
 def relocation_column(relocations: Sequence, field: str) -> Sequence:
     """Every row's field (a RelocationState field name), in row order: the
-    table's own column where it keeps its rows as columns (the engine's
-    per-object tables, whose rows are made only when read), else read row
-    by row."""
-    column = getattr(relocations, "column", None)
-    if column is not None:
-        return column(field)
+    table's own column where it keeps its rows as columns (a snapshot's,
+    whose rows are made only when read), else read row by row."""
+    if isinstance(relocations, (RelocationTable, ObjectRelocations)):
+        return relocations.column(field)
     return list(map(attrgetter(field), relocations))
 
 
 def relocation_parts(relocations: Sequence) -> Sequence[Sequence]:
-    """relocations in parts following each other: one per object where the
-    table keeps them so (each the same instance from stop to stop while
-    the object's slots do not change), else the whole as one."""
-    return getattr(relocations, "per_object", None) or (relocations,)
+    """relocations in parts following each other: a snapshot's per object
+    (each the same instance from stop to stop while the object's slots do
+    not change), else the whole as one."""
+    if isinstance(relocations, RelocationTable):
+        return relocations.per_object
+    return (relocations,)
 
 
 def changed_rows(before: Sequence, after: Sequence) -> Sequence[int] | None:
     """The indices of the rows of after that are not before's (None: not
-    rows of the same objects): compared column by column where the tables
-    keep columns (their rows are made only when read), else row by row
-    (a state unchanged is the same instance)."""
-    compare = getattr(after, "changed_rows", None)
-    if compare is not None and type(before) is type(after):
-        return compare(before)
+    rows of the same objects): compared column by column for a snapshot's
+    tables (their rows are made only when read), else row by row (a state
+    unchanged is the same instance)."""
+    if isinstance(before, RelocationTable) and isinstance(after, RelocationTable):
+        return after.changed_rows(before)
     return list(compress(range(len(after)), map(is_not, before, after)))
 
 
@@ -264,18 +263,21 @@ class ColumnWidths:
         return widest
 
 
-def _search_text_of(object: str, type_name: str, symbol: str | None, state: str, address: int) -> str:
-    return f"{object} {type_name} {symbol or ''} {state} {address:#x}".lower()
-
-
 def search_text(reloc) -> str:
     """What a filter's words are looked for in."""
-    return _search_text_of(reloc.object, reloc.type_name, reloc.symbol, reloc.state, reloc.address)
+    return f"{reloc.object} {reloc.type_name} {reloc.symbol or ''} {reloc.state} {reloc.address:#x}".lower()
 
 
 def _run_text_of(object: str, type_name: str, symbol: str | None, state: str) -> str:
-    """search_text of a row but its address: the same for the rows of a run."""
+    """search_text of a row up to its address: the same for the rows of a
+    run. (The address's text is in lower case already, and lowering the
+    rest alone changes no letter: what follows it starts with a space.)"""
     return f"{object} {type_name} {symbol or ''} {state}".lower()
+
+
+def _address_text(address: int) -> str:
+    """The end of search_text: the address."""
+    return f"{address:#x}"
 
 
 def matches(reloc, needle: str) -> bool:
@@ -320,24 +322,49 @@ class RowRuns(Sequence[int]):
         return chain.from_iterable(map(range, self._firsts, map(add, self._firsts, self._lengths)))
 
 
+# Rows kept in fewer runs than this are kept as runs (RowRuns), found a run
+# at a time; more, and one by one.
+FEW_RUNS = 4096
+
+
+def _rows_of_flags(flags: bytearray) -> Sequence[int]:
+    """The indices of the rows flagged 1 in flags (a byte a row)."""
+    runs = flags.count(b"\0\1") + (flags[:1] == b"\1")
+    if runs > FEW_RUNS:
+        return array("I", compress(range(len(flags)), flags))
+    firsts, lengths = [], []
+    first = flags.find(1)
+    while first >= 0:
+        end = flags.find(0, first)
+        if end < 0:
+            end = len(flags)
+        firsts.append(first)
+        lengths.append(end - first)
+        first = flags.find(1, end)
+    return RowRuns(firsts, lengths)
+
+
 class RelocationSearch:
-    """The filter. Rows in a row with the same object, type, symbol and
-    state (gdb's 150,950 make some 20,000 such runs) share their search
-    text but for the address: a needle whose words cannot be in an
-    address keeps whole runs, and is looked for in each run's text once.
-    Another needle is looked for in each row's search text (made once per
-    table), narrowed from the matches of a shorter needle while it is
-    typed. Both are made ahead of need a slice at a time (prepare), and a
-    needle's matches are remembered while it is deleted key by key."""
+    """The filter. A row's search text is the text of its run (the rows in
+    a row with the same object, type, symbol and state: gdb's 150,950 rows
+    make some 20,000 runs), a space, and its address ("0x..."); a word,
+    having no space, is in it when it is in one of the two. A word that
+    cannot be in an address (HEX_CHARACTERS) is looked for in each run's
+    text once and keeps whole runs; one that can is looked for in each
+    row's address text besides. Runs and address texts are made ahead of
+    need a slice at a time (prepare); a needle's matches are narrowed from
+    those of a shorter one while it is typed, and remembered while it is
+    deleted key by key."""
 
     def __init__(self) -> None:
         self._relocations: Sequence = ()
         self._columns: dict[str, Sequence] = {}
-        self._texts: list[str] = []  # search_text of _relocations[:len(_texts)]
+        self._addresses: list[str] = []  # the address text of _relocations[:len(_addresses)]
         self._run_firsts: list[int] = []  # the first row of each run, over _relocations[:_runs_made]
         self._run_texts: list[str] = []  # each run's _run_text_of
         self._runs_made = 0
         self._lengths: list[int] | None = None  # each run's rows, once asked for
+        self._row_runs: list[int] | None = None  # each row's run, once asked for
         self._found: OrderedDict[tuple[str, ...], Sequence[int]] = OrderedDict()
         # The runs kept by the needles of _found that are searched by runs.
         self._found_runs: OrderedDict[tuple[str, ...], list[int]] = OrderedDict()
@@ -387,45 +414,66 @@ class RelocationSearch:
         return RowRuns(list(map(self._run_firsts.__getitem__, runs)),
                        list(map(self._run_lengths().__getitem__, runs)))
 
+    def _rows_matching(self, words: tuple[str, ...]) -> Sequence[int]:
+        total = len(self._relocations)
+        self._make_runs(total)
+        self._make_addresses(total)
+        addresses, run_texts = self._addresses, self._run_texts
+        hex_words = [word for word in words if HEX_CHARACTERS.issuperset(word)]
+        others = tuple(word for word in words if word not in hex_words)
+        # kept: rows that keep every word looked for so far (bound), or
+        # more: those of a remembered needle whose every word is within
+        # one of ours, a place to start from.
+        if others:
+            kept, bound = self._runs_matching(others), True
+        else:
+            kept, bound = min([kept for other, kept in self._found.items()
+                               if all(any(word in mine for mine in words) for word in other)],
+                              key=len, default=None), False
+        for word in hex_words:
+            in_run = list(map(contains, run_texts, repeat(word)))
+            if kept is None or len(kept) > total // 2:
+                # Every address searched (quicker than picking most of them).
+                hits = bytearray(map(contains, addresses, repeat(word)))
+                for first, length in zip(compress(self._run_firsts, in_run), compress(self._run_lengths(), in_run)):
+                    hits[first:first + length] = b"\1" * length
+                kept = (array("I", compress(kept, map(hits.__getitem__, kept))) if bound and kept is not None
+                        else _rows_of_flags(hits))
+            else:
+                row_runs = self._runs_of_rows()
+                kept = array("I", compress(kept, map(or_, map(in_run.__getitem__, map(row_runs.__getitem__, kept)),
+                                                     map(contains, map(addresses.__getitem__, kept), repeat(word)))))
+            bound = True
+        return kept
+
     def _run_lengths(self) -> list[int]:
         if self._lengths is None:
             firsts = self._run_firsts
             self._lengths = list(map(sub, chain(islice(firsts, 1, None), (self._runs_made,)), firsts))
         return self._lengths
 
-    def _rows_matching(self, words: tuple[str, ...]) -> array:
-        texts = self._search_texts()
-        # Every word of a remembered needle within one of ours: it kept all
-        # that ours keeps (and maybe more). From the fewest such, unless they
-        # are most of the table: a scan of every text is quicker then.
-        wider = [kept for other, kept in self._found.items()
-                 if all(any(word in mine for mine in words) for word in other)]
-        kept = min(wider, key=len, default=None)
-        rest = words
-        if kept is None or len(kept) > len(texts) // 2:
-            kept = array("I", compress(range(len(texts)), map(contains, texts, repeat(words[0]))))
-            rest = words[1:]
-        for word in rest:
-            kept = array("I", compress(kept, map(contains, map(texts.__getitem__, kept), repeat(word))))
-        return kept
+    def _runs_of_rows(self) -> list[int]:
+        """Each row's run."""
+        if self._row_runs is None:
+            self._row_runs = list(chain.from_iterable(map(repeat, range(len(self._run_firsts)),
+                                                          self._run_lengths())))
+        return self._row_runs
 
     def prepare(self, relocations: Sequence, count: int) -> bool:
-        """Make the runs, then the search texts, of up to count more of
+        """Make the runs, then the address texts, of up to count more of
         relocations; True once they all have theirs."""
         self._use(relocations)
         total = len(relocations)
         runs = min(count, total - self._runs_made)
         self._make_runs(self._runs_made + runs)
-        self._make_texts(min(total, len(self._texts) + count - runs))
-        return len(self._texts) == total
+        self._make_addresses(min(total, len(self._addresses) + count - runs))
+        return len(self._addresses) == total
 
-    def _make_texts(self, end: int) -> None:
-        """The search texts of _relocations[:end]."""
-        start = len(self._texts)
+    def _make_addresses(self, end: int) -> None:
+        """The address texts of _relocations[:end]."""
+        start = len(self._addresses)
         if end > start:
-            column = self._column
-            self._texts.extend(map(_search_text_of, *[column(name)[start:end] for name in RUN_FIELDS],
-                                   column("address")[start:end]))
+            self._addresses.extend(map(_address_text, self._column("address")[start:end]))
 
     def _make_runs(self, end: int) -> None:
         """The runs of _relocations[:end]."""
@@ -444,7 +492,7 @@ class RelocationSearch:
         self._run_texts.extend(_run_text_of(objects[row], types[row], symbols[row], states[row]) for row in new)
         self._run_firsts.extend(new)
         self._runs_made = end
-        self._lengths = None
+        self._lengths = self._row_runs = None
 
     def patched(self, before: Sequence, after: Sequence, changed: Sequence[int], needle: str,
                 kept: Sequence[int] | None) -> None:
@@ -455,12 +503,13 @@ class RelocationSearch:
         if self._relocations is before:
             self._relocations = after
             self._columns = {}
-            texts = self._texts
+            addresses = self._addresses
             for index in changed:
-                if index < len(texts):
-                    texts[index] = search_text(after[index])
+                reloc = after[index]
+                if index < len(addresses):
+                    addresses[index] = _address_text(reloc.address)
                 if index < self._runs_made:
-                    self._patch_run(index, after[index])
+                    self._patch_run(index, reloc)
         else:
             self._use(after)
         self._found.clear()
@@ -477,7 +526,7 @@ class RelocationSearch:
         run = bisect_right(firsts, row) - 1
         if texts[run] == text:
             return
-        self._lengths = None
+        self._lengths = self._row_runs = None
         end = firsts[run + 1] if run + 1 < len(firsts) else self._runs_made
         if row + 1 < end:  # the rows after it stay in a run with the old text
             firsts.insert(run + 1, row + 1)
@@ -492,11 +541,11 @@ class RelocationSearch:
         if relocations is not self._relocations:
             self._relocations = relocations
             self._columns = {}
-            self._texts = []
+            self._addresses = []
             self._run_firsts = []
             self._run_texts = []
             self._runs_made = 0
-            self._lengths = None
+            self._lengths = self._row_runs = None
             self._found.clear()
             self._found_runs.clear()
 
@@ -505,10 +554,6 @@ class RelocationSearch:
         if values is None:
             values = self._columns[name] = relocation_column(self._relocations, name)
         return values
-
-    def _search_texts(self) -> list[str]:
-        self._make_texts(len(self._relocations))
-        return self._texts
 
 
 class _RowLines:

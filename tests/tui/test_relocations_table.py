@@ -188,6 +188,15 @@ def test_row_runs_are_their_rows():
     assert len(RowRuns([], [])) == 0 and list(RowRuns([], [])) == []
 
 
+@pytest.mark.parametrize("few_runs", [0, 1, 2, 4096])
+def test_rows_of_flags_are_the_rows_flagged(few_runs, monkeypatch):
+    monkeypatch.setattr(relocations_module, "FEW_RUNS", few_runs)
+    for flags in (b"", b"\0", b"\1", b"\1\1\0\1", b"\0\1\1\0\0\1\1", b"\1" * 5, b"\0\0\1"):
+        rows = relocations_module._rows_of_flags(bytearray(flags))
+        assert list(rows) == [i for i, flag in enumerate(flags) if flag], flags
+        assert len(rows) == flags.count(1)
+
+
 def test_lazy_lines_make_only_what_is_asked_for():
     made = []
     lines = LazyLines(10, 7, lambda i: made.append(i) or f"line {i}")
