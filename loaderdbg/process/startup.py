@@ -144,9 +144,10 @@ class StartupObserver:
     def __init__(self, target: ObservedTarget, view: ProcessView, *, attached: bool = False,
                  entry_pc: int, kernel_stack: InitialStack | None, arms_main_before_running: bool = False) -> None:
         """``arms_main_before_running``: the driver calls before_running()
-        before the program runs again, and main's breakpoint is armed then
-        rather than at AT_ENTRY (a snapshot at AT_ENTRY does not need main's
-        symbol: ~1 ms of the demo's run to entry was finding it)."""
+        before the program runs again, and main's breakpoint and the link
+        map's r_brk hook are armed then rather than at AT_ENTRY (a stop at
+        AT_ENTRY needs neither: ~1 ms of the demo's run to entry was finding
+        main, ~1.4 ms parsing the program to find r_debug; issue 19)."""
         self.target = target
         self.view = view
         self.arch = view.arch
@@ -166,6 +167,7 @@ class StartupObserver:
         self._link_map: LinkMapView = NO_LINK_MAP
         self._arms_main_before_running = arms_main_before_running
         self._main_due = False  # AT_ENTRY reached, main's breakpoint not armed yet
+        self._link_map_due = False  # AT_ENTRY reached, r_brk not watched yet
         self._seen: set[str] = set()
         self.here: set[str] = set()  # milestones reached at the current stop
         self._kernel_stack = kernel_stack
@@ -487,6 +489,9 @@ class StartupObserver:
     def before_running(self) -> None:
         """The program is about to run again (step or continue): what waits
         for that is armed now."""
+        if self._link_map_due:
+            self._link_map_due = False
+            self._watch_link_map()
         if self._main_due:
             self._main_due = False
             self.resolve_main()
@@ -664,7 +669,10 @@ class StartupObserver:
             self.startup_checks()
             self.record("milestone", "at-entry", f"AT_ENTRY {pc:#x}", address=pc)
             self._startup_checks_done = True
-            self._watch_link_map()
+            if self._arms_main_before_running:
+                self._link_map_due = True
+            else:
+                self._watch_link_map()
             if self.attached or not self.target.untraced_threads():
                 # A milestone whatever the target (threads we do not trace would die on it).
                 if self._arms_main_before_running:
