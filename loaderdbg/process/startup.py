@@ -184,6 +184,7 @@ class StartupObserver:
         self._kernel_stack_raw = self._read_stack_area()
         self._relocator_seen: bytes | None = None
         self._relocated_ranges: tuple[tuple[int, int], ...] | None = None  # the relocator's, once known
+        self._checked_stack: InitialStack | None = None  # decoded by the last startup_checks, at its stop
 
     # -- the first stop ------------------------------------------------------------
     def _interpreter_paths(self) -> frozenset[str]:
@@ -255,7 +256,7 @@ class StartupObserver:
         return obj.info.type == "ET_DYN" and not obj.info.is_pie
 
     def _has_relative(self, obj: MappedObject) -> bool:
-        return any(r.type_name.endswith("_RELATIVE") for r in obj.info.relocations)
+        return any(name.endswith("_RELATIVE") for name in obj.info.relocation_columns.type_names)
 
     def _is_interpreter(self, obj: MappedObject) -> bool:
         return os.path.realpath(obj.path) in self._interpreters and obj.elf_offset == 0
@@ -365,6 +366,7 @@ class StartupObserver:
         """Notice in-memory rewrites the bootstrap makes without a syscall.
         Runs after every syscall until AT_ENTRY, so it first compares raw
         bytes with what it saw last time and decodes only on a change."""
+        self._checked_stack = None
         if self._startup_checks_done or not self.view.alive:
             return
         relocator = self._self_relocator
@@ -391,7 +393,8 @@ class StartupObserver:
                         and whole[:pointers] == self._kernel_stack_raw[:pointers]):
                     # (argc and the vectors as the kernel left them: the
                     # comparison of pointers and auxv values finds nothing.)
-                    self._compare_stacks(kernel, self._stack_now(whole))
+                    self._checked_stack = self._stack_now(whole)
+                    self._compare_stacks(kernel, self._checked_stack)
         if self.milestone_seen("at-entry"):
             self._startup_checks_done = True
 
@@ -438,7 +441,7 @@ class StartupObserver:
         if ranges is None:
             # Which segments hold slots is the file's: worked out once, not
             # at every syscall (a walk over every relocation per segment).
-            offsets = [r.offset for r in obj.info.relocations]
+            offsets = obj.info.relocation_columns.offsets
             ranges = self._relocated_ranges = tuple(
                 (obj.base + seg.vaddr, seg.memsz) for seg in obj.info.load_segments()
                 if any(seg.contains_vaddr(o) for o in offsets))
@@ -661,7 +664,8 @@ class StartupObserver:
         if milestone == "ldso-entry":
             self.startup_checks()
             self.record("milestone", "ldso-entry", f"jumped to ld.so's entry {pc:#x}", address=pc)
-            stack = self._stack_now()
+            # The checks just now, at this stop, may have decoded the stack already.
+            stack = self._checked_stack if self._checked_stack is not None else self._stack_now()
             if stack is not None:
                 entry = {e.name: e.value for e in stack.auxv}.get("AT_ENTRY")
                 self._set_at_entry(entry)
