@@ -386,6 +386,9 @@ class RelocationTable(SequenceABC):
 # ---------------------------------------------------------------------------
 
 
+_UNASKED = object()
+
+
 @dataclass
 class _Slot:
     obj: LoadedObject
@@ -401,6 +404,8 @@ class _Slot:
     # index, plt): a C++ library's vtables name the same symbols hundreds
     # of times.
     symbol_values: dict | None = None
+    # own_symbol's answer once asked (a recipe asks two or three times).
+    own: DynSymbol | None | object = _UNASKED
 
     @property
     def base(self) -> int:
@@ -411,9 +416,12 @@ class _Slot:
         return self.reloc.addend if self.reloc.addend is not None else self.link_value
 
     def own_symbol(self) -> DynSymbol | None:
-        index = self.reloc.symbol_index
-        syms = self.obj.info.dynsyms
-        return syms[index] if 0 < index < len(syms) else None
+        own = self.own
+        if own is _UNASKED:
+            index = self.reloc.symbol_index
+            syms = self.obj.info.dynsyms
+            own = self.own = syms[index] if 0 < index < len(syms) else None
+        return own
 
     def symbol_definition(self, include_tls: bool = False, plt: bool = False,
                           ) -> tuple[LoadedObject, DynSymbol] | None:
@@ -475,9 +483,10 @@ class _Slot:
         to its own definitions; once the libraries are loaded it relocates
         itself again in the global scope (libc's _dl_catch_exception and
         friends come first). Between the two the slot holds its own."""
+        if verdict.state != UNKNOWN or verdict.needs is not None:
+            return verdict  # (most of them: asked first)
         own = self.own_symbol()
-        if (verdict.state != UNKNOWN or verdict.needs is not None or own is None or not own.shndx_defined
-                or self.current != self.obj.runtime(own.value) or not self.is_interp):
+        if own is None or not own.shndx_defined or self.current != self.obj.runtime(own.value) or not self.is_interp:
             return verdict
         return replace(verdict, state=APPLIED, shows_processing=True,
                        reason=f"bound to ld.so's own {own.name} by its bootstrap self-relocation; "
@@ -1192,18 +1201,15 @@ def _settle(obj: LoadedObject, symbols: SymbolTable, raw: list, currents: list[i
     processing has been processed. (musl has no ifuncs nor lazy binding,
     so its different order never matters here.)"""
     final = list(raw)
-    # Each flag read for every verdict in C (map over an attrgetter), the
-    # positions found with list.index: a big program has 150,000.
-    processing = list(map(_SHOWS_PROCESSING, raw))
-    last = len(raw) - 1 - processing[::-1].index(True) if True in processing else -1
-    unprocessed = list(map(_SHOWS_UNPROCESSED, raw))
-    first_unprocessed = unprocessed.index(True) if True in unprocessed else len(raw)
-    needs = list(map(_NEEDS, raw))
-    may_be_applied = list(map(_MAY_BE_APPLIED, raw))
-    if needs.count(None) == len(needs) and True not in may_be_applied:
-        open_verdicts = []
-    else:
-        open_verdicts = [i for i, (need, may) in enumerate(zip(needs, may_be_applied)) if need is not None or may]
+    # Each flag read for every verdict in C (map over an attrgetter, the
+    # positions picked by compress), no list made of them: a big program
+    # has 150,000. The last one showing processing is looked for from the
+    # end (at AT_ENTRY, the last relocation).
+    count = len(raw)
+    last = next(compress(range(count - 1, -1, -1), map(_SHOWS_PROCESSING, reversed(raw))), -1)
+    first_unprocessed = next(compress(range(count), map(_SHOWS_UNPROCESSED, raw)), count)
+    open_verdicts = sorted({*compress(range(count), map(operator.is_not, map(_NEEDS, raw), repeat(None))),
+                            *compress(range(count), map(_MAY_BE_APPLIED, raw))})
     in_startup_scope = symbols.in_global_scope(obj)
     name = obj.name
     program = symbols.program
