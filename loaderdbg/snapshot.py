@@ -337,15 +337,22 @@ def collector_paused():
                 gc.enable()
 
 
+# Objects made while paused above which they are moved on (a big
+# program's first snapshot makes hundreds of thousands; a replay step's,
+# with its caches warm, a few hundred).
+AGE_AFTER = 50_000
+
+
 def _age_young_objects() -> None:
     """Move every object the collector tracks into its oldest generation,
-    uncounted: what a snapshot made (the objects' symbols, the ELF caches)
-    lives on, and the young collections due right after it would each walk
-    all of it on its way there (gdb's snapshot: ~60 ms, then ~40 more).
-    The next full collection looks at them, as it would have. Only when
-    nothing is frozen (gc.freeze then gc.unfreeze is the move, and would
-    thaw what someone else froze: the TUI freezes after its first stop)."""
-    if gc.get_freeze_count() == 0:
+    uncounted, when the snapshot made many: what a big snapshot made (the
+    objects' symbols, the ELF caches) lives on, and the young collections
+    due right after it would each walk all of it on its way there (gdb's
+    snapshot: ~60 ms, then ~40 more). The next full collection looks at
+    them, as it would have. Only when nothing is frozen (gc.freeze then
+    gc.unfreeze is the move, and would thaw what someone else froze: the
+    TUI freezes after its first stop)."""
+    if gc.get_count()[0] >= AGE_AFTER and gc.get_freeze_count() == 0:
         gc.freeze()
         gc.unfreeze()
 
