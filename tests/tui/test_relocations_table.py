@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from textual.widgets import Input
 
 import loaderdbg_tui.relocations as relocations_module
-from loaderdbg.analysis.relocations import Binding, RelocationState
+from loaderdbg.analysis.relocations import Binding, ObjectRelocations, RelocationState, RelocationTable
 from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.lines_view import LazyLines
 from loaderdbg_tui.relocations import (COLUMNS, ColumnWidths, RelocationSearch, RelocationsPane, RowRuns, matches,
@@ -186,6 +186,39 @@ def test_row_runs_are_their_rows():
     with pytest.raises(IndexError):
         runs[7]
     assert len(RowRuns([], [])) == 0 and list(RowRuns([], [])) == []
+
+
+def _snapshot_table(states) -> RelocationTable:
+    """states as a snapshot keeps them: per object, in columns (each
+    object's rows in a row, as a snapshot's are)."""
+    objects = list(dict.fromkeys(r.object for r in states))
+    return RelocationTable(ObjectRelocations.of_rows(name, [r for r in states if r.object == name])
+                           for name in objects)
+
+
+def test_a_snapshots_table_is_read_by_columns_and_parts(monkeypatch):
+    """Widths and filters over a snapshot's table (per-object columns) are
+    those of its rows; a part handed back unchanged is not measured again."""
+    table = _snapshot_table(TABLE + ODD_ONES)
+    rows = tuple(table)
+    assert ColumnWidths().of(table) == widths_of_rows(rows)
+    search = RelocationSearch()
+    for needle in ("libc jump", "gdb 0x7ffff7a0", "pending sym_1", "0x", "a"):
+        found = search.matching(table, needle)
+        assert list(found) == kept_by(rows, needle), needle
+
+    widths = ColumnWidths()
+    widths.of(table)
+    read = []
+    original = relocations_module.relocation_column
+    monkeypatch.setattr(relocations_module, "relocation_column",
+                        lambda part, field: read.append(part) or original(part, field))
+    libm = table.per_object[1]
+    changed = ObjectRelocations.of_rows(libm.object, [dataclasses.replace(r, symbol="a_much_longer_symbol_now")
+                                                      for r in libm])
+    after = RelocationTable([changed if part is libm else part for part in table.per_object])
+    assert widths.of(after) == widths_of_rows(tuple(after))
+    assert read and all(part is changed for part in read)
 
 
 @pytest.mark.parametrize("few_runs", [0, 1, 2, 4096])
