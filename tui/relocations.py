@@ -709,7 +709,7 @@ class RelocationsPane(ViewPane, Vertical):
         count = len(relocations) if shown is None else len(shown)
         self.table.set_lines(LazyLines(count * height, row_lines.width if count else 0, line))
 
-    def _patch(self, before: tuple, after: tuple, needle: str) -> bool:
+    def _patch(self, before: Sequence, after: Sequence, needle: str) -> bool:
         """Take the entries that changed (a step while ld.so relocates flips
         one or two of thousands; the lines on screen are made again if they
         are among them); False when the table must be built again: other
