@@ -41,6 +41,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 from elftools.elf.segments import InterpSegment, NoteSegment
 
 from loaderdbg.decode.dwarf_lines import LineTable, SourceLine
+from loaderdbg.decode.elf_structs import SharedStructs
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.frozen_init import dict_init
 
@@ -888,7 +889,7 @@ def _section_build_id(elffile: ELFFile | None) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-class _LoaderView(ELFFile):
+class _LoaderView(SharedStructs, ELFFile):
     """An ELFFile that, like ld.so, never looks at section headers: pyelftools'
     DynamicSegment then finds the string table through DT_STRTAB, and a bogus
     section header table cannot break decoding."""
