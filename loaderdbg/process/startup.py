@@ -325,7 +325,10 @@ class StartupObserver:
                 strings[addr] = raw[:nul] if nul >= 0 else raw
         pending = _PendingSyscall(number, args, strings)
         name = self.arch.syscall_names.get(number, "")
-        if name == "mmap" and 0 <= args[4] < (1 << 31):
+        if name == "mmap" and self.ldso is None and args[5] == 0 and 0 <= args[4] < (1 << 31):
+            # Only a file mapped from its start may be ld.so mapped by hand
+            # (syscall_exit), and only until ld.so is known: a readlink of
+            # /proc/PID/fd/N for every other mmap was wasted.
             pending.fd_path = self.target.fd_path(args[4])
         self._pending_syscall = pending
 
