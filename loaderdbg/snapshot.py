@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gc
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -244,7 +245,7 @@ def _memory_views(source: StateSource, memory: "_Reader",
             summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
                                            _totals(states, obj.name), obj is ldso, detail,
                                            obj.info.version_names))
-        relocations = RelocationTable(per_object)
+        relocations = _table_of(per_object)
         got, ifuncs = _relocation_views(per_object, relocations, objects)
         return tuple(summaries), relocations, got, ifuncs
 
@@ -427,6 +428,24 @@ def _totals(states: ObjectRelocations, name: str) -> RelocationTotals:
         while len(_TOTALS) > _MAX_TOTALS:
             del _TOTALS[next(iter(_TOTALS))]
     return totals
+
+
+_TABLE: list = [None]  # [the last RelocationTable made]
+
+
+def _table_of(per_object: list[ObjectRelocations]) -> RelocationTable:
+    """The snapshot's table of per_object: the last one made again while
+    every object's relocations are the very same (a step that wrote no
+    slot), so that a reader comparing tables compares identities."""
+    with _DERIVED_LOCK:
+        last = _TABLE[0]
+    if last is not None and len(last.per_object) == len(per_object) and all(
+            map(operator.is_, last.per_object, per_object)):
+        return last
+    table = RelocationTable(per_object)
+    with _DERIVED_LOCK:
+        _TABLE[0] = table
+    return table
 
 
 def _relocation_views(per_object, relocations, objects):
