@@ -21,8 +21,7 @@ from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail
 from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
 from loaderdbg.analysis.link_map import read_link_map, with_private_fields
 from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
-from loaderdbg.analysis.relocations import (ObjectRelocations, RelocationState, RelocationTable, RelocationTotals,
-                                           relocation_totals)
+from loaderdbg.analysis.relocations import ObjectRelocations, RelocationTable, RelocationTotals, relocation_totals
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
 from loaderdbg.decode.elf import VersionNames
@@ -150,9 +149,7 @@ class StateSource(Protocol):
 
     def initial_stack(self) -> InitialStack | None: ...
 
-    def relocation_states(self, obj: MappedObject) -> Sequence[RelocationState]:
-        """obj's relocations' states (relocations.relocation_states: an
-        ObjectRelocations)."""
+    def relocation_states(self, obj: MappedObject) -> ObjectRelocations: ...
 
     def threads(self) -> tuple[ThreadState, ...]: ...
 
@@ -239,8 +236,6 @@ def _memory_views(source: StateSource, memory: "_Reader",
         per_object = []
         for obj, detail in zip(objects, details):
             states = source.relocation_states(obj)
-            if not isinstance(states, ObjectRelocations):
-                states = ObjectRelocations.of_rows(obj.path, states)
             per_object.append(states)
             summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
                                            _totals(states, obj.name), obj is ldso, detail,

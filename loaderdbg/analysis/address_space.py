@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from loaderdbg.analysis.objects import ElfCache, MappedObject, discover_objects, object_containing
-from loaderdbg.analysis.relocations import RelocationState, relocation_states
+from loaderdbg.analysis.relocations import ObjectRelocations, relocation_states
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.memory import MemoryReader
@@ -62,11 +62,12 @@ class AddressSpace:
                 return found
         return self.object_at(entry_pc)
 
-    def relocation_states(self, obj: MappedObject, memory: MemoryReader) -> tuple[RelocationState, ...]:
+    def relocation_states(self, obj: MappedObject, memory: MemoryReader) -> ObjectRelocations:
         """Every relocation of ``obj`` judged against ``memory`` as the
-        program sees it (a live session's int3s hidden)."""
+        program sees it (a live session's int3s hidden); none when its file
+        cannot be read."""
         data = self.elf_cache.object_bytes(obj)
         if data is None:
-            return ()
+            return ObjectRelocations.of_rows(obj.path, ())
         return relocation_states(LoadedObject(obj.name, obj.base, obj.info), data, memory, self.symbols(),
                                  cache=self.elf_cache.relocations)
