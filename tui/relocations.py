@@ -106,18 +106,6 @@ def _bound_text(binding) -> str:
     return f"{where}:{binding.symbol}{version}" if where else UNDEFINED_WEAK
 
 
-def _bound_text_widths(bindings: Sequence) -> list[int]:
-    """len(_bound_text(binding)) for each of bindings, without making the
-    texts (gdb's 14,500 bindings are measured on its way to AT_ENTRY)."""
-    colon_and_where = {}  # the defining object's part of the text, by object
-    for name in {binding.object for binding in bindings}:
-        where = name.rsplit("/", 1)[-1] if name else None
-        colon_and_where[name] = len(where) + 1 if where else 0
-    return [colon_and_where[binding.object] + len(binding.symbol)
-            + (len(binding.version) + 1 if binding.version else 0)  # "@version"
-            if colon_and_where[binding.object] else len(UNDEFINED_WEAK) for binding in bindings]
-
-
 def _bound_or_why(reloc) -> str:
     return _bound_or_why_of(reloc.binding, reloc.reason)
 
@@ -251,10 +239,10 @@ class ColumnWidths:
             self._bound.clear()
         # A binding kept in _bound is alive: no other object has its id.
         new = [distinct[key] for key in distinct if key not in widths]
-        for binding, width in zip(new, _bound_text_widths(new)):
+        for binding in new:
             key = id(binding)
             self._bound[key] = binding
-            widths[key] = width
+            widths[key] = len(_bound_text(binding))
         widest = max(map(widths.__getitem__, distinct), default=0)
         if without_reason:
             return widest
