@@ -90,6 +90,8 @@ random_states = st.lists(st.builds(
 @given(random_states)
 def test_column_widths_match_the_rows_of_any_table(states):
     assert ColumnWidths().of(states) == widths_of_rows(states)
+    # As a snapshot holds them (per-object columns), which is what the pane is given.
+    assert ColumnWidths().of(_snapshot_table(states)) == widths_of_rows(states)
 
 
 TABLE = [state(i, object=["libc.so.6", "libm.so.6", "gdb"][i % 3],
@@ -109,12 +111,15 @@ def typed_and_deleted(text: str) -> list[str]:
 
 @pytest.mark.parametrize("text", ["libc jump", "pending libm", "LIBC  RELATIVE 0x7ffff7a0", "sym_1 pend", " ",
                                   "gdb glob_dat sym_3"])
-def test_search_keeps_what_matches_keeps(text):
+@pytest.mark.parametrize("as_snapshot", [False, True], ids=["rows", "snapshot-table"])
+def test_search_keeps_what_matches_keeps(text, as_snapshot):
+    table = _snapshot_table(TABLE) if as_snapshot else TABLE
+    rows = list(table)
     search = RelocationSearch()
-    search.prepare(TABLE, 100)  # partly made ahead: the rest when first needed
+    search.prepare(table, 100)  # partly made ahead: the rest when first needed
     for needle in typed_and_deleted(text):
-        found = search.matching(TABLE, needle)
-        assert (list(found) if found is not None else list(range(len(TABLE)))) == kept_by(TABLE, needle), needle
+        found = search.matching(table, needle)
+        assert (list(found) if found is not None else list(range(len(rows)))) == kept_by(rows, needle), needle
         if not needle.split():
             assert found is None
 
@@ -154,10 +159,12 @@ needle_words = st.sampled_from(["lib", "libς", "libσ", "i̇", "i̇x", "a", "b"
 def test_search_of_odd_names_keeps_what_matches_keeps(states, text):
     """Runs of rows (words that cannot be in an address) and row by row
     search texts (those that can) both keep what matches() keeps."""
-    search = RelocationSearch()
-    for needle in typed_and_deleted(text):
-        found = search.matching(states, needle)
-        assert (list(found) if found is not None else list(range(len(states)))) == kept_by(states, needle), needle
+    for table in (states, _snapshot_table(states)):  # rows, and as a snapshot holds them
+        rows = list(table)
+        search = RelocationSearch()
+        for needle in typed_and_deleted(text):
+            found = search.matching(table, needle)
+            assert (list(found) if found is not None else list(range(len(rows)))) == kept_by(rows, needle), needle
 
 
 def test_a_patch_splits_runs():
