@@ -106,10 +106,6 @@ def _bound_text(binding) -> str:
     return f"{where}:{binding.symbol}{version}" if where else UNDEFINED_WEAK
 
 
-def _bound_or_why(reloc) -> str:
-    return _bound_or_why_of(reloc.binding, reloc.reason)
-
-
 def _bound_or_why_of(binding, reason: str | None) -> str:
     """What the slot binds to (object:symbol@version; "nothing" for an
     undefined weak), then why its state is what it is when that needs
@@ -134,7 +130,7 @@ def relocation_row(reloc) -> tuple[str, ...]:
     """A relocation's cells, in COLUMNS order."""
     return (reloc.object, f"{reloc.address:#x}", _type_cell(reloc.type_name), reloc.symbol or "",
             _addend_cell(reloc.addend), reloc.state, hex_short(reloc.current), hex_short(reloc.expected),
-            _bound_or_why(reloc))
+            _bound_or_why_of(reloc.binding, reloc.reason))
 
 
 def relocation_column(relocations: Sequence, field: str) -> Sequence:
@@ -650,7 +646,7 @@ class RelocationsPane(ViewPane, Vertical):
             # always fit a 64-bit value, so a slot being written does not
             # shift the table.
             self._widths_of = relocations
-            measured = self._column_widths.of(relocations) if relocations else [0] * len(COLUMNS)
+            measured = self._column_widths.of(relocations)
             self._widths = [max(len(column.name), HEX_COLUMNS.get(column.name, 0), width)
                             for column, width in zip(COLUMNS, measured)]
         layout = plan(COLUMNS, self._widths, self._room())
