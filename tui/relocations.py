@@ -504,7 +504,10 @@ class RelocationSearch:
 
     def _patch_run(self, row: int, reloc) -> None:
         """row reads reloc now: it is a run of its own unless its run's text
-        is still its own."""
+        is still its own, or the run before or after it reads the same (a
+        step through ld.so's relocation of a run of pending slots then
+        moves one run's edge, row by row, rather than making a run of each
+        row)."""
         text = _run_text_of(reloc.object, reloc.type_name, reloc.symbol, reloc.state)
         firsts, texts = self._run_firsts, self._run_texts
         run = bisect_right(firsts, row) - 1
@@ -516,10 +519,17 @@ class RelocationSearch:
             firsts.insert(run + 1, row + 1)
             texts.insert(run + 1, texts[run])
         if row > firsts[run]:
-            firsts.insert(run + 1, row)
-            texts.insert(run + 1, text)
+            run += 1
+            firsts.insert(run, row)
+            texts.insert(run, text)
         else:
             texts[run] = text
+        # row alone is run `run` now: joined to the run after it, then to
+        # the one before it, where they read the same.
+        if run + 1 < len(firsts) and texts[run + 1] == text:
+            del firsts[run + 1], texts[run + 1]
+        if run > 0 and texts[run - 1] == text:
+            del firsts[run], texts[run]
 
     def _use(self, relocations: Sequence) -> None:
         if relocations is not self._relocations:

@@ -184,6 +184,26 @@ def test_a_patch_splits_runs():
         assert list(search.matching(after, needle)) == kept_by(after, needle), needle
 
 
+@pytest.mark.parametrize("order", ["forwards", "backwards", "from the middle"])
+def test_stepping_through_a_run_row_by_row(order):
+    """A step applies one pending slot at a time, as ld.so does, in either
+    direction and from inside a run: each patched row joins the run of its
+    new state beside it, and every filter keeps what matches() keeps."""
+    table = [state(i, state="pending") for i in range(120)]
+    rows = {"forwards": range(120), "backwards": range(119, -1, -1),
+            "from the middle": [*range(60, 120), *range(59, -1, -1)]}[order]
+    search = RelocationSearch()
+    search.prepare(table, len(table))
+    for step, row in enumerate(rows):
+        after = list(table)
+        after[row] = dataclasses.replace(table[row], state="applied")
+        search.patched(table, after, [row], "", None)
+        table = after
+        if step % 17 == 0 or step == 119:
+            for needle in ("pending", "applied", "libfoo applied", "relative pending 0x7ffff7a0"):
+                assert list(search.matching(table, needle)) == kept_by(table, needle), (step, needle)
+
+
 def test_row_runs_are_their_rows():
     runs = RowRuns([2, 10, 11, 30], [3, 1, 2, 1])
     rows = [2, 3, 4, 10, 11, 12, 30]
