@@ -1190,13 +1190,16 @@ class Recorder:
         return reasons.killed(self.target, stop.signal_name, f"at step {self.pos}")
 
     def _exit_event(self, syscall: tuple | None) -> None:
-        """PTRACE_EVENT_EXIT: the process is exiting but its memory is still
-        readable. Take the final keyframe now, then let it go. (A thread
-        that leaves the others behind: _thread_exit.)"""
+        """PTRACE_EVENT_EXIT, in place of the trap of the step just issued:
+        the process is exiting but its memory is still readable. Take the
+        final keyframe now, then let it go. (A thread that leaves the others
+        behind: _thread_exit.)"""
         if self.others and syscall is not None and syscall[0] == _EXIT:
             return self._thread_exit(syscall)
         if syscall is not None:
             self._syscall_done(self.pos, syscall, self.regs, None)
+        else:
+            self._step_cut_by_kill()
         if any(waiting.blocked is not None for waiting in self.others.values()):
             # The exit cuts every blocked syscall short, and one may write as
             # its thread dies (nanosleep's remaining time), after the last
@@ -1212,6 +1215,23 @@ class Recorder:
         self.tracker.stopped(self.pos, None, stop)
         self._flush_events()
         self._end(self._exit_reason(stop))
+
+    def _step_cut_by_kill(self) -> None:
+        """A SIGKILL that lands after the stepped instruction ran but before
+        its trap stopped the thread replaces the trap by the exit event: the
+        registers tell whether the instruction ran. If it did, it is a step
+        like any other, and its stores are found in memory, not left for the
+        final keyframe to find as a divergence."""
+        try:
+            raw = self._regs_buffer.fetch(self.tid)
+        except ptrace.PtraceError:
+            return  # gone already: nothing says whether it ran
+        if raw == self.regs:
+            return  # killed before it ran
+        t = self.pos
+        self._resync_maps(t)
+        self._diff_writable(t, WRITE_INSN)
+        self._commit(raw, (1 << 27) - 1)
 
     def _exec_event(self, syscall: tuple | None) -> None:
         """The program called execve again: a new address space. Counted as

@@ -279,3 +279,58 @@ def test_signal_handlers_int3_and_forks(tmp_path):
 def test_unwritable_output_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError):
         record_program(spec_for("/bin/true"), str(tmp_path / "no" / "such" / "dir.ldbg"), "exit")
+
+
+
+def _call_that_changes_the_stack(pid: int, regs: bytes) -> bool:
+    """Whether the instruction at rip is a `call` whose push changes the
+    stack word below rsp (it is not already its return address)."""
+    import capstone
+    rip = int.from_bytes(regs[16 * 8:17 * 8], "little")  # user_regs_struct.rip
+    rsp = int.from_bytes(regs[19 * 8:20 * 8], "little")
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(rip)
+        code = mem.read(16)
+        mem.seek(rsp - 8)
+        below = int.from_bytes(mem.read(8), "little")
+    insn = next(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(code, rip), None)
+    return insn is not None and insn.mnemonic == "call" and below != rip + insn.size
+
+
+def test_kill_landing_after_a_step_ran_keeps_its_write(tmp_path, monkeypatch, static_meta):
+    """A SIGKILL that lands after a stepped instruction ran but before its
+    trap was reported: the tracee's next stop is its exit event, not the
+    step's trap (a race CI once hit). The instruction ran and its store
+    with it, so the recording counts that step and records its write; the
+    final keyframe must not find the store as a divergence. The order is
+    forced with real ptrace calls: step a `call`, wait for the trap, kill,
+    wait for the exit event."""
+    from loaderdbg.process import ptrace
+    real_step = ptrace.step_and_fetch
+    regs = ptrace.RegisterBuffer()
+    seen = {"steps": 0, "rip_after": None}
+
+    def step_then_kill(c_pid, regs_addr):
+        seen["steps"] += 1
+        pid = c_pid.value
+        if seen["steps"] < 2000 or seen["rip_after"] is not None \
+                or not _call_that_changes_the_stack(pid, regs.fetch(pid)):
+            return real_step(c_pid, regs_addr)
+        ptrace.singlestep(pid)
+        status = ptrace.waitpid(pid)[1]
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP
+        seen["rip_after"] = int.from_bytes(regs.fetch(pid)[16 * 8:17 * 8], "little")
+        os.kill(pid, signal.SIGKILL)
+        status = ptrace.waitpid(pid)[1]
+        assert status >> 8 == signal.SIGTRAP | ptrace.EVENT_EXIT << 8  # the exit event, in the trap's place
+        return status
+
+    monkeypatch.setattr(ptrace, "step_and_fetch", step_then_kill)
+    path = tmp_path / "killed-after-step.ldbg"
+    summary = record_program(spec_for(static_meta[0]), str(path), "exit", progress=False)
+    assert seen["rip_after"] is not None
+    assert summary.stop_reason.kind == "killed" and summary.divergences == 0
+    with ReplaySession(str(path)) as replay:
+        replay.goto(replay.last_step)
+        assert replay.pc == seen["rip_after"]  # the step that ran is in the recording
+        assert replay.verify().ok
