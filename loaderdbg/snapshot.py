@@ -21,7 +21,7 @@ from loaderdbg.analysis.loader_detail import (GotSlot, IfuncChoice, ObjectDetail
 from loaderdbg.analysis.handoff import NOT_CHECKED, HandoffReport, check_handoff
 from loaderdbg.analysis.link_map import read_link_map, with_private_fields
 from loaderdbg.analysis.objects import ElfCache, MapAnnotation, MappedObject, annotate_maps
-from loaderdbg.analysis.relocations import ObjectRelocations, RelocationTable, RelocationTotals, relocation_totals
+from loaderdbg.analysis.relocations import ObjectRelocations, RelocationTable, RelocationTotals
 from loaderdbg.analysis.symbols import LoadedObject, SymbolTable
 from loaderdbg.decode.auxv import AuxvEntry, diff_auxv
 from loaderdbg.decode.elf import VersionNames
@@ -173,9 +173,10 @@ class StateSource(Protocol):
     # the next three are not used); ``writes_since(key)`` the (start, end)
     # ranges written since the stop with that key (None: cannot tell);
     # ``reads_tracked()`` a context manager collecting the (start, end) of
-    # each memory read in its block; ``snapshot_memo`` is where
-    # build_snapshot keeps what it derived.
-    snapshot_memo: dict | None
+    # each memory read in its block. ``snapshot_memo`` (None at first) is
+    # where build_snapshot keeps what it derived from this source (a
+    # SnapshotMemo), for any source.
+    snapshot_memo: "SnapshotMemo | None"
 
     def memory_state(self) -> tuple | None: ...
 
@@ -211,6 +212,35 @@ class _MemoryViews:
     r_debug: tuple[RDebug, ...] = ()
 
 
+class SnapshotMemo:
+    """What build_snapshot derived from one source, kept by that source (its
+    stop state owns its caches; two sessions in one process keep theirs
+    apart). ``parts``: the memory-derived parts by the memory state they
+    were read in (a recording's, see _remembered_views). The rest is what
+    the last snapshot derived from the objects and their relocation
+    tables, taken again at the next while those are the very same objects
+    (relocation_states hands back the same table while an object's slots
+    are unchanged, and a source the same maps and objects tuples until the
+    mappings change): a step that writes no slot costs no GOT or ifunc
+    walk. Each value is one tuple, replaced whole, so a snapshot built on
+    another thread reads an old one or a new one, never half of each."""
+
+    __slots__ = ("parts", "table", "views", "map_views")
+
+    def __init__(self) -> None:
+        self.parts: dict[str, tuple] = {}
+        self.table: RelocationTable | None = None  # the last one made
+        self.views: tuple | None = None  # (table, infos, names and bases, (got, ifuncs))
+        self.map_views: tuple | None = None  # (maps, objects, (annotations, details))
+
+
+def _memo_of(source: StateSource) -> SnapshotMemo:
+    memo = source.snapshot_memo
+    if memo is None:
+        memo = source.snapshot_memo = SnapshotMemo()
+    return memo
+
+
 def _memory_views(source: StateSource, memory: "_Reader",
                   remember: Callable[[str, Callable[[], Any]], Any] | None = None) -> _MemoryViews:
     """The memory-derived half of a snapshot, in three parts that read
@@ -220,10 +250,11 @@ def _memory_views(source: StateSource, memory: "_Reader",
     def part(name: str, compute: Callable[[], Any]) -> Any:
         return remember(name, compute) if remember is not None else compute()
 
+    memo = _memo_of(source)
     maps = source.maps()
     objects = source.objects()
     ldso = source.ldso_object()
-    annotations, details = _map_views(maps, objects)
+    annotations, details = _map_views(memo, maps, objects)
 
     def stack_part():
         stack = source.initial_stack()
@@ -238,10 +269,10 @@ def _memory_views(source: StateSource, memory: "_Reader",
             states = source.relocation_states(obj)
             per_object.append(states)
             summaries.append(ObjectSummary(obj.name, obj.path, obj.base, obj.elf_offset,
-                                           _totals(states, obj.name), obj is ldso, detail,
+                                           states.totals(obj.name), obj is ldso, detail,
                                            obj.info.version_names))
-        relocations = _table_of(per_object)
-        got, ifuncs = _relocation_views(per_object, relocations, objects)
+        relocations = _table_of(memo, per_object)
+        got, ifuncs = _relocation_views(memo, relocations, objects)
         return tuple(summaries), relocations, got, ifuncs
 
     stack, kernel_auxv, changed = part("stack", stack_part)
@@ -262,9 +293,7 @@ def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
     key = source.memory_state()
     if key is None:
         return _memory_views(source, memory)
-    memos = source.snapshot_memo
-    if memos is None:
-        memos = source.snapshot_memo = {}
+    memos = _memo_of(source).parts
     writes_since, reads_tracked = source.writes_since, source.reads_tracked
 
     def remember(part: str, compute: Callable[[], Any]) -> Any:
@@ -402,74 +431,36 @@ def _syscalls(source: StateSource) -> tuple[SyscallCall, ...]:
     return tuple(source.syscall_calls())
 
 
-# relocation_states hands back the very same table while an object's slots
-# are unchanged (analysis/relocations.py caches per object), so what is
-# derived from the states is remembered by their identity: a step that
-# writes no slot costs no GOT or ifunc walk.
-_DERIVED_LOCK = threading.Lock()
-_TOTALS: dict[int, tuple[tuple, RelocationTotals]] = {}
-_VIEWS: list = [None]  # [(key, keep-alive, (got, ifuncs))]
-_MAX_TOTALS = 256
-
-
-def _totals(states: ObjectRelocations, name: str) -> RelocationTotals:
-    with _DERIVED_LOCK:
-        hit = _TOTALS.get(id(states))
-    if hit is not None and hit[0] is states and hit[1].object == name:
-        return hit[1]
-    totals = relocation_totals(states, name)
-    with _DERIVED_LOCK:
-        _TOTALS[id(states)] = (states, totals)
-        while len(_TOTALS) > _MAX_TOTALS:
-            del _TOTALS[next(iter(_TOTALS))]
-    return totals
-
-
-_TABLE: list = [None]  # [the last RelocationTable made]
-
-
-def _table_of(per_object: list[ObjectRelocations]) -> RelocationTable:
+def _table_of(memo: SnapshotMemo, per_object: list[ObjectRelocations]) -> RelocationTable:
     """The snapshot's table of per_object: the last one made again while
     every object's relocations are the very same (a step that wrote no
     slot), so that a reader comparing tables compares identities."""
-    with _DERIVED_LOCK:
-        last = _TABLE[0]
+    last = memo.table
     if last is not None and len(last.per_object) == len(per_object) and all(
             map(operator.is_, last.per_object, per_object)):
         return last
-    table = RelocationTable(per_object)
-    with _DERIVED_LOCK:
-        _TABLE[0] = table
+    table = memo.table = RelocationTable(per_object)
     return table
 
 
-def _relocation_views(per_object, relocations, objects):
-    key = (tuple(id(states) for states in per_object),
-           tuple((o.name, o.base, id(o.info)) for o in objects))
-    with _DERIVED_LOCK:
-        hit = _VIEWS[0]
-    if hit is not None and hit[0] == key:
-        return hit[2]
+def _relocation_views(memo: SnapshotMemo, relocations: RelocationTable,
+                      objects: Sequence[MappedObject]) -> tuple[tuple[GotSlot, ...], tuple[IfuncChoice, ...]]:
+    infos = tuple(o.info for o in objects)
+    places = tuple((o.name, o.base) for o in objects)
+    hit = memo.views
+    if hit is not None and hit[0] is relocations and hit[2] == places and len(hit[1]) == len(infos) and all(
+            map(operator.is_, hit[1], infos)):
+        return hit[3]
     symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
     views = (got_view(relocations, symbols), ifunc_choices(relocations, symbols, objects))
-    with _DERIVED_LOCK:
-        # The states and infos are kept alive with the key, so their ids
-        # cannot be reused by other objects while the entry stands.
-        _VIEWS[0] = (key, (tuple(per_object), tuple(o.info for o in objects)), views)
+    memo.views = (relocations, infos, places, views)
     return views
 
 
-# A source hands back the same maps and objects tuples until the mappings
-# change (an mmap, mprotect or munmap): the maps annotation and each
-# object's loader detail, which depend on nothing else, are remembered for
-# the last pair seen (kept alive with the entry, so identity is safe).
-_MAP_VIEWS: list = [None]  # [(maps, objects, (annotations, details))]
-
-
-def _map_views(maps, objects) -> tuple[tuple[MapAnnotation, ...], tuple[ObjectDetail, ...]]:
-    hit = _MAP_VIEWS[0]
+def _map_views(memo: SnapshotMemo, maps, objects) -> tuple[tuple[MapAnnotation, ...], tuple[ObjectDetail, ...]]:
+    hit = memo.map_views
     if hit is not None and hit[0] is maps and hit[1] is objects:
         return hit[2]
     views = (annotate_maps(maps, objects), tuple(object_detail(obj, maps) for obj in objects))
-    _MAP_VIEWS[0] = (maps, objects, views)
+    memo.map_views = (maps, objects, views)
     return views

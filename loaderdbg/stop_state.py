@@ -47,7 +47,7 @@ class StopState:
         self.elf_cache = ElfCache(read_file or self._read_mapped_file)
         self.user_breakpoints: set[int] = set()
         self.observer = None  # a StartupObserver, set by whoever drives the stops
-        self.snapshot_memo = None  # /proc shows the present only: nothing to reuse between stops
+        self.snapshot_memo = None  # build_snapshot's (a SnapshotMemo), made at the first
         self._maps: tuple[MapEntry, ...] | None = None
         self._space: AddressSpace | None = None  # objects and symbols of _maps
         self._memory = _ProgramMemory(self)

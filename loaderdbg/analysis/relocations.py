@@ -138,7 +138,7 @@ class ObjectRelocations(SequenceABC):
       object's slots changed).
     """
 
-    __slots__ = ("object", "_count", "_columns", "_makers", "_rows")
+    __slots__ = ("object", "_count", "_columns", "_makers", "_rows", "_totals")
 
     def __init__(self, object: str, count: int,
                  columns: Mapping[str, Sequence | Callable[[], Sequence]]) -> None:
@@ -159,6 +159,7 @@ class ObjectRelocations(SequenceABC):
             else:
                 self._set(name, values)
         self._rows: list | None = None  # the rows made so far (None where not)
+        self._totals: RelocationTotals | None = None
 
     @classmethod
     def of_rows(cls, object: str, rows: Iterable[RelocationState]) -> "ObjectRelocations":
@@ -191,6 +192,15 @@ class ObjectRelocations(SequenceABC):
 
     def __len__(self) -> int:
         return self._count
+
+    def totals(self, name: str) -> RelocationTotals:
+        """relocation_totals of these rows under the object name ``name``,
+        counted once (a step that writes no slot hands back this table, and
+        counting gdb's states each time was a walk over 150,000)."""
+        totals = self._totals
+        if totals is None or totals.object != name:
+            totals = self._totals = relocation_totals(self, name)
+        return totals
 
     def _row(self, index: int) -> RelocationState:
         column = self.column

@@ -57,7 +57,6 @@ class ReplayState(StopState):
         at_entry = rec.meta.get("at_entry")
         self._at_entry = at_entry if isinstance(at_entry, dict) else None
         self._spaces: dict[int, AddressSpace] = {}  # by maps version: a move back reuses them
-        self.snapshot_memo: dict | None = None  # build_snapshot's, see memory_state
         self._syscalls: list[SyscallCall] | None = None  # every recorded call, decoded once
         self._syscall_steps: list[int] = []
 

@@ -39,3 +39,24 @@ def test_tables_across_stops(fixtures_dir):
     libc = next(part for part in after.per_object if part.object.startswith("libc.so"))
     assert set(libc.column("state")) <= {"applied", "lazy", "unknown"} and "applied" in libc.column("state")
     assert sum(part.column("state").count("pending") for part in table.per_object) > 0
+
+
+def test_two_sessions_keep_their_own_derived_views(fixtures_dir):
+    """What a snapshot derives from the relocation tables (the table, the
+    GOT and ifunc views, the maps annotation) is kept by each session's
+    stop state, not process-wide: snapshots of two programs taken in turn
+    each get their own again, not a view recomputed because the other
+    session's snapshot came between."""
+    demo = fixtures_dir / "execsolib" / "glibc-O2" / "libexecsolib.so"
+    static = fixtures_dir / "zoo" / "hello-static"
+    with open(os.devnull, "w") as sink:
+        specs = [launch_spec(str(path), ["x"], aslr=False, stdout_fd=sink.fileno(), stderr_fd=sink.fileno())
+                 for path in (demo, static)]
+        with LiveSession(specs[0]) as first, LiveSession(specs[1]) as second:
+            assert first.cont("entry").reached and second.cont("entry").reached
+            a1, b1 = first.snapshot(), second.snapshot()
+            a2, b2 = first.snapshot(), second.snapshot()
+    for one, two in ((a1, a2), (b1, b2)):
+        assert two.relocations is one.relocations
+        assert two.got is one.got and two.ifuncs is one.ifuncs and two.maps is one.maps
+    assert a1.got and a1.got is not b1.got
