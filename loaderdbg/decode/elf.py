@@ -24,7 +24,7 @@ import io
 import struct
 import sys
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from elftools.common.exceptions import ELFError
@@ -770,9 +770,9 @@ def _symtab_index_entries(elffile: ELFFile | None) -> tuple[int, list[tuple[int,
                 count += len(part)
                 entries += _index_entries(part, 0)
                 continue
-            rows, get_string, byte_names = part
+            rows, get_string, _ = part
             rows = list(rows)
-            ranks, addressed = _index_byte_ranks(byte_names)
+            ranks, addressed = _index_byte_ranks()
             entries += [(value, ((ranks[info] << 32) - len(name) + len(name.lstrip("_"))) << 1, value + (size or 1),
                          name)
                         for name_at, info, _, shndx, value, size in rows
@@ -826,17 +826,13 @@ def _index_entries(symbols: Iterable[DynSymbol], source_rank: int) -> list[tuple
             if sym.value and sym.shndx_defined and sym.name and sym.type in address_types]
 
 
-_INDEX_BYTE_RANKS: dict[int, tuple[list[int], list[bool]]] = {}
-
-
-def _index_byte_ranks(byte_names: list[tuple[str, str, str]]) -> tuple[list[int], list[bool]]:
-    """Per st_info byte: its bind's rank and whether its type has an address."""
-    hit = _INDEX_BYTE_RANKS.get(id(byte_names))
-    if hit is None:
-        hit = _INDEX_BYTE_RANKS[id(byte_names)] = (
-            [_BIND_RANK.get(bind, 0) for _, bind, _ in byte_names],
+@cache
+def _index_byte_ranks() -> tuple[list[int], list[bool]]:
+    """Per st_info byte: its bind's rank and whether its type has an
+    address (from _symbol_byte_names, the same for every layout)."""
+    byte_names = _symbol_byte_names(64, True)
+    return ([_BIND_RANK.get(bind, 0) for _, bind, _ in byte_names],
             [type_name in _ADDRESS_TYPES for type_name, _, _ in byte_names])
-    return hit
 
 
 def _string_reader(image: bytes, table: int):
