@@ -1196,10 +1196,7 @@ class Recorder:
         behind: _thread_exit.)"""
         if self.others and syscall is not None and syscall[0] == _EXIT:
             return self._thread_exit(syscall)
-        if syscall is not None:
-            self._syscall_done(self.pos, syscall, self.regs, None)
-        else:
-            self._step_cut_by_kill()
+        self._step_cut_by_kill(syscall)
         if any(waiting.blocked is not None for waiting in self.others.values()):
             # The exit cuts every blocked syscall short, and one may write as
             # its thread dies (nanosleep's remaining time), after the last
@@ -1216,22 +1213,43 @@ class Recorder:
         self._flush_events()
         self._end(self._exit_reason(stop))
 
-    def _step_cut_by_kill(self) -> None:
-        """A SIGKILL that lands after the stepped instruction ran but before
-        its trap stopped the thread replaces the trap by the exit event: the
-        registers tell whether the instruction ran. If it did, it is a step
-        like any other, and its stores are found in memory, not left for the
-        final keyframe to find as a divergence."""
+    def _step_cut_by_kill(self, syscall: tuple | None) -> None:
+        """A SIGKILL that lands after the stepped instruction ran (or the
+        stepped ``syscall`` returned) but before its trap stopped the
+        thread replaces the trap by the exit event: the registers tell
+        whether it ran. If it did, it is a step like any other, and what
+        it stored, or the kernel wrote for it, is recorded, not left for
+        the final keyframe to find as a divergence."""
         try:
             raw = self._regs_buffer.fetch(self.tid)
         except ptrace.PtraceError:
-            return  # gone already: nothing says whether it ran
-        if raw == self.regs:
-            return  # killed before it ran
+            raw = None  # gone already: nothing says whether it ran
         t = self.pos
-        self._resync_maps(t)
-        self._diff_writable(t, WRITE_INSN)
+        if syscall is None:
+            if raw is None or raw == self.regs:
+                return  # killed before it ran
+            self._resync_maps(t)
+            self._diff_writable(t, WRITE_INSN)
+            self._commit(raw, (1 << 27) - 1)
+            return
+        result = None if raw is None else int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
+        if result is None or result == -errno.ENOSYS:
+            # Never returned (exit_group, the kernel's -ENOSYS still in rax):
+            # strace's "= ?".
+            self._syscall_done(t, syscall, self.regs, None)
+            return
+        if result in _RESTART_ERRORS or result in (_RESTART_BLOCK, -errno.EINTR):
+            # Cut short by the kill, maybe after it wrote part of its answer:
+            # the file ends with the memory the steps made, not compared
+            # with the dying process's.
+            self._syscall_done(t, syscall, self.regs, None)
+            self._no_verify = True
+            return
+        raw = untrapped_r11(raw) or raw
+        self._resync_maps(t, syscall=syscall[1])
+        self._diff_writable(t, WRITE_KERNEL)
         self._commit(raw, (1 << 27) - 1)
+        self._syscall_done(t, syscall, raw, result)
 
     def _exec_event(self, syscall: tuple | None) -> None:
         """The program called execve again: a new address space. Counted as

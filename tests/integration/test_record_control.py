@@ -334,3 +334,42 @@ def test_kill_landing_after_a_step_ran_keeps_its_write(tmp_path, monkeypatch, st
         replay.goto(replay.last_step)
         assert replay.pc == seen["rip_after"]  # the step that ran is in the recording
         assert replay.verify().ok
+
+
+def test_kill_landing_after_a_syscall_ran_keeps_what_it_wrote(tmp_path, monkeypatch, static_meta):
+    """The same race over a stepped `syscall`: readlink has filled its
+    buffer when the SIGKILL lands, before the step's trap. The recording
+    counts the syscall as returned, with its result and the bytes the
+    kernel wrote, and finds no divergence at the end."""
+    from loaderdbg.process import ptrace
+    real_singlestep = ptrace.singlestep
+    regs = ptrace.RegisterBuffer()
+    readlink = 89
+    seen = {"result": None, "rip_after": None}
+
+    def singlestep_then_kill(pid, signal_number=0):
+        raw = regs.fetch(pid)
+        rip = int.from_bytes(raw[16 * 8:17 * 8], "little")  # user_regs_struct.rip
+        rax = int.from_bytes(raw[10 * 8:11 * 8], "little")
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(rip)
+            at_syscall = mem.read(2) == b"\x0f\x05"
+        real_singlestep(pid, signal_number)
+        if seen["result"] is None and at_syscall and rax == readlink:
+            status = ptrace.waitpid(pid)[1]
+            assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP
+            after = regs.fetch(pid)
+            seen["result"] = int.from_bytes(after[10 * 8:11 * 8], "little")
+            seen["rip_after"] = int.from_bytes(after[16 * 8:17 * 8], "little")
+            os.kill(pid, signal.SIGKILL)  # the recorder's wait now gets the exit event
+
+    monkeypatch.setattr(ptrace, "singlestep", singlestep_then_kill)
+    path = tmp_path / "killed-after-syscall.ldbg"
+    program = static_meta[0]
+    summary = record_program(spec_for(program), str(path), "exit", progress=False)
+    assert seen["result"] == len(os.path.realpath(program))
+    assert summary.stop_reason.kind == "killed" and summary.divergences == 0
+    with ReplaySession(str(path)) as replay:
+        replay.goto(replay.last_step)
+        assert replay.pc == seen["rip_after"] and replay.register("rax") == seen["result"]
+        assert replay.verify().ok
