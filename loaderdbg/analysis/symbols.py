@@ -23,6 +23,13 @@ check_match):
   default (@@) version. (glibc takes version index 2, the object's oldest
   version, even when hidden; DynSymbol does not carry the index, and
   unversioned references to versioned libraries are rare.)
+- A GNU_UNIQUE definition is one per name in a namespace
+  (do_lookup_unique): the first lookup, in relocation order, that finds a
+  unique definition of the name registers it, and every later lookup that
+  finds one gets the registered one instead, whatever its version. ld.so
+  relocates the last-loaded object first, so with two objects defining the
+  name (the same inline function's static in two C++ libraries) the one a
+  later object binds to can win for an earlier one too.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from typing import Iterable, Mapping, Sequence
 from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, ElfInfo
 
 _VISIBLE_BINDS = frozenset({"GLOBAL", "WEAK", "GNU_UNIQUE"})
+_UNIQUE = "GNU_UNIQUE"
+_NO_REFERENCE = object()
 _VISIBLE_VISIBILITY = frozenset({"DEFAULT", "PROTECTED"})
 
 
@@ -89,6 +98,25 @@ def _candidates(info: ElfInfo) -> tuple[dict[str, DynSymbol | tuple[DynSymbol, .
     # Two threads racing here compute the same value; either may stay.
     info.derived[_CANDIDATES] = value
     return value
+
+
+_REFERENCES = "symbols: relocation references"  # this module's key in ElfInfo.derived
+
+
+def _reference_versions(info: ElfInfo) -> dict[str, str | None]:
+    """name -> the version its first relocation outside DT_JMPREL asks for:
+    the lookups ld.so makes while it relocates the object (a GNU_UNIQUE
+    symbol is data, never a PLT slot's)."""
+    hit = info.derived.get(_REFERENCES)
+    if hit is None:
+        columns = info.relocation_columns
+        hit = {}
+        for name, version, table in zip(reversed(columns.symbols), reversed(columns.symbol_versions),
+                                        reversed(columns.tables)):
+            if name and table != "JMPREL":
+                hit[name] = version  # walked backwards: the first one stays
+        info.derived[_REFERENCES] = hit
+    return hit
 
 
 def match_definition(obj: LoadedObject, name: str, version: str | None,
@@ -238,6 +266,7 @@ class SymbolTable:
         self._starts = [r[0] for r in ranges]
         self._ranges = ranges
         self._lookups: dict[tuple, tuple[LoadedObject, DynSymbol] | None] = {}
+        self._uniques: dict[tuple, tuple[LoadedObject, DynSymbol] | None] = {}
 
     def scope_for(self, requester: LoadedObject | None) -> tuple[LoadedObject, ...]:
         """The objects a lookup from requester searches, in order: the
@@ -272,6 +301,15 @@ class SymbolTable:
         key = (name, version, include_tls, skipped, id(scope), plt)
         if key in self._lookups:
             return self._lookups[key]
+        found = self._first_definition(name, version, include_tls, skipped, scope, plt)
+        if found is not None and found[1].bind == _UNIQUE:
+            found = self._registered_unique(name, scope) or found
+        self._lookups[key] = found
+        return found
+
+    def _first_definition(self, name: str, version: str | None, include_tls: bool,
+                          skipped: tuple[str, int] | None, scope: tuple[LoadedObject, ...],
+                          plt: bool) -> tuple[LoadedObject, DynSymbol] | None:
         found = None
         indexed, first_definers = self._indexed(scope)
         # Most objects in scope do not define the name at all: start at
@@ -287,8 +325,31 @@ class SymbolTable:
             if sym is not None:
                 found = (obj, sym)
                 break
-        self._lookups[key] = found
         return found
+
+    def _registered_unique(self, name: str, scope: tuple[LoadedObject, ...],
+                           ) -> tuple[LoadedObject, DynSymbol] | None:
+        """The definition ld.so registered for the GNU_UNIQUE name in the
+        namespace of scope: what the first lookup in relocation order (the
+        scope's objects last-loaded first, rtld.c) that found a unique
+        definition found. None when no object relocates a reference to it."""
+        key = (name, id(scope))
+        if key in self._uniques:
+            return self._uniques[key]
+        indexed, _ = self._indexed(scope)
+        registered = None
+        if sum(1 for _, defined, _ in indexed if name in defined) > 1:
+            for obj in reversed(scope):
+                version = _reference_versions(obj.info).get(name, _NO_REFERENCE)
+                if version is _NO_REFERENCE:
+                    continue
+                found = self._first_definition(name, version, False, None, scope, False)
+                if found is not None and found[1].bind == _UNIQUE:
+                    registered = found
+                    break
+        # With one definer, every lookup that finds a unique one finds it.
+        self._uniques[key] = registered
+        return registered
 
     def _indexed(self, scope: tuple[LoadedObject, ...]) -> tuple[list, dict[str, int]]:
         """Each object of scope with its candidates, and name -> the
