@@ -54,11 +54,25 @@ _FOLDS: dict[tuple[int, int], tuple[Text, tuple[Text, Text | None]]] = {}
 _SYMBOL = re.compile(r"  <[^>]*>$")
 
 
-def fold(line: Text, room: int, indent: int = 2 + 1 + ADDRESS_WIDTH + 1) -> tuple[Text, Text | None]:
+CODE_INDENT = 2 + 1 + ADDRESS_WIDTH + 1  # mark, space, address, space
+# A folded line's operands are indented less than the code above them
+# rather than cut, down to this.
+MIN_FOLD_INDENT = 2
+
+
+def code_indent(offset_width: int) -> int:
+    """Where an instruction's code starts, with an <+offset> column of
+    offset_width (0: none)."""
+    return CODE_INDENT + (offset_width + 1 if offset_width else 0)
+
+
+def fold(line: Text, room: int, indent: int = CODE_INDENT) -> tuple[Text, Text | None]:
     """An instruction's line in room cells: whole if it fits; else the
     target's <symbol> shrinks, then the operands after the last ", " that
-    fits go to a second line (a number is never cut). Remembered per line:
-    the same lines come back at every step."""
+    fits (or else after the last space, the mnemonic's at least) go to a
+    second line, under the code or, where they do not fit there, further
+    left: a number is never cut. Remembered per line: the same lines come
+    back at every step."""
     if room <= 0 or line.cell_len <= room:
         return line, None
     known = _FOLDS.get((id(line), room))
@@ -71,11 +85,19 @@ def fold(line: Text, room: int, indent: int = 2 + 1 + ADDRESS_WIDTH + 1) -> tupl
         result = (shrink(line, room, "end"), None)
     else:
         cut = plain.rfind(", ", 0, room - 1)
+        if cut > indent:
+            first, after = line[:cut + 1], cut + 2
+        else:
+            cut = plain.rfind(" ", indent + 1, room + 1)
+            first, after = line[:cut], cut + 1
         if cut <= indent:
             result = (line, None)  # no place to fold: the pane scrolls sideways
         else:
-            rest = Text(" " * indent) + line[cut + 2:]
-            result = (line[:cut + 1], shrink(rest, room, "end") if rest.cell_len > room else rest)
+            rest = line[after:]
+            # The code whole, and room for a shrunk <symbol>'s " …" after it.
+            code = code_end - after + (2 if symbol else 0)
+            rest = Text(" " * max(MIN_FOLD_INDENT, min(indent, room - code))) + rest
+            result = (first, shrink(rest, room, "end") if rest.cell_len > room else rest)
     if len(_FOLDS) > 4096:
         _FOLDS.clear()
     _FOLDS[(id(line), room)] = (line, result)
@@ -155,7 +177,7 @@ class DisassemblyPane(ViewPane, Vertical):
                 row = rows.get(address)
                 if row is not None:
                     line = self._cached_line(row[1], address == pc, view.breakpoints, *row[2:])
-                    lines[row[0]] = fold(line, room)[0]
+                    lines[row[0]] = fold(line, room, code_indent(row[2]))[0]
         else:
             lines, keys, rows = self._layout_lines(view.listing, pc, view.breakpoints, wide, room)
         pc_line = rows[pc][0] if pc in rows else 0
@@ -194,7 +216,7 @@ class DisassemblyPane(ViewPane, Vertical):
         last_name: str | None = None
         offsets = [split_symbol(insn.symbol) for insn in listing]
         offset_width = max((len(f"<+{off:#x}>") for name, off in offsets if name), default=0) if wide else 0
-        indent = 2 + 1 + ADDRESS_WIDTH + 1 + (offset_width + 1 if offset_width else 0)
+        indent = code_indent(offset_width)
         lines: list[Text] = []
         keys: list[str] = []
         rows: dict[int, tuple] = {}
