@@ -7,8 +7,7 @@ are numbers. Keys are only ever added, never renamed.
 from __future__ import annotations
 
 import json
-from operator import attrgetter
-from typing import Callable
+from typing import Callable, Iterator
 
 from loaderdbg.analysis.relocations import RelocationTable
 from loaderdbg.decode.linkmap import LinkMapPrivate
@@ -112,8 +111,32 @@ class RelocationRows:
 
     __slots__ = ("states",)
 
-    def __init__(self, states) -> None:
+    def __init__(self, states: RelocationTable) -> None:
         self.states = states
+
+
+def _relocation_dicts(table: RelocationTable) -> list[dict]:
+    """snapshot_to_json's relocation dicts, made from the table's columns
+    (hexify spelled inline: this runs for each of a big program's hundreds
+    of thousands of relocations). _Writer._relocation_texts writes the same
+    text straight from the columns."""
+    return [
+        {
+            "object": obj,
+            "address": f"{address:#x}",
+            "type": type_name,
+            "symbol": symbol,
+            "addend": None if addend is None else f"{addend:#x}" if addend >= 0 else f"-{-addend:#x}",
+            "state": state,
+            "current": None if current is None else f"{current:#x}",
+            "expected": None if expected is None else f"{expected:#x}",
+            "binding": None if binding is None else
+            {"object": binding.object, "symbol": binding.symbol, "version": binding.version},
+            "reason": reason,
+        }
+        for obj, address, type_name, symbol, addend, state, current, expected, binding, reason
+        in zip(*[table.column(name) for name in _RELOCATION_FIELDS])
+    ]
 
 
 def snapshot_to_json(snap: Snapshot, backtrace=None, *, relocation_rows: bool = False) -> dict:
@@ -185,25 +208,7 @@ def snapshot_to_json(snap: Snapshot, backtrace=None, *, relocation_rows: bool = 
             }
             for o in snap.objects
         ],
-        # hexify spelled inline: this runs for each of a big program's
-        # hundreds of thousands of relocations.
-        "relocations": RelocationRows(snap.relocations) if relocation_rows else [
-            {
-                "object": r.object,
-                "address": f"{r.address:#x}",
-                "type": r.type_name,
-                "symbol": r.symbol,
-                "addend": None if r.addend is None else
-                f"{r.addend:#x}" if r.addend >= 0 else f"-{-r.addend:#x}",
-                "state": r.state,
-                "current": None if r.current is None else f"{r.current:#x}",
-                "expected": None if r.expected is None else f"{r.expected:#x}",
-                "binding": None if r.binding is None else
-                {"object": r.binding.object, "symbol": r.binding.symbol, "version": r.binding.version},
-                "reason": r.reason,
-            }
-            for r in snap.relocations
-        ],
+        "relocations": RelocationRows(snap.relocations) if relocation_rows else _relocation_dicts(snap.relocations),
         "link_map": [
             {
                 "namespace": e.namespace,
@@ -387,51 +392,47 @@ class _Writer:
         if not items:
             self._parts.append("[]")
             return
-        inner = "\n" + " " * (depth + 1)
-        parts = self._parts
-        parts.append("[" + inner)
-        separator = "," + inner
         if all(type(item) is dict and item for item in items):
-            for start in range(0, len(items), _ROWS_PER_BATCH):
-                if start:
-                    parts.append(separator)
-                self._rows(items[start:start + _ROWS_PER_BATCH], depth + 1, separator)
-                self.flush()
-        else:
-            value = self.value
-            for index, item in enumerate(items):
-                if index:
-                    parts.append(separator)
-                value(item, depth + 1)
-                if len(parts) >= _CHUNK_PIECES:
-                    self.flush()
-        parts.append("\n" + " " * depth + "]")
-
-    def _relocation_rows(self, states, depth: int) -> None:
-        """What _list writes of snapshot_to_json's relocation dicts."""
-        if not states:
-            self._parts.append("[]")
+            self._batched_list((self._row_texts(items[start:start + _ROWS_PER_BATCH], depth + 1)
+                                for start in range(0, len(items), _ROWS_PER_BATCH)), depth)
             return
         inner = "\n" + " " * (depth + 1)
         parts = self._parts
         parts.append("[" + inner)
         separator = "," + inner
-        if isinstance(states, RelocationTable):
-            tables = [part.column for part in states.per_object if len(part)]
-        else:  # a plain sequence of states (a snapshot made by hand)
-            rows = tuple(states)
-            tables = [{name: tuple(map(attrgetter(name), rows)) for name in _RELOCATION_FIELDS}.__getitem__]
-        first = True
-        for column in tables:
-            count = len(column("state"))
-            for start in range(0, count, _ROWS_PER_BATCH):
-                if not first:
-                    parts.append(separator)
-                first = False
-                rows = slice(start, start + _ROWS_PER_BATCH)
-                parts.append(separator.join(self._relocation_texts(
-                    [column(name)[rows] for name in _RELOCATION_FIELDS], depth + 1)))
+        value = self.value
+        for index, item in enumerate(items):
+            if index:
+                parts.append(separator)
+            value(item, depth + 1)
+            if len(parts) >= _CHUNK_PIECES:
                 self.flush()
+        parts.append("\n" + " " * depth + "]")
+
+    def _relocation_rows(self, states: RelocationTable, depth: int) -> None:
+        """What _list writes of snapshot_to_json's relocation dicts."""
+        if not states:
+            self._parts.append("[]")
+            return
+        self._batched_list((self._relocation_texts([part.column(name)[start:start + _ROWS_PER_BATCH]
+                                                    for name in _RELOCATION_FIELDS], depth + 1)
+                            for part in states.per_object
+                            for start in range(0, len(part), _ROWS_PER_BATCH)), depth)
+
+    def _batched_list(self, batches: Iterator[list[str]], depth: int) -> None:
+        """A non-empty list whose items' texts come in batches (of
+        _ROWS_PER_BATCH rows): written one batch at a time."""
+        inner = "\n" + " " * (depth + 1)
+        parts = self._parts
+        parts.append("[" + inner)
+        separator = "," + inner
+        first = True
+        for texts in batches:
+            if not first:
+                parts.append(separator)
+            first = False
+            parts.append(separator.join(texts))
+            self.flush()
         parts.append("\n" + " " * depth + "]")
 
     def _relocation_texts(self, columns: list[tuple], depth: int) -> list[str]:
@@ -479,9 +480,6 @@ class _Writer:
             rows = [{"object": b.object, "symbol": b.symbol, "version": b.version} for b in by_id.values()]
             texts.update(zip(by_id, self._row_texts(rows, depth)))
         return [texts[key] for key in map(id, bindings)]
-
-    def _rows(self, rows: list, depth: int, separator: str) -> None:
-        self._parts.append(separator.join(self._row_texts(rows, depth)))
 
     def _row_texts(self, rows: list, depth: int) -> list[str]:
         """The texts of non-empty dicts (relocations, maps, events), column

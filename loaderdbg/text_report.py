@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from operator import attrgetter
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,7 +10,6 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from loaderdbg.analysis.relocations import RelocationTable
 from loaderdbg.printable import printable
 from loaderdbg.snapshot import Snapshot
 
@@ -167,11 +165,8 @@ _LISTED_FIELDS = ("object", "address", "type_name", "symbol", "addend", "state",
 
 def _print_relocations(snap: Snapshot, console: Console, state: str) -> None:
     relocations = snap.relocations
-    if isinstance(relocations, RelocationTable):
-        # From the columns: no RelocationState made per row (gdb's 150,000).
-        listed = zip(*[relocations.column(name) for name in _LISTED_FIELDS])
-    else:
-        listed = map(attrgetter(*_LISTED_FIELDS), relocations)
+    # From the columns: no RelocationState made per row (gdb's 150,000).
+    listed = zip(*[relocations.column(name) for name in _LISTED_FIELDS])
     chosen = [r for r in listed if state == "all" or r[5] == state]
     what = "relocations" if state == "all" else f"{state} relocations"
     rows = []

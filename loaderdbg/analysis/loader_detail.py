@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import compress
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from loaderdbg.analysis.objects import MappedObject
-from loaderdbg.analysis.relocations import RelocationState, RelocationTable
+from loaderdbg.analysis.relocations import RelocationTable
 from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.decode.elf import DynamicEntry
 from loaderdbg.decode.maps import MapEntry, find_mapping
@@ -132,32 +132,25 @@ _GOT_TYPES = frozenset(GOT_TYPES)
 _IRELATIVE_TYPES = frozenset(IRELATIVE_TYPES)
 
 
-def _rows_of_types(states: Sequence[RelocationState], types: frozenset[str],
-                   fields: tuple[str, ...]) -> Iterator[tuple]:
-    """The given fields of the relocations of the given types, in order:
-    from a RelocationTable's columns (no RelocationState made for the
-    others, gdb's 150,000), else state by state."""
-    if isinstance(states, RelocationTable):
-        for part in states.per_object:
-            chosen = list(compress(range(len(part)), map(types.__contains__, part.column("type_name"))))
-            if not chosen:
-                continue
-            if len(chosen) == 1:
-                yield tuple(part.column(name)[chosen[0]] for name in fields)
-                continue
-            pick = itemgetter(*chosen)
-            yield from zip(*[pick(part.column(name)) for name in fields])
-        return
-    values = attrgetter(*fields)
-    for state in states:
-        if state.type_name in types:
-            yield values(state)
+def _rows_of_types(states: RelocationTable, types: frozenset[str], fields: tuple[str, ...]) -> Iterator[tuple]:
+    """The given fields of the relocations of the given types, in order,
+    from the table's columns (no RelocationState made for the others,
+    gdb's 150,000)."""
+    for part in states.per_object:
+        chosen = list(compress(range(len(part)), map(types.__contains__, part.column("type_name"))))
+        if not chosen:
+            continue
+        if len(chosen) == 1:
+            yield tuple(part.column(name)[chosen[0]] for name in fields)
+            continue
+        pick = itemgetter(*chosen)
+        yield from zip(*[pick(part.column(name)) for name in fields])
 
 
 _GOT_FIELDS = ("object", "address", "type_name", "symbol", "current", "state")
 
 
-def got_view(states: Sequence[RelocationState], symbols: SymbolTable) -> tuple[GotSlot, ...]:
+def got_view(states: RelocationTable, symbols: SymbolTable) -> tuple[GotSlot, ...]:
     """gdb-style `got`: each JUMP_SLOT/GLOB_DAT slot, where it points now."""
     # Picked out of every relocation (gdb's 150,000) by their type column;
     # each address they hold is named once (every library's malloc slot).
@@ -171,7 +164,7 @@ def got_view(states: Sequence[RelocationState], symbols: SymbolTable) -> tuple[G
 _IFUNC_FIELDS = ("object", "address", "addend", "current", "state")
 
 
-def ifunc_choices(states: Sequence[RelocationState], symbols: SymbolTable,
+def ifunc_choices(states: RelocationTable, symbols: SymbolTable,
                   objects: Sequence[MappedObject]) -> tuple[IfuncChoice, ...]:
     """IRELATIVE relocations: which resolver ran and what it picked."""
     bases = {o.name: o.base for o in objects}

@@ -20,6 +20,8 @@ from loaderdbg.decode.elf import parse_elf
 from loaderdbg.decode.memory import MemoryImage
 from loaderdbg.snapshot_json import RelocationRows, write_json
 
+from relocation_tables import table_of_rows
+
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 LDSO = "/lib64/ld-linux-x86-64.so.2"
 LIBC_BASE = 0x7FFFF7D80000
@@ -167,7 +169,7 @@ def test_json_rows_from_columns_as_from_states(image):
               {"object": r.binding.object, "symbol": r.binding.symbol, "version": r.binding.version},
               "reason": r.reason} for r in rows]
     expected = json.dumps({"relocations": dicts, "after": 1}, indent=1)
-    for value in (table, tuple(rows)):  # columns, and a plain sequence of states
+    for value in (table, table_of_rows(rows)):  # columns made in bulk, and columns of rows
         written: list[str] = []
         write_json({"relocations": RelocationRows(value), "after": 1}, written.append)
         assert "".join(written) == expected
