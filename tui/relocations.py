@@ -10,7 +10,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from itertools import accumulate, chain, compress, islice, repeat
-from operator import add, attrgetter, contains, is_, is_not, ne, or_, sub
+from operator import add, contains, is_, is_not, ne, or_, sub
 from typing import Callable, Sequence
 
 from rich.text import Text
@@ -133,34 +133,6 @@ def relocation_row(reloc) -> tuple[str, ...]:
             _bound_or_why_of(reloc.binding, reloc.reason))
 
 
-def relocation_column(relocations: Sequence, field: str) -> Sequence:
-    """Every row's field (a RelocationState field name), in row order: the
-    table's own column where it keeps its rows as columns (a snapshot's,
-    whose rows are made only when read), else read row by row."""
-    if isinstance(relocations, (RelocationTable, ObjectRelocations)):
-        return relocations.column(field)
-    return list(map(attrgetter(field), relocations))
-
-
-def relocation_parts(relocations: Sequence) -> Sequence[Sequence]:
-    """relocations in parts following each other: a snapshot's per object
-    (each the same instance from stop to stop while the object's slots do
-    not change), else the whole as one."""
-    if isinstance(relocations, RelocationTable):
-        return relocations.per_object
-    return (relocations,)
-
-
-def changed_rows(before: Sequence, after: Sequence) -> Sequence[int] | None:
-    """The indices of the rows of after that are not before's (None: not
-    rows of the same objects): compared column by column for a snapshot's
-    tables (their rows are made only when read), else row by row (a state
-    unchanged is the same instance)."""
-    if isinstance(before, RelocationTable) and isinstance(after, RelocationTable):
-        return after.changed_rows(before)
-    return list(compress(range(len(after)), map(is_not, before, after)))
-
-
 def _widest_number(cell: Callable[[int | None], str], numbers: Sequence) -> int:
     if len(numbers) > 1:
         try:  # in C when every value is a number (a None among them cannot be compared)
@@ -179,25 +151,25 @@ def _widest_text(cell: Callable[[str], str], texts: Sequence) -> int:
 
 
 class ColumnWidths:
-    """Each column's widest cell over a whole table of relocations, without
-    making its rows: a plain cell is one column's value formatted (its
-    widest is that of its distinct values, or of the extremes of a number),
-    and what a slot binds to is the same text for every slot bound to one
-    definition (the engine hands out one Binding per definition:
-    remembered here). An object's part of the table is measured once while
+    """Each column's widest cell over a snapshot's RelocationTable, read by
+    its columns (its rows are made only when read): a plain cell is one
+    column's value formatted (its widest is that of its distinct values, or
+    of the extremes of a number), and what a slot binds to is the same
+    text for every slot bound to one definition (the engine hands out one
+    Binding per definition: remembered here). An object's part of the table is measured once while
     it is the same part (a stop that writes no slot of the object hands it
-    back)."""
+    back: each part is the same instance from stop to stop while the
+    object's slots do not change)."""
 
     def __init__(self) -> None:
         self._bound: dict[int, object] = {}  # id(binding) -> binding, for the bindings measured
         self._bound_widths: dict[int, int] = {}  # id(binding) -> its text's width
-        self._parts: dict[int, tuple[Sequence, list[int]]] = {}  # id(part) -> (part, its widths)
+        self._parts: dict[int, tuple[ObjectRelocations, list[int]]] = {}  # id(part) -> (part, its widths)
 
-    def of(self, relocations: Sequence) -> list[int]:
-        parts = relocation_parts(relocations)
+    def of(self, relocations: RelocationTable) -> list[int]:
         known = self._parts
         measured = {}
-        for part in parts:
+        for part in relocations.per_object:
             hit = known.get(id(part))
             # A part kept in _parts is alive: no other part has its id.
             widths = hit[1] if hit is not None and hit[0] is part else self._of_part(part)
@@ -206,9 +178,8 @@ class ColumnWidths:
         return [max(column, default=0) for column in zip(*(widths for _, widths in measured.values()))] \
             or [0] * len(COLUMNS)
 
-    def _of_part(self, part: Sequence) -> list[int]:
-        def values(name: str) -> Sequence:
-            return relocation_column(part, name)
+    def _of_part(self, part: ObjectRelocations) -> list[int]:
+        values = part.column
 
         return [
             _widest_text(str, values("object")),
@@ -279,6 +250,13 @@ IN_EVERY_ADDRESS = frozenset(("0", "x", "0x"))
 RUN_FIELDS = ("object", "type_name", "symbol", "state")
 
 
+def looked_for(needle: str) -> tuple[str, ...]:
+    """needle's words that a row's search text may lack, lowered: "0", "x"
+    and "0x" are in every row's address. A row is kept when it holds them
+    all."""
+    return tuple(word for word in needle.lower().split() if word not in IN_EVERY_ADDRESS)
+
+
 class RowRuns(Sequence[int]):
     """Ascending row indices kept as runs of rows in a row: lengths[j]
     rows from firsts[j]. Made in the time of its runs, not of its rows
@@ -341,7 +319,7 @@ class RelocationSearch:
     deleted key by key."""
 
     def __init__(self) -> None:
-        self._relocations: Sequence = ()
+        self._relocations = RelocationTable()
         self._columns: dict[str, Sequence] = {}
         self._addresses: list[str] = []  # the address text of _relocations[:len(_addresses)]
         self._run_firsts: list[int] = []  # the first row of each run, over _relocations[:_runs_made]
@@ -349,42 +327,46 @@ class RelocationSearch:
         self._runs_made = 0
         self._lengths: list[int] | None = None  # each run's rows, once asked for
         self._row_runs: list[int] | None = None  # each row's run, once asked for
-        self._found: OrderedDict[tuple[str, ...], Sequence[int]] = OrderedDict()
-        # The runs kept by the needles of _found that are searched by runs.
-        self._found_runs: OrderedDict[tuple[str, ...], list[int]] = OrderedDict()
+        # By the words looked for (looked_for): the rows they keep, and the
+        # runs they keep where they were searched by runs (else None).
+        self._found: OrderedDict[tuple[str, ...], tuple[Sequence[int], list[int] | None]] = OrderedDict()
 
-    def matching(self, relocations: Sequence, needle: str) -> Sequence[int] | None:
+    def matching(self, relocations: RelocationTable, needle: str) -> Sequence[int] | None:
         """The ascending indices of the relocations needle keeps; None for
         all of them (a needle with no words)."""
-        words = tuple(needle.lower().split())
-        if not words:
+        if not needle.lower().split():
             return None
         self._use(relocations)
+        words = looked_for(needle)
         found = self._found.get(words)
         if found is not None:
             self._found.move_to_end(words)
-            return found
-        # "0", "x" and "0x" are in every row's address.
-        looked_for = tuple(word for word in words if word not in IN_EVERY_ADDRESS)
-        if not looked_for:
+            return found[0]
+        if not words:
             kept = RowRuns([0], [len(relocations)]) if relocations else RowRuns([], [])
-        elif any(HEX_CHARACTERS.issuperset(word) for word in looked_for):
-            kept = self._rows_matching(looked_for)
+            self._remember(words, kept, None)
+        elif any(HEX_CHARACTERS.issuperset(word) for word in words):
+            kept = self._rows_matching(words)
+            self._remember(words, kept, None)
         else:
-            kept = self._runs_matching(looked_for)
-        self._found[words] = kept
-        while len(self._found) > NEEDLES_KEPT:
-            self._found.popitem(last=False)
+            kept = self._runs_matching(words)
         return kept
 
+    def _remember(self, words: tuple[str, ...], kept: Sequence[int], runs: list[int] | None) -> None:
+        self._found[words] = (kept, runs)
+        while len(self._found) > NEEDLES_KEPT:
+            self._found.popitem(last=False)
+
     def _runs_matching(self, words: tuple[str, ...]) -> RowRuns:
+        """The rows of the runs whose text holds every word (none of them
+        can be within an address); remembered."""
         self._make_runs(len(self._relocations))
         texts = self._run_texts
         # From the runs of a remembered needle whose every word is within
         # one of ours (it kept all that ours keeps), the fewest such,
         # unless they are most of the runs.
-        wider = [runs for other, runs in self._found_runs.items()
-                 if all(any(word in mine for mine in words) for word in other)]
+        wider = [runs for other, (_, runs) in self._found.items()
+                 if runs is not None and all(any(word in mine for mine in words) for word in other)]
         runs = min(wider, key=len, default=None)
         rest = words
         if runs is None or len(runs) > len(texts) // 2:
@@ -392,11 +374,10 @@ class RelocationSearch:
             rest = words[1:]
         for word in rest:
             runs = list(compress(runs, map(contains, map(texts.__getitem__, runs), repeat(word))))
-        self._found_runs[words] = runs
-        while len(self._found_runs) > NEEDLES_KEPT:
-            self._found_runs.popitem(last=False)
-        return RowRuns(list(map(self._run_firsts.__getitem__, runs)),
+        kept = RowRuns(list(map(self._run_firsts.__getitem__, runs)),
                        list(map(self._run_lengths().__getitem__, runs)))
+        self._remember(words, kept, runs)
+        return kept
 
     def _rows_matching(self, words: tuple[str, ...]) -> Sequence[int]:
         total = len(self._relocations)
@@ -411,7 +392,7 @@ class RelocationSearch:
         if others:
             kept, bound = self._runs_matching(others), True
         else:
-            kept, bound = min([kept for other, kept in self._found.items()
+            kept, bound = min([kept for other, (kept, _) in self._found.items()
                                if all(any(word in mine for mine in words) for word in other)],
                               key=len, default=None), False
         for word in hex_words:
@@ -443,7 +424,7 @@ class RelocationSearch:
                                                           self._run_lengths())))
         return self._row_runs
 
-    def prepare(self, relocations: Sequence, count: int) -> bool:
+    def prepare(self, relocations: RelocationTable, count: int) -> bool:
         """Make the runs, then the address texts, of up to count more of
         relocations; True once they all have theirs."""
         self._use(relocations)
@@ -478,7 +459,7 @@ class RelocationSearch:
         self._runs_made = end
         self._lengths = self._row_runs = None
 
-    def patched(self, before: Sequence, after: Sequence, changed: Sequence[int], needle: str,
+    def patched(self, before: RelocationTable, after: RelocationTable, changed: Sequence[int], needle: str,
                 kept: Sequence[int] | None) -> None:
         """after is before but at the indices changed (a step wrote those
         slots), and needle keeps kept of them: after is searched from now
@@ -496,11 +477,9 @@ class RelocationSearch:
                     self._patch_run(index, reloc)
         else:
             self._use(after)
-        self._found.clear()
-        self._found_runs.clear()  # runs may have been split: their numbers moved
-        words = tuple(needle.lower().split())
-        if words and kept is not None:
-            self._found[words] = kept
+        self._found.clear()  # runs may have been split: their numbers moved
+        if needle.lower().split() and kept is not None:
+            self._remember(looked_for(needle), kept, None)
 
     def _patch_run(self, row: int, reloc) -> None:
         """row reads reloc now: it is a run of its own unless its run's text
@@ -531,7 +510,7 @@ class RelocationSearch:
         if run > 0 and texts[run - 1] == text:
             del firsts[run], texts[run]
 
-    def _use(self, relocations: Sequence) -> None:
+    def _use(self, relocations: RelocationTable) -> None:
         if relocations is not self._relocations:
             self._relocations = relocations
             self._columns = {}
@@ -541,12 +520,11 @@ class RelocationSearch:
             self._runs_made = 0
             self._lengths = self._row_runs = None
             self._found.clear()
-            self._found_runs.clear()
 
     def _column(self, name: str) -> Sequence:
         values = self._columns.get(name)
         if values is None:
-            values = self._columns[name] = relocation_column(self._relocations, name)
+            values = self._columns[name] = self._relocations.column(name)
         return values
 
 
@@ -588,7 +566,7 @@ class RelocationsPane(ViewPane, Vertical):
         self._column_widths = ColumnWidths()
         self._search = RelocationSearch()
         self._widths: list[int] = []
-        self._widths_of: Sequence | None = None  # the relocations _widths were measured over
+        self._widths_of: RelocationTable | None = None  # the relocations _widths were measured over
         self._row_lines: _RowLines | None = None  # the current layout, and the lines made at it
         self._rows: dict[int, tuple] = {}  # id(state) -> (state, its row): states are reused while unchanged
         self._drawn_needle: str | None = None
@@ -647,7 +625,7 @@ class RelocationsPane(ViewPane, Vertical):
                 return
         self._draw_table(relocations, needle)
 
-    def _draw_table(self, relocations: Sequence, needle: str) -> None:
+    def _draw_table(self, relocations: RelocationTable, needle: str) -> None:
         self._drawn_needle = needle
         self._shown = self._search.matching(relocations, needle)
         if relocations is not self._widths_of:
@@ -688,7 +666,7 @@ class RelocationsPane(ViewPane, Vertical):
                     self._search_timer = self.set_timer(SEARCH_PAUSE, slice_of_them)
         self._search_timer = self.set_timer(SEARCH_START, slice_of_them)
 
-    def _show_rows(self, relocations: Sequence) -> None:
+    def _show_rows(self, relocations: RelocationTable) -> None:
         """The table's lines: those of the relocations shown, made as they
         come on screen."""
         shown = self._shown
@@ -703,7 +681,7 @@ class RelocationsPane(ViewPane, Vertical):
         count = len(relocations) if shown is None else len(shown)
         self.table.set_lines(LazyLines(count * height, row_lines.width if count else 0, line))
 
-    def _patch(self, before: Sequence, after: Sequence, needle: str) -> bool:
+    def _patch(self, before: RelocationTable, after: RelocationTable, needle: str) -> bool:
         """Take the entries that changed (a step while ld.so relocates flips
         one or two of thousands; the lines on screen are made again if they
         are among them); False when the table must be built again: other
@@ -711,7 +689,7 @@ class RelocationsPane(ViewPane, Vertical):
         its column."""
         if len(before) != len(after) or self._row_lines is None:
             return False
-        changed = changed_rows(before, after)
+        changed = after.changed_rows(before)
         if changed is None or len(changed) > PATCH_LIMIT:
             return False  # a continue that relocated a library: measuring the table anew is quicker
         words = needle.lower().split()

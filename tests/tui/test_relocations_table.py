@@ -55,6 +55,23 @@ ODD_ONES = [
 ]
 
 
+def table_of(states) -> RelocationTable:
+    """states as a snapshot keeps them (what the pane is given): per
+    object, in columns, each object's rows in a row."""
+    objects = list(dict.fromkeys(r.object for r in states))
+    return RelocationTable(ObjectRelocations.of_rows(name, [r for r in states if r.object == name])
+                           for name in objects)
+
+
+def patched(table, states: dict[int, str]) -> RelocationTable:
+    """table with the rows at the keys of states in those states, as a step
+    that writes those slots leaves it."""
+    rows = list(table)
+    for index, new_state in states.items():
+        rows[index] = dataclasses.replace(rows[index], state=new_state)
+    return table_of(rows)
+
+
 def widths_of_rows(states) -> list[int]:
     rows = [relocation_row(r) for r in states]
     return [max((len(row[i]) for row in rows), default=0) for i in range(len(COLUMNS))]
@@ -63,11 +80,12 @@ def widths_of_rows(states) -> list[int]:
 def test_column_widths_are_the_widest_cells():
     widths = ColumnWidths()
     for end in range(1, len(ODD_ONES) + 1):
-        assert widths.of(ODD_ONES[:end]) == widths_of_rows(ODD_ONES[:end]), end
+        assert widths.of(table_of(ODD_ONES[:end])) == widths_of_rows(ODD_ONES[:end]), end
     # Without the slot whose reason stands beside it, its long binding is not in the table.
     rest = [r for r in ODD_ONES if r.reason is None]
-    assert widths.of(rest) == widths_of_rows(rest)
-    assert widths.of(ODD_ONES[::-1]) == widths_of_rows(ODD_ONES)  # remembered bindings, same answer
+    assert widths.of(table_of(rest)) == widths_of_rows(rest)
+    # Remembered bindings, same answer.
+    assert widths.of(table_of(ODD_ONES[::-1])) == widths_of_rows(ODD_ONES)
 
 
 numbers = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 64) - 1))
@@ -89,9 +107,7 @@ random_states = st.lists(st.builds(
 @settings(max_examples=150, deadline=None)
 @given(random_states)
 def test_column_widths_match_the_rows_of_any_table(states):
-    assert ColumnWidths().of(states) == widths_of_rows(states)
-    # As a snapshot holds them (per-object columns), which is what the pane is given.
-    assert ColumnWidths().of(_snapshot_table(states)) == widths_of_rows(states)
+    assert ColumnWidths().of(table_of(states)) == widths_of_rows(states)
 
 
 TABLE = [state(i, object=["libc.so.6", "libm.so.6", "gdb"][i % 3],
@@ -111,9 +127,8 @@ def typed_and_deleted(text: str) -> list[str]:
 
 @pytest.mark.parametrize("text", ["libc jump", "pending libm", "LIBC  RELATIVE 0x7ffff7a0", "sym_1 pend", " ",
                                   "gdb glob_dat sym_3"])
-@pytest.mark.parametrize("as_snapshot", [False, True], ids=["rows", "snapshot-table"])
-def test_search_keeps_what_matches_keeps(text, as_snapshot):
-    table = _snapshot_table(TABLE) if as_snapshot else TABLE
+def test_search_keeps_what_matches_keeps(text):
+    table = table_of(TABLE)
     rows = list(table)
     search = RelocationSearch()
     search.prepare(table, 100)  # partly made ahead: the rest when first needed
@@ -125,20 +140,21 @@ def test_search_keeps_what_matches_keeps(text, as_snapshot):
 
 
 def test_search_follows_a_patched_table():
+    table = table_of(TABLE)
+    rows = list(table)
     search = RelocationSearch()
-    search.prepare(TABLE, len(TABLE))
-    kept = search.matching(TABLE, "pending")
+    search.prepare(table, len(table))
+    kept = search.matching(table, "pending")
     # A step writes three slots: one was pending, two become pending.
     changed = [kept[0], 1, 2]
-    after = list(TABLE)
-    for index, new_state in zip(changed, ["applied", "pending", "pending"]):
-        after[index] = dataclasses.replace(TABLE[index], state=new_state)
-    search.patched(TABLE, after, changed, "libc", search.matching(TABLE, "libc"))
+    after = patched(rows, dict(zip(changed, ["applied", "pending", "pending"])))
+    search.patched(table, after, changed, "libc", search.matching(table, "libc"))
     for needle in ("libc", "pending", "libc pending", "lazy"):
         assert list(search.matching(after, needle)) == kept_by(after, needle), needle
     # Patched from a table it was not searching: it starts over.
-    search.patched(TABLE, list(TABLE), [], "", None)
-    assert list(search.matching(TABLE, "pending")) == kept_by(TABLE, "pending")
+    again = table_of(rows)
+    search.patched(table, again, [], "", None)
+    assert list(search.matching(again, "pending")) == kept_by(rows, "pending")
 
 
 # Texts where a filter's words could go wrong: spaces inside names, case
@@ -159,26 +175,24 @@ needle_words = st.sampled_from(["lib", "libς", "libσ", "i̇", "i̇x", "a", "b"
 def test_search_of_odd_names_keeps_what_matches_keeps(states, text):
     """Runs of rows (words that cannot be in an address) and row by row
     search texts (those that can) both keep what matches() keeps."""
-    for table in (states, _snapshot_table(states)):  # rows, and as a snapshot holds them
-        rows = list(table)
-        search = RelocationSearch()
-        for needle in typed_and_deleted(text):
-            found = search.matching(table, needle)
-            assert (list(found) if found is not None else list(range(len(rows)))) == kept_by(rows, needle), needle
+    table = table_of(states)
+    rows = list(table)
+    search = RelocationSearch()
+    for needle in typed_and_deleted(text):
+        found = search.matching(table, needle)
+        assert (list(found) if found is not None else list(range(len(rows)))) == kept_by(rows, needle), needle
 
 
 def test_a_patch_splits_runs():
     """Rows in a long run (one object, type and state): a patch changes one
     at the start, one inside and one at the end of the run; the filters
     after it keep what matches() keeps."""
-    table = [state(i, state="pending" if i < 50 else "applied") for i in range(100)]
+    table = table_of([state(i, state="pending" if i < 50 else "applied") for i in range(100)])
     search = RelocationSearch()
     search.prepare(table, len(table))
     assert len(search.matching(table, "pending")) == 50
     changed = [0, 20, 49, 50, 99]
-    after = list(table)
-    for index in changed:
-        after[index] = dataclasses.replace(table[index], state="lazy" if index != 50 else "applied")
+    after = patched(table, {index: "lazy" if index != 50 else "applied" for index in changed})
     search.patched(table, after, changed, "", None)
     for needle in ("pending", "applied", "lazy", "libfoo lazy", "relative", "0x7ffff7a000a0", "lazy 0x7ffff7a000a0"):
         assert list(search.matching(after, needle)) == kept_by(after, needle), needle
@@ -189,14 +203,13 @@ def test_stepping_through_a_run_row_by_row(order):
     """A step applies one pending slot at a time, as ld.so does, in either
     direction and from inside a run: each patched row joins the run of its
     new state beside it, and every filter keeps what matches() keeps."""
-    table = [state(i, state="pending") for i in range(120)]
+    table = table_of([state(i, state="pending") for i in range(120)])
     rows = {"forwards": range(120), "backwards": range(119, -1, -1),
             "from the middle": [*range(60, 120), *range(59, -1, -1)]}[order]
     search = RelocationSearch()
     search.prepare(table, len(table))
     for step, row in enumerate(rows):
-        after = list(table)
-        after[row] = dataclasses.replace(table[row], state="applied")
+        after = patched(table, {row: "applied"})
         search.patched(table, after, [row], "", None)
         table = after
         if step % 17 == 0 or step == 119:
@@ -215,18 +228,10 @@ def test_row_runs_are_their_rows():
     assert len(RowRuns([], [])) == 0 and list(RowRuns([], [])) == []
 
 
-def _snapshot_table(states) -> RelocationTable:
-    """states as a snapshot keeps them: per object, in columns (each
-    object's rows in a row, as a snapshot's are)."""
-    objects = list(dict.fromkeys(r.object for r in states))
-    return RelocationTable(ObjectRelocations.of_rows(name, [r for r in states if r.object == name])
-                           for name in objects)
-
-
 def test_a_snapshots_table_is_read_by_columns_and_parts(monkeypatch):
     """Widths and filters over a snapshot's table (per-object columns) are
     those of its rows; a part handed back unchanged is not measured again."""
-    table = _snapshot_table(TABLE + ODD_ONES)
+    table = table_of(TABLE + ODD_ONES)
     rows = tuple(table)
     assert ColumnWidths().of(table) == widths_of_rows(rows)
     search = RelocationSearch()
@@ -237,9 +242,8 @@ def test_a_snapshots_table_is_read_by_columns_and_parts(monkeypatch):
     widths = ColumnWidths()
     widths.of(table)
     read = []
-    original = relocations_module.relocation_column
-    monkeypatch.setattr(relocations_module, "relocation_column",
-                        lambda part, field: read.append(part) or original(part, field))
+    original = ObjectRelocations.column
+    monkeypatch.setattr(ObjectRelocations, "column", lambda part, field: read.append(part) or original(part, field))
     libm = table.per_object[1]
     changed = ObjectRelocations.of_rows(libm.object, [dataclasses.replace(r, symbol="a_much_longer_symbol_now")
                                                       for r in libm])
@@ -273,7 +277,9 @@ def _big_view(view, copies: int):
     other addresses (as many relocations as gdb's with a hundred copies)."""
     base = view.snapshot.relocations
     top = max(r.address for r in base) + 0x1000
-    big = tuple(dataclasses.replace(r, address=r.address + copy * top) for copy in range(copies) for r in base)
+    big = RelocationTable(ObjectRelocations.of_rows(part.object, [dataclasses.replace(r, address=r.address + copy * top)
+                                                                  for r in part])
+                          for copy in range(copies) for part in base.per_object)
     return dataclasses.replace(view, snapshot=dataclasses.replace(view.snapshot, relocations=big))
 
 
