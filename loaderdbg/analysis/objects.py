@@ -10,6 +10,7 @@ lives inside the .so at a page-aligned offset) with one rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Callable, Sequence
 
 from loaderdbg.analysis.relocation_cache import RelocationCache
@@ -104,35 +105,24 @@ def _is_file_backed(entry: MapEntry) -> bool:
 
 def discover_objects(maps: Sequence[MapEntry], cache: ElfCache) -> tuple[MappedObject, ...]:
     """ELF objects in address order, each with its load bias and mappings."""
-    open_objects: dict[tuple, list] = {}  # file key -> [info, elf_offset, base, maps, path]
-    found: list[list] = []
-    for entry in maps:
-        if not _is_file_backed(entry):
-            # Anonymous bss right after an object's last file mapping.
-            if found and _is_anonymous(entry) and found[-1][3][-1].end == entry.start:
-                last = found[-1]
-                if _within_object(last[0], last[2], entry):
-                    last[3].append(entry)
-            continue
-        key = (entry.dev, entry.inode)
-        record = _object_start(entry, cache)
-        if record is not None:
-            found.append(record)
-            open_objects[key] = record
-            continue
-        record = open_objects.get(key)
-        if record is not None and _within_object(record[0], record[2], entry):
-            record[3].append(entry)
-    return tuple(_mapped_object(r) for r in found)
+    # index in maps -> _object_start's record
+    starts = {index: record for index, entry in enumerate(maps)
+              if _is_file_backed(entry) and (record := _object_start(entry, cache)) is not None}
+    # file key -> index of its last mapping (anonymous ones' too: unused)
+    last_of_file = {(entry.dev, entry.inode): index for index, entry in enumerate(maps)}
+    for index, record in starts.items():
+        entry = maps[index]
+        _members(maps, index, record, starts.__contains__, last_of_file[(entry.dev, entry.inode)])
+    return tuple(_mapped_object(record) for record in starts.values())
 
 
 def object_containing(maps: Sequence[MapEntry], cache: ElfCache, addr: int) -> MappedObject | None:
     """The object of discover_objects(maps, cache) that contains addr, the
     same one, parsing only the files that decide it: the file mapped at addr
     (or, for an anonymous bss, the object before it), not every mapped
-    library. It follows discover_objects' rules from the object's first
-    mapping on; the only other objects it must know of are ones starting
-    between that mapping and a bss that could still be this object's."""
+    library. It gathers the object's mappings as discover_objects does
+    (_members), asking of another file's mapping whether it starts an
+    object only when that decides who owns a bss."""
     index = next((i for i, e in enumerate(maps) if e.start <= addr < e.end), None)
     if index is None:
         return None
@@ -151,34 +141,44 @@ def object_containing(maps: Sequence[MapEntry], cache: ElfCache, addr: int) -> M
     if first is None:
         return None
     record = _object_start(maps[first], cache)
-    members = _members(maps, first, record, cache)
+    members = _members(maps, first, record, lambda i: _object_start(maps[i], cache) is not None, len(maps))
     return _mapped_object(record) if entry in members else None
 
 
-def _members(maps: Sequence[MapEntry], first: int, record: list, cache: ElfCache) -> list[MapEntry]:
-    """The mappings discover_objects gives the object starting at maps[first]
-    (record as _object_start made it): its file's next mappings until the
-    file starts another object, and a bss right after its last mapping for
-    as long as no other object has started since."""
+def _members(maps: Sequence[MapEntry], first: int, record: list, starts_object: Callable[[int], bool],
+             last_of_file: int) -> list[MapEntry]:
+    """The mappings of the object starting at maps[first] (record as
+    _object_start made it), added to record's: its file's next mappings
+    until the file starts another object, and a bss right after its last
+    mapping for as long as no other object has started since.
+    ``starts_object(i)``: whether the file-backed maps[i] starts an object
+    (asked of another file's mapping only when a bss could be this
+    object's); ``last_of_file``: no mapping of the file lies past this
+    index (len(maps) when not known). Maps are sorted by address, so past
+    it the first mapping that does not join this object ends it."""
     info, _, base, members, _ = record
     start = maps[first]
     key = (start.dev, start.inode)
-    others: list[MapEntry] = []  # other files' mappings since: object starts or not, asked only if it matters
+    others: list[int] = []  # other files' mappings since: object starts or not, asked only if it matters
     last_started = True  # whether this object is still the last one to have started
-    for entry in maps[first + 1:]:
+    for index, entry in enumerate(islice(maps, first + 1, None), first + 1):
         if _is_file_backed(entry):
             if (entry.dev, entry.inode) != key:
-                others.append(entry)
-            elif _object_start(entry, cache) is not None:
+                others.append(index)
+            elif starts_object(index):
                 break  # the file's next object: it takes the rest
             elif _within_object(info, base, entry):
                 members.append(entry)
+                continue
         elif _is_anonymous(entry) and members[-1].end == entry.start and _within_object(info, base, entry):
             if others and last_started:
-                last_started = not any(_object_start(e, cache) is not None for e in others)
+                last_started = not any(map(starts_object, others))
                 others.clear()
             if last_started:
                 members.append(entry)
+                continue
+        if index > last_of_file:
+            break  # nothing later is adjacent to this object's last mapping
     return members
 
 

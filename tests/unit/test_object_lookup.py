@@ -39,8 +39,44 @@ def probes(maps) -> list[int]:
     return sorted(a for a in out if a >= 0)
 
 
+def grouped_in_one_pass(maps, cache: ElfCache) -> list[tuple[int, list[int]]]:
+    """The module's rule stated as one pass over the maps, apart from the
+    walk discover_objects and object_containing share: (base, the starts
+    of its mappings) of each object. An object starts where a file's bytes
+    at the mapping's offset are an ELF image that parses; a file's later
+    mapping within the object's PT_LOADs (page-rounded) belongs to the
+    object that file started last; an anonymous mapping right after the
+    last mapping of the object started last, within its PT_LOADs, is its bss."""
+    def within(obj, entry) -> bool:
+        return any((obj["base"] + s.vaddr) & ~(PAGE - 1) <= entry.start
+                   < (obj["base"] + s.vaddr + s.memsz + PAGE - 1) & ~(PAGE - 1)
+                   for s in obj["info"].segments if s.type == "LOAD")
+
+    found: list[dict] = []
+    last_of_file: dict[tuple, dict] = {}
+    for entry in maps:
+        if entry.inode != 0 and entry.path.startswith("/"):
+            data = cache.file_bytes(entry)
+            info = cache.elf_at(entry, entry.offset) if data and data[entry.offset:entry.offset + 4] == b"\x7fELF" \
+                else None
+            if info is not None:
+                first_load = min((s.vaddr for s in info.segments if s.type == "LOAD"), default=0)
+                obj = {"info": info, "base": entry.start - (first_load & ~(PAGE - 1)), "maps": [entry]}
+                found.append(obj)
+                last_of_file[(entry.dev, entry.inode)] = obj
+                continue
+            obj = last_of_file.get((entry.dev, entry.inode))
+            if obj is not None and within(obj, entry):
+                obj["maps"].append(entry)
+        elif entry.inode == 0 and not entry.path and found and found[-1]["maps"][-1].end == entry.start \
+                and within(found[-1], entry):
+            found[-1]["maps"].append(entry)
+    return [(obj["base"], [m.start for m in obj["maps"]]) for obj in found]
+
+
 def assert_same_everywhere(maps) -> None:
     everything = discover_objects(maps, reading_cache())
+    assert [(o.base, [m.start for m in o.maps]) for o in everything] == grouped_in_one_pass(maps, reading_cache())
     cache = reading_cache()  # one session's: files read and parsed once
     for addr in probes(maps):
         expected = next((o for o in everything if o.contains(addr)), None)
