@@ -1183,7 +1183,9 @@ class Recorder:
 
     def _exit_reason(self, stop: Stop) -> StopReason:
         crash = self.crash_reason
-        if crash is not None:
+        # The fault describes the end only when the program died of it: one
+        # whose handler fixed the fault lives on and exits as it will.
+        if crash is not None and stop.kind is StopKind.KILLED and stop.signal_name == crash.signal:
             return crash
         if stop.kind is StopKind.EXITED:
             return reasons.exited(self.target, stop.exit_code)
@@ -1245,6 +1247,10 @@ class Recorder:
             self._syscall_done(t, syscall, self.regs, None)
             self._no_verify = True
             return
+        if syscall[1] in _EXECS and result == 0:
+            # The execve replaced the address space before its exec event:
+            # the registers and memory are the new image's.
+            return self._new_image(syscall, self._vanished_by_exec(), raw)
         raw = untrapped_r11(raw) or raw
         self._resync_maps(t, syscall=syscall[1])
         self._diff_writable(t, WRITE_KERNEL)
@@ -1264,14 +1270,29 @@ class Recorder:
         gone = self._vanished_by_exec()
         try:
             ptrace.syscall(self.pid, 0)
+        except ptrace.PtraceError:
+            pass  # a SIGKILL woke it from the event: the wait below brings its exit event
+        try:
             status = ptrace.waitpid(self.pid)[1]
-        except (ptrace.PtraceError, ChildProcessError):
+        except ChildProcessError:
             status = None
-        if status is not None and not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (_signal.SIGTRAP | 0x80)):
+        # A SIGKILL that lands now leaves the new image at its exit event:
+        # the execve is recorded, then the end.
+        dying = status is not None and os.WIFSTOPPED(status) and (status >> 16) & 0xFF == ptrace.EVENT_EXIT
+        if status is not None and not dying \
+                and not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (_signal.SIGTRAP | 0x80)):
             return self._unusual(status, None, syscall)
+        self._new_image(syscall, gone, self._fetch_regs())
+        if dying:
+            self._exit_event(None)
+        self._after_special()
+
+    def _new_image(self, syscall: tuple | None, gone: list[int], raw: bytes) -> None:
+        """The step of an execve that replaced the address space (``gone``:
+        the threads it ended), with the new image's registers ``raw``: every
+        page is new."""
         self.tracker.exec_happened()
         self.reader.reopen()
-        raw = self._fetch_regs()
         t = self.pos
         self.plans.clear()
         self.code_pages.clear()
@@ -1289,7 +1310,6 @@ class Recorder:
         stop = Stop(StopKind.EVENT, self.pid, signal=_signal.SIGTRAP, event=ptrace.EVENT_EXEC)
         self.tracker.stopped(self.pos, raw, stop)
         self._flush_events()
-        self._after_special()
 
     # ---------------------------------------------------------------- threads
     def _record_threads(self) -> None:

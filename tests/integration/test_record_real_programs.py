@@ -1,0 +1,179 @@
+"""Recording real programs where the recorder's bookkeeping is easy to get
+wrong: a fault the program handles and lives on from, and an execve that a
+SIGKILL cuts into. The orders a race can take are forced with real ptrace
+calls on the real process (a kill sent at the exact stop), never mocked.
+
+The programs are tiny static C programs built here (a static startup is
+~11,000 steps: each recording takes well under a second)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from loaderdbg.process import ptrace
+from loaderdbg.process.tracee import LaunchSpec
+from loaderdbg.record.recorder import record_program
+from loaderdbg.record.replay import ReplaySession
+
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+EXECVE = 59  # x86-64 syscall number
+
+HANDLED_FAULT_C = r"""
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+static char *page;
+static void unprotect(int sig, siginfo_t *info, void *context) {
+    (void)sig; (void)context;
+    mprotect((void *)((long)info->si_addr & ~4095L), 4096, PROT_READ | PROT_WRITE);
+}
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = unprotect;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    page = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    page[100] = 42;              /* SIGSEGV; the handler makes the page writable, the store runs again */
+    return page[100] == 42 ? 0 : 1;
+}
+"""
+
+EXEC_SELF_C = r"""
+#include <unistd.h>
+int main(int argc, char **argv) {
+    (void)argv;
+    if (argc > 1)
+        return 0;
+    char *again[] = {"exec-self", "again", 0};
+    execv("/proc/self/exe", again);
+    return 1;
+}
+"""
+
+
+def build_static(directory, name: str, source: str) -> str:
+    path = str(directory / name)
+    gcc = subprocess.run(["gcc", "-static", "-O1", "-o", path, "-x", "c", "-"], input=source, text=True,
+                         capture_output=True)
+    if gcc.returncode:
+        pytest.skip(f"cannot build {name}: {gcc.stderr.strip()}")
+    return path
+
+
+def spec_for(path: str) -> LaunchSpec:
+    return LaunchSpec(path=path, argv=(path,), env=dict(ENV))
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("programs")
+    return {"handled-fault": build_static(directory, "handled-fault", HANDLED_FAULT_C),
+            "exec-self": build_static(directory, "exec-self", EXEC_SELF_C)}
+
+
+def test_a_fault_the_program_handles_does_not_end_the_recording_as_a_crash(tmp_path, programs):
+    """The SIGSEGV is recorded (a signal, the crash milestone), its handler
+    runs, the store runs again and the program exits 0: the recording ends
+    'exited with status 0', as the run did, not with the fault it lived
+    through."""
+    path = tmp_path / "handled.ldbg"
+    summary = record_program(spec_for(programs["handled-fault"]), str(path), "exit", progress=False)
+    assert summary.divergences == 0
+    assert summary.stop_reason.kind == "exited" and summary.stop_reason.exit_code == 0, summary.stop_reason
+    with ReplaySession(str(path)) as replay:
+        assert replay.end_reason.kind == "exited" and replay.end_reason.exit_code == 0
+        assert [e.name for e in replay.events() if e.kind == "signal"] == ["SIGSEGV"]
+        assert replay.verify().ok
+
+
+def _at_execve(pid: int, regs: ptrace.RegisterBuffer) -> bool:
+    raw = regs.fetch(pid)
+    rip = int.from_bytes(raw[16 * 8:17 * 8], "little")  # user_regs_struct.rip
+    rax = int.from_bytes(raw[10 * 8:11 * 8], "little")
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(rip)
+        return mem.read(2) == b"\x0f\x05" and rax == EXECVE
+
+
+def _argv_at(replay: ReplaySession, sp: int) -> list[bytes] | None:
+    """The argument strings of the initial stack at ``sp`` (argc, argv[]),
+    as the replayed memory holds them."""
+    argc = replay.read_memory(sp, 8)
+    if argc is None:
+        return None
+    strings = []
+    for index in range(int.from_bytes(argc, "little")):
+        pointer = replay.read_memory(sp + 8 + 8 * index, 8)
+        text = None if pointer is None else replay.read_memory(int.from_bytes(pointer, "little"), 32)
+        if text is None:
+            return None
+        strings.append(text.split(b"\0", 1)[0])
+    return strings
+
+
+def _the_new_image_is_recorded(path, summary) -> None:
+    """The execve completed before the kill: the recording's last step is the
+    new image at its first instruction, with its own memory (its argv on its
+    new stack), and nothing diverges."""
+    assert summary.stop_reason.kind == "killed" and summary.divergences == 0, summary
+    with ReplaySession(str(path)) as replay:
+        replay.goto(replay.last_step)
+        assert replay.pc == replay.recording.meta["entry_pc"]  # the same static program, its entry again
+        assert _argv_at(replay, replay.register("rsp")) == [b"exec-self", b"again"]
+        replay.snapshot()
+        execs = [e for e in replay.events() if e.kind == "syscall" and e.name == "execve"]
+        assert len(execs) == 1 and execs[0].detail.endswith("= 0")
+        assert any(e.kind == "milestone" and e.name == "exec" for e in replay.events())
+        assert replay.verify().ok
+
+
+def test_kill_after_the_exec_event_keeps_the_new_image(tmp_path, monkeypatch, programs):
+    """A SIGKILL that lands once the exec event was reported, before the
+    recorder has left execve (its PTRACE_SYSCALL finds the thread woken by
+    the kill, or the syscall-exit stop never comes: the exit event does).
+    The execve happened: the recording has it, then the kill."""
+    real_syscall = ptrace.syscall
+    killed = []
+
+    def kill_then_leave_execve(pid, signal_number=0):
+        if not killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return real_syscall(pid, signal_number)
+
+    monkeypatch.setattr(ptrace, "syscall", kill_then_leave_execve)
+    path = tmp_path / "exec-killed.ldbg"
+    summary = record_program(spec_for(programs["exec-self"]), str(path), "exit", progress=False)
+    assert killed
+    _the_new_image_is_recorded(path, summary)
+
+
+def test_kill_in_place_of_the_exec_event_keeps_the_new_image(tmp_path, monkeypatch, programs):
+    """A SIGKILL that lands after execve replaced the address space but
+    before its exec event stopped the thread: the exit event comes in the
+    exec event's place, with the new image's registers. The order is forced:
+    step the execve, take its exec event, kill, and the recorder's wait gets
+    the exit event."""
+    real_singlestep = ptrace.singlestep
+    regs = ptrace.RegisterBuffer()
+    seen = []
+
+    def singlestep_then_kill(pid, signal_number=0):
+        at_execve = not seen and _at_execve(pid, regs)
+        real_singlestep(pid, signal_number)
+        if at_execve:
+            status = ptrace.waitpid(pid)[1]
+            seen.append(status)
+            assert (status >> 16) & 0xFF == ptrace.EVENT_EXEC
+            os.kill(pid, signal.SIGKILL)
+
+    monkeypatch.setattr(ptrace, "singlestep", singlestep_then_kill)
+    path = tmp_path / "exec-replaced.ldbg"
+    summary = record_program(spec_for(programs["exec-self"]), str(path), "exit", progress=False)
+    assert seen
+    _the_new_image_is_recorded(path, summary)
