@@ -671,6 +671,11 @@ class Recorder:
                         why = 5
                         break
                     if result < REGS_FETCHED:
+                        if result == STEP_STATUS:
+                            # The trap came but GETREGS found the thread gone
+                            # from it: a SIGKILL woke it, and its exit event
+                            # (the step ran) is what says how the step ended.
+                            result = ptrace.waitpid(self.tid)[1]
                         status = result
                         why = 3
                         break
@@ -1250,7 +1255,9 @@ class Recorder:
         if syscall[1] in _EXECS and result == 0:
             # The execve replaced the address space before its exec event:
             # the registers and memory are the new image's.
-            return self._new_image(syscall, self._vanished_by_exec(), raw)
+            gone = self._vanished_by_exec()
+            self._read_new_image()
+            return self._commit_new_image(syscall, gone, raw)
         raw = untrapped_r11(raw) or raw
         self._resync_maps(t, syscall=syscall[1])
         self._diff_writable(t, WRITE_KERNEL)
@@ -1268,35 +1275,50 @@ class Recorder:
         which spends exactly one step (event + empty trap) on the execve.
         Every other thread is gone; the execing one is the leader now."""
         gone = self._vanished_by_exec()
+        # The new image is in place at this event, and read now: a SIGKILL
+        # landing from here on may end the process with nothing left to read
+        # (the resume below can even be what lets it die, from an exit event
+        # that came in between).
+        try:
+            at_event = self._regs_buffer.fetch(self.pid)
+        except ptrace.PtraceError:
+            at_event = None  # a SIGKILL woke it from the event already
+        self._read_new_image()
         try:
             ptrace.syscall(self.pid, 0)
         except ptrace.PtraceError:
-            pass  # a SIGKILL woke it from the event: the wait below brings its exit event
+            pass  # woken by a SIGKILL: the wait below brings its exit event
         try:
             status = ptrace.waitpid(self.pid)[1]
         except ChildProcessError:
             status = None
-        # A SIGKILL that lands now leaves the new image at its exit event:
-        # the execve is recorded, then the end.
-        dying = status is not None and os.WIFSTOPPED(status) and (status >> 16) & 0xFF == ptrace.EVENT_EXIT
-        if status is not None and not dying \
-                and not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (_signal.SIGTRAP | 0x80)):
+        gone_now = status is not None and (os.WIFEXITED(status) or os.WIFSIGNALED(status))
+        if gone_now and at_event is not None:
+            # Killed with no stop left to read its registers at: they are the
+            # event's, with what the kernel returns from a successful execve.
+            raw = at_event[:_RAX] + bytes(8) + at_event[_RAX + 8:]
+        elif gone_now:
             return self._unusual(status, None, syscall)
-        self._new_image(syscall, gone, self._fetch_regs())
-        if dying:
-            self._exit_event(None)
-        self._after_special()
+        else:
+            raw = self._fetch_regs()
+        self._commit_new_image(syscall, gone, raw)
+        if status is None or (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (_signal.SIGTRAP | 0x80)):
+            return self._after_special()
+        self._unusual(status, None)  # its exit event (a SIGKILL), its end, or a signal at its first instruction
 
-    def _new_image(self, syscall: tuple | None, gone: list[int], raw: bytes) -> None:
-        """The step of an execve that replaced the address space (``gone``:
-        the threads it ended), with the new image's registers ``raw``: every
-        page is new."""
+    def _read_new_image(self) -> None:
+        """An execve replaced the address space: every page is read anew (as
+        written by the execve's step, self.pos)."""
         self.tracker.exec_happened()
         self.reader.reopen()
-        t = self.pos
         self.plans.clear()
         self.code_pages.clear()
-        self._resync_maps(t, everything=True)
+        self._resync_maps(self.pos, everything=True)
+
+    def _commit_new_image(self, syscall: tuple | None, gone: list[int], raw: bytes) -> None:
+        """Close the execve's step (``gone``: the threads it ended) with the
+        new image's registers ``raw``."""
+        t = self.pos
         self._commit(raw, (1 << 27) - 1)
         if syscall is not None:
             self._syscall_done(t, syscall, raw, 0)

@@ -134,9 +134,11 @@ def _the_new_image_is_recorded(path, summary) -> None:
 
 def test_kill_after_the_exec_event_keeps_the_new_image(tmp_path, monkeypatch, programs):
     """A SIGKILL that lands once the exec event was reported, before the
-    recorder has left execve (its PTRACE_SYSCALL finds the thread woken by
-    the kill, or the syscall-exit stop never comes: the exit event does).
-    The execve happened: the recording has it, then the kill."""
+    recorder has left execve: its PTRACE_SYSCALL finds the thread woken by
+    the kill (ESRCH, the exit event follows), or finds it already at its
+    exit event and lets it die with no stop left to read it at (which of
+    the two depends on the scheduler; both happen here). The execve
+    happened: the recording has it, then the kill."""
     real_syscall = ptrace.syscall
     killed = []
 
@@ -177,3 +179,44 @@ def test_kill_in_place_of_the_exec_event_keeps_the_new_image(tmp_path, monkeypat
     summary = record_program(spec_for(programs["exec-self"]), str(path), "exit", progress=False)
     assert seen
     _the_new_image_is_recorded(path, summary)
+
+
+@pytest.fixture(scope="module")
+def hello_static(fixtures_dir):
+    return str(fixtures_dir / "zoo/hello-static")
+
+
+def test_kill_between_a_trap_and_its_registers(tmp_path, monkeypatch, hello_static):
+    """A SIGKILL that lands after the step's trap was reported but before
+    the registers were read: GETREGS finds the thread woken by the kill
+    (ESRCH), on its way to its exit event. The step ran and is recorded,
+    the recording ends 'killed by SIGKILL', with no SIGTRAP the program
+    never got. The order is forced as the step helper meets it: step, take
+    the trap, kill, and hand back the trap without registers."""
+    real_step = ptrace.step_and_fetch
+    regs = ptrace.RegisterBuffer()
+    seen = {"steps": 0, "rip_after": None}
+
+    def trap_then_kill(c_pid, regs_addr):
+        seen["steps"] += 1
+        if seen["steps"] < 3000 or seen["rip_after"] is not None:
+            return real_step(c_pid, regs_addr)
+        pid = c_pid.value
+        ptrace.singlestep(pid)
+        status = ptrace.waitpid(pid)[1]
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP
+        seen["rip_after"] = int.from_bytes(regs.fetch(pid)[16 * 8:17 * 8], "little")
+        os.kill(pid, signal.SIGKILL)
+        return status  # no STEP_REGS_FETCHED: GETREGS failed
+
+    monkeypatch.setattr(ptrace, "step_and_fetch", trap_then_kill)
+    path = tmp_path / "killed-before-getregs.ldbg"
+    summary = record_program(spec_for(hello_static), str(path), "exit", progress=False)
+    assert seen["rip_after"] is not None
+    assert summary.stop_reason.kind == "killed" and summary.divergences == 0, summary
+    with ReplaySession(str(path)) as replay:
+        replay.goto(replay.last_step)
+        assert replay.pc == seen["rip_after"]
+        assert not [e for e in replay.events() if e.kind == "signal"]
+        assert replay.verify().ok
+
