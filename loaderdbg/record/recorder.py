@@ -39,6 +39,7 @@ from loaderdbg.end_signals import ENDING_SIGNALS
 from loaderdbg.arch import X86_64, get_arch
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry, parse_maps
+from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.decode.syscalls import MAPPING_SYSCALLS
 from loaderdbg.decode.siginfo import decode_siginfo, describe_siginfo
 from loaderdbg.errors import OutputError, TargetError, UsageError
@@ -322,6 +323,7 @@ class Recorder:
         self._child_affinity: set[int] | None = None
         self._flushed_final = False
         self._last_progress: float | None = None
+        self._stop_sent_to: int | None = None  # the thread Ctrl-C's SIGSTOP went to, until a step meets it
 
     # ------------------------------------------------------------------ setup
     def run(self) -> RecordingSummary:
@@ -455,10 +457,42 @@ class Recorder:
                 os.sched_setaffinity(tracee.pid, self._child_affinity)
             except OSError:
                 pass
+        self._take_back_stop()
         self._detach_threads()
         tracee.pending_signal = self.pending_signal if self.tid == self.pid else 0
         self.pending_signal = 0
         tracee.detach()
+
+    def _take_back_stop(self) -> None:
+        """Ctrl-C's SIGSTOP that no step met (the recording was ending
+        anyway) is still pending for its thread: let go with it, the caught
+        program would stop for good, untraced. The thread takes it now, in a
+        signal stop that is not delivered (any signal it was about to get
+        is, on the way)."""
+        tid, self._stop_sent_to = self._stop_sent_to, None
+        if tid == self.tid:
+            waiting = None
+        elif tid in self.others and self.others[tid].blocked is None:
+            waiting = self.others[tid]
+        else:
+            return  # gone, or in a syscall: detaching interrupts it and sees the stop
+        for _ in range(8):
+            if not _sigstop_pending(tid):
+                return
+            deliver = self.pending_signal if waiting is None else waiting.pending_signal
+            try:
+                ptrace.cont(tid, deliver)
+                status = ptrace.waitpid(tid)[1]
+            except (ptrace.PtraceError, ChildProcessError):
+                return
+            if not os.WIFSTOPPED(status):
+                return
+            stopped_by = os.WSTOPSIG(status) if (status >> 16) & 0xFF == 0 else 0
+            kept = 0 if stopped_by == _signal.SIGSTOP else stopped_by  # another signal is delivered next
+            if waiting is None:
+                self.pending_signal = kept
+            else:
+                waiting.pending_signal = kept
 
     def _detach_threads(self) -> None:
         """A caught child's threads other than the leader run on untraced,
@@ -496,6 +530,7 @@ class Recorder:
             # syscall too, and never starts a group-stop in other threads.
             try:
                 ptrace.tgkill(pid, self.tid or pid, _signal.SIGSTOP)
+                self._stop_sent_to = self.tid or pid
             except ProcessLookupError:
                 pass  # gone already: the step loop sees it die
 
@@ -1142,6 +1177,7 @@ class Recorder:
             return  # EVENT_STOP & co: nothing executed; step again
         if sig == _signal.SIGSTOP and self.interrupted:
             # Our own Ctrl-C stop: the file ends at the last complete step.
+            self._stop_sent_to = None
             self._end(reasons.recording_interrupted(self.target, self.pos))
         raw = self._fetch_regs()
         if raw != self.regs and raw[_RIP:_RIP + 8] == self.regs[_RIP:_RIP + 8]:
@@ -1164,6 +1200,7 @@ class Recorder:
 
     def _signal_stop(self, stop: Stop, raw: bytes) -> None:
         if stop.signal == _signal.SIGSTOP and self.interrupted:
+            self._stop_sent_to = None
             self._end(reasons.recording_interrupted(self.target, self.pos))
         if self.tracker.tracee.terminal_signal(stop.signal):
             # It read our terminal (lent it now, as in a live run: the read
@@ -2023,6 +2060,15 @@ def _restarted_syscall(regs: bytes) -> int | None:
     if result in _RESTART_ERRORS:
         return number
     return _RESTART_SYSCALL if result == _RESTART_BLOCK else None
+
+
+def _sigstop_pending(tid: int) -> bool:
+    """Whether a SIGSTOP is pending for thread ``tid`` alone (tgkill's)."""
+    try:
+        with open(f"/proc/{tid}/task/{tid}/status") as handle:
+            return "SIGSTOP" in parse_task_status(handle.read()).sig_pending
+    except (OSError, DecodeError):
+        return False
 
 
 def _reason_json(reason: StopReason) -> dict:

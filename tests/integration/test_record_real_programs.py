@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -220,3 +221,54 @@ def test_kill_between_a_trap_and_its_registers(tmp_path, monkeypatch, hello_stat
         assert not [e for e in replay.events() if e.kind == "signal"]
         assert replay.verify().ok
 
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def test_ctrl_c_as_a_caught_childs_recording_ends_does_not_leave_it_stopped(tmp_path, monkeypatch,
+                                                                            fixtures_dir):
+    """Ctrl-C stops a recording by a SIGSTOP sent to the stepping thread,
+    which the next step meets. When it comes as the recording is ending
+    anyway (here: its target reached, the file being finished), no step
+    meets it: a caught child, let go to run on, must not take that SIGSTOP
+    with it and stay stopped, untraced, for good (its parent waiting on it
+    forever). The order is forced: the SIGINT is raised as the file is
+    finished."""
+    from spawner import Spawner, execsolib_so
+    from loaderdbg.record.recorder import record_spawn
+    from loaderdbg.record.writer import RecordingWriter
+
+    real_finish = RecordingWriter.finish
+
+    def ctrl_c_then_finish(writer, hurry=False):
+        os.kill(os.getpid(), signal.SIGINT)  # our handler runs here, in the main thread
+        return real_finish(writer, hurry)
+
+    monkeypatch.setattr(RecordingWriter, "finish", ctrl_c_then_finish)
+    spawner = Spawner(fixtures_dir, execsolib_so(fixtures_dir, "glibc-O2"))
+    child = None
+    try:
+        path = tmp_path / "caught.ldbg"
+        summary = record_spawn(spawner.proc.pid, str(path), "ldso-entry", match="*libexecsolib*",
+                               on_ready=spawner.spawn, progress=False, timeout=30)
+        assert summary.stop_reason.reached
+        with ReplaySession(str(path)) as replay:
+            child = replay.recording.meta["pid"]
+        states = []
+        for _ in range(100):
+            states.append(_state(child))
+            if states[-1] in (None, "Z", "X"):
+                break
+            time.sleep(0.05)
+        assert states[-1] in (None, "Z", "X"), f"the caught child is left {states[-3:]}"
+        assert spawner.status_line().endswith("status=exited:0")
+    finally:
+        if child is not None and _state(child) == "T":
+            os.kill(child, signal.SIGKILL)
+        spawner.close()
