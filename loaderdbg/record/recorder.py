@@ -324,6 +324,7 @@ class Recorder:
         self._flushed_final = False
         self._last_progress: float | None = None
         self._stop_sent_to: int | None = None  # the thread Ctrl-C's SIGSTOP went to, until a step meets it
+        self._shadow_ahead = False  # the shadow holds writes of steps the file drops (_salvage)
 
     # ------------------------------------------------------------------ setup
     def run(self) -> RecordingSummary:
@@ -1905,7 +1906,7 @@ class Recorder:
             return
         if final:
             self._flushed_final = True
-        if keyframe and position > 0:
+        if keyframe and position > 0 and not self._shadow_ahead:
             alive = self.tracker.tracee.alive and not self._no_verify
             self._keyframe(position, verify=alive)
         else:
@@ -1970,6 +1971,11 @@ class Recorder:
         for column in (chunk.w_steps, chunk.w_addrs, chunk.w_sizes, chunk.w_kinds):
             del column[keep:]
         del chunk.data[data_end:]
+        # The steps dropped (the loop's own count was ahead of self.pos, or
+        # a step was half recorded) left their stores in the shadow: no
+        # image is made of it. The file ends on its last chunk, as one whose
+        # recorder was killed does, and replays from the keyframe before.
+        self._shadow_ahead = True
         self._no_verify = True
         try:
             self._finish(reasons.recording_interrupted(self.target, self.pos))

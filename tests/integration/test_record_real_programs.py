@@ -272,3 +272,51 @@ def test_ctrl_c_as_a_caught_childs_recording_ends_does_not_leave_it_stopped(tmp_
         if child is not None and _state(child) == "T":
             os.kill(child, signal.SIGKILL)
         spawner.close()
+
+
+def _a_call_that_changes_the_stack(pid: int, regs: ptrace.RegisterBuffer) -> bool:
+    """Whether the instruction at rip is a `call` whose push changes the
+    stack word below rsp."""
+    import capstone
+    raw = regs.fetch(pid)
+    rip = int.from_bytes(raw[16 * 8:17 * 8], "little")  # user_regs_struct.rip
+    rsp = int.from_bytes(raw[19 * 8:20 * 8], "little")
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(rip)
+        code = mem.read(16)
+        mem.seek(rsp - 8)
+        below = int.from_bytes(mem.read(8), "little")
+    insn = next(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(code, rip), None)
+    return insn is not None and insn.mnemonic == "call" and below != rip + insn.size
+
+
+def test_a_second_ctrl_c_mid_chunk_leaves_a_file_that_verifies(tmp_path, monkeypatch, hello_static):
+    """A second Ctrl-C (or SIGTERM: `timeout` passes its own on, so a
+    recorder under it gets two) ends the recording at once, from wherever
+    the step loop was: the file keeps the steps up to the last complete
+    one, and must verify. The stores of the steps it drops were already in
+    the recorder's copy of memory: the file's last image must not have
+    them. Forced: two real SIGINTs delivered to the recorder in a run of
+    plain steps, just after a `call` stored its return address."""
+    real_step = ptrace.step_and_fetch
+    regs = ptrace.RegisterBuffer()
+    state = {"calls": 0, "after_call": False}
+
+    def two_ctrl_c_after_a_call(c_pid, regs_addr):
+        state["calls"] += 1
+        if state["after_call"]:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: a clean stop is asked for
+            os.kill(os.getpid(), signal.SIGINT)  # the second: KeyboardInterrupt, here
+        state["after_call"] = state["calls"] > 5000 and _a_call_that_changes_the_stack(c_pid.value, regs)
+        return real_step(c_pid, regs_addr)
+
+    monkeypatch.setattr(ptrace, "step_and_fetch", two_ctrl_c_after_a_call)
+    path = tmp_path / "twice.ldbg"
+    with pytest.raises(KeyboardInterrupt):
+        record_program(spec_for(hello_static), str(path), "exit", progress=False, keyframe_chunks=1)
+    with ReplaySession(str(path)) as replay:
+        assert replay.end_reason.kind == "interrupted" and replay.last_step > 4096
+        report = replay.verify()
+        assert report.ok, report.describe()
+        replay.goto(replay.last_step)
+        replay.snapshot()
