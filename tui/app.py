@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.measure import measure_renderables
 from rich.text import Text
 from textual import on
@@ -65,6 +65,8 @@ BUSY_AFTER = 0.15      # seconds before the busy indicator shows (no flicker on 
 MAX_LOG_LINES = 2000
 MAX_OUTPUT_LINES = 10000
 QUIET_STOPS = frozenset({"step", "target"})
+# A table longer than this goes to the log up to here (the output view has it all).
+LOG_TABLE_ROWS = 300
 OUTPUT_VIEW_LINES = 4  # output longer than this (at the log's width) and wider than the log opens the output view
 
 # Actions that move the target, and what a session must be able to do for them.
@@ -1104,7 +1106,19 @@ class LoaderdbgApp(App[int]):
 
     def show_output(self, renderable: RenderableType, title: str) -> None:
         """A command's output: in the log, and in the full-width output view
-        too when it is wider than the log pane (rows would wrap there)."""
+        too when it is wider than the log pane (rows would wrap there). A
+        table longer than LOG_TABLE_ROWS rows goes to the output view
+        whole, and to the log up to there (the log lays out all it holds,
+        and a GOT of thousands of slots took seconds)."""
+        table = isinstance(renderable, FittedTable)
+        if table and len(renderable.rows) > LOG_TABLE_ROWS:
+            self.log_line(Group(renderable.first_rows(LOG_TABLE_ROWS), Text(
+                f"… the first {LOG_TABLE_ROWS:,} of {len(renderable.rows):,} rows: "
+                f"{f'`{title}`' if title else 'the command'} again shows them all", style="dim")), show=True)
+            screen = self._main_screen()
+            if screen is not None and self.screen is screen:
+                self.push_screen(OutputScreen(title or "output", renderable))
+            return
         self.log_line(renderable, show=True)
         screen = self._main_screen()
         if screen is None or self.screen is not screen:
@@ -1118,9 +1132,8 @@ class LoaderdbgApp(App[int]):
             return
         # A sentence or two just wraps in the log; a table or a listing is
         # better read at full width.
-        lines = self.console.render_lines(renderable, self.console.options.update(width=room, height=None),
-                                          pad=False)
-        if isinstance(renderable, FittedTable) or len(lines) > OUTPUT_VIEW_LINES:
+        if table or len(self.console.render_lines(renderable, self.console.options.update(width=room, height=None),
+                                                  pad=False)) > OUTPUT_VIEW_LINES:
             self.push_screen(OutputScreen(title or "output", renderable))
 
     # -- log -----------------------------------------------------------------------------------------

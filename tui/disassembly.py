@@ -81,8 +81,10 @@ def fold(line: Text, room: int, indent: int = CODE_INDENT) -> tuple[Text, Text |
     plain = line.plain
     symbol = _SYMBOL.search(plain)
     code_end = symbol.start() if symbol else len(plain)
-    if code_end <= room:
+    if code_end + 2 <= room:  # the code, a space, then the <symbol> shrunk to "…"
         result = (shrink(line, room, "end"), None)
+    elif code_end <= room:  # an ellipsis would touch the code's last number
+        result = (line[:code_end], None)
     else:
         cut = plain.rfind(", ", 0, room - 1)
         if cut > indent:
@@ -102,6 +104,16 @@ def fold(line: Text, room: int, indent: int = CODE_INDENT) -> tuple[Text, Text |
         _FOLDS.clear()
     _FOLDS[(id(line), room)] = (line, result)
     return result
+
+
+def label_line(label: str, indent: int, room: int) -> Text:
+    """A symbol's label over its instructions, at the code's indent; further
+    left where it does not fit there, its name shrunk from the left past
+    that (its offset whole)."""
+    if room > 0 and indent + len(label) > room:
+        indent = max(0, room - len(label))
+        label = shrink(label, room - indent, "left").plain
+    return Text(" " * indent + label, style="bold magenta")
 
 
 def mark_of(here: bool, marked: bool) -> Text:
@@ -223,7 +235,7 @@ class DisassemblyPane(ViewPane, Vertical):
         for insn, (name, offset) in zip(listing, offsets):
             if name is not None and name != last_name:
                 label = f"{name}:" if offset == 0 else f"{name}+{offset:#x}:"
-                lines.append(Text(" " * indent + label, style="bold magenta"))
+                lines.append(label_line(label, indent, room))
                 keys.append(f"l{insn.address:x}")
             last_name = name
             rows[insn.address] = (len(lines), insn, offset_width, name, offset)

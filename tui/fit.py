@@ -84,6 +84,12 @@ class Layout:
     def height(self) -> int:
         return len(self.lines)
 
+    @property
+    def width(self) -> int:
+        """The widest a row's line can be: its cells padded to their columns."""
+        return max((INDENT * bool(number) + sum(width for _, width in slots) + GAP * (len(slots) - 1)
+                    for number, slots in enumerate(self.lines)), default=0)
+
     def lines_of(self, cells: Sequence[Cell], style: str = "") -> list[Text]:
         """A row's lines; style applies to the whole row."""
         out = []
@@ -202,12 +208,28 @@ class FittedTable:
         self.widths = natural_widths(self.columns, self.rows)
 
     def lines(self, width: int) -> list[Text]:
-        layout = plan(self.columns, self.widths, width)
-        out = [Text(self.title, style="bold", no_wrap=True)] if self.title else []
-        out.extend(layout.header())
+        layout = self.layout(width)
+        out = self.head_lines(layout)
         for row, style in zip(self.rows, self.styles):
             out.extend(layout.lines_of(row, style))
         return out
+
+    def layout(self, width: int) -> Layout:
+        return plan(self.columns, self.widths, width)
+
+    def head_lines(self, layout: Layout) -> list[Text]:
+        """The title and the header, above the rows."""
+        out = [Text(self.title, style="bold", no_wrap=True)] if self.title else []
+        out.extend(layout.header())
+        return out
+
+    def row_lines(self, layout: Layout, index: int) -> list[Text]:
+        """Row index's lines (layout.height of them)."""
+        return layout.lines_of(self.rows[index], self.styles[index])
+
+    def first_rows(self, count: int) -> "FittedTable":
+        """The table of its first count rows (their own widths)."""
+        return FittedTable(self.title, self.columns, self.rows[:count], self.styles[:count])
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         for line in self.lines(options.max_width):

@@ -4,6 +4,8 @@ previous match). Escape leaves the search, then the view."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from rich.console import RenderableType
 from rich.text import Text
 from textual import events
@@ -14,9 +16,43 @@ from textual.widgets import Footer, Input, Static
 
 from loaderdbg_tui.command_line import PaneInput
 from loaderdbg_tui.elf import rendered_lines
-from loaderdbg_tui.lines_view import LinesView
+from loaderdbg_tui.fit import FittedTable
+from loaderdbg_tui.lines_view import LazyLines, LinesView
 
 MATCH = "black on yellow"
+
+
+def _marked(line: Text, needle: str) -> Text:
+    """line with needle (lower case) marked wherever it is."""
+    lowered = line.plain.lower()
+    if needle not in lowered:
+        return line
+    line = line.copy()
+    start = lowered.find(needle)
+    while start >= 0:
+        line.stylize(MATCH, start, start + len(needle))
+        start = lowered.find(needle, start + 1)
+    return line
+
+
+def _table_lines(table: FittedTable, width: int) -> LazyLines:
+    """table's lines at width, each row laid out when first asked for (a
+    GOT of thousands of slots: only the rows on screen, or searched)."""
+    layout = table.layout(width)
+    head = table.head_lines(layout)
+    height = layout.height
+    rows: dict[int, list[Text]] = {}  # the same Text for a line asked for again
+
+    def line(index: int) -> Text:
+        if index < len(head):
+            return head[index]
+        number, offset = divmod(index - len(head), height)
+        made = rows.get(number)
+        if made is None:
+            made = rows[number] = table.row_lines(layout, number)
+        return made[offset]
+    widest = max([layout.width, *(text.cell_len for text in head)])
+    return LazyLines(len(head) + height * len(table.rows), widest, line)
 
 
 class OutputScreen(Screen[None]):
@@ -40,7 +76,7 @@ class OutputScreen(Screen[None]):
         super().__init__()
         self.title_text = title
         self.renderable = renderable
-        self.plain: list[str] = []
+        self.plain: Sequence[str] = []
         self._needle = ""
         self._width = 0
 
@@ -66,25 +102,27 @@ class OutputScreen(Screen[None]):
         if width == self._width:
             return
         self._width = width
-        lines = rendered_lines(self.app.console, self.renderable, width)
-        self.plain = [line.plain for line in lines]
-        self.view.set_lines(self._marked(lines))
-
-    def _marked(self, lines: list[Text]) -> list[Text]:
+        laid_out: Sequence[Text]
+        if isinstance(self.renderable, FittedTable):
+            # A row at a time, as they come on screen (or are searched).
+            laid_out = _table_lines(self.renderable, width)
+        else:
+            laid_out = rendered_lines(self.app.console, self.renderable, width)
+        self.plain = LazyLines(len(laid_out), 0, lambda index: laid_out[index].plain)
         needle = self._needle.lower()
         if not needle:
-            return lines
-        out = []
-        for line in lines:
-            lowered = line.plain.lower()
-            if needle in lowered:
-                line = line.copy()
-                start = lowered.find(needle)
-                while start >= 0:
-                    line.stylize(MATCH, start, start + len(needle))
-                    start = lowered.find(needle, start + 1)
-            out.append(line)
-        return out
+            self.view.set_lines(laid_out)
+        elif isinstance(laid_out, LazyLines):
+            marked: dict[int, Text] = {}  # the same Text for a line asked for again
+
+            def line(index: int) -> Text:
+                hit = marked.get(index)
+                if hit is None:
+                    hit = marked[index] = _marked(laid_out[index], needle)
+                return hit
+            self.view.set_lines(LazyLines(len(laid_out), laid_out.width, line))
+        else:
+            self.view.set_lines([_marked(text, needle) for text in laid_out])
 
     def action_search(self) -> None:
         field = self.query_one("#output-search", Input)

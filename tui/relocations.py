@@ -22,7 +22,7 @@ from textual.widgets import Input, Static
 from loaderdbg.snapshot import ObjectRelocations, RelocationTable
 from loaderdbg_tui.command_line import PaneInput
 from loaderdbg_tui.describe import hex_short
-from loaderdbg_tui.fit import GAP, INDENT, Column, Layout, plan, shrink
+from loaderdbg_tui.fit import Column, Layout, plan, shrink
 from loaderdbg_tui.pane import ViewPane
 from loaderdbg_tui.lines_view import LazyLines, LinesView
 from loaderdbg_tui.view import StopView
@@ -549,8 +549,7 @@ class _RowLines:
     @property
     def width(self) -> int:
         """The widest a row's line can be: its cells padded to their columns."""
-        return max(INDENT * bool(number) + sum(width for _, width in slots) + GAP * (len(slots) - 1)
-                   for number, slots in enumerate(self.layout.lines))
+        return self.layout.width
 
 
 class RelocationsPane(ViewPane, Vertical):

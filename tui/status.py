@@ -8,6 +8,7 @@ import os
 
 from rich.console import Group
 from rich.text import Text
+from textual import events
 from textual.geometry import Region
 from textual.strip import Strip
 from textual.visual import RichVisual, Visual, visualize
@@ -47,6 +48,12 @@ class StatusLine(Static):
             self.show_view(view)
         else:
             self.update(Text("starting…", style="dim"))
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Whether the stop's words fit on the first row depends on the
+        # width: a status line made anew (the screen recomposed across
+        # the wide layout's width) had none yet when it first said them.
+        self._render_status()
 
     def show_view(self, view: StopView) -> None:
         self._view = view
