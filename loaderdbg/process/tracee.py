@@ -38,7 +38,9 @@ RIP_OFFSET = X86_64.register_offset(X86_64.pc_register)
 RSP_OFFSET = X86_64.register_offset(X86_64.sp_register)
 _FS_BASE_OFFSET = X86_64.register_offset("fs_base")
 _R11_OFFSET = X86_64.register_offset("r11")
+_EFLAGS_OFFSET = X86_64.register_offset("eflags")
 _EFLAGS_TF = 0x100
+_EFLAGS_RF = 0x10000
 # TRACEFORK/VFORK so a forked child is ours for a moment: it inherits our
 # int3 bytes, which we take out before letting it go (gdb's detach-on-fork).
 # TRACECLONE only to hear of new threads (they run on untraced): our own
@@ -723,9 +725,14 @@ def untrapped_r11(raw: bytes) -> bytes | None:
     """`syscall` saves RFLAGS in r11, and a single-stepped one saves our
     trap flag with it (0x302, PTRACE_NOTES.md §2), a value no untraced run
     sees. The user_regs_struct bytes with that flag taken out of r11, or
-    None when r11 does not carry it."""
+    None when r11 does not carry it. Only an r11 that is the flags the
+    `syscall` saved (those it returned to, plus our flag) carries it:
+    rt_sigreturn gives back the interrupted code's own r11, bit 8 and all."""
     r11 = int.from_bytes(raw[_R11_OFFSET:_R11_OFFSET + 8], "little")
     if not r11 & _EFLAGS_TF:
+        return None
+    flags = int.from_bytes(raw[_EFLAGS_OFFSET:_EFLAGS_OFFSET + 8], "little")
+    if (r11 | _EFLAGS_RF) != (flags | _EFLAGS_TF | _EFLAGS_RF):
         return None
     fixed = bytearray(raw)
     fixed[_R11_OFFSET:_R11_OFFSET + 8] = (r11 & ~_EFLAGS_TF).to_bytes(8, "little")

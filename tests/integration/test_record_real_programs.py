@@ -44,6 +44,30 @@ int main(void) {
 }
 """
 
+R11_AFTER_A_HANDLER_C = r"""
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+static void unprotect(int sig, siginfo_t *info, void *context) {
+    (void)sig; (void)context;
+    mprotect((void *)((long)info->si_addr & ~4095L), 4096, PROT_READ | PROT_WRITE);
+}
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = unprotect;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    char *page = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    long r11;
+    /* r11 holds a value with bit 8 (the trap flag's place in RFLAGS) set when
+       the store faults; rt_sigreturn gives it back as it was. */
+    __asm__ volatile("mov $0x1100, %%r11\n\tmovb $42, (%1)\n\tmov %%r11, %0"
+                     : "=r"(r11) : "r"(page + 100) : "r11", "memory");
+    return r11 == 0x1100 && page[100] == 42 ? 0 : 1;
+}
+"""
+
 EXEC_SELF_C = r"""
 #include <unistd.h>
 int main(int argc, char **argv) {
@@ -74,7 +98,8 @@ def spec_for(path: str) -> LaunchSpec:
 def programs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("programs")
     return {"handled-fault": build_static(directory, "handled-fault", HANDLED_FAULT_C),
-            "exec-self": build_static(directory, "exec-self", EXEC_SELF_C)}
+            "exec-self": build_static(directory, "exec-self", EXEC_SELF_C),
+            "r11-after-a-handler": build_static(directory, "r11-after-a-handler", R11_AFTER_A_HANDLER_C)}
 
 
 def test_a_fault_the_program_handles_does_not_end_the_recording_as_a_crash(tmp_path, programs):
@@ -89,6 +114,24 @@ def test_a_fault_the_program_handles_does_not_end_the_recording_as_a_crash(tmp_p
     with ReplaySession(str(path)) as replay:
         assert replay.end_reason.kind == "exited" and replay.end_reason.exit_code == 0
         assert [e.name for e in replay.events() if e.kind == "signal"] == ["SIGSEGV"]
+        assert replay.verify().ok
+
+
+def test_rt_sigreturn_gives_r11_back_untouched(tmp_path, programs):
+    """A stepped `syscall` saves RFLAGS, our trap flag with it, in r11, and
+    the recorder takes the flag out again. rt_sigreturn is a `syscall` too,
+    but the r11 it leaves is the interrupted code's own: a value that merely
+    has bit 8 set must stay as it is, in the process (the program checks it
+    and exits 1 otherwise) and in the recording."""
+    path = tmp_path / "r11.ldbg"
+    summary = record_program(spec_for(programs["r11-after-a-handler"]), str(path), "exit", progress=False)
+    assert summary.stop_reason.kind == "exited" and summary.stop_reason.exit_code == 0, summary.stop_reason
+    assert summary.divergences == 0
+    with ReplaySession(str(path)) as replay:
+        sigreturn = [e for e in replay.events() if e.kind == "syscall" and e.name == "rt_sigreturn"]
+        assert len(sigreturn) == 1
+        replay.goto(sigreturn[0].step)
+        assert replay.register("r11") == 0x1100
         assert replay.verify().ok
 
 
