@@ -1907,8 +1907,12 @@ class Recorder:
         if final:
             self._flushed_final = True
         if keyframe and position > 0 and not self._shadow_ahead:
-            alive = self.tracker.tracee.alive and not self._no_verify
-            self._keyframe(position, verify=alive)
+            # A change found now is transition position-1's: in an empty
+            # chunk (the recording ends just after one was written) that
+            # step is in the chunk before, written already, and nothing can
+            # be added to it.
+            compare = self.tracker.tracee.alive and not self._no_verify and position > chunk.start
+            self._keyframe(position, verify=compare)
         else:
             self.dirty |= chunk.pages
         steps = position - chunk.start
