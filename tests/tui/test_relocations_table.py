@@ -21,6 +21,7 @@ from loaderdbg_tui.lines_view import LazyLines
 from loaderdbg_tui.relocations import (COLUMNS, ColumnWidths, RelocationSearch, RelocationsPane, RowRuns, matches,
                                        relocation_row, search_text)
 
+from relocation_tables import table_of_rows
 from tuihelp import press_to_stop, run_pilot, screen_lines, settle
 
 STATES = ("applied", "pending", "lazy", "unknown")
@@ -55,21 +56,13 @@ ODD_ONES = [
 ]
 
 
-def table_of(states) -> RelocationTable:
-    """states as a snapshot keeps them (what the pane is given): per
-    object, in columns, each object's rows in a row."""
-    objects = list(dict.fromkeys(r.object for r in states))
-    return RelocationTable(ObjectRelocations.of_rows(name, [r for r in states if r.object == name])
-                           for name in objects)
-
-
 def patched(table, states: dict[int, str]) -> RelocationTable:
     """table with the rows at the keys of states in those states, as a step
     that writes those slots leaves it."""
     rows = list(table)
     for index, new_state in states.items():
         rows[index] = dataclasses.replace(rows[index], state=new_state)
-    return table_of(rows)
+    return table_of_rows(rows)
 
 
 def widths_of_rows(states) -> list[int]:
@@ -80,12 +73,12 @@ def widths_of_rows(states) -> list[int]:
 def test_column_widths_are_the_widest_cells():
     widths = ColumnWidths()
     for end in range(1, len(ODD_ONES) + 1):
-        assert widths.of(table_of(ODD_ONES[:end])) == widths_of_rows(ODD_ONES[:end]), end
+        assert widths.of(table_of_rows(ODD_ONES[:end])) == widths_of_rows(ODD_ONES[:end]), end
     # Without the slot whose reason stands beside it, its long binding is not in the table.
     rest = [r for r in ODD_ONES if r.reason is None]
-    assert widths.of(table_of(rest)) == widths_of_rows(rest)
+    assert widths.of(table_of_rows(rest)) == widths_of_rows(rest)
     # Remembered bindings, same answer.
-    assert widths.of(table_of(ODD_ONES[::-1])) == widths_of_rows(ODD_ONES)
+    assert widths.of(table_of_rows(ODD_ONES[::-1])) == widths_of_rows(ODD_ONES)
 
 
 numbers = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 64) - 1))
@@ -107,7 +100,7 @@ random_states = st.lists(st.builds(
 @settings(max_examples=150, deadline=None)
 @given(random_states)
 def test_column_widths_match_the_rows_of_any_table(states):
-    assert ColumnWidths().of(table_of(states)) == widths_of_rows(states)
+    assert ColumnWidths().of(table_of_rows(states)) == widths_of_rows(states)
 
 
 TABLE = [state(i, object=["libc.so.6", "libm.so.6", "gdb"][i % 3],
@@ -128,7 +121,7 @@ def typed_and_deleted(text: str) -> list[str]:
 @pytest.mark.parametrize("text", ["libc jump", "pending libm", "LIBC  RELATIVE 0x7ffff7a0", "sym_1 pend", " ",
                                   "gdb glob_dat sym_3"])
 def test_search_keeps_what_matches_keeps(text):
-    table = table_of(TABLE)
+    table = table_of_rows(TABLE)
     rows = list(table)
     search = RelocationSearch()
     search.prepare(table, 100)  # partly made ahead: the rest when first needed
@@ -140,7 +133,7 @@ def test_search_keeps_what_matches_keeps(text):
 
 
 def test_search_follows_a_patched_table():
-    table = table_of(TABLE)
+    table = table_of_rows(TABLE)
     rows = list(table)
     search = RelocationSearch()
     search.prepare(table, len(table))
@@ -152,7 +145,7 @@ def test_search_follows_a_patched_table():
     for needle in ("libc", "pending", "libc pending", "lazy"):
         assert list(search.matching(after, needle)) == kept_by(after, needle), needle
     # Patched from a table it was not searching: it starts over.
-    again = table_of(rows)
+    again = table_of_rows(rows)
     search.patched(table, again, [], "", None)
     assert list(search.matching(again, "pending")) == kept_by(rows, "pending")
 
@@ -175,7 +168,7 @@ needle_words = st.sampled_from(["lib", "libς", "libσ", "i̇", "i̇x", "a", "b"
 def test_search_of_odd_names_keeps_what_matches_keeps(states, text):
     """Runs of rows (words that cannot be in an address) and row by row
     search texts (those that can) both keep what matches() keeps."""
-    table = table_of(states)
+    table = table_of_rows(states)
     rows = list(table)
     search = RelocationSearch()
     for needle in typed_and_deleted(text):
@@ -187,7 +180,7 @@ def test_a_patch_splits_runs():
     """Rows in a long run (one object, type and state): a patch changes one
     at the start, one inside and one at the end of the run; the filters
     after it keep what matches() keeps."""
-    table = table_of([state(i, state="pending" if i < 50 else "applied") for i in range(100)])
+    table = table_of_rows([state(i, state="pending" if i < 50 else "applied") for i in range(100)])
     search = RelocationSearch()
     search.prepare(table, len(table))
     assert len(search.matching(table, "pending")) == 50
@@ -203,7 +196,7 @@ def test_stepping_through_a_run_row_by_row(order):
     """A step applies one pending slot at a time, as ld.so does, in either
     direction and from inside a run: each patched row joins the run of its
     new state beside it, and every filter keeps what matches() keeps."""
-    table = table_of([state(i, state="pending") for i in range(120)])
+    table = table_of_rows([state(i, state="pending") for i in range(120)])
     rows = {"forwards": range(120), "backwards": range(119, -1, -1),
             "from the middle": [*range(60, 120), *range(59, -1, -1)]}[order]
     search = RelocationSearch()
@@ -231,7 +224,7 @@ def test_row_runs_are_their_rows():
 def test_a_snapshots_table_is_read_by_columns_and_parts(monkeypatch):
     """Widths and filters over a snapshot's table (per-object columns) are
     those of its rows; a part handed back unchanged is not measured again."""
-    table = table_of(TABLE + ODD_ONES)
+    table = table_of_rows(TABLE + ODD_ONES)
     rows = tuple(table)
     assert ColumnWidths().of(table) == widths_of_rows(rows)
     search = RelocationSearch()
