@@ -154,6 +154,22 @@ def test_rt_sigreturn_gives_r11_back_untouched(tmp_path, programs):
         assert replay.verify().ok
 
 
+def test_stepping_rt_sigreturn_live_gives_r11_back_untouched(programs):
+    """The same in a live session stepped by hand from the fault through the
+    handler: back at the store, r11 is 0x1100 and the program exits 0."""
+    from loaderdbg.live import LiveSession
+    with LiveSession(spec_for(programs["r11-after-a-handler"])) as live:
+        assert live.cont("signal").signal == "SIGSEGV"
+        store = live.snapshot().registers["rip"]
+        for _ in range(200):
+            live.step()
+            if live.snapshot().registers["rip"] == store:
+                break
+        assert live.snapshot().registers["rip"] == store
+        assert live.snapshot().registers["r11"] == 0x1100
+        assert live.cont().exit_code == 0
+
+
 def _at_execve(pid: int, regs: ptrace.RegisterBuffer) -> bool:
     raw = regs.fetch(pid)
     rip = int.from_bytes(raw[16 * 8:17 * 8], "little")  # user_regs_struct.rip
