@@ -1,10 +1,13 @@
 """Recording real programs where the recorder's bookkeeping is easy to get
-wrong: a fault the program handles and lives on from, and an execve that a
-SIGKILL cuts into. The orders a race can take are forced with real ptrace
-calls on the real process (a kill sent at the exact stop), never mocked.
+wrong: a fault the program handles and lives on from, rt_sigreturn's r11,
+an execve or a step that a SIGKILL cuts into, a Ctrl-C met as a chunk ends
+or as a caught child's recording ends, a second Ctrl-C mid-run. The order a
+race takes is forced with real ptrace calls and real signals on the real
+process (a kill sent at the exact stop), never mocked.
 
-The programs are tiny static C programs built here (a static startup is
-~11,000 steps: each recording takes well under a second)."""
+The programs are tiny static C programs built here, or hello-static (a
+static startup is ~11,000 steps: each recording takes well under a second).
+"""
 
 from __future__ import annotations
 
