@@ -569,40 +569,48 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     reopen_closed_standard_fds()
     parser = build_parser()
-    with end_signals.handled():
+    own_process = argv is None  # our own command line: the process ends with main
+    with end_signals.handled(restore=not own_process):
         try:
             options = parser.parse_args(argv)
             if options.command is None:
                 parser.print_help()
                 return EXIT_USAGE
             code = COMMANDS[options.command](options)
-            if argv is None:
+            if own_process:
                 # Our own process's command line: it exits now, and Python's
                 # exit-time collection would walk every object still held
                 # (gdb's inspect: ~0.4 s of CPU for nothing). Frozen objects
                 # are left out of it.
                 gc.freeze()
             return code
-        except CommandLineError as err:
-            say_line(str(err))
-            return err.exit_code
-        except LoaderdbgError as err:
-            say(str(err))
-            return err.exit_code
-        except KeyboardInterrupt as interrupt:
-            if isinstance(interrupt, end_signals.Terminated):
-                say(f"interrupted ({interrupt})")
-            else:
-                say("interrupted")
-            return end_signals.exit_code_of(interrupt)
-        except BrokenPipeError:
-            # The reader stopped reading (| head): it has what it wanted, as
-            # with SIGPIPE's default. Python would still flush into the pipe
-            # on its way out: stdout becomes /dev/null.
-            discard_stream(sys.stdout)
-            return EXIT_OK
+        except (CommandLineError, LoaderdbgError, KeyboardInterrupt, BrokenPipeError) as ended:
+            # Everything is back in order; what follows tells how it ended,
+            # and a second Ctrl-C would only cut that short with a traceback.
+            end_signals.ending()
+            return _told(ended)
         finally:
+            if own_process:
+                end_signals.ending()
             settle_standard_streams()
+
+
+def _told(ended: BaseException) -> int:
+    """Say how the command ended, on stderr: its exit code."""
+    if isinstance(ended, CommandLineError):
+        say_line(str(ended))
+        return ended.exit_code
+    if isinstance(ended, LoaderdbgError):
+        say(str(ended))
+        return ended.exit_code
+    if isinstance(ended, KeyboardInterrupt):
+        say(f"interrupted ({ended})" if isinstance(ended, end_signals.Terminated) else "interrupted")
+        return end_signals.exit_code_of(ended)
+    # BrokenPipeError: the reader stopped reading (| head): it has what it
+    # wanted, as with SIGPIPE's default. Python would still flush into the
+    # pipe on its way out: stdout becomes /dev/null.
+    discard_stream(sys.stdout)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -65,7 +65,12 @@ class handled:
     """While this block runs (in the main thread), SIGINT, SIGTERM and
     SIGHUP raise KeyboardInterrupt / Terminated, or wait for a ``cleanup()``
     under way. A signal someone ignores (nohup, a background job's SIGINT)
-    stays ignored. The handlers in place before come back afterwards."""
+    stays ignored. The handlers in place before come back afterwards,
+    unless ``restore`` is False (the process ends with the block: Python's
+    own SIGINT handler back would turn a late Ctrl-C into a traceback)."""
+
+    def __init__(self, restore: bool = True) -> None:
+        self._restore = restore
 
     def __enter__(self) -> "handled":
         self._previous: dict[int, object] = {}
@@ -78,8 +83,23 @@ class handled:
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self._restore:
+            return
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+
+def ending() -> None:
+    """loaderdbg is on its way out, everything put back in order, telling
+    how it ended: a further Ctrl-C, SIGTERM or SIGHUP would only cut that
+    short with a traceback, so from now on they are ignored (those this
+    module handles, in the main thread; ``handled`` gives the handlers
+    from before back as usual)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in ENDING_SIGNALS:
+        if signal.getsignal(signum) is _on_signal:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 class ended_by:
