@@ -667,12 +667,8 @@ def launch(spec: LaunchSpec) -> Tracee:
             tracee.last_stop = Stop(StopKind.EVENT, pid, signal=_signal.SIGTRAP,
                                     event=ptrace.EVENT_EXEC)
             return tracee
-        errno_value = failure if failure > 0 else 0
         _reap(pid, status)
-        # strace's spelling: the text, then the name users grep man pages for.
-        reason = f"{os.strerror(errno_value)} ({errno.errorcode.get(errno_value, errno_value)})" \
-            if errno_value else f"status {status:#x}"
-        raise TargetError(f"{spec.path}: execve failed: {reason}")
+        raise TargetError(launch_failure(spec.path, failure, status))
     except BaseException:
         _reap(pid, None)
         raise
@@ -755,6 +751,19 @@ def finish_execve(pid: int, what: str) -> None:
     if os.WIFEXITED(status) or os.WIFSIGNALED(status):
         raise TargetError(f"{what}: died on its way out of execve ({status:#x})")
     raise TargetError(f"{what}: unexpected stop {status:#x} leaving execve")
+
+
+def launch_failure(path: str, failure: int, status: int) -> str:
+    """What to say of a launch whose child never stopped at its first
+    instruction: ``failure`` the errno its preparation or execve gave (0
+    when none), ``status`` its wait status."""
+    if failure <= 0 and os.WIFSIGNALED(status):
+        # Someone else's signal (a kill -9) before its first instruction.
+        return f"{path}: killed by {_signal.Signals(os.WTERMSIG(status)).name} before its first instruction"
+    # strace's spelling: the text, then the name users grep man pages for.
+    reason = f"{os.strerror(failure)} ({errno.errorcode.get(failure, failure)})" \
+        if failure > 0 else f"status {status:#x}"
+    return f"{path}: execve failed: {reason}"
 
 
 def _reap(pid: int, status: int | None) -> None:

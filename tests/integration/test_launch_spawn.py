@@ -4,6 +4,7 @@ ip standing in for GETREGS' rip, a shared Stop), on real processes."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -13,7 +14,7 @@ from loaderdbg.arch import X86_64
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.stops import StopKind
-from loaderdbg.process.tracee import RIP_OFFSET, LaunchSpec, launch
+from loaderdbg.process.tracee import RIP_OFFSET, LaunchSpec, launch, launch_failure
 
 SLEEP = "/bin/sleep"
 TRUE = "/bin/true"
@@ -128,3 +129,18 @@ def test_syscall_stops_pc_without_getregs_is_rip():
         assert seen > 20  # /bin/true: ld.so's and libc's startup syscalls, entry and exit
     finally:
         tracee.kill()
+
+
+def test_a_child_killed_before_its_first_instruction_is_told_as_such():
+    """A kill -9 from someone else before the launched program stopped at
+    its first instruction (a random-kill sweep met it) is told as that,
+    not as an execve failure with a raw wait status. The status is a real
+    one: a child of ours killed by SIGKILL."""
+    pid = os.fork()
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(0)  # not reached
+    _, status = os.waitpid(pid, 0)
+    assert launch_failure("/usr/bin/true", 0, status) == \
+        "/usr/bin/true: killed by SIGKILL before its first instruction"
+    assert launch_failure("/x", errno.ENOENT, 0) == "/x: execve failed: No such file or directory (ENOENT)"
