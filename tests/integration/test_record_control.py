@@ -22,6 +22,8 @@ from loaderdbg.record.format import open_recording
 from loaderdbg.record.recorder import record_program
 from loaderdbg.record.replay import ReplaySession
 
+from stack_pushes import call_that_changes_the_stack
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
 
@@ -282,21 +284,6 @@ def test_unwritable_output_is_a_usage_error(tmp_path):
 
 
 
-def _call_that_changes_the_stack(pid: int, regs: bytes) -> bool:
-    """Whether the instruction at rip is a `call` whose push changes the
-    stack word below rsp (it is not already its return address)."""
-    import capstone
-    rip = int.from_bytes(regs[16 * 8:17 * 8], "little")  # user_regs_struct.rip
-    rsp = int.from_bytes(regs[19 * 8:20 * 8], "little")
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(rip)
-        code = mem.read(16)
-        mem.seek(rsp - 8)
-        below = int.from_bytes(mem.read(8), "little")
-    insn = next(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(code, rip), None)
-    return insn is not None and insn.mnemonic == "call" and below != rip + insn.size
-
-
 def test_kill_landing_after_a_step_ran_keeps_its_write(tmp_path, monkeypatch, static_meta):
     """A SIGKILL that lands after a stepped instruction ran but before its
     trap was reported: the tracee's next stop is its exit event, not the
@@ -314,7 +301,7 @@ def test_kill_landing_after_a_step_ran_keeps_its_write(tmp_path, monkeypatch, st
         seen["steps"] += 1
         pid = c_pid.value
         if seen["steps"] < 2000 or seen["rip_after"] is not None \
-                or not _call_that_changes_the_stack(pid, regs.fetch(pid)):
+                or not call_that_changes_the_stack(pid, regs.fetch(pid)):
             return real_step(c_pid, regs_addr)
         ptrace.singlestep(pid)
         status = ptrace.waitpid(pid)[1]

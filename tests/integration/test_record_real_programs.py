@@ -23,6 +23,8 @@ from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.record.recorder import record_program
 from loaderdbg.record.replay import ReplaySession
 
+from stack_pushes import call_that_changes_the_stack
+
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
 EXECVE = 59  # x86-64 syscall number
 
@@ -355,22 +357,6 @@ def test_ctrl_c_as_a_caught_childs_recording_ends_does_not_leave_it_stopped(tmp_
         spawner.close()
 
 
-def _a_call_that_changes_the_stack(pid: int, regs: ptrace.RegisterBuffer) -> bool:
-    """Whether the instruction at rip is a `call` whose push changes the
-    stack word below rsp."""
-    import capstone
-    raw = regs.fetch(pid)
-    rip = int.from_bytes(raw[16 * 8:17 * 8], "little")  # user_regs_struct.rip
-    rsp = int.from_bytes(raw[19 * 8:20 * 8], "little")
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(rip)
-        code = mem.read(16)
-        mem.seek(rsp - 8)
-        below = int.from_bytes(mem.read(8), "little")
-    insn = next(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(code, rip), None)
-    return insn is not None and insn.mnemonic == "call" and below != rip + insn.size
-
-
 def test_a_second_ctrl_c_mid_chunk_leaves_a_file_that_verifies(tmp_path, monkeypatch, hello_static):
     """A second Ctrl-C (or SIGTERM: `timeout` passes its own on, so a
     recorder under it gets two) ends the recording at once, from wherever
@@ -388,7 +374,7 @@ def test_a_second_ctrl_c_mid_chunk_leaves_a_file_that_verifies(tmp_path, monkeyp
         if state["after_call"]:
             os.kill(os.getpid(), signal.SIGINT)  # the first: a clean stop is asked for
             os.kill(os.getpid(), signal.SIGINT)  # the second: KeyboardInterrupt, here
-        state["after_call"] = state["calls"] > 5000 and _a_call_that_changes_the_stack(c_pid.value, regs)
+        state["after_call"] = state["calls"] > 5000 and call_that_changes_the_stack(c_pid.value, regs.fetch(c_pid.value))
         return real_step(c_pid, regs_addr)
 
     monkeypatch.setattr(ptrace, "step_and_fetch", two_ctrl_c_after_a_call)
