@@ -65,6 +65,35 @@ class LiveTarget:
     def auxv(self) -> bytes:
         return snapshot_auxv(self.snapshot())
 
+    # -- threads -----------------------------------------------------------------------
+    def thread_ids(self) -> tuple[int, ...]:
+        """Every thread of the process, the main one first (gdb's thread 1)."""
+        if not self.session.alive:
+            return (self.pid,)
+        tids = sorted(thread.tid for thread in self.snapshot().threads)
+        return tuple(sorted(tids, key=lambda tid: tid != self.pid)) or (self.pid,)
+
+    @property
+    def current_thread(self) -> int:
+        """The thread whose registers gdb reads and a step steps: the one
+        that reached the stop, unless gdb selected another."""
+        if not self.session.alive:
+            return self.pid
+        return next((thread.tid for thread in self.snapshot().threads if thread.current), self.pid)
+
+    def select_thread(self, tid: int) -> bool:
+        """gdb's Hg/vCont naming a thread: False if it cannot be (gone, or not ours)."""
+        if tid == self.current_thread:
+            return True
+        if not self.session.alive or Capability.THREADS not in self.session.capabilities:
+            return False
+        try:
+            self.session.select_thread(tid)
+        except UsageError:
+            return False
+        self._snapshot = None  # registers, stack and the next step are that thread's now
+        return True
+
     def registers(self) -> Mapping[str, int] | None:
         if not self.session.alive:
             return None

@@ -71,6 +71,17 @@ class ReplayTarget:
     def read_memory(self, addr: int, size: int) -> bytes | None:
         return self.session.read_memory(addr, size)
 
+    # A recording is served as one thread: the one that executed the step.
+    def thread_ids(self) -> tuple[int, ...]:
+        return (self.pid,)
+
+    @property
+    def current_thread(self) -> int:
+        return self.pid
+
+    def select_thread(self, tid: int) -> bool:
+        return tid == self.pid
+
     def snapshot(self) -> Snapshot:
         position = self.session.position
         if self._snapshot is None or self._snapshot[0] != position:

@@ -108,11 +108,15 @@ class GdbServer:
                 return ERROR
             return self._resume(step=rest == b"s", reverse=True, interrupted=interrupted)
         if first == b"H":
-            return OK
+            # Hg: whose registers gdb reads next; Hc: who resumes (vCont names it again).
+            pid, tid = self._parse_thread(rest[1:])
+            if pid not in (None, -1, 0, self.target.pid):
+                return ERROR
+            return OK if tid in (None, -1, 0) or self.target.select_thread(tid) else ERROR
         if first == b"T":
             pid, tid = self._parse_thread(rest)
-            return OK if tid in (None, -1, 0, self.target.pid) and pid in (None, -1, 0, self.target.pid) \
-                else ERROR
+            return OK if (tid in (None, -1, 0) or tid in self.target.thread_ids()) and \
+                pid in (None, -1, 0, self.target.pid) else ERROR
         if first == b"D":
             self.finished = True
             return OK
@@ -129,11 +133,12 @@ class GdbServer:
         return EMPTY
 
     # -- stop replies -------------------------------------------------------------------
-    def thread_id(self) -> bytes:
-        pid = self.target.pid
+    def thread_id(self, tid: int | None = None) -> bytes:
+        """gdb's id of thread ``tid`` (default: the current one)."""
+        tid = self.target.current_thread if tid is None else tid
         if self.multiprocess:
-            return b"p%x.%x" % (pid, pid)
-        return b"%x" % pid
+            return b"p%x.%x" % (self.target.pid, tid)
+        return b"%x" % tid
 
     def stop_reply(self, stop: Stop) -> bytes:
         if stop.kind == "exited":
@@ -239,12 +244,16 @@ class GdbServer:
         return EMPTY  # vMustReplyEmpty, vRun, vAttach, vCtrlC...
 
     def _v_cont(self, actions: bytes) -> bytes:
-        """The first action that applies to our thread (ours is the only one)."""
+        """The first action that applies: one naming a thread makes it the
+        current one (a step steps it alone, the others wait: all-stop); the
+        default action applies to the current thread."""
         for action in actions.split(b";"):
             verb, _, thread = action.partition(b":")
             if thread:
                 pid, tid = self._parse_thread(thread)
-                if tid not in (None, -1, 0, self.target.pid):
+                if pid not in (None, -1, 0, self.target.pid):
+                    continue
+                if tid not in (None, -1, 0) and not self.target.select_thread(tid):
                     continue
             if verb[:1] in (b"s", b"S"):
                 return self._resume(step=True, reverse=False, interrupted=self._interrupted)
@@ -287,7 +296,7 @@ class GdbServer:
         if payload == b"qC":
             return b"QC" + self.thread_id()
         if payload == b"qfThreadInfo":
-            return b"m" + self.thread_id()
+            return b"m" + b",".join(self.thread_id(tid) for tid in self.target.thread_ids())
         if payload == b"qsThreadInfo":
             return b"l"
         if name == b"qAttached":

@@ -55,7 +55,15 @@ class ServedTarget(Protocol):
     @property
     def stop(self) -> Stop: ...
 
-    def registers(self) -> Mapping[str, int] | None: ...
+    def registers(self) -> Mapping[str, int] | None: ...  # the current thread's
+
+    def thread_ids(self) -> tuple[int, ...]: ...  # the main thread first
+
+    @property
+    def current_thread(self) -> int: ...
+
+    def select_thread(self, tid: int) -> bool:
+        """False: no such thread, or it cannot be made current."""
 
     def read_memory(self, addr: int, size: int) -> bytes | None: ...
 
