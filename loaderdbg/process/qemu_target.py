@@ -464,6 +464,11 @@ class QemuTarget:
         arm main in a threaded guest too."""
         return 0
 
+    def catches(self, signal: int, tid: int) -> bool | None:
+        """Not known: the stub reports a guest signal before qemu delivers
+        it, and qemu's own /proc dispositions are not the guest's."""
+        return None
+
     # -- what the startup observer asks at a stop (process/startup.py) ----------
     def event_message(self) -> int | None:
         """None: the stub reports no ptrace events (fork, clone, exit)."""

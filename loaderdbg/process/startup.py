@@ -103,6 +103,8 @@ class ObservedTarget(Protocol):
 
     def untraced_threads(self) -> int: ...  # threads an int3 we plant could kill
 
+    def catches(self, signal: int, tid: int) -> bool | None: ...  # a handler of the program's runs (None: unknown)
+
 
 class ProcessView(Protocol):
     """The stop state the observer reads (Inferior's, or the recorder's)."""
@@ -595,7 +597,10 @@ class StartupObserver:
             return reached_milestone(want, milestone), None
         if stop.kind is StopKind.SIGNAL:
             pc = raw.pc
-            if stop.signal in STOPPING_SIGNALS:
+            # A fault the program handles (a runtime's guard page, a JIT's
+            # trap) is part of its run, not a crash: delivered, it goes on.
+            crash = stop.signal in STOPPING_SIGNALS and raw.catches(stop.signal, stop.pid) is not True
+            if crash:
                 # The rdxbug crash comes right after the auxv rewrite with no
                 # syscall in between: what the program did comes before the
                 # signal that ends it.
@@ -604,7 +609,7 @@ class StartupObserver:
             text = describe_siginfo(info) if info else stop.signal_name
             self.record("signal", stop.signal_name, text, address=pc)
             raw.pending_signal = stop.signal
-            if stop.signal in STOPPING_SIGNALS:
+            if crash:
                 self.record("milestone", "crash", f"{text} at pc {pc:#x}", address=pc)
                 fault = info.addr if info is not None else None
                 if fault is None and stop.signal in (_signal.SIGSEGV, _signal.SIGBUS) \

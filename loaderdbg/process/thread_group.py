@@ -43,7 +43,7 @@ from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import WNOTHREAD, AttachedThreads
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process.tracee import Tracee, untrapped_r11
+from loaderdbg.process.tracee import Tracee, signal_caught, untrapped_r11
 
 RUNNING = "running"
 STOPPED = "stopped"
@@ -880,6 +880,9 @@ class GroupTarget:
         """None: every thread is traced (TRACECLONE traces a new one before it
         runs), so an int3 any of them hits is reported, never its death."""
         return 0
+
+    def catches(self, signal: int, tid: int) -> bool | None:
+        return signal_caught(self.pid, tid, signal)
 
     def restore_original_bytes(self) -> None:
         self.leader.restore_original_bytes()

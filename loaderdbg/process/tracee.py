@@ -550,6 +550,9 @@ class Tracee:
         """Threads of the process this Tracee does not trace (all but its own)."""
         return self.thread_count() - 1
 
+    def catches(self, signal: int, tid: int) -> bool | None:
+        return signal_caught(self.pid, tid, signal)
+
     def threads(self) -> list[int]:
         """The process's thread ids ([] when it is gone)."""
         try:
@@ -751,6 +754,21 @@ def finish_execve(pid: int, what: str) -> None:
     if os.WIFEXITED(status) or os.WIFSIGNALED(status):
         raise TargetError(f"{what}: died on its way out of execve ({status:#x})")
     raise TargetError(f"{what}: unexpected stop {status:#x} leaving execve")
+
+
+def signal_caught(pid: int, tid: int, signal: int) -> bool | None:
+    """Whether thread ``tid`` of ``pid`` runs a handler of its own for
+    ``signal`` delivered now: caught (SigCgt) and not blocked (SigBlk); a
+    fault's signal blocked or ignored kills instead (force_sig_info). None
+    when /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status") as handle:
+            fields = dict(line.split(":", 1) for line in handle.read().splitlines() if ":" in line)
+        caught, blocked = int(fields["SigCgt"], 16), int(fields["SigBlk"], 16)
+    except (OSError, KeyError, ValueError):
+        return None
+    bit = 1 << (signal - 1)
+    return bool(caught & bit) and not blocked & bit
 
 
 def launch_failure(path: str, failure: int, status: int) -> str:
