@@ -63,6 +63,7 @@ from loaderdbg.decode.disasm import disassemble_one
 from loaderdbg.decode.registers import decode_registers
 from loaderdbg.errors import TargetError
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
+from loaderdbg.gdb_remote.signals import GDB_TO_LINUX_SIGNAL, LINUX_TO_GDB_SIGNAL
 from loaderdbg.process import ptrace
 from loaderdbg.process.program import elf_machine
 from loaderdbg.process.qemu_log import QemuLog, guest_maps_text
@@ -95,21 +96,7 @@ _ZVA_BLOCK = 512
 # Syscalls after which the next instruction is not the one after the svc.
 _NO_RETURN_SYSCALLS = frozenset({"rt_sigreturn", "execve", "execveat", "exit", "exit_group"})
 
-# gdb's signal numbers (gdb/signals.def) that qemu's stub sends, by the name
-# Linux gives the same signal. Real-time signals: gdb 45–75 are SIGRTMIN+1…
-# +31 (Linux 33–63), gdb 77 is Linux 32 and gdb 78 Linux 64 (qemu's table).
-_GDB_SIGNAL_NAMES = {
-    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
-    8: "SIGFPE", 9: "SIGKILL", 10: "SIGBUS", 11: "SIGSEGV", 12: "SIGSYS", 13: "SIGPIPE",
-    14: "SIGALRM", 15: "SIGTERM", 16: "SIGURG", 17: "SIGSTOP", 18: "SIGTSTP", 19: "SIGCONT",
-    20: "SIGCHLD", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGIO", 24: "SIGXCPU", 25: "SIGXFSZ",
-    26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 30: "SIGUSR1", 31: "SIGUSR2", 32: "SIGPWR",
-}
-GDB_TO_LINUX_SIGNAL = {
-    **{gdb: int(_signal.Signals[name]) for gdb, name in _GDB_SIGNAL_NAMES.items()},
-    **{45 + k: 33 + k for k in range(31)}, 77: 32, 78: 64,
-}
-LINUX_TO_GDB_SIGNAL = {linux: gdb for gdb, linux in GDB_TO_LINUX_SIGNAL.items()}
+# qemu's stub sends gdb's signal numbers (loaderdbg/gdb_remote/signals.py).
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -44,6 +44,7 @@ class LiveTarget:
         session.watch_stops_before_access()
         self._stop = self._stop_of(session.stop_reason)
         self._snapshot: Snapshot | None = None
+        self._passed_signals: frozenset[int] = frozenset()
 
     @property
     def pid(self) -> int:
@@ -64,6 +65,9 @@ class LiveTarget:
 
     def auxv(self) -> bytes:
         return snapshot_auxv(self.snapshot())
+
+    def pass_signals(self, signals: frozenset[int]) -> None:
+        self._passed_signals = signals
 
     # -- threads -----------------------------------------------------------------------
     def thread_ids(self) -> tuple[int, ...]:
@@ -200,12 +204,20 @@ class LiveTarget:
         if step:
             reason = self.session.step(1)
         else:
-            reason = self._run(self.session.cont, interrupted)
+            reason = self._continue(interrupted)
             if reason.kind == ReasonKind.EXITING or (reason.kind == ReasonKind.TARGET and reason.target == "exit"):
                 # gdb's continue ends at the exit itself, not at the exit event.
-                reason = self._run(self.session.cont, interrupted)
+                reason = self._continue(interrupted)
         self._stop = self._stop_of(reason)
         return self._stop
+
+    def _continue(self, interrupted: Interrupted) -> StopReason:
+        """gdb's continue: it stops at every signal (the program's handler,
+        if any, runs on the next resume) but those gdb passes quietly."""
+        while True:
+            reason = self._run(self.session.cont, interrupted, "signal")
+            if reason.kind != ReasonKind.SIGNAL or _signal_number(reason.signal) not in self._passed_signals:
+                return reason
 
     def _run(self, motion, interrupted: Interrupted, *args) -> StopReason:
         """Run a continue while looking for gdb's Ctrl-C, which stops it."""

@@ -71,6 +71,9 @@ class ReplayTarget:
     def read_memory(self, addr: int, size: int) -> bytes | None:
         return self.session.read_memory(addr, size)
 
+    def pass_signals(self, signals: frozenset[int]) -> None:
+        """A recording's signals were delivered when it was made: nothing to pass."""
+
     # A recording is served as one thread: the one that executed the step.
     def thread_ids(self) -> tuple[int, ...]:
         return (self.pid,)

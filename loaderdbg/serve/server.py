@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
+from loaderdbg.gdb_remote.signals import GDB_TO_LINUX_SIGNAL, LINUX_TO_GDB_SIGNAL
 from loaderdbg.serve import registers as regs
 from loaderdbg.serve.target import (ADDRESS_END, MAX_WATCHED, ServedFile, ServedTarget, Stop,
                                     libraries_svr4_xml, program_bias)
@@ -146,8 +147,8 @@ class GdbServer:
             return b"W%02x" % (stop.exit_code & 0xFF) + tail
         if stop.kind == "killed":
             tail = b";process:%x" % self.target.pid if self.multiprocess else b""
-            return b"X%02x" % (stop.signal & 0xFF) + tail
-        out = b"T%02x" % (stop.signal & 0xFF)
+            return b"X%02x" % _gdb_signal(stop.signal) + tail
+        out = b"T%02x" % _gdb_signal(stop.signal)
         values = self.target.registers()
         if values is not None:
             # The registers gdb asks for first at every stop, sent along.
@@ -290,7 +291,13 @@ class GdbServer:
         if name == b"QStartNoAckMode":
             self.no_ack = True
             return OK
-        if name in (b"QPassSignals", b"QProgramSignals", b"QThreadEvents", b"QNonStop") and \
+        if name == b"QPassSignals":
+            # The signals gdb neither stops at nor prints (`handle SIG nostop noprint pass`):
+            # a continue delivers them and goes on, as under gdb itself.
+            numbers = (parse_hex_int(number) for number in args.split(b";") if number)
+            self.target.pass_signals(frozenset(GDB_TO_LINUX_SIGNAL[n] for n in numbers if n in GDB_TO_LINUX_SIGNAL))
+            return OK
+        if name in (b"QProgramSignals", b"QThreadEvents", b"QNonStop") and \
                 payload != b"QNonStop:1":
             return OK
         if payload == b"qC":
@@ -390,3 +397,8 @@ def _fio_stat(size: int) -> bytes:
     """gdb's struct fio_stat, big-endian: a read-only regular file of size bytes."""
     mode = stat.S_IFREG | 0o444
     return struct.pack(">IIIIIIIQQQIII", 0, 0, mode, 1, 0, 0, 0, size, 4096, (size + 511) // 512, 0, 0, 0)
+
+
+def _gdb_signal(linux: int) -> int:
+    """A Linux signal number as gdb numbers it (5, SIGTRAP, for one it has no number for)."""
+    return LINUX_TO_GDB_SIGNAL.get(linux, LINUX_TO_GDB_SIGNAL[5])

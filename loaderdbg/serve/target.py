@@ -26,7 +26,8 @@ class Stop:
     """Why the target is stopped, as a stop reply says it.
 
     kind: ``signal`` (T packet), ``exited`` (W), ``killed`` (X). ``signal``
-    is the number reported (SIGTRAP for steps and breakpoints); the flags
+    is the Linux number of the signal reported (SIGTRAP for steps and
+    breakpoints; the server says it in gdb's numbering); the flags
     add swbreak:/hwbreak:, watch:ADDR and replaylog: to a T reply."""
 
     kind: str = "signal"
@@ -58,6 +59,9 @@ class ServedTarget(Protocol):
     def registers(self) -> Mapping[str, int] | None: ...  # the current thread's
 
     def thread_ids(self) -> tuple[int, ...]: ...  # the main thread first
+
+    def pass_signals(self, signals: frozenset[int]) -> None:
+        """The Linux signals a continue delivers without stopping (gdb's QPassSignals)."""
 
     @property
     def current_thread(self) -> int: ...
