@@ -77,6 +77,11 @@ class LiveTarget:
         tids = sorted(thread.tid for thread in self.snapshot().threads)
         return tuple(sorted(tids, key=lambda tid: tid != self.pid)) or (self.pid,)
 
+    def thread_name(self, tid: int) -> str | None:
+        if not self.session.alive:
+            return None
+        return next((thread.name for thread in self.snapshot().threads if thread.tid == tid), None)
+
     @property
     def current_thread(self) -> int:
         """The thread whose registers gdb reads and a step steps: the one

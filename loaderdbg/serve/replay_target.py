@@ -82,6 +82,9 @@ class ReplayTarget:
     def current_thread(self) -> int:
         return self.pid
 
+    def thread_name(self, tid: int) -> str | None:
+        return None
+
     def select_thread(self, tid: int) -> bool:
         return tid == self.pid
 

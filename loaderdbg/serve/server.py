@@ -14,6 +14,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from typing import Callable
+from xml.sax.saxutils import escape, quoteattr
 
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
 from loaderdbg.gdb_remote.signals import GDB_TO_LINUX_SIGNAL, LINUX_TO_GDB_SIGNAL
@@ -281,7 +282,8 @@ class GdbServer:
             features = args.split(b";")
             self.multiprocess = b"multiprocess+" in features
             supported = [b"PacketSize=%x" % PACKET_SIZE, b"qXfer:features:read+", b"qXfer:auxv:read+",
-                         b"qXfer:exec-file:read+", b"qXfer:libraries-svr4:read+", b"vContSupported+",
+                         b"qXfer:exec-file:read+", b"qXfer:libraries-svr4:read+", b"qXfer:threads:read+",
+                         b"vContSupported+",
                          b"swbreak+", b"hwbreak+", b"QStartNoAckMode+", b"QPassSignals+", b"QProgramSignals+"]
             if self.multiprocess:
                 supported.append(b"multiprocess+")
@@ -314,8 +316,7 @@ class GdbServer:
         if payload == b"qSymbol::":
             return OK
         if name.startswith(b"qThreadExtraInfo"):
-            exact = self.target.session.position_exact
-            return bytes_to_hex(f"step {self.target.position}".encode() if exact else b"after a continue")
+            return bytes_to_hex(self._position_text().encode())
         if name == b"qXfer":
             return self._qxfer(args)
         if name.startswith(b"qRcmd,"):
@@ -340,6 +341,8 @@ class GdbServer:
             data = self.target.auxv()
         elif obj == b"exec-file":
             data = self.target.exec_path().encode()
+        elif obj == b"threads":
+            data = self._threads_xml()
         elif obj == b"libraries-svr4":
             data = libraries_svr4_xml(self.target.snapshot(), self.target.exec_path(),
                                       annex.decode("ascii", "replace"))
@@ -347,6 +350,19 @@ class GdbServer:
             return EMPTY
         chunk = data[offset:offset + min(length, PACKET_SIZE - 16)]
         return (b"l" if offset + len(chunk) >= len(data) else b"m") + chunk
+
+    def _position_text(self) -> str:
+        return f"step {self.target.position}" if self.target.session.position_exact else "after a continue"
+
+    def _threads_xml(self) -> bytes:
+        """Every thread with its name (comm), as gdb's `info threads` shows natively."""
+        extra = escape(self._position_text())
+        rows = []
+        for tid in self.target.thread_ids():
+            name = self.target.thread_name(tid)
+            named = f" name={quoteattr(name)}" if name else ""
+            rows.append(f'<thread id="{self.thread_id(tid).decode()}"{named}>{extra}</thread>')
+        return ("<threads>" + "".join(rows) + "</threads>").encode()
 
     # -- host I/O: files the target has -----------------------------------------------------
     def _v_file(self, rest: bytes) -> bytes:

@@ -60,6 +60,8 @@ class ServedTarget(Protocol):
 
     def thread_ids(self) -> tuple[int, ...]: ...  # the main thread first
 
+    def thread_name(self, tid: int) -> str | None: ...  # its comm, when known
+
     def pass_signals(self, signals: frozenset[int]) -> None:
         """The Linux signals a continue delivers without stopping (gdb's QPassSignals)."""
 

@@ -34,8 +34,8 @@ def out() -> dict[str, str]:
 
 def _thread_rows(text: str) -> list[tuple[bool, int, int, str]]:
     """(current, pid, tid, frame) of each row of gdb's `info threads`."""
-    rows = re.findall(r"^(\*| ) +\d+ +Thread (\d+)\.(\d+) .*?\) (.*)$", text, flags=re.M)
-    return [(mark == "*", int(pid), int(tid), frame) for mark, pid, tid, frame in rows]
+    rows = re.findall(r'^(\*| ) +\d+ +Thread (\d+)\.(\d+) "([^"]*)" .*?\) (.*)$', text, flags=re.M)
+    return [(mark == "*", int(pid), int(tid), name, frame) for mark, pid, tid, name, frame in rows]
 
 
 def test_a_breakpoint_in_a_worker_names_the_worker_thread(out):
@@ -43,9 +43,10 @@ def test_a_breakpoint_in_a_worker_names_the_worker_thread(out):
     assert "Breakpoint 1, worker (arg=0x1)" in out["worker"], out["worker"]
     current = [row for row in rows if row[0]]
     assert len(current) == 1, out["worker"]
-    _, pid, tid, frame = current[0]
+    _, pid, tid, name, frame = current[0]
     assert tid != pid, out["worker"]  # the worker's own task, not the main thread
     assert frame.startswith("worker (arg=0x1)"), out["worker"]
+    assert name in ("threads", "worker-1"), out["worker"]  # named by the worker itself, soon after
     assert any(row[2] == pid for row in rows), out["worker"]  # and the main thread is listed too
 
 
@@ -61,6 +62,8 @@ def test_every_thread_is_listed_with_its_own_backtrace(out):
     assert len(rows) == 4, out["ready"]
     assert sum(row[0] for row in rows) == 1, out["ready"]
     assert len({row[2] for row in rows}) == 4, out["ready"]
+    # Named as natively: the main thread by its comm, each worker by pthread_setname_np.
+    assert sorted(row[3] for row in rows) == ["threads", "worker-1", "worker-2", "worker-3"], out["ready"]
     traces = re.split(r"^Thread \d+ \(", out["ready"], flags=re.M)[1:]
     assert len(traces) == 4, out["ready"]
     assert sum(" in worker (" in trace for trace in traces) == 3, out["ready"]
