@@ -48,6 +48,7 @@ class ReplayTarget:
         self._signals = {row["step"]: row["signo"] for row in self.rec.signals()}
         self._stop = Stop()
         self._snapshot: tuple[int, Snapshot] | None = None
+        self._selected: int | None = None  # the thread gdb selected (Hg) since the last motion
 
     # -- state -------------------------------------------------------------------
     @property
@@ -63,8 +64,11 @@ class ReplayTarget:
         return self.session.position
 
     def registers(self) -> Mapping[str, int] | None:
+        raw = self.session.registers_raw()
+        if self._selected is not None:
+            raw = self.session.thread_registers().get(self._selected, raw)
         try:
-            return decode_registers(self.session.registers_raw(), self.arch).values
+            return decode_registers(raw, self.arch).values
         except DecodeError:
             return None
 
@@ -74,19 +78,31 @@ class ReplayTarget:
     def pass_signals(self, signals: frozenset[int]) -> None:
         """A recording's signals were delivered when it was made: nothing to pass."""
 
-    # A recording is served as one thread: the one that executed the step.
+    # -- threads: those alive at the step; the current one is the thread that
+    # steps there (the recording's schedule) until gdb selects another, and
+    # every motion makes it that one again.
     def thread_ids(self) -> tuple[int, ...]:
-        return (self.pid,)
+        if not self.rec.threaded:
+            return (self.pid,)
+        tids = self.session.thread_registers()
+        return tuple(sorted(tids, key=lambda tid: tid != self.pid)) or (self.pid,)
 
     @property
     def current_thread(self) -> int:
-        return self.pid
+        if self._selected is not None:
+            return self._selected
+        return self.session.stepping_thread if self.rec.threaded else self.pid
 
     def thread_name(self, tid: int) -> str | None:
-        return None
+        return None  # the recording keeps no thread names
 
     def select_thread(self, tid: int) -> bool:
-        return tid == self.pid
+        if tid == self.current_thread:
+            return True
+        if tid not in self.thread_ids():
+            return False
+        self._selected = tid
+        return True
 
     def snapshot(self) -> Snapshot:
         position = self.session.position
@@ -173,6 +189,7 @@ class ReplayTarget:
 
     # -- motion --------------------------------------------------------------------
     def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop:
+        self._selected = None
         try:
             if step:
                 stop = self._step_back() if reverse else self._step()
@@ -185,12 +202,14 @@ class ReplayTarget:
 
     def goto(self, position: int) -> Stop:
         """`monitor goto`: the stop gdb will be told of next."""
+        self._selected = None
         self.session.goto(position)
         self._stop = self._placed()
         return self._stop
 
     def run_until(self, until: str):
         """`monitor until T`: the session's own stop-target search."""
+        self._selected = None
         reason = self.session.cont(until)
         self._stop = self._placed()
         return reason

@@ -5,17 +5,19 @@ can read any thread's registers (`thread apply all bt`).
 
 The fixture (tests/fixtures/zoo/threads.c) starts three workers named
 worker-1..3, waits on a barrier for them, prints "threads ready" and
-sleeps; the workers sleep in pause() for ever.
+sleeps; the workers sleep in pause() for ever. A recording of it up to
+that puts is served with every thread alive at the step too.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from test_serve_gdb import registers, run_gdb
+from test_serve_gdb import LOADERDBG, registers, run_gdb
 
 ROOT = Path(__file__).resolve().parents[2]
 THREADS = ROOT / "build" / "fixtures" / "zoo" / "threads"
@@ -68,3 +70,32 @@ def test_every_thread_is_listed_with_its_own_backtrace(out):
     assert len(traces) == 4, out["ready"]
     assert sum(" in worker (" in trace for trace in traces) == 3, out["ready"]
     assert sum(" in main ()" in trace for trace in traces) == 1, out["ready"]
+
+
+# -- a recording of the same program: its threads as of each step -------------------------
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory) -> dict[str, str]:
+    recording = tmp_path_factory.mktemp("threads") / "threads.ldbg"
+    subprocess.run([LOADERDBG, "record", "-o", str(recording), "--until", "sym:puts", str(THREADS)],
+                   check=True, capture_output=True, timeout=120)
+    sections = [
+        ("ready", ["info threads", "thread apply all bt"]),
+        ("back", ["break worker", "reverse-continue", "info threads", "info registers rip", "delete"]),
+    ]
+    return run_gdb(["--at", "sym:puts", str(recording)], sections)
+
+
+def test_a_recording_lists_the_threads_alive_at_the_step(replayed):
+    rows = re.findall(r"^(\*| ) +\d+ +Thread (\d+)\.(\d+) ", replayed["ready"], flags=re.M)
+    assert len(rows) == 4, replayed["ready"]
+    assert [int(pid) == int(tid) for mark, pid, tid in rows if mark == "*"] == [True], replayed["ready"]
+    traces = re.split(r"^Thread \d+ \(", replayed["ready"], flags=re.M)[1:]
+    assert sum(" in worker (" in trace for trace in traces) == 3, replayed["ready"]
+
+
+def test_reverse_continue_to_a_workers_breakpoint_names_that_worker(replayed):
+    back = replayed["back"]
+    assert "Breakpoint 1, worker (arg=" in back, back
+    current = re.findall(r"^\* +\d+ +Thread (\d+)\.(\d+) .*worker \(arg=", back, flags=re.M)
+    assert len(current) == 1 and current[0][0] != current[0][1], back
