@@ -231,8 +231,13 @@ class SpawnCatcher:
             sig = os.WSTOPSIG(status)
             if event in (ptrace.EVENT_FORK, ptrace.EVENT_VFORK, ptrace.EVENT_CLONE):
                 # A child born while we let go: it is auto-attached; free it too.
+                # Not the one we keep: ptrace promises no order, so its exec
+                # may have come before this fork event, and it reports
+                # nothing more from its exec stop (waiting for it would end
+                # only at the deadline).
                 new = ptrace.get_event_msg(pid)
-                others.add(new)
+                if new != keep:
+                    others.add(new)
             pending = 0 if event or sig in (_signal.SIGTRAP | 0x80, _signal.SIGTRAP) else sig
             if pid in others:
                 self._detach(pid, pending)
