@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 SETTLE_SECONDS = 3.0
 
 
+def _close_once_started(start: Future) -> None:
+    """On the tracer thread, after a start that Ctrl-C stopped waiting for."""
+    if start.exception() is None:
+        start.result().close()
+
+
 class LiveSession:
     capabilities = frozenset({Capability.LIVE, Capability.BREAKPOINTS, Capability.INTERRUPT,
                               Capability.WATCHPOINTS})
@@ -86,6 +92,12 @@ class LiveSession:
         try:
             inferior = future.result(timeout=SETTLE_SECONDS)
         except BaseException:
+            if not future.done():
+                # Still starting: what it gets hold of is let go once it has
+                # it (the tracer thread runs its jobs in order), not left to
+                # the kernel's detach at our exit, stopped in execve or with
+                # our int3s in it (it would die of SIGTRAP).
+                self._tracer.submit(_close_once_started, future)
             return  # it failed or gave up on its own, cleaning up after itself
         self._tracer.call(inferior.close)
 
