@@ -46,10 +46,15 @@ _cleanups = 0  # cleanup() blocks under way (signal handlers run in the main thr
 _held: int | None = None  # the first signal that came during one
 _ask_to_end: Callable[[int], None] | None = None  # a front end's way to end itself (ended_by)
 _asked: int | None = None  # the signal it was asked to end for
+_raised = False  # an interrupt was raised from a signal: loaderdbg is on its way out
 
 
 def _on_signal(signum: int, frame) -> None:
-    global _held, _asked
+    global _held, _asked, _raised
+    if _raised:
+        # Every catch of the first one puts things back in order and raises
+        # it again: a second would only cut that short, or the goodbye after.
+        return
     if _cleanups:
         if _held is None:
             _held = signum
@@ -58,13 +63,15 @@ def _on_signal(signum: int, frame) -> None:
         _asked = signum
         _ask_to_end(signum)
         return
+    _raised = True
     raise _interrupt_for(signum)
 
 
 class handled:
     """While this block runs (in the main thread), SIGINT, SIGTERM and
     SIGHUP raise KeyboardInterrupt / Terminated, or wait for a ``cleanup()``
-    under way. A signal someone ignores (nohup, a background job's SIGINT)
+    under way; once one is raised, the next are dropped (loaderdbg is
+    ending: each catch of it cleans up and raises it again). A signal someone ignores (nohup, a background job's SIGINT)
     stays ignored. The handlers in place before come back afterwards,
     unless ``restore`` is False (the process ends with the block: Python's
     own SIGINT handler back would turn a late Ctrl-C into a traceback)."""
@@ -73,6 +80,8 @@ class handled:
         self._restore = restore
 
     def __enter__(self) -> "handled":
+        global _raised
+        _raised = False
         self._previous: dict[int, object] = {}
         if threading.current_thread() is not threading.main_thread():
             return self
@@ -83,8 +92,10 @@ class handled:
         return self
 
     def __exit__(self, *exc) -> None:
+        global _raised
         if not self._restore:
             return
+        _raised = False
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
 
@@ -137,9 +148,10 @@ class cleanup:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        global _cleanups, _held
+        global _cleanups, _held, _raised
         _cleanups -= 1
         if _cleanups == 0 and _held is not None:
             signum, _held = _held, None
             if exc_type is None:
+                _raised = True
                 raise _interrupt_for(signum)

@@ -83,3 +83,26 @@ def test_ending_ignores_only_what_handled_set():
         _signal_self(signal.SIGINT)  # ignored: no KeyboardInterrupt
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_signal_after_the_first_was_raised_is_dropped():
+    """The first signal's KeyboardInterrupt is on its way out (each catch
+    cleans up and raises it again); a second, outside any cleanup block,
+    must not raise another in the middle of that (a sweep of double
+    signals to `loaderdbg inspect` showed tracebacks from there)."""
+    seconds = []
+    with end_signals.handled():
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                _signal_self(signal.SIGINT)
+            except KeyboardInterrupt:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    try:
+                        _signal_self(signum)
+                    except KeyboardInterrupt:
+                        seconds.append(signum)
+                raise
+    assert seconds == []
+    with end_signals.handled():  # a new block: signals raise again
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGINT)
