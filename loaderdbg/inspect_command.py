@@ -23,8 +23,43 @@ from loaderdbg.targets import Target, defined_nowhere
 def launch_spec(program: str, args: list[str], *, aslr: bool, stdin_fd: int | None = None,
                 stdout_fd: int | None = None, stderr_fd: int | None = None) -> LaunchSpec:
     path = check_program(program)
-    return LaunchSpec(path=path, argv=(program, *args), env=dict(os.environ), aslr=aslr,
+    return LaunchSpec(path=path, argv=(program, *args), env=launch_environment(), aslr=aslr,
                       stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+
+
+# What Python's locale coercion (PEP 538) sets LC_CTYPE to when it starts
+# under the C or POSIX locale.
+_COERCED_CTYPES = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
+
+
+def launch_environment() -> dict[str, str]:
+    """The environment a launched program gets: ours as we were given it.
+    Under the C or POSIX locale (env -i, a bare CI job) Python sets
+    LC_CTYPE=C.UTF-8 in its own environment as it starts, which the program
+    would inherit: that one is given back as it was (gone, if unset)."""
+    env = dict(os.environ)
+    ctype = env.get("LC_CTYPE")
+    if ctype in _COERCED_CTYPES:
+        given = _given_at_start("LC_CTYPE")
+        if given != ctype:
+            if given is None:
+                del env["LC_CTYPE"]
+            else:
+                env["LC_CTYPE"] = given
+    return env
+
+
+def _given_at_start(name: str) -> str | None:
+    """The variable's value in the environment this process was started
+    with (the kernel's copy, /proc/self/environ), None if absent or unknown."""
+    try:
+        with open("/proc/self/environ", "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = os.fsencode(name) + b"="
+    found = next((e[len(prefix):] for e in entries if e.startswith(prefix)), None)
+    return None if found is None else os.fsdecode(found)
 
 
 def not_reached_sentence(target: Target, reason) -> str:
