@@ -28,27 +28,6 @@ from stack_pushes import call_that_changes_the_stack
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
 EXECVE = 59  # x86-64 syscall number
 
-HANDLED_FAULT_C = r"""
-#include <signal.h>
-#include <string.h>
-#include <sys/mman.h>
-static char *page;
-static void unprotect(int sig, siginfo_t *info, void *context) {
-    (void)sig; (void)context;
-    mprotect((void *)((long)info->si_addr & ~4095L), 4096, PROT_READ | PROT_WRITE);
-}
-int main(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = unprotect;
-    sa.sa_flags = SA_SIGINFO;
-    sigaction(SIGSEGV, &sa, 0);
-    page = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    page[100] = 42;              /* SIGSEGV; the handler makes the page writable, the store runs again */
-    return page[100] == 42 ? 0 : 1;
-}
-"""
-
 R11_AFTER_A_HANDLER_C = r"""
 #include <signal.h>
 #include <string.h>
@@ -120,24 +99,25 @@ def spec_for(path: str) -> LaunchSpec:
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("programs")
-    return {"handled-fault": build_static(directory, "handled-fault", HANDLED_FAULT_C),
-            "exec-self": build_static(directory, "exec-self", EXEC_SELF_C),
+    return {"exec-self": build_static(directory, "exec-self", EXEC_SELF_C),
             "r11-after-a-handler": build_static(directory, "r11-after-a-handler", R11_AFTER_A_HANDLER_C),
             "shared-writer": build_static(directory, "shared-writer", SHARED_WRITER_C)}
 
 
-def test_a_fault_the_program_handles_does_not_end_the_recording_as_a_crash(tmp_path, programs):
-    """The SIGSEGV is recorded (a signal, the crash milestone), its handler
-    runs, the store runs again and the program exits 0: the recording ends
-    'exited with status 0', as the run did, not with the fault it lived
-    through."""
+def test_a_fault_the_program_handles_does_not_end_the_recording_as_a_crash(tmp_path, fixtures_dir):
+    """zoo/segv-handled: the SIGSEGV is recorded (a signal, no crash
+    milestone), its handler runs, the store runs again and the program
+    exits 0: the recording ends 'exited with status 0', as the run did, not
+    with the fault it lived through."""
     path = tmp_path / "handled.ldbg"
-    summary = record_program(spec_for(programs["handled-fault"]), str(path), "exit", progress=False)
+    summary = record_program(spec_for(str(fixtures_dir / "zoo" / "segv-handled")), str(path), "exit",
+                             progress=False)
     assert summary.divergences == 0
     assert summary.stop_reason.kind == "exited" and summary.stop_reason.exit_code == 0, summary.stop_reason
     with ReplaySession(str(path)) as replay:
         assert replay.end_reason.kind == "exited" and replay.end_reason.exit_code == 0
         assert [e.name for e in replay.events() if e.kind == "signal"] == ["SIGSEGV"]
+        assert "crash" not in [e.name for e in replay.events() if e.kind == "milestone"]
         assert replay.verify().ok
 
 
