@@ -333,14 +333,15 @@ def _open_tui(session, title: str, output_fd: int | None = None) -> int:
     restore_terminal = _terminal_restorer()
 
     def end_now(signum: int) -> None:
-        # SIGTERM/SIGHUP while the TUI runs: raised inside Textual's loop,
-        # Terminated could be taken for the app's own error, or lost. The
-        # session is put in order here and now (int3s out, detached, or
-        # killed), the terminal given back, and loaderdbg ends.
+        # SIGTERM/SIGHUP/SIGINT while the TUI runs: raised inside Textual's
+        # loop, the interrupt could be taken for the app's own error, or
+        # lost. The session is put in order here and now (int3s out,
+        # detached, or killed), the terminal given back, and loaderdbg ends.
         session.close()
         restore_terminal()
+        said = "interrupted" if signum == signal.SIGINT else f"interrupted ({signal.Signals(signum).name})"
         try:  # to fd 2 itself: the app has sys.stderr captured
-            os.write(STDERR_FD, f"loaderdbg: interrupted ({signal.Signals(signum).name})\n".encode())
+            os.write(STDERR_FD, f"loaderdbg: {said}\n".encode())
         except OSError:
             pass
         os._exit(128 + signum)

@@ -59,7 +59,7 @@ def _on_signal(signum: int, frame) -> None:
         if _held is None:
             _held = signum
         return
-    if _ask_to_end is not None and signum != signal.SIGINT and _asked is None:
+    if _ask_to_end is not None and _asked is None:
         _asked = signum
         _ask_to_end(signum)
         return
@@ -116,11 +116,13 @@ def ending() -> None:
 class ended_by:
     """For a front end with an event loop of its own (the TUI): raised in
     the middle of that loop, Terminated could be caught and reported as a
-    crash of whatever it passed through. Within this block, SIGTERM and
-    SIGHUP call ``ask_to_end(signum)`` instead, once (it should make the
-    loop end soon, from the main thread, e.g. Textual's App.exit); when the
-    block ends, Terminated is raised as usual, so the session is closed and
-    the exit code says which signal it was. A second signal raises at once."""
+    crash of whatever it passed through. Within this block, SIGTERM, SIGHUP
+    and SIGINT (from outside: the TUI reads Ctrl-C as a key) call
+    ``ask_to_end(signum)`` instead, once (it should make the loop end soon,
+    from the main thread, e.g. Textual's App.exit); when the block ends,
+    KeyboardInterrupt or Terminated is raised as usual, so the session is
+    closed and the exit code says which signal it was. A second signal
+    raises at once."""
 
     def __init__(self, ask_to_end: Callable[[int], None]) -> None:
         self._ask_to_end = ask_to_end
@@ -134,7 +136,7 @@ class ended_by:
         global _ask_to_end, _asked
         asked, _ask_to_end, _asked = _asked, None, None
         if asked is not None and exc_type is None:
-            raise Terminated(asked)
+            raise _interrupt_for(asked)
 
 
 class cleanup:
