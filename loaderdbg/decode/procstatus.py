@@ -22,6 +22,7 @@ class TaskStatus:
     shared_pending: tuple[str, ...]  # ShdPnd: pending for the whole process
     sig_blocked: tuple[str, ...]  # SigBlk
     sig_ignored: tuple[str, ...]  # SigIgn
+    sig_caught: tuple[str, ...] = ()  # SigCgt: those with a handler of the program's
 
 
 def signal_set(mask: int) -> tuple[str, ...]:
@@ -54,6 +55,7 @@ def parse_task_status(text: str) -> TaskStatus:
             shared_pending=mask("ShdPnd"),
             sig_blocked=mask("SigBlk"),
             sig_ignored=mask("SigIgn"),
+            sig_caught=mask("SigCgt"),
         )
     except ValueError as err:
         raise DecodeError(f"bad /proc status: {err}") from None

@@ -15,6 +15,8 @@ import signal as _signal
 from dataclasses import dataclass
 
 from loaderdbg.arch import X86_64, ArchTables
+from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.errors import TargetError
 from loaderdbg.process import ptrace
 from loaderdbg.process.memory import ProcessMemory
@@ -763,12 +765,11 @@ def signal_caught(pid: int, tid: int, signal: int) -> bool | None:
     when /proc cannot tell."""
     try:
         with open(f"/proc/{pid}/task/{tid}/status") as handle:
-            fields = dict(line.split(":", 1) for line in handle.read().splitlines() if ":" in line)
-        caught, blocked = int(fields["SigCgt"], 16), int(fields["SigBlk"], 16)
-    except (OSError, KeyError, ValueError):
+            status = parse_task_status(handle.read())
+    except (OSError, DecodeError):
         return None
-    bit = 1 << (signal - 1)
-    return bool(caught & bit) and not blocked & bit
+    name = _signal.Signals(signal).name
+    return name in status.sig_caught and name not in status.sig_blocked
 
 
 def launch_failure(path: str, failure: int, status: int) -> str:
