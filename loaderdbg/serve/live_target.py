@@ -74,13 +74,13 @@ class LiveTarget:
         """Every thread of the process, the main one first (gdb's thread 1)."""
         if not self.session.alive:
             return (self.pid,)
-        tids = sorted(thread.tid for thread in self.snapshot().threads)
+        tids = sorted(thread.tid for thread in self.session.threads())
         return tuple(sorted(tids, key=lambda tid: tid != self.pid)) or (self.pid,)
 
     def thread_name(self, tid: int) -> str | None:
         if not self.session.alive:
             return None
-        return next((thread.name for thread in self.snapshot().threads if thread.tid == tid), None)
+        return next((thread.name for thread in self.session.threads() if thread.tid == tid), None)
 
     @property
     def current_thread(self) -> int:
@@ -88,7 +88,7 @@ class LiveTarget:
         that reached the stop, unless gdb selected another."""
         if not self.session.alive:
             return self.pid
-        return next((thread.tid for thread in self.snapshot().threads if thread.current), self.pid)
+        return next((thread.tid for thread in self.session.threads() if thread.current), self.pid)
 
     def select_thread(self, tid: int) -> bool:
         """gdb's Hg/vCont naming a thread: False if it cannot be (gone, or not ours)."""
