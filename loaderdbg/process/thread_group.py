@@ -43,7 +43,7 @@ from loaderdbg.errors import TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.attach import WNOTHREAD, AttachedThreads
 from loaderdbg.process.stops import Stop, StopKind
-from loaderdbg.process.tracee import Tracee, signal_caught, untrapped_r11
+from loaderdbg.process.tracee import Tracee, signal_caught, sigstop_pending, untrapped_r11
 
 RUNNING = "running"
 STOPPED = "stopped"
@@ -373,7 +373,7 @@ class ThreadGroup:
             return None
         halted = self._is_halt(thread, stop) or self._syscall_cut_short(thread, stop)
         if self._interrupt_pending and tid == self.pid and stop.kind is StopKind.SIGNAL \
-                and stop.signal == _signal.SIGSTOP and not (halted and _sigstop_pending(tid)):
+                and stop.signal == _signal.SIGSTOP and not (halted and sigstop_pending(tid)):
             # The user's interrupt. A launched group halts threads with
             # SIGSTOPs too: one of ours still pending for the leader and the
             # interrupt's are one signal, delivered once, and taken for the
@@ -753,18 +753,6 @@ class ThreadGroup:
             self.kill()
         else:
             self.detach()
-
-
-def _sigstop_pending(tid: int) -> bool:
-    """Whether a SIGSTOP is still pending for thread tid (its SigPnd)."""
-    try:
-        with open(f"/proc/{tid}/task/{tid}/status") as handle:
-            for line in handle:
-                if line.startswith("SigPnd:"):
-                    return bool(int(line.split()[1], 16) & (1 << (_signal.SIGSTOP - 1)))
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
 
 
 class GroupTarget:

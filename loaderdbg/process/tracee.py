@@ -772,6 +772,16 @@ def signal_caught(pid: int, tid: int, signal: int) -> bool | None:
     return name in status.sig_caught and name not in status.sig_blocked
 
 
+def sigstop_pending(tid: int) -> bool:
+    """Whether a SIGSTOP is pending for thread ``tid`` alone (tgkill's, its
+    SigPnd)."""
+    try:
+        with open(f"/proc/{tid}/task/{tid}/status") as handle:
+            return "SIGSTOP" in parse_task_status(handle.read()).sig_pending
+    except (OSError, DecodeError):
+        return False
+
+
 def launch_failure(path: str, failure: int, status: int) -> str:
     """What to say of a launch whose child never stopped at its first
     instruction: ``failure`` the errno its preparation or execve gave (0

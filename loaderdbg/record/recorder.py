@@ -46,7 +46,7 @@ from loaderdbg.errors import OutputError, TargetError, UsageError
 from loaderdbg.process import ptrace
 from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind, classify
-from loaderdbg.process.tracee import LaunchSpec, Tracee, launch, untrapped_r11
+from loaderdbg.process.tracee import LaunchSpec, Tracee, launch, sigstop_pending, untrapped_r11
 from loaderdbg.record.capture import (
     COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
 )
@@ -478,7 +478,7 @@ class Recorder:
         else:
             return  # gone, or in a syscall: detaching interrupts it and sees the stop
         for _ in range(8):
-            if not _sigstop_pending(tid):
+            if not sigstop_pending(tid):
                 return
             deliver = self.pending_signal if waiting is None else waiting.pending_signal
             try:
@@ -2070,15 +2070,6 @@ def _restarted_syscall(regs: bytes) -> int | None:
     if result in _RESTART_ERRORS:
         return number
     return _RESTART_SYSCALL if result == _RESTART_BLOCK else None
-
-
-def _sigstop_pending(tid: int) -> bool:
-    """Whether a SIGSTOP is pending for thread ``tid`` alone (tgkill's)."""
-    try:
-        with open(f"/proc/{tid}/task/{tid}/status") as handle:
-            return "SIGSTOP" in parse_task_status(handle.read()).sig_pending
-    except (OSError, DecodeError):
-        return False
 
 
 def _reason_json(reason: StopReason) -> dict:
