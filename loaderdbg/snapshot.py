@@ -117,13 +117,74 @@ class Snapshot:
     threads: tuple[ThreadState, ...]
     handoff: HandoffReport
     events: tuple[Event, ...]
-    got: tuple[GotSlot, ...] = ()
-    ifuncs: tuple[IfuncChoice, ...] = ()
+    # The GOT and ifunc views, made when first read (see RelocationViews).
+    relocation_views: "RelocationViews | None" = None
     r_debug: tuple[RDebug, ...] = ()  # one per namespace, in r_next order
     # A replay's check of its recording (None: nothing checked yet, or live).
     verified: bool | None = None
     divergence: Divergence | None = None
     syscalls: tuple[SyscallCall, ...] = ()
+
+    @property
+    def got(self) -> tuple[GotSlot, ...]:
+        """gdb-style `got`: each JUMP_SLOT/GLOB_DAT slot, where it points."""
+        return self.relocation_views.got if self.relocation_views is not None else ()
+
+    @property
+    def ifuncs(self) -> tuple[IfuncChoice, ...]:
+        """Each IRELATIVE relocation: its resolver and what it chose."""
+        return self.relocation_views.ifuncs if self.relocation_views is not None else ()
+
+
+class RelocationViews:
+    """A relocation table's GOT and ifunc views, each made the first time it
+    is read. Both follow from the table (which holds each slot's value at
+    the stop) and the objects' files alone, so reading them later gives
+    what reading them at the stop would have; a stop whose GOT nobody
+    reads (a step with another tab up, a text report) does not name every
+    GOT slot (gdb's 17,000, a fifth of its snapshot). Each is made once,
+    on whichever thread reads it first."""
+
+    __slots__ = ("_relocations", "_objects", "_lock", "_symbols", "_got", "_ifuncs")
+
+    def __init__(self, relocations: RelocationTable, objects: Sequence[MappedObject]) -> None:
+        self._relocations = relocations
+        self._objects = tuple(objects)
+        self._lock = threading.Lock()
+        self._symbols: SymbolTable | None = None
+        self._got: tuple[GotSlot, ...] | None = None
+        self._ifuncs: tuple[IfuncChoice, ...] | None = None
+
+    def _made(self, slot: str, make: Callable[[SymbolTable], tuple]) -> tuple:
+        value = getattr(self, slot)
+        if value is None:
+            with self._lock:
+                value = getattr(self, slot)
+                if value is None:
+                    with collector_paused():
+                        if self._symbols is None:
+                            self._symbols = SymbolTable([LoadedObject(o.name, o.base, o.info)
+                                                         for o in self._objects])
+                        value = make(self._symbols)
+                    setattr(self, slot, value)
+        return value
+
+    @property
+    def got(self) -> tuple[GotSlot, ...]:
+        return self._made("_got", lambda symbols: got_view(self._relocations, symbols))
+
+    @property
+    def ifuncs(self) -> tuple[IfuncChoice, ...]:
+        return self._made("_ifuncs", lambda symbols: ifunc_choices(self._relocations, symbols, self._objects))
+
+    # Equal by what they show, as the tuples they stand for were.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RelocationViews):
+            return NotImplemented
+        return self is other or (self.got, self.ifuncs) == (other.got, other.ifuncs)
+
+    def __hash__(self) -> int:
+        return hash((self.got, self.ifuncs))
 
 
 class StateSource(Protocol):
@@ -206,8 +267,7 @@ class _MemoryViews:
     annotations: tuple[MapAnnotation, ...]
     summaries: tuple[ObjectSummary, ...]
     relocations: RelocationTable
-    got: tuple[GotSlot, ...]
-    ifuncs: tuple[IfuncChoice, ...]
+    relocation_views: RelocationViews
     link_map: tuple[LinkMapEntry, ...]
     r_debug: tuple[RDebug, ...] = ()
 
@@ -230,7 +290,7 @@ class SnapshotMemo:
     def __init__(self) -> None:
         self.parts: dict[str, tuple] = {}
         self.table: RelocationTable | None = None  # the last one made
-        self.views: tuple | None = None  # (table, infos, names and bases, (got, ifuncs))
+        self.views: tuple | None = None  # (table, infos, names and bases, RelocationViews)
         self.map_views: tuple | None = None  # (maps, objects, (annotations, details))
 
 
@@ -272,15 +332,14 @@ def _memory_views(source: StateSource, memory: "_Reader",
                                            states.totals(obj.name), obj is ldso, detail,
                                            obj.info.version_names))
         relocations = _table_of(memo, per_object)
-        got, ifuncs = _relocation_views(memo, relocations, objects)
-        return tuple(summaries), relocations, got, ifuncs
+        return tuple(summaries), relocations, _relocation_views(memo, relocations, objects)
 
     stack, kernel_auxv, changed = part("stack", stack_part)
-    summaries, relocations, got, ifuncs = part("relocations", relocations_part)
+    summaries, relocations, relocation_views = part("relocations", relocations_part)
     link_view = part("link_map", lambda: with_private_fields(read_link_map(source.program_object(), memory),
                                                              ldso, memory))
     return _MemoryViews(maps, objects, ldso, stack, kernel_auxv, changed, annotations,
-                        summaries, relocations, got, ifuncs, link_view.entries, link_view.debugs)
+                        summaries, relocations, relocation_views, link_view.entries, link_view.debugs)
 
 
 def _remembered_views(source: StateSource, memory: "_Reader") -> _MemoryViews:
@@ -418,8 +477,7 @@ def _build_snapshot(source: StateSource) -> Snapshot:
         threads=tuple(source.threads()),
         handoff=handoff,
         events=tuple(source.events),
-        got=views.got,
-        ifuncs=views.ifuncs,
+        relocation_views=views.relocation_views,
         r_debug=views.r_debug,
         verified=verified,
         divergence=divergence,
@@ -444,15 +502,16 @@ def _table_of(memo: SnapshotMemo, per_object: list[ObjectRelocations]) -> Reloca
 
 
 def _relocation_views(memo: SnapshotMemo, relocations: RelocationTable,
-                      objects: Sequence[MappedObject]) -> tuple[tuple[GotSlot, ...], tuple[IfuncChoice, ...]]:
+                      objects: Sequence[MappedObject]) -> RelocationViews:
+    """The views of the last snapshot again while its table and objects are
+    the very same (made or not yet: at most once for both)."""
     infos = tuple(o.info for o in objects)
     places = tuple((o.name, o.base) for o in objects)
     hit = memo.views
     if hit is not None and hit[0] is relocations and hit[2] == places and len(hit[1]) == len(infos) and all(
             map(operator.is_, hit[1], infos)):
         return hit[3]
-    symbols = SymbolTable([LoadedObject(o.name, o.base, o.info) for o in objects])
-    views = (got_view(relocations, symbols), ifunc_choices(relocations, symbols, objects))
+    views = RelocationViews(relocations, objects)
     memo.views = (relocations, infos, places, views)
     return views
 

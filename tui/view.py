@@ -102,6 +102,10 @@ def build_view(session, previous: StopView | None, generation: int) -> StopView:
     """Ask the session for everything about the current stop. Runs in a
     worker thread: the session blocks while its tracer thread works."""
     snapshot: Snapshot = session.snapshot()
+    # The ELF tab draws the ifunc choices on the UI thread: made here, once
+    # per relocation table (a few IRELATIVE rows). The GOT is left for the
+    # `got` command to make, in its worker, when asked.
+    snapshot.ifuncs
     regs = snapshot.registers
     alive = session_alive(session)
     breakpoints = (frozenset(session.breakpoints()) if Capability.BREAKPOINTS in session.capabilities

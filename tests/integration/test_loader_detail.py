@@ -107,3 +107,18 @@ def test_a_thread_that_dlopens_is_not_killed_by_the_hook(tmp_path):
         os.close(fd)
     assert out.read_text() == "ok\n"
     assert "thread" in kinds
+
+
+def test_got_read_after_the_program_moved_on_is_the_got_at_its_stop(fixtures_dir):
+    """A snapshot names its GOT when first read; by then the program may
+    have resolved the slots it showed lazy."""
+    with LiveSession(launch_spec(str(fixtures_dir / "zoo" / "lazy"), [], aslr=False)) as session:
+        session.cont("main")
+        at_main = session.snapshot()
+        session.cont("exit")
+        at_exit = session.snapshot()
+        late = {g.symbol: g for g in at_main.got if g.object == "lazy"}
+        now = {g.symbol: g for g in at_exit.got if g.object == "lazy"}
+    assert late["puts"].state == "lazy" and now["puts"].state == "resolved"
+    assert late["puts"].current != now["puts"].current
+    assert at_main.ifuncs == at_main.ifuncs and at_main != at_exit
