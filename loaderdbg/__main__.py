@@ -1,3 +1,3 @@
-from loaderdbg.cli import main
+from loaderdbg.entry import main
 
 raise SystemExit(main())

@@ -29,7 +29,8 @@ ROOMS = {
     "loaderdbg.record": "record",
     "loaderdbg.live": "live",
     "loaderdbg.gdb_remote": "gdb_remote", "loaderdbg.serve": "serve",
-    "loaderdbg.cli": "front", "loaderdbg.__main__": "front", "loaderdbg.inspect_command": "front",
+    "loaderdbg.cli": "front", "loaderdbg.__main__": "front", "loaderdbg.entry": "front",
+    "loaderdbg.inspect_command": "front",
     "loaderdbg.output": "front", "loaderdbg.end_signals": "base",
     "tui": "tui",
 }
