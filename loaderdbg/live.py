@@ -187,6 +187,17 @@ class LiveSession:
         """gdb's `thread N` (Threads): thread ``tid`` becomes current."""
         self._tracer.call(self._inferior.select_thread, tid)
 
+    def resume_signal(self, tid: int | None = None) -> int | None:
+        """The signal thread ``tid`` (default: the current one) receives when
+        it next runs (None: none), the one it stopped with unless replaced."""
+        return self._tracer.call(self._inferior.resume_signal, tid)
+
+    def set_resume_signal(self, signal: int | None, tid: int | None = None) -> None:
+        """gdb's `signal SIG` / `signal 0` / `handle SIG nopass`: thread
+        ``tid`` (default: the current one) receives ``signal`` when it next
+        runs, in place of the one it stopped with (None: nothing)."""
+        self._tracer.call(self._inferior.set_resume_signal, signal, tid)
+
     def events(self) -> Sequence[Event]:
         return tuple(self._inferior.events)
 

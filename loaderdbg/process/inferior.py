@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal as _signal
 import time
 from typing import TYPE_CHECKING
 
@@ -182,6 +183,30 @@ class Inferior(StopState):
         if group is None:
             raise UsageError("only an x86-64 program's threads can be selected here (launched or attached)")
         group.select(tid)
+
+    # -- the signal a thread receives as it runs on -------------------------
+    def resume_signal(self, tid: int | None = None) -> int | None:
+        """The signal thread ``tid`` (default: the current one) receives
+        when it next runs: the one it stopped with, unless replaced."""
+        return self._thread_tracee(tid).pending_signal or None
+
+    def set_resume_signal(self, signal: int | None, tid: int | None = None) -> None:
+        """What thread ``tid`` (default: the current one) receives when it
+        next runs, in place of the signal it stopped with: None, nothing
+        (gdb's `signal 0`, `handle SIG nopass`); a number, that signal
+        (`signal SIG`). UsageError: no such thread or signal."""
+        self._require_alive()
+        if signal and signal not in _signal.valid_signals():
+            raise UsageError(f"no signal {signal}")
+        self._thread_tracee(tid).pending_signal = signal or 0
+
+    def _thread_tracee(self, tid: int | None):
+        group = self.thread_group
+        if group is not None:
+            return group.tracee(tid)
+        if tid not in (None, self.pid):
+            raise UsageError(f"no thread {tid} (threads: {self.pid})")
+        return self.tracee
 
     def add_breakpoint(self, addr: int) -> bool:
         """A user breakpoint: every continue stops there. False if unmapped

@@ -15,8 +15,9 @@ from typing import Mapping
 from loaderdbg.errors import UsageError
 from loaderdbg.live import LiveSession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import (DEBUG_DIRECTORY, SIGINT, BytesFile, Interrupted, ServedFile, Stop,
-                                    linked_path, snapshot_auxv, split_copy_name)
+from loaderdbg.serve.target import (DEBUG_DIRECTORY, NO_SIGNALS, SIGINT, SIGTRAP, BytesFile, Interrupted,
+                                    ResumeSignals, ServedFile, Stop, linked_path, snapshot_auxv,
+                                    split_copy_name)
 from loaderdbg.session import Capability, StopReason
 from loaderdbg.snapshot import Snapshot
 from loaderdbg.targets import ReasonKind
@@ -42,9 +43,18 @@ class LiveTarget:
         # watchpoints trap before the access): a stop after it would show
         # the instruction after the next.
         session.watch_stops_before_access()
-        self._stop = self._stop_of(session.stop_reason)
         self._snapshot: Snapshot | None = None
         self._passed_signals: frozenset[int] = frozenset()
+        self._program_signals: frozenset[int] | None = None  # None: gdb never said (QProgramSignals)
+        # The thread whose signal gdb was told of at the last stop: what it
+        # receives on resuming is gdb's to say (None: no signal stop).
+        self._signalled: int | None = None
+        # Signals gdb gave other threads on this resume (tid: signal). One
+        # stopped in a syscall gets it sent anew by the kernel (ptrace's
+        # syscall-stop restart sends it), and stops again for it: that stop
+        # is the delivery gdb asked for, not news.
+        self._given: dict[int, int] = {}
+        self._stopped(session.stop_reason)
 
     @property
     def pid(self) -> int:
@@ -68,6 +78,9 @@ class LiveTarget:
 
     def pass_signals(self, signals: frozenset[int]) -> None:
         self._passed_signals = signals
+
+    def program_signals(self, signals: frozenset[int]) -> None:
+        self._program_signals = signals
 
     # -- threads -----------------------------------------------------------------------
     def thread_ids(self) -> tuple[int, ...]:
@@ -202,10 +215,12 @@ class LiveTarget:
             self.session.remove_watchpoint(addr, size, access)
 
     # -- motion ----------------------------------------------------------------------------
-    def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop:
+    def resume(self, step: bool, reverse: bool, interrupted: Interrupted,
+               signals: ResumeSignals = NO_SIGNALS) -> Stop:
         if not self.session.alive:
             return self._stop
         self._snapshot = None
+        self._hand_signals(signals)
         if step:
             reason = self.session.step(1)
         else:
@@ -213,7 +228,40 @@ class LiveTarget:
             if reason.kind == ReasonKind.EXITING or (reason.kind == ReasonKind.TARGET and reason.target == "exit"):
                 # gdb's continue ends at the exit itself, not at the exit event.
                 reason = self._continue(interrupted)
+        return self._stopped(reason)
+
+    def _hand_signals(self, signals: ResumeSignals) -> None:
+        """What gdb asks the threads to receive as they run, as gdbserver
+        does it: the thread whose signal gdb was told of gets what gdb says
+        now (nothing, if gdb does not name it: `signal 0`, `handle nopass`),
+        and any thread gdb names with a signal gets that one (`signal SIG`,
+        `queue-signal`). A signal gdb never heard of (one a thread had when
+        we attached) stays the engine's to hand on."""
+        told, self._signalled = self._signalled, None
+        self._given = {tid: signal for tid, signal in signals.items() if signal and tid != told}
+        for tid, signal in signals.items():
+            if signal or tid == told:
+                self.session.set_resume_signal(signal or None, tid)
+        if told is not None and told not in signals:
+            self.session.set_resume_signal(None, told)
+
+    def detach(self) -> None:
+        """gdb's detach: the signal a thread stopped with goes on to the
+        program only if gdb passes it (QProgramSignals; without that list,
+        all but SIGTRAP and SIGINT, gdb's own), as gdbserver decides."""
+        told = self._signalled
+        if told is None or not self.session.alive:
+            return
+        signal = self.session.resume_signal(told)
+        program = self._program_signals
+        if signal and (signal not in program if program is not None else signal in (SIGTRAP, SIGINT)):
+            self.session.set_resume_signal(None, told)
+
+    def _stopped(self, reason: StopReason) -> Stop:
+        """The stop gdb is told of next, from the session's reason."""
         self._stop = self._stop_of(reason)
+        self._signalled = self.current_thread if reason.kind == ReasonKind.SIGNAL and self.session.alive \
+            else None
         return self._stop
 
     def _continue(self, interrupted: Interrupted) -> StopReason:
@@ -221,7 +269,11 @@ class LiveTarget:
         if any, runs on the next resume) but those gdb passes quietly."""
         while True:
             reason = self._run(self.session.cont, interrupted, "signal")
-            if reason.kind != ReasonKind.SIGNAL or _signal_number(reason.signal) not in self._passed_signals:
+            if reason.kind != ReasonKind.SIGNAL:
+                return reason
+            signal = _signal_number(reason.signal)
+            given = self._given.pop(self.current_thread, None) if self._given else None
+            if signal not in self._passed_signals and signal != given:
                 return reason
 
     def _run(self, motion, interrupted: Interrupted, *args) -> StopReason:
@@ -249,13 +301,12 @@ class LiveTarget:
     def run_until(self, until: str) -> StopReason:
         self._snapshot = None
         reason = self._run(self.session.cont, self._monitor_interrupted, until)
-        self._stop = self._stop_of(reason)
+        self._stopped(reason)
         return reason
 
     def goto(self, step: int) -> Stop:
         self._snapshot = None
-        self._stop = self._stop_of(self._run(self.session.goto, self._monitor_interrupted, step))
-        return self._stop
+        return self._stopped(self._run(self.session.goto, self._monitor_interrupted, step))
 
     def explain(self) -> str:
         raise monitor.MonitorError("explain needs a recording: loaderdbg record -o FILE PROG, then "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal as _signal
+from dataclasses import replace
 from typing import Mapping
 
 from loaderdbg.decode.errors import DecodeError
@@ -21,8 +22,8 @@ from loaderdbg.errors import LoaderdbgError
 from loaderdbg.record import index
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.serve import monitor
-from loaderdbg.serve.target import (DEBUG_DIRECTORY, SIGINT, BytesFile, Interrupted, ServedFile, Stop,
-                                    auxv_bytes, linked_path, snapshot_auxv, split_copy_name)
+from loaderdbg.serve.target import (DEBUG_DIRECTORY, NO_SIGNALS, SIGINT, BytesFile, Interrupted, ResumeSignals,
+                                    ServedFile, Stop, auxv_bytes, linked_path, snapshot_auxv, split_copy_name)
 from loaderdbg.snapshot import Snapshot
 from loaderdbg.targets import ReasonKind
 
@@ -77,6 +78,9 @@ class ReplayTarget:
 
     def pass_signals(self, signals: frozenset[int]) -> None:
         """A recording's signals were delivered when it was made: nothing to pass."""
+
+    def program_signals(self, signals: frozenset[int]) -> None:
+        """Nor to withhold: what the program received is history."""
 
     # -- threads: those alive at the step; the current one is the thread that
     # steps there (the recording's schedule) until gdb selects another, and
@@ -188,7 +192,14 @@ class ReplayTarget:
             self._watches[(addr, size)] = count - 1
 
     # -- motion --------------------------------------------------------------------
-    def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop:
+    def resume(self, step: bool, reverse: bool, interrupted: Interrupted,
+               signals: ResumeSignals = NO_SIGNALS) -> Stop:
+        """A motion through the recording. The program receives the signals
+        it received when recorded, whatever gdb asks (`signal 0`, `signal
+        SIG`, `handle SIG nopass`): history cannot change, as under gdb's own
+        `record full` replay; unlike it, gdb's console is told so."""
+        asked = 0 if reverse else next((signal for signal in signals.values() if signal), 0)
+        recorded = 0 if reverse else self._recorded_signal()
         self._selected = None
         try:
             if step:
@@ -197,8 +208,24 @@ class ReplayTarget:
                 stop = self._continue(reverse, interrupted)
         except SearchInterrupted:
             stop = Stop(signal=SIGINT)
+        if asked != recorded:
+            stop = replace(stop, console=_signal_kept(recorded, asked))
         self._stop = stop
         return stop
+
+    def _recorded_signal(self) -> int:
+        """The signal the program received leaving this position when
+        recorded (0: none): the one gdb was told of, at a recorded signal
+        (or the crash the recording ends with)."""
+        stop = self._stop
+        if stop.kind != "signal" or stop.no_history is not None:
+            return 0
+        position = self.session.position
+        if position >= self.session.last_step:
+            end = self.session.end_reason
+            ended = end.kind in (ReasonKind.SIGNAL, ReasonKind.KILLED) and end.signal
+            return _signal_number(end.signal) if ended and _signal_number(end.signal) == stop.signal else 0
+        return stop.signal if self._signals.get(position) == stop.signal else 0
 
     def goto(self, position: int) -> Stop:
         """`monitor goto`: the stop gdb will be told of next."""
@@ -345,6 +372,9 @@ class ReplayTarget:
     def kill(self) -> None:
         return None  # a recording has no process to end
 
+    def detach(self) -> None:
+        return None  # nor one to let go
+
     def close(self) -> None:
         self.session.close()
 
@@ -363,6 +393,19 @@ class _StoredFile:
             return self._rec.file_range(self._id, self._start + offset, min(length, self.size - offset)) or b""
         except LoaderdbgError:
             return b""
+
+
+def _signal_kept(recorded: int, asked: int) -> str:
+    """gdb's console line when gdb asked for another signal than the recording has."""
+    def name(signal: int) -> str:
+        try:
+            return _signal.Signals(signal).name
+        except ValueError:
+            return f"signal {signal}"
+    had = f"{name(recorded)} was delivered here" if recorded else "no signal was delivered here"
+    wanted = f"deliver {name(asked)}" if asked else f"withhold {name(recorded)}"
+    return (f"loaderdbg: a recording replays as recorded: {had}, and the replay cannot {wanted} "
+            "(run the program live, loaderdbg serve --live, to change its signals)")
 
 
 def _signal_number(name: str) -> int:

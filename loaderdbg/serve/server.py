@@ -19,8 +19,8 @@ from xml.sax.saxutils import escape, quoteattr
 from loaderdbg.gdb_remote.packets import bytes_to_hex, hex_to_bytes, parse_hex_int
 from loaderdbg.gdb_remote.signals import GDB_TO_LINUX_SIGNAL, LINUX_TO_GDB_SIGNAL
 from loaderdbg.serve import registers as regs
-from loaderdbg.serve.target import (ADDRESS_END, MAX_WATCHED, ServedFile, ServedTarget, Stop,
-                                    libraries_svr4_xml, program_bias)
+from loaderdbg.serve.target import (ADDRESS_END, MAX_WATCHED, NO_SIGNALS, ResumeSignals, ServedFile,
+                                    ServedTarget, Stop, libraries_svr4_xml, program_bias)
 
 PACKET_SIZE = 0x4000
 # Memory read at most per 'm' packet: a reply is twice as long in hex.
@@ -67,6 +67,13 @@ class GdbServer:
         # Watched addresses by what gdb inserted there: Z2 write, Z3 read, Z4 access.
         self._watches: dict[str, set[int]] = {access: set() for access in WATCH_KINDS.values()}
         self._log = log or (lambda line: print(f"loaderdbg serve: {line}", file=sys.stderr))
+        self._console: list[str] = []  # lines for gdb's console, sent before the next reply
+
+    def take_console(self) -> list[bytes]:
+        """The O packets (console output) to send gdb before the reply just
+        made: gdb shows them while it waits for a stop reply."""
+        lines, self._console = self._console, []
+        return [b"O" + bytes_to_hex(line.encode()) for line in lines]
 
     # -- entry point ------------------------------------------------------------
     def handle(self, payload: bytes, interrupted: Callable[[], bool] = lambda: False) -> bytes | None:
@@ -103,8 +110,13 @@ class GdbServer:
             return self._read_memory(rest)
         if first in (b"Z", b"z"):
             return self._breakpoint(first == b"Z", rest)
-        if first in (b"c", b"s", b"C", b"S"):
-            return self._resume(step=first in (b"s", b"S"), reverse=False, interrupted=interrupted)
+        if first in (b"c", b"s"):
+            return self._resume(step=first == b"s", reverse=False, interrupted=interrupted)
+        if first in (b"C", b"S"):
+            # Csig[;addr]: the current thread runs on receiving sig (gdb's `signal SIG`).
+            signal = _linux_signal(rest.split(b";", 1)[0])
+            return self._resume(step=first == b"S", reverse=False, interrupted=interrupted,
+                                signals={self.target.current_thread: signal})
         if first == b"b" and rest in (b"s", b"c"):
             if not self.target.reversible:
                 return ERROR
@@ -120,6 +132,7 @@ class GdbServer:
             return OK if (tid in (None, -1, 0) or tid in self.target.thread_ids()) and \
                 pid in (None, -1, 0, self.target.pid) else ERROR
         if first == b"D":
+            self.target.detach()
             self.finished = True
             return OK
         if first == b"k":
@@ -177,8 +190,11 @@ class GdbServer:
             return b"rwatch"
         return b"watch"
 
-    def _resume(self, step: bool, reverse: bool, interrupted) -> bytes:
-        return self.stop_reply(self.target.resume(step, reverse, interrupted))
+    def _resume(self, step: bool, reverse: bool, interrupted, signals: ResumeSignals = NO_SIGNALS) -> bytes:
+        stop = self.target.resume(step, reverse, interrupted, signals)
+        if stop.console:
+            self._console.append(stop.console + "\n")
+        return self.stop_reply(stop)
 
     # -- memory and breakpoints ------------------------------------------------------------
     def _read_memory(self, rest: bytes) -> bytes:
@@ -246,23 +262,38 @@ class GdbServer:
         return EMPTY  # vMustReplyEmpty, vRun, vAttach, vCtrlC...
 
     def _v_cont(self, actions: bytes) -> bytes:
-        """The first action that applies: one naming a thread makes it the
-        current one (a step steps it alone, the others wait: all-stop); the
-        default action applies to the current thread."""
+        """The first action naming one of our threads makes it the current
+        one (a step steps it alone, the others wait: all-stop); without one,
+        the default action applies to the current thread. Each thread named
+        receives its action's signal (C/S) as it runs, and no other: gdb
+        sends `vCont;C1e:TID;c` to pass SIGUSR1 and `vCont;c` to withhold it."""
+        chosen: bool | None = None  # step or continue, once a thread is chosen
+        default: tuple[bool, int] | None = None
+        signals: dict[int, int] = {}
         for action in actions.split(b";"):
             verb, _, thread = action.partition(b":")
-            if thread:
-                pid, tid = self._parse_thread(thread)
-                if pid not in (None, -1, 0, self.target.pid):
-                    continue
-                if tid not in (None, -1, 0) and not self.target.select_thread(tid):
-                    continue
-            if verb[:1] in (b"s", b"S"):
-                return self._resume(step=True, reverse=False, interrupted=self._interrupted)
-            if verb[:1] in (b"c", b"C"):
-                return self._resume(step=False, reverse=False, interrupted=self._interrupted)
-            return ERROR
-        return ERROR
+            kind = verb[:1]
+            if not kind or kind not in b"csCS":
+                return ERROR
+            step = kind in b"sS"
+            signal = _linux_signal(verb[1:]) if kind in b"CS" else 0
+            pid, tid = self._parse_thread(thread) if thread else (None, None)
+            if pid not in (None, -1, 0, self.target.pid):
+                continue
+            if tid in (None, -1, 0):
+                default = default or (step, signal)
+            elif chosen is None and self.target.select_thread(tid):
+                chosen = step
+                signals.setdefault(tid, signal)
+            elif chosen is not None and tid in self.target.thread_ids():
+                signals.setdefault(tid, signal)  # another thread's signal to pass (gdb had two)
+        if chosen is None:
+            if default is None:
+                return ERROR
+            chosen, signal = default
+            if signal:
+                signals[self.target.current_thread] = signal
+        return self._resume(step=chosen, reverse=False, interrupted=self._interrupted, signals=signals)
 
     def _parse_thread(self, text: bytes) -> tuple[int | None, int | None]:
         """(pid, tid) of gdb's thread-id syntax: TID, pPID.TID, -1, 0."""
@@ -296,11 +327,14 @@ class GdbServer:
         if name == b"QPassSignals":
             # The signals gdb neither stops at nor prints (`handle SIG nostop noprint pass`):
             # a continue delivers them and goes on, as under gdb itself.
-            numbers = (parse_hex_int(number) for number in args.split(b";") if number)
-            self.target.pass_signals(frozenset(GDB_TO_LINUX_SIGNAL[n] for n in numbers if n in GDB_TO_LINUX_SIGNAL))
+            self.target.pass_signals(_linux_signal_set(args))
             return OK
-        if name in (b"QProgramSignals", b"QThreadEvents", b"QNonStop") and \
-                payload != b"QNonStop:1":
+        if name == b"QProgramSignals":
+            # The signals gdb lets the program receive (`handle SIG pass`),
+            # for when gdb has no say: a detach.
+            self.target.program_signals(_linux_signal_set(args))
+            return OK
+        if name in (b"QThreadEvents", b"QNonStop") and payload != b"QNonStop:1":
             return OK
         if payload == b"qC":
             return b"QC" + self.thread_id()
@@ -413,6 +447,20 @@ def _fio_stat(size: int) -> bytes:
     """gdb's struct fio_stat, big-endian: a read-only regular file of size bytes."""
     mode = stat.S_IFREG | 0o444
     return struct.pack(">IIIIIIIQQQIII", 0, 0, mode, 1, 0, 0, 0, size, 4096, (size + 511) // 512, 0, 0, 0)
+
+
+def _linux_signal(gdb_number: bytes) -> int:
+    """The Linux signal of a resume packet's gdb signal number (0: none).
+    KeyError (gdb is told E01) for one Linux has not (gdb's SIGEMT)."""
+    number = parse_hex_int(gdb_number)
+    return GDB_TO_LINUX_SIGNAL[number] if number else 0
+
+
+def _linux_signal_set(args: bytes) -> frozenset[int]:
+    """QPassSignals / QProgramSignals' list (gdb numbers, hex, ';'-separated)
+    as Linux signals, leaving out those Linux has not."""
+    numbers = (parse_hex_int(number) for number in args.split(b";") if number)
+    return frozenset(GDB_TO_LINUX_SIGNAL[n] for n in numbers if n in GDB_TO_LINUX_SIGNAL)
 
 
 def _gdb_signal(linux: int) -> int:

@@ -37,9 +37,17 @@ class Stop:
     hwbreak: bool = False
     watch: int | None = None
     no_history: str | None = None  # "begin" | "end": a replay reached an end of its recording
+    # A line for gdb's console, sent before the stop reply (an O packet):
+    # what the motion did other than gdb asked (a replay's signals).
+    console: str | None = None
 
 
 Interrupted = Callable[[], bool]
+# What gdb's resume packet asks each thread it names to receive as it runs
+# (C/S, vCont's C/S:TID actions): Linux signal numbers, 0 for none. A
+# thread it does not name gets none (gdb's default action is c).
+ResumeSignals = Mapping[int, int]
+NO_SIGNALS: ResumeSignals = {}
 
 
 class ServedTarget(Protocol):
@@ -65,6 +73,11 @@ class ServedTarget(Protocol):
     def pass_signals(self, signals: frozenset[int]) -> None:
         """The Linux signals a continue delivers without stopping (gdb's QPassSignals)."""
 
+    def program_signals(self, signals: frozenset[int]) -> None:
+        """The Linux signals the program may receive when gdb has no say
+        (gdb's QProgramSignals): a detach hands on the signal a thread
+        stopped with only if it is one of them."""
+
     @property
     def current_thread(self) -> int: ...
 
@@ -87,7 +100,11 @@ class ServedTarget(Protocol):
 
     def remove_watchpoint(self, addr: int, size: int, access: str = "write") -> None: ...
 
-    def resume(self, step: bool, reverse: bool, interrupted: Interrupted) -> Stop: ...
+    def resume(self, step: bool, reverse: bool, interrupted: Interrupted,
+               signals: ResumeSignals = NO_SIGNALS) -> Stop:
+        """gdb's step or continue; ``signals``: what the threads gdb names
+        receive as they run (the signal a thread stopped with is delivered
+        only if gdb asks for it again, as gdbserver does)."""
 
     def snapshot(self) -> Snapshot: ...
 
@@ -108,6 +125,8 @@ class ServedTarget(Protocol):
     def explain(self) -> str: ...
 
     def kill(self) -> None: ...  # gdb's kill: the process ends, attached or not
+
+    def detach(self) -> None: ...  # gdb's detach, before close: what the program is to receive
 
     def close(self) -> None: ...
 

@@ -106,6 +106,8 @@ class Connection:
                 if not server.no_ack:
                     self._send(b"+")
                 reply = b"E01" if packet.oversized else server.handle(packet.payload, self.interrupted)
+                for line in server.take_console():
+                    self._send(frame(line))  # gdb acks each (acks are read past above)
                 if reply is not None:
                     self.last_sent = frame(reply)
                     self._send(self.last_sent)
