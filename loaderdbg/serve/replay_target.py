@@ -403,7 +403,7 @@ def _signal_kept(recorded: int, asked: int) -> str:
         except ValueError:
             return f"signal {signal}"
     had = f"{name(recorded)} was delivered here" if recorded else "no signal was delivered here"
-    wanted = f"deliver {name(asked)}" if asked else f"withhold {name(recorded)}"
+    wanted = f"deliver {name(asked)}{' instead' if recorded else ''}" if asked else f"withhold {name(recorded)}"
     return (f"loaderdbg: a recording replays as recorded: {had}, and the replay cannot {wanted} "
             "(run the program live, loaderdbg serve --live, to change its signals)")
 

@@ -31,13 +31,17 @@ GENERAL = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "
            "r14", "r15", "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base")
 
 
-def run_gdb(serve_args: list[str], sections: list[tuple[str, list[str]]], timeout: float = 120) -> dict[str, str]:
+def run_gdb(serve_args: list[str], sections: list[tuple[str, list[str]]], timeout: float = 120,
+            native: list[str] | None = None) -> dict[str, str]:
+    """``native``: gdb's own commands that start the program (file, starti,
+    attach) instead of `target remote` to the server: native gdb, compared."""
     gdb = shutil.which("gdb")
     if gdb is None:
         pytest.fail("gdb is required: run `make sysdeps`", pytrace=False)
     remote = " ".join([LOADERDBG, "serve", "--stdio", *serve_args])
+    start = native if native is not None else [f"target remote | {remote}"]
     args = [gdb, "-nx", "-batch", "-ex", "set pagination off", "-ex", "set confirm off",
-            "-ex", "set remotetimeout 60", "-ex", f"target remote | {remote}"]
+            "-ex", "set remotetimeout 60"] + [arg for command in start for arg in ("-ex", command)]
     for name, commands in sections:
         args += ["-ex", f"echo @@{name}\\n"]
         for command in commands:
