@@ -174,3 +174,42 @@ def test_a_recording_says_it_cannot_withhold_its_signal():
     assert "loaderdbg: a recording replays as recorded: SIGSEGV was delivered here, and the replay " \
            "cannot withhold SIGSEGV" in out["withheld"], out["withheld"]
     assert "Program terminated with signal SIGSEGV" in out["withheld"], out["withheld"]
+
+
+# -- the resume packets' signals, on a recording's server (no gdb) ----------------------
+
+@pytest.fixture
+def crash_server():
+    """The rdxbug recording's server, stopped at its crash (SIGSEGV)."""
+    from loaderdbg.record.replay import ReplaySession
+    from loaderdbg.serve.replay_target import ReplayTarget
+    from loaderdbg.serve.server import GdbServer
+
+    target = ReplayTarget(ReplaySession(str(RDXBUG)))
+    server = GdbServer(target, log=lambda line: None)
+    assert server.handle(b"c").startswith(b"T0b")
+    yield server
+    target.close()
+
+
+def test_passing_the_recorded_signal_says_nothing(crash_server):
+    pid = crash_server.target.pid
+    assert crash_server.handle(b"vCont;C0b:p%x.%x;c:p%x.-1" % (pid, pid, pid)).startswith(b"X0b")
+    assert crash_server.take_console() == []
+
+
+def test_another_signal_than_the_recorded_one_is_said_on_the_console(crash_server):
+    assert crash_server.handle(b"C1e").startswith(b"X0b")  # gdb's 30 is SIGUSR1
+    (line,) = crash_server.take_console()
+    assert line.startswith(b"O")
+    text = bytes.fromhex(line[1:].decode()).decode()
+    assert "SIGSEGV was delivered here, and the replay cannot deliver SIGUSR1 instead" in text, text
+    assert crash_server.take_console() == []  # said once
+
+
+@pytest.mark.parametrize("packet", [b"vCont;C", b"vCont;Czz", b"vCont;C07", b"C07", b"vCont;Sx:1", b"vCont;q"])
+def test_a_signal_linux_has_not_or_a_malformed_one_is_refused(crash_server, packet):
+    """gdb's 7 is SIGEMT, which Linux has not; refused before anything runs."""
+    position = crash_server.target.position
+    assert crash_server.handle(packet) == b"E01"
+    assert crash_server.target.position == position
