@@ -45,7 +45,7 @@ def _close_once_started(start: Future) -> None:
 
 class LiveSession:
     capabilities = frozenset({Capability.LIVE, Capability.BREAKPOINTS, Capability.INTERRUPT,
-                              Capability.WATCHPOINTS})
+                              Capability.WATCHPOINTS, Capability.SIGNALS})
 
     # Where `directory`-style source lookups also look (--source-dir).
     source_directories: tuple[str, ...] = ()

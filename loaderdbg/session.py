@@ -129,6 +129,7 @@ class Capability(StrEnum):
     TIMELINE = "timeline"        # events() is the whole run, ahead of this stop too, steps exact
     WATCHPOINTS = "watchpoints"  # Watchpoints
     THREADS = "threads"          # Threads
+    SIGNALS = "signals"          # Signals
 
 
 class Breakpoints(Protocol):
@@ -186,6 +187,21 @@ class History(Protocol):
     def last_register_write(self, register: str):
         """The last step before this one that wrote the register, or None;
         ValueError for a name that is no register."""
+
+
+class Signals(Protocol):
+    """What a stopped thread receives when it next runs can be changed:
+    gdb's `signal SIG`, `signal 0`, `queue-signal`, `handle SIG nopass`.
+    A recording has none: its signals are history."""
+
+    def resume_signal(self, tid: int | None = None) -> int | None:
+        """The signal thread ``tid`` (default: the current one) receives
+        when it next runs (None: none)."""
+
+    def set_resume_signal(self, signal: int | None, tid: int | None = None) -> None:
+        """Thread ``tid`` (default: the current one) receives ``signal`` (a
+        Linux number; None: nothing) when it next runs, in place of the one
+        it stopped with. UsageError: no such thread or signal."""
 
 
 WATCH_ACCESSES = ("write", "read", "access")  # gdb's watch, rwatch, awatch

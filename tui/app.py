@@ -36,7 +36,7 @@ from loaderdbg.targets import MILESTONE_OF_TARGET, TARGET_OF_MILESTONE
 from loaderdbg.printable import printable
 from loaderdbg_tui import reports
 from loaderdbg_tui.command_line import CommandLine
-from loaderdbg_tui.commands import Command, CommandError, parse_command
+from loaderdbg_tui.commands import Command, CommandError, parse_command, signal_name
 from loaderdbg_tui.confirm_screen import ConfirmScreen
 from loaderdbg_tui.describe import step_text
 from loaderdbg_tui.fit import FittedTable
@@ -74,6 +74,8 @@ NEEDS_REVERSE = frozenset({"step_back", "reverse_cont"})
 MOVES = frozenset({"step", "step_over", "cont", "run_to", "step_back", "reverse_cont", "goto"})
 PRIORITY_MOVES = frozenset({"step", "step_over", "cont", "step_back", "reverse_cont"})
 NEEDS_RECORDING = ("{what} needs a recording: loaderdbg record -o FILE PROG, then loaderdbg replay FILE")
+# gdb's record-full replay does the same: history has its signals already.
+RECORDED_SIGNALS = "{what}: a recording replays the signals it recorded; it cannot be given others"
 # Keys of the main screen only (another screen up has its own meaning for them).
 SCREEN_KEYS = MOVES | {"toggle_breakpoint"}
 
@@ -410,14 +412,23 @@ class LoaderdbgApp(App[int]):
         self._motion(label, job, kind=kind)
 
     def action_cont(self) -> None:
+        self._continue()
+
+    def _continue(self, label: str = "continue", first: Callable[[], object] | None = None) -> None:
+        """c, after first() (on the motion thread, before the run)."""
         if not self._alive():
             self._gone()
             return
         if self.watchpoints:
-            self._cont_watched()
+            self._cont_watched(label, first)
             return
         self._switch_to_code()
-        self._motion("continue", lambda: self.session.cont(None))
+
+        def job() -> object:
+            if first is not None:
+                first()
+            return self.session.cont(None)
+        self._motion(label, job)
 
     def action_reverse_cont(self) -> None:
         if Capability.REVERSE not in self.capabilities:
@@ -681,6 +692,34 @@ class LoaderdbgApp(App[int]):
     def _cmd_continue(self, command: Command) -> None:
         self.action_cont()
 
+    def _cmd_signal(self, command: Command) -> None:
+        """gdb's `signal SIG`: continue, the current thread receiving SIG in
+        place of the signal it stopped with (`signal 0`: nothing)."""
+        signum = command.numbers[0]
+        if Capability.SIGNALS not in self.capabilities:
+            self.refuse(RECORDED_SIGNALS.format(what=command.text))
+            return
+        self._continue(f"signal {signal_name(signum)}",
+                       lambda: self.session.set_resume_signal(signum or None))
+
+    def _cmd_queue_signal(self, command: Command) -> None:
+        """gdb's `queue-signal SIG`: what the current thread receives when it
+        next runs (a step, a continue), said without running it."""
+        signum = command.numbers[0]
+        if Capability.SIGNALS not in self.capabilities:
+            self.refuse(RECORDED_SIGNALS.format(what=command.text))
+            return
+        if not self._alive():
+            self._gone()
+            return
+
+        def job() -> None:
+            self.session.set_resume_signal(signum or None)
+            said = f"delivers {signal_name(signum)}" if signum else "delivers no signal"
+            self.post_message(CommandOutput(Text(f"the next resume {said}", style="dim")))
+        # On the motion thread, in order with the motions around it.
+        self._motion(command.text, job)
+
     def _cmd_reverse_continue(self, command: Command) -> None:
         if Capability.REVERSE not in self.capabilities:
             self.refuse(NEEDS_RECORDING.format(what="reverse continue"))
@@ -740,7 +779,7 @@ class LoaderdbgApp(App[int]):
             self.log_line(Text(f"Watchpoint {number}: [{address:#x}, +{size}) ({spelled}); c stops at the next "
                                "step that changes it, rc at the last step that wrote it", style="red"), show=True)
 
-    def _cont_watched(self) -> None:
+    def _cont_watched(self, label: str = "continue", first: Callable[[], object] | None = None) -> None:
         """c with watchpoints. A recording: on to the first later step that
         changes a watched byte (a breakpoint on the way stops first), or as
         c. Live: the debug registers stop the run; as gdb's watch, a write
@@ -750,6 +789,8 @@ class LoaderdbgApp(App[int]):
         hardware = Capability.WATCHPOINTS in self.capabilities
 
         def job() -> None:
+            if first is not None:
+                first()
             if hardware:
                 while True:
                     old = {number: session.read_memory(address, size)
@@ -787,7 +828,7 @@ class LoaderdbgApp(App[int]):
                 new = session.read_memory(address, size)
                 self._report_watch(number, access, False, address, size, old, new, change.by)
         self._switch_to_code()
-        self._motion("continue", job)
+        self._motion(label, job)
 
     def _report_watch(self, number: int, access: str, hardware: bool, address: int, size: int,
                       old: bytes | None, new: bytes | None, by) -> None:

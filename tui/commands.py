@@ -3,6 +3,7 @@
     si [N]   ni [N]   c   starti   b [NAME|*ADDR]   delete NAME|*ADDR   x/NFU ADDR
     info auxv|registers|breakpoints|threads   thread N   vmmap   got   explain
     until T | run-to T   goto N   rsi [N]   rc   who $REG | who[/N] ADDR   help   q
+    signal SIG|0   queue-signal SIG|0
 
 Addresses are expressions of numbers, registers and symbols:
 ``0x7ffff7fc9b70``, ``$sp``, ``$rsp+0x10``, ``$pc - 4``, ``main``,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import signal as _signal
 from dataclasses import dataclass
 from typing import Callable
 
@@ -193,7 +195,7 @@ class Command:
 
 
 MOTION_VERBS = frozenset({"step", "next", "continue", "starti", "until", "goto", "step-back",
-                          "reverse-continue", "finish"})
+                          "reverse-continue", "finish", "signal"})
 # Words `info` takes, for its help and for suggestions.
 INFO_WORDS = ("auxv", "registers", "all-registers", "breakpoints", "threads", "proc", "mappings",
               "sharedlibrary", "symbol", "milestones", "link_map")
@@ -228,6 +230,7 @@ VERBS = {
     "watch": "watch", "rwatch": "rwatch", "awatch": "awatch",
     "thread": "thread", "t": "thread",
     "l": "list", "list": "list",
+    "signal": "signal", "queue-signal": "queue-signal",
 }
 INFO_TOPICS = {
     "auxv": "auxv",
@@ -334,6 +337,10 @@ def parse_command(line: str) -> Command | None:
         if not rest:
             raise CommandError("goto needs a step number")
         return Command("goto", count=_number(rest, "goto", minimum=0), text=text)
+    if verb in ("signal", "queue-signal"):
+        # gdb's: resume delivering SIG (or nothing: 0), or only say what the
+        # next resume delivers.
+        return Command(verb, numbers=(parse_signal(rest, head),), text=text)
     if verb == "reverse-continue":
         target = None
         if rest:
@@ -345,6 +352,36 @@ def parse_command(line: str) -> Command | None:
     if rest and verb not in ("help",):
         raise CommandError(f"{head} takes no argument")
     return Command(verb, text=text)
+
+
+def parse_signal(word: str, head: str = "signal") -> int:
+    """A signal as gdb's `signal` takes it: a name (SIGUSR1, USR1, any
+    case), 0 for none, or a number (Linux's, as the program sees it)."""
+    word = word.strip()
+    if not word:
+        raise CommandError(f"{head} needs a signal: a name (SIGUSR1), a number, or 0 for none")
+    if re.fullmatch(r"\d+", word):
+        number = int(word)
+        if number == 0 or number in _signal.valid_signals():
+            return number
+        raise CommandError(f"{head}: no signal {number} (1..{max(_signal.valid_signals())}, or 0 for none)")
+    name = word.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    try:
+        return int(_signal.Signals[name])
+    except KeyError:
+        raise CommandError(f"{head}: no signal {word!r} (a name such as SIGUSR1, a number, or 0)") from None
+
+
+def signal_name(number: int) -> str:
+    """SIGUSR1, SIGRTMIN+3, or 0 (none)."""
+    if number == 0:
+        return "0"
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        rtmin = int(_signal.SIGRTMIN)
+        return f"SIGRTMIN+{number - rtmin}" if number > rtmin else str(number)
 
 
 def _until_target(rest: str) -> str:
@@ -457,6 +494,8 @@ HELP_LINES = (
     ("goto N", "go to step N (replay; forward only when live)"),
     ("tab NAME | N", "bring a tab forward: relocs, maps, link… or its number (Alt+N)"),
     ("rsi [N] / rc", "step back / reverse continue (replay)"),
+    ("signal SIG | 0", "continue, delivering SIG instead of the signal the program stopped with (0: none)"),
+    ("queue-signal SIG | 0", "what the next resume delivers (si, c…), without resuming (0: none)"),
     ("who $REG / who[/N] ADDR", "which step last wrote a register or N bytes of memory (replay)"),
     ("q", "quit"),
 )

@@ -175,3 +175,14 @@ def test_who_takes_a_register_or_a_sized_address():
     for bad in ("who", "who/0 $sp", "who/99999 $sp", "who $rsp+"):
         with pytest.raises(CommandError):
             parse_command(bad)
+
+
+def test_signal_words_parse_as_gdb_takes_them():
+    assert parse_command("signal SIGUSR1").numbers == (10,)
+    assert parse_command("signal usr2").numbers == (12,)
+    assert parse_command("signal 0").numbers == (0,)
+    assert parse_command("queue-signal 15").numbers == (15,)
+    assert parse_command("signal SIGUSR1").moves and not parse_command("queue-signal 0").moves
+    for bad, words in (("signal", "needs a signal"), ("signal 99", "no signal 99"), ("signal FOO", "no signal 'FOO'")):
+        with pytest.raises(CommandError, match=words):
+            parse_command(bad)
