@@ -24,6 +24,10 @@ from loaderdbg.targets import ReasonKind
 
 # How often a running continue looks for gdb's Ctrl-C.
 POLL_SECONDS = 0.05
+# Stops at which the thread that reached them stands in a signal-delivery-
+# stop (a signal, a trap, our SIGSTOP): a signal given it replaces that one.
+SIGNAL_DELIVERY_STOPS = frozenset({ReasonKind.SIGNAL, ReasonKind.STEP, ReasonKind.BREAKPOINT,
+                                   ReasonKind.WATCHPOINT, ReasonKind.INTERRUPTED})
 
 
 def _never() -> bool:
@@ -49,11 +53,12 @@ class LiveTarget:
         # The thread whose signal gdb was told of at the last stop: what it
         # receives on resuming is gdb's to say (None: no signal stop).
         self._signalled: int | None = None
-        # Signals gdb gave other threads on this resume (tid: signal). One
-        # stopped in a syscall gets it sent anew by the kernel (ptrace's
-        # syscall-stop restart sends it), and stops again for it: that stop
-        # is the delivery gdb asked for, not news.
+        # Signals gdb gave on this resume to threads that may not stand in a
+        # signal-delivery-stop (tid: signal). One stopped in a syscall gets
+        # it sent anew by the kernel (a syscall-stop's restart sends it) and
+        # stops again for it: that stop is the delivery gdb asked for, not news.
         self._given: dict[int, int] = {}
+        self._delivery_stop: int | None = None  # the thread that reached the last stop, if at one
         self._stopped(session.stop_reason)
 
     @property
@@ -238,7 +243,8 @@ class LiveTarget:
         `queue-signal`). A signal gdb never heard of (one a thread had when
         we attached) stays the engine's to hand on."""
         told, self._signalled = self._signalled, None
-        self._given = {tid: signal for tid, signal in signals.items() if signal and tid != told}
+        self._given = {tid: signal for tid, signal in signals.items()
+                       if signal and tid not in (told, self._delivery_stop)}
         for tid, signal in signals.items():
             if signal or tid == told:
                 self.session.set_resume_signal(signal or None, tid)
@@ -260,8 +266,9 @@ class LiveTarget:
     def _stopped(self, reason: StopReason) -> Stop:
         """The stop gdb is told of next, from the session's reason."""
         self._stop = self._stop_of(reason)
-        self._signalled = self.current_thread if reason.kind == ReasonKind.SIGNAL and self.session.alive \
-            else None
+        reporter = self.current_thread if self.session.alive else None
+        self._signalled = reporter if reason.kind == ReasonKind.SIGNAL else None
+        self._delivery_stop = reporter if reason.kind in SIGNAL_DELIVERY_STOPS else None
         return self._stop
 
     def _continue(self, interrupted: Interrupted) -> StopReason:
