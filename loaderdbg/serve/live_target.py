@@ -247,9 +247,15 @@ class LiveTarget:
                        if signal and tid not in (told, self._delivery_stop)}
         for tid, signal in signals.items():
             if signal or tid == told:
-                self.session.set_resume_signal(signal or None, tid)
+                self._give(tid, signal or None)
         if told is not None and told not in signals:
-            self.session.set_resume_signal(None, told)
+            self._give(told, None)
+
+    def _give(self, tid: int, signal: int | None) -> None:
+        try:
+            self.session.set_resume_signal(signal, tid)
+        except UsageError:
+            pass  # the thread is gone (killed from outside): nothing left to receive it
 
     def detach(self) -> None:
         """gdb's detach: the signal a thread stopped with goes on to the
@@ -258,10 +264,13 @@ class LiveTarget:
         told = self._signalled
         if told is None or not self.session.alive:
             return
-        signal = self.session.resume_signal(told)
+        try:
+            signal = self.session.resume_signal(told)
+        except UsageError:
+            return  # gone since
         program = self._program_signals
         if signal and (signal not in program if program is not None else signal in (SIGTRAP, SIGINT)):
-            self.session.set_resume_signal(None, told)
+            self._give(told, None)
 
     def _stopped(self, reason: StopReason) -> Stop:
         """The stop gdb is told of next, from the session's reason."""
