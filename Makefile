@@ -70,7 +70,6 @@ fixtures: sysdeps
 	$(MAKE) -s -C tests/fixtures/execsolib-aarch64 OUT=$(BUILD)/fixtures/execsolib
 	$(MAKE) -s -C tests/fixtures/zoo OUT=$(BUILD)/fixtures/zoo
 	$(MAKE) -s -C tests/fixtures/threads OUT=$(BUILD)/fixtures/threads
-	$(MAKE) -s -C tests/fixtures/signals OUT=$(BUILD)/fixtures/signals
 	$(MAKE) -s -C tests/fixtures/qemu OUT=$(BUILD)/fixtures/qemu
 
 # The scaling fixture (issue 19): 20 libraries, 0.5M relocations; about a

@@ -1,6 +1,6 @@
 """gdb's `signal SIG`, `signal 0` and `queue-signal` in the TUI, on a
 program that says which of its signal handlers ran
-(tests/fixtures/signals/signal_controls.c)."""
+(tests/fixtures/zoo/signal-controls.c)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from loaderdbg_tui.app import LoaderdbgApp
 
 from tuihelp import REPO, live_session, log_text, run_pilot, settle, status_text, type_command
 
-SIGNAL_CONTROLS = REPO / "build" / "fixtures" / "signals" / "signal_controls"
+SIGNAL_CONTROLS = REPO / "build" / "fixtures" / "zoo" / "signal-controls"
 
 
 def _output(fd: int) -> str:
