@@ -53,7 +53,7 @@ class ObjectDetail:
     sframe_size: int | None
     has_eh_frame_hdr: bool
     gnu_stack: str | None  # "RW" or "RWE": is the stack executable?
-    has_gnu_property: bool
+    has_gnu_property: bool  # a GNU property note (PT_GNU_PROPERTY, or only in a PT_NOTE as gold writes it)
     dynamic: tuple[DynamicEntry, ...] = ()  # the file's dynamic section, as readelf -d lists it
     rpath: str | None = None
     runpath: str | None = None
@@ -117,7 +117,7 @@ def object_detail(obj: MappedObject, maps: Sequence[MapEntry]) -> ObjectDetail:
         sframe_size=sframe_size,
         has_eh_frame_hdr=any(s.type == "GNU_EH_FRAME" for s in info.segments),
         gnu_stack=None if stack is None else ("RWE" if "E" in stack.flags or "x" in stack.flags else "RW"),
-        has_gnu_property=any(s.type == "GNU_PROPERTY" for s in info.segments),
+        has_gnu_property=info.has_gnu_property_note or any(s.type == "GNU_PROPERTY" for s in info.segments),
         dynamic=info.dynamic,
         rpath=info.rpath,
         runpath=info.runpath,

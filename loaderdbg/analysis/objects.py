@@ -106,8 +106,15 @@ def _is_file_backed(entry: MapEntry) -> bool:
 def discover_objects(maps: Sequence[MapEntry], cache: ElfCache) -> tuple[MappedObject, ...]:
     """ELF objects in address order, each with its load bias and mappings."""
     # index in maps -> _object_start's record
-    starts = {index: record for index, entry in enumerate(maps)
-              if _is_file_backed(entry) and (record := _object_start(entry, cache)) is not None}
+    starts: dict[int, list] = {}
+    last_start: dict[tuple, list] = {}  # file key -> the record of its latest object
+    for index, entry in enumerate(maps):
+        if not _is_file_backed(entry) or (record := _object_start(entry, cache)) is None:
+            continue
+        key = (entry.dev, entry.inode)
+        if key in last_start and _maps_segment_of(last_start[key], entry):
+            continue  # the object's own segment, mapped from the page holding its ELF header
+        starts[index] = last_start[key] = record
     # file key -> index of its last mapping (anonymous ones' too: unused)
     last_of_file = {(entry.dev, entry.inode): index for index, entry in enumerate(maps)}
     for index, record in starts.items():
@@ -131,17 +138,17 @@ def object_containing(maps: Sequence[MapEntry], cache: ElfCache, addr: int) -> M
         key = (entry.dev, entry.inode)
         first = next((i for i in range(index, -1, -1)
                       if _is_file_backed(maps[i]) and (maps[i].dev, maps[i].inode) == key
-                      and _object_start(maps[i], cache) is not None), None)
+                      and _starts_object(maps, i, cache)), None)
     elif _is_anonymous(entry):
         # Only the object that started last before a bss can own it.
         first = next((i for i in range(index - 1, -1, -1)
-                      if _is_file_backed(maps[i]) and _object_start(maps[i], cache) is not None), None)
+                      if _is_file_backed(maps[i]) and _starts_object(maps, i, cache)), None)
     else:
         return None
     if first is None:
         return None
     record = _object_start(maps[first], cache)
-    members = _members(maps, first, record, lambda i: _object_start(maps[i], cache) is not None, len(maps))
+    members = _members(maps, first, record, lambda i: _starts_object(maps, i, cache), len(maps))
     return _mapped_object(record) if entry in members else None
 
 
@@ -197,6 +204,37 @@ def _object_start(entry: MapEntry, cache: ElfCache) -> list | None:
     return [info, entry.offset, entry.start - link_start, [entry], entry.path]
 
 
+def _starts_object(maps: Sequence[MapEntry], index: int, cache: ElfCache) -> bool:
+    """Whether the file-backed maps[index] starts an object, as
+    discover_objects decides it: an ELF header at its offset that is not
+    one of the file's earlier object's own segments (_maps_segment_of)."""
+    entry = maps[index]
+    if _object_start(entry, cache) is None:
+        return False
+    key = (entry.dev, entry.inode)
+    earlier = next((i for i in range(index - 1, -1, -1)
+                    if _is_file_backed(maps[i]) and (maps[i].dev, maps[i].inode) == key
+                    and _starts_object(maps, i, cache)), None)
+    return earlier is None or not _maps_segment_of(_object_start(maps[earlier], cache), entry)
+
+
+def _maps_segment_of(record: list, entry: MapEntry) -> bool:
+    """Whether ``entry`` is one of the object's (record as _object_start
+    made it) own PT_LOADs, at the address and file offset the loader maps it
+    to. A small object whose writable segment starts in the file's first
+    page (gold, lld) has that segment mapped from offset 0, ELF header and
+    all: it is the same object, not a second copy loaded 0x1000 higher."""
+    info, elf_offset, base, _, _ = record
+    for seg in info.segments:
+        if seg.type != "LOAD":
+            continue
+        lo = (base + seg.vaddr) & ~(PAGE - 1)
+        hi = (base + seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)
+        if lo <= entry.start < hi:
+            return entry.offset == elf_offset + (seg.offset & ~(PAGE - 1)) + (entry.start - lo)
+    return False
+
+
 def _mapped_object(record: list) -> MappedObject:
     info, elf_offset, base, maps, path = record
     return MappedObject(path=path, base=base, elf_offset=elf_offset, file_key=(maps[0].dev, maps[0].inode),
@@ -247,12 +285,14 @@ def _segment_label(obj: MappedObject, entry: MapEntry) -> str:
     vaddr = entry.start - obj.base
     parts = []
     loads = [s for s in obj.info.segments if s.type == "LOAD"]
-    for number, seg in enumerate(loads):
-        lo = seg.vaddr & ~(PAGE - 1)
-        hi = (seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)
-        if lo <= vaddr < hi:
-            parts.append(f"LOAD[{number}]")
-            break
+    # Usually one; the kernel merges two adjacent segments' mappings of the
+    # same file with the same rights (patchelf's added PT_LOAD right after
+    # the data segment) into one: it names each.
+    numbers = [f"LOAD[{number}]" for number, seg in enumerate(loads)
+               if seg.vaddr & ~(PAGE - 1) < vaddr + entry.size
+               and vaddr < (seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)]
+    if numbers:
+        parts.append("+".join(numbers))
     relro = obj.info.relro
     if relro and relro[0] <= vaddr < relro[1]:
         parts.append("RELRO")

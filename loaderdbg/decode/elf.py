@@ -362,6 +362,7 @@ class ElfInfo:
     little_endian: bool = True
     rpath: str | None = None
     runpath: str | None = None
+    has_gnu_property_note: bool = False  # NT_GNU_PROPERTY_TYPE_0 in a PT_NOTE (PT_GNU_PROPERTY or not)
     # Problems that do not stop the loader (a bad note, a bad .sframe): kept
     # visible rather than dropped.
     warnings: tuple[str, ...] = ()
@@ -1146,7 +1147,12 @@ class _Parser:
                     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         return None
 
-    def build_id(self) -> str | None:
+    def gnu_notes(self) -> tuple[str | None, bool]:
+        """The build-id, and whether a PT_NOTE holds a GNU property note
+        (NT_GNU_PROPERTY_TYPE_0: gold and older linkers write one without a
+        PT_GNU_PROPERTY, and readelf -n lists it all the same)."""
+        build_id = None
+        property_note = False
         for index, seg in enumerate(self.segments):
             if seg.type != "NOTE":
                 continue
@@ -1155,11 +1161,15 @@ class _Parser:
                 note_segment = self.elf.get_segment(index)
                 assert isinstance(note_segment, NoteSegment)
                 for note in note_segment.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                        return note["n_desc"]
+                    if note["n_name"] != "GNU":
+                        continue
+                    if note["n_type"] == "NT_GNU_BUILD_ID" and build_id is None:
+                        build_id = note["n_desc"]
+                    elif note["n_type"] == "NT_GNU_PROPERTY_TYPE_0":
+                        property_note = True
             except (DecodeError, *_PARSE_ERRORS) as exc:
                 self.warnings.append(f"PT_NOTE[{index}]: {exc}")
-        return None
+        return build_id, property_note
 
     def sframe(self) -> SFrameHeader | None:
         for seg in self.segments:
@@ -1751,7 +1761,7 @@ def _parse(data: bytes, path: str) -> ElfInfo:
     tls = next((s for s in p.segments if s.type == "TLS"), None)
     min_vaddr = min((s.vaddr for s in p.loads), default=0) & ~(PAGE_SIZE - 1)
 
-    build_id = p.build_id()
+    build_id, property_note = p.gnu_notes()
     sframe = p.sframe()
     return ElfInfo(
         path=path,
@@ -1769,6 +1779,7 @@ def _parse(data: bytes, path: str) -> ElfInfo:
         flags_1=flags_1,
         gnu_flags_1=flags_of("DT_GNU_FLAGS_1"),
         build_id=build_id,
+        has_gnu_property_note=property_note,
         needed=tuple(e.text for e in dynamic if e.name == "DT_NEEDED"),
         soname=soname,
         sframe=sframe,
