@@ -59,6 +59,11 @@ class MilestoneTracker:
         return self.observer.ldso
 
     @property
+    def statically_linked(self) -> str | None:
+        """The name of a program no ld.so will run (None: one will, or may)."""
+        return self.observer.statically_linked
+
+    @property
     def at_entry(self) -> int | None:
         return self.observer.at_entry
 

@@ -1092,6 +1092,9 @@ class Recorder:
         reached = None
         if kind == "first" and initial:
             reached = reasons.at_first(target)
+        elif kind == "ldso-entry" and initial and self.tracker.statically_linked and self.tracker.ldso is None:
+            # As live: said at once, not after recording the whole run.
+            reached = reasons.statically_linked(target, self.tracker.statically_linked)
         elif kind in MILESTONE_OF_TARGET:
             milestone = MILESTONE_OF_TARGET[kind]
             if self.tracker.seen(milestone) and any(
@@ -1280,7 +1283,12 @@ class Recorder:
         result = None if raw is None else int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
         if result is None or result == -errno.ENOSYS:
             # Never returned (exit_group, the kernel's -ENOSYS still in rax):
-            # strace's "= ?".
+            # strace's "= ?". The exit event is a position of its own, as a
+            # live `exit` stop shows it: rip past the `syscall`, rcx and r11
+            # as it set them, orig_rax the number (not the instruction
+            # before it runs).
+            if raw is not None and raw != self.regs:
+                self._commit(untrapped_r11(raw) or raw, (1 << 27) - 1)
             self._syscall_done(t, syscall, self.regs, None)
             return
         if result in _RESTART_ERRORS or result in (_RESTART_BLOCK, -errno.EINTR):

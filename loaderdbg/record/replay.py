@@ -797,6 +797,10 @@ class ReplaySession:
     # -- finding stop targets ------------------------------------------------------
     def _run(self, target: Target | None, forward: bool) -> StopReason:
         here = self._pos
+        if target is not None and target.kind == "ldso-entry":
+            static = self._statically_linked()
+            if static is not None:
+                return self._move(here, reasons.statically_linked(target, static))
         if forward and target is not None and target.kind in MILESTONE_OF_TARGET and any(
                 e.step == here and e.exact and e.kind == "milestone" and e.name == MILESTONE_OF_TARGET[target.kind]
                 for e in self._all_events):
@@ -811,6 +815,12 @@ class ReplaySession:
                 candidates.append((found, reasons.breakpoint_hit(target, pc, where)))
         if target is not None:
             found = self._find_target(target, forward)
+            end = self.end_reason
+            if found is None and forward and here < self.last_step and end.reached and end.target == str(target):
+                # The recording ends where the recorder reached this very
+                # target: a syscall's entry, say, whose call never ran, so
+                # no syscall row names it.
+                found = self.last_step, end
             if found is not None:
                 candidates.append(found)
         if not candidates:
@@ -828,6 +838,18 @@ class ReplaySession:
         candidates.sort(key=lambda c: c[0] if forward else -c[0])
         position, reason = candidates[0]
         return self._move(position, reason)
+
+    def _statically_linked(self) -> str | None:
+        """The name of the program when no ld.so ran in it, as live says
+        (process/startup.py's first stop): the kernel started it at its
+        own AT_ENTRY and the recorder never saw an ld.so."""
+        meta = self.recording.meta
+        at_entry = meta.get("at_entry")
+        if meta.get("ldso") is not None or not isinstance(at_entry, dict) or at_entry.get("step") != 0 \
+                or at_entry.get("value") != meta["entry_pc"]:
+            return None
+        entered = self._source.object_at(meta["entry_pc"])
+        return None if entered is None else entered.name
 
     def _pick(self, positions: Sequence[int], forward: bool) -> int | None:
         here = self._pos

@@ -180,6 +180,12 @@ class ReplayState(StopState):
     @property
     def events(self) -> Sequence[Event]:
         position = self.step_count
+        reason = self.stop_reason
+        if reason.kind == ReasonKind.EXITING or (reason.kind == ReasonKind.TARGET and reason.target == "exit"):
+            # At the exit event the process is still there, as live: its
+            # end (the recorder notes it at the same step) is yet to come.
+            return tuple(e for e in self._session.events()
+                         if e.step < position or (e.step == position and e.name != "exit"))
         return tuple(e for e in self._session.events() if e.step <= position)
 
     def verification(self) -> tuple[bool | None, Divergence | None]:
