@@ -182,10 +182,14 @@ class ReplayState(StopState):
         position = self.step_count
         reason = self.stop_reason
         if reason.kind == ReasonKind.EXITING or (reason.kind == ReasonKind.TARGET and reason.target == "exit"):
-            # At the exit event the process is still there, as live: its
-            # end (the recorder notes it at the same step) is yet to come.
+            # About to exit the process is still there, as live: its end
+            # (the recorder notes it at the same step) is yet to come, and
+            # so is a call made from this very position (an aarch64
+            # recording, like live there, stops at exit_group's entry).
+            calling = {row["name"] for row in self.rec.syscalls() if row["step"] == position}
             return tuple(e for e in self._session.events()
-                         if e.step < position or (e.step == position and e.name != "exit"))
+                         if e.step < position or (e.step == position and e.name != "exit"
+                                                  and not (e.kind == "syscall" and e.name in calling)))
         return tuple(e for e in self._session.events() if e.step <= position)
 
     def verification(self) -> tuple[bool | None, Divergence | None]:
