@@ -371,7 +371,7 @@ class Inferior(StopState):
             self.tracee.finish_execve(self.program)
             if syscall_call is not None:
                 self.step_count += 1  # the `syscall` instruction ran
-            self.observer.syscall_exit(0)  # execve returns 0 into the new image
+            self.observer.syscall_exit(0, self.tracee.pid)  # execve returns 0 into the new image, the process's
             self.tracee.forget_code()
             syscall_call = None
         stop = self._after_step(stop, syscall_call)
@@ -425,8 +425,7 @@ class Inferior(StopState):
         "killed by SIG… at step N" instead of a step that seems alive."""
         status = self.tracee.event_message()
         if status is None or os.WIFSIGNALED(status):
-            if self.observer.in_syscall:
-                self.observer.syscall_exit(None)
+            self.observer.syscalls_cut_short()
             return self.tracee.resume(syscalls=False)
         return stop
 

@@ -195,6 +195,10 @@ class QemuTarget:
         return self._process.pid  # the guest's getpid() is qemu's pid
 
     @property
+    def current_tid(self) -> int:
+        return self._process.pid  # one guest thread is stepped: the stub's
+
+    @property
     def maps_pid(self) -> int:
         return self._process.pid
 

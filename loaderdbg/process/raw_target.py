@@ -41,6 +41,9 @@ class RawTarget(Protocol):
     def maps_pid(self) -> int: ...  # whose /proc shows the program's memory
 
     @property
+    def current_tid(self) -> int: ...  # the thread that steps, whose registers these are
+
+    @property
     def alive(self) -> bool: ...
 
     breakpoints: dict[int, int]  # the engine's breakpoints: address -> original byte

@@ -164,7 +164,9 @@ class StartupObserver:
         self.main_address: int | None = None
         self.statically_linked: str | None = None  # name of a program no ld.so will run
         self.caught_from: int | None = None
-        self._pending_syscall: _PendingSyscall | None = None
+        # The syscall each thread is inside (entered, not yet returned), by
+        # tid: threads make syscalls at the same time.
+        self._pending_syscalls: dict[int, _PendingSyscall] = {}
         self._milestone_bps: dict[int, str] = {}
         self._link_map: LinkMapView = NO_LINK_MAP
         self._arms_main_before_running = arms_main_before_running
@@ -306,19 +308,26 @@ class StartupObserver:
         against it. Read-only for callers."""
         return self._milestone_bps
 
-    def pending_syscall_text(self) -> str:
-        """strace's `name(args)` of the syscall whose entry we are stopped at."""
-        pending = self._pending_syscall
+    def pending_syscall_text(self, tid: int | None = None) -> str:
+        """strace's `name(args)` of the syscall whose entry thread ``tid``
+        (default: the current one) is stopped at."""
+        pending = self._pending_syscalls.get(self._thread(tid))
         if pending is None:
             return "?"
         return decode_syscall(pending.number, pending.args, None, self.arch, pending.strings).call_text()
 
-    @property
-    def in_syscall(self) -> bool:
-        return self._pending_syscall is not None
+    def _thread(self, tid: int | None) -> int:
+        return self.target.current_tid if tid is None else tid
+
+    def syscalls_cut_short(self) -> None:
+        """The process is ending: each syscall a thread is inside never
+        returns (strace's `= ?`)."""
+        for tid in list(self._pending_syscalls):
+            self.syscall_exit(None, tid)
 
     # -- syscalls ----------------------------------------------------------
-    def syscall_entry(self, number: int, args: tuple[int, ...]) -> None:
+    def syscall_entry(self, number: int, args: tuple[int, ...], tid: int | None = None) -> None:
+        """Thread ``tid`` (default: the current one) enters a syscall."""
         strings = {}
         for addr in syscall_string_args(number, args, self.arch):
             if addr:
@@ -332,11 +341,12 @@ class StartupObserver:
             # (syscall_exit), and only until ld.so is known: a readlink of
             # /proc/PID/fd/N for every other mmap was wasted.
             pending.fd_path = self.target.fd_path(args[4])
-        self._pending_syscall = pending
+        self._pending_syscalls[self._thread(tid)] = pending
 
-    def syscall_exit(self, result: int | None) -> None:
-        pending = self._pending_syscall
-        self._pending_syscall = None
+    def syscall_exit(self, result: int | None, tid: int | None = None) -> None:
+        """Thread ``tid``'s (default: the current one's) syscall returns
+        ``result`` (None: it never does)."""
+        pending = self._pending_syscalls.pop(self._thread(tid), None)
         if pending is None:
             return
         self.syscall_count += 1
@@ -461,7 +471,17 @@ class StartupObserver:
     def exec_happened(self) -> None:
         """After an execve: the startup checks compare the old image's stack,
         and milestone addresses belong to the old image; an int3 written
-        there now would land in the new program's code."""
+        there now would land in the new program's code. The thread whose
+        execve succeeded runs on as the process (its tid is the pid now);
+        every other thread is gone, its syscall unfinished."""
+        pending = self._pending_syscalls
+        names = self.arch.syscall_names
+        execer = next((tid for tid, call in pending.items() if names.get(call.number) in ("execve", "execveat")),
+                      None)
+        exec_call = pending.pop(execer) if execer is not None else None
+        self.syscalls_cut_short()
+        if exec_call is not None:
+            pending[self.target.pid] = exec_call
         self._startup_checks_done = True
         self._milestone_bps.clear()
         self.view.invalidate()  # nothing to re-arm: the old image's addresses mean nothing now
@@ -529,8 +549,7 @@ class StartupObserver:
         view = self.view
         if not stop.alive:
             raw.breakpoints.clear()
-            if self._pending_syscall is not None:
-                self.syscall_exit(None)
+            self.syscalls_cut_short()
             if stop.kind is StopKind.EXITED:
                 reason = reasons.exited(target, stop.exit_code)
             else:
@@ -544,24 +563,23 @@ class StartupObserver:
         if stop.kind is StopKind.SYSCALL:
             info = raw.syscall_info()
             if info.op == SYSCALL_INFO_ENTRY:
-                self.syscall_entry(info.number, info.args)
+                self.syscall_entry(info.number, info.args, stop.pid)
                 if want == "syscall":
                     name = self.arch.syscall_names.get(info.number, str(info.number))
                     if target.name in (None, name):
-                        return True, reasons.syscall_entry(target, self.pending_syscall_text())
+                        return True, reasons.syscall_entry(target, self.pending_syscall_text(stop.pid))
                 if want == "exit" and not raw.exit_event \
                         and self.arch.syscall_names.get(info.number) == "exit_group":
                     # No exit event to stop at: the process is still here now.
                     return True, reasons.about_to_exit(target, info.args[0] & 0xFF)
             elif info.op == SYSCALL_INFO_EXIT:
-                self.syscall_exit(info.return_value)
+                self.syscall_exit(info.return_value, stop.pid)
             return False, None
         if stop.kind is StopKind.EVENT:
             name = stop.event_name
             if name == "exit":
                 status = raw.event_message()
-                if self._pending_syscall is not None:
-                    self.syscall_exit(None)
+                self.syscall_exit(None, stop.pid)  # this thread's syscall never returns
                 if want == "exit" and status is not None and os.WIFEXITED(status):
                     return True, reasons.about_to_exit(target, os.WEXITSTATUS(status))
                 # Dying from a signal (SIGKILL included): let it finish dying,

@@ -783,6 +783,10 @@ class GroupTarget:
         return self.group.pid
 
     @property
+    def current_tid(self) -> int:
+        return self.current.pid
+
+    @property
     def maps_pid(self) -> int:
         return self.group.pid
 

@@ -497,6 +497,10 @@ class Tracee:
     def maps_pid(self) -> int:
         return self.pid
 
+    @property
+    def current_tid(self) -> int:
+        return self.pid
+
     def registers_raw(self) -> bytes:
         return self.regs_raw()
 

@@ -42,6 +42,10 @@ class RecordedTarget:
         return self._pid
 
     @property
+    def current_tid(self) -> int | None:
+        return self._pid
+
+    @property
     def maps_pid(self) -> None:
         return None  # no process: every read comes from the recording
 

@@ -338,11 +338,6 @@ def concurrent(built) -> dict:
         os.close(devnull)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "process/startup.py keeps one pending syscall for the whole process (_pending_syscall): when two "
-    "threads are inside syscalls at once, the second entry overwrites the first, whose exit is then "
-    "written under the second's name and the second's exit dropped. Fix: key the pending syscall by the "
-    "stopped thread (raw.current tid) in syscall_entry/syscall_exit/in_syscall and at the exit event"))
 def test_each_threads_syscalls_are_its_own(concurrent):
     """strace -f: 300 getpid by the main thread (result: the pid), 300
     gettid by the worker (result: its tid), and both threads' rseq."""
