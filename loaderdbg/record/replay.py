@@ -899,8 +899,13 @@ class ReplaySession:
             if found is None:
                 return None
             signal = next(s for s in rec.signals() if s["step"] == found)
+            name = _signal_name(signal["signo"])
+            if not any(e.step == found and e.kind == "milestone" and e.name == "crash" for e in self._all_events):
+                # A fault the program handles is part of its run, as live
+                # says (process/startup.py): no crash milestone noted it.
+                return found, reasons.signal_arrived(target, name)
             pc = self._register_at(found, self.arch.pc_register)
-            return found, reasons.signal_stop(target, signal["signo"], _signal_name(signal["signo"]), pc,
+            return found, reasons.signal_stop(target, signal["signo"], name, pc,
                                               self._fault_address(signal["siginfo"]))
         if kind == "syscall":
             calls = [c for c in rec.syscalls() if target.name in (None, c["name"])]

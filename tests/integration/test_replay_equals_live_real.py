@@ -214,6 +214,20 @@ def test_static_program_has_no_ldso_entry_recorded_or_replayed(tmp_path):
     assert (replayed.returncode, replayed.stderr) == (live.returncode, live.stderr)
 
 
+def test_handled_fault_replays_as_live(tmp_path, devnull):
+    """A SIGSEGV the program's handler fixes is a signal that arrived, live
+    (no crash: it goes on); a replay called it a fatal 'SIGSEGV at pc …,
+    fault address …' whatever the program did with it."""
+    path = str(ZOO / "segv-handled")
+    recording = tmp_path / "segv.ldbg"
+    record_program(spec_for(path, (), devnull), str(recording), "exit", progress=False)
+    live_said, live_shown = live_view(path, (), "signal", devnull)
+    replay_said, replay_shown = replay_view(recording, "signal")
+    assert (replay_said, replay_shown["stop"]) == (live_said, live_shown["stop"]) == \
+        ("SIGSEGV arrived", {**live_shown["stop"], "description": "SIGSEGV arrived"})
+    assert comparable(replay_shown) == comparable(live_shown)
+
+
 AARCH64_HELLO = ZOO / "aarch64-hello-musl"
 
 
