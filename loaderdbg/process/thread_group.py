@@ -161,6 +161,20 @@ class ThreadGroup:
         """The Tracee of thread ``tid`` (the current one by default)."""
         return self._thread(self.current if tid is None else tid).tracee
 
+    def memory_holder(self) -> Tracee:
+        """A thread whose /proc files show the process's memory, maps, auxv
+        and open files: the leader, unless it left before the others (main
+        calling pthread_exit: a zombie leader shows none of them), then the
+        current thread, or any other still here."""
+        leader = self._threads.get(self.pid)
+        if leader is None or leader.state != EXITING:
+            return self.leader
+        for tid in [self.current, *sorted(self._threads)]:
+            thread = self._threads.get(tid)
+            if thread is not None and tid != self.pid and thread.state != EXITING:
+                return thread.tracee
+        return self.leader
+
     def registers_raw(self, tid: int | None = None) -> bytes:
         return self.tracee(tid).regs_raw()
 
@@ -804,7 +818,7 @@ class GroupTarget:
 
     @property
     def memory(self):
-        return self.leader.memory
+        return self.group.memory_holder().memory
 
     @property
     def terminal_fd(self) -> int | None:
@@ -829,27 +843,27 @@ class GroupTarget:
     def read_memory(self, addr: int, size: int) -> bytes | None:
         if not self.leader.alive:
             return None
-        data = self.leader.memory.read(addr, size)
+        data = self.group.memory_holder().memory.read(addr, size)
         return None if data is None else self.leader.original_bytes(addr, data)
 
     def write_memory(self, addr: int, data: bytes) -> None:
-        self.leader.memory.write(addr, data)
+        self.group.memory_holder().memory.write(addr, data)
 
     def maps_text(self) -> str:
         try:
-            with open(f"/proc/{self.pid}/maps", "rb") as handle:
+            with open(f"/proc/{self.group.memory_holder().pid}/maps", "rb") as handle:
                 return handle.read().decode("utf-8", "surrogateescape")
         except OSError:
             return ""
 
     def fd_path(self, fd: int) -> str | None:
         try:
-            return os.readlink(f"/proc/{self.pid}/fd/{fd}")
+            return os.readlink(f"/proc/{self.group.memory_holder().pid}/fd/{fd}")
         except OSError:
             return None
 
     def read_proc(self, name: str) -> bytes | None:
-        return self.leader.read_proc(name)
+        return self.group.memory_holder().read_proc(name)
 
     def threads(self) -> list[int]:
         return self.leader.threads()

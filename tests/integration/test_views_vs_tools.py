@@ -375,11 +375,6 @@ def test_the_leader_is_a_zombie_and_the_worker_exits(leader_left):
     assert len(leader_left["maps"].splitlines()) > 10
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "process/thread_group.py reads /proc/PID/maps and memory through the leader (maps_text, read_memory "
-    "via leader.memory, `if not self.leader.alive: return None`); a leader that left with pthread_exit is "
-    "a zombie with no mm, so maps, objects and the link map come out empty. Fix: read "
-    "/proc/PID/task/TID/maps and .../mem of a live thread (the current one) when the leader is gone"))
 def test_a_run_whose_main_thread_left_still_has_its_maps(leader_left):
     snap = leader_left["json"]
     rows = leader_left["maps"].splitlines()
