@@ -155,7 +155,7 @@ def test_stepping_back_shows_what_going_forward_showed(recorded):
     """Reverse motion undoes each step's writes and registers: a snapshot
     after stepping back to a position equals one made going forward to it,
     over main's first steps and the last ones before the exit (a syscall's
-    kernel writes, the exit event)."""
+    kernel writes, the exit event), and after a reverse continue to main."""
     _path, _args, recording = recorded
     with ReplaySession(str(recording)) as back, ReplaySession(str(recording)) as forward:
         back.cont("main")
@@ -171,6 +171,13 @@ def test_stepping_back_shows_what_going_forward_showed(recorded):
                 # so far (its history), not what the position shows.
                 assert {**snapshot_to_json(back.snapshot()), "verified": None} == \
                     {**snapshot_to_json(forward.snapshot()), "verified": None}, back.position
+        # Continuing backwards from the end to main stops where, and shows
+        # what, continuing forwards from the start does.
+        back.goto(back.last_step)
+        forward.goto(0)
+        assert back.reverse_cont("main") == forward.cont("main")
+        assert {**snapshot_to_json(back.snapshot()), "verified": None} == \
+            {**snapshot_to_json(forward.snapshot()), "verified": None}
 
 
 def loaderdbg(*args: str) -> subprocess.CompletedProcess:
