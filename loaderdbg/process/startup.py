@@ -232,6 +232,10 @@ class StartupObserver:
                 self._set_at_entry(kernel_auxv.get("AT_ENTRY"))
         if self.at_entry == pc:
             self.record("milestone", "at-entry", f"AT_ENTRY {self.at_entry:#x}", address=self.at_entry)
+            # A static program starts at AT_ENTRY: main is armed now, as at
+            # a dynamic program's AT_ENTRY (_milestone_hit), or a continue
+            # past it would never note it.
+            self._arm_main_at_entry()
 
     def attached_late(self, reason: StopReason) -> None:
         """Startup is behind an attached process: read what ld.so was given."""
@@ -514,6 +518,15 @@ class StartupObserver:
         self.arm(self.main_address, "main")
         return self.main_address
 
+    def _arm_main_at_entry(self) -> None:
+        """At AT_ENTRY: main becomes a milestone whatever the target (not
+        while threads we do not trace run: they would die on its int3)."""
+        if self.attached or not self.target.untraced_threads():
+            if self._arms_main_before_running:
+                self._main_due = True
+            else:
+                self.resolve_main()
+
     def before_running(self) -> None:
         """The program is about to run again (step or continue): what waits
         for that is armed now."""
@@ -703,12 +716,7 @@ class StartupObserver:
                 self._link_map_due = True
             else:
                 self._watch_link_map()
-            if self.attached or not self.target.untraced_threads():
-                # A milestone whatever the target (threads we do not trace would die on it).
-                if self._arms_main_before_running:
-                    self._main_due = True
-                else:
-                    self.resolve_main()
+            self._arm_main_at_entry()
         elif milestone == "main":
             self.record("milestone", "main", f"main at {pc:#x}", address=pc)
 

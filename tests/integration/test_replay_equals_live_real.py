@@ -129,12 +129,7 @@ def replay_view(recording: Path, target: str) -> tuple[str, dict | None]:
 
 
 # Where the live view is the one that is wrong (not this helper's code to mend).
-LIVE_MISSES = {
-    ("static-pie", "exit"): "live never notes the `main` milestone of a static program it continues past "
-                            "main: process/startup.py's first_stop records at-entry itself, not through "
-                            "_milestone_hit, so main is never armed (the recorder's MilestoneTracker._arm_main "
-                            "arms it); run to `main` it is found (inferior.run_to resolves it)",
-}
+LIVE_MISSES: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("target", TARGETS)
