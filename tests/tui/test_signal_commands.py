@@ -26,23 +26,24 @@ def _output(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
+async def _typed(pilot, line: str) -> None:
+    await type_command(pilot, line)
+    await settle(pilot)
+
+
 def test_signal_commands_change_what_the_program_receives():
     with live_session(SIGNAL_CONTROLS) as (session, output):
         async def scenario(pilot):
             app = pilot.app
-            await type_command(pilot, "until signal")
-            await settle(pilot)
+            await _typed(pilot, "until signal")
             assert app.view.stop.signal == "SIGUSR1", app.view.stop
             # Said, not run: the program still stands at its SIGUSR1.
-            await type_command(pilot, "queue-signal usr2")
-            await settle(pilot)
+            await _typed(pilot, "queue-signal usr2")
             assert "the next resume delivers SIGUSR2" in log_text(app)
             assert app.view.stop.signal == "SIGUSR1"
-            await type_command(pilot, "until signal")
-            await settle(pilot)
+            await _typed(pilot, "until signal")
             assert app.view.stop.signal == "SIGTERM", app.view.stop
-            await type_command(pilot, "signal 0")
-            await settle(pilot)
+            await _typed(pilot, "signal 0")
             assert app.view.stop.exit_code == 0, app.view.stop  # at its exit, status 0
 
         run_pilot(LoaderdbgApp(session), scenario)
@@ -55,14 +56,11 @@ def test_signal_replaces_the_signal_and_continues():
     with live_session(SIGNAL_CONTROLS) as (session, output):
         async def scenario(pilot):
             app = pilot.app
-            await type_command(pilot, "until signal")
-            await settle(pilot)
-            await type_command(pilot, "signal SIGUSR2")
-            await settle(pilot)
+            await _typed(pilot, "until signal")
+            await _typed(pilot, "signal SIGUSR2")
             # On to SIGTERM, which the program does not handle.
             assert app.view.stop.kind == "killed" and app.view.stop.signal == "SIGTERM", app.view.stop
-            await type_command(pilot, "signal 0")
-            await settle(pilot)
+            await _typed(pilot, "signal 0")
             assert "the process is gone" in log_text(app) or "gone" in status_text(app)
 
         run_pilot(LoaderdbgApp(session), scenario)
