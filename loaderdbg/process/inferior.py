@@ -302,11 +302,14 @@ class Inferior(StopState):
             self.step_count += 1
         if syscall_call is not None:
             result = None
-            if stop.alive:
+            tid = syscall_call[2]
+            # A thread the step ended (a worker's exit) left another current,
+            # whose registers are not its result.
+            if stop.alive and self.tracee.current_tid == tid:
                 raw = self.tracee.regs_raw()
                 result = int.from_bytes(raw[self._return_offset:self._return_offset + self.arch.word_size],
                                         "little", signed=True)
-            self.observer.syscall_exit(result)
+            self.observer.syscall_exit(result, tid)
             self.tracee.forget_code()  # any syscall may have changed code
         return stop
 
@@ -324,8 +327,9 @@ class Inferior(StopState):
 
         number = register(arch.syscall_number_before)
         args = tuple(register(r) for r in arch.syscall_arg_registers)
-        self.observer.syscall_entry(number, args)
-        return (number, args)
+        tid = tracee.current_tid
+        self.observer.syscall_entry(number, args, tid)
+        return (number, args, tid)
 
     def step(self) -> Stop:
         """One instruction. A plain step (the common case by far) takes the
@@ -593,7 +597,12 @@ class Inferior(StopState):
             self.tracee.forget_code()  # any syscall may have changed code (see Tracee.code_kind)
         group = self.thread_group
         if group is not None:
+            exec_stop = stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXEC
             for note in group.take_notes():  # threads born and gone since the last stop
+                if note.kind == "exited" and not exec_stop:
+                    # Its syscall (a worker's exit) never returns; at an exec the
+                    # observer carries the execve on and ends the others' calls.
+                    self.observer.syscall_exit(None, note.tid)
                 self.observer.record("thread", note.kind, note.detail)
         reached, final = self.observer.observe(stop, target=target, stepping=stepping,
                                                while_stopped=while_stopped)

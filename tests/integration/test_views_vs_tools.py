@@ -382,12 +382,6 @@ def test_a_run_whose_main_thread_left_still_has_its_maps(leader_left):
     assert snap["objects"] and snap["link_map"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "since 02cfd96 a thread's unfinished syscall waits under its tid in StartupObserver._pending_syscalls; "
-    "a worker's exit(0) never returns and its exit event is dealt with in process/thread_group.py (not "
-    "news), so the call stays pending and is missing from syscalls/events at the program's exit (strace: "
-    "`exit(0) = ?`; before 02cfd96 it was there). Fix: when Inferior._observe takes a thread's 'exited' "
-    "note, end that tid's pending syscall first (observer.syscall_exit(None, tid))"))
 def test_a_workers_exit_syscall_is_listed(concurrent):
     """strace -f lists the worker's `exit(0) = ?` before the main thread's
     exit_group; so must the syscalls."""
