@@ -1762,6 +1762,11 @@ def _parse(data: bytes, path: str) -> ElfInfo:
     min_vaddr = min((s.vaddr for s in p.loads), default=0) & ~(PAGE_SIZE - 1)
 
     build_id, property_note = p.gnu_notes()
+    if build_id is None:
+        # A note outside every PT_NOTE (Go's linker: its PT_NOTE holds only
+        # .note.go.buildid) is still the file's build-id, as readelf -n,
+        # gdb and debuginfod read it from .note.gnu.build-id.
+        build_id = _section_build_id(_section_view(data))
     sframe = p.sframe()
     return ElfInfo(
         path=path,

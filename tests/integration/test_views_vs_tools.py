@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import textwrap
 from dataclasses import replace
@@ -111,6 +112,7 @@ def built(tmp_path_factory) -> dict[str, str]:
         "concurrent": ("concurrent.c", ["-pthread"]),
         "leader_leaves": ("leader_leaves.c", ["-pthread"]),
     }
+    programs["no_build_id"] = ("program.c", ["-Wl,--build-id=none"])
     out = {}
     for name, (source, flags) in programs.items():
         if "-fuse-ld=gold" in flags and shutil.which("ld.gold") is None:
@@ -119,6 +121,14 @@ def built(tmp_path_factory) -> dict[str, str]:
         subprocess.run([gcc, "-O2", *flags, "-o", str(path), str(directory / source)], check=True,
                        capture_output=True, timeout=60)
         out[name] = str(path)
+    # Its build-id only in a section, in no PT_NOTE: Go's linker's layout
+    # (its PT_NOTE holds .note.go.buildid alone).
+    note = directory / "build-id.note"
+    note.write_bytes(struct.pack("<III", 4, 20, 3) + b"GNU\0" + bytes(range(1, 21)))
+    subprocess.run([need("objcopy"), "--add-section", f".note.gnu.build-id={note}", "--set-section-flags",
+                    ".note.gnu.build-id=readonly", out["no_build_id"], str(directory / "section_build_id")],
+                   check=True, capture_output=True, timeout=60)
+    out["section_build_id"] = str(directory / "section_build_id")
     return out
 
 
@@ -290,6 +300,16 @@ def test_object_detail_equals_readelf(request, name):
         assert (hexint(elf["relro"]["start"]), hexint(elf["relro"]["end"])) == (start, end), path
         writable = [m for m in maps if "w" in m["perms"] and hexint(m["start"]) < end and start < hexint(m["end"])]
         assert elf["relro"]["protected"] == (not writable), path  # ld.so protected it before the entry
+
+
+def test_a_build_id_outside_every_pt_note_is_the_files(built):
+    """readelf -n (and gdb, debuginfod) read .note.gnu.build-id from the
+    section headers; no PT_NOTE holds it here."""
+    snap = _stops(built["section_build_id"], ("entry",))["entry"]["json"]
+    program = snap["objects"][0]
+    assert program["path"] == built["section_build_id"]
+    build_id = re.search(r"Build ID: ([0-9a-f]+)", readelf("-nW", built["section_build_id"])).group(1)
+    assert program["elf"]["build_id"] == build_id == bytes(range(1, 21)).hex()
 
 
 def test_readelf_sees_what_the_layouts_are_for(built):
