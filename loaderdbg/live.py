@@ -192,6 +192,13 @@ class LiveSession:
         it next runs (None: none), the one it stopped with unless replaced."""
         return self._tracer.call(self._inferior.resume_signal, tid)
 
+    def takes_signal_as_it_resumes(self, tid: int | None = None) -> bool:
+        """Whether a signal given thread ``tid`` (default: the current one)
+        reaches it as it resumes (a signal-delivery-stop), rather than being
+        sent anew by the kernel, the thread stopping for it once more (a
+        syscall stop). UsageError: no such thread."""
+        return self._tracer.call(self._inferior.takes_signal_as_it_resumes, tid)
+
     def set_resume_signal(self, signal: int | None, tid: int | None = None) -> None:
         """gdb's `signal SIG` / `signal 0` / `handle SIG nopass`: thread
         ``tid`` (default: the current one) receives ``signal`` when it next

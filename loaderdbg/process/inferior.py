@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Inferior", "LdsoInfo"]
 
+# The stops whose restart delivers the signal it is given (ptrace's
+# signal-delivery-stops): a signal, a step's or an int3's or a watchpoint's trap.
+_SIGNAL_DELIVERY_STOPS = frozenset({StopKind.SIGNAL, StopKind.STEP, StopKind.BREAKPOINT, StopKind.WATCHPOINT})
+
 
 class Inferior(StopState):
     """A ptrace'd process (or a qemu-user guest: the same run loop over a
@@ -199,6 +203,14 @@ class Inferior(StopState):
         if signal and signal not in _signal.valid_signals():
             raise UsageError(f"no signal {signal}")
         self._thread_tracee(tid).pending_signal = signal or 0
+
+    def takes_signal_as_it_resumes(self, tid: int | None = None) -> bool:
+        """Whether a signal given thread ``tid`` (default: the current one)
+        reaches it as it resumes: it stands in a signal-delivery-stop (a
+        signal, a step's or an int3's trap). At a syscall stop the kernel
+        sends it anew instead, and the thread stops for it once more."""
+        last = getattr(self._thread_tracee(tid), "last_stop", None)
+        return last is None or last.kind in _SIGNAL_DELIVERY_STOPS
 
     def _thread_tracee(self, tid: int | None):
         group = self.thread_group

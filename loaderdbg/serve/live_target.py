@@ -24,10 +24,6 @@ from loaderdbg.targets import ReasonKind
 
 # How often a running continue looks for gdb's Ctrl-C.
 POLL_SECONDS = 0.05
-# Stops at which the thread that reached them stands in a signal-delivery-
-# stop (a signal, a trap, our SIGSTOP): a signal given it replaces that one.
-SIGNAL_DELIVERY_STOPS = frozenset({ReasonKind.SIGNAL, ReasonKind.STEP, ReasonKind.BREAKPOINT,
-                                   ReasonKind.WATCHPOINT, ReasonKind.INTERRUPTED})
 
 
 def _never() -> bool:
@@ -58,7 +54,6 @@ class LiveTarget:
         # it sent anew by the kernel (a syscall-stop's restart sends it) and
         # stops again for it: that stop is the delivery gdb asked for, not news.
         self._given: dict[int, int] = {}
-        self._delivery_stop: int | None = None  # the thread that reached the last stop, if at one
         self._stopped(session.stop_reason)
 
     @property
@@ -244,12 +239,21 @@ class LiveTarget:
         we attached) stays the engine's to hand on."""
         told, self._signalled = self._signalled, None
         self._given = {tid: signal for tid, signal in signals.items()
-                       if signal and tid not in (told, self._delivery_stop)}
+                       if signal and tid != told and not self._takes_signal_as_it_resumes(tid)}
         for tid, signal in signals.items():
             if signal or tid == told:
                 self._give(tid, signal or None)
         if told is not None and told not in signals:
             self._give(told, None)
+
+    def _takes_signal_as_it_resumes(self, tid: int) -> bool:
+        """Whether thread ``tid`` stands in a signal-delivery-stop (asked of
+        its ptrace stop: a stop reached by an int3 of ours, `monitor until
+        main`, is one, as is a step's; the first stop, after execve, is not)."""
+        try:
+            return self.session.takes_signal_as_it_resumes(tid)
+        except UsageError:
+            return True  # gone: nothing will stop for it
 
     def _give(self, tid: int, signal: int | None) -> None:
         try:
@@ -277,7 +281,6 @@ class LiveTarget:
         self._stop = self._stop_of(reason)
         reporter = self.current_thread if self.session.alive else None
         self._signalled = reporter if reason.kind == ReasonKind.SIGNAL else None
-        self._delivery_stop = reporter if reason.kind in SIGNAL_DELIVERY_STOPS else None
         return self._stop
 
     def _continue(self, interrupted: Interrupted) -> StopReason:
