@@ -316,14 +316,24 @@ class Inferior(StopState):
             result = None
             tid = syscall_call[2]
             # A thread the step ended (a worker's exit) left another current,
-            # whose registers are not its result.
-            if stop.alive and self.tracee.current_tid == tid:
+            # whose registers are not its result; at its exit event the call
+            # (exit_group) never returns: rax still holds the entry's -ENOSYS.
+            exiting = stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT
+            if stop.alive and not exiting and self.tracee.current_tid == tid:
                 raw = self.tracee.regs_raw()
                 result = int.from_bytes(raw[self._return_offset:self._return_offset + self.arch.word_size],
                                         "little", signed=True)
             self.observer.syscall_exit(result, tid)
             self.tracee.forget_code()  # any syscall may have changed code
         return stop
+
+    def _syscall_finished_by_step(self) -> tuple | None:
+        """The current thread stands inside a syscall whose entry a continue
+        stopped at (`until syscall:NAME`): the next step finishes it, its
+        result in the registers after, as a stepped `syscall` instruction's."""
+        if not self.observer.in_syscall():
+            return None
+        return (None, None, self.tracee.current_tid)
 
     def _syscall_before_step(self) -> tuple | None:
         tracee = self.tracee
@@ -363,8 +373,9 @@ class Inferior(StopState):
         if pc is not None:
             kind = tracee.code_kind(pc)
             if kind != CODE_SYSCALL:
+                finishing = self._syscall_finished_by_step()
                 stop = tracee.step(pc, kind)
-                if stop is tracee.plain_step:
+                if stop is tracee.plain_step and finishing is None:
                     self.step_count += 1
                     milestones = self.observer.milestone_addresses
                     if milestones and tracee.pc in milestones:  # registers came with the stop
@@ -373,7 +384,7 @@ class Inferior(StopState):
                     if self.debug_registers is not None and self.debug_registers.armed:
                         self._watchpoint_fired()  # a watched access: its reason, and step_many stops
                     return stop
-                syscall_call = None
+                syscall_call = finishing
             else:
                 syscall_call = self._syscall_before_step()
                 stop = tracee.step(pc, kind)

@@ -323,6 +323,12 @@ class StartupObserver:
     def _thread(self, tid: int | None) -> int:
         return self.target.current_tid if tid is None else tid
 
+    def in_syscall(self, tid: int | None = None) -> bool:
+        """Whether thread ``tid`` (default: the current one) is inside a
+        syscall whose entry was seen and whose return was not yet."""
+        pending = self._pending_syscalls
+        return bool(pending) and self._thread(tid) in pending
+
     def syscalls_cut_short(self) -> None:
         """The process is ending: each syscall a thread is inside never
         returns (strace's `= ?`)."""
