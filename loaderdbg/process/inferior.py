@@ -402,16 +402,26 @@ class Inferior(StopState):
             self.tracee.forget_code()
             syscall_call = None
         stop = self._after_step(stop, syscall_call)
-        if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
+        exit_event = stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT
+        # The step ended the stepped thread alone (a worker's exit): the
+        # group let it go and made another current; the process runs on.
+        thread_left = exit_event and stop.pid != self.tracee.current_tid
+        if exit_event and not thread_left:
             stop = self._finish_dying(stop)
         _, final = self._observe(stop, target=None, stepping=True)
-        if final is None and stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXIT:
-            final = self._exiting_reason()
+        if final is None and exit_event:
+            final = self._exiting_reason() if not thread_left else self._thread_left(stop.pid)
         if final is not None:
             self.stop_reason = final
         elif stop.alive:
             self._stop_reason = None  # "step N"
         return stop
+
+    def _thread_left(self, tid: int) -> StopReason:
+        """A step that ended thread ``tid`` alone: said, and the step loop
+        stops there (another thread is current now)."""
+        step = reasons.stepped(self.step_count if self.step_exact else None)
+        return StopReason(step.kind, f"{step.description}: thread {tid} exited")
 
     def _exiting_reason(self) -> StopReason:
         """A step that ran exit_group stops at the exit event: the process

@@ -318,6 +318,9 @@ class ThreadGroup:
         """Single-step one thread, the others stopped: our stop request and a
         clone on the way are dealt with here, not reported."""
         tracee = thread.tracee
+        # A syscall our stop request cut short restarts within this step,
+        # with no entry stop: the thread's next entry stop is a new call.
+        thread.restarting = False
         try:
             stop = tracee.step(pc, kind)
         except ptrace.PtraceError as err:

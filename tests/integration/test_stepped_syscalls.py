@@ -1,7 +1,8 @@
 """A syscall a step finishes is listed as a continue lists it (strace's
 way): stepping over exit_group's `syscall` instruction lists it `= ?`
 (it never returns), and a step from a syscall's entry stop (`until
-syscall:NAME`, then `si`) lists the call with its result."""
+syscall:NAME`, then `si`) lists the call with its result. A step that
+ends a worker thread (its exit) says so and the process goes on."""
 
 from __future__ import annotations
 
@@ -21,20 +22,45 @@ PROGRAM = r"""
 int main(void) { syscall(SYS_getppid); return 0; }
 """
 
+WORKER = r"""
+#include <pthread.h>
+#include <unistd.h>
+static void *worker(void *arg) { usleep(1000); return arg; }
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_join(t, NULL);
+    return 0;
+}
+"""
 
-@pytest.fixture(scope="module")
-def program(tmp_path_factory) -> str:
+
+def _build(directory, name: str, source: str, flags: list[str]) -> str:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.fail("gcc is required: run `make sysdeps`", pytrace=False)
-    directory = tmp_path_factory.mktemp("stepped_syscalls")
-    (directory / "getppid.c").write_text(PROGRAM)
-    path = directory / "getppid"
-    done = subprocess.run([gcc, "-O2", "-static", "-no-pie", "-o", str(path), str(directory / "getppid.c")],
+    (directory / f"{name}.c").write_text(source)
+    path = directory / name
+    done = subprocess.run([gcc, "-O2", *flags, "-o", str(path), str(directory / f"{name}.c")],
                           capture_output=True, timeout=60)
     if done.returncode != 0:
-        pytest.fail(f"gcc -static failed (libc.a missing?): {done.stderr.decode()[-300:]}", pytrace=False)
+        pytest.fail(f"gcc {' '.join(flags)} failed: {done.stderr.decode()[-300:]}", pytrace=False)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory):
+    return tmp_path_factory.mktemp("stepped_syscalls")
+
+
+@pytest.fixture(scope="module")
+def program(directory) -> str:
+    return _build(directory, "getppid", PROGRAM, ["-static", "-no-pie"])
+
+
+@pytest.fixture(scope="module")
+def worker(directory) -> str:
+    return _build(directory, "worker", WORKER, ["-pthread"])
 
 
 def _symbol(path: str, name: str) -> int:
@@ -76,3 +102,16 @@ def test_a_step_from_a_syscall_entry_stop_lists_the_call(program):
         assert calls[-1] == ("getppid", hex(os.getpid())), calls[-3:]
         session.cont("exit")
         assert [name for name, _ in _calls(session)].count("getppid") == 1
+
+
+def test_a_step_that_ends_a_worker_says_so_and_the_process_goes_on(worker):
+    with _session(worker) as session:
+        assert session.cont("syscall:exit").reached
+        reason = session.step(1)
+        assert reason.kind == "step" and "exited" in reason.description, reason
+        assert session.alive
+        session.step(1)
+        assert session.stop_reason.kind == "step", session.stop_reason
+        assert session.cont("exit").reached
+        calls = _calls(session)
+        assert calls.count(("exit", None)) == 1 and calls[-1] == ("exit_group", None), calls[-4:]
