@@ -119,6 +119,14 @@ class StopState:
         self._maps = None
         self._space = None
 
+    def exec_landed(self) -> None:
+        """The process runs a new image (at its exec stop): the kernel's
+        stack pointer, auxv and entry pc are the new image's now."""
+        self.kernel_sp = int.from_bytes(self._register(self.arch.sp_register), "little")
+        self.entry_pc = int.from_bytes(self._register(self.arch.pc_register), "little")
+        self.kernel_auxv_raw = self._read_proc("auxv") or b""
+        self.invalidate()
+
     def kernel_auxv(self):
         try:
             return parse_auxv(self.kernel_auxv_raw, self.arch, self._memory if self.alive else None)

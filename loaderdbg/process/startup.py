@@ -139,6 +139,13 @@ class ProcessView(Protocol):
 
     def invalidate(self) -> None: ...  # maps are stale
 
+    # The new image's kernel stack pointer, auxv and entry pc (kernel_sp,
+    # entry_pc), read at its exec stop.
+    kernel_sp: int
+    entry_pc: int
+
+    def exec_landed(self) -> None: ...
+
     def release_breakpoint(self, addr: int) -> None: ...  # ours is done there (a user's may stay)
 
 
@@ -494,7 +501,11 @@ class StartupObserver:
             pending[self.target.pid] = exec_call
         self._startup_checks_done = True
         self._milestone_bps.clear()
-        self.view.invalidate()  # nothing to re-arm: the old image's addresses mean nothing now
+        # Nothing to re-arm: the old image's addresses mean nothing now. Its
+        # stack, auxv and entry are the new image's (argv, envp, auxv views).
+        self.view.exec_landed()
+        self.entry_pc = self.view.entry_pc
+        self._kernel_stack = kernel_stack(self.view, self.view.kernel_sp)
 
     # -- main ------------------------------------------------------------------
     def program_object(self) -> MappedObject | None:

@@ -51,10 +51,6 @@ def test_the_process_is_true_after_the_exec(after_exec):
     assert [e["name"] for e in snap["events"] if e["kind"] == "syscall"].count("execve") == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stop_state.py reads /proc/PID/auxv once, when StopState is made (kernel_auxv_raw): after an execve "
-    "auxv_kernel is still the first image's (AT_ENTRY, AT_PHDR, AT_EXECFN of env). Fix: read it again "
-    "when the exec lands (StartupObserver.exec_happened / Tracee.finish_execve), with kernel_sp"))
 def test_auxv_kernel_is_the_new_images(after_exec):
     snap, proc = after_exec["json"], after_exec["proc"]
     raw = proc["auxv"]
@@ -65,10 +61,6 @@ def test_auxv_kernel_is_the_new_images(after_exec):
     assert execfn["decoded"].endswith(f'"{TRUE}"')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stop_state.py keeps the first image's kernel_sp, and process/startup.py its _kernel_stack, across "
-    "an execve: argv/envp/auxv/stack_pointer come out empty (or decoded from env's old stack). Fix: at "
-    "the exec stop (exec_happened) take the new image's sp as kernel_sp and decode _kernel_stack there"))
 def test_stack_views_are_the_new_images(after_exec):
     snap, proc = after_exec["json"], after_exec["proc"]
     assert snap["argv"] == [TRUE]
