@@ -225,14 +225,11 @@ def _maps_segment_of(record: list, entry: MapEntry) -> bool:
     page (gold, lld) has that segment mapped from offset 0, ELF header and
     all: it is the same object, not a second copy loaded 0x1000 higher."""
     info, elf_offset, base, _, _ = record
-    for seg in info.segments:
-        if seg.type != "LOAD":
-            continue
-        lo = (base + seg.vaddr) & ~(PAGE - 1)
-        hi = (base + seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)
-        if lo <= entry.start < hi:
-            return entry.offset == elf_offset + (seg.offset & ~(PAGE - 1)) + (entry.start - lo)
-    return False
+    seg = _load_segment_at(info, base, entry.start)
+    if seg is None:
+        return False
+    lo = (base + seg.vaddr) & ~(PAGE - 1)
+    return entry.offset == elf_offset + (seg.offset & ~(PAGE - 1)) + (entry.start - lo)
 
 
 def _mapped_object(record: list) -> MappedObject:
@@ -246,14 +243,19 @@ def _is_anonymous(entry: MapEntry) -> bool:
 
 
 def _within_object(info: ElfInfo, base: int, entry: MapEntry) -> bool:
+    return _load_segment_at(info, base, entry.start) is not None
+
+
+def _load_segment_at(info: ElfInfo, base: int, address: int):
+    """The PT_LOAD whose pages (loaded at ``base``) hold ``address``, or None."""
     for seg in info.segments:
         if seg.type != "LOAD":
             continue
         lo = (base + seg.vaddr) & ~(PAGE - 1)
         hi = (base + seg.vaddr + seg.memsz + PAGE - 1) & ~(PAGE - 1)
-        if lo <= entry.start < hi:
-            return True
-    return False
+        if lo <= address < hi:
+            return seg
+    return None
 
 
 def annotate_maps(maps: Sequence[MapEntry], objects: Sequence[MappedObject]) -> tuple[MapAnnotation, ...]:
