@@ -42,6 +42,9 @@ PLAIN, WRITES, SYSCALL, INT3, COMPLEX = range(5)
 KIND_NAMES = ("plain", "writes", "syscall", "int3", "complex")
 
 REG_INDEX = {name: i for i, name in enumerate(USER_REGS_FIELDS)}
+# A write mask naming every register: a step whose writes are not known
+# one by one (a syscall's, a signal's, an exit's) may have changed any.
+ALL_REGISTERS = (1 << len(USER_REGS_FIELDS)) - 1
 REG_OFFSET = {name: 8 * i for i, name in enumerate(USER_REGS_FIELDS)}
 RSP = REG_OFFSET["rsp"]
 RCX = REG_OFFSET["rcx"]

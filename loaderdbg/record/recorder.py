@@ -48,7 +48,7 @@ from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind, classify
 from loaderdbg.process.tracee import LaunchSpec, Tracee, launch, sigstop_pending, untrapped_r11
 from loaderdbg.record.capture import (
-    COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
+    ALL_REGISTERS, COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
 )
 from loaderdbg.record.format import (
     FORMAT_NAME, FORMAT_VERSION, MASK64, PAGE_SIZE, REGS_SIZE, WRITE_FIXUP, WRITE_INSN, WRITE_KERNEL,
@@ -956,7 +956,7 @@ class Recorder:
         # syscall, if the signal was ignored).
         self._resync_maps(t)
         self._diff_writable(t, WRITE_KERNEL)
-        self._commit(raw, (1 << 27) - 1)
+        self._commit(raw, ALL_REGISTERS)
         if ran_again:
             self._syscall_done(t, syscall, raw, int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True))
             self._flush_events()
@@ -1195,7 +1195,7 @@ class Recorder:
             t = self.pos
             self._resync_maps(t)
             self._diff_writable(t, WRITE_KERNEL if syscall else WRITE_INSN)
-            self._commit(raw, plan[2] if plan else (1 << 27) - 1)
+            self._commit(raw, plan[2] if plan else ALL_REGISTERS)
             if syscall is not None:
                 result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
                 self._syscall_done(self.pos - 1, syscall, raw, result)
@@ -1278,7 +1278,7 @@ class Recorder:
                 return  # killed before it ran
             self._resync_maps(t)
             self._diff_writable(t, WRITE_INSN)
-            self._commit(raw, (1 << 27) - 1)
+            self._commit(raw, ALL_REGISTERS)
             return
         result = None if raw is None else int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
         if result is None or result == -errno.ENOSYS:
@@ -1288,7 +1288,7 @@ class Recorder:
             # as it set them, orig_rax the number (not the instruction
             # before it runs).
             if raw is not None and raw != self.regs:
-                self._commit(untrapped_r11(raw) or raw, (1 << 27) - 1)
+                self._commit(untrapped_r11(raw) or raw, ALL_REGISTERS)
             self._syscall_done(t, syscall, self.regs, None)
             return
         if result in _RESTART_ERRORS or result in (_RESTART_BLOCK, -errno.EINTR):
@@ -1307,7 +1307,7 @@ class Recorder:
         raw = untrapped_r11(raw) or raw
         self._resync_maps(t, syscall=syscall[1])
         self._diff_writable(t, WRITE_KERNEL)
-        self._commit(raw, (1 << 27) - 1)
+        self._commit(raw, ALL_REGISTERS)
         self._syscall_done(t, syscall, raw, result)
 
     def _exec_event(self, syscall: tuple | None) -> None:
@@ -1365,7 +1365,7 @@ class Recorder:
         """Close the execve's step (``gone``: the threads it ended) with the
         new image's registers ``raw``."""
         t = self.pos
-        self._commit(raw, (1 << 27) - 1)
+        self._commit(raw, ALL_REGISTERS)
         if syscall is not None:
             self._syscall_done(t, syscall, raw, 0)
         if self.threaded:
