@@ -14,6 +14,7 @@ as its ProcessView. Everything here is recomputed after a mapping change
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable
 
 from loaderdbg.analysis.address_space import AddressSpace
@@ -25,6 +26,17 @@ from loaderdbg.decode.maps import MapEntry, parse_maps
 from loaderdbg.decode.stack import InitialStack, decode_initial_stack
 
 PAGE = 4096
+
+
+@dataclass(frozen=True)
+class KernelImage:
+    """What the kernel handed a program image at its exec: the stack
+    pointer it left argc/argv/envp/auxv at, the first pc, and its auxv
+    (/proc/PID/auxv). A process that execs again has a new one."""
+
+    sp: int
+    entry_pc: int
+    auxv: bytes
 
 
 class StopState:
@@ -40,9 +52,8 @@ class StopState:
         self.target = target
         self.arch = target.arch
         self.step_exact = step_exact
-        self.kernel_sp = kernel_sp
-        self.entry_pc = int.from_bytes(self._register(target.arch.pc_register), "little")
-        self.kernel_auxv_raw = self._read_proc("auxv") or b""
+        self._image = KernelImage(kernel_sp, int.from_bytes(self._register(target.arch.pc_register), "little"),
+                                  self._read_proc("auxv") or b"")
         # A mapped file's bytes: a live target's through /proc, a recording's as stored.
         self.elf_cache = ElfCache(read_file or self._read_mapped_file)
         self.user_breakpoints: set[int] = set()
@@ -122,10 +133,26 @@ class StopState:
     def exec_landed(self) -> None:
         """The process runs a new image (at its exec stop): the kernel's
         stack pointer, auxv and entry pc are the new image's now."""
-        self.kernel_sp = int.from_bytes(self._register(self.arch.sp_register), "little")
-        self.entry_pc = int.from_bytes(self._register(self.arch.pc_register), "little")
-        self.kernel_auxv_raw = self._read_proc("auxv") or b""
+        self._image = KernelImage(int.from_bytes(self._register(self.arch.sp_register), "little"),
+                                  int.from_bytes(self._register(self.arch.pc_register), "little"),
+                                  self._read_proc("auxv") or b"")
         self.invalidate()
+
+    def kernel_image(self) -> KernelImage:
+        """The image the process runs now, as the kernel started it."""
+        return self._image
+
+    @property
+    def kernel_sp(self) -> int:
+        return self.kernel_image().sp
+
+    @property
+    def entry_pc(self) -> int:
+        return self.kernel_image().entry_pc
+
+    @property
+    def kernel_auxv_raw(self) -> bytes:
+        return self.kernel_image().auxv
 
     def kernel_auxv(self):
         try:

@@ -1137,6 +1137,10 @@ META_SHAPES = {
                         exit_code=_int_or_none),
     "ldso": _object_with(path=lambda v: isinstance(v, str), base=_is_int, entry=_is_int, step=_is_int),
     "at_entry": _object_with(value=_is_int, step=_is_int),
+    "execs": lambda v: isinstance(v, list) and all(
+        isinstance(item, dict) and {"position", "kernel_sp", "entry_pc", "kernel_auxv"} <= item.keys()
+        and _object_with(position=_is_int, kernel_sp=_is_int, entry_pc=_is_int, kernel_auxv=_hex_text)(item)
+        for item in v),
 }
 
 

@@ -10,12 +10,14 @@ reverse), so the target's own motion and breakpoints refuse or do nothing.
 
 from __future__ import annotations
 
+import bisect
 from typing import NoReturn
 
 from loaderdbg.arch import ArchTables
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.errors import UsageError
 from loaderdbg.record.format import Recording
+from loaderdbg.stop_state import KernelImage
 
 
 class RecordedTarget:
@@ -23,14 +25,17 @@ class RecordedTarget:
     ``registers`` returns the registers at the session's position."""
 
     def __init__(self, recording: Recording, arch: ArchTables, memory, registers, position, pid: int | None,
-                 kernel_auxv: bytes) -> None:
+                 images: list[tuple[int, KernelImage]]) -> None:
+        """``images``: (position, KernelImage) of each image the recording
+        runs, in order: the first at 0, then one at each exec."""
         self.recording = recording
         self._arch = arch
         self._memory = memory
         self._registers = registers
         self._position = position
         self._pid = pid
-        self._kernel_auxv = kernel_auxv
+        self._images = images
+        self._image_starts = [start for start, _ in images]
         self.breakpoints: dict[int, int] = {}  # a recording's bytes are never patched
 
     @property
@@ -66,8 +71,13 @@ class RecordedTarget:
         """Equal at two positions whose maps are the same."""
         return self.recording.maps_version(self._position())
 
+    def kernel_image(self) -> KernelImage:
+        """The image the process runs at the position."""
+        index = bisect.bisect_right(self._image_starts, self._position()) - 1
+        return self._images[max(index, 0)][1]
+
     def read_proc(self, name: str) -> bytes | None:
-        return self._kernel_auxv if name == "auxv" else None
+        return self.kernel_image().auxv if name == "auxv" else None
 
     def mapped_file(self, entry: MapEntry) -> bytes | None:
         return self.recording.file_bytes(entry.dev, entry.inode, entry.path)

@@ -295,6 +295,8 @@ class Recorder:
         self.arch = get_arch(self.arch_name)
         self.regs_size = self.arch.user_regs_size
         self.pc_offset = self.arch.register_offset(self.arch.pc_register)
+        self.sp_offset = self.arch.register_offset(self.arch.sp_register)
+        self._execs: list[dict] = []  # meta "execs": each image after the first (_note_new_image)
         self.warnings: list[str] = []
         self.interrupted = False
         self.ending_signal: int | None = None  # the signal that interrupted the recording
@@ -1329,6 +1331,8 @@ class Recorder:
             at_event = self._regs_buffer.fetch(self.pid)
         except ptrace.PtraceError:
             at_event = None  # a SIGKILL woke it from the event already
+        if at_event is not None:
+            self.tracker.tracee.adopt_registers(at_event)  # the new image's stack and entry, for the tracker
         self._read_new_image()
         try:
             ptrace.syscall(self.pid, 0)
@@ -1361,11 +1365,24 @@ class Recorder:
         self.code_pages.clear()
         self._resync_maps(self.pos, everything=True)
 
+    def _note_new_image(self, raw: bytes) -> None:
+        """Meta ``execs``: where the kernel started the new image (its stack,
+        first pc and auxv), from this position on, as position 0's are kept."""
+        try:
+            with open(f"/proc/{self.pid}/auxv", "rb") as handle:
+                auxv = handle.read()
+        except OSError:
+            auxv = b""  # killed as it started: nothing left to read
+        self._execs.append({"position": self.pos, "kernel_sp": self._word(raw, self.sp_offset),
+                            "entry_pc": self._word(raw, self.pc_offset), "kernel_auxv": auxv.hex()})
+        self.writer.put_meta("execs", self._execs)
+
     def _commit_new_image(self, syscall: tuple | None, gone: list[int], raw: bytes) -> None:
         """Close the execve's step (``gone``: the threads it ended) with the
         new image's registers ``raw``."""
         t = self.pos
         self._commit(raw, ALL_REGISTERS)
+        self._note_new_image(raw)
         if syscall is not None:
             self._syscall_done(t, syscall, raw, 0)
         if self.threaded:

@@ -25,7 +25,7 @@ from loaderdbg.decode.procstatus import parse_task_status
 from loaderdbg.decode.registers import decode_registers
 from loaderdbg.decode.syscalls import decode_syscall
 from loaderdbg.errors import UsageError
-from loaderdbg.stop_state import StopState
+from loaderdbg.stop_state import KernelImage, StopState
 from loaderdbg.record.recorded_target import RecordedTarget
 from loaderdbg.session import Event, StopReason
 from loaderdbg.snapshot import Divergence, SyscallCall, ThreadState
@@ -40,18 +40,13 @@ class ReplayState(StopState):
 
     def __init__(self, session: "ReplaySession", memory: "ReplayMemory") -> None:
         rec = session.recording
-        try:
-            kernel_auxv = bytes.fromhex(rec.meta.get("kernel_auxv", ""))
-        except (TypeError, ValueError):
-            raise UsageError(f"{rec.path}: meta kernel_auxv is not hex") from None
         target = RecordedTarget(rec, get_arch(rec.meta["arch"]), memory, session.registers_raw,
-                                lambda: session.position, session.pid, kernel_auxv)
+                                lambda: session.position, session.pid, _kernel_images(rec))
         super().__init__(target, kernel_sp=rec.meta["kernel_sp"], read_file=target.mapped_file)
         self._session = session
         self.memory = memory
         self.rec = rec
         self.program = session.program
-        self.entry_pc = rec.meta["entry_pc"]  # as the recorder saw it (equal to step 0's pc)
         ldso = rec.meta.get("ldso")
         self._ldso = ldso if isinstance(ldso, dict) else None
         at_entry = rec.meta.get("at_entry")
@@ -59,6 +54,10 @@ class ReplayState(StopState):
         self._spaces: dict[int, AddressSpace] = {}  # by maps version: a move back reuses them
         self._syscalls: list[SyscallCall] | None = None  # every recorded call, decoded once
         self._syscall_steps: list[int] = []
+
+    def kernel_image(self) -> KernelImage:
+        """As the recorder saw it: at position 0, then at each exec."""
+        return self.target.kernel_image()
 
     # -- the position is the session's -------------------------------------------------
     @property
@@ -212,3 +211,18 @@ class ReplayState(StopState):
             self._syscalls = calls
             self._syscall_steps = [call.step for call in calls]
         return tuple(self._syscalls[:bisect.bisect_right(self._syscall_steps, self.step_count)])
+
+
+def _kernel_images(rec) -> list[tuple[int, KernelImage]]:
+    """(position, image) of each program image the recording runs: the
+    first from meta's kernel_sp, entry_pc and kernel_auxv, then one per
+    exec (meta ``execs``, absent in recordings made before it was kept)."""
+    meta = rec.meta
+    try:
+        images = [(0, KernelImage(meta["kernel_sp"], meta["entry_pc"], bytes.fromhex(meta.get("kernel_auxv", ""))))]
+        for image in meta.get("execs", ()):
+            images.append((image["position"], KernelImage(image["kernel_sp"], image["entry_pc"],
+                                                          bytes.fromhex(image["kernel_auxv"]))))
+    except (TypeError, ValueError, KeyError):
+        raise UsageError(f"{rec.path}: meta kernel_sp, entry_pc, kernel_auxv or execs does not read") from None
+    return images

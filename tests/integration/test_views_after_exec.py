@@ -68,3 +68,38 @@ def test_stack_views_are_the_new_images(after_exec):
         f"{k}={v}" for k, v in ENV.items()]
     assert snap["stack_pointer"] is not None
     assert [e["type"] for e in snap["auxv"]] == [e["type"] for e in snap["auxv_kernel"]]
+
+
+def test_a_recording_shows_each_images_stack_and_auxv(after_exec, tmp_path):
+    """The recorder keeps where the kernel started each image (meta
+    `execs`): replayed at the exit, the views are /bin/true's, as live; at
+    env's main, env's."""
+    from loaderdbg.record.recorder import record_program
+    from loaderdbg.record.replay import ReplaySession
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        args = ["-u", "UNSET" * 600, TRUE]
+        spec = replace(launch_spec("/usr/bin/env", args, aslr=False, stdin_fd=devnull, stdout_fd=devnull,
+                                   stderr_fd=devnull), argv=("/usr/bin/env", *args), env=dict(ENV))
+        path = tmp_path / "env-true.ldbg"
+        record_program(spec, str(path), "exit", progress=False)
+    finally:
+        os.close(devnull)
+    live = after_exec["json"]
+    with ReplaySession(str(path)) as replay:
+        assert replay.cont("exit").reached
+        at_exit = snapshot_to_json(replay.snapshot())
+    assert at_exit["argv"] == live["argv"] == [TRUE]
+    assert at_exit["envp"] == live["envp"]
+    assert at_exit["stack_pointer"] == live["stack_pointer"]
+
+    def values(auxv):
+        return [(e["type"], e["value"]) for e in auxv if e["type"] != "AT_RANDOM"]
+    assert values(at_exit["auxv_kernel"]) == values(live["auxv_kernel"])
+    assert values(at_exit["auxv"]) == values(live["auxv"])
+    with ReplaySession(str(path)) as replay:
+        assert replay.cont("main").reached  # env's main, before the exec
+        at_main = snapshot_to_json(replay.snapshot())
+    assert at_main["argv"] == ["/usr/bin/env", *args]
+    assert next(e for e in at_main["auxv_kernel"] if e["type"] == "AT_EXECFN")["decoded"].endswith('"/usr/bin/env"')
