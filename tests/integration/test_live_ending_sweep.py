@@ -40,25 +40,49 @@ def _ctrl_c_while_catching() -> str:
     shell = subprocess.Popen(["/bin/sh", "-c", "read go; /bin/true; echo status=$?; exec sleep 100"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ours = os.getpid()
+    # The poller sends its one Ctrl-C only while this attempt lasts, and only
+    # once it saw the child caught: a late one (it once polled on for 10 s
+    # and then sent it anyway) interrupted whatever test ran next in this
+    # worker, and its polling of /proc cost that test a second of CPU.
+    attempt_over = False
+    sending = threading.Lock()
+    pollers: list[threading.Thread] = []
 
     def ctrl_c_once_caught():
         deadline = time.monotonic() + 10
-        while _caught_true(shell.pid) is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if _caught_true(shell.pid) is not None:
+                with sending:
+                    if not attempt_over:
+                        os.kill(ours, signal.SIGINT)
+                return
+            with sending:
+                if attempt_over:
+                    return
             time.sleep(0.0005)
-        os.kill(ours, signal.SIGINT)
 
     def spawn():
-        threading.Thread(target=ctrl_c_once_caught, daemon=True).start()
+        poller = threading.Thread(target=ctrl_c_once_caught, daemon=True)
+        pollers.append(poller)
+        poller.start()
         shell.stdin.write("go\n")
         shell.stdin.flush()
+
+    def end_attempt():
+        nonlocal attempt_over
+        with sending:
+            attempt_over = True
+        for poller in pollers:
+            poller.join()
 
     try:
         time.sleep(0.1)
         try:
             LiveSession.catch_spawn(shell.pid, "true", timeout=20, on_ready=spawn).close()
             time.sleep(1)  # Ctrl-C came after the start: not what this test is for
+            end_attempt()  # in here: a Ctrl-C it races with is caught below
         except KeyboardInterrupt:
-            pass
+            end_attempt()  # the poller sends one at most: that was it
         return shell.stdout.readline()
     finally:
         shell.kill()
