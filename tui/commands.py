@@ -20,6 +20,7 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Callable
 
+from loaderdbg.decode.siginfo import signal_name as decoded_signal_name
 from loaderdbg.errors import UsageError
 from loaderdbg.targets import TARGET_HELP, parse_target
 
@@ -374,14 +375,8 @@ def parse_signal(word: str, head: str = "signal") -> int:
 
 
 def signal_name(number: int) -> str:
-    """SIGUSR1, SIGRTMIN+3, or 0 (none)."""
-    if number == 0:
-        return "0"
-    try:
-        return _signal.Signals(number).name
-    except ValueError:
-        rtmin = int(_signal.SIGRTMIN)
-        return f"SIGRTMIN+{number - rtmin}" if number > rtmin else str(number)
+    """SIGUSR1, SIGRT_3 (as strace names them), or 0 (none)."""
+    return "0" if number == 0 else decoded_signal_name(number)
 
 
 def _until_target(rest: str) -> str:

@@ -67,7 +67,7 @@ class Inferior(StopState):
         # a qemu-user guest's stepped watchpoints (its stub has none).
         self.debug_registers: WatchpointUnit = watchpoint_unit or DebugRegisters(tracee.pid)
         self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
-        self.observer = StartupObserver(tracee, self, attached=attached is not None, entry_pc=self.entry_pc,
+        self.observer = StartupObserver(tracee, self, attached=attached is not None,
                                         kernel_stack=kernel_stack(self, self.kernel_sp),
                                         arms_main_before_running=True)
         if attached is None:
@@ -209,7 +209,7 @@ class Inferior(StopState):
         reaches it as it resumes: it stands in a signal-delivery-stop (a
         signal, a step's or an int3's trap). At a syscall stop the kernel
         sends it anew instead, and the thread stops for it once more."""
-        last = getattr(self._thread_tracee(tid), "last_stop", None)
+        last = self._thread_tracee(tid).last_stop
         return last is None or last.kind in _SIGNAL_DELIVERY_STOPS
 
     def _thread_tracee(self, tid: int | None):

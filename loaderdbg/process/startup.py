@@ -151,7 +151,7 @@ class ProcessView(Protocol):
 
 class StartupObserver:
     def __init__(self, target: ObservedTarget, view: ProcessView, *, attached: bool = False,
-                 entry_pc: int, kernel_stack: InitialStack | None, arms_main_before_running: bool = False) -> None:
+                 kernel_stack: InitialStack | None, arms_main_before_running: bool = False) -> None:
         """``arms_main_before_running``: the driver calls before_running()
         before the program runs again, and main's breakpoint and the link
         map's r_brk hook are armed then rather than at AT_ENTRY (a stop at
@@ -161,7 +161,6 @@ class StartupObserver:
         self.view = view
         self.arch = view.arch
         self.attached = attached
-        self.entry_pc = entry_pc
         self.events: list[Event] = []
         self.syscall_count = 0
         self.routine_events = 0  # syscall and signal events, kept up to MAX_ROUTINE_EVENTS
@@ -504,12 +503,11 @@ class StartupObserver:
         # Nothing to re-arm: the old image's addresses mean nothing now. Its
         # stack, auxv and entry are the new image's (argv, envp, auxv views).
         self.view.exec_landed()
-        self.entry_pc = self.view.entry_pc
         self._kernel_stack = kernel_stack(self.view, self.view.kernel_sp)
 
     # -- main ------------------------------------------------------------------
     def program_object(self) -> MappedObject | None:
-        return self.view.address_space().program_object(self.at_entry, self.entry_pc)
+        return self.view.address_space().program_object(self.at_entry, self.view.entry_pc)
 
     def ldso_object(self) -> MappedObject | None:
         return None if self.ldso is None else self.view.address_space().object_loaded_at(self.ldso.base)

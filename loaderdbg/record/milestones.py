@@ -25,8 +25,7 @@ class MilestoneTracker:
         self.tracee = tracee
         self.program = spec.path
         self.state = StopState(tracee, kernel_sp=tracee.sp)
-        self.observer = StartupObserver(tracee, self.state, entry_pc=self.state.entry_pc,
-                                        kernel_stack=self.state.initial_stack())
+        self.observer = StartupObserver(tracee, self.state, kernel_stack=self.state.initial_stack())
         self.state.observer = self.observer
         self.observer.first_stop()
         self._stop_reason: StopReason = reasons.launched()

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Mapping
 
 from loaderdbg.decode.errors import DecodeError
+from loaderdbg.decode.siginfo import signal_name
 from loaderdbg.decode.registers import decode_registers
 from loaderdbg.decode.stack import decode_initial_stack
 from loaderdbg.errors import LoaderdbgError
@@ -397,13 +398,9 @@ class _StoredFile:
 
 def _signal_kept(recorded: int, asked: int) -> str:
     """gdb's console line when gdb asked for another signal than the recording has."""
-    def name(signal: int) -> str:
-        try:
-            return _signal.Signals(signal).name
-        except ValueError:
-            return f"signal {signal}"
-    had = f"{name(recorded)} was delivered here" if recorded else "no signal was delivered here"
-    wanted = f"deliver {name(asked)}{' instead' if recorded else ''}" if asked else f"withhold {name(recorded)}"
+    had = f"{signal_name(recorded)} was delivered here" if recorded else "no signal was delivered here"
+    wanted = (f"deliver {signal_name(asked)}{' instead' if recorded else ''}" if asked
+              else f"withhold {signal_name(recorded)}")
     return (f"loaderdbg: a recording replays as recorded: {had}, and the replay cannot {wanted} "
             "(run the program live, loaderdbg serve --live, to change its signals)")
 
