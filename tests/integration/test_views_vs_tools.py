@@ -19,6 +19,7 @@ One launched process per program, its stops collected once per module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -344,18 +345,24 @@ def test_maps_and_stack_equal_proc(request, name, target):
 
 # ------------------------------------------------------------ threads
 
-@pytest.fixture(scope="module")
-def concurrent(built) -> dict:
+@contextlib.contextmanager
+def _at_exit(path: str):
+    """A LiveSession on path, run to its exit (quiet, the sweep's env)."""
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        path = built["concurrent"]
         spec = replace(launch_spec(path, [], aslr=False, stdin_fd=devnull, stdout_fd=devnull, stderr_fd=devnull),
                        env=dict(ENV))
         with LiveSession(spec) as session:
             assert session.cont("exit").reached
-            return {"json": snapshot_to_json(session.snapshot()), "pid": session.pid}
+            yield session
     finally:
         os.close(devnull)
+
+
+@pytest.fixture(scope="module")
+def concurrent(built) -> dict:
+    with _at_exit(built["concurrent"]) as session:
+        return {"json": snapshot_to_json(session.snapshot()), "pid": session.pid}
 
 
 def test_each_threads_syscalls_are_its_own(concurrent):
@@ -372,19 +379,10 @@ def test_each_threads_syscalls_are_its_own(concurrent):
 
 @pytest.fixture(scope="module")
 def leader_left(built) -> dict:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    try:
-        path = built["leader_leaves"]
-        spec = replace(launch_spec(path, [], aslr=False, stdin_fd=devnull, stdout_fd=devnull, stderr_fd=devnull),
-                       env=dict(ENV))
-        with LiveSession(spec) as session:
-            assert session.cont("exit").reached
-            snap = snapshot_to_json(session.snapshot())
-            worker = next(t["tid"] for t in snap["threads"] if t["tid"] != session.pid)
-            proc_maps = _proc(session.pid, f"task/{worker}/maps").decode()
-            return {"json": snap, "maps": proc_maps}
-    finally:
-        os.close(devnull)
+    with _at_exit(built["leader_leaves"]) as session:
+        snap = snapshot_to_json(session.snapshot())
+        worker = next(t["tid"] for t in snap["threads"] if t["tid"] != session.pid)
+        return {"json": snap, "maps": _proc(session.pid, f"task/{worker}/maps").decode()}
 
 
 def test_the_leader_is_a_zombie_and_the_worker_exits(leader_left):
