@@ -253,15 +253,17 @@ class Inferior(StopState):
             fs_base = None
             current = pc = registers = None
             if tid in traced:
-                fs_base = traced[tid].tls_base()
                 reached = self.stop_reason.thread
                 stop = self.stop_reason.kind if tid == (group.current if reached is None else reached) \
                     else _thread_stop(group, tid)
                 current = tid == group.current if len(traced) > 1 else None
                 try:
                     raw = traced[tid].regs_raw()
+                    fs_base = traced[tid].tls_base()
                 except ptrace.PtraceError:
-                    raw = None  # not in a stop of ours (starting, or exiting)
+                    # Not in a stop of ours: starting, or going with its
+                    # group's exit_group (the kernel reaps it while we list).
+                    raw = None
                 if raw is not None:
                     thread_registers = decode_registers(raw, self.arch)
                     pc = thread_registers.pc
