@@ -1,7 +1,7 @@
 """Big programs (issue 19), each row against its reference in the same run.
 
     .venv/bin/python bench/scale.py [--repeat N] [--quick] [--json]
-                                    [--replay FILE.ldbg] [--no-replay]
+                                    [--replay FILE.ldbg] [--no-replay] [--no-install]
 
 Rows, pinned (sched_setaffinity to CPU 0, as `taskset -c 0`; the tracer
 thread, the tracee and child commands inherit it) and unpinned:
@@ -12,7 +12,10 @@ thread, the tracee and child commands inherit it) and unpinned:
   the snapshot (µs a relocation), snapshot_to_json + write_json to /dev/null
   as inspect writes it (relocation_rows=True). In process the cyclic
   collector stays on, as in the TUI (the CLI's inspect runs without it).
-- the glibc demo: the whole `inspect --json --at entry` command against
+- the glibc demo: the whole `inspect --json --at entry` command as a
+  user's install runs it (the `loaderdbg` script of this tree built as a
+  wheel and installed in build/bench/installed/: the issue's goal), and as
+  the development venv runs it (`python -m loaderdbg`), against
   `python -c pass` (the interpreter's own start) and the import of
   loaderdbg.cli + loaderdbg.inspect_command in a fresh interpreter.
 - the demo: LiveSession launch + cont('entry') (breakpoints, no stepping)
@@ -78,9 +81,43 @@ def timed(command: list[str], **kwargs) -> tuple[float, float]:
     return time.perf_counter() - t0, children_cpu() - c0
 
 
+INSPECT_ARGS = ["inspect", "--json", "--at", "entry", "--tracee-output", os.devnull]
+
+
 def inspect_command(program: list[str]) -> list[str]:
-    return [sys.executable, "-m", "loaderdbg", "inspect", "--json", "--at", "entry",
-            "--tracee-output", os.devnull, *program]
+    return [sys.executable, "-m", "loaderdbg", *INSPECT_ARGS, *program]
+
+
+def installed_loaderdbg() -> Path:
+    """The `loaderdbg` script of a normal (wheel) install of this tree, as a
+    user's `pip install` makes it, in build/bench/installed/ (made again each
+    run, from a copy of the tree, so the checkout gets no build files).
+
+    The development venv's editable install puts setuptools' import finder
+    in every interpreter start (pathlib, importlib.util: ~8 ms on a quiet
+    machine); a user's install has none. Its dependencies come from the
+    development venv (a .pth naming its site-packages), so nothing is
+    downloaded but the build backend pip builds the wheel with."""
+    import shutil
+    import sysconfig
+    import tempfile
+    target = REPO / "build" / "bench" / "installed"
+    print(f"installing this tree as a wheel into {target} (each run)…", file=sys.stderr)
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
+    python = target / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="loaderdbg-wheel-") as scratch:
+        source = Path(scratch) / "src"
+        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "tests", "bench", "__pycache__", "*.egg-info", "*.so"))
+        built = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                                str(source)], capture_output=True, text=True)
+        if built.returncode != 0:
+            raise OSError(f"pip install of the tree failed: {built.stderr.strip().splitlines()[-1:]}")
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "loaderdbg-bench-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return target / "bin" / "loaderdbg"
 
 
 def phases(program: list[str], repeat: int) -> dict:
@@ -129,12 +166,15 @@ def program_rows(label: str, program: list[str], repeat: int) -> dict:
     return row
 
 
-def demo_rows(repeat: int) -> dict:
+def demo_rows(repeat: int, installed: Path | None) -> dict:
     python = sys.executable
     startup = best_of(repeat, lambda: timed([python, "-c", "pass"]))
     imports = best_of(repeat, lambda: timed([python, "-c", "import loaderdbg.cli, loaderdbg.inspect_command"],
                                             cwd=REPO))
     command = best_of(repeat, lambda: timed(inspect_command([str(DEMO), *DEMO_ARGS]), cwd=REPO))
+    # Out of the checkout, so nothing but the install can be imported.
+    as_installed = best_of(repeat, lambda: timed([str(installed), *INSPECT_ARGS, str(DEMO), *DEMO_ARGS],
+                                                 cwd="/")) if installed else (float("nan"), float("nan"))
     native = best_of(repeat * 4, lambda: timed([str(DEMO), *DEMO_ARGS]))
 
     def cont() -> tuple[float, float]:
@@ -146,7 +186,9 @@ def demo_rows(repeat: int) -> dict:
                 session.cont("entry")
                 return time.perf_counter() - t0, time.process_time() + children_cpu() - c0
     launch_cont = best_of(repeat, cont)
-    return {"command_ms": command[0], "command_cpu_ms": command[1], "python_start_ms": startup[0],
+    return {"command_ms": command[0], "command_cpu_ms": command[1],
+            "installed_command_ms": as_installed[0], "installed_command_cpu_ms": as_installed[1],
+            "python_start_ms": startup[0],
             "python_start_cpu_ms": startup[1], "import_ms": imports[0], "import_cpu_ms": imports[1],
             "launch_cont_ms": launch_cont[0], "launch_cont_cpu_ms": launch_cont[1], "native_ms": native[0],
             "cont_to_native": launch_cont[0] / native[0]}
@@ -190,7 +232,7 @@ def measure(pin: bool, args) -> dict:
     repeat = args.repeat
     out: dict = {}
     with affinity({0} if pin else None):
-        out["demo"] = demo_rows(repeat * 2)
+        out["demo"] = demo_rows(repeat * 2, args.installed)
         if os.access(GDB[0], os.X_OK):
             out["gdb"] = program_rows("gdb --version", GDB, max(1, repeat // 2) if args.quick else repeat)
         out["scale"] = [program_rows(label, [str(BIG / name)], 1 if args.quick else repeat)
@@ -206,9 +248,11 @@ def measure(pin: bool, args) -> dict:
 def report(pin: str, m: dict) -> None:
     d = m["demo"]
     print(f"\n== {pin} ==")
-    print(f"demo inspect --json --at entry: {d['command_ms']:.0f} ms, cpu {d['command_cpu_ms']:.0f} "
+    print(f"demo inspect --json --at entry, installed (a wheel's `loaderdbg`): {d['installed_command_ms']:.0f} ms, "
+          f"cpu {d['installed_command_cpu_ms']:.0f} (goal <= 150); in the development venv (python -m loaderdbg, "
+          f"setuptools' editable finder at start): {d['command_ms']:.0f} ms, cpu {d['command_cpu_ms']:.0f} "
           f"(python -c pass {d['python_start_ms']:.0f}, cpu {d['python_start_cpu_ms']:.0f}; "
-          f"import cli+inspect_command {d['import_ms']:.0f}, cpu {d['import_cpu_ms']:.0f}; goal <= 150)")
+          f"import cli+inspect_command {d['import_ms']:.0f}, cpu {d['import_cpu_ms']:.0f})")
     print(f"demo launch + cont('entry'): {d['launch_cont_ms']:.1f} ms (cpu {d['launch_cont_cpu_ms']:.1f}) "
           f"vs native run {d['native_ms']:.2f} ms: {d['cont_to_native']:.0f}x (goal <= 10x)")
     rows = ([m["gdb"]] if "gdb" in m else []) + m["scale"]
@@ -241,10 +285,18 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON too")
     parser.add_argument("--replay", help="a 1M-step recording to snapshot (default: made once in build/bench/)")
     parser.add_argument("--no-replay", action="store_true", help="skip the replay row")
+    parser.add_argument("--no-install", action="store_true",
+                        help="skip the installed command's row (it builds and installs a wheel)")
     args = parser.parse_args()
     if not DEMO.is_file():
         raise SystemExit("bench: fixtures missing: run `make fixtures`")
     ensure_big()
+    args.installed = None
+    if not args.no_install:
+        try:
+            args.installed = installed_loaderdbg()
+        except (OSError, subprocess.CalledProcessError) as err:  # the other rows stand without it
+            print(f"bench: no installed row: {err}", file=sys.stderr)
     results = {}
     for pin in (("pinned", True),) if args.quick else (("pinned", True), ("unpinned", False)):
         results[pin[0]] = measure(pin[1], args)
