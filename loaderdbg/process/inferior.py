@@ -244,12 +244,18 @@ class Inferior(StopState):
         tids = sorted(self.tracee.threads())
         group = self.thread_group
         traced = {tid: group.tracee(tid) for tid in group.tids()} if group is not None else {}
+        owed_sigstops = {info.tid for info in group.threads() if info.owes_our_sigstop} if group is not None \
+            else set()
         for tid in tids:
             try:
                 with open(f"/proc/{self.pid}/task/{tid}/status") as handle:
                     status = parse_task_status(handle.read())
             except (OSError, DecodeError):
                 continue
+            sig_pending = status.sig_pending
+            if tid in owed_sigstops:
+                # Ours, not the program's: the stop request that halted it.
+                sig_pending = tuple(name for name in sig_pending if name != "SIGSTOP")
             fs_base = None
             current = pc = registers = None
             if tid in traced:
@@ -276,7 +282,7 @@ class Inferior(StopState):
             else:
                 stop = "running (not traced)"
             out.append(ThreadState(tid, status.name, status.state, fs_base, status.sig_blocked,
-                                   status.sig_pending, status.shared_pending, stop, current, pc, registers))
+                                   sig_pending, status.shared_pending, stop, current, pc, registers))
         return tuple(out)
 
     # -- the rest of a StateSource (loaderdbg/snapshot.py) -----------------------

@@ -77,6 +77,10 @@ class ThreadInfo:
     last_stop: Stop | None  # its latest stop (a pending one included)
     pending: bool  # stopped with an event not reported yet
     current: bool
+    # A SIGSTOP we sent it (a stop request to a launched group's thread, a
+    # user's interrupt) is still queued in it, to be swallowed when it
+    # shows up: /proc lists it among the thread's pending signals.
+    owes_our_sigstop: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ class ThreadGroup:
     # -- what callers read -------------------------------------------------------
     def threads(self) -> tuple[ThreadInfo, ...]:
         return tuple(ThreadInfo(t.tid, t.state, t.pending or t.tracee.last_stop, t.pending is not None,
-                                t.tid == self.current)
+                                t.tid == self.current,
+                                (t.halt_requested and not self.seized)
+                                or (self._interrupt_pending and t.tid == self.pid))
                      for _, t in sorted(self._threads.items()))
 
     def tids(self) -> tuple[int, ...]:
