@@ -883,7 +883,10 @@ class GroupTarget:
         self.group.interrupt()
 
     def left_stop(self) -> bool:
-        return self.leader.left_stop()
+        # The thread we stand in: the leader may have left its stop on its
+        # own (main's pthread_exit, another thread's exit_group) and wait as
+        # a zombie for the others, and poll_stop then has nothing to say.
+        return self.current.left_stop()
 
     def poll_stop(self) -> Stop | None:
         return self.group.poll_death()

@@ -8,6 +8,7 @@ go when its recording ends, so it runs on to its own exit."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,6 +69,28 @@ def test_a_worker_calling_exit_group_ends_the_run_with_its_status(program, null_
             # the exiting one is.
             assert reason.thread in {thread.tid for thread in session.threads()}
             assert session.cont().kind == "exited"
+
+
+@pytest.mark.parametrize("mode", ["leader", "group"])
+def test_a_snapshot_where_the_last_thread_exits_after_the_leader_does_not_wait(program, mode, null_fd):
+    """At the exit event we hold the exiting thread; the leader left its
+    stop before (main's pthread_exit, or the exit_group's kill) and waits
+    for it as a zombie. A snapshot there took the leader's leaving for a
+    SIGKILL from outside and waited 5 s for a death that only comes once we
+    let the thread go. A SIGKILL from outside is still noticed."""
+    with LiveSession(spec(program, mode, null_fd)) as session:
+        reason = session.cont("exit")
+        assert reason.reached and reason.thread != session.pid, reason
+        started = time.monotonic()
+        session.snapshot()
+        assert time.monotonic() - started < 2.5  # 5 s before, whatever the machine
+        assert session.alive and session.stop_reason == reason
+    with LiveSession(spec(program, mode, null_fd)) as session:
+        assert session.add_breakpoint(session.resolve("worker_step"))
+        assert session.cont().kind == "breakpoint"
+        os.kill(session.pid, signal.SIGKILL)
+        session.snapshot()
+        assert not session.alive and "killed by SIGKILL" in session.stop_reason.description
 
 
 @pytest.mark.parametrize("mode, status", [("leader", 0), ("group", 7)])
