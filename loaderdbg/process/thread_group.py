@@ -128,8 +128,12 @@ class ThreadGroup:
         self._notes: list[ThreadNote] = []
         self._syscalls = False
         self._dying = False  # an exit that ends the process was reported
-        # A user's interrupt (the leader's SIGSTOP) not yet reported: see interrupt().
+        # A user's interrupt (a SIGSTOP) not yet reported, and the thread it
+        # went to: see interrupt().
         self._interrupt_pending = False
+        self._interrupted_tid = leader.pid
+        # The thread a step is running, while it runs (others are stopped).
+        self._stepping: int | None = None
         try:
             self._pgid = os.getpgid(leader.pid)
         except OSError:
@@ -157,7 +161,7 @@ class ThreadGroup:
         return tuple(ThreadInfo(t.tid, t.state, t.pending or t.tracee.last_stop, t.pending is not None,
                                 t.tid == self.current,
                                 (t.halt_requested and not self.seized)
-                                or (self._interrupt_pending and t.tid == self.pid))
+                                or (self._interrupt_pending and t.tid == self._interrupted_tid))
                      for _, t in sorted(self._threads.items()))
 
     def tids(self) -> tuple[int, ...]:
@@ -299,10 +303,21 @@ class ThreadGroup:
         return self._step(thread, pc, kind)
 
     def interrupt(self) -> None:
-        """From any thread: the leader's SIGSTOP ends a resume in progress,
-        reported as news even when it meets a halt of ours on the way."""
+        """From any thread: a SIGSTOP ends a resume in progress, reported as
+        news even when it meets a halt of ours on the way. It goes to the
+        leader, or to the thread a step is running: the others are stopped,
+        and that step may never end by itself (a syscall our halt cut short
+        restarts inside it, and blocks again)."""
+        stepping = self._stepping
+        self._interrupted_tid = self.pid if stepping is None else stepping
         self._interrupt_pending = True
-        self.leader.interrupt()
+        if stepping is None:
+            self.leader.interrupt()
+            return
+        try:
+            ptrace.tgkill(self.pid, stepping, _signal.SIGSTOP)
+        except ProcessLookupError:
+            pass  # gone: its end is what the step reports
 
     def stop_all(self) -> None:
         """Stop every thread still running (after an interrupted resume)."""
@@ -323,6 +338,26 @@ class ThreadGroup:
     def _step(self, thread: _Thread, pc: int | None = None, kind: int | None = None) -> Stop:
         """Single-step one thread, the others stopped: our stop request and a
         clone on the way are dealt with here, not reported."""
+        self._stepping = thread.tid  # where interrupt() sends its SIGSTOP meanwhile
+        try:
+            return self._step_thread(thread, pc, kind)
+        finally:
+            self._stepping = None
+
+    def _interrupt_behind(self, thread: _Thread, stop: Stop) -> Stop:
+        """A step the user's interrupt was sent into that ended some other
+        way first: a blocking syscall our SIGSTOP cut short reports the
+        step's own trap at the syscall's exit, the signal still queued.
+        Collected now, it is the step's end (a pending signal is delivered
+        before any instruction runs); left queued, it would end the user's
+        next motion."""
+        if not stop.alive or (stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP):
+            return stop
+        if not sigstop_pending(thread.tid):
+            return stop
+        return thread.tracee.step()
+
+    def _step_thread(self, thread: _Thread, pc: int | None, kind: int | None) -> Stop:
         tracee = thread.tracee
         # A syscall our stop request cut short restarts within this step,
         # with no entry stop: the thread's next entry stop is a new call.
@@ -334,10 +369,20 @@ class ThreadGroup:
                 raise
             # Not in its stop any more: a SIGKILL from outside woke it to die.
             stop = tracee.classify_status(ptrace.waitpid(thread.tid)[1])
+        if self._interrupt_pending and thread.tid == self._interrupted_tid:
+            stop = self._interrupt_behind(thread, stop)
         if stop is tracee.plain_step or stop is tracee.syscall_step:
             return stop  # by far the most common step: nothing to look at
         finishing_clone = False
         while True:
+            if self._interrupt_pending and thread.tid == self._interrupted_tid:
+                stop = self._interrupt_behind(thread, stop)
+                if stop.kind is StopKind.SIGNAL and stop.signal == _signal.SIGSTOP:
+                    # The user's interrupt ended the step (a halt of ours
+                    # queued with it is the same one signal, delivered once).
+                    self._interrupt_pending = False
+                    thread.halt_requested = False
+                    return stop
             if self._is_halt(thread, stop):
                 thread.halt_requested = False
                 stop = tracee.step()  # the request was still queued: it took the step's place
@@ -395,7 +440,7 @@ class ThreadGroup:
                 self._run_on(thread)
             return None
         halted = self._is_halt(thread, stop) or self._syscall_cut_short(thread, stop)
-        if self._interrupt_pending and tid == self.pid and stop.kind is StopKind.SIGNAL \
+        if self._interrupt_pending and tid == self._interrupted_tid and stop.kind is StopKind.SIGNAL \
                 and stop.signal == _signal.SIGSTOP and not (halted and sigstop_pending(tid)):
             # The user's interrupt. A launched group halts threads with
             # SIGSTOPs too: one of ours still pending for the leader and the
