@@ -402,7 +402,7 @@ class Inferior(StopState):
         if stop.kind is StopKind.EVENT and stop.event == ptrace.EVENT_EXEC:
             # As at launch: leave execve before the next step, or that step
             # would only finish the syscall and execute nothing.
-            self.observer.exec_happened()
+            self.observer.exec_happened(self.tracee.event_message())
             self.tracee.finish_execve(self.program)
             if syscall_call is not None:
                 self.step_count += 1  # the `syscall` instruction ran

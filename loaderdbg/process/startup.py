@@ -484,16 +484,17 @@ class StartupObserver:
             chunks.append(data)
         return b"".join(chunks)
 
-    def exec_happened(self) -> None:
+    def exec_happened(self, former_tid: int | None = None) -> None:
         """After an execve: the startup checks compare the old image's stack,
         and milestone addresses belong to the old image; an int3 written
         there now would land in the new program's code. The thread whose
-        execve succeeded runs on as the process (its tid is the pid now);
-        every other thread is gone, its syscall unfinished."""
+        execve succeeded (``former_tid``, the exec event's message) runs on
+        as the process (its tid is the pid now); every other thread is gone,
+        its syscall unfinished, another execve racing it included."""
         pending = self._pending_syscalls
         names = self.arch.syscall_names
-        execer = next((tid for tid, call in pending.items() if names.get(call.number) in ("execve", "execveat")),
-                      None)
+        execer = former_tid if former_tid in pending else \
+            next((tid for tid, call in pending.items() if names.get(call.number) in ("execve", "execveat")), None)
         exec_call = pending.pop(execer) if execer is not None else None
         self.syscalls_cut_short()
         if exec_call is not None:
@@ -622,7 +623,7 @@ class StartupObserver:
                 self._stop_watching_link_map()
                 self.record("thread", "clone", f"thread {thread} runs on, untraced")
             elif name == "exec":
-                self.exec_happened()
+                self.exec_happened(raw.event_message())
                 self.record("milestone", "exec", "the process called execve again")
             return False, None
         if stop.kind is StopKind.BREAKPOINT:
