@@ -12,7 +12,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from loaderdbg.analysis.objects import MappedObject
-from loaderdbg.analysis.relocations import RelocationTable
+from loaderdbg.analysis.relocations import LAZY, RelocationTable
 from loaderdbg.analysis.symbols import SymbolTable
 from loaderdbg.decode.elf import DynamicEntry
 from loaderdbg.decode.maps import MapEntry, find_mapping
@@ -155,8 +155,13 @@ def got_view(states: RelocationTable, symbols: SymbolTable) -> tuple[GotSlot, ..
     # Picked out of every relocation (gdb's 150,000) by their type column;
     # each address they hold is named once (every library's malloc slot).
     slots = list(_rows_of_types(states, _GOT_TYPES, _GOT_FIELDS))
-    names = symbols.symbolize_many({slot[4] for slot in slots if slot[4]})
-    return tuple([GotSlot(obj, address, type_name, symbol, current, names[current] if current else None,
+    # A lazy slot holds its own PLT stub: named for its symbol, as pwndbg
+    # does (gdb's 15,000 slots are mostly lazy), not by the symbol index.
+    stubs = {(obj, current): symbols.lazy_stub(current, obj, symbol)
+             for obj, _, _, symbol, current, state in slots if state == LAZY and current and symbol}
+    names = symbols.symbolize_many({slot[4] for slot in slots if slot[4] and not stubs.get((slot[0], slot[4]))})
+    return tuple([GotSlot(obj, address, type_name, symbol, current,
+                          (stubs.get((obj, current)) or names[current]) if current else None,
                           "resolved" if state == "applied" else state)
                   for obj, address, type_name, symbol, current, state in slots])
 
@@ -168,12 +173,13 @@ def ifunc_choices(states: RelocationTable, symbols: SymbolTable,
                   objects: Sequence[MappedObject]) -> tuple[IfuncChoice, ...]:
     """IRELATIVE relocations: which resolver ran and what it picked."""
     bases = {o.name: o.base for o in objects}
-    out = []
+    rows = []
     for obj, address, addend, current, state in _rows_of_types(states, _IRELATIVE_TYPES, _IFUNC_FIELDS):
         if addend is None:
             continue
-        resolver = bases.get(obj, 0) + addend
-        chosen = current if state == "applied" else None
-        out.append(IfuncChoice(obj, address, resolver, symbols.symbolize(resolver),
-                               chosen, symbols.symbolize(chosen) if chosen else None, state))
-    return tuple(out)
+        rows.append((obj, address, bases.get(obj, 0) + addend, current if state == "applied" else None, state))
+    # Named together: resolvers and their choices are symbol starts.
+    names = symbols.symbolize_many({row[2] for row in rows} | {row[3] for row in rows if row[3]})
+    return tuple([IfuncChoice(obj, address, resolver, names[resolver], chosen, names[chosen] if chosen else None,
+                              state)
+                  for obj, address, resolver, chosen, state in rows])

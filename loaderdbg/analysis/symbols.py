@@ -65,6 +65,7 @@ class LoadedObject:
         return (addr - self.base) & 0xFFFFFFFFFFFFFFFF
 
 
+_X86_64_PLT_ENTRY = 16  # bytes, PLT0 included (psABI; BFD, gold and lld, IBT or not)
 _CANDIDATES = "symbols: dynsym candidates"  # this module's key in ElfInfo.derived
 
 
@@ -433,23 +434,49 @@ class SymbolTable:
             return None
         return _symbolized(obj, obj.link(addr))
 
+    def lazy_stub(self, addr: int, slot_object: str, symbol: str) -> str | None:
+        """``symbol@plt+0x6``, pwndbg's name for the lazy-binding PLT stub a
+        JUMP_SLOT of ``slot_object`` holds until its first call: the entry
+        of the object's own .plt that pushes the slot's index. x86-64 only
+        (16-byte entries after a 16-byte PLT0); aarch64's lazy slots all
+        hold PLT0. None when addr is not in that object's .plt."""
+        obj = self.object_at(addr)
+        if obj is None or obj.name != slot_object or obj.info.machine != "EM_X86_64":
+            return None
+        section = obj.info.section_at(obj.link(addr))
+        if section is None or section[2] != ".plt":
+            return None
+        offset = (obj.link(addr) - section[0]) % _X86_64_PLT_ENTRY
+        return f"{symbol}@plt+{offset:#x}" if offset else f"{symbol}@plt"
+
     def symbolize_many(self, addresses: Iterable[int]) -> dict[int, str | None]:
-        """symbolize() of each address, in address order: each object is
-        looked up once per run of addresses inside it (a GOT view names
-        15,000 addresses, mostly one PLT stub after the next)."""
+        """symbolize() of each address: each object is looked up once per
+        run of addresses inside it (a GOT view names 15,000 addresses, mostly
+        one PLT stub after the next), and each object names its addresses
+        together (ElfInfo.symbolize_many)."""
         names: dict[int, str | None] = {}
+        links_of: dict[int, tuple[LoadedObject, dict[int, int]]] = {}  # id(obj) -> (obj, {link: addr})
         obj = None
         start = end = 0  # where every address is obj's
         for addr in sorted(addresses):
             if not start <= addr < end:
                 obj = self.object_at(addr)
                 start, end = self._run_at(addr)
-            names[addr] = None if obj is None else _symbolized(obj, obj.link(addr))
+            if obj is None:
+                names[addr] = None
+            else:
+                links_of.setdefault(id(obj), (obj, {}))[1][obj.link(addr)] = addr
+        for obj, links in links_of.values():
+            for link, found in obj.info.symbolize_many(links).items():
+                names[links[link]] = _symbol_text(obj, link, found)
         return names
 
 
 def _symbolized(obj: LoadedObject, link: int) -> str:
-    found = obj.info.symbolize(link)
+    return _symbol_text(obj, link, obj.info.symbolize(link))
+
+
+def _symbol_text(obj: LoadedObject, link: int, found: tuple[str, int] | None) -> str:
     if found is not None:
         name, offset = found
         return f"{name}+{offset:#x}" if offset else name

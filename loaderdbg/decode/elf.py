@@ -25,7 +25,7 @@ import struct
 import sys
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, AbstractSet, Iterable, Iterator, Mapping
 
 from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError
@@ -318,13 +318,14 @@ class DebugFile:
     def symbols(self) -> tuple[DynSymbol, ...]:
         return _symtab_symbols(self._elffile)
 
-    def index_entries(self) -> tuple[int, list[tuple[int, int, int, str]]]:
+    def index_entries(self, only: AbstractSet[int] | None = None) -> tuple[int, list[tuple[int, int, int, str]]]:
         """(len(symbols), ElfInfo._address_index's entries of them), read
         without making the symbols (each ElfInfo's index reads them once:
-        not kept here)."""
+        not kept here); with ``only``, the entries of the symbols whose
+        value is one of those addresses."""
         if "symbols" in self.__dict__:
-            return len(self.symbols), _index_entries(self.symbols, 0)
-        return _symtab_index_entries(self._elffile)
+            return len(self.symbols), _index_entries(_valued(self.symbols, only), 0)
+        return _symtab_index_entries(self._elffile, only)
 
     @cached_property
     def build_id(self) -> str | None:
@@ -480,16 +481,17 @@ class ElfInfo:
             return self.debug_file.symbols
         return _symtab_symbols(self._section_file)
 
-    def _symtab_index_entries(self) -> list[tuple[int, int, int, str]]:
-        """_index_entries of _symtab, without decoding it into DynSymbols
-        unless it already is."""
+    def _symtab_index_entries(self, only: AbstractSet[int] | None = None) -> list[tuple[int, int, int, str]]:
+        """_index_entries of _symtab (with ``only``, of its symbols whose
+        value is one of those addresses), without decoding it into
+        DynSymbols unless it already is."""
         if "_symtab" in self.__dict__:
-            return _index_entries(self._symtab, 0)
+            return _index_entries(_valued(self._symtab, only), 0)
         if self.debug_file is not None:
-            count, entries = self.debug_file.index_entries()
+            count, entries = self.debug_file.index_entries(only)
             if count:
                 return entries
-        return _symtab_index_entries(self._section_file)[1]
+        return _symtab_index_entries(self._section_file, only)[1]
 
     @cached_property
     def debuglink(self) -> DebugLink | None:
@@ -541,6 +543,24 @@ class ElfInfo:
             limit = starts[following] if following < len(starts) else segment.end
             ends[i] = max(end, min(limit, segment.end))
         return starts, ends, names
+
+    def symbolize_many(self, vaddrs: Iterable[int]) -> dict[int, tuple[str, int] | None]:
+        """symbolize() of each address. Before the address index is made,
+        the addresses where a symbol starts (a GOT's or an ifunc's targets,
+        nearly all of them) are named from one pass over the symbols that
+        decodes only those symbols' names: libc's index names 11,000, made
+        for a dozen lookups. The rest go to the index."""
+        vaddrs = set(vaddrs)
+        if "_address_index" in self.__dict__ or not vaddrs:
+            return {vaddr: self.symbolize(vaddr) for vaddr in vaddrs}
+        # The index's answer at a symbol's start is the entry that sorts
+        # last among those starting there: the same (rank, end, name) max.
+        best: dict[int, tuple[int, int, int, str]] = {}
+        for entry in _index_entries(_valued(self.dynsyms, vaddrs), 1) + self._symtab_index_entries(vaddrs):
+            held = best.get(entry[0])
+            if held is None or entry > held:
+                best[entry[0]] = entry
+        return {vaddr: (best[vaddr][3], 0) if vaddr in best else self.symbolize(vaddr) for vaddr in vaddrs}
 
     def symbolize(self, vaddr: int) -> tuple[str, int] | None:
         """(symbol name, offset) for a link-time address inside a sized
@@ -600,9 +620,15 @@ class ElfInfo:
         return tuple(sorted(out))
 
     def section_name_for_vaddr(self, vaddr: int) -> str | None:
+        found = self.section_at(vaddr)
+        return None if found is None else found[2]
+
+    def section_at(self, vaddr: int) -> tuple[int, int, str] | None:
+        """(start, end, name) of the allocated section holding a link-time
+        address, from the section headers when the file has them."""
         for start, end, name in self._sections:
             if start <= vaddr < end:
-                return name
+                return start, end, name
         return None
 
     def sections_in_range(self, lo: int, hi: int) -> tuple[str, ...]:
@@ -759,29 +785,38 @@ def _symtab_symbols(elffile: ELFFile | None) -> tuple[DynSymbol, ...]:
     return tuple(out)
 
 
-def _symtab_index_entries(elffile: ELFFile | None) -> tuple[int, list[tuple[int, int, int, str]]]:
+def _symtab_index_entries(elffile: ELFFile | None, only: AbstractSet[int] | None = None
+                          ) -> tuple[int, list[tuple[int, int, int, str]]]:
     """(how many symbols _symtab_symbols decodes, ElfInfo._address_index's
     entries for those with an address), straight from the rows: no
-    DynSymbol per symbol, a name read only for a symbol with an address."""
+    DynSymbol per symbol, a name read only for a symbol with an address
+    (with ``only``: with one of those addresses)."""
     count = 0
     entries: list[tuple[int, int, int, str]] = []
     try:
         for kind, part in _symtab_parts(elffile):
             if kind == "symbols":
                 count += len(part)
-                entries += _index_entries(part, 0)
+                entries += _index_entries(_valued(part, only), 0)
                 continue
             rows, get_string, _ = part
             rows = list(rows)
+            count += len(rows)
+            if only is not None:
+                rows = [row for row in rows if row[4] in only]
             ranks, addressed = _index_byte_ranks()
             entries += [(value, ((ranks[info] << 32) - len(name) + len(name.lstrip("_"))) << 1, value + (size or 1),
                          name)
                         for name_at, info, _, shndx, value, size in rows
                         if value and shndx and addressed[info] and (name := get_string(name_at))]
-            count += len(rows)
     except _PARSE_ERRORS:
         pass
     return count, entries
+
+
+def _valued(symbols: Iterable[DynSymbol], only: AbstractSet[int] | None) -> Iterable[DynSymbol]:
+    """The symbols whose value is one of ``only`` (all without it)."""
+    return symbols if only is None else [sym for sym in symbols if sym.value in only]
 
 
 def _symtab_parts(elffile: ELFFile | None) -> Iterator[tuple[str, object]]:

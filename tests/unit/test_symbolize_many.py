@@ -54,3 +54,24 @@ def test_lookup_starting_at_the_first_definer_is_the_walk_of_the_whole_scope():
             assert table.lookup(name, version, plt=plt) == walked, (name, version, plt)
             found += walked is not None
     assert found > 5000
+
+
+def test_every_symbol_start_is_named_as_the_address_index_names_it():
+    """ElfInfo.symbolize_many names symbol starts from one filtered pass
+    (no address index): at every start of libc's (debug file included),
+    ld.so's and python3's symbols, and a spread of other addresses, the
+    same name as symbolize() through the index of another parse."""
+    from loaderdbg.debug_files import find_debug_file
+
+    def parsed(path):
+        info = parse_elf(Path(path).read_bytes(), path)
+        debug = find_debug_file(path, info)
+        return info.with_debug_file(debug) if debug else info
+
+    for path in (LIBC, LDSO, "/usr/bin/python3"):
+        reference = parsed(path)
+        starts = reference._address_index[0]
+        addresses = set(starts) | set(range(min(starts), max(starts), 997)) | {0, 1}
+        fast = parsed(path).symbolize_many(addresses)
+        assert fast == {addr: reference.symbolize(addr) for addr in addresses}, path
+        assert sum(1 for found in fast.values() if found and found[1] == 0) > 300
