@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import signal as _signal
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import TimeoutError as FutureTimeout, wait as wait_futures
 from typing import Mapping
 
 from loaderdbg.errors import UsageError
+from loaderdbg.job_thread import JobThread
 from loaderdbg.live import LiveSession
 from loaderdbg.serve import monitor
 from loaderdbg.serve.target import (DEBUG_DIRECTORY, NO_SIGNALS, SIGINT, SIGTRAP, BytesFile, Interrupted,
@@ -35,6 +36,9 @@ class LiveTarget:
 
     def __init__(self, session: LiveSession) -> None:
         self.session = session
+        # Where motions run while the server thread watches gdb's socket
+        # for its Ctrl-C (one thread for the session: a stepi is a motion too).
+        self._motions = JobThread("serve-motion")
         # What a monitor command that runs the process (goto, until) looks
         # at for gdb's Ctrl-C or its going away: the one of the qRcmd under way.
         self._monitor_interrupted: Interrupted = _never
@@ -222,7 +226,9 @@ class LiveTarget:
         self._snapshot = None
         self._hand_signals(signals)
         if step:
-            reason = self.session.step(1)
+            # Watched like a continue: a thread our stop cut out of a
+            # blocking syscall runs it again inside the step.
+            reason = self._run(self.session.step, interrupted, 1)
         else:
             reason = self._continue(interrupted)
             if reason.kind == ReasonKind.EXITING or (reason.kind == ReasonKind.TARGET and reason.target == "exit"):
@@ -296,26 +302,26 @@ class LiveTarget:
                 return reason
 
     def _run(self, motion, interrupted: Interrupted, *args) -> StopReason:
-        """Run a continue while looking for gdb's Ctrl-C, which stops it."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-continue") as pool:
-            future = pool.submit(motion, *args)
-            asked = False
-            try:
-                while True:
-                    try:
-                        return future.result(timeout=POLL_SECONDS)
-                    except FutureTimeout:
-                        if not asked and interrupted():
-                            self.session.interrupt()
-                            asked = True
-            except BaseException:
-                # gdb went away (or loaderdbg was told to end) mid-continue:
-                # the run must stop before the pool can be left and the
-                # session closed, or a program that never stops by itself
-                # would stay traced behind a server nobody talks to.
-                if not future.done() and not asked:
-                    self.session.interrupt()
-                raise
+        """Run a motion while looking for gdb's Ctrl-C, which stops it."""
+        future = self._motions.submit(motion, *args)
+        asked = False
+        try:
+            while True:
+                try:
+                    return future.result(timeout=POLL_SECONDS)
+                except FutureTimeout:
+                    if not asked and interrupted():
+                        self.session.interrupt()
+                        asked = True
+        except BaseException:
+            # gdb went away (or loaderdbg was told to end) mid-motion: the
+            # run must stop before this returns and the session is closed,
+            # or a program that never stops by itself would stay traced
+            # behind a server nobody talks to.
+            if not future.done() and not asked:
+                self.session.interrupt()
+            wait_futures([future])
+            raise
 
     def run_until(self, until: str) -> StopReason:
         self._snapshot = None
@@ -367,6 +373,7 @@ class LiveTarget:
 
     def close(self) -> None:
         self.session.close()
+        self._motions.stop()
 
 
 class _MappedFile:
