@@ -105,7 +105,10 @@ class LiveTarget:
         that reached the stop, unless gdb selected another."""
         if not self.session.alive:
             return self.pid
-        return next((thread.tid for thread in self.session.threads() if thread.current), self.pid)
+        # The stop's snapshot lists them when it is made already (a stop
+        # reply's registers make it): one reading of every thread, not two.
+        threads = self._snapshot.threads if self._snapshot is not None else self.session.threads()
+        return next((thread.tid for thread in threads if thread.current), self.pid)
 
     def select_thread(self, tid: int) -> bool:
         """gdb's Hg/vCont naming a thread: False if it cannot be (gone, or not ours)."""
@@ -285,8 +288,8 @@ class LiveTarget:
     def _stopped(self, reason: StopReason) -> Stop:
         """The stop gdb is told of next, from the session's reason."""
         self._stop = self._stop_of(reason)
-        reporter = self.current_thread if self.session.alive else None
-        self._signalled = reporter if reason.kind == ReasonKind.SIGNAL else None
+        signalled = reason.kind == ReasonKind.SIGNAL and self.session.alive
+        self._signalled = self.current_thread if signalled else None
         return self._stop
 
     def _continue(self, interrupted: Interrupted) -> StopReason:
