@@ -177,7 +177,11 @@ def ifunc_choices(states: RelocationTable, symbols: SymbolTable,
     for obj, address, addend, current, state in _rows_of_types(states, _IRELATIVE_TYPES, _IFUNC_FIELDS):
         if addend is None:
             continue
-        rows.append((obj, address, bases.get(obj, 0) + addend, current if state == "applied" else None, state))
+        # The base of the object the slot is in: two copies of a library
+        # (dlmopen namespaces) share a name, not a base.
+        holder = symbols.object_at(address)
+        base = holder.base if holder is not None else bases.get(obj, 0)
+        rows.append((obj, address, base + addend, current if state == "applied" else None, state))
     # Named together: resolvers and their choices are symbol starts.
     names = symbols.symbolize_many({row[2] for row in rows} | {row[3] for row in rows if row[3]})
     return tuple([IfuncChoice(obj, address, resolver, names[resolver], chosen, names[chosen] if chosen else None,
