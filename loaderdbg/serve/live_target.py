@@ -48,6 +48,9 @@ class LiveTarget:
         # the instruction after the next.
         session.watch_stops_before_access()
         self._snapshot: Snapshot | None = None
+        # The current thread and its registers at this stop (a stop reply's),
+        # read alone: gdb's stepi needs no more.
+        self._here: tuple[int, Mapping[str, int] | None] | None = None
         self._passed_signals: frozenset[int] = frozenset()
         self._program_signals: frozenset[int] | None = None  # None: gdb never said (QProgramSignals)
         # The thread whose signal gdb was told of at the last stop: what it
@@ -105,10 +108,13 @@ class LiveTarget:
         that reached the stop, unless gdb selected another."""
         if not self.session.alive:
             return self.pid
-        # The stop's snapshot lists them when it is made already (a stop
-        # reply's registers make it): one reading of every thread, not two.
-        threads = self._snapshot.threads if self._snapshot is not None else self.session.threads()
-        return next((thread.tid for thread in threads if thread.current), self.pid)
+        return self._current()[0]
+
+    def _current(self) -> tuple[int, Mapping[str, int] | None]:
+        if self._here is None:
+            tid, registers = self.session.current_registers()
+            self._here = tid, registers.values if registers is not None else None
+        return self._here
 
     def select_thread(self, tid: int) -> bool:
         """gdb's Hg/vCont naming a thread: False if it cannot be (gone, or not ours)."""
@@ -121,13 +127,13 @@ class LiveTarget:
         except UsageError:
             return False
         self._snapshot = None  # registers, stack and the next step are that thread's now
+        self._here = None
         return True
 
     def registers(self) -> Mapping[str, int] | None:
         if not self.session.alive:
             return None
-        registers = self.snapshot().registers
-        return registers.values if registers is not None else None
+        return self._current()[1]
 
     def read_memory(self, addr: int, size: int) -> bytes | None:
         if not self.session.alive:
@@ -227,6 +233,7 @@ class LiveTarget:
         if not self.session.alive:
             return self._stop
         self._snapshot = None
+        self._here = None
         self._hand_signals(signals)
         if step:
             # Watched like a continue: a thread our stop cut out of a
@@ -328,12 +335,14 @@ class LiveTarget:
 
     def run_until(self, until: str) -> StopReason:
         self._snapshot = None
+        self._here = None
         reason = self._run(self.session.cont, self._monitor_interrupted, until)
         self._stopped(reason)
         return reason
 
     def goto(self, step: int) -> Stop:
         self._snapshot = None
+        self._here = None
         return self._stopped(self._run(self.session.goto, self._monitor_interrupted, step))
 
     def explain(self) -> str:
