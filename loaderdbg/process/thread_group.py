@@ -51,6 +51,7 @@ STARTING = "starting"  # announced by its creator's clone event, first stop not 
 EXITING = "exiting"  # past its exit event, let go to die; only its reaping is left
 
 _ORIG_RAX = X86_64.register_offset("orig_rax")
+_RAX = X86_64.register_offset("rax")
 _EXIT_GROUP = X86_64.syscall_numbers["exit_group"]
 _WAIT_FLAGS = ptrace.WALL | WNOTHREAD
 # How long _wait_any asks without blocking (yielding the CPU between asks)
@@ -357,6 +358,23 @@ class ThreadGroup:
             return stop
         return thread.tracee.step()
 
+    def _halt_cut_the_step_short(self, thread: _Thread, stop: Stop) -> bool:
+        """A stepped syscall that returned -ERESTART* at once because our
+        stop request (a SIGSTOP: the thread had stopped for something else
+        first) was still queued for the thread. Once the request is taken
+        the kernel runs the call again, as it would have without us: the
+        step goes on to do that (and blocks, for a read nobody answers,
+        until an interrupt) rather than end with the call not made."""
+        if stop.kind is not StopKind.STEP or not thread.halt_requested or self.seized:
+            return False
+        try:
+            raw = thread.tracee.regs_raw()
+        except ptrace.PtraceError:
+            return False
+        number = int.from_bytes(raw[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+        result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
+        return number >= 0 and result in _RESTART_ERRORS and sigstop_pending(thread.tid)
+
     def _step_thread(self, thread: _Thread, pc: int | None, kind: int | None) -> Stop:
         tracee = thread.tracee
         # A syscall our stop request cut short restarts within this step,
@@ -371,7 +389,9 @@ class ThreadGroup:
             stop = tracee.classify_status(ptrace.waitpid(thread.tid)[1])
         if self._interrupt_pending and thread.tid == self._interrupted_tid:
             stop = self._interrupt_behind(thread, stop)
-        if stop is tracee.plain_step or stop is tracee.syscall_step:
+        if thread.halt_requested and self._halt_cut_the_step_short(thread, stop):
+            stop = tracee.step()  # the request: delivered before any instruction runs
+        elif stop is tracee.plain_step or stop is tracee.syscall_step:
             return stop  # by far the most common step: nothing to look at
         finishing_clone = False
         while True:
@@ -383,6 +403,9 @@ class ThreadGroup:
                     self._interrupt_pending = False
                     thread.halt_requested = False
                     return stop
+            if self._halt_cut_the_step_short(thread, stop):
+                stop = tracee.step()  # the request: delivered before any instruction runs
+                continue
             if self._is_halt(thread, stop):
                 thread.halt_requested = False
                 stop = tracee.step()  # the request was still queued: it took the step's place

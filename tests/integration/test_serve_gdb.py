@@ -357,46 +357,21 @@ def test_dlmopen_namespaces_reach_gdb_with_their_lmid():
 def test_live_ctrl_c_stops_a_continue():
     """gdb's Ctrl-C (a bare 0x03) while a live continue runs: the process
     stops (SIGINT reported) and can be continued again."""
-    import socket
-    import threading
     import time
 
-    from loaderdbg.gdb_remote.packets import PacketReader, frame
     from loaderdbg.inspect_command import launch_spec
     from loaderdbg.live import LiveSession
     from loaderdbg.serve.live_target import LiveTarget
-    from loaderdbg.serve.server import GdbServer
-    from loaderdbg.serve.transport import Channel, Connection
+
+    from rsp_wire import serving
 
     target = LiveTarget(LiveSession(launch_spec("/bin/sleep", ["30"], aslr=False)))
-    ours, theirs = socket.socketpair()
-    thread = threading.Thread(target=Connection(GdbServer(target), Channel(theirs.fileno(), theirs.fileno())).serve,
-                              daemon=True)
-    thread.start()
-    reader = PacketReader()
-
-    def reply() -> bytes:
-        while True:
-            for packet in reader.packets():
-                if packet.kind == "packet":
-                    return packet.payload
-            data = ours.recv(65536)
-            assert data
-            reader.feed(data)
-    try:
-        ours.sendall(frame(b"QStartNoAckMode"))
-        assert reply() == b"OK"
-        ours.sendall(frame(b"vCont;c"))
+    with serving(target) as wire:
+        wire.send(b"vCont;c")
         time.sleep(0.5)  # well into the sleep
         started = time.monotonic()
-        ours.sendall(b"\x03")
-        assert reply().startswith(b"T02")
+        wire.send_raw(b"\x03")
+        assert wire.reply().startswith(b"T02")
         assert time.monotonic() - started < 5
         assert target.session.alive
-        ours.sendall(frame(b"k"))
-    finally:
-        ours.close()
-        thread.join(timeout=10)
-        theirs.close()
-        target.close()
-    assert not thread.is_alive()
+        wire.send(b"k")

@@ -52,21 +52,28 @@ def _step_interrupted_after(session, seconds: float):
     return result["reason"]
 
 
+def reader_in_read(session) -> int:
+    """Run blocked_reader to marker() until its other thread waits in read
+    (cut short by our stop, -ERESTARTSYS, run again as the thread resumes;
+    or stopped at its entry, syscalls being watched): that thread's id."""
+    for _ in range(20):
+        reason = session.cont("sym:marker")
+        assert reason.reached, reason
+        reader = next(t for t in session.threads() if t.tid != reason.thread)
+        if reader.registers is not None and reader.registers.values["orig_rax"] == _READ:
+            return reader.tid
+    raise AssertionError(f"the reader never waited in read: {session.threads()}")
+
+
 @pytest.mark.parametrize("reader", ["worker", "leader"])
 def test_a_step_that_blocks_in_a_restarted_read_ends_at_an_interrupt(fixtures_dir, reader):
     with open(os.devnull, "w") as sink, _launch(fixtures_dir, reader, sink) as session:
-        session.cont("sym:marker")
-        reason = session.cont("sym:marker")  # 5 ms on: the reader waits in read
-        assert reason.reached, reason
-        blocked = next(t for t in session.threads() if t.tid != reason.thread)
-        # In read: cut short by our stop (-ERESTARTSYS, run again as the
-        # thread resumes) or stopped at its entry (syscalls are watched).
-        assert blocked.registers is not None and blocked.registers.values["orig_rax"] == _READ, blocked
-        assert (blocked.tid == session.pid) == (reader == "leader")
-        session.select_thread(blocked.tid)
+        blocked = reader_in_read(session)
+        assert (blocked == session.pid) == (reader == "leader")
+        session.select_thread(blocked)
 
         stepped = _step_interrupted_after(session, 0.3)
-        assert stepped.kind == "interrupted" and f"thread {blocked.tid}" in stepped.description, stepped
+        assert stepped.kind == "interrupted" and f"thread {blocked}" in stepped.description, stepped
         # The interrupt's SIGSTOP was taken with the step: none is left
         # queued to cut the next motion short, or to show as the program's.
         assert all("SIGSTOP" not in thread.sigpend for thread in session.threads())
@@ -75,3 +82,16 @@ def test_a_step_that_blocks_in_a_restarted_read_ends_at_an_interrupt(fixtures_di
         session.remove_breakpoint(session.resolve("marker"))
         final = session.cont()
         assert final.target == "exit" and final.exit_code == 0, final
+
+
+def test_a_read_halted_at_its_entry_is_made_by_the_step(fixtures_dir):
+    """The reader often stops at read's entry with our SIGSTOP still queued
+    (it was on its way into read when every thread was halted): the step
+    made the call return -ERESTARTSYS at once, for that SIGSTOP, and ended
+    with the read not made. It must block as the read does, here as
+    anywhere; the state turns up in about 4 of 10 runs, so several."""
+    for _ in range(4):
+        with open(os.devnull, "w") as sink, _launch(fixtures_dir, "worker", sink) as session:
+            session.select_thread(reader_in_read(session))
+            stepped = _step_interrupted_after(session, 0.3)
+            assert stepped.kind == "interrupted", stepped
