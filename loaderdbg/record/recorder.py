@@ -446,6 +446,13 @@ class Recorder:
         detached running, with its own CPU set back and the signal it was
         about to get (a fault it must die of, as it would have untraced)."""
         tracee.reclaim_terminal()  # if it was lent ours
+        if self.newborn is not None:
+            # A thread whose clone's step had not ended (Ctrl-C met its
+            # creator there, or the step was taken for a blocked one) is
+            # ours too, in its first stop: the leader's end waits for its.
+            tid, raw = self.newborn
+            self.newborn = None
+            self.others.setdefault(tid, _Waiting(raw))
         if tracee.launched:
             if tracee.alive and (self.others or self.tid != self.pid):
                 # The leader's end is reported only once every thread's is reaped.
