@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -79,3 +80,17 @@ def fixtures_dir() -> Path:
     if not (FIXTURES / "execsolib").is_dir() or not (FIXTURES / "zoo").is_dir():
         pytest.fail("fixtures are not built: run `make fixtures`", pytrace=False)
     return FIXTURES
+
+
+@pytest.fixture
+def dlmopen_process(fixtures_dir):
+    """The zoo's dlmopen program, running with libzoo-ns.so (and a second
+    libc.so.6) in a namespace of its own, blocked reading its stdin."""
+    proc = subprocess.Popen([str(fixtures_dir / "zoo" / "dlmopen")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "dlmopen ok"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

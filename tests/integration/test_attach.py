@@ -37,18 +37,6 @@ def threads_process(fixtures_dir):
         proc.wait()
 
 
-@pytest.fixture
-def dlmopen_process(fixtures_dir):
-    proc = subprocess.Popen([str(fixtures_dir / "zoo" / "dlmopen")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "dlmopen ok"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def _gdb_threads(pid: int) -> dict[str, int]:
     out = subprocess.run(
         ["gdb", "-batch", "-nx", "-p", str(pid), "-ex", "info threads",

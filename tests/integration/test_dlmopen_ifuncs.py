@@ -6,23 +6,7 @@ there as in the other copy (the same code, another base)."""
 
 from __future__ import annotations
 
-import subprocess
-
-import pytest
-
 from loaderdbg.live import LiveSession
-
-
-@pytest.fixture
-def dlmopen_process(fixtures_dir):
-    proc = subprocess.Popen([str(fixtures_dir / "zoo" / "dlmopen")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "dlmopen ok"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_each_copys_ifunc_resolvers_are_its_own(dlmopen_process):

@@ -14,7 +14,7 @@ from loaderdbg_tui.app import LoaderdbgApp
 from loaderdbg_tui.status import StatusLine
 from loaderdbg_tui.timeline import Timeline
 
-from tuihelp import log_text, run_pilot, settle, status_text, type_command
+from tuihelp import log_text, run_pilot, settle, status_text, type_command, until
 
 
 class _Delegate:
@@ -60,14 +60,6 @@ class BlockingContinue(_Delegate):
     def interrupt(self) -> None:
         self.interrupts += 1
         self.released.set()
-
-
-async def _until(pilot, condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
 
 
 def test_rdxbug_crash_is_said_in_plain_words(rdxbug):
@@ -172,10 +164,10 @@ def test_palette_has_our_commands(demo):
         assert "Run to ld.so entry" in names and "Show GOT" in names
         assert "Step back" not in names  # live: no reverse execution
         await pilot.press("ctrl+p")
-        await _until(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
+        await until(pilot, lambda: type(app.screen).__name__ == "CommandPalette", "the command palette")
         palette = app.screen
         palette.query_one(Input).value = "show auxv"
-        await _until(pilot, lambda: palette.query_one(OptionList).option_count > 0)
+        await until(pilot, lambda: palette.query_one(OptionList).option_count > 0, "the palette's options")
         await pilot.press("enter")
         await settle(pilot)
         assert "AT_ENTRY" in log_text(app)

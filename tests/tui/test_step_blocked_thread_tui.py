@@ -5,21 +5,11 @@ worker reads a pipe while main calls marker() every 5 ms."""
 
 from __future__ import annotations
 
-import time
-
 from loaderdbg_tui.app import LoaderdbgApp
 
-from tuihelp import REPO, live_session, log_text, run_pilot, settle, status_text
+from tuihelp import REPO, live_session, log_text, run_pilot, settle, status_text, until
 
 BLOCKED_READER = REPO / "build" / "fixtures" / "threads" / "blocked_reader"
-
-
-async def _until(pilot, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
 
 
 def test_ctrl_c_ends_a_step_into_a_blocking_read():
@@ -38,7 +28,7 @@ def test_ctrl_c_ends_a_step_into_a_blocking_read():
             assert app.busy == "si"
             assert "Ctrl+C interrupts" in status_text(app)
             await pilot.press("ctrl+c")
-            await _until(pilot, lambda: app.busy is None)
+            await until(pilot, lambda: app.busy is None, "the step's end after Ctrl+C", timeout=10)
             await settle(pilot)
             assert "interrupted" in log_text(app)
             assert f"thread {reader}" in log_text(app)
