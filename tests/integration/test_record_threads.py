@@ -402,19 +402,30 @@ def test_ctrl_c_ends_a_recording_of_threads_cleanly(fixtures_dir, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "loaderdbg", "record", "-o", str(output), path, "forever"],
                             cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tracee = None
+    # Ctrl-C once every thread has had a turn: each was seen asleep (main in
+    # its join, a worker in its nanosleep), which a traced thread is only
+    # while the recorder steps it. A fixed 0.5 s after the fourth thread
+    # appeared was not always enough under load: the third worker's clone
+    # or its first turn could still be on its way (3 threads recorded).
+    slept: set[str] = set()
     try:
         deadline = time.monotonic() + 120
         while True:
             assert time.monotonic() < deadline and proc.poll() is None
             try:
-                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as handle:
-                    tracee = int(handle.read().split()[0])
-                if len(os.listdir(f"/proc/{tracee}/task")) == 4:
+                if tracee is None:
+                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as handle:
+                        tracee = int(handle.read().split()[0])
+                tasks = os.listdir(f"/proc/{tracee}/task")
+                for tid in tasks:
+                    with open(f"/proc/{tracee}/task/{tid}/stat") as handle:
+                        if handle.read().rsplit(")", 1)[1].split()[0] == "S":
+                            slept.add(tid)
+                if len(tasks) == 4 and slept >= set(tasks):
                     break
             except (OSError, IndexError, ValueError):
                 pass
-            time.sleep(0.05)
-        time.sleep(0.5)  # the workers' turns come
+            time.sleep(0.0002)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
