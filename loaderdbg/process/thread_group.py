@@ -951,10 +951,16 @@ class GroupTarget:
         self.group.interrupt()
 
     def left_stop(self) -> bool:
-        # The thread we stand in: the leader may have left its stop on its
-        # own (main's pthread_exit, another thread's exit_group) and wait as
-        # a zombie for the others, and poll_stop then has nothing to say.
-        return self.current.left_stop()
+        # The leader, unless it left its stop on its own (main's pthread_exit,
+        # or the exit_group being reported) to wait as a zombie for the
+        # others, where poll_stop has nothing to say: then the thread we
+        # stand in. (Right after a SIGKILL the leader is the surer witness:
+        # the current thread's registers still read now and then.)
+        group = self.group
+        leader = group._threads.get(group.pid)
+        if group._dying or leader is None or leader.state == EXITING:
+            return self.current.left_stop()
+        return self.leader.left_stop()
 
     def poll_stop(self) -> Stop | None:
         return self.group.poll_death()
