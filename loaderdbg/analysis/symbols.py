@@ -437,11 +437,15 @@ class SymbolTable:
     def lazy_stub(self, addr: int, slot_object: str, symbol: str) -> str | None:
         """``symbol@plt+0x6``, pwndbg's name for the lazy-binding PLT stub a
         JUMP_SLOT of ``slot_object`` holds until its first call: the entry
-        of the object's own .plt that pushes the slot's index. x86-64 only
-        (16-byte entries after a 16-byte PLT0); aarch64's lazy slots all
-        hold PLT0. None when addr is not in that object's .plt."""
+        of the object's own .plt that pushes the slot's index, where
+        objdump labels it. x86-64 only (16-byte entries after a 16-byte
+        PLT0); aarch64's lazy slots all hold PLT0. Not with IBT's second
+        PLT either: `symbol@plt` is then the .plt.sec entry callers call,
+        and the stub in .plt has no name. None when addr is not in that
+        object's .plt."""
         obj = self.object_at(addr)
-        if obj is None or obj.name != slot_object or obj.info.machine != "EM_X86_64":
+        if obj is None or obj.name != slot_object or obj.info.machine != "EM_X86_64" \
+                or obj.info.section_named(".plt.sec") is not None:
             return None
         section = obj.info.section_at(obj.link(addr))
         if section is None or section[2] != ".plt":

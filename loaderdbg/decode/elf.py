@@ -533,15 +533,19 @@ class ElfInfo:
         names = [e[3] for e in entries]
         loads = self.load_segments()
         # An assembler label in code (ld.so's _start, _dl_start_user) has no
-        # size: like gdb, let it cover the code up to the next symbol.
+        # size: like gdb, let it cover the code up to the next symbol, in
+        # its own section (crti's _init does not reach over .plt).
         for i in [i for i, (start, end) in enumerate(zip(starts, ends)) if end == start + 1]:
             start, end = starts[i], ends[i]
             segment = next((seg for seg in loads if seg.contains_vaddr(start)), None)
             if segment is None or not segment.executable:
                 continue
             following = bisect.bisect_right(starts, start)
-            limit = starts[following] if following < len(starts) else segment.end
-            ends[i] = max(end, min(limit, segment.end))
+            limit = min(starts[following] if following < len(starts) else segment.end, segment.end)
+            section = self.section_at(start)
+            if section is not None:
+                limit = min(limit, section[1])
+            ends[i] = max(end, limit)
         return starts, ends, names
 
     def symbolize_many(self, vaddrs: Iterable[int]) -> dict[int, tuple[str, int] | None]:
@@ -630,6 +634,10 @@ class ElfInfo:
             if start <= vaddr < end:
                 return start, end, name
         return None
+
+    def section_named(self, name: str) -> tuple[int, int, str] | None:
+        """(start, end, name) of the first allocated section of that name."""
+        return next((section for section in self._sections if section[2] == name), None)
 
     def sections_in_range(self, lo: int, hi: int) -> tuple[str, ...]:
         """Names of allocated sections overlapping [lo, hi) (link-time)."""

@@ -54,3 +54,33 @@ def test_lazy_slots_are_named_for_their_plt_stub_as_objdump_labels_it(program, f
         if obj.name not in labels:
             labels[obj.name] = _plt_labels(obj.path, obj.elf_offset, tmp_path)
         assert labels[obj.name].get(entry) == slot.symbol, (slot, obj.path, hex(entry))
+
+
+@pytest.mark.parametrize("name", ["lazy", "lazy-ibt"])
+def test_lazy_slots_are_named_as_gdb_names_their_address(name, fixtures_dir):
+    """gdb's `info symbol` on the file at each lazy slot's link-time value:
+    `puts@plt + 6 in section .plt` for a classic PLT, `No symbol matches`
+    for IBT's (its `puts@plt` is the .plt.sec entry, and the lazy stub in
+    .plt has no name). The stub was named `_init+0x30` there: crti's
+    size-0 _init reached over .plt, to the next symbol."""
+    program = str(fixtures_dir / "zoo" / name)
+    with open(os.devnull, "w") as sink:
+        spec = launch_spec(program, [], aslr=False, stdout_fd=sink.fileno(), stderr_fd=sink.fileno())
+        with LiveSession(spec) as session:
+            assert session.cont("entry").reached
+            snapshot = session.snapshot()
+    base = next(obj.base for obj in snapshot.objects if obj.path == program)
+    lazy = [slot for slot in snapshot.got if slot.state == "lazy" and slot.object == name]
+    assert len(lazy) >= 4
+    commands = [arg for slot in lazy for arg in ("-ex", f"info symbol {slot.current - base:#x}")]
+    said = subprocess.run(["gdb", "-batch", "-nx", *commands, program], capture_output=True, text=True,
+                          timeout=60).stdout.splitlines()
+    assert len(said) == len(lazy), said
+    for slot, line in zip(lazy, said):
+        found = re.fullmatch(r"(\S+) \+ (\d+) in section \S+|(\S+) in section \S+|No symbol matches .*", line)
+        assert found, line
+        symbol, offset = (found[1], int(found[2])) if found[1] else (found[3], 0)
+        if symbol is None:
+            assert slot.target == f"{name}+{slot.current - base:#x}", (slot, line)
+        else:
+            assert slot.target == (f"{symbol}+{offset:#x}" if offset else symbol), (slot, line)
