@@ -318,7 +318,10 @@ class Recorder:
         self.threaded = False
         self.resuming: tuple | None = None  # a blocked syscall whose step the stepping thread ends next
         self.clear_tids: dict[int, int] = {}  # tid -> the word the kernel zeroes when it exits
-        self.newborn: tuple[int, bytes] | None = None  # a thread the step being recorded created
+        # Threads a clone made whose step has not ended, by the thread that
+        # made each (a clone taken for a blocked call can end after another
+        # thread's turn, which may clone too).
+        self.newborns: dict[int, tuple[int, bytes]] = {}
         self.chunk: _Chunk | None = None
         self.loop_started: float | None = None
         self.crash_reason: StopReason | None = None
@@ -446,13 +449,12 @@ class Recorder:
         detached running, with its own CPU set back and the signal it was
         about to get (a fault it must die of, as it would have untraced)."""
         tracee.reclaim_terminal()  # if it was lent ours
-        if self.newborn is not None:
+        for tid, raw in self.newborns.values():
             # A thread whose clone's step had not ended (Ctrl-C met its
             # creator there, or the step was taken for a blocked one) is
             # ours too, in its first stop: the leader's end waits for its.
-            tid, raw = self.newborn
-            self.newborn = None
             self.others.setdefault(tid, _Waiting(raw))
+        self.newborns.clear()
         if tracee.launched:
             if tracee.alive and (self.others or self.tid != self.pid):
                 # The leader's end is reported only once every thread's is reaped.
@@ -1034,8 +1036,9 @@ class Recorder:
             self._check_rseq(t)
         self._commit(raw, plan[2])
         self._syscall_done(t, syscall, raw, result)
-        if self.newborn is not None:
-            self._born(*self.newborn)
+        newborn = self.newborns.pop(self.tid, None)
+        if newborn is not None:
+            self._born(*newborn)
         self._update_threads(self.pos)
         self._note_knowledge()
         self._flush_events()
@@ -1439,7 +1442,7 @@ class Recorder:
             clear_tid = self._clear_tid_of(syscall)
             if clear_tid:
                 self.clear_tids[tid] = clear_tid
-        self.newborn = (tid, bytes(raw))
+        self.newborns[self.tid] = (tid, bytes(raw))
         return True
 
     def _release_child(self, event: int) -> None:
@@ -1468,7 +1471,6 @@ class Recorder:
     def _born(self, tid: int, raw: bytes) -> None:
         """The step just recorded created thread ``tid``: it exists from this
         position, waiting with registers ``raw``."""
-        self.newborn = None
         self._record_threads()
         self.others[tid] = _Waiting(raw)
         self.writer.add_thread_regs(self.pos, tid, raw)
