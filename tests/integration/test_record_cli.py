@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from loaderdbg.errors import UsageError
 from loaderdbg.record.format import FORMAT_VERSION, open_recording
 from loaderdbg.record.replay import ReplaySession
 
+from cli_runs import ctrl_c, never_left_running
 from damaged_recording import copy_of_sample, corrupt_chunk, edit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,9 +124,9 @@ def test_progress_line_on_a_terminal(tmp_path):
 
 def test_ctrl_c_exits_130_with_a_valid_file(tmp_path):
     output = tmp_path / "sleep.ldbg"
-    proc = subprocess.Popen([*LOADERDBG, "record", "-o", str(output), "/bin/sleep", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
-    try:
+    with never_left_running(subprocess.Popen([*LOADERDBG, "record", "-o", str(output), "/bin/sleep", "30"],
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                                             cwd=REPO)) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -139,12 +139,7 @@ def test_ctrl_c_exits_130_with_a_valid_file(tmp_path):
             if steps > 0:
                 break
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        err = ctrl_c(proc, 30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     with ReplaySession(str(output)) as replay:

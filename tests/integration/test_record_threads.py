@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from loaderdbg.record.recorder import record_program
 from loaderdbg.record.replay import ReplaySession
 from loaderdbg.session import Capability
 from loaderdbg.snapshot_json import hexify, snapshot_to_json
+
+from cli_runs import ctrl_c, gone_within, never_left_running, traced_child
 
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
 RIP, RSP, RAX, R11, FS_BASE = 16 * 8, 19 * 8, 10 * 8, 4 * 8, 21 * 8
@@ -399,8 +400,6 @@ def test_ctrl_c_ends_a_recording_of_threads_cleanly(fixtures_dir, tmp_path):
     path = str(fixtures_dir / "threads" / "ctor_threads")
     output = tmp_path / "forever.ldbg"
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "loaderdbg", "record", "-o", str(output), path, "forever"],
-                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tracee = None
     # Ctrl-C once every thread has had a turn: each was seen asleep (main in
     # its join, a worker in its nanosleep), which a traced thread is only
@@ -408,15 +407,15 @@ def test_ctrl_c_ends_a_recording_of_threads_cleanly(fixtures_dir, tmp_path):
     # appeared was not always enough under load: the third worker's clone
     # or its first turn could still be on its way (3 threads recorded).
     slept: set[str] = set()
-    try:
+    with never_left_running(subprocess.Popen(
+            [sys.executable, "-m", "loaderdbg", "record", "-o", str(output), path, "forever"],
+            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)) as proc:
         deadline = time.monotonic() + 120
         while True:
             assert time.monotonic() < deadline and proc.poll() is None
             try:
-                if tracee is None:
-                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as handle:
-                        tracee = int(handle.read().split()[0])
-                tasks = os.listdir(f"/proc/{tracee}/task")
+                tracee = tracee or traced_child(proc)
+                tasks = os.listdir(f"/proc/{tracee}/task") if tracee else []
                 for tid in tasks:
                     with open(f"/proc/{tracee}/task/{tid}/stat") as handle:
                         if handle.read().rsplit(")", 1)[1].split()[0] == "S":
@@ -426,18 +425,10 @@ def test_ctrl_c_ends_a_recording_of_threads_cleanly(fixtures_dir, tmp_path):
             except (OSError, IndexError, ValueError):
                 pass
             time.sleep(0.0002)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        err = ctrl_c(proc, 60)
     assert proc.returncode == 130, err
     assert "recording interrupted at step" in err
-    gone = time.monotonic() + 10  # (a zombie left to init would be reaped by it meanwhile)
-    while os.path.exists(f"/proc/{tracee}") and time.monotonic() < gone:
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{tracee}")
+    assert gone_within(tracee)  # (a zombie left to init would be reaped by it meanwhile)
     with ReplaySession(str(output)) as replay:
         assert replay.end_reason.kind == "interrupted"
         assert len({tid for _, tid in replay.recording.schedule}) == 4
@@ -455,32 +446,22 @@ def test_ctrl_c_between_a_clone_event_and_the_end_of_its_step_lets_every_thread_
     repo = Path(__file__).resolve().parents[2]
     for attempt in range(5):
         output = tmp_path / f"burst{attempt}.ldbg"
-        proc = subprocess.Popen([sys.executable, "-m", "loaderdbg", "record", "-o", str(output), path],
-                                cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         tracee = None
-        try:
+        with never_left_running(subprocess.Popen(
+                [sys.executable, "-m", "loaderdbg", "record", "-o", str(output), path],
+                cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)) as proc:
             deadline = time.monotonic() + 60
             while True:  # no sleep: the burst lasts a fraction of a second
                 assert time.monotonic() < deadline and proc.poll() is None
+                tracee = tracee or traced_child(proc)
                 try:
-                    if tracee is None:
-                        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as handle:
-                            tracee = int(handle.read().split()[0])
-                    if len(os.listdir(f"/proc/{tracee}/task")) >= 3:
+                    if tracee and len(os.listdir(f"/proc/{tracee}/task")) >= 3:
                         break
-                except (OSError, IndexError, ValueError):
+                except OSError:
                     pass
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            err = ctrl_c(proc, 30)
         assert proc.returncode == 130 and "recording interrupted at step" in err, err
-        gone = time.monotonic() + 10
-        while os.path.exists(f"/proc/{tracee}") and time.monotonic() < gone:
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{tracee}")
+        assert gone_within(tracee)
         with ReplaySession(str(output)) as replay:
             assert replay.end_reason.kind == "interrupted"
             assert replay.verify().ok
