@@ -94,3 +94,30 @@ def dlmopen_process(fixtures_dir):
     finally:
         proc.kill()
         proc.wait()
+
+
+_X86_64_READ = 0  # read's syscall number
+
+
+def _reader_in_read(session) -> int:
+    """Run threads/blocked_reader to marker() until its other thread waits
+    in read (cut short by our stop, -ERESTARTSYS, run again as the thread
+    resumes; or stopped at its entry, syscalls being watched): that
+    thread's id. Under load the reader can take several marks to get there."""
+    for _ in range(20):
+        reason = session.cont("sym:marker")
+        assert reason.reached, reason
+        reader = next(t for t in session.threads() if t.tid != reason.thread)
+        # Not with news of its own kept back (a stop it reached as we halted
+        # it): a step of it reports that news first, as gdb's does.
+        if reader.registers is not None and reader.registers.values["orig_rax"] == _X86_64_READ \
+                and "not reported yet" not in reader.stop:
+            return reader.tid
+    raise AssertionError(f"the reader never waited in read: {session.threads()}")
+
+
+
+@pytest.fixture
+def reader_in_read():
+    """_reader_in_read, for the tests that step a thread blocked in read."""
+    return _reader_in_read

@@ -14,10 +14,9 @@ from loaderdbg.process.tracee import LaunchSpec
 from loaderdbg.serve.live_target import LiveTarget
 
 from rsp_wire import serving
-from test_step_blocked_thread import reader_in_read
 
 
-def test_ctrl_c_ends_a_stepi_blocked_in_read(fixtures_dir):
+def test_ctrl_c_ends_a_stepi_blocked_in_read(fixtures_dir, reader_in_read):
     program = str(fixtures_dir / "threads" / "blocked_reader")
     sink = os.open(os.devnull, os.O_WRONLY)
     session = LiveSession(LaunchSpec(path=program, argv=(program, "worker"), env={"PATH": "/usr/bin:/bin"},

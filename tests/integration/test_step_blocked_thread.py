@@ -22,7 +22,6 @@ import pytest
 from loaderdbg.live import LiveSession
 from loaderdbg.process.tracee import LaunchSpec
 
-_READ = 0  # x86-64's syscall number
 
 
 def _launch(fixtures_dir, mode: str, sink) -> LiveSession:
@@ -52,21 +51,8 @@ def _step_interrupted_after(session, seconds: float):
     return result["reason"]
 
 
-def reader_in_read(session) -> int:
-    """Run blocked_reader to marker() until its other thread waits in read
-    (cut short by our stop, -ERESTARTSYS, run again as the thread resumes;
-    or stopped at its entry, syscalls being watched): that thread's id."""
-    for _ in range(20):
-        reason = session.cont("sym:marker")
-        assert reason.reached, reason
-        reader = next(t for t in session.threads() if t.tid != reason.thread)
-        if reader.registers is not None and reader.registers.values["orig_rax"] == _READ:
-            return reader.tid
-    raise AssertionError(f"the reader never waited in read: {session.threads()}")
-
-
 @pytest.mark.parametrize("reader", ["worker", "leader"])
-def test_a_step_that_blocks_in_a_restarted_read_ends_at_an_interrupt(fixtures_dir, reader):
+def test_a_step_that_blocks_in_a_restarted_read_ends_at_an_interrupt(fixtures_dir, reader, reader_in_read):
     with open(os.devnull, "w") as sink, _launch(fixtures_dir, reader, sink) as session:
         blocked = reader_in_read(session)
         assert (blocked == session.pid) == (reader == "leader")
@@ -84,7 +70,7 @@ def test_a_step_that_blocks_in_a_restarted_read_ends_at_an_interrupt(fixtures_di
         assert final.target == "exit" and final.exit_code == 0, final
 
 
-def test_a_read_halted_at_its_entry_is_made_by_the_step(fixtures_dir):
+def test_a_read_halted_at_its_entry_is_made_by_the_step(fixtures_dir, reader_in_read):
     """The reader often stops at read's entry with our SIGSTOP still queued
     (it was on its way into read when every thread was halted): the step
     made the call return -ERESTARTSYS at once, for that SIGSTOP, and ended

@@ -12,11 +12,9 @@ from tuihelp import REPO, live_session, log_text, run_pilot, settle, status_text
 BLOCKED_READER = REPO / "build" / "fixtures" / "threads" / "blocked_reader"
 
 
-def test_ctrl_c_ends_a_step_into_a_blocking_read():
+def test_ctrl_c_ends_a_step_into_a_blocking_read(reader_in_read):
     with live_session(BLOCKED_READER) as (session, _):
-        session.cont("sym:marker")
-        reason = session.cont("sym:marker")
-        reader = next(t.tid for t in session.threads() if t.tid != reason.thread)
+        reader = reader_in_read(session)
         session.select_thread(reader)
 
         async def scenario(pilot):
