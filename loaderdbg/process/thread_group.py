@@ -387,11 +387,8 @@ class ThreadGroup:
                 raise
             # Not in its stop any more: a SIGKILL from outside woke it to die.
             stop = tracee.classify_status(ptrace.waitpid(thread.tid)[1])
-        if self._interrupt_pending and thread.tid == self._interrupted_tid:
-            stop = self._interrupt_behind(thread, stop)
-        if thread.halt_requested and self._halt_cut_the_step_short(thread, stop):
-            stop = tracee.step()  # the request: delivered before any instruction runs
-        elif stop is tracee.plain_step or stop is tracee.syscall_step:
+        if (stop is tracee.plain_step or stop is tracee.syscall_step) \
+                and not (self._interrupt_pending or thread.halt_requested):
             return stop  # by far the most common step: nothing to look at
         finishing_clone = False
         while True:

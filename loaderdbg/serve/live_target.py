@@ -110,6 +110,12 @@ class LiveTarget:
             return self.pid
         return self._current()[0]
 
+    def _forget_stop(self) -> None:
+        """What was read at the last stop (the process ran, or gdb chose
+        another thread)."""
+        self._snapshot = None
+        self._here = None
+
     def _current(self) -> tuple[int, Mapping[str, int] | None]:
         if self._here is None:
             tid, registers = self.session.current_registers()
@@ -126,8 +132,7 @@ class LiveTarget:
             self.session.select_thread(tid)
         except UsageError:
             return False
-        self._snapshot = None  # registers, stack and the next step are that thread's now
-        self._here = None
+        self._forget_stop()  # registers, stack and the next step are that thread's now
         return True
 
     def registers(self) -> Mapping[str, int] | None:
@@ -232,8 +237,7 @@ class LiveTarget:
                signals: ResumeSignals = NO_SIGNALS) -> Stop:
         if not self.session.alive:
             return self._stop
-        self._snapshot = None
-        self._here = None
+        self._forget_stop()
         self._hand_signals(signals)
         if step:
             # Watched like a continue: a thread our stop cut out of a
@@ -334,15 +338,13 @@ class LiveTarget:
             raise
 
     def run_until(self, until: str) -> StopReason:
-        self._snapshot = None
-        self._here = None
+        self._forget_stop()
         reason = self._run(self.session.cont, self._monitor_interrupted, until)
         self._stopped(reason)
         return reason
 
     def goto(self, step: int) -> Stop:
-        self._snapshot = None
-        self._here = None
+        self._forget_stop()
         return self._stopped(self._run(self.session.goto, self._monitor_interrupted, step))
 
     def explain(self) -> str:
