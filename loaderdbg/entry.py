@@ -34,5 +34,11 @@ def main() -> int:
         # stays ignored, as end_signals.handled leaves it.
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _end_before_started)
+    # Before the engine's modules make their dataclasses (issue 19: start-up).
+    from loaderdbg import compile_cache
+    cache = compile_cache.install()
     from loaderdbg.cli import main as command_line
-    return command_line()
+    try:
+        return command_line()
+    finally:
+        cache.save()
