@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 
+from elftools.elf.elffile import ELFFile
 from elftools.elf.structs import ELFStructs
 
 _lock = threading.Lock()
@@ -52,6 +53,11 @@ class SharedStructs:
     @structs.setter
     def structs(self, value: ELFStructs) -> None:
         self.__dict__["structs"] = _SharedStructs(little_endian=value.little_endian, elfclass=value.elfclass)
+
+
+class SharedELFFile(SharedStructs, ELFFile):
+    """A plain ELFFile over the shared definitions: for a look at a header,
+    as the launch's check of the program takes, made again each launch."""
 
 
 def layouts_made() -> int:

@@ -19,8 +19,8 @@ import stat
 import struct
 
 from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
+from loaderdbg.decode.elf_structs import SharedELFFile
 from loaderdbg.errors import UsageError
 from loaderdbg.user_files import regular_file
 
@@ -106,7 +106,7 @@ def _check_elf(name: str, path: str, size: int) -> None:
                 raise UsageError(f"{name}: big-endian or malformed ELF (EI_DATA {header[5]}); "
                                  "this machine runs little-endian x86-64")
             handle.seek(0)
-            elf = ELFFile(handle)
+            elf = SharedELFFile(handle)
             machine = elf["e_machine"]
             if machine not in SUPPORTED_MACHINES:
                 raise UsageError(f"{name}: ELF for {machine}; loaderdbg runs x86-64 programs, "
