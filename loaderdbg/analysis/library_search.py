@@ -35,6 +35,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from loaderdbg.debug_files import DEBUG_DIRECTORIES, build_id_path, debuglink_paths, find_debug_file
 from loaderdbg.decode.elf import ElfInfo, parse_elf
+from loaderdbg.decode.elf_structs import SharedELFFile
 from loaderdbg.decode.errors import DecodeError
 
 # Debian's multiarch directory and $LIB, per machine.
@@ -351,7 +352,7 @@ def _load_object(path: str) -> "_Object | None":
     if not data.startswith(b"\x7fELF"):
         return None
     try:
-        elffile = ELFFile(io.BytesIO(data))
+        elffile = SharedELFFile(io.BytesIO(data))
         interp = None
         has_dynamic = False
         tags: dict[str, list[str]] = {}

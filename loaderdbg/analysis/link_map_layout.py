@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct import ConstructError
 from elftools.dwarf.die import DIE
-from elftools.elf.elffile import ELFFile
 
 from loaderdbg.decode.dwarf_lines import dwarf_info
 from loaderdbg.decode.elf import image_section_headers
+from loaderdbg.decode.elf_structs import SharedELFFile
 from loaderdbg.decode.linkmap import LinkMapPrivateLayout, PrivateField
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def layout_from_dwarf(data: bytes) -> LinkMapPrivateLayout | None:
     layout = _layout_from_leading_units(data)
     if layout is not None:
         return layout
-    elffile = ELFFile(io.BytesIO(data))
+    elffile = SharedELFFile(io.BytesIO(data))
     if not elffile.has_dwarf_info():
         return None
     return _first_layout(dwarf_info(elffile), elffile.little_endian)
@@ -149,7 +149,7 @@ def _layout_from_leading_units(data: bytes) -> LinkMapPrivateLayout | None:
         units_end = _complete_units(leading, little_endian)
         if not units_end:
             return None
-        elffile = ELFFile(io.BytesIO(data))
+        elffile = SharedELFFile(io.BytesIO(data))
         from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
 
         def whole(name: str):

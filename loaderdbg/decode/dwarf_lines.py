@@ -22,6 +22,8 @@ from elftools.dwarf.dwarfinfo import DWARFInfo
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
+from loaderdbg.decode.elf_structs import SharedELFFile
+
 # What pyelftools raises on damaged DWARF: a bad debug file costs its
 # source lines, nothing more.
 _DWARF_ERRORS = (
@@ -114,7 +116,7 @@ class LineTable:
         if not self._opened:
             self._opened = True
             try:
-                elffile = ELFFile(io.BytesIO(self._data))
+                elffile = SharedELFFile(io.BytesIO(self._data))
                 if elffile.get_section_by_name(".debug_line") is not None and elffile.has_dwarf_info():
                     self._dwarf = dwarf_info(elffile)
                     self._aranges = self._dwarf.get_aranges()
