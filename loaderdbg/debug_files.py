@@ -93,7 +93,8 @@ def _by_debuglink(path: str, name: str, crc: int, directories: Sequence[str]) ->
     if not name or "/" in name or name in (".", ".."):
         return None
     for candidate in debuglink_paths(path, name, directories):
-        if os.path.realpath(candidate) == os.path.realpath(path):
+        # Most candidates are not there: one stat, before two realpath walks.
+        if not os.path.exists(candidate) or os.path.realpath(candidate) == os.path.realpath(path):
             continue
         read = _read(candidate)
         if read is not None and zlib.crc32(read[0]) == crc:
