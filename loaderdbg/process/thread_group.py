@@ -281,13 +281,29 @@ class ThreadGroup:
             reported = self._next_pending()
             if reported is not None:
                 return reported
-        if tid not in self._threads:  # ended while the others stopped (an exec)
+        if tid not in self._threads or self._exec_took_over(tid):
+            # Another thread's execve ended this one while the others
+            # stopped. The leader's pid lives on as the execing thread's:
+            # the old leader's stop, reported now, would be read in the new
+            # program (its registers, its syscall) and come before the exec
+            # that ends the others' calls, the winner's execve with them
+            # (closed `= ?`, its return then matched to nothing). The exec
+            # is the news (pending).
             reported = self._next_pending()
             if reported is not None:
                 return reported
         if tid in self._threads:
             self.current = tid
         return tid, stop
+
+    def _exec_took_over(self, tid: int) -> bool:
+        """Whether ``tid`` is the pid and an exec event came for it (kept
+        pending) after the stop being reported: that stop was the old
+        leader's, a thread the exec ended."""
+        if tid != self.pid:
+            return False
+        pending = self._threads[tid].pending
+        return pending is not None and pending.kind is StopKind.EVENT and pending.event == ptrace.EVENT_EXEC
 
     def step_current(self, pc: int | None = None, kind: int | None = None) -> Stop:
         """One instruction of the current thread, the others kept stopped. A
@@ -679,6 +695,9 @@ class ThreadGroup:
             except ptrace.PtraceError:
                 execer = thread
             thread.halt_requested = execer.halt_requested
+            # Not the old leader's: a restarting flag of its would take the
+            # new program's first syscall entry for its restart.
+            thread.restarting = execer.restarting
             for tid in [t for t in self._threads if t != thread.tid]:
                 del self._threads[tid]
                 self._forget_pending(tid)
