@@ -38,7 +38,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, ElfInfo
+from loaderdbg.decode.elf import PAGE_SIZE, DynSymbol, ElfInfo, plt_label
 
 _VISIBLE_BINDS = frozenset({"GLOBAL", "WEAK", "GNU_UNIQUE"})
 _UNIQUE = "GNU_UNIQUE"
@@ -65,7 +65,6 @@ class LoadedObject:
         return (addr - self.base) & 0xFFFFFFFFFFFFFFFF
 
 
-_X86_64_PLT_ENTRY = 16  # bytes, PLT0 included (psABI; BFD, gold and lld, IBT or not)
 _CANDIDATES = "symbols: dynsym candidates"  # this module's key in ElfInfo.derived
 
 
@@ -427,8 +426,9 @@ class SymbolTable:
         return start, end
 
     def symbolize(self, addr: int) -> str | None:
-        """"name+0x12", else "libc.so.6+0x1234" (offset from the object's
-        first mapped page), else None outside every object."""
+        """"name+0x12" (in a PLT entry "puts@plt+0x6", as gdb and objdump
+        name it), else "libc.so.6+0x1234" (offset from the object's first
+        mapped page), else None outside every object."""
         obj = self.object_at(addr)
         if obj is None:
             return None
@@ -436,22 +436,24 @@ class SymbolTable:
 
     def lazy_stub(self, addr: int, slot_object: str, symbol: str) -> str | None:
         """``symbol@plt+0x6``, pwndbg's name for the lazy-binding PLT stub a
-        JUMP_SLOT of ``slot_object`` holds until its first call: the entry
-        of the object's own .plt that pushes the slot's index, where
-        objdump labels it. x86-64 only (16-byte entries after a 16-byte
-        PLT0); aarch64's lazy slots all hold PLT0. Not with IBT's second
-        PLT either: `symbol@plt` is then the .plt.sec entry callers call,
-        and the stub in .plt has no name. None when addr is not in that
-        object's .plt."""
+        JUMP_SLOT of ``slot_object`` holds until its first call: in the
+        entry of the object's own .plt that pushes the slot's index, where
+        objdump labels it. The name symbolize gives there (the same entry,
+        ElfInfo.plt_entry, and label, plt_label), taken from the slot's own
+        relocation rather than by decoding the entry: a GOT view names
+        thousands of lazy slots (gdb's 5,763), and the linker wrote each
+        slot's lazy value to be its own entry's stub. Not with IBT's second
+        PLT: `symbol@plt` is then the .plt.sec entry callers call, and the
+        stub in .plt has no name; nor on aarch64, whose lazy slots all hold
+        PLT0. None when addr is not in such an entry of that object's .plt."""
         obj = self.object_at(addr)
-        if obj is None or obj.name != slot_object or obj.info.machine != "EM_X86_64" \
-                or obj.info.section_named(".plt.sec") is not None:
+        if obj is None or obj.name != slot_object or obj.info.section_named(".plt.sec") is not None:
             return None
-        section = obj.info.section_at(obj.link(addr))
-        if section is None or section[2] != ".plt":
+        link = obj.link(addr)
+        entry = obj.info.plt_entry(link)
+        if entry is None or entry[2] != ".plt":
             return None
-        offset = (obj.link(addr) - section[0]) % _X86_64_PLT_ENTRY
-        return f"{symbol}@plt+{offset:#x}" if offset else f"{symbol}@plt"
+        return _symbol_text(obj, link, (plt_label(symbol), link - entry[0]))
 
     def symbolize_many(self, addresses: Iterable[int]) -> dict[int, str | None]:
         """symbolize() of each address: each object is looked up once per
@@ -471,13 +473,13 @@ class SymbolTable:
             else:
                 links_of.setdefault(id(obj), (obj, {}))[1][obj.link(addr)] = addr
         for obj, links in links_of.values():
-            for link, found in obj.info.symbolize_many(links).items():
+            for link, found in obj.info.symbolize_many(links, plt=True).items():
                 names[links[link]] = _symbol_text(obj, link, found)
         return names
 
 
 def _symbolized(obj: LoadedObject, link: int) -> str:
-    return _symbol_text(obj, link, obj.info.symbolize(link))
+    return _symbol_text(obj, link, obj.info.symbolize(link, plt=True))
 
 
 def _symbol_text(obj: LoadedObject, link: int, found: tuple[str, int] | None) -> str:

@@ -233,6 +233,38 @@ def _cached_one(code: bytes, address: int, arch: ArchTables) -> Instruction | No
     return found[0] if found and not found[0].is_bad else None
 
 
+def jump_slot(code: bytes, address: int, arch: ArchTables) -> int | None:
+    """The memory word the code at address jumps through, as a PLT entry
+    does: x86-64's `jmp qword ptr [rip + d]` (bnd, notrack or after an
+    endbr64), aarch64's `adrp x16, PAGE` / `ldr x17, [x16, #off]` / `br x17`.
+    None when the code reaches no such jump (a lazy stub's `push; jmp PLT0`,
+    an IBT .plt entry)."""
+    pages: dict[str, int] = {}   # register -> what an adrp put there
+    loaded: dict[str, int] = {}  # register -> the address it was loaded from
+    # Decoded one at a time up to the jump: a classic PLT entry starts
+    # with it (each decoded instruction costs ~30 us with its operands).
+    for decoded in _capstone(arch).disasm(bytes(code), address & arch.word_mask):
+        insn = _instruction(decoded, arch, None)
+        if insn.is_bad or insn.is_ret:
+            return None
+        mem = next((op for op in insn.operands if op.kind == "mem"), None)
+        if insn.is_jump:
+            if mem is not None and mem.base == arch.pc_register and mem.index is None:
+                after = insn.next_address if arch.pc_relative_to_next else insn.address
+                return (after + mem.disp) & arch.word_mask
+            target = insn.operands[0] if len(insn.operands) == 1 else None
+            return loaded.get(target.reg) if target is not None and target.kind == "reg" else None
+        written = [op.reg for op in insn.operands if op.kind == "reg"]
+        if insn.mnemonic == "adrp" and written:
+            imm = next((op.imm for op in insn.operands if op.kind == "imm"), None)
+            if imm is not None:
+                pages[written[0]] = imm & arch.word_mask
+        elif insn.mnemonic == "ldr" and mem is not None and mem.base in pages and mem.index is None \
+                and len(written) == 1:
+            loaded[written[0]] = (pages[mem.base] + mem.disp) & arch.word_mask
+    return None
+
+
 def next_instruction_address(insn: Instruction) -> int:
     return insn.address + insn.size
 

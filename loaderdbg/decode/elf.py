@@ -548,15 +548,17 @@ class ElfInfo:
             ends[i] = max(end, limit)
         return starts, ends, names
 
-    def symbolize_many(self, vaddrs: Iterable[int]) -> dict[int, tuple[str, int] | None]:
+    def symbolize_many(self, vaddrs: Iterable[int], plt: bool = False) -> dict[int, tuple[str, int] | None]:
         """symbolize() of each address. Before the address index is made,
         the addresses where a symbol starts (a GOT's or an ifunc's targets,
         nearly all of them) are named from one pass over the symbols that
         decodes only those symbols' names: libc's index names 11,000, made
-        for a dozen lookups. The rest go to the index."""
+        for a dozen lookups. With ``plt``, the rest that are in a PLT
+        section are named by plt_symbolize, still without the index; the
+        others go to the index."""
         vaddrs = set(vaddrs)
         if "_address_index" in self.__dict__ or not vaddrs:
-            return {vaddr: self.symbolize(vaddr) for vaddr in vaddrs}
+            return {vaddr: self.symbolize(vaddr, plt) for vaddr in vaddrs}
         # The index's answer at a symbol's start is the entry that sorts
         # last among those starting there: the same (rank, end, name) max.
         best: dict[int, tuple[int, int, int, str]] = {}
@@ -564,12 +566,19 @@ class ElfInfo:
             held = best.get(entry[0])
             if held is None or entry > held:
                 best[entry[0]] = entry
-        return {vaddr: (best[vaddr][3], 0) if vaddr in best else self.symbolize(vaddr) for vaddr in vaddrs}
+        return {vaddr: (best[vaddr][3], 0) if vaddr in best else self.symbolize(vaddr, plt) for vaddr in vaddrs}
 
-    def symbolize(self, vaddr: int) -> tuple[str, int] | None:
+    def symbolize(self, vaddr: int, plt: bool = False) -> tuple[str, int] | None:
         """(symbol name, offset) for a link-time address inside a sized
         symbol (or after a code label), preferring the global,
-        least-underscored alias."""
+        least-underscored alias. With ``plt``, an address in a PLT section
+        is named by plt_symbolize alone (``puts@plt``, or None where gdb
+        says No symbol matches: PLT0, IBT's lazy stubs), as gdb names it
+        from BFD's synthetic symbols: no linker puts a symbol there (an
+        aarch64 `$x` mapping symbol, which gdb ignores), and the index is
+        not made for it."""
+        if plt and self.machine in _PLT_ARCHES and self._in_plt(vaddr):
+            return self.plt_symbolize(vaddr)
         starts, ends, names = self._address_index
         index = bisect.bisect_right(starts, vaddr) - 1
         # Symbols nest rarely; a short walk back finds an enclosing one.
@@ -643,6 +652,129 @@ class ElfInfo:
         """Names of allocated sections overlapping [lo, hi) (link-time)."""
         return tuple(name for start, end, name in self._sections if start < hi and lo < end)
 
+    # -- PLT entries (names only) ---------------------------------------------
+
+    @cached_property
+    def _plt_ranges(self) -> tuple[tuple[int, int, str], ...]:
+        return tuple(section for section in self._sections if section[2] in PLT_SECTIONS)
+
+    def _in_plt(self, vaddr: int) -> bool:
+        return any(start <= vaddr < end for start, end, _ in self._plt_ranges)
+
+    def plt_entry(self, vaddr: int) -> tuple[int, int, str] | None:
+        """(start, size, section name) of the PLT entry holding a link-time
+        address: in .plt after its header (PLT0), .plt.sec or .plt.got.
+        The layout is the psABI's (every linker's): x86-64's .plt and
+        .plt.sec entries are 16 bytes after a 16-byte PLT0, .plt.got's 8
+        (16 with IBT: its sh_entsize says), aarch64's .plt entries 16 (24
+        with BTI and PAC) after a 32-byte PLT0. None elsewhere, and for
+        other machines."""
+        for start, end, name in self._plt_ranges:
+            if start <= vaddr < end:
+                break
+        else:
+            return None
+        if self.machine == "EM_X86_64":
+            header = 16 if name == ".plt" else 0
+            size = self._plt_entry_sizes.get(name, 8) if name == ".plt.got" else 16
+        elif self.machine == "EM_AARCH64" and name == ".plt":
+            header, size = 32, 16
+            count = (self.dynamic_value("DT_PLTRELSZ") or 0) // 24  # Elf64_Rela
+            if count and (end - start - header) % count == 0 and (end - start - header) // count in (16, 24):
+                size = (end - start - header) // count
+        else:
+            return None
+        if vaddr < start + header:
+            return None
+        entry = start + header + (vaddr - start - header) // size * size
+        return (entry, size, name) if entry + size <= end else None
+
+    @cached_property
+    def _plt_entry_sizes(self) -> dict[str, int]:
+        """PLT section name -> its sh_entsize when 8 or 16 (.plt.got's tells
+        IBT's 16-byte entries from the 8-byte ones); read on first use."""
+        rows = _image_section_headers(self._data, self.elf_class, self.little_endian) if self._data else None
+        if rows is not None:
+            found = {row.name: row.entsize for row in rows if row.name in PLT_SECTIONS}
+        else:
+            found = {}
+            elffile = self._section_file
+            try:
+                for section in [] if elffile is None else elffile.iter_sections():
+                    if section.name in PLT_SECTIONS:
+                        found.setdefault(section.name, section["sh_entsize"])
+            except _PARSE_ERRORS:
+                pass
+        return {name: size for name, size in found.items() if size in (8, 16)}
+
+    def plt_symbolize(self, vaddr: int) -> tuple[str, int] | None:
+        """(``name@plt``, offset) for a link-time address in a PLT entry, as
+        BFD's synthetic symbols (objdump's labels, gdb's minimal symbols)
+        name it: the entry's code, decoded with capstone, jumps through a
+        GOT slot, and the relocation of that slot names it (``puts@plt``;
+        an IRELATIVE one ``*ABS*+0x9f550@plt``). None outside PLT entries,
+        for PLT0, and for an entry of .plt when the file has .plt.sec
+        (IBT's second PLT: ``puts@plt`` is the .plt.sec entry callers call,
+        and the lazy stub in .plt has no name; gdb: No symbol matches).
+        Each entry is decoded when first named: a snapshot that names no PLT
+        address does not pay for it, nor import capstone. A program's
+        canonical PLT entry (the value of its undefined symbol: a non-PIE
+        program took the function's address, and libraries' GOT slots hold
+        it) is the entry that symbol's slot is jumped through by
+        construction, and is named from the symbol without decoding."""
+        found = self.plt_entry(vaddr)
+        if found is None:
+            return None
+        entry, size, section = found
+        names = self._plt_names
+        if entry not in names:
+            canonical = self._canonical_plt_entries.get(entry)
+            names[entry] = plt_label(canonical) if canonical else self._plt_entry_name(entry, size, section)
+        name = names[entry]
+        return None if name is None else (name, vaddr - entry)
+
+    @cached_property
+    def _plt_names(self) -> dict[int, str | None]:
+        """PLT entry start -> its name, filled as entries are named."""
+        return {}
+
+    @cached_property
+    def _canonical_plt_entries(self) -> dict[int, str]:
+        """Canonical PLT entry -> the undefined symbol whose value it is."""
+        return {sym.value: sym.name for sym in self.dynsyms
+                if sym.value and not sym.shndx_defined and sym.name and sym.type == "FUNC"}
+
+    def _plt_entry_name(self, entry: int, size: int, section: str) -> str | None:
+        if section == ".plt" and self.section_named(".plt.sec") is not None:
+            return None
+        arch_name = _PLT_ARCHES.get(self.machine)
+        offset = self.vaddr_to_file_offset(entry)
+        if arch_name is None or offset is None or not self._data:
+            return None
+        from loaderdbg.arch import get_arch
+        from loaderdbg.decode.disasm import jump_slot
+
+        slot = jump_slot(self._data[offset:offset + size], entry, get_arch(arch_name))
+        reloc = None if slot is None else self._plt_slot_relocations.get(slot)
+        return None if reloc is None else plt_label(*reloc)
+
+    @cached_property
+    def _plt_slot_relocations(self) -> dict[int, tuple[str | None, int]]:
+        """GOT slot (link-time) -> (symbol, addend) of the first JUMP_SLOT,
+        GLOB_DAT or IRELATIVE relocation of it: what a PLT entry jumping
+        through the slot is named for. Empty for an object with no dynamic
+        symbols but the null one (a static program, static-pie): BFD makes
+        no synthetic symbols there, and gdb names no PLT entry."""
+        slots: dict[int, tuple[str | None, int]] = {}
+        if len(self.dynsyms) < 2:
+            return slots
+        columns = self.relocation_columns
+        for offset, type_name, symbol, addend, table in zip(columns.offsets, columns.type_names, columns.symbols,
+                                                            columns.addends, columns.tables):
+            if type_name in _PLT_SLOT_TYPES and table != "IPLT" and offset not in slots:
+                slots[offset] = (symbol, addend or 0)
+        return slots
+
     @cached_property
     def version_names(self) -> VersionNames | None:
         """The names behind DT_VERNEED/DT_VERDEF (readelf -V), read on first
@@ -658,6 +790,18 @@ class ElfInfo:
         if self._tables is not None and self._data:
             return VersionNames((), ())  # parsed, without PT_DYNAMIC
         return _version_names_of(self._data, self.path)
+
+
+PLT_SECTIONS = frozenset({".plt", ".plt.sec", ".plt.got"})
+_PLT_ARCHES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
+_PLT_SLOT_TYPES = frozenset({"R_X86_64_JUMP_SLOT", "R_X86_64_GLOB_DAT", "R_X86_64_IRELATIVE",
+                             "R_AARCH64_JUMP_SLOT", "R_AARCH64_GLOB_DAT", "R_AARCH64_IRELATIVE"})
+
+
+def plt_label(symbol: str | None, addend: int = 0) -> str:
+    """BFD's name for the PLT entry of a slot relocated for symbol + addend:
+    ``puts@plt``; with no symbol (IRELATIVE) ``*ABS*+0x9f550@plt``."""
+    return f"{symbol or '*ABS*'}{f'+{addend:#x}' if addend else ''}@plt"
 
 
 _ADDRESS_TYPES = frozenset({"FUNC", "OBJECT", "GNU_IFUNC", "NOTYPE", "COMMON"})
@@ -695,6 +839,7 @@ class _SectionHeader:
     offset: int
     size: int
     addr: int = 0
+    entsize: int = 0
 
 
 def _image_section_headers(image: bytes, elf_class: int, little_endian: bool) -> list[_SectionHeader] | None:
@@ -720,11 +865,11 @@ def _image_section_headers(image: bytes, elf_class: int, little_endian: bool) ->
     rows = list(layout.iter_unpack(raw))
     names_at = rows[names_index][4]
     out = []
-    for index, (name, sh_type, flags, addr, offset, size, *_rest) in enumerate(rows):
+    for index, (name, sh_type, flags, addr, offset, size, _link, _info, _align, entsize) in enumerate(rows):
         start = names_at + name
         end = image.find(b"\0", start)
         out.append(_SectionHeader(index, image[start:end].decode("utf-8", "replace") if end > start else "",
-                                  sh_type, flags, offset, size, addr))
+                                  sh_type, flags, offset, size, addr, entsize))
     return out
 
 

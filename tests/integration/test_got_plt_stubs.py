@@ -42,9 +42,13 @@ def test_lazy_slots_are_named_for_their_plt_stub_as_objdump_labels_it(program, f
         with LiveSession(spec) as session:
             assert session.cont("entry").reached
             snapshot = session.snapshot()
+            # What `info symbol`, disas and bt say there (the entry's code
+            # decoded): the same name, reached without decoding.
+            said = {slot.current: session.symbolize(slot.current) for slot in snapshot.got if slot.state == "lazy"}
     objects = {obj.name: obj for obj in snapshot.objects}
     lazy = [slot for slot in snapshot.got if slot.state == "lazy"]
     assert len(lazy) >= 10
+    assert all(said[slot.current] == slot.target for slot in lazy)
     labels: dict[str, dict[int, str]] = {}  # by object name
     for slot in lazy:
         name, _, offset = slot.target.partition("@plt")
