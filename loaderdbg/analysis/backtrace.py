@@ -21,10 +21,10 @@ from typing import Callable, Mapping, Sequence
 from elftools.common.exceptions import ELFError
 from elftools.dwarf.callframe import FDE, CallFrameInfo, RegisterRule
 from elftools.dwarf.structs import DWARFStructs
-from elftools.elf.elffile import ELFFile
 
 from loaderdbg.analysis.objects import MappedObject
 from loaderdbg.arch import X86_64, ArchTables
+from loaderdbg.decode.elf_structs import SharedELFFile
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.maps import MapEntry
 from loaderdbg.decode.registers import decode_registers
@@ -117,7 +117,7 @@ def parse_call_frame_table(image: bytes) -> CallFrameTable | None:
     With .eh_frame_hdr's search table only the FDEs a backtrace passes
     through are parsed (python3.11 has ~10k: ~2 s for all of them)."""
     try:
-        elf = ELFFile(io.BytesIO(image))
+        elf = SharedELFFile(io.BytesIO(image))
         eh_frame = elf.get_section_by_name(".eh_frame")
         if eh_frame is None or not elf.little_endian:
             return None

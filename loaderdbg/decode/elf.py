@@ -41,7 +41,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 from elftools.elf.segments import InterpSegment, NoteSegment
 
 from loaderdbg.decode.dwarf_lines import LineTable, SourceLine
-from loaderdbg.decode.elf_structs import SharedStructs
+from loaderdbg.decode.elf_structs import SharedELFFile, SharedStructs
 from loaderdbg.decode.errors import DecodeError
 from loaderdbg.decode.frozen_init import dict_init
 
@@ -912,7 +912,7 @@ def _section_view(data: bytes) -> ELFFile | None:
     if not data:
         return None
     try:
-        elffile = ELFFile(io.BytesIO(data))
+        elffile = SharedELFFile(io.BytesIO(data))
         elffile.num_sections()
         return elffile
     except _PARSE_ERRORS:
@@ -1828,7 +1828,7 @@ def _iplt_relocations(p: _Parser) -> tuple[Relocation, ...]:
     input section. Section headers are the only way to find them afterwards; they
     are reported with table "IPLT"."""
     try:
-        elffile = ELFFile(io.BytesIO(p.data))
+        elffile = SharedELFFile(io.BytesIO(p.data))
         # ld's scripts put .rela.iplt into an allocated .rela.plt; in a static
         # program nothing else allocated carries relocations.
         sections = [s for s in elffile.iter_sections()
