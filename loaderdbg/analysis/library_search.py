@@ -121,7 +121,13 @@ class _Object:
     def definition(self, name: str) -> str | None:
         """How this object defines name: "dynamic" (.dynsym, through its
         hash table), else the bind of its .symtab's or its separate debug
-        file's definition; None when it does not."""
+        file's definition; None when it does not. ``puts@plt``: "dynamic"
+        when a PLT entry is named so (ElfInfo.plt_entry_named)."""
+        if name.endswith("@plt"):
+            try:
+                return "dynamic" if parse_elf(self.data, self.path).plt_entry_named(name) is not None else None
+            except DecodeError:
+                return None
         if self._dynamic_defines(name):
             return "dynamic"
         bind = _symtab_bind(self.elffile, name)

@@ -379,12 +379,34 @@ class SymbolTable:
         """Runtime address for a user's ``sym:NAME`` or ``b NAME``: what the
         dynamic linker would bind first, else the first of
         static_definitions (static functions, ld.so's internals such as
-        ``_dl_start``)."""
+        ``_dl_start``). ``puts@plt``: a PLT entry (plt_locations), the
+        program's where it has one (gdb's first location), else the first."""
+        if name.endswith("@plt"):
+            entries = self.plt_locations(name)
+            if entries:
+                program = self.program
+                own = None if program is None else program.info.plt_entry_named(name)
+                return program.runtime(own) if own is not None else entries[0]
         found = self.resolve(name)
         if found is not None:
             return found
         candidates = self.static_definitions(name)
         return candidates[0][1] if candidates else None
+
+    def plt_locations(self, name: str) -> list[int]:
+        """Runtime addresses of the PLT entries named ``name`` (``puts@plt``,
+        ElfInfo.plt_entry_named), one per object that has one, in address
+        order: the locations gdb's ``break puts@plt`` sets (``info
+        breakpoints`` lists them so). [] for a name not ending in @plt: no
+        object's PLT is looked at then."""
+        if not name.endswith("@plt"):
+            return []
+        found = set()
+        for obj in self.objects:
+            entry = obj.info.plt_entry_named(name)
+            if entry is not None:
+                found.add(obj.runtime(entry))
+        return sorted(found)
 
     def static_definitions(self, name: str) -> list[tuple[LoadedObject, int, str]]:
         """(object, runtime address, bind) of each object's .symtab (or

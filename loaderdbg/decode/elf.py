@@ -733,6 +733,39 @@ class ElfInfo:
         name = names[entry]
         return None if name is None else (name, vaddr - entry)
 
+    def plt_entry_named(self, name: str) -> int | None:
+        """Link-time start of the PLT entry plt_symbolize names ``name``
+        (``puts@plt``): where gdb's ``break puts@plt`` sets this object's
+        location (the .plt.sec entry with IBT, never its lazy stub; a
+        .plt.got entry of a GLOB_DAT slot too). None when no entry is
+        named so. Only an object whose JUMP_SLOT, GLOB_DAT or IRELATIVE
+        relocations name it has its entries decoded, each once
+        (plt_symbolize's names), up to the one found."""
+        if not name.endswith("@plt") or self.machine not in _PLT_ARCHES:
+            return None
+        try:
+            if name not in self._plt_slot_labels:
+                return None
+            for start, end, _section in self._plt_ranges:
+                vaddr = start
+                while vaddr < end:
+                    found = self.plt_entry(vaddr)
+                    if found is None:  # PLT0
+                        vaddr += 8
+                        continue
+                    named = self.plt_symbolize(found[0])
+                    if named is not None and named[0] == name:
+                        return found[0]
+                    vaddr = found[0] + found[1]
+        except (DecodeError, *_PARSE_ERRORS):
+            return None
+        return None
+
+    @cached_property
+    def _plt_slot_labels(self) -> frozenset[str]:
+        """The names PLT entries may have here: one per slot relocation."""
+        return frozenset(plt_label(*reloc) for reloc in self._plt_slot_relocations.values())
+
     @cached_property
     def _plt_names(self) -> dict[int, str | None]:
         """PLT entry start -> its name, filled as entries are named."""

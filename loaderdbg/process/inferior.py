@@ -67,6 +67,11 @@ class Inferior(StopState):
         # a qemu-user guest's stepped watchpoints (its stub has none).
         self.debug_registers: WatchpointUnit = watchpoint_unit or DebugRegisters(tracee.pid)
         self.watchpoint_hit: HardwareWatchpoint | None = None  # what stopped the last motion
+        # sym:NAME@plt's other locations (one PLT entry per object, as gdb
+        # sets them), reached as the target is; and those of them this
+        # motion inserted, removed when it ends.
+        self._target_locations: set[int] = set()
+        self._target_inserted: set[int] = set()
         self.observer = StartupObserver(tracee, self, attached=attached is not None,
                                         kernel_stack=kernel_stack(self, self.kernel_sp),
                                         arms_main_before_running=True)
@@ -560,6 +565,7 @@ class Inferior(StopState):
             addr = self.symbols().locate(target.name)
             if addr is not None:
                 self.tracee.insert_breakpoint(addr)
+                self._arm_plt_locations(target, addr)
             return addr
         if target.kind == "main":
             return self.resolve_main()
@@ -569,7 +575,31 @@ class Inferior(StopState):
             raise UsageError("AT_ENTRY is behind us; relaunch (starti) to get there")
         return None
 
+    def _arm_plt_locations(self, target: Target, user_bp: int | None) -> None:
+        """sym:NAME@plt stops in every loaded object's PLT entry of that
+        name, as gdb's `break puts@plt` sets a location in each (and in
+        each library as it is loaded)."""
+        if not target.name.endswith("@plt"):
+            return
+        for other in self.symbols().plt_locations(target.name):
+            if other == user_bp or other in self._target_locations:
+                continue
+            present = other in self.tracee.breakpoints
+            if self.tracee.insert_breakpoint(other):
+                self._target_locations.add(other)
+                if not present:
+                    self._target_inserted.add(other)
+
     def _continue(self, target: Target, user_bp: int | None) -> StopReason:
+        try:
+            return self._continue_to(target, user_bp)
+        finally:
+            for other in self._target_inserted - self.user_breakpoints - self.observer.milestone_addresses.keys():
+                self.tracee.remove_breakpoint(other)
+            self._target_locations.clear()
+            self._target_inserted.clear()
+
+    def _continue_to(self, target: Target, user_bp: int | None) -> StopReason:
         pending_sym = target.kind == "sym" and user_bp is None
         # Resuming from a fatal signal's stop runs nothing: if the process
         # dies of it right where it stood, the step count is still exact.
@@ -597,13 +627,19 @@ class Inferior(StopState):
             if reason is not None:
                 self.stop_reason = reason
                 break
-            if pending_sym and stop.kind is StopKind.SYSCALL and self._maps is None:
+            remapped = stop.kind is StopKind.SYSCALL and self._maps is None
+            if pending_sym and remapped:
                 user_bp = self.symbols().locate(target.name)
                 if user_bp is not None:
                     self.tracee.insert_breakpoint(user_bp)
                     pending_sym = False
+            if remapped and target.kind == "sym" and user_bp is not None:
+                self._arm_plt_locations(target, user_bp)
             if target.kind == "main" and user_bp is None and self.at_entry is not None:
                 user_bp = self.resolve_main()
+            if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self._target_locations:
+                self.stop_reason = reasons.reached_at(target, self.tracee.pc)
+                break
             if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self.user_breakpoints \
                     and self.tracee.pc != user_bp:
                 self.stop_reason = reasons.breakpoint_hit(target, self.tracee.pc, self.symbolize(self.tracee.pc))
