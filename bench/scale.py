@@ -290,6 +290,11 @@ def main() -> int:
     args = parser.parse_args()
     if not DEMO.is_file():
         raise SystemExit("bench: fixtures missing: run `make fixtures`")
+    # The commands measured start as a user's do: writing their bytecode and
+    # the code dataclasses compile (loaderdbg/compile_cache.py) on the first
+    # run. A development shell's PYTHONDONTWRITEBYTECODE would have every run
+    # compile them afresh.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     ensure_big()
     args.installed = None
     if not args.no_install:
