@@ -96,8 +96,15 @@ CLONE_CHILD_CLEARTID = 0x00200000
 # as one step when it has come back and its turn comes.
 BLOCKED_AFTER = 0.001
 # Syscalls that write no memory and map nothing while they block: the
-# keyframe check need not wait for their step.
+# keyframe check need not wait for their step. But for a sleep that a
+# signal cuts short: it writes the time it had left (the argument below,
+# a timespec, when not NULL) before its step ends.
 QUIET_BLOCKERS = frozenset({"futex", "nanosleep", "clock_nanosleep", "sched_yield", "pause"})
+_TIME_LEFT = {"nanosleep": 1, "clock_nanosleep": 3}
+# How long Ctrl-C waits for the step of a syscall it found in flight: our
+# SIGSTOP cuts an interruptible wait short at once; one that does not come
+# back by then (an uninterruptible wait) is left out of the recording.
+CUT_SHORT_WAIT = 1.0
 
 
 
@@ -330,6 +337,9 @@ class Recorder:
         self._last_progress: float | None = None
         self._stop_sent_to: int | None = None  # the thread Ctrl-C's SIGSTOP went to, until a step meets it
         self._shadow_ahead = False  # the shadow holds writes of steps the file drops (_salvage)
+        # The stepping thread's syscall (number, name, args) that Ctrl-C left
+        # in flight: the recording ends before it (_stop_in_syscall).
+        self._in_flight: tuple | None = None
 
     # ------------------------------------------------------------------ setup
     def run(self) -> RecordingSummary:
@@ -1570,6 +1580,10 @@ class Recorder:
         thread to come back steps; when that is the stepping thread itself,
         its step's status is returned and nothing switches."""
         if self.interrupted:
+            if blocked is not None:
+                status = self._stop_in_syscall(blocked)
+                if status is not None:
+                    return status
             self._end(reasons.recording_interrupted(self.target, self.pos))
         tids = sorted(self.others)
         after = [t for t in tids if t > self.tid] + [t for t in tids if t < self.tid]
@@ -1579,6 +1593,10 @@ class Recorder:
         pause = 20e-6
         while chosen is None:
             if self.interrupted:
+                if blocked is not None:
+                    status = self._stop_in_syscall(blocked)
+                    if status is not None:
+                        return status
                 self._end(reasons.recording_interrupted(self.target, self.pos))
             if blocked is not None:
                 status = self._poll(self.tid)
@@ -1604,11 +1622,53 @@ class Recorder:
         self.writer.add_schedule(pos, chosen)
         return None
 
-    def _quiet_while_blocked(self) -> bool:
-        """Whether no thread is blocked in a syscall that writes memory or
-        changes the mappings (a futex wait or a sleep writes nothing)."""
-        return all(waiting.blocked is None or waiting.blocked[2][1] in QUIET_BLOCKERS
-                   for waiting in self.others.values())
+    def _stop_in_syscall(self, blocked: tuple) -> int | None:
+        """Ctrl-C came while the stepping thread's syscall (of ``blocked``)
+        was in flight: it blocks, or had not come back yet. Our SIGSTOP went
+        to that thread and cuts an interruptible wait short at once, so its
+        step ends as it does in a one-thread recording, with what the
+        syscall returned (ERESTART_RESTARTBLOCK for a sleep cut short) and
+        wrote (the time a sleep had left, the bytes a read got): its status
+        is returned, for the caller to end the step with. (Ending the
+        recording before that step left what the syscall wrote meanwhile to
+        the final keyframe, which took it for a divergence of the steps.)
+        None when it does not come back soon (an uninterruptible wait, a
+        vfork's for its child): the recording ends before it, and the final
+        keyframe leaves out what it may write (_in_flight_writes)."""
+        if self._stop_sent_to == self.tid:
+            deadline = time.monotonic() + CUT_SHORT_WAIT
+            pause = 20e-6
+            while True:
+                status = self._poll(self.tid)
+                if status is not None:
+                    return status
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 1e-3)
+        self._in_flight = blocked[2]
+        return None
+
+    def _in_flight_writes(self) -> list[tuple[int, int]] | None:
+        """[(address, size)] that syscalls in flight (their steps not
+        recorded yet: blocked in a thread, or left by Ctrl-C) may have
+        written already, or None when one may write or map anything and
+        writable memory cannot be compared now. A futex wait or a sleep
+        writes nothing, unless a signal cuts the sleep short: then the time
+        it had left."""
+        syscalls = [waiting.blocked[2] for waiting in self.others.values() if waiting.blocked is not None]
+        if self.resuming is not None:
+            syscalls.append(self.resuming[2])  # the stepping thread's, back but its step not yet ended
+        if self._in_flight is not None:
+            syscalls.append(self._in_flight)
+        ranges = []
+        for _, name, args in syscalls:
+            if name not in QUIET_BLOCKERS:
+                return None
+            left = _TIME_LEFT.get(name)
+            if left is not None and args[left]:
+                ranges.append((args[left], 16))
+        return ranges
 
     def _replace_regs(self, raw: bytes) -> None:
         """The registers at the current position become ``raw`` (another
@@ -1897,12 +1957,15 @@ class Recorder:
                     seen.add(page)
                     yield page, content
 
-    def _diff_writable(self, t: int, kind: int) -> int:
+    def _diff_writable(self, t: int, kind: int, unrecorded: list[tuple[int, int]] = ()) -> int:
         """Compare all writable memory with the shadow; record what differs
-        as writes of ``kind`` (FIXUP: bytes nobody recorded). Returns the
-        number of bytes that differed."""
+        as writes of ``kind`` (FIXUP: bytes nobody recorded). Bytes in
+        ``unrecorded`` ([(address, size)]: what a syscall whose step is not
+        recorded yet may write) are left as the steps made them. Returns
+        the number of bytes that differed."""
         changed = 0
         rseq = tuple(self.rseq.values())
+        skip = [(addr, addr + size) for addr, size in unrecorded]
         for entry in self.maps:
             if not entry.writable or entry.kind in UNREADABLE_KINDS:
                 continue
@@ -1915,7 +1978,11 @@ class Recorder:
                 if old == content:
                     continue
                 base = page << 12
-                for offset, length in diff_runs(old, content):
+                runs = diff_runs(old, content)
+                if skip:
+                    runs = [(lo - base, hi - lo)
+                            for lo, hi in _subtract([(base + o, base + o + n) for o, n in runs], skip)]
+                for offset, length in runs:
                     addr = base + offset
                     new = content[offset:offset + length]
                     record_kind = kind
@@ -1967,14 +2034,15 @@ class Recorder:
     def _keyframe(self, position: int, verify: bool) -> None:
         t = position - 1
         fixups = 0
-        if verify and not self._quiet_while_blocked():
+        unrecorded = self._in_flight_writes() if verify else None
+        if unrecorded is None:
             # A blocked syscall that writes or maps may have done so already,
             # its step not yet recorded: comparing now would blame no one.
             verify = False
         if verify:
             try:
                 self._resync_maps(t, late=True)
-                fixups = self._diff_writable(t, WRITE_FIXUP)
+                fixups = self._diff_writable(t, WRITE_FIXUP, unrecorded)
             except OSError:
                 verify = False
         self.divergences += fixups
