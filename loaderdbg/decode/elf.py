@@ -994,7 +994,8 @@ def _symtab_index_entries(elffile: ELFFile | None, only: AbstractSet[int] | None
             entries += [(value, ((ranks[info] << 32) - len(name) + len(name.lstrip("_"))) << 1, value + (size or 1),
                          name)
                         for name_at, info, _, shndx, value, size in rows
-                        if value and shndx and addressed[info] and (name := get_string(name_at))]
+                        if value and shndx and addressed[info] and (name := get_string(name_at))
+                        and (name[0] != "$" or not is_mapping_symbol(name))]
     except _PARSE_ERRORS:
         pass
     return count, entries
@@ -1045,7 +1046,17 @@ def _index_entries(symbols: Iterable[DynSymbol], source_rank: int) -> list[tuple
     return [(sym.value, ((bind_rank.get(sym.bind, 0) << 32) - len(sym.name) + len(sym.name.lstrip("_"))) << 1
              | source_rank, sym.value + (sym.size or 1), sym.name)
             for sym in symbols
-            if sym.value and sym.shndx_defined and sym.name and sym.type in address_types]
+            if sym.value and sym.shndx_defined and sym.name and sym.type in address_types
+            and (sym.name[0] != "$" or not is_mapping_symbol(sym.name))]
+
+
+def is_mapping_symbol(name: str) -> bool:
+    """An ARM, aarch64 (or RISC-V) mapping symbol: ``$x``/``$d`` (``$a``,
+    ``$t`` on arm), alone or as ``$x.suffix``. It marks where code or data
+    starts for disassemblers and names nothing: BFD's
+    bfd_is_arm_special_symbol_name, which objdump and gdb skip when naming
+    addresses (gdb: No symbol matches, or the enclosing function)."""
+    return len(name) >= 2 and name[0] == "$" and name[1] in "adtx" and (len(name) == 2 or name[2] == ".")
 
 
 @cache
