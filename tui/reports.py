@@ -292,10 +292,14 @@ def info_symbol(session, view: StopView | None, command: Command) -> Text:
     symbol = session.symbolize(address)
     mapping = next((m for m in view.snapshot.maps if m.entry.start <= address < m.entry.end), None) \
         if view is not None else None
-    if not symbol:
-        where = f" (in {mapping.object or mapping.entry.path or 'an anonymous mapping'})" if mapping else ""
-        return Text(f"No symbol matches {command.address.text}.{where}")
     name, offset = split_symbol(symbol)
+    if symbol and mapping is not None and _object_offset(view, mapping, name, address - offset):
+        symbol = None  # symbolize's "lazy+0x1030": in the object, but no symbol there
+    if not symbol:
+        where = f" (in {mapping.object or mapping.entry.path or 'an anonymous mapping'}" if mapping else ""
+        if where and name and mapping.object == name:
+            where += f"+{offset:#x}"
+        return Text(f"No symbol matches {command.address.text}.{where}{')' if where else ''}")
     out = Text(f"{name} + {offset}" if offset else name, style="bold")
     if mapping is not None:
         section = (mapping.segment or "").split()
@@ -303,6 +307,16 @@ def info_symbol(session, view: StopView | None, command: Command) -> Text:
         if mapping.entry.path:
             out.append(f" of {mapping.entry.path}")
     return out
+
+
+def _object_offset(view: StopView, mapping, name: str | None, start: int) -> bool:
+    """Whether symbolize's answer named no symbol but the object holding
+    the address (``lazy+0x1030``: the offset from its first mapped page),
+    where gdb says No symbol matches."""
+    if name is None or name != mapping.object:
+        return False
+    first = min((m.entry.start for m in view.snapshot.maps if m.object == name), default=None)
+    return first == start
 
 
 def print_value(session, view: StopView | None, command: Command, number: int) -> Text:
