@@ -14,10 +14,13 @@ that does not come back (a vfork waiting for its child, whose writes to
 the memory it borrows were blamed on the steps too) is left out: the
 recording ends before it, and the final check leaves its writes out.
 
-The program is built here (two sleepers, one reader of stdin, or one
-vforker); Ctrl-C is sent once every one of its threads has been seen
-waiting in the kernel for a while, which a traced thread only does while
-the recorder lets it block."""
+One thread alone in ppoll: its step was recorded, but not the time it had
+left, which ppoll writes into its timeout when it fails too.
+
+The program is built here (two sleepers, one reader of stdin, one vforker,
+or one thread in ppoll); Ctrl-C is sent once every one of its threads has
+been seen waiting in the kernel for a while, which a traced thread only
+does while the recorder lets it block."""
 
 from __future__ import annotations
 
@@ -43,13 +46,17 @@ ERESTART_RESTARTBLOCK = -516
 STILL_WAITING = 0.02
 
 SOURCE = r"""
+#define _GNU_SOURCE
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 struct timespec left[2] = {{7, 7}, {7, 7}};
 char got[64];
+struct timespec timeout;
 
 static void *sleeper(void *arg)
 {
@@ -83,6 +90,16 @@ static void *vforker(void *arg)
 int main(int argc, char **argv)
 {
     pthread_t threads[2];
+    if (argc > 1 && strcmp(argv[1], "ppoll") == 0) {
+        struct pollfd input = {0, POLLIN, 0};
+        for (;;) {
+            timeout.tv_sec = 5;
+            timeout.tv_nsec = 0;
+            /* Not glibc's ppoll, which passes a copy of the timeout. */
+            if (syscall(SYS_ppoll, &input, 1, &timeout, NULL, 8) > 0)
+                return 0;
+        }
+    }
     if (argc > 1 && strcmp(argv[1], "read") == 0) {
         pthread_create(&threads[0], NULL, reader, NULL);
     } else if (argc > 1 && strcmp(argv[1], "vfork") == 0) {
@@ -100,7 +117,7 @@ int main(int argc, char **argv)
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     """The program (static, not PIE: its globals at link-time addresses) and
-    the addresses of `left` and `got`."""
+    the addresses of `left`, `got` and `timeout`."""
     directory = tmp_path_factory.mktemp("waiters")
     (directory / "waiters.c").write_text(SOURCE)
     path = str(directory / "waiters")
@@ -108,9 +125,9 @@ def program(tmp_path_factory):
     symbols = {}
     for line in subprocess.run(["nm", path], capture_output=True, text=True, check=True).stdout.splitlines():
         fields = line.split()
-        if len(fields) == 3 and fields[2] in ("left", "got"):
+        if len(fields) == 3 and fields[2] in ("left", "got", "timeout"):
             symbols[fields[2]] = int(fields[0], 16)
-    return path, symbols["left"], symbols["got"]
+    return path, symbols["left"], symbols["got"], symbols["timeout"]
 
 
 def _program_pid(me: int, path: str) -> int | None:
@@ -215,7 +232,7 @@ def test_ctrl_c_while_every_thread_sleeps(program, tmp_path):
     when Ctrl-C meets it; the last step's `left` is then the time it had
     left, written by that sleep's recorded step (the kernel's write), and
     untouched otherwise."""
-    path, left, _ = program
+    path, left, _, _ = program
     cut_short_seen = 0
     for attempt in range(3):
         output = str(tmp_path / f"sleepers{attempt}.ldbg")
@@ -245,7 +262,7 @@ def test_ctrl_c_while_a_vfork_waits_for_its_child(program, tmp_path):
     recording ends before it, and what the child wrote meanwhile in memory
     the recording shares is not blamed on the steps (it was: 85 bytes
     changed without a recorded write)."""
-    path, _, _ = program
+    path, _, _, _ = program
     borrowers: list[int] = []
     try:
         for attempt in range(2):
@@ -272,7 +289,7 @@ def test_ctrl_c_while_a_read_gets_its_bytes(program, tmp_path):
     as the recording ends. The bytes it got are in the recording as that
     read's (the kernel's write), or, when the recording ended before the
     read, not at all; never found changed with no write."""
-    path, _, got = program
+    path, _, got, _ = program
     message = b"written as Ctrl-C came"
     for attempt in range(3):
         output = str(tmp_path / f"reader{attempt}.ldbg")
@@ -293,3 +310,28 @@ def test_ctrl_c_while_a_read_gets_its_bytes(program, tmp_path):
                 assert write.kind == "kernel" and write.step == reads[-1]["step"]
             else:
                 assert now == bytes(len(message))
+
+
+def test_ctrl_c_while_one_thread_waits_in_ppoll(program, tmp_path):
+    """One thread in ppoll on a pipe nobody writes, 5 s at a time: Ctrl-C's
+    SIGSTOP cuts it short (ERESTARTNOHAND), and ppoll writes the time it had
+    left into its timeout, as it does whenever it fails. Its step recorded
+    no write (a failed ppoll was taken to write nothing), and the final
+    keyframe found the 12 bytes changed."""
+    path, _, _, timeout = program
+    for attempt in range(2):
+        output = str(tmp_path / f"ppoll{attempt}.ldbg")
+        read_end, write_end = os.pipe()
+        try:
+            summary = record_until_ctrl_c(path, output, threads=1, mode="ppoll", stdin_fd=read_end)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        with ReplaySession(output) as replay:
+            check_the_end(summary, replay)
+            polls = [row for row in replay.recording.syscalls() if row["name"] == "ppoll"]
+            assert polls and polls[-1]["result"] == -514 and polls[-1]["args"][2] == timeout  # ERESTARTNOHAND
+            seconds, nanoseconds = struct.unpack("<qq", replay.read_memory(timeout, 16))
+            assert (seconds, nanoseconds) != (5, 0) and 0 <= seconds < 5 and 0 <= nanoseconds < 1_000_000_000
+            write = replay.last_memory_write(timeout, 16)
+            assert write.kind == "kernel" and write.step == polls[-1]["step"]
