@@ -380,13 +380,15 @@ class SymbolTable:
         dynamic linker would bind first, else the first of
         static_definitions (static functions, ld.so's internals such as
         ``_dl_start``). ``puts@plt``: a PLT entry (plt_locations), the
-        program's where it has one (gdb's first location), else the first."""
-        if name.endswith("@plt"):
+        program's where it has one (gdb's first location), else the first;
+        None without one (no symbol table is searched for such a name)."""
+        if name.endswith("@plt"):  # a PLT entry's name: never a symbol's
             entries = self.plt_locations(name)
-            if entries:
-                program = self.program
-                own = None if program is None else program.info.plt_entry_named(name)
-                return program.runtime(own) if own is not None else entries[0]
+            if not entries:
+                return None
+            program = self.program
+            own = None if program is None else program.info.plt_entry_named(name)
+            return program.runtime(own) if own is not None else entries[0]
         found = self.resolve(name)
         if found is not None:
             return found
