@@ -372,6 +372,13 @@ ARCH_PRCTL_OUTPUTS = {0x1003: ((1, 8),), 0x1004: ((1, 8),), 0x1021: ((1, 8),), 0
                       0x5005: ((1, 8),)}
 PRCTL_OUTPUTS = {16: ((1, 16),), 2: ((1, 4),), 40: ((1, 8),), 37: ((1, 4),)}
 PRCTL_QUIET = frozenset({1, 3, 4, 8, 15, 22, 23, 24, 36, 38, 39, 0x53564D41, 47, 45})
+# What a call writes even when it fails: a ppoll cut short by a signal
+# (Ctrl-C's SIGSTOP at the end of a recording too) writes the time it had
+# left into its timeout.
+SYSCALL_OUTPUTS_ON_FAILURE = {
+    "ppoll": ((2, 16),),
+}
+
 FUTEX_WAKE_OP = 5
 MADVISE_ZEROING = frozenset({4, 8, 9})  # DONTNEED, FREE, REMOVE
 MAX_ERRNO = 4095
@@ -437,6 +444,8 @@ def syscall_writes(name: str, args: tuple[int, ...], result: int | None,
             return None
         return []
     if not _succeeded(result):
+        if name in SYSCALL_OUTPUTS_ON_FAILURE and result is not None:
+            return _ranges(SYSCALL_OUTPUTS_ON_FAILURE[name], args, result)
         return [] if name in SYSCALL_OUTPUTS or name in ("ioctl", "fcntl", "arch_prctl", "prctl") else None
     if name in SYSCALL_OUTPUTS:
         return _ranges(SYSCALL_OUTPUTS[name], args, result)

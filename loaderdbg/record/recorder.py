@@ -629,12 +629,7 @@ class Recorder:
     def kernel_writes(self, name: str, args: tuple[int, ...], result: int) -> list[tuple[int, int]] | None:
         """[(address, size)] a syscall that returned ``result`` wrote; None
         when unknown (all writable memory is compared)."""
-        writes = syscall_writes(name, args, result, self.reader.read)
-        if name == "ppoll" and writes == [] and args[2] and -4095 <= result < 0:
-            # Failed, or cut short by a signal (ours at Ctrl-C too), ppoll
-            # still writes the time it had left into its timeout.
-            writes = [(args[2], 16)]
-        return writes
+        return syscall_writes(name, args, result, self.reader.read)
 
     def _new_chunk(self, start: int) -> _Chunk:
         chunk = _Chunk(start, self.regs)

@@ -154,6 +154,11 @@ def no_memory(addr, size):
     ("close", (3,), 0, []),
     ("mmap", (0, 4096, 3, 0x22, -1, 0), 0x7000, []),
     ("openat", (-100, 0x100, 0), 3, []),
+    ("ppoll", (0x6000, 2, 0x7000, 0, 8), 1, [(0x6000, 16), (0x7000, 16)]),
+    # Cut short by a signal (-ERESTARTNOHAND) or failed: still the time left.
+    ("ppoll", (0x6000, 2, 0x7000, 0, 8), -514, [(0x7000, 16)]),
+    ("ppoll", (0x6000, 2, 0x7000, 0, 8), -4, [(0x7000, 16)]),
+    ("ppoll", (0x6000, 2, 0, 0, 8), -4, []),  # no timeout: nothing
 ])
 def test_syscall_outputs(name, args, result, expected):
     assert syscall_writes(name, args + (0,) * (6 - len(args)), result, no_memory) == expected
