@@ -949,6 +949,7 @@ class ReplaySession:
         for step, _text in self.recording.maps_rows:
             self._pos = step
             try:
+                addresses.update(self._source.symbols().plt_locations(name))  # puts@plt: each object's
                 addr = self._source.symbols().resolve(name)
                 if addr is None:  # a local symbol (.symtab), like execsolib_handoff
                     for obj in self._source.objects():
