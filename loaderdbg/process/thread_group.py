@@ -37,6 +37,7 @@ import os
 import signal as _signal
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from loaderdbg.arch import X86_64
 from loaderdbg.errors import TargetError, UsageError
@@ -67,6 +68,13 @@ _SYSCALL_STOP = ((_signal.SIGTRAP | 0x80) << 8) | 0x7F  # a syscall stop's wait 
 # it: ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK
 # (include/linux/errno.h); user space never sees these.
 _RESTART_ERRORS = frozenset({-512, -513, -514, -516})
+# ERESTART_RESTARTBLOCK's call (nanosleep, clock_nanosleep, poll…) comes
+# back as restart_syscall, which carries on from the kernel's restart block.
+_ERESTART_RESTARTBLOCK = -516
+_RESTART_SYSCALL = X86_64.syscall_numbers["restart_syscall"]
+# The stops that say a cut-short syscall did not run again at once: the
+# thread ran code of its own, or entered another call.
+_ENDS_A_CUT_SHORT_CALL = frozenset({StopKind.SIGNAL, StopKind.SYSCALL, StopKind.BREAKPOINT, StopKind.WATCHPOINT})
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,18 @@ class ThreadNote:
     detail: str
 
 
+class _CutShort(NamedTuple):
+    """A blocking syscall our stop request cut short (its exit stop, not
+    reported), which the kernel runs again as the thread resumes."""
+
+    number: int  # the number its restart's entry shows (restart_syscall for a restart block)
+    ip: int  # after its `syscall` instruction: the restart executes that one again
+    exit: ptrace.SyscallInfo  # its exit (-ERESTART*), reported if it turns out not to restart at once
+
+
 class _Thread:
-    __slots__ = ("tracee", "state", "pending", "pending_breakpoint", "halt_requested", "restarting")
+    __slots__ = ("tracee", "state", "pending", "pending_breakpoint", "halt_requested", "restarting",
+                 "exit_first", "replayed")
 
     def __init__(self, tracee: Tracee, state: str) -> None:
         self.tracee = tracee
@@ -107,7 +125,13 @@ class _Thread:
         self.halt_requested = False
         # Our stop request cut a blocking syscall short: the kernel restarts
         # it, and that second syscall-entry stop is no news either.
-        self.restarting = False
+        self.restarting: _CutShort | None = None
+        # That call's exit, to report before ``pending``: a signal (or
+        # another call) came first, so the call returned -ERESTART* after all.
+        self.exit_first: ptrace.SyscallInfo | None = None
+        # What syscall_info answers while that exit is the reported stop
+        # (the thread stands in the stop that came after it).
+        self.replayed: ptrace.SyscallInfo | None = None
 
     @property
     def tid(self) -> int:
@@ -189,6 +213,14 @@ class ThreadGroup:
     def registers_raw(self, tid: int | None = None) -> bytes:
         return self.tracee(tid).regs_raw()
 
+    def syscall_info(self) -> ptrace.SyscallInfo:
+        """The current thread's syscall stop, as PTRACE_GET_SYSCALL_INFO
+        says, or the exit of a call our stop request cut short that it
+        stands reported at (see _cut_short_call_ended)."""
+        thread = self._thread(self.current)
+        replayed = thread.replayed
+        return thread.tracee.syscall_info() if replayed is None else replayed
+
     def select(self, tid: int) -> None:
         thread = self._thread(tid)
         if thread.state != STOPPED:
@@ -234,7 +266,8 @@ class ThreadGroup:
                 leader.tracee.let_run(syscalls=syscalls)
                 leader.state = RUNNING
                 tid, status = self._wait_any()
-                if tid == self.pid and status == _SYSCALL_STOP and not (leader.halt_requested or leader.restarting):
+                if tid == self.pid and status == _SYSCALL_STOP \
+                        and not (leader.halt_requested or leader.restarting is not None):
                     leader.state = STOPPED  # news, as _settle would say
                     return tid, leader.tracee.classify_status(status)
                 return self._report_first(tid, status)
@@ -315,8 +348,7 @@ class ThreadGroup:
             thread = self._thread(self.current)
         if thread.pending is not None:  # it stopped for something not reported yet
             self._pending_order.remove(thread.tid)
-            stop, thread.pending = thread.pending, None
-            return stop
+            return self._take_pending(thread)
         return self._step(thread, pc, kind)
 
     def interrupt(self) -> None:
@@ -395,7 +427,8 @@ class ThreadGroup:
         tracee = thread.tracee
         # A syscall our stop request cut short restarts within this step,
         # with no entry stop: the thread's next entry stop is a new call.
-        thread.restarting = False
+        thread.restarting = None
+        thread.replayed = None
         try:
             stop = tracee.step(pc, kind)
         except ptrace.PtraceError as err:
@@ -499,6 +532,8 @@ class ThreadGroup:
             else:
                 thread.state = STOPPED
             return None
+        if thread.restarting is not None and stop.kind in _ENDS_A_CUT_SHORT_CALL:
+            return self._cut_short_call_ended(thread, stop, running)
         if stop.kind is StopKind.EVENT:
             if stop.event == ptrace.EVENT_CLONE:
                 self._adopt_clone(thread, keep_stopped=not running)
@@ -530,13 +565,27 @@ class ThreadGroup:
                 thread.pending_breakpoint = pc
         self._pending_order.append(thread.tid)
 
+    def _take_pending(self, thread: _Thread) -> Stop:
+        """Hand out ``thread``'s pending stop (its tid taken out of the
+        order). A syscall exit to report first goes first: the stop that
+        came after it stays pending, next in line."""
+        exit_info = thread.exit_first
+        if exit_info is not None:
+            thread.exit_first = None
+            thread.replayed = exit_info
+            self._pending_order.insert(0, thread.tid)
+            return thread.tracee.syscall_stop
+        thread.replayed = None
+        stop, thread.pending = thread.pending, None
+        return stop
+
     def _next_pending(self) -> tuple[int, Stop] | None:
         while self._pending_order:
             tid = self._pending_order.pop(0)
             thread = self._threads.get(tid)
             if thread is None or thread.pending is None:
                 continue
-            stop, thread.pending = thread.pending, None
+            stop = self._take_pending(thread)
             if thread.pending_breakpoint is not None \
                     and thread.pending_breakpoint not in thread.tracee.breakpoints:
                 continue  # removed since: pc is already back on the instruction
@@ -569,21 +618,52 @@ class ThreadGroup:
         syscall restarting. Reported, each would stop the other threads
         again, interrupting their syscalls in turn: a ping-pong without end
         when every thread waits in one and syscalls are watched."""
-        if stop.kind is not StopKind.SYSCALL or not (thread.halt_requested or thread.restarting):
+        if stop.kind is not StopKind.SYSCALL or not (thread.halt_requested or thread.restarting is not None):
             return False
         try:
             info = thread.tracee.syscall_info()
         except ptrace.PtraceError:
             return False
-        if info.op == ptrace.SYSCALL_INFO_ENTRY and thread.restarting:
-            thread.restarting = False
+        cut = thread.restarting
+        if cut is not None and info.op == ptrace.SYSCALL_INFO_ENTRY:
+            # The restart runs the same `syscall` instruction again. Any
+            # other entry is a call of its own (_cut_short_call_ended).
+            if info.instruction_pointer != cut.ip or info.number != cut.number:
+                return False
+            thread.restarting = None
             return True
-        thread.restarting = False
+        thread.restarting = None
         if info.op == ptrace.SYSCALL_INFO_EXIT and thread.halt_requested \
                 and info.return_value in _RESTART_ERRORS:
-            thread.restarting = True
+            if info.return_value == _ERESTART_RESTARTBLOCK:
+                number = _RESTART_SYSCALL
+            else:
+                try:
+                    raw = thread.tracee.regs_raw()
+                except ptrace.PtraceError:
+                    return False
+                number = int.from_bytes(raw[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+            thread.restarting = _CutShort(number, info.instruction_pointer, info)
             return True
         return False
+
+    def _cut_short_call_ended(self, thread: _Thread, stop: Stop, running: bool) -> Stop | None:
+        """``thread`` was to run again a syscall our stop request cut short,
+        and stopped for something else first: a signal (from outside, from
+        another thread, a timer's, queued while we held it stopped: its
+        handler runs, and the call fails with EINTR or runs again after it,
+        as SA_RESTART says), or another call's entry. The call returned
+        -ERESTART* after all, as strace shows it: its exit is news, before
+        this stop (kept pending); a run of it again is a call of its own."""
+        cut, thread.restarting = thread.restarting, None
+        if not self._syscalls:
+            return self._news(thread, stop, running)
+        self._keep_pending(thread, stop)
+        thread.exit_first = cut.exit
+        if not running:
+            return None
+        self._pending_order.pop()  # the tid _keep_pending put last: _take_pending puts it first
+        return self._take_pending(thread)
 
     def _run_on(self, thread: _Thread) -> None:
         thread.tracee.let_run(syscalls=self._syscalls)
@@ -661,6 +741,7 @@ class ThreadGroup:
         self._dying = True
         for thread in self._threads.values():
             thread.pending = None
+            thread.exit_first = thread.replayed = None
         self._pending_order.clear()
 
     def _let_die(self, thread: _Thread, *, wait: bool) -> None:
@@ -698,6 +779,7 @@ class ThreadGroup:
             # Not the old leader's: a restarting flag of its would take the
             # new program's first syscall entry for its restart.
             thread.restarting = execer.restarting
+            thread.exit_first = thread.replayed = None
             for tid in [t for t in self._threads if t != thread.tid]:
                 del self._threads[tid]
                 self._forget_pending(tid)
@@ -1072,7 +1154,7 @@ class GroupTarget:
         return self.current.classify_status(status)
 
     def syscall_info(self) -> ptrace.SyscallInfo:
-        return self.current.syscall_info()
+        return self.group.syscall_info()
 
     def event_message(self) -> int | None:
         try:
