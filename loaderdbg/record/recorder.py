@@ -1501,16 +1501,22 @@ class Recorder:
             ptrace.singlestep(self.tid, signal)
         except ptrace.PtraceError as err:
             raise TargetError(f"single-step failed at step {self.pos}: {os.strerror(err.errno)}") from None
-        deadline = time.monotonic() + BLOCKED_AFTER
+        return self._poll_stepping(BLOCKED_AFTER, 200e-6, stop_on_interrupt=True)
+
+    def _poll_stepping(self, seconds: float, longest_pause: float, stop_on_interrupt: bool = False) -> int | None:
+        """The stepping thread's status once its step ends, polled with a
+        pause that doubles up to ``longest_pause``; None after ``seconds``
+        (or at Ctrl-C, with ``stop_on_interrupt``)."""
+        deadline = time.monotonic() + seconds
         pause = 20e-6
         while True:
             status = self._poll(self.tid)
             if status is not None:
                 return status
-            if time.monotonic() >= deadline or self.interrupted:
+            if time.monotonic() >= deadline or (stop_on_interrupt and self.interrupted):
                 return None
             time.sleep(pause)
-            pause = min(pause * 2, 200e-6)
+            pause = min(pause * 2, longest_pause)
 
     def _issue_exec(self) -> int:
         """Step an execve while other threads exist: the kernel ends them
@@ -1636,16 +1642,9 @@ class Recorder:
         vfork's for its child): the recording ends before it, and the final
         keyframe leaves out what it may write (_in_flight_writes)."""
         if self._stop_sent_to == self.tid:
-            deadline = time.monotonic() + CUT_SHORT_WAIT
-            pause = 20e-6
-            while True:
-                status = self._poll(self.tid)
-                if status is not None:
-                    return status
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(pause)
-                pause = min(pause * 2, 1e-3)
+            status = self._poll_stepping(CUT_SHORT_WAIT, 1e-3)
+            if status is not None:
+                return status
         self._in_flight = blocked[2]
         return None
 

@@ -23,6 +23,17 @@ def _since(app, command: str) -> str:
     return log_text(app).split(f"(ldbg) {command}")[-1]
 
 
+async def _answer(pilot, command: str, awaited: str) -> str:
+    """What the log says after ``command``, once it says ``awaited`` (or 5 s on)."""
+    await type_command(pilot, command)
+    await pilot.pause(0.3)
+    for _ in range(50):
+        if awaited in _since(pilot.app, command):
+            break
+        await pilot.pause(0.1)
+    return _since(pilot.app, command)
+
+
 def _objdump_entry(path, label: str) -> int:
     listing = subprocess.run(["objdump", "-d", "-j", ".plt", "-j", ".plt.sec", str(path)],
                              capture_output=True, text=True, check=True).stdout
@@ -39,23 +50,12 @@ def test_break_and_until_on_a_plt_entry(name):
             app = pilot.app
             await type_command(pilot, "until main")
             base = next(obj.base for obj in app.view.snapshot.objects if obj.name == name)
-            await type_command(pilot, "b puts@plt")
-            await pilot.pause(0.3)
-            for _ in range(50):
-                if "<puts@plt>" in _since(app, "b puts@plt"):
-                    break
-                await pilot.pause(0.1)
-            assert f"at {base + entry:#x} <puts@plt>" in _since(app, "b puts@plt")
+            answer = await _answer(pilot, "b puts@plt", "<puts@plt>")
+            assert f"at {base + entry:#x} <puts@plt>" in answer
             await type_command(pilot, "delete")
             await type_command(pilot, "until puts@plt")
             assert app.view.pc == base + entry
-            await type_command(pilot, "b nosuch@plt")
-            await pilot.pause(0.3)
-            for _ in range(50):
-                if "nosuch@plt" in _since(app, "b nosuch@plt"):
-                    break
-                await pilot.pause(0.1)
-            text = _since(app, "b nosuch@plt").strip()
+            text = (await _answer(pilot, "b nosuch@plt", "nosuch@plt")).strip()
             assert "no symbol 'nosuch@plt'" in text and "Traceback" not in text
 
         run_pilot(LoaderdbgApp(session), scenario, size=(160, 48))
