@@ -380,6 +380,21 @@ SYSCALL_OUTPUTS_ON_FAILURE = {
 }
 
 FUTEX_WAKE_OP = 5
+# Priority-inheritance futex calls write the lock word (the owner's tid,
+# the waiters bit) as they take, hand over or wait for the lock; the
+# requeue ones the second lock's word too.
+FUTEX_PI_OPS = frozenset({6, 7, 8, 13})  # LOCK_PI, UNLOCK_PI, TRYLOCK_PI, LOCK_PI2
+FUTEX_REQUEUE_PI_OPS = frozenset({11, 12})  # WAIT_REQUEUE_PI, CMP_REQUEUE_PI
+
+
+def futex_lock_words(args: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The lock words a futex call may write: a PI call's, else none."""
+    op = args[1] & 0x7F
+    if op in FUTEX_PI_OPS:
+        return [(args[0], 4)]
+    if op in FUTEX_REQUEUE_PI_OPS:
+        return [(args[0], 4), (args[4], 4)]
+    return []
 MADVISE_ZEROING = frozenset({4, 8, 9})  # DONTNEED, FREE, REMOVE
 MAX_ERRNO = 4095
 
@@ -467,7 +482,7 @@ def syscall_writes(name: str, args: tuple[int, ...], result: int | None,
             return _ranges(PRCTL_OUTPUTS[option], args, result)
         return [] if option in PRCTL_QUIET else None
     if name == "futex":
-        return None if args[1] & 0x7F == FUTEX_WAKE_OP else []
+        return None if args[1] & 0x7F == FUTEX_WAKE_OP else futex_lock_words(args)
     if name == "madvise":
         return None if args[2] in MADVISE_ZEROING else []
     return None

@@ -48,7 +48,8 @@ from loaderdbg.process.follow import SpawnCatcher
 from loaderdbg.process.stops import Stop, StopKind, classify
 from loaderdbg.process.tracee import LaunchSpec, Tracee, launch, sigstop_pending, untrapped_r11
 from loaderdbg.record.capture import (
-    ALL_REGISTERS, COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, rule_address, syscall_writes,
+    ALL_REGISTERS, COMPLEX, INT3, RCX, REG_INDEX, SYSCALL, WRITES, Decoder, Plan, futex_lock_words, rule_address,
+    syscall_writes,
 )
 from loaderdbg.record.format import (
     FORMAT_NAME, FORMAT_VERSION, MASK64, PAGE_SIZE, REGS_SIZE, WRITE_FIXUP, WRITE_INSN, WRITE_KERNEL,
@@ -98,7 +99,8 @@ BLOCKED_AFTER = 0.001
 # Syscalls that write no memory and map nothing while they block: the
 # keyframe check need not wait for their step. But for a sleep that a
 # signal cuts short: it writes the time it had left (the argument below,
-# a timespec, when not NULL) before its step ends.
+# a timespec, when not NULL) before its step ends; and a priority-
+# inheritance futex wait, which marks its lock's word (futex_lock_words).
 QUIET_BLOCKERS = frozenset({"futex", "nanosleep", "clock_nanosleep", "sched_yield", "pause"})
 _TIME_LEFT = {"nanosleep": 1, "clock_nanosleep": 3}
 # How long Ctrl-C waits for the step of a syscall it found in flight: our
@@ -1664,6 +1666,8 @@ class Recorder:
         for _, name, args in syscalls:
             if name not in QUIET_BLOCKERS:
                 return None
+            if name == "futex":
+                ranges.extend(futex_lock_words(args))  # a PI lock's word, marked as its waiter waits
             left = _TIME_LEFT.get(name)
             if left is not None and args[left]:
                 ranges.append((args[left], 16))
