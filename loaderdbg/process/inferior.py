@@ -637,7 +637,7 @@ class Inferior(StopState):
                 self._arm_plt_locations(target, user_bp)
             if target.kind == "main" and user_bp is None and self.at_entry is not None:
                 user_bp = self.resolve_main()
-            if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self._target_locations:
+            if self._target_locations and stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self._target_locations:
                 self.stop_reason = reasons.reached_at(target, self.tracee.pc)
                 break
             if stop.kind is StopKind.BREAKPOINT and self.tracee.pc in self.user_breakpoints \

@@ -77,6 +77,11 @@ _RESTART_SYSCALL = X86_64.syscall_numbers["restart_syscall"]
 _ENDS_A_CUT_SHORT_CALL = frozenset({StopKind.SIGNAL, StopKind.SYSCALL, StopKind.BREAKPOINT, StopKind.WATCHPOINT})
 
 
+def _signed_word(raw: bytes, offset: int) -> int:
+    """A register of a raw user_regs_struct, as the kernel's long."""
+    return int.from_bytes(raw[offset:offset + 8], "little", signed=True)
+
+
 @dataclass(frozen=True)
 class ThreadInfo:
     """One traced thread as callers see it."""
@@ -419,8 +424,8 @@ class ThreadGroup:
             raw = thread.tracee.regs_raw()
         except ptrace.PtraceError:
             return False
-        number = int.from_bytes(raw[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
-        result = int.from_bytes(raw[_RAX:_RAX + 8], "little", signed=True)
+        number = _signed_word(raw, _ORIG_RAX)
+        result = _signed_word(raw, _RAX)
         return number >= 0 and result in _RESTART_ERRORS and sigstop_pending(thread.tid)
 
     def _step_thread(self, thread: _Thread, pc: int | None, kind: int | None) -> Stop:
@@ -642,7 +647,7 @@ class ThreadGroup:
                     raw = thread.tracee.regs_raw()
                 except ptrace.PtraceError:
                     return False
-                number = int.from_bytes(raw[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+                number = _signed_word(raw, _ORIG_RAX)
             thread.restarting = _CutShort(number, info.instruction_pointer, info)
             return True
         return False
@@ -728,7 +733,7 @@ class ThreadGroup:
             raw = thread.tracee.regs_raw()
         except ptrace.PtraceError:
             return False
-        number = int.from_bytes(raw[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+        number = _signed_word(raw, _ORIG_RAX)
         news = not self._dying and (number == _EXIT_GROUP or
                                     (os.WIFSIGNALED(status) and os.WTERMSIG(status) != _signal.SIGKILL))
         if news:

@@ -1588,11 +1588,7 @@ class Recorder:
         thread to come back steps; when that is the stepping thread itself,
         its step's status is returned and nothing switches."""
         if self.interrupted:
-            if blocked is not None:
-                status = self._stop_in_syscall(blocked)
-                if status is not None:
-                    return status
-            self._end(reasons.recording_interrupted(self.target, self.pos))
+            return self._end_interrupted(blocked)
         tids = sorted(self.others)
         after = [t for t in tids if t > self.tid] + [t for t in tids if t < self.tid]
         chosen = next((t for t in after if self._ready(t)), None)
@@ -1601,11 +1597,7 @@ class Recorder:
         pause = 20e-6
         while chosen is None:
             if self.interrupted:
-                if blocked is not None:
-                    status = self._stop_in_syscall(blocked)
-                    if status is not None:
-                        return status
-                self._end(reasons.recording_interrupted(self.target, self.pos))
+                return self._end_interrupted(blocked)
             if blocked is not None:
                 status = self._poll(self.tid)
                 if status is not None:
@@ -1629,6 +1621,16 @@ class Recorder:
         self._replace_regs(incoming.regs)
         self.writer.add_schedule(pos, chosen)
         return None
+
+    def _end_interrupted(self, blocked: tuple | None) -> int:
+        """Ctrl-C came while threads are switched: the recording ends, but
+        for the stepping thread's syscall in flight, whose step's status is
+        returned when it comes back (_stop_in_syscall)."""
+        if blocked is not None:
+            status = self._stop_in_syscall(blocked)
+            if status is not None:
+                return status
+        self._end(reasons.recording_interrupted(self.target, self.pos))
 
     def _stop_in_syscall(self, blocked: tuple) -> int | None:
         """Ctrl-C came while the stepping thread's syscall (of ``blocked``)
